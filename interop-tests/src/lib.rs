@@ -1,0 +1,2 @@
+//! quill-interop: the interop suite (impairment relay and scenario runner arrive with their issue).
+#![warn(missing_docs)]

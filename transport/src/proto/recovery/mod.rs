@@ -1,0 +1,1 @@
+//! Loss recovery and congestion control (RFC 9002).

@@ -1,0 +1,1 @@
+//! Pure encode/decode of quill's wire image (RFC 9000 encodings).
