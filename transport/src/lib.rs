@@ -1,8 +1,20 @@
-//! quill-transport: wire codec, sans-IO protocol core and (later) the mio driver.
+//! quill-transport: a QUIC-style transport over UDP with a post-quantum handshake and
+//! built-in login.
 //!
 //! Layering, top to bottom (each layer only uses the ones below it):
-//! `proto` (sans-IO connections and endpoint) → `wire` (pure encode/decode).
+//! - [`proto`]: the sans-IO protocol core (connections; later the endpoint and its
+//!   timer wheel). It never touches a socket, a thread or a clock.
+//! - [`wire`]: pure encode/decode of packets, frames and transport parameters.
+//!
+//! [`sim`] is a deterministic simulated network that drives two connections through
+//! loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
 
 pub mod proto;
+pub mod sim;
 pub mod wire;
+
+pub use proto::{
+    ClientConfig, Connection, ConnectionError, Event, HostKeyPolicy, Login, ServerConfig,
+    TransportConfig,
+};

@@ -1,0 +1,297 @@
+//! Connection configuration, validated before use.
+//!
+//! Every check here produces a [`ConfigError`] whose message says what is wrong and
+//! what to change, because these values come straight from command-line flags and
+//! configuration files.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quill_crypto::hostkey::{HostKeyPair, PublicKey};
+use quill_crypto::packet::Suite;
+use quill_crypto::random::{OsRandom, Random};
+use zeroize::Zeroizing;
+
+use super::recovery::CongestionAlgorithm;
+use super::streams::StreamsConfig;
+
+/// Smallest datagram size every quill path must carry (RFC 9000 §14).
+pub const MIN_UDP_PAYLOAD: u16 = 1200;
+
+/// Transport behaviour shared by clients and servers.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Our idle timeout; the effective one is the minimum of both sides' (RFC 9000 §10.1).
+    pub idle_timeout: Duration,
+    /// Send a PING after this long without sending anything ack-eliciting. Must be less
+    /// than half of `idle_timeout` so that a lost keep-alive can be repeated in time.
+    pub keep_alive_interval: Option<Duration>,
+    /// Stream and flow-control limits.
+    pub streams: StreamsConfig,
+    /// Congestion controller.
+    pub congestion: CongestionAlgorithm,
+    /// Largest UDP payload we send and accept (1200..=65527). 1452 fits Ethernet.
+    pub max_udp_payload_size: u16,
+    /// Largest DATAGRAM frame payload we accept; `None` disables datagrams.
+    pub max_datagram_frame_size: Option<u16>,
+    /// Received datagrams kept for the application before the oldest is dropped.
+    pub datagram_receive_queue: usize,
+    /// Datagrams queued for sending before `send_datagram` refuses more.
+    pub datagram_send_queue: usize,
+    /// How long we may delay an ACK (advertised as max_ack_delay).
+    pub max_ack_delay: Duration,
+    /// Send an ACK after this many ack-eliciting packets even before `max_ack_delay`.
+    pub ack_eliciting_threshold: u32,
+    /// Initiate a key update after this many packets sealed under one key phase.
+    pub key_update_interval: u64,
+    /// RTT assumed before the first sample.
+    pub initial_rtt: Duration,
+    /// Pace packets over the RTT instead of sending whole windows in bursts.
+    pub pacing: bool,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: None,
+            streams: StreamsConfig::default(),
+            congestion: CongestionAlgorithm::Cubic,
+            max_udp_payload_size: 1452,
+            max_datagram_frame_size: Some(1400),
+            datagram_receive_queue: 256,
+            datagram_send_queue: 256,
+            max_ack_delay: Duration::from_millis(25),
+            ack_eliciting_threshold: 10,
+            key_update_interval: 1 << 22,
+            initial_rtt: Duration::from_millis(333),
+            pacing: true,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks the configuration; the error says what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.idle_timeout < Duration::from_millis(100) {
+            return Err(ConfigError(format!(
+                "idle timeout {:?} is too short; use at least 100ms",
+                self.idle_timeout
+            )));
+        }
+        if self.idle_timeout > Duration::from_secs(3600 * 24) {
+            return Err(ConfigError(format!(
+                "idle timeout {:?} is longer than a day; use keep-alives instead",
+                self.idle_timeout
+            )));
+        }
+        if let Some(ka) = self.keep_alive_interval {
+            if ka.is_zero() {
+                return Err(ConfigError(
+                    "keep-alive interval must be positive (omit it to disable keep-alives)".into(),
+                ));
+            }
+            // A keep-alive must fire well before the peer gives up on us: at most half
+            // the idle timeout, so one lost PING can still be repeated in time.
+            if ka * 2 > self.idle_timeout {
+                return Err(ConfigError(format!(
+                    "keep-alive interval {:?} must be at most half the idle timeout {:?}; \
+                     lower the keep-alive interval or raise the idle timeout",
+                    ka, self.idle_timeout
+                )));
+            }
+        }
+        if self.max_udp_payload_size < MIN_UDP_PAYLOAD || self.max_udp_payload_size > 65527 {
+            return Err(ConfigError(format!(
+                "max UDP payload size {} is out of range; use 1200..=65527",
+                self.max_udp_payload_size
+            )));
+        }
+        if self.max_ack_delay >= Duration::from_millis(1 << 14) {
+            return Err(ConfigError("max ack delay must be below 16384ms".into()));
+        }
+        if self.ack_eliciting_threshold == 0 {
+            return Err(ConfigError("ack-eliciting threshold must be at least 1".into()));
+        }
+        if self.key_update_interval < 1000 {
+            return Err(ConfigError(
+                "key update interval must be at least 1000 packets".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot work, with what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the client logs in (sent in its second flight, under handshake keys).
+#[derive(Clone)]
+pub enum Login {
+    /// Account name and password.
+    Password {
+        /// Account name.
+        user: String,
+        /// Password (zeroized on drop).
+        password: Zeroizing<String>,
+    },
+    /// Account name and an identity key; the client signs the transcript hash.
+    PublicKey {
+        /// Account name.
+        user: String,
+        /// The identity key pair.
+        key: Arc<HostKeyPair>,
+    },
+    /// Create an account (where the server allows it), then be logged in to it.
+    Register {
+        /// Requested account name.
+        user: String,
+        /// Password (zeroized on drop).
+        password: Zeroizing<String>,
+        /// Optional identity key to authorise for later public-key logins.
+        key: Option<Arc<HostKeyPair>>,
+    },
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Login::Password { user, .. } => write!(f, "Login::Password({user})"),
+            Login::PublicKey { user, .. } => write!(f, "Login::PublicKey({user})"),
+            Login::Register { user, .. } => write!(f, "Login::Register({user})"),
+        }
+    }
+}
+
+/// A host-key check supplied by the application (for example a `known_hosts` lookup).
+pub type HostKeyVerifier = dyn Fn(&PublicKey) -> Result<(), String> + Send + Sync;
+
+/// How the client decides whether the server's host key is the right one.
+#[derive(Clone)]
+pub enum HostKeyPolicy {
+    /// Accept only keys with one of these fingerprints (`SHA256:...`).
+    Pinned(Vec<String>),
+    /// Accept any key and report it with [`super::Event::HostKeyAccepted`] (trust on
+    /// first use: the application records it).
+    AcceptAndReport,
+    /// Ask the application; `Err(reason)` refuses the key.
+    Verify(Arc<HostKeyVerifier>),
+}
+
+impl fmt::Debug for HostKeyPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostKeyPolicy::Pinned(p) => write!(f, "Pinned({p:?})"),
+            HostKeyPolicy::AcceptAndReport => f.write_str("AcceptAndReport"),
+            HostKeyPolicy::Verify(_) => f.write_str("Verify(..)"),
+        }
+    }
+}
+
+/// Client-side configuration.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Transport behaviour.
+    pub transport: Arc<TransportConfig>,
+    /// AEAD suites offered, most preferred first.
+    pub suites: Vec<Suite>,
+    /// Server name sent in the ClientHello (may be empty).
+    pub server_name: String,
+    /// How to log in.
+    pub login: Login,
+    /// How to check the server's host key.
+    pub host_key: HostKeyPolicy,
+    /// Randomness (the OS by default; seeded in deterministic tests).
+    pub rng: Arc<dyn Random>,
+}
+
+impl ClientConfig {
+    /// A client configuration with defaults for everything but the login and host-key policy.
+    pub fn new(login: Login, host_key: HostKeyPolicy) -> Self {
+        ClientConfig {
+            transport: Arc::new(TransportConfig::default()),
+            suites: vec![Suite::Aes256Gcm, Suite::Aes128Gcm, Suite::ChaCha20Poly1305],
+            server_name: String::new(),
+            login,
+            host_key,
+            rng: Arc::new(OsRandom::new()),
+        }
+    }
+}
+
+/// Server-side configuration.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Transport behaviour.
+    pub transport: Arc<TransportConfig>,
+    /// The server's host key.
+    pub host_key: Arc<HostKeyPair>,
+    /// AEAD suites accepted, in the server's order of preference.
+    pub suites: Vec<Suite>,
+    /// Accept password logins.
+    pub allow_password: bool,
+    /// Accept public-key logins.
+    pub allow_publickey: bool,
+    /// Accept `register` (open registration; off by default).
+    pub allow_register: bool,
+    /// Randomness (the OS by default; seeded in deterministic tests).
+    pub rng: Arc<dyn Random>,
+}
+
+impl ServerConfig {
+    /// A server configuration with defaults for everything but the host key.
+    pub fn new(host_key: Arc<HostKeyPair>) -> Self {
+        ServerConfig {
+            transport: Arc::new(TransportConfig::default()),
+            host_key,
+            suites: vec![Suite::Aes256Gcm, Suite::Aes128Gcm, Suite::ChaCha20Poly1305],
+            allow_password: true,
+            allow_publickey: true,
+            allow_register: false,
+            rng: Arc::new(OsRandom::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        TransportConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn keep_alive_must_fit_in_idle_timeout() {
+        let mut c = TransportConfig {
+            keep_alive_interval: Some(Duration::from_secs(20)),
+            ..TransportConfig::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(err.0.contains("at most half the idle timeout"), "{err}");
+        c.keep_alive_interval = Some(Duration::from_secs(15));
+        c.validate().unwrap();
+        c.keep_alive_interval = Some(Duration::ZERO);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn payload_size_bounds() {
+        let c = TransportConfig {
+            max_udp_payload_size: 1000,
+            ..TransportConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,811 @@
+//! One quill connection as a sans-IO state machine.
+//!
+//! # Calling order
+//!
+//! The owner (the endpoint, the driver, or a test's simulated network) drives a
+//! [`Connection`] with the current time, which it reads once per turn:
+//!
+//! 1. Feed every datagram that arrived with [`Connection::handle_datagram`].
+//! 2. When the deadline from [`Connection::poll_timeout`] has passed, call
+//!    [`Connection::handle_timeout`]. Calling it early is harmless (a no-op).
+//! 3. Drain [`Connection::poll_event`] until `None` and act on the events (answer a
+//!    [`Event::LoginRequested`] with [`Connection::accept_login`] or
+//!    [`Connection::refuse_login`], read streams, ...). Application calls (`write`,
+//!    `open_stream`, `close`, ...) may happen at any time in between.
+//! 4. Call [`Connection::poll_transmit`] until it returns `None`, sending each datagram.
+//! 5. Re-arm the timer with [`Connection::poll_timeout`] (it changes after 1–4).
+//!
+//! Nothing here reads a clock, touches a socket or blocks: a login waits for the
+//! application's verdict while the connection keeps acknowledging and keeping alive.
+
+mod recv;
+mod send;
+mod spaces;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quill_crypto::hostkey::PublicKey;
+use quill_crypto::packet::{Keys, Labels, Suite};
+use quill_crypto::schedule::{self, Secret};
+
+use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
+use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
+use super::error::{code, ConnectionError, TransportError};
+use super::handshake::{Handshake, LoginRequest, Output};
+use super::recovery::{CongestionController, Pacer, RttEstimator};
+use super::streams::{
+    Dir, PeerLimits, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
+};
+use crate::wire::{ConnectionId, Space, TransportParameters};
+
+use std::sync::Arc;
+
+/// The key-derivation labels quill uses on the wire.
+pub(crate) fn labels() -> &'static Labels {
+    &Labels::QUILL
+}
+
+/// Something the application should know about.
+#[derive(Debug)]
+pub enum Event {
+    /// Client: the server's host key was accepted under
+    /// [`HostKeyPolicy::AcceptAndReport`](super::config::HostKeyPolicy::AcceptAndReport);
+    /// record it (trust on first use).
+    HostKeyAccepted(PublicKey),
+    /// Server: a client asks to log in; answer with [`Connection::accept_login`] or
+    /// [`Connection::refuse_login`]. Verify off the event loop: the connection waits.
+    LoginRequested(LoginRequest),
+    /// The login succeeded; streams and datagrams may be used.
+    Connected {
+        /// The account the server logged us into (client) or accepted (server).
+        account: String,
+        /// The server's welcome message (client side; empty on the server).
+        message: String,
+    },
+    /// Something happened on a stream.
+    Stream(StreamEvent),
+    /// A datagram arrived (read it with [`Connection::recv_datagram`]); raised when the
+    /// receive queue becomes non-empty.
+    DatagramReceived,
+    /// The connection ended; this is the last event.
+    ConnectionLost(ConnectionError),
+}
+
+/// A datagram to send, written at the start of the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Bytes written into the buffer.
+    pub size: usize,
+}
+
+/// Counters, for tools like `quill perf` and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionStats {
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets received and decrypted.
+    pub packets_received: u64,
+    /// Datagram bytes sent.
+    pub bytes_sent: u64,
+    /// Datagram bytes received.
+    pub bytes_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Packets dropped because they did not parse or decrypt.
+    pub packets_dropped: u64,
+    /// Keep-alive PINGs sent.
+    pub keep_alives_sent: u64,
+    /// When the last keep-alive PING was sent.
+    pub last_keep_alive: Option<Instant>,
+    /// Key updates completed (either side initiated).
+    pub key_updates: u64,
+    /// Congestion events.
+    pub congestion_events: u64,
+    /// Probe timeouts.
+    pub ptos: u64,
+}
+
+/// Sizes of the internal buffers a peer can influence; they stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSizes {
+    /// Sent packets awaiting acknowledgement, all spaces.
+    pub sent_packets: usize,
+    /// ACK ranges remembered, all spaces.
+    pub ack_ranges: usize,
+    /// Pending connection-level events.
+    pub events: usize,
+    /// Datagrams queued in either direction.
+    pub datagrams: usize,
+    /// Open streams.
+    pub streams: usize,
+}
+
+/// Why `send_datagram` refused a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramError {
+    /// The peer does not accept datagrams, or the connection is not up.
+    Unsupported,
+    /// Larger than the peer accepts or than fits in a packet.
+    TooLarge,
+    /// The send queue is full; try again after some are sent.
+    Blocked,
+}
+
+impl std::fmt::Display for DatagramError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DatagramError::Unsupported => "datagrams are not available on this connection",
+            DatagramError::TooLarge => "datagram larger than the peer accepts",
+            DatagramError::Blocked => "datagram send queue is full",
+        })
+    }
+}
+
+impl std::error::Error for DatagramError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Handshake and login in progress.
+    Handshaking,
+    /// Logged in: streams and datagrams flow.
+    Established,
+    /// We sent CONNECTION_CLOSE; answering stray packets with it until the deadline.
+    Closing,
+    /// The peer closed; sending nothing until the deadline.
+    Draining,
+    /// Finished: the owner may free the connection.
+    Drained,
+}
+
+/// The per-connection timers (a small fixed table; `poll_timeout` is the minimum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    LossDetection = 0,
+    Ack = 1,
+    Idle = 2,
+    KeepAlive = 3,
+    Close = 4,
+    KeyDiscard = 5,
+    Pacing = 6,
+}
+
+const TIMER_COUNT: usize = 7;
+const ALL_TIMERS: [Timer; TIMER_COUNT] = [
+    Timer::LossDetection,
+    Timer::Ack,
+    Timer::Idle,
+    Timer::KeepAlive,
+    Timer::Close,
+    Timer::KeyDiscard,
+    Timer::Pacing,
+];
+
+/// One quill connection. See the module documentation for the calling order.
+pub struct Connection {
+    side: Side,
+    config: Arc<TransportConfig>,
+    state: State,
+    hs: Handshake,
+    spaces: [PacketSpace; 3],
+    one_rtt: Option<OneRtt>,
+    suite: Option<Suite>,
+
+    local_cid: ConnectionId,
+    remote_cid: ConnectionId,
+    /// The Destination CID of the client's first Initial (both sides remember it).
+    original_dcid: ConnectionId,
+    /// Client: the CID a Retry told us to use, for transport-parameter checks.
+    retry_scid: Option<ConnectionId>,
+    /// Client: the token from a Retry, echoed in every Initial.
+    retry_token: Vec<u8>,
+    /// Client: whether the first server packet has arrived (remote CID fixed).
+    remote_cid_set: bool,
+    remote: SocketAddr,
+
+    /// Server: whether the client's address is validated (anti-amplification).
+    address_validated: bool,
+    /// Server: datagram bytes received from the unvalidated address.
+    amp_received: u64,
+    /// Server: datagram bytes sent to the unvalidated address.
+    amp_sent: u64,
+
+    handshake_confirmed: bool,
+    /// Server: HANDSHAKE_DONE owed.
+    handshake_done_pending: bool,
+    /// Server: LoginAccepted bytes written to the application CRYPTO stream.
+    peer_params: Option<TransportParameters>,
+    peer_host_key: Option<PublicKey>,
+    account: Option<String>,
+
+    rtt: RttEstimator,
+    cc: Box<dyn CongestionController>,
+    pacer: Pacer,
+    bytes_in_flight: u64,
+    pto_count: u32,
+    /// Send time of the first packet sent after the last RTT sample, for persistent congestion.
+    mtu: u16,
+    mtu_probe_pending: bool,
+    mtu_probed: bool,
+
+    idle_timeout: Duration,
+    keep_alive: Option<Duration>,
+    /// Last time we sent an ack-eliciting packet (keep-alive is measured from it).
+    last_eliciting_sent: Instant,
+    /// Whether an ack-eliciting packet was sent since the last packet was received
+    /// (RFC 9000 §10.1: only the first one restarts the idle timer).
+    eliciting_since_receive: bool,
+    ping_pending: bool,
+    keep_alive_due: bool,
+
+    timers: [Option<Instant>; TIMER_COUNT],
+    streams: Streams,
+    events: VecDeque<Event>,
+    datagrams_in: VecDeque<Vec<u8>>,
+    datagrams_out: VecDeque<Vec<u8>>,
+    path_responses: VecDeque<[u8; 8]>,
+
+    /// The CONNECTION_CLOSE we send while closing: (code, app, reason).
+    close: Option<(u64, bool, String)>,
+    close_pending: bool,
+    error: Option<ConnectionError>,
+    stats: ConnectionStats,
+    hs_outputs: Vec<Output>,
+    /// Scratch space reused by every ACK (no allocation per ACK).
+    acked_buf: Vec<(u64, super::recovery::SentPacket<spaces::SentFrames>)>,
+    /// Scratch space reused by loss detection.
+    lost_buf: Vec<(u64, super::recovery::SentPacket<spaces::SentFrames>)>,
+    /// Closes sent while closing (RFC 9000 §10.2.1 asks us to limit them).
+    closes_sent: u32,
+}
+
+impl Connection {
+    /// Starts a client connection to `remote`. `local_cid` is our connection ID and
+    /// `initial_dcid` the random Destination CID of our first Initial (≥ 8 bytes).
+    pub fn client(
+        config: ClientConfig,
+        now: Instant,
+        remote: SocketAddr,
+        local_cid: ConnectionId,
+        initial_dcid: ConnectionId,
+    ) -> Result<Connection, ConfigError> {
+        config.transport.validate()?;
+        if config.suites.is_empty() {
+            return Err(ConfigError("offer at least one AEAD suite".into()));
+        }
+        let transport = config.transport.clone();
+        let streams = Streams::new(Side::Client, &transport.streams);
+        let params = local_params(&transport, &streams, local_cid, None, None);
+        let (hs, client_hello) = Handshake::client(config, &params)
+            .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?;
+        let mut conn = Connection::new(
+            Side::Client,
+            transport,
+            hs,
+            streams,
+            now,
+            remote,
+            local_cid,
+            initial_dcid,
+            initial_dcid,
+        );
+        conn.install_initial_keys(initial_dcid);
+        conn.address_validated = true;
+        conn.spaces[Space::Initial as usize]
+            .crypto_send
+            .write(&client_hello);
+        conn.reset_idle_timer(now);
+        Ok(conn)
+    }
+
+    /// Creates the server side of a connection for a client's first Initial.
+    /// `original_dcid` is the Destination CID the client chose, `client_cid` its Source
+    /// CID, `local_cid` the server's new CID. `retry` carries the CIDs of a Retry that
+    /// validated the address (`Some((original_dcid_before_retry, retry_scid))`), in which
+    /// case the address counts as validated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn server(
+        config: ServerConfig,
+        now: Instant,
+        remote: SocketAddr,
+        local_cid: ConnectionId,
+        original_dcid: ConnectionId,
+        client_cid: ConnectionId,
+        retry: Option<(ConnectionId, ConnectionId)>,
+        reset_token: Option<[u8; 16]>,
+    ) -> Result<Connection, ConfigError> {
+        config.transport.validate()?;
+        let transport = config.transport.clone();
+        let streams = Streams::new(Side::Server, &transport.streams);
+        let (odcid, retry_scid) = match retry {
+            Some((odcid, rscid)) => (odcid, Some(rscid)),
+            None => (original_dcid, None),
+        };
+        let mut params = local_params(&transport, &streams, local_cid, Some(odcid), retry_scid);
+        params.stateless_reset_token = reset_token;
+        let hs = Handshake::server(config, &params);
+        let mut conn = Connection::new(
+            Side::Server,
+            transport,
+            hs,
+            streams,
+            now,
+            remote,
+            local_cid,
+            client_cid,
+            odcid,
+        );
+        // Initial keys come from the DCID of the Initial being answered (after a Retry,
+        // the Retry's SCID, which the client now uses as DCID).
+        conn.install_initial_keys(original_dcid);
+        conn.remote_cid_set = true;
+        conn.address_validated = retry.is_some();
+        conn.reset_idle_timer(now);
+        Ok(conn)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        side: Side,
+        config: Arc<TransportConfig>,
+        hs: Handshake,
+        streams: Streams,
+        now: Instant,
+        remote: SocketAddr,
+        local_cid: ConnectionId,
+        remote_cid: ConnectionId,
+        original_dcid: ConnectionId,
+    ) -> Connection {
+        let mtu = super::config::MIN_UDP_PAYLOAD;
+        Connection {
+            side,
+            state: State::Handshaking,
+            hs,
+            spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
+            one_rtt: None,
+            suite: None,
+            local_cid,
+            remote_cid,
+            original_dcid,
+            retry_scid: None,
+            retry_token: Vec::new(),
+            remote_cid_set: false,
+            remote,
+            address_validated: false,
+            amp_received: 0,
+            amp_sent: 0,
+            handshake_confirmed: false,
+            handshake_done_pending: false,
+            peer_params: None,
+            peer_host_key: None,
+            account: None,
+            rtt: RttEstimator::new(config.initial_rtt),
+            cc: config.congestion.build(mtu),
+            pacer: Pacer::new(now, mtu),
+            bytes_in_flight: 0,
+            pto_count: 0,
+            mtu,
+            mtu_probe_pending: false,
+            mtu_probed: false,
+            idle_timeout: config.idle_timeout,
+            keep_alive: config.keep_alive_interval,
+            last_eliciting_sent: now,
+            eliciting_since_receive: false,
+            ping_pending: false,
+            keep_alive_due: false,
+            timers: [None; TIMER_COUNT],
+            streams,
+            events: VecDeque::new(),
+            datagrams_in: VecDeque::new(),
+            datagrams_out: VecDeque::new(),
+            path_responses: VecDeque::new(),
+            close: None,
+            close_pending: false,
+            error: None,
+            stats: ConnectionStats::default(),
+            hs_outputs: Vec::new(),
+            acked_buf: Vec::new(),
+            lost_buf: Vec::new(),
+            closes_sent: 0,
+            config,
+        }
+    }
+
+    fn install_initial_keys(&mut self, dcid: ConnectionId) {
+        let (client, server) = schedule::initial_secrets(dcid.as_ref());
+        let (local, remote) = match self.side {
+            Side::Client => (client, server),
+            Side::Server => (server, client),
+        };
+        // RFC 9001 §5.2: Initial packets use AES-128-GCM (obfuscation, not secrecy).
+        let suite = Suite::Aes128Gcm;
+        self.spaces[Space::Initial as usize].keys = Some(SpaceKeys {
+            local: Keys::new(suite, &local, labels()),
+            remote: Keys::new(suite, &remote, labels()),
+        });
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// The earliest time at which [`Connection::handle_timeout`] should be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
+        self.timers[t as usize] = at;
+    }
+
+    fn timer(&self, t: Timer) -> Option<Instant> {
+        self.timers[t as usize]
+    }
+
+    /// Handles every timer that has expired by `now`; a spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in ALL_TIMERS {
+            let Some(at) = self.timers[t as usize] else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            self.timers[t as usize] = None;
+            match t {
+                Timer::Close => {
+                    self.state = State::Drained;
+                    self.timers = [None; TIMER_COUNT];
+                    return;
+                }
+                Timer::Idle => {
+                    self.lost(ConnectionError::TimedOut);
+                    self.state = State::Drained;
+                    self.timers = [None; TIMER_COUNT];
+                    return;
+                }
+                Timer::LossDetection => self.on_loss_detection_timeout(now),
+                Timer::Ack => {} // poll_transmit sees the expired ACK deadline
+                Timer::KeepAlive => {
+                    if self.state == State::Established {
+                        self.keep_alive_due = true;
+                    }
+                }
+                Timer::KeyDiscard => {
+                    if let Some(k) = self.one_rtt.as_mut() {
+                        k.prev_remote = None;
+                    }
+                }
+                Timer::Pacing => {}
+            }
+        }
+    }
+
+    fn reset_idle_timer(&mut self, now: Instant) {
+        // RFC 9000 §10.1: the effective timeout is at least three PTOs so that a
+        // lossy but live path is not mistaken for a dead one.
+        let timeout = self.idle_timeout.max(3 * self.pto_duration(Space::Data));
+        self.set_timer(Timer::Idle, Some(now + timeout));
+    }
+
+    fn arm_keep_alive(&mut self) {
+        let at = match (self.state, self.keep_alive) {
+            (State::Established, Some(ka)) => Some(self.last_eliciting_sent + ka),
+            _ => None,
+        };
+        self.set_timer(Timer::KeepAlive, at);
+    }
+
+    /// PTO duration for `space` without backoff (RFC 9002 §6.2.1).
+    fn pto_duration(&self, space: Space) -> Duration {
+        let mut d = self.rtt.pto_base();
+        if space == Space::Data && self.handshake_confirmed {
+            d += self.peer_max_ack_delay();
+        }
+        d
+    }
+
+    fn peer_max_ack_delay(&self) -> Duration {
+        self.peer_params
+            .as_ref()
+            .map_or(Duration::from_millis(25), |p| {
+                Duration::from_millis(p.max_ack_delay_ms)
+            })
+    }
+
+    // ------------------------------------------------------------ app-facing
+
+    /// Pops the next event, if any. Stream events come after connection events.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        if matches!(self.state, State::Established | State::Handshaking) {
+            if let Some(e) = self.streams.poll_event() {
+                return Some(Event::Stream(e));
+            }
+        }
+        None
+    }
+
+    /// Server: accepts the pending login as `account` and sends `message` to the client.
+    /// Does nothing if no login is pending.
+    pub fn accept_login(&mut self, account: &str, message: &str) {
+        if self.side != Side::Server || self.state != State::Handshaking {
+            return;
+        }
+        let Some(bytes) = self.hs.accept_login(account, message) else {
+            return;
+        };
+        self.spaces[Space::Data as usize].crypto_send.write(&bytes);
+        self.handshake_done_pending = true;
+        self.account = Some(account.to_owned());
+        self.state = State::Established;
+        self.events.push_back(Event::Connected {
+            account: account.to_owned(),
+            message: String::new(),
+        });
+    }
+
+    /// Server: refuses the pending login. Every kind of failure should pass the same
+    /// `reason` so that the answer reveals nothing (docs/SPEC.md §4.8).
+    pub fn refuse_login(&mut self, reason: &str) {
+        if self.side != Side::Server || !self.hs.awaiting_verdict() {
+            return;
+        }
+        self.hs.fail();
+        self.close_with(
+            TransportError::new(code::LOGIN_REFUSED, reason),
+            ConnectionError::LoginRefused {
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).
+    pub fn open_stream(&mut self, dir: Dir) -> Option<StreamId> {
+        if self.state != State::Established {
+            return None;
+        }
+        self.streams.open(dir)
+    }
+
+    /// Accepts a stream the peer opened.
+    pub fn accept_stream(&mut self, dir: Dir) -> Option<StreamId> {
+        self.streams.accept(dir)
+    }
+
+    /// Writes to a stream; returns how much was accepted (flow control and the send
+    /// buffer bound it).
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+        if self.state != State::Established {
+            return Err(WriteError::ClosedStream);
+        }
+        self.streams.write(id, data)
+    }
+
+    /// Marks the end of a stream's data.
+    pub fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
+        self.streams.finish(id)
+    }
+
+    /// Abandons sending on a stream (RESET_STREAM).
+    pub fn reset_stream(&mut self, id: StreamId, code: u64) -> Result<(), WriteError> {
+        self.streams.reset(id, code)
+    }
+
+    /// Reads from a stream.
+    pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<ReadOutcome, ReadError> {
+        self.streams.read(id, buf)
+    }
+
+    /// Asks the peer to stop sending on a stream (STOP_SENDING).
+    pub fn stop_sending(&mut self, id: StreamId, code: u64) -> Result<(), ReadError> {
+        self.streams.stop_sending(id, code)
+    }
+
+    /// Queues an unreliable datagram (RFC 9221).
+    pub fn send_datagram(&mut self, data: &[u8]) -> Result<(), DatagramError> {
+        if self.state != State::Established {
+            return Err(DatagramError::Unsupported);
+        }
+        let Some(max) = self.max_datagram_size() else {
+            return Err(DatagramError::Unsupported);
+        };
+        if data.len() > max {
+            return Err(DatagramError::TooLarge);
+        }
+        if self.datagrams_out.len() >= self.config.datagram_send_queue {
+            return Err(DatagramError::Blocked);
+        }
+        self.datagrams_out.push_back(data.to_vec());
+        Ok(())
+    }
+
+    /// Largest datagram payload that can be sent now, if the peer accepts datagrams.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        let peer = self.peer_params.as_ref()?.max_datagram_frame_size?;
+        // Short header (1 + CID + 4-byte PN), frame type + length, AEAD tag.
+        let overhead = 1 + self.remote_cid.len() + 4 + 1 + 2 + quill_crypto::packet::TAG_LEN;
+        let fits = (self.mtu as usize).saturating_sub(overhead);
+        Some(fits.min(peer as usize))
+    }
+
+    /// Takes the oldest received datagram.
+    pub fn recv_datagram(&mut self) -> Option<Vec<u8>> {
+        self.datagrams_in.pop_front()
+    }
+
+    /// Sends a PING (its ACK measures the round trip).
+    pub fn ping(&mut self) {
+        self.ping_pending = true;
+    }
+
+    /// Starts a key update (RFC 9001 §6). Ignored if the previous one is not yet
+    /// acknowledged or 1-RTT keys are not ready.
+    pub fn initiate_key_update(&mut self) {
+        if !self.handshake_confirmed {
+            return;
+        }
+        let next_pn = self.spaces[Space::Data as usize].next_pn;
+        if let Some(k) = self.one_rtt.as_mut() {
+            if k.update_acked && k.local_phase == k.remote_phase {
+                k.update_local(next_pn);
+            }
+        }
+    }
+
+    /// Closes the connection with an application error code and reason.
+    pub fn close(&mut self, now: Instant, error_code: u64, reason: &str) {
+        if matches!(self.state, State::Closing | State::Draining | State::Drained) {
+            return;
+        }
+        self.close = Some((error_code, true, reason.to_owned()));
+        self.close_pending = true;
+        self.enter_closing(ConnectionError::ClosedLocally {
+            code: error_code,
+            reason: reason.to_owned(),
+        });
+        let pto = self.pto_duration(Space::Data);
+        self.set_timer(Timer::Close, Some(now + 3 * pto));
+    }
+
+    /// Closes because of a transport error we detected.
+    fn close_with(&mut self, err: TransportError, report: ConnectionError) {
+        if matches!(self.state, State::Closing | State::Draining | State::Drained) {
+            return;
+        }
+        self.close = Some((err.code, false, err.reason.clone()));
+        self.close_pending = true;
+        self.enter_closing(report);
+    }
+
+    fn enter_closing(&mut self, report: ConnectionError) {
+        self.state = State::Closing;
+        self.lost(report);
+        // RFC 9000 §10.2: the closing period (three PTOs) starts when poll_transmit
+        // sends the CONNECTION_CLOSE; it arms the Close timer then.
+        self.timers = [None; TIMER_COUNT];
+    }
+
+    fn lost(&mut self, err: ConnectionError) {
+        if self.error.is_none() {
+            tracing::debug!(cid = %self.local_cid, "connection lost: {err}");
+            self.error = Some(err.clone());
+            self.events.push_back(Event::ConnectionLost(err));
+        }
+    }
+
+    /// Whether the login succeeded and the connection carries application data.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// Whether the connection is closing, draining or finished.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closing | State::Draining | State::Drained)
+    }
+
+    /// Whether all state can be freed.
+    pub fn is_drained(&self) -> bool {
+        self.state == State::Drained
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// Sizes of the peer-influenced buffers (they must stay bounded).
+    pub fn buffer_sizes(&self) -> BufferSizes {
+        BufferSizes {
+            sent_packets: self.spaces.iter().map(|s| s.sent.len()).sum(),
+            ack_ranges: self.spaces.iter().map(|s| s.ack.received.len()).sum(),
+            events: self.events.len(),
+            datagrams: self.datagrams_in.len() + self.datagrams_out.len(),
+            streams: self.streams.open_count(),
+        }
+    }
+
+    /// The current RTT estimate.
+    pub fn rtt(&self) -> Duration {
+        self.rtt.smoothed()
+    }
+
+    /// The current congestion window in bytes.
+    pub fn congestion_window(&self) -> u64 {
+        self.cc.window()
+    }
+
+    /// The negotiated AEAD suite, once known.
+    pub fn suite(&self) -> Option<Suite> {
+        self.suite
+    }
+
+    /// The server's host key (client side, once verified).
+    pub fn peer_host_key(&self) -> Option<&PublicKey> {
+        self.peer_host_key.as_ref()
+    }
+
+    /// The logged-in account, once accepted.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// Our connection ID.
+    pub fn local_cid(&self) -> ConnectionId {
+        self.local_cid
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Which side this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The negotiated idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The current maximum datagram size on the path.
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+}
+
+fn local_params(
+    config: &TransportConfig,
+    streams: &Streams,
+    local_cid: ConnectionId,
+    original_dcid: Option<ConnectionId>,
+    retry_scid: Option<ConnectionId>,
+) -> TransportParameters {
+    let l: PeerLimits = streams.local_limits();
+    TransportParameters {
+        original_destination_connection_id: original_dcid,
+        max_idle_timeout_ms: config.idle_timeout.as_millis() as u64,
+        max_udp_payload_size: config.max_udp_payload_size as u64,
+        initial_max_data: l.initial_max_data,
+        initial_max_stream_data_bidi_local: l.initial_max_stream_data_bidi_local,
+        initial_max_stream_data_bidi_remote: l.initial_max_stream_data_bidi_remote,
+        initial_max_stream_data_uni: l.initial_max_stream_data_uni,
+        initial_max_streams_bidi: l.initial_max_streams_bidi,
+        initial_max_streams_uni: l.initial_max_streams_uni,
+        max_ack_delay_ms: config.max_ack_delay.as_millis() as u64,
+        initial_source_connection_id: Some(local_cid),
+        retry_source_connection_id: retry_scid,
+        max_datagram_frame_size: config.max_datagram_frame_size.map(u64::from),
+        ..TransportParameters::default()
+    }
+}

@@ -1,0 +1,922 @@
+//! The receive path: header-protection removal, decryption, frame dispatch, ACK
+//! processing and loss detection (RFC 9000 §12–13, RFC 9001 §5, RFC 9002 §6).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quill_crypto::packet::{HeaderKey, PacketKey};
+
+use super::spaces::SentFrames;
+use super::{Connection, Event, State, Timer};
+use crate::proto::error::{code, ConnectionError, TransportError};
+use crate::proto::handshake::messages::Message;
+use crate::proto::handshake::Output;
+use crate::proto::recovery::{persistent_congestion_threshold, SentPacket};
+use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
+use crate::wire::{
+    decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
+    Frame, Frames, LongType, PacketKind, Space, TransportParameters, QUILL_VERSION,
+};
+
+/// Most PATH_RESPONSEs owed at once; further challenges are ignored until sent.
+const MAX_PATH_RESPONSES: usize = 8;
+
+/// The header fields the receive path needs once the header has been parsed.
+struct Header {
+    kind: PacketKind,
+    version: u32,
+    dcid: ConnectionId,
+    scid: Option<ConnectionId>,
+    pn_offset: usize,
+}
+
+impl Connection {
+    /// Processes one UDP datagram from `remote` (which may hold several coalesced
+    /// packets). The buffer is decrypted in place.
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, data: &mut [u8]) {
+        if matches!(self.state, State::Drained | State::Draining) {
+            return;
+        }
+        self.stats.bytes_received += data.len() as u64;
+        if !self.address_validated {
+            self.amp_received += data.len() as u64;
+        }
+        if self.state == State::Closing {
+            // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE again, sparingly.
+            self.close_pending = true;
+            return;
+        }
+        let mut offset = 0;
+        while offset < data.len() {
+            let rest = &mut data[offset..];
+            let (header, packet_len) = match parse_header(rest, self.local_cid.len()) {
+                Ok(h) => (
+                    Header {
+                        kind: h.kind,
+                        version: h.version,
+                        dcid: h.dcid,
+                        scid: h.scid,
+                        pn_offset: h.pn_offset,
+                    },
+                    h.packet_len,
+                ),
+                Err(_) => {
+                    self.stats.packets_dropped += 1;
+                    return;
+                }
+            };
+            let packet_len = packet_len.min(rest.len());
+            self.handle_packet(now, remote, &mut rest[..packet_len], header);
+            offset += packet_len;
+            if self.state == State::Drained || self.state == State::Closing {
+                return;
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, remote: SocketAddr, packet: &mut [u8], h: Header) {
+        let space = match h.kind {
+            PacketKind::VersionNegotiation => return self.handle_version_negotiation(packet),
+            PacketKind::Long(LongType::Retry) => return self.handle_retry(packet),
+            PacketKind::Long(LongType::Initial) => Space::Initial,
+            PacketKind::Long(LongType::Handshake) => Space::Handshake,
+            PacketKind::Long(LongType::ZeroRtt) => {
+                self.stats.packets_dropped += 1;
+                return;
+            }
+            PacketKind::Short => Space::Data,
+        };
+        if !matches!(h.kind, PacketKind::Short) && h.version != QUILL_VERSION {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        if h.dcid != self.local_cid
+            && !(self.side == Side::Server && space == Space::Initial)
+        {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        let Some((pn, header_len, payload_len, key_phase_flip)) =
+            self.unprotect(now, space, packet, h.pn_offset)
+        else {
+            self.stats.packets_dropped += 1;
+            return;
+        };
+        // RFC 9000 §17.2/§17.3.1: reserved bits must be zero once protection is removed.
+        let reserved = if space == Space::Data { 0x18 } else { 0x0c };
+        if packet[0] & reserved != 0 {
+            self.close_transport(TransportError::protocol("reserved header bits set"));
+            return;
+        }
+        if !self.spaces[space as usize].ack.on_received(pn, now) {
+            return; // duplicate
+        }
+        if key_phase_flip {
+            self.on_peer_key_update(now, pn);
+        }
+        self.stats.packets_received += 1;
+        if self.remote != remote && self.handshake_confirmed {
+            // A new address for an established connection: answer from it from now
+            // on (full path validation arrives with the endpoint).
+            self.remote = remote;
+        }
+        if self.side == Side::Client && !self.remote_cid_set {
+            if let Some(scid) = h.scid {
+                // RFC 9000 §7.2: the client switches to the server's chosen CID.
+                self.remote_cid = scid;
+                self.remote_cid_set = true;
+            }
+        }
+        if self.side == Side::Server && space == Space::Handshake && !self.address_validated {
+            // RFC 9000 §8.1: a Handshake packet proves the client owns its address.
+            self.address_validated = true;
+        }
+        if self.side == Side::Server && space == Space::Handshake {
+            // RFC 9001 §4.9.1: the server discards Initial keys on its first Handshake packet.
+            self.discard_space(now, Space::Initial);
+        }
+        self.eliciting_since_receive = false;
+        self.reset_idle_timer(now);
+
+        let payload = &packet[header_len..header_len + payload_len];
+        let mut eliciting = false;
+        for frame in Frames::new(payload) {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    self.close_transport(TransportError::new(
+                        code::FRAME_ENCODING_ERROR,
+                        format!("bad frame: {e}"),
+                    ));
+                    return;
+                }
+            };
+            if !frame.allowed_in(space) {
+                self.close_transport(TransportError::protocol(format!(
+                    "frame type {:#x} not allowed in {space:?} packets",
+                    frame.ty()
+                )));
+                return;
+            }
+            eliciting |= frame.is_ack_eliciting();
+            if let Err(e) = self.handle_frame(now, space, frame) {
+                self.close_for(e);
+                return;
+            }
+            if self.is_closed() {
+                return;
+            }
+        }
+        if eliciting {
+            self.on_eliciting_received(now, space);
+        }
+    }
+
+    fn on_eliciting_received(&mut self, now: Instant, space: Space) {
+        let threshold = self.config.ack_eliciting_threshold;
+        let max_ack_delay = self.config.max_ack_delay;
+        let ack = &mut self.spaces[space as usize].ack;
+        ack.unacked_eliciting += 1;
+        // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once;
+        // application packets every `threshold` packets or after max_ack_delay.
+        if space != Space::Data || ack.unacked_eliciting >= threshold {
+            ack.immediate = true;
+        } else if ack.deadline.is_none() {
+            ack.deadline = Some(now + max_ack_delay);
+        }
+        let deadline = ack.deadline;
+        if space == Space::Data {
+            self.set_timer(Timer::Ack, deadline);
+        }
+    }
+
+    /// Removes header protection and decrypts in place. Returns
+    /// `(pn, header_len, payload_len, key_phase_flip)`.
+    fn unprotect(
+        &mut self,
+        now: Instant,
+        space: Space,
+        packet: &mut [u8],
+        pn_offset: usize,
+    ) -> Option<(u64, usize, usize, bool)> {
+        let tag_len = quill_crypto::packet::TAG_LEN;
+        // RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number offset.
+        let sample_at = pn_offset + 4;
+        if packet.len() < sample_at + 16 {
+            return None;
+        }
+        let largest = self.spaces[space as usize].ack.received.max();
+        let hp: &HeaderKey = match space {
+            Space::Data => &self.one_rtt.as_ref()?.remote_hp,
+            _ => &self.spaces[space as usize].keys.as_ref()?.remote.header,
+        };
+        let mask = hp.mask(&packet[sample_at..sample_at + 16]).ok()?;
+        let long = packet[0] & 0x80 != 0;
+        packet[0] ^= mask[0] & if long { 0x0f } else { 0x1f };
+        let pn_len = (packet[0] & 0x03) as usize + 1;
+        let mut truncated = 0u64;
+        for i in 0..pn_len {
+            packet[pn_offset + i] ^= mask[1 + i];
+            truncated = (truncated << 8) | packet[pn_offset + i] as u64;
+        }
+        let pn = decode_packet_number(largest, truncated, pn_len);
+        let header_len = pn_offset + pn_len;
+        if packet.len() < header_len + tag_len {
+            return None;
+        }
+        let mut flip = false;
+        let key: &PacketKey = match space {
+            Space::Data => {
+                let k = self.one_rtt.as_ref()?;
+                let phase = packet[0] & 0x04 != 0;
+                if phase == k.remote_phase {
+                    &k.remote
+                } else if k.remote_phase_start.is_some_and(|start| pn < start)
+                    && k.prev_remote.as_ref().is_some_and(|(_, until)| *until > now)
+                {
+                    // RFC 9001 §6.5: a reordered packet from the previous phase.
+                    &k.prev_remote.as_ref()?.0
+                } else {
+                    flip = true;
+                    &k.next_remote
+                }
+            }
+            _ => &self.spaces[space as usize].keys.as_ref()?.remote.packet,
+        };
+        let (header, body) = packet.split_at_mut(header_len);
+        let len = key.open_in_place(pn, header, body).ok()?;
+        Some((pn, header_len, len, flip))
+    }
+
+    /// RFC 9001 §6.2: the peer started a key update; follow it.
+    fn on_peer_key_update(&mut self, now: Instant, pn: u64) {
+        let discard_at = now + 3 * self.pto_duration(super::Space::Data);
+        let next_pn = self.spaces[Space::Data as usize].next_pn;
+        let Some(k) = self.one_rtt.as_mut() else {
+            return;
+        };
+        k.rotate_remote(pn, discard_at);
+        if k.local_phase != k.remote_phase {
+            // The peer initiated: answer with our next keys.
+            k.update_local(next_pn);
+        }
+        self.stats.key_updates += 1;
+        self.set_timer(Timer::KeyDiscard, Some(discard_at));
+    }
+
+    fn handle_frame(&mut self, now: Instant, space: Space, frame: Frame<'_>) -> Result<(), ConnectionError> {
+        let streams_err = |e: StreamsError| {
+            ConnectionError::Transport(TransportError::new(e.code, e.reason))
+        };
+        match frame {
+            Frame::Padding { .. } | Frame::Ping => {}
+            Frame::Ack(ack) => {
+                let delay = if space == Space::Data {
+                    let exp = self
+                        .peer_params
+                        .as_ref()
+                        .map_or(3, |p| p.ack_delay_exponent);
+                    Duration::from_micros(ack.delay.saturating_mul(1 << exp.min(20)))
+                } else {
+                    Duration::ZERO
+                };
+                let ranges: Vec<_> = ack.iter().collect::<Result<_, _>>().map_err(|e| {
+                    ConnectionError::Transport(TransportError::new(
+                        code::FRAME_ENCODING_ERROR,
+                        format!("bad ACK: {e}"),
+                    ))
+                })?;
+                self.on_ack_frame(now, space, ranges.into_iter(), delay)?;
+            }
+            Frame::Crypto { offset, data } => self.on_crypto(now, space, offset, data)?,
+            Frame::Stream {
+                id,
+                offset,
+                data,
+                fin,
+            } => {
+                self.check_app_data_allowed()?;
+                self.streams
+                    .on_stream_frame(now, id, offset, data, fin)
+                    .map_err(streams_err)?;
+            }
+            Frame::ResetStream {
+                id,
+                code: c,
+                final_size,
+            } => {
+                self.check_app_data_allowed()?;
+                self.streams
+                    .on_reset_stream(id, c, final_size)
+                    .map_err(streams_err)?;
+            }
+            Frame::StopSending { id, code: c } => {
+                self.check_app_data_allowed()?;
+                self.streams.on_stop_sending(id, c).map_err(streams_err)?;
+            }
+            Frame::MaxData(max) => self.streams.on_max_data(max),
+            Frame::MaxStreamData { id, max } => {
+                self.streams.on_max_stream_data(id, max).map_err(streams_err)?
+            }
+            Frame::MaxStreams { bidi, max } => self
+                .streams
+                .on_max_streams(if bidi { Dir::Bi } else { Dir::Uni }, max)
+                .map_err(streams_err)?,
+            Frame::DataBlocked(_) | Frame::StreamDataBlocked { .. } | Frame::StreamsBlocked { .. } => {
+                // Informational: our credit updates are driven by the reader.
+            }
+            Frame::NewToken { .. } => {
+                if self.side == Side::Server {
+                    return Err(ConnectionError::Transport(TransportError::protocol(
+                        "client sent NEW_TOKEN",
+                    )));
+                }
+            }
+            Frame::NewConnectionId { .. } | Frame::RetireConnectionId { .. } => {
+                // Connection-ID rotation is the endpoint's business; a single CID per
+                // side is always valid.
+            }
+            Frame::PathChallenge(data) => {
+                if self.path_responses.len() < MAX_PATH_RESPONSES {
+                    self.path_responses.push_back(data);
+                }
+            }
+            Frame::PathResponse(_) => {}
+            Frame::ConnectionClose {
+                app,
+                code: c,
+                reason,
+                ..
+            } => {
+                let reason = String::from_utf8_lossy(reason).into_owned();
+                let report = if !app && c == code::LOGIN_REFUSED {
+                    ConnectionError::LoginRefused { reason }
+                } else {
+                    ConnectionError::ClosedByPeer {
+                        code: c,
+                        app,
+                        reason,
+                    }
+                };
+                self.lost(report);
+                // RFC 9000 §10.2.2: draining for three PTOs, sending nothing.
+                self.state = State::Draining;
+                self.timers = [None; super::TIMER_COUNT];
+                let pto = self.pto_duration(Space::Data);
+                self.set_timer(Timer::Close, Some(now + 3 * pto));
+            }
+            Frame::HandshakeDone => {
+                if self.side == Side::Server {
+                    return Err(ConnectionError::Transport(TransportError::protocol(
+                        "client sent HANDSHAKE_DONE",
+                    )));
+                }
+                if !self.handshake_confirmed {
+                    // RFC 9001 §4.1.2: HANDSHAKE_DONE confirms the handshake; the
+                    // Handshake keys go (§4.9.2).
+                    self.handshake_confirmed = true;
+                    self.discard_space(now, Space::Handshake);
+                    self.start_mtu_probe();
+                }
+            }
+            Frame::Datagram { data } => {
+                let max = self.config.max_datagram_frame_size.map_or(0, usize::from);
+                if self.config.max_datagram_frame_size.is_none() || data.len() > max {
+                    return Err(ConnectionError::Transport(TransportError::protocol(
+                        "DATAGRAM larger than we accept",
+                    )));
+                }
+                if self.state == State::Established {
+                    if self.datagrams_in.len() >= self.config.datagram_receive_queue {
+                        // Unreliable by definition: drop the oldest, keep memory bounded.
+                        self.datagrams_in.pop_front();
+                    }
+                    if self.datagrams_in.is_empty() {
+                        self.events.push_back(Event::DatagramReceived);
+                    }
+                    self.datagrams_in.push_back(data.to_vec());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream frames are accepted once the login is through (server) or the client has
+    /// 1-RTT keys (the LoginAccepted message may be overtaken by stream data).
+    fn check_app_data_allowed(&self) -> Result<(), ConnectionError> {
+        let ok = match self.side {
+            Side::Server => self.state == State::Established,
+            Side::Client => self.one_rtt.is_some(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ConnectionError::Transport(TransportError::protocol(
+                "stream data before the login completed",
+            )))
+        }
+    }
+
+    fn on_crypto(&mut self, now: Instant, space: Space, offset: u64, data: &[u8]) -> Result<(), ConnectionError> {
+        let sp = &mut self.spaces[space as usize];
+        sp.crypto_recv.insert(offset, data).map_err(|_| {
+            ConnectionError::Transport(TransportError::new(
+                code::CRYPTO_BUFFER_EXCEEDED,
+                "too much out-of-order CRYPTO data",
+            ))
+        })?;
+        let readable = sp.crypto_recv.readable();
+        if readable == 0 {
+            return Ok(());
+        }
+        let start = sp.crypto_pending.len();
+        sp.crypto_pending.resize(start + readable, 0);
+        let n = sp.crypto_recv.read(&mut sp.crypto_pending[start..]);
+        sp.crypto_pending.truncate(start + n);
+        loop {
+            let sp = &mut self.spaces[space as usize];
+            let len = match Message::framed_len(&sp.crypto_pending) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ConnectionError::Transport(TransportError::protocol(format!(
+                        "bad handshake message: {e}"
+                    ))))
+                }
+            };
+            let msg: Vec<u8> = sp.crypto_pending.drain(..len).collect();
+            let mut outputs = std::mem::take(&mut self.hs_outputs);
+            let result = self.hs.handle(space, &msg, &mut outputs);
+            let applied = self.apply_outputs(now, &mut outputs);
+            self.hs_outputs = outputs;
+            if let Err(e) = result {
+                self.hs.fail();
+                return Err(e);
+            }
+            applied?;
+        }
+        Ok(())
+    }
+
+    fn apply_outputs(&mut self, now: Instant, outputs: &mut Vec<Output>) -> Result<(), ConnectionError> {
+        for out in outputs.drain(..) {
+            match out {
+                Output::Crypto(space, bytes) => {
+                    self.spaces[space as usize].crypto_send.write(&bytes)
+                }
+                Output::HandshakeKeys {
+                    suite,
+                    client,
+                    server,
+                } => {
+                    let (local, remote) = match self.side {
+                        Side::Client => (client, server),
+                        Side::Server => (server, client),
+                    };
+                    let l = super::labels();
+                    self.spaces[Space::Handshake as usize].keys = Some(super::SpaceKeys {
+                        local: quill_crypto::packet::Keys::new(suite, &local, l),
+                        remote: quill_crypto::packet::Keys::new(suite, &remote, l),
+                    });
+                    self.suite = Some(suite);
+                }
+                Output::OneRttKeys {
+                    suite,
+                    client,
+                    server,
+                } => {
+                    let (local, remote) = match self.side {
+                        Side::Client => (client, server),
+                        Side::Server => (server, client),
+                    };
+                    self.one_rtt = Some(super::OneRtt::new(suite, local, remote));
+                }
+                Output::PeerParams(p) => self.apply_peer_params(p)?,
+                Output::HostKeyAccepted(key) => {
+                    self.peer_host_key = Some(key.clone());
+                    self.events.push_back(Event::HostKeyAccepted(key));
+                }
+                Output::HostKeyVerified(key) => self.peer_host_key = Some(key),
+                Output::ClientFinished => {}
+                Output::LoginRequested(req) => self.events.push_back(Event::LoginRequested(req)),
+                Output::ClientDone => {}
+                Output::LoginAccepted { account, message } => {
+                    self.account = Some(account.clone());
+                    self.state = State::Established;
+                    self.events.push_back(Event::Connected { account, message });
+                    self.arm_keep_alive();
+                    let _ = now;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_peer_params(&mut self, p: TransportParameters) -> Result<(), ConnectionError> {
+        let bad = |what: &str| {
+            ConnectionError::Transport(TransportError::new(
+                code::TRANSPORT_PARAMETER_ERROR,
+                what.to_owned(),
+            ))
+        };
+        // RFC 9000 §7.3: authenticate the connection IDs used during the handshake.
+        if p.initial_source_connection_id != Some(self.remote_cid) {
+            return Err(bad("initial_source_connection_id does not match"));
+        }
+        if self.side == Side::Client {
+            if p.original_destination_connection_id != Some(self.original_dcid) {
+                return Err(bad("original_destination_connection_id does not match"));
+            }
+            if p.retry_source_connection_id != self.retry_scid {
+                return Err(bad("retry_source_connection_id does not match"));
+            }
+        } else if p.original_destination_connection_id.is_some()
+            || p.retry_source_connection_id.is_some()
+            || p.stateless_reset_token.is_some()
+        {
+            return Err(bad("client sent a server-only transport parameter"));
+        }
+        // RFC 9000 §10.1: the effective idle timeout is the minimum of both (0 = none).
+        if p.max_idle_timeout_ms > 0 {
+            self.idle_timeout = self
+                .idle_timeout
+                .min(Duration::from_millis(p.max_idle_timeout_ms));
+        }
+        if let Some(ka) = self.keep_alive {
+            // Our configuration was checked against our own idle timeout; a peer with a
+            // shorter one makes us clamp so keep-alives still arrive well in time.
+            if ka * 2 > self.idle_timeout {
+                let clamped = self.idle_timeout / 3;
+                tracing::debug!(
+                    "keep-alive interval {ka:?} clamped to {clamped:?} for the peer's idle timeout"
+                );
+                self.keep_alive = Some(clamped);
+            }
+        }
+        self.streams.apply_peer_limits(&PeerLimits {
+            initial_max_data: p.initial_max_data,
+            initial_max_stream_data_bidi_local: p.initial_max_stream_data_bidi_local,
+            initial_max_stream_data_bidi_remote: p.initial_max_stream_data_bidi_remote,
+            initial_max_stream_data_uni: p.initial_max_stream_data_uni,
+            initial_max_streams_bidi: p.initial_max_streams_bidi,
+            initial_max_streams_uni: p.initial_max_streams_uni,
+        });
+        self.peer_params = Some(p);
+        Ok(())
+    }
+
+    fn handle_version_negotiation(&mut self, packet: &[u8]) {
+        // RFC 9000 §6.2: only before anything else arrived, and not if it lists our version.
+        if self.side != Side::Client || self.stats.packets_received > 0 || self.remote_cid_set {
+            return;
+        }
+        let Ok(vn) = parse_version_negotiation(packet) else {
+            self.stats.packets_dropped += 1;
+            return;
+        };
+        if vn.dcid != self.local_cid.as_ref() || vn.scid != self.original_dcid.as_ref() {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        let versions: Vec<u32> = vn.versions().collect();
+        if versions.contains(&QUILL_VERSION) {
+            return;
+        }
+        self.lost(ConnectionError::VersionMismatch {
+            peer_versions: versions,
+        });
+        self.state = State::Drained;
+        self.timers = [None; super::TIMER_COUNT];
+    }
+
+    fn handle_retry(&mut self, packet: &[u8]) {
+        // RFC 9000 §17.2.5.2: one Retry, before any other server packet.
+        if self.side != Side::Client || self.remote_cid_set || !self.retry_token.is_empty() {
+            return;
+        }
+        let Ok(retry) = parse_retry(packet) else {
+            self.stats.packets_dropped += 1;
+            return;
+        };
+        if retry.token.is_empty() || retry.dcid != self.local_cid {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        // RFC 9001 §5.8 shape, with quill's own integrity key.
+        if !quill_crypto::packet::verify_retry_tag(
+            &quill_crypto::packet::RetryKey::QUILL,
+            self.original_dcid.as_ref(),
+            packet,
+        ) {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        self.retry_token = retry.token.to_vec();
+        self.retry_scid = Some(retry.scid);
+        self.remote_cid = retry.scid;
+        self.install_initial_keys(retry.scid);
+        // Everything sent so far in the Initial space is void; send it again under the
+        // new keys, continuing the packet numbers (RFC 9000 §17.2.5.3).
+        let sp = &mut self.spaces[Space::Initial as usize];
+        let mut freed = 0;
+        sp.sent.drain(|_, p| {
+            if p.in_flight {
+                freed += p.size as u64;
+            }
+        });
+        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
+        let end = sp.crypto_send.offset();
+        sp.crypto_send.on_lost(0..end);
+    }
+
+    // ------------------------------------------------------------- recovery
+
+    pub(super) fn on_ack_frame(
+        &mut self,
+        now: Instant,
+        space: Space,
+        ranges: impl Iterator<Item = std::ops::RangeInclusive<u64>>,
+        ack_delay: Duration,
+    ) -> Result<(), ConnectionError> {
+        let mut acked = std::mem::take(&mut self.acked_buf);
+        acked.clear();
+        let summary = self.spaces[space as usize]
+            .sent
+            .on_ack(ranges, |pn, p| acked.push((pn, p)))
+            .map_err(|_| {
+                ConnectionError::Transport(TransportError::protocol(
+                    "ACK for a packet number never sent",
+                ))
+            });
+        let summary = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                self.acked_buf = acked;
+                return Err(e);
+            }
+        };
+        if let Some((pn, sent_at, _)) = summary.largest_newly_acked {
+            // RFC 9002 §5.1: a sample when the largest acknowledged is newly acked and
+            // something ack-eliciting was newly acked.
+            if pn == summary.largest_acked && summary.newly_acked_ack_eliciting {
+                let latest = now.saturating_duration_since(sent_at);
+                let max_ack_delay = self.peer_max_ack_delay();
+                self.rtt
+                    .update(latest, ack_delay, max_ack_delay, self.handshake_confirmed);
+                self.streams.set_rtt(now, self.rtt.smoothed());
+            }
+        }
+        for (pn, p) in acked.drain(..) {
+            self.on_packet_acked(now, space, pn, p);
+        }
+        self.acked_buf = acked;
+        // RFC 9002 §6.2.1: an acknowledgement resets the PTO backoff.
+        self.pto_count = 0;
+        self.detect_lost(now, space);
+        self.set_loss_detection_timer(now);
+        Ok(())
+    }
+
+    fn on_packet_acked(&mut self, now: Instant, space: Space, pn: u64, p: SentPacket<SentFrames>) {
+        if p.in_flight {
+            self.bytes_in_flight = self.bytes_in_flight.saturating_sub(p.size as u64);
+            if p.payload.mtu_probe.is_none() {
+                self.cc
+                    .on_ack(now, p.time_sent, p.size as u64, false, &self.rtt);
+            }
+        }
+        let f = p.payload;
+        if let Some(r) = f.crypto {
+            self.spaces[space as usize].crypto_send.on_ack(r);
+        }
+        if let Some(c) = f.stream {
+            self.streams.on_chunk_acked(&c);
+        }
+        for c in &f.more_streams {
+            self.streams.on_chunk_acked(c);
+        }
+        if let Some(size) = f.mtu_probe {
+            if size > self.mtu {
+                // DPLPMTUD (RFC 8899): the probe got through, the path carries this size.
+                self.mtu = size;
+                self.cc.on_mtu_update(size);
+            }
+        }
+        if space == Space::Data {
+            if let Some(k) = self.one_rtt.as_mut() {
+                if !k.update_acked && pn >= k.local_phase_start {
+                    k.update_acked = true;
+                }
+            }
+        }
+    }
+
+    pub(super) fn detect_lost(&mut self, now: Instant, space: Space) {
+        let sp = &mut self.spaces[space as usize];
+        let Some(largest) = sp.sent.largest_acked() else {
+            return;
+        };
+        let loss_delay = self.rtt.loss_delay();
+        let mut lost = std::mem::take(&mut self.lost_buf);
+        lost.clear();
+        sp.loss_time = sp
+            .sent
+            .detect_lost(now, largest, loss_delay, |pn, p| lost.push((pn, p)));
+        if lost.is_empty() {
+            self.lost_buf = lost;
+            return;
+        }
+        let mut lost_bytes = 0;
+        let mut largest_sent: Option<Instant> = None;
+        let mut first_eliciting: Option<Instant> = None;
+        let mut last_eliciting: Option<Instant> = None;
+        for (_, p) in lost.drain(..) {
+            self.stats.packets_lost += 1;
+            if p.in_flight {
+                self.bytes_in_flight = self.bytes_in_flight.saturating_sub(p.size as u64);
+            }
+            if p.payload.mtu_probe.is_none() && p.in_flight {
+                lost_bytes += p.size as u64;
+                largest_sent = largest_sent.max(Some(p.time_sent));
+                if p.ack_eliciting {
+                    first_eliciting = Some(first_eliciting.map_or(p.time_sent, |t| t.min(p.time_sent)));
+                    last_eliciting = last_eliciting.max(Some(p.time_sent));
+                }
+            }
+            self.requeue(space, p.payload);
+        }
+        self.lost_buf = lost;
+        if let Some(sent) = largest_sent {
+            // RFC 9002 §7.6: persistent congestion when the lost ack-eliciting packets
+            // span more than the threshold (approximated over this batch of losses).
+            let persistent = match (first_eliciting, last_eliciting) {
+                (Some(a), Some(b)) if self.rtt.has_sample() => {
+                    b.saturating_duration_since(a)
+                        > persistent_congestion_threshold(&self.rtt, self.peer_max_ack_delay())
+                }
+                _ => false,
+            };
+            self.cc.on_congestion_event(now, sent, persistent, lost_bytes);
+            self.stats.congestion_events += 1;
+        }
+    }
+
+    /// Puts what a lost packet carried back in line for sending.
+    pub(super) fn requeue(&mut self, space: Space, f: SentFrames) {
+        if let Some(r) = f.crypto {
+            self.spaces[space as usize].crypto_send.on_lost(r);
+        }
+        if let Some(c) = f.stream {
+            self.streams.on_chunk_lost(&c);
+        }
+        for c in &f.more_streams {
+            self.streams.on_chunk_lost(c);
+        }
+        for c in f.control {
+            self.streams.on_control_lost(c);
+        }
+        if f.handshake_done {
+            self.handshake_done_pending = true;
+        }
+    }
+
+    /// RFC 9002 Appendix A.8.
+    pub(super) fn set_loss_detection_timer(&mut self, now: Instant) {
+        let earliest_loss = self
+            .spaces
+            .iter()
+            .filter_map(|s| s.loss_time)
+            .min();
+        if let Some(t) = earliest_loss {
+            self.set_timer(Timer::LossDetection, Some(t));
+            return;
+        }
+        if self.side == Side::Server && !self.address_validated && self.amplification_blocked() {
+            // The server cannot send anyway; the client's retransmission unblocks it.
+            self.set_timer(Timer::LossDetection, None);
+            return;
+        }
+        let in_flight = self
+            .spaces
+            .iter()
+            .any(|s| !s.discarded && s.sent.in_flight_ack_eliciting());
+        let client_needs_probe = self.side == Side::Client && !self.handshake_confirmed;
+        if !in_flight && !client_needs_probe {
+            self.set_timer(Timer::LossDetection, None);
+            return;
+        }
+        self.set_timer(Timer::LossDetection, self.pto_time(now).map(|(t, _)| t));
+    }
+
+    /// The earliest PTO deadline and its space.
+    fn pto_time(&self, now: Instant) -> Option<(Instant, Space)> {
+        let backoff = 1u32 << self.pto_count.min(16);
+        let in_flight = self
+            .spaces
+            .iter()
+            .any(|s| !s.discarded && s.sent.in_flight_ack_eliciting());
+        if !in_flight {
+            // Client anti-deadlock (RFC 9002 §6.2.2.1): probe from now.
+            let space = if self.spaces[Space::Handshake as usize].keys.is_some() {
+                Space::Handshake
+            } else {
+                Space::Initial
+            };
+            return Some((now + self.pto_duration(space) * backoff, space));
+        }
+        let mut best: Option<(Instant, Space)> = None;
+        for space in [Space::Initial, Space::Handshake, Space::Data] {
+            let sp = &self.spaces[space as usize];
+            if sp.discarded || !sp.sent.in_flight_ack_eliciting() {
+                continue;
+            }
+            if space == Space::Data && !self.handshake_confirmed {
+                // RFC 9002 §6.2.1: no application-space PTO before confirmation.
+                continue;
+            }
+            let Some(last) = sp.sent.last_ack_eliciting_sent() else {
+                continue;
+            };
+            let t = last + self.pto_duration(space) * backoff;
+            if best.is_none_or(|(b, _)| t < b) {
+                best = Some((t, space));
+            }
+        }
+        best
+    }
+
+    pub(super) fn on_loss_detection_timeout(&mut self, now: Instant) {
+        let earliest_loss = [Space::Initial, Space::Handshake, Space::Data]
+            .into_iter()
+            .filter_map(|s| self.spaces[s as usize].loss_time.map(|t| (t, s)))
+            .min_by_key(|(t, _)| *t);
+        if let Some((t, space)) = earliest_loss {
+            if t <= now {
+                self.detect_lost(now, space);
+                self.set_loss_detection_timer(now);
+                return;
+            }
+        }
+        let Some((_, space)) = self.pto_time(now) else {
+            return;
+        };
+        // RFC 9002 §6.2.4: send one or two ack-eliciting probes in the space.
+        self.pto_count += 1;
+        self.stats.ptos += 1;
+        let sp = &mut self.spaces[space as usize];
+        sp.probes = 2;
+        if space != Space::Data {
+            // Retransmit every unacknowledged CRYPTO byte in the probe.
+            let end = sp.crypto_send.offset();
+            sp.crypto_send.on_lost(0..end);
+        }
+        self.set_loss_detection_timer(now);
+    }
+
+    /// Drops a space's keys and everything in flight in it (RFC 9001 §4.9).
+    pub(super) fn discard_space(&mut self, now: Instant, space: Space) {
+        let sp = &mut self.spaces[space as usize];
+        if sp.discarded {
+            return;
+        }
+        sp.discarded = true;
+        sp.keys = None;
+        sp.loss_time = None;
+        sp.probes = 0;
+        let mut freed = 0;
+        sp.sent.drain(|_, p| {
+            if p.in_flight {
+                freed += p.size as u64;
+            }
+        });
+        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
+        // RFC 9002 §6.2.2: the PTO backoff restarts when keys are discarded.
+        self.pto_count = 0;
+        self.set_loss_detection_timer(now);
+    }
+
+    pub(super) fn amplification_blocked(&self) -> bool {
+        !self.address_validated && self.amp_sent >= 3 * self.amp_received
+    }
+
+    /// Closes with a locally detected transport error.
+    pub(super) fn close_transport(&mut self, err: TransportError) {
+        let report = ConnectionError::Transport(err.clone());
+        self.close_with(err, report);
+    }
+
+    /// Closes because of `err`, choosing what to put on the wire.
+    pub(super) fn close_for(&mut self, err: ConnectionError) {
+        let wire = match &err {
+            ConnectionError::Transport(t) => t.clone(),
+            ConnectionError::LoginRefused { reason } => {
+                TransportError::new(code::LOGIN_REFUSED, reason.clone())
+            }
+            ConnectionError::HostKeyRejected { .. } => {
+                TransportError::new(code::HOST_KEY_REJECTED, "host key rejected")
+            }
+            _ => TransportError::new(code::INTERNAL_ERROR, "internal error"),
+        };
+        self.close_with(wire, err);
+    }
+}

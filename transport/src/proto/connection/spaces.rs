@@ -1,0 +1,225 @@
+//! Per packet-number-space state (RFC 9000 §12.3): keys, the CRYPTO stream, what we
+//! sent (for recovery), and what we received (for ACKs).
+
+use std::ops::Range;
+use std::time::Instant;
+
+use quill_crypto::packet::{HeaderKey, Keys, PacketKey, Suite};
+use quill_crypto::schedule::{self, Secret};
+
+use super::labels;
+use crate::proto::range_set::RangeSet;
+use crate::proto::recovery::SentPackets;
+use crate::proto::streams::{Assembler, ControlFrame, SendBuffer, StreamChunk};
+
+/// Most out-of-order CRYPTO bytes buffered per space: a hard cap, well above the
+/// largest flight (a ClientHello is about 1.4 KB).
+pub(crate) const CRYPTO_BUFFER_CAP: u64 = 16 * 1024;
+
+/// Most ACK ranges remembered per space; older ranges are forgotten (the peer will
+/// have learned of them from earlier ACKs, and loss of that knowledge only costs a
+/// spurious retransmission).
+pub(crate) const MAX_ACK_RANGES: usize = 32;
+
+/// What a sent packet carried that must be retransmitted or acknowledged onward.
+#[derive(Debug, Default)]
+pub(crate) struct SentFrames {
+    /// CRYPTO bytes (offset range in this space's crypto stream).
+    pub crypto: Option<Range<u64>>,
+    /// The first STREAM chunk (the bulk path carries exactly one).
+    pub stream: Option<StreamChunk>,
+    /// Further STREAM chunks (many small streams).
+    pub more_streams: Vec<StreamChunk>,
+    /// Stream control frames.
+    pub control: Vec<ControlFrame>,
+    /// HANDSHAKE_DONE was in this packet.
+    pub handshake_done: bool,
+    /// Largest packet number acknowledged by an ACK frame in this packet.
+    pub ack_largest: Option<u64>,
+    /// This was a PMTU probe of this size: its loss is not a congestion signal.
+    pub mtu_probe: Option<u16>,
+    /// PATH_RESPONSE data answered (not retransmitted; recorded for tracing).
+    pub path_response: bool,
+}
+
+/// Receive-side state for generating ACK frames.
+#[derive(Debug, Default)]
+pub(crate) struct AckState {
+    /// Packet numbers received (bounded by [`MAX_ACK_RANGES`]).
+    pub received: RangeSet,
+    /// When the largest packet number was received (for the ACK Delay field).
+    pub largest_received_at: Option<Instant>,
+    /// Ack-eliciting packets received since we last sent an ACK.
+    pub unacked_eliciting: u32,
+    /// An ACK should go out with the next packet we can send.
+    pub immediate: bool,
+    /// Deadline by which an ACK must go out (max_ack_delay after the first unacked
+    /// ack-eliciting packet).
+    pub deadline: Option<Instant>,
+}
+
+impl AckState {
+    /// Records a received packet number. Returns false for a duplicate.
+    pub fn on_received(&mut self, pn: u64, now: Instant) -> bool {
+        if self.received.contains(pn) {
+            return false;
+        }
+        let largest = self.received.max();
+        // RFC 9000 §13.2.1: acknowledge out-of-order packets immediately.
+        if let Some(l) = largest {
+            if pn < l || pn > l + 1 {
+                self.immediate = true;
+            }
+        }
+        if largest.is_none_or(|l| pn > l) {
+            self.largest_received_at = Some(now);
+        }
+        self.received.insert_one(pn);
+        while self.received.len() > MAX_ACK_RANGES {
+            self.received.pop_min();
+        }
+        true
+    }
+
+    /// Whether there is anything to acknowledge at all.
+    pub fn has_ranges(&self) -> bool {
+        !self.received.is_empty()
+    }
+
+    /// Whether an ACK must be sent now (not merely piggybacked).
+    pub fn wants_ack(&self, now: Instant) -> bool {
+        self.unacked_eliciting > 0 && (self.immediate || self.deadline.is_some_and(|d| d <= now))
+    }
+
+    /// An ACK frame was sent.
+    pub fn on_ack_sent(&mut self) {
+        self.unacked_eliciting = 0;
+        self.immediate = false;
+        self.deadline = None;
+    }
+}
+
+/// Keys for the Initial and Handshake spaces.
+pub(crate) struct SpaceKeys {
+    pub local: Keys,
+    pub remote: Keys,
+}
+
+/// One packet number space.
+pub(crate) struct PacketSpace {
+    /// Initial/Handshake keys; the application space uses [`OneRtt`].
+    pub keys: Option<SpaceKeys>,
+    pub crypto_send: SendBuffer,
+    pub crypto_recv: Assembler,
+    /// Reassembled CRYPTO bytes not yet forming a whole message.
+    pub crypto_pending: Vec<u8>,
+    pub next_pn: u64,
+    pub sent: SentPackets<SentFrames>,
+    pub ack: AckState,
+    /// When a not-yet-lost packet will become lost by the time threshold.
+    pub loss_time: Option<Instant>,
+    /// Probe packets owed after a PTO.
+    pub probes: u8,
+    /// Keys were discarded; nothing more is sent or accepted here.
+    pub discarded: bool,
+}
+
+impl PacketSpace {
+    pub fn new() -> Self {
+        PacketSpace {
+            keys: None,
+            crypto_send: SendBuffer::new(),
+            crypto_recv: Assembler::new(CRYPTO_BUFFER_CAP),
+            crypto_pending: Vec::new(),
+            next_pn: 0,
+            sent: SentPackets::new(),
+            ack: AckState::default(),
+            loss_time: None,
+            probes: 0,
+            discarded: false,
+        }
+    }
+
+    /// Whether this space has CRYPTO data or probes waiting.
+    pub fn has_crypto_or_probe(&self) -> bool {
+        self.crypto_send.has_pending() || self.probes > 0
+    }
+}
+
+/// 1-RTT keys with key update (RFC 9001 §6). Header-protection keys never change.
+pub(crate) struct OneRtt {
+    pub suite: Suite,
+    pub local_secret: Secret,
+    pub remote_secret: Secret,
+    pub local: PacketKey,
+    pub remote: PacketKey,
+    pub local_hp: HeaderKey,
+    pub remote_hp: HeaderKey,
+    /// Remote keys of the next generation, ready for a peer-initiated update.
+    pub next_remote: PacketKey,
+    pub next_remote_secret: Secret,
+    /// Remote keys of the previous generation, for reordered packets, until the deadline.
+    pub prev_remote: Option<(PacketKey, Instant)>,
+    /// Key phase bit of what we send.
+    pub local_phase: bool,
+    /// Key phase bit of the current remote keys.
+    pub remote_phase: bool,
+    /// First packet number we sent in the current local phase.
+    pub local_phase_start: u64,
+    /// An ACK has covered a packet of the current local phase: another update may start.
+    pub update_acked: bool,
+    /// Packets sealed in this phase (for the automatic update).
+    pub packets_in_phase: u64,
+    /// Lowest packet number received in the current remote phase.
+    pub remote_phase_start: Option<u64>,
+}
+
+impl OneRtt {
+    pub fn new(suite: Suite, local_secret: Secret, remote_secret: Secret) -> Self {
+        let l = labels();
+        let local = Keys::new(suite, &local_secret, l);
+        let remote = Keys::new(suite, &remote_secret, l);
+        let next_remote_secret = schedule::next_generation(&remote_secret, l);
+        OneRtt {
+            suite,
+            next_remote: PacketKey::new(suite, &next_remote_secret, l),
+            next_remote_secret,
+            local: local.packet,
+            remote: remote.packet,
+            local_hp: local.header,
+            remote_hp: remote.header,
+            local_secret,
+            remote_secret,
+            prev_remote: None,
+            local_phase: false,
+            remote_phase: false,
+            local_phase_start: 0,
+            update_acked: true,
+            packets_in_phase: 0,
+            remote_phase_start: None,
+        }
+    }
+
+    /// Moves our sending keys to the next generation (we initiate, or we answer the peer).
+    pub fn update_local(&mut self, next_pn: u64) {
+        let l = labels();
+        self.local_secret = schedule::next_generation(&self.local_secret, l);
+        self.local = PacketKey::new(self.suite, &self.local_secret, l);
+        self.local_phase = !self.local_phase;
+        self.local_phase_start = next_pn;
+        self.update_acked = false;
+        self.packets_in_phase = 0;
+    }
+
+    /// The peer moved to the next generation (a packet under `next_remote` opened).
+    pub fn rotate_remote(&mut self, pn: u64, discard_prev_at: Instant) {
+        let l = labels();
+        let next_secret = schedule::next_generation(&self.next_remote_secret, l);
+        let next = PacketKey::new(self.suite, &next_secret, l);
+        let old = std::mem::replace(&mut self.remote, std::mem::replace(&mut self.next_remote, next));
+        self.remote_secret = std::mem::replace(&mut self.next_remote_secret, next_secret);
+        self.prev_remote = Some((old, discard_prev_at));
+        self.remote_phase = !self.remote_phase;
+        self.remote_phase_start = Some(pn);
+    }
+}

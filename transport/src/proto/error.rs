@@ -1,0 +1,147 @@
+//! Why a connection ended, and the transport errors that go on the wire.
+//!
+//! Two layers, as the style guide asks: [`TransportError`] is what one side puts in a
+//! CONNECTION_CLOSE frame (code, offending frame type, reason); [`ConnectionError`] is
+//! what the application is told when a connection ends, and says who ended it and why.
+
+use std::fmt;
+
+/// quill's own transport error codes (docs/SPEC.md §7), beside RFC 9000's.
+pub mod code {
+    /// RFC 9000 §20.1 NO_ERROR.
+    pub const NO_ERROR: u64 = 0x0;
+    /// RFC 9000 §20.1 INTERNAL_ERROR.
+    pub const INTERNAL_ERROR: u64 = 0x1;
+    /// RFC 9000 §20.1 FLOW_CONTROL_ERROR.
+    pub const FLOW_CONTROL_ERROR: u64 = 0x3;
+    /// RFC 9000 §20.1 STREAM_LIMIT_ERROR.
+    pub const STREAM_LIMIT_ERROR: u64 = 0x4;
+    /// RFC 9000 §20.1 FRAME_ENCODING_ERROR.
+    pub const FRAME_ENCODING_ERROR: u64 = 0x7;
+    /// RFC 9000 §20.1 TRANSPORT_PARAMETER_ERROR.
+    pub const TRANSPORT_PARAMETER_ERROR: u64 = 0x8;
+    /// RFC 9000 §20.1 PROTOCOL_VIOLATION.
+    pub const PROTOCOL_VIOLATION: u64 = 0xa;
+    /// RFC 9000 §20.1 CRYPTO_BUFFER_EXCEEDED.
+    pub const CRYPTO_BUFFER_EXCEEDED: u64 = 0xd;
+    /// RFC 9000 §20.1 KEY_UPDATE_ERROR.
+    pub const KEY_UPDATE_ERROR: u64 = 0xe;
+    /// RFC 9000 §20.1 CRYPTO_ERROR base: handshake failures (0x100 + alert).
+    pub const HANDSHAKE_FAILURE: u64 = 0x100 + 40;
+    /// quill: every kind of failed login (unknown user, wrong password, locked account,
+    /// refused registration) closes with this one code.
+    pub const LOGIN_REFUSED: u64 = 0x5100;
+    /// quill: the client refused the server's host key.
+    pub const HOST_KEY_REJECTED: u64 = 0x5101;
+}
+
+/// An error that closes the connection with a CONNECTION_CLOSE frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    /// Error code (RFC 9000 §20.1 or [`code`]).
+    pub code: u64,
+    /// The frame type that triggered it, if any.
+    pub frame_type: Option<u64>,
+    /// Human-readable reason (sent to the peer; never contains secrets).
+    pub reason: String,
+}
+
+impl TransportError {
+    /// A new error with `code` and `reason`.
+    pub fn new(code: u64, reason: impl Into<String>) -> Self {
+        TransportError {
+            code,
+            frame_type: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// PROTOCOL_VIOLATION with `reason`.
+    pub fn protocol(reason: impl Into<String>) -> Self {
+        Self::new(code::PROTOCOL_VIOLATION, reason)
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (code {:#x})", self.reason, self.code)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// Nothing was heard from the peer for the idle timeout.
+    TimedOut,
+    /// The peer closed the connection.
+    ClosedByPeer {
+        /// Error code from the peer's CONNECTION_CLOSE.
+        code: u64,
+        /// Whether it was an application-level close.
+        app: bool,
+        /// The peer's reason phrase.
+        reason: String,
+    },
+    /// We closed it (the application asked, or the endpoint shut down).
+    ClosedLocally {
+        /// The code we sent.
+        code: u64,
+        /// The reason we sent.
+        reason: String,
+    },
+    /// The server refused the login (one answer for every kind of failure).
+    LoginRefused {
+        /// The server's reason, shown to the user (may be generic by design).
+        reason: String,
+    },
+    /// The client did not accept the server's host key.
+    HostKeyRejected {
+        /// Fingerprint of the key the server presented.
+        fingerprint: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// We detected a protocol error and closed the connection.
+    Transport(TransportError),
+    /// The peer answered with Version Negotiation: it speaks other versions.
+    VersionMismatch {
+        /// The versions the peer offered.
+        peer_versions: Vec<u32>,
+    },
+    /// The peer no longer has state for this connection (stateless reset).
+    Reset,
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::TimedOut => f.write_str("connection timed out: the peer went silent"),
+            ConnectionError::ClosedByPeer { code, app, reason } => write!(
+                f,
+                "closed by peer ({} code {code:#x}): {reason}",
+                if *app { "application" } else { "transport" }
+            ),
+            ConnectionError::ClosedLocally { code, reason } => {
+                write!(f, "closed locally (code {code:#x}): {reason}")
+            }
+            ConnectionError::LoginRefused { reason } => write!(f, "login refused: {reason}"),
+            ConnectionError::HostKeyRejected {
+                fingerprint,
+                reason,
+            } => write!(f, "server host key {fingerprint} rejected: {reason}"),
+            ConnectionError::Transport(e) => write!(f, "protocol error: {e}"),
+            ConnectionError::VersionMismatch { peer_versions } => {
+                f.write_str("version mismatch: peer speaks versions")?;
+                for v in peer_versions {
+                    write!(f, " {v:#010x}")?;
+                }
+                Ok(())
+            }
+            ConnectionError::Reset => f.write_str("connection reset by peer (stateless reset)"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}

@@ -1,0 +1,736 @@
+//! A deterministic simulated network for driving a client and a server connection
+//! through loss, burst loss, delay, jitter, reordering, duplication, corruption, an
+//! MTU, and a rate limit with a bounded queue — in virtual time.
+//!
+//! The clock jumps straight to the next deadline (a timer, a delivery, an
+//! application wake-up), so 24 hours of keep-alives take milliseconds. The same seed
+//! always produces the same run. Nothing here is used by the protocol itself: it is
+//! the harness for tests and benchmarks, and a tool for applications that want to
+//! test themselves against quill under bad networks.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use crate::proto::{ClientConfig, Connection, Event, LoginRequest, ServerConfig};
+use crate::wire::{parse_header, ConnectionId, LongType, PacketKind};
+
+/// Impairments of one direction of a simulated path.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// One-way delay.
+    pub delay: Duration,
+    /// Uniform extra delay in `0..jitter` (reorders packets when larger than their spacing).
+    pub jitter: Duration,
+    /// Independent loss probability per datagram.
+    pub loss: f64,
+    /// Gilbert-Elliott burst loss: (probability of entering the bad state per datagram,
+    /// probability of leaving it). In the bad state every datagram is lost.
+    pub burst_loss: Option<(f64, f64)>,
+    /// Probability that a datagram is held back by `reorder_delay` (reordering).
+    pub reorder: f64,
+    /// Extra delay for reordered datagrams.
+    pub reorder_delay: Duration,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability that one byte of a datagram is flipped.
+    pub corrupt: f64,
+    /// Datagrams larger than this are dropped.
+    pub mtu: usize,
+    /// Bottleneck rate in bits per second (`None`: unlimited).
+    pub bandwidth_bps: Option<u64>,
+    /// Bytes the bottleneck queue holds before it drops (tail drop).
+    pub queue_bytes: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            delay: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            burst_loss: None,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(5),
+            duplicate: 0.0,
+            corrupt: 0.0,
+            mtu: 1500,
+            bandwidth_bps: None,
+            queue_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Counters of what a link did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Datagrams offered to the link.
+    pub sent: u64,
+    /// Datagrams delivered (duplicates included).
+    pub delivered: u64,
+    /// Datagrams lost (random, burst, MTU, queue overflow, black hole).
+    pub dropped: u64,
+    /// Datagrams corrupted.
+    pub corrupted: u64,
+    /// Datagrams duplicated.
+    pub duplicated: u64,
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    data: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// One direction of a simulated path.
+pub struct Link {
+    /// The impairments (may be changed between steps).
+    pub config: LinkConfig,
+    /// While true, every datagram is dropped.
+    pub black_hole: bool,
+    rng: SmallRng,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    busy_until: Option<Instant>,
+    in_bad_state: bool,
+    stats: LinkStats,
+}
+
+impl Link {
+    /// A link with `config`, seeded.
+    pub fn new(config: LinkConfig, seed: u64) -> Link {
+        Link {
+            config,
+            black_hole: false,
+            rng: SmallRng::seed_from_u64(seed),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            busy_until: None,
+            in_bad_state: false,
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// What the link did so far.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    /// Offers a datagram to the link at `now`.
+    pub fn send(&mut self, now: Instant, data: &[u8]) {
+        self.stats.sent += 1;
+        let c = &self.config;
+        if self.black_hole || data.len() > c.mtu {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some((enter, exit)) = c.burst_loss {
+            if self.in_bad_state {
+                if self.rng.random::<f64>() < exit {
+                    self.in_bad_state = false;
+                }
+            } else if self.rng.random::<f64>() < enter {
+                self.in_bad_state = true;
+            }
+            if self.in_bad_state {
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        if c.loss > 0.0 && self.rng.random::<f64>() < c.loss {
+            self.stats.dropped += 1;
+            return;
+        }
+        // Serialisation at the bottleneck, with a bounded queue.
+        let mut depart = now;
+        if let Some(bps) = c.bandwidth_bps {
+            let start = self.busy_until.map_or(now, |b| b.max(now));
+            let queued = start.saturating_duration_since(now);
+            let queue_limit = Duration::from_secs_f64(c.queue_bytes as f64 * 8.0 / bps as f64);
+            if queued > queue_limit {
+                self.stats.dropped += 1;
+                return;
+            }
+            depart = start + Duration::from_secs_f64(data.len() as f64 * 8.0 / bps as f64);
+            self.busy_until = Some(depart);
+        }
+        let mut at = depart + c.delay;
+        if !c.jitter.is_zero() {
+            at += c.jitter.mul_f64(self.rng.random::<f64>());
+        }
+        if c.reorder > 0.0 && self.rng.random::<f64>() < c.reorder {
+            at += c.reorder_delay;
+        }
+        let mut copy = data.to_vec();
+        if c.corrupt > 0.0 && self.rng.random::<f64>() < c.corrupt && !copy.is_empty() {
+            let i = self.rng.random_range(0..copy.len());
+            copy[i] ^= 1 << self.rng.random_range(0..8);
+            self.stats.corrupted += 1;
+        }
+        if c.duplicate > 0.0 && self.rng.random::<f64>() < c.duplicate {
+            self.stats.duplicated += 1;
+            self.push(at + Duration::from_micros(100), copy.clone());
+        }
+        self.push(at, copy);
+    }
+
+    fn push(&mut self, at: Instant, data: Vec<u8>) {
+        self.seq += 1;
+        self.queue.push(Reverse(InFlight {
+            at,
+            seq: self.seq,
+            data,
+        }));
+    }
+
+    /// When the next datagram arrives.
+    pub fn next_delivery(&self) -> Option<Instant> {
+        self.queue.peek().map(|r| r.0.at)
+    }
+
+    /// Takes the next datagram due by `now`.
+    pub fn deliver(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.queue.peek()?.0.at > now {
+            return None;
+        }
+        self.stats.delivered += 1;
+        self.queue.pop().map(|r| r.0.data)
+    }
+
+    /// Datagrams currently in flight.
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// Application behaviour on one side of a simulation.
+pub trait App {
+    /// An event from the connection.
+    fn on_event(&mut self, now: Instant, conn: &mut Connection, event: Event);
+    /// Called every step after events: write more data, give verdicts, ...
+    fn poll(&mut self, _now: Instant, _conn: &mut Connection) {}
+    /// When [`App::poll`] next has something to do (for delayed work).
+    fn next_wakeup(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// A client connection and a server connection joined by two [`Link`]s.
+pub struct Sim<C: App, S: App> {
+    /// Virtual now.
+    pub now: Instant,
+    /// Virtual start.
+    pub start: Instant,
+    /// The client connection.
+    pub client: Connection,
+    /// The server connection (created by the client's first Initial).
+    pub server: Option<Connection>,
+    /// Client application.
+    pub client_app: C,
+    /// Server application.
+    pub server_app: S,
+    /// Client to server.
+    pub c2s: Link,
+    /// Server to client.
+    pub s2c: Link,
+    /// Where the server sees the client's datagrams come from (change it to rebind).
+    pub client_addr: SocketAddr,
+    /// The server's address.
+    pub server_addr: SocketAddr,
+    server_config: ServerConfig,
+    rng: SmallRng,
+    buf: Vec<u8>,
+}
+
+/// A random connection ID of `len` bytes from `rng`.
+pub fn random_cid(rng: &mut impl RngCore, len: usize) -> ConnectionId {
+    let mut b = [0u8; 20];
+    rng.fill_bytes(&mut b[..len]);
+    ConnectionId::from_slice(&b[..len]).expect("length within bounds")
+}
+
+impl<C: App, S: App> Sim<C, S> {
+    /// Builds a simulation; the client's first flight is ready to go.
+    pub fn new(
+        seed: u64,
+        client_config: ClientConfig,
+        server_config: ServerConfig,
+        c2s: LinkConfig,
+        s2c: LinkConfig,
+        client_app: C,
+        server_app: S,
+    ) -> Self {
+        let start = Instant::now();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let client_addr: SocketAddr = "10.0.0.1:40000".parse().expect("literal");
+        let server_addr: SocketAddr = "10.0.0.2:4433".parse().expect("literal");
+        let local = random_cid(&mut rng, 8);
+        let dcid = random_cid(&mut rng, 8);
+        let client = Connection::client(client_config, start, server_addr, local, dcid)
+            .expect("valid client configuration");
+        Sim {
+            now: start,
+            start,
+            client,
+            server: None,
+            client_app,
+            server_app,
+            c2s: Link::new(c2s, seed ^ 0x5151),
+            s2c: Link::new(s2c, seed ^ 0xa5a5),
+            client_addr,
+            server_addr,
+            server_config,
+            rng,
+            buf: vec![0u8; 65536],
+        }
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn pump(&mut self) {
+        while let Some(ev) = self.client.poll_event() {
+            self.client_app.on_event(self.now, &mut self.client, ev);
+        }
+        self.client_app.poll(self.now, &mut self.client);
+        if let Some(server) = self.server.as_mut() {
+            while let Some(ev) = server.poll_event() {
+                self.server_app.on_event(self.now, server, ev);
+            }
+            self.server_app.poll(self.now, server);
+        }
+        let mut n = 0;
+        while let Some(t) = self.client.poll_transmit(self.now, &mut self.buf) {
+            self.c2s.send(self.now, &self.buf[..t.size]);
+            n += 1;
+            assert!(n < 1_000_000, "client never stopped transmitting");
+        }
+        if let Some(server) = self.server.as_mut() {
+            while let Some(t) = server.poll_transmit(self.now, &mut self.buf) {
+                self.s2c.send(self.now, &self.buf[..t.size]);
+                n += 1;
+                assert!(n < 1_000_000, "server never stopped transmitting");
+            }
+        }
+    }
+
+    /// One turn: applications act, both sides transmit, virtual time jumps to the next
+    /// event, datagrams are delivered and timers fire. Returns false when nothing is
+    /// left to happen.
+    pub fn step(&mut self) -> bool {
+        self.pump();
+        let next = [
+            self.client.poll_timeout(),
+            self.server.as_ref().and_then(|s| s.poll_timeout()),
+            self.c2s.next_delivery(),
+            self.s2c.next_delivery(),
+            self.client_app.next_wakeup(),
+            self.server_app.next_wakeup(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        let now = self.now;
+        while let Some(mut d) = self.c2s.deliver(now) {
+            self.to_server(now, &mut d);
+        }
+        while let Some(mut d) = self.s2c.deliver(now) {
+            self.client.handle_datagram(now, self.server_addr, &mut d);
+        }
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        if let Some(s) = self.server.as_mut() {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+        true
+    }
+
+    fn to_server(&mut self, now: Instant, d: &mut [u8]) {
+        if self.server.is_none() {
+            // A minimal endpoint: the first Initial creates the server connection.
+            let Ok(h) = parse_header(d, 8) else {
+                return;
+            };
+            if !matches!(h.kind, PacketKind::Long(LongType::Initial)) || d.len() < 1200 {
+                return;
+            }
+            let Some(scid) = h.scid else {
+                return;
+            };
+            let local = random_cid(&mut self.rng, 8);
+            match Connection::server(
+                self.server_config.clone(),
+                now,
+                self.client_addr,
+                local,
+                h.dcid,
+                scid,
+                None,
+                None,
+            ) {
+                Ok(c) => self.server = Some(c),
+                Err(_) => return,
+            }
+        }
+        if let Some(s) = self.server.as_mut() {
+            s.handle_datagram(now, self.client_addr, d);
+        }
+    }
+
+    /// Steps until `done` holds or `limit` of virtual time has passed (or nothing is
+    /// left to happen). Returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now > deadline || !self.step() {
+                return done(self);
+            }
+        }
+    }
+}
+
+/// A login policy for [`ServerApp`]: `Ok(account)` accepts, `Err(reason)` refuses.
+pub type LoginPolicy = Box<dyn FnMut(&LoginRequest) -> Result<String, String>>;
+
+/// A server application for simulations: decides logins (optionally after a virtual
+/// delay, as a worker pool would), echoes bidirectional streams, and sinks
+/// unidirectional ones while hashing what arrived.
+pub struct ServerApp {
+    policy: LoginPolicy,
+    /// Virtual time a login verdict takes.
+    pub verdict_delay: Duration,
+    pending: Option<(Instant, Result<String, String>)>,
+    /// Every event seen, in order (stream events excluded).
+    pub events: Vec<String>,
+    /// Received bytes per stream, hashed.
+    pub sink: Sink,
+    /// Echo bidirectional streams back.
+    pub echo: bool,
+    echo_buf: Vec<(crate::proto::StreamId, Vec<u8>, bool)>,
+}
+
+impl ServerApp {
+    /// A server app with `policy`.
+    pub fn new(policy: LoginPolicy) -> Self {
+        ServerApp {
+            policy,
+            verdict_delay: Duration::ZERO,
+            pending: None,
+            events: Vec::new(),
+            sink: Sink::default(),
+            echo: false,
+            echo_buf: Vec::new(),
+        }
+    }
+
+    /// A server app that accepts every login as the user name.
+    pub fn accept_all() -> Self {
+        Self::new(Box::new(|r: &LoginRequest| Ok(r.user.clone())))
+    }
+}
+
+impl App for ServerApp {
+    fn on_event(&mut self, now: Instant, conn: &mut Connection, event: Event) {
+        match event {
+            Event::LoginRequested(req) => {
+                self.events.push(format!("login requested: {}", req.user));
+                let verdict = (self.policy)(&req);
+                self.pending = Some((now + self.verdict_delay, verdict));
+            }
+            Event::Stream(crate::proto::StreamEvent::Readable(id)) => {
+                let echo = self.echo && id.dir() == crate::proto::Dir::Bi;
+                self.sink.read(conn, id, if echo { Some(&mut self.echo_buf) } else { None });
+            }
+            Event::Stream(crate::proto::StreamEvent::Opened { .. }) => {
+                while let Some(id) = conn.accept_stream(crate::proto::Dir::Bi) {
+                    self.sink.read(conn, id, if self.echo { Some(&mut self.echo_buf) } else { None });
+                }
+                while let Some(id) = conn.accept_stream(crate::proto::Dir::Uni) {
+                    self.sink.read(conn, id, None);
+                }
+            }
+            Event::Stream(_) => {}
+            other => self.events.push(format!("{other:?}")),
+        }
+    }
+
+    fn poll(&mut self, now: Instant, conn: &mut Connection) {
+        if let Some((at, _)) = &self.pending {
+            if *at <= now {
+                let (_, verdict) = self.pending.take().expect("checked");
+                match verdict {
+                    Ok(account) => conn.accept_login(&account, "welcome"),
+                    Err(reason) => conn.refuse_login(&reason),
+                }
+            }
+        }
+        // Echo what is buffered, as far as flow control allows.
+        self.echo_buf.retain_mut(|(id, data, fin)| {
+            if !data.is_empty() {
+                match conn.write(*id, data) {
+                    Ok(n) => {
+                        data.drain(..n);
+                    }
+                    Err(_) => return false,
+                }
+            }
+            if data.is_empty() && *fin {
+                let _ = conn.finish(*id);
+                return false;
+            }
+            true
+        });
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|(t, _)| *t)
+    }
+}
+
+/// Reads streams to the end, keeping a SHA-256 per stream.
+#[derive(Default)]
+pub struct Sink {
+    streams: std::collections::HashMap<u64, (ring::digest::Context, u64)>,
+    /// Finished streams: (stream id, bytes, SHA-256).
+    pub finished: Vec<(u64, u64, [u8; 32])>,
+    /// Total bytes read.
+    pub bytes: u64,
+}
+
+impl Sink {
+    /// Reads everything available on `id`; optionally copies it for echoing.
+    pub fn read(
+        &mut self,
+        conn: &mut Connection,
+        id: crate::proto::StreamId,
+        mut echo: Option<&mut Vec<(crate::proto::StreamId, Vec<u8>, bool)>>,
+    ) {
+        let mut buf = [0u8; 16384];
+        loop {
+            match conn.read(id, &mut buf) {
+                Ok(crate::proto::ReadOutcome::Data(n)) => {
+                    let e = self
+                        .streams
+                        .entry(id.0)
+                        .or_insert_with(|| (ring::digest::Context::new(&ring::digest::SHA256), 0));
+                    e.0.update(&buf[..n]);
+                    e.1 += n as u64;
+                    self.bytes += n as u64;
+                    if let Some(echo) = echo.as_deref_mut() {
+                        match echo.iter_mut().find(|(s, _, _)| *s == id) {
+                            Some((_, d, _)) => d.extend_from_slice(&buf[..n]),
+                            None => echo.push((id, buf[..n].to_vec(), false)),
+                        }
+                    }
+                }
+                Ok(crate::proto::ReadOutcome::Finished) => {
+                    let (ctx, n) = self.streams.remove(&id.0).unwrap_or_else(|| {
+                        (ring::digest::Context::new(&ring::digest::SHA256), 0)
+                    });
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(ctx.finish().as_ref());
+                    self.finished.push((id.0, n, h));
+                    if let Some(echo) = echo.as_deref_mut() {
+                        match echo.iter_mut().find(|(s, _, _)| *s == id) {
+                            Some((_, _, fin)) => *fin = true,
+                            None => echo.push((id, Vec::new(), true)),
+                        }
+                    }
+                    return;
+                }
+                Ok(crate::proto::ReadOutcome::Blocked) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes for transfers (so senders need not hold them).
+pub struct Pattern {
+    state: u64,
+}
+
+impl Pattern {
+    /// A pattern from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Pattern {
+            state: seed | 1,
+        }
+    }
+
+    /// Fills `buf` with the next bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            // xorshift64*
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let v = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// A client application for simulations: after login, sends `total` bytes of a
+/// [`Pattern`] on each of `streams` unidirectional streams (or one bidirectional
+/// stream when `echo` is set, reading the echo back), hashing what it sent.
+pub struct ClientApp {
+    /// Bytes to send per stream.
+    pub total: u64,
+    /// Streams to send on.
+    pub streams: usize,
+    /// Use bidirectional streams and collect the echo.
+    pub echo: bool,
+    /// Every event seen, in order (stream events excluded).
+    pub events: Vec<String>,
+    /// Whether the login succeeded.
+    pub connected: bool,
+    /// Why the connection ended, if it did.
+    pub lost: Option<crate::proto::ConnectionError>,
+    /// SHA-256 of what was sent, per stream id, once finished.
+    pub sent: Vec<(u64, u64, [u8; 32])>,
+    /// What came back on echoed streams.
+    pub sink: Sink,
+    active: Vec<Outgoing>,
+    opened: usize,
+}
+
+impl ClientApp {
+    /// Sends `total` bytes on each of `streams` streams after login.
+    pub fn new(total: u64, streams: usize) -> Self {
+        ClientApp {
+            total,
+            streams,
+            echo: false,
+            events: Vec::new(),
+            connected: false,
+            lost: None,
+            sent: Vec::new(),
+            sink: Sink::default(),
+            active: Vec::new(),
+            opened: 0,
+        }
+    }
+
+    /// Whether every stream has been fully written and finished.
+    pub fn done_sending(&self) -> bool {
+        self.opened == self.streams && self.active.is_empty()
+    }
+}
+
+impl App for ClientApp {
+    fn on_event(&mut self, _now: Instant, conn: &mut Connection, event: Event) {
+        match event {
+            Event::Connected { .. } => {
+                self.connected = true;
+                self.events.push("connected".into());
+            }
+            Event::ConnectionLost(e) => {
+                self.events.push(format!("lost: {e}"));
+                self.lost = Some(e);
+            }
+            Event::Stream(crate::proto::StreamEvent::Readable(id)) => {
+                self.sink.read(conn, id, None);
+            }
+            Event::Stream(_) => {}
+            other => self.events.push(format!("{other:?}")),
+        }
+    }
+
+    fn poll(&mut self, _now: Instant, conn: &mut Connection) {
+        if !self.connected || self.lost.is_some() {
+            return;
+        }
+        let dir = if self.echo {
+            crate::proto::Dir::Bi
+        } else {
+            crate::proto::Dir::Uni
+        };
+        while self.opened < self.streams {
+            let Some(id) = conn.open_stream(dir) else {
+                break;
+            };
+            self.opened += 1;
+            self.active.push(Outgoing {
+                id,
+                generated: 0,
+                pattern: Pattern::new(id.0 + 1),
+                hash: ring::digest::Context::new(&ring::digest::SHA256),
+                pending: Vec::new(),
+                pos: 0,
+            });
+        }
+        let total = self.total;
+        let sent = &mut self.sent;
+        self.active.retain_mut(|o| {
+            loop {
+                if o.pos == o.pending.len() {
+                    if o.generated == total {
+                        break;
+                    }
+                    let n = ((total - o.generated) as usize).min(16384);
+                    o.pending.resize(n, 0);
+                    o.pattern.fill(&mut o.pending);
+                    o.generated += n as u64;
+                    o.pos = 0;
+                }
+                match conn.write(o.id, &o.pending[o.pos..]) {
+                    Ok(0) | Err(_) => return true,
+                    Ok(k) => {
+                        o.hash.update(&o.pending[o.pos..o.pos + k]);
+                        o.pos += k;
+                    }
+                }
+            }
+            if conn.finish(o.id).is_ok() {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(o.hash.clone().finish().as_ref());
+                sent.push((o.id.0, total, h));
+                return false;
+            }
+            true
+        });
+    }
+}
+
+/// One stream a [`ClientApp`] is still writing.
+struct Outgoing {
+    id: crate::proto::StreamId,
+    generated: u64,
+    pattern: Pattern,
+    hash: ring::digest::Context,
+    pending: Vec<u8>,
+    pos: usize,
+}
