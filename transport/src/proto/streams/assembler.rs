@@ -63,9 +63,7 @@ impl Assembler {
     /// (a well-behaved peer repeats the same bytes). Fails, buffering nothing,
     /// if the segment ends more than the cap past the read offset.
     pub fn insert(&mut self, offset: u64, data: &[u8]) -> Result<(), AssemblerFull> {
-        let end = offset
-            .checked_add(data.len() as u64)
-            .ok_or(AssemblerFull)?;
+        let end = offset.checked_add(data.len() as u64).ok_or(AssemblerFull)?;
         if end <= self.read_offset {
             return Ok(());
         }
@@ -283,12 +281,10 @@ mod tests {
             }
             let mut a = Assembler::new(len as u64);
             let mut out = Vec::new();
-            let mut ri = 0;
-            for (s, e) in segs {
+            for (ri, (s, e)) in segs.into_iter().enumerate() {
                 a.insert(s as u64, &data[s..e]).unwrap();
                 prop_assert!(a.buffered() as u64 <= len as u64);
                 let mut buf = vec![0u8; reads[ri % reads.len()]];
-                ri += 1;
                 let n = a.read(&mut buf);
                 out.extend_from_slice(&buf[..n]);
             }

@@ -702,7 +702,12 @@ impl Streams {
     /// RFC 9000 §3.1: "From any of the "Ready", "Send", or "Data Sent" states, an
     /// application can signal that it wishes to abandon transmission of stream
     /// data. [...] the endpoint sends a RESET_STREAM frame".
-    fn reset_send(control: &mut VecDeque<ControlFrame>, id: StreamId, ss: &mut SendStream, code: u64) {
+    fn reset_send(
+        control: &mut VecDeque<ControlFrame>,
+        id: StreamId,
+        ss: &mut SendStream,
+        code: u64,
+    ) {
         // RFC 9000 §4.5: the final size of a reset stream is the flow-control credit
         // it consumed, which for us is everything written.
         let final_size = ss.buf.offset();
@@ -731,7 +736,10 @@ impl Streams {
             Ok(ReadOutcome::Data(n)) => {
                 rs.credited += n as u64;
                 if rs.wants_credit()
-                    && rs.window.on_consumed(rs.credited, self.now, self.rtt).is_some()
+                    && rs
+                        .window
+                        .on_consumed(rs.credited, self.now, self.rtt)
+                        .is_some()
                 {
                     // The frame carries the limit current when it is polled, so one
                     // queue entry per stream is enough.
@@ -741,7 +749,8 @@ impl Streams {
                     }
                     // Keep the connection window ahead of a growing stream window.
                     let stream_window = rs.window.window();
-                    self.conn_window.ensure_window(stream_window + stream_window / 2);
+                    self.conn_window
+                        .ensure_window(stream_window + stream_window / 2);
                 }
                 self.release_conn_credit(n as u64);
             }
@@ -764,7 +773,8 @@ impl Streams {
             .ok_or(ReadError::UnknownStream)?;
         let (released, send_frame) = rs.stop();
         if send_frame {
-            self.control.push_back(ControlFrame::StopSending { id, code });
+            self.control
+                .push_back(ControlFrame::StopSending { id, code });
         }
         self.release_conn_credit(released);
         self.maybe_free(id);
@@ -853,7 +863,9 @@ impl Streams {
         }
         if local {
             if id.index() >= self.next_local[d] {
-                return Err(StreamsError::stream_state("frame for a locally initiated stream not yet created"));
+                return Err(StreamsError::stream_state(
+                    "frame for a locally initiated stream not yet created",
+                ));
             }
             return Ok(self.streams.contains_key(&id.0));
         }
@@ -925,7 +937,12 @@ impl Streams {
     }
 
     /// A RESET_STREAM frame arrived.
-    pub fn on_reset_stream(&mut self, id: u64, code: u64, final_size: u64) -> Result<(), StreamsError> {
+    pub fn on_reset_stream(
+        &mut self,
+        id: u64,
+        code: u64,
+        final_size: u64,
+    ) -> Result<(), StreamsError> {
         let id = StreamId(id);
         if !self.validate_frame_id(id, true)? {
             return Ok(());
@@ -976,28 +993,42 @@ impl Streams {
         let send_buffer = self.config.send_buffer;
         for id in std::mem::take(&mut self.conn_blocked) {
             if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
-                Self::signal_writable(&mut self.events, id, ss, send_buffer, true);
+                Self::signal_writable(
+                    &mut self.events,
+                    &mut self.conn_blocked,
+                    true,
+                    send_buffer,
+                    id,
+                    ss,
+                );
             }
         }
     }
 
-    /// Emits `Writable` if the stream's last write came up short and it has room now.
+    /// Emits `Writable` if the stream's last write came up short and it has room
+    /// now. A stream with room of its own but no connection credit waits in
+    /// `conn_blocked` for MAX_DATA.
     fn signal_writable(
         events: &mut VecDeque<StreamEvent>,
+        conn_blocked: &mut Vec<StreamId>,
+        conn_has_credit: bool,
+        send_buffer: u64,
         id: StreamId,
         ss: &mut SendStream,
-        send_buffer: u64,
-        conn_has_credit: bool,
     ) {
-        if ss.write_blocked
-            && conn_has_credit
-            && !ss.reset
-            && !ss.fin
-            && ss.credit() > 0
-            && ss.buf.buffered() < send_buffer
+        if !ss.write_blocked
+            || ss.reset
+            || ss.fin
+            || ss.credit() == 0
+            || ss.buf.buffered() >= send_buffer
         {
+            return;
+        }
+        if conn_has_credit {
             ss.write_blocked = false;
             events.push_back(StreamEvent::Writable(id));
+        } else if !conn_blocked.contains(&id) {
+            conn_blocked.push(id);
         }
     }
 
@@ -1012,7 +1043,14 @@ impl Streams {
         if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
             if max > ss.max_data {
                 ss.max_data = max;
-                Self::signal_writable(&mut self.events, id, ss, send_buffer, conn_has_credit);
+                Self::signal_writable(
+                    &mut self.events,
+                    &mut self.conn_blocked,
+                    conn_has_credit,
+                    send_buffer,
+                    id,
+                    ss,
+                );
             }
         }
         Ok(())
@@ -1239,7 +1277,11 @@ impl Streams {
     pub fn on_chunk_acked(&mut self, chunk: &StreamChunk) {
         let conn_has_credit = self.peer_max_data > self.conn_written;
         let send_buffer = self.config.send_buffer;
-        let Some(ss) = self.streams.get_mut(&chunk.id.0).and_then(|s| s.send.as_mut()) else {
+        let Some(ss) = self
+            .streams
+            .get_mut(&chunk.id.0)
+            .and_then(|s| s.send.as_mut())
+        else {
             return;
         };
         if ss.reset {
@@ -1249,7 +1291,14 @@ impl Streams {
         if chunk.fin {
             ss.fin_acked = true;
         }
-        Self::signal_writable(&mut self.events, chunk.id, ss, send_buffer, conn_has_credit);
+        Self::signal_writable(
+            &mut self.events,
+            &mut self.conn_blocked,
+            conn_has_credit,
+            send_buffer,
+            chunk.id,
+            ss,
+        );
         if ss.is_done() {
             if !ss.finished_reported {
                 ss.finished_reported = true;
@@ -1261,13 +1310,18 @@ impl Streams {
 
     /// The packet carrying `chunk` was lost: its data (and FIN) will be sent again.
     pub fn on_chunk_lost(&mut self, chunk: &StreamChunk) {
-        let Some(ss) = self.streams.get_mut(&chunk.id.0).and_then(|s| s.send.as_mut()) else {
+        let Some(ss) = self
+            .streams
+            .get_mut(&chunk.id.0)
+            .and_then(|s| s.send.as_mut())
+        else {
             return;
         };
         if ss.reset {
             return;
         }
-        ss.buf.on_lost(chunk.offset..chunk.offset + chunk.len as u64);
+        ss.buf
+            .on_lost(chunk.offset..chunk.offset + chunk.len as u64);
         if chunk.fin && !ss.fin_acked {
             ss.fin_pending = true;
         }

@@ -93,7 +93,9 @@ impl RecvStream {
         // stream is closed."
         if let Some(fs) = self.final_size {
             if end > fs || (fin && end != fs) {
-                return Err(StreamsError::final_size("data beyond or changing the final size"));
+                return Err(StreamsError::final_size(
+                    "data beyond or changing the final size",
+                ));
             }
         }
         // RFC 9000 §4.5: "If [...] a STREAM frame is received indicating [...] a
@@ -127,7 +129,8 @@ impl RecvStream {
                 self.asm
                     .insert(offset, data)
                     .map_err(|_| StreamsError::flow_control("reassembly limit exceeded"))?;
-                out.notify = self.asm.readable() > 0 || self.final_size == Some(self.asm.read_offset());
+                out.notify =
+                    self.asm.readable() > 0 || self.final_size == Some(self.asm.read_offset());
             }
             RecvState::Stopped => {
                 // Discarded: give the credit back at once.
@@ -161,7 +164,9 @@ impl RecvStream {
         }
         let delta = final_size - self.max_received;
         if delta > conn_credit {
-            return Err(StreamsError::flow_control("reset beyond connection data limit"));
+            return Err(StreamsError::flow_control(
+                "reset beyond connection data limit",
+            ));
         }
         self.max_received = final_size;
         self.final_size = Some(final_size);
@@ -236,11 +241,20 @@ mod tests {
         let mut r = RecvStream::new(100, 100);
         r.on_data(0, b"abcd", false, 1000).unwrap();
         // FIN below data already received.
-        assert_eq!(r.on_data(0, b"ab", true, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
+        assert_eq!(
+            r.on_data(0, b"ab", true, 1000).unwrap_err().code,
+            FINAL_SIZE_ERROR
+        );
         r.on_data(4, b"ef", true, 1000).unwrap();
         // Data past the final size, and a different final size.
-        assert_eq!(r.on_data(6, b"g", false, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
-        assert_eq!(r.on_data(0, b"abc", true, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
+        assert_eq!(
+            r.on_data(6, b"g", false, 1000).unwrap_err().code,
+            FINAL_SIZE_ERROR
+        );
+        assert_eq!(
+            r.on_data(0, b"abc", true, 1000).unwrap_err().code,
+            FINAL_SIZE_ERROR
+        );
         assert_eq!(r.on_reset(0, 7, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
         // Retransmission of the same final chunk is fine.
         r.on_data(4, b"ef", true, 1000).unwrap();
@@ -249,13 +263,22 @@ mod tests {
     #[test]
     fn flow_control_rules() {
         let mut r = RecvStream::new(10, 10);
-        assert_eq!(r.on_data(5, &[0; 6], false, 1000).unwrap_err().code, FLOW_CONTROL_ERROR);
-        assert_eq!(r.on_data(0, &[0; 5], false, 4).unwrap_err().code, FLOW_CONTROL_ERROR);
+        assert_eq!(
+            r.on_data(5, &[0; 6], false, 1000).unwrap_err().code,
+            FLOW_CONTROL_ERROR
+        );
+        assert_eq!(
+            r.on_data(0, &[0; 5], false, 4).unwrap_err().code,
+            FLOW_CONTROL_ERROR
+        );
         let o = r.on_data(0, &[0; 10], false, 10).unwrap();
         assert_eq!(o.delta, 10);
         // A duplicate consumes no new credit.
         assert_eq!(r.on_data(0, &[0; 10], false, 0).unwrap().delta, 0);
-        assert_eq!(r.on_reset(0, 11, 1000).unwrap_err().code, FLOW_CONTROL_ERROR);
+        assert_eq!(
+            r.on_reset(0, 11, 1000).unwrap_err().code,
+            FLOW_CONTROL_ERROR
+        );
         assert_eq!(r.on_reset(0, 9, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
     }
 
