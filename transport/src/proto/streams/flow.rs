@@ -75,8 +75,8 @@ impl RecvWindow {
             return None;
         }
         if let (Some(now), Some(rtt), Some(last)) = (now, rtt, self.last_update) {
-            if now.saturating_duration_since(last) < rtt * 2 {
-                self.window = (self.window * 2).min(self.max_window);
+            if now.saturating_duration_since(last) < rtt.saturating_mul(2) {
+                self.window = self.window.saturating_mul(2).min(self.max_window);
             }
         }
         if now.is_some() {

@@ -750,7 +750,7 @@ impl Streams {
                     // Keep the connection window ahead of a growing stream window.
                     let stream_window = rs.window.window();
                     self.conn_window
-                        .ensure_window(stream_window + stream_window / 2);
+                        .ensure_window(stream_window.saturating_add(stream_window / 2));
                 }
                 self.release_conn_credit(n as u64);
             }
@@ -820,9 +820,11 @@ impl Streams {
                 Dir::Bi => self.config.max_concurrent_bidi,
                 Dir::Uni => self.config.max_concurrent_uni,
             };
-            let target = (self.closed_remote[d] + concurrent).min(MAX_STREAMS_LIMIT);
+            let target = self.closed_remote[d]
+                .saturating_add(concurrent)
+                .min(MAX_STREAMS_LIMIT);
             let step = (concurrent / 8).max(1);
-            if target >= self.max_remote[d] + step {
+            if target >= self.max_remote[d].saturating_add(step) {
                 self.max_remote[d] = target;
                 self.max_streams_pending[d] = true;
             }

@@ -356,6 +356,30 @@ fn writable_waits_for_connection_credit_after_buffer_room_appears() {
 }
 
 #[test]
+fn extreme_settings_saturate_instead_of_overflowing() {
+    let cfg = StreamsConfig {
+        max_concurrent_bidi: u64::MAX,
+        max_concurrent_uni: u64::MAX,
+        stream_receive_window: u64::MAX,
+        max_stream_receive_window: u64::MAX,
+        receive_window: u64::MAX,
+        max_receive_window: u64::MAX,
+        send_buffer: u64::MAX,
+    };
+    let mut s = Streams::new(Side::Server, &cfg);
+    let l = s.local_limits();
+    assert_eq!(l.initial_max_streams_bidi, MAX_STREAMS_LIMIT);
+    assert_eq!(l.initial_max_data, MAX_LIMIT);
+    s.set_rtt(t0(), Duration::MAX);
+    let id = StreamId::new(Side::Client, Dir::Uni, 0);
+    s.on_stream_frame(t0(), id.0, 0, b"abc", true).unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(s.read(id, &mut buf), Ok(ReadOutcome::Data(3)));
+    assert_eq!(s.read(id, &mut buf), Ok(ReadOutcome::Finished));
+    assert_eq!(s.open_count(), 0);
+}
+
+#[test]
 fn open_respects_peer_stream_limit() {
     let mut c = Streams::new(Side::Client, &StreamsConfig::default());
     assert_eq!(c.open(Dir::Bi), None, "no limits known yet");
