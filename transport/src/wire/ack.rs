@@ -100,9 +100,11 @@ impl<'a> AckFrame<'a> {
 
     /// The acknowledged ranges, largest first.
     pub fn iter(&self) -> AckIter<'a> {
+        // Validated at decode time; saturating only guards hand-edited public fields.
+        let smallest = self.largest.saturating_sub(self.first_range);
         AckIter {
-            first: Some(self.largest - self.first_range..=self.largest),
-            smallest: self.largest - self.first_range,
+            first: Some(smallest..=self.largest),
+            smallest,
             left: self.additional,
             r: Reader::new(self.raw),
         }
