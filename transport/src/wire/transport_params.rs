@@ -1,0 +1,614 @@
+//! Transport parameters (RFC 9000 §18, RFC 9221 §3).
+//!
+//! RFC 9000 §18: "The extension_data field [...] contains a sequence of transport
+//! parameters [...] Transport Parameter { Transport Parameter ID (i),
+//! Transport Parameter Length (i), Transport Parameter Value (..) }".
+//!
+//! Decoding ignores unknown ids (§18.1: "An endpoint MUST ignore transport parameters
+//! that it does not support"), rejects duplicates of known ids, and range-checks
+//! values (§7.4: "An endpoint MUST treat receipt of a transport parameter with an
+//! invalid value as a connection error of type TRANSPORT_PARAMETER_ERROR"). Every
+//! error is a [`DecodeError::TransportParameter`] or
+//! [`DecodeError::DuplicateTransportParameter`], i.e. TRANSPORT_PARAMETER_ERROR.
+//!
+//! Duplicates of unknown ids are not detected: that would need memory or time that
+//! grows with the input. `preferred_address` (0x0d) is treated as unknown (quill
+//! servers do not send it, and a client may ignore it). Which side may send which
+//! parameter (§18.2: server-only ids) is checked by the caller, which knows the
+//! role: see [`TransportParameters::has_server_only`].
+
+use super::codec::{DecodeError, LenCounter, Reader, Sink, Writer};
+use super::packet::ConnectionId;
+use super::varint::varint_len;
+
+mod id {
+    pub const ORIGINAL_DESTINATION_CONNECTION_ID: u64 = 0x00;
+    pub const MAX_IDLE_TIMEOUT: u64 = 0x01;
+    pub const STATELESS_RESET_TOKEN: u64 = 0x02;
+    pub const MAX_UDP_PAYLOAD_SIZE: u64 = 0x03;
+    pub const INITIAL_MAX_DATA: u64 = 0x04;
+    pub const INITIAL_MAX_STREAM_DATA_BIDI_LOCAL: u64 = 0x05;
+    pub const INITIAL_MAX_STREAM_DATA_BIDI_REMOTE: u64 = 0x06;
+    pub const INITIAL_MAX_STREAM_DATA_UNI: u64 = 0x07;
+    pub const INITIAL_MAX_STREAMS_BIDI: u64 = 0x08;
+    pub const INITIAL_MAX_STREAMS_UNI: u64 = 0x09;
+    pub const ACK_DELAY_EXPONENT: u64 = 0x0a;
+    pub const MAX_ACK_DELAY: u64 = 0x0b;
+    pub const DISABLE_ACTIVE_MIGRATION: u64 = 0x0c;
+    pub const ACTIVE_CONNECTION_ID_LIMIT: u64 = 0x0e;
+    pub const INITIAL_SOURCE_CONNECTION_ID: u64 = 0x0f;
+    pub const RETRY_SOURCE_CONNECTION_ID: u64 = 0x10;
+    /// RFC 9221 §3.
+    pub const MAX_DATAGRAM_FRAME_SIZE: u64 = 0x20;
+}
+
+/// The transport parameters one endpoint declares (RFC 9000 §18.2). [`Default`]
+/// gives the RFC defaults, which is also what an absent parameter means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportParameters {
+    /// 0x00, server only: the DCID of the client's first Initial.
+    pub original_destination_connection_id: Option<ConnectionId>,
+    /// 0x01: idle timeout in milliseconds; 0 = none.
+    pub max_idle_timeout_ms: u64,
+    /// 0x02, server only: stateless reset token.
+    pub stateless_reset_token: Option<[u8; 16]>,
+    /// 0x03: largest UDP payload the endpoint accepts; default 65527, at least 1200.
+    pub max_udp_payload_size: u64,
+    /// 0x04: initial connection flow-control limit.
+    pub initial_max_data: u64,
+    /// 0x05: initial limit for locally initiated bidirectional streams.
+    pub initial_max_stream_data_bidi_local: u64,
+    /// 0x06: initial limit for peer-initiated bidirectional streams.
+    pub initial_max_stream_data_bidi_remote: u64,
+    /// 0x07: initial limit for unidirectional streams.
+    pub initial_max_stream_data_uni: u64,
+    /// 0x08: bidirectional streams the peer may open; at most 2^60.
+    pub initial_max_streams_bidi: u64,
+    /// 0x09: unidirectional streams the peer may open; at most 2^60.
+    pub initial_max_streams_uni: u64,
+    /// 0x0a: ACK Delay exponent; default 3, at most 20.
+    pub ack_delay_exponent: u64,
+    /// 0x0b: maximum ACK delay in milliseconds; default 25, below 2^14.
+    pub max_ack_delay_ms: u64,
+    /// 0x0c: the endpoint does not support active migration.
+    pub disable_active_migration: bool,
+    /// 0x0e: connection IDs the endpoint is willing to store; default 2, at least 2.
+    pub active_connection_id_limit: u64,
+    /// 0x0f: the SCID of the endpoint's first Initial.
+    pub initial_source_connection_id: Option<ConnectionId>,
+    /// 0x10, server only: the SCID of the Retry packet.
+    pub retry_source_connection_id: Option<ConnectionId>,
+    /// 0x20 (RFC 9221): largest DATAGRAM frame accepted; `None` = no datagrams.
+    pub max_datagram_frame_size: Option<u64>,
+}
+
+impl Default for TransportParameters {
+    fn default() -> Self {
+        TransportParameters {
+            original_destination_connection_id: None,
+            max_idle_timeout_ms: 0,
+            stateless_reset_token: None,
+            max_udp_payload_size: 65527,
+            initial_max_data: 0,
+            initial_max_stream_data_bidi_local: 0,
+            initial_max_stream_data_bidi_remote: 0,
+            initial_max_stream_data_uni: 0,
+            initial_max_streams_bidi: 0,
+            initial_max_streams_uni: 0,
+            ack_delay_exponent: 3,
+            max_ack_delay_ms: 25,
+            disable_active_migration: false,
+            active_connection_id_limit: 2,
+            initial_source_connection_id: None,
+            retry_source_connection_id: None,
+            max_datagram_frame_size: None,
+        }
+    }
+}
+
+fn emit_int(s: &mut impl Sink, id: u64, v: u64, default: u64) {
+    if v != default {
+        s.put_varint(id);
+        s.put_varint(varint_len(v) as u64);
+        s.put_varint(v);
+    }
+}
+
+fn emit_bytes(s: &mut impl Sink, id: u64, v: &[u8]) {
+    s.put_varint(id);
+    s.put_varint(v.len() as u64);
+    s.put_slice(v);
+}
+
+fn tp_err(e: DecodeError) -> DecodeError {
+    match e {
+        DecodeError::UnexpectedEnd => DecodeError::TransportParameter("truncated"),
+        DecodeError::InvalidVarint => {
+            DecodeError::TransportParameter("value length does not match its varint")
+        }
+        other => other,
+    }
+}
+
+/// A parameter value that must be exactly one varint.
+fn int_value(v: &[u8]) -> Result<u64, DecodeError> {
+    let mut r = Reader::new(v);
+    let x = r.varint().map_err(|_| DecodeError::InvalidVarint)?;
+    if !r.is_empty() {
+        return Err(DecodeError::InvalidVarint);
+    }
+    Ok(x)
+}
+
+fn cid_value(v: &[u8]) -> Result<ConnectionId, DecodeError> {
+    ConnectionId::from_slice(v)
+        .map_err(|_| DecodeError::TransportParameter("connection ID too long"))
+}
+
+impl TransportParameters {
+    /// Writes every parameter that differs from its default (CIDs and the reset
+    /// token whenever present), in increasing id order.
+    ///
+    /// # Panics
+    ///
+    /// If the writer is shorter than [`TransportParameters::encoded_len`] or a value
+    /// exceeds 2^62 - 1.
+    pub fn encode(&self, w: &mut Writer) {
+        self.emit(w);
+    }
+
+    /// Exactly how many bytes [`TransportParameters::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        let mut c = LenCounter::default();
+        self.emit(&mut c);
+        c.0
+    }
+
+    fn emit(&self, s: &mut impl Sink) {
+        let d = TransportParameters::default();
+        if let Some(cid) = &self.original_destination_connection_id {
+            emit_bytes(s, id::ORIGINAL_DESTINATION_CONNECTION_ID, cid.as_ref());
+        }
+        emit_int(
+            s,
+            id::MAX_IDLE_TIMEOUT,
+            self.max_idle_timeout_ms,
+            d.max_idle_timeout_ms,
+        );
+        if let Some(token) = &self.stateless_reset_token {
+            emit_bytes(s, id::STATELESS_RESET_TOKEN, token);
+        }
+        emit_int(
+            s,
+            id::MAX_UDP_PAYLOAD_SIZE,
+            self.max_udp_payload_size,
+            d.max_udp_payload_size,
+        );
+        emit_int(s, id::INITIAL_MAX_DATA, self.initial_max_data, 0);
+        emit_int(
+            s,
+            id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL,
+            self.initial_max_stream_data_bidi_local,
+            0,
+        );
+        emit_int(
+            s,
+            id::INITIAL_MAX_STREAM_DATA_BIDI_REMOTE,
+            self.initial_max_stream_data_bidi_remote,
+            0,
+        );
+        emit_int(
+            s,
+            id::INITIAL_MAX_STREAM_DATA_UNI,
+            self.initial_max_stream_data_uni,
+            0,
+        );
+        emit_int(
+            s,
+            id::INITIAL_MAX_STREAMS_BIDI,
+            self.initial_max_streams_bidi,
+            0,
+        );
+        emit_int(
+            s,
+            id::INITIAL_MAX_STREAMS_UNI,
+            self.initial_max_streams_uni,
+            0,
+        );
+        emit_int(
+            s,
+            id::ACK_DELAY_EXPONENT,
+            self.ack_delay_exponent,
+            d.ack_delay_exponent,
+        );
+        emit_int(
+            s,
+            id::MAX_ACK_DELAY,
+            self.max_ack_delay_ms,
+            d.max_ack_delay_ms,
+        );
+        if self.disable_active_migration {
+            emit_bytes(s, id::DISABLE_ACTIVE_MIGRATION, &[]);
+        }
+        emit_int(
+            s,
+            id::ACTIVE_CONNECTION_ID_LIMIT,
+            self.active_connection_id_limit,
+            d.active_connection_id_limit,
+        );
+        if let Some(cid) = &self.initial_source_connection_id {
+            emit_bytes(s, id::INITIAL_SOURCE_CONNECTION_ID, cid.as_ref());
+        }
+        if let Some(cid) = &self.retry_source_connection_id {
+            emit_bytes(s, id::RETRY_SOURCE_CONNECTION_ID, cid.as_ref());
+        }
+        if let Some(size) = self.max_datagram_frame_size {
+            s.put_varint(id::MAX_DATAGRAM_FRAME_SIZE);
+            s.put_varint(varint_len(size) as u64);
+            s.put_varint(size);
+        }
+    }
+
+    /// Decodes a transport parameters blob (the whole of `buf`).
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut tp = TransportParameters::default();
+        let mut seen: u64 = 0; // bit i: id i seen (ids 0..=0x10), bit 63: id 0x20
+        let mut r = Reader::new(buf);
+        while !r.is_empty() {
+            let pid = r.varint().map_err(tp_err)?;
+            let n = r.varint_len_prefix().map_err(tp_err)?;
+            let v = r.bytes(n).map_err(tp_err)?;
+            let bit = match pid {
+                0..=0x10 => Some(pid),
+                id::MAX_DATAGRAM_FRAME_SIZE => Some(63),
+                _ => None,
+            };
+            if let Some(bit) = bit {
+                if pid != 0x0d {
+                    if seen & (1 << bit) != 0 {
+                        // RFC 9000 §7.4: "An endpoint SHOULD treat receipt of duplicate
+                        // transport parameters as a connection error of type
+                        // TRANSPORT_PARAMETER_ERROR."
+                        return Err(DecodeError::DuplicateTransportParameter(pid));
+                    }
+                    seen |= 1 << bit;
+                }
+            }
+            tp.apply(pid, v).map_err(tp_err)?;
+        }
+        Ok(tp)
+    }
+
+    fn apply(&mut self, pid: u64, v: &[u8]) -> Result<(), DecodeError> {
+        let bad = DecodeError::TransportParameter;
+        match pid {
+            id::ORIGINAL_DESTINATION_CONNECTION_ID => {
+                self.original_destination_connection_id = Some(cid_value(v)?)
+            }
+            id::MAX_IDLE_TIMEOUT => self.max_idle_timeout_ms = int_value(v)?,
+            id::STATELESS_RESET_TOKEN => {
+                // §18.2: "This parameter is a sequence of 16 bytes."
+                let t: [u8; 16] = v
+                    .try_into()
+                    .map_err(|_| bad("stateless_reset_token not 16 bytes"))?;
+                self.stateless_reset_token = Some(t);
+            }
+            id::MAX_UDP_PAYLOAD_SIZE => {
+                let x = int_value(v)?;
+                // §18.2: "Values below 1200 are invalid."
+                if x < 1200 {
+                    return Err(bad("max_udp_payload_size below 1200"));
+                }
+                self.max_udp_payload_size = x;
+            }
+            id::INITIAL_MAX_DATA => self.initial_max_data = int_value(v)?,
+            id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL => {
+                self.initial_max_stream_data_bidi_local = int_value(v)?
+            }
+            id::INITIAL_MAX_STREAM_DATA_BIDI_REMOTE => {
+                self.initial_max_stream_data_bidi_remote = int_value(v)?
+            }
+            id::INITIAL_MAX_STREAM_DATA_UNI => self.initial_max_stream_data_uni = int_value(v)?,
+            id::INITIAL_MAX_STREAMS_BIDI | id::INITIAL_MAX_STREAMS_UNI => {
+                let x = int_value(v)?;
+                // §18.2: "If a max_streams transport parameter [...] is received with a
+                // value greater than 2^60, [...] the connection MUST be closed
+                // immediately with a connection error of type TRANSPORT_PARAMETER_ERROR"
+                if x > 1 << 60 {
+                    return Err(bad("initial_max_streams above 2^60"));
+                }
+                if pid == id::INITIAL_MAX_STREAMS_BIDI {
+                    self.initial_max_streams_bidi = x;
+                } else {
+                    self.initial_max_streams_uni = x;
+                }
+            }
+            id::ACK_DELAY_EXPONENT => {
+                let x = int_value(v)?;
+                // §18.2: "Values above 20 are invalid."
+                if x > 20 {
+                    return Err(bad("ack_delay_exponent above 20"));
+                }
+                self.ack_delay_exponent = x;
+            }
+            id::MAX_ACK_DELAY => {
+                let x = int_value(v)?;
+                // §18.2: "Values of 2^14 or greater are invalid."
+                if x >= 1 << 14 {
+                    return Err(bad("max_ack_delay of 2^14 or more"));
+                }
+                self.max_ack_delay_ms = x;
+            }
+            id::DISABLE_ACTIVE_MIGRATION => {
+                // §18.2: "This parameter is a zero-length value."
+                if !v.is_empty() {
+                    return Err(bad("disable_active_migration has a value"));
+                }
+                self.disable_active_migration = true;
+            }
+            id::ACTIVE_CONNECTION_ID_LIMIT => {
+                let x = int_value(v)?;
+                // §18.2: "The value of the active_connection_id_limit parameter MUST be
+                // at least 2. An endpoint that receives a value less than 2 MUST close
+                // the connection with an error of type TRANSPORT_PARAMETER_ERROR."
+                if x < 2 {
+                    return Err(bad("active_connection_id_limit below 2"));
+                }
+                self.active_connection_id_limit = x;
+            }
+            id::INITIAL_SOURCE_CONNECTION_ID => {
+                self.initial_source_connection_id = Some(cid_value(v)?)
+            }
+            id::RETRY_SOURCE_CONNECTION_ID => self.retry_source_connection_id = Some(cid_value(v)?),
+            id::MAX_DATAGRAM_FRAME_SIZE => self.max_datagram_frame_size = Some(int_value(v)?),
+            // §18.1: "An endpoint MUST ignore transport parameters that it does not support."
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// True if any parameter that only a server may send is present.
+    ///
+    /// RFC 9000 §18.2: "A client MUST NOT include any server-only transport parameter:
+    /// original_destination_connection_id, preferred_address,
+    /// retry_source_connection_id, or stateless_reset_token. A server MUST treat
+    /// receipt of any of these transport parameters as a connection error of type
+    /// TRANSPORT_PARAMETER_ERROR."
+    pub fn has_server_only(&self) -> bool {
+        self.original_destination_connection_id.is_some()
+            || self.retry_source_connection_id.is_some()
+            || self.stateless_reset_token.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::VARINT_MAX;
+    use proptest::prelude::*;
+
+    fn enc(tp: &TransportParameters) -> Vec<u8> {
+        let mut buf = vec![0u8; tp.encoded_len()];
+        let mut w = Writer::new(&mut buf);
+        tp.encode(&mut w);
+        assert_eq!(w.remaining(), 0);
+        buf
+    }
+
+    #[test]
+    fn defaults_encode_to_nothing() {
+        assert!(enc(&TransportParameters::default()).is_empty());
+        assert_eq!(
+            TransportParameters::decode(&[]).unwrap(),
+            TransportParameters::default()
+        );
+    }
+
+    #[test]
+    fn byte_exact_both_ways() {
+        let tp = TransportParameters {
+            original_destination_connection_id: Some(ConnectionId::from_slice(&[1, 2]).unwrap()),
+            max_idle_timeout_ms: 30_000,
+            stateless_reset_token: Some([0xee; 16]),
+            max_udp_payload_size: 1452,
+            initial_max_data: 1 << 20,
+            initial_max_stream_data_bidi_local: 10,
+            initial_max_stream_data_bidi_remote: 11,
+            initial_max_stream_data_uni: 12,
+            initial_max_streams_bidi: 100,
+            initial_max_streams_uni: 3,
+            ack_delay_exponent: 2,
+            max_ack_delay_ms: 20,
+            disable_active_migration: true,
+            active_connection_id_limit: 4,
+            initial_source_connection_id: Some(ConnectionId::EMPTY),
+            retry_source_connection_id: Some(ConnectionId::from_slice(&[9]).unwrap()),
+            max_datagram_frame_size: Some(65535),
+        };
+        let expect = [
+            "00020102",                             // original_destination_connection_id
+            "01048000 7530",                        // max_idle_timeout 30000
+            "0210eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", // stateless_reset_token
+            "030245ac",                             // max_udp_payload_size 1452
+            "040480100000",                         // initial_max_data 2^20
+            "05010a",
+            "06010b",
+            "07010c", // stream data limits
+            "08024064",
+            "090103", // stream counts
+            "0a0102",
+            "0b0114",
+            "0c00",
+            "0e0104", // ack exp, max ack delay, migration, cid limit
+            "0f00",
+            "100109",        // initial / retry source CIDs
+            "2004 8000ffff", // max_datagram_frame_size 65535
+        ]
+        .concat()
+        .replace(' ', "");
+        assert_eq!(hex::encode(enc(&tp)), expect);
+        assert_eq!(
+            TransportParameters::decode(&hex::decode(&expect).unwrap()).unwrap(),
+            tp
+        );
+        assert!(tp.has_server_only());
+        assert!(!TransportParameters::default().has_server_only());
+    }
+
+    #[test]
+    fn unknown_ignored_duplicates_and_bad_values_rejected() {
+        let d = |h: &str| TransportParameters::decode(&hex::decode(h).unwrap());
+        // Reserved/grease id 31*1+27 = 58 = 0x3a (§18.1), and preferred_address 0x0d.
+        assert_eq!(d("3a03aabbcc0d00").unwrap(), TransportParameters::default());
+        assert_eq!(
+            d("010105010106"),
+            Err(DecodeError::DuplicateTransportParameter(1))
+        );
+        assert_eq!(
+            d("2001002001ff"),
+            Err(DecodeError::DuplicateTransportParameter(0x20))
+        );
+        // 0x20 and 0x3f share no bit: unknown 0x3f twice is accepted.
+        assert!(d("3f003f00").is_ok());
+        assert!(matches!(
+            d("030244af"),
+            Err(DecodeError::TransportParameter(_))
+        )); // 1199
+        assert!(d("030244b0").is_ok()); // 1200
+        assert!(matches!(
+            d("0a0115"),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        assert!(d("0a0114").is_ok());
+        assert!(matches!(
+            d("0b028000"),
+            Err(DecodeError::TransportParameter(_))
+        )); // 4-byte varint in a 2-byte value
+        assert!(matches!(
+            d("0b0480004000"),
+            Err(DecodeError::TransportParameter(_))
+        )); // 2^14
+        assert!(d("0b027fff").is_ok()); // 2^14 - 1
+        assert!(matches!(
+            d("0e0101"),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        assert!(matches!(
+            d("0c0100"),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        assert!(matches!(
+            d("020fee"),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        assert!(matches!(
+            d("0808d000000000000001"),
+            Err(DecodeError::TransportParameter(_))
+        )); // 2^60 + 1
+        assert!(d("0908d000000000000000").is_ok()); // 2^60
+        let long_cid = format!("0f15{}", "00".repeat(21));
+        assert!(matches!(
+            d(&long_cid),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        assert!(matches!(d("0102"), Err(DecodeError::TransportParameter(_)))); // truncated
+        assert!(matches!(
+            d("010201"),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        assert!(matches!(
+            d("01020101"),
+            Err(DecodeError::TransportParameter(_))
+        )); // trailing byte in value
+        assert_eq!(
+            d("010105010106").unwrap_err().transport_error_code(),
+            crate::wire::TransportErrorCode::TRANSPORT_PARAMETER_ERROR
+        );
+    }
+
+    fn arb_cid() -> impl Strategy<Value = Option<ConnectionId>> {
+        proptest::option::of(
+            proptest::collection::vec(any::<u8>(), 0..=20)
+                .prop_map(|v| ConnectionId::from_slice(&v).unwrap()),
+        )
+    }
+
+    fn arb_tp() -> impl Strategy<Value = TransportParameters> {
+        let v = || prop_oneof![Just(0u64), 0u64..64, 0u64..(1 << 20), 0..=VARINT_MAX];
+        (
+            (
+                arb_cid(),
+                v(),
+                proptest::option::of(any::<[u8; 16]>()),
+                1200..=VARINT_MAX,
+                v(),
+                v(),
+            ),
+            (
+                v(),
+                v(),
+                0u64..=(1 << 60),
+                0u64..=(1 << 60),
+                0u64..=20,
+                0u64..(1 << 14),
+            ),
+            (
+                any::<bool>(),
+                2..=VARINT_MAX,
+                arb_cid(),
+                arb_cid(),
+                proptest::option::of(v()),
+            ),
+        )
+            .prop_map(
+                |((a, b, c, d, e, f), (g, h, i, j, k, l), (m, n, o, p, q))| TransportParameters {
+                    original_destination_connection_id: a,
+                    max_idle_timeout_ms: b,
+                    stateless_reset_token: c,
+                    max_udp_payload_size: d,
+                    initial_max_data: e,
+                    initial_max_stream_data_bidi_local: f,
+                    initial_max_stream_data_bidi_remote: g,
+                    initial_max_stream_data_uni: h,
+                    initial_max_streams_bidi: i,
+                    initial_max_streams_uni: j,
+                    ack_delay_exponent: k,
+                    max_ack_delay_ms: l,
+                    disable_active_migration: m,
+                    active_connection_id_limit: n,
+                    initial_source_connection_id: o,
+                    retry_source_connection_id: p,
+                    max_datagram_frame_size: q,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip(tp in arb_tp()) {
+            let bytes = enc(&tp);
+            prop_assert_eq!(bytes.len(), tp.encoded_len());
+            prop_assert_eq!(TransportParameters::decode(&bytes).unwrap(), tp);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = TransportParameters::decode(&bytes);
+        }
+
+        #[test]
+        fn random_known_ids_never_panic(params in proptest::collection::vec((0u8..0x22, proptest::collection::vec(any::<u8>(), 0..24)), 0..8)) {
+            // Well-framed parameters with known ids and random values.
+            let mut b = Vec::new();
+            for (pid, v) in &params {
+                b.push(*pid);
+                b.push(v.len() as u8);
+                b.extend_from_slice(v);
+            }
+            if let Ok(tp) = TransportParameters::decode(&b) {
+                // Whatever decodes re-encodes and decodes to the same value.
+                prop_assert_eq!(TransportParameters::decode(&enc(&tp)).unwrap(), tp);
+            }
+        }
+    }
+}
