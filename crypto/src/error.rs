@@ -95,11 +95,7 @@ impl fmt::Display for Error {
             }
             Error::Malformed(what) => write!(f, "malformed {what}"),
             Error::PasswordHash(what) => write!(f, "password hash: {what}"),
-            Error::Io {
-                path,
-                message,
-                ..
-            } => write!(f, "{}: {message}", path.display()),
+            Error::Io { path, message, .. } => write!(f, "{}: {message}", path.display()),
             Error::InsecurePermissions { path, mode } => write!(
                 f,
                 "permissions {:04o} for '{}' are too open: a private key file must not be \

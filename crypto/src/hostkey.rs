@@ -121,7 +121,12 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({} {})", self.algorithm.name(), self.fingerprint())
+        write!(
+            f,
+            "PublicKey({} {})",
+            self.algorithm.name(),
+            self.fingerprint()
+        )
     }
 }
 
@@ -169,9 +174,11 @@ impl PublicKey {
             return Err(Error::AlgorithmMismatch);
         }
         match self.algorithm {
-            Algorithm::Ed25519 => signature::UnparsedPublicKey::new(&signature::ED25519, &self.bytes)
-                .verify(msg, &sig.bytes)
-                .map_err(|_| Error::BadSignature),
+            Algorithm::Ed25519 => {
+                signature::UnparsedPublicKey::new(&signature::ED25519, &self.bytes)
+                    .verify(msg, &sig.bytes)
+                    .map_err(|_| Error::BadSignature)
+            }
         }
     }
 
@@ -407,7 +414,11 @@ impl HostKeyPair {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = f.metadata().map_err(|e| Error::io(path, &e))?.permissions().mode();
+            let mode = f
+                .metadata()
+                .map_err(|e| Error::io(path, &e))?
+                .permissions()
+                .mode();
             if mode & 0o177 != 0 {
                 return Err(Error::InsecurePermissions {
                     path: path.to_path_buf(),
@@ -468,12 +479,21 @@ mod tests {
         let pk = k.public();
         let sig = k.sign(b"transcript hash");
         assert_eq!(pk.verify(b"transcript hash", &sig), Ok(()));
-        assert_eq!(pk.verify(b"transcript hasH", &sig), Err(Error::BadSignature));
+        assert_eq!(
+            pk.verify(b"transcript hasH", &sig),
+            Err(Error::BadSignature)
+        );
         let mut bad = sig.clone();
         bad.bytes[10] ^= 1;
-        assert_eq!(pk.verify(b"transcript hash", &bad), Err(Error::BadSignature));
+        assert_eq!(
+            pk.verify(b"transcript hash", &bad),
+            Err(Error::BadSignature)
+        );
         let other = HostKeyPair::generate(&rng).unwrap().public();
-        assert_eq!(other.verify(b"transcript hash", &sig), Err(Error::BadSignature));
+        assert_eq!(
+            other.verify(b"transcript hash", &sig),
+            Err(Error::BadSignature)
+        );
     }
 
     #[test]

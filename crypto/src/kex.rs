@@ -12,9 +12,7 @@
 //! The server validates the encapsulation key (FIPS 203 §7.2); the client
 //! checks the ciphertext length; both reject an all-zero X25519 result.
 
-use libcrux_ml_kem::mlkem768::{
-    self, MlKem768Ciphertext, MlKem768PrivateKey, MlKem768PublicKey,
-};
+use libcrux_ml_kem::mlkem768::{self, MlKem768Ciphertext, MlKem768PrivateKey, MlKem768PublicKey};
 use ring::agreement;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 

@@ -414,10 +414,16 @@ mod tests {
             for i in [0, 50, 99, 100, 115] {
                 let mut t = sealed.clone();
                 t[i] ^= 0x01;
-                assert_eq!(k.packet.open_in_place(5, &header, &mut t), Err(Error::Decrypt));
+                assert_eq!(
+                    k.packet.open_in_place(5, &header, &mut t),
+                    Err(Error::Decrypt)
+                );
             }
             let mut t = sealed.clone();
-            assert_eq!(k.packet.open_in_place(6, &header, &mut t), Err(Error::Decrypt));
+            assert_eq!(
+                k.packet.open_in_place(6, &header, &mut t),
+                Err(Error::Decrypt)
+            );
             let mut t = sealed.clone();
             assert_eq!(
                 k.packet.open_in_place(5, &[0x41, 9, 9], &mut t),
@@ -425,10 +431,16 @@ mod tests {
             );
             let other = Keys::new(suite, &Secret::from_bytes([0x5b; 32]), &Labels::QUILL);
             let mut t = sealed.clone();
-            assert_eq!(other.packet.open_in_place(5, &header, &mut t), Err(Error::Decrypt));
+            assert_eq!(
+                other.packet.open_in_place(5, &header, &mut t),
+                Err(Error::Decrypt)
+            );
             for len in [0, 1, 15] {
                 let mut t = sealed[..len].to_vec();
-                assert_eq!(k.packet.open_in_place(5, &header, &mut t), Err(Error::Decrypt));
+                assert_eq!(
+                    k.packet.open_in_place(5, &header, &mut t),
+                    Err(Error::Decrypt)
+                );
             }
         }
     }
