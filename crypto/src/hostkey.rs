@@ -1,0 +1,646 @@
+//! Host keys: Ed25519 (`ring`) today, shaped for a hybrid Ed25519 + ML-DSA-65
+//! algorithm later.
+//!
+//! Every key and signature carries its [`Algorithm`], and the wire form is
+//! self-describing so a new algorithm is one more enum variant:
+//!
+//! ```text
+//! PublicKey / Signature wire form = algorithm id (u16) || length (u16) || bytes
+//! public key line                 = "quill-ed25519 " base64(wire form) [" " comment]
+//! fingerprint                     = "SHA256:" base64-unpadded(SHA-256(wire form))
+//! ```
+//!
+//! Key files: the private key at `PATH` (created with mode 0600, never
+//! chmod-ed afterwards) and the public key line at `PATH.pub`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64ct::{Base64, Base64Unpadded, Encoding};
+use ring::signature::{self, KeyPair};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::random::Random;
+use crate::Error;
+
+/// A host key algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Ed25519 (RFC 8032).
+    Ed25519,
+}
+
+impl Algorithm {
+    /// The algorithm's 16-bit identifier in wire forms.
+    pub fn id(self) -> u16 {
+        match self {
+            Algorithm::Ed25519 => 0x0001,
+        }
+    }
+
+    /// The algorithm for an identifier.
+    pub fn from_id(id: u16) -> Result<Algorithm, Error> {
+        match id {
+            0x0001 => Ok(Algorithm::Ed25519),
+            other => Err(Error::UnknownAlgorithm(other)),
+        }
+    }
+
+    /// The name used in public key lines, e.g. `quill-ed25519`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ed25519 => "quill-ed25519",
+        }
+    }
+
+    /// The algorithm for a public-key-line name.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "quill-ed25519" => Some(Algorithm::Ed25519),
+            _ => None,
+        }
+    }
+
+    /// Raw public key length.
+    pub fn public_key_len(self) -> usize {
+        match self {
+            Algorithm::Ed25519 => 32,
+        }
+    }
+
+    /// Raw signature length.
+    pub fn signature_len(self) -> usize {
+        match self {
+            Algorithm::Ed25519 => 64,
+        }
+    }
+
+    /// Private seed length.
+    pub fn seed_len(self) -> usize {
+        match self {
+            Algorithm::Ed25519 => 32,
+        }
+    }
+}
+
+fn frame(alg: Algorithm, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + bytes.len());
+    out.extend_from_slice(&alg.id().to_be_bytes());
+    // Every algorithm's lengths fit in a u16 (checked by the length tables).
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// Parses `id || len || bytes` with no trailing data, checking `len` against
+/// the algorithm's expected length.
+fn unframe<'a>(
+    input: &'a [u8],
+    what: &'static str,
+    expected_len: fn(Algorithm) -> usize,
+) -> Result<(Algorithm, &'a [u8]), Error> {
+    if input.len() < 4 {
+        return Err(Error::Malformed(what));
+    }
+    let alg = Algorithm::from_id(u16::from_be_bytes([input[0], input[1]]))?;
+    let len = usize::from(u16::from_be_bytes([input[2], input[3]]));
+    let body = &input[4..];
+    if len != expected_len(alg) || body.len() != len {
+        return Err(Error::Malformed(what));
+    }
+    Ok((alg, body))
+}
+
+/// A host public key: algorithm plus raw key bytes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PublicKey {
+    algorithm: Algorithm,
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PublicKey({} {})",
+            self.algorithm.name(),
+            self.fingerprint()
+        )
+    }
+}
+
+impl PublicKey {
+    /// A key from its algorithm and raw bytes (length checked).
+    pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != algorithm.public_key_len() {
+            return Err(Error::InvalidLength {
+                what: "public key",
+                expected: algorithm.public_key_len(),
+                actual: bytes.len(),
+            });
+        }
+        Ok(PublicKey {
+            algorithm,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The raw key bytes (32 bytes for Ed25519).
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Wire form: `algorithm id (u16) || length (u16) || key`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        frame(self.algorithm, &self.bytes)
+    }
+
+    /// Parses the wire form; rejects unknown algorithms, wrong lengths and
+    /// trailing bytes.
+    pub fn from_bytes(input: &[u8]) -> Result<Self, Error> {
+        let (algorithm, body) = unframe(input, "public key", Algorithm::public_key_len)?;
+        PublicKey::from_raw(algorithm, body)
+    }
+
+    /// Verifies `sig` over `msg`.
+    pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), Error> {
+        if sig.algorithm != self.algorithm {
+            return Err(Error::AlgorithmMismatch);
+        }
+        match self.algorithm {
+            Algorithm::Ed25519 => {
+                signature::UnparsedPublicKey::new(&signature::ED25519, &self.bytes)
+                    .verify(msg, &sig.bytes)
+                    .map_err(|_| Error::BadSignature)
+            }
+        }
+    }
+
+    /// The short human fingerprint, like SSH's:
+    /// `"SHA256:" + base64 without padding of SHA-256(wire form)`.
+    pub fn fingerprint(&self) -> String {
+        let digest = crate::schedule::sha256(&self.to_bytes());
+        format!("SHA256:{}", Base64Unpadded::encode_string(&digest))
+    }
+
+    /// The OpenSSH-like public key line: `quill-ed25519 BASE64 [comment]`,
+    /// where BASE64 is the padded base64 of the wire form.
+    pub fn to_openssh_line(&self, comment: &str) -> String {
+        let b64 = Base64::encode_string(&self.to_bytes());
+        let comment = comment.trim();
+        if comment.is_empty() {
+            format!("{} {}", self.algorithm.name(), b64)
+        } else {
+            format!("{} {} {}", self.algorithm.name(), b64, comment)
+        }
+    }
+
+    /// Parses a public key line back into the key and its comment (empty if
+    /// none). The name must match the algorithm inside the wire form.
+    pub fn from_openssh_line(line: &str) -> Result<(PublicKey, String), Error> {
+        const MAX_LINE: usize = 8192;
+        if line.len() > MAX_LINE {
+            return Err(Error::Malformed("public key line"));
+        }
+        let line = line.trim();
+        let mut parts = line.splitn(3, char::is_whitespace);
+        let name = parts.next().unwrap_or("");
+        let b64 = parts.next().unwrap_or("");
+        let comment = parts.next().unwrap_or("").trim().to_string();
+        let algorithm = Algorithm::from_name(name).ok_or(Error::Malformed("public key line"))?;
+        let wire = Base64::decode_vec(b64).map_err(|_| Error::Malformed("public key line"))?;
+        let key = PublicKey::from_bytes(&wire)?;
+        if key.algorithm != algorithm {
+            return Err(Error::AlgorithmMismatch);
+        }
+        Ok((key, comment))
+    }
+}
+
+/// A signature: algorithm plus raw signature bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    algorithm: Algorithm,
+    bytes: Vec<u8>,
+}
+
+impl Signature {
+    /// A signature from its algorithm and raw bytes (length checked).
+    pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != algorithm.signature_len() {
+            return Err(Error::InvalidLength {
+                what: "signature",
+                expected: algorithm.signature_len(),
+                actual: bytes.len(),
+            });
+        }
+        Ok(Signature {
+            algorithm,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The signature's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The raw signature bytes (64 bytes for Ed25519).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Wire form: `algorithm id (u16) || length (u16) || signature`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        frame(self.algorithm, &self.bytes)
+    }
+
+    /// Parses the wire form; rejects unknown algorithms, wrong lengths and
+    /// trailing bytes.
+    pub fn from_bytes(input: &[u8]) -> Result<Self, Error> {
+        let (algorithm, body) = unframe(input, "signature", Algorithm::signature_len)?;
+        Signature::from_raw(algorithm, body)
+    }
+}
+
+enum Inner {
+    Ed25519(signature::Ed25519KeyPair),
+}
+
+/// A host key pair. The private seed is kept (zeroized on drop) so the key
+/// can be written to a file.
+pub struct HostKeyPair {
+    algorithm: Algorithm,
+    seed: Zeroizing<Vec<u8>>,
+    inner: Inner,
+}
+
+impl std::fmt::Debug for HostKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostKeyPair({:?})", self.public())
+    }
+}
+
+const PEM_BEGIN: &str = "-----BEGIN QUILL PRIVATE KEY-----";
+const PEM_END: &str = "-----END QUILL PRIVATE KEY-----";
+/// Key files are tiny; never read more than this.
+const MAX_KEY_FILE: u64 = 16 * 1024;
+
+impl HostKeyPair {
+    /// Generates a key of the default algorithm (Ed25519) from `rng`.
+    pub fn generate(rng: &dyn Random) -> Result<Self, Error> {
+        Self::generate_with(Algorithm::Ed25519, rng)
+    }
+
+    /// Generates a key of `algorithm` from `rng`.
+    pub fn generate_with(algorithm: Algorithm, rng: &dyn Random) -> Result<Self, Error> {
+        let mut seed = Zeroizing::new(vec![0u8; algorithm.seed_len()]);
+        rng.fill(&mut seed)?;
+        Self::from_seed_with(algorithm, &seed)
+    }
+
+    /// An Ed25519 key from its 32-byte seed (RFC 8032 §5.1.5 "private key").
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, Error> {
+        Self::from_seed_with(Algorithm::Ed25519, seed)
+    }
+
+    /// A key of `algorithm` from its seed.
+    pub fn from_seed_with(algorithm: Algorithm, seed: &[u8]) -> Result<Self, Error> {
+        if seed.len() != algorithm.seed_len() {
+            return Err(Error::InvalidLength {
+                what: "private key seed",
+                expected: algorithm.seed_len(),
+                actual: seed.len(),
+            });
+        }
+        let inner = match algorithm {
+            Algorithm::Ed25519 => Inner::Ed25519(
+                signature::Ed25519KeyPair::from_seed_unchecked(seed)
+                    .map_err(|_| Error::Malformed("Ed25519 seed"))?,
+            ),
+        };
+        Ok(HostKeyPair {
+            algorithm,
+            seed: Zeroizing::new(seed.to_vec()),
+            inner,
+        })
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Signs `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Signature {
+        match &self.inner {
+            Inner::Ed25519(kp) => Signature {
+                algorithm: Algorithm::Ed25519,
+                bytes: kp.sign(msg).as_ref().to_vec(),
+            },
+        }
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        match &self.inner {
+            Inner::Ed25519(kp) => PublicKey {
+                algorithm: Algorithm::Ed25519,
+                bytes: kp.public_key().as_ref().to_vec(),
+            },
+        }
+    }
+
+    fn pub_path(path: &Path) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".pub");
+        PathBuf::from(p)
+    }
+
+    /// Writes the private key to `path` (a new file, created with mode 0600;
+    /// an existing file is an error, never overwritten) and the public key
+    /// line to `path.pub` (mode 0644, replaced if present).
+    pub fn write_to(&self, path: &Path) -> Result<(), Error> {
+        let body = Zeroizing::new(Base64::encode_string(&frame(self.algorithm, &self.seed)));
+        let mut text = Zeroizing::new(String::with_capacity(body.len() + 80));
+        text.push_str(PEM_BEGIN);
+        text.push('\n');
+        text.push_str(&body);
+        text.push('\n');
+        text.push_str(PEM_END);
+        text.push('\n');
+
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(path).map_err(|e| Error::io(path, &e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(path, &e))?;
+
+        let pub_path = Self::pub_path(path);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o644);
+        }
+        let mut f = opts.open(&pub_path).map_err(|e| Error::io(&pub_path, &e))?;
+        let line = self.public().to_openssh_line("");
+        f.write_all(line.as_bytes())
+            .and_then(|_| f.write_all(b"\n"))
+            .map_err(|e| Error::io(&pub_path, &e))?;
+        Ok(())
+    }
+
+    /// Reads a private key file written by [`write_to`](Self::write_to).
+    ///
+    /// Refuses a file whose permissions are wider than 0600 (any group or
+    /// other bit, or owner execute), with an error naming the file and the
+    /// `chmod 600` that fixes it.
+    pub fn read_from(path: &Path) -> Result<Self, Error> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = f
+                .metadata()
+                .map_err(|e| Error::io(path, &e))?
+                .permissions()
+                .mode();
+            if mode & 0o177 != 0 {
+                return Err(Error::InsecurePermissions {
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+        }
+        let mut text = Zeroizing::new(String::new());
+        f.take(MAX_KEY_FILE)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io(path, &e))?;
+        Self::parse_private(&text)
+    }
+
+    fn parse_private(text: &str) -> Result<Self, Error> {
+        const WHAT: &str = "private key file";
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        if lines.next() != Some(PEM_BEGIN) {
+            return Err(Error::Malformed(WHAT));
+        }
+        let mut body = Zeroizing::new(String::new());
+        let mut ended = false;
+        for line in lines.by_ref() {
+            if line == PEM_END {
+                ended = true;
+                break;
+            }
+            body.push_str(line);
+        }
+        if !ended || lines.next().is_some() {
+            return Err(Error::Malformed(WHAT));
+        }
+        let mut wire = Base64::decode_vec(&body).map_err(|_| Error::Malformed(WHAT))?;
+        let result = unframe(&wire, WHAT, Algorithm::seed_len)
+            .and_then(|(alg, seed)| Self::from_seed_with(alg, seed));
+        wire.zeroize();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let mut d = std::env::temp_dir();
+        d.push(format!("quill-crypto-{}-{}", name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn sign_verify_and_reject() {
+        let rng = SeededRandom::new([1; 32]);
+        let k = HostKeyPair::generate(&rng).unwrap();
+        let pk = k.public();
+        let sig = k.sign(b"transcript hash");
+        assert_eq!(pk.verify(b"transcript hash", &sig), Ok(()));
+        assert_eq!(
+            pk.verify(b"transcript hasH", &sig),
+            Err(Error::BadSignature)
+        );
+        let mut bad = sig.clone();
+        bad.bytes[10] ^= 1;
+        assert_eq!(
+            pk.verify(b"transcript hash", &bad),
+            Err(Error::BadSignature)
+        );
+        let other = HostKeyPair::generate(&rng).unwrap().public();
+        assert_eq!(
+            other.verify(b"transcript hash", &sig),
+            Err(Error::BadSignature)
+        );
+    }
+
+    #[test]
+    fn wire_forms_round_trip_and_reject_garbage() {
+        let k = HostKeyPair::from_seed(&[7; 32]).unwrap();
+        let pk = k.public();
+        let wire = pk.to_bytes();
+        assert_eq!(&wire[..4], &[0, 1, 0, 32]);
+        assert_eq!(PublicKey::from_bytes(&wire).unwrap(), pk);
+        let sig = k.sign(b"m");
+        assert_eq!(Signature::from_bytes(&sig.to_bytes()).unwrap(), sig);
+
+        for n in 0..wire.len() {
+            assert!(PublicKey::from_bytes(&wire[..n]).is_err());
+        }
+        let mut long = wire.clone();
+        long.push(0);
+        assert!(PublicKey::from_bytes(&long).is_err());
+        let mut unknown = wire.clone();
+        unknown[1] = 0x99;
+        assert_eq!(
+            PublicKey::from_bytes(&unknown),
+            Err(Error::UnknownAlgorithm(0x0099))
+        );
+        let mut wrong_len = wire.clone();
+        wrong_len[3] = 31;
+        assert!(PublicKey::from_bytes(&wrong_len).is_err());
+        assert!(Signature::from_bytes(&sig.to_bytes()[..67]).is_err());
+        assert!(Signature::from_bytes(&wire).is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_base64_of_wire_form() {
+        let pk = HostKeyPair::from_seed(&[7; 32]).unwrap().public();
+        let fp = pk.fingerprint();
+        let expected = Base64Unpadded::encode_string(&crate::schedule::sha256(&pk.to_bytes()));
+        assert_eq!(fp, format!("SHA256:{expected}"));
+        assert_eq!(fp.len(), 7 + 43);
+        assert!(!fp.contains('='));
+    }
+
+    #[test]
+    fn public_key_line_round_trips() {
+        let pk = HostKeyPair::from_seed(&[8; 32]).unwrap().public();
+        let line = pk.to_openssh_line("server.example");
+        assert!(line.starts_with("quill-ed25519 AAEAI"), "{line}");
+        let (back, comment) = PublicKey::from_openssh_line(&line).unwrap();
+        assert_eq!(back, pk);
+        assert_eq!(comment, "server.example");
+        let (back, comment) = PublicKey::from_openssh_line(&pk.to_openssh_line("")).unwrap();
+        assert_eq!(back, pk);
+        assert_eq!(comment, "");
+        for bad in [
+            "",
+            "quill-ed25519",
+            "ssh-ed25519 AAAA",
+            "quill-ed25519 !!!!",
+            "quill-ed25519 AAEAIA==",
+        ] {
+            assert!(PublicKey::from_openssh_line(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_files_round_trip_with_0600() {
+        let dir = temp_dir("files");
+        let path = dir.join("host_key");
+        let k = HostKeyPair::generate(&SeededRandom::new([4; 32])).unwrap();
+        k.write_to(&path).unwrap();
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let pub_line = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let (pk, _) = PublicKey::from_openssh_line(&pub_line).unwrap();
+        assert_eq!(pk, k.public());
+
+        let back = HostKeyPair::read_from(&path).unwrap();
+        assert_eq!(back.public(), k.public());
+        assert_eq!(back.sign(b"x"), k.sign(b"x"));
+
+        // Never overwrites an existing private key.
+        let err = k.write_to(&path).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Io {
+                kind: std::io::ErrorKind::AlreadyExists,
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn too_wide_permissions_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("perms");
+        let path = dir.join("host_key");
+        HostKeyPair::from_seed(&[5; 32])
+            .unwrap()
+            .write_to(&path)
+            .unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o700, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = HostKeyPair::read_from(&path).unwrap_err();
+            assert!(
+                matches!(err, Error::InsecurePermissions { .. }),
+                "{mode:o}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("chmod 600"), "{msg}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(HostKeyPair::read_from(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn malformed_private_files_are_errors() {
+        let good = {
+            let dir = temp_dir("malformed");
+            let path = dir.join("k");
+            HostKeyPair::from_seed(&[6; 32])
+                .unwrap()
+                .write_to(&path)
+                .unwrap();
+            let s = std::fs::read_to_string(&path).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            s
+        };
+        assert!(HostKeyPair::parse_private(&good).is_ok());
+        for bad in [
+            String::new(),
+            good.replace("BEGIN", "BEGIN X"),
+            good.replace("-----END QUILL PRIVATE KEY-----\n", ""),
+            format!("{good}trailing"),
+            good.replace('A', "*"),
+            format!("{PEM_BEGIN}\nAAEAIA==\n{PEM_END}\n"),
+        ] {
+            assert!(HostKeyPair::parse_private(&bad).is_err(), "{bad}");
+        }
+        let missing = HostKeyPair::read_from(Path::new("/nonexistent/quill/key")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }));
+    }
+}
