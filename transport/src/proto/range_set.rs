@@ -192,7 +192,7 @@ impl RangeSet {
     }
 
     /// The ranges in ascending order (reversible).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Range<u64>> + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Range<u64>> + Clone + '_ {
         self.lower
             .iter()
             .map(|(&s, &e)| s..e)

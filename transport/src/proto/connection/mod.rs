@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::PublicKey;
 use quill_crypto::packet::{Keys, Labels, Suite};
-use quill_crypto::schedule::{self, Secret};
+use quill_crypto::schedule;
 
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
 use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
