@@ -492,8 +492,8 @@ impl App for ServerApp {
             if *at <= now {
                 let (_, verdict) = self.pending.take().expect("checked");
                 match verdict {
-                    Ok(account) => conn.accept_login(&account, "welcome"),
-                    Err(reason) => conn.refuse_login(&reason),
+                    Ok(account) => conn.accept_login(now, &account, "welcome"),
+                    Err(reason) => conn.refuse_login(now, &reason),
                 }
             }
         }

@@ -214,6 +214,9 @@ pub struct Connection {
     amp_sent: u64,
 
     handshake_confirmed: bool,
+    /// Client: an ACK for one of our Handshake packets arrived, so the server has
+    /// validated our address (RFC 9002 §6.2.2.1 anti-deadlock no longer needed).
+    handshake_acked: bool,
     /// Server: HANDSHAKE_DONE owed.
     handshake_done_pending: bool,
     /// Server: LoginAccepted bytes written to the application CRYPTO stream.
@@ -378,6 +381,7 @@ impl Connection {
             amp_received: 0,
             amp_sent: 0,
             handshake_confirmed: false,
+            handshake_acked: false,
             handshake_done_pending: false,
             peer_params: None,
             peer_host_key: None,
@@ -531,7 +535,7 @@ impl Connection {
 
     /// Server: accepts the pending login as `account` and sends `message` to the client.
     /// Does nothing if no login is pending.
-    pub fn accept_login(&mut self, account: &str, message: &str) {
+    pub fn accept_login(&mut self, now: Instant, account: &str, message: &str) {
         if self.side != Side::Server || self.state != State::Handshaking {
             return;
         }
@@ -546,11 +550,18 @@ impl Connection {
             account: account.to_owned(),
             message: String::new(),
         });
+        // The server's handshake is confirmed once it accepts the login; it sends
+        // HANDSHAKE_DONE and drops the Handshake keys (RFC 9001 §4.1.2, §4.9.2).
+        self.handshake_confirmed = true;
+        self.discard_space(now, Space::Handshake);
+        self.start_mtu_probe();
+        self.arm_keep_alive();
+        self.set_loss_detection_timer(now);
     }
 
     /// Server: refuses the pending login. Every kind of failure should pass the same
     /// `reason` so that the answer reveals nothing (docs/SPEC.md §4.8).
-    pub fn refuse_login(&mut self, reason: &str) {
+    pub fn refuse_login(&mut self, now: Instant, reason: &str) {
         if self.side != Side::Server || !self.hs.awaiting_verdict() {
             return;
         }
@@ -561,6 +572,8 @@ impl Connection {
                 reason: reason.to_owned(),
             },
         );
+        let pto = self.pto_duration(Space::Data);
+        self.set_timer(Timer::Close, Some(now + 3 * pto));
     }
 
     /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).

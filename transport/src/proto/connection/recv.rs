@@ -280,13 +280,7 @@ impl Connection {
                 } else {
                     Duration::ZERO
                 };
-                let ranges: Vec<_> = ack.iter().collect::<Result<_, _>>().map_err(|e| {
-                    ConnectionError::Transport(TransportError::new(
-                        code::FRAME_ENCODING_ERROR,
-                        format!("bad ACK: {e}"),
-                    ))
-                })?;
-                self.on_ack_frame(now, space, ranges.into_iter(), delay)?;
+                self.on_ack_frame(now, space, ack.iter(), delay)?;
             }
             Frame::Crypto { offset, data } => self.on_crypto(now, space, offset, data)?,
             Frame::Stream {
@@ -670,6 +664,9 @@ impl Connection {
             self.on_packet_acked(now, space, pn, p);
         }
         self.acked_buf = acked;
+        if space == Space::Handshake {
+            self.handshake_acked = true;
+        }
         // RFC 9002 §6.2.1: an acknowledgement resets the PTO backoff.
         self.pto_count = 0;
         self.detect_lost(now, space);
@@ -800,7 +797,8 @@ impl Connection {
             .spaces
             .iter()
             .any(|s| !s.discarded && s.sent.in_flight_ack_eliciting());
-        let client_needs_probe = self.side == Side::Client && !self.handshake_confirmed;
+        let client_needs_probe =
+            self.side == Side::Client && !self.handshake_confirmed && !self.handshake_acked;
         if !in_flight && !client_needs_probe {
             self.set_timer(Timer::LossDetection, None);
             return;

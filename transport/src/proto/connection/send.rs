@@ -403,16 +403,21 @@ impl Connection {
         if eliciting && sp.probes > 0 {
             sp.probes -= 1;
         }
-        sp.sent.on_sent(
-            pn,
-            SentPacket {
-                time_sent: now,
-                size: total as u16,
-                ack_eliciting: eliciting,
-                in_flight,
-                payload: frames,
-            },
-        );
+        if in_flight {
+            sp.sent.on_sent(
+                pn,
+                SentPacket {
+                    time_sent: now,
+                    size: total as u16,
+                    ack_eliciting: eliciting,
+                    in_flight,
+                    payload: frames,
+                },
+            );
+        } else {
+            // ACK-only: nobody will acknowledge it, so keep nothing (RFC 9002 §2).
+            sp.sent.on_sent_untracked(pn);
+        }
         self.stats.packets_sent += 1;
         if in_flight {
             self.bytes_in_flight += total as u64;
