@@ -472,11 +472,20 @@ impl App for ServerApp {
             }
             Event::Stream(crate::proto::StreamEvent::Readable(id)) => {
                 let echo = self.echo && id.dir() == crate::proto::Dir::Bi;
-                self.sink.read(conn, id, if echo { Some(&mut self.echo_buf) } else { None });
+                self.sink
+                    .read(conn, id, if echo { Some(&mut self.echo_buf) } else { None });
             }
             Event::Stream(crate::proto::StreamEvent::Opened { .. }) => {
                 while let Some(id) = conn.accept_stream(crate::proto::Dir::Bi) {
-                    self.sink.read(conn, id, if self.echo { Some(&mut self.echo_buf) } else { None });
+                    self.sink.read(
+                        conn,
+                        id,
+                        if self.echo {
+                            Some(&mut self.echo_buf)
+                        } else {
+                            None
+                        },
+                    );
                 }
                 while let Some(id) = conn.accept_stream(crate::proto::Dir::Uni) {
                     self.sink.read(conn, id, None);
@@ -557,9 +566,10 @@ impl Sink {
                     }
                 }
                 Ok(crate::proto::ReadOutcome::Finished) => {
-                    let (ctx, n) = self.streams.remove(&id.0).unwrap_or_else(|| {
-                        (ring::digest::Context::new(&ring::digest::SHA256), 0)
-                    });
+                    let (ctx, n) = self
+                        .streams
+                        .remove(&id.0)
+                        .unwrap_or_else(|| (ring::digest::Context::new(&ring::digest::SHA256), 0));
                     let mut h = [0u8; 32];
                     h.copy_from_slice(ctx.finish().as_ref());
                     self.finished.push((id.0, n, h));
@@ -585,9 +595,7 @@ pub struct Pattern {
 impl Pattern {
     /// A pattern from `seed`.
     pub fn new(seed: u64) -> Self {
-        Pattern {
-            state: seed | 1,
-        }
+        Pattern { state: seed | 1 }
     }
 
     /// Fills `buf` with the next bytes.

@@ -8,8 +8,7 @@ use std::time::Duration;
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::SeededRandom;
 use quill_transport::proto::{
-    ClientConfig, ConnectionError, HostKeyPolicy, Login, LoginMethod, ServerConfig,
-    TransportConfig,
+    ClientConfig, ConnectionError, HostKeyPolicy, Login, LoginMethod, ServerConfig, TransportConfig,
 };
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use zeroize::Zeroizing;
@@ -33,7 +32,10 @@ struct Setup {
 fn setup(seed: u64, transport: TransportConfig) -> Setup {
     let key = host_key(7);
     let pin = key.public().fingerprint();
-    let mut client = ClientConfig::new(password("alice", "correct horse"), HostKeyPolicy::Pinned(vec![pin]));
+    let mut client = ClientConfig::new(
+        password("alice", "correct horse"),
+        HostKeyPolicy::Pinned(vec![pin]),
+    );
     let mut s = [0u8; 32];
     s[..8].copy_from_slice(&seed.to_le_bytes());
     client.rng = Arc::new(SeededRandom::new(s));
@@ -57,7 +59,15 @@ fn alice_policy() -> ServerApp {
 
 fn sim(seed: u64, link: LinkConfig, app: ClientApp) -> Sim<ClientApp, ServerApp> {
     let s = setup(seed, TransportConfig::default());
-    Sim::new(seed, s.client, s.server, link.clone(), link, app, alice_policy())
+    Sim::new(
+        seed,
+        s.client,
+        s.server,
+        link.clone(),
+        link,
+        app,
+        alice_policy(),
+    )
 }
 
 #[test]
@@ -65,7 +75,11 @@ fn handshake_and_login_without_loss() {
     let mut sim = sim(1, LinkConfig::default(), ClientApp::new(0, 0));
     assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
     // One round trip for the handshake, one for the login: 2 RTTs of 20 ms each.
-    assert!(sim.elapsed() < Duration::from_millis(100), "took {:?}", sim.elapsed());
+    assert!(
+        sim.elapsed() < Duration::from_millis(100),
+        "took {:?}",
+        sim.elapsed()
+    );
     let server = sim.server.as_ref().unwrap();
     assert!(server.is_established());
     assert_eq!(server.account(), Some("alice"));
@@ -84,7 +98,12 @@ fn handshake_and_login_under_30_percent_loss() {
         let ok = sim.run_until(Duration::from_secs(60), |s| {
             s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
         });
-        assert!(ok, "seed {seed}: not connected after {:?}: {:?}", sim.elapsed(), sim.client_app.events);
+        assert!(
+            ok,
+            "seed {seed}: not connected after {:?}: {:?}",
+            sim.elapsed(),
+            sim.client_app.events
+        );
     }
 }
 
@@ -92,7 +111,15 @@ fn handshake_and_login_under_30_percent_loss() {
 fn wrong_host_key_is_refused_by_the_client() {
     let mut s = setup(3, TransportConfig::default());
     s.client.host_key = HostKeyPolicy::Pinned(vec![host_key(8).public().fingerprint()]);
-    let mut sim = Sim::new(3, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(0, 0), alice_policy());
+    let mut sim = Sim::new(
+        3,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        alice_policy(),
+    );
     sim.run_until(Duration::from_secs(5), |s| s.client_app.lost.is_some());
     match &sim.client_app.lost {
         Some(ConnectionError::HostKeyRejected { fingerprint, .. }) => {
@@ -102,17 +129,33 @@ fn wrong_host_key_is_refused_by_the_client() {
     }
     assert!(!sim.client_app.connected);
     // The server learns why, and no login was ever requested.
-    sim.run_until(Duration::from_secs(5), |s| s.server.as_ref().unwrap().is_closed());
+    sim.run_until(Duration::from_secs(5), |s| {
+        s.server.as_ref().unwrap().is_closed()
+    });
     let server = sim.server.as_ref().unwrap();
-    assert!(matches!(server.error(), Some(ConnectionError::ClosedByPeer { code, .. }) if *code == quill_transport::proto::error::code::HOST_KEY_REJECTED));
-    assert!(sim.server_app.events.iter().all(|e| !e.starts_with("login requested")));
+    assert!(
+        matches!(server.error(), Some(ConnectionError::ClosedByPeer { code, .. }) if *code == quill_transport::proto::error::code::HOST_KEY_REJECTED)
+    );
+    assert!(sim
+        .server_app
+        .events
+        .iter()
+        .all(|e| !e.starts_with("login requested")));
 }
 
 #[test]
 fn refused_login_is_reported_on_both_sides() {
     let mut s = setup(4, TransportConfig::default());
     s.client.login = password("alice", "wrong");
-    let mut sim = Sim::new(4, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(0, 0), alice_policy());
+    let mut sim = Sim::new(
+        4,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        alice_policy(),
+    );
     sim.run_until(Duration::from_secs(5), |s| s.client_app.lost.is_some());
     assert_eq!(
         sim.client_app.lost,
@@ -135,24 +178,52 @@ fn slow_login_verdict_does_not_stall_the_connection() {
     s.client.transport = Arc::new(t);
     let mut server_app = alice_policy();
     server_app.verdict_delay = Duration::from_millis(1500);
-    let mut sim = Sim::new(5, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(0, 0), server_app);
+    let mut sim = Sim::new(
+        5,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        server_app,
+    );
     assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.connected));
     assert!(sim.elapsed() >= Duration::from_millis(1500));
     assert!(sim.client_app.lost.is_none());
 }
 
-fn transfer(seed: u64, link: LinkConfig, bytes: u64, transport: TransportConfig) -> Sim<ClientApp, ServerApp> {
+fn transfer(
+    seed: u64,
+    link: LinkConfig,
+    bytes: u64,
+    transport: TransportConfig,
+) -> Sim<ClientApp, ServerApp> {
     let s = setup(seed, transport);
-    let mut sim = Sim::new(seed, s.client, s.server, link.clone(), link, ClientApp::new(bytes, 1), alice_policy());
+    let mut sim = Sim::new(
+        seed,
+        s.client,
+        s.server,
+        link.clone(),
+        link,
+        ClientApp::new(bytes, 1),
+        alice_policy(),
+    );
     let done = sim.run_until(Duration::from_secs(3600), |s| {
         s.server_app.sink.finished.len() == 1 || s.client_app.lost.is_some()
     });
-    assert!(done, "transfer did not finish in an hour of virtual time: {:?}", sim.client_app.events);
+    assert!(
+        done,
+        "transfer did not finish in an hour of virtual time: {:?}",
+        sim.client_app.events
+    );
     assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
     let (_, n, hash) = sim.server_app.sink.finished[0];
     assert_eq!(n, bytes);
     assert_eq!(sim.client_app.sent.len(), 1);
-    assert_eq!(sim.client_app.sent[0].2, hash, "SHA-256 of received data differs");
+    assert_eq!(
+        sim.client_app.sent[0].2, hash,
+        "SHA-256 of received data differs"
+    );
     sim
 }
 
@@ -160,29 +231,47 @@ const MB: u64 = 1_000_000;
 
 #[test]
 fn transfer_50mb_clean() {
-    let sim = transfer(10, LinkConfig::default(), 50 * MB, TransportConfig::default());
+    let sim = transfer(
+        10,
+        LinkConfig::default(),
+        50 * MB,
+        TransportConfig::default(),
+    );
     assert_eq!(sim.client.stats().packets_lost, 0);
 }
 
 #[test]
 fn transfer_50mb_5_percent_loss() {
-    let link = LinkConfig { loss: 0.05, ..LinkConfig::default() };
+    let link = LinkConfig {
+        loss: 0.05,
+        ..LinkConfig::default()
+    };
     let sim = transfer(11, link, 50 * MB, TransportConfig::default());
     assert!(sim.client.stats().packets_lost > 0);
 }
 
 #[test]
 fn transfer_50mb_10_percent_loss() {
-    let link = LinkConfig { loss: 0.10, ..LinkConfig::default() };
+    let link = LinkConfig {
+        loss: 0.10,
+        ..LinkConfig::default()
+    };
     transfer(12, link, 50 * MB, TransportConfig::default());
 }
 
 #[test]
 fn transfer_50mb_2_percent_corruption() {
-    let link = LinkConfig { corrupt: 0.02, ..LinkConfig::default() };
+    let link = LinkConfig {
+        corrupt: 0.02,
+        ..LinkConfig::default()
+    };
     let sim = transfer(13, link, 50 * MB, TransportConfig::default());
-    let dropped = sim.client.stats().packets_dropped + sim.server.as_ref().unwrap().stats().packets_dropped;
-    assert!(dropped > 0, "corrupted packets must have been dropped, not accepted");
+    let dropped =
+        sim.client.stats().packets_dropped + sim.server.as_ref().unwrap().stats().packets_dropped;
+    assert!(
+        dropped > 0,
+        "corrupted packets must have been dropped, not accepted"
+    );
 }
 
 #[test]
@@ -217,25 +306,51 @@ fn transfer_with_tiny_flow_control_windows() {
     t.streams.max_receive_window = 8192;
     let sim = transfer(16, LinkConfig::default(), 2 * MB, t);
     // With 4 KB windows the transfer needs hundreds of window updates.
-    assert!(sim.elapsed() > Duration::from_secs(2), "{:?}", sim.elapsed());
+    assert!(
+        sim.elapsed() > Duration::from_secs(2),
+        "{:?}",
+        sim.elapsed()
+    );
 }
 
 #[test]
 fn key_update_mid_transfer() {
     let mut t = TransportConfig::default();
     t.key_update_interval = 2000;
-    let link = LinkConfig { loss: 0.01, reorder: 0.01, ..LinkConfig::default() };
+    let link = LinkConfig {
+        loss: 0.01,
+        reorder: 0.01,
+        ..LinkConfig::default()
+    };
     let sim = transfer(17, link, 20 * MB, t);
-    assert!(sim.client.stats().key_updates >= 3, "client saw {} key updates", sim.client.stats().key_updates);
+    assert!(
+        sim.client.stats().key_updates >= 3,
+        "client saw {} key updates",
+        sim.client.stats().key_updates
+    );
     assert!(sim.server.as_ref().unwrap().stats().key_updates >= 3);
 }
 
 #[test]
 fn a_thousand_small_streams() {
     let s = setup(18, TransportConfig::default());
-    let mut sim = Sim::new(18, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(1000, 1200), alice_policy());
-    let done = sim.run_until(Duration::from_secs(600), |s| s.server_app.sink.finished.len() == 1200);
-    assert!(done, "only {} streams finished", sim.server_app.sink.finished.len());
+    let mut sim = Sim::new(
+        18,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(1000, 1200),
+        alice_policy(),
+    );
+    let done = sim.run_until(Duration::from_secs(600), |s| {
+        s.server_app.sink.finished.len() == 1200
+    });
+    assert!(
+        done,
+        "only {} streams finished",
+        sim.server_app.sink.finished.len()
+    );
     let mut sent = sim.client_app.sent.clone();
     let mut got = sim.server_app.sink.finished.clone();
     sent.sort();
@@ -253,8 +368,21 @@ fn echo_on_a_bidirectional_stream() {
     app.echo = true;
     let mut server_app = alice_policy();
     server_app.echo = true;
-    let mut sim = Sim::new(19, s.client, s.server, LinkConfig::default(), LinkConfig::default(), app, server_app);
-    assert!(sim.run_until(Duration::from_secs(60), |s| s.client_app.sink.finished.len() == 3));
+    let mut sim = Sim::new(
+        19,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        app,
+        server_app,
+    );
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .client_app
+        .sink
+        .finished
+        .len()
+        == 3));
     let mut sent = sim.client_app.sent.clone();
     let mut back = sim.client_app.sink.finished.clone();
     sent.sort();
@@ -271,7 +399,15 @@ fn keep_alive_holds_an_idle_connection_for_24_virtual_hours() {
     client_t.keep_alive_interval = Some(interval);
     let mut s = setup(20, t);
     s.client.transport = Arc::new(client_t);
-    let mut sim = Sim::new(20, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(0, 0), alice_policy());
+    let mut sim = Sim::new(
+        20,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        alice_policy(),
+    );
     assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
     let baseline = sim.client.buffer_sizes();
     let server_baseline = sim.server.as_ref().unwrap().buffer_sizes();
@@ -294,19 +430,30 @@ fn keep_alive_holds_an_idle_connection_for_24_virtual_hours() {
         max_sizes.sent_packets = max_sizes.sent_packets.max(b.sent_packets);
         max_sizes.ack_ranges = max_sizes.ack_ranges.max(b.ack_ranges);
         max_sizes.events = max_sizes.events.max(b.events);
-        assert!(sim.client_app.lost.is_none(), "lost after {:?}: {:?}", sim.elapsed(), sim.client_app.lost);
+        assert!(
+            sim.client_app.lost.is_none(),
+            "lost after {:?}: {:?}",
+            sim.elapsed(),
+            sim.client_app.lost
+        );
     }
     let sent = sim.client.stats().keep_alives_sent;
     // One keep-alive per interval: 8640 in a day, each exactly on schedule.
     assert!(sent >= 8600, "only {sent} keep-alives in 24 h");
-    assert!(max_gap <= interval + Duration::from_millis(1), "a keep-alive was late: gap {max_gap:?}");
+    assert!(
+        max_gap <= interval + Duration::from_millis(1),
+        "a keep-alive was late: gap {max_gap:?}"
+    );
     assert!(sim.server.as_ref().unwrap().is_established());
     // Memory stays flat: nothing accumulates over a day.
     assert!(max_sizes.sent_packets <= 4, "{max_sizes:?}");
     assert!(max_sizes.ack_ranges <= 4, "{max_sizes:?}");
     assert!(max_sizes.events <= 2, "{max_sizes:?}");
     let end_sizes = sim.server.as_ref().unwrap().buffer_sizes();
-    assert!(end_sizes.sent_packets <= server_baseline.sent_packets + 2, "{end_sizes:?}");
+    assert!(
+        end_sizes.sent_packets <= server_baseline.sent_packets + 2,
+        "{end_sizes:?}"
+    );
     assert!(end_sizes.ack_ranges <= 4, "{end_sizes:?}");
 }
 
@@ -315,7 +462,15 @@ fn silent_peer_times_out_within_the_bound() {
     let mut t = TransportConfig::default();
     t.idle_timeout = Duration::from_secs(5);
     let s = setup(21, t);
-    let mut sim = Sim::new(21, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(0, 0), alice_policy());
+    let mut sim = Sim::new(
+        21,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        alice_policy(),
+    );
     assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
     // The server vanishes: everything it would send is lost, and it hears nothing.
     sim.s2c.black_hole = true;
@@ -324,24 +479,57 @@ fn silent_peer_times_out_within_the_bound() {
     assert!(sim.run_until(Duration::from_secs(60), |s| s.client_app.lost.is_some()));
     assert_eq!(sim.client_app.lost, Some(ConnectionError::TimedOut));
     let took = sim.now - went_silent;
-    assert!(took >= Duration::from_secs(5) - Duration::from_millis(100), "{took:?}");
-    assert!(took <= Duration::from_secs(5) + Duration::from_secs(1), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(5) - Duration::from_millis(100),
+        "{took:?}"
+    );
+    assert!(
+        took <= Duration::from_secs(5) + Duration::from_secs(1),
+        "{took:?}"
+    );
 }
 
 #[test]
 fn version_and_suite_negotiation_use_the_server_preference() {
     let mut s = setup(22, TransportConfig::default());
     s.client.suites = vec![quill_crypto::packet::Suite::ChaCha20Poly1305];
-    let mut sim = Sim::new(22, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(100_000, 1), alice_policy());
-    assert!(sim.run_until(Duration::from_secs(30), |s| s.server_app.sink.finished.len() == 1));
-    assert_eq!(sim.client.suite(), Some(quill_crypto::packet::Suite::ChaCha20Poly1305));
+    let mut sim = Sim::new(
+        22,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(100_000, 1),
+        alice_policy(),
+    );
+    assert!(sim.run_until(Duration::from_secs(30), |s| s
+        .server_app
+        .sink
+        .finished
+        .len()
+        == 1));
+    assert_eq!(
+        sim.client.suite(),
+        Some(quill_crypto::packet::Suite::ChaCha20Poly1305)
+    );
 }
 
 #[test]
 fn datagrams_are_delivered_and_bounded() {
     let s = setup(23, TransportConfig::default());
-    let mut sim = Sim::new(23, s.client, s.server, LinkConfig::default(), LinkConfig::default(), ClientApp::new(0, 0), alice_policy());
-    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected && s.server.as_ref().unwrap().is_established()));
+    let mut sim = Sim::new(
+        23,
+        s.client,
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        alice_policy(),
+    );
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| s.client_app.connected
+            && s.server.as_ref().unwrap().is_established())
+    );
     let max = sim.client.max_datagram_size().unwrap();
     assert!(sim.client.send_datagram(&vec![1u8; max + 1]).is_err());
     for i in 0..1000u32 {

@@ -112,7 +112,9 @@ impl TransportConfig {
             return Err(ConfigError("max ack delay must be below 16384ms".into()));
         }
         if self.ack_eliciting_threshold == 0 {
-            return Err(ConfigError("ack-eliciting threshold must be at least 1".into()));
+            return Err(ConfigError(
+                "ack-eliciting threshold must be at least 1".into(),
+            ));
         }
         if self.key_update_interval < 1000 {
             return Err(ConfigError(

@@ -15,12 +15,9 @@ pub mod streams;
 pub mod timer_wheel;
 
 pub use config::{
-    ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login, ServerConfig,
-    TransportConfig,
+    ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login, ServerConfig, TransportConfig,
 };
-pub use connection::{
-    BufferSizes, Connection, ConnectionStats, DatagramError, Event, Transmit,
-};
+pub use connection::{BufferSizes, Connection, ConnectionStats, DatagramError, Event, Transmit};
 pub use error::{ConnectionError, TransportError};
 pub use handshake::{LoginMethod, LoginRequest};
 pub use streams::{

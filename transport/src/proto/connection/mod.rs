@@ -671,7 +671,10 @@ impl Connection {
 
     /// Closes the connection with an application error code and reason.
     pub fn close(&mut self, now: Instant, error_code: u64, reason: &str) {
-        if matches!(self.state, State::Closing | State::Draining | State::Drained) {
+        if matches!(
+            self.state,
+            State::Closing | State::Draining | State::Drained
+        ) {
             return;
         }
         self.close = Some((error_code, true, reason.to_owned()));
@@ -686,7 +689,10 @@ impl Connection {
 
     /// Closes because of a transport error we detected.
     fn close_with(&mut self, err: TransportError, report: ConnectionError) {
-        if matches!(self.state, State::Closing | State::Draining | State::Drained) {
+        if matches!(
+            self.state,
+            State::Closing | State::Draining | State::Drained
+        ) {
             return;
         }
         self.close = Some((err.code, false, err.reason.clone()));
@@ -717,7 +723,10 @@ impl Connection {
 
     /// Whether the connection is closing, draining or finished.
     pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closing | State::Draining | State::Drained)
+        matches!(
+            self.state,
+            State::Closing | State::Draining | State::Drained
+        )
     }
 
     /// Whether all state can be freed.
@@ -822,3 +831,6 @@ fn local_params(
         ..TransportParameters::default()
     }
 }
+
+#[cfg(test)]
+mod tests;

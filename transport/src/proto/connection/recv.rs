@@ -90,9 +90,7 @@ impl Connection {
             self.stats.packets_dropped += 1;
             return;
         }
-        if h.dcid != self.local_cid
-            && !(self.side == Side::Server && space == Space::Initial)
-        {
+        if h.dcid != self.local_cid && !(self.side == Side::Server && space == Space::Initial) {
             self.stats.packets_dropped += 1;
             return;
         }
@@ -232,7 +230,9 @@ impl Connection {
                 if phase == k.remote_phase {
                     &k.remote
                 } else if k.remote_phase_start.is_some_and(|start| pn < start)
-                    && k.prev_remote.as_ref().is_some_and(|(_, until)| *until > now)
+                    && k.prev_remote
+                        .as_ref()
+                        .is_some_and(|(_, until)| *until > now)
                 {
                     // RFC 9001 §6.5: a reordered packet from the previous phase.
                     &k.prev_remote.as_ref()?.0
@@ -264,10 +264,14 @@ impl Connection {
         self.set_timer(Timer::KeyDiscard, Some(discard_at));
     }
 
-    fn handle_frame(&mut self, now: Instant, space: Space, frame: Frame<'_>) -> Result<(), ConnectionError> {
-        let streams_err = |e: StreamsError| {
-            ConnectionError::Transport(TransportError::new(e.code, e.reason))
-        };
+    pub(super) fn handle_frame(
+        &mut self,
+        now: Instant,
+        space: Space,
+        frame: Frame<'_>,
+    ) -> Result<(), ConnectionError> {
+        let streams_err =
+            |e: StreamsError| ConnectionError::Transport(TransportError::new(e.code, e.reason));
         match frame {
             Frame::Padding { .. } | Frame::Ping => {}
             Frame::Ack(ack) => {
@@ -309,14 +313,17 @@ impl Connection {
                 self.streams.on_stop_sending(id, c).map_err(streams_err)?;
             }
             Frame::MaxData(max) => self.streams.on_max_data(max),
-            Frame::MaxStreamData { id, max } => {
-                self.streams.on_max_stream_data(id, max).map_err(streams_err)?
-            }
+            Frame::MaxStreamData { id, max } => self
+                .streams
+                .on_max_stream_data(id, max)
+                .map_err(streams_err)?,
             Frame::MaxStreams { bidi, max } => self
                 .streams
                 .on_max_streams(if bidi { Dir::Bi } else { Dir::Uni }, max)
                 .map_err(streams_err)?,
-            Frame::DataBlocked(_) | Frame::StreamDataBlocked { .. } | Frame::StreamsBlocked { .. } => {
+            Frame::DataBlocked(_)
+            | Frame::StreamDataBlocked { .. }
+            | Frame::StreamsBlocked { .. } => {
                 // Informational: our credit updates are driven by the reader.
             }
             Frame::NewToken { .. } => {
@@ -411,7 +418,13 @@ impl Connection {
         }
     }
 
-    fn on_crypto(&mut self, now: Instant, space: Space, offset: u64, data: &[u8]) -> Result<(), ConnectionError> {
+    fn on_crypto(
+        &mut self,
+        now: Instant,
+        space: Space,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ConnectionError> {
         let sp = &mut self.spaces[space as usize];
         sp.crypto_recv.insert(offset, data).map_err(|_| {
             ConnectionError::Transport(TransportError::new(
@@ -433,9 +446,9 @@ impl Connection {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(ConnectionError::Transport(TransportError::protocol(format!(
-                        "bad handshake message: {e}"
-                    ))))
+                    return Err(ConnectionError::Transport(TransportError::protocol(
+                        format!("bad handshake message: {e}"),
+                    )))
                 }
             };
             let msg: Vec<u8> = sp.crypto_pending.drain(..len).collect();
@@ -452,7 +465,11 @@ impl Connection {
         Ok(())
     }
 
-    fn apply_outputs(&mut self, now: Instant, outputs: &mut Vec<Output>) -> Result<(), ConnectionError> {
+    fn apply_outputs(
+        &mut self,
+        now: Instant,
+        outputs: &mut Vec<Output>,
+    ) -> Result<(), ConnectionError> {
         for out in outputs.drain(..) {
             match out {
                 Output::Crypto(space, bytes) => {
@@ -736,7 +753,8 @@ impl Connection {
                 lost_bytes += p.size as u64;
                 largest_sent = largest_sent.max(Some(p.time_sent));
                 if p.ack_eliciting {
-                    first_eliciting = Some(first_eliciting.map_or(p.time_sent, |t| t.min(p.time_sent)));
+                    first_eliciting =
+                        Some(first_eliciting.map_or(p.time_sent, |t| t.min(p.time_sent)));
                     last_eliciting = last_eliciting.max(Some(p.time_sent));
                 }
             }
@@ -753,7 +771,8 @@ impl Connection {
                 }
                 _ => false,
             };
-            self.cc.on_congestion_event(now, sent, persistent, lost_bytes);
+            self.cc
+                .on_congestion_event(now, sent, persistent, lost_bytes);
             self.stats.congestion_events += 1;
         }
     }
@@ -779,11 +798,7 @@ impl Connection {
 
     /// RFC 9002 Appendix A.8.
     pub(super) fn set_loss_detection_timer(&mut self, now: Instant) {
-        let earliest_loss = self
-            .spaces
-            .iter()
-            .filter_map(|s| s.loss_time)
-            .min();
+        let earliest_loss = self.spaces.iter().filter_map(|s| s.loss_time).min();
         if let Some(t) = earliest_loss {
             self.set_timer(Timer::LossDetection, Some(t));
             return;

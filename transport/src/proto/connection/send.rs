@@ -136,9 +136,9 @@ impl Connection {
             return false;
         }
         if self.config.pacing && self.handshake_confirmed {
-            if let Some(at) =
-                self.pacer
-                    .delay(now, mtu, self.mtu, window, self.rtt.smoothed())
+            if let Some(at) = self
+                .pacer
+                .delay(now, mtu, self.mtu, window, self.rtt.smoothed())
             {
                 self.set_timer(Timer::Pacing, Some(at));
                 return false;
@@ -237,18 +237,13 @@ impl Connection {
             let sp = &self.spaces[space as usize];
             if sp.ack.unacked_eliciting > 0 || (sp.ack.has_ranges() && sp.ack.wants_ack(now)) {
                 let delay = if space == Space::Data {
-                    sp.ack
-                        .largest_received_at
-                        .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64 >> 3)
+                    sp.ack.largest_received_at.map_or(0, |t| {
+                        now.saturating_duration_since(t).as_micros() as u64 >> 3
+                    })
                 } else {
                     0
                 };
-                let ranges = sp
-                    .ack
-                    .received
-                    .iter()
-                    .rev()
-                    .map(|r| r.start..=r.end - 1);
+                let ranges = sp.ack.received.iter().rev().map(|r| r.start..=r.end - 1);
                 let len = ack_len(ranges.clone(), delay, None, super::spaces::MAX_ACK_RANGES);
                 if pos + len <= end {
                     let mut w = Writer::new(&mut buf[pos..end]);
@@ -337,7 +332,14 @@ impl Connection {
                         break;
                     };
                     let mut w = Writer::new(&mut buf[pos..end]);
-                    encode_stream_header(&mut w, chunk.id.0, chunk.offset, chunk.len, chunk.fin, true);
+                    encode_stream_header(
+                        &mut w,
+                        chunk.id.0,
+                        chunk.offset,
+                        chunk.len,
+                        chunk.fin,
+                        true,
+                    );
                     pos += w.len();
                     let (a, b) = self.streams.chunk_data(&chunk);
                     buf[pos..pos + a.len()].copy_from_slice(a);
@@ -352,7 +354,6 @@ impl Connection {
                     eliciting = true;
                 }
             }
-
         }
         if allow != Allow::AckOnly {
             let sp = &self.spaces[space as usize];
@@ -557,7 +558,9 @@ impl Connection {
             } else {
                 0
             };
-            if let Some(n) = self.build_close_packet(now, space, &mut buf[written..max], &frame, min_len) {
+            if let Some(n) =
+                self.build_close_packet(now, space, &mut buf[written..max], &frame, min_len)
+            {
                 written += n;
             }
         }
@@ -673,7 +676,9 @@ fn control_to_frame(c: &ControlFrame) -> Frame<'static> {
         },
         ControlFrame::StopSending { id, code } => Frame::StopSending { id: id.0, code },
         ControlFrame::DataBlocked(limit) => Frame::DataBlocked(limit),
-        ControlFrame::StreamDataBlocked { id, limit } => Frame::StreamDataBlocked { id: id.0, limit },
+        ControlFrame::StreamDataBlocked { id, limit } => {
+            Frame::StreamDataBlocked { id: id.0, limit }
+        }
         ControlFrame::StreamsBlocked { dir, limit } => Frame::StreamsBlocked {
             bidi: dir == Dir::Bi,
             limit,

@@ -216,7 +216,10 @@ impl OneRtt {
         let l = labels();
         let next_secret = schedule::next_generation(&self.next_remote_secret, l);
         let next = PacketKey::new(self.suite, &next_secret, l);
-        let old = std::mem::replace(&mut self.remote, std::mem::replace(&mut self.next_remote, next));
+        let old = std::mem::replace(
+            &mut self.remote,
+            std::mem::replace(&mut self.next_remote, next),
+        );
         self.remote_secret = std::mem::replace(&mut self.next_remote_secret, next_secret);
         self.prev_remote = Some((old, discard_prev_at));
         self.remote_phase = !self.remote_phase;

@@ -348,7 +348,9 @@ impl Message {
             _ => return Err(DecodeError::Malformed("unknown handshake message type")),
         };
         if !r.is_empty() {
-            return Err(DecodeError::Malformed("trailing bytes in handshake message"));
+            return Err(DecodeError::Malformed(
+                "trailing bytes in handshake message",
+            ));
         }
         Ok(msg)
     }

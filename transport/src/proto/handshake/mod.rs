@@ -306,7 +306,11 @@ impl ClientHandshake {
                 self.schedule = Some(sched);
                 ClientState::WaitEncryptedExtensions
             }
-            (ClientState::WaitEncryptedExtensions, Space::Handshake, Message::EncryptedExtensions(ee)) => {
+            (
+                ClientState::WaitEncryptedExtensions,
+                Space::Handshake,
+                Message::EncryptedExtensions(ee),
+            ) => {
                 let params = TransportParameters::decode(&ee.transport_params).map_err(|e| {
                     ConnectionError::Transport(TransportError::new(
                         code::TRANSPORT_PARAMETER_ERROR,
@@ -319,12 +323,16 @@ impl ClientHandshake {
                 ClientState::WaitHostKey
             }
             (ClientState::WaitHostKey, Space::Handshake, Message::HostKey(k)) => {
-                let key = PublicKey::from_bytes(&k)
-                    .map_err(|e| hs_fail(format!("bad host key: {e}")))?;
+                let key =
+                    PublicKey::from_bytes(&k).map_err(|e| hs_fail(format!("bad host key: {e}")))?;
                 self.transcript.update(framed_bytes);
                 ClientState::WaitHostKeyVerify(key)
             }
-            (ClientState::WaitHostKeyVerify(key), Space::Handshake, Message::HostKeyVerify(sig)) => {
+            (
+                ClientState::WaitHostKeyVerify(key),
+                Space::Handshake,
+                Message::HostKeyVerify(sig),
+            ) => {
                 let sig = Signature::from_bytes(&sig)
                     .map_err(|e| hs_fail(format!("bad host key signature: {e}")))?;
                 let mut signed = HOST_KEY_CONTEXT.to_vec();
@@ -360,7 +368,11 @@ impl ClientHandshake {
                 out.push(Output::ClientDone);
                 ClientState::WaitLoginResult
             }
-            (ClientState::WaitLoginResult, Space::Data, Message::LoginAccepted { account, message }) => {
+            (
+                ClientState::WaitLoginResult,
+                Space::Data,
+                Message::LoginAccepted { account, message },
+            ) => {
                 out.push(Output::LoginAccepted { account, message });
                 ClientState::Done
             }
@@ -383,11 +395,18 @@ impl ClientHandshake {
         Ok(())
     }
 
-    fn check_host_key(&self, key: &PublicKey, out: &mut Vec<Output>) -> Result<(), ConnectionError> {
+    fn check_host_key(
+        &self,
+        key: &PublicKey,
+        out: &mut Vec<Output>,
+    ) -> Result<(), ConnectionError> {
         let fingerprint = key.fingerprint();
         let verdict = match &self.config.host_key {
             HostKeyPolicy::Pinned(pins) => {
-                if pins.iter().any(|p| quill_crypto::ct_eq(p.as_bytes(), fingerprint.as_bytes())) {
+                if pins
+                    .iter()
+                    .any(|p| quill_crypto::ct_eq(p.as_bytes(), fingerprint.as_bytes()))
+                {
                     Ok(())
                 } else {
                     Err("it does not match the pinned fingerprint".to_string())

@@ -198,6 +198,31 @@ impl<T> SentPackets<T> {
         self.largest_sent = Some(pn);
     }
 
+    /// Records a packet that needs no acknowledgement tracking (ACK-only, not in
+    /// flight): its number counts as sent, so an ACK covering it is accepted and
+    /// ignored, but nothing is kept for it. Peers never acknowledge ACK-only
+    /// packets on their own, so tracking them would grow without bound.
+    pub fn on_sent_untracked(&mut self, pn: u64) {
+        if let Some(largest) = self.largest_sent {
+            assert!(
+                pn > largest,
+                "packet numbers must strictly increase ({pn} after {largest})"
+            );
+        }
+        if self.slots.is_empty() {
+            self.base = pn + 1;
+            self.skipped.clear();
+        } else {
+            let next = self.base + self.slots.len() as u64;
+            for skipped in next..pn {
+                self.slots.push_back(Slot::Skipped);
+                self.skipped.push_back(skipped);
+            }
+            self.slots.push_back(Slot::Acked);
+        }
+        self.largest_sent = Some(pn);
+    }
+
     /// Processes one ACK frame's ranges (descending, inclusive).
     ///
     /// Calls `acked(pn, packet)` for each newly acknowledged packet, in
@@ -540,6 +565,26 @@ mod tests {
             s.on_sent(pn, p);
         }
         s
+    }
+
+    #[test]
+    fn untracked_packets_keep_nothing_but_may_be_acked() {
+        let t0 = Instant::now();
+        let mut s = SentPackets::new();
+        for pn in 0..10_000 {
+            s.on_sent_untracked(pn);
+        }
+        assert_eq!(s.len(), 0);
+        assert!(s.slots.is_empty(), "ACK-only packets must not accumulate");
+        let mut p = pkt(t0, true);
+        p.payload = 10_000;
+        s.on_sent(10_000, p);
+        s.on_sent_untracked(10_001);
+        let (summary, acked) = ack(&mut s, &[9_990..=10_001]).unwrap();
+        assert_eq!(acked, vec![10_000]);
+        assert_eq!(summary.largest_acked, 10_001);
+        assert!(s.slots.is_empty());
+        assert!(ack(&mut s, &[10_002..=10_002]).is_err(), "never sent");
     }
 
     fn ack(

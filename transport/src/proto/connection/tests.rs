@@ -1,0 +1,213 @@
+//! A misbehaving peer: frames that break the rules are injected straight into an
+//! established connection's frame handler (as if they had arrived in a valid packet),
+//! and both sides must end up reporting the right transport error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quill_crypto::hostkey::HostKeyPair;
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::proto::config::{HostKeyPolicy, Login};
+use crate::sim::{ClientApp, LinkConfig, ServerApp, Sim};
+use crate::wire::Frame;
+
+fn established() -> Sim<ClientApp, ServerApp> {
+    let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+    let client = ClientConfig::new(
+        Login::Password {
+            user: "alice".into(),
+            password: Zeroizing::new("pw".into()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    let server = ServerConfig::new(key);
+    let mut sim = Sim::new(
+        9,
+        client,
+        server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        ServerApp::accept_all(),
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
+    }));
+    sim
+}
+
+/// Feeds `frame` to the server as if the client had sent it; returns the code the
+/// server closed with, after checking the client heard the same code.
+fn server_rejects(frame: Frame<'_>) -> u64 {
+    let mut sim = established();
+    let now = sim.now;
+    let server = sim.server.as_mut().unwrap();
+    let err = server
+        .handle_frame(now, Space::Data, frame)
+        .expect_err("the frame must be rejected");
+    server.close_for(err);
+    let code = match server.error() {
+        Some(ConnectionError::Transport(t)) => t.code,
+        other => panic!("unexpected server error {other:?}"),
+    };
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.lost.is_some()));
+    match &sim.client_app.lost {
+        Some(ConnectionError::ClosedByPeer {
+            code: c,
+            app: false,
+            ..
+        }) => assert_eq!(*c, code),
+        other => panic!("client saw {other:?}"),
+    }
+    code
+}
+
+#[test]
+fn opening_beyond_the_stream_limit_is_stream_limit_error() {
+    // Client-initiated bidirectional stream number 1000 (limit is 100).
+    let id = StreamId::new(Side::Client, Dir::Bi, 1000).0;
+    let frame = Frame::Stream {
+        id,
+        offset: 0,
+        data: b"x",
+        fin: false,
+    };
+    assert_eq!(server_rejects(frame), code::STREAM_LIMIT_ERROR);
+}
+
+#[test]
+fn data_beyond_the_window_is_flow_control_error() {
+    let id = StreamId::new(Side::Client, Dir::Uni, 0).0;
+    let frame = Frame::Stream {
+        id,
+        offset: 64 << 20,
+        data: b"x",
+        fin: false,
+    };
+    assert_eq!(server_rejects(frame), code::FLOW_CONTROL_ERROR);
+}
+
+#[test]
+fn sending_on_the_servers_unidirectional_stream_is_stream_state_error() {
+    let id = StreamId::new(Side::Server, Dir::Uni, 0).0;
+    let frame = Frame::Stream {
+        id,
+        offset: 0,
+        data: b"x",
+        fin: false,
+    };
+    assert_eq!(server_rejects(frame), 0x5);
+}
+
+#[test]
+fn handshake_done_from_a_client_is_a_protocol_violation() {
+    assert_eq!(
+        server_rejects(Frame::HandshakeDone),
+        code::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn crypto_data_far_ahead_is_crypto_buffer_exceeded() {
+    let frame = Frame::Crypto {
+        offset: 1 << 20,
+        data: b"x",
+    };
+    assert_eq!(server_rejects(frame), code::CRYPTO_BUFFER_EXCEEDED);
+}
+
+#[test]
+fn oversized_datagram_is_a_protocol_violation() {
+    let big = vec![0u8; 4000];
+    assert_eq!(
+        server_rejects(Frame::Datagram { data: &big }),
+        code::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn too_many_max_streams_is_an_error() {
+    let frame = Frame::MaxStreams {
+        bidi: true,
+        max: (1 << 60) + 1,
+    };
+    let mut sim = established();
+    let now = sim.now;
+    let server = sim.server.as_mut().unwrap();
+    assert!(server.handle_frame(now, Space::Data, frame).is_err());
+}
+
+#[test]
+fn ack_of_an_unsent_packet_is_a_protocol_violation() {
+    let mut sim = established();
+    let now = sim.now;
+    let server = sim.server.as_mut().unwrap();
+    let err = server
+        .on_ack_frame(
+            now,
+            Space::Data,
+            std::iter::once(1_000_000..=1_000_000),
+            Duration::ZERO,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ConnectionError::Transport(t) if t.code == code::PROTOCOL_VIOLATION));
+}
+
+#[test]
+fn spurious_timeouts_are_no_ops() {
+    let mut sim = established();
+    let before = sim.client.stats().clone();
+    let now = sim.now;
+    for _ in 0..100 {
+        sim.client.handle_timeout(now);
+    }
+    assert_eq!(sim.client.stats().packets_sent, before.packets_sent);
+    assert!(sim.client.is_established());
+}
+
+#[test]
+fn garbage_datagrams_are_dropped_and_counted() {
+    let mut sim = established();
+    let now = sim.now;
+    let from = sim.client_addr;
+    let server = sim.server.as_mut().unwrap();
+    let mut seed = 0x1234_5678_u64;
+    for len in [0usize, 1, 5, 21, 40, 1200, 1500] {
+        let mut junk = vec![0u8; len];
+        for b in junk.iter_mut() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (seed >> 56) as u8;
+        }
+        server.handle_datagram(now, from, &mut junk);
+    }
+    assert!(
+        server.is_established(),
+        "junk must not close the connection"
+    );
+    assert!(server.stats().packets_dropped > 0);
+}
+
+#[test]
+fn local_config_errors_say_what_to_do() {
+    let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+    let mut client = ClientConfig::new(
+        Login::Password {
+            user: "a".into(),
+            password: Zeroizing::new("b".into()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval = Some(Duration::from_secs(60));
+    client.transport = Arc::new(t);
+    let addr = "127.0.0.1:1".parse().unwrap();
+    let cid = ConnectionId::from_slice(&[1; 8]).unwrap();
+    let err = Connection::client(client, Instant::now(), addr, cid, cid)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("keep-alive"), "{err}");
+}
