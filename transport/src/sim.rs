@@ -359,7 +359,7 @@ impl<C: App, S: App> Sim<C, S> {
         self.now = self.now.max(next);
         let now = self.now;
         while let Some(mut d) = self.c2s.deliver(now) {
-            self.to_server(now, &mut d);
+            self.deliver_to_server(now, &mut d);
         }
         while let Some(mut d) = self.s2c.deliver(now) {
             self.client.handle_datagram(now, self.server_addr, &mut d);
@@ -375,7 +375,7 @@ impl<C: App, S: App> Sim<C, S> {
         true
     }
 
-    fn to_server(&mut self, now: Instant, d: &mut [u8]) {
+    fn deliver_to_server(&mut self, now: Instant, d: &mut [u8]) {
         if self.server.is_none() {
             // A minimal endpoint: the first Initial creates the server connection.
             let Ok(h) = parse_header(d, 8) else {
