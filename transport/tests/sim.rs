@@ -173,8 +173,10 @@ fn refused_login_is_reported_on_both_sides() {
 #[test]
 fn slow_login_verdict_does_not_stall_the_connection() {
     let mut s = setup(5, TransportConfig::default());
-    let mut t = TransportConfig::default();
-    t.keep_alive_interval = Some(Duration::from_millis(200));
+    let t = TransportConfig {
+        keep_alive_interval: Some(Duration::from_millis(200)),
+        ..TransportConfig::default()
+    };
     s.client.transport = Arc::new(t);
     let mut server_app = alice_policy();
     server_app.verdict_delay = Duration::from_millis(1500);
@@ -315,8 +317,10 @@ fn transfer_with_tiny_flow_control_windows() {
 
 #[test]
 fn key_update_mid_transfer() {
-    let mut t = TransportConfig::default();
-    t.key_update_interval = 2000;
+    let t = TransportConfig {
+        key_update_interval: 2000,
+        ..TransportConfig::default()
+    };
     let link = LinkConfig {
         loss: 0.01,
         reorder: 0.01,
@@ -392,8 +396,10 @@ fn echo_on_a_bidirectional_stream() {
 
 #[test]
 fn keep_alive_holds_an_idle_connection_for_24_virtual_hours() {
-    let mut t = TransportConfig::default();
-    t.idle_timeout = Duration::from_secs(30);
+    let t = TransportConfig {
+        idle_timeout: Duration::from_secs(30),
+        ..TransportConfig::default()
+    };
     let interval = Duration::from_secs(10);
     let mut client_t = t.clone();
     client_t.keep_alive_interval = Some(interval);
@@ -459,8 +465,10 @@ fn keep_alive_holds_an_idle_connection_for_24_virtual_hours() {
 
 #[test]
 fn silent_peer_times_out_within_the_bound() {
-    let mut t = TransportConfig::default();
-    t.idle_timeout = Duration::from_secs(5);
+    let t = TransportConfig {
+        idle_timeout: Duration::from_secs(5),
+        ..TransportConfig::default()
+    };
     let s = setup(21, t);
     let mut sim = Sim::new(
         21,

@@ -201,8 +201,10 @@ fn local_config_errors_say_what_to_do() {
         },
         HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
     );
-    let mut t = TransportConfig::default();
-    t.keep_alive_interval = Some(Duration::from_secs(60));
+    let t = TransportConfig {
+        keep_alive_interval: Some(Duration::from_secs(60)),
+        ..TransportConfig::default()
+    };
     client.transport = Arc::new(t);
     let addr = "127.0.0.1:1".parse().unwrap();
     let cid = ConnectionId::from_slice(&[1; 8]).unwrap();
