@@ -10,8 +10,8 @@
 //! logins for many clients on a small worker pool (DESIGN.md: never on the
 //! event-loop thread), and its memory is `m × workers`. 19 MiB keeps a
 //! four-worker pool under 80 MiB while costing an attacker ~19 MiB and two
-//! passes per guess; on the 2-core reference VM one hash takes tens of
-//! milliseconds (see docs/BENCHMARKS.md). `p = 1` because parallel lanes
+//! passes per guess; on the 2-core reference VM one hash takes about
+//! 15–25 ms (see docs/BENCHMARKS.md). `p = 1` because parallel lanes
 //! would compete with the event loop for the same two cores.
 //!
 //! Stored hashes carry their own parameters, so they can be raised later

@@ -118,7 +118,15 @@ fn rfc5869_hkdf_sha256_test_cases_1_to_3() {
     let ikm_long: Vec<u8> = (0x00..=0x4f).collect();
     let salt_long: Vec<u8> = (0x60..=0xaf).collect();
     let info_long: Vec<u8> = (0xb0..=0xff).collect();
-    let cases: [(&str, Vec<u8>, Vec<u8>, Vec<u8>, &str, &str); 3] = [
+    type Case = (
+        &'static str,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+        &'static str,
+        &'static str,
+    );
+    let cases: [Case; 3] = [
         (
             "A.1 test case 1",
             vec![0x0b; 22],
@@ -644,9 +652,9 @@ fn low_order_x25519_in_either_share_is_rejected() {
 }
 
 /// FIPS 203 §7.2 modulus check: an encapsulation key with any coefficient
-/// >= q = 3329 is refused by the server. ByteEncode12 packs two
-/// coefficients into 3 bytes: c0 = b0 | (b1 & 0x0f) << 8,
-/// c1 = b1 >> 4 | b2 << 4.
+/// `>= q = 3329` is refused by the server. ByteEncode12 packs two
+/// coefficients into 3 bytes: `c0 = b0 | (b1 & 0x0f) << 8`,
+/// `c1 = b1 >> 4 | b2 << 4`.
 #[test]
 fn invalid_encapsulation_key_is_rejected() {
     let rng = SeededRandom::new([41; 32]);
