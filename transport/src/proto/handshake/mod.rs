@@ -637,3 +637,6 @@ fn encode_params(params: &TransportParameters, out: &mut Vec<u8>) {
     params.encode(&mut w);
     out.extend_from_slice(&buf);
 }
+
+#[cfg(test)]
+mod example;
