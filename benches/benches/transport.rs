@@ -45,7 +45,8 @@ struct Cpu {
 /// Runs a handshake + login between two fresh connections; returns the pair.
 fn handshake(cpu: &mut Cpu, suite: Suite) -> (Connection, Connection) {
     let (client_cfg, server_cfg) = configs(suite);
-    let (caddr, saddr): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let (caddr, saddr): (SocketAddr, SocketAddr) =
+        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
     let mut buf = vec![0u8; 2048];
     let t = Instant::now();
     let mut client = Connection::client(
@@ -108,8 +109,16 @@ fn handshake(cpu: &mut Cpu, suite: Suite) -> (Connection, Connection) {
 }
 
 /// Moves `bytes` over one stream from client to server, everything in memory.
-fn bulk(client: &mut Connection, server: &mut Connection, stream: StreamId, bytes: u64, buf: &mut [u8], rx: &mut [u8]) {
-    let (caddr, saddr): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+fn bulk(
+    client: &mut Connection,
+    server: &mut Connection,
+    stream: StreamId,
+    bytes: u64,
+    buf: &mut [u8],
+    rx: &mut [u8],
+) {
+    let (caddr, saddr): (SocketAddr, SocketAddr) =
+        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
     let data = vec![0x5a_u8; 256 * 1024];
     let mut written = 0u64;
     let mut read = 0u64;
