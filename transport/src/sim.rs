@@ -263,6 +263,15 @@ pub struct Sim<C: App, S: App> {
     buf: Vec<u8>,
 }
 
+/// The stateless reset token the simulated server advertises for its CID `cid`
+/// (a real endpoint derives it from a secret; the simulation only needs it stable).
+pub fn reset_token_for(cid: &ConnectionId) -> [u8; 16] {
+    let d = ring::digest::digest(&ring::digest::SHA256, cid.as_ref());
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&d.as_ref()[..16]);
+    t
+}
+
 /// A random connection ID of `len` bytes from `rng`.
 pub fn random_cid(rng: &mut impl RngCore, len: usize) -> ConnectionId {
     let mut b = [0u8; 20];
@@ -396,7 +405,7 @@ impl<C: App, S: App> Sim<C, S> {
                 h.dcid,
                 scid,
                 None,
-                None,
+                Some(reset_token_for(&local)),
             ) {
                 Ok(c) => self.server = Some(c),
                 Err(_) => return,

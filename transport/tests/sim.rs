@@ -555,3 +555,137 @@ fn datagrams_are_delivered_and_bounded() {
     }
     assert!(got > 0);
 }
+
+#[test]
+fn path_mtu_probe_finds_the_larger_size_or_keeps_1200() {
+    // A link that carries 1500-byte datagrams: the probe succeeds.
+    let sim = transfer(24, LinkConfig::default(), MB, TransportConfig::default());
+    assert_eq!(sim.client.mtu(), 1452);
+    // A link that drops anything over 1280 bytes: the probe is lost, 1200 stays,
+    // and the loss is not taken as congestion.
+    let link = LinkConfig {
+        mtu: 1280,
+        ..LinkConfig::default()
+    };
+    let sim = transfer(25, link, MB, TransportConfig::default());
+    assert_eq!(sim.client.mtu(), 1200);
+    assert_eq!(sim.client.stats().congestion_events, 0);
+}
+
+#[test]
+fn version_negotiation_reports_the_peers_versions() {
+    use quill_transport::proto::{Connection, Event};
+    use quill_transport::wire::{encode_version_negotiation, ConnectionId, Writer};
+    let s = setup(26, TransportConfig::default());
+    let now = std::time::Instant::now();
+    let server: std::net::SocketAddr = "127.0.0.1:4433".parse().unwrap();
+    let local = ConnectionId::from_slice(&[0xc1; 8]).unwrap();
+    let dcid = ConnectionId::from_slice(&[0xd1; 8]).unwrap();
+    let mut client = Connection::client(s.client, now, server, local, dcid).unwrap();
+    let mut buf = [0u8; 1500];
+    assert!(client.poll_transmit(now, &mut buf).is_some());
+    // What a QUIC v1 server answers (RFC 9000 §6): VN listing version 1 and a grease value.
+    let mut vn = [0u8; 64];
+    let mut w = Writer::new(&mut vn);
+    encode_version_negotiation(
+        &mut w,
+        0x15,
+        local.as_ref(),
+        dcid.as_ref(),
+        &[0x0000_0001, 0x1a2a_3a4a],
+    );
+    let n = w.len();
+    client.handle_datagram(now, server, &mut vn[..n]);
+    let mut lost = None;
+    while let Some(ev) = client.poll_event() {
+        if let Event::ConnectionLost(e) = ev {
+            lost = Some(e);
+        }
+    }
+    let e = lost.expect("the client gives up");
+    assert_eq!(
+        e,
+        ConnectionError::VersionMismatch {
+            peer_versions: vec![1, 0x1a2a_3a4a]
+        }
+    );
+    assert!(
+        e.to_string().contains("peer speaks versions 0x00000001"),
+        "{e}"
+    );
+    assert!(client.is_drained());
+    assert!(client.poll_transmit(now, &mut buf).is_none());
+}
+
+fn rebind_mid_transfer(seed: u64, new_addr: &str) -> Sim<ClientApp, ServerApp> {
+    let s = setup(seed, TransportConfig::default());
+    let link = LinkConfig {
+        loss: 0.01,
+        ..LinkConfig::default()
+    };
+    let mut sim = Sim::new(
+        seed,
+        s.client,
+        s.server,
+        link.clone(),
+        link,
+        ClientApp::new(10 * MB, 1),
+        alice_policy(),
+    );
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes
+            > 2 * MB)
+    );
+    // NAT rebinding: from now on the server sees the client's datagrams come from elsewhere.
+    sim.client_addr = new_addr.parse().unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |s| s
+        .server_app
+        .sink
+        .finished
+        .len()
+        == 1
+        || s.client_app.lost.is_some()));
+    assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+    assert_eq!(sim.server_app.sink.finished[0].2, sim.client_app.sent[0].2);
+    let server = sim.server.as_ref().unwrap();
+    assert_eq!(server.remote_address(), sim.client_addr);
+    assert_eq!(server.stats().migrations, 1);
+    assert_eq!(
+        server.stats().paths_validated,
+        1,
+        "the new path must be validated"
+    );
+    sim
+}
+
+#[test]
+fn rebinding_to_a_new_port_keeps_the_transfer_going() {
+    rebind_mid_transfer(27, "10.0.0.1:40001");
+}
+
+#[test]
+fn rebinding_to_a_new_address_keeps_the_transfer_going() {
+    rebind_mid_transfer(28, "10.0.0.9:50000");
+}
+
+#[test]
+fn stateless_reset_ends_the_connection_at_once() {
+    let mut sim = sim(29, LinkConfig::default(), ClientApp::new(0, 0));
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+    let token = quill_transport::sim::reset_token_for(&sim.server.as_ref().unwrap().local_cid());
+    // What a restarted server sends for a CID it no longer knows: random-looking
+    // short-header bytes ending in the token (RFC 9000 §10.3).
+    let mut reset = vec![0x4bu8; 43];
+    reset[27..].copy_from_slice(&token);
+    let now = sim.now;
+    let from = sim.server_addr;
+    // A datagram of the same shape with a wrong token is just dropped.
+    let mut wrong = reset.clone();
+    wrong[42] ^= 1;
+    sim.client.handle_datagram(now, from, &mut wrong);
+    assert!(sim.client.is_established());
+    sim.client.handle_datagram(now, from, &mut reset);
+    assert!(sim.client.is_drained());
+    sim.step();
+    assert_eq!(sim.client_app.lost, Some(ConnectionError::Reset));
+}

@@ -107,6 +107,10 @@ pub struct ConnectionStats {
     pub congestion_events: u64,
     /// Probe timeouts.
     pub ptos: u64,
+    /// Times the peer moved to a new address (NAT rebinding or migration).
+    pub migrations: u64,
+    /// New peer addresses validated with PATH_CHALLENGE/PATH_RESPONSE.
+    pub paths_validated: u64,
 }
 
 /// Sizes of the internal buffers a peer can influence; they stay bounded.
@@ -250,6 +254,13 @@ pub struct Connection {
     datagrams_in: VecDeque<Vec<u8>>,
     datagrams_out: VecDeque<Vec<u8>>,
     path_responses: VecDeque<[u8; 8]>,
+    /// Server: the PATH_CHALLENGE data we sent to a new client address, until answered.
+    path_challenge: Option<[u8; 8]>,
+    /// A PATH_CHALLENGE frame is owed (first send, or retransmission after loss).
+    path_challenge_pending: bool,
+    /// Size of the datagram being processed (for anti-amplification on a new path).
+    datagram_len: u64,
+    rng: Arc<dyn quill_crypto::random::Random>,
 
     /// The CONNECTION_CLOSE we send while closing: (code, app, reason).
     close: Option<(u64, bool, String)>,
@@ -280,11 +291,13 @@ impl Connection {
             return Err(ConfigError("offer at least one AEAD suite".into()));
         }
         let transport = config.transport.clone();
+        let rng = config.rng.clone();
         let streams = Streams::new(Side::Client, &transport.streams);
         let params = local_params(&transport, &streams, local_cid, None, None);
         let (hs, client_hello) = Handshake::client(config, &params)
             .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?;
         let mut conn = Connection::new(
+            rng,
             Side::Client,
             transport,
             hs,
@@ -322,6 +335,7 @@ impl Connection {
     ) -> Result<Connection, ConfigError> {
         config.transport.validate()?;
         let transport = config.transport.clone();
+        let rng = config.rng.clone();
         let streams = Streams::new(Side::Server, &transport.streams);
         let (odcid, retry_scid) = match retry {
             Some((odcid, rscid)) => (odcid, Some(rscid)),
@@ -331,6 +345,7 @@ impl Connection {
         params.stateless_reset_token = reset_token;
         let hs = Handshake::server(config, &params);
         let mut conn = Connection::new(
+            rng,
             Side::Server,
             transport,
             hs,
@@ -352,6 +367,7 @@ impl Connection {
 
     #[allow(clippy::too_many_arguments)]
     fn new(
+        rng: Arc<dyn quill_crypto::random::Random>,
         side: Side,
         config: Arc<TransportConfig>,
         hs: Handshake,
@@ -406,6 +422,10 @@ impl Connection {
             datagrams_in: VecDeque::new(),
             datagrams_out: VecDeque::new(),
             path_responses: VecDeque::new(),
+            path_challenge: None,
+            path_challenge_pending: false,
+            datagram_len: 0,
+            rng,
             close: None,
             close_pending: false,
             error: None,

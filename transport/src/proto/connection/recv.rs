@@ -12,6 +12,7 @@ use crate::proto::error::{code, ConnectionError, TransportError};
 use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::Output;
 use crate::proto::recovery::{persistent_congestion_threshold, SentPacket};
+use crate::proto::recovery::{Pacer, RttEstimator};
 use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
@@ -38,6 +39,7 @@ impl Connection {
             return;
         }
         self.stats.bytes_received += data.len() as u64;
+        self.datagram_len = data.len() as u64;
         if !self.address_validated {
             self.amp_received += data.len() as u64;
         }
@@ -91,13 +93,13 @@ impl Connection {
             return;
         }
         if h.dcid != self.local_cid && !(self.side == Side::Server && space == Space::Initial) {
-            self.stats.packets_dropped += 1;
+            self.drop_packet(space, packet);
             return;
         }
         let Some((pn, header_len, payload_len, key_phase_flip)) =
             self.unprotect(now, space, packet, h.pn_offset)
         else {
-            self.stats.packets_dropped += 1;
+            self.drop_packet(space, packet);
             return;
         };
         // RFC 9000 §17.2/§17.3.1: reserved bits must be zero once protection is removed.
@@ -113,10 +115,8 @@ impl Connection {
             self.on_peer_key_update(now, pn);
         }
         self.stats.packets_received += 1;
-        if self.remote != remote && self.handshake_confirmed {
-            // A new address for an established connection: answer from it from now
-            // on (full path validation arrives with the endpoint).
-            self.remote = remote;
+        if self.remote != remote {
+            self.on_new_peer_address(now, remote, space, pn);
         }
         if self.side == Side::Client && !self.remote_cid_set {
             if let Some(scid) = h.scid {
@@ -342,7 +342,15 @@ impl Connection {
                     self.path_responses.push_back(data);
                 }
             }
-            Frame::PathResponse(_) => {}
+            Frame::PathResponse(data) => {
+                if self.path_challenge == Some(data) {
+                    // RFC 9000 §8.2.3: the new path is validated.
+                    self.path_challenge = None;
+                    self.path_challenge_pending = false;
+                    self.address_validated = true;
+                    self.stats.paths_validated += 1;
+                }
+            }
             Frame::ConnectionClose {
                 app,
                 code: c,
@@ -640,6 +648,68 @@ impl Connection {
         sp.crypto_send.on_lost(0..end);
     }
 
+    /// Counts a packet we cannot process; a short-header one may be a stateless reset
+    /// (RFC 9000 §10.3.1: the peer lost our state; stop at once, silently).
+    fn drop_packet(&mut self, space: Space, packet: &[u8]) {
+        self.stats.packets_dropped += 1;
+        if space == Space::Data && self.is_stateless_reset(packet) {
+            self.lost(ConnectionError::Reset);
+            self.state = State::Drained;
+            self.timers = [None; super::TIMER_COUNT];
+        }
+    }
+
+    /// RFC 9000 §10.3.1: a datagram that does not decrypt but ends with the peer's
+    /// stateless reset token (compared in constant time) is a stateless reset.
+    fn is_stateless_reset(&self, datagram: &[u8]) -> bool {
+        let Some(token) = self
+            .peer_params
+            .as_ref()
+            .and_then(|p| p.stateless_reset_token)
+        else {
+            return false;
+        };
+        // §10.3: a reset is at least 21 bytes and looks like a short-header packet.
+        datagram.len() >= 21
+            && datagram[0] & 0x80 == 0
+            && quill_crypto::ct_eq(&datagram[datagram.len() - 16..], &token)
+    }
+
+    /// A packet arrived from an address other than the current peer address.
+    ///
+    /// RFC 9000 §9.3: a server moves to the new address when it is the source of the
+    /// highest-numbered non-probing packet, validates it with PATH_CHALLENGE, limits
+    /// what it sends there to three times what it received until validated (§8.1), and
+    /// (§9.4) resets congestion control and the RTT estimate unless only the port
+    /// changed (NAT rebinding keeps the same path characteristics).
+    fn on_new_peer_address(&mut self, now: Instant, remote: SocketAddr, space: Space, pn: u64) {
+        if self.side != Side::Server || !self.handshake_confirmed || space != Space::Data {
+            return;
+        }
+        let largest = self.spaces[Space::Data as usize].ack.received.max();
+        if largest.is_some_and(|l| pn < l) {
+            return; // a reordered packet from the old path: no migration
+        }
+        let only_port = self.remote.ip() == remote.ip();
+        tracing::debug!(from = %self.remote, to = %remote, "peer address changed");
+        self.remote = remote;
+        self.stats.migrations += 1;
+        if !only_port {
+            self.cc = self.config.congestion.build(self.mtu);
+            self.rtt = RttEstimator::new(self.config.initial_rtt);
+            self.pacer = Pacer::new(now, self.mtu);
+        }
+        let mut challenge = [0u8; 8];
+        if self.rng.fill(&mut challenge).is_err() {
+            return;
+        }
+        self.path_challenge = Some(challenge);
+        self.path_challenge_pending = true;
+        self.address_validated = false;
+        self.amp_received = self.datagram_len;
+        self.amp_sent = 0;
+    }
+
     // ------------------------------------------------------------- recovery
 
     pub(super) fn on_ack_frame(
@@ -793,6 +863,9 @@ impl Connection {
         }
         if f.handshake_done {
             self.handshake_done_pending = true;
+        }
+        if f.path_challenge && self.path_challenge.is_some() {
+            self.path_challenge_pending = true;
         }
     }
 

@@ -172,6 +172,7 @@ impl Connection {
         space == Space::Data
             && (self.ping_pending
                 || self.handshake_done_pending
+                || self.path_challenge_pending
                 || !self.path_responses.is_empty()
                 || (self.state == State::Established
                     && (!self.datagrams_out.is_empty() || self.streams.has_pending())))
@@ -270,6 +271,14 @@ impl Connection {
                     frames.path_response = true;
                     eliciting = true;
                     self.path_responses.pop_front();
+                }
+                if self.path_challenge_pending && pos + 9 <= end {
+                    if let Some(data) = self.path_challenge {
+                        pos += write_frame(&Frame::PathChallenge(data), &mut buf[pos..end]);
+                        frames.path_challenge = true;
+                        eliciting = true;
+                    }
+                    self.path_challenge_pending = false;
                 }
                 if self.handshake_done_pending && pos < end {
                     pos += write_frame(&Frame::HandshakeDone, &mut buf[pos..end]);

@@ -40,6 +40,8 @@ pub(crate) struct SentFrames {
     pub mtu_probe: Option<u16>,
     /// PATH_RESPONSE data answered (not retransmitted; recorded for tracing).
     pub path_response: bool,
+    /// A PATH_CHALLENGE was in this packet (sent again if the packet is lost).
+    pub path_challenge: bool,
 }
 
 /// Receive-side state for generating ACK frames.
