@@ -780,6 +780,11 @@ impl Connection {
         self.rtt.smoothed()
     }
 
+    /// The most recent RTT sample (not smoothed).
+    pub fn latest_rtt(&self) -> Duration {
+        self.rtt.latest()
+    }
+
     /// The current congestion window in bytes.
     pub fn congestion_window(&self) -> u64 {
         self.cc.window()

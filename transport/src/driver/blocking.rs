@@ -1,0 +1,478 @@
+//! The simple blocking API: [`connect`] returns a [`BlockingConnection`] whose streams
+//! implement `std::io::Read` and `Write`. The event loop runs on a background thread;
+//! calls here wait on a condition variable and wake the loop through its `mio::Waker`.
+//!
+//! Memory stays bounded: each stream buffers at most [`STREAM_BUFFER`] bytes in each
+//! direction between the application and the loop; a writer waits when its buffer is
+//! full and the loop reads from the connection only while the reader's buffer has room,
+//! so flow control reaches all the way back to the peer.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use quill_transport::driver::blocking;
+//! use quill_transport::{ClientConfig, HostKeyPolicy, Login};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let login = Login::Password { user: "alice".into(), password: "secret".to_string().into() };
+//! let config = ClientConfig::new(login, HostKeyPolicy::Pinned(vec!["SHA256:...".into()]));
+//! let conn = blocking::connect("127.0.0.1:4433".parse()?, config)?;
+//! let mut stream = conn.open_bi()?;
+//! stream.write_all(b"hello")?;
+//! stream.finish()?;
+//! let mut echo = Vec::new();
+//! stream.read_to_end(&mut echo)?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::event_loop::{Context, EventLoop, Handler, LoopHandle};
+use super::socket::UdpConfig;
+use crate::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use crate::proto::{
+    ClientConfig, ConnectionError, Dir, Event, ReadOutcome, StreamEvent, StreamId,
+};
+
+/// Bytes buffered per stream and direction between the application and the loop.
+pub const STREAM_BUFFER: usize = 1 << 20;
+
+#[derive(Default)]
+struct StreamState {
+    /// Written by the application, not yet accepted by the connection.
+    out: VecDeque<u8>,
+    /// The application finished writing.
+    finish: bool,
+    finish_sent: bool,
+    /// Read from the connection, not yet taken by the application.
+    input: VecDeque<u8>,
+    /// The peer finished its side and everything is in `input`.
+    eof: bool,
+    /// The connection said there is data to read.
+    readable: bool,
+    /// Reading failed (stream reset by the peer).
+    reset: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    connected: Option<(String, String)>,
+    error: Option<ConnectionError>,
+    streams: HashMap<u64, StreamState>,
+    incoming: VecDeque<StreamId>,
+    /// Streams the application asked to open; answered in `opened`.
+    open_requests: VecDeque<Dir>,
+    opened: VecDeque<Option<StreamId>>,
+    close: Option<(u64, String)>,
+    rtt: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct FacadeHandler {
+    shared: Arc<Shared>,
+    conn: Option<ConnectionHandle>,
+    buf: Vec<u8>,
+}
+
+impl FacadeHandler {
+    fn pump(&mut self, ctx: &mut Context<'_, Self>) {
+        let Some(h) = self.conn else {
+            return;
+        };
+        let now = ctx.now();
+        let Some(conn) = ctx.connection(h) else {
+            return;
+        };
+        let mut st = self.shared.lock();
+        st.rtt = conn.rtt();
+        while let Some(dir) = st.open_requests.pop_front() {
+            let id = conn.open_stream(dir);
+            if let Some(id) = id {
+                st.streams.entry(id.0).or_default();
+            }
+            st.opened.push_back(id);
+        }
+        if let Some((code, reason)) = st.close.take() {
+            conn.close(now, code, &reason);
+        }
+        let buf = &mut self.buf;
+        for (&raw, s) in st.streams.iter_mut() {
+            let id = StreamId(raw);
+            while !s.out.is_empty() {
+                let (a, _) = s.out.as_slices();
+                match conn.write(id, a) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        s.out.drain(..n);
+                    }
+                }
+            }
+            if s.finish && s.out.is_empty() && !s.finish_sent && conn.finish(id).is_ok() {
+                s.finish_sent = true;
+            }
+            while s.readable && s.input.len() < STREAM_BUFFER {
+                let room = (STREAM_BUFFER - s.input.len()).min(buf.len());
+                match conn.read(id, &mut buf[..room]) {
+                    Ok(ReadOutcome::Data(n)) => s.input.extend(&buf[..n]),
+                    Ok(ReadOutcome::Finished) => {
+                        s.eof = true;
+                        s.readable = false;
+                    }
+                    Ok(ReadOutcome::Blocked) => s.readable = false,
+                    Err(crate::proto::ReadError::Reset(code)) => {
+                        s.reset = Some(code);
+                        s.readable = false;
+                    }
+                    Err(_) => s.readable = false,
+                }
+            }
+        }
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Handler for FacadeHandler {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, conn: ConnectionHandle, event: Event) {
+        let mut st = self.shared.lock();
+        match event {
+            Event::Connected { account, message } => st.connected = Some((account, message)),
+            Event::ConnectionLost(e) => {
+                st.error = Some(e);
+                drop(st);
+                ctx.shutdown(0, "");
+                self.shared.changed.notify_all();
+                return;
+            }
+            Event::Stream(StreamEvent::Readable(id)) => {
+                st.streams.entry(id.0).or_default().readable = true;
+            }
+            Event::Stream(StreamEvent::Opened { dir }) => {
+                drop(st);
+                let mut accepted = Vec::new();
+                if let Some(c) = ctx.connection(conn) {
+                    while let Some(id) = c.accept_stream(dir) {
+                        accepted.push(id);
+                    }
+                }
+                let mut st = self.shared.lock();
+                for id in accepted {
+                    let s = st.streams.entry(id.0).or_default();
+                    s.readable = true;
+                    st.incoming.push_back(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        self.pump(ctx);
+    }
+
+    fn on_wake(&mut self, ctx: &mut Context<'_, Self>) {
+        self.pump(ctx);
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Socket or thread trouble.
+    Io(io::Error),
+    /// The configuration was refused.
+    Config(crate::proto::ConfigError),
+    /// The connection failed (host key, login, timeout, version, ...).
+    Connection(ConnectionError),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Io(e) => write!(f, "{e}"),
+            ConnectError::Config(e) => write!(f, "{e}"),
+            ConnectError::Connection(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A connected, logged-in connection driven by a background event loop.
+pub struct BlockingConnection {
+    shared: Arc<Shared>,
+    handle: LoopHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    account: String,
+    message: String,
+}
+
+/// Connects to `server`, runs the handshake and login, and returns once logged in.
+pub fn connect(server: SocketAddr, config: ClientConfig) -> Result<BlockingConnection, ConnectError> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+    });
+    let handler = FacadeHandler {
+        shared: shared.clone(),
+        conn: None,
+        buf: vec![0u8; 64 * 1024],
+    };
+    let mut ev = EventLoop::bind(bind, &UdpConfig::default(), EndpointConfig::default(), None, 1, handler)
+        .map_err(ConnectError::Io)?;
+    let h = ev
+        .with_context(|_, ctx| ctx.connect(config, server))
+        .map_err(ConnectError::Config)?;
+    ev.handler().conn = Some(h);
+    let handle = ev.handle();
+    let thread = std::thread::Builder::new()
+        .name("quill-loop".into())
+        .spawn(move || ev.run())
+        .map_err(ConnectError::Io)?;
+    let mut st = shared.lock();
+    loop {
+        if let Some((account, message)) = st.connected.clone() {
+            drop(st);
+            return Ok(BlockingConnection {
+                shared,
+                handle,
+                thread: Some(thread),
+                account,
+                message,
+            });
+        }
+        if let Some(e) = st.error.clone() {
+            drop(st);
+            let _ = thread.join();
+            return Err(ConnectError::Connection(e));
+        }
+        st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+impl BlockingConnection {
+    /// The account the server logged us into.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The server's welcome message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The current smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
+        self.shared.lock().rtt
+    }
+
+    fn open(&self, dir: Dir) -> io::Result<BlockingStream> {
+        let mut st = self.shared.lock();
+        st.open_requests.push_back(dir);
+        self.handle.wake();
+        loop {
+            if let Some(e) = &st.error {
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()));
+            }
+            if let Some(r) = st.opened.pop_front() {
+                return match r {
+                    Some(id) => Ok(BlockingStream {
+                        shared: self.shared.clone(),
+                        handle: self.handle.clone(),
+                        id,
+                    }),
+                    None => Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "the server's stream limit is reached; finish a stream first",
+                    )),
+                };
+            }
+            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Opens a bidirectional stream.
+    pub fn open_bi(&self) -> io::Result<BlockingStream> {
+        self.open(Dir::Bi)
+    }
+
+    /// Opens a unidirectional stream.
+    pub fn open_uni(&self) -> io::Result<BlockingStream> {
+        self.open(Dir::Uni)
+    }
+
+    /// Waits for a stream the server opened.
+    pub fn accept(&self) -> io::Result<BlockingStream> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(id) = st.incoming.pop_front() {
+                return Ok(BlockingStream {
+                    shared: self.shared.clone(),
+                    handle: self.handle.clone(),
+                    id,
+                });
+            }
+            if let Some(e) = &st.error {
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()));
+            }
+            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Closes the connection (application code and reason) and waits for the loop.
+    pub fn close(mut self, code: u64, reason: &str) {
+        self.shared.lock().close = Some((code, reason.to_owned()));
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BlockingConnection {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.handle.shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+/// One stream of a [`BlockingConnection`].
+pub struct BlockingStream {
+    shared: Arc<Shared>,
+    handle: LoopHandle,
+    id: StreamId,
+}
+
+impl BlockingStream {
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Another handle to the same stream, so one thread can write while another reads
+    /// (like `TcpStream::try_clone`).
+    pub fn try_clone(&self) -> BlockingStream {
+        BlockingStream {
+            shared: self.shared.clone(),
+            handle: self.handle.clone(),
+            id: self.id,
+        }
+    }
+
+    /// Ends our side of the stream once everything written has been handed over.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        if let Some(s) = st.streams.get_mut(&self.id.0) {
+            s.finish = true;
+        }
+        drop(st);
+        self.handle.wake();
+        Ok(())
+    }
+}
+
+fn aborted(e: &ConnectionError) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
+}
+
+impl io::Write for BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(e) = &st.error {
+                return Err(aborted(e));
+            }
+            let s = st.streams.entry(self.id.0).or_default();
+            if s.finish {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already finished"));
+            }
+            let room = STREAM_BUFFER.saturating_sub(s.out.len());
+            if room > 0 {
+                let n = room.min(buf.len());
+                s.out.extend(&buf[..n]);
+                drop(st);
+                self.handle.wake();
+                return Ok(n);
+            }
+            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until the connection has taken everything written so far.
+    fn flush(&mut self) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(e) = &st.error {
+                return Err(aborted(e));
+            }
+            if st.streams.get(&self.id.0).is_none_or(|s| s.out.is_empty()) {
+                return Ok(());
+            }
+            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl io::Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.shared.lock();
+        loop {
+            let err = st.error.clone();
+            let s = st.streams.entry(self.id.0).or_default();
+            if !s.input.is_empty() {
+                let n = buf.len().min(s.input.len());
+                for (d, b) in buf[..n].iter_mut().zip(s.input.drain(..n)) {
+                    *d = b;
+                }
+                let refill = s.input.len() < STREAM_BUFFER / 2;
+                if refill {
+                    s.readable = true;
+                }
+                drop(st);
+                if refill {
+                    self.handle.wake();
+                }
+                return Ok(n);
+            }
+            if s.eof {
+                return Ok(0);
+            }
+            if let Some(code) = s.reset {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream reset by the peer (code {code})"),
+                ));
+            }
+            if let Some(e) = err {
+                return Err(aborted(&e));
+            }
+            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The event loop: one thread, one `mio::Poll`, one UDP socket, one [`Endpoint`].
+//!
+//! Each turn:
+//! 1. `poll` with the endpoint's next deadline (the timer wheel's) as the timeout;
+//! 2. read the clock once;
+//! 3. drain the socket (batched, GRO) into the endpoint, capped per turn so a flood
+//!    cannot starve timers; finish any sends that were waiting for writability;
+//! 4. collect finished jobs from the worker pool (they arrive through a `mio::Waker`);
+//! 5. expire timers (only connections whose deadline passed);
+//! 6. hand events to the application's [`Handler`];
+//! 7. flush: datagrams of one size to one destination are batched into one GSO send.
+//!
+//! Nothing slow runs here: the handler moves anything that can take milliseconds
+//! (password checks, database writes, key files) to the worker pool with
+//! [`Context::spawn`]; its completion runs back on this thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+
+use super::pool::{PoolFull, WorkerPool};
+use super::socket::{SendOutcome, UdpConfig, UdpIo};
+use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
+use crate::proto::{ClientConfig, ConfigError, Connection, Event, ServerConfig};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// Most datagrams in one GSO batch (the kernel's limit is 64).
+const MAX_GSO_SEGMENTS: usize = 32;
+/// Largest datagram we ever build.
+const MAX_DATAGRAM: usize = 1500;
+
+/// Work that finished on the worker pool, run back on the loop thread.
+pub type Completion<H> = Box<dyn FnOnce(&mut H, &mut Context<'_, H>) + Send>;
+
+/// The application side of the event loop (the zero-copy API): events arrive here and
+/// the application acts through the [`Context`].
+pub trait Handler: Sized + 'static {
+    /// An event from a connection.
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, conn: ConnectionHandle, event: Event);
+    /// Called once per loop turn after the events (for example, to write more data).
+    fn on_turn(&mut self, _ctx: &mut Context<'_, Self>) {}
+    /// Called when something outside the loop woke it through [`LoopHandle::wake`].
+    fn on_wake(&mut self, _ctx: &mut Context<'_, Self>) {}
+}
+
+/// What the handler can do during a callback.
+pub struct Context<'a, H: Handler> {
+    now: Instant,
+    endpoint: &'a mut Endpoint,
+    pool: &'a WorkerPool<Completion<H>>,
+    touched: &'a mut Vec<ConnectionHandle>,
+    shutdown: &'a mut Option<(u64, String)>,
+}
+
+impl<H: Handler> Context<'_, H> {
+    /// The time read at the start of this turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The connection behind `handle`, to read, write, accept a login, ...
+    pub fn connection(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
+        // Whatever the application does may move the connection's deadline or give it
+        // something to send: re-arm it at the end of the turn.
+        self.touched.push(handle);
+        self.endpoint.connection(handle)
+    }
+
+    /// Opens a client connection.
+    pub fn connect(
+        &mut self,
+        config: ClientConfig,
+        remote: SocketAddr,
+    ) -> Result<ConnectionHandle, ConfigError> {
+        let h = self.endpoint.connect(self.now, config, remote)?;
+        self.touched.push(h);
+        Ok(h)
+    }
+
+    /// Runs `job` on the worker pool; the [`Completion`] it returns then runs on the loop
+    /// thread. Fails at once (never blocks) when the pool's queue is full.
+    pub fn spawn(
+        &mut self,
+        job: impl FnOnce() -> Completion<H> + Send + 'static,
+    ) -> Result<(), PoolFull> {
+        self.pool.submit(job).map(|_| ())
+    }
+
+    /// Begins a graceful shutdown: every connection is closed with `code` and
+    /// `reason`, and [`EventLoop::run`] returns once all have drained.
+    pub fn shutdown(&mut self, code: u64, reason: &str) {
+        *self.shutdown = Some((code, reason.to_owned()));
+    }
+
+    /// Number of live connections.
+    pub fn connections(&self) -> usize {
+        self.endpoint.len()
+    }
+}
+
+/// Cloneable handle for other threads: wake the loop, or ask it to shut down.
+#[derive(Clone)]
+pub struct LoopHandle {
+    waker: Arc<Waker>,
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopHandle {
+    /// Wakes the loop; the handler's [`Handler::on_wake`] runs.
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    /// Asks the loop to close every connection and return (graceful shutdown).
+    pub fn shutdown(&self) {
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
+    }
+}
+
+/// Statistics of the loop itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopStats {
+    /// Loop turns.
+    pub turns: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent (GSO segments counted one by one).
+    pub datagrams_out: u64,
+    /// GSO sends with more than one segment.
+    pub gso_batches: u64,
+    /// Times sending stopped because the socket pushed back.
+    pub send_blocked: u64,
+}
+
+/// One event loop: socket, endpoint, worker pool, application handler.
+pub struct EventLoop<H: Handler> {
+    poll: Poll,
+    socket: UdpIo,
+    endpoint: Endpoint,
+    pool: WorkerPool<Completion<H>>,
+    handler: H,
+    handle: LoopHandle,
+    events: Events,
+    touched: Vec<ConnectionHandle>,
+    send_buf: Vec<u8>,
+    blocked: bool,
+    shutdown: Option<(u64, String)>,
+    closing: bool,
+    stats: LoopStats,
+}
+
+impl<H: Handler> EventLoop<H> {
+    /// Binds `addr` and builds the loop. `server` makes it accept connections.
+    pub fn bind(
+        addr: SocketAddr,
+        udp: &UdpConfig,
+        endpoint: EndpointConfig,
+        server: Option<ServerConfig>,
+        workers: usize,
+        handler: H,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let socket = UdpIo::bind(addr, udp, poll.registry(), SOCKET)?;
+        let pool = WorkerPool::new(workers, waker.clone())?;
+        let now = Instant::now();
+        let endpoint = Endpoint::new(endpoint, server, now)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(EventLoop {
+            endpoint,
+            socket,
+            pool,
+            handler,
+            handle: LoopHandle {
+                waker,
+                shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            },
+            events: Events::with_capacity(256),
+            touched: Vec::new(),
+            send_buf: vec![0u8; MAX_GSO_SEGMENTS * MAX_DATAGRAM],
+            blocked: false,
+            shutdown: None,
+            closing: false,
+            stats: LoopStats::default(),
+            poll,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    /// A handle other threads can use to wake or stop the loop.
+    pub fn handle(&self) -> LoopHandle {
+        self.handle.clone()
+    }
+
+    /// The application handler.
+    pub fn handler(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// The endpoint (for inspection between turns).
+    pub fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    /// Loop statistics.
+    pub fn stats(&self) -> LoopStats {
+        self.stats
+    }
+
+    /// Calls `f` with a [`Context`] (for example to connect before running).
+    pub fn with_context<R>(&mut self, f: impl FnOnce(&mut H, &mut Context<'_, H>) -> R) -> R {
+        let mut ctx = Context {
+            now: Instant::now(),
+            endpoint: &mut self.endpoint,
+            pool: &self.pool,
+            touched: &mut self.touched,
+            shutdown: &mut self.shutdown,
+        };
+        let r = f(&mut self.handler, &mut ctx);
+        self.apply_touched();
+        r
+    }
+
+    /// Runs until a graceful shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        loop {
+            if self.turn(None)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs until `done` holds (checked every turn), a shutdown completes, or `limit`
+    /// passes. Returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut H, &mut Endpoint) -> bool,
+    ) -> io::Result<bool> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(&mut self.handler, &mut self.endpoint) {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            if self.turn(Some(deadline))? {
+                return Ok(done(&mut self.handler, &mut self.endpoint));
+            }
+        }
+    }
+
+    /// One turn of the loop. Returns true when a shutdown has completed.
+    pub fn turn(&mut self, cap: Option<Instant>) -> io::Result<bool> {
+        self.stats.turns += 1;
+        // 1. Poll with the earliest deadline (or at once if the socket has more queued).
+        let mut wake_at = self.endpoint.poll_timeout();
+        if let Some(c) = cap {
+            wake_at = Some(wake_at.map_or(c, |w| w.min(c)));
+        }
+        let timeout = if self.socket.rx_pending() {
+            Some(Duration::ZERO)
+        } else {
+            wake_at.map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        // 2. One clock read per turn.
+        let now = Instant::now();
+        let mut readable = self.socket.rx_pending();
+        let mut writable = false;
+        let mut woken = false;
+        for ev in self.events.iter() {
+            match ev.token() {
+                SOCKET => {
+                    readable |= ev.is_readable();
+                    writable |= ev.is_writable();
+                }
+                WAKER => woken = true,
+                _ => {}
+            }
+        }
+        // 3. Socket input, then pending output.
+        if readable {
+            let endpoint = &mut self.endpoint;
+            let n = self.socket.recv(|from, data| {
+                endpoint.handle_datagram(now, from, data);
+            })?;
+            self.stats.datagrams_in += n as u64;
+        }
+        if writable || self.blocked {
+            if self.socket.flush_queued()? {
+                self.blocked = false;
+            }
+        }
+        // 4. Finished jobs, 5. timers, 6. events.
+        let mut ctx = Context {
+            now,
+            endpoint: &mut self.endpoint,
+            pool: &self.pool,
+            touched: &mut self.touched,
+            shutdown: &mut self.shutdown,
+        };
+        if woken {
+            let handler = &mut self.handler;
+            self.pool.drain_results(|_, result| match result {
+                Ok(completion) => completion(handler, &mut ctx),
+                Err(panicked) => tracing::error!("worker job panicked: {panicked}"),
+            });
+            self.handler.on_wake(&mut ctx);
+        }
+        ctx.endpoint.handle_timeout(now);
+        while let Some((h, ev)) = ctx.endpoint.poll_event() {
+            self.handler.on_event(&mut ctx, h, ev);
+        }
+        self.handler.on_turn(&mut ctx);
+        self.apply_touched();
+        if self.handle.shutdown.load(std::sync::atomic::Ordering::SeqCst)
+            && self.shutdown.is_none()
+        {
+            self.shutdown = Some((0, "server shutting down".into()));
+        }
+        if let Some((code, reason)) = self.shutdown.take() {
+            self.endpoint.close_all(now, code, &reason);
+            self.closing = true;
+        }
+        // 7. Flush.
+        self.flush(now)?;
+        Ok(self.closing && self.endpoint.is_empty())
+    }
+
+    fn apply_touched(&mut self) {
+        for h in self.touched.drain(..) {
+            self.endpoint.touch(h);
+        }
+    }
+
+    /// Sends everything the endpoint has, batching same-size datagrams to the same
+    /// destination into one GSO send; stops when the socket pushes back.
+    fn flush(&mut self, now: Instant) -> io::Result<()> {
+        if self.blocked {
+            return Ok(());
+        }
+        let max_segments = self.socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
+        loop {
+            let mut len = 0;
+            let mut dest = None;
+            let mut segment = 0;
+            let mut count = 0;
+            while count < max_segments {
+                let slot = &mut self.send_buf[len..len + MAX_DATAGRAM];
+                let Some(t) = self.endpoint.poll_transmit(now, slot) else {
+                    break;
+                };
+                count += 1;
+                self.stats.datagrams_out += 1;
+                if dest.is_none() {
+                    dest = Some(t.destination);
+                    segment = t.size;
+                }
+                if dest != Some(t.destination) || t.size > segment {
+                    // Does not fit the batch: send the batch, then this one alone.
+                    if !self.send_batch(dest.expect("set"), len, segment, count - 1)? {
+                        self.socket_send_single(t.destination, len, t.size)?;
+                        return Ok(());
+                    }
+                    if !self.socket_send_single(t.destination, len, t.size)? {
+                        return Ok(());
+                    }
+                    len = 0;
+                    dest = None;
+                    count = 0;
+                    continue;
+                }
+                len += t.size;
+                if t.size < segment {
+                    break; // a short datagram ends a GSO batch
+                }
+            }
+            if count == 0 {
+                return Ok(());
+            }
+            if !self.send_batch(dest.expect("set"), len, segment, count)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends `send_buf[..len]` as `count` segments. Returns false if the socket pushed back.
+    fn send_batch(&mut self, dest: SocketAddr, len: usize, segment: usize, count: usize) -> io::Result<bool> {
+        if count == 0 || len == 0 {
+            return Ok(true);
+        }
+        let seg = (count > 1).then_some(segment);
+        if count > 1 {
+            self.stats.gso_batches += 1;
+        }
+        self.send_outcome(dest, 0, len, seg)
+    }
+
+    /// Sends the single datagram at `send_buf[at..at + size]`.
+    fn socket_send_single(&mut self, dest: SocketAddr, at: usize, size: usize) -> io::Result<bool> {
+        self.send_outcome(dest, at, at + size, None)
+    }
+
+    fn send_outcome(&mut self, dest: SocketAddr, from: usize, to: usize, seg: Option<usize>) -> io::Result<bool> {
+        match self.socket.send(dest, &self.send_buf[from..to], seg) {
+            Ok(SendOutcome::Sent) => Ok(true),
+            Ok(SendOutcome::Queued) | Ok(SendOutcome::Full) => {
+                // Back-pressure, not loss: `Queued` kept the bytes; `Full` means the
+                // queue is at its bound, and the protocol's loss recovery will resend
+                // what this turn could not hand over.
+                self.blocked = true;
+                self.stats.send_blocked += 1;
+                Ok(false)
+            }
+            Err(e) => {
+                // A failed send is a lost datagram (e.g. no route); recovery handles it.
+                tracing::debug!("send to {dest} failed: {e}");
+                Ok(true)
+            }
+        }
+    }
+}
