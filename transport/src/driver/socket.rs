@@ -74,7 +74,7 @@ impl Default for UdpConfig {
 }
 
 /// What [`UdpIo::send`] did with a datagram (or GSO batch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendOutcome {
     /// Every byte was handed to the kernel.
     Sent,
@@ -361,6 +361,7 @@ impl UdpIo {
                 let from = canonical_addr(meta.addr);
                 let len = meta.len.min(slot);
                 let buf = &mut self.rx[i * slot..i * slot + len];
+                // An empty datagram yields no chunk and is skipped (it carries no packet).
                 // GRO: datagrams sit back to back at `stride` intervals; the last may be
                 // shorter. A zero stride cannot come from the kernel; treat it as one.
                 let stride = if meta.stride == 0 {
