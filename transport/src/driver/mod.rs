@@ -1,0 +1,21 @@
+//! The driver: the only layer with sockets, threads and the clock.
+//!
+//! It moves bytes between UDP sockets and the sans-IO [`proto`](crate::proto) layer and
+//! holds no protocol logic. One thread runs a manual [`mio::Poll`] loop; each turn it
+//! reads the clock once, drains the sockets (batched, bounded work per wake-up), feeds
+//! the endpoint, expires timers and flushes. Anything slow (Argon2id, database writes)
+//! runs on a [`WorkerPool`] and comes back through a [`mio::Waker`], so the loop never
+//! blocks and every session keeps answering keep-alives.
+//!
+//! This module's building blocks:
+//! - [`socket`]: [`UdpIo`], one non-blocking UDP socket with recvmmsg/GRO receive into
+//!   buffers re-armed to full capacity before every receive, and GSO send where
+//!   `WouldBlock` is back-pressure (a bounded queue), never a dropped datagram.
+//! - [`pool`]: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
+//!   with results delivered through the loop's waker and panics contained.
+
+pub mod pool;
+pub mod socket;
+
+pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
+pub use socket::{SendOutcome, SyscallError, UdpConfig, UdpIo};

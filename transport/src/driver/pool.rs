@@ -1,0 +1,330 @@
+//! [`WorkerPool`]: a few threads for slow work (Argon2id password checks, account
+//! database writes, key-file I/O) so that the event-loop thread never blocks.
+//!
+//! Contract:
+//! - [`WorkerPool::submit`] never blocks: the pool holds at most `capacity` jobs that
+//!   are queued, running, or finished but not yet drained; beyond that `submit` fails
+//!   at once with [`PoolFull`]. Memory is therefore bounded whatever the loop does.
+//! - Each finished job's result goes into a results queue and the loop's
+//!   [`mio::Waker`] is woken; the loop collects results with
+//!   [`WorkerPool::drain_results`].
+//! - A job that panics does not take a worker down: its panic is caught and delivered
+//!   as [`JobPanicked`].
+//! - Dropping the pool stops accepting jobs, drops jobs that have not started, lets
+//!   running jobs finish, and joins every thread.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Default number of worker threads.
+pub const DEFAULT_THREADS: usize = 2;
+
+/// Default bound on jobs in the pool (queued + running + undrained results).
+pub const DEFAULT_CAPACITY: usize = 256;
+
+/// Identifies a submitted job; results carry it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub u64);
+
+/// [`WorkerPool::submit`] refused the job: the pool is at capacity (or shutting down).
+/// The job was dropped without running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolFull;
+
+impl fmt::Display for PoolFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("worker pool is full")
+    }
+}
+
+impl std::error::Error for PoolFull {}
+
+/// A job panicked; the pool caught it and kept working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPanicked {
+    /// The panic message, when the payload was a string.
+    pub message: String,
+}
+
+impl fmt::Display for JobPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker job panicked: {}", self.message)
+    }
+}
+
+impl std::error::Error for JobPanicked {}
+
+type Job<R> = Box<dyn FnOnce() -> R + Send + 'static>;
+
+/// State shared by the pool handle and its workers.
+struct Shared<R> {
+    results: Mutex<VecDeque<(JobId, Result<R, JobPanicked>)>>,
+    /// Jobs submitted and not yet drained (the bounded quantity).
+    outstanding: AtomicUsize,
+    shutting_down: AtomicBool,
+    waker: Arc<mio::Waker>,
+}
+
+/// A fixed set of threads running boxed jobs that return `R`. See the
+/// [module documentation](self).
+pub struct WorkerPool<R: Send + 'static> {
+    jobs: Option<SyncSender<(JobId, Job<R>)>>,
+    shared: Arc<Shared<R>>,
+    threads: Vec<JoinHandle<()>>,
+    next_id: AtomicU64,
+    capacity: usize,
+}
+
+impl<R: Send + 'static> fmt::Debug for WorkerPool<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.threads.len())
+            .field("capacity", &self.capacity)
+            .field("outstanding", &self.outstanding())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Send + 'static> WorkerPool<R> {
+    /// Starts `threads` workers (at least one) with room for [`DEFAULT_CAPACITY`] jobs;
+    /// `waker` is woken after every finished job.
+    pub fn new(threads: usize, waker: Arc<mio::Waker>) -> io::Result<Self> {
+        Self::with_capacity(threads, DEFAULT_CAPACITY, waker)
+    }
+
+    /// Like [`new`](Self::new), with room for `capacity` jobs (at least one) counting
+    /// queued, running and finished-but-undrained ones.
+    pub fn with_capacity(
+        threads: usize,
+        capacity: usize,
+        waker: Arc<mio::Waker>,
+    ) -> io::Result<Self> {
+        let capacity = capacity.max(1);
+        // The channel can hold every outstanding job, so `try_send` only fails when
+        // the `outstanding` bound already would have.
+        let (tx, rx) = mpsc::sync_channel::<(JobId, Job<R>)>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared {
+            results: Mutex::new(VecDeque::new()),
+            outstanding: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            waker,
+        });
+        let mut pool = Self {
+            jobs: Some(tx),
+            shared,
+            threads: Vec::new(),
+            next_id: AtomicU64::new(0),
+            capacity,
+        };
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let shared = Arc::clone(&pool.shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("quill-worker-{i}"))
+                .spawn(move || worker(&rx, &shared))?;
+            // On error `pool` drops here, which shuts down the threads already started.
+            pool.threads.push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// Queues `job` to run on a worker; never blocks. Fails with [`PoolFull`] when
+    /// `capacity` jobs are already queued, running or waiting to be drained.
+    pub fn submit<F>(&self, job: F) -> Result<JobId, PoolFull>
+    where
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let jobs = self.jobs.as_ref().ok_or(PoolFull)?;
+        // Reserve a place first, so concurrent submitters cannot overshoot the bound.
+        self.shared
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .map_err(|_| PoolFull)?;
+        let id = JobId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        match jobs.try_send((id, Box::new(job))) {
+            Ok(()) => Ok(id),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+                Err(PoolFull)
+            }
+        }
+    }
+
+    /// Hands every finished result to `f`, oldest first, and frees its place in the
+    /// pool. Returns the number of results drained. Call it when the waker fires.
+    pub fn drain_results(&self, mut f: impl FnMut(JobId, Result<R, JobPanicked>)) -> usize {
+        let ready = std::mem::take(&mut *lock(&self.shared.results));
+        let n = ready.len();
+        self.shared.outstanding.fetch_sub(n, Ordering::AcqRel);
+        for (id, result) in ready {
+            f(id, result);
+        }
+        n
+    }
+
+    /// Jobs queued, running, or finished and not yet drained.
+    pub fn outstanding(&self) -> usize {
+        self.shared.outstanding.load(Ordering::Acquire)
+    }
+
+    /// The bound on [`outstanding`](Self::outstanding).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl<R: Send + 'static> Drop for WorkerPool<R> {
+    fn drop(&mut self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        // Closing the channel ends each worker's `recv` once the queue is empty.
+        self.jobs = None;
+        for handle in self.threads.drain(..) {
+            // A worker only ends by returning; job panics are caught inside it.
+            let _ = handle.join();
+        }
+    }
+}
+
+fn worker<R: Send + 'static>(jobs: &Mutex<Receiver<(JobId, Job<R>)>>, shared: &Shared<R>) {
+    loop {
+        let next = lock(jobs).recv();
+        let Ok((id, job)) = next else {
+            return; // channel closed: the pool is being dropped
+        };
+        if shared.shutting_down.load(Ordering::Acquire) {
+            drop(job); // not started: dropped, not run
+            continue;
+        }
+        let result = panic::catch_unwind(AssertUnwindSafe(job)).map_err(|payload| JobPanicked {
+            message: panic_message(payload.as_ref()),
+        });
+        lock(&shared.results).push_back((id, result));
+        // The loop may already be gone (pool dropped after the Poll); nothing to do.
+        let _ = shared.waker.wake();
+    }
+}
+
+/// Locks, ignoring poisoning: jobs run outside every lock, so a poisoned lock only
+/// means a panic between two queue operations, which leave the queue consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Poll, Token};
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    fn waker() -> (Poll, Arc<mio::Waker>) {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+        (poll, waker)
+    }
+
+    fn drain_until<R: Send + 'static>(
+        pool: &WorkerPool<R>,
+        n: usize,
+    ) -> Vec<(JobId, Result<R, JobPanicked>)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(Instant::now() < deadline, "results did not arrive");
+            pool.drain_results(|id, r| out.push((id, r)));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        out
+    }
+
+    #[test]
+    fn panic_message_reads_str_and_string_payloads() {
+        assert_eq!(panic_message(&"boom"), "boom");
+        assert_eq!(panic_message(&String::from("bang")), "bang");
+        assert_eq!(panic_message(&42u32), "non-string panic payload");
+    }
+
+    #[test]
+    fn job_ids_are_distinct_and_results_match() {
+        let (_poll, waker) = waker();
+        let pool = WorkerPool::new(2, waker).unwrap();
+        let ids: Vec<JobId> = (0..10u64)
+            .map(|i| pool.submit(move || i * i).unwrap())
+            .collect();
+        let mut got = drain_until(&pool, 10);
+        got.sort_by_key(|(id, _)| *id);
+        for ((id, r), (want_id, i)) in got.into_iter().zip(ids.into_iter().zip(0..10u64)) {
+            assert_eq!(id, want_id);
+            assert_eq!(r.unwrap(), i * i);
+        }
+        assert_eq!(pool.outstanding(), 0);
+    }
+
+    #[test]
+    fn undrained_results_count_against_capacity() {
+        let (_poll, waker) = waker();
+        let pool = WorkerPool::with_capacity(1, 2, waker).unwrap();
+        pool.submit(|| 1).unwrap();
+        pool.submit(|| 2).unwrap();
+        // Both may have finished, but their results are not drained yet.
+        assert_eq!(pool.submit(|| 3), Err(PoolFull));
+        assert_eq!(drain_until(&pool, 2).len(), 2);
+        assert!(pool.submit(|| 4).is_ok());
+    }
+
+    #[test]
+    fn drop_joins_workers_and_skips_jobs_not_started() {
+        let (_poll, waker) = waker();
+        let pool = WorkerPool::with_capacity(1, 8, waker).unwrap();
+        let (started_tx, started_rx) = channel();
+        let (release_tx, release_rx) = channel::<()>();
+        let ran = Arc::new(AtomicUsize::new(0));
+        pool.submit(move || {
+            started_tx.send(()).unwrap();
+            // Blocks until the test drops the sender.
+            let _ = release_rx.recv();
+        })
+        .unwrap();
+        for _ in 0..5 {
+            let ran = Arc::clone(&ran);
+            pool.submit(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        started_rx.recv().unwrap();
+        // Release the running job from another thread once drop has begun.
+        let shared = Arc::clone(&pool.shared);
+        let releaser = std::thread::spawn(move || {
+            while !shared.shutting_down.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            drop(release_tx);
+        });
+        drop(pool);
+        releaser.join().unwrap();
+        // The queued jobs were dropped, not run (the flag was set before the running
+        // job was released).
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+}
