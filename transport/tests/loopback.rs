@@ -38,6 +38,8 @@ fn client_config(password: &str) -> ClientConfig {
 /// (standing in for Argon2id); bidirectional streams are echoed.
 struct TestServer {
     verify_delay: Duration,
+    /// Logins waiting for room on the worker pool (a burst can exceed its queue).
+    waiting: std::collections::VecDeque<(ConnectionHandle, quill_transport::proto::LoginRequest)>,
     echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
     logins: Arc<AtomicUsize>,
 }
@@ -45,26 +47,7 @@ struct TestServer {
 impl Handler for TestServer {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
         match event {
-            Event::LoginRequested(req) => {
-                let delay = self.verify_delay;
-                ctx.spawn(move || {
-                    std::thread::sleep(delay);
-                    let ok = matches!(&req.method, LoginMethod::Password(p) if p.as_slice() == b"correct horse");
-                    let user = req.user.clone();
-                    Box::new(move |server: &mut TestServer, ctx: &mut Context<'_, TestServer>| {
-                        let now = ctx.now();
-                        if let Some(c) = ctx.connection(h) {
-                            if ok {
-                                server.logins.fetch_add(1, Ordering::SeqCst);
-                                c.accept_login(now, &user, "welcome");
-                            } else {
-                                c.refuse_login(now, "login refused");
-                            }
-                        }
-                    })
-                })
-                .expect("pool has room");
-            }
+            Event::LoginRequested(req) => self.waiting.push_back((h, req)),
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let c = ctx.connection(h).unwrap();
                 while let Some(id) = c.accept_stream(Dir::Bi) {
@@ -77,6 +60,31 @@ impl Handler for TestServer {
     }
 
     fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        while ctx.pool_has_room() {
+            let Some((h, req)) = self.waiting.pop_front() else {
+                break;
+            };
+            let delay = self.verify_delay;
+            let job = move || -> quill_transport::driver::event_loop::Completion<TestServer> {
+                std::thread::sleep(delay);
+                let ok = matches!(&req.method, LoginMethod::Password(p) if p.as_slice() == b"correct horse");
+                let user = req.user.clone();
+                Box::new(
+                    move |server: &mut TestServer, ctx: &mut Context<'_, TestServer>| {
+                        let now = ctx.now();
+                        if let Some(c) = ctx.connection(h) {
+                            if ok {
+                                server.logins.fetch_add(1, Ordering::SeqCst);
+                                c.accept_login(now, &user, "welcome");
+                            } else {
+                                c.refuse_login(now, "login refused");
+                            }
+                        }
+                    },
+                )
+            };
+            ctx.spawn(job).expect("room was checked");
+        }
         let mut buf = vec![0u8; 65536];
         self.echo.retain(|&(h, id), (pending, fin)| {
             let Some(c) = ctx.connection(h) else {
@@ -114,17 +122,30 @@ struct Server {
 }
 
 impl Server {
-    fn start(bind: &str, endpoint: EndpointConfig, transport: TransportConfig, verify_delay: Duration) -> Server {
+    fn start(
+        bind: &str,
+        endpoint: EndpointConfig,
+        transport: TransportConfig,
+        verify_delay: Duration,
+    ) -> Server {
         let mut config = ServerConfig::new(host_key());
         config.transport = Arc::new(transport);
         let logins = Arc::new(AtomicUsize::new(0));
         let handler = TestServer {
             verify_delay,
+            waiting: Default::default(),
             echo: HashMap::new(),
             logins: logins.clone(),
         };
-        let mut ev = EventLoop::bind(bind.parse().unwrap(), &UdpConfig::default(), endpoint, Some(config), 2, handler)
-            .expect("bind the server");
+        let mut ev = EventLoop::bind(
+            bind.parse().unwrap(),
+            &UdpConfig::default(),
+            endpoint,
+            Some(config),
+            2,
+            handler,
+        )
+        .expect("bind the server");
         let addr = ev.local_addr();
         let handle = ev.handle();
         let thread = std::thread::spawn(move || {
@@ -154,7 +175,9 @@ fn endpoint_config() -> EndpointConfig {
 }
 
 fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
 }
 
 fn echo_round_trip(conn: &blocking::BlockingConnection, len: usize) {
@@ -175,7 +198,12 @@ fn echo_round_trip(conn: &blocking::BlockingConnection, len: usize) {
 
 #[test]
 fn handshake_login_and_transfer_over_ipv4() {
-    let server = Server::start("127.0.0.1:0", endpoint_config(), TransportConfig::default(), Duration::ZERO);
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
     let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
     assert_eq!(conn.account(), "alice");
     assert_eq!(conn.message(), "welcome");
@@ -186,7 +214,12 @@ fn handshake_login_and_transfer_over_ipv4() {
 
 #[test]
 fn handshake_login_and_transfer_over_ipv6() {
-    let server = Server::start("[::1]:0", endpoint_config(), TransportConfig::default(), Duration::ZERO);
+    let server = Server::start(
+        "[::1]:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
     let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
     echo_round_trip(&conn, 1 << 20);
     drop(conn);
@@ -195,7 +228,12 @@ fn handshake_login_and_transfer_over_ipv6() {
 
 #[test]
 fn wrong_password_is_refused() {
-    let server = Server::start("127.0.0.1:0", endpoint_config(), TransportConfig::default(), Duration::ZERO);
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
     match blocking::connect(server.addr, client_config("wrong")) {
         Err(ConnectError::Connection(ConnectionError::LoginRefused { .. })) => {}
         Err(e) => panic!("unexpected error {e}"),
@@ -210,8 +248,14 @@ fn retry_path_completes() {
         retry: RetryPolicy::Always,
         ..endpoint_config()
     };
-    let server = Server::start("127.0.0.1:0", endpoint, TransportConfig::default(), Duration::ZERO);
-    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect through Retry");
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint,
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let conn = blocking::connect(server.addr, client_config("correct horse"))
+        .expect("connect through Retry");
     echo_round_trip(&conn, 100_000);
     drop(conn);
     server.stop();
@@ -219,7 +263,12 @@ fn retry_path_completes() {
 
 #[test]
 fn version_negotiation_answers_an_unknown_version() {
-    let server = Server::start("127.0.0.1:0", endpoint_config(), TransportConfig::default(), Duration::ZERO);
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut pkt = vec![0u8; 1200];
@@ -233,16 +282,29 @@ fn version_negotiation_answers_an_unknown_version() {
     sock.send_to(&pkt[..100], server.addr).unwrap();
     sock.send_to(&pkt, server.addr).unwrap();
     let mut buf = [0u8; 1500];
-    let (n, _) = sock.recv_from(&mut buf).expect("a Version Negotiation packet");
-    assert_eq!(&buf[1..5], &[0, 0, 0, 0], "version 0 marks Version Negotiation");
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("a Version Negotiation packet");
+    assert_eq!(
+        &buf[1..5],
+        &[0, 0, 0, 0],
+        "version 0 marks Version Negotiation"
+    );
     assert_eq!(&buf[6..14], &[0x55; 8], "DCID echoes our SCID");
     let versions: Vec<u32> = buf[23..n]
         .chunks(4)
         .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
         .collect();
-    assert!(versions.contains(&quill_transport::wire::QUILL_VERSION), "{versions:x?}");
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    assert!(sock.recv_from(&mut buf).is_err(), "only one answer, for the big datagram");
+    assert!(
+        versions.contains(&quill_transport::wire::QUILL_VERSION),
+        "{versions:x?}"
+    );
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "only one answer, for the big datagram"
+    );
     server.stop();
 }
 
@@ -252,7 +314,12 @@ fn keep_alive_holds_an_idle_connection_past_several_idle_timeouts() {
         idle_timeout: Duration::from_millis(600),
         ..TransportConfig::default()
     };
-    let server = Server::start("127.0.0.1:0", endpoint_config(), transport.clone(), Duration::ZERO);
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        transport.clone(),
+        Duration::ZERO,
+    );
     let mut config = client_config("correct horse");
     config.transport = Arc::new(TransportConfig {
         keep_alive_interval: Some(Duration::from_millis(200)),
@@ -283,14 +350,22 @@ impl Handler for ManyClients {
 
 #[test]
 fn a_thousand_connections_through_one_server_loop() {
-    let server = Server::start("127.0.0.1:0", endpoint_config(), TransportConfig::default(), Duration::ZERO);
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
     let mut client = EventLoop::bind(
         "127.0.0.1:0".parse().unwrap(),
         &UdpConfig::default(),
         endpoint_config(),
         None,
         1,
-        ManyClients { connected: 0, lost: 0 },
+        ManyClients {
+            connected: 0,
+            lost: 0,
+        },
     )
     .unwrap();
     let addr = server.addr;
@@ -330,7 +405,12 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     // client's login is being verified, the server's other sessions must keep
     // answering keep-alives: if the loop blocked for the verification, the echo of a
     // keep-alive PING would be late by ~200 ms and the idle connections would see it.
-    let server = Server::start("127.0.0.1:0", endpoint_config(), TransportConfig::default(), Duration::from_millis(200));
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::from_millis(200),
+    );
     let mut config = client_config("correct horse");
     config.transport = Arc::new(TransportConfig {
         keep_alive_interval: Some(Duration::from_millis(50)),
@@ -342,14 +422,21 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
         endpoint_config(),
         None,
         1,
-        KeepAliveWatch { connected: 0, lost: 0 },
+        KeepAliveWatch {
+            connected: 0,
+            lost: 0,
+        },
     )
     .unwrap();
     let addr = server.addr;
     let handles: Vec<ConnectionHandle> = watcher.with_context(|_, ctx| {
-        (0..20).map(|_| ctx.connect(config.clone(), addr).unwrap()).collect()
+        (0..20)
+            .map(|_| ctx.connect(config.clone(), addr).unwrap())
+            .collect()
     });
-    assert!(watcher.run_until(Duration::from_secs(30), |h, _| h.connected == 20).unwrap());
+    assert!(watcher
+        .run_until(Duration::from_secs(30), |h, _| h.connected == 20)
+        .unwrap());
     // Now 10 more clients log in, one after another, each holding the server's worker
     // busy for 200 ms, while we watch RTT samples of the idle connections.
     let logins = std::thread::spawn(move || {
@@ -363,7 +450,9 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     let mut samples = 0;
     let mut seen: HashMap<usize, u64> = HashMap::new();
     while start.elapsed() < Duration::from_millis(2500) {
-        watcher.turn(Some(Instant::now() + Duration::from_millis(5))).unwrap();
+        watcher
+            .turn(Some(Instant::now() + Duration::from_millis(5)))
+            .unwrap();
         for h in &handles {
             if let Some(c) = watcher.endpoint().connection(*h) {
                 let n = c.stats().keep_alives_sent;
@@ -379,6 +468,9 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     assert!(samples > 200, "only {samples} keep-alives observed");
     // Each keep-alive PING is acknowledged within the server's ACK delay (25 ms) plus
     // loopback time; a loop blocked by a 200 ms verification would show ≥ 200 ms.
-    assert!(worst < Duration::from_millis(150), "a keep-alive round trip took {worst:?}");
+    assert!(
+        worst < Duration::from_millis(150),
+        "a keep-alive round trip took {worst:?}"
+    );
     server.stop();
 }

@@ -33,9 +33,7 @@ use std::time::Duration;
 use super::event_loop::{Context, EventLoop, Handler, LoopHandle};
 use super::socket::UdpConfig;
 use crate::proto::endpoint::{ConnectionHandle, EndpointConfig};
-use crate::proto::{
-    ClientConfig, ConnectionError, Dir, Event, ReadOutcome, StreamEvent, StreamId,
-};
+use crate::proto::{ClientConfig, ConnectionError, Dir, Event, ReadOutcome, StreamEvent, StreamId};
 
 /// Bytes buffered per stream and direction between the application and the loop.
 pub const STREAM_BUFFER: usize = 1 << 20;
@@ -221,7 +219,10 @@ pub struct BlockingConnection {
 }
 
 /// Connects to `server`, runs the handshake and login, and returns once logged in.
-pub fn connect(server: SocketAddr, config: ClientConfig) -> Result<BlockingConnection, ConnectError> {
+pub fn connect(
+    server: SocketAddr,
+    config: ClientConfig,
+) -> Result<BlockingConnection, ConnectError> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
@@ -236,8 +237,15 @@ pub fn connect(server: SocketAddr, config: ClientConfig) -> Result<BlockingConne
         conn: None,
         buf: vec![0u8; 64 * 1024],
     };
-    let mut ev = EventLoop::bind(bind, &UdpConfig::default(), EndpointConfig::default(), None, 1, handler)
-        .map_err(ConnectError::Io)?;
+    let mut ev = EventLoop::bind(
+        bind,
+        &UdpConfig::default(),
+        EndpointConfig::default(),
+        None,
+        1,
+        handler,
+    )
+    .map_err(ConnectError::Io)?;
     let h = ev
         .with_context(|_, ctx| ctx.connect(config, server))
         .map_err(ConnectError::Config)?;
@@ -290,7 +298,10 @@ impl BlockingConnection {
         self.handle.wake();
         loop {
             if let Some(e) = &st.error {
-                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    e.to_string(),
+                ));
             }
             if let Some(r) = st.opened.pop_front() {
                 return match r {
@@ -305,7 +316,11 @@ impl BlockingConnection {
                     )),
                 };
             }
-            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -331,9 +346,16 @@ impl BlockingConnection {
                 });
             }
             if let Some(e) = &st.error {
-                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    e.to_string(),
+                ));
             }
-            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -407,7 +429,10 @@ impl io::Write for BlockingStream {
             }
             let s = st.streams.entry(self.id.0).or_default();
             if s.finish {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already finished"));
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "stream already finished",
+                ));
             }
             let room = STREAM_BUFFER.saturating_sub(s.out.len());
             if room > 0 {
@@ -417,7 +442,11 @@ impl io::Write for BlockingStream {
                 self.handle.wake();
                 return Ok(n);
             }
-            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -431,7 +460,11 @@ impl io::Write for BlockingStream {
             if st.streams.get(&self.id.0).is_none_or(|s| s.out.is_empty()) {
                 return Ok(());
             }
-            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -472,7 +505,11 @@ impl io::Read for BlockingStream {
             if let Some(e) = err {
                 return Err(aborted(&e));
             }
-            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }

@@ -91,6 +91,11 @@ impl<H: Handler> Context<'_, H> {
         self.pool.submit(job).map(|_| ())
     }
 
+    /// Whether [`Context::spawn`] would accept a job now.
+    pub fn pool_has_room(&self) -> bool {
+        self.pool.outstanding() < self.pool.capacity()
+    }
+
     /// Begins a graceful shutdown: every connection is closed with `code` and
     /// `reason`, and [`EventLoop::run`] returns once all have drained.
     pub fn shutdown(&mut self, code: u64, reason: &str) {
@@ -331,7 +336,10 @@ impl<H: Handler> EventLoop<H> {
         }
         self.handler.on_turn(&mut ctx);
         self.apply_touched();
-        if self.handle.shutdown.load(std::sync::atomic::Ordering::SeqCst)
+        if self
+            .handle
+            .shutdown
+            .load(std::sync::atomic::Ordering::SeqCst)
             && self.shutdown.is_none()
         {
             self.shutdown = Some((0, "server shutting down".into()));
@@ -403,7 +411,13 @@ impl<H: Handler> EventLoop<H> {
     }
 
     /// Sends `send_buf[..len]` as `count` segments. Returns false if the socket pushed back.
-    fn send_batch(&mut self, dest: SocketAddr, len: usize, segment: usize, count: usize) -> io::Result<bool> {
+    fn send_batch(
+        &mut self,
+        dest: SocketAddr,
+        len: usize,
+        segment: usize,
+        count: usize,
+    ) -> io::Result<bool> {
         if count == 0 || len == 0 {
             return Ok(true);
         }
@@ -419,7 +433,13 @@ impl<H: Handler> EventLoop<H> {
         self.send_outcome(dest, at, at + size, None)
     }
 
-    fn send_outcome(&mut self, dest: SocketAddr, from: usize, to: usize, seg: Option<usize>) -> io::Result<bool> {
+    fn send_outcome(
+        &mut self,
+        dest: SocketAddr,
+        from: usize,
+        to: usize,
+        seg: Option<usize>,
+    ) -> io::Result<bool> {
         match self.socket.send(dest, &self.send_buf[from..to], seg) {
             Ok(SendOutcome::Sent) => Ok(true),
             Ok(SendOutcome::Queued) | Ok(SendOutcome::Full) => {

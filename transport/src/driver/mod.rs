@@ -14,6 +14,8 @@
 //! - [`pool`]: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
 //!   with results delivered through the loop's waker and panics contained.
 
+pub mod blocking;
+pub mod event_loop;
 pub mod pool;
 pub mod socket;
 
