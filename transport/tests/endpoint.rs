@@ -80,12 +80,10 @@ impl Node {
     fn on_events(&mut self, now: Instant) {
         while let Some((h, e)) = self.ep.poll_event() {
             match e {
-                Event::LoginRequested(req) => {
-                    if self.accept_logins {
-                        let c = self.ep.connection(h).expect("live handle");
-                        c.accept_login(now, &req.user, "welcome");
-                        self.ep.touch(h);
-                    }
+                Event::LoginRequested(req) if self.accept_logins => {
+                    let c = self.ep.connection(h).expect("live handle");
+                    c.accept_login(now, &req.user, "welcome");
+                    self.ep.touch(h);
                 }
                 Event::Connected { account, .. } => self.connected.push((h, account)),
                 Event::ConnectionLost(err) => self.lost.push((h, err)),
@@ -118,6 +116,7 @@ fn read_all(
 }
 
 type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+type HoldFilter = Box<dyn Fn(&Datagram) -> bool>;
 
 /// Nodes and the datagrams between them.
 struct Net {
@@ -126,7 +125,7 @@ struct Net {
     /// (deliver at, from, to, bytes), in delivery order (constant delay).
     flight: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     /// Datagrams matching this are held back in `held` instead of sent.
-    hold: Option<Box<dyn Fn(&Datagram) -> bool>>,
+    hold: Option<HoldFilter>,
     held: Vec<Datagram>,
     buf: Vec<u8>,
 }
@@ -253,12 +252,10 @@ fn handshake_login_and_data_through_endpoints() {
     assert_eq!(st.retry_sent, 0);
 
     // Data from client to server through the endpoints.
-    let now = net.now;
     let c = net.nodes[1].ep.connection(h).unwrap();
     let id = c.open_stream(Dir::Bi).unwrap();
     assert_eq!(c.write(id, b"hello endpoint").unwrap(), 14);
     c.finish(id).unwrap();
-    let _ = now;
     assert!(net.run_until(Duration::from_secs(5), |n| {
         n.nodes[0]
             .received

@@ -59,9 +59,10 @@ const MIN_INITIAL_DCID_LEN: usize = 8;
 pub enum RetryPolicy {
     /// Every new connection must echo a Retry token.
     Always,
-    /// Send Retry once more than `half_open_threshold` handshakes are in progress.
+    /// Send Retry while at least `half_open_threshold` handshakes are in progress
+    /// (`Auto { half_open_threshold: 0 }` behaves like `Always`).
     Auto {
-        /// Half-open handshakes above which new clients are asked to retry.
+        /// Half-open handshakes from which on new clients are asked to retry.
         half_open_threshold: usize,
     },
     /// Never send Retry (tokens that arrive anyway are still checked).
@@ -196,7 +197,8 @@ pub struct EndpointStats {
     /// Unknown-version packets too small to answer (RFC 8999 / RFC 9000 §6.1), or
     /// arriving at a client endpoint.
     pub dropped_unsupported_version: u64,
-    /// Stateless answers dropped because the queue was full.
+    /// Stateless answers dropped because the queue was full (or one did not fit the
+    /// buffer given to [`Endpoint::poll_transmit`]).
     pub dropped_stateless_queue_full: u64,
     /// Version Negotiation packets sent.
     pub vn_sent: u64,
