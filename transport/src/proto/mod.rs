@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod endpoint;
 pub mod error;
 pub mod handshake;
 pub mod range_set;
