@@ -42,6 +42,8 @@ struct TestServer {
     waiting: std::collections::VecDeque<(ConnectionHandle, quill_transport::proto::LoginRequest)>,
     echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
     logins: Arc<AtomicUsize>,
+    /// Most peer addresses validated on any one connection (path validation).
+    paths_validated: Arc<AtomicUsize>,
 }
 
 impl Handler for TestServer {
@@ -90,6 +92,8 @@ impl Handler for TestServer {
             let Some(c) = ctx.connection(h) else {
                 return false;
             };
+            let validated = c.stats().paths_validated as usize;
+            self.paths_validated.fetch_max(validated, Ordering::SeqCst);
             while pending.len() < 1 << 20 && !*fin {
                 match c.read(id, &mut buf) {
                     Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
@@ -119,6 +123,7 @@ struct Server {
     handle: LoopHandle,
     thread: Option<JoinHandle<()>>,
     logins: Arc<AtomicUsize>,
+    paths_validated: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -131,7 +136,9 @@ impl Server {
         let mut config = ServerConfig::new(host_key());
         config.transport = Arc::new(transport);
         let logins = Arc::new(AtomicUsize::new(0));
+        let paths_validated = Arc::new(AtomicUsize::new(0));
         let handler = TestServer {
+            paths_validated: paths_validated.clone(),
             verify_delay,
             waiting: Default::default(),
             echo: HashMap::new(),
@@ -156,6 +163,15 @@ impl Server {
             handle,
             thread: Some(thread),
             logins,
+            paths_validated,
+        }
+    }
+
+    /// Stops as a crash would: no CONNECTION_CLOSE.
+    fn crash(mut self) {
+        self.handle.abort();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
         }
     }
 
@@ -472,5 +488,113 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
         worst < Duration::from_millis(150),
         "a keep-alive round trip took {worst:?}"
     );
+    server.stop();
+}
+
+#[test]
+fn a_restarted_server_resets_old_connections_promptly() {
+    let endpoint = EndpointConfig {
+        secret: [9; 32],
+        ..endpoint_config()
+    };
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint.clone(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let addr = server.addr;
+    let conn = blocking::connect(addr, client_config("correct horse")).expect("connect");
+    echo_round_trip(&conn, 1000);
+    server.crash();
+    // Same port, same secret, no memory of the connection.
+    let server = Server::start(
+        &addr.to_string(),
+        endpoint,
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let started = Instant::now();
+    let mut stream = conn.open_bi().unwrap();
+    let _ = stream.write_all(b"are you there?");
+    let _ = stream.finish();
+    let mut buf = Vec::new();
+    let err = stream
+        .read_to_end(&mut buf)
+        .expect_err("the connection must end");
+    assert!(err.to_string().contains("stateless reset"), "{err}");
+    // Far sooner than the 30 s idle timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop();
+}
+
+/// A userspace UDP relay between one client and a server that changes its upstream
+/// source port after `switch_after` datagrams (NAT rebinding).
+fn rebinding_relay(
+    server: SocketAddr,
+    switch_after: usize,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&front, &up1, &up2] {
+        s.set_nonblocking(true).unwrap();
+    }
+    let addr = front.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        let mut client = None;
+        let mut forwarded = 0usize;
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+            let mut idle = true;
+            while let Ok((n, from)) = front.recv_from(&mut buf) {
+                idle = false;
+                client = Some(from);
+                let up = if forwarded < switch_after { &up1 } else { &up2 };
+                let _ = up.send_to(&buf[..n], server);
+                forwarded += 1;
+            }
+            for up in [&up1, &up2] {
+                while let Ok((n, _)) = up.recv_from(&mut buf) {
+                    idle = false;
+                    if let Some(c) = client {
+                        let _ = front.send_to(&buf[..n], c);
+                    }
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn rebinding_mid_transfer_keeps_the_connection() {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let (relay, stop) = rebinding_relay(server.addr, 300);
+    let conn = blocking::connect(relay, client_config("correct horse"))
+        .expect("connect through the relay");
+    echo_round_trip(&conn, 4 << 20);
+    assert_eq!(
+        server.paths_validated.load(Ordering::SeqCst),
+        1,
+        "the new path is validated"
+    );
+    drop(conn);
+    stop.store(true, Ordering::SeqCst);
     server.stop();
 }

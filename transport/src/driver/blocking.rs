@@ -153,7 +153,6 @@ impl Handler for FacadeHandler {
                 drop(st);
                 ctx.shutdown(0, "");
                 self.shared.changed.notify_all();
-                return;
             }
             Event::Stream(StreamEvent::Readable(id)) => {
                 st.streams.entry(id.0).or_default().readable = true;

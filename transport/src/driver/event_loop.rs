@@ -113,12 +113,20 @@ impl<H: Handler> Context<'_, H> {
 pub struct LoopHandle {
     waker: Arc<Waker>,
     shutdown: Arc<std::sync::atomic::AtomicBool>,
+    abort: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LoopHandle {
     /// Wakes the loop; the handler's [`Handler::on_wake`] runs.
     pub fn wake(&self) {
         let _ = self.waker.wake();
+    }
+
+    /// Stops the loop at once without closing anything, as a crash would (peers learn
+    /// of it by idle timeout, or by a stateless reset from a restarted server).
+    pub fn abort(&self) {
+        self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
     }
 
     /// Asks the loop to close every connection and return (graceful shutdown).
@@ -186,6 +194,7 @@ impl<H: Handler> EventLoop<H> {
             handle: LoopHandle {
                 waker,
                 shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             },
             events: Events::with_capacity(256),
             touched: Vec::new(),
@@ -286,6 +295,9 @@ impl<H: Handler> EventLoop<H> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        if self.handle.abort.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(true);
+        }
         // 2. One clock read per turn.
         let now = Instant::now();
         let mut readable = self.socket.rx_pending();
@@ -309,10 +321,8 @@ impl<H: Handler> EventLoop<H> {
             })?;
             self.stats.datagrams_in += n as u64;
         }
-        if writable || self.blocked {
-            if self.socket.flush_queued()? {
-                self.blocked = false;
-            }
+        if (writable || self.blocked) && self.socket.flush_queued()? {
+            self.blocked = false;
         }
         // 4. Finished jobs, 5. timers, 6. events.
         let mut ctx = Context {

@@ -621,7 +621,7 @@ pub fn parse_version_negotiation(buf: &[u8]) -> Result<VersionNegotiation<'_>, D
     }
     let raw_versions = &buf[7 + h.dcid.len() + h.scid.len()..];
     // RFC 8999 §6: "Supported Version (32) ..." -- a whole number of 32-bit versions.
-    if raw_versions.len() % 4 != 0 {
+    if !raw_versions.len().is_multiple_of(4) {
         return Err(DecodeError::Malformed(
             "version list is not a multiple of 4 bytes",
         ));

@@ -780,6 +780,11 @@ impl Connection {
         self.rtt.smoothed()
     }
 
+    /// The stateless reset token the peer advertised, once known.
+    pub fn peer_reset_token(&self) -> Option<[u8; 16]> {
+        self.peer_params.as_ref()?.stateless_reset_token
+    }
+
     /// The most recent RTT sample (not smoothed).
     pub fn latest_rtt(&self) -> Duration {
         self.rtt.latest()

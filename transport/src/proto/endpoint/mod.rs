@@ -252,6 +252,8 @@ struct Session {
     dirty: bool,
     /// Drained: unrouted and unarmed, kept only until its events are read.
     retired: bool,
+    /// The peer's stateless reset token, once known and registered in `reset_tokens`.
+    reset_token: Option<[u8; 16]>,
     /// An event taken from the connection to see whether any remain.
     peeked: Option<Event>,
 }
@@ -269,6 +271,9 @@ pub struct Endpoint {
     /// Connection ID → session. std's `RandomState` (SipHash with a random key)
     /// resists hash flooding with peer-chosen IDs.
     cids: HashMap<ConnectionId, (ConnectionHandle, u32)>,
+    /// Peers' stateless reset tokens → session, so that a reset (whose DCID is random,
+    /// RFC 9000 §10.3) still reaches the connection it ends.
+    reset_tokens: HashMap<[u8; 16], (ConnectionHandle, u32)>,
     wheel: TimerWheel,
     next_generation: u32,
     half_open: usize,
@@ -327,6 +332,7 @@ impl Endpoint {
             last_now: now,
             sessions: Slab::new(),
             cids: HashMap::new(),
+            reset_tokens: HashMap::new(),
             wheel: TimerWheel::new(now),
             next_generation: 0,
             half_open: 0,
@@ -376,6 +382,12 @@ impl Endpoint {
             match self.sessions.get_mut(handle.0) {
                 Some(s) if s.generation == generation && !s.retired => {
                     s.conn.handle_datagram(now, remote, data);
+                    if s.reset_token.is_none() {
+                        if let Some(t) = s.conn.peer_reset_token() {
+                            s.reset_token = Some(t);
+                            self.reset_tokens.insert(t, (handle, generation));
+                        }
+                    }
                     self.touched(handle.0);
                 }
                 _ => self.stats.dropped_unknown_cid += 1,
@@ -396,6 +408,22 @@ impl Endpoint {
                 self.new_session(now, remote, data, version, dcid, scid, token)
             }
             PacketKind::Short => {
+                // RFC 9000 §10.3.1: a datagram for no known CID may be a stateless
+                // reset for one of our connections; its last 16 bytes say which. The
+                // connection itself compares the token in constant time.
+                if data.len() >= 21 {
+                    let mut tail = [0u8; 16];
+                    tail.copy_from_slice(&data[data.len() - 16..]);
+                    if let Some(&(handle, generation)) = self.reset_tokens.get(&tail) {
+                        if let Some(s) = self.sessions.get_mut(handle.0) {
+                            if s.generation == generation && !s.retired {
+                                s.conn.handle_datagram(now, remote, data);
+                                self.touched(handle.0);
+                                return None;
+                            }
+                        }
+                    }
+                }
                 self.stateless_reset(remote, data.len(), &h.dcid);
                 None
             }
@@ -777,6 +805,7 @@ impl Endpoint {
             dirty: false,
             retired: false,
             peeked: None,
+            reset_token: None,
         });
         let handle = (ConnectionHandle(key), generation);
         self.cids.insert(local_cid, handle);
@@ -877,6 +906,9 @@ impl Endpoint {
     fn unroute(&mut self, key: usize) {
         let s = &mut self.sessions[key];
         self.cids.remove(&s.local_cid);
+        if let Some(t) = s.reset_token.take() {
+            self.reset_tokens.remove(&t);
+        }
         if let Some(d) = s.initial_dcid.take() {
             self.cids.remove(&d);
         }
