@@ -739,3 +739,50 @@ fn round_robin_caps_one_busy_session_per_turn() {
         assert!(!(w[0] == w[1] && w[1] == w[2]), "{dests:?}");
     }
 }
+
+#[test]
+fn connection_ids_are_issued_rotated_and_retired() {
+    let t0 = Instant::now();
+    let mut net = pair(t0, endpoint_config(7));
+    let h = connect(&mut net, 1, "alice");
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        !n.nodes[1].connected.is_empty() && !n.nodes[0].connected.is_empty()
+    }));
+    // Let the NEW_CONNECTION_ID frames arrive (the client allows 4 CIDs: 3 spares).
+    net.run_until(Duration::from_millis(200), |_| false);
+    let first = net.nodes[1].ep.connection(h).unwrap().remote_cid();
+
+    for round in 0..6 {
+        // The client moves to a spare CID and retires the old one (RFC 9000 §9.5).
+        let c = net.nodes[1].ep.connection(h).unwrap();
+        assert!(
+            c.rotate_remote_cid(),
+            "round {round}: the server keeps spares coming"
+        );
+        let now_cid = c.remote_cid();
+        let id = c.open_stream(Dir::Bi).unwrap();
+        c.write(id, b"via a new connection ID").unwrap();
+        c.finish(id).unwrap();
+        let before: usize = net.nodes[0].received.iter().map(|(_, d)| d.len()).sum();
+        assert!(net.run_until(Duration::from_secs(5), |n| {
+            n.nodes[0]
+                .received
+                .iter()
+                .map(|(_, d)| d.len())
+                .sum::<usize>()
+                == before + 23
+        }));
+        assert_ne!(now_cid, first);
+        net.run_until(Duration::from_millis(200), |_| false);
+    }
+    // The retired CIDs no longer route: a short-header packet to the first one is
+    // unknown to the server (it answers with a stateless reset, not with data).
+    let st = net.nodes[0].ep.stats();
+    let mut probe = vec![0x40u8; 60];
+    probe[1..1 + first.len()].copy_from_slice(first.as_ref());
+    net.nodes[0]
+        .ep
+        .handle_datagram(net.now, addr("10.0.0.2:5000"), &mut probe);
+    assert_eq!(net.nodes[0].ep.stats().resets_sent, st.resets_sent + 1);
+    assert_eq!(net.nodes[0].ep.len(), 1);
+}

@@ -18,6 +18,7 @@
 //! Nothing here reads a clock, touches a socket or blocks: a login waits for the
 //! application's verdict while the connection keeps acknowledging and keeping alive.
 
+mod cids;
 mod recv;
 mod send;
 mod spaces;
@@ -200,6 +201,8 @@ pub struct Connection {
 
     local_cid: ConnectionId,
     remote_cid: ConnectionId,
+    /// Connection IDs issued by either side after the handshake (RFC 9000 §5.1).
+    cids: cids::CidState,
     /// The Destination CID of the client's first Initial (both sides remember it).
     original_dcid: ConnectionId,
     /// Client: the CID a Retry told us to use, for transport-parameter checks.
@@ -359,6 +362,9 @@ impl Connection {
         // Initial keys come from the DCID of the Initial being answered (after a Retry,
         // the Retry's SCID, which the client now uses as DCID).
         conn.install_initial_keys(original_dcid);
+        if let Some(t) = reset_token {
+            conn.cids.local.insert(0, (local_cid, t));
+        }
         conn.remote_cid_set = true;
         conn.address_validated = retry.is_some();
         conn.reset_idle_timer(now);
@@ -388,6 +394,7 @@ impl Connection {
             suite: None,
             local_cid,
             remote_cid,
+            cids: cids::CidState::new(local_cid, [0; 16], remote_cid),
             original_dcid,
             retry_scid: None,
             retry_token: Vec::new(),
@@ -780,6 +787,56 @@ impl Connection {
         self.rtt.smoothed()
     }
 
+    /// How many more connection IDs the endpoint should supply with
+    /// [`Connection::issue_cid`] (the peer's `active_connection_id_limit`, up to 8,
+    /// minus those it holds). Zero until the connection is established.
+    pub fn cids_wanted(&self) -> usize {
+        if self.state != State::Established {
+            return 0;
+        }
+        let limit = self
+            .peer_params
+            .as_ref()
+            .map_or(2, |p| p.active_connection_id_limit)
+            .min(8) as usize;
+        limit.saturating_sub(self.cids.local.len())
+    }
+
+    /// Gives the peer a new connection ID (sent in a NEW_CONNECTION_ID frame). The
+    /// endpoint routes `cid` to this connection and derived `reset_token` from it.
+    pub fn issue_cid(&mut self, cid: ConnectionId, reset_token: [u8; 16]) {
+        let seq = self.cids.next_local_seq;
+        self.cids.next_local_seq += 1;
+        self.cids.local.insert(seq, (cid, reset_token));
+        self.cids.new_pending.push_back(seq);
+    }
+
+    /// A connection ID of ours that the peer retired: the endpoint stops routing it.
+    pub fn poll_retired_cid(&mut self) -> Option<ConnectionId> {
+        self.cids.retired_local.pop_front()
+    }
+
+    /// Switches to a fresh connection ID from the peer and retires the current one
+    /// (RFC 9000 §9.5: do this when moving to a new network so the paths cannot be
+    /// linked). Returns false if the peer has not given us a spare one yet.
+    pub fn rotate_remote_cid(&mut self) -> bool {
+        let current = self.cids.remote_seq;
+        let Some((&seq, r)) = self.cids.remote.range(current + 1..).next() else {
+            return false;
+        };
+        let cid = r.cid;
+        self.cids.remote.remove(&current);
+        self.cids.retire_pending.push_back(current);
+        self.cids.remote_seq = seq;
+        self.remote_cid = cid;
+        true
+    }
+
+    /// The connection ID we currently send to.
+    pub fn remote_cid(&self) -> ConnectionId {
+        self.remote_cid
+    }
+
     /// The stateless reset token the peer advertised, once known.
     pub fn peer_reset_token(&self) -> Option<[u8; 16]> {
         self.peer_params.as_ref()?.stateless_reset_token
@@ -855,6 +912,7 @@ fn local_params(
         initial_max_streams_bidi: l.initial_max_streams_bidi,
         initial_max_streams_uni: l.initial_max_streams_uni,
         max_ack_delay_ms: config.max_ack_delay.as_millis() as u64,
+        active_connection_id_limit: cids::ACTIVE_CID_LIMIT,
         initial_source_connection_id: Some(local_cid),
         retry_source_connection_id: retry_scid,
         max_datagram_frame_size: config.max_datagram_frame_size.map(u64::from),

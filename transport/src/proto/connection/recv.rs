@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use quill_crypto::packet::{HeaderKey, PacketKey};
 
 use super::spaces::SentFrames;
-use super::{Connection, Event, State, Timer};
+use super::{cids, Connection, Event, State, Timer};
 use crate::proto::error::{code, ConnectionError, TransportError};
 use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::Output;
@@ -92,7 +92,10 @@ impl Connection {
             self.stats.packets_dropped += 1;
             return;
         }
-        if h.dcid != self.local_cid && !(self.side == Side::Server && space == Space::Initial) {
+        // The server also takes Initials addressed to the client's chosen DCID.
+        let routable =
+            self.cids.is_local(&h.dcid) || (self.side == Side::Server && space == Space::Initial);
+        if !routable {
             self.drop_packet(space, packet);
             return;
         }
@@ -122,6 +125,7 @@ impl Connection {
             if let Some(scid) = h.scid {
                 // RFC 9000 §7.2: the client switches to the server's chosen CID.
                 self.remote_cid = scid;
+                self.cids.set_initial_remote(scid);
                 self.remote_cid_set = true;
             }
         }
@@ -333,9 +337,22 @@ impl Connection {
                     )));
                 }
             }
-            Frame::NewConnectionId { .. } | Frame::RetireConnectionId { .. } => {
-                // Connection-ID rotation is the endpoint's business; a single CID per
-                // side is always valid.
+            Frame::NewConnectionId {
+                seq,
+                retire_prior_to,
+                cid,
+                reset_token,
+            } => self.on_new_connection_id(seq, retire_prior_to, cid, reset_token)?,
+            Frame::RetireConnectionId { seq } => {
+                // RFC 9000 §19.16: retiring a sequence number never issued is an error.
+                if seq >= self.cids.next_local_seq {
+                    return Err(ConnectionError::Transport(TransportError::protocol(
+                        "RETIRE_CONNECTION_ID for a connection ID never issued",
+                    )));
+                }
+                if let Some((cid, _)) = self.cids.local.remove(&seq) {
+                    self.cids.retired_local.push_back(cid);
+                }
             }
             Frame::PathChallenge(data) => {
                 if self.path_responses.len() < MAX_PATH_RESPONSES {
@@ -580,6 +597,9 @@ impl Connection {
             initial_max_streams_bidi: p.initial_max_streams_bidi,
             initial_max_streams_uni: p.initial_max_streams_uni,
         });
+        if let Some(t) = p.stateless_reset_token {
+            self.cids.set_initial_reset_token(t);
+        }
         self.peer_params = Some(p);
         Ok(())
     }
@@ -633,6 +653,7 @@ impl Connection {
         self.retry_token = retry.token.to_vec();
         self.retry_scid = Some(retry.scid);
         self.remote_cid = retry.scid;
+        self.cids.set_initial_remote(retry.scid);
         self.install_initial_keys(retry.scid);
         // Everything sent so far in the Initial space is void; send it again under the
         // new keys, continuing the packet numbers (RFC 9000 §17.2.5.3).
@@ -672,7 +693,58 @@ impl Connection {
         // §10.3: a reset is at least 21 bytes and looks like a short-header packet.
         datagram.len() >= 21
             && datagram[0] & 0x80 == 0
-            && quill_crypto::ct_eq(&datagram[datagram.len() - 16..], &token)
+            && (quill_crypto::ct_eq(&datagram[datagram.len() - 16..], &token)
+                | self.cids.is_reset_token(&datagram[datagram.len() - 16..]))
+    }
+
+    /// RFC 9000 §19.15 / §5.1.2: store the peer's new CID, retire what it asks us to,
+    /// and keep at most our advertised limit.
+    fn on_new_connection_id(
+        &mut self,
+        seq: u64,
+        retire_prior_to: u64,
+        cid: ConnectionId,
+        reset_token: [u8; 16],
+    ) -> Result<(), ConnectionError> {
+        let violation = |why: &str| ConnectionError::Transport(TransportError::protocol(why));
+        let c = &mut self.cids;
+        if let Some(existing) = c.remote.get(&seq) {
+            if existing.cid != cid || existing.reset_token != reset_token {
+                return Err(violation("NEW_CONNECTION_ID reuses a sequence number"));
+            }
+            return Ok(());
+        }
+        if seq < c.retire_prior_to {
+            // Already retired by an earlier frame: retire it right away (§19.15).
+            c.retire_pending.push_back(seq);
+        } else {
+            c.remote.insert(seq, cids::RemoteCid { cid, reset_token });
+        }
+        if retire_prior_to > c.retire_prior_to {
+            c.retire_prior_to = retire_prior_to;
+            let old: Vec<u64> = c.remote.range(..retire_prior_to).map(|(&s, _)| s).collect();
+            for s in old {
+                c.remote.remove(&s);
+                c.retire_pending.push_back(s);
+            }
+            if c.remote_seq < retire_prior_to {
+                let Some((&next, r)) = c.remote.iter().next() else {
+                    return Err(violation("every connection ID retired"));
+                };
+                c.remote_seq = next;
+                self.remote_cid = r.cid;
+            }
+        }
+        let c = &self.cids;
+        if c.remote.len() as u64 > cids::ACTIVE_CID_LIMIT
+            || c.retire_pending.len() > cids::MAX_PENDING_RETIRES
+        {
+            return Err(ConnectionError::Transport(TransportError::new(
+                0x09,
+                "more connection IDs than our active_connection_id_limit",
+            )));
+        }
+        Ok(())
     }
 
     /// A packet arrived from an address other than the current peer address.
@@ -866,6 +938,15 @@ impl Connection {
         }
         if f.path_challenge && self.path_challenge.is_some() {
             self.path_challenge_pending = true;
+        }
+        for seq in f.new_cids {
+            // Still ours to give (not retired meanwhile): send it again.
+            if self.cids.local.contains_key(&seq) {
+                self.cids.new_pending.push_back(seq);
+            }
+        }
+        for seq in f.retire_cids {
+            self.cids.retire_pending.push_back(seq);
         }
     }
 

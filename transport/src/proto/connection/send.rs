@@ -175,7 +175,10 @@ impl Connection {
                 || self.path_challenge_pending
                 || !self.path_responses.is_empty()
                 || (self.state == State::Established
-                    && (!self.datagrams_out.is_empty() || self.streams.has_pending())))
+                    && (!self.datagrams_out.is_empty()
+                        || self.streams.has_pending()
+                        || !self.cids.new_pending.is_empty()
+                        || !self.cids.retire_pending.is_empty())))
     }
 
     /// Builds, seals and protects one packet of `space` at the start of `buf`.
@@ -311,6 +314,36 @@ impl Connection {
             }
 
             if space == Space::Data && self.state == State::Established {
+                // Connection IDs: new ones for the peer, retirements of the peer's.
+                while let Some(&seq) = self.cids.new_pending.front() {
+                    let Some(&(cid, token)) = self.cids.local.get(&seq) else {
+                        self.cids.new_pending.pop_front();
+                        continue;
+                    };
+                    let f = Frame::NewConnectionId {
+                        seq,
+                        retire_prior_to: 0,
+                        cid,
+                        reset_token: token,
+                    };
+                    if pos + f.encoded_len() > end {
+                        break;
+                    }
+                    pos += write_frame(&f, &mut buf[pos..end]);
+                    self.cids.new_pending.pop_front();
+                    frames.new_cids.push(seq);
+                    eliciting = true;
+                }
+                while let Some(&seq) = self.cids.retire_pending.front() {
+                    let f = Frame::RetireConnectionId { seq };
+                    if pos + f.encoded_len() > end {
+                        break;
+                    }
+                    pos += write_frame(&f, &mut buf[pos..end]);
+                    self.cids.retire_pending.pop_front();
+                    frames.retire_cids.push(seq);
+                    eliciting = true;
+                }
                 // Stream control frames (MAX_DATA, MAX_STREAM_DATA, resets, ...).
                 while end.saturating_sub(pos) >= CONTROL_FRAME_ROOM {
                     let Some(cf) = self.streams.poll_control() else {

@@ -42,6 +42,10 @@ pub(crate) struct SentFrames {
     pub path_response: bool,
     /// A PATH_CHALLENGE was in this packet (sent again if the packet is lost).
     pub path_challenge: bool,
+    /// NEW_CONNECTION_ID frames (sequence numbers of our CIDs).
+    pub new_cids: Vec<u64>,
+    /// RETIRE_CONNECTION_ID frames (sequence numbers of the peer's CIDs).
+    pub retire_cids: Vec<u64>,
 }
 
 /// Receive-side state for generating ACK frames.

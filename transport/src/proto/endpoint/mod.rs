@@ -254,6 +254,8 @@ struct Session {
     retired: bool,
     /// The peer's stateless reset token, once known and registered in `reset_tokens`.
     reset_token: Option<[u8; 16]>,
+    /// Connection IDs issued after the handshake with NEW_CONNECTION_ID, all routed here.
+    extra_cids: Vec<ConnectionId>,
     /// An event taken from the connection to see whether any remain.
     peeked: Option<Event>,
 }
@@ -806,6 +808,7 @@ impl Endpoint {
             retired: false,
             peeked: None,
             reset_token: None,
+            extra_cids: Vec::new(),
         });
         let handle = (ConnectionHandle(key), generation);
         self.cids.insert(local_cid, handle);
@@ -837,7 +840,28 @@ impl Endpoint {
             if let Some(d) = s.initial_dcid.take() {
                 self.cids.remove(&d);
             }
+            // RFC 9000 §5.1.1: keep the peer supplied with spare connection IDs, and
+            // stop routing the ones it retired.
+            while let Some(cid) = s.conn.poll_retired_cid() {
+                self.cids.remove(&cid);
+                s.extra_cids.retain(|c| *c != cid);
+            }
+            let wanted = s.conn.cids_wanted();
+            let generation = s.generation;
+            for _ in 0..wanted {
+                let Some(cid) = self.new_cid() else {
+                    break;
+                };
+                let token = self.keys.reset_token(&cid);
+                self.cids.insert(cid, (ConnectionHandle(key), generation));
+                let s = &mut self.sessions[key];
+                s.extra_cids.push(cid);
+                s.conn.issue_cid(cid, token);
+            }
         }
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         if s.conn.is_drained() {
             self.retire(key);
             return;
@@ -906,6 +930,9 @@ impl Endpoint {
     fn unroute(&mut self, key: usize) {
         let s = &mut self.sessions[key];
         self.cids.remove(&s.local_cid);
+        for cid in s.extra_cids.drain(..) {
+            self.cids.remove(&cid);
+        }
         if let Some(t) = s.reset_token.take() {
             self.reset_tokens.remove(&t);
         }
