@@ -598,3 +598,33 @@ fn rebinding_mid_transfer_keeps_the_connection() {
     stop.store(true, Ordering::SeqCst);
     server.stop();
 }
+
+#[test]
+fn graceful_shutdown_closes_every_connection() {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let conns: Vec<_> = (0..5)
+        .map(|_| blocking::connect(server.addr, client_config("correct horse")).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    server.stop(); // returns once every connection has drained
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for conn in &conns {
+        let err = match conn.open_bi() {
+            Err(e) => e,
+            Ok(mut s) => {
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).expect_err("closed")
+            }
+        };
+        assert!(err.to_string().contains("closed by peer"), "{err}");
+    }
+}
