@@ -191,45 +191,8 @@ impl Connection {
         allow: Allow,
         min_len: usize,
     ) -> Option<usize> {
-        let sp = &self.spaces[space as usize];
-        let pn = sp.next_pn;
-        let pn_len = pn_len_for(pn, sp.sent.largest_acked());
-        let key_phase = self.one_rtt.as_ref().is_some_and(|k| k.local_phase);
-        let mut w = Writer::new(buf);
-        let long_room = 1 + 4 + 2 + 40 + 8 + self.retry_token.len() + 2 + pn_len;
-        if w.remaining() < long_room + TAG_LEN + 32 {
-            return None;
-        }
-        let (pn_offset, length_offset) = match space {
-            Space::Initial | Space::Handshake => {
-                let ty = if space == Space::Initial {
-                    LongType::Initial
-                } else {
-                    LongType::Handshake
-                };
-                let token: &[u8] = if space == Space::Initial && self.side == Side::Client {
-                    &self.retry_token
-                } else {
-                    &[]
-                };
-                let (p, l) = encode_long_header(
-                    &mut w,
-                    ty,
-                    QUILL_VERSION,
-                    &self.remote_cid,
-                    &self.local_cid,
-                    token,
-                    pn,
-                    pn_len,
-                );
-                (p, Some(l))
-            }
-            Space::Data => (
-                encode_short_header(&mut w, key_phase, &self.remote_cid, pn, pn_len),
-                None,
-            ),
-        };
-        let header_len = w.len();
+        let (pn, header) = self.write_header(space, buf, 32)?;
+        let header_len = header.len;
         // Frames must leave room for the AEAD tag.
         let end = buf.len() - TAG_LEN;
         let mut pos = header_len;
@@ -417,24 +380,11 @@ impl Connection {
         if pos == header_len {
             return None; // nothing to send in this space
         }
-        // RFC 9001 §5.4.2: the header-protection sample needs 4 bytes after the packet
-        // number start, so the payload is at least 4 - pn_len bytes; plus any padding.
-        let min_payload_end = (header_len + 4usize.saturating_sub(pn_len))
-            .max(min_len.saturating_sub(TAG_LEN))
-            .min(end);
-        if pos < min_payload_end {
-            buf[pos..min_payload_end].fill(0); // PADDING frames
-            pos = min_payload_end;
-        }
-        let total = pos + TAG_LEN;
-        if let Some(off) = length_offset {
-            patch_length(buf, off, total - pn_offset);
-        }
-        self.seal(space, pn, buf, header_len, pos, pn_offset, pn_len)?;
+        let total = self.finish_packet(space, pn, buf, &header, pos, min_len)?;
 
-        // Bookkeeping.
-        let padded = pos > header_len && min_len > 0;
-        let in_flight = eliciting || padded;
+        // Bookkeeping. A padded packet counts as in flight even without frames that
+        // elicit an ACK (RFC 9002 §2).
+        let in_flight = eliciting || min_len > 0;
         if ack_sent {
             self.spaces[space as usize].ack.on_ack_sent();
             if space == Space::Data {
@@ -490,18 +440,15 @@ impl Connection {
         Some(total)
     }
 
-    /// Seals `buf[header_len..payload_end]` in place, appends the tag and applies
+    /// Seals `buf[header.len..payload_end]` in place, appends the tag and applies
     /// header protection.
-    #[allow(clippy::too_many_arguments)]
     fn seal(
         &self,
         space: Space,
         pn: u64,
         buf: &mut [u8],
-        header_len: usize,
+        header: &HeaderLayout,
         payload_end: usize,
-        pn_offset: usize,
-        pn_len: usize,
     ) -> Option<()> {
         let (packet_key, header_key) = match space {
             Space::Data => {
@@ -513,10 +460,11 @@ impl Connection {
                 (&k.packet, &k.header)
             }
         };
-        let (header, rest) = buf.split_at_mut(header_len);
-        let (payload, tail) = rest.split_at_mut(payload_end - header_len);
+        let (pn_offset, pn_len) = (header.pn_offset, header.pn_len);
+        let (head, rest) = buf.split_at_mut(header.len);
+        let (payload, tail) = rest.split_at_mut(payload_end - header.len);
         let tag: &mut [u8; TAG_LEN] = (&mut tail[..TAG_LEN]).try_into().ok()?;
-        packet_key.seal_in_place(pn, header, payload, tag).ok()?;
+        packet_key.seal_in_place(pn, head, payload, tag).ok()?;
         // RFC 9001 §5.4.1: mask the low bits of the first byte and the packet number.
         let sample_at = pn_offset + 4;
         let mask = header_key.mask(&buf[sample_at..sample_at + 16]).ok()?;
@@ -600,8 +548,7 @@ impl Connection {
             } else {
                 0
             };
-            if let Some(n) =
-                self.build_close_packet(now, space, &mut buf[written..max], &frame, min_len)
+            if let Some(n) = self.build_close_packet(space, &mut buf[written..max], &frame, min_len)
             {
                 written += n;
             }
@@ -624,27 +571,42 @@ impl Connection {
 
     fn build_close_packet(
         &mut self,
-        _now: Instant,
         space: Space,
         buf: &mut [u8],
         frame: &Frame<'_>,
         min_len: usize,
     ) -> Option<usize> {
+        let (pn, header) = self.write_header(space, buf, frame.encoded_len().min(600))?;
+        let end = buf.len() - TAG_LEN;
+        if header.len + frame.encoded_len() > end {
+            return None;
+        }
+        let pos = header.len + write_frame(frame, &mut buf[header.len..end]);
+        let total = self.finish_packet(space, pn, buf, &header, pos, min_len)?;
+        self.spaces[space as usize].next_pn += 1;
+        self.stats.packets_sent += 1;
+        Some(total)
+    }
+
+    /// Writes the header of the next packet of `space` (long for Initial and
+    /// Handshake, short for 1-RTT) with room to spare for `min_payload` bytes of frames
+    /// and the tag. Returns the packet number and where the header's parts landed.
+    fn write_header(
+        &self,
+        space: Space,
+        buf: &mut [u8],
+        min_payload: usize,
+    ) -> Option<(u64, HeaderLayout)> {
         let sp = &self.spaces[space as usize];
         let pn = sp.next_pn;
         let pn_len = pn_len_for(pn, sp.sent.largest_acked());
-        let key_phase = self.one_rtt.as_ref().is_some_and(|k| k.local_phase);
-        let frame_len = frame.encoded_len().min(600);
-        if buf.len() < 64 + self.retry_token.len() + frame_len + TAG_LEN {
+        let long_room = 1 + 4 + 2 + 40 + 8 + self.retry_token.len() + 2 + pn_len;
+        if buf.len() < long_room + TAG_LEN + min_payload {
             return None;
         }
         let mut w = Writer::new(buf);
         let (pn_offset, length_offset) = match space {
-            Space::Data => (
-                encode_short_header(&mut w, key_phase, &self.remote_cid, pn, pn_len),
-                None,
-            ),
-            _ => {
+            Space::Initial | Space::Handshake => {
                 let ty = if space == Space::Initial {
                     LongType::Initial
                 } else {
@@ -667,29 +629,59 @@ impl Connection {
                 );
                 (p, Some(l))
             }
+            Space::Data => {
+                let key_phase = self.one_rtt.as_ref().is_some_and(|k| k.local_phase);
+                (
+                    encode_short_header(&mut w, key_phase, &self.remote_cid, pn, pn_len),
+                    None,
+                )
+            }
         };
-        let header_len = w.len();
+        let layout = HeaderLayout {
+            len: w.len(),
+            pn_offset,
+            pn_len,
+            length_offset,
+        };
+        Some((pn, layout))
+    }
+
+    /// Pads the frames in `buf[header.len..pos]` as needed (the header-protection
+    /// sample needs `4 - pn_len` payload bytes, RFC 9001 §5.4.2; `min_len` asks for
+    /// more), fills in the Length field, seals and protects. Returns the packet's
+    /// total length.
+    fn finish_packet(
+        &self,
+        space: Space,
+        pn: u64,
+        buf: &mut [u8],
+        header: &HeaderLayout,
+        mut pos: usize,
+        min_len: usize,
+    ) -> Option<usize> {
         let end = buf.len() - TAG_LEN;
-        if header_len + frame.encoded_len() > end {
-            return None;
-        }
-        let mut pos = header_len + write_frame(frame, &mut buf[header_len..end]);
-        let min_end = (header_len + 4usize.saturating_sub(pn_len))
+        let min_payload_end = (header.len + 4usize.saturating_sub(header.pn_len))
             .max(min_len.saturating_sub(TAG_LEN))
             .min(end);
-        if pos < min_end {
-            buf[pos..min_end].fill(0);
-            pos = min_end;
+        if pos < min_payload_end {
+            buf[pos..min_payload_end].fill(0); // PADDING frames
+            pos = min_payload_end;
         }
         let total = pos + TAG_LEN;
-        if let Some(off) = length_offset {
-            patch_length(buf, off, total - pn_offset);
+        if let Some(off) = header.length_offset {
+            patch_length(buf, off, total - header.pn_offset);
         }
-        self.seal(space, pn, buf, header_len, pos, pn_offset, pn_len)?;
-        self.spaces[space as usize].next_pn += 1;
-        self.stats.packets_sent += 1;
+        self.seal(space, pn, buf, header, pos)?;
         Some(total)
     }
+}
+
+/// Where the parts of a packet header landed in the buffer.
+struct HeaderLayout {
+    len: usize,
+    pn_offset: usize,
+    pn_len: usize,
+    length_offset: Option<usize>,
 }
 
 /// Encodes `f` at the start of `buf` and returns its length.
