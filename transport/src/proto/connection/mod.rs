@@ -196,7 +196,7 @@ pub struct Connection {
     state: State,
     hs: Handshake,
     spaces: [PacketSpace; 3],
-    one_rtt: Option<OneRtt>,
+    one_rtt: Option<Box<OneRtt>>,
     suite: Option<Suite>,
 
     local_cid: ConnectionId,
@@ -453,10 +453,10 @@ impl Connection {
         };
         // RFC 9001 §5.2: Initial packets use AES-128-GCM (obfuscation, not secrecy).
         let suite = Suite::Aes128Gcm;
-        self.spaces[Space::Initial as usize].keys = Some(SpaceKeys {
+        self.spaces[Space::Initial as usize].keys = Some(Box::new(SpaceKeys {
             local: Keys::new(suite, &local, labels()),
             remote: Keys::new(suite, &remote, labels()),
-        });
+        }));
     }
 
     // ---------------------------------------------------------------- timers

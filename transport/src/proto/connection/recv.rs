@@ -510,10 +510,11 @@ impl Connection {
                         Side::Server => (server, client),
                     };
                     let l = super::labels();
-                    self.spaces[Space::Handshake as usize].keys = Some(super::SpaceKeys {
-                        local: quill_crypto::packet::Keys::new(suite, &local, l),
-                        remote: quill_crypto::packet::Keys::new(suite, &remote, l),
-                    });
+                    self.spaces[Space::Handshake as usize].keys =
+                        Some(Box::new(super::SpaceKeys {
+                            local: quill_crypto::packet::Keys::new(suite, &local, l),
+                            remote: quill_crypto::packet::Keys::new(suite, &remote, l),
+                        }));
                     self.suite = Some(suite);
                 }
                 Output::OneRttKeys {
@@ -525,7 +526,7 @@ impl Connection {
                         Side::Client => (client, server),
                         Side::Server => (server, client),
                     };
-                    self.one_rtt = Some(super::OneRtt::new(suite, local, remote));
+                    self.one_rtt = Some(Box::new(super::OneRtt::new(suite, local, remote)));
                 }
                 Output::PeerParams(p) => self.apply_peer_params(p)?,
                 Output::HostKeyAccepted(key) => {

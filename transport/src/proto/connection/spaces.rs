@@ -114,7 +114,7 @@ pub(crate) struct SpaceKeys {
 /// One packet number space.
 pub(crate) struct PacketSpace {
     /// Initial/Handshake keys; the application space uses [`OneRtt`].
-    pub keys: Option<SpaceKeys>,
+    pub keys: Option<Box<SpaceKeys>>,
     pub crypto_send: SendBuffer,
     pub crypto_recv: Assembler,
     /// Reassembled CRYPTO bytes not yet forming a whole message.
