@@ -1051,6 +1051,11 @@ impl Connection {
         sp.keys = None;
         sp.loss_time = None;
         sp.probes = 0;
+        // Nothing more is sent or received here: give the buffers back.
+        sp.crypto_send = crate::proto::streams::SendBuffer::new();
+        sp.crypto_recv = crate::proto::streams::Assembler::new(0);
+        sp.crypto_pending = Vec::new();
+        sp.ack = Default::default();
         let mut freed = 0;
         sp.sent.drain(|_, p| {
             if p.in_flight {
