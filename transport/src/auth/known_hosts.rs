@@ -614,6 +614,8 @@ pub fn known_hosts_policy_with(
 /// bytes; padding `=` and the case of the `SHA256` prefix are tolerated) and returns
 /// it in canonical form.
 pub fn parse_fingerprint(fingerprint: &str) -> Result<String, KnownHostsError> {
+    // docs/SPEC.md §4.5: "The fingerprint of a key is `"SHA256:" || base64(SHA-256(PublicKey
+    // wire form))` without padding." A SHA-256 digest is 32 bytes: 43 base64 characters.
     let bad = || KnownHostsError::BadFingerprint {
         fingerprint: fingerprint.to_string(),
     };
