@@ -10,6 +10,7 @@
 //! loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod driver;
 pub mod proto;
 pub mod sim;
