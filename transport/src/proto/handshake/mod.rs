@@ -1,7 +1,7 @@
 //! The 1-RTT hybrid post-quantum handshake with login (docs/SPEC.md §4), as a state
 //! machine over whole handshake messages. It knows nothing of packets: the connection
 //! feeds it the messages reassembled from each space's CRYPTO stream and carries out
-//! the [`Output`]s it yields (bytes to send, keys to install, events to raise).
+//! the outputs it yields (bytes to send, keys to install, events to raise).
 //!
 //! ```text
 //! Client                                             Server
