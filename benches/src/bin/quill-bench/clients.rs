@@ -1,0 +1,425 @@
+//! The client subcommands: one bulk transfer, many handshakes, many idle connections.
+//! Each uses one client [`EventLoop`] (the zero-copy handler API) and prints JSON.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
+use quill_transport::driver::socket::UdpConfig;
+use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::proto::{
+    ClientConfig, Dir, Event, ReadOutcome, StreamEvent, StreamId, WriteError,
+};
+
+use crate::common::{self, SuiteArg};
+
+fn client_loop<H: Handler>(server: SocketAddr, handler: H) -> Result<EventLoop<H>, String> {
+    common::require_loopback(server)?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0".parse().expect("literal")
+    } else {
+        "[::1]:0".parse().expect("literal")
+    };
+    EventLoop::bind(
+        bind,
+        &UdpConfig::default(),
+        EndpointConfig {
+            max_connections: 200_000,
+            ..EndpointConfig::default()
+        },
+        None,
+        1,
+        handler,
+    )
+    .map_err(|e| format!("bind {bind}: {e}"))
+}
+
+/// Closes every connection and lets the loop drain them (bounded).
+fn close_all<H: Handler>(ev: &mut EventLoop<H>) {
+    ev.with_context(|_, ctx| ctx.shutdown(0, "done"));
+    let _ = ev.run_until(Duration::from_secs(5), |_, e| e.is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// Bulk
+
+/// One connection, one unidirectional stream of `total` bytes; done when the server's
+/// 8-byte count arrives (see `server.rs`).
+struct Bulk {
+    conn: Option<ConnectionHandle>,
+    total: u64,
+    sent: u64,
+    stream: Option<StreamId>,
+    finished: bool,
+    connected_at: Option<Instant>,
+    reply: Option<StreamId>,
+    reply_bytes: Vec<u8>,
+    done_at: Option<Instant>,
+    error: Option<String>,
+    chunk: Vec<u8>,
+}
+
+impl Handler for Bulk {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { .. } => self.connected_at = Some(Instant::now()),
+            Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
+                if let Some(c) = ctx.connection(h) {
+                    while let Some(id) = c.accept_stream(Dir::Uni) {
+                        self.reply = Some(id);
+                    }
+                }
+            }
+            Event::ConnectionLost(e) if self.done_at.is_none() => {
+                self.error = Some(format!("connection lost: {e}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        let (Some(h), Some(_)) = (self.conn, self.connected_at) else {
+            return;
+        };
+        let Some(c) = ctx.connection(h) else { return };
+        if self.stream.is_none() {
+            self.stream = c.open_stream(Dir::Uni);
+        }
+        if let Some(id) = self.stream {
+            while self.sent < self.total {
+                let n = (self.total - self.sent).min(self.chunk.len() as u64) as usize;
+                match c.write(id, &self.chunk[..n]) {
+                    // Flow control or a full send buffer: more after the next ACKs.
+                    Ok(0) | Err(WriteError::Blocked) => break,
+                    Ok(k) => self.sent += k as u64,
+                    Err(e) => {
+                        self.error = Some(format!("write: {e}"));
+                        return;
+                    }
+                }
+            }
+            if self.sent == self.total && !self.finished {
+                self.finished = c.finish(id).is_ok();
+            }
+        }
+        if let Some(id) = self.reply {
+            let mut buf = [0u8; 64];
+            loop {
+                match c.read(id, &mut buf) {
+                    Ok(ReadOutcome::Data(n)) => {
+                        // The reply is 8 bytes; anything longer is an error below.
+                        if self.reply_bytes.len() < 64 {
+                            self.reply_bytes.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    Ok(ReadOutcome::Finished) => {
+                        self.done_at = Some(Instant::now());
+                        self.reply = None;
+                        break;
+                    }
+                    Ok(ReadOutcome::Blocked) => break,
+                    Err(e) => {
+                        self.error = Some(format!("reply stream: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `quill-bench client`: sends `bytes` on one stream and prints one JSON line.
+pub fn bulk(
+    server: SocketAddr,
+    bytes: u64,
+    suite: SuiteArg,
+    timeout: Duration,
+) -> Result<(), String> {
+    let chunk: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let handler = Bulk {
+        conn: None,
+        total: bytes,
+        sent: 0,
+        stream: None,
+        finished: false,
+        connected_at: None,
+        reply: None,
+        reply_bytes: Vec::new(),
+        done_at: None,
+        error: None,
+        chunk,
+    };
+    let mut ev = client_loop(server, handler)?;
+    let started = Instant::now();
+    let h = ev
+        .with_context(|_, ctx| ctx.connect(common::client_config(suite.suite(), None), server))
+        .map_err(|e| format!("connect: {e}"))?;
+    ev.handler().conn = Some(h);
+    let finished = ev
+        .run_until(timeout, |b, _| b.done_at.is_some() || b.error.is_some())
+        .map_err(|e| format!("client loop: {e}"))?;
+    let b = ev.handler();
+    if let Some(e) = b.error.take() {
+        return Err(e);
+    }
+    if !finished {
+        return Err(format!(
+            "timed out after {timeout:?} with {} of {bytes} bytes written",
+            b.sent
+        ));
+    }
+    let count = <[u8; 8]>::try_from(b.reply_bytes.as_slice())
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("bad completion signal of {} bytes", b.reply_bytes.len()))?;
+    if count != bytes {
+        return Err(format!("server received {count} bytes, we sent {bytes}"));
+    }
+    let connected_at = b.connected_at.expect("connected before done");
+    let done_at = b.done_at.expect("done");
+    let seconds = (done_at - connected_at).as_secs_f64();
+    let handshake_ms = (connected_at - started).as_secs_f64() * 1e3;
+    let stats = ev
+        .endpoint()
+        .connection(h)
+        .map(|c| (c.stats().packets_sent, c.stats().packets_lost, c.mtu()));
+    let loop_stats = ev.stats();
+    close_all(&mut ev);
+    let (packets_sent, packets_lost, mtu) = stats.unwrap_or_default();
+    let out = serde_json::json!({
+        "suite": suite.name(),
+        "bytes": bytes,
+        "seconds": seconds,
+        "goodput_bps": bytes as f64 * 8.0 / seconds,
+        "handshake_ms": handshake_ms,
+        "packets_sent": packets_sent,
+        "packets_lost": packets_lost,
+        "mtu": mtu,
+        "gso_batches": loop_stats.gso_batches,
+        "send_blocked": loop_stats.send_blocked,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Many connections (handshake rate, idle memory)
+
+/// Opens `total` connections with at most `concurrency` handshakes in flight.
+struct Many {
+    config: ClientConfig,
+    server: SocketAddr,
+    total: usize,
+    concurrency: usize,
+    /// Close each connection as soon as it is logged in (handshake benchmark).
+    close_after_login: bool,
+    started: usize,
+    ok: usize,
+    failed: usize,
+    /// Logged-in connections that were lost afterwards (idle benchmark: must stay 0).
+    lost_after_login: usize,
+    pending: HashMap<ConnectionHandle, Instant>,
+    /// Connections logged in and kept open (idle benchmark).
+    held: Vec<ConnectionHandle>,
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+    first_start: Option<Instant>,
+    last_login: Option<Instant>,
+}
+
+impl Many {
+    fn new(
+        config: ClientConfig,
+        server: SocketAddr,
+        total: usize,
+        concurrency: usize,
+        close: bool,
+    ) -> Self {
+        Many {
+            config,
+            server,
+            total,
+            concurrency: concurrency.max(1),
+            close_after_login: close,
+            started: 0,
+            ok: 0,
+            failed: 0,
+            lost_after_login: 0,
+            pending: HashMap::new(),
+            held: Vec::new(),
+            latencies: Vec::with_capacity(total),
+            first_error: None,
+            first_start: None,
+            last_login: None,
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.ok + self.failed == self.total
+    }
+
+    fn latency_ms(&self, q: f64) -> f64 {
+        let mut v: Vec<f64> = self
+            .latencies
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        crate::stats::quantile(&mut v, q)
+    }
+
+    fn seconds(&self) -> f64 {
+        match (self.first_start, self.last_login) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+impl Handler for Many {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { .. } => {
+                if let Some(t0) = self.pending.remove(&h) {
+                    let now = Instant::now();
+                    self.ok += 1;
+                    self.latencies.push(now - t0);
+                    self.last_login = Some(now);
+                    if self.close_after_login {
+                        let now = ctx.now();
+                        if let Some(c) = ctx.connection(h) {
+                            c.close(now, 0, "bye");
+                        }
+                    } else {
+                        self.held.push(h);
+                    }
+                }
+            }
+            Event::ConnectionLost(e) => {
+                if self.pending.remove(&h).is_some() {
+                    self.failed += 1;
+                    self.first_error.get_or_insert_with(|| e.to_string());
+                } else if !self.close_after_login {
+                    self.lost_after_login += 1;
+                    self.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        while self.pending.len() < self.concurrency && self.started < self.total {
+            self.started += 1;
+            let now = Instant::now();
+            self.first_start.get_or_insert(now);
+            match ctx.connect(self.config.clone(), self.server) {
+                Ok(h) => {
+                    self.pending.insert(h, now);
+                }
+                Err(e) => {
+                    self.failed += 1;
+                    self.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn run_many(ev: &mut EventLoop<Many>, timeout: Duration) -> Result<(), String> {
+    // The first connections start in `on_turn`; one turn with a zero cap starts them.
+    ev.turn(Some(Instant::now()))
+        .map_err(|e| format!("client loop: {e}"))?;
+    let settled = ev
+        .run_until(timeout, |m, _| m.settled())
+        .map_err(|e| format!("client loop: {e}"))?;
+    if !settled {
+        let m = ev.handler();
+        return Err(format!(
+            "timed out after {timeout:?}: {} logged in, {} failed, {} in flight of {}",
+            m.ok,
+            m.failed,
+            m.pending.len(),
+            m.total
+        ));
+    }
+    Ok(())
+}
+
+/// `quill-bench handshakes`: `count` connections, each handshake + login then close.
+pub fn handshakes(
+    server: SocketAddr,
+    count: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let config = common::client_config(SuiteArg::Aes256gcm.suite(), None);
+    let mut ev = client_loop(server, Many::new(config, server, count, concurrency, true))?;
+    run_many(&mut ev, timeout)?;
+    close_all(&mut ev);
+    let m = ev.handler();
+    let seconds = m.seconds();
+    let out = serde_json::json!({
+        "count": m.total,
+        "ok": m.ok,
+        "failed": m.failed,
+        "first_error": m.first_error,
+        "concurrency": m.concurrency,
+        "seconds": seconds,
+        "handshakes_per_sec": if seconds > 0.0 { m.ok as f64 / seconds } else { 0.0 },
+        "latency_p50_ms": m.latency_ms(0.5),
+        "latency_p99_ms": m.latency_ms(0.99),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// `quill-bench idle`: `count` logged-in connections with keep-alives (5 s; idle
+/// timeout 30 s). Prints `ready N` once all are logged in, holds them for `hold`, then
+/// prints JSON.
+pub fn idle(
+    server: SocketAddr,
+    count: usize,
+    concurrency: usize,
+    hold: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    let config = common::client_config(SuiteArg::Aes256gcm.suite(), Some(Duration::from_secs(5)));
+    let mut ev = client_loop(server, Many::new(config, server, count, concurrency, false))?;
+    run_many(&mut ev, timeout)?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready {}", ev.handler().ok);
+        let _ = out.flush();
+    }
+    let _ = ev
+        .run_until(hold, |_, _| false)
+        .map_err(|e| format!("client loop: {e}"))?;
+    let alive = ev.endpoint().len();
+    let held = std::mem::take(&mut ev.handler().held);
+    let keep_alives: u64 = held
+        .iter()
+        .filter_map(|h| {
+            ev.endpoint()
+                .connection(*h)
+                .map(|c| c.stats().keep_alives_sent)
+        })
+        .sum();
+    // Lost while held (our own closing below would count every one).
+    let lost = ev.handler().lost_after_login;
+    close_all(&mut ev);
+    let m = ev.handler();
+    let out = serde_json::json!({
+        "count": m.total,
+        "ok": m.ok,
+        "failed": m.failed,
+        "lost_after_login": lost,
+        "alive_after_hold": alive,
+        "keep_alives_sent": keep_alives,
+        "first_error": m.first_error,
+        "connect_seconds": m.seconds(),
+        "hold_seconds": hold.as_secs_f64(),
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! What the benchmark's server and clients agree on: host key, account, configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quill_crypto::hostkey::HostKeyPair;
+use quill_crypto::packet::Suite;
+use quill_transport::proto::{ClientConfig, HostKeyPolicy, Login, TransportConfig};
+use zeroize::Zeroizing;
+
+/// The account every benchmark client logs in as.
+pub const USER: &str = "bench";
+/// The only password the benchmark server accepts.
+pub const PASSWORD: &str = "bench";
+/// Seed of the server's host key (fixed, so that clients can pin it).
+const HOST_KEY_SEED: [u8; 32] = [0x51; 32];
+
+/// The server's host key.
+pub fn host_key() -> Arc<HostKeyPair> {
+    Arc::new(HostKeyPair::from_seed(&HOST_KEY_SEED).expect("a 32-byte seed is valid"))
+}
+
+/// Transport settings shared by server and clients (the library defaults).
+pub fn transport_config() -> TransportConfig {
+    TransportConfig::default()
+}
+
+/// A client configuration that logs in as [`USER`], pins the server's host key and
+/// offers only `suite`.
+pub fn client_config(suite: Suite, keep_alive: Option<Duration>) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        Login::Password {
+            user: USER.into(),
+            password: Zeroizing::new(PASSWORD.into()),
+        },
+        HostKeyPolicy::Pinned(vec![host_key().public().fingerprint()]),
+    );
+    config.suites = vec![suite];
+    let mut transport = transport_config();
+    if let Some(ka) = keep_alive {
+        transport.keep_alive_interval = Some(ka);
+        transport.idle_timeout = Duration::from_secs(30);
+    }
+    config.transport = Arc::new(transport);
+    config
+}
+
+/// The AEAD suites, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuiteArg {
+    /// AES-256-GCM.
+    Aes256gcm,
+    /// AES-128-GCM.
+    Aes128gcm,
+    /// ChaCha20-Poly1305.
+    Chacha20,
+}
+
+impl SuiteArg {
+    /// The library's suite.
+    pub fn suite(self) -> Suite {
+        match self {
+            SuiteArg::Aes256gcm => Suite::Aes256Gcm,
+            SuiteArg::Aes128gcm => Suite::Aes128Gcm,
+            SuiteArg::Chacha20 => Suite::ChaCha20Poly1305,
+        }
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SuiteArg::Aes256gcm => "aes256gcm",
+            SuiteArg::Aes128gcm => "aes128gcm",
+            SuiteArg::Chacha20 => "chacha20",
+        }
+    }
+}
+
+/// Refuses anything but a loopback address: the benchmark floods its peer.
+pub fn require_loopback(addr: std::net::SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr} is not a loopback address; quill-bench only runs on loopback"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_pins_the_server_key() {
+        let c = client_config(Suite::Aes128Gcm, None);
+        match &c.host_key {
+            HostKeyPolicy::Pinned(fps) => assert_eq!(fps, &[host_key().public().fingerprint()]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.suites, vec![Suite::Aes128Gcm]);
+        c.transport.validate().unwrap();
+    }
+
+    #[test]
+    fn keep_alive_config_is_valid() {
+        let c = client_config(Suite::Aes256Gcm, Some(Duration::from_secs(5)));
+        c.transport.validate().unwrap();
+        assert_eq!(
+            c.transport.keep_alive_interval,
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn only_loopback_is_allowed() {
+        assert!(require_loopback("127.0.0.1:1".parse().unwrap()).is_ok());
+        assert!(require_loopback("[::1]:1".parse().unwrap()).is_ok());
+        assert!(require_loopback("10.0.0.1:1".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! `quill-bench loopback`: the orchestrator. Every measurement runs the server and the
+//! client subcommands as separate processes of this executable on 127.0.0.1; CPU time
+//! and peak RSS come from `wait4`, the idle server's RSS from `/proc/PID/status`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::SuiteArg;
+use crate::procs::{Proc, Usage};
+use crate::stats::Summary;
+
+const GIB: f64 = (1u64 << 30) as f64;
+const STARTUP: Duration = Duration::from_secs(10);
+const SHUTDOWN: Duration = Duration::from_secs(15);
+
+/// What to measure.
+pub struct Plan {
+    /// Bytes per bulk run.
+    pub bytes: u64,
+    /// Rounds; each round runs AES-256-GCM then AES-128-GCM.
+    pub rounds: usize,
+    /// Handshakes to run (0 skips).
+    pub handshakes: usize,
+    /// Handshakes in flight.
+    pub concurrency: usize,
+    /// Idle connections (0 skips).
+    pub idle: usize,
+    /// Worker threads of the server.
+    pub workers: usize,
+    /// Print one JSON object instead of the table.
+    pub json: bool,
+}
+
+struct Server {
+    proc: Proc,
+    addr: String,
+}
+
+impl Server {
+    fn start(workers: usize) -> Result<Server, String> {
+        let args = [
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            &workers.to_string(),
+        ]
+        .map(String::from);
+        let proc = Proc::spawn("server", &args)?;
+        let line = proc.line_starting("listening ", STARTUP)?;
+        let addr = line["listening ".len()..].trim().to_owned();
+        Ok(Server { proc, addr })
+    }
+
+    /// Graceful stop (stdin closed) and the server's whole-life usage.
+    fn stop(mut self) -> Result<Usage, String> {
+        self.proc.close_stdin();
+        let u = self.proc.wait(SHUTDOWN)?;
+        if u.exit != 0 {
+            return Err(format!("server exited with {}", u.exit));
+        }
+        Ok(u)
+    }
+}
+
+fn run_client(args: Vec<String>, timeout: Duration) -> Result<(Value, Usage), String> {
+    let mut client = Proc::spawn(&args[0].clone(), &args)?;
+    let line = client.line_starting("{", timeout)?;
+    let usage = client.wait(SHUTDOWN)?;
+    if usage.exit != 0 {
+        return Err(format!("{} exited with {}", args[0], usage.exit));
+    }
+    let v: Value =
+        serde_json::from_str(&line).map_err(|e| format!("{}: bad JSON {line}: {e}", args[0]))?;
+    Ok((v, usage))
+}
+
+struct BulkRun {
+    gbps: f64,
+    handshake_ms: f64,
+    server: Usage,
+    client: Usage,
+    raw: Value,
+}
+
+fn bulk_run(plan: &Plan, suite: SuiteArg) -> Result<BulkRun, String> {
+    let server = Server::start(plan.workers)?;
+    // Generous: 30 s plus 10 MB/s.
+    let timeout = Duration::from_secs(30 + plan.bytes / 10_000_000);
+    let args = vec![
+        "client".to_owned(),
+        server.addr.clone(),
+        "--bytes".into(),
+        plan.bytes.to_string(),
+        "--suite".into(),
+        suite.name().into(),
+        "--timeout-secs".into(),
+        timeout.as_secs().to_string(),
+    ];
+    let (v, client) = run_client(args, timeout + Duration::from_secs(5))?;
+    let server = server.stop()?;
+    let gbps = v["goodput_bps"].as_f64().unwrap_or(0.0) / 1e9;
+    let handshake_ms = v["handshake_ms"].as_f64().unwrap_or(0.0);
+    Ok(BulkRun {
+        gbps,
+        handshake_ms,
+        server,
+        client,
+        raw: v,
+    })
+}
+
+struct BulkSummary {
+    suite: SuiteArg,
+    gbps: Summary,
+    server_cpu: Summary,
+    client_cpu: Summary,
+    total_cpu: Summary,
+    server_rss_mib: Summary,
+    client_rss_mib: Summary,
+    handshake_ms: Summary,
+    runs: Vec<Value>,
+}
+
+fn summarise(plan: &Plan, suite: SuiteArg, runs: &[BulkRun]) -> BulkSummary {
+    let gib = plan.bytes as f64 / GIB;
+    let s = |f: &dyn Fn(&BulkRun) -> f64| Summary::of(&runs.iter().map(f).collect::<Vec<_>>());
+    BulkSummary {
+        suite,
+        gbps: s(&|r| r.gbps),
+        server_cpu: s(&|r| r.server.cpu_s() / gib),
+        client_cpu: s(&|r| r.client.cpu_s() / gib),
+        total_cpu: s(&|r| (r.server.cpu_s() + r.client.cpu_s()) / gib),
+        server_rss_mib: s(&|r| r.server.max_rss_kib as f64 / 1024.0),
+        client_rss_mib: s(&|r| r.client.max_rss_kib as f64 / 1024.0),
+        handshake_ms: s(&|r| r.handshake_ms),
+        runs: runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "client": r.raw,
+                    "server_cpu_s": r.server.cpu_s(),
+                    "server_user_s": r.server.user_s,
+                    "server_sys_s": r.server.sys_s,
+                    "client_cpu_s": r.client.cpu_s(),
+                    "client_user_s": r.client.user_s,
+                    "client_sys_s": r.client.sys_s,
+                    "server_max_rss_kib": r.server.max_rss_kib,
+                    "client_max_rss_kib": r.client.max_rss_kib,
+                })
+            })
+            .collect(),
+    }
+}
+
+struct HandshakeResult {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    server_cpu_us: f64,
+    client_cpu_us: f64,
+    raw: Value,
+}
+
+fn handshake_run(plan: &Plan) -> Result<HandshakeResult, String> {
+    let server = Server::start(plan.workers)?;
+    let before = server.proc.cpu_now()?;
+    let timeout = Duration::from_secs(60 + plan.handshakes as u64 / 100);
+    let args = vec![
+        "handshakes".to_owned(),
+        server.addr.clone(),
+        "--count".into(),
+        plan.handshakes.to_string(),
+        "--concurrency".into(),
+        plan.concurrency.to_string(),
+        "--timeout-secs".into(),
+        timeout.as_secs().to_string(),
+    ];
+    let (v, client) = run_client(args, timeout + Duration::from_secs(5))?;
+    let after = server.proc.cpu_now()?;
+    server.stop()?;
+    let ok = v["ok"].as_u64().unwrap_or(0).max(1) as f64;
+    Ok(HandshakeResult {
+        per_sec: v["handshakes_per_sec"].as_f64().unwrap_or(0.0),
+        p50_ms: v["latency_p50_ms"].as_f64().unwrap_or(0.0),
+        p99_ms: v["latency_p99_ms"].as_f64().unwrap_or(0.0),
+        server_cpu_us: (after - before) / ok * 1e6,
+        client_cpu_us: client.cpu_s() / ok * 1e6,
+        raw: v,
+    })
+}
+
+struct IdleResult {
+    rss0_kib: u64,
+    rss_n_kib: u64,
+    per_conn_bytes: f64,
+    client_per_conn_bytes: f64,
+    raw: Value,
+}
+
+fn idle_run(plan: &Plan) -> Result<IdleResult, String> {
+    let server = Server::start(plan.workers)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss0 = server.proc.status_kib("VmRSS")?;
+    let timeout = Duration::from_secs(60 + plan.idle as u64 / 100);
+    let hold = 5;
+    let args = vec![
+        "idle".to_owned(),
+        server.addr.clone(),
+        "--count".into(),
+        plan.idle.to_string(),
+        "--hold-secs".into(),
+        hold.to_string(),
+        "--timeout-secs".into(),
+        timeout.as_secs().to_string(),
+    ];
+    let mut client = Proc::spawn("idle", &args)?;
+    client.line_starting("ready ", timeout + Duration::from_secs(5))?;
+    // All logged in: let the server settle (pending ACKs, freed handshake state),
+    // then sample while the connections are held.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_n = server.proc.status_kib("VmRSS")?;
+    let line = client.line_starting("{", Duration::from_secs(hold + 30))?;
+    let client_usage = client.wait(SHUTDOWN)?;
+    server.stop()?;
+    let v: Value =
+        serde_json::from_str(&line).map_err(|e| format!("idle: bad JSON {line}: {e}"))?;
+    let n = plan.idle.max(1) as f64;
+    Ok(IdleResult {
+        rss0_kib: rss0,
+        rss_n_kib: rss_n,
+        per_conn_bytes: (rss_n.saturating_sub(rss0) * 1024) as f64 / n,
+        client_per_conn_bytes: (client_usage.max_rss_kib * 1024) as f64 / n,
+        raw: v,
+    })
+}
+
+/// Runs the plan and prints the report.
+pub fn run(plan: &Plan) -> Result<(), String> {
+    let suites = [SuiteArg::Aes256gcm, SuiteArg::Aes128gcm];
+    let mut runs: Vec<Vec<BulkRun>> = suites.iter().map(|_| Vec::new()).collect();
+    for round in 0..plan.rounds {
+        for (i, &suite) in suites.iter().enumerate() {
+            let r = bulk_run(plan, suite)?;
+            eprintln!(
+                "round {}: {} {:.2} Gbit/s, CPU-s server {:.2} client {:.2}",
+                round + 1,
+                suite.name(),
+                r.gbps,
+                r.server.cpu_s(),
+                r.client.cpu_s()
+            );
+            runs[i].push(r);
+        }
+    }
+    let bulk: Vec<BulkSummary> = suites
+        .iter()
+        .zip(&runs)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(&s, r)| summarise(plan, s, r))
+        .collect();
+    let hs = if plan.handshakes > 0 {
+        let r = handshake_run(plan)?;
+        eprintln!("handshakes: {:.0}/s", r.per_sec);
+        Some(r)
+    } else {
+        None
+    };
+    let idle = if plan.idle > 0 {
+        let r = idle_run(plan)?;
+        eprintln!("idle: {:.0} B per connection", r.per_conn_bytes);
+        Some(r)
+    } else {
+        None
+    };
+    if plan.json {
+        let out = json!({
+            "bytes_per_run": plan.bytes,
+            "rounds": plan.rounds,
+            "bulk": bulk.iter().map(|b| json!({
+                "suite": b.suite.name(),
+                "goodput_gbps": b.gbps.json(),
+                "server_cpu_s_per_gib": b.server_cpu.json(),
+                "client_cpu_s_per_gib": b.client_cpu.json(),
+                "total_cpu_s_per_gib": b.total_cpu.json(),
+                "server_peak_rss_mib": b.server_rss_mib.json(),
+                "client_peak_rss_mib": b.client_rss_mib.json(),
+                "handshake_ms": b.handshake_ms.json(),
+                "runs": b.runs,
+            })).collect::<Vec<_>>(),
+            "handshakes": hs.as_ref().map(|h| json!({
+                "per_sec": h.per_sec,
+                "latency_p50_ms": h.p50_ms,
+                "latency_p99_ms": h.p99_ms,
+                "server_cpu_us_per_handshake": h.server_cpu_us,
+                "client_cpu_us_per_handshake": h.client_cpu_us,
+                "client": h.raw,
+            })),
+            "idle": idle.as_ref().map(|i| json!({
+                "connections": plan.idle,
+                "server_rss_kib_0": i.rss0_kib,
+                "server_rss_kib_n": i.rss_n_kib,
+                "server_bytes_per_connection": i.per_conn_bytes,
+                "client_peak_bytes_per_connection": i.client_per_conn_bytes,
+                "client": i.raw,
+            })),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "Bulk: one connection, one stream, {} MiB per run, {} rounds (A B A B ...); median [min–max]",
+        plan.bytes >> 20,
+        plan.rounds
+    );
+    println!(
+        "| suite | Gbit/s | server CPU-s/GiB | client CPU-s/GiB | total CPU-s/GiB | server peak RSS MiB | client peak RSS MiB | handshake ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for b in &bulk {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            b.suite.name(),
+            b.gbps.show(2),
+            b.server_cpu.show(2),
+            b.client_cpu.show(2),
+            b.total_cpu.show(2),
+            b.server_rss_mib.show(1),
+            b.client_rss_mib.show(1),
+            b.handshake_ms.show(2)
+        );
+    }
+    if let Some(h) = &hs {
+        println!();
+        println!(
+            "Handshakes + logins: {} connections, {} in flight, one server loop",
+            plan.handshakes, plan.concurrency
+        );
+        println!("| handshakes/s | latency p50 ms | latency p99 ms | server CPU µs/handshake | client CPU µs/handshake | failed |");
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+            h.per_sec, h.p50_ms, h.p99_ms, h.server_cpu_us, h.client_cpu_us, h.raw["failed"]
+        );
+    }
+    if let Some(i) = &idle {
+        println!();
+        println!(
+            "Idle connections: {} logged in, keep-alive 5 s, idle timeout 30 s",
+            plan.idle
+        );
+        println!("| server RSS, 0 conns | server RSS, N conns | server bytes/connection | client peak bytes/connection | lost |");
+        println!("|---|---|---|---|---|");
+        println!(
+            "| {:.1} MiB | {:.1} MiB | {:.0} | {:.0} | {} |",
+            i.rss0_kib as f64 / 1024.0,
+            i.rss_n_kib as f64 / 1024.0,
+            i.per_conn_bytes,
+            i.client_per_conn_bytes,
+            i.raw["lost_after_login"]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! `quill-bench server`: one event loop that accepts every password login whose
+//! password is `bench`, sinks unidirectional streams and echoes bidirectional ones.
+//!
+//! Completion signal for bulk transfers: when a unidirectional stream from the client
+//! ends (FIN), the server opens a unidirectional stream of its own on the same
+//! connection and writes the number of bytes it received on that stream as an 8-byte
+//! big-endian integer, then FIN. The client stops its clock when that count arrives and
+//! checks that it equals what it sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
+use quill_transport::driver::socket::UdpConfig;
+use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::proto::{
+    Dir, Event, LoginMethod, LoginRequest, ReadOutcome, ServerConfig, StreamEvent, StreamId,
+};
+
+use crate::common;
+
+/// Most bytes an echo stream holds before the server stops reading it (back-pressure).
+const ECHO_BUFFER: usize = 1 << 20;
+
+/// The benchmark server's application state.
+struct BenchServer {
+    /// Logins waiting for room on the worker pool.
+    waiting: VecDeque<(ConnectionHandle, LoginRequest)>,
+    /// Unidirectional streams being sunk: bytes received so far.
+    sinks: HashMap<(ConnectionHandle, StreamId), u64>,
+    /// Completion counts still to be sent (the connection had no stream credit yet).
+    replies: Vec<(ConnectionHandle, u64)>,
+    /// Bidirectional streams being echoed: bytes not yet written back, and whether the
+    /// peer finished.
+    echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
+    buf: Vec<u8>,
+    logins: u64,
+    refused: u64,
+    bytes_sunk: u64,
+}
+
+impl Handler for BenchServer {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        match event {
+            Event::LoginRequested(req) => self.waiting.push_back((h, req)),
+            Event::Stream(StreamEvent::Opened { .. }) => {
+                let Some(c) = ctx.connection(h) else { return };
+                while let Some(id) = c.accept_stream(Dir::Bi) {
+                    self.echo.insert((h, id), (Vec::new(), false));
+                }
+                while let Some(id) = c.accept_stream(Dir::Uni) {
+                    self.sinks.insert((h, id), 0);
+                }
+            }
+            Event::ConnectionLost(_) => {
+                self.sinks.retain(|k, _| k.0 != h);
+                self.echo.retain(|k, _| k.0 != h);
+                self.replies.retain(|r| r.0 != h);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        self.start_logins(ctx);
+        self.drain_sinks(ctx);
+        self.send_replies(ctx);
+        self.pump_echo(ctx);
+    }
+}
+
+impl BenchServer {
+    /// Hands queued logins to the worker pool. The check is a plain comparison (no
+    /// Argon2id: this measures the transport), but it still takes the same path as a
+    /// real verification: off the loop thread and back through the loop's waker.
+    fn start_logins(&mut self, ctx: &mut Context<'_, Self>) {
+        while ctx.pool_has_room() {
+            let Some((h, req)) = self.waiting.pop_front() else {
+                break;
+            };
+            let job = move || -> Completion<BenchServer> {
+                let ok = matches!(&req.method, LoginMethod::Password(p) if p.as_slice() == common::PASSWORD.as_bytes());
+                let user = req.user;
+                Box::new(
+                    move |server: &mut BenchServer, ctx: &mut Context<'_, BenchServer>| {
+                        let now = ctx.now();
+                        if let Some(c) = ctx.connection(h) {
+                            if ok {
+                                server.logins += 1;
+                                c.accept_login(now, &user, "bench");
+                            } else {
+                                server.refused += 1;
+                                c.refuse_login(now, "login refused");
+                            }
+                        }
+                    },
+                )
+            };
+            if ctx.spawn(job).is_err() {
+                break; // cannot happen after pool_has_room; retried next turn anyway
+            }
+        }
+    }
+
+    fn drain_sinks(&mut self, ctx: &mut Context<'_, Self>) {
+        let buf = &mut self.buf;
+        let replies = &mut self.replies;
+        let total = &mut self.bytes_sunk;
+        self.sinks.retain(|&(h, id), count| {
+            let Some(c) = ctx.connection(h) else {
+                return false;
+            };
+            loop {
+                match c.read(id, buf) {
+                    Ok(ReadOutcome::Data(n)) => {
+                        *count += n as u64;
+                        *total += n as u64;
+                    }
+                    Ok(ReadOutcome::Finished) => {
+                        replies.push((h, *count));
+                        return false;
+                    }
+                    Ok(ReadOutcome::Blocked) => return true,
+                    Err(_) => return false,
+                }
+            }
+        });
+    }
+
+    /// Opens a unidirectional stream per finished sink and writes the 8-byte count.
+    fn send_replies(&mut self, ctx: &mut Context<'_, Self>) {
+        self.replies.retain(|&(h, count)| {
+            let Some(c) = ctx.connection(h) else {
+                return false;
+            };
+            let Some(id) = c.open_stream(Dir::Uni) else {
+                return true; // no stream credit yet: try again next turn
+            };
+            // A fresh stream's send buffer always takes 8 bytes.
+            let _ = c.write(id, &count.to_be_bytes());
+            let _ = c.finish(id);
+            false
+        });
+    }
+
+    fn pump_echo(&mut self, ctx: &mut Context<'_, Self>) {
+        let buf = &mut self.buf;
+        self.echo.retain(|&(h, id), (pending, fin)| {
+            let Some(c) = ctx.connection(h) else {
+                return false;
+            };
+            while pending.len() < ECHO_BUFFER && !*fin {
+                match c.read(id, buf) {
+                    Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
+                    Ok(ReadOutcome::Finished) => *fin = true,
+                    Ok(ReadOutcome::Blocked) => break,
+                    Err(_) => return false,
+                }
+            }
+            while !pending.is_empty() {
+                match c.write(id, pending) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        pending.drain(..n);
+                    }
+                }
+            }
+            if *fin && pending.is_empty() {
+                let _ = c.finish(id);
+                return false;
+            }
+            true
+        });
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread spawned after it)
+/// and returns the set, for a dedicated thread to `sigwait` on.
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask changes
+    // only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM or (unless `ignore_stdin`) until stdin closes.
+pub fn run(listen: SocketAddr, workers: usize, ignore_stdin: bool) -> Result<(), String> {
+    common::require_loopback(listen)?;
+    let signals = block_termination_signals();
+    let host_key = common::host_key();
+    let fingerprint = host_key.public().fingerprint();
+    let mut config = ServerConfig::new(host_key);
+    config.transport = Arc::new(common::transport_config());
+    // Many connections from one source address, at a high rate: the per-source rate
+    // limit is off, Retry is off (it would add a round trip to every handshake) and
+    // there is room for many handshakes in flight.
+    let endpoint = EndpointConfig {
+        per_source_handshakes_per_sec: 0,
+        max_half_open: 65_536,
+        max_connections: 200_000,
+        retry: RetryPolicy::Never,
+        ..EndpointConfig::default()
+    };
+    let handler = BenchServer {
+        waiting: VecDeque::new(),
+        sinks: HashMap::new(),
+        replies: Vec::new(),
+        echo: HashMap::new(),
+        buf: vec![0u8; 256 * 1024],
+        logins: 0,
+        refused: 0,
+        bytes_sunk: 0,
+    };
+    let mut ev = EventLoop::bind(
+        listen,
+        &UdpConfig::default(),
+        endpoint,
+        Some(config),
+        workers.max(1),
+        handler,
+    )
+    .map_err(|e| format!("bind {listen}: {e}"))?;
+    let handle = ev.handle();
+    spawn_signal_thread(signals, handle.clone());
+    if !ignore_stdin {
+        spawn_stdin_thread(handle);
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening {}", ev.local_addr());
+        let _ = writeln!(out, "fingerprint {fingerprint}");
+        let _ = out.flush();
+    }
+    ev.run().map_err(|e| format!("server loop: {e}"))?;
+    let stats = ev.stats();
+    let h = ev.handler();
+    let summary = serde_json::json!({
+        "logins": h.logins,
+        "refused": h.refused,
+        "bytes_sunk": h.bytes_sunk,
+        "datagrams_in": stats.datagrams_in,
+        "datagrams_out": stats.datagrams_out,
+        "gso_batches": stats.gso_batches,
+        "send_blocked": stats.send_blocked,
+        "turns": stats.turns,
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+fn spawn_signal_thread(set: libc::sigset_t, handle: LoopHandle) {
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised signal set, blocked in every thread.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            handle.shutdown();
+        }
+    });
+}
+
+fn spawn_stdin_thread(handle: LoopHandle) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 256];
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        handle.shutdown();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_loopback_addresses() {
+        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true).unwrap_err();
+        assert!(err.contains("not a loopback"), "{err}");
+    }
+}
