@@ -234,9 +234,7 @@ impl Connection {
                 if phase == k.remote_phase {
                     &k.remote
                 } else if k.remote_phase_start.is_some_and(|start| pn < start)
-                    && k.prev_remote
-                        .as_ref()
-                        .is_some_and(|(_, until)| *until > now)
+                    && k.prev_remote.as_ref().is_some_and(|p| p.1 > now)
                 {
                     // RFC 9001 §6.5: a reordered packet from the previous phase.
                     &k.prev_remote.as_ref()?.0
@@ -538,6 +536,8 @@ impl Connection {
                 Output::LoginRequested(req) => self.events.push_back(Event::LoginRequested(req)),
                 Output::ClientDone => {}
                 Output::LoginAccepted { account, message } => {
+                    // The client's handshake is complete: free its state.
+                    self.hs.fail();
                     self.account = Some(account.clone());
                     self.state = State::Established;
                     self.events.push_back(Event::Connected { account, message });

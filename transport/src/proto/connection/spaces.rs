@@ -165,7 +165,7 @@ pub(crate) struct OneRtt {
     pub next_remote: PacketKey,
     pub next_remote_secret: Secret,
     /// Remote keys of the previous generation, for reordered packets, until the deadline.
-    pub prev_remote: Option<(PacketKey, Instant)>,
+    pub prev_remote: Option<Box<(PacketKey, Instant)>>,
     /// Key phase bit of what we send.
     pub local_phase: bool,
     /// Key phase bit of the current remote keys.
@@ -227,7 +227,7 @@ impl OneRtt {
             std::mem::replace(&mut self.next_remote, next),
         );
         self.remote_secret = std::mem::replace(&mut self.next_remote_secret, next_secret);
-        self.prev_remote = Some((old, discard_prev_at));
+        self.prev_remote = Some(Box::new((old, discard_prev_at)));
         self.remote_phase = !self.remote_phase;
         self.remote_phase_start = Some(pn);
     }

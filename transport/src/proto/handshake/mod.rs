@@ -126,7 +126,6 @@ enum ServerState {
     WaitClientFinished,
     WaitLogin,
     WaitVerdict,
-    Done,
     Failed,
 }
 
@@ -134,6 +133,8 @@ enum ServerState {
 pub(crate) enum Handshake {
     Client(Box<ClientHandshake>),
     Server(Box<ServerHandshake>),
+    /// Over (login decided, or failed): its state is freed; further messages are refused.
+    Done,
 }
 
 pub(crate) struct ClientHandshake {
@@ -241,25 +242,25 @@ impl Handshake {
         match self {
             Handshake::Client(c) => c.handle(space, msg, framed, out),
             Handshake::Server(s) => s.handle(space, msg, framed, out),
+            Handshake::Done => Err(unexpected(&msg)),
         }
     }
 
     /// Server: the application's verdict on the pending login. Returns the LoginAccepted
     /// message to send in the application space, or `None` if no login was pending.
     pub(crate) fn accept_login(&mut self, account: &str, message: &str) -> Option<Vec<u8>> {
-        match self {
-            Handshake::Server(s) if matches!(s.state, ServerState::WaitVerdict) => {
-                s.state = ServerState::Done;
-                let mut out = Vec::new();
-                Message::LoginAccepted {
-                    account: account.to_owned(),
-                    message: message.to_owned(),
-                }
-                .encode(&mut out);
-                Some(out)
-            }
-            _ => None,
+        if !self.awaiting_verdict() {
+            return None;
         }
+        // The handshake is over: free its state (transcript, configuration, secrets).
+        *self = Handshake::Done;
+        let mut out = Vec::new();
+        Message::LoginAccepted {
+            account: account.to_owned(),
+            message: message.to_owned(),
+        }
+        .encode(&mut out);
+        Some(out)
     }
 
     /// Server: whether a login verdict is awaited.
@@ -267,12 +268,10 @@ impl Handshake {
         matches!(self, Handshake::Server(s) if matches!(s.state, ServerState::WaitVerdict))
     }
 
-    /// Marks the handshake failed (no further messages are processed).
+    /// Ends the handshake (failed, or finished on the client): no further messages
+    /// are processed and its state is freed.
     pub(crate) fn fail(&mut self) {
-        match self {
-            Handshake::Client(c) => c.state = ClientState::Failed,
-            Handshake::Server(s) => s.state = ServerState::Failed,
-        }
+        *self = Handshake::Done;
     }
 }
 
