@@ -34,7 +34,7 @@ use quill_crypto::schedule;
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
 use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
 use super::error::{code, ConnectionError, TransportError};
-use super::handshake::{Handshake, LoginRequest, Output};
+use super::handshake::{Handshake, LoginRequest};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
     Dir, PeerLimits, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
@@ -270,7 +270,6 @@ pub struct Connection {
     close_pending: bool,
     error: Option<ConnectionError>,
     stats: ConnectionStats,
-    hs_outputs: Vec<Output>,
     /// Scratch space reused by every ACK (no allocation per ACK).
     acked_buf: Vec<(u64, super::recovery::SentPacket<spaces::SentFrames>)>,
     /// Scratch space reused by loss detection.
@@ -437,7 +436,6 @@ impl Connection {
             close_pending: false,
             error: None,
             stats: ConnectionStats::default(),
-            hs_outputs: Vec::new(),
             acked_buf: Vec::new(),
             lost_buf: Vec::new(),
             closes_sent: 0,

@@ -475,10 +475,10 @@ impl Connection {
                 }
             };
             let msg: Vec<u8> = sp.crypto_pending.drain(..len).collect();
-            let mut outputs = std::mem::take(&mut self.hs_outputs);
+            // A handful of messages per connection: a fresh vector each is fine.
+            let mut outputs = Vec::new();
             let result = self.hs.handle(space, &msg, &mut outputs);
             let applied = self.apply_outputs(now, &mut outputs);
-            self.hs_outputs = outputs;
             if let Err(e) = result {
                 self.hs.fail();
                 return Err(e);
@@ -820,10 +820,11 @@ impl Connection {
                 self.streams.set_rtt(now, self.rtt.smoothed());
             }
         }
+        let used = acked.len();
         for (pn, p) in acked.drain(..) {
             self.on_packet_acked(now, space, pn, p);
         }
-        self.acked_buf = acked;
+        self.acked_buf = keep_scratch(acked, used);
         if space == Space::Handshake {
             self.handshake_acked = true;
         }
@@ -849,8 +850,10 @@ impl Connection {
         if let Some(c) = f.stream {
             self.streams.on_chunk_acked(&c);
         }
-        for c in &f.more_streams {
-            self.streams.on_chunk_acked(c);
+        if let Some(x) = &f.extra {
+            for c in &x.more_streams {
+                self.streams.on_chunk_acked(c);
+            }
         }
         if let Some(size) = f.mtu_probe {
             if size > self.mtu {
@@ -883,6 +886,7 @@ impl Connection {
             self.lost_buf = lost;
             return;
         }
+        let used = lost.len();
         let mut lost_bytes = 0;
         let mut largest_sent: Option<Instant> = None;
         let mut first_eliciting: Option<Instant> = None;
@@ -903,7 +907,7 @@ impl Connection {
             }
             self.requeue(space, p.payload);
         }
-        self.lost_buf = lost;
+        self.lost_buf = keep_scratch(lost, used);
         if let Some(sent) = largest_sent {
             // RFC 9002 §7.6: persistent congestion when the lost ack-eliciting packets
             // span more than the threshold (approximated over this batch of losses).
@@ -928,26 +932,29 @@ impl Connection {
         if let Some(c) = f.stream {
             self.streams.on_chunk_lost(&c);
         }
-        for c in &f.more_streams {
-            self.streams.on_chunk_lost(c);
-        }
-        for c in f.control {
-            self.streams.on_control_lost(c);
-        }
         if f.handshake_done {
             self.handshake_done_pending = true;
         }
         if f.path_challenge && self.path_challenge.is_some() {
             self.path_challenge_pending = true;
         }
-        for seq in f.new_cids {
-            // Still ours to give (not retired meanwhile): send it again.
-            if self.cids.local.contains_key(&seq) {
-                self.cids.new_pending.push_back(seq);
+        if let Some(x) = f.extra {
+            let x = *x;
+            for c in &x.more_streams {
+                self.streams.on_chunk_lost(c);
             }
-        }
-        for seq in f.retire_cids {
-            self.cids.retire_pending.push_back(seq);
+            for c in x.control {
+                self.streams.on_control_lost(c);
+            }
+            for seq in x.new_cids {
+                // Still ours to give (not retired meanwhile): send it again.
+                if self.cids.local.contains_key(&seq) {
+                    self.cids.new_pending.push_back(seq);
+                }
+            }
+            for seq in x.retire_cids {
+                self.cids.retire_pending.push_back(seq);
+            }
         }
     }
 
@@ -1062,6 +1069,7 @@ impl Connection {
                 freed += p.size as u64;
             }
         });
+        sp.sent = crate::proto::recovery::SentPackets::new();
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
         // RFC 9002 §6.2.2: the PTO backoff restarts when keys are discarded.
         self.pto_count = 0;
@@ -1092,4 +1100,14 @@ impl Connection {
         };
         self.close_with(wire, err);
     }
+}
+
+/// Keeps a scratch vector for reuse unless it is far larger than what this use needed:
+/// the bulk path reuses it without allocating, while an idle connection does not keep
+/// the capacity of one old burst (memory per idle connection matters at scale).
+fn keep_scratch<T>(mut v: Vec<T>, used: usize) -> Vec<T> {
+    if v.capacity() > 8 * used.max(4) {
+        v = Vec::new();
+    }
+    v
 }

@@ -216,7 +216,6 @@ impl Connection {
                     let mut w = Writer::new(&mut buf[pos..end]);
                     encode_ack(&mut w, ranges, delay, None, super::spaces::MAX_ACK_RANGES);
                     pos += w.len();
-                    frames.ack_largest = sp.ack.received.max();
                     true
                 } else {
                     false
@@ -294,7 +293,7 @@ impl Connection {
                     }
                     pos += write_frame(&f, &mut buf[pos..end]);
                     self.cids.new_pending.pop_front();
-                    frames.new_cids.push(seq);
+                    frames.extra().new_cids.push(seq);
                     eliciting = true;
                 }
                 while let Some(&seq) = self.cids.retire_pending.front() {
@@ -304,7 +303,7 @@ impl Connection {
                     }
                     pos += write_frame(&f, &mut buf[pos..end]);
                     self.cids.retire_pending.pop_front();
-                    frames.retire_cids.push(seq);
+                    frames.extra().retire_cids.push(seq);
                     eliciting = true;
                 }
                 // Stream control frames (MAX_DATA, MAX_STREAM_DATA, resets, ...).
@@ -313,7 +312,7 @@ impl Connection {
                         break;
                     };
                     pos += write_frame(&control_to_frame(&cf), &mut buf[pos..end]);
-                    frames.control.push(cf);
+                    frames.extra().control.push(cf);
                     eliciting = true;
                 }
                 // Datagrams, oldest first, as many as fit.
@@ -354,7 +353,7 @@ impl Connection {
                     if frames.stream.is_none() {
                         frames.stream = Some(chunk);
                     } else {
-                        frames.more_streams.push(chunk);
+                        frames.extra().more_streams.push(chunk);
                     }
                     eliciting = true;
                 }

@@ -22,30 +22,44 @@ pub(crate) const CRYPTO_BUFFER_CAP: u64 = 16 * 1024;
 pub(crate) const MAX_ACK_RANGES: usize = 32;
 
 /// What a sent packet carried that must be retransmitted or acknowledged onward.
+/// Kept small (one is stored per packet in flight): the common frames inline, the
+/// rare ones boxed.
 #[derive(Debug, Default)]
 pub(crate) struct SentFrames {
     /// CRYPTO bytes (offset range in this space's crypto stream).
     pub crypto: Option<Range<u64>>,
     /// The first STREAM chunk (the bulk path carries exactly one).
     pub stream: Option<StreamChunk>,
-    /// Further STREAM chunks (many small streams).
-    pub more_streams: Vec<StreamChunk>,
-    /// Stream control frames.
-    pub control: Vec<ControlFrame>,
-    /// HANDSHAKE_DONE was in this packet.
-    pub handshake_done: bool,
-    /// Largest packet number acknowledged by an ACK frame in this packet.
-    pub ack_largest: Option<u64>,
     /// This was a PMTU probe of this size: its loss is not a congestion signal.
     pub mtu_probe: Option<u16>,
+    /// HANDSHAKE_DONE was in this packet.
+    pub handshake_done: bool,
     /// PATH_RESPONSE data answered (not retransmitted; recorded for tracing).
     pub path_response: bool,
     /// A PATH_CHALLENGE was in this packet (sent again if the packet is lost).
     pub path_challenge: bool,
+    /// Everything else, allocated only by packets that carry it.
+    pub extra: Option<Box<ExtraFrames>>,
+}
+
+/// The less common frames of a sent packet.
+#[derive(Debug, Default)]
+pub(crate) struct ExtraFrames {
+    /// Further STREAM chunks (many small streams).
+    pub more_streams: Vec<StreamChunk>,
+    /// Stream control frames.
+    pub control: Vec<ControlFrame>,
     /// NEW_CONNECTION_ID frames (sequence numbers of our CIDs).
     pub new_cids: Vec<u64>,
     /// RETIRE_CONNECTION_ID frames (sequence numbers of the peer's CIDs).
     pub retire_cids: Vec<u64>,
+}
+
+impl SentFrames {
+    /// The rare-frame record, created on first use.
+    pub fn extra(&mut self) -> &mut ExtraFrames {
+        self.extra.get_or_insert_with(Default::default)
+    }
 }
 
 /// Receive-side state for generating ACK frames.
