@@ -548,6 +548,10 @@ impl Connection {
     /// Pops the next event, if any. Stream events come after connection events.
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
+            if self.events.is_empty() {
+                // Events come in rare bursts; an idle connection keeps no queue.
+                self.events = VecDeque::new();
+            }
             return Some(e);
         }
         if matches!(self.state, State::Established | State::Handshaking) {

@@ -1106,7 +1106,7 @@ impl Connection {
 /// the bulk path reuses it without allocating, while an idle connection does not keep
 /// the capacity of one old burst (memory per idle connection matters at scale).
 fn keep_scratch<T>(mut v: Vec<T>, used: usize) -> Vec<T> {
-    if v.capacity() > 8 * used.max(4) {
+    if used < 4 || v.capacity() > 8 * used {
         v = Vec::new();
     }
     v
