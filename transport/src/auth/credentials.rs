@@ -1,0 +1,1 @@
+//! Client credentials (written by another helper; placeholder until merge).

@@ -1,0 +1,1 @@
+//! Client known_hosts file (written by another helper; placeholder until merge).
