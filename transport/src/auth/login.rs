@@ -136,7 +136,7 @@ impl LoginVerifier {
                     let name = name.unwrap_or_default();
                     self.succeed(&name, source, unix_now)
                 } else {
-                    self.fail(name.as_deref(), account.is_some(), source, now)
+                    self.fail(name.as_deref(), account.is_some(), locked, source, now)
                 }
             }
             LoginMethod::Register { password, key } => {
@@ -178,7 +178,7 @@ impl LoginVerifier {
         let ok = matched && account.as_ref().is_some_and(|a| !a.disabled);
         match (ok, name) {
             (true, Some(name)) => self.succeed(&name, source, unix_now),
-            (_, name) => self.fail(name.as_deref(), account.is_some(), source, now),
+            (_, name) => self.fail(name.as_deref(), account.is_some(), locked, source, now),
         }
     }
 
@@ -193,7 +193,18 @@ impl LoginVerifier {
         }
     }
 
-    fn fail(&self, name: Option<&str>, known: bool, source: IpAddr, now: Instant) -> Verdict {
+    /// Refuses. An attempt made while locked is not counted (see the limiter's rules).
+    fn fail(
+        &self,
+        name: Option<&str>,
+        known: bool,
+        locked: bool,
+        source: IpAddr,
+        now: Instant,
+    ) -> Verdict {
+        if locked {
+            return Verdict::refuse(REFUSED);
+        }
         self.limiter().record_failure(name, source, now);
         if let Some(name) = name {
             // Same statement for known and unknown names (it updates no row for the
