@@ -6,6 +6,9 @@
 //!   timer wheel). It never touches a socket, a thread or a clock.
 //! - [`wire`]: pure encode/decode of packets, frames and transport parameters.
 //!
+//! [`auth`] holds the server's account store, login verifier and brute-force limiter
+//! (and the client's known_hosts and credentials).
+//!
 //! [`sim`] is a deterministic simulated network that drives two connections through
 //! loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]

@@ -1,0 +1,415 @@
+//! [`LoginVerifier`]: the server's answer to a [`LoginRequest`].
+//!
+//! **This runs on the worker pool, never on the event-loop thread.** It is slow by
+//! design: a password check is one Argon2id run (tens of milliseconds), a registration
+//! is a hash plus a synced database commit. The driver hands the request to a worker,
+//! and the loop answers the connection with `accept_login` or `refuse_login` when the
+//! [`Verdict`] comes back through the waker (docs/ARCHITECTURE.md, "The event loop").
+//!
+//! SPEC.md §4.8: "Every kind of failure (unknown user, wrong password, locked or
+//! disabled account, refused registration) uses this one code; the reason phrase is the
+//! same for unknown users and wrong passwords."
+//!
+//! Logins (password and public key):
+//! - Unknown user, invalid name, wrong password, account without a password, disabled
+//!   account, locked account or source: all answer [`REFUSED`] ("login refused").
+//!   Every password attempt costs exactly one Argon2id run: a real one against the
+//!   account's hash, or [`dummy_verify`] when there is none to check (unknown user, no
+//!   password, locked). So neither the answer nor its timing tells them apart.
+//! - A public-key login (whose transcript signature the handshake already verified) is
+//!   accepted if the key's fingerprint is among the account's authorised keys. It has no
+//!   password to hash, so all of its refusals are equally fast.
+//! - Every refused login counts against the account name (known or not) and the source
+//!   address in the [`Limiter`].
+//!
+//! Registration (only when `allow_register`; otherwise [`REGISTRATION_CLOSED`]):
+//! - A bad name or a weak password is refused with the specific reason (the user can
+//!   fix it; nothing about other accounts is revealed).
+//! - A taken name is refused with [`NAME_TAKEN`]. This necessarily reveals that the
+//!   name exists: a registration that silently failed on a taken name would be worse
+//!   for honest users and still observable (the account never works). We limit the
+//!   oracle instead: registration is off by default, a taken-name answer counts as a
+//!   failure against the source address (so one address can probe only
+//!   `source_free_failures` names before backing off), and a locked source gets
+//!   [`REFUSED`]. Nothing beyond "taken" is revealed (not whether the account is
+//!   disabled, has a password, or has keys).
+//! - On success the account exists durably (committed with `synchronous=FULL`) before
+//!   [`Verdict::Accept`] is returned, and the client is logged in as it.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use quill_crypto::password::{dummy_verify, verify_password};
+
+use super::accounts::{check_new_password, normalize_name, AccountStore, StoreError};
+use super::limiter::Limiter;
+use crate::proto::{LoginMethod, LoginRequest};
+
+/// The reason given for every failed login.
+pub const REFUSED: &str = "login refused";
+/// The reason given for a registration when the server does not allow it.
+pub const REGISTRATION_CLOSED: &str = "registration is closed";
+/// The reason given for a registration whose name is taken.
+pub const NAME_TAKEN: &str = "that account name is taken";
+
+/// The answer to a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log the client in as `account` (normalised name) and show it `message`.
+    Accept {
+        /// The account the client is now logged in as.
+        account: String,
+        /// A greeting for the client.
+        message: String,
+    },
+    /// Close with LOGIN_REFUSED and this reason phrase.
+    Refuse {
+        /// The reason phrase (see the module documentation for which ones exist).
+        reason: String,
+    },
+}
+
+impl Verdict {
+    fn refuse(reason: &str) -> Verdict {
+        Verdict::Refuse {
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Decides logins against an [`AccountStore`], with brute-force limits. See the
+/// [module documentation](self); call [`verify`](Self::verify) on the worker pool.
+pub struct LoginVerifier {
+    /// Where the accounts are.
+    pub store: Arc<dyn AccountStore>,
+    /// Failure counters and lockouts.
+    pub limiter: Mutex<Limiter>,
+    /// Whether `register` logins may create accounts (off by default in the server).
+    pub allow_register: bool,
+}
+
+impl std::fmt::Debug for LoginVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginVerifier")
+            .field("allow_register", &self.allow_register)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginVerifier {
+    /// A verifier over `store` with the default [`Limiter`].
+    pub fn new(store: Arc<dyn AccountStore>, allow_register: bool) -> LoginVerifier {
+        LoginVerifier {
+            store,
+            limiter: Mutex::new(Limiter::default()),
+            allow_register,
+        }
+    }
+
+    fn limiter(&self) -> MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides `req` from `source`. `now` drives the limiter; `unix_now` is recorded as
+    /// the account's last login (and creation time is the store's clock).
+    ///
+    /// Blocks for an Argon2id run and database I/O: call it on the worker pool.
+    pub fn verify(
+        &self,
+        req: &LoginRequest,
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+    ) -> Verdict {
+        match &req.method {
+            LoginMethod::Password(pw) => self.password(&req.user, pw, source, now, unix_now),
+            LoginMethod::PublicKey(key) => {
+                let name = normalize_name(&req.user).ok();
+                let locked = self.limiter().is_locked(name.as_deref(), source, now);
+                let account = name.as_deref().and_then(|n| self.lookup(n));
+                let fp = key.fingerprint();
+                let authorised = account
+                    .as_ref()
+                    .is_some_and(|a| !a.disabled && a.keys.iter().any(|k| k.fingerprint() == fp));
+                if authorised && !locked {
+                    let name = name.unwrap_or_default();
+                    self.succeed(&name, source, unix_now)
+                } else {
+                    self.fail(name.as_deref(), account.is_some(), locked, source, now)
+                }
+            }
+            LoginMethod::Register { password, key } => {
+                self.register(&req.user, password, key.as_ref(), source, now, unix_now)
+            }
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<super::accounts::Account> {
+        match self.store.get(name) {
+            Ok(a) => a,
+            Err(e) => {
+                // Fail closed; the answer stays "login refused".
+                tracing::error!("account store lookup failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn password(
+        &self,
+        user: &str,
+        pw: &[u8],
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+    ) -> Verdict {
+        let name = normalize_name(user).ok();
+        let locked = self.limiter().is_locked(name.as_deref(), source, now);
+        let account = name.as_deref().and_then(|n| self.lookup(n));
+        // Exactly one Argon2id run on every path.
+        let matched = match account.as_ref().and_then(|a| a.password_phc.as_deref()) {
+            Some(phc) if !locked => verify_password(phc, pw),
+            _ => {
+                dummy_verify(pw);
+                false
+            }
+        };
+        let ok = matched && account.as_ref().is_some_and(|a| !a.disabled);
+        match (ok, name) {
+            (true, Some(name)) => self.succeed(&name, source, unix_now),
+            (_, name) => self.fail(name.as_deref(), account.is_some(), locked, source, now),
+        }
+    }
+
+    fn succeed(&self, name: &str, _source: IpAddr, unix_now: u64) -> Verdict {
+        self.limiter().record_success(name);
+        if let Err(e) = self.store.record_login(name, unix_now) {
+            tracing::warn!(account = name, "could not record login: {e}");
+        }
+        Verdict::Accept {
+            account: name.to_owned(),
+            message: format!("welcome, {name}"),
+        }
+    }
+
+    /// Refuses. An attempt made while locked is not counted (see the limiter's rules).
+    fn fail(
+        &self,
+        name: Option<&str>,
+        known: bool,
+        locked: bool,
+        source: IpAddr,
+        now: Instant,
+    ) -> Verdict {
+        if locked {
+            return Verdict::refuse(REFUSED);
+        }
+        self.limiter().record_failure(name, source, now);
+        if let Some(name) = name {
+            // Same statement for known and unknown names (it updates no row for the
+            // latter); it runs on the unsynced bookkeeping connection either way.
+            match self.store.record_failure(name) {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) if known => tracing::warn!(account = name, "could not count failure: {e}"),
+                Err(_) => {}
+            }
+        }
+        Verdict::refuse(REFUSED)
+    }
+
+    fn register(
+        &self,
+        user: &str,
+        password: &[u8],
+        key: Option<&quill_crypto::hostkey::PublicKey>,
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+    ) -> Verdict {
+        if !self.allow_register {
+            return Verdict::refuse(REGISTRATION_CLOSED);
+        }
+        if self.limiter().is_locked(None, source, now) {
+            return Verdict::refuse(REFUSED);
+        }
+        let name = match normalize_name(user) {
+            Ok(n) => n,
+            Err(e) => return Verdict::refuse(&e.to_string()),
+        };
+        if let Err(e) = check_new_password(&name, password) {
+            return Verdict::refuse(&e.to_string());
+        }
+        let keys: Vec<_> = key.into_iter().cloned().collect();
+        match self.store.add_user(&name, Some(password), &keys) {
+            // add_user returns after the commit: the account is durable.
+            Ok(account) => self.succeed(&account.name, source, unix_now),
+            Err(StoreError::Exists(_)) => {
+                // Count it against the source only: probing names is what we limit.
+                self.limiter().record_failure(None, source, now);
+                Verdict::refuse(NAME_TAKEN)
+            }
+            Err(e @ (StoreError::InvalidName(_) | StoreError::WeakPassword(_))) => {
+                Verdict::refuse(&e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(account = name, "registration failed: {e}");
+                Verdict::refuse("registration failed on the server")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::accounts::Account;
+    use quill_crypto::hostkey::{HostKeyPair, PublicKey};
+    use quill_crypto::password::hash_password;
+    use quill_crypto::random::SeededRandom;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+    use zeroize::Zeroizing;
+
+    /// An in-memory store, to show the trait is enough for an embedder.
+    #[derive(Default)]
+    struct MemStore(Mutex<HashMap<String, Account>>);
+
+    impl AccountStore for MemStore {
+        fn add_user(
+            &self,
+            name: &str,
+            password: Option<&[u8]>,
+            keys: &[PublicKey],
+        ) -> Result<Account, StoreError> {
+            let name = normalize_name(name)?;
+            let mut m = self.0.lock().unwrap();
+            if m.contains_key(&name) {
+                return Err(StoreError::Exists(name));
+            }
+            let rng = SeededRandom::new([7; 32]);
+            let a = Account {
+                name: name.clone(),
+                password_phc: password.map(|p| hash_password(p, &rng).unwrap()),
+                keys: keys.to_vec(),
+                created: 0,
+                last_login: None,
+                disabled: false,
+                failed_attempts: 0,
+            };
+            m.insert(name, a.clone());
+            Ok(a)
+        }
+        fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+            self.0.lock().unwrap().remove(name);
+            Ok(())
+        }
+        fn set_disabled(&self, name: &str, d: bool) -> Result<(), StoreError> {
+            self.with(name, |a| a.disabled = d)
+        }
+        fn set_password(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn add_key(&self, name: &str, key: &PublicKey) -> Result<(), StoreError> {
+            self.with(name, |a| a.keys.push(key.clone()))
+        }
+        fn remove_key(&self, name: &str, fp: &str) -> Result<(), StoreError> {
+            self.with(name, |a| a.keys.retain(|k| k.fingerprint() != fp))
+        }
+        fn list(&self) -> Result<Vec<Account>, StoreError> {
+            Ok(self.0.lock().unwrap().values().cloned().collect())
+        }
+        fn get(&self, name: &str) -> Result<Option<Account>, StoreError> {
+            Ok(self.0.lock().unwrap().get(name).cloned())
+        }
+        fn record_login(&self, name: &str, now: u64) -> Result<(), StoreError> {
+            self.with(name, |a| {
+                a.last_login = Some(now);
+                a.failed_attempts = 0
+            })
+        }
+        fn record_failure(&self, name: &str) -> Result<(), StoreError> {
+            self.with(name, |a| a.failed_attempts += 1)
+        }
+        fn reset_failures(&self, name: &str) -> Result<(), StoreError> {
+            self.with(name, |a| a.failed_attempts = 0)
+        }
+    }
+
+    impl MemStore {
+        fn with(&self, name: &str, f: impl FnOnce(&mut Account)) -> Result<(), StoreError> {
+            match self.0.lock().unwrap().get_mut(name) {
+                Some(a) => {
+                    f(a);
+                    Ok(())
+                }
+                None => Err(StoreError::NotFound(name.to_owned())),
+            }
+        }
+    }
+
+    fn req(user: &str, method: LoginMethod) -> LoginRequest {
+        LoginRequest {
+            user: user.to_owned(),
+            method,
+        }
+    }
+
+    fn pw(p: &str) -> LoginMethod {
+        LoginMethod::Password(Zeroizing::new(p.as_bytes().to_vec()))
+    }
+
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn works_over_an_embedder_store() {
+        let store = Arc::new(MemStore::default());
+        let v = LoginVerifier::new(store.clone(), true);
+        let t = Instant::now();
+        let key = HostKeyPair::from_seed(&[3; 32]).unwrap().public();
+        let reg = req(
+            "Carol",
+            LoginMethod::Register {
+                password: Zeroizing::new(b"carol's secret".to_vec()),
+                key: Some(key.clone()),
+            },
+        );
+        assert_eq!(
+            v.verify(&reg, SRC, t, 100),
+            Verdict::Accept {
+                account: "carol".into(),
+                message: "welcome, carol".into()
+            }
+        );
+        assert_eq!(store.get("carol").unwrap().unwrap().last_login, Some(100));
+        assert!(matches!(
+            v.verify(&req("carol", pw("carol's secret")), SRC, t, 101),
+            Verdict::Accept { .. }
+        ));
+        assert!(matches!(
+            v.verify(&req("CAROL", LoginMethod::PublicKey(key)), SRC, t, 102),
+            Verdict::Accept { .. }
+        ));
+        assert_eq!(
+            v.verify(&req("carol", pw("nope nope")), SRC, t, 103),
+            Verdict::Refuse {
+                reason: REFUSED.into()
+            }
+        );
+        assert_eq!(store.get("carol").unwrap().unwrap().failed_attempts, 1);
+    }
+
+    #[test]
+    fn invalid_names_are_refused_like_unknown_users() {
+        let v = LoginVerifier::new(Arc::new(MemStore::default()), false);
+        let t = Instant::now();
+        for user in ["", "-x", &"y".repeat(200), "a b"] {
+            assert_eq!(
+                v.verify(&req(user, pw("whatever1")), SRC, t, 0),
+                Verdict::Refuse {
+                    reason: REFUSED.into()
+                }
+            );
+        }
+    }
+}
