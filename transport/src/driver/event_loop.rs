@@ -182,7 +182,10 @@ impl<H: Handler> EventLoop<H> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let socket = UdpIo::bind(addr, udp, poll.registry(), SOCKET)?;
-        let pool = WorkerPool::new(workers, waker.clone())?;
+        // Every half-open handshake may be waiting for a login verdict at once: the
+        // pool's queue holds that many jobs, so a burst of logins waits, not fails.
+        let pool =
+            WorkerPool::with_capacity(workers, endpoint.max_half_open.max(256), waker.clone())?;
         let now = Instant::now();
         let endpoint = Endpoint::new(endpoint, server, now)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;

@@ -16,6 +16,7 @@
 
 pub mod blocking;
 pub mod event_loop;
+pub mod login;
 pub mod pool;
 pub mod socket;
 

@@ -1,0 +1,63 @@
+//! Login verification on the worker pool, answered on the loop thread.
+//!
+//! The event loop hands an [`Event::LoginRequested`](crate::proto::Event) to the
+//! application; [`verify_on_pool`] moves the slow part (Argon2id, database reads and
+//! writes) to the worker pool and, when it is done, accepts or refuses the login on
+//! the loop thread. Meanwhile the loop keeps serving every other connection — and this
+//! one too: it keeps acknowledging and keeping alive while it waits for the verdict.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::event_loop::{Completion, Context, Handler};
+use crate::auth::login::{LoginVerifier, Verdict};
+use crate::proto::endpoint::ConnectionHandle;
+use crate::proto::LoginRequest;
+
+/// Reason given when the worker pool's queue is full (nothing about the account).
+pub const BUSY: &str = "server busy, try again";
+
+/// Verifies `req` for connection `conn` with `verifier` on the worker pool; the verdict
+/// is applied on the loop thread. If the pool's queue is full the login is refused at
+/// once with [`BUSY`] (the loop never waits). `on_verdict` runs on the loop thread
+/// after the verdict is applied (for logging or counting); pass `|_, _, _| {}` if unused.
+pub fn verify_on_pool<H: Handler>(
+    ctx: &mut Context<'_, H>,
+    verifier: &Arc<LoginVerifier>,
+    conn: ConnectionHandle,
+    req: LoginRequest,
+    on_verdict: impl FnOnce(&mut H, ConnectionHandle, &Verdict) + Send + 'static,
+) {
+    let now = ctx.now();
+    let Some(source) = ctx.connection(conn).map(|c| c.remote_address().ip()) else {
+        return;
+    };
+    if !ctx.pool_has_room() {
+        if let Some(c) = ctx.connection(conn) {
+            c.refuse_login(now, BUSY);
+        }
+        return;
+    }
+    let verifier = verifier.clone();
+    let job = move || -> Completion<H> {
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let verdict = verifier.verify(&req, source, Instant::now(), unix_now);
+        Box::new(move |handler: &mut H, ctx: &mut Context<'_, H>| {
+            let now = ctx.now();
+            if let Some(c) = ctx.connection(conn) {
+                match &verdict {
+                    Verdict::Accept { account, message } => c.accept_login(now, account, message),
+                    Verdict::Refuse { reason } => c.refuse_login(now, reason),
+                }
+            }
+            on_verdict(handler, conn, &verdict);
+        })
+    };
+    if ctx.spawn(job).is_err() {
+        if let Some(c) = ctx.connection(conn) {
+            c.refuse_login(now, BUSY);
+        }
+    }
+}
