@@ -117,7 +117,7 @@ fn register(user: &str, pw: &str) -> Login {
 }
 
 fn store(dir: &Path) -> Arc<SqliteStore> {
-    Arc::new(SqliteStore::open(&dir.join("accounts.db")).unwrap())
+    Arc::new(SqliteStore::open(dir.join("accounts.db")).unwrap())
 }
 
 fn refused(r: Result<blocking::BlockingConnection, ConnectError>) -> String {
@@ -535,6 +535,8 @@ fn child_server() {
     server.stop();
 }
 
+// The child is returned to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn spawn_child_server(db: &Path, bind: &str) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -554,10 +556,11 @@ fn spawn_child_server(db: &Path, bind: &str) -> (std::process::Child, SocketAddr
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "child server exited early"
-        );
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child server exited before it was listening");
+        }
         // The test harness may print "test child_server ... " on the same line.
         if let Some(a) = line.split("listening ").nth(1) {
             return (child, a.trim().parse().unwrap());
