@@ -49,6 +49,10 @@ enum Command {
         /// Keep running when stdin closes (stop with SIGINT/SIGTERM).
         #[arg(long)]
         ignore_stdin: bool,
+        /// Check logins against this SQLite account database (created if missing,
+        /// with the benchmark user) instead of a plain comparison.
+        #[arg(long)]
+        accounts: Option<std::path::PathBuf>,
     },
     /// One connection, one unidirectional stream of N bytes; prints a JSON line.
     Client {
@@ -77,6 +81,9 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// How each connection logs in.
+        #[arg(long, value_enum, default_value_t = common::LoginArg::Password)]
+        login: common::LoginArg,
     },
     /// N idle logged-in connections with keep-alives; prints `ready N`, holds them,
     /// then prints JSON.
@@ -128,7 +135,8 @@ fn main() -> ExitCode {
             listen,
             workers,
             ignore_stdin,
-        } => server::run(listen, workers, ignore_stdin),
+            accounts,
+        } => server::run(listen, workers, ignore_stdin, accounts.as_deref()),
         Command::Client {
             addr,
             bytes,
@@ -140,7 +148,14 @@ fn main() -> ExitCode {
             count,
             concurrency,
             timeout_secs,
-        } => clients::handshakes(addr, count, concurrency, Duration::from_secs(timeout_secs)),
+            login,
+        } => clients::handshakes(
+            addr,
+            count,
+            concurrency,
+            Duration::from_secs(timeout_secs),
+            login,
+        ),
         Command::Idle {
             addr,
             count,

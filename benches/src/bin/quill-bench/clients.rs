@@ -352,8 +352,9 @@ pub fn handshakes(
     count: usize,
     concurrency: usize,
     timeout: Duration,
+    login: common::LoginArg,
 ) -> Result<(), String> {
-    let config = common::client_config(SuiteArg::Aes256gcm.suite(), None);
+    let config = common::client_config_with(SuiteArg::Aes256gcm.suite(), None, login);
     let mut ev = client_loop(server, Many::new(config, server, count, concurrency, true))?;
     run_many(&mut ev, timeout)?;
     close_all(&mut ev);

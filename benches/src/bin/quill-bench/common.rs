@@ -11,13 +11,30 @@ use zeroize::Zeroizing;
 /// The account every benchmark client logs in as.
 pub const USER: &str = "bench";
 /// The only password the benchmark server accepts.
-pub const PASSWORD: &str = "bench";
+pub const PASSWORD: &str = "bench-password";
 /// Seed of the server's host key (fixed, so that clients can pin it).
 const HOST_KEY_SEED: [u8; 32] = [0x51; 32];
 
 /// The server's host key.
 pub fn host_key() -> Arc<HostKeyPair> {
     Arc::new(HostKeyPair::from_seed(&HOST_KEY_SEED).expect("a 32-byte seed is valid"))
+}
+
+/// Seed of the client identity key authorised for [`USER`] in `--accounts` mode.
+pub const IDENTITY_SEED: [u8; 32] = [0x1d; 32];
+
+/// The client identity key for public-key logins.
+pub fn identity_key() -> Arc<HostKeyPair> {
+    Arc::new(HostKeyPair::from_seed(&IDENTITY_SEED).expect("a 32-byte seed is valid"))
+}
+
+/// How the benchmark clients log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoginArg {
+    /// Password login (Argon2id on the server when it runs with `--accounts`).
+    Password,
+    /// Public-key login with the identity key of [`IDENTITY_SEED`].
+    Publickey,
 }
 
 /// Transport settings shared by server and clients (the library defaults).
@@ -28,11 +45,23 @@ pub fn transport_config() -> TransportConfig {
 /// A client configuration that logs in as [`USER`], pins the server's host key and
 /// offers only `suite`.
 pub fn client_config(suite: Suite, keep_alive: Option<Duration>) -> ClientConfig {
-    let mut config = ClientConfig::new(
-        Login::Password {
+    client_config_with(suite, keep_alive, LoginArg::Password)
+}
+
+/// [`client_config`] with a choice of login method.
+pub fn client_config_with(suite: Suite, keep_alive: Option<Duration>, login: LoginArg) -> ClientConfig {
+    let login = match login {
+        LoginArg::Password => Login::Password {
             user: USER.into(),
             password: Zeroizing::new(PASSWORD.into()),
         },
+        LoginArg::Publickey => Login::PublicKey {
+            user: USER.into(),
+            key: identity_key(),
+        },
+    };
+    let mut config = ClientConfig::new(
+        login,
         HostKeyPolicy::Pinned(vec![host_key().public().fingerprint()]),
     );
     config.suites = vec![suite];

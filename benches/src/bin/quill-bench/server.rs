@@ -20,12 +20,19 @@ use quill_transport::proto::{
 };
 
 use crate::common;
+use quill_transport::auth::accounts::{AccountStore, SqliteStore};
+use quill_transport::auth::limiter::{Limiter, LimiterConfig};
+use quill_transport::auth::login::{LoginVerifier, Verdict};
+use quill_transport::driver::login::verify_on_pool;
 
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
 const ECHO_BUFFER: usize = 1 << 20;
 
 /// The benchmark server's application state.
 struct BenchServer {
+    /// With `--accounts`: logins are checked against a real account store (Argon2id
+    /// for passwords) on the worker pool.
+    verifier: Option<Arc<LoginVerifier>>,
     /// Logins waiting for room on the worker pool.
     waiting: VecDeque<(ConnectionHandle, LoginRequest)>,
     /// Unidirectional streams being sunk: bytes received so far.
@@ -44,7 +51,15 @@ struct BenchServer {
 impl Handler for BenchServer {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
         match event {
-            Event::LoginRequested(req) => self.waiting.push_back((h, req)),
+            Event::LoginRequested(req) => match &self.verifier {
+                Some(v) => verify_on_pool(ctx, v, h, req, |server: &mut BenchServer, _, verdict| {
+                    match verdict {
+                        Verdict::Accept { .. } => server.logins += 1,
+                        Verdict::Refuse { .. } => server.refused += 1,
+                    }
+                }),
+                None => self.waiting.push_back((h, req)),
+            },
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let Some(c) = ctx.connection(h) else { return };
                 while let Some(id) = c.accept_stream(Dir::Bi) {
@@ -192,7 +207,12 @@ fn block_termination_signals() -> libc::sigset_t {
 }
 
 /// Runs the server until SIGINT/SIGTERM or (unless `ignore_stdin`) until stdin closes.
-pub fn run(listen: SocketAddr, workers: usize, ignore_stdin: bool) -> Result<(), String> {
+pub fn run(
+    listen: SocketAddr,
+    workers: usize,
+    ignore_stdin: bool,
+    accounts: Option<&std::path::Path>,
+) -> Result<(), String> {
     common::require_loopback(listen)?;
     let signals = block_termination_signals();
     let host_key = common::host_key();
@@ -209,7 +229,12 @@ pub fn run(listen: SocketAddr, workers: usize, ignore_stdin: bool) -> Result<(),
         retry: RetryPolicy::Never,
         ..EndpointConfig::default()
     };
+    let verifier = match accounts {
+        Some(path) => Some(Arc::new(accounts_verifier(path)?)),
+        None => None,
+    };
     let handler = BenchServer {
+        verifier,
         waiting: VecDeque::new(),
         sinks: HashMap::new(),
         replies: Vec::new(),
@@ -284,4 +309,27 @@ mod tests {
         let err = run("192.0.2.1:4433".parse().unwrap(), 1, true).unwrap_err();
         assert!(err.contains("not a loopback"), "{err}");
     }
+}
+
+/// Opens (or creates) the account database at `path` with the benchmark user
+/// ([`common::USER`], password [`common::PASSWORD`], identity key authorised). Failure
+/// counters are effectively off: every login here is a success.
+fn accounts_verifier(path: &std::path::Path) -> Result<LoginVerifier, String> {
+    let store = SqliteStore::open(path).map_err(|e| e.to_string())?;
+    if store.get(common::USER).map_err(|e| e.to_string())?.is_none() {
+        store
+            .add_user(
+                common::USER,
+                Some(common::PASSWORD.as_bytes()),
+                &[common::identity_key().public()],
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    let mut verifier = LoginVerifier::new(Arc::new(store), false);
+    verifier.limiter = std::sync::Mutex::new(Limiter::new(LimiterConfig {
+        source_free_failures: u32::MAX,
+        account_free_failures: u32::MAX,
+        ..LimiterConfig::default()
+    }));
+    Ok(verifier)
 }
