@@ -1,0 +1,218 @@
+//! The timing-sensitive login properties, in their own test binary so that no other
+//! test competes for the two cores while they measure: wrong password and unknown user
+//! cost the same, and keep-alives stay on schedule while Argon2id runs on the pool.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quill_crypto::hostkey::HostKeyPair;
+use quill_transport::auth::accounts::AccountStore;
+use quill_transport::auth::limiter::{Limiter, LimiterConfig};
+use quill_transport::auth::login::LoginVerifier;
+use quill_transport::driver::blocking;
+use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
+use quill_transport::driver::socket::UdpConfig;
+use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::proto::{Event, Login, TransportConfig};
+use support::auth_server::*;
+
+/// The two tests measure time: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn wrong_password_and_unknown_user_are_indistinguishable() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("oracle");
+    let key = host_key(3);
+    let st = store(&dir);
+    st.add_user("erin", Some(b"correct horse battery"), &[])
+        .unwrap();
+    let verifier = Arc::new(LoginVerifier::new(st, false));
+    let server = Server::start(
+        "127.0.0.1:0",
+        key.clone(),
+        verifier,
+        TransportConfig::default(),
+    );
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    let mut reasons = Vec::new();
+    // Alternate the two kinds so that machine noise hits both alike; stay under the
+    // per-source lockout (20 failures).
+    for i in 0..8 {
+        let (user, times) = if i % 2 == 0 {
+            ("erin", &mut wrong)
+        } else {
+            ("nobody", &mut unknown)
+        };
+        let t = Instant::now();
+        reasons.push(refused(blocking::connect(
+            server.addr,
+            client(password(user, "not the password"), &key),
+        )));
+        times.push(t.elapsed());
+    }
+    assert!(reasons.iter().all(|r| r == &reasons[0]), "{reasons:?}");
+    wrong.sort();
+    unknown.sort();
+    let (w, u) = (wrong[2].as_secs_f64(), unknown[2].as_secs_f64());
+    let ratio = w.max(u) / w.min(u);
+    eprintln!("median wrong password {w:.4}s, unknown user {u:.4}s, ratio {ratio:.2}");
+    // Both cost one Argon2id verification (~20 ms) plus a handshake; a missing dummy
+    // verification would make unknown users several times faster.
+    assert!(ratio < 2.0, "median wrong {w:.4}s vs unknown {u:.4}s");
+    server.stop();
+}
+
+/// Idle client connections with keep-alives, watched for their RTT samples.
+struct Idle {
+    connected: usize,
+    lost: usize,
+}
+
+impl Handler for Idle {
+    fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { .. } => self.connected += 1,
+            Event::ConnectionLost(_) => self.lost += 1,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn keep_alives_stay_on_schedule_while_50_passwords_are_verified() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("keepalive");
+    let key = host_key(8);
+    let st = store(&dir);
+    st.add_user("ivan", Some(b"correct horse battery"), &[])
+        .unwrap();
+    let id = Arc::new(HostKeyPair::from_seed(&[80; 32]).unwrap());
+    st.add_user("idle", None, &[id.public()]).unwrap();
+    let mut verifier = LoginVerifier::new(st, false);
+    verifier.limiter = Mutex::new(Limiter::new(LimiterConfig {
+        source_free_failures: 10_000,
+        ..LimiterConfig::default()
+    }));
+    let server = Server::start(
+        "127.0.0.1:0",
+        key.clone(),
+        Arc::new(verifier),
+        TransportConfig::default(),
+    );
+    let addr = server.addr;
+    // 1,000 idle connections (public-key logins: cheap to verify) with keep-alives.
+    let mut cfg = client(
+        Login::PublicKey {
+            user: "idle".into(),
+            key: id,
+        },
+        &key,
+    );
+    cfg.transport = Arc::new(TransportConfig {
+        keep_alive_interval: Some(Duration::from_millis(250)),
+        ..TransportConfig::default()
+    });
+    let endpoint = EndpointConfig {
+        per_source_handshakes_per_sec: 0,
+        ..EndpointConfig::default()
+    };
+    let mut watcher = EventLoop::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &UdpConfig::default(),
+        endpoint,
+        None,
+        1,
+        Idle {
+            connected: 0,
+            lost: 0,
+        },
+    )
+    .unwrap();
+    let handles: Vec<ConnectionHandle> = watcher.with_context(|_, ctx| {
+        (0..1000)
+            .map(|_| ctx.connect(cfg.clone(), addr).unwrap())
+            .collect()
+    });
+    assert!(watcher
+        .run_until(Duration::from_secs(60), |h, _| h.connected + h.lost == 1000)
+        .unwrap());
+    assert_eq!(watcher.handler().connected, 1000);
+    // 50 password logins (Argon2id on the server's worker pool) from 5 threads.
+    let logins: Vec<_> = (0..5)
+        .map(|_| {
+            let key = key.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    blocking::connect(
+                        addr,
+                        client(password("ivan", "correct horse battery"), &key),
+                    )
+                    .expect("login");
+                }
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    // Keep-alive k+1 goes out carrying no news but the RTT measured on keep-alive k's
+    // ACK. Start from the counts now and skip each connection's first change: its RTT
+    // may still be the one measured during the connection burst above.
+    let mut last: Vec<(u64, bool)> = handles
+        .iter()
+        .map(|h| {
+            (
+                watcher
+                    .endpoint()
+                    .connection(*h)
+                    .map_or(0, |c| c.stats().keep_alives_sent),
+                false,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    while logins.iter().any(|t| !t.is_finished()) && start.elapsed() < Duration::from_secs(60) {
+        watcher
+            .turn(Some(Instant::now() + Duration::from_millis(5)))
+            .unwrap();
+        for (i, h) in handles.iter().enumerate() {
+            let Some(c) = watcher.endpoint().connection(*h) else {
+                continue;
+            };
+            let n = c.stats().keep_alives_sent;
+            if n != last[i].0 {
+                if last[i].1 {
+                    samples.push(c.latest_rtt());
+                }
+                last[i] = (n, true);
+            }
+        }
+    }
+    for t in logins {
+        t.join().unwrap();
+    }
+    assert_eq!(watcher.handler().lost, 0);
+    assert!(
+        samples.len() > 1000,
+        "only {} keep-alive samples",
+        samples.len()
+    );
+    samples.sort();
+    let p99 = samples[samples.len() * 99 / 100];
+    eprintln!(
+        "keep-alive round trips: {} samples, p50 {:?}, p99 {p99:?}, max {:?}",
+        samples.len(),
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
+    // A keep-alive PING is acknowledged within the server's ACK delay (25 ms) plus
+    // loopback time; a loop that ran Argon2id itself would stall for ~20 ms per login.
+    assert!(
+        p99 < Duration::from_millis(50),
+        "p99 keep-alive round trip {p99:?} over {} samples",
+        samples.len()
+    );
+    server.stop();
+}

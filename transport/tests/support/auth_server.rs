@@ -1,0 +1,125 @@
+//! Shared by the accounts-and-login test binaries: a server event loop whose logins
+//! are checked against a SQLite account store on the worker pool.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use quill_crypto::hostkey::HostKeyPair;
+use quill_transport::auth::accounts::SqliteStore;
+use quill_transport::auth::login::LoginVerifier;
+use quill_transport::driver::blocking::{self, ConnectError};
+use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
+use quill_transport::driver::login::verify_on_pool;
+use quill_transport::driver::socket::UdpConfig;
+use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::proto::{
+    ClientConfig, ConnectionError, Event, HostKeyPolicy, Login, ServerConfig, TransportConfig,
+};
+use zeroize::Zeroizing;
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quill-auth-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct AuthServer {
+    pub verifier: Arc<LoginVerifier>,
+}
+
+impl Handler for AuthServer {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        if let Event::LoginRequested(req) = event {
+            verify_on_pool(ctx, &self.verifier, h, req, |_, _, _| {});
+        }
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    handle: LoopHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(
+        bind: &str,
+        key: Arc<HostKeyPair>,
+        verifier: Arc<LoginVerifier>,
+        transport: TransportConfig,
+    ) -> Server {
+        let mut config = ServerConfig::new(key);
+        config.allow_register = verifier.allow_register;
+        config.transport = Arc::new(transport);
+        let endpoint = EndpointConfig {
+            per_source_handshakes_per_sec: 0,
+            ..EndpointConfig::default()
+        };
+        let mut ev = EventLoop::bind(
+            bind.parse().unwrap(),
+            &UdpConfig::default(),
+            endpoint,
+            Some(config),
+            2,
+            AuthServer { verifier },
+        )
+        .expect("bind");
+        let addr = ev.local_addr();
+        let handle = ev.handle();
+        let thread = std::thread::spawn(move || ev.run().expect("server loop"));
+        Server {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+pub fn host_key(seed: u8) -> Arc<HostKeyPair> {
+    Arc::new(HostKeyPair::from_seed(&[seed; 32]).unwrap())
+}
+
+pub fn client(login: Login, key: &HostKeyPair) -> ClientConfig {
+    ClientConfig::new(
+        login,
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    )
+}
+
+pub fn password(user: &str, pw: &str) -> Login {
+    Login::Password {
+        user: user.into(),
+        password: Zeroizing::new(pw.into()),
+    }
+}
+
+pub fn register(user: &str, pw: &str) -> Login {
+    Login::Register {
+        user: user.into(),
+        password: Zeroizing::new(pw.into()),
+        key: None,
+    }
+}
+
+pub fn store(dir: &Path) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(dir.join("accounts.db")).unwrap())
+}
+
+pub fn refused(r: Result<blocking::BlockingConnection, ConnectError>) -> String {
+    match r {
+        Err(ConnectError::Connection(ConnectionError::LoginRefused { reason })) => reason,
+        Err(e) => panic!("expected a refused login, got {e}"),
+        Ok(c) => panic!("expected a refused login, logged in as {}", c.account()),
+    }
+}
