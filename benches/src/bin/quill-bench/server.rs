@@ -302,17 +302,6 @@ fn spawn_stdin_thread(handle: LoopHandle) {
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_non_loopback_addresses() {
-        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true).unwrap_err();
-        assert!(err.contains("not a loopback"), "{err}");
-    }
-}
-
 /// Opens (or creates) the account database at `path` with the benchmark user
 /// ([`common::USER`], password [`common::PASSWORD`], identity key authorised). Failure
 /// counters are effectively off: every login here is a success.
@@ -338,4 +327,15 @@ fn accounts_verifier(path: &std::path::Path) -> Result<LoginVerifier, String> {
         ..LimiterConfig::default()
     }));
     Ok(verifier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_loopback_addresses() {
+        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true, None).unwrap_err();
+        assert!(err.contains("not a loopback"), "{err}");
+    }
 }
