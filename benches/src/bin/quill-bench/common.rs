@@ -49,7 +49,11 @@ pub fn client_config(suite: Suite, keep_alive: Option<Duration>) -> ClientConfig
 }
 
 /// [`client_config`] with a choice of login method.
-pub fn client_config_with(suite: Suite, keep_alive: Option<Duration>, login: LoginArg) -> ClientConfig {
+pub fn client_config_with(
+    suite: Suite,
+    keep_alive: Option<Duration>,
+    login: LoginArg,
+) -> ClientConfig {
     let login = match login {
         LoginArg::Password => Login::Password {
             user: USER.into(),

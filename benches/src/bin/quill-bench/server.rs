@@ -52,12 +52,14 @@ impl Handler for BenchServer {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
         match event {
             Event::LoginRequested(req) => match &self.verifier {
-                Some(v) => verify_on_pool(ctx, v, h, req, |server: &mut BenchServer, _, verdict| {
-                    match verdict {
-                        Verdict::Accept { .. } => server.logins += 1,
-                        Verdict::Refuse { .. } => server.refused += 1,
-                    }
-                }),
+                Some(v) => {
+                    verify_on_pool(ctx, v, h, req, |server: &mut BenchServer, _, verdict| {
+                        match verdict {
+                            Verdict::Accept { .. } => server.logins += 1,
+                            Verdict::Refuse { .. } => server.refused += 1,
+                        }
+                    })
+                }
                 None => self.waiting.push_back((h, req)),
             },
             Event::Stream(StreamEvent::Opened { .. }) => {
@@ -316,7 +318,11 @@ mod tests {
 /// counters are effectively off: every login here is a success.
 fn accounts_verifier(path: &std::path::Path) -> Result<LoginVerifier, String> {
     let store = SqliteStore::open(path).map_err(|e| e.to_string())?;
-    if store.get(common::USER).map_err(|e| e.to_string())?.is_none() {
+    if store
+        .get(common::USER)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         store
             .add_user(
                 common::USER,
