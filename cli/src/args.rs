@@ -1,0 +1,326 @@
+//! The command line, exactly as users and scripts see it (`quill --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// quill: a post-quantum transport with accounts and login built in.
+#[derive(Debug, Parser)]
+#[command(name = "quill", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a host or identity key (private file mode 0600, PATH.pub) and print its fingerprint.
+    ///
+    /// Example: quill keygen -o ~/.quill/id_ed25519
+    Keygen(KeygenArgs),
+    /// Run a server.
+    ///
+    /// Example: quill server --key host.key --accounts accounts.db --root ./files
+    Server(ServerArgs),
+    /// Administer accounts.
+    ///
+    /// Example: quill user add alice --accounts accounts.db
+    User(UserArgs),
+    /// Create an account on a server that allows registration, and log in.
+    ///
+    /// Example: quill register 127.0.0.1:4433 --user alice
+    Register(ClientArgs),
+    /// netcat-like: standard input to the server's echo service, the answer to standard output.
+    ///
+    /// Example: echo hello | quill connect 127.0.0.1:4433 --user alice --password-stdin
+    Connect(ClientArgs),
+    /// Upload a file: quill send LOCAL ADDR:REMOTE.
+    ///
+    /// Example: quill send notes.txt 127.0.0.1:4433:notes.txt --user alice
+    Send(SendArgs),
+    /// Download a file: quill get ADDR:REMOTE LOCAL.
+    ///
+    /// Example: quill get 127.0.0.1:4433:notes.txt copy.txt --user alice
+    Get(GetArgs),
+    /// Handshake + login time, then round-trip times of PINGs.
+    ///
+    /// Example: quill ping 127.0.0.1:4433 -c 5 --user alice
+    Ping(PingArgs),
+    /// iperf-like throughput test against the server's sink/source service.
+    ///
+    /// Example: quill perf 127.0.0.1:4433 --duration 5s --user alice --json
+    Perf(PerfArgs),
+    /// Run a whole session on loopback with nothing to set up.
+    ///
+    /// Example: quill demo --bytes 100000000
+    Demo(DemoArgs),
+}
+
+/// `quill keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (PATH.pub gets the public key).
+    #[arg(short = 'o', long = "output", default_value = "quill_ed25519")]
+    pub output: PathBuf,
+}
+
+/// `quill server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "[::]:4433")]
+    pub listen: SocketAddr,
+    /// Host key file (from `quill keygen`; mode 0600).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Account database (created if missing).
+    #[arg(long)]
+    pub accounts: Option<PathBuf>,
+    /// Directory for file put/get (paths may not escape it).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Let clients create accounts.
+    #[arg(long)]
+    pub allow_register: bool,
+    /// Keep-alive interval (e.g. 10s); off by default on the server.
+    #[arg(long, value_parser = parse_duration)]
+    pub keep_alive: Option<std::time::Duration>,
+    /// Idle timeout (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// When to ask clients to prove their address with a Retry.
+    #[arg(long, value_enum, default_value_t = RetryArg::Auto)]
+    pub retry: RetryArg,
+    /// Directory for qlog traces (not written yet: the option is accepted and reported).
+    #[arg(long)]
+    pub qlog_dir: Option<PathBuf>,
+    /// Configuration file (TOML-like `key = value` lines with the long option names).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `--retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetryArg {
+    /// Every connection.
+    Always,
+    /// When many handshakes are in progress.
+    Auto,
+    /// Never.
+    Never,
+}
+
+/// `quill user`.
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// Account database.
+    #[arg(long, global = true)]
+    pub accounts: Option<PathBuf>,
+    /// Read the password from standard input instead of prompting.
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+/// `quill user ACTION`.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account (asks for a password unless --no-password).
+    Add {
+        /// Account name.
+        name: String,
+        /// Create it without a password (public-key login only).
+        #[arg(long)]
+        no_password: bool,
+        /// Authorise this public key file (`.pub`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Delete an account.
+    Del {
+        /// Account name.
+        name: String,
+    },
+    /// List accounts.
+    List,
+    /// Set an account's password.
+    Passwd {
+        /// Account name.
+        name: String,
+    },
+    /// Disable an account (logins refused).
+    Disable {
+        /// Account name.
+        name: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Account name.
+        name: String,
+    },
+    /// Authorise a public key (`.pub` file) for an account.
+    AddKey {
+        /// Account name.
+        name: String,
+        /// Public key file.
+        key: PathBuf,
+    },
+    /// Remove an authorised key by fingerprint (`SHA256:...`).
+    DelKey {
+        /// Account name.
+        name: String,
+        /// Fingerprint.
+        fingerprint: String,
+    },
+}
+
+/// Login and host-key options shared by every client command.
+#[derive(Debug, Args, Clone)]
+pub struct LoginArgs {
+    /// Account name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the password from standard input (first line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Log in with this identity key file instead of a password.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// known_hosts file (default: $QUILL_KNOWN_HOSTS or ~/.quill/known_hosts).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record the server's host key if it is not known yet.
+    #[arg(long)]
+    pub accept_new_host: bool,
+    /// Accept only this host key fingerprint (SHA256:...).
+    #[arg(long)]
+    pub host_key: Option<String>,
+}
+
+/// `quill register` and `quill connect`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server address (HOST:PORT).
+    pub addr: String,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Local file.
+    pub local: PathBuf,
+    /// ADDR:REMOTE, e.g. 127.0.0.1:4433:notes.txt or [::1]:4433:dir/file.
+    pub remote: String,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// ADDR:REMOTE.
+    pub remote: String,
+    /// Local file (written under a temporary name, renamed when complete).
+    pub local: PathBuf,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Server address.
+    pub addr: String,
+    /// Number of PINGs.
+    #[arg(short = 'c', long = "count", default_value_t = 5)]
+    pub count: u32,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill perf`.
+#[derive(Debug, Args)]
+pub struct PerfArgs {
+    /// Server address.
+    pub addr: String,
+    /// Run for this long (e.g. 10s) ...
+    #[arg(long, value_parser = parse_duration, conflicts_with = "bytes")]
+    pub duration: Option<std::time::Duration>,
+    /// ... or move this many bytes.
+    #[arg(long)]
+    pub bytes: Option<u64>,
+    /// Parallel streams.
+    #[arg(long, default_value_t = 1)]
+    pub streams: u32,
+    /// Server sends, client receives.
+    #[arg(long)]
+    pub reverse: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Bytes to transfer.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub bytes: u64,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; use e.g. 500ms, 10s, 2m or 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in '{s}'; use ms, s, m or h")),
+    };
+    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("duration '{s}' is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("10s").unwrap().as_secs(), 10);
+        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+        assert_eq!(parse_duration("7").unwrap().as_secs(), 7);
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! `quill keygen`: writes a new Ed25519 host or identity key.
+//!
+//! The private key goes to `PATH` (created new, mode 0600; an existing file is never
+//! overwritten) and the public key line to `PATH.pub`; the fingerprint is printed so
+//! that it can be pinned on clients (`--host-key`) or checked against `known_hosts`.
+
+use quill_crypto::hostkey::HostKeyPair;
+use quill_crypto::random::OsRandom;
+
+use crate::args::KeygenArgs;
+use crate::exit::{CliError, CliResult};
+
+/// Runs `quill keygen`.
+pub fn run(args: &KeygenArgs) -> CliResult {
+    let path = &args.output;
+    // `write_to` refuses an existing file too; checking first gives the better message
+    // and leaves an existing `PATH.pub` alone.
+    if path.symlink_metadata().is_ok() {
+        return Err(CliError::usage(format!(
+            "{} already exists; remove it first or choose another path with -o",
+            path.display()
+        )));
+    }
+    let key = HostKeyPair::generate(&OsRandom::new())
+        .map_err(|e| CliError::usage(format!("cannot generate a key: {e}")))?;
+    key.write_to(path)
+        .map_err(|e| CliError::usage(format!("cannot write the key: {e}")))?;
+    let mut public = path.as_os_str().to_owned();
+    public.push(".pub");
+    println!("private key: {} (mode 0600)", path.display());
+    println!("public key:  {}", std::path::Path::new(&public).display());
+    println!("fingerprint: {}", key.public().fingerprint());
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! The real `quill` binary: keygen, user administration, and a server answering the
+//! stream services over UDP on 127.0.0.1 (clients from `driver::blocking`, host key
+//! pinned). Every wait is bounded and every child is killed at the end.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use quill_transport::auth::known_hosts::pinned_policy;
+use quill_transport::driver::blocking::{self, BlockingConnection};
+use quill_transport::proto::{ClientConfig, Login};
+use zeroize::Zeroizing;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn quill() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("quill").expect("the quill binary")
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = quill()
+        .args(["keygen", "-o"])
+        .arg(&path)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let fp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .expect("a fingerprint line")
+        .trim()
+        .to_owned();
+    (path, fp)
+}
+
+fn user(db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    quill()
+        .arg("user")
+        .args(args)
+        .arg("--accounts")
+        .arg(db)
+        .write_stdin(stdin)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn keygen_writes_a_private_key_0600_and_a_pub_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, fp) = keygen(dir.path(), "host.key");
+    assert!(fp.starts_with("SHA256:"), "{fp}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let public = std::fs::read_to_string(dir.path().join("host.key.pub")).unwrap();
+    let (key, _) = quill_crypto::hostkey::PublicKey::from_openssh_line(public.trim()).unwrap();
+    assert_eq!(key.fingerprint(), fp);
+}
+
+#[test]
+fn keygen_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = keygen(dir.path(), "id");
+    let before = std::fs::read(&path).unwrap();
+    let out = quill().args(["keygen", "-o"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the key was changed");
+}
+
+#[test]
+fn server_refuses_a_key_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = keygen(dir.path(), "host.key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = quill()
+        .args(["server", "--listen", "127.0.0.1:0", "--key"])
+        .arg(&path)
+        .arg("--accounts")
+        .arg(dir.path().join("accounts.db"))
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn server_config_file_unknown_key_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, "# quill\nroot = files\ncolour = blue\n").unwrap();
+    let out = quill()
+        .args(["server", "--config"])
+        .arg(&conf)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.conf:3: unknown key 'colour'"), "{err}");
+}
+
+#[test]
+fn user_add_list_passwd_disable_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("accounts.db");
+    let out = user(
+        &db,
+        &["add", "alice", "--password-stdin"],
+        "hunter2hunter2\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    // The same name again is refused, in one line.
+    let out = user(
+        &db,
+        &["add", "Alice", "--password-stdin"],
+        "hunter2hunter2\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    // A weak password is refused.
+    let out = user(&db, &["add", "bob", "--password-stdin"], "short\n");
+    assert_eq!(out.status.code(), Some(2));
+
+    let list = |db: &Path| {
+        let out = user(db, &["list"], "");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = list(&db);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("alice"))
+        .expect("alice listed");
+    assert!(row.contains("never") && row.contains(" no "), "{row}");
+
+    let out = user(
+        &db,
+        &["passwd", "alice", "--password-stdin"],
+        "another-password\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = user(&db, &["disable", "alice"], "");
+    assert!(out.status.success(), "{out:?}");
+    let table = list(&db);
+    let row = table.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(row.contains("yes"), "{row}");
+    let out = user(&db, &["enable", "alice"], "");
+    assert!(out.status.success(), "{out:?}");
+
+    let (key, fp) = keygen(dir.path(), "alice_id");
+    let mut pubkey = key.into_os_string();
+    pubkey.push(".pub");
+    let out = user(&db, &["add-key", "alice", pubkey.to_str().unwrap()], "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(list(&db)
+        .lines()
+        .any(|l| l.starts_with("alice") && l.ends_with('1')));
+    let out = user(&db, &["del-key", "alice", &fp], "");
+    assert!(out.status.success(), "{out:?}");
+
+    let out = user(&db, &["del", "alice"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!list(&db).lines().any(|l| l.starts_with("alice")));
+    let out = user(&db, &["del", "alice"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no account named"));
+}
+
+/// A `quill server` child process; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    fingerprint: String,
+}
+
+impl ServerProcess {
+    fn start(args: &[&std::ffi::OsStr]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quill"))
+            .arg("server")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut addr, mut fingerprint) = (None, None);
+        while addr.is_none() || fingerprint.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not start: {:?}", child.wait());
+                }
+            };
+            if let Some(a) = line.strip_prefix("listening ") {
+                addr = Some(a.trim().parse().unwrap());
+            } else if let Some(f) = line.strip_prefix("host key fingerprint ") {
+                fingerprint = Some(f.trim().to_owned());
+            }
+        }
+        ServerProcess {
+            child,
+            addr: addr.unwrap(),
+            fingerprint: fingerprint.unwrap(),
+        }
+    }
+
+    fn connect(&self, password: &str) -> BlockingConnection {
+        let config = ClientConfig::new(
+            Login::Password {
+                user: "alice".into(),
+                password: Zeroizing::new(password.into()),
+            },
+            pinned_policy(&self.fingerprint).unwrap(),
+        );
+        blocking::connect(self.addr, config).expect("connect and log in")
+    }
+
+    /// SIGTERM, then the exit status within `limit`.
+    fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a request and `body`, then FIN; returns everything the server answered.
+fn exchange(conn: &BlockingConnection, request: &str, body: &[u8]) -> Vec<u8> {
+    let mut stream = conn.open_bi().unwrap();
+    let mut w = stream.try_clone();
+    let mut data = request.as_bytes().to_vec();
+    data.extend_from_slice(body);
+    let writer = std::thread::spawn(move || {
+        // The server may answer ERR and stop reading early; that is not our failure.
+        let _ = w.write_all(&data);
+        let _ = w.finish();
+    });
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
+}
+
+#[test]
+fn server_echo_put_get_confinement_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path(), "host.key");
+    let db = dir.path().join("accounts.db");
+    let root = dir.path().join("files");
+    std::fs::create_dir(&root).unwrap();
+    let out = user(
+        &db,
+        &["add", "alice", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    let mut server = ServerProcess::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--accounts".as_ref(),
+        db.as_os_str(),
+        "--root".as_ref(),
+        root.as_os_str(),
+    ]);
+    let conn = server.connect(PASSWORD);
+    assert_eq!(conn.account(), "alice");
+
+    // ECHO: a few hundred KiB, so the echo buffer's back-pressure is exercised.
+    let payload: Vec<u8> = (0..700_000u32).map(|i| (i * 31 + i / 977) as u8).collect();
+    assert_eq!(exchange(&conn, "ECHO\n", &payload), payload);
+
+    // PUT then GET, byte for byte.
+    let put = format!(
+        "PUT {} {} dir-less.bin\n",
+        payload.len(),
+        sha256_hex(&payload)
+    );
+    assert_eq!(exchange(&conn, &put, &payload), b"OK\n");
+    assert_eq!(std::fs::read(root.join("dir-less.bin")).unwrap(), payload);
+    let got = exchange(&conn, "GET dir-less.bin\n", b"");
+    let nl = got.iter().position(|&b| b == b'\n').unwrap();
+    let header = std::str::from_utf8(&got[..nl]).unwrap();
+    assert_eq!(
+        header,
+        format!("OK {} {}", payload.len(), sha256_hex(&payload))
+    );
+    assert_eq!(&got[nl + 1..], &payload[..]);
+
+    // A PUT whose hash does not match is refused and leaves nothing behind.
+    let bad = format!("PUT 5 {} wrong.txt\n", "00".repeat(32));
+    let answer = exchange(&conn, &bad, b"hello");
+    assert!(
+        answer.starts_with(b"ERR"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(!root.join("wrong.txt").exists());
+
+    // Paths that leave the root are refused.
+    for path in ["../escape.txt", "/tmp/escape.txt", "a/../../escape.txt"] {
+        let answer = exchange(&conn, &format!("PUT 1 {} {path}\n", sha256_hex(b"x")), b"x");
+        assert!(
+            answer.starts_with(b"ERR"),
+            "{path}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let answer = exchange(&conn, &format!("GET {path}\n"), b"");
+        assert!(
+            answer.starts_with(b"ERR"),
+            "{path}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert!(!dir.path().join("escape.txt").exists());
+    // ... also through a symbolic link that points outside.
+    std::os::unix::fs::symlink(dir.path(), root.join("out")).unwrap();
+    let answer = exchange(&conn, "GET out/accounts.db\n", b"");
+    assert!(
+        answer.starts_with(b"ERR"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // SINK and SOURCE.
+    assert_eq!(
+        exchange(&conn, "SINK\n", &payload),
+        format!("OK {}\n", payload.len()).into_bytes()
+    );
+    assert_eq!(exchange(&conn, "SOURCE 100000\n", b"").len(), 100_000);
+
+    // SIGTERM with a connection open: drained, exit status 0.
+    let status = server
+        .terminate(Duration::from_secs(10))
+        .expect("exited after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    drop(conn);
+}
