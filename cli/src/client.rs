@@ -63,9 +63,7 @@ impl Target {
                 ))
             })?
             .next()
-            .ok_or_else(|| {
-                CliError::connection(format!("{} has no address", self.display()))
-            })
+            .ok_or_else(|| CliError::connection(format!("{} has no address", self.display())))
     }
 }
 
@@ -141,7 +139,8 @@ pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
             .ok_or_else(|| usage("expected ':' after ']'"))?;
         (host, after)
     } else {
-        s.split_once(':').ok_or_else(|| usage("no ':' before the path"))?
+        s.split_once(':')
+            .ok_or_else(|| usage("no ':' before the path"))?
     };
     if host.is_empty() {
         return Err(usage("empty host"));
@@ -326,9 +325,7 @@ pub fn open_target(
 
 /// Maps an I/O error on the connection to exit code 3 with context.
 pub fn net_err(what: &str, e: io::Error) -> CliError {
-    CliError::connection(format!(
-        "{what}: {e} (the connection was lost; try again)"
-    ))
+    CliError::connection(format!("{what}: {e} (the connection was lost; try again)"))
 }
 
 /// Reads one `\n`-terminated line (without it) of at most
@@ -452,7 +449,16 @@ mod tests {
         assert_eq!(parse_addr("[::1]").unwrap(), t("::1", 4433));
         assert_eq!(parse_addr("::1").unwrap(), t("::1", 4433));
         assert_eq!(t("::1", 7).display(), "[::1]:7");
-        for bad in ["", "host:", "host:0", "host:99999", ":5", "[::1", "[::1]x", "[]:5"] {
+        for bad in [
+            "",
+            "host:",
+            "host:0",
+            "host:99999",
+            ":5",
+            "[::1",
+            "[::1]x",
+            "[]:5",
+        ] {
             assert_eq!(parse_addr(bad).unwrap_err().code, USAGE, "{bad}");
         }
     }

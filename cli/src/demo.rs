@@ -148,7 +148,9 @@ fn transfer(
     if got != bytes || back != sha {
         return Err(CliError::new(
             INTEGRITY,
-            format!("demo: downloaded {got} bytes with SHA-256 {back}, expected {bytes} with {sha}"),
+            format!(
+                "demo: downloaded {got} bytes with SHA-256 {back}, expected {bytes} with {sha}"
+            ),
         ));
     }
     Ok((up, down, sha))
@@ -197,7 +199,10 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
     let password = Zeroizing::new(hex(&random_bytes::<16>()?));
     let pinned = HostKeyPolicy::Pinned(vec![fingerprint.to_string()]);
     let suite = Suite::Aes256Gcm;
-    println!("quill demo: a whole session on loopback ({})", target.display());
+    println!(
+        "quill demo: a whole session on loopback ({})",
+        target.display()
+    );
     println!("  host key         {fingerprint} (fresh Ed25519 key, pinned by the client)");
 
     // 1. Register (creates the account and logs in).

@@ -20,6 +20,8 @@ mod services;
 
 /// `quill server` (being written on another branch).
 pub fn run(_: &ServerArgs) -> CliResult {
+    // TEMPORARY: `Request::parse` is the real server's; keep it referenced until then.
+    let _ = crate::service::Request::parse;
     Err(CliError::usage("server is being built"))
 }
 

@@ -30,7 +30,9 @@ pub fn local_err(action: &str, path: &Path, e: &io::Error) -> CliError {
                 format!("{p} does not exist: check the path ({action})")
             }
             io::ErrorKind::PermissionDenied => {
-                format!("permission denied {action} {p}: check the file's and directory's permissions")
+                format!(
+                    "permission denied {action} {p}: check the file's and directory's permissions"
+                )
             }
             io::ErrorKind::IsADirectory => format!("{p} is a directory, not a file"),
             _ => format!("error {action} {p}: {e}"),
@@ -97,7 +99,9 @@ fn hash_file(path: &Path) -> Result<(u64, String), CliError> {
     let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| local_err("reading", path, &e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| local_err("reading", path, &e))?;
         if n == 0 {
             break;
         }
@@ -241,7 +245,13 @@ pub fn get(a: &GetArgs) -> CliResult {
         .open_bi()
         .map_err(|e| net_err("cannot open a stream", e))?;
     stream
-        .write_all(Request::Get { path: remote.clone() }.line().as_bytes())
+        .write_all(
+            Request::Get {
+                path: remote.clone(),
+            }
+            .line()
+            .as_bytes(),
+        )
         .and_then(|_| stream.finish())
         .map_err(|e| net_err("sending the request failed", e))?;
     let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;

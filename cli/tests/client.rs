@@ -63,13 +63,23 @@ fn register_then_connect_echoes_stdin() {
     let server = TestServer::start(true);
     let pw = "a new password for bob";
     let o = quill()
-        .args(["register", &server.addr, "--user", "bob", "--password-stdin"])
+        .args([
+            "register",
+            &server.addr,
+            "--user",
+            "bob",
+            "--password-stdin",
+        ])
         .args(["--host-key", &server.fingerprint])
         .write_stdin(format!("{pw}\n"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("registered and logged in as bob"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("registered and logged in as bob"),
+        "{}",
+        stdout(&o)
+    );
 
     // Log in with the new account; the host is trusted on first use in a known_hosts.
     let known = server.dir.path().join("known_hosts");
@@ -104,7 +114,10 @@ fn send_get_round_trip() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("1048576 bytes"), "{}", stdout(&o));
-    assert_eq!(std::fs::read(server.root.join("dir/copy.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(server.root.join("dir/copy.bin")).unwrap(),
+        data
+    );
 
     let dst = local.path().join("back.bin");
     let o = client(&server, &["get", &remote], b"")
@@ -147,9 +160,13 @@ fn send_missing_local_file_is_a_usage_error() {
 #[test]
 fn ping_prints_the_expected_lines() {
     let server = TestServer::start(false);
-    let o = client(&server, &["ping", &server.addr, "-c", "3", "-i", "50ms"], b"")
-        .output()
-        .unwrap();
+    let o = client(
+        &server,
+        &["ping", &server.addr, "-c", "3", "-i", "50ms"],
+        b"",
+    )
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -160,9 +177,15 @@ fn ping_prints_the_expected_lines() {
         "{out}"
     );
     for (i, l) in lines[1..4].iter().enumerate() {
-        assert!(l.starts_with(&format!("seq={} time=", i + 1)) && l.ends_with(" ms"), "{out}");
+        assert!(
+            l.starts_with(&format!("seq={} time=", i + 1)) && l.ends_with(" ms"),
+            "{out}"
+        );
     }
-    assert!(lines[4].starts_with("3 sent, 3 received, min/avg/max = "), "{out}");
+    assert!(
+        lines[4].starts_with("3 sent, 3 received, min/avg/max = "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -196,7 +219,15 @@ fn perf_json_has_every_field() {
 fn wrong_password_is_refused() {
     let server = TestServer::start(false);
     let o = quill()
-        .args(["ping", &server.addr, "-c", "1", "--user", USER, "--password-stdin"])
+        .args([
+            "ping",
+            &server.addr,
+            "-c",
+            "1",
+            "--user",
+            USER,
+            "--password-stdin",
+        ])
         .args(["--host-key", &server.fingerprint])
         .write_stdin("not the password\n")
         .output()
@@ -209,7 +240,15 @@ fn wrong_password_is_refused() {
 fn host_key_mismatch_exits_5() {
     let server = TestServer::start(false);
     let o = quill()
-        .args(["ping", &server.addr, "-c", "1", "--user", USER, "--password-stdin"])
+        .args([
+            "ping",
+            &server.addr,
+            "-c",
+            "1",
+            "--user",
+            USER,
+            "--password-stdin",
+        ])
         .args(["--host-key", &other_fingerprint()])
         .write_stdin(format!("{PASSWORD}\n"))
         .output()

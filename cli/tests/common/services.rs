@@ -131,7 +131,7 @@ enum Service {
         size: u64,
         sha256: String,
         got: u64,
-        hash: ring::digest::Context,
+        hash: Box<ring::digest::Context>,
     },
     Get {
         file: File,
@@ -244,7 +244,8 @@ impl StreamState {
             let _ = std::fs::remove_file(tmp);
         }
         self.out.clear();
-        self.out.extend_from_slice(format!("ERR {msg}\n").as_bytes());
+        self.out
+            .extend_from_slice(format!("ERR {msg}\n").as_bytes());
         self.finish = true;
         self.service = Service::Discard;
     }
@@ -343,7 +344,7 @@ impl StreamState {
                             size,
                             sha256,
                             got: 0,
-                            hash: ring::digest::Context::new(&ring::digest::SHA256),
+                            hash: Box::new(ring::digest::Context::new(&ring::digest::SHA256)),
                         }
                     }
                     Err(e) => self.fail(&format!("cannot create {path}: {e}")),
@@ -376,8 +377,10 @@ impl StreamState {
                 if !ok {
                     let _ = std::fs::remove_file(&tmp);
                     self.out.extend_from_slice(
-                        format!("ERR upload incomplete or SHA-256 mismatch ({got} of {size} bytes)\n")
-                            .as_bytes(),
+                        format!(
+                            "ERR upload incomplete or SHA-256 mismatch ({got} of {size} bytes)\n"
+                        )
+                        .as_bytes(),
                     );
                 } else if let Err(e) = std::fs::rename(&tmp, &dest) {
                     let _ = std::fs::remove_file(&tmp);
