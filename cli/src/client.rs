@@ -281,10 +281,13 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
     let conn = blocking_connect(addr, config).map_err(|e| {
         let mut err = CliError::from(e);
         if err.code == CONNECTION {
+            let shown = if addr.to_string() == target.display() {
+                target.display()
+            } else {
+                format!("{} ({addr})", target.display())
+            };
             err.message = format!(
-                "{} ({}): {}; check that the server runs and the address is right",
-                target.display(),
-                addr,
+                "{shown}: {}; check that the server runs and the address is right",
                 err.message
             );
         }
