@@ -245,6 +245,9 @@ pub struct PingArgs {
     /// Number of PINGs.
     #[arg(short = 'c', long = "count", default_value_t = 5)]
     pub count: u32,
+    /// Wait between PINGs (e.g. 200ms).
+    #[arg(short = 'i', long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: std::time::Duration,
     #[command(flatten)]
     pub login: LoginArgs,
 }

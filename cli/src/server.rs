@@ -93,7 +93,6 @@ pub struct RunningServer {
 impl RunningServer {
     /// Graceful stop: every connection is closed with CONNECTION_CLOSE and drained,
     /// then the loop thread ends. Errors of the loop are logged.
-    #[allow(dead_code)] // the API for `quill demo`; `run` stops through a signal instead
     pub fn stop(mut self) {
         self.handle.shutdown();
         if let Err(e) = self.join() {

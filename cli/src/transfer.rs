@@ -1,9 +1,385 @@
-//! `quill send` and `quill get` (being written on a branch).
+//! `quill send LOCAL ADDR:REMOTE` and `quill get ADDR:REMOTE LOCAL`: file transfer over
+//! the PUT/GET services (`service.rs`) with an end-to-end SHA-256 check.
+//!
+//! `get` writes `LOCAL.quill-partial` in the same directory, checks size and SHA-256,
+//! syncs, and only then renames it to `LOCAL`; on any failure the partial file is
+//! removed, so a truncated file never appears under the final name.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::args::{GetArgs, SendArgs};
-use crate::exit::{CliError, CliResult};
-pub fn send(_: &SendArgs) -> CliResult {
-    Err(CliError::usage("send is being built"))
+use crate::client::{net_err, open_target, parse_remote, read_line};
+use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
+use crate::service::{hex, Request};
+
+const CHUNK: usize = 64 * 1024;
+
+/// A one-line message for a local file error: what happened and what to do.
+pub fn local_err(action: &str, path: &Path, e: &io::Error) -> CliError {
+    let p = path.display();
+    let msg = if e.raw_os_error() == Some(libc::ENOSPC) {
+        format!("disk full while {action} {p}: free some space and try again")
+    } else {
+        match e.kind() {
+            io::ErrorKind::NotFound => {
+                format!("{p} does not exist: check the path ({action})")
+            }
+            io::ErrorKind::PermissionDenied => {
+                format!(
+                    "permission denied {action} {p}: check the file's and directory's permissions"
+                )
+            }
+            io::ErrorKind::IsADirectory => format!("{p} is a directory, not a file"),
+            _ => format!("error {action} {p}: {e}"),
+        }
+    };
+    CliError::new(USAGE, msg)
 }
-pub fn get(_: &GetArgs) -> CliResult {
-    Err(CliError::usage("get is being built"))
+
+/// Progress display: a bar on a terminal, one summary line otherwise.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    start: Instant,
+}
+
+impl Progress {
+    /// Starts a display for `total` bytes.
+    pub fn new(total: u64, label: &str) -> Progress {
+        let bar = io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(label.to_string());
+            bar
+        });
+        Progress {
+            bar,
+            start: Instant::now(),
+        }
+    }
+
+    /// `n` more bytes moved.
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    /// Elapsed time; clears the bar.
+    pub fn finish(self) -> Duration {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+        self.start.elapsed()
+    }
+}
+
+/// `1048576 bytes in 0.25 s (4.19 MB/s)`.
+pub fn rate_line(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    format!(
+        "{bytes} bytes in {:.2} s ({:.2} MB/s)",
+        secs,
+        bytes as f64 / secs / 1e6
+    )
+}
+
+/// SHA-256 and size of a file.
+fn hash_file(path: &Path) -> Result<(u64, String), CliError> {
+    let mut f = File::open(path).map_err(|e| local_err("reading", path, &e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| local_err("reading", path, &e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        ctx.update(&buf[..n]);
+    }
+    Ok((size, hex(ctx.finish().as_ref())))
+}
+
+/// A server's `ERR <message>` line (or anything unexpected) as an exit-3 error.
+fn server_refused(line: &str) -> CliError {
+    match line.strip_prefix("ERR") {
+        Some(msg) => CliError::connection(format!("the server refused: {}", msg.trim())),
+        None => CliError::connection(format!(
+            "unexpected answer from the server: '{}'",
+            line.chars().take(80).collect::<String>()
+        )),
+    }
+}
+
+/// `quill send LOCAL ADDR:REMOTE`.
+pub fn send(a: &SendArgs) -> CliResult {
+    let (target, remote) = parse_remote(&a.remote)?;
+    if a.local.is_dir() {
+        return Err(CliError::usage(format!(
+            "{} is a directory; send one file at a time",
+            a.local.display()
+        )));
+    }
+    let (size, sha) = hash_file(&a.local)?;
+    let mut file = File::open(&a.local).map_err(|e| local_err("reading", &a.local, &e))?;
+    let session = open_target(target, &a.login, None)?;
+    let mut stream = session
+        .conn
+        .open_bi()
+        .map_err(|e| net_err("cannot open a stream", e))?;
+    let req = Request::Put {
+        size,
+        sha256: sha.clone(),
+        path: remote.clone(),
+    };
+    stream
+        .write_all(req.line().as_bytes())
+        .map_err(|e| net_err("sending the request failed", e))?;
+    let progress = Progress::new(size, "send");
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < size {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| local_err("reading", &a.local, &e))?;
+        if n == 0 {
+            break;
+        }
+        stream
+            .write_all(&buf[..n])
+            .map_err(|e| net_err("sending the file failed", e))?;
+        sent += n as u64;
+        progress.inc(n as u64);
+    }
+    stream
+        .finish()
+        .map_err(|e| net_err("sending the file failed", e))?;
+    let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
+    let elapsed = progress.finish();
+    if answer != "OK" {
+        return Err(server_refused(&answer));
+    }
+    if sent != size {
+        return Err(CliError::new(
+            INTEGRITY,
+            format!(
+                "{} changed while it was sent ({sent} of {size} bytes); send it again",
+                a.local.display()
+            ),
+        ));
+    }
+    println!(
+        "sent {} to {}:{}: {}, SHA-256 {sha} verified by the server",
+        a.local.display(),
+        session.target.display(),
+        remote,
+        rate_line(size, elapsed)
+    );
+    session.conn.close(0, "done");
+    Ok(())
+}
+
+/// `LOCAL.quill-partial`, in the same directory as `LOCAL`.
+pub fn partial_path(local: &Path) -> PathBuf {
+    let mut name = local
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".quill-partial");
+    local.with_file_name(name)
+}
+
+/// Removes the partial file unless the transfer was committed.
+struct PartialGuard {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Parses `OK <size> <sha256-hex>`.
+fn parse_get_answer(line: &str) -> Result<(u64, String), CliError> {
+    let mut p = line.split(' ');
+    match (p.next(), p.next(), p.next(), p.next()) {
+        (Some("OK"), Some(size), Some(sha), None) => {
+            let size = size.parse().map_err(|_| server_refused(line))?;
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(server_refused(line));
+            }
+            Ok((size, sha.to_ascii_lowercase()))
+        }
+        _ => Err(server_refused(line)),
+    }
+}
+
+/// `quill get ADDR:REMOTE LOCAL`.
+pub fn get(a: &GetArgs) -> CliResult {
+    let (target, remote) = parse_remote(&a.remote)?;
+    if a.local.is_dir() {
+        return Err(CliError::usage(format!(
+            "{} is a directory; give the file name to write",
+            a.local.display()
+        )));
+    }
+    let partial = partial_path(&a.local);
+    let session = open_target(target, &a.login, None)?;
+    let mut stream = session
+        .conn
+        .open_bi()
+        .map_err(|e| net_err("cannot open a stream", e))?;
+    stream
+        .write_all(
+            Request::Get {
+                path: remote.clone(),
+            }
+            .line()
+            .as_bytes(),
+        )
+        .and_then(|_| stream.finish())
+        .map_err(|e| net_err("sending the request failed", e))?;
+    let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
+    let (size, sha) = parse_get_answer(&answer)?;
+    let mut guard = PartialGuard {
+        path: partial.clone(),
+        keep: false,
+    };
+    let mut file = File::create(&partial).map_err(|e| local_err("creating", &partial, &e))?;
+    let progress = Progress::new(size, "get");
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .map_err(|e| net_err("receiving the file failed", e))?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        if got > size {
+            return Err(CliError::new(
+                INTEGRITY,
+                format!("the server sent more than the announced {size} bytes; try again"),
+            ));
+        }
+        ctx.update(&buf[..n]);
+        file.write_all(&buf[..n])
+            .map_err(|e| local_err("writing", &partial, &e))?;
+        progress.inc(n as u64);
+    }
+    let elapsed = progress.finish();
+    if got < size {
+        return Err(CliError::new(
+            CONNECTION,
+            format!("the transfer ended early ({got} of {size} bytes); try again"),
+        ));
+    }
+    let digest = hex(ctx.finish().as_ref());
+    if digest != sha {
+        return Err(CliError::new(
+            INTEGRITY,
+            format!(
+                "SHA-256 mismatch: the server announced {sha}, received {digest}; \
+                 nothing was written, try again"
+            ),
+        ));
+    }
+    file.sync_all()
+        .map_err(|e| local_err("writing", &partial, &e))?;
+    drop(file);
+    std::fs::rename(&partial, &a.local).map_err(|e| local_err("renaming to", &a.local, &e))?;
+    guard.keep = true;
+    println!(
+        "got {}:{} into {}: {}, SHA-256 {sha} verified",
+        session.target.display(),
+        remote,
+        a.local.display(),
+        rate_line(size, elapsed)
+    );
+    session.conn.close(0, "done");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_is_beside_the_target() {
+        assert_eq!(
+            partial_path(Path::new("/tmp/x/copy.txt")),
+            PathBuf::from("/tmp/x/copy.txt.quill-partial")
+        );
+        assert_eq!(
+            partial_path(Path::new("copy")),
+            PathBuf::from("copy.quill-partial")
+        );
+    }
+
+    #[test]
+    fn get_answers() {
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            parse_get_answer(&format!("OK 12 {sha}")).unwrap(),
+            (12, sha.clone())
+        );
+        let e = parse_get_answer("ERR no such file").unwrap_err();
+        assert_eq!(e.code, CONNECTION);
+        assert!(e.message.contains("no such file"), "{}", e.message);
+        assert!(parse_get_answer("OK x y").is_err());
+        assert!(parse_get_answer(&format!("OK 1 {sha} extra")).is_err());
+    }
+
+    #[test]
+    fn local_errors_say_what_happened() {
+        let e = local_err(
+            "writing",
+            Path::new("f"),
+            &io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert!(e.message.contains("disk full"), "{}", e.message);
+        let e = local_err("reading", Path::new("f"), &io::ErrorKind::NotFound.into());
+        assert!(e.message.contains("does not exist"), "{}", e.message);
+        let e = local_err(
+            "reading",
+            Path::new("f"),
+            &io::ErrorKind::PermissionDenied.into(),
+        );
+        assert!(e.message.contains("permission denied"), "{}", e.message);
+    }
+
+    #[test]
+    fn partial_guard_removes_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.quill-partial");
+        std::fs::write(&p, b"half").unwrap();
+        drop(PartialGuard {
+            path: p.clone(),
+            keep: false,
+        });
+        assert!(!p.exists());
+        std::fs::write(&p, b"whole").unwrap();
+        drop(PartialGuard {
+            path: p.clone(),
+            keep: true,
+        });
+        assert!(p.exists());
+    }
 }

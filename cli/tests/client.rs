@@ -1,0 +1,260 @@
+//! The client commands, run as the real `quill` binary against a test server
+//! (`tests/common`). Every command has a timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+use common::{other_fingerprint, TestServer, PASSWORD, USER};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn quill() -> Command {
+    let mut c = Command::cargo_bin("quill").expect("binary");
+    c.timeout(TIMEOUT).env_remove("QUILL_KNOWN_HOSTS");
+    c
+}
+
+/// `quill SUB ... --user alice --password-stdin --host-key FP` with the password on stdin.
+fn client(server: &TestServer, args: &[&str], stdin_after_password: &[u8]) -> Command {
+    let mut c = quill();
+    c.args(args)
+        .args(["--user", USER, "--password-stdin", "--host-key"])
+        .arg(&server.fingerprint);
+    let mut input = format!("{PASSWORD}\n").into_bytes();
+    input.extend_from_slice(stdin_after_password);
+    c.write_stdin(input);
+    c
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn demo_succeeds() {
+    let o = quill()
+        .args(["demo", "--bytes", "1000000"])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {}", stderr(&o));
+    for want in [
+        "host key         SHA256:",
+        "handshake+login",
+        "AES-256-GCM, key exchange X25519+ML-KEM-768",
+        "upload           1000000 bytes",
+        "download         1000000 bytes",
+        "matched both ways",
+        "3 rounds sent, 3 answered",
+        "demo finished",
+    ] {
+        assert!(out.contains(want), "missing '{want}' in:\n{out}");
+    }
+}
+
+#[test]
+fn register_then_connect_echoes_stdin() {
+    let server = TestServer::start(true);
+    let pw = "a new password for bob";
+    let o = quill()
+        .args([
+            "register",
+            &server.addr,
+            "--user",
+            "bob",
+            "--password-stdin",
+        ])
+        .args(["--host-key", &server.fingerprint])
+        .write_stdin(format!("{pw}\n"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("registered and logged in as bob"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Log in with the new account; the host is trusted on first use in a known_hosts.
+    let known = server.dir.path().join("known_hosts");
+    let o = quill()
+        .args(["connect", &server.addr, "--user", "bob", "--password-stdin"])
+        .arg("--known-hosts")
+        .arg(&known)
+        .arg("--accept-new-host")
+        .write_stdin(format!("{pw}\nhello quill\nsecond line\n"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello quill\nsecond line\n");
+    let recorded = std::fs::read_to_string(&known).unwrap();
+    assert!(recorded.contains(&server.addr), "{recorded}");
+}
+
+#[test]
+fn send_get_round_trip() {
+    let server = TestServer::start(false);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("random.bin");
+    let mut data = vec![0u8; 1 << 20];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut data).unwrap();
+    std::fs::write(&src, &data).unwrap();
+
+    // The server does not create directories: `dir` must exist under its root.
+    std::fs::create_dir(server.root.join("dir")).unwrap();
+    let remote = format!("{}:dir/copy.bin", server.addr);
+    let o = client(&server, &["send"], b"")
+        .arg(&src)
+        .arg(&remote)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("1048576 bytes"), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read(server.root.join("dir/copy.bin")).unwrap(),
+        data
+    );
+
+    let dst = local.path().join("back.bin");
+    let o = client(&server, &["get", &remote], b"")
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    assert!(!local.path().join("back.bin.quill-partial").exists());
+}
+
+#[test]
+fn get_missing_remote_fails_and_writes_nothing() {
+    let server = TestServer::start(false);
+    let local = tempfile::tempdir().unwrap();
+    let dst = local.path().join("never.bin");
+    let remote = format!("{}:no/such/file", server.addr);
+    let o = client(&server, &["get", &remote], b"")
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the server refused"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(!dst.exists());
+    assert!(!local.path().join("never.bin.quill-partial").exists());
+}
+
+#[test]
+fn send_missing_local_file_is_a_usage_error() {
+    let server = TestServer::start(false);
+    let o = client(&server, &["send", "/nonexistent/quill-file"], b"")
+        .arg(format!("{}:x", server.addr))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}
+
+#[test]
+fn ping_prints_the_expected_lines() {
+    let server = TestServer::start(false);
+    let o = client(
+        &server,
+        &["ping", &server.addr, "-c", "3", "-i", "50ms"],
+        b"",
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("connected to {} as {USER} in ", server.addr))
+            && lines[0].ends_with(" ms (AES-256-GCM, X25519+ML-KEM-768)"),
+        "{out}"
+    );
+    for (i, l) in lines[1..4].iter().enumerate() {
+        assert!(
+            l.starts_with(&format!("seq={} time=", i + 1)) && l.ends_with(" ms"),
+            "{out}"
+        );
+    }
+    assert!(
+        lines[4].starts_with("3 sent, 3 received, min/avg/max = "),
+        "{out}"
+    );
+}
+
+#[test]
+fn perf_json_has_every_field() {
+    let server = TestServer::start(false);
+    for reverse in [false, true] {
+        let mut c = client(&server, &["perf", &server.addr, "--bytes", "3000000"], b"");
+        c.args(["--streams", "2", "--json"]);
+        if reverse {
+            c.arg("--reverse");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        for field in [
+            "bytes",
+            "seconds",
+            "goodput_bps",
+            "handshake_ms",
+            "rtt_ms",
+            "lost_packets",
+            "cpu_seconds",
+        ] {
+            assert!(v[field].is_number(), "{field} missing in {v}");
+        }
+        assert_eq!(v["bytes"], 3_000_000, "{v}");
+    }
+}
+
+#[test]
+fn wrong_password_is_refused() {
+    let server = TestServer::start(false);
+    let o = quill()
+        .args([
+            "ping",
+            &server.addr,
+            "-c",
+            "1",
+            "--user",
+            USER,
+            "--password-stdin",
+        ])
+        .args(["--host-key", &server.fingerprint])
+        .write_stdin("not the password\n")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("login refused"), "{}", stderr(&o));
+}
+
+#[test]
+fn host_key_mismatch_exits_5() {
+    let server = TestServer::start(false);
+    let o = quill()
+        .args([
+            "ping",
+            &server.addr,
+            "-c",
+            "1",
+            "--user",
+            USER,
+            "--password-stdin",
+        ])
+        .args(["--host-key", &other_fingerprint()])
+        .write_stdin(format!("{PASSWORD}\n"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rejected"), "{}", stderr(&o));
+}
