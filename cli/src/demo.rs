@@ -198,7 +198,6 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
     let user = format!("demo{}", hex(&suffix));
     let password = Zeroizing::new(hex(&random_bytes::<16>()?));
     let pinned = HostKeyPolicy::Pinned(vec![fingerprint.to_string()]);
-    let suite = Suite::Aes256Gcm;
     println!(
         "quill demo: a whole session on loopback ({})",
         target.display()
@@ -206,7 +205,7 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
     println!("  host key         {fingerprint} (fresh Ed25519 key, pinned by the client)");
 
     // 1. Register (creates the account and logs in).
-    let mut config = ClientConfig::new(
+    let config = ClientConfig::new(
         Login::Register {
             user: user.clone(),
             password: password.clone(),
@@ -214,7 +213,6 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
         },
         pinned.clone(),
     );
-    config.suites = vec![suite];
     let reg = connect_config(target.clone(), config)?;
     println!(
         "  registered       {} in {:.1} ms (server says: {})",
@@ -241,14 +239,13 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
         },
         pinned,
     );
-    config.suites = vec![suite];
     config.transport = Arc::new(transport);
     let s = connect_config(target, config)?;
     println!(
         "  handshake+login  {:.1} ms as {} ({}, key exchange {KEY_EXCHANGE})",
         s.handshake.as_secs_f64() * 1e3,
         s.conn.account(),
-        suite.name()
+        s.conn.suite().map_or("unknown suite", Suite::name)
     );
 
     // 3. Transfer with SHA-256 on both ends.

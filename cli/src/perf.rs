@@ -9,8 +9,9 @@
 //! arrives before the deadline and then closes the connection.
 //!
 //! Interval lines (one per second) go to standard output, or to standard error with
-//! `--json`, where standard output carries one JSON object. `lost_packets` is 0
-//! because the blocking API does not expose the connection's loss counters.
+//! `--json`, where standard output carries one JSON object. `lost_packets` and
+//! `retransmits`-style figures come from this (the client's) side of the connection:
+//! packets it declared lost.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -221,6 +222,7 @@ pub fn run(a: &PerfArgs) -> CliResult {
         }
     }
     let rtt = session.conn.rtt();
+    let stats = session.conn.stats();
     stop.store(true, Ordering::Relaxed);
     session.conn.close(0, "done");
     if let Some(e) = failure {
@@ -235,8 +237,9 @@ pub fn run(a: &PerfArgs) -> CliResult {
             "goodput_bps": goodput_bps,
             "handshake_ms": handshake.as_secs_f64() * 1e3,
             "rtt_ms": rtt.as_secs_f64() * 1e3,
-            "lost_packets": 0,
-            "lost_packets_available": false,
+            "lost_packets": stats.packets_lost,
+            "packets_sent": stats.packets_sent,
+            "congestion_events": stats.congestion_events,
             "cpu_seconds": cpu,
             "streams": a.streams,
             "reverse": a.reverse,
@@ -244,9 +247,10 @@ pub fn run(a: &PerfArgs) -> CliResult {
         println!("{obj}");
     } else {
         println!(
-            "total: {bytes} bytes in {seconds:.2} s = {}; rtt {:.3} ms; cpu {cpu:.2} s",
+            "total: {bytes} bytes in {seconds:.2} s = {}; rtt {:.3} ms; lost packets {}; cpu {cpu:.2} s",
             mbits(bytes, seconds),
-            rtt.as_secs_f64() * 1e3
+            rtt.as_secs_f64() * 1e3,
+            stats.packets_lost
         );
     }
     Ok(())

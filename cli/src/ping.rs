@@ -37,16 +37,13 @@ pub fn run(a: &PingArgs) -> CliResult {
     if a.count == 0 {
         return Err(CliError::usage("-c must be at least 1"));
     }
-    // Offer only AES-256-GCM (every quill server's first choice), so that the suite
-    // printed below is the one in use: the blocking API does not report it.
-    let suite = Suite::Aes256Gcm;
-    let session = open_session(&a.addr, &a.login, Some(vec![suite]))?;
+    let session = open_session(&a.addr, &a.login, None)?;
     println!(
         "connected to {} as {} in {} ms ({}, {KEY_EXCHANGE})",
         session.target.display(),
         session.conn.account(),
         ms(session.handshake),
-        suite.name(),
+        session.conn.suite().map_or("unknown suite", Suite::name),
     );
     let mut stream = session
         .conn

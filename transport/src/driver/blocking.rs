@@ -66,6 +66,8 @@ struct State {
     opened: VecDeque<Option<StreamId>>,
     close: Option<(u64, String)>,
     rtt: Duration,
+    stats: crate::proto::ConnectionStats,
+    suite: Option<quill_crypto::packet::Suite>,
 }
 
 struct Shared {
@@ -96,6 +98,8 @@ impl FacadeHandler {
         };
         let mut st = self.shared.lock();
         st.rtt = conn.rtt();
+        st.stats.clone_from(conn.stats());
+        st.suite = conn.suite();
         while let Some(dir) = st.open_requests.pop_front() {
             let id = conn.open_stream(dir);
             if let Some(id) = id {
@@ -289,6 +293,17 @@ impl BlockingConnection {
     /// The current smoothed round-trip time.
     pub fn rtt(&self) -> Duration {
         self.shared.lock().rtt
+    }
+
+    /// The connection's counters (packets sent, lost, keep-alives, ...), as of the
+    /// event loop's last turn.
+    pub fn stats(&self) -> crate::proto::ConnectionStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// The negotiated AEAD suite.
+    pub fn suite(&self) -> Option<quill_crypto::packet::Suite> {
+        self.shared.lock().suite
     }
 
     fn open(&self, dir: Dir) -> io::Result<BlockingStream> {
