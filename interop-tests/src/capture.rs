@@ -1,0 +1,456 @@
+//! What the relay saw: one [`Record`] per datagram (and per duplicate), with the
+//! unprotected header fields, written as JSON lines for the scenario checks.
+
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use quill_transport::wire::{parse_invariant, LongType, QUILL_VERSION};
+
+/// Which way a datagram travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to server.
+    C2S,
+    /// Server to client.
+    S2C,
+}
+
+impl Direction {
+    /// `"c2s"` or `"s2c"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::C2S => "c2s",
+            Direction::S2C => "s2c",
+        }
+    }
+}
+
+/// Why the relay dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Independent random loss.
+    Loss,
+    /// Gilbert-Elliott burst loss.
+    Burst,
+    /// The packet index was on the drop list.
+    DropList,
+    /// A black-hole period was on.
+    Blackhole,
+    /// The rate limiter's queue was full (tail drop).
+    QueueFull,
+    /// The relay's bound on datagrams in flight was reached.
+    Overload,
+    /// No client address known yet (server-to-client before any client datagram).
+    NoPeer,
+    /// The send system call failed.
+    SendError,
+}
+
+impl DropReason {
+    /// A short lowercase name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Loss => "loss",
+            DropReason::Burst => "burst",
+            DropReason::DropList => "drop_list",
+            DropReason::Blackhole => "blackhole",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Overload => "overload",
+            DropReason::NoPeer => "no_peer",
+            DropReason::SendError => "send_error",
+        }
+    }
+}
+
+/// What the relay did with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Scheduled for delivery unchanged.
+    Forwarded,
+    /// Dropped, for this reason.
+    Dropped(DropReason),
+    /// An extra copy of the previous record's datagram.
+    Duplicated,
+    /// Scheduled for delivery with one byte flipped at `offset`.
+    Corrupted {
+        /// Offset of the flipped byte within the datagram.
+        offset: usize,
+    },
+}
+
+impl Action {
+    /// True if the datagram (or copy) was sent on.
+    pub const fn delivered(self) -> bool {
+        !matches!(self, Action::Dropped(_))
+    }
+}
+
+/// The unprotected, version-independent header fields (RFC 8999 §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderInfo {
+    /// A long header: version, connection IDs, and for quill's version the packet type
+    /// (`None` for Version Negotiation or a foreign version).
+    Long {
+        /// Version field.
+        version: u32,
+        /// Destination connection ID.
+        dcid: Vec<u8>,
+        /// Source connection ID.
+        scid: Vec<u8>,
+        /// Packet type, when the version is quill's.
+        ty: Option<LongType>,
+    },
+    /// A short header; its first byte (the DCID length is not self-describing).
+    Short {
+        /// First byte.
+        first: u8,
+    },
+    /// Too short or malformed to read.
+    Unparsable,
+}
+
+impl HeaderInfo {
+    /// Reads the invariant fields of `datagram`'s first packet.
+    pub fn parse(datagram: &[u8]) -> HeaderInfo {
+        let Some(&first) = datagram.first() else {
+            return HeaderInfo::Unparsable;
+        };
+        // RFC 8999 §5.1: "Long Header Packet { Header Form (1) = 1, Version-Specific
+        // Bits (7), Version (32), Destination Connection ID Length (8), ..."
+        if first & 0x80 == 0 {
+            return HeaderInfo::Short { first };
+        }
+        match parse_invariant(datagram) {
+            Ok(h) => HeaderInfo::Long {
+                version: h.version,
+                dcid: h.dcid.to_vec(),
+                scid: h.scid.to_vec(),
+                ty: (h.version == QUILL_VERSION).then(|| LongType::from_bits(first >> 4)),
+            },
+            Err(_) => HeaderInfo::Unparsable,
+        }
+    }
+
+    /// The long-header packet type, if any.
+    pub fn long_type(&self) -> Option<LongType> {
+        match self {
+            HeaderInfo::Long { ty, .. } => *ty,
+            _ => None,
+        }
+    }
+}
+
+/// One datagram (or duplicate) seen by the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Direction.
+    pub dir: Direction,
+    /// Index of the datagram in its direction, from 0 (a duplicate shares its original's).
+    pub index: u64,
+    /// Time since the relay started, at arrival.
+    pub t: Duration,
+    /// Datagram size in bytes.
+    pub size: usize,
+    /// What the relay did with it.
+    pub action: Action,
+    /// The relay's upstream socket address at that moment: the source the server sees
+    /// for client-to-server datagrams.
+    pub upstream: SocketAddr,
+    /// Header fields as sent by the peer (before any corruption).
+    pub header: HeaderInfo,
+}
+
+/// Everything the relay recorded, bounded by a record cap.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    /// The records, in arrival order.
+    pub records: Vec<Record>,
+    /// Records not kept because the cap was reached.
+    pub truncated: u64,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn type_name(ty: LongType) -> &'static str {
+    match ty {
+        LongType::Initial => "initial",
+        LongType::ZeroRtt => "0rtt",
+        LongType::Handshake => "handshake",
+        LongType::Retry => "retry",
+    }
+}
+
+impl Record {
+    /// This record as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (action, reason, offset) = match self.action {
+            Action::Forwarded => ("forwarded", None, None),
+            Action::Dropped(r) => ("dropped", Some(r.name()), None),
+            Action::Duplicated => ("duplicated", None, None),
+            Action::Corrupted { offset } => ("corrupted", None, Some(offset)),
+        };
+        let header = match &self.header {
+            HeaderInfo::Long {
+                version,
+                dcid,
+                scid,
+                ty,
+            } => serde_json::json!({
+                "form": "long",
+                "version": format!("{version:#010x}"),
+                "dcid": hex(dcid),
+                "scid": hex(scid),
+                "type": ty.map(type_name),
+            }),
+            HeaderInfo::Short { first } => serde_json::json!({"form": "short", "first": first}),
+            HeaderInfo::Unparsable => serde_json::json!({"form": "unparsable"}),
+        };
+        serde_json::json!({
+            "dir": self.dir.name(),
+            "index": self.index,
+            "t_us": self.t.as_micros() as u64,
+            "size": self.size,
+            "action": action,
+            "reason": reason,
+            "offset": offset,
+            "upstream": self.upstream.to_string(),
+            "header": header,
+        })
+    }
+}
+
+impl Capture {
+    /// Appends a record, or counts it if `cap` records are already kept.
+    pub(crate) fn push(&mut self, record: Record, cap: usize) {
+        if self.records.len() < cap {
+            self.records.push(record);
+        } else {
+            self.truncated += 1;
+        }
+    }
+
+    /// Writes one JSON object per line; the last line is `{"truncated": n}`.
+    pub fn write_jsonl(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let mut w = BufWriter::new(std::fs::File::create(path)?);
+        self.write_jsonl_to(&mut w)?;
+        w.flush()
+    }
+
+    /// Writes the JSON lines to any writer.
+    pub fn write_jsonl_to(&self, w: &mut impl Write) -> io::Result<()> {
+        for r in &self.records {
+            writeln!(w, "{}", r.to_json())?;
+        }
+        writeln!(w, "{}", serde_json::json!({ "truncated": self.truncated }))
+    }
+
+    /// Records of one direction.
+    pub fn dir(&self, dir: Direction) -> impl Iterator<Item = &Record> {
+        self.records.iter().filter(move |r| r.dir == dir)
+    }
+
+    /// Original datagrams (not duplicates) of one direction, with their actions.
+    pub fn originals(&self, dir: Direction) -> impl Iterator<Item = &Record> {
+        self.dir(dir).filter(|r| r.action != Action::Duplicated)
+    }
+
+    /// Indices of the datagrams dropped in one direction.
+    pub fn dropped_indices(&self, dir: Direction) -> Vec<u64> {
+        self.dir(dir)
+            .filter(|r| matches!(r.action, Action::Dropped(_)))
+            .map(|r| r.index)
+            .collect()
+    }
+
+    /// Number of records in `dir` with this action.
+    pub fn count(&self, dir: Direction, action: Action) -> usize {
+        self.dir(dir).filter(|r| r.action == action).count()
+    }
+
+    /// Anti-amplification figures (RFC 9000 §8.1): `(client, server)` where `server`
+    /// is the bytes the server sent before the client's first Handshake packet reached
+    /// the relay, and `client` the bytes of client datagrams delivered to the server
+    /// before that moment. Without a client Handshake packet, all bytes count.
+    ///
+    /// RFC 9000 §8.1: "Prior to validating the client address, servers MUST NOT send
+    /// more than three times as many bytes as the number of bytes they have received."
+    pub fn amplification(&self) -> (usize, usize) {
+        let (mut client, mut server) = (0, 0);
+        for r in &self.records {
+            match r.dir {
+                Direction::C2S => {
+                    if r.header.long_type() == Some(LongType::Handshake) {
+                        break;
+                    }
+                    if r.action.delivered() {
+                        client += r.size;
+                    }
+                }
+                Direction::S2C => {
+                    if r.action != Action::Duplicated {
+                        server += r.size;
+                    }
+                }
+            }
+        }
+        (client, server)
+    }
+
+    /// Bytes the server sent before the client's first Handshake-type packet.
+    pub fn server_bytes_before_client_handshake(&self) -> usize {
+        self.amplification().1
+    }
+
+    /// Distinct source addresses (IP and port) the server saw for delivered client datagrams.
+    pub fn distinct_client_sources(&self) -> usize {
+        self.dir(Direction::C2S)
+            .filter(|r| r.action.delivered())
+            .map(|r| r.upstream)
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    /// Distinct source IP addresses the server saw for delivered client datagrams.
+    pub fn distinct_client_ips(&self) -> usize {
+        self.dir(Direction::C2S)
+            .filter(|r| r.action.delivered())
+            .map(|r| r.upstream.ip())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    /// Long-header packets of type `ty` seen in `dir` (first packet of each datagram).
+    pub fn long_packets(&self, dir: Direction, ty: LongType) -> usize {
+        self.originals(dir)
+            .filter(|r| r.header.long_type() == Some(ty))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(dir: Direction, size: usize, action: Action, header: HeaderInfo) -> Record {
+        Record {
+            dir,
+            index: 0,
+            t: Duration::ZERO,
+            size,
+            action,
+            upstream: "127.0.0.1:1000".parse().unwrap(),
+            header,
+        }
+    }
+
+    fn long(ty: LongType) -> Vec<u8> {
+        let mut v = vec![0xc0 | (ty.bits() << 4)];
+        v.extend_from_slice(&QUILL_VERSION.to_be_bytes());
+        v.extend_from_slice(&[2, 0xaa, 0xbb, 1, 0xcc, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn parses_long_short_and_garbage() {
+        match HeaderInfo::parse(&long(LongType::Handshake)) {
+            HeaderInfo::Long {
+                version,
+                dcid,
+                scid,
+                ty,
+            } => {
+                assert_eq!(version, QUILL_VERSION);
+                assert_eq!(dcid, vec![0xaa, 0xbb]);
+                assert_eq!(scid, vec![0xcc]);
+                assert_eq!(ty, Some(LongType::Handshake));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            HeaderInfo::parse(&[0x41, 1]),
+            HeaderInfo::Short { first: 0x41 }
+        );
+        assert_eq!(HeaderInfo::parse(&[]), HeaderInfo::Unparsable);
+        assert_eq!(HeaderInfo::parse(&[0xc0, 0, 0]), HeaderInfo::Unparsable);
+        // A CID length past the end is refused, not read.
+        assert_eq!(
+            HeaderInfo::parse(&[0xc0, 0, 0, 0, 1, 200, 1]),
+            HeaderInfo::Unparsable
+        );
+    }
+
+    #[test]
+    fn amplification_counts_until_client_handshake() {
+        let mut c = Capture::default();
+        let init = HeaderInfo::parse(&long(LongType::Initial));
+        let hs = HeaderInfo::parse(&long(LongType::Handshake));
+        c.push(
+            rec(Direction::C2S, 1200, Action::Forwarded, init.clone()),
+            10,
+        );
+        c.push(
+            rec(
+                Direction::C2S,
+                1200,
+                Action::Dropped(DropReason::Loss),
+                init,
+            ),
+            10,
+        );
+        c.push(
+            rec(
+                Direction::S2C,
+                3000,
+                Action::Forwarded,
+                HeaderInfo::Unparsable,
+            ),
+            10,
+        );
+        c.push(rec(Direction::C2S, 500, Action::Forwarded, hs), 10);
+        c.push(
+            rec(
+                Direction::S2C,
+                9000,
+                Action::Forwarded,
+                HeaderInfo::Unparsable,
+            ),
+            10,
+        );
+        assert_eq!(c.amplification(), (1200, 3000));
+        assert_eq!(c.long_packets(Direction::C2S, LongType::Initial), 2);
+        assert_eq!(c.distinct_client_sources(), 1);
+    }
+
+    #[test]
+    fn cap_counts_truncated_and_jsonl_has_one_line_each() {
+        let mut c = Capture::default();
+        for _ in 0..5 {
+            c.push(
+                rec(
+                    Direction::S2C,
+                    10,
+                    Action::Forwarded,
+                    HeaderInfo::Unparsable,
+                ),
+                3,
+            );
+        }
+        assert_eq!(c.records.len(), 3);
+        assert_eq!(c.truncated, 2);
+        let mut out = Vec::new();
+        c.write_jsonl_to(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["dir"], "s2c");
+        assert_eq!(v["action"], "forwarded");
+        let last: serde_json::Value = serde_json::from_str(lines[3]).unwrap();
+        assert_eq!(last["truncated"], 2);
+    }
+}

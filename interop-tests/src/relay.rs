@@ -1,0 +1,625 @@
+//! A userspace UDP relay between one client and one server on loopback, with seeded,
+//! reproducible impairments per direction (the kernel here has no `netem`).
+//!
+//! Every random decision about datagram `i` of a direction is a pure function of
+//! `(seed, direction, i)`, so the same seed drops, corrupts and duplicates the same
+//! datagrams whatever the timing. Gilbert-Elliott state advances once per datagram,
+//! in index order, so it too is reproducible.
+//!
+//! The relay runs one thread with a `mio` poll loop; its timeout is the next delivery
+//! deadline, so it sleeps when idle. Everything is bounded: datagrams in flight,
+//! the rate limiter's queue, the capture, and the relay's lifetime.
+
+use std::collections::{BinaryHeap, HashSet};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::capture::{Action, Capture, Direction, DropReason, HeaderInfo, Record};
+
+/// Two-state burst-loss model: in the good state datagrams are lost with
+/// `loss_good`, in the bad state with `loss_bad`; the state changes before each
+/// datagram with the given probabilities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GilbertElliott {
+    /// Probability of moving from good to bad.
+    pub p_good_to_bad: f64,
+    /// Probability of moving from bad to good.
+    pub p_bad_to_good: f64,
+    /// Loss probability in the good state.
+    pub loss_good: f64,
+    /// Loss probability in the bad state.
+    pub loss_bad: f64,
+}
+
+/// Impairments applied to one direction, in this order: drop list, black hole,
+/// random loss, burst loss, corruption, duplication, rate limit, delay/jitter/reorder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Impairments {
+    /// Independent loss probability, 0..=1.
+    pub loss: f64,
+    /// Burst loss, on top of `loss`.
+    pub burst: Option<GilbertElliott>,
+    /// Indices (from 0, per direction) of datagrams to drop.
+    pub drop_indices: Vec<u64>,
+    /// One-way delay.
+    pub delay: Duration,
+    /// Extra delay, uniform in `0..=jitter`.
+    pub jitter: Duration,
+    /// Fraction of datagrams held back by `reorder_delay` more.
+    pub reorder: f64,
+    /// Extra delay of the held-back datagrams.
+    pub reorder_delay: Duration,
+    /// Probability of sending a second copy.
+    pub duplicate: f64,
+    /// Probability of flipping one byte.
+    pub corrupt: f64,
+    /// Flip only within the first 50 bytes (as the QUIC network simulator does).
+    pub corrupt_first_50: bool,
+    /// Link rate in bits per second; `None` is unlimited.
+    pub rate_bps: Option<u64>,
+    /// Bytes the rate limiter may queue; beyond that it drops the tail.
+    pub queue_bytes: usize,
+}
+
+impl Default for Impairments {
+    fn default() -> Self {
+        Impairments {
+            loss: 0.0,
+            burst: None,
+            drop_indices: Vec::new(),
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(10),
+            duplicate: 0.0,
+            corrupt: 0.0,
+            corrupt_first_50: false,
+            rate_bps: None,
+            queue_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How the relay's upstream (server-facing) socket changes at a rebind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebindKind {
+    /// A new socket on the same address: a new source port.
+    Port,
+    /// A new socket on this 127.0.0.x address (any port).
+    Address(Ipv4Addr),
+}
+
+/// A NAT rebinding at a set time after the relay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebind {
+    /// When, since the relay started.
+    pub at: Duration,
+    /// What changes.
+    pub kind: RebindKind,
+}
+
+/// Relay configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    /// The server's address.
+    pub server: SocketAddr,
+    /// Seed of every random decision.
+    pub seed: u64,
+    /// Client-to-server impairments.
+    pub c2s: Impairments,
+    /// Server-to-client impairments.
+    pub s2c: Impairments,
+    /// Rebindings of the upstream socket, in any order.
+    pub rebind: Vec<Rebind>,
+    /// Black-hole cycle `(on, off)` applied to both directions: the cycle starts with
+    /// `off` (everything passes) and then drops everything for `on`, repeatedly.
+    pub blackhole: Option<(Duration, Duration)>,
+    /// Most records kept in the capture (later ones are only counted).
+    pub capture_limit: usize,
+    /// Most datagrams held for delayed delivery (later ones are dropped as overload).
+    pub max_in_flight: usize,
+    /// The relay stops on its own after this long.
+    pub max_lifetime: Duration,
+}
+
+impl RelayConfig {
+    /// No impairments, seed 0, generous bounds.
+    pub fn new(server: SocketAddr) -> RelayConfig {
+        RelayConfig {
+            server,
+            seed: 0,
+            c2s: Impairments::default(),
+            s2c: Impairments::default(),
+            rebind: Vec::new(),
+            blackhole: None,
+            capture_limit: 1 << 20,
+            max_in_flight: 16 * 1024,
+            max_lifetime: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A running relay; [`Relay::stop`] returns its capture.
+pub struct Relay {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<Capture>>,
+}
+
+const DOWN: Token = Token(0);
+const UP: Token = Token(1);
+const WAKE: Token = Token(2);
+const MAX_DATAGRAM: usize = 65536;
+
+impl Relay {
+    /// Binds the client-facing socket on 127.0.0.1:0 and the upstream socket, and
+    /// starts the relay thread.
+    pub fn start(config: RelayConfig) -> io::Result<Relay> {
+        let poll = Poll::new()?;
+        let mut down = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let up_ip = match config.server {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+        };
+        let mut up = UdpSocket::bind(up_ip)?;
+        poll.registry()
+            .register(&mut down, DOWN, Interest::READABLE)?;
+        poll.registry().register(&mut up, UP, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let addr = down.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut rebind = config.rebind.clone();
+        rebind.sort_by_key(|r| std::cmp::Reverse(r.at));
+        let state = Loop {
+            start: Instant::now(),
+            poll,
+            down,
+            up,
+            client: None,
+            dirs: [
+                DirState::new(&config.c2s, config.seed, Direction::C2S),
+                DirState::new(&config.s2c, config.seed, Direction::S2C),
+            ],
+            pending: BinaryHeap::new(),
+            seq: 0,
+            rebind,
+            capture: Capture::default(),
+            stop: stop.clone(),
+            config,
+        };
+        let thread = std::thread::Builder::new()
+            .name("quill-relay".into())
+            .spawn(move || state.run())?;
+        Ok(Relay {
+            addr,
+            stop,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address clients send to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the relay (datagrams still in flight are discarded) and returns the capture.
+    pub fn stop(mut self) -> Capture {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Capture {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_default(),
+            None => Capture::default(),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.halt();
+        }
+    }
+}
+
+/// SplitMix64 finaliser: a well-mixed 64-bit hash.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Per-datagram random source: `draw(k)` is a pure function of (seed, dir, index, k).
+struct Draws(u64);
+
+impl Draws {
+    fn new(seed: u64, dir: Direction, index: u64) -> Draws {
+        let d = match dir {
+            Direction::C2S => 0x1234_5678,
+            Direction::S2C => 0x8765_4321,
+        };
+        Draws(mix(mix(seed ^ d).wrapping_add(index)))
+    }
+
+    fn u64(&self, k: u64) -> u64 {
+        mix(self.0 ^ mix(k))
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&self, k: u64) -> f64 {
+        (self.u64(k) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn chance(&self, k: u64, p: f64) -> bool {
+        p > 0.0 && self.unit(k) < p
+    }
+}
+
+struct DirState {
+    imp: Impairments,
+    drop_list: HashSet<u64>,
+    seed: u64,
+    dir: Direction,
+    next_index: u64,
+    /// Gilbert-Elliott: currently in the bad state.
+    bad: bool,
+    /// When the rate-limited link finishes sending what it has accepted.
+    link_free_at: Option<Instant>,
+}
+
+impl DirState {
+    fn new(imp: &Impairments, seed: u64, dir: Direction) -> DirState {
+        DirState {
+            drop_list: imp.drop_indices.iter().copied().collect(),
+            imp: imp.clone(),
+            seed,
+            dir,
+            next_index: 0,
+            bad: false,
+            link_free_at: None,
+        }
+    }
+}
+
+struct Pending {
+    at: Instant,
+    seq: u64,
+    dir: Direction,
+    data: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Loop {
+    start: Instant,
+    poll: Poll,
+    down: UdpSocket,
+    up: UdpSocket,
+    client: Option<SocketAddr>,
+    dirs: [DirState; 2],
+    pending: BinaryHeap<Pending>,
+    seq: u64,
+    /// Remaining rebinds, latest first (so the next is at the end).
+    rebind: Vec<Rebind>,
+    capture: Capture,
+    stop: Arc<AtomicBool>,
+    config: RelayConfig,
+}
+
+impl Loop {
+    fn run(mut self) -> Capture {
+        let mut events = Events::with_capacity(64);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let deadline = self.start + self.config.max_lifetime;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.do_rebinds(now);
+            self.deliver(now);
+            let mut next = deadline;
+            if let Some(p) = self.pending.peek() {
+                next = next.min(p.at);
+            }
+            if let Some(r) = self.rebind.last() {
+                next = next.min(self.start + r.at);
+            }
+            let timeout = next.saturating_duration_since(Instant::now());
+            // Round up to whole milliseconds so that a wake-up is never early
+            // (epoll counts milliseconds), which would spin until the deadline.
+            let timeout = Duration::from_millis(timeout.as_micros().div_ceil(1000) as u64);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            // Drain both sockets whatever the events say (readiness is edge-triggered).
+            self.drain_down(&mut buf);
+            self.drain_up(&mut buf);
+        }
+        self.capture
+    }
+
+    fn drain_down(&mut self, buf: &mut [u8]) {
+        let mut errors = 0;
+        loop {
+            match self.down.recv_from(buf) {
+                Ok((n, from)) => {
+                    self.client = Some(from);
+                    let data = buf[..n].to_vec();
+                    self.admit(Direction::C2S, data);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors (peer port closed) surface here on Linux: skip a few,
+                // then wait for the next readiness rather than loop.
+                Err(_) => {
+                    errors += 1;
+                    if errors > 16 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain_up(&mut self, buf: &mut [u8]) {
+        let mut errors = 0;
+        loop {
+            match self.up.recv_from(buf) {
+                Ok((n, from)) => {
+                    if from != self.config.server {
+                        continue;
+                    }
+                    let data = buf[..n].to_vec();
+                    self.admit(Direction::S2C, data);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors (peer port closed) surface here on Linux: skip a few,
+                // then wait for the next readiness rather than loop.
+                Err(_) => {
+                    errors += 1;
+                    if errors > 16 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn in_blackhole(&self, t: Duration) -> bool {
+        let Some((on, off)) = self.config.blackhole else {
+            return false;
+        };
+        let period = on + off;
+        if on.is_zero() || period.is_zero() {
+            return false;
+        }
+        let phase = t.as_nanos() % period.as_nanos();
+        phase >= off.as_nanos()
+    }
+
+    /// Decides the fate of one arriving datagram and schedules it.
+    fn admit(&mut self, dir: Direction, mut data: Vec<u8>) {
+        let now = Instant::now();
+        let t = now - self.start;
+        let blackhole = self.in_blackhole(t);
+        let d = match dir {
+            Direction::C2S => 0,
+            Direction::S2C => 1,
+        };
+        let st = &mut self.dirs[d];
+        let index = st.next_index;
+        st.next_index += 1;
+        let r = Draws::new(st.seed, st.dir, index);
+        // Burst state advances on every datagram, whatever else happens to it.
+        let mut burst_loss = false;
+        if let Some(ge) = st.imp.burst {
+            let flip = if st.bad {
+                ge.p_bad_to_good
+            } else {
+                ge.p_good_to_bad
+            };
+            if r.chance(1, flip) {
+                st.bad = !st.bad;
+            }
+            burst_loss = r.chance(2, if st.bad { ge.loss_bad } else { ge.loss_good });
+        }
+        let drop = if st.drop_list.contains(&index) {
+            Some(DropReason::DropList)
+        } else if blackhole {
+            Some(DropReason::Blackhole)
+        } else if r.chance(3, st.imp.loss) {
+            Some(DropReason::Loss)
+        } else if burst_loss {
+            Some(DropReason::Burst)
+        } else if dir == Direction::S2C && self.client.is_none() {
+            Some(DropReason::NoPeer)
+        } else {
+            None
+        };
+        if let Some(reason) = drop {
+            self.record_with(
+                dir,
+                index,
+                t,
+                data.len(),
+                HeaderInfo::parse(&data),
+                Action::Dropped(reason),
+            );
+            return;
+        }
+        let header = HeaderInfo::parse(&data);
+        let mut action = Action::Forwarded;
+        if !data.is_empty() && r.chance(4, st.imp.corrupt) {
+            let span = if st.imp.corrupt_first_50 {
+                data.len().min(50)
+            } else {
+                data.len()
+            };
+            let offset = (r.u64(5) % span as u64) as usize;
+            // XOR with a non-zero byte so the value always changes.
+            data[offset] ^= (r.u64(6) % 255) as u8 + 1;
+            action = Action::Corrupted { offset };
+        }
+        let duplicate = r.chance(7, st.imp.duplicate);
+        // Rate limit: the link serialises accepted bytes; what waits for it is the queue.
+        let mut depart = now;
+        if let Some(rate) = st.imp.rate_bps.filter(|&r| r > 0) {
+            let copies = if duplicate { 2 } else { 1 };
+            let free = st.link_free_at.unwrap_or(now).max(now);
+            let backlog = (free - now).as_secs_f64() * rate as f64 / 8.0;
+            if backlog + (data.len() * copies) as f64 > st.imp.queue_bytes as f64 {
+                self.record_with(
+                    dir,
+                    index,
+                    t,
+                    data.len(),
+                    header,
+                    Action::Dropped(DropReason::QueueFull),
+                );
+                return;
+            }
+            let tx = Duration::from_secs_f64((data.len() * 8) as f64 / rate as f64);
+            depart = free + tx;
+            st.link_free_at = Some(depart + tx * (copies as u32 - 1));
+        }
+        let mut delay = st.imp.delay;
+        if !st.imp.jitter.is_zero() {
+            let j = st.imp.jitter.as_nanos() as u64;
+            delay += Duration::from_nanos(r.u64(8) % (j + 1));
+        }
+        if r.chance(9, st.imp.reorder) {
+            delay += st.imp.reorder_delay;
+        }
+        let at = depart + delay;
+        if self.pending.len() + usize::from(duplicate) >= self.config.max_in_flight {
+            self.record_with(
+                dir,
+                index,
+                t,
+                data.len(),
+                header,
+                Action::Dropped(DropReason::Overload),
+            );
+            return;
+        }
+        let size = data.len();
+        if duplicate {
+            self.schedule(at, dir, data.clone());
+        }
+        self.schedule(at, dir, data);
+        self.record_with(dir, index, t, size, header.clone(), action);
+        if duplicate {
+            self.record_with(dir, index, t, size, header, Action::Duplicated);
+        }
+    }
+
+    fn record_with(
+        &mut self,
+        dir: Direction,
+        index: u64,
+        t: Duration,
+        size: usize,
+        header: HeaderInfo,
+        action: Action,
+    ) {
+        let record = Record {
+            dir,
+            index,
+            t,
+            size,
+            action,
+            upstream: self.up.local_addr().unwrap_or(self.config.server),
+            header,
+        };
+        self.capture.push(record, self.config.capture_limit);
+    }
+
+    fn schedule(&mut self, at: Instant, dir: Direction, data: Vec<u8>) {
+        self.seq += 1;
+        self.pending.push(Pending {
+            at,
+            seq: self.seq,
+            dir,
+            data,
+        });
+    }
+
+    fn deliver(&mut self, now: Instant) {
+        while self.pending.peek().is_some_and(|p| p.at <= now) {
+            let Some(p) = self.pending.pop() else { break };
+            let sent = match p.dir {
+                Direction::C2S => self.up.send_to(&p.data, self.config.server),
+                Direction::S2C => match self.client {
+                    Some(c) => self.down.send_to(&p.data, c),
+                    None => continue,
+                },
+            };
+            // A full socket buffer or an ICMP error loses the datagram, as a network
+            // would; the capture already holds the decision.
+            let _ = sent;
+        }
+    }
+
+    fn do_rebinds(&mut self, now: Instant) {
+        while self.rebind.last().is_some_and(|r| self.start + r.at <= now) {
+            let Some(r) = self.rebind.pop() else { break };
+            let bind = match r.kind {
+                RebindKind::Port => match self.up.local_addr() {
+                    Ok(a) => SocketAddr::new(a.ip(), 0),
+                    Err(_) => continue,
+                },
+                RebindKind::Address(ip) => SocketAddr::from((ip, 0)),
+            };
+            let Ok(mut sock) = UdpSocket::bind(bind) else {
+                continue;
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, UP, Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            let mut old = std::mem::replace(&mut self.up, sock);
+            let _ = self.poll.registry().deregister(&mut old);
+        }
+    }
+}
