@@ -164,12 +164,12 @@ impl Relay {
     /// starts the relay thread.
     pub fn start(config: RelayConfig) -> io::Result<Relay> {
         let poll = Poll::new()?;
-        let mut down = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let mut down = bind_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         let up_ip = match config.server {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
         };
-        let mut up = UdpSocket::bind(up_ip)?;
+        let mut up = bind_udp(up_ip)?;
         poll.registry()
             .register(&mut down, DOWN, Interest::READABLE)?;
         poll.registry().register(&mut up, UP, Interest::READABLE)?;
@@ -232,6 +232,23 @@ impl Drop for Relay {
             self.halt();
         }
     }
+}
+
+/// Kernel buffer asked for on each relay socket, so that a burst waits in the kernel
+/// rather than being lost before the relay has decided anything (the kernel caps it at
+/// `net.core.rmem_max`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A non-blocking UDP socket bound to `addr`, with large kernel buffers.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, only less forgivingly.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(sock.into()))
 }
 
 /// SplitMix64 finaliser: a well-mixed 64-bit hash.
@@ -607,7 +624,7 @@ impl Loop {
                 },
                 RebindKind::Address(ip) => SocketAddr::from((ip, 0)),
             };
-            let Ok(mut sock) = UdpSocket::bind(bind) else {
+            let Ok(mut sock) = bind_udp(bind) else {
                 continue;
             };
             if self

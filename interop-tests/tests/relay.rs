@@ -1,0 +1,297 @@
+//! The impairment relay over real UDP sockets on 127.0.0.x. Every wait is bounded.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use quill_interop::{
+    Action, Capture, Direction, DropReason, Rebind, RebindKind, Relay, RelayConfig,
+};
+
+/// A UDP echo server recording the source address of every datagram.
+struct Echo {
+    addr: SocketAddr,
+    sources: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let sock = big_socket();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let sources = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s2, st2) = (sources.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st2.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    s2.lock().unwrap().push(from);
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Echo {
+            addr,
+            sources,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A socket on 127.0.0.1 with 4 MiB kernel buffers, so bursts are not lost in the
+/// kernel when the test threads share two cores.
+fn big_socket() -> UdpSocket {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    sock.into()
+}
+
+fn client(relay: &Relay) -> UdpSocket {
+    let s = big_socket();
+    s.connect(relay.addr()).unwrap();
+    s
+}
+
+fn payload(i: u32, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len.max(4)];
+    v[..4].copy_from_slice(&i.to_be_bytes());
+    for (k, b) in v.iter_mut().enumerate().skip(4) {
+        *b = (k as u32 ^ i) as u8;
+    }
+    v
+}
+
+/// Collects echoed datagrams until `quiet` passes without one (bounded by `max`).
+fn collect(sock: &UdpSocket, quiet: Duration, max: Duration) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let end = Instant::now() + max;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        match sock.recv(&mut buf) {
+            Ok(n) => out.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn run(config: RelayConfig, n: u32, len: usize, gap: Duration) -> (Vec<Vec<u8>>, Capture) {
+    let relay = Relay::start(config).unwrap();
+    let c = client(&relay);
+    for i in 0..n {
+        c.send(&payload(i, len)).unwrap();
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+    }
+    let got = collect(&c, Duration::from_millis(300), Duration::from_secs(5));
+    (got, relay.stop())
+}
+
+#[test]
+fn plain_echo_arrives_complete_and_in_order() {
+    let echo = Echo::start();
+    let (got, cap) = run(
+        RelayConfig::new(echo.addr),
+        200,
+        100,
+        Duration::from_micros(200),
+    );
+    let expected: Vec<_> = (0..200).map(|i| payload(i, 100)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(cap.count(Direction::C2S, Action::Forwarded), 200);
+    assert_eq!(cap.count(Direction::S2C, Action::Forwarded), 200);
+}
+
+#[test]
+fn loss_is_reproducible_and_near_the_rate() {
+    let echo = Echo::start();
+    let pattern = || {
+        let mut cfg = RelayConfig::new(echo.addr);
+        cfg.seed = 7;
+        cfg.c2s.loss = 0.3;
+        let (_, cap) = run(cfg, 1000, 50, Duration::from_micros(50));
+        assert_eq!(cap.originals(Direction::C2S).count(), 1000);
+        cap.dropped_indices(Direction::C2S)
+    };
+    let a = pattern();
+    let b = pattern();
+    assert_eq!(a, b, "same seed, same drops");
+    // Binomial(1000, 0.3): sd ≈ 14.5; ±5 sd.
+    assert!((228..=372).contains(&a.len()), "dropped {}", a.len());
+}
+
+#[test]
+fn drop_list_drops_exactly_those_indices() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.c2s.drop_indices = vec![0, 3, 17];
+    cfg.s2c.drop_indices = vec![5];
+    let (got, cap) = run(cfg, 20, 40, Duration::from_millis(1));
+    assert_eq!(cap.dropped_indices(Direction::C2S), vec![0, 3, 17]);
+    assert_eq!(cap.dropped_indices(Direction::S2C), vec![5]);
+    let ids: Vec<u32> = got
+        .iter()
+        .map(|d| u32::from_be_bytes(d[..4].try_into().unwrap()))
+        .collect();
+    let expected: Vec<u32> = (0..20).filter(|i| ![0, 3, 17].contains(i)).collect();
+    // s2c index 5 is the sixth echo, i.e. the sixth surviving request.
+    let mut exp = expected.clone();
+    exp.remove(5);
+    assert_eq!(ids, exp);
+}
+
+#[test]
+fn delay_is_honoured() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.c2s.delay = Duration::from_millis(50);
+    let relay = Relay::start(cfg).unwrap();
+    let c = client(&relay);
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 64];
+    for i in 0..3 {
+        let t0 = Instant::now();
+        c.send(&payload(i, 10)).unwrap();
+        c.recv(&mut buf).unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    relay.stop();
+}
+
+#[test]
+fn duplication_produces_duplicates() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.c2s.duplicate = 0.5;
+    let (got, cap) = run(cfg, 100, 20, Duration::from_micros(200));
+    let dups = cap.count(Direction::C2S, Action::Duplicated);
+    assert!(dups > 20 && dups < 80, "{dups}");
+    assert_eq!(got.len(), 100 + dups);
+    let distinct: HashSet<_> = got.iter().collect();
+    assert_eq!(distinct.len(), 100);
+}
+
+#[test]
+fn corruption_changes_bytes_within_first_50() {
+    let echo = Echo::start();
+    for first50 in [true, false] {
+        let mut cfg = RelayConfig::new(echo.addr);
+        cfg.seed = 3;
+        cfg.c2s.corrupt = 1.0;
+        cfg.c2s.corrupt_first_50 = first50;
+        let (got, cap) = run(cfg, 100, 1000, Duration::from_micros(200));
+        assert_eq!(got.len(), 100);
+        let mut beyond = 0;
+        for d in &got {
+            // The index may itself be corrupted: compare with every original.
+            let diffs: Vec<usize> = (0..100)
+                .map(|i| payload(i, 1000))
+                .map(|p| (0..1000).filter(|&k| p[k] != d[k]).collect::<Vec<_>>())
+                .min_by_key(|v| v.len())
+                .unwrap();
+            assert_eq!(diffs.len(), 1, "exactly one byte flipped");
+            if diffs[0] >= 50 {
+                beyond += 1;
+            }
+        }
+        if first50 {
+            assert_eq!(beyond, 0);
+        } else {
+            assert!(beyond > 50, "{beyond}");
+        }
+        assert!(cap
+            .dir(Direction::C2S)
+            .all(|r| matches!(r.action, Action::Corrupted { .. })));
+    }
+}
+
+#[test]
+fn rate_limit_drops_the_excess_and_paces_the_rest() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.c2s.rate_bps = Some(1_000_000);
+    cfg.c2s.queue_bytes = 10_000;
+    let relay = Relay::start(cfg).unwrap();
+    let c = client(&relay);
+    let t0 = Instant::now();
+    for i in 0..100 {
+        c.send(&payload(i, 1000)).unwrap();
+    }
+    let got = collect(&c, Duration::from_millis(300), Duration::from_secs(5));
+    let cap = relay.stop();
+    let dropped = cap.count(Direction::C2S, Action::Dropped(DropReason::QueueFull));
+    assert!(dropped > 50, "{dropped}");
+    assert_eq!(got.len(), 100 - dropped);
+    // 1000-byte datagrams at 1 Mbit/s take 8 ms each: the last left ≥ 8·(n-1) ms after the first.
+    let paced = Duration::from_millis(8 * (got.len() as u64 - 1));
+    assert!(t0.elapsed() >= paced);
+}
+
+#[test]
+fn blackhole_drops_only_while_on() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.blackhole = Some((Duration::from_millis(200), Duration::from_millis(200)));
+    let (_, cap) = run(cfg, 60, 20, Duration::from_millis(10));
+    let mut seen_drop = false;
+    for r in cap.dir(Direction::C2S) {
+        let phase = r.t.as_millis() % 400;
+        if r.action == Action::Dropped(DropReason::Blackhole) {
+            seen_drop = true;
+            assert!(phase >= 200, "dropped at {phase}");
+        } else {
+            assert!(phase < 200, "passed at {phase}");
+        }
+    }
+    assert!(seen_drop);
+}
+
+#[test]
+fn rebinding_changes_the_source_the_server_sees() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.rebind = vec![
+        Rebind {
+            at: Duration::from_millis(150),
+            kind: RebindKind::Port,
+        },
+        Rebind {
+            at: Duration::from_millis(300),
+            kind: RebindKind::Address(Ipv4Addr::new(127, 0, 0, 2)),
+        },
+    ];
+    let (got, cap) = run(cfg, 45, 20, Duration::from_millis(10));
+    assert!(got.len() > 30);
+    let sources = echo.sources.lock().unwrap().clone();
+    let ports: HashSet<_> = sources.iter().map(|a| a.port()).collect();
+    let ips: HashSet<_> = sources.iter().map(|a| a.ip()).collect();
+    assert_eq!(ports.len(), 3, "{sources:?}");
+    assert_eq!(ips.len(), 2, "{sources:?}");
+    assert_eq!(cap.distinct_client_sources(), 3);
+    assert_eq!(cap.distinct_client_ips(), 2);
+}
