@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use quill_transport::wire::{parse_invariant, LongType, QUILL_VERSION};
+use quill_transport::wire::{parse_header, parse_invariant, LongType, PacketKind, QUILL_VERSION};
 
 /// Which way a datagram travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +102,9 @@ pub enum HeaderInfo {
         scid: Vec<u8>,
         /// Packet type, when the version is quill's.
         ty: Option<LongType>,
+        /// Types of every long-header packet coalesced in the datagram, first included
+        /// (RFC 9000 §12.2), as far as they parse.
+        coalesced: Vec<LongType>,
     },
     /// A short header; its first byte (the DCID length is not self-describing).
     Short {
@@ -129,6 +132,7 @@ impl HeaderInfo {
                 dcid: h.dcid.to_vec(),
                 scid: h.scid.to_vec(),
                 ty: (h.version == QUILL_VERSION).then(|| LongType::from_bits(first >> 4)),
+                coalesced: coalesced_types(datagram),
             },
             Err(_) => HeaderInfo::Unparsable,
         }
@@ -141,6 +145,39 @@ impl HeaderInfo {
             _ => None,
         }
     }
+
+    /// True if any packet coalesced in the datagram is a long header of type `ty`.
+    pub fn contains(&self, ty: LongType) -> bool {
+        matches!(self, HeaderInfo::Long { coalesced, .. } if coalesced.contains(&ty))
+    }
+}
+
+/// Walks the coalesced long-header packets of a quill datagram.
+///
+/// RFC 9000 §12.2: "Senders MUST NOT coalesce QUIC packets with different connection
+/// IDs into a single UDP datagram." and a short-header packet, having no Length
+/// field, can only come last, so the walk stops at the first one.
+fn coalesced_types(datagram: &[u8]) -> Vec<LongType> {
+    let mut out = Vec::new();
+    let mut rest = datagram;
+    // Each step consumes at least one byte, so this ends; the cap bounds the vector.
+    while out.len() < 16 && rest.first().is_some_and(|b| b & 0x80 != 0) {
+        let Ok(h) = parse_header(rest, 0) else {
+            break;
+        };
+        let PacketKind::Long(ty) = h.kind else {
+            break;
+        };
+        if h.version != QUILL_VERSION {
+            break;
+        }
+        out.push(ty);
+        if h.packet_len == 0 || h.packet_len >= rest.len() {
+            break;
+        }
+        rest = &rest[h.packet_len..];
+    }
+    out
 }
 
 /// One datagram (or duplicate) seen by the relay.
@@ -200,12 +237,14 @@ impl Record {
                 dcid,
                 scid,
                 ty,
+                coalesced,
             } => serde_json::json!({
                 "form": "long",
                 "version": format!("{version:#010x}"),
                 "dcid": hex(dcid),
                 "scid": hex(scid),
                 "type": ty.map(type_name),
+                "coalesced": coalesced.iter().map(|&t| type_name(t)).collect::<Vec<_>>(),
             }),
             HeaderInfo::Short { first } => serde_json::json!({"form": "short", "first": first}),
             HeaderInfo::Unparsable => serde_json::json!({"form": "unparsable"}),
@@ -284,7 +323,7 @@ impl Capture {
         for r in &self.records {
             match r.dir {
                 Direction::C2S => {
-                    if r.header.long_type() == Some(LongType::Handshake) {
+                    if r.header.contains(LongType::Handshake) {
                         break;
                     }
                     if r.action.delivered() {
@@ -324,10 +363,10 @@ impl Capture {
             .len()
     }
 
-    /// Long-header packets of type `ty` seen in `dir` (first packet of each datagram).
+    /// Datagrams in `dir` (duplicates aside) that carry a long-header packet of type `ty`.
     pub fn long_packets(&self, dir: Direction, ty: LongType) -> usize {
         self.originals(dir)
-            .filter(|r| r.header.long_type() == Some(ty))
+            .filter(|r| r.header.contains(ty))
             .count()
     }
 }
@@ -351,8 +390,27 @@ mod tests {
     fn long(ty: LongType) -> Vec<u8> {
         let mut v = vec![0xc0 | (ty.bits() << 4)];
         v.extend_from_slice(&QUILL_VERSION.to_be_bytes());
-        v.extend_from_slice(&[2, 0xaa, 0xbb, 1, 0xcc, 0, 0]);
+        v.extend_from_slice(&[2, 0xaa, 0xbb, 1, 0xcc]);
+        if ty == LongType::Initial {
+            v.push(0); // empty token
+        }
+        v.extend_from_slice(&[2, 0x11, 0x22]); // Length 2: packet number and payload
         v
+    }
+
+    #[test]
+    fn finds_coalesced_handshake_after_initial() {
+        let mut d = long(LongType::Initial);
+        d.extend_from_slice(&long(LongType::Handshake));
+        d.extend_from_slice(&[0x40, 1, 2, 3]); // a short header last
+        let h = HeaderInfo::parse(&d);
+        assert_eq!(h.long_type(), Some(LongType::Initial));
+        assert!(h.contains(LongType::Handshake));
+        // Truncated: the Handshake packet's Length runs past the end.
+        let mut t = long(LongType::Initial);
+        t.extend_from_slice(&long(LongType::Handshake)[..10]);
+        let h = HeaderInfo::parse(&t);
+        assert!(h.contains(LongType::Initial) && !h.contains(LongType::Handshake));
     }
 
     #[test]
@@ -363,7 +421,9 @@ mod tests {
                 dcid,
                 scid,
                 ty,
+                coalesced,
             } => {
+                assert_eq!(coalesced, vec![LongType::Handshake]);
                 assert_eq!(version, QUILL_VERSION);
                 assert_eq!(dcid, vec![0xaa, 0xbb]);
                 assert_eq!(scid, vec![0xcc]);

@@ -295,3 +295,208 @@ fn rebinding_changes_the_source_the_server_sees() {
     assert_eq!(cap.distinct_client_sources(), 3);
     assert_eq!(cap.distinct_client_ips(), 2);
 }
+
+#[test]
+fn reordering_holds_some_back() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.seed = 11;
+    cfg.c2s.reorder = 0.2;
+    cfg.c2s.reorder_delay = Duration::from_millis(30);
+    let (got, _) = run(cfg, 100, 20, Duration::from_millis(1));
+    assert_eq!(got.len(), 100);
+    let ids: Vec<u32> = got
+        .iter()
+        .map(|d| u32::from_be_bytes(d[..4].try_into().unwrap()))
+        .collect();
+    let inversions = ids.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(inversions > 0, "{ids:?}");
+    let distinct: HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 100);
+}
+
+#[test]
+fn burst_loss_is_reproducible_and_clustered() {
+    let echo = Echo::start();
+    let pattern = || {
+        let mut cfg = RelayConfig::new(echo.addr);
+        cfg.seed = 5;
+        cfg.c2s.burst = Some(quill_interop::GilbertElliott {
+            p_good_to_bad: 0.05,
+            p_bad_to_good: 0.3,
+            loss_good: 0.0,
+            loss_bad: 1.0,
+        });
+        let (_, cap) = run(cfg, 500, 30, Duration::from_micros(50));
+        assert_eq!(cap.originals(Direction::C2S).count(), 500);
+        cap.dropped_indices(Direction::C2S)
+    };
+    let a = pattern();
+    assert_eq!(a, pattern());
+    assert!(!a.is_empty());
+    // Bursts: most drops are next to another drop.
+    let adjacent = a.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    assert!(adjacent * 2 > a.len(), "{a:?}");
+}
+
+mod quill_end_to_end {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+
+    use quill_crypto::hostkey::HostKeyPair;
+    use quill_transport::driver::blocking;
+    use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
+    use quill_transport::driver::socket::UdpConfig;
+    use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+    use quill_transport::proto::{
+        ClientConfig, Dir, Event, HostKeyPolicy, Login, LoginMethod, ReadOutcome, ServerConfig,
+        StreamEvent, StreamId,
+    };
+    use quill_transport::wire::LongType;
+    use zeroize::Zeroizing;
+
+    fn host_key() -> Arc<HostKeyPair> {
+        Arc::new(HostKeyPair::from_seed(&[42; 32]).unwrap())
+    }
+
+    /// Accepts the password "pw" at once and echoes bidirectional streams.
+    #[derive(Default)]
+    struct EchoServer {
+        echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
+    }
+
+    impl Handler for EchoServer {
+        fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+            let now = ctx.now();
+            match event {
+                Event::LoginRequested(req) => {
+                    let ok =
+                        matches!(&req.method, LoginMethod::Password(p) if p.as_slice() == b"pw");
+                    if let Some(c) = ctx.connection(h) {
+                        if ok {
+                            c.accept_login(now, &req.user, "welcome");
+                        } else {
+                            c.refuse_login(now, "refused");
+                        }
+                    }
+                }
+                Event::Stream(StreamEvent::Opened { .. }) => {
+                    let c = ctx.connection(h).unwrap();
+                    while let Some(id) = c.accept_stream(Dir::Bi) {
+                        self.echo.insert((h, id), (Vec::new(), false));
+                    }
+                    while c.accept_stream(Dir::Uni).is_some() {}
+                }
+                _ => {}
+            }
+        }
+
+        fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+            let mut buf = vec![0u8; 65536];
+            self.echo.retain(|&(h, id), (pending, fin)| {
+                let Some(c) = ctx.connection(h) else {
+                    return false;
+                };
+                while pending.len() < 1 << 20 && !*fin {
+                    match c.read(id, &mut buf) {
+                        Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
+                        Ok(ReadOutcome::Finished) => *fin = true,
+                        _ => break,
+                    }
+                }
+                while !pending.is_empty() {
+                    match c.write(id, pending) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            pending.drain(..n);
+                        }
+                    }
+                }
+                if *fin && pending.is_empty() {
+                    let _ = c.finish(id);
+                    return false;
+                }
+                true
+            });
+        }
+    }
+
+    fn sha256(data: &[u8]) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, data)
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn one_megabyte_echo_through_loss_and_delay() {
+        let config = ServerConfig::new(host_key());
+        let endpoint = EndpointConfig {
+            per_source_handshakes_per_sec: 0,
+            ..EndpointConfig::default()
+        };
+        let mut ev = EventLoop::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &UdpConfig::default(),
+            endpoint,
+            Some(config),
+            1,
+            EchoServer::default(),
+        )
+        .unwrap();
+        let server = ev.local_addr();
+        let handle = ev.handle();
+        let thread = std::thread::spawn(move || ev.run().expect("server loop"));
+
+        let mut rc = RelayConfig::new(server);
+        rc.seed = 2026;
+        rc.max_lifetime = Duration::from_secs(60);
+        for imp in [&mut rc.c2s, &mut rc.s2c] {
+            imp.loss = 0.05;
+            imp.delay = Duration::from_millis(20);
+        }
+        let relay = Relay::start(rc).unwrap();
+        let client = ClientConfig::new(
+            Login::Password {
+                user: "alice".into(),
+                password: Zeroizing::new("pw".into()),
+            },
+            HostKeyPolicy::Pinned(vec![host_key().public().fingerprint()]),
+        );
+        let conn = blocking::connect(relay.addr(), client).expect("connect through the relay");
+
+        let data: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut stream = conn.open_bi().unwrap();
+        let mut w = stream.try_clone();
+        let to_send = data.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&to_send).unwrap();
+            w.finish().unwrap();
+        });
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert_eq!(back.len(), data.len());
+        assert_eq!(sha256(&back), sha256(&data), "echoed bytes differ");
+        conn.close(0, "done");
+
+        let cap = relay.stop();
+        handle.shutdown();
+        thread.join().unwrap();
+
+        assert!(cap.count(Direction::C2S, Action::Dropped(DropReason::Loss)) > 0);
+        assert!(cap.long_packets(Direction::C2S, LongType::Initial) > 0);
+        assert!(cap.long_packets(Direction::C2S, LongType::Handshake) > 0);
+        let (client_bytes, server_bytes) = cap.amplification();
+        assert!(client_bytes > 0 && server_bytes > 0);
+        assert!(
+            server_bytes <= 3 * client_bytes,
+            "server sent {server_bytes} before validation for {client_bytes} received"
+        );
+        let path = std::env::temp_dir().join(format!("quill-relay-{}.jsonl", std::process::id()));
+        cap.write_jsonl(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(text.lines().count(), cap.records.len() + 1);
+    }
+}
