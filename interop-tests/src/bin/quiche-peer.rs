@@ -406,20 +406,17 @@ impl Endpoint {
                 .iter_mut()
                 .map(|b| IoSliceMut::new(&mut b[..]))
                 .collect();
-            match self
-                .io
+            // EAGAIN, or an error the next turn will meet again: nothing read.
+            self.io
                 .state
                 .recv((&self.io.sock).into(), &mut iovs, &mut self.io.metas)
-            {
-                Ok(n) => n,
-                Err(_) => 0,
-            }
+                .unwrap_or_default()
         };
-        for i in 0..n {
+        for (i, buf) in bufs.iter_mut().enumerate().take(n) {
             let meta = self.io.metas[i];
             let len = meta.len.min(RECV_BUF);
             let stride = meta.stride.clamp(1, RECV_BUF);
-            for dgram in bufs[i][..len].chunks_mut(stride) {
+            for dgram in buf[..len].chunks_mut(stride) {
                 self.on_datagram(dgram, meta.addr);
             }
         }
@@ -558,6 +555,14 @@ impl Endpoint {
         };
         match &mut c.app {
             App::Server(app) => server_streams(&mut c.q, app, &mut self.scratch),
+            // RFC 9000 §6.2: "A client that supports only this version MUST abandon the
+            // current connection attempt if it receives a Version Negotiation packet"
+            // -- without the CONNECTION_CLOSE quiche queued, which the server could not
+            // read anyway. Any other receive error ends the attempt the same way.
+            App::Client(app) if app.recv_error.is_some() => {
+                self.remove(key);
+                return;
+            }
             App::Client(app) => client_streams(&mut c.q, app, &mut self.scratch),
         }
         let more = flush(&mut self.io, c);
@@ -739,48 +744,43 @@ fn client_streams(q: &mut quiche::Connection, app: &mut ClientApp, scratch: &mut
     app.established.get_or_insert(now);
     app.transfer_start.get_or_insert(now);
     while !app.fin_sent {
-        let r = if app.header_sent < HEADER_LEN {
+        let (n, wanted) = if app.header_sent < HEADER_LEN {
             let fin = app.upload_left == 0;
             let buf = app.header;
-            q.stream_send(STREAM, &buf[app.header_sent..], fin)
-                .map(|n| {
+            let want = HEADER_LEN - app.header_sent;
+            match q.stream_send(STREAM, &buf[app.header_sent..], fin) {
+                Ok(n) => {
                     app.header_sent += n;
-                    if fin && app.header_sent == HEADER_LEN {
-                        app.fin_sent = true;
-                    }
-                    n
-                })
+                    app.fin_sent = fin && n == want;
+                    (n, want)
+                }
+                Err(_) => break,
+            }
         } else {
             let chunk = app.upload_left.min(ZEROS.len() as u64) as usize;
             let last = app.upload_left == chunk as u64;
-            q.stream_send(STREAM, &ZEROS[..chunk], last).map(|n| {
-                app.upload_left -= n as u64;
-                if last && n == chunk {
-                    app.fin_sent = true;
+            match q.stream_send(STREAM, &ZEROS[..chunk], last) {
+                Ok(n) => {
+                    app.upload_left -= n as u64;
+                    app.fin_sent = last && n == chunk;
+                    (n, chunk)
                 }
-                n
-            })
+                Err(_) => break,
+            }
         };
-        match r {
-            Ok(0) if !app.fin_sent => break,
-            Ok(_) => {}
-            Err(_) => break,
+        if n < wanted {
+            break; // flow control or send buffer full: more after the next ACKs
         }
     }
     for s in q.readable() {
-        loop {
-            match q.stream_recv(s, scratch) {
-                Ok((n, fin)) => {
-                    let t = Instant::now();
-                    app.first_byte.get_or_insert(t);
-                    app.got += n as u64;
-                    if fin {
-                        app.end = Some(t);
-                        let _ = q.close(true, 0, b"done");
-                        return;
-                    }
-                }
-                Err(_) => break,
+        while let Ok((n, fin)) = q.stream_recv(s, scratch) {
+            let t = Instant::now();
+            app.first_byte.get_or_insert(t);
+            app.got += n as u64;
+            if fin {
+                app.end = Some(t);
+                let _ = q.close(true, 0, b"done");
+                return;
             }
         }
     }
