@@ -134,7 +134,13 @@ fn main() -> ExitCode {
 
 /// The quiche configuration both sides share.
 fn base_config(window: u64) -> Result<quiche::Config, String> {
-    let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(|e| e.to_string())?;
+    // `Config::new` loads the system CA bundle into its TLS context (several ms per
+    // process, and roots this peer must not trust): start from an empty context
+    // instead; clients add exactly their `--ca`.
+    let ctx = boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls())
+        .map_err(|e| format!("cannot create the TLS context: {e}"))?;
+    let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
+        .map_err(|e| e.to_string())?;
     c.set_application_protos(&[refpeers::ALPN])
         .map_err(|e| e.to_string())?;
     c.set_max_idle_timeout(30_000);
