@@ -48,6 +48,9 @@ pub struct Impairments {
     pub burst: Option<GilbertElliott>,
     /// Indices (from 0, per direction) of datagrams to drop.
     pub drop_indices: Vec<u64>,
+    /// `(n, until)`: drop every datagram from index `n` on that arrives before `until`
+    /// (time since the relay started), e.g. to keep a server's address unvalidated.
+    pub drop_from_until: Option<(u64, Duration)>,
     /// One-way delay.
     pub delay: Duration,
     /// Extra delay, uniform in `0..=jitter`.
@@ -74,6 +77,7 @@ impl Default for Impairments {
             loss: 0.0,
             burst: None,
             drop_indices: Vec::new(),
+            drop_from_until: None,
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
             reorder: 0.0,
@@ -494,7 +498,12 @@ impl Loop {
             }
             burst_loss = r.chance(2, if st.bad { ge.loss_bad } else { ge.loss_good });
         }
-        let drop = if st.drop_list.contains(&index) {
+        let drop = if st.drop_list.contains(&index)
+            || st
+                .imp
+                .drop_from_until
+                .is_some_and(|(n, until)| index >= n && t < until)
+        {
             Some(DropReason::DropList)
         } else if blackhole {
             Some(DropReason::Blackhole)
