@@ -13,7 +13,8 @@
 //! # Output
 //!
 //! - server: prints `listening ADDR` on stdout once bound; serves until stdin closes or
-//!   SIGTERM/SIGINT arrives; then closes every connection gracefully and prints one JSON
+//!   SIGTERM/SIGINT arrives; then closes every connection gracefully (giving up after
+//!   [`SHUTDOWN_GRACE`]) and prints one JSON
 //!   line with its totals (see [`ServerReport`]).
 //! - client: prints zero or more event lines `{"event": ...}` and then exactly one
 //!   result line `{"role":"client", ...}` (see [`ClientReport`]); exit 0 when it did
@@ -583,6 +584,17 @@ fn block_termination_signals() -> libc::sigset_t {
     }
 }
 
+/// How long a graceful shutdown may take before the server stops without draining
+/// (a peer that vanished, or a path it cannot reach, must not keep it up).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Starts a graceful shutdown and aborts the loop if it has not ended after `grace`.
+fn stop_within(handle: &LoopHandle, grace: Duration) {
+    handle.shutdown();
+    std::thread::sleep(grace);
+    handle.abort();
+}
+
 /// `quill-interop-peer server`.
 pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
     let signals = block_termination_signals();
@@ -651,14 +663,14 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
         let mut sig: libc::c_int = 0;
         // SAFETY: `signals` is an initialised set, blocked in every thread.
         if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
-            h2.shutdown();
+            stop_within(&h2, SHUTDOWN_GRACE);
         }
     });
     let h3: LoopHandle = handle.clone();
     std::thread::spawn(move || {
         let mut sink = Vec::new();
         let _ = io::stdin().lock().read_to_end(&mut sink);
-        h3.shutdown();
+        stop_within(&h3, SHUTDOWN_GRACE);
     });
     ev.run()
         .map_err(|e| PeerError::other(format!("server loop failed: {e}")))?;
