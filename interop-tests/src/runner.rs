@@ -519,14 +519,16 @@ pub fn run(opts: &RunOptions) -> Vec<Cell> {
             cells.push(cell);
         }
         if let Some(reason) = &prev_unsupported {
-            cells.push(Cell {
-                scenario: sc.name.into(),
-                client: "quill-prev".into(),
-                server: "quill".into(),
-                outcome: Outcome::Unsupported(reason.clone()),
-                seconds: 0.0,
-                metrics: Value::Null,
-            });
+            for (c, s) in [("quill-prev", "quill"), ("quill", "quill-prev")] {
+                cells.push(Cell {
+                    scenario: sc.name.into(),
+                    client: c.into(),
+                    server: s.into(),
+                    outcome: Outcome::Unsupported(reason.clone()),
+                    seconds: 0.0,
+                    metrics: Value::Null,
+                });
+            }
         }
     }
     for peer in opts.peers.iter().filter(|p| *p != "quill") {
@@ -672,8 +674,15 @@ fn previous_release(opts: &RunOptions) -> Result<(PeerImpl, WorktreeGuard), Stri
     };
     let repo = git(&["rev-parse", "--show-toplevel"])
         .ok_or("no previous release tag (not in a git repository)")?;
+    // The newest tag that is not the commit under test (a release being tested is
+    // compared with the one before it).
+    let head = git(&["-C", &repo, "rev-parse", "HEAD"]).unwrap_or_default();
     let tags = git(&["-C", &repo, "tag", "--list", "--sort=-creatordate"]).unwrap_or_default();
-    let Some(tag) = tags.lines().next().map(str::to_string) else {
+    let Some(tag) = tags
+        .lines()
+        .find(|t| git(&["-C", &repo, "rev-list", "-n", "1", t]).as_deref() != Some(head.as_str()))
+        .map(str::to_string)
+    else {
         return Err("no previous release tag".into());
     };
     let peer_path = format!("{tag}:interop-tests/src/bin/quill-interop-peer.rs");
