@@ -709,6 +709,8 @@ pub struct ClientReport {
     pub stats: ConnectionStats,
     /// Why it failed: `(kind, message)`.
     pub error: Option<(String, String)>,
+    /// Milliseconds from the client's start to the end of its run.
+    pub elapsed_ms: u64,
     /// Keep-alive check: how the connection ended and how long after `vanish_now`.
     pub closed: Option<(String, u64)>,
 }
@@ -734,7 +736,8 @@ impl ClientReport {
             "key_updates": self.stats.key_updates,
             "key_updates_initiated": self.stats.key_updates_initiated,
             "stats": stats_json(&self.stats),
-            "error": self.error.as_ref().map(|(k, m)| json!({"kind": k, "message": m})),
+            "elapsed_ms": self.elapsed_ms,
+            "error": self.error.as_ref().map(|(k, m)| json!({"kind": k, "message": m, "elapsed_ms": self.elapsed_ms})),
             "closed": self.closed.as_ref().map(|(k, ms)| json!({"kind": k, "elapsed_ms": ms})),
         })
     }
@@ -853,9 +856,11 @@ fn fetch(conn: &BlockingConnection, path: &str, dir: &Path) -> Result<u64, Fetch
 
 /// `quill-interop-peer client`; returns the exit code.
 pub fn run_client(a: &ClientArgs) -> i32 {
+    let started = Instant::now();
     let mut report = ClientReport::default();
     let fail = |mut r: ClientReport, kind: &str, msg: String| {
         r.ok = false;
+        r.elapsed_ms = started.elapsed().as_millis() as u64;
         r.error = Some((kind.into(), msg));
         print_result(&r);
         1
@@ -914,6 +919,7 @@ pub fn run_client(a: &ClientArgs) -> i32 {
     std::thread::spawn(move || {
         std::thread::sleep(timeout);
         let r = ClientReport {
+            elapsed_ms: started.elapsed().as_millis() as u64,
             error: Some((
                 "timeout".into(),
                 format!("gave up after {} s", timeout.as_secs()),
@@ -1000,6 +1006,7 @@ pub fn run_client(a: &ClientArgs) -> i32 {
         }
     }
     report.ok = true;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
     if !print_result(&report) {
         return 1;
     }
@@ -1076,4 +1083,59 @@ fn fetch_parallel(
         return Err(e);
     }
     Ok((done.into_inner(), bytes.into_inner()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_parse_and_refuse_unknown_names() {
+        assert_eq!(
+            parse_suites("chacha20").unwrap(),
+            vec![Suite::ChaCha20Poly1305]
+        );
+        assert_eq!(
+            parse_suites("aes256, aes128,aes256").unwrap(),
+            vec![Suite::Aes256Gcm, Suite::Aes128Gcm]
+        );
+        assert!(parse_suites("des")
+            .unwrap_err()
+            .contains("unknown suite 'des'"));
+        assert!(parse_suites(",").is_err());
+    }
+
+    #[test]
+    fn request_paths_stay_under_the_root() {
+        assert!(check_relative("a/b.bin").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/"] {
+            assert!(check_relative(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn faults_and_windows_configure_the_transport() {
+        let common = |fault: Option<&str>| Common {
+            testcase: "t".into(),
+            suites: "aes256".into(),
+            key_update: Some(1000),
+            small_windows: true,
+            idle_timeout_ms: Some(1000),
+            keep_alive_ms: Some(300),
+            ack_every: None,
+            user: "u".into(),
+            password: "p".into(),
+            fault: fault.map(String::from),
+        };
+        let c = common(Some("ignore-path-challenge"));
+        let f = parse_fault(&c.fault).unwrap();
+        let t = transport_config(&c, f).unwrap();
+        assert!(t.ignore_path_challenge);
+        assert_eq!(t.streams.max_stream_receive_window, 64 * 1024);
+        assert_eq!(t.key_update_interval, 1000);
+        assert!(parse_fault(&Some("explode".into())).is_err());
+        let mut bad = common(None);
+        bad.keep_alive_ms = Some(900); // more than half the idle timeout
+        assert_eq!(transport_config(&bad, None).unwrap_err().code(), USAGE);
+    }
 }
