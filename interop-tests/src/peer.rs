@@ -175,17 +175,23 @@ pub struct ClientArgs {
 
 /// Entry point of `quill-interop-peer`.
 pub fn main() {
-    let cli = match PeerCli::try_parse() {
+    std::process::exit(main_from(std::env::args()));
+}
+
+/// Runs the peer with these arguments (the first is the program name, as in
+/// `std::env::args`); returns the exit code. `quill-interop peer ...` calls this too.
+pub fn main_from(args: impl IntoIterator<Item = String>) -> i32 {
+    let cli = match PeerCli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             if !e.use_stderr() {
                 let _ = e.print();
-                std::process::exit(0);
+                return 0;
             }
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("bad arguments");
             eprintln!("quill-interop-peer: {first} (see --help)");
-            std::process::exit(USAGE);
+            return USAGE;
         }
     };
     let code = match cli.role {
@@ -198,7 +204,7 @@ pub fn main() {
         },
         Role::Client(a) => run_client(&a),
     };
-    std::process::exit(code);
+    code
 }
 
 /// A one-line error with an exit code.

@@ -267,8 +267,11 @@ pub struct RunOptions {
     pub seed: u64,
     /// Where matrix.json, matrix.md and failed captures go.
     pub results: PathBuf,
-    /// The current tree's `quill-interop-peer`.
+    /// The current tree's peer: `quill-interop-peer`, or `quill-interop` itself with
+    /// [`RunOptions::peer_prefix`] `["peer"]`.
     pub peer_bin: PathBuf,
+    /// Arguments put before the peer's own (`["peer"]` for `quill-interop peer`).
+    pub peer_prefix: Vec<String>,
     /// Print JSON instead of the table.
     pub json: bool,
     /// Fault injection.
@@ -293,6 +296,7 @@ impl RunOptions {
             seed: 1,
             results: PathBuf::from("interop-results"),
             peer_bin,
+            peer_prefix: Vec::new(),
             json: false,
             fault: None,
             timeout_factor: 1.0,
@@ -322,6 +326,7 @@ usage:
   quill-interop run [--scenario NAME|all]... [--peers quill,quinn,quiche] [--json]
                     [--seed N] [--results DIR] [--peer-bin PATH] [--no-previous]
   quill-interop list          scenarios and their pass rules
+  quill-interop peer server|client ...   the interop peer (same as quill-interop-peer)
 
 Exit code: 0 every cell passed or is unsupported, 1 a cell failed, 2 bad arguments.";
 
@@ -335,6 +340,11 @@ pub fn main() -> i32 {
 pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
     match args.first().map(String::as_str) {
         Some("run") => {}
+        Some("peer") => {
+            let rest =
+                std::iter::once("quill-interop peer".to_string()).chain(args[1..].iter().cloned());
+            return crate::peer::main_from(rest);
+        }
         Some("list") => {
             for s in SCENARIOS {
                 println!(
@@ -355,11 +365,11 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
         }
         None => return usage_err("missing command; use `quill-interop run --scenario all`"),
     }
-    let default_bin = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("quill-interop-peer")))
-        .unwrap_or_else(|| PathBuf::from("quill-interop-peer"));
-    let mut opts = RunOptions::new(default_bin);
+    // By default the peer is this executable (`quill-interop peer ...`), so that
+    // `cargo run -p quill-interop` never pairs the runner with a stale peer.
+    let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quill-interop"));
+    let mut opts = RunOptions::new(me);
+    opts.peer_prefix = vec!["peer".into()];
     opts.external = external;
     opts.verbose = true;
     let mut scenarios: Vec<String> = Vec::new();
@@ -407,7 +417,10 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
                         .map_err(|_| format!("--seed '{v}' is not a number"))?;
                 }
                 "--results" => opts.results = PathBuf::from(value("--results")?),
-                "--peer-bin" => opts.peer_bin = PathBuf::from(value("--peer-bin")?),
+                "--peer-bin" => {
+                    opts.peer_bin = PathBuf::from(value("--peer-bin")?);
+                    opts.peer_prefix.clear();
+                }
                 "--json" => opts.json = true,
                 "--quiet" => opts.verbose = false,
                 "--no-previous" => opts.previous_release = false,
@@ -481,6 +494,7 @@ pub fn run(opts: &RunOptions) -> Vec<Cell> {
     let current = PeerImpl {
         name: "quill".into(),
         bin: opts.peer_bin.clone(),
+        prefix: opts.peer_prefix.clone(),
     };
     let mut pairings = vec![(current.clone(), current.clone())];
     let mut prev_unsupported = None;
@@ -638,6 +652,8 @@ pub struct PeerImpl {
     pub name: String,
     /// The executable.
     pub bin: PathBuf,
+    /// Arguments before the peer's own.
+    pub prefix: Vec<String>,
 }
 
 /// Removes the temporary worktree of the previous release when dropped.
@@ -730,6 +746,7 @@ fn previous_release(opts: &RunOptions) -> Result<(PeerImpl, WorktreeGuard), Stri
         PeerImpl {
             name: format!("quill-{tag}"),
             bin,
+            prefix: Vec::new(),
         },
         guard,
     ))
@@ -966,7 +983,8 @@ fn execute(
         }
     };
     let listen = if setup.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
-    let mut sargs: Vec<String> = vec![
+    let mut sargs: Vec<String> = server.prefix.clone();
+    sargs.extend([
         "server".into(),
         "--testcase".into(),
         sc.name.into(),
@@ -976,7 +994,7 @@ fn execute(
         root.to_string_lossy().into(),
         "--state-dir".into(),
         state.to_string_lossy().into(),
-    ];
+    ]);
     sargs.extend(setup.server_args.iter().cloned());
     sargs.extend(fault_for("server"));
     let mut srv = Child::spawn(&server.bin, &sargs)?;
@@ -997,7 +1015,8 @@ fn execute(
     let relay_start = Instant::now();
     let relay = Relay::start(rc).map_err(|e| format!("relay: {e}"))?;
     let timeout = setup.timeout.mul_f64(opts.timeout_factor);
-    let mut cargs: Vec<String> = vec![
+    let mut cargs: Vec<String> = client.prefix.clone();
+    cargs.extend([
         "client".into(),
         "--testcase".into(),
         sc.name.into(),
@@ -1007,7 +1026,7 @@ fn execute(
         download.to_string_lossy().into(),
         "--timeout-secs".into(),
         timeout.as_secs().max(1).to_string(),
-    ];
+    ]);
     if setup.fetch.len() > 100 {
         let list = work.path().join("files.txt");
         std::fs::write(&list, setup.fetch.join("\n")).map_err(|e| format!("file list: {e}"))?;

@@ -116,6 +116,11 @@ fn runner_cli_writes_results_and_refuses_bad_arguments() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(bin)
+        .args(["peer", "server", "--root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin)
