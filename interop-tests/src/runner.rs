@@ -1584,11 +1584,7 @@ fn judge(
                 }
                 Ok(format!(
                     "50 handshakes in {:.1} s",
-                    o.client
-                        .as_ref()
-                        .and_then(|c| c.get("seconds"))
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0)
+                    u(&o.client, "elapsed_ms") as f64 / 1000.0
                 ))
             })
         }
