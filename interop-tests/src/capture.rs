@@ -198,6 +198,10 @@ pub struct Record {
     pub upstream: SocketAddr,
     /// Header fields as sent by the peer (before any corruption).
     pub header: HeaderInfo,
+    /// For datagrams whose first packet is an Initial or a Retry: the datagram as sent
+    /// (before any corruption; at most 2048 bytes), for checks that read tokens and
+    /// remove header protection.
+    pub head: Option<Vec<u8>>,
 }
 
 /// Everything the relay recorded, bounded by a record cap.
@@ -430,6 +434,7 @@ mod tests {
             action,
             upstream: "127.0.0.1:1000".parse().unwrap(),
             header,
+            head: None,
         }
     }
 

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `vn-server` | quinn, quiche → quill | through the relay ([`crate::relay`], no impairments): the probe reports `version_mismatch` (exit 0), and the capture holds, from the server, only Version Negotiation packets: long header, version 0, DCID = the client's SCID and SCID = the client's DCID, a list of ≥ 1 version that contains `QUILL_VERSION` and not the version the client offered (RFC 8999 §6, RFC 9000 §6.1) |
 //! | `vn-client` | quill → quinn, quiche | `quill connect` exits 3 (the connection-failure code) within [`CLIENT_LIMIT`], printing `peer speaks QUIC versions …` with `0x00000001 (QUIC v1)` among them; exit 0, any other code, a signal or a hang fails |
-//! | `undisturbed` | quill → quill | a logged-in `quill ping` session spanning the `vn-server` probes gets every echo back (`N sent, N received`, exit 0) |
+//! | `undisturbed` | quinn, quiche → quill | a logged-in `quill ping` session on the same quill server, spanning that stack's `vn-server` probe, gets every echo back (`N sent, N received`, exit 0) |
 //!
 //! [`run_reference_checks`] runs them all and returns one [`RefCheck`] each; nothing
 //! panics, every child process is bounded in time and killed when late, and every
@@ -131,73 +131,131 @@ impl RefCheck {
     }
 }
 
-/// Runs every reference-peer check, using `work_dir` for keys, accounts, certificates
-/// and known_hosts (created if missing). Never panics; a setup failure fails the checks
-/// that needed it, with the reason.
+/// The foreign stacks the checks know.
+pub const STACKS: &[&str] = &["quinn", "quiche"];
+
+/// Runs every reference-peer check against every stack in [`STACKS`]; see
+/// [`run_reference_checks_for`].
 pub fn run_reference_checks(bins: &RefBins, work_dir: &Path) -> Vec<RefCheck> {
+    run_reference_checks_for(bins, work_dir, STACKS)
+}
+
+/// Runs the reference-peer checks for the given foreign stacks (`quinn`, `quiche`),
+/// using `work_dir` for keys, accounts, certificates and known_hosts (created if
+/// missing). Per stack: `vn-server` (its client → quill), `undisturbed` (the quill
+/// session beside those probes, reported under the stack's pairing) and `vn-client`
+/// (quill → its server). Never panics; a setup failure fails the checks that needed
+/// it, with the reason. An unknown stack name gets failed checks saying so.
+pub fn run_reference_checks_for(bins: &RefBins, work_dir: &Path, stacks: &[&str]) -> Vec<RefCheck> {
     let mut out = Vec::new();
     let missing = bins.missing();
-    if !missing.is_empty() {
-        let why = format!(
+    let unknown: Vec<&str> = stacks.iter().copied().filter(|s| !STACKS.contains(s)).collect();
+    let setup_error = if !missing.is_empty() {
+        Some(format!(
             "missing binaries: {} (build them with `cargo build -p quill-interop --bins -p quill-cli`)",
             missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        );
-        for (s, c, v) in [
-            ("vn-server", "quinn", "quill"),
-            ("vn-server", "quiche", "quill"),
-            ("undisturbed", "quill", "quill"),
-            ("vn-client", "quill", "quinn"),
-            ("vn-client", "quill", "quiche"),
-        ] {
-            out.push(RefCheck::new(s, c, v, Err(why.clone())));
+        ))
+    } else if !unknown.is_empty() {
+        Some(format!(
+            "unknown reference stack {} (known: {})",
+            unknown.join(", "),
+            STACKS.join(", ")
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = setup_error {
+        for stack in stacks {
+            for (s, c, v) in [
+                ("vn-server", *stack, "quill"),
+                ("undisturbed", *stack, "quill"),
+                ("vn-client", "quill", *stack),
+            ] {
+                out.push(RefCheck::new(s, c, v, Err(why.clone())));
+            }
         }
         return out;
     }
     let _ = std::fs::create_dir_all(work_dir);
+    let bin_of = |stack: &str| -> &PathBuf {
+        if stack == "quinn" {
+            &bins.quinn_peer
+        } else {
+            &bins.quiche_peer
+        }
+    };
 
-    // (a) and (c): foreign clients against one quill server, while a session lives.
-    match QuillServer::start(&bins.quill, &work_dir.join("quill-server")) {
-        Ok(server) => {
-            let session = PingSession::start(&bins.quill, server.addr, work_dir);
-            for (name, bin) in [("quinn", &bins.quinn_peer), ("quiche", &bins.quiche_peer)] {
+    // (a) and (c): each foreign stack's client against a quill server, while a
+    // logged-in quill session on that server carries on.
+    for stack in stacks {
+        match QuillServer::start(&bins.quill, &work_dir.join(format!("quill-server-{stack}"))) {
+            Ok(server) => {
+                let session = PingSession::start(&bins.quill, server.addr, work_dir);
                 out.push(RefCheck::new(
                     "vn-server",
-                    name,
+                    stack,
                     "quill",
-                    check_vn_from_quill(bin, server.addr),
+                    check_vn_from_quill(bin_of(stack), server.addr),
                 ));
-            }
-            out.push(RefCheck::new(
-                "undisturbed",
-                "quill",
-                "quill",
-                session.and_then(PingSession::finish),
-            ));
-            drop(server);
-        }
-        Err(e) => {
-            for (s, c) in [
-                ("vn-server", "quinn"),
-                ("vn-server", "quiche"),
-                ("undisturbed", "quill"),
-            ] {
                 out.push(RefCheck::new(
-                    s,
-                    c,
+                    "undisturbed",
+                    stack,
                     "quill",
-                    Err(format!("quill server: {e}")),
+                    session.and_then(PingSession::finish),
                 ));
+                drop(server);
+            }
+            Err(e) => {
+                for s in ["vn-server", "undisturbed"] {
+                    out.push(RefCheck::new(s, stack, "quill", Err(format!("quill server: {e}"))));
+                }
             }
         }
     }
 
-    // (b): the quill client against foreign servers.
-    for (name, bin) in [("quinn", &bins.quinn_peer), ("quiche", &bins.quiche_peer)] {
-        let result = PeerServer::start(bin, &work_dir.join(format!("{name}-certs")))
+    // (b): the quill client against each foreign server.
+    for stack in stacks {
+        let result = PeerServer::start(bin_of(stack), &work_dir.join(format!("{stack}-certs")))
             .and_then(|srv| check_quill_client_vn(&bins.quill, srv.addr, work_dir));
-        out.push(RefCheck::new("vn-client", "quill", name, result));
+        out.push(RefCheck::new("vn-client", "quill", stack, result));
     }
     out
+}
+
+/// The runner's hook ([`crate::runner::ExternalChecks`]): the checks for one foreign
+/// stack as matrix cells, with the binaries next to the running executable and the
+/// work files under the results directory.
+pub fn cells(stack: &str, opts: &crate::runner::RunOptions) -> Vec<crate::runner::Cell> {
+    use crate::runner::{Cell, Outcome};
+    let started = Instant::now();
+    let checks = match RefBins::beside_current_exe() {
+        Ok(bins) => run_reference_checks_for(
+            &bins,
+            &opts.results.join("reference-work").join(stack),
+            &[stack],
+        ),
+        Err(e) => vec![RefCheck::new(
+            "vn-server",
+            stack,
+            "quill",
+            Err(format!("cannot locate the reference peers: {e}")),
+        )],
+    };
+    let each = started.elapsed().as_secs_f64() / checks.len().max(1) as f64;
+    checks
+        .into_iter()
+        .map(|c| Cell {
+            outcome: match c.result {
+                Ok(detail) => Outcome::Pass(detail),
+                Err(reason) => Outcome::Fail(reason),
+            },
+            scenario: c.scenario,
+            client: c.client,
+            server: c.server,
+            seconds: each,
+            metrics: serde_json::Value::Null,
+        })
+        .collect()
 }
 
 /// Names versions as in quill's error message: `0x00000001 (QUIC v1), ...`.

@@ -48,6 +48,9 @@ pub struct Impairments {
     pub burst: Option<GilbertElliott>,
     /// Indices (from 0, per direction) of datagrams to drop.
     pub drop_indices: Vec<u64>,
+    /// `(n, until)`: drop every datagram from index `n` on that arrives before `until`
+    /// (time since the relay started), e.g. to keep a server's address unvalidated.
+    pub drop_from_until: Option<(u64, Duration)>,
     /// One-way delay.
     pub delay: Duration,
     /// Extra delay, uniform in `0..=jitter`.
@@ -74,6 +77,7 @@ impl Default for Impairments {
             loss: 0.0,
             burst: None,
             drop_indices: Vec::new(),
+            drop_from_until: None,
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
             reorder: 0.0,
@@ -160,16 +164,17 @@ const WAKE: Token = Token(2);
 const MAX_DATAGRAM: usize = 65536;
 
 impl Relay {
-    /// Binds the client-facing socket on 127.0.0.1:0 and the upstream socket, and
-    /// starts the relay thread.
+    /// Binds the client-facing socket and the upstream socket on the loopback
+    /// address of the server's family (127.0.0.1 or ::1, so an IPv6 server gets only
+    /// IPv6 on the wire), and starts the relay thread.
     pub fn start(config: RelayConfig) -> io::Result<Relay> {
         let poll = Poll::new()?;
-        let mut down = bind_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-        let up_ip = match config.server {
+        let local = match config.server {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
         };
-        let mut up = bind_udp(up_ip)?;
+        let mut down = bind_udp(local)?;
+        let mut up = bind_udp(local)?;
         poll.registry()
             .register(&mut down, DOWN, Interest::READABLE)?;
         poll.registry().register(&mut up, UP, Interest::READABLE)?;
@@ -192,6 +197,7 @@ impl Relay {
             seq: 0,
             rebind,
             capture: Capture::default(),
+            head: None,
             stop: stop.clone(),
             config,
         };
@@ -348,8 +354,23 @@ struct Loop {
     /// Remaining rebinds, latest first (so the next is at the end).
     rebind: Vec<Rebind>,
     capture: Capture,
+    /// [`Record::head`] of the datagram being admitted.
+    head: Option<Vec<u8>>,
     stop: Arc<AtomicBool>,
     config: RelayConfig,
+}
+
+/// Bytes of an Initial or Retry datagram kept in [`Record::head`]: the whole datagram
+/// as quill sends them (the packet's Length field must fit for it to parse).
+const HEAD_BYTES: usize = 2048;
+
+/// The first bytes of `data` when its first packet is a long-header Initial or Retry
+/// (RFC 9000 §17.2: type bits 0b00 and 0b11), for checks that read packet numbers
+/// and tokens; `None` for everything else, so the capture stays small.
+fn head_of(data: &[u8]) -> Option<Vec<u8>> {
+    let first = *data.first()?;
+    let ty = (first >> 4) & 0x3;
+    (first & 0x80 != 0 && (ty == 0 || ty == 3)).then(|| data[..data.len().min(HEAD_BYTES)].to_vec())
 }
 
 impl Loop {
@@ -477,7 +498,12 @@ impl Loop {
             }
             burst_loss = r.chance(2, if st.bad { ge.loss_bad } else { ge.loss_good });
         }
-        let drop = if st.drop_list.contains(&index) {
+        let drop = if st.drop_list.contains(&index)
+            || st
+                .imp
+                .drop_from_until
+                .is_some_and(|(n, until)| index >= n && t < until)
+        {
             Some(DropReason::DropList)
         } else if blackhole {
             Some(DropReason::Blackhole)
@@ -490,6 +516,7 @@ impl Loop {
         } else {
             None
         };
+        self.head = head_of(&data);
         if let Some(reason) = drop {
             self.record_with(
                 dir,
@@ -585,6 +612,7 @@ impl Loop {
             action,
             upstream: self.up.local_addr().unwrap_or(self.config.server),
             header,
+            head: self.head.clone(),
         };
         self.capture.push(record, self.config.capture_limit);
     }

@@ -55,8 +55,8 @@ fn reference_peer_checks_pass() {
     for c in &checks {
         eprintln!("{}", c.to_json());
     }
-    // Five checks: vn-server × {quinn, quiche}, undisturbed, vn-client × {quinn, quiche}.
-    assert_eq!(checks.len(), 5, "{checks:?}");
+    // Six checks: {vn-server, undisturbed, vn-client} × {quinn, quiche}.
+    assert_eq!(checks.len(), 6, "{checks:?}");
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed()).collect();
     assert!(failed.is_empty(), "failed checks: {failed:#?}");
     let find = |s: &str, c: &str, v: &str| {
@@ -87,7 +87,7 @@ fn reference_peer_checks_pass() {
 fn missing_binaries_fail_every_check() {
     let dir = tempfile::tempdir().expect("tempdir");
     let checks = run_reference_checks(&RefBins::in_dir(dir.path()), dir.path());
-    assert_eq!(checks.len(), 5);
+    assert_eq!(checks.len(), 6);
     assert!(checks.iter().all(|c| !c.passed()), "{checks:?}");
 }
 
@@ -350,4 +350,28 @@ fn bad_command_lines_exit_2() {
             .expect("runs");
         assert_eq!(out.status.code(), Some(2), "{}", bin.display());
     }
+}
+
+/// The runner's `--peers quinn` path: the reference checks arrive as matrix cells, and
+/// the quinn client's Version Negotiation check is one of them, green.
+#[test]
+fn runner_shows_reference_cells_in_the_matrix() {
+    let _ = bins(); // builds `quill` beside the peers when it is missing
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = quill_interop::runner::RunOptions::new(quinn_peer());
+    o.scenarios = Vec::new();
+    o.peers = vec!["quill".into(), "quinn".into()];
+    o.previous_release = false;
+    o.results = dir.path().to_path_buf();
+    o.external = Some(quill_interop::reference::cells);
+    let cells = quill_interop::runner::run(&o);
+    let table = quill_interop::runner::markdown(&cells, &o);
+    let vn = cells
+        .iter()
+        .find(|c| c.scenario == "vn-server" && c.client == "quinn" && c.server == "quill")
+        .unwrap_or_else(|| panic!("no quinn → quill vn-server cell:\n{table}"));
+    assert_eq!(vn.outcome.label(), "pass", "{table}");
+    assert_eq!(cells.len(), 3, "{table}");
+    assert!(cells.iter().all(|c| c.outcome.label() == "pass"), "{table}");
+    assert!(table.contains("quill → quinn"), "{table}");
 }

@@ -65,6 +65,8 @@ struct State {
     open_requests: VecDeque<Dir>,
     opened: VecDeque<Option<StreamId>>,
     close: Option<(u64, String)>,
+    /// The application asked for a key update.
+    key_update: bool,
     rtt: Duration,
     stats: crate::proto::ConnectionStats,
     suite: Option<quill_crypto::packet::Suite>,
@@ -106,6 +108,9 @@ impl FacadeHandler {
                 st.streams.entry(id.0).or_default();
             }
             st.opened.push_back(id);
+        }
+        if std::mem::take(&mut st.key_update) {
+            conn.initiate_key_update();
         }
         if let Some((code, reason)) = st.close.take() {
             conn.close(now, code, &reason);
@@ -370,6 +375,36 @@ impl BlockingConnection {
                 .changed
                 .wait(st)
                 .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Asks for a key update (RFC 9001 §6) on the loop's next turn; ignored while the
+    /// previous one is unacknowledged. [`BlockingConnection::stats`] counts the ones
+    /// that happened.
+    pub fn initiate_key_update(&self) {
+        self.shared.lock().key_update = true;
+        self.handle.wake();
+    }
+
+    /// Waits at most `timeout` for the connection to end on its own (idle timeout,
+    /// close by the peer, reset) and returns why, or `None` if it is still up.
+    pub fn wait_closed(&self, timeout: Duration) -> Option<ConnectionError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(e) = &st.error {
+                return Some(e.clone());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 

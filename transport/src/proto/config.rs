@@ -49,6 +49,10 @@ pub struct TransportConfig {
     pub initial_rtt: Duration,
     /// Pace packets over the RTT instead of sending whole windows in bursts.
     pub pacing: bool,
+    /// Fault injection for the interop suite (never set it otherwise): drop every
+    /// PATH_CHALLENGE without answering, so the peer can never validate a new path.
+    #[doc(hidden)]
+    pub ignore_path_challenge: bool,
 }
 
 impl Default for TransportConfig {
@@ -67,6 +71,7 @@ impl Default for TransportConfig {
             key_update_interval: 1 << 22,
             initial_rtt: Duration::from_millis(333),
             pacing: true,
+            ignore_path_challenge: false,
         }
     }
 }

@@ -104,6 +104,11 @@ pub struct ConnectionStats {
     pub last_keep_alive: Option<Instant>,
     /// Key updates completed (either side initiated).
     pub key_updates: u64,
+    /// Key updates this side initiated (RFC 9001 §6.1), not counting the ones it only
+    /// answered.
+    pub key_updates_initiated: u64,
+    /// Client: Retry packets accepted (0 or 1, RFC 9000 §17.2.5.2).
+    pub retries: u64,
     /// Congestion events.
     pub congestion_events: u64,
     /// Probe timeouts.
@@ -694,6 +699,7 @@ impl Connection {
         if let Some(k) = self.one_rtt.as_mut() {
             if k.update_acked && k.local_phase == k.remote_phase {
                 k.update_local(next_pn);
+                self.stats.key_updates_initiated += 1;
             }
         }
     }

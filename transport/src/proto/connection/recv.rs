@@ -353,7 +353,10 @@ impl Connection {
                 }
             }
             Frame::PathChallenge(data) => {
-                if self.path_responses.len() < MAX_PATH_RESPONSES {
+                // `ignore_path_challenge` is a fault injected by the interop suite only.
+                if !self.config.ignore_path_challenge
+                    && self.path_responses.len() < MAX_PATH_RESPONSES
+                {
                     self.path_responses.push_back(data);
                 }
             }
@@ -652,6 +655,7 @@ impl Connection {
             return;
         }
         self.retry_token = retry.token.to_vec();
+        self.stats.retries += 1;
         self.retry_scid = Some(retry.scid);
         self.remote_cid = retry.scid;
         self.cids.set_initial_remote(retry.scid);

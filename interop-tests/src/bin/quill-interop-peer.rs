@@ -1,0 +1,6 @@
+//! `quill-interop-peer`: the quill interop peer (server or client); see
+//! [`quill_interop::peer`].
+
+fn main() {
+    quill_interop::peer::main();
+}

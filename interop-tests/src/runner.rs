@@ -1,0 +1,1979 @@
+//! The interop scenario runner: `quill-interop run [--scenario NAME|all] [--peers ...]
+//! [--json] [--seed N] [--results DIR]`.
+//!
+//! For each scenario and each client/server pairing the runner starts the server peer,
+//! an in-process [`Relay`] with the scenario's impairments (seeded), and the client
+//! peer; it waits (always with a timeout) for the client's result line, stops the
+//! server (stdin closed; it prints its totals), stops the relay and judges the cell by
+//! the scenario's written pass rule ([`SCENARIOS`]): byte-exact files by SHA-256, the
+//! peers' reports, and the relay's capture where the scenario is about the wire.
+//! Children are killed when their guard is dropped, whatever happens.
+//!
+//! The results matrix (scenario × pairing → pass / fail / unsupported with a reason)
+//! is printed and written as `matrix.json` and `matrix.md` under the results
+//! directory; the capture of every failed cell is written beside them.
+//!
+//! Reproducibility: each cell's relay seed is derived from `--seed`, the scenario name
+//! and the run index, and the relay's decisions depend only on the seed and datagram
+//! index, so the same seed gives the same impairments.
+//!
+//! Pairings: quill (this tree) ↔ quill (this tree); quill ↔ the previous release tag
+//! when one exists whose tree has the peer (built in a temporary `git worktree`);
+//! other `--peers` (quinn, quiche) come from [`RunOptions::external`], a function the
+//! reference-peer checks plug in.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quill_crypto::packet::{HeaderKey, Labels, Suite};
+use quill_transport::wire::{parse_header, LongType, PacketKind};
+use serde_json::{json, Value};
+
+use crate::capture::{Action, Capture, Direction, HeaderInfo};
+use crate::relay::{Rebind, RebindKind, Relay, RelayConfig};
+
+/// Exit code for bad command-line input.
+pub const USAGE: i32 = 2;
+
+/// One scenario and its written pass rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Name used on the command line.
+    pub name: &'static str,
+    /// The pass rule, as documented in docs/INTEROP.md.
+    pub rule: &'static str,
+    /// The impairments, in words.
+    pub network: &'static str,
+}
+
+/// Every scenario, in matrix order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "handshake",
+        network: "no impairment",
+        rule: "1 file (10 KB) byte-exact; the client reports 1 handshake and no Retry; \
+               the capture shows client Initials to exactly 1 client-chosen Destination CID and \
+               no Retry",
+    },
+    Scenario {
+        name: "transfer",
+        network: "no impairment",
+        rule: "files of 2, 3 and 5 MB byte-exact over one connection with 64 KiB stream / \
+               128 KiB connection windows on both sides",
+    },
+    Scenario {
+        name: "multiplexing",
+        network: "no impairment",
+        rule: "1000 small files (1-4 KB) byte-exact, 32 streams in flight, over one \
+               connection: 1 handshake and client Initials to 1 Destination CID",
+    },
+    Scenario {
+        name: "longrtt",
+        network: "750 ms delay each way (1.5 s RTT)",
+        rule: "1 file (100 KB) byte-exact; the capture shows the client sent Initial \
+               datagrams again (more than 100 ms after its first flight) before the \
+               server's first reply could have reached it",
+    },
+    Scenario {
+        name: "chacha20",
+        network: "no impairment",
+        rule: "both sides offer only ChaCha20-Poly1305; 1 file (1 MB) byte-exact; the \
+               client reports ChaCha20-Poly1305 negotiated",
+    },
+    Scenario {
+        name: "retry",
+        network: "no impairment",
+        rule: "server sends Retry to every new connection; 1 file byte-exact; the client \
+               reports 1 Retry; on the capture every client Initial after the first Retry \
+               carries its token, the first goes to the Retry's Source CID, and the client's \
+               Initial packet numbers (header protection removed) continue after the Retry \
+               instead of restarting",
+    },
+    Scenario {
+        name: "keyupdate",
+        network: "no impairment",
+        rule: "40 files of 200 KB byte-exact; the server updates keys every 1000 packets, \
+               the client asks for an update half-way; both report at least 1 key update \
+               they initiated",
+    },
+    Scenario {
+        name: "handshakeloss",
+        network: "30% random loss each way",
+        rule: "50 connections one after another, each fetching a 1 KB file: all 50 \
+               handshakes succeed and all 50 files are byte-exact",
+    },
+    Scenario {
+        name: "transferloss",
+        network: "2% random loss each way",
+        rule: "1 file (2 MB) byte-exact",
+    },
+    Scenario {
+        name: "handshakecorruption",
+        network: "30% of datagrams get one byte flipped within their first 50 bytes, each way",
+        rule: "50 connections one after another, each fetching a 1 KB file: all succeed, \
+               all byte-exact",
+    },
+    Scenario {
+        name: "transfercorruption",
+        network: "2% of datagrams get one byte flipped anywhere, each way",
+        rule: "1 file (3 MB) byte-exact",
+    },
+    Scenario {
+        name: "blackhole",
+        network: "20 Mbit/s each way; everything dropped for 2 s out of every 5 s",
+        rule: "1 file (10 MB) byte-exact, and the capture shows the outages hit the \
+               transfer (black-holed datagrams in both directions)",
+    },
+    Scenario {
+        name: "amplificationlimit",
+        network:
+            "every client datagram after its first flight (two datagrams) dropped for the first 4 s",
+        rule: "1 file byte-exact; on the capture, before the first client Handshake \
+               packet reaches the server, the server sent at most 3x the bytes it received",
+    },
+    Scenario {
+        name: "rebind-port",
+        network: "the relay's server-facing source port changes 2 s in",
+        rule: "40 files of 64 KB fetched 100 ms apart, byte-exact; the capture shows 2 \
+               client source addresses and the server reports at least 1 validated path",
+    },
+    Scenario {
+        name: "rebind-addr",
+        network: "the relay's server-facing source address changes to 127.0.0.2 2 s in",
+        rule: "as rebind-port, with 2 client source IP addresses on the capture",
+    },
+    Scenario {
+        name: "ipv6",
+        network: "server, relay and client on ::1",
+        rule: "1 file (1 MB) byte-exact; every datagram on the capture went over IPv6",
+    },
+    Scenario {
+        name: "keepalive",
+        network: "no impairment; the server is killed at the end",
+        rule: "idle timeout 1 s, client keep-alive 300 ms: after a first file the \
+               connection idles 6 s (6 idle timeouts) and then fetches a second file; \
+               in the idle window every datagram is small (<= 128 bytes, keep-alives and \
+               their ACKs) and there are at least 5; then the server is killed and the \
+               client reports an idle timeout within 4 s",
+    },
+    Scenario {
+        name: "login",
+        network: "no impairment",
+        rule: "a wrong password is refused (client error login_refused, no file, server \
+               counts 1 refused login); the right password is accepted and the file is \
+               byte-exact",
+    },
+    Scenario {
+        name: "goodput",
+        network: "10 Mbit/s each way, 64 KB queue",
+        rule: "5 runs of 1 file (10 MB) byte-exact; goodput (file bytes / client transfer \
+               time) is reported per run, not judged",
+    },
+];
+
+/// The verdict of one cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The pass rule held; a short note (numbers).
+    Pass(String),
+    /// The pass rule failed; why.
+    Fail(String),
+    /// The pairing cannot run this scenario; why.
+    Unsupported(String),
+}
+
+impl Outcome {
+    /// `pass`, `fail` or `unsupported`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Pass(_) => "pass",
+            Outcome::Fail(_) => "fail",
+            Outcome::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// The note or reason.
+    pub fn reason(&self) -> &str {
+        match self {
+            Outcome::Pass(s) | Outcome::Fail(s) | Outcome::Unsupported(s) => s,
+        }
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Scenario (or reference check) name.
+    pub scenario: String,
+    /// Client implementation, e.g. `quill`.
+    pub client: String,
+    /// Server implementation.
+    pub server: String,
+    /// The verdict.
+    pub outcome: Outcome,
+    /// Wall time of the cell.
+    pub seconds: f64,
+    /// Numbers worth keeping (peers' reports, capture figures).
+    pub metrics: Value,
+}
+
+impl Cell {
+    /// `client → server`.
+    pub fn pairing(&self) -> String {
+        format!("{} → {}", self.client, self.server)
+    }
+
+    /// The cell as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "scenario": self.scenario,
+            "client": self.client,
+            "server": self.server,
+            "result": self.outcome.label(),
+            "reason": self.outcome.reason(),
+            "seconds": (self.seconds * 10.0).round() / 10.0,
+            "metrics": self.metrics,
+        })
+    }
+}
+
+/// Cells for a non-quill peer (`quinn`, `quiche`): the reference-peer checks plug in
+/// here (`interop-tests/src/reference.rs`).
+pub type ExternalChecks = fn(peer: &str, opts: &RunOptions) -> Vec<Cell>;
+
+/// A fault to inject into one side (hidden `--fault client:NAME` / `server:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSpec {
+    /// `client` or `server`.
+    pub side: String,
+    /// The peer's `--fault` value.
+    pub name: String,
+}
+
+/// What to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Scenario names, in order.
+    pub scenarios: Vec<String>,
+    /// Implementations to pair with quill: `quill` (always run), `quinn`, `quiche`.
+    pub peers: Vec<String>,
+    /// Base seed of the impairments.
+    pub seed: u64,
+    /// Where matrix.json, matrix.md and failed captures go.
+    pub results: PathBuf,
+    /// The current tree's peer: `quill-interop-peer`, or `quill-interop` itself with
+    /// [`RunOptions::peer_prefix`] `["peer"]`.
+    pub peer_bin: PathBuf,
+    /// Arguments put before the peer's own (`["peer"]` for `quill-interop peer`).
+    pub peer_prefix: Vec<String>,
+    /// Print JSON instead of the table.
+    pub json: bool,
+    /// Fault injection.
+    pub fault: Option<FaultSpec>,
+    /// Multiplies every timeout (tests shorten the ones they expect to hit).
+    pub timeout_factor: f64,
+    /// Also pair with the previous release tag (when one exists).
+    pub previous_release: bool,
+    /// The reference-peer checks, once plugged in.
+    pub external: Option<ExternalChecks>,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+}
+
+impl RunOptions {
+    /// Every scenario, quill only, seed 1, results in `interop-results`, the peer next
+    /// to the running executable.
+    pub fn new(peer_bin: PathBuf) -> RunOptions {
+        RunOptions {
+            scenarios: SCENARIOS.iter().map(|s| s.name.to_string()).collect(),
+            peers: vec!["quill".into()],
+            seed: 1,
+            results: PathBuf::from("interop-results"),
+            peer_bin,
+            peer_prefix: Vec::new(),
+            json: false,
+            fault: None,
+            timeout_factor: 1.0,
+            previous_release: true,
+            external: None,
+            verbose: false,
+        }
+    }
+}
+
+/// The scenario called `name`.
+pub fn scenario(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+// ---------------------------------------------------------------------------------
+// Command line
+
+fn usage_err(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("quill-interop: {msg}");
+    USAGE
+}
+
+const HELP: &str = "quill-interop: the quill interop scenario runner
+
+usage:
+  quill-interop run [--scenario NAME|all]... [--peers quill,quinn,quiche] [--json]
+                    [--seed N] [--results DIR] [--peer-bin PATH] [--no-previous]
+  quill-interop list          scenarios and their pass rules
+  quill-interop peer server|client ...   the interop peer (same as quill-interop-peer)
+
+Exit code: 0 every cell passed or is unsupported, 1 a cell failed, 2 bad arguments.";
+
+/// Entry point of `quill-interop`; returns the exit code.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    main_with(&args, None)
+}
+
+/// [`main`] with explicit arguments and an optional reference-peer hook.
+pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("run") => {}
+        Some("peer") => {
+            let rest =
+                std::iter::once("quill-interop peer".to_string()).chain(args[1..].iter().cloned());
+            return crate::peer::main_from(rest);
+        }
+        Some("list") => {
+            for s in SCENARIOS {
+                println!(
+                    "{:<20} network: {}\n{:<20} pass: {}",
+                    s.name, s.network, "", s.rule
+                );
+            }
+            return 0;
+        }
+        Some("-h") | Some("--help") | Some("help") => {
+            println!("{HELP}");
+            return 0;
+        }
+        Some(other) => {
+            return usage_err(format!(
+                "unknown command '{other}'; use `quill-interop run` or `quill-interop list`"
+            ))
+        }
+        None => return usage_err("missing command; use `quill-interop run --scenario all`"),
+    }
+    // By default the peer is this executable (`quill-interop peer ...`), so that
+    // `cargo run -p quill-interop` never pairs the runner with a stale peer.
+    let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("quill-interop"));
+    let mut opts = RunOptions::new(me);
+    opts.peer_prefix = vec!["peer".into()];
+    opts.external = external;
+    opts.verbose = true;
+    let mut scenarios: Vec<String> = Vec::new();
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let r: Result<(), String> = (|| {
+            match flag {
+                "--scenario" | "-s" => {
+                    for s in value("--scenario")?.split(',') {
+                        if s == "all" {
+                            scenarios.extend(SCENARIOS.iter().map(|s| s.name.to_string()));
+                        } else if scenario(s).is_some() {
+                            scenarios.push(s.to_string());
+                        } else {
+                            return Err(format!(
+                                "unknown scenario '{s}'; `quill-interop list` shows them"
+                            ));
+                        }
+                    }
+                }
+                "--peers" => {
+                    let peers: Vec<String> =
+                        value("--peers")?.split(',').map(String::from).collect();
+                    for p in &peers {
+                        if !["quill", "quinn", "quiche"].contains(&p.as_str()) {
+                            return Err(format!("unknown peer '{p}'; use quill, quinn, quiche"));
+                        }
+                    }
+                    opts.peers = peers;
+                }
+                "--seed" => {
+                    let v = value("--seed")?;
+                    opts.seed = v
+                        .parse()
+                        .map_err(|_| format!("--seed '{v}' is not a number"))?;
+                }
+                "--results" => opts.results = PathBuf::from(value("--results")?),
+                "--peer-bin" => {
+                    opts.peer_bin = PathBuf::from(value("--peer-bin")?);
+                    opts.peer_prefix.clear();
+                }
+                "--json" => opts.json = true,
+                "--quiet" => opts.verbose = false,
+                "--no-previous" => opts.previous_release = false,
+                "--timeout-factor" => {
+                    let v = value("--timeout-factor")?;
+                    opts.timeout_factor = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| *f > 0.0 && *f <= 100.0)
+                        .ok_or_else(|| format!("--timeout-factor '{v}' must be in (0, 100]"))?;
+                }
+                "--fault" => {
+                    let v = value("--fault")?;
+                    let (side, name) = v
+                        .split_once(':')
+                        .filter(|(s, _)| *s == "client" || *s == "server")
+                        .ok_or_else(|| {
+                            format!("--fault '{v}' must be client:NAME or server:NAME")
+                        })?;
+                    opts.fault = Some(FaultSpec {
+                        side: side.into(),
+                        name: name.into(),
+                    });
+                }
+                _ => return Err(format!("unknown option '{a}'; see `quill-interop --help`")),
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            return usage_err(e);
+        }
+    }
+    if !scenarios.is_empty() {
+        let mut seen = HashSet::new();
+        scenarios.retain(|s| seen.insert(s.clone()));
+        opts.scenarios = scenarios;
+    }
+    if !opts.peer_bin.is_file() {
+        return usage_err(format!(
+            "peer executable {} not found; build it with `cargo build --release -p quill-interop` \
+             or pass --peer-bin",
+            opts.peer_bin.display()
+        ));
+    }
+    let cells = run(&opts);
+    let md = markdown(&cells, &opts);
+    if let Err(e) = write_results(&opts, &cells, &md) {
+        eprintln!(
+            "quill-interop: cannot write results to {}: {e}",
+            opts.results.display()
+        );
+    }
+    if opts.json {
+        println!("{}", matrix_json(&cells, &opts));
+    } else {
+        println!("{md}");
+    }
+    if cells.iter().any(|c| matches!(c.outcome, Outcome::Fail(_))) {
+        1
+    } else {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The matrix
+
+/// Runs every selected scenario for every pairing.
+pub fn run(opts: &RunOptions) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    let current = PeerImpl {
+        name: "quill".into(),
+        bin: opts.peer_bin.clone(),
+        prefix: opts.peer_prefix.clone(),
+    };
+    let mut pairings = vec![(current.clone(), current.clone())];
+    let mut prev_unsupported = None;
+    let mut _prev_guard = None;
+    if opts.previous_release {
+        match previous_release(opts) {
+            Ok((prev, guard)) => {
+                pairings.push((prev.clone(), current.clone()));
+                pairings.push((current.clone(), prev));
+                _prev_guard = Some(guard);
+            }
+            Err(reason) => prev_unsupported = Some(reason),
+        }
+    }
+    for name in &opts.scenarios {
+        let Some(sc) = scenario(name) else { continue };
+        for (client, server) in &pairings {
+            if opts.verbose {
+                eprintln!(
+                    "quill-interop: {} ({} → {}) ...",
+                    sc.name, client.name, server.name
+                );
+            }
+            let cell = run_cell(opts, sc, client, server);
+            if opts.verbose {
+                eprintln!(
+                    "quill-interop: {} ({} → {}): {} {} ({:.1} s)",
+                    sc.name,
+                    client.name,
+                    server.name,
+                    cell.outcome.label(),
+                    cell.outcome.reason(),
+                    cell.seconds
+                );
+            }
+            cells.push(cell);
+        }
+        if let Some(reason) = &prev_unsupported {
+            for (c, s) in [("quill-prev", "quill"), ("quill", "quill-prev")] {
+                cells.push(Cell {
+                    scenario: sc.name.into(),
+                    client: c.into(),
+                    server: s.into(),
+                    outcome: Outcome::Unsupported(reason.clone()),
+                    seconds: 0.0,
+                    metrics: Value::Null,
+                });
+            }
+        }
+    }
+    for peer in opts.peers.iter().filter(|p| *p != "quill") {
+        match opts.external {
+            Some(f) => cells.extend(f(peer, opts)),
+            None => cells.push(Cell {
+                scenario: "reference".into(),
+                client: peer.clone(),
+                server: "quill".into(),
+                outcome: Outcome::Unsupported(
+                    "reference-peer checks are not plugged into this runner".into(),
+                ),
+                seconds: 0.0,
+                metrics: Value::Null,
+            }),
+        }
+    }
+    cells
+}
+
+/// The matrix as JSON.
+pub fn matrix_json(cells: &[Cell], opts: &RunOptions) -> Value {
+    json!({
+        "seed": opts.seed,
+        "scenarios": SCENARIOS.iter().filter(|s| opts.scenarios.iter().any(|n| n == s.name))
+            .map(|s| json!({"name": s.name, "network": s.network, "rule": s.rule}))
+            .collect::<Vec<_>>(),
+        "cells": cells.iter().map(Cell::to_json).collect::<Vec<_>>(),
+    })
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The matrix as a Markdown table (scenarios down, pairings across) with the reasons.
+pub fn markdown(cells: &[Cell], opts: &RunOptions) -> String {
+    let mut pairings: Vec<String> = Vec::new();
+    let mut rows: Vec<String> = Vec::new();
+    let mut map: BTreeMap<(String, String), &Cell> = BTreeMap::new();
+    for c in cells {
+        if !pairings.contains(&c.pairing()) {
+            pairings.push(c.pairing());
+        }
+        if !rows.contains(&c.scenario) {
+            rows.push(c.scenario.clone());
+        }
+        map.insert((c.scenario.clone(), c.pairing()), c);
+    }
+    let mut out = String::new();
+    out.push_str(&format!("seed {} · client → server\n\n", opts.seed));
+    out.push_str("| scenario |");
+    for p in &pairings {
+        out.push_str(&format!(" {p} |"));
+    }
+    out.push_str("\n|---|");
+    for _ in &pairings {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for r in &rows {
+        out.push_str(&format!("| {r} |"));
+        for p in &pairings {
+            let text = match map.get(&(r.clone(), p.clone())) {
+                None => "".to_string(),
+                Some(c) => match &c.outcome {
+                    Outcome::Pass(note) if !note.is_empty() => {
+                        format!("pass ({})", md_escape(note))
+                    }
+                    Outcome::Pass(_) => "pass".into(),
+                    Outcome::Fail(r) => format!("**FAIL**: {}", md_escape(r)),
+                    Outcome::Unsupported(r) => format!("unsupported: {}", md_escape(r)),
+                },
+            };
+            out.push_str(&format!(" {text} |"));
+        }
+        out.push('\n');
+    }
+    let (pass, fail, uns) = cells
+        .iter()
+        .fold((0, 0, 0), |(p, f, u), c| match c.outcome {
+            Outcome::Pass(_) => (p + 1, f, u),
+            Outcome::Fail(_) => (p, f + 1, u),
+            Outcome::Unsupported(_) => (p, f, u + 1),
+        });
+    out.push_str(&format!("\n{pass} pass, {fail} fail, {uns} unsupported\n"));
+    out
+}
+
+fn write_results(opts: &RunOptions, cells: &[Cell], md: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(&opts.results)?;
+    std::fs::write(
+        opts.results.join("matrix.json"),
+        format!("{:#}\n", matrix_json(cells, opts)),
+    )?;
+    std::fs::write(opts.results.join("matrix.md"), md)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Peers and processes
+
+/// A peer implementation: a name and its `quill-interop-peer` executable.
+#[derive(Debug, Clone)]
+pub struct PeerImpl {
+    /// `quill` or `quill-prev`.
+    pub name: String,
+    /// The executable.
+    pub bin: PathBuf,
+    /// Arguments before the peer's own.
+    pub prefix: Vec<String>,
+}
+
+/// Removes the temporary worktree of the previous release when dropped.
+pub struct WorktreeGuard {
+    repo: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for WorktreeGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["worktree", "remove", "--force"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The previous release's peer, built from its tag in a temporary git worktree, or why
+/// there is none.
+fn previous_release(opts: &RunOptions) -> Result<(PeerImpl, WorktreeGuard), String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let repo = git(&["rev-parse", "--show-toplevel"])
+        .ok_or("no previous release tag (not in a git repository)")?;
+    // The newest tag that is not the commit under test (a release being tested is
+    // compared with the one before it).
+    let head = git(&["-C", &repo, "rev-parse", "HEAD"]).unwrap_or_default();
+    let tags = git(&["-C", &repo, "tag", "--list", "--sort=-creatordate"]).unwrap_or_default();
+    let Some(tag) = tags
+        .lines()
+        .find(|t| git(&["-C", &repo, "rev-list", "-n", "1", t]).as_deref() != Some(head.as_str()))
+        .map(str::to_string)
+    else {
+        return Err("no previous release tag".into());
+    };
+    let peer_path = format!("{tag}:interop-tests/src/bin/quill-interop-peer.rs");
+    if git(&["-C", &repo, "cat-file", "-e", &peer_path]).is_none() {
+        return Err(format!("previous release {tag} has no interop peer"));
+    }
+    let dir = std::env::temp_dir().join(format!("quill-interop-prev-{}", std::process::id()));
+    git(&[
+        "-C",
+        &repo,
+        "worktree",
+        "add",
+        "--detach",
+        &dir.to_string_lossy(),
+        &tag,
+    ])
+    .ok_or_else(|| format!("cannot check out {tag} in a worktree"))?;
+    let guard = WorktreeGuard {
+        repo: PathBuf::from(&repo),
+        dir: dir.clone(),
+    };
+    if opts.verbose {
+        eprintln!("quill-interop: building the peer of {tag} ...");
+    }
+    let ok = Command::new("cargo")
+        .current_dir(&dir)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "quill-interop",
+            "--bin",
+            "quill-interop-peer",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let bin = dir.join("target/release/quill-interop-peer");
+    if !ok || !bin.is_file() {
+        return Err(format!("building the peer of {tag} failed"));
+    }
+    Ok((
+        PeerImpl {
+            name: format!("quill-{tag}"),
+            bin,
+            prefix: Vec::new(),
+        },
+        guard,
+    ))
+}
+
+/// A child process killed (and reaped) when dropped; its stdout arrives line by line,
+/// the last lines of its stderr are kept for failure reasons.
+struct Child {
+    proc: std::process::Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Child {
+    fn spawn(bin: &Path, args: &[String]) -> Result<Child, String> {
+        let mut proc = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = proc.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(err) = proc.stderr.take() {
+            let keep = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut k) = keep.lock() {
+                        if k.len() >= 20 {
+                            k.remove(0);
+                        }
+                        k.push(line);
+                    }
+                }
+            });
+        }
+        Ok(Child {
+            proc,
+            lines,
+            stderr,
+        })
+    }
+
+    /// The last stderr line, for reasons.
+    fn last_err(&self) -> String {
+        self.stderr
+            .lock()
+            .ok()
+            .and_then(|k| k.last().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits at most `limit` for a stdout line.
+    fn line(&self, limit: Duration) -> Result<String, RecvTimeoutError> {
+        self.lines.recv_timeout(limit)
+    }
+
+    /// Closes stdin (the server's signal to stop).
+    fn close_stdin(&mut self) {
+        drop(self.proc.stdin.take());
+    }
+
+    /// Waits at most `limit` for the process to exit, then kills it.
+    fn finish(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// One run: server, relay, client
+
+/// How one run of a scenario is set up.
+#[derive(Clone)]
+struct Setup {
+    /// Files to create under the server's root: name and size.
+    files: Vec<(String, usize)>,
+    /// Files the client fetches (a list file is used above 100 names).
+    fetch: Vec<String>,
+    server_args: Vec<String>,
+    client_args: Vec<String>,
+    /// Impairments and rebinds.
+    relay: fn(&mut RelayConfig),
+    /// Bound on the client's run.
+    timeout: Duration,
+    ipv6: bool,
+    /// Kill the server when the client prints `vanish_now`.
+    vanish: bool,
+    /// Client user/password override.
+    password: Option<String>,
+}
+
+impl Setup {
+    fn new(files: Vec<(String, usize)>) -> Setup {
+        Setup {
+            fetch: files.iter().map(|(n, _)| n.clone()).collect(),
+            files,
+            server_args: Vec::new(),
+            client_args: Vec::new(),
+            relay: |_| {},
+            timeout: Duration::from_secs(30),
+            ipv6: false,
+            vanish: false,
+            password: None,
+        }
+    }
+}
+
+/// What one run produced.
+struct RunOutput {
+    client: Option<Value>,
+    client_failure: Option<String>,
+    server: Option<Value>,
+    capture: Capture,
+    /// Client events and when the runner saw them, relative to the relay's start.
+    events: Vec<(String, Duration)>,
+    /// SHA-256 comparison of every fetched file.
+    files_ok: Result<(), String>,
+}
+
+/// Deterministic file content.
+fn file_bytes(seed: u64, name: &str, size: usize) -> Vec<u8> {
+    let mut state = seed ^ fnv(name);
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        state = splitmix(state);
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// Compares every fetched file with its source by SHA-256.
+pub fn compare_files(root: &Path, download: &Path, names: &[String]) -> Result<(), String> {
+    let mut bad = Vec::new();
+    for n in names {
+        let want = std::fs::read(root.join(n)).map_err(|e| format!("source {n}: {e}"))?;
+        match std::fs::read(download.join(n)) {
+            Err(_) => bad.push(format!("{n} missing")),
+            Ok(got) if sha256(&got) != sha256(&want) => bad.push(format!(
+                "{n} SHA-256 mismatch ({} bytes received, {} expected)",
+                got.len(),
+                want.len()
+            )),
+            Ok(_) => {}
+        }
+    }
+    match bad.len() {
+        0 => Ok(()),
+        1 => Err(bad.remove(0)),
+        k => Err(format!("{k} files wrong, first: {}", bad[0])),
+    }
+}
+
+/// Seed of run `run` of scenario `name`.
+fn cell_seed(base: u64, name: &str, run: u64) -> u64 {
+    splitmix(base ^ fnv(name) ^ splitmix(run))
+}
+
+fn execute(
+    opts: &RunOptions,
+    sc: &Scenario,
+    client: &PeerImpl,
+    server: &PeerImpl,
+    setup: &Setup,
+    run: u64,
+) -> Result<RunOutput, String> {
+    let seed = cell_seed(opts.seed, sc.name, run);
+    let work = tempfile::Builder::new()
+        .prefix(&format!("quill-interop-{}-", sc.name))
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let root = work.path().join("root");
+    let download = work.path().join("download");
+    let state = work.path().join("state");
+    for d in [&root, &download, &state] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    for (name, size) in &setup.files {
+        std::fs::write(root.join(name), file_bytes(opts.seed, name, *size))
+            .map_err(|e| format!("writing {name}: {e}"))?;
+    }
+    let fault_for = |side: &str| -> Vec<String> {
+        match &opts.fault {
+            Some(f) if f.side == side => vec!["--fault".into(), f.name.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let listen = if setup.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+    let mut sargs: Vec<String> = server.prefix.clone();
+    sargs.extend([
+        "server".into(),
+        "--testcase".into(),
+        sc.name.into(),
+        "--listen".into(),
+        listen.into(),
+        "--root".into(),
+        root.to_string_lossy().into(),
+        "--state-dir".into(),
+        state.to_string_lossy().into(),
+    ]);
+    sargs.extend(setup.server_args.iter().cloned());
+    sargs.extend(fault_for("server"));
+    let mut srv = Child::spawn(&server.bin, &sargs)?;
+    let addr: SocketAddr = match srv.line(Duration::from_secs(20)) {
+        Ok(l) => l
+            .strip_prefix("listening ")
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| format!("server said '{l}' instead of 'listening ADDR'"))?,
+        Err(_) => {
+            srv.finish(Duration::from_millis(200));
+            return Err(format!("server did not start: {}", srv.last_err()));
+        }
+    };
+    let mut rc = RelayConfig::new(addr);
+    rc.seed = seed;
+    rc.max_lifetime = setup.timeout.mul_f64(opts.timeout_factor) + Duration::from_secs(60);
+    (setup.relay)(&mut rc);
+    let relay_start = Instant::now();
+    let relay = Relay::start(rc).map_err(|e| format!("relay: {e}"))?;
+    let timeout = setup.timeout.mul_f64(opts.timeout_factor);
+    let mut cargs: Vec<String> = client.prefix.clone();
+    cargs.extend([
+        "client".into(),
+        "--testcase".into(),
+        sc.name.into(),
+        "--connect".into(),
+        relay.addr().to_string(),
+        "--download".into(),
+        download.to_string_lossy().into(),
+        "--timeout-secs".into(),
+        timeout.as_secs().max(1).to_string(),
+    ]);
+    if setup.fetch.len() > 100 {
+        let list = work.path().join("files.txt");
+        std::fs::write(&list, setup.fetch.join("\n")).map_err(|e| format!("file list: {e}"))?;
+        cargs.push("--files-from".into());
+        cargs.push(list.to_string_lossy().into());
+    } else {
+        cargs.push("--files".into());
+        cargs.push(setup.fetch.join(","));
+    }
+    if let Some(pw) = &setup.password {
+        cargs.push("--password".into());
+        cargs.push(pw.clone());
+    }
+    cargs.extend(setup.client_args.iter().cloned());
+    cargs.extend(fault_for("client"));
+    let mut cli = Child::spawn(&client.bin, &cargs)?;
+    let deadline = Instant::now() + timeout + Duration::from_secs(10);
+    let mut events = Vec::new();
+    let mut result = None;
+    let mut failure = None;
+    let mut server_killed = false;
+    while result.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            failure = Some(format!(
+                "client gave no result within {} s",
+                (timeout + Duration::from_secs(10)).as_secs()
+            ));
+            break;
+        }
+        match cli.line(left) {
+            Ok(line) => {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if let Some(ev) = v.get("event").and_then(Value::as_str) {
+                    events.push((ev.to_string(), relay_start.elapsed()));
+                    if ev == "vanish_now" && setup.vanish {
+                        srv.kill();
+                        server_killed = true;
+                    }
+                } else if v.get("role").and_then(Value::as_str) == Some("client") {
+                    result = Some(v);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                cli.finish(Duration::from_secs(2));
+                failure = Some(format!(
+                    "client exited without a result: {}",
+                    cli.last_err()
+                ));
+                break;
+            }
+        }
+    }
+    cli.finish(Duration::from_secs(5));
+    let mut server_report = None;
+    if !server_killed {
+        srv.close_stdin();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
+            match srv.line(left) {
+                Ok(l) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                        if v.get("role").and_then(Value::as_str) == Some("server") {
+                            server_report = Some(v);
+                            break;
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        srv.finish(Duration::from_secs(5));
+    }
+    let capture = relay.stop();
+    let files_ok = compare_files(&root, &download, &setup.fetch);
+    // The temporary directory goes when `work` drops; keep the paths for messages.
+    let out = RunOutput {
+        client: result,
+        client_failure: failure,
+        server: server_report,
+        capture,
+        events,
+        files_ok,
+    };
+    drop(work);
+    Ok(out)
+}
+
+fn u(v: &Option<Value>, key: &str) -> u64 {
+    v.as_ref()
+        .and_then(|v| v.get(key))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// The client's failure, if it had one, as a reason.
+fn client_problem(o: &RunOutput) -> Option<String> {
+    if let Some(f) = &o.client_failure {
+        return Some(f.clone());
+    }
+    let c = o.client.as_ref()?;
+    if c.get("ok").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let e = c.get("error");
+    let kind = e
+        .and_then(|e| e.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let msg = e
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(format!("client error {kind}: {msg}"))
+}
+
+/// Fails unless the client succeeded and every file is byte-exact.
+fn basic(o: &RunOutput) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    if let Some(p) = client_problem(o) {
+        reasons.push(p);
+    }
+    if let Err(e) = &o.files_ok {
+        reasons.push(e.clone());
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons.join("; "))
+    }
+}
+
+fn metrics(o: &RunOutput) -> Value {
+    let cap = &o.capture;
+    json!({
+        "client": o.client,
+        "server": o.server,
+        "capture": {
+            "records": cap.records.len(),
+            "truncated": cap.truncated,
+            "c2s": cap.dir(Direction::C2S).count(),
+            "s2c": cap.dir(Direction::S2C).count(),
+            "dropped_c2s": cap.dropped_indices(Direction::C2S).len(),
+            "dropped_s2c": cap.dropped_indices(Direction::S2C).len(),
+        },
+        "events": o.events.iter().map(|(e, t)| json!({"event": e, "t_ms": t.as_millis() as u64})).collect::<Vec<_>>(),
+    })
+}
+
+/// Writes the capture of a failed cell.
+fn save_capture(opts: &RunOptions, sc: &str, client: &str, server: &str, cap: &Capture) {
+    let dir = opts.results.join("captures");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = cap.write_jsonl(dir.join(format!("{sc}__{client}__{server}.jsonl")));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Wire checks
+
+/// A client Initial read off the capture: its Destination CID, token and packet number
+/// (header protection removed with keys derived from that DCID, docs/SPEC.md §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialInfo {
+    /// Destination connection ID.
+    pub dcid: Vec<u8>,
+    /// Token field.
+    pub token: Vec<u8>,
+    /// Packet number (full value: Initial numbers stay small).
+    pub pn: u64,
+}
+
+/// Reads the first packet of a client Initial datagram.
+///
+/// RFC 9001 §5.4.2: the sample starts 4 bytes after the start of the Packet Number
+/// field; the mask's low 4 bits (long header) unprotect the first byte, whose low two
+/// bits give the packet number length, and the next bytes unprotect the number.
+pub fn client_initial(head: &[u8]) -> Option<InitialInfo> {
+    let h = parse_header(head, 0).ok()?;
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial)) {
+        return None;
+    }
+    let (client, _) = quill_crypto::schedule::initial_secrets(h.dcid.as_ref());
+    let hp = HeaderKey::new(Suite::Aes128Gcm, &client, &Labels::QUILL);
+    let sample = head.get(h.pn_offset + 4..h.pn_offset + 4 + 16)?;
+    let mask = hp.mask(sample).ok()?;
+    let first = head[0] ^ (mask[0] & 0x0f);
+    let pn_len = (first & 0x03) as usize + 1;
+    let bytes = head.get(h.pn_offset..h.pn_offset + pn_len)?;
+    let pn = bytes
+        .iter()
+        .zip(&mask[1..])
+        .fold(0u64, |acc, (b, m)| (acc << 8) | u64::from(b ^ m));
+    Some(InitialInfo {
+        dcid: h.dcid.as_ref().to_vec(),
+        token: h.token.to_vec(),
+        pn,
+    })
+}
+
+/// A server Retry on the capture: `(new SCID, token)`.
+pub fn server_retry(head: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let h = parse_header(head, 0).ok()?;
+    if !matches!(h.kind, PacketKind::Long(LongType::Retry)) {
+        return None;
+    }
+    Some((h.scid?.as_ref().to_vec(), h.token.to_vec()))
+}
+
+/// Connections the client started, as seen on the wire: distinct Destination CIDs of
+/// client Initials that are not a CID the server chose (RFC 9000 §7.2: after the
+/// server's first Initial or a Retry the client sends to the server's Source CID).
+fn initial_dcids(cap: &Capture) -> usize {
+    let server_cids: HashSet<Vec<u8>> = cap
+        .originals(Direction::S2C)
+        .filter_map(|r| match &r.header {
+            HeaderInfo::Long { scid, .. } => Some(scid.clone()),
+            _ => None,
+        })
+        .collect();
+    cap.originals(Direction::C2S)
+        .filter_map(|r| match &r.header {
+            HeaderInfo::Long {
+                dcid, coalesced, ..
+            } if coalesced.contains(&LongType::Initial) && !server_cids.contains(dcid) => {
+                Some(dcid.clone())
+            }
+            _ => None,
+        })
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// Server datagrams that are Retry packets.
+fn retries_on_wire(cap: &Capture) -> usize {
+    cap.long_packets(Direction::S2C, LongType::Retry)
+}
+
+/// RFC 9000 §8.1 measured strictly: bytes the server sent before the first client
+/// Handshake packet that was delivered, against client bytes delivered before it.
+pub fn amplification_strict(cap: &Capture) -> (usize, usize) {
+    let (mut client, mut server) = (0, 0);
+    for r in &cap.records {
+        match r.dir {
+            Direction::C2S => {
+                if !r.action.delivered() {
+                    continue;
+                }
+                if r.header.contains(LongType::Handshake) {
+                    break;
+                }
+                client += r.size;
+            }
+            Direction::S2C => {
+                if r.action != Action::Duplicated {
+                    server += r.size;
+                }
+            }
+        }
+    }
+    (client, server)
+}
+
+/// The retry checks on the capture.
+fn check_retry_wire(cap: &Capture) -> Result<String, String> {
+    let retries: Vec<(Vec<u8>, Vec<u8>)> = cap
+        .originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref().and_then(server_retry))
+        .collect();
+    // The server answers every Initial datagram of the first flight statelessly (the
+    // ClientHello with its ML-KEM key share fills two); the client takes the first.
+    let Some((new_cid, token)) = retries.first() else {
+        return Err("no Retry on the wire".into());
+    };
+    let initials: Vec<InitialInfo> = cap
+        .originals(Direction::C2S)
+        .filter_map(|r| r.head.as_deref().and_then(client_initial))
+        .collect();
+    let Some(first) = initials.first() else {
+        return Err("no client Initial on the capture".into());
+    };
+    let before: Vec<&InitialInfo> = initials.iter().filter(|i| i.dcid == first.dcid).collect();
+    // After the Retry every client Initial carries a token; the first goes to the
+    // Retry's Source CID (later ones may go to the CID of the server's Initial).
+    let after: Vec<&InitialInfo> = initials.iter().filter(|i| !i.token.is_empty()).collect();
+    if after.is_empty() {
+        return Err("no client Initial echoes a Retry token".into());
+    }
+    if &after[0].dcid != new_cid {
+        return Err(format!(
+            "the first client Initial after the Retry went to DCID {} instead of the Retry's SCID",
+            crate::peer::hex(&after[0].dcid)
+        ));
+    }
+    if after.iter().any(|i| &i.token != token) {
+        return Err("a client Initial after the Retry does not echo the Retry token".into());
+    }
+    if before.is_empty() || before.iter().any(|i| !i.token.is_empty()) {
+        return Err("the client's first Initials are missing or carry a token".into());
+    }
+    let max_before = before.iter().map(|i| i.pn).max().unwrap_or(0);
+    let min_after = after[0].pn;
+    if min_after <= max_before {
+        return Err(format!(
+            "client Initial packet numbers restarted after the Retry ({min_after} after {max_before})"
+        ));
+    }
+    Ok(format!(
+        "{} Retry on the wire; client Initial pn {}..={} before, from {} after",
+        retries.len(),
+        before.iter().map(|i| i.pn).min().unwrap_or(0),
+        max_before,
+        min_after
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// Scenarios
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:04}")).collect()
+}
+
+const MB: usize = 1_000_000;
+
+fn run_cell(opts: &RunOptions, sc: &Scenario, client: &PeerImpl, server: &PeerImpl) -> Cell {
+    let start = Instant::now();
+    let (outcome, metrics) = judge(opts, sc, client, server);
+    Cell {
+        scenario: sc.name.into(),
+        client: client.name.clone(),
+        server: server.name.clone(),
+        outcome,
+        seconds: start.elapsed().as_secs_f64(),
+        metrics,
+    }
+}
+
+/// Runs one setup and judges it with `rule`; saves the capture when it fails.
+fn one(
+    opts: &RunOptions,
+    sc: &Scenario,
+    client: &PeerImpl,
+    server: &PeerImpl,
+    setup: &Setup,
+    rule: impl FnOnce(&RunOutput) -> Result<String, String>,
+) -> (Outcome, Value) {
+    match execute(opts, sc, client, server, setup, 0) {
+        Err(e) => (Outcome::Fail(e), Value::Null),
+        Ok(o) => {
+            let m = metrics(&o);
+            let outcome = match rule(&o) {
+                Ok(note) => Outcome::Pass(note),
+                Err(reason) => {
+                    save_capture(opts, sc.name, &client.name, &server.name, &o.capture);
+                    Outcome::Fail(reason)
+                }
+            };
+            (outcome, m)
+        }
+    }
+}
+
+fn judge(
+    opts: &RunOptions,
+    sc: &Scenario,
+    client: &PeerImpl,
+    server: &PeerImpl,
+) -> (Outcome, Value) {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    match sc.name {
+        "handshake" => {
+            let setup = Setup::new(vec![("hello.bin".into(), 10_000)]);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let hs = u(&o.client, "handshakes");
+                let retries = u(&o.client, "retries");
+                let dcids = initial_dcids(&o.capture);
+                let wire_retries = retries_on_wire(&o.capture);
+                if hs != 1 || retries != 0 || dcids != 1 || wire_retries != 0 {
+                    return Err(format!(
+                        "expected 1 handshake without Retry: client reports {hs} handshakes, \
+                         {retries} Retry; capture shows Initials to {dcids} DCIDs and \
+                         {wire_retries} Retry"
+                    ));
+                }
+                Ok(String::new())
+            })
+        }
+        "transfer" => {
+            let mut setup = Setup::new(vec![
+                ("f2mb.bin".into(), 2 * MB),
+                ("f3mb.bin".into(), 3 * MB),
+                ("f5mb.bin".into(), 5 * MB),
+            ]);
+            setup.server_args = s(&["--small-windows"]);
+            setup.client_args = s(&["--small-windows"]);
+            setup.timeout = Duration::from_secs(90);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                Ok(String::new())
+            })
+        }
+        "multiplexing" => {
+            let files: Vec<(String, usize)> = names("m", 1000)
+                .into_iter()
+                .map(|n| {
+                    let size = 1000 + (fnv(&n) % 3000) as usize;
+                    (n, size)
+                })
+                .collect();
+            let mut setup = Setup::new(files);
+            setup.client_args = s(&["--parallel", "32"]);
+            setup.timeout = Duration::from_secs(90);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let hs = u(&o.client, "handshakes");
+                let dcids = initial_dcids(&o.capture);
+                let files = u(&o.client, "files");
+                if hs != 1 || dcids != 1 || files != 1000 {
+                    return Err(format!(
+                        "expected 1000 files over 1 connection: {files} files, {hs} handshakes, \
+                         Initials to {dcids} DCIDs"
+                    ));
+                }
+                Ok(String::new())
+            })
+        }
+        "longrtt" => {
+            let mut setup = Setup::new(vec![("long.bin".into(), 100_000)]);
+            setup.relay = |rc| {
+                rc.c2s.delay = Duration::from_millis(750);
+                rc.s2c.delay = Duration::from_millis(750);
+            };
+            setup.timeout = Duration::from_secs(60);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let cap = &o.capture;
+                let Some(first_reply) = cap.dir(Direction::S2C).map(|r| r.t).next() else {
+                    return Err("the server never answered".into());
+                };
+                let reachable = first_reply + Duration::from_millis(750);
+                let initials: Vec<Duration> = cap
+                    .originals(Direction::C2S)
+                    .filter(|r| r.header.contains(LongType::Initial))
+                    .map(|r| r.t)
+                    .collect();
+                let Some(&t0) = initials.first() else {
+                    return Err("no client Initial on the capture".into());
+                };
+                // The first flight leaves in one burst (the ClientHello fills two
+                // datagrams); anything 100 ms later is a retransmission.
+                let burst = t0 + Duration::from_millis(100);
+                let first = initials.iter().filter(|&&t| t <= burst).count();
+                let early = initials
+                    .iter()
+                    .filter(|&&t| t > burst && t < reachable)
+                    .count();
+                if early < 1 {
+                    return Err(format!(
+                        "the client sent its first flight ({first} Initial datagrams) and nothing \
+                         more before the server's reply could reach it; expected a retransmission"
+                    ));
+                }
+                Ok(format!(
+                    "first flight {first} Initial datagrams, {early} retransmitted before the reply"
+                ))
+            })
+        }
+        "chacha20" => {
+            let mut setup = Setup::new(vec![("c.bin".into(), MB)]);
+            setup.server_args = s(&["--suites", "chacha20"]);
+            setup.client_args = s(&["--suites", "chacha20"]);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let suite = o
+                    .client
+                    .as_ref()
+                    .and_then(|c| c.get("suite"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("none");
+                if suite != Suite::ChaCha20Poly1305.name() {
+                    return Err(format!(
+                        "negotiated suite {suite}, expected ChaCha20-Poly1305"
+                    ));
+                }
+                Ok(String::new())
+            })
+        }
+        "retry" => {
+            let mut setup = Setup::new(vec![("r.bin".into(), 100_000)]);
+            setup.server_args = s(&["--retry"]);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let retries = u(&o.client, "retries");
+                if retries != 1 {
+                    return Err(format!("client reports {retries} Retry, expected 1"));
+                }
+                check_retry_wire(&o.capture)
+            })
+        }
+        "keyupdate" => {
+            let files: Vec<(String, usize)> =
+                names("k", 40).into_iter().map(|n| (n, 200_000)).collect();
+            let mut setup = Setup::new(files);
+            setup.server_args = s(&["--key-update", "1000"]);
+            setup.client_args = s(&["--initiate-key-update"]);
+            setup.timeout = Duration::from_secs(90);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let c = u(&o.client, "key_updates_initiated");
+                let sv = u(&o.server, "key_updates_initiated");
+                if c < 1 || sv < 1 {
+                    return Err(format!(
+                        "key updates initiated: client {c}, server {sv}; expected at least 1 each"
+                    ));
+                }
+                Ok(format!(
+                    "initiated: client {c}, server {sv}; completed: client {}, server {}",
+                    u(&o.client, "key_updates"),
+                    u(&o.server, "key_updates")
+                ))
+            })
+        }
+        "handshakeloss" | "handshakecorruption" => {
+            let files: Vec<(String, usize)> =
+                names("h", 50).into_iter().map(|n| (n, 1000)).collect();
+            let mut setup = Setup::new(files);
+            setup.client_args = s(&["--handshakes", "50"]);
+            setup.timeout = Duration::from_secs(400);
+            setup.relay = if sc.name == "handshakeloss" {
+                |rc| {
+                    rc.c2s.loss = 0.3;
+                    rc.s2c.loss = 0.3;
+                }
+            } else {
+                |rc| {
+                    for d in [&mut rc.c2s, &mut rc.s2c] {
+                        d.corrupt = 0.3;
+                        d.corrupt_first_50 = true;
+                    }
+                }
+            };
+            one(opts, sc, client, server, &setup, |o| {
+                let hs = u(&o.client, "handshakes");
+                basic(o).map_err(|e| format!("{hs} of 50 handshakes: {e}"))?;
+                if hs != 50 {
+                    return Err(format!("{hs} of 50 handshakes succeeded"));
+                }
+                Ok(format!(
+                    "50 handshakes in {:.1} s",
+                    u(&o.client, "elapsed_ms") as f64 / 1000.0
+                ))
+            })
+        }
+        "transferloss" | "transfercorruption" => {
+            let loss = sc.name == "transferloss";
+            let size = if loss { 2 * MB } else { 3 * MB };
+            let mut setup = Setup::new(vec![("t.bin".into(), size)]);
+            setup.timeout = Duration::from_secs(90);
+            setup.relay = if loss {
+                |rc| {
+                    rc.c2s.loss = 0.02;
+                    rc.s2c.loss = 0.02;
+                }
+            } else {
+                |rc| {
+                    rc.c2s.corrupt = 0.02;
+                    rc.s2c.corrupt = 0.02;
+                }
+            };
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let lost = o.capture.dropped_indices(Direction::S2C).len()
+                    + o.capture.dropped_indices(Direction::C2S).len();
+                let corrupted = o
+                    .capture
+                    .records
+                    .iter()
+                    .filter(|r| matches!(r.action, Action::Corrupted { .. }))
+                    .count();
+                Ok(if loss {
+                    format!("{lost} datagrams dropped")
+                } else {
+                    format!("{corrupted} datagrams corrupted")
+                })
+            })
+        }
+        "blackhole" => {
+            let mut setup = Setup::new(vec![("b.bin".into(), 10 * MB)]);
+            setup.timeout = Duration::from_secs(120);
+            setup.relay = |rc| {
+                rc.c2s.rate_bps = Some(20_000_000);
+                rc.s2c.rate_bps = Some(20_000_000);
+                rc.blackhole = Some((Duration::from_secs(2), Duration::from_secs(3)));
+            };
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let bh = |d| {
+                    o.capture
+                        .count(d, Action::Dropped(crate::capture::DropReason::Blackhole))
+                };
+                let (c, s) = (bh(Direction::C2S), bh(Direction::S2C));
+                if c == 0 || s == 0 {
+                    return Err(format!(
+                        "the outages did not hit the transfer ({c} c2s, {s} s2c datagrams black-holed)"
+                    ));
+                }
+                Ok(format!("{} datagrams black-holed", c + s))
+            })
+        }
+        "amplificationlimit" => {
+            let mut setup = Setup::new(vec![("a.bin".into(), 10_000)]);
+            setup.relay = |rc| rc.c2s.drop_from_until = Some((2, Duration::from_secs(4)));
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let (c, s) = amplification_strict(&o.capture);
+                if c == 0 || s == 0 {
+                    return Err(format!("nothing to measure (client {c} B, server {s} B)"));
+                }
+                if s > 3 * c {
+                    return Err(format!(
+                        "server sent {s} bytes before address validation for {c} received (> 3x)"
+                    ));
+                }
+                Ok(format!("{s} B sent for {c} B received (limit {})", 3 * c))
+            })
+        }
+        "rebind-port" | "rebind-addr" => {
+            let files: Vec<(String, usize)> =
+                names("p", 40).into_iter().map(|n| (n, 64_000)).collect();
+            let mut setup = Setup::new(files);
+            setup.client_args = s(&["--pause-ms", "100"]);
+            setup.timeout = Duration::from_secs(40);
+            let by_addr = sc.name == "rebind-addr";
+            setup.relay = if by_addr {
+                |rc| {
+                    rc.rebind = vec![Rebind {
+                        at: Duration::from_secs(2),
+                        kind: RebindKind::Address(std::net::Ipv4Addr::new(127, 0, 0, 2)),
+                    }]
+                }
+            } else {
+                |rc| {
+                    rc.rebind = vec![Rebind {
+                        at: Duration::from_secs(2),
+                        kind: RebindKind::Port,
+                    }]
+                }
+            };
+            one(opts, sc, client, server, &setup, |o| {
+                let mut reasons = Vec::new();
+                let validated = u(&o.server, "paths_validated");
+                let migrations = u(&o.server, "migrations");
+                if o.server.is_none() {
+                    reasons.push("the server gave no report".to_string());
+                } else if validated < 1 {
+                    reasons.push(format!(
+                        "the server validated no new path (paths_validated 0, migrations {migrations})"
+                    ));
+                }
+                let sources = if by_addr {
+                    o.capture.distinct_client_ips()
+                } else {
+                    o.capture.distinct_client_sources()
+                };
+                if sources < 2 {
+                    reasons.push(format!(
+                        "the capture shows {sources} client source(s); the rebinding did not happen during the transfer"
+                    ));
+                }
+                if let Err(e) = basic(o) {
+                    reasons.push(e);
+                }
+                if !reasons.is_empty() {
+                    return Err(reasons.join("; "));
+                }
+                let last_up = o.capture.records.last().map(|r| r.upstream);
+                let to_new = o
+                    .capture
+                    .dir(Direction::S2C)
+                    .filter(|r| Some(r.upstream) == last_up)
+                    .count();
+                Ok(format!(
+                    "{validated} path(s) validated, {to_new} server datagrams to the new address"
+                ))
+            })
+        }
+        "ipv6" => {
+            if std::net::UdpSocket::bind("[::1]:0").is_err() {
+                return (
+                    Outcome::Unsupported("no IPv6 loopback on this machine".into()),
+                    Value::Null,
+                );
+            }
+            let mut setup = Setup::new(vec![("six.bin".into(), MB)]);
+            setup.ipv6 = true;
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let n = o.capture.records.len();
+                let v4 = o
+                    .capture
+                    .records
+                    .iter()
+                    .filter(|r| !matches!(r.upstream.ip(), IpAddr::V6(_)))
+                    .count();
+                if n == 0 || v4 > 0 {
+                    return Err(format!("{v4} of {n} datagrams were not IPv6"));
+                }
+                Ok(format!("{n} datagrams, all IPv6"))
+            })
+        }
+        "keepalive" => {
+            let mut setup =
+                Setup::new(vec![("ka1.bin".into(), 10_000), ("ka2.bin".into(), 10_000)]);
+            setup.server_args = s(&["--idle-timeout-ms", "1000"]);
+            setup.client_args = s(&[
+                "--idle-timeout-ms",
+                "1000",
+                "--keep-alive-ms",
+                "300",
+                "--idle-ms",
+                "6000",
+            ]);
+            setup.vanish = true;
+            setup.timeout = Duration::from_secs(40);
+            one(opts, sc, client, server, &setup, |o| {
+                basic(o)?;
+                let at = |name: &str| o.events.iter().find(|(e, _)| e == name).map(|(_, t)| *t);
+                let (Some(start), Some(end)) = (at("idle_start"), at("idle_end")) else {
+                    return Err("the client did not report its idle window".into());
+                };
+                let margin = Duration::from_millis(150);
+                if end < start + Duration::from_secs(5) + 2 * margin {
+                    return Err(format!(
+                        "idle window {:?} is shorter than 5 idle timeouts",
+                        end - start
+                    ));
+                }
+                let window: Vec<_> = o
+                    .capture
+                    .records
+                    .iter()
+                    .filter(|r| r.t > start + margin && r.t + margin < end)
+                    .collect();
+                let big = window.iter().filter(|r| r.size > 128).count();
+                let pings = window.iter().filter(|r| r.dir == Direction::C2S).count();
+                if big > 0 {
+                    return Err(format!(
+                        "{big} datagram(s) over 128 bytes while the connection was idle"
+                    ));
+                }
+                if pings < 5 {
+                    return Err(format!(
+                        "only {pings} client datagrams in the idle window; expected keep-alives"
+                    ));
+                }
+                let closed = o.client.as_ref().and_then(|c| c.get("closed"));
+                let kind = closed
+                    .and_then(|c| c.get("kind"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("none");
+                let ms = closed
+                    .and_then(|c| c.get("elapsed_ms"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::MAX);
+                if kind != "idle_timeout" || ms > 4000 {
+                    return Err(format!(
+                        "after the server vanished the client reported {kind} after {ms} ms; \
+                         expected idle_timeout within 4000 ms"
+                    ));
+                }
+                Ok(format!(
+                    "{pings} keep-alive datagrams in {:.1} s idle; idle timeout after {ms} ms",
+                    (end - start).as_secs_f64()
+                ))
+            })
+        }
+        "login" => {
+            let mut wrong = Setup::new(vec![("l.bin".into(), 10_000)]);
+            wrong.password = Some("not-the-password".into());
+            let right = Setup::new(vec![("l.bin".into(), 10_000)]);
+            let first = execute(opts, sc, client, server, &wrong, 0);
+            let second = execute(opts, sc, client, server, &right, 1);
+            let (a, b) = match (first, second) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => return (Outcome::Fail(e), Value::Null),
+            };
+            let m = json!({"wrong": metrics(&a), "right": metrics(&b)});
+            let kind = a
+                .client
+                .as_ref()
+                .and_then(|c| c.pointer("/error/kind"))
+                .and_then(Value::as_str)
+                .unwrap_or("none")
+                .to_string();
+            let mut reasons = Vec::new();
+            if kind != "login_refused" || u(&a.client, "files") != 0 {
+                reasons.push(format!(
+                    "wrong password: client reported {kind} with {} files; expected login_refused",
+                    u(&a.client, "files")
+                ));
+            }
+            if u(&a.server, "logins_refused") != 1 {
+                reasons.push(format!(
+                    "wrong password: server counted {} refused logins, expected 1",
+                    u(&a.server, "logins_refused")
+                ));
+            }
+            if let Err(e) = basic(&b) {
+                reasons.push(format!("right password: {e}"));
+            }
+            if reasons.is_empty() {
+                (Outcome::Pass(String::new()), m)
+            } else {
+                save_capture(opts, sc.name, &client.name, &server.name, &a.capture);
+                (Outcome::Fail(reasons.join("; ")), m)
+            }
+        }
+        "goodput" => {
+            let mut setup = Setup::new(vec![("g.bin".into(), 10 * MB)]);
+            setup.timeout = Duration::from_secs(60);
+            setup.relay = |rc| {
+                rc.c2s.rate_bps = Some(10_000_000);
+                rc.s2c.rate_bps = Some(10_000_000);
+            };
+            let mut rates = Vec::new();
+            let mut runs = Vec::new();
+            for run in 0..5 {
+                let o = match execute(opts, sc, client, server, &setup, run) {
+                    Ok(o) => o,
+                    Err(e) => return (Outcome::Fail(format!("run {}: {e}", run + 1)), Value::Null),
+                };
+                runs.push(metrics(&o));
+                if let Err(e) = basic(&o) {
+                    save_capture(opts, sc.name, &client.name, &server.name, &o.capture);
+                    return (
+                        Outcome::Fail(format!("run {}: {e}", run + 1)),
+                        json!({"runs": runs}),
+                    );
+                }
+                let bps = o
+                    .client
+                    .as_ref()
+                    .and_then(|c| c.get("goodput_bps"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                rates.push(bps / 1e6);
+            }
+            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+            let min = rates.iter().cloned().fold(f64::MAX, f64::min);
+            let max = rates.iter().cloned().fold(0.0, f64::max);
+            (
+                Outcome::Pass(format!(
+                    "goodput {mean:.2} Mbit/s mean, {min:.2}-{max:.2} over 5 runs"
+                )),
+                json!({"runs": runs, "goodput_mbps": rates}),
+            )
+        }
+        other => (
+            Outcome::Unsupported(format!("scenario {other} has no implementation")),
+            Value::Null,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_reproducible_and_distinct() {
+        assert_eq!(cell_seed(1, "retry", 0), cell_seed(1, "retry", 0));
+        assert_ne!(cell_seed(1, "retry", 0), cell_seed(2, "retry", 0));
+        assert_ne!(cell_seed(1, "retry", 0), cell_seed(1, "handshake", 0));
+        assert_ne!(cell_seed(1, "goodput", 0), cell_seed(1, "goodput", 1));
+        assert_eq!(file_bytes(3, "a", 100), file_bytes(3, "a", 100));
+        assert_ne!(file_bytes(3, "a", 100), file_bytes(3, "b", 100));
+        assert_eq!(file_bytes(3, "a", 13).len(), 13);
+    }
+
+    #[test]
+    fn every_scenario_is_named_once_and_has_a_rule() {
+        let names: HashSet<_> = SCENARIOS.iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), SCENARIOS.len());
+        assert!(SCENARIOS
+            .iter()
+            .all(|s| !s.rule.is_empty() && !s.network.is_empty()));
+    }
+
+    #[test]
+    fn compare_files_names_the_bad_file() {
+        let root = tempfile::tempdir().unwrap();
+        let down = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a"), b"hello").unwrap();
+        std::fs::write(root.path().join("b"), b"world").unwrap();
+        std::fs::write(down.path().join("a"), b"hello").unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(
+            compare_files(root.path(), down.path(), &names),
+            Err("b missing".into())
+        );
+        std::fs::write(down.path().join("b"), b"worl").unwrap();
+        let e = compare_files(root.path(), down.path(), &names).unwrap_err();
+        assert!(
+            e.contains("b SHA-256 mismatch (4 bytes received, 5 expected)"),
+            "{e}"
+        );
+        std::fs::write(down.path().join("b"), b"world").unwrap();
+        assert_eq!(compare_files(root.path(), down.path(), &names), Ok(()));
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_scenario_and_a_column_per_pairing() {
+        let cell = |s: &str, c: &str, o: Outcome| Cell {
+            scenario: s.into(),
+            client: c.into(),
+            server: "quill".into(),
+            outcome: o,
+            seconds: 0.0,
+            metrics: Value::Null,
+        };
+        let cells = vec![
+            cell("handshake", "quill", Outcome::Pass(String::new())),
+            cell(
+                "handshake",
+                "quill-prev",
+                Outcome::Unsupported("no tag".into()),
+            ),
+            cell("retry", "quill", Outcome::Fail("a | b".into())),
+        ];
+        let md = markdown(&cells, &RunOptions::new(PathBuf::from("x")));
+        assert!(
+            md.contains("| scenario | quill → quill | quill-prev → quill |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| handshake | pass | unsupported: no tag |"),
+            "{md}"
+        );
+        assert!(md.contains("| retry | **FAIL**: a \\| b |  |"), "{md}");
+        assert!(md.contains("1 pass, 1 fail, 1 unsupported"), "{md}");
+    }
+}
