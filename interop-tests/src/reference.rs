@@ -149,7 +149,11 @@ pub fn run_reference_checks(bins: &RefBins, work_dir: &Path) -> Vec<RefCheck> {
 pub fn run_reference_checks_for(bins: &RefBins, work_dir: &Path, stacks: &[&str]) -> Vec<RefCheck> {
     let mut out = Vec::new();
     let missing = bins.missing();
-    let unknown: Vec<&str> = stacks.iter().copied().filter(|s| !STACKS.contains(s)).collect();
+    let unknown: Vec<&str> = stacks
+        .iter()
+        .copied()
+        .filter(|s| !STACKS.contains(s))
+        .collect();
     let setup_error = if !missing.is_empty() {
         Some(format!(
             "missing binaries: {} (build them with `cargo build -p quill-interop --bins -p quill-cli`)",
@@ -207,7 +211,12 @@ pub fn run_reference_checks_for(bins: &RefBins, work_dir: &Path, stacks: &[&str]
             }
             Err(e) => {
                 for s in ["vn-server", "undisturbed"] {
-                    out.push(RefCheck::new(s, stack, "quill", Err(format!("quill server: {e}"))));
+                    out.push(RefCheck::new(
+                        s,
+                        stack,
+                        "quill",
+                        Err(format!("quill server: {e}")),
+                    ));
                 }
             }
         }
@@ -760,6 +769,7 @@ mod tests {
                 ty: None,
                 coalesced: Vec::new(),
             },
+            head: None,
         }
     }
 
