@@ -417,15 +417,17 @@ impl Handler for KeepAliveWatch {
 
 #[test]
 fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
-    // The server verifies every login for 200 ms on its worker pool. While a new
+    // The server verifies every login for 1 s on its worker pool. While a new
     // client's login is being verified, the server's other sessions must keep
     // answering keep-alives: if the loop blocked for the verification, the echo of a
-    // keep-alive PING would be late by ~200 ms and the idle connections would see it.
+    // keep-alive PING would be late by ~1 s and the idle connections would see it.
+    // (The margin is wide on purpose: this is a property of the loop, not a benchmark;
+    // `quill-bench compare --what sessions` measures keep-alive lateness.)
     let server = Server::start(
         "127.0.0.1:0",
         endpoint_config(),
         TransportConfig::default(),
-        Duration::from_millis(200),
+        Duration::from_secs(1),
     );
     let mut config = client_config("correct horse");
     config.transport = Arc::new(TransportConfig {
@@ -453,10 +455,10 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     assert!(watcher
         .run_until(Duration::from_secs(30), |h, _| h.connected == 20)
         .unwrap());
-    // Now 10 more clients log in, one after another, each holding the server's worker
-    // busy for 200 ms, while we watch RTT samples of the idle connections.
+    // Now 3 more clients log in, one after another, each holding the server's worker
+    // busy for 1 s, while we watch RTT samples of the idle connections.
     let logins = std::thread::spawn(move || {
-        for _ in 0..10 {
+        for _ in 0..3 {
             let c = blocking::connect(addr, client_config("correct horse")).unwrap();
             drop(c);
         }
@@ -465,7 +467,7 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     let mut worst = Duration::ZERO;
     let mut samples = 0;
     let mut seen: HashMap<usize, u64> = HashMap::new();
-    while start.elapsed() < Duration::from_millis(2500) {
+    while !logins.is_finished() && start.elapsed() < Duration::from_secs(20) {
         watcher
             .turn(Some(Instant::now() + Duration::from_millis(5)))
             .unwrap();
@@ -483,9 +485,9 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     assert_eq!(watcher.handler().lost, 0);
     assert!(samples > 200, "only {samples} keep-alives observed");
     // Each keep-alive PING is acknowledged within the server's ACK delay (25 ms) plus
-    // loopback time; a loop blocked by a 200 ms verification would show ≥ 200 ms.
+    // loopback time; a loop blocked by a 1 s verification would show ≥ 1 s.
     assert!(
-        worst < Duration::from_millis(150),
+        worst < Duration::from_millis(500),
         "a keep-alive round trip took {worst:?}"
     );
     server.stop();
