@@ -26,6 +26,8 @@ use crate::common;
 
 /// Size of every read and write.
 const IO_BUF: usize = 256 * 1024;
+/// Plaintext sealed and flushed at a time by the TLS client.
+const TLS_BATCH: usize = 64 * 1024;
 
 /// The crypto provider: ring, TLS13_AES_256_GCM_SHA384 only.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -113,13 +115,7 @@ pub fn server(listen: SocketAddr, cert_dir: Option<PathBuf>) -> Result<(), Strin
             let result = match tls {
                 Some(config) => rustls::ServerConnection::new(config)
                     .map_err(|e| e.to_string())
-                    .and_then(|conn| {
-                        let mut s = rustls::StreamOwned::new(conn, stream);
-                        serve(&mut s)?;
-                        s.conn.send_close_notify();
-                        let _ = s.flush();
-                        Ok(())
-                    }),
+                    .and_then(|conn| serve_tls(conn, stream)),
                 None => serve(&mut { stream }),
             };
             if let Err(e) = result {
@@ -152,6 +148,71 @@ fn serve<S: Read + Write>(s: &mut S) -> Result<(), String> {
         .map_err(|e| format!("reply: {e}"))
 }
 
+/// [`serve`] over TLS. Socket reads are [`IO_BUF`] large; rustls then takes the
+/// records from that buffer (`read_tls` from a slice) and decrypts them. (Through
+/// `rustls::Stream`, every socket read would be at most one 16 KiB record.)
+fn serve_tls(mut conn: rustls::ServerConnection, mut sock: TcpStream) -> Result<(), String> {
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+    }
+    flush_tls(&mut conn, &mut sock)?;
+    let mut net = vec![0u8; IO_BUF];
+    let mut plain = vec![0u8; IO_BUF];
+    let mut header = Vec::with_capacity(8);
+    let mut total = None;
+    let mut got = 0u64;
+    while total != Some(got) {
+        let n = match sock.read(&mut net) {
+            Ok(0) => return Err(format!("closed after {got} bytes")),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read: {e}")),
+        };
+        let mut rd = &net[..n];
+        while !rd.is_empty() {
+            conn.read_tls(&mut rd)
+                .map_err(|e| format!("TLS read: {e}"))?;
+            conn.process_new_packets()
+                .map_err(|e| format!("TLS: {e}"))?;
+            loop {
+                let k = match conn.reader().read(&mut plain) {
+                    Ok(0) => return Err(format!("TLS closed after {got} bytes")),
+                    Ok(k) => k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("TLS read: {e}")),
+                };
+                let mut data = &plain[..k];
+                if total.is_none() {
+                    let take = (8 - header.len()).min(data.len());
+                    header.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if header.len() == 8 {
+                        total = Some(u64::from_be_bytes(header[..].try_into().expect("8 bytes")));
+                    }
+                }
+                got += data.len() as u64;
+            }
+        }
+        if total.is_some_and(|t| got > t) {
+            return Err(format!("received {got} bytes, more than announced"));
+        }
+    }
+    conn.writer()
+        .write_all(&got.to_be_bytes())
+        .map_err(|e| format!("reply: {e}"))?;
+    conn.send_close_notify();
+    flush_tls(&mut conn, &mut sock)
+}
+
+/// Writes everything rustls has queued.
+fn flush_tls<D>(conn: &mut rustls::ConnectionCommon<D>, sock: &mut TcpStream) -> Result<(), String> {
+    while conn.wants_write() {
+        conn.write_tls(sock).map_err(|e| format!("TLS write: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `quill-bench tcp-client`: one connection (TLS when `ca` is given), `bytes` bytes,
 /// one JSON line.
 pub fn client(
@@ -177,19 +238,23 @@ pub fn client(
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             let name = ServerName::try_from("localhost").expect("a valid DNS name");
-            let conn = rustls::ClientConnection::new(Arc::new(config), name)
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
                 .map_err(|e| format!("TLS: {e}"))?;
-            let mut s = rustls::StreamOwned::new(conn, tcp);
-            while s.conn.is_handshaking() {
-                s.conn
-                    .complete_io(&mut s.sock)
+            let mut sock = tcp;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock)
                     .map_err(|e| format!("TLS handshake: {e}"))?;
             }
-            let suite = s
-                .conn
+            let suite = conn
                 .negotiated_cipher_suite()
                 .map(|cs| format!("{:?}", cs.suite()));
-            (transfer(s, bytes)?, suite)
+            // Each 256 KiB write is sealed into records and flushed before the next.
+            conn.set_buffer_limit(None);
+            let tls = TlsStream {
+                conn,
+                sock,
+            };
+            (transfer(tls, bytes)?, suite)
         }
         None => (transfer(tcp, bytes)?, None),
     };
@@ -204,6 +269,39 @@ pub fn client(
     });
     println!("{json}");
     Ok(())
+}
+
+/// A TLS client connection whose writes are sealed and flushed to the socket at once
+/// (large writes: one `writev` of many records) and whose reads go through rustls.
+struct TlsStream {
+    conn: rustls::ClientConnection,
+    sock: TcpStream,
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // 64 KiB at a time: four records per `writev`. Larger batches free (and the
+        // allocator returns to the kernel) more than its trim threshold every time,
+        // which costs a page fault per page on the next batch.
+        let n = self.conn.writer().write(&buf[..buf.len().min(TLS_BATCH)])?;
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        self.sock.flush()
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        rustls::Stream::new(&mut self.conn, &mut self.sock).read(buf)
+    }
 }
 
 /// Sends the length and `bytes` bytes, waits for the count; returns (ms from process
