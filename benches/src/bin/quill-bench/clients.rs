@@ -506,19 +506,21 @@ pub struct IdleOptions {
 }
 
 /// Keep-alive round trips of the held connections: each connection's PING is sampled
-/// once, at the first scan at least [`SETTLE`] after it was sent (its ACK has arrived
-/// by then unless the path is far slower than loopback).
+/// once, at the first scan at least `settle` (half a keep-alive interval, at most
+/// 500 ms) after it was sent; its ACK has arrived by then unless the server is that
+/// late. Scans come every quarter interval (at most every second), so that every PING
+/// meets a scan in its settled window.
 struct RttSampler {
+    settle: Duration,
+    /// Time between scans.
+    period: Duration,
     /// Per held connection: keep-alives already sampled (or skipped).
     seen: Vec<u64>,
     samples_us: Vec<u64>,
 }
 
-/// How long after a keep-alive its round trip is read.
-const SETTLE: Duration = Duration::from_millis(500);
-
 impl RttSampler {
-    fn new(ev: &mut EventLoop<Many>) -> RttSampler {
+    fn new(ev: &mut EventLoop<Many>, keep_alive: Duration) -> RttSampler {
         let held = ev.handler().held.clone();
         // Whatever was sent before the hold (during the connection burst) is not sampled.
         let seen = held
@@ -530,6 +532,8 @@ impl RttSampler {
             })
             .collect();
         RttSampler {
+            settle: (keep_alive / 2).min(Duration::from_millis(500)),
+            period: (keep_alive / 4).min(Duration::from_secs(1)),
             seen,
             samples_us: Vec::new(),
         }
@@ -546,7 +550,7 @@ impl RttSampler {
             let settled = c
                 .stats()
                 .last_keep_alive
-                .is_some_and(|t| now.saturating_duration_since(t) >= SETTLE);
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.settle);
             if n != self.seen[i] && settled {
                 self.seen[i] = n;
                 self.samples_us.push(c.latest_rtt().as_micros() as u64);
@@ -593,12 +597,12 @@ pub fn idle(server: SocketAddr, o: &IdleOptions) -> Result<(), String> {
     if o.wait_go {
         wait_for_go(&mut ev, o.timeout)?;
     }
-    let mut sampler = RttSampler::new(&mut ev);
+    let mut sampler = RttSampler::new(&mut ev, o.keep_alive);
     let hold_start = Instant::now();
     let lost_before = ev.handler().lost_after_login;
     while hold_start.elapsed() < o.hold {
-        // Borrowing a connection re-arms it, so the scan is once a second, not every turn.
-        let slice = (o.hold - hold_start.elapsed()).min(Duration::from_secs(1));
+        // Borrowing a connection re-arms it, so the scan is not every turn.
+        let slice = (o.hold - hold_start.elapsed()).min(sampler.period);
         ev.run_until(slice, |_, _| false)
             .map_err(|e| format!("client loop: {e}"))?;
         sampler.scan(&mut ev);
