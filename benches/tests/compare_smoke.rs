@@ -15,7 +15,11 @@ fn exe() -> PathBuf {
 }
 
 fn peer_present(name: &str) -> bool {
-    exe().parent().unwrap_or(Path::new(".")).join(name).is_file()
+    exe()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(name)
+        .is_file()
 }
 
 fn compare(args: &[&str]) -> Value {
@@ -95,11 +99,21 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     let bulk = &v["bulk"];
     assert_eq!(bulk["bytes_per_run"], 262144);
     let configs = bulk["configurations"].as_array().expect("configurations");
-    let names: Vec<&str> = configs.iter().map(|c| c["stack"].as_str().unwrap()).collect();
-    let expected: Vec<&str> = ["quill-aes256", "quill-aes128", "quinn", "quiche", "tcp", "tcp-tls"]
-        .into_iter()
-        .filter(|n| n.starts_with("quill") || stacks.split(',').any(|s| s == *n))
+    let names: Vec<&str> = configs
+        .iter()
+        .map(|c| c["stack"].as_str().unwrap())
         .collect();
+    let expected: Vec<&str> = [
+        "quill-aes256",
+        "quill-aes128",
+        "quinn",
+        "quiche",
+        "tcp",
+        "tcp-tls",
+    ]
+    .into_iter()
+    .filter(|n| n.starts_with("quill") || stacks.split(',').any(|s| s == *n))
+    .collect();
     assert_eq!(names, expected, "configurations in round order");
     for c in configs {
         assert_eq!(c["available"], true, "{c}");
@@ -113,7 +127,10 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
         }
         for key in ["goodput_gbps", "total_cpu_s_per_gib", "server_peak_rss_mib"] {
             let s = &c[key];
-            assert!(f(&s["min"]) <= f(&s["median"]) && f(&s["median"]) <= f(&s["max"]), "{key}: {s}");
+            assert!(
+                f(&s["min"]) <= f(&s["median"]) && f(&s["median"]) <= f(&s["max"]),
+                "{key}: {s}"
+            );
         }
     }
     let run = |name: &str, i: usize| -> Value {
@@ -124,24 +141,47 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     let quills = names.iter().filter(|n| n.starts_with("quill")).count();
     assert_eq!(ratios.len(), quills * (names.len() - quills));
     for r in ratios {
-        let (num, den) = (r["numerator"].as_str().unwrap(), r["denominator"].as_str().unwrap());
-        for (key, field) in [("goodput", "goodput_gbps"), ("total_cpu_s_per_gib", "total_cpu_s_per_gib")] {
-            let per_round: Vec<f64> = r[key]["per_round"].as_array().unwrap().iter().map(f).collect();
+        let (num, den) = (
+            r["numerator"].as_str().unwrap(),
+            r["denominator"].as_str().unwrap(),
+        );
+        for (key, field) in [
+            ("goodput", "goodput_gbps"),
+            ("total_cpu_s_per_gib", "total_cpu_s_per_gib"),
+        ] {
+            let per_round: Vec<f64> = r[key]["per_round"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(f)
+                .collect();
             assert_eq!(per_round.len(), rounds);
             for (i, x) in per_round.iter().enumerate() {
                 let want = f(&run(num, i)[field]) / f(&run(den, i)[field]);
-                assert!((x - want).abs() <= 1e-9 * want.abs(), "{num}/{den} {key} round {i}: {x} vs {want}");
+                assert!(
+                    (x - want).abs() <= 1e-9 * want.abs(),
+                    "{num}/{den} {key} round {i}: {x} vs {want}"
+                );
             }
             assert!((f(&r[key]["median"]) - median(per_round.clone())).abs() < 1e-12);
-            assert_eq!(f(&r[key]["min"]), per_round.iter().copied().fold(f64::INFINITY, f64::min));
+            assert_eq!(
+                f(&r[key]["min"]),
+                per_round.iter().copied().fold(f64::INFINITY, f64::min)
+            );
         }
     }
     let tls = configs.iter().find(|c| c["stack"] == "tcp-tls").unwrap();
-    assert_eq!(tls["runs"][0]["client"]["cipher_suite"], "TLS13_AES_256_GCM_SHA384");
+    assert_eq!(
+        tls["runs"][0]["client"]["cipher_suite"],
+        "TLS13_AES_256_GCM_SHA384"
+    );
 
     // Latency: quill's first byte comes after its handshake, both from process start.
     let lat = v["latency"]["stacks"].as_array().expect("latency");
-    let quill = lat.iter().find(|s| s["stack"] == "quill").expect("quill latency");
+    let quill = lat
+        .iter()
+        .find(|s| s["stack"] == "quill")
+        .expect("quill latency");
     assert_eq!(quill["available"], true, "{quill}");
     let sample = &quill["samples"][0];
     assert_eq!(sample["login"], "publickey");
@@ -157,7 +197,11 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     assert!(f(&quill["handshakes_per_sec"]["median"]) > 0.0);
 
     // Idle memory and sessions.
-    assert!(v["idle"]["server_bytes_per_connection"].is_number(), "{}", v["idle"]);
+    assert!(
+        v["idle"]["server_bytes_per_connection"].is_number(),
+        "{}",
+        v["idle"]
+    );
     let s = &v["sessions"];
     assert_eq!(s["connected"], 16, "{s}");
     assert_eq!(s["lost_while_held"], 0, "{s}");
@@ -165,7 +209,10 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     assert!(s["keep_alive_samples"].as_u64().unwrap() > 0, "{s}");
     for key in ["keep_alive_rtt_ms", "keep_alive_lateness_ms"] {
         let q = &s[key];
-        assert!(f(&q["p50"]) <= f(&q["p99"]) && f(&q["p99"]) <= f(&q["max"]), "{key}: {q}");
+        assert!(
+            f(&q["p50"]) <= f(&q["p99"]) && f(&q["p99"]) <= f(&q["max"]),
+            "{key}: {q}"
+        );
     }
 }
 
@@ -176,13 +223,23 @@ fn a_missing_reference_peer_is_reported_not_fatal() {
         return;
     }
     let v = compare(&[
-        "--rounds", "1", "--bytes", "65536", "--stacks", "tcp,quinn", "--what", "bulk",
+        "--rounds",
+        "1",
+        "--bytes",
+        "65536",
+        "--stacks",
+        "tcp,quinn",
+        "--what",
+        "bulk",
     ]);
     let configs = v["bulk"]["configurations"].as_array().unwrap();
     let quinn = configs.iter().find(|c| c["stack"] == "quinn").unwrap();
     assert_eq!(quinn["available"], false);
     let reason = quinn["reason"].as_str().unwrap();
-    assert!(reason.contains("cargo build --release -p quill-interop --bins"), "{reason}");
+    assert!(
+        reason.contains("cargo build --release -p quill-interop --bins"),
+        "{reason}"
+    );
     assert_eq!(quinn["runs"][0], Value::Null);
     let tcp = configs.iter().find(|c| c["stack"] == "tcp").unwrap();
     assert_eq!(tcp["available"], true);

@@ -306,7 +306,8 @@ fn run_client(
     if usage.exit != 0 {
         return Err(format!("{name} exited with {}", usage.exit));
     }
-    let v: Value = serde_json::from_str(&line).map_err(|e| format!("{name}: bad JSON {line}: {e}"))?;
+    let v: Value =
+        serde_json::from_str(&line).map_err(|e| format!("{name}: bad JSON {line}: {e}"))?;
     Ok((v, usage))
 }
 
@@ -372,7 +373,14 @@ fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
             "--timeout-secs",
             &t,
         ]),
-        Stack::Tcp => strings(["tcp-client", &server.addr, "--bytes", &n, "--timeout-secs", &t]),
+        Stack::Tcp => strings([
+            "tcp-client",
+            &server.addr,
+            "--bytes",
+            &n,
+            "--timeout-secs",
+            &t,
+        ]),
         _ => strings([
             "tcp-client",
             &server.addr,
@@ -517,10 +525,20 @@ fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
     let mut ratios = Vec::new();
     for num in configs.iter().filter(|c| is_quill(c.stack)) {
         for den in configs.iter().filter(|c| !is_quill(c.stack)) {
-            let g = Ratio::within_rounds(num.stack.name(), den.stack.name(), &num.runs, &den.runs, |r| r.gbps);
-            let cpu = Ratio::within_rounds(num.stack.name(), den.stack.name(), &num.runs, &den.runs, |r| {
-                r.total_cpu_per_gib(o.bytes)
-            });
+            let g = Ratio::within_rounds(
+                num.stack.name(),
+                den.stack.name(),
+                &num.runs,
+                &den.runs,
+                |r| r.gbps,
+            );
+            let cpu = Ratio::within_rounds(
+                num.stack.name(),
+                den.stack.name(),
+                &num.runs,
+                &den.runs,
+                |r| r.total_cpu_per_gib(o.bytes),
+            );
             ratios.push((g, cpu));
         }
     }
@@ -650,7 +668,12 @@ struct Samples {
 }
 
 fn field(values: &[Value], key: &str) -> Summary {
-    Summary::of(&values.iter().filter_map(|v| v[key].as_f64()).collect::<Vec<_>>())
+    Summary::of(
+        &values
+            .iter()
+            .filter_map(|v| v[key].as_f64())
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
@@ -782,7 +805,10 @@ fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String
     let _ = server.stop();
     let (v, client) = result?;
     if v["failed"].as_u64().unwrap_or(0) > 0 {
-        return Err(format!("{} of {} handshakes failed: {}", v["failed"], k, v["first_error"]));
+        return Err(format!(
+            "{} of {} handshakes failed: {}",
+            v["failed"], k, v["first_error"]
+        ));
     }
     let n = o.handshakes.max(1) as f64;
     Ok(RateRun {
@@ -825,7 +851,11 @@ fn rate(o: &Options, stacks: &[Stack], dir: &Scratch) -> (Vec<RateConfig>, Vec<R
                     c.runs.push(Some(r));
                 }
                 Err(e) => {
-                    eprintln!("round {}: {} handshakes failed: {e}", round + 1, c.stack.name());
+                    eprintln!(
+                        "round {}: {} handshakes failed: {e}",
+                        round + 1,
+                        c.stack.name()
+                    );
                     c.unavailable = Some(format!("failed in round {}: {e}", round + 1));
                     c.runs.push(None);
                 }
@@ -836,9 +866,13 @@ fn rate(o: &Options, stacks: &[Stack], dir: &Scratch) -> (Vec<RateConfig>, Vec<R
         .iter()
         .skip(1)
         .map(|d| {
-            Ratio::within_rounds("quill", d.stack.name(), &configs[0].runs, &d.runs, |r: &RateRun| {
-                r.per_sec
-            })
+            Ratio::within_rounds(
+                "quill",
+                d.stack.name(),
+                &configs[0].runs,
+                &d.runs,
+                |r: &RateRun| r.per_sec,
+            )
         })
         .collect();
     (configs, ratios)
@@ -932,10 +966,18 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
     let cpu1 = server.proc.cpu_now()?;
     let held = t0.elapsed().as_secs_f64();
     server.stop()?;
-    let ack_delay_ms = crate::common::transport_config().max_ack_delay.as_secs_f64() * 1e3;
+    let ack_delay_ms = crate::common::transport_config()
+        .max_ack_delay
+        .as_secs_f64()
+        * 1e3;
     let mut rtt: Vec<f64> = outs
         .iter()
-        .flat_map(|v| v["keep_alive_rtt_us"].as_array().cloned().unwrap_or_default())
+        .flat_map(|v| {
+            v["keep_alive_rtt_us"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|x| x.as_f64())
         .map(|us| us / 1e3)
         .collect();
@@ -1066,7 +1108,14 @@ pub fn run(o: &Options) -> Result<(), String> {
         });
         println!("{out}");
     } else {
-        print_tables(o, bulk.as_ref(), lat.as_deref(), rate.as_ref(), idle.as_ref(), sess.as_ref());
+        print_tables(
+            o,
+            bulk.as_ref(),
+            lat.as_deref(),
+            rate.as_ref(),
+            idle.as_ref(),
+            sess.as_ref(),
+        );
     }
     // A measurement that failed outright is an error (after the report).
     if let Some(Err(e)) = &idle {

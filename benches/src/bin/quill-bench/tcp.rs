@@ -97,7 +97,9 @@ pub fn server(listen: SocketAddr, cert_dir: Option<PathBuf>) -> Result<(), Strin
         None => None,
     };
     let listener = TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening {addr}");
@@ -206,9 +208,13 @@ fn serve_tls(mut conn: rustls::ServerConnection, mut sock: TcpStream) -> Result<
 }
 
 /// Writes everything rustls has queued.
-fn flush_tls<D>(conn: &mut rustls::ConnectionCommon<D>, sock: &mut TcpStream) -> Result<(), String> {
+fn flush_tls<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut TcpStream,
+) -> Result<(), String> {
     while conn.wants_write() {
-        conn.write_tls(sock).map_err(|e| format!("TLS write: {e}"))?;
+        conn.write_tls(sock)
+            .map_err(|e| format!("TLS write: {e}"))?;
     }
     Ok(())
 }
@@ -222,7 +228,8 @@ pub fn client(
     timeout: Duration,
 ) -> Result<(), String> {
     common::require_loopback(addr)?;
-    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     tcp.set_read_timeout(Some(timeout))
         .and_then(|()| tcp.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("socket timeouts: {e}"))?;
@@ -250,10 +257,7 @@ pub fn client(
                 .map(|cs| format!("{:?}", cs.suite()));
             // Each 256 KiB write is sealed into records and flushed before the next.
             conn.set_buffer_limit(None);
-            let tls = TlsStream {
-                conn,
-                sock,
-            };
+            let tls = TlsStream { conn, sock };
             (transfer(tls, bytes)?, suite)
         }
         None => (transfer(tcp, bytes)?, None),
@@ -315,7 +319,8 @@ fn transfer<S: Read + Write>(mut s: S, bytes: u64) -> Result<(f64, f64), String>
     let mut sent = 0u64;
     while sent < bytes {
         let n = (bytes - sent).min(IO_BUF as u64) as usize;
-        s.write_all(&chunk[..n]).map_err(|e| format!("write: {e}"))?;
+        s.write_all(&chunk[..n])
+            .map_err(|e| format!("write: {e}"))?;
         sent += n as u64;
     }
     s.flush().map_err(|e| format!("flush: {e}"))?;
