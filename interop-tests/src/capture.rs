@@ -207,6 +207,43 @@ pub struct Capture {
     pub records: Vec<Record>,
     /// Records not kept because the cap was reached.
     pub truncated: u64,
+    /// The Supported Versions lists of the Version Negotiation packets seen (at most
+    /// [`MAX_VN_KEPT`]), for the reference-peer checks.
+    pub version_negotiations: Vec<VnList>,
+}
+
+/// Most Version Negotiation lists a capture keeps.
+pub const MAX_VN_KEPT: usize = 64;
+
+/// The Supported Versions list of one Version Negotiation packet (RFC 8999 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VnList {
+    /// Direction it travelled.
+    pub dir: Direction,
+    /// Index of its datagram in that direction (the [`Record::index`]).
+    pub index: u64,
+    /// The versions listed, in order.
+    pub versions: Vec<u32>,
+}
+
+impl VnList {
+    /// The list of `datagram` if it is a well-formed Version Negotiation packet.
+    ///
+    /// RFC 8999 §6: "Version Negotiation packet { Header Form (1) = 1, Unused (7),
+    /// Version (32) = 0, Destination Connection ID Length (8), Destination Connection ID
+    /// (0..2040), Source Connection ID Length (8), Source Connection ID (0..2040),
+    /// Supported Version (32) ..., }"
+    pub fn parse(dir: Direction, index: u64, datagram: &[u8]) -> Option<VnList> {
+        if datagram.first()? & 0x80 == 0 || datagram.get(1..5)? != [0, 0, 0, 0] {
+            return None;
+        }
+        let vn = quill_transport::wire::parse_version_negotiation(datagram).ok()?;
+        Some(VnList {
+            dir,
+            index,
+            versions: vn.versions().collect(),
+        })
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -264,6 +301,15 @@ impl Record {
 }
 
 impl Capture {
+    /// Keeps the version list of `datagram` if it is a Version Negotiation packet.
+    pub(crate) fn note_version_negotiation(&mut self, dir: Direction, index: u64, datagram: &[u8]) {
+        if self.version_negotiations.len() < MAX_VN_KEPT {
+            if let Some(vn) = VnList::parse(dir, index, datagram) {
+                self.version_negotiations.push(vn);
+            }
+        }
+    }
+
     /// Appends a record, or counts it if `cap` records are already kept.
     pub(crate) fn push(&mut self, record: Record, cap: usize) {
         if self.records.len() < cap {

@@ -502,6 +502,7 @@ impl Loop {
             return;
         }
         let header = HeaderInfo::parse(&data);
+        self.capture.note_version_negotiation(dir, index, &data);
         let mut action = Action::Forwarded;
         if !data.is_empty() && r.chance(4, st.imp.corrupt) {
             let span = if st.imp.corrupt_first_50 {

@@ -610,7 +610,8 @@ fn version_negotiation_reports_the_peers_versions() {
         }
     );
     assert!(
-        e.to_string().contains("peer speaks versions 0x00000001"),
+        e.to_string()
+            .contains("peer speaks QUIC versions 0x00000001 (QUIC v1)"),
         "{e}"
     );
     assert!(client.is_drained());

@@ -132,12 +132,18 @@ impl fmt::Display for ConnectionError {
                 reason,
             } => write!(f, "server host key {fingerprint} rejected: {reason}"),
             ConnectionError::Transport(e) => write!(f, "protocol error: {e}"),
+            // RFC 8999 §6: the list is what the peer supports; name the ones we know,
+            // e.g. "peer speaks QUIC versions 0x00000001 (QUIC v1), 0x6b3343cf (QUIC v2)".
             ConnectionError::VersionMismatch { peer_versions } => {
-                f.write_str("version mismatch: peer speaks versions")?;
-                for v in peer_versions {
-                    write!(f, " {v:#010x}")?;
+                f.write_str("version mismatch: peer speaks QUIC versions")?;
+                for (i, v) in peer_versions.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}{v:#010x} ({})", crate::wire::version_name(*v))?;
                 }
-                Ok(())
+                if peer_versions.is_empty() {
+                    f.write_str(" (none listed)")?;
+                }
+                f.write_str("; quill speaks only its own version")
             }
             ConnectionError::Reset => f.write_str("connection reset by peer (stateless reset)"),
         }

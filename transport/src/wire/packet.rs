@@ -30,6 +30,28 @@ pub const fn is_reserved_version(version: u32) -> bool {
     version & 0x0f0f_0f0f == 0x0a0a_0a0a
 }
 
+/// QUIC version 2 (RFC 9369 §3.1: "The version field of long headers is 0x6b3343cf").
+pub const QUIC_V2: u32 = 0x6b33_43cf;
+
+/// A human name for a version number seen in a Version Negotiation packet: "quill",
+/// "QUIC v1" (RFC 9000), "QUIC v2" (RFC 9369), "draft-29" .. "draft-34" (IETF drafts,
+/// 0xff00001d ..), "reserved" (RFC 9000 §15 greasing, 0x?a?a?a?a), else "unknown".
+pub const fn version_name(version: u32) -> &'static str {
+    match version {
+        QUILL_VERSION => "quill",
+        QUIC_V1 => "QUIC v1",
+        QUIC_V2 => "QUIC v2",
+        0xff00_001d => "draft-29",
+        0xff00_001e => "draft-30",
+        0xff00_001f => "draft-31",
+        0xff00_0020 => "draft-32",
+        0xff00_0021 => "draft-33",
+        0xff00_0022 => "draft-34",
+        v if is_reserved_version(v) => "reserved",
+        _ => "unknown",
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Connection IDs
 // ---------------------------------------------------------------------------
@@ -730,6 +752,12 @@ mod tests {
     #[test]
     fn quill_version_is_not_reserved() {
         assert!(!is_reserved_version(QUILL_VERSION));
+        assert_eq!(version_name(QUIC_V1), "QUIC v1");
+        assert_eq!(version_name(QUIC_V2), "QUIC v2");
+        assert_eq!(version_name(0xff00_001d), "draft-29");
+        assert_eq!(version_name(0x1a2a_3a4a), "reserved");
+        assert_eq!(version_name(QUILL_VERSION), "quill");
+        assert_eq!(version_name(0x1234_5678), "unknown");
         assert_eq!(&QUILL_VERSION.to_be_bytes(), b"QUL\x01");
         assert!(is_reserved_version(0x1a2a3a4a));
         assert!(is_reserved_version(0xfafafafa));

@@ -47,7 +47,7 @@ fn certificate(dir: &Path) -> Result<(CertificateDer<'static>, PrivateKeyDer<'st
             .map_err(|e| format!("rcgen: {e}"))?;
         write_file(&cert_pem, ck.cert.pem().as_bytes(), 0o644)?;
         write_file(&dir.join("cert.der"), ck.cert.der(), 0o644)?;
-        write_file(&key_pem, ck.key_pair.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&key_pem, ck.signing_key.serialize_pem().as_bytes(), 0o600)?;
     }
     let cert = CertificateDer::from_pem_file(&cert_pem)
         .map_err(|e| format!("{}: {e}", cert_pem.display()))?;

@@ -1,0 +1,1007 @@
+//! `quiche-peer`: Cloudflare's quiche (crates.io; BoringSSL built from source with
+//! cmake) as a reference QUIC peer for quill's interop checks and the comparison
+//! harness. The command line and the stream protocol are the shared ones of
+//! [`quill_interop::refpeers`].
+//!
+//! quiche is a sans-IO library: this file is its event loop, written to show quiche at
+//! its best rather than its example's worst:
+//! - one thread, a `mio` poll, one non-blocking UDP socket with 4 MiB kernel buffers
+//!   requested (what quill's driver asks for);
+//! - receives through quinn-udp: `recvmmsg` batches of `quinn_udp::BATCH_SIZE` buffers
+//!   of 64 KiB, each of which may be a GRO super-datagram (`UDP_GRO`), split by stride;
+//! - sends through quinn-udp with GSO (`UDP_SEGMENT`): consecutive packets of one size
+//!   to one destination are batched into one `sendmsg` of up to 64 KB (a shorter packet
+//!   ends a batch; a longer one or another destination starts the next);
+//! - quiche's pacing release times (`SendInfo::at`) are not enforced — doing so would
+//!   break GSO batches apart; its congestion window still bounds every burst, and each
+//!   connection sends at most `max(send_quantum, one batch)` before the loop goes back to
+//!   the socket, so receives (ACKs) interleave with sends;
+//! - timers: each connection's own `timeout_instant()` kept in an ordered set and
+//!   re-armed after every event on that connection; the poll sleeps until the earliest;
+//! - flow-control windows: `--window` (32 MiB), connection and streams, as quinn gets.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mio::{Events, Interest, Poll, Token, Waker};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use ring::rand::{SecureRandom, SystemRandom};
+use slab::Slab;
+
+use quill_interop::refpeers::{
+    self, encode_header, Cli, ClientArgs, ClientReport, Command, ConnTiming, OnOff, ProbeArgs,
+    ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
+};
+
+const PROG: &str = "quiche-peer";
+const STACK: &str = "quiche";
+
+const SOCK: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Length of every connection ID this peer issues.
+const CID_LEN: usize = 16;
+/// Most bytes in one GSO batch (the kernel's limit is 64 KiB including headers).
+const BATCH_BYTES: usize = 65_000;
+/// One receive buffer: the largest GRO super-datagram.
+const RECV_BUF: usize = 65_536;
+/// RFC 9000 §14.1: a server MUST discard an Initial in a datagram below 1200 bytes, and
+/// §6.1 (via 14.1) applies the same floor to datagrams that would get a Version
+/// Negotiation.
+const MIN_INITIAL: usize = 1200;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static WAKER: OnceLock<Waker> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    if let Some(w) = WAKER.get() {
+        // An eventfd write: async-signal-safe.
+        let _ = w.wake();
+    }
+}
+
+fn main() -> ExitCode {
+    refpeers::process_start();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(a) => server(a).map(|()| 0),
+        Command::Client(a) => client(a).map(|()| 0),
+        Command::Probe(a) => Ok(probe(a)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            refpeers::print_error(PROG, e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The quiche configuration both sides share.
+fn base_config(window: u64) -> Result<quiche::Config, String> {
+    let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(|e| e.to_string())?;
+    c.set_application_protos(&[refpeers::ALPN])
+        .map_err(|e| e.to_string())?;
+    c.set_max_idle_timeout(30_000);
+    c.set_max_recv_udp_payload_size(RECV_BUF);
+    c.set_max_send_udp_payload_size(MAX_UDP_PAYLOAD);
+    c.set_initial_max_data(window);
+    c.set_initial_max_stream_data_bidi_local(window);
+    c.set_initial_max_stream_data_bidi_remote(window);
+    c.set_initial_max_stream_data_uni(0);
+    c.set_initial_max_streams_bidi(1024);
+    c.set_initial_max_streams_uni(0);
+    c.set_max_connection_window(window);
+    c.set_max_stream_window(window);
+    c.set_disable_active_migration(true);
+    Ok(c)
+}
+
+// ---------------------------------------------------------------------------
+// Socket I/O
+// ---------------------------------------------------------------------------
+
+struct Io {
+    poll: Poll,
+    sock: mio::net::UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+    max_segments: usize,
+    bufs: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+    out: Vec<u8>,
+    /// A batch in `out` the kernel refused with EAGAIN: (length, destination, segment).
+    pending: Option<(usize, SocketAddr, Option<usize>)>,
+}
+
+impl Io {
+    fn bind(addr: SocketAddr, gso: OnOff, gro: OnOff) -> Result<Io, String> {
+        let std_sock = refpeers::bind_udp(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+        let state = UdpSocketState::new((&std_sock).into())
+            .map_err(|e| format!("cannot set up the socket: {e}"))?;
+        if !gro.on() {
+            use std::os::fd::AsFd;
+            refpeers::disable_gro(std_sock.as_fd())
+                .map_err(|e| format!("cannot turn GRO off: {e}"))?;
+        }
+        let local = std_sock.local_addr().map_err(|e| e.to_string())?;
+        let mut sock = mio::net::UdpSocket::from_std(std_sock);
+        let poll = Poll::new().map_err(|e| e.to_string())?;
+        poll.registry()
+            .register(&mut sock, SOCK, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        let max_segments = if gso.on() {
+            state.max_gso_segments().max(1)
+        } else {
+            1
+        };
+        let batch = quinn_udp::BATCH_SIZE.max(1);
+        Ok(Io {
+            poll,
+            sock,
+            state,
+            local,
+            max_segments,
+            bufs: (0..batch).map(|_| vec![0u8; RECV_BUF]).collect(),
+            metas: vec![RecvMeta::default(); batch],
+            out: vec![0u8; BATCH_BYTES + MAX_UDP_PAYLOAD],
+            pending: None,
+        })
+    }
+
+    /// Sends `out[..len]`; `Ok(false)` when the kernel said EAGAIN (kept as pending).
+    fn send_out(&mut self, len: usize, dst: SocketAddr, seg: Option<usize>) -> io::Result<bool> {
+        let t = Transmit {
+            destination: dst,
+            ecn: None,
+            contents: &self.out[..len],
+            segment_size: seg,
+            src_ip: None,
+        };
+        match self.state.try_send((&self.sock).into(), &t) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.pending = Some((len, dst, seg));
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Retries the pending batch; true when nothing is pending any more.
+    fn retry_pending(&mut self) -> bool {
+        let Some((len, dst, seg)) = self.pending.take() else {
+            return true;
+        };
+        // A hard error loses the batch, like a lost packet.
+        self.send_out(len, dst, seg).unwrap_or(true)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------
+
+/// A connection ID copied off a datagram.
+#[derive(Clone, Copy)]
+struct Cid {
+    len: usize,
+    bytes: [u8; 20],
+}
+
+impl Cid {
+    fn new(s: &[u8]) -> Option<Cid> {
+        let mut bytes = [0u8; 20];
+        bytes.get_mut(..s.len())?.copy_from_slice(s);
+        Some(Cid {
+            len: s.len(),
+            bytes,
+        })
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+#[derive(Default)]
+struct ServerStream {
+    header: [u8; HEADER_LEN],
+    have: usize,
+    fin_received: bool,
+    remaining: u64,
+}
+
+#[derive(Default)]
+struct ServerApp {
+    streams: HashMap<u64, ServerStream>,
+}
+
+struct ClientApp {
+    index: usize,
+    download: u64,
+    connect_start: Instant,
+    established: Option<Instant>,
+    transfer_start: Option<Instant>,
+    header: [u8; HEADER_LEN],
+    header_sent: usize,
+    upload_left: u64,
+    fin_sent: bool,
+    got: u64,
+    first_byte: Option<Instant>,
+    end: Option<Instant>,
+    recv_error: Option<quiche::Error>,
+}
+
+enum App {
+    Server(ServerApp),
+    Client(Box<ClientApp>),
+}
+
+struct Conn {
+    q: quiche::Connection,
+    ids: Vec<Vec<u8>>,
+    timer: Option<Instant>,
+    dirty: bool,
+    /// A packet that did not fit the previous GSO batch.
+    held: Vec<u8>,
+    held_to: Option<SocketAddr>,
+    app: App,
+}
+
+/// The state of one finished client connection.
+enum Finished {
+    Ok(usize, ConnTiming),
+    Failed(usize, String, Option<quiche::Error>),
+}
+
+struct Endpoint {
+    io: Io,
+    config: quiche::Config,
+    conns: Slab<Conn>,
+    ids: HashMap<Vec<u8>, usize>,
+    timers: BTreeSet<(Instant, usize)>,
+    dirty: Vec<usize>,
+    is_server: bool,
+    scratch: Vec<u8>,
+    rng: SystemRandom,
+    finished: Vec<Finished>,
+}
+
+impl Endpoint {
+    fn new(io: Io, config: quiche::Config, is_server: bool) -> Endpoint {
+        Endpoint {
+            io,
+            config,
+            conns: Slab::new(),
+            ids: HashMap::new(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+            is_server,
+            scratch: vec![0u8; RECV_BUF],
+            rng: SystemRandom::new(),
+            finished: Vec::new(),
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn new_cid(&self) -> Result<[u8; CID_LEN], String> {
+        let mut scid = [0u8; CID_LEN];
+        self.rng
+            .fill(&mut scid)
+            .map_err(|_| "the system random generator failed".to_string())?;
+        Ok(scid)
+    }
+
+    /// Starts a client connection (`index` among the run's connections).
+    fn connect(
+        &mut self,
+        peer: SocketAddr,
+        index: usize,
+        upload: u64,
+        download: u64,
+    ) -> Result<(), String> {
+        let scid = self.new_cid()?;
+        let q = quiche::connect(
+            Some(refpeers::SERVER_NAME),
+            &quiche::ConnectionId::from_ref(&scid),
+            self.io.local,
+            peer,
+            &mut self.config,
+        )
+        .map_err(|e| format!("quiche::connect: {e}"))?;
+        let app = App::Client(Box::new(ClientApp {
+            index,
+            download,
+            connect_start: Instant::now(),
+            established: None,
+            transfer_start: None,
+            header: encode_header(download),
+            header_sent: 0,
+            upload_left: upload,
+            fin_sent: false,
+            got: 0,
+            first_byte: None,
+            end: None,
+            recv_error: None,
+        }));
+        let key = self.conns.insert(Conn {
+            q,
+            ids: vec![scid.to_vec()],
+            timer: None,
+            dirty: false,
+            held: Vec::with_capacity(MAX_UDP_PAYLOAD),
+            held_to: None,
+            app,
+        });
+        self.ids.insert(scid.to_vec(), key);
+        self.mark_dirty(key);
+        Ok(())
+    }
+
+    /// One turn: wait for the socket or the earliest timer, then receive everything
+    /// (interleaved with servicing the connections it touched) and fire due timers.
+    fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> Result<(), String> {
+        let now = Instant::now();
+        let mut wait = self
+            .timers
+            .first()
+            .map(|(t, _)| t.saturating_duration_since(now));
+        if let Some(m) = max_wait {
+            wait = Some(wait.map_or(m, |w| w.min(m)));
+        }
+        if !self.dirty.is_empty() {
+            wait = Some(Duration::ZERO);
+        }
+        match self.io.poll.poll(events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+        let mut writable = false;
+        for ev in events.iter() {
+            if ev.token() == SOCK && ev.is_writable() {
+                writable = true;
+            }
+        }
+        if writable && self.io.pending.is_some() && self.io.retry_pending() {
+            // Everyone may have been held back by the full socket buffer.
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for k in keys {
+                self.mark_dirty(k);
+            }
+        }
+        // Bounded: each pass either reads a batch or ends the loop on EAGAIN, and the
+        // pass count is capped so that timers and sends are never starved.
+        for _ in 0..1024 {
+            let got = self.recv_batch();
+            self.fire_timers();
+            self.service_dirty();
+            if got == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one `recvmmsg` batch and feeds every datagram to its connection; returns
+    /// the number of messages read (0 on EAGAIN).
+    fn recv_batch(&mut self) -> usize {
+        let mut bufs = std::mem::take(&mut self.io.bufs);
+        let n = {
+            let mut iovs: Vec<IoSliceMut<'_>> = bufs
+                .iter_mut()
+                .map(|b| IoSliceMut::new(&mut b[..]))
+                .collect();
+            match self
+                .io
+                .state
+                .recv((&self.io.sock).into(), &mut iovs, &mut self.io.metas)
+            {
+                Ok(n) => n,
+                Err(_) => 0,
+            }
+        };
+        for i in 0..n {
+            let meta = self.io.metas[i];
+            let len = meta.len.min(RECV_BUF);
+            let stride = meta.stride.clamp(1, RECV_BUF);
+            for dgram in bufs[i][..len].chunks_mut(stride) {
+                self.on_datagram(dgram, meta.addr);
+            }
+        }
+        self.io.bufs = bufs;
+        n
+    }
+
+    fn on_datagram(&mut self, pkt: &mut [u8], from: SocketAddr) {
+        let Some(&first) = pkt.first() else {
+            return;
+        };
+        let long = first & 0x80 != 0;
+        let (dcid, long_info) = if long {
+            // RFC 8999 §5.1: the version-independent long header.
+            match quill_transport::wire::parse_invariant(pkt) {
+                Ok(h) => match (Cid::new(h.dcid), Cid::new(h.scid)) {
+                    (Some(d), Some(s)) => (d, Some((h.version, s))),
+                    _ => return,
+                },
+                Err(_) => return,
+            }
+        } else {
+            match pkt.get(1..1 + CID_LEN).and_then(Cid::new) {
+                Some(d) => (d, None),
+                None => return,
+            }
+        };
+        let key = match self.ids.get(dcid.as_slice()) {
+            Some(&k) => k,
+            None => {
+                let Some((version, scid)) = long_info else {
+                    return;
+                };
+                if !self.is_server || version == 0 || pkt.len() < MIN_INITIAL {
+                    return;
+                }
+                if !quiche::version_is_supported(version) {
+                    // RFC 9000 §6.1: "If the version selected by the client is not
+                    // acceptable to the server, the server responds with a Version
+                    // Negotiation packet".
+                    self.send_version_negotiation(&scid, &dcid, from);
+                    return;
+                }
+                // RFC 9000 §17.2.2: only an Initial starts a connection.
+                if (first >> 4) & 0x03 != 0 {
+                    return;
+                }
+                match self.accept(&dcid, from) {
+                    Some(k) => k,
+                    None => return,
+                }
+            }
+        };
+        let to = self.io.local;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        match c.q.recv(pkt, quiche::RecvInfo { from, to }) {
+            Ok(_) | Err(quiche::Error::Done) => {}
+            Err(e) => {
+                if let App::Client(app) = &mut c.app {
+                    app.recv_error.get_or_insert(e);
+                }
+            }
+        }
+        self.mark_dirty(key);
+    }
+
+    fn send_version_negotiation(&mut self, scid: &Cid, dcid: &Cid, to: SocketAddr) {
+        if self.io.pending.is_some() {
+            return; // best effort: the client will retransmit
+        }
+        let scid = quiche::ConnectionId::from_ref(scid.as_slice());
+        let dcid = quiche::ConnectionId::from_ref(dcid.as_slice());
+        if let Ok(n) = quiche::negotiate_version(&scid, &dcid, &mut self.io.out) {
+            if let Ok(false) = self.io.send_out(n, to, None) {
+                self.io.pending = None; // stateless: drop rather than hold
+            }
+        }
+    }
+
+    fn accept(&mut self, odcid: &Cid, from: SocketAddr) -> Option<usize> {
+        let scid = self.new_cid().ok()?;
+        let q = quiche::accept(
+            &quiche::ConnectionId::from_ref(&scid),
+            None,
+            self.io.local,
+            from,
+            &mut self.config,
+        )
+        .ok()?;
+        let key = self.conns.insert(Conn {
+            q,
+            ids: vec![scid.to_vec(), odcid.as_slice().to_vec()],
+            timer: None,
+            dirty: false,
+            held: Vec::with_capacity(MAX_UDP_PAYLOAD),
+            held_to: None,
+            app: App::Server(ServerApp::default()),
+        });
+        // The client's Initial retransmissions still carry its original DCID.
+        self.ids.insert(scid.to_vec(), key);
+        self.ids.insert(odcid.as_slice().to_vec(), key);
+        Some(key)
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(t, key)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(c) = self.conns.get_mut(key) {
+                c.timer = None;
+                c.q.on_timeout();
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn service_dirty(&mut self) {
+        let keys = std::mem::take(&mut self.dirty);
+        for key in keys {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.dirty = false;
+            }
+            self.service(key);
+        }
+    }
+
+    /// Application work, then sends, then the timer, then removal when closed.
+    fn service(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &mut c.app {
+            App::Server(app) => server_streams(&mut c.q, app, &mut self.scratch),
+            App::Client(app) => client_streams(&mut c.q, app, &mut self.scratch),
+        }
+        let more = flush(&mut self.io, c);
+        let client_done = match &c.app {
+            App::Client(app) => app.end.is_some() || app.recv_error.is_some(),
+            App::Server(_) => false,
+        };
+        if c.q.is_closed() || (client_done && !more) {
+            self.remove(key);
+            return;
+        }
+        if more && self.io.pending.is_none() {
+            self.mark_dirty(key);
+        }
+        self.rearm(key);
+    }
+
+    fn rearm(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let next = c.q.timeout_instant();
+        if next != c.timer {
+            if let Some(old) = c.timer {
+                self.timers.remove(&(old, key));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, key));
+            }
+            c.timer = next;
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        let c = self.conns.remove(key);
+        if let Some(t) = c.timer {
+            self.timers.remove(&(t, key));
+        }
+        for id in &c.ids {
+            if self.ids.get(id) == Some(&key) {
+                self.ids.remove(id);
+            }
+        }
+        if let App::Client(app) = c.app {
+            self.finished.push(finish_client(&c.q, &app));
+        }
+    }
+
+    /// Closes every connection and sends the CONNECTION_CLOSE frames once.
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(c) = self.conns.get_mut(key) {
+                let _ = c.q.close(true, 0, b"shutting down");
+                let _ = flush(&mut self.io, c);
+            }
+        }
+    }
+}
+
+fn finish_client(q: &quiche::Connection, app: &ClientApp) -> Finished {
+    if let (Some(end), Some(established), Some(start)) =
+        (app.end, app.established, app.transfer_start)
+    {
+        if app.got == app.download {
+            return Finished::Ok(
+                app.index,
+                ConnTiming {
+                    connect_start: app.connect_start,
+                    established,
+                    transfer_start: start,
+                    first_byte: app.first_byte.unwrap_or(end),
+                    transfer_end: end,
+                    downloaded: app.got,
+                },
+            );
+        }
+        return Finished::Failed(
+            app.index,
+            format!("received {} bytes, expected {}", app.got, app.download),
+            None,
+        );
+    }
+    let why = if let Some(e) = app.recv_error {
+        format!("quiche: {e:?}")
+    } else if let Some(e) = q.peer_error() {
+        format!(
+            "closed by the server: code {:#x} {}",
+            e.error_code,
+            String::from_utf8_lossy(&e.reason)
+        )
+    } else if let Some(e) = q.local_error() {
+        format!(
+            "closed locally: code {:#x} {}",
+            e.error_code,
+            String::from_utf8_lossy(&e.reason)
+        )
+    } else if q.is_timed_out() {
+        "the connection timed out".to_string()
+    } else {
+        "the connection closed".to_string()
+    };
+    Finished::Failed(app.index, why, app.recv_error)
+}
+
+/// Server side of the stream protocol on every readable stream, then the answers.
+fn server_streams(q: &mut quiche::Connection, app: &mut ServerApp, scratch: &mut [u8]) {
+    if !(q.is_established() || q.is_in_early_data()) {
+        return;
+    }
+    for s in q.readable() {
+        let st = app.streams.entry(s).or_default();
+        loop {
+            match q.stream_recv(s, scratch) {
+                Ok((n, fin)) => {
+                    if st.have < HEADER_LEN {
+                        let take = n.min(HEADER_LEN - st.have);
+                        st.header[st.have..st.have + take].copy_from_slice(&scratch[..take]);
+                        st.have += take;
+                    }
+                    if fin {
+                        st.fin_received = true;
+                        st.remaining = if st.have == HEADER_LEN {
+                            u64::from_be_bytes(st.header)
+                        } else {
+                            0
+                        };
+                        break;
+                    }
+                }
+                Err(quiche::Error::Done) => break,
+                Err(_) => {
+                    st.fin_received = false;
+                    break;
+                }
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for (&s, st) in app.streams.iter_mut() {
+        if !st.fin_received {
+            continue;
+        }
+        loop {
+            let chunk = st.remaining.min(ZEROS.len() as u64) as usize;
+            let last = st.remaining == chunk as u64;
+            match q.stream_send(s, &ZEROS[..chunk], last) {
+                Ok(n) => {
+                    st.remaining -= n as u64;
+                    if last && n == chunk {
+                        done.push(s);
+                        break;
+                    }
+                    if n < chunk {
+                        break;
+                    }
+                }
+                Err(quiche::Error::Done) => break,
+                Err(_) => {
+                    done.push(s);
+                    break;
+                }
+            }
+        }
+    }
+    for s in done {
+        app.streams.remove(&s);
+    }
+}
+
+/// Client side: once established, send header + upload + FIN on stream 0, read the
+/// answer to FIN, then close.
+fn client_streams(q: &mut quiche::Connection, app: &mut ClientApp, scratch: &mut [u8]) {
+    const STREAM: u64 = 0;
+    if app.end.is_some() || !q.is_established() {
+        return;
+    }
+    let now = Instant::now();
+    app.established.get_or_insert(now);
+    app.transfer_start.get_or_insert(now);
+    while !app.fin_sent {
+        let r = if app.header_sent < HEADER_LEN {
+            let fin = app.upload_left == 0;
+            let buf = app.header;
+            q.stream_send(STREAM, &buf[app.header_sent..], fin)
+                .map(|n| {
+                    app.header_sent += n;
+                    if fin && app.header_sent == HEADER_LEN {
+                        app.fin_sent = true;
+                    }
+                    n
+                })
+        } else {
+            let chunk = app.upload_left.min(ZEROS.len() as u64) as usize;
+            let last = app.upload_left == chunk as u64;
+            q.stream_send(STREAM, &ZEROS[..chunk], last).map(|n| {
+                app.upload_left -= n as u64;
+                if last && n == chunk {
+                    app.fin_sent = true;
+                }
+                n
+            })
+        };
+        match r {
+            Ok(0) if !app.fin_sent => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    for s in q.readable() {
+        loop {
+            match q.stream_recv(s, scratch) {
+                Ok((n, fin)) => {
+                    let t = Instant::now();
+                    app.first_byte.get_or_insert(t);
+                    app.got += n as u64;
+                    if fin {
+                        app.end = Some(t);
+                        let _ = q.close(true, 0, b"done");
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Sends what `c` has, in GSO batches of same-size packets; true if it has more to
+/// send (stopped by the burst limit or a full socket buffer).
+fn flush(io: &mut Io, c: &mut Conn) -> bool {
+    if io.pending.is_some() {
+        return true;
+    }
+    let limit = c.q.send_quantum().max(BATCH_BYTES);
+    let mut sent = 0usize;
+    loop {
+        let mut len = 0usize;
+        let mut seg = 0usize;
+        let mut count = 0usize;
+        let mut dst = None;
+        if let Some(to) = c.held_to.take() {
+            len = c.held.len();
+            io.out[..len].copy_from_slice(&c.held);
+            seg = len;
+            count = 1;
+            dst = Some(to);
+        }
+        let mut drained = false;
+        while count < io.max_segments && len + MAX_UDP_PAYLOAD <= BATCH_BYTES {
+            match c.q.send(&mut io.out[len..len + MAX_UDP_PAYLOAD]) {
+                Ok((n, info)) => {
+                    if count == 0 {
+                        seg = n;
+                        dst = Some(info.to);
+                        len = n;
+                        count = 1;
+                    } else if Some(info.to) != dst || n > seg {
+                        // Does not fit this batch: keep it for the next one.
+                        c.held.clear();
+                        c.held.extend_from_slice(&io.out[len..len + n]);
+                        c.held_to = Some(info.to);
+                        break;
+                    } else {
+                        len += n;
+                        count += 1;
+                        if n < seg {
+                            break; // a short packet can only end a GSO batch
+                        }
+                    }
+                }
+                Err(_) => {
+                    // Done, or a fatal error that quiche turned into a close.
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        let Some(to) = dst else {
+            return false;
+        };
+        let segment = (count > 1).then_some(seg);
+        match io.send_out(len, to, segment) {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(_) => {} // lost like a dropped packet; quiche recovers
+        }
+        sent += len;
+        if drained && c.held_to.is_none() {
+            return false;
+        }
+        if sent >= limit {
+            return true;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+fn install_stop(io: &Io, watch_stdin: bool) -> Result<(), String> {
+    let waker = Waker::new(io.poll.registry(), WAKE).map_err(|e| e.to_string())?;
+    let _ = WAKER.set(waker);
+    // SAFETY: installing an async-signal-safe handler (an atomic store and an eventfd
+    // write) for SIGTERM and SIGINT.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    if watch_stdin {
+        refpeers::watch_stdin(|| on_signal(0));
+    }
+    Ok(())
+}
+
+fn server(a: ServerArgs) -> Result<(), String> {
+    let files = refpeers::ensure_certificate(&a.cert_dir).map_err(|e| {
+        format!(
+            "cannot write the certificate into {}: {e}",
+            a.cert_dir.display()
+        )
+    })?;
+    let mut config = base_config(a.window)?;
+    config
+        .load_cert_chain_from_pem_file(&files.cert_pem.to_string_lossy())
+        .map_err(|e| format!("cannot load {}: {e}", files.cert_pem.display()))?;
+    config
+        .load_priv_key_from_pem_file(&files.key_pem.to_string_lossy())
+        .map_err(|e| format!("cannot load {}: {e}", files.key_pem.display()))?;
+    config.verify_peer(false);
+    let io = Io::bind(a.listen, a.gso, a.gro)?;
+    install_stop(&io, !a.ignore_stdin)?;
+    let addr = io.local;
+    let mut ep = Endpoint::new(io, config, true);
+    refpeers::print_listening(addr);
+    let mut events = Events::with_capacity(64);
+    while !STOP.load(Ordering::SeqCst) {
+        ep.turn(&mut events, None)?;
+    }
+    ep.close_all();
+    Ok(())
+}
+
+fn client(a: ClientArgs) -> Result<(), String> {
+    let mut config = base_config(a.window)?;
+    config.verify_peer(true);
+    config
+        .load_verify_locations_from_file(&a.ca.to_string_lossy())
+        .map_err(|e| format!("cannot load {}: {e}", a.ca.display()))?;
+    let io = Io::bind(refpeers::local_bind_for(a.connect), a.gso, a.gro)?;
+    let mut ep = Endpoint::new(io, config, false);
+    let total = a.connections as usize;
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
+    let wall_start = Instant::now();
+    let mut results: Vec<Option<ConnTiming>> = vec![None; total];
+    let mut next = 0usize;
+    let mut done = 0usize;
+    let mut events = Events::with_capacity(64);
+    while done < total {
+        while next < total && ep.conns.len() < a.concurrency as usize {
+            ep.connect(a.connect, next, a.upload, a.download)?;
+            next += 1;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!("timed out after {} s", a.timeout_secs));
+        }
+        ep.turn(&mut events, Some(deadline - now))?;
+        for f in ep.finished.drain(..) {
+            match f {
+                Finished::Ok(i, t) => {
+                    done += 1;
+                    results[i] = Some(t);
+                }
+                Finished::Failed(i, why, _) => {
+                    return Err(format!("connection {}: {why}", i + 1));
+                }
+            }
+        }
+    }
+    let wall = wall_start.elapsed();
+    let timings: Vec<ConnTiming> = results.into_iter().flatten().collect();
+    let report = ClientReport::from_timings(STACK, a.upload, a.download, &timings, wall)
+        .ok_or("no connection completed")?;
+    refpeers::print_json_line(&report.to_json());
+    Ok(())
+}
+
+fn probe(a: ProbeArgs) -> u8 {
+    let (outcome, detail) = match probe_inner(&a) {
+        Ok(r) => r,
+        Err(e) => (ProbeOutcome::Error, e),
+    };
+    ProbeReport {
+        stack: STACK,
+        outcome,
+        detail,
+    }
+    .emit()
+}
+
+fn probe_inner(a: &ProbeArgs) -> Result<(ProbeOutcome, String), String> {
+    // Certificate verification on, with no trusted root: refuses everything.
+    let mut config = base_config(refpeers::DEFAULT_WINDOW)?;
+    config.verify_peer(true);
+    let io = Io::bind(refpeers::local_bind_for(a.connect), OnOff::On, OnOff::On)?;
+    let mut ep = Endpoint::new(io, config, false);
+    ep.connect(a.connect, 0, 0, 0)?;
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
+    let mut events = Events::with_capacity(16);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok((
+                ProbeOutcome::Timeout,
+                format!("quiche: no answer within {} s", a.timeout_secs),
+            ));
+        }
+        ep.turn(&mut events, Some(deadline - now))?;
+        // The VN shows up as an error from Connection::recv before the connection is
+        // gone; look at the live connection first.
+        if let Some((_, c)) = ep.conns.iter().next() {
+            if c.q.is_established() {
+                return Ok((
+                    ProbeOutcome::Connected,
+                    "quiche: the handshake completed".into(),
+                ));
+            }
+        }
+        if let Some(f) = ep.finished.pop() {
+            return Ok(match f {
+                Finished::Failed(_, _, Some(quiche::Error::UnknownVersion)) => (
+                    ProbeOutcome::VersionMismatch,
+                    "quiche: Connection::recv returned Error::UnknownVersion (the server's \
+                     Version Negotiation lists no version quiche supports)"
+                        .to_string(),
+                ),
+                Finished::Failed(_, why, _) => (ProbeOutcome::Error, why),
+                Finished::Ok(..) => (
+                    ProbeOutcome::Connected,
+                    "quiche: the handshake completed".into(),
+                ),
+            });
+        }
+    }
+}
