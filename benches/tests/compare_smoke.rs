@@ -207,7 +207,11 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     assert_eq!(s["lost_while_held"], 0, "{s}");
     assert_eq!(s["clients"].as_array().unwrap().len(), 2);
     assert!(s["keep_alive_samples"].as_u64().unwrap() > 0, "{s}");
-    for key in ["keep_alive_rtt_ms", "keep_alive_lateness_ms"] {
+    for key in [
+        "keep_alive_rtt_ms",
+        "keep_alive_lateness_ms",
+        "client_timer_lateness_ms",
+    ] {
         let q = &s[key];
         assert!(
             f(&q["p50"]) <= f(&q["p99"]) && f(&q["p99"]) <= f(&q["max"]),

@@ -514,9 +514,15 @@ struct RttSampler {
     settle: Duration,
     /// Time between scans.
     period: Duration,
-    /// Per held connection: keep-alives already sampled (or skipped).
-    seen: Vec<u64>,
+    keep_alive: Duration,
+    /// Per held connection: keep-alives already sampled (or skipped), and when the
+    /// last of them was sent.
+    seen: Vec<(u64, Option<Instant>)>,
     samples_us: Vec<u64>,
+    /// This client loop's own timer lateness: a keep-alive is due one interval after
+    /// the previous one (nothing else ack-eliciting is sent), so the gap between two
+    /// consecutive ones minus the interval is how late this loop's turn came.
+    own_late_us: Vec<u64>,
 }
 
 impl RttSampler {
@@ -526,16 +532,18 @@ impl RttSampler {
         let seen = held
             .iter()
             .map(|h| {
-                ev.endpoint()
-                    .connection(*h)
-                    .map_or(0, |c| c.stats().keep_alives_sent)
+                ev.endpoint().connection(*h).map_or((0, None), |c| {
+                    (c.stats().keep_alives_sent, c.stats().last_keep_alive)
+                })
             })
             .collect();
         RttSampler {
             settle: (keep_alive / 2).min(Duration::from_millis(500)),
             period: (keep_alive / 4).min(Duration::from_secs(1)),
+            keep_alive,
             seen,
             samples_us: Vec::new(),
+            own_late_us: Vec::new(),
         }
     }
 
@@ -547,13 +555,18 @@ impl RttSampler {
                 continue;
             };
             let n = c.stats().keep_alives_sent;
-            let settled = c
-                .stats()
-                .last_keep_alive
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.settle);
-            if n != self.seen[i] && settled {
-                self.seen[i] = n;
+            let last = c.stats().last_keep_alive;
+            let settled = last.is_some_and(|t| now.saturating_duration_since(t) >= self.settle);
+            let (seen, prev) = self.seen[i];
+            if n != seen && settled {
                 self.samples_us.push(c.latest_rtt().as_micros() as u64);
+                if let (true, Some(a), Some(b)) = (n == seen + 1, prev, last) {
+                    let late = b
+                        .saturating_duration_since(a)
+                        .saturating_sub(self.keep_alive);
+                    self.own_late_us.push(late.as_micros() as u64);
+                }
+                self.seen[i] = (n, last);
             }
         }
         ev.handler().held = held;
@@ -643,6 +656,7 @@ pub fn idle(server: SocketAddr, o: &IdleOptions) -> Result<(), String> {
         "keep_alive_rtt_p99_ms": crate::stats::quantile(&mut rtts_ms, 0.99),
         "keep_alive_rtt_max_ms": crate::stats::quantile(&mut rtts_ms, 1.0),
         "keep_alive_rtt_us": sampler.samples_us,
+        "own_timer_lateness_us": sampler.own_late_us,
     });
     println!("{out}");
     Ok(())

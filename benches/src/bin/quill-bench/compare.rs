@@ -894,6 +894,7 @@ struct SessionsResult {
     server_cpu_pct: f64,
     rtt_ms: [f64; 3],
     lateness_ms: [f64; 3],
+    client_timer_ms: [f64; 3],
     samples: usize,
     ack_delay_ms: f64,
     clients: Vec<Value>,
@@ -982,6 +983,17 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
         .map(|us| us / 1e3)
         .collect();
     let mut late: Vec<f64> = rtt.iter().map(|r| (r - ack_delay_ms).max(0.0)).collect();
+    let mut own: Vec<f64> = outs
+        .iter()
+        .flat_map(|v| {
+            v["own_timer_lateness_us"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|x| x.as_f64())
+        .map(|us| us / 1e3)
+        .collect();
     let q = |v: &mut Vec<f64>| [quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1.0)];
     let lost = outs
         .iter()
@@ -991,6 +1003,7 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
     for v in outs.iter_mut() {
         if let Some(m) = v.as_object_mut() {
             m.remove("keep_alive_rtt_us");
+            m.remove("own_timer_lateness_us");
         }
     }
     Ok(SessionsResult {
@@ -1002,6 +1015,7 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
         samples: rtt.len(),
         rtt_ms: q(&mut rtt),
         lateness_ms: q(&mut late),
+        client_timer_ms: q(&mut own),
         ack_delay_ms,
         clients: outs,
     })
@@ -1101,6 +1115,7 @@ pub fn run(o: &Options) -> Result<(), String> {
                     "keep_alive_samples": s.samples,
                     "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
                     "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
+                    "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
                     "clients": s.clients,
                 }),
                 Err(e) => json!({ "error": e }),
@@ -1226,10 +1241,10 @@ fn print_tables(
         println!();
         match s {
             Ok(s) => {
-                println!("| connected | lost | server RSS | bytes/session | server CPU (% of a core) | keep-alive RTT p50 / p99 ms | lateness p50 / p99 / max ms | samples |");
-                println!("|---|---|---|---|---|---|---|---|");
+                println!("| connected | lost | server RSS | bytes/session | server CPU (% of a core) | keep-alive RTT p50 / p99 ms | lateness p50 / p99 / max ms | clients' own timer lateness p50 / p99 ms | samples |");
+                println!("|---|---|---|---|---|---|---|---|---|");
                 println!(
-                    "| {} | {} | {:.1} MiB | {:.0} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} |",
+                    "| {} | {} | {:.1} MiB | {:.0} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {} |",
                     s.connected,
                     s.lost,
                     s.rss_kib as f64 / 1024.0,
@@ -1240,6 +1255,8 @@ fn print_tables(
                     s.lateness_ms[0],
                     s.lateness_ms[1],
                     s.lateness_ms[2],
+                    s.client_timer_ms[0],
+                    s.client_timer_ms[1],
                     s.samples
                 );
                 println!(
