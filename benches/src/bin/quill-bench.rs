@@ -374,6 +374,58 @@ mod tests {
     }
 
     #[test]
+    fn parses_compare_stacks_and_measurements() {
+        let cli = Cli::try_parse_from([
+            "quill-bench",
+            "compare",
+            "--rounds",
+            "2",
+            "--stacks",
+            "quill,tcp-tls",
+            "--what",
+            "bulk,sessions",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Compare {
+                rounds,
+                bytes,
+                stacks,
+                what,
+                sessions,
+                json,
+                ..
+            } => {
+                assert_eq!((rounds, bytes, json, sessions), (2, 1 << 30, true, 100_000));
+                assert_eq!(stacks, [compare::Stack::Quill, compare::Stack::TcpTls]);
+                assert_eq!(what, [compare::What::Bulk, compare::What::Sessions]);
+            }
+            _ => panic!("wrong subcommand"),
+        }
+        let cli = Cli::try_parse_from(["quill-bench", "compare"]).unwrap();
+        match cli.command {
+            Command::Compare { stacks, what, .. } => {
+                assert_eq!(stacks, [compare::Stack::All]);
+                assert_eq!(what, [compare::What::All]);
+            }
+            _ => panic!("wrong subcommand"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_compare_and_tcp_arguments() {
+        for args in [
+            &["quill-bench", "compare", "--stacks", "msquic"][..],
+            &["quill-bench", "compare", "--what", "everything"],
+            &["quill-bench", "compare", "--keep-alive-ms", "15000"],
+            &["quill-bench", "tcp-client", "127.0.0.1:1", "--tls"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
     fn rejects_an_unknown_suite() {
         assert!(
             Cli::try_parse_from(["quill-bench", "client", "127.0.0.1:1", "--suite", "rc4"])
