@@ -1080,6 +1080,10 @@ pub fn run(o: &Options) -> Result<(), String> {
                     "handshakes_per_sec": rate_summary(c, |r| r.per_sec).json(),
                     "server_cpu_us_per_handshake": rate_summary(c, |r| r.server_cpu_us).json(),
                     "client_cpu_us_per_handshake": rate_summary(c, |r| r.client_cpu_us).json(),
+                    // What one core would sustain on the server's CPU cost alone.
+                    "server_bound_per_sec": c.runs.iter().flatten().next().map(|_| {
+                        1e6 / rate_summary(c, |r| r.server_cpu_us).median.max(1e-9)
+                    }),
                     "runs": c.runs.iter().map(|r| r.as_ref().map(|r| r.raw.clone())).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "ratios": ratios.iter().map(|r| json!({
@@ -1183,8 +1187,8 @@ fn print_tables(
             o.handshakes, o.concurrency, o.rounds
         );
         println!();
-        println!("| stack | handshakes/s | server CPU µs/handshake | client CPU µs/handshake |");
-        println!("|---|---|---|---|");
+        println!("| stack | handshakes/s | server CPU µs/handshake | client CPU µs/handshake | server-bound ceiling/s (1 core) |");
+        println!("|---|---|---|---|---|");
         for c in configs {
             let name = if is_quill(c.stack) {
                 "quill (PQ + public-key login)"
@@ -1193,16 +1197,18 @@ fn print_tables(
             };
             if c.runs.iter().flatten().next().is_none() {
                 println!(
-                    "| {name} | unavailable: {} | | |",
+                    "| {name} | unavailable: {} | | | |",
                     c.unavailable.as_deref().unwrap_or("no runs")
                 );
                 continue;
             }
+            let server_us = rate_summary(c, |r| r.server_cpu_us);
             println!(
-                "| {name} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {:.0} |",
                 rate_summary(c, |r| r.per_sec).show(0),
-                rate_summary(c, |r| r.server_cpu_us).show(0),
-                rate_summary(c, |r| r.client_cpu_us).show(0)
+                server_us.show(0),
+                rate_summary(c, |r| r.client_cpu_us).show(0),
+                1e6 / server_us.median.max(1e-9)
             );
         }
         for r in ratios.iter().filter(|r| r.count() > 0) {
