@@ -186,6 +186,8 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     let sample = &quill["samples"][0];
     assert_eq!(sample["login"], "publickey");
     assert!(f(&sample["first_byte_ms"]) >= f(&sample["handshake_ms"]));
+    assert!(f(&sample["handshake_ms"]) >= f(&sample["connect_to_established_ms"]));
+    assert!(quill["connect_to_established_ms"]["median"].is_number());
 
     // Rate: every quill handshake logged in with its public key.
     let rate = v["rate"]["stacks"].as_array().expect("rate");

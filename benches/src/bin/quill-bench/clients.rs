@@ -281,6 +281,7 @@ pub fn first_byte(
         error: None,
     };
     let mut ev = client_loop(server, handler)?;
+    let connect_at = Instant::now();
     let h = ev
         .with_context(|_, ctx| {
             ctx.connect(
@@ -309,6 +310,10 @@ pub fn first_byte(
         "suite": suite.name(),
         "login": format!("{login:?}").to_lowercase(),
         "handshake_ms": ms(b.connected_at.expect("connected before the echo")),
+        // The same span as the reference peers' `handshake_ms_median` for one
+        // connection: from the connect call to the login's end.
+        "connect_to_established_ms":
+            (b.connected_at.expect("connected") - connect_at).as_secs_f64() * 1e3,
         "first_byte_ms": ms(b.first_byte_at.expect("done")),
     });
     close_all(&mut ev);

@@ -744,6 +744,15 @@ fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
         .collect()
 }
 
+/// The field of a latency sample that spans connect call → handshake (and login) done.
+fn connect_key(s: Stack) -> &'static str {
+    if is_quill(s) {
+        "connect_to_established_ms"
+    } else {
+        "handshake_ms_median"
+    }
+}
+
 fn latency_name(s: Stack) -> &'static str {
     if is_quill(s) {
         "quill (PQ hybrid + public-key login)"
@@ -1067,6 +1076,7 @@ pub fn run(o: &Options) -> Result<(), String> {
                     "reason": s.unavailable,
                     "first_byte_ms": field(&s.values, "first_byte_ms").json(),
                     "handshake_ms": field(&s.values, "handshake_ms").json(),
+                    "connect_to_established_ms": field(&s.values, connect_key(s.stack)).json(),
                     "samples": s.values,
                 })).collect::<Vec<_>>(),
             })),
@@ -1164,18 +1174,19 @@ fn print_tables(
             o.latency_samples
         );
         println!();
-        println!("| stack | first byte ms | handshake done ms |");
-        println!("|---|---|---|");
+        println!("| stack | first byte ms | handshake done ms | connect → established ms |");
+        println!("|---|---|---|---|");
         for s in l {
             match &s.unavailable {
                 Some(why) if s.values.is_empty() => {
-                    println!("| {} | unavailable: {why} | |", latency_name(s.stack))
+                    println!("| {} | unavailable: {why} | | |", latency_name(s.stack))
                 }
                 _ => println!(
-                    "| {} | {} | {} |",
+                    "| {} | {} | {} | {} |",
                     latency_name(s.stack),
                     field(&s.values, "first_byte_ms").show(2),
-                    field(&s.values, "handshake_ms").show(2)
+                    field(&s.values, "handshake_ms").show(2),
+                    field(&s.values, connect_key(s.stack)).show(2)
                 ),
             }
         }
