@@ -279,6 +279,13 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
     let addr = target.resolve()?;
     let start = Instant::now();
     let conn = blocking_connect(addr, config).map_err(|e| {
+        // A Version Negotiation means a QUIC server answered: it runs, but is not quill.
+        let foreign = matches!(
+            &e,
+            quill_transport::driver::blocking::ConnectError::Connection(
+                quill_transport::ConnectionError::VersionMismatch { .. }
+            )
+        );
         let mut err = CliError::from(e);
         if err.code == CONNECTION {
             let shown = if addr.to_string() == target.display() {
@@ -286,10 +293,12 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
             } else {
                 format!("{} ({addr})", target.display())
             };
-            err.message = format!(
-                "{shown}: {}; check that the server runs and the address is right",
-                err.message
-            );
+            let hint = if foreign {
+                "it is a QUIC server but not a quill server; check the address and port"
+            } else {
+                "check that the server runs and the address is right"
+            };
+            err.message = format!("{shown}: {}; {hint}", err.message);
         }
         err
     })?;

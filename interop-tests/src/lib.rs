@@ -3,7 +3,7 @@
 //! [`relay`] is a userspace UDP relay with seeded, reproducible impairments, placed
 //! between one client and one server on loopback; [`capture`] is what it saw.
 //! [`refpeers`] is the shared code of the reference peers `quinn-peer` and `quiche-peer`
-//! (QUIC stacks nobody on this team wrote), and [`reference`] the checks that quill
+//! (QUIC stacks nobody on this team wrote), and [`reference`](mod@reference) the checks that quill
 //! coexists with them (RFC 8999 version negotiation, issue 7).
 #![warn(missing_docs)]
 

@@ -24,7 +24,20 @@
 //!
 //! Both stacks get the same flow-control windows ([`DEFAULT_WINDOW`]), the same maximum
 //! UDP payload ([`MAX_UDP_PAYLOAD`]), the same socket buffer request
-//! ([`SOCKET_BUFFER`], what quill's driver asks for too) and ALPN [`ALPN`].
+//! ([`SOCKET_BUFFER`], what quill's driver asks for too), zero-copy stream sends of
+//! static data, and ALPN [`ALPN`].
+//!
+//! # Running
+//!
+//! ```text
+//! cargo build --release -p quill-interop --bins      # quiche needs cmake and libclang
+//! target/release/quiche-peer server --cert-dir /tmp/qc < some-pipe &   # "listening 127.0.0.1:PORT"
+//! target/release/quiche-peer client --connect 127.0.0.1:PORT --ca /tmp/qc/cert.pem --upload 1GiB
+//! target/release/quinn-peer probe --connect 127.0.0.1:4433   # against a quill server
+//! ```
+//!
+//! The server stops when its standard input closes: start it with a pipe (or
+//! `--ignore-stdin` and stop it with SIGTERM), not with `< /dev/null`.
 
 use std::fmt;
 use std::fs;

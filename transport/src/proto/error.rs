@@ -143,7 +143,7 @@ impl fmt::Display for ConnectionError {
                 if peer_versions.is_empty() {
                     f.write_str(" (none listed)")?;
                 }
-                f.write_str("; quill speaks only its own version")
+                Ok(())
             }
             ConnectionError::Reset => f.write_str("connection reset by peer (stateless reset)"),
         }
