@@ -14,12 +14,14 @@ fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_quill-bench"))
 }
 
+/// Whether `compare` will find the reference peer `name` (it looks next to itself, or
+/// in `$QUILL_BENCH_PEER_DIR`).
 fn peer_present(name: &str) -> bool {
-    exe()
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(name)
-        .is_file()
+    let dir = match std::env::var_os("QUILL_BENCH_PEER_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => exe().parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    dir.join(name).is_file()
 }
 
 fn compare(args: &[&str]) -> Value {
@@ -224,20 +226,26 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
 
 #[test]
 fn a_missing_reference_peer_is_reported_not_fatal() {
-    if peer_present("quinn-peer") {
-        println!("skipping: quinn-peer is present, so it cannot be reported missing");
-        return;
-    }
-    let v = compare(&[
-        "--rounds",
-        "1",
-        "--bytes",
-        "65536",
-        "--stacks",
-        "tcp,quinn",
-        "--what",
-        "bulk",
-    ]);
+    // An empty directory to look for the peers in: quinn-peer is missing there.
+    let empty = std::env::temp_dir().join(format!("quill-bench-no-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(exe())
+        .args(["compare", "--rounds", "1", "--bytes", "65536"])
+        .args(["--stacks", "tcp,quinn", "--what", "bulk", "--json"])
+        .env("QUILL_BENCH_PEER_DIR", &empty)
+        .output()
+        .expect("run quill-bench");
+    let _ = std::fs::remove_dir_all(&empty);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare failed: {stderr}");
+    assert!(
+        stderr.contains("quinn unavailable")
+            && stderr.contains("cargo build --release -p quill-interop --bins"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: Value =
+        serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     let configs = v["bulk"]["configurations"].as_array().unwrap();
     let quinn = configs.iter().find(|c| c["stack"] == "quinn").unwrap();
     assert_eq!(quinn["available"], false);

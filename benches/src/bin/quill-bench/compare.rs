@@ -4,7 +4,8 @@
 //! quill's are this executable's `server` / `client` / `handshakes` / `idle`
 //! subcommands, TCP's are `tcp-server` / `tcp-client`, and quinn's and quiche's are the
 //! `quinn-peer` / `quiche-peer` executables of package quill-interop, found next to this
-//! executable (their interface: `REFPEERS-INTERFACE` in the interop crate's docs). A
+//! executable or in `$QUILL_BENCH_PEER_DIR` (their interface: the `refpeers` module of
+//! the interop crate). A
 //! stack whose executable is missing or that fails is reported as unavailable, with the
 //! reason, and the others still run.
 //!
@@ -191,13 +192,20 @@ impl Drop for Scratch {
     }
 }
 
+/// Environment variable naming another directory to find quinn-peer / quiche-peer in
+/// (default: this executable's own directory).
+pub const PEER_DIR_ENV: &str = "QUILL_BENCH_PEER_DIR";
+
 /// Where quinn-peer / quiche-peer should be, and whether they are there.
 fn peer_exe(stack: Stack) -> Result<Option<PathBuf>, String> {
     let Some(name) = stack.peer_exe_name() else {
         return Ok(None);
     };
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
+    let dir = match std::env::var_os(PEER_DIR_ENV) {
+        Some(d) => PathBuf::from(d),
+        None => exe.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
     let path = dir.join(name);
     if path.is_file() {
         Ok(Some(path))
