@@ -4,7 +4,9 @@
 //!   echoes bidirectional ones and accepts the password `bench`;
 //! - `client`, `handshakes`, `idle`: the clients of the three measurements;
 //! - `loopback`: the orchestrator that runs server and clients as separate processes
-//!   and measures CPU time and memory from the kernel's accounting.
+//!   and measures CPU time and memory from the kernel's accounting;
+//! - `compare`: quill side by side with quinn, quiche, TCP and TCP + TLS (issue 8),
+//!   with `tcp-server` / `tcp-client` as the TCP ends.
 //!
 //! Everything runs on loopback addresses only; every wait has a timeout.
 
@@ -18,6 +20,8 @@ use clap::{Parser, Subcommand};
 mod clients;
 #[path = "quill-bench/common.rs"]
 mod common;
+#[path = "quill-bench/compare.rs"]
+mod compare;
 #[path = "quill-bench/loopback.rs"]
 mod loopback;
 #[path = "quill-bench/procs.rs"]
@@ -26,6 +30,8 @@ mod procs;
 mod server;
 #[path = "quill-bench/stats.rs"]
 mod stats;
+#[path = "quill-bench/tcp.rs"]
+mod tcp;
 
 /// Loopback benchmarks of the quill transport.
 #[derive(Parser)]
@@ -64,6 +70,13 @@ enum Command {
         /// The only AEAD suite the client offers.
         #[arg(long, value_enum, default_value = "aes256gcm")]
         suite: common::SuiteArg,
+        /// How the client logs in (public-key needs a server with `--accounts`).
+        #[arg(long, value_enum, default_value_t = common::LoginArg::Password)]
+        login: common::LoginArg,
+        /// Instead of the bulk transfer: one byte echoed on a bidirectional stream;
+        /// reports handshake and first-byte times from the start of this process.
+        #[arg(long)]
+        first_byte: bool,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
@@ -102,6 +115,88 @@ enum Command {
         /// Give up connecting after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// Keep-alive interval in milliseconds (at most 14999: the idle timeout is 30 s).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
+        keep_alive_ms: u64,
+        /// After `ready N`, wait for a line on stdin before holding.
+        #[arg(long)]
+        wait_go: bool,
+    },
+    /// quill side by side with quinn, quiche, TCP and TCP + TLS (issue 8): bulk
+    /// goodput / CPU / memory with per-round ratios, handshake latency and rate, idle
+    /// memory, many idle sessions. quinn/quiche need `cargo build --release -p
+    /// quill-interop --bins`.
+    Compare {
+        /// Rounds; each runs every configuration once, in a fixed order.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Bytes per bulk run (client → server).
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+        /// Configurations, comma-separated: all, quill (= quill-aes256,quill-aes128),
+        /// quill-aes256, quill-aes128, quinn, quiche, tcp, tcp-tls.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        stacks: Vec<compare::Stack>,
+        /// Measurements, comma-separated: all, bulk, latency, rate, idle, sessions.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        what: Vec<compare::What>,
+        /// Fresh client processes per stack for the latency measurement.
+        #[arg(long, default_value_t = 10)]
+        latency_samples: usize,
+        /// Connections per handshake-rate run.
+        #[arg(long, default_value_t = 5000)]
+        handshakes: usize,
+        /// Handshakes in flight in the rate runs.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Connections for the idle-memory measurement.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Idle sessions with keep-alives on one server loop.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// Client processes that hold the sessions.
+        #[arg(long, default_value_t = 4)]
+        session_clients: usize,
+        /// Seconds the sessions are held and measured.
+        #[arg(long, default_value_t = 20)]
+        hold_secs: u64,
+        /// Keep-alive interval of the sessions, in milliseconds (below 15000).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
+        keep_alive_ms: u64,
+        /// quill server worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// TCP (or TCP + TLS 1.3 with `--cert-dir`) sink for `compare`; prints
+    /// `listening ADDR`, exits when stdin closes.
+    TcpServer {
+        /// Address to bind (loopback only).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Serve TLS with a self-signed certificate kept in this directory.
+        #[arg(long)]
+        cert_dir: Option<std::path::PathBuf>,
+    },
+    /// One TCP (or TLS) connection sending N bytes; prints a JSON line.
+    TcpClient {
+        /// Server address.
+        addr: SocketAddr,
+        /// Bytes to send.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+        /// Use TLS 1.3 (rustls, ring, AES-256-GCM); needs `--ca`.
+        #[arg(long, requires = "ca")]
+        tls: bool,
+        /// The server's certificate (PEM, or DER if the name ends in .der).
+        #[arg(long, requires = "tls")]
+        ca: Option<std::path::PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// Run every measurement with server and clients as separate processes.
     Loopback {
@@ -130,6 +225,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    common::mark_process_start();
     let result = match Cli::parse().command {
         Command::Server {
             listen,
@@ -141,8 +237,17 @@ fn main() -> ExitCode {
             addr,
             bytes,
             suite,
+            login,
+            first_byte,
             timeout_secs,
-        } => clients::bulk(addr, bytes, suite, Duration::from_secs(timeout_secs)),
+        } => {
+            let timeout = Duration::from_secs(timeout_secs);
+            if first_byte {
+                clients::first_byte(addr, suite, login, timeout)
+            } else {
+                clients::bulk(addr, bytes, suite, login, timeout)
+            }
+        }
         Command::Handshakes {
             addr,
             count,
@@ -162,13 +267,58 @@ fn main() -> ExitCode {
             concurrency,
             hold_secs,
             timeout_secs,
+            keep_alive_ms,
+            wait_go,
         } => clients::idle(
             addr,
-            count,
-            concurrency,
-            Duration::from_secs(hold_secs),
-            Duration::from_secs(timeout_secs),
+            &clients::IdleOptions {
+                count,
+                concurrency,
+                hold: Duration::from_secs(hold_secs),
+                timeout: Duration::from_secs(timeout_secs),
+                keep_alive: Duration::from_millis(keep_alive_ms),
+                wait_go,
+            },
         ),
+        Command::Compare {
+            rounds,
+            bytes,
+            stacks,
+            what,
+            latency_samples,
+            handshakes,
+            concurrency,
+            idle,
+            sessions,
+            session_clients,
+            hold_secs,
+            keep_alive_ms,
+            workers,
+            json,
+        } => compare::run(&compare::Options {
+            rounds,
+            bytes,
+            stacks,
+            what,
+            latency_samples,
+            handshakes,
+            concurrency,
+            idle,
+            sessions,
+            session_clients,
+            hold_secs,
+            keep_alive_ms,
+            workers,
+            json,
+        }),
+        Command::TcpServer { listen, cert_dir } => tcp::server(listen, cert_dir),
+        Command::TcpClient {
+            addr,
+            bytes,
+            tls: _,
+            ca,
+            timeout_secs,
+        } => tcp::client(addr, bytes, ca, Duration::from_secs(timeout_secs)),
         Command::Loopback {
             bytes,
             rounds,
@@ -220,6 +370,58 @@ mod tests {
                 assert_eq!((bytes, rounds, json, idle), (1 << 30, 3, true, 10_000));
             }
             _ => panic!("wrong subcommand"),
+        }
+    }
+
+    #[test]
+    fn parses_compare_stacks_and_measurements() {
+        let cli = Cli::try_parse_from([
+            "quill-bench",
+            "compare",
+            "--rounds",
+            "2",
+            "--stacks",
+            "quill,tcp-tls",
+            "--what",
+            "bulk,sessions",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Compare {
+                rounds,
+                bytes,
+                stacks,
+                what,
+                sessions,
+                json,
+                ..
+            } => {
+                assert_eq!((rounds, bytes, json, sessions), (2, 1 << 30, true, 100_000));
+                assert_eq!(stacks, [compare::Stack::Quill, compare::Stack::TcpTls]);
+                assert_eq!(what, [compare::What::Bulk, compare::What::Sessions]);
+            }
+            _ => panic!("wrong subcommand"),
+        }
+        let cli = Cli::try_parse_from(["quill-bench", "compare"]).unwrap();
+        match cli.command {
+            Command::Compare { stacks, what, .. } => {
+                assert_eq!(stacks, [compare::Stack::All]);
+                assert_eq!(what, [compare::What::All]);
+            }
+            _ => panic!("wrong subcommand"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_compare_and_tcp_arguments() {
+        for args in [
+            &["quill-bench", "compare", "--stacks", "msquic"][..],
+            &["quill-bench", "compare", "--what", "everything"],
+            &["quill-bench", "compare", "--keep-alive-ms", "15000"],
+            &["quill-bench", "tcp-client", "127.0.0.1:1", "--tls"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
     }
 

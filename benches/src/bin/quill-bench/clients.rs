@@ -135,6 +135,7 @@ pub fn bulk(
     server: SocketAddr,
     bytes: u64,
     suite: SuiteArg,
+    login: common::LoginArg,
     timeout: Duration,
 ) -> Result<(), String> {
     let chunk: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 + i / 251) as u8).collect();
@@ -154,7 +155,12 @@ pub fn bulk(
     let mut ev = client_loop(server, handler)?;
     let started = Instant::now();
     let h = ev
-        .with_context(|_, ctx| ctx.connect(common::client_config(suite.suite(), None), server))
+        .with_context(|_, ctx| {
+            ctx.connect(
+                common::client_config_with(suite.suite(), None, login),
+                server,
+            )
+        })
         .map_err(|e| format!("connect: {e}"))?;
     ev.handler().conn = Some(h);
     let finished = ev
@@ -199,6 +205,118 @@ pub fn bulk(
         "gso_batches": loop_stats.gso_batches,
         "send_blocked": loop_stats.send_blocked,
     });
+    println!("{out}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// First byte (handshake latency from a fresh process)
+
+/// One connection; once logged in, one bidirectional stream with one byte and FIN;
+/// done when the server's echo of that byte arrives.
+struct FirstByte {
+    conn: Option<ConnectionHandle>,
+    connected_at: Option<Instant>,
+    stream: Option<StreamId>,
+    first_byte_at: Option<Instant>,
+    error: Option<String>,
+}
+
+impl Handler for FirstByte {
+    fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { .. } => self.connected_at = Some(Instant::now()),
+            Event::ConnectionLost(e) if self.first_byte_at.is_none() => {
+                self.error = Some(format!("connection lost: {e}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        let (Some(h), Some(_)) = (self.conn, self.connected_at) else {
+            return;
+        };
+        let Some(c) = ctx.connection(h) else { return };
+        if self.stream.is_none() {
+            let Some(id) = c.open_stream(Dir::Bi) else {
+                return;
+            };
+            // A fresh stream's send buffer always takes one byte.
+            if let Err(e) = c.write(id, b"q") {
+                self.error = Some(format!("write: {e}"));
+            }
+            let _ = c.finish(id);
+            self.stream = Some(id);
+        }
+        let Some(id) = self.stream else { return };
+        let mut buf = [0u8; 16];
+        match c.read(id, &mut buf) {
+            Ok(ReadOutcome::Data(n)) if n > 0 => {
+                self.first_byte_at.get_or_insert_with(Instant::now);
+            }
+            Ok(ReadOutcome::Finished) if self.first_byte_at.is_none() => {
+                self.error = Some("the server finished the stream without echoing".into());
+            }
+            Ok(_) => {}
+            Err(e) => self.error = Some(format!("read: {e}")),
+        }
+    }
+}
+
+/// `quill-bench client --first-byte`: handshake + login, then one byte echoed on a
+/// bidirectional stream; prints `handshake_ms` and `first_byte_ms`, both measured
+/// from the start of this process (key generation and all included).
+pub fn first_byte(
+    server: SocketAddr,
+    suite: SuiteArg,
+    login: common::LoginArg,
+    timeout: Duration,
+) -> Result<(), String> {
+    let handler = FirstByte {
+        conn: None,
+        connected_at: None,
+        stream: None,
+        first_byte_at: None,
+        error: None,
+    };
+    let mut ev = client_loop(server, handler)?;
+    let connect_at = Instant::now();
+    let h = ev
+        .with_context(|_, ctx| {
+            ctx.connect(
+                common::client_config_with(suite.suite(), None, login),
+                server,
+            )
+        })
+        .map_err(|e| format!("connect: {e}"))?;
+    ev.handler().conn = Some(h);
+    let finished = ev
+        .run_until(timeout, |b, _| {
+            b.first_byte_at.is_some() || b.error.is_some()
+        })
+        .map_err(|e| format!("client loop: {e}"))?;
+    let b = ev.handler();
+    if let Some(e) = b.error.take() {
+        return Err(e);
+    }
+    if !finished {
+        return Err(format!("no echoed byte within {timeout:?}"));
+    }
+    let start = common::process_start();
+    let ms = |t: Instant| (t - start).as_secs_f64() * 1e3;
+    let out = serde_json::json!({
+        "stack": "quill",
+        "suite": suite.name(),
+        "login": format!("{login:?}").to_lowercase(),
+        "handshake_ms": ms(b.connected_at.expect("connected before the echo")),
+        // The same span as the reference peers' `handshake_ms_median` for one
+        // connection: from the connect call to the login's end.
+        "connect_to_established_ms":
+            (b.connected_at.expect("connected") - connect_at).as_secs_f64() * 1e3,
+        "first_byte_ms": ms(b.first_byte_at.expect("done")),
+    });
+    close_all(&mut ev);
     println!("{out}");
     Ok(())
 }
@@ -375,27 +493,138 @@ pub fn handshakes(
     Ok(())
 }
 
-/// `quill-bench idle`: `count` logged-in connections with keep-alives (5 s; idle
-/// timeout 30 s). Prints `ready N` once all are logged in, holds them for `hold`, then
-/// prints JSON.
-pub fn idle(
-    server: SocketAddr,
-    count: usize,
-    concurrency: usize,
-    hold: Duration,
-    timeout: Duration,
-) -> Result<(), String> {
-    let config = common::client_config(SuiteArg::Aes256gcm.suite(), Some(Duration::from_secs(5)));
-    let mut ev = client_loop(server, Many::new(config, server, count, concurrency, false))?;
-    run_many(&mut ev, timeout)?;
+/// How `quill-bench idle` runs.
+pub struct IdleOptions {
+    /// Connections to hold.
+    pub count: usize,
+    /// Handshakes in flight while connecting.
+    pub concurrency: usize,
+    /// How long to hold them once all are logged in (after `go`, with `wait_go`).
+    pub hold: Duration,
+    /// Give up connecting after this long.
+    pub timeout: Duration,
+    /// Keep-alive interval of the client connections.
+    pub keep_alive: Duration,
+    /// After `ready N`, wait for a line on stdin before the hold period starts (so that
+    /// several client processes measure the same period); bounded by `timeout`.
+    pub wait_go: bool,
+}
+
+/// Keep-alive round trips of the held connections: each connection's PING is sampled
+/// once, at the first scan at least `settle` (half a keep-alive interval, at most
+/// 500 ms) after it was sent; its ACK has arrived by then unless the server is that
+/// late. Scans come every quarter interval (at most every second), so that every PING
+/// meets a scan in its settled window.
+struct RttSampler {
+    settle: Duration,
+    /// Time between scans.
+    period: Duration,
+    keep_alive: Duration,
+    /// Per held connection: keep-alives already sampled (or skipped), and when the
+    /// last of them was sent.
+    seen: Vec<(u64, Option<Instant>)>,
+    samples_us: Vec<u64>,
+    /// This client loop's own timer lateness: a keep-alive is due one interval after
+    /// the previous one (nothing else ack-eliciting is sent), so the gap between two
+    /// consecutive ones minus the interval is how late this loop's turn came.
+    own_late_us: Vec<u64>,
+}
+
+impl RttSampler {
+    fn new(ev: &mut EventLoop<Many>, keep_alive: Duration) -> RttSampler {
+        let held = ev.handler().held.clone();
+        // Whatever was sent before the hold (during the connection burst) is not sampled.
+        let seen = held
+            .iter()
+            .map(|h| {
+                ev.endpoint().connection(*h).map_or((0, None), |c| {
+                    (c.stats().keep_alives_sent, c.stats().last_keep_alive)
+                })
+            })
+            .collect();
+        RttSampler {
+            settle: (keep_alive / 2).min(Duration::from_millis(500)),
+            period: (keep_alive / 4).min(Duration::from_secs(1)),
+            keep_alive,
+            seen,
+            samples_us: Vec::new(),
+            own_late_us: Vec::new(),
+        }
+    }
+
+    fn scan(&mut self, ev: &mut EventLoop<Many>) {
+        let held = std::mem::take(&mut ev.handler().held);
+        let now = Instant::now();
+        for (i, h) in held.iter().enumerate() {
+            let Some(c) = ev.endpoint().connection(*h) else {
+                continue;
+            };
+            let n = c.stats().keep_alives_sent;
+            let last = c.stats().last_keep_alive;
+            let settled = last.is_some_and(|t| now.saturating_duration_since(t) >= self.settle);
+            let (seen, prev) = self.seen[i];
+            if n != seen && settled {
+                self.samples_us.push(c.latest_rtt().as_micros() as u64);
+                if let (true, Some(a), Some(b)) = (n == seen + 1, prev, last) {
+                    let late = b
+                        .saturating_duration_since(a)
+                        .saturating_sub(self.keep_alive);
+                    self.own_late_us.push(late.as_micros() as u64);
+                }
+                self.seen[i] = (n, last);
+            }
+        }
+        ev.handler().held = held;
+    }
+}
+
+/// Waits (running the loop) for one line on stdin, at most `limit`.
+fn wait_for_go(ev: &mut EventLoop<Many>, limit: Duration) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = tx.send(());
+    });
+    let deadline = Instant::now() + limit;
+    while rx.try_recv().is_err() {
+        if Instant::now() >= deadline {
+            return Err(format!("no `go` on stdin within {limit:?}"));
+        }
+        ev.run_until(Duration::from_millis(50), |_, _| false)
+            .map_err(|e| format!("client loop: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `quill-bench idle`: `count` logged-in connections with keep-alives (idle timeout
+/// 30 s). Prints `ready N` once all are logged in, holds them for `hold` (sampling the
+/// keep-alives' round trips), then prints JSON.
+pub fn idle(server: SocketAddr, o: &IdleOptions) -> Result<(), String> {
+    let config = common::client_config(SuiteArg::Aes256gcm.suite(), Some(o.keep_alive));
+    let mut ev = client_loop(
+        server,
+        Many::new(config, server, o.count, o.concurrency, false),
+    )?;
+    run_many(&mut ev, o.timeout)?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ready {}", ev.handler().ok);
         let _ = out.flush();
     }
-    let _ = ev
-        .run_until(hold, |_, _| false)
-        .map_err(|e| format!("client loop: {e}"))?;
+    if o.wait_go {
+        wait_for_go(&mut ev, o.timeout)?;
+    }
+    let mut sampler = RttSampler::new(&mut ev, o.keep_alive);
+    let hold_start = Instant::now();
+    let lost_before = ev.handler().lost_after_login;
+    while hold_start.elapsed() < o.hold {
+        // Borrowing a connection re-arms it, so the scan is not every turn.
+        let slice = (o.hold - hold_start.elapsed()).min(sampler.period);
+        ev.run_until(slice, |_, _| false)
+            .map_err(|e| format!("client loop: {e}"))?;
+        sampler.scan(&mut ev);
+    }
     let alive = ev.endpoint().len();
     let held = std::mem::take(&mut ev.handler().held);
     let keep_alives: u64 = held
@@ -410,16 +639,29 @@ pub fn idle(
     let lost = ev.handler().lost_after_login;
     close_all(&mut ev);
     let m = ev.handler();
+    let mut rtts_ms: Vec<f64> = sampler
+        .samples_us
+        .iter()
+        .map(|&us| us as f64 / 1e3)
+        .collect();
     let out = serde_json::json!({
         "count": m.total,
         "ok": m.ok,
         "failed": m.failed,
         "lost_after_login": lost,
+        "lost_while_held": lost - lost_before,
         "alive_after_hold": alive,
         "keep_alives_sent": keep_alives,
+        "keep_alive_ms": o.keep_alive.as_millis() as u64,
         "first_error": m.first_error,
         "connect_seconds": m.seconds(),
-        "hold_seconds": hold.as_secs_f64(),
+        "hold_seconds": o.hold.as_secs_f64(),
+        "keep_alive_rtt_samples": rtts_ms.len(),
+        "keep_alive_rtt_p50_ms": crate::stats::quantile(&mut rtts_ms, 0.5),
+        "keep_alive_rtt_p99_ms": crate::stats::quantile(&mut rtts_ms, 0.99),
+        "keep_alive_rtt_max_ms": crate::stats::quantile(&mut rtts_ms, 1.0),
+        "keep_alive_rtt_us": sampler.samples_us,
+        "own_timer_lateness_us": sampler.own_late_us,
     });
     println!("{out}");
     Ok(())

@@ -8,6 +8,20 @@ use quill_crypto::packet::Suite;
 use quill_transport::proto::{ClientConfig, HostKeyPolicy, Login, TransportConfig};
 use zeroize::Zeroizing;
 
+/// When `main` started (set by [`mark_process_start`]; the first read sets it otherwise).
+static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Records the process start; `main` calls this first, so that "from process start"
+/// figures (handshake latency, first byte) include everything the process does.
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(std::time::Instant::now);
+}
+
+/// The instant recorded by [`mark_process_start`].
+pub fn process_start() -> std::time::Instant {
+    *PROCESS_START.get_or_init(std::time::Instant::now)
+}
+
 /// The account every benchmark client logs in as.
 pub const USER: &str = "bench";
 /// The only password the benchmark server accepts.

@@ -32,13 +32,18 @@ pub struct Plan {
     pub json: bool,
 }
 
-struct Server {
-    proc: Proc,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) proc: Proc,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(workers: usize) -> Result<Server, String> {
+    pub(crate) fn start(workers: usize) -> Result<Server, String> {
+        Server::start_with(workers, &[])
+    }
+
+    /// [`Server::start`] with extra arguments (e.g. `--accounts PATH`).
+    pub(crate) fn start_with(workers: usize, extra: &[String]) -> Result<Server, String> {
         let args = [
             "server",
             "--listen",
@@ -47,6 +52,7 @@ impl Server {
             &workers.to_string(),
         ]
         .map(String::from);
+        let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
         let proc = Proc::spawn("server", &args)?;
         let line = proc.line_starting("listening ", STARTUP)?;
         let addr = line["listening ".len()..].trim().to_owned();
@@ -54,7 +60,7 @@ impl Server {
     }
 
     /// Graceful stop (stdin closed) and the server's whole-life usage.
-    fn stop(mut self) -> Result<Usage, String> {
+    pub(crate) fn stop(mut self) -> Result<Usage, String> {
         self.proc.close_stdin();
         let u = self.proc.wait(SHUTDOWN)?;
         if u.exit != 0 {
@@ -64,7 +70,7 @@ impl Server {
     }
 }
 
-fn run_client(args: Vec<String>, timeout: Duration) -> Result<(Value, Usage), String> {
+pub(crate) fn run_client(args: Vec<String>, timeout: Duration) -> Result<(Value, Usage), String> {
     let mut client = Proc::spawn(&args[0].clone(), &args)?;
     let line = client.line_starting("{", timeout)?;
     let usage = client.wait(SHUTDOWN)?;
@@ -76,15 +82,15 @@ fn run_client(args: Vec<String>, timeout: Duration) -> Result<(Value, Usage), St
     Ok((v, usage))
 }
 
-struct BulkRun {
-    gbps: f64,
-    handshake_ms: f64,
-    server: Usage,
-    client: Usage,
-    raw: Value,
+pub(crate) struct BulkRun {
+    pub(crate) gbps: f64,
+    pub(crate) handshake_ms: f64,
+    pub(crate) server: Usage,
+    pub(crate) client: Usage,
+    pub(crate) raw: Value,
 }
 
-fn bulk_run(plan: &Plan, suite: SuiteArg) -> Result<BulkRun, String> {
+pub(crate) fn bulk_run(plan: &Plan, suite: SuiteArg) -> Result<BulkRun, String> {
     let server = Server::start(plan.workers)?;
     // Generous: 30 s plus 10 MB/s.
     let timeout = Duration::from_secs(30 + plan.bytes / 10_000_000);
@@ -191,15 +197,15 @@ fn handshake_run(plan: &Plan) -> Result<HandshakeResult, String> {
     })
 }
 
-struct IdleResult {
-    rss0_kib: u64,
-    rss_n_kib: u64,
-    per_conn_bytes: f64,
-    client_per_conn_bytes: f64,
-    raw: Value,
+pub(crate) struct IdleResult {
+    pub(crate) rss0_kib: u64,
+    pub(crate) rss_n_kib: u64,
+    pub(crate) per_conn_bytes: f64,
+    pub(crate) client_per_conn_bytes: f64,
+    pub(crate) raw: Value,
 }
 
-fn idle_run(plan: &Plan) -> Result<IdleResult, String> {
+pub(crate) fn idle_run(plan: &Plan) -> Result<IdleResult, String> {
     let server = Server::start(plan.workers)?;
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = server.proc.status_kib("VmRSS")?;

@@ -41,6 +41,11 @@ impl Proc {
     /// Starts this executable with `args`; stdin and stdout are pipes, stderr is ours.
     pub fn spawn(name: &str, args: &[String]) -> Result<Proc, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        Proc::spawn_exe(name, &exe, args)
+    }
+
+    /// Starts the executable `exe` with `args` (pipes as for [`Proc::spawn`]).
+    pub fn spawn_exe(name: &str, exe: &std::path::Path, args: &[String]) -> Result<Proc, String> {
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
@@ -96,6 +101,18 @@ impl Proc {
                 return Ok(l);
             }
         }
+    }
+
+    /// Writes `line` and a newline to the child's stdin.
+    pub fn send_line(&mut self, line: &str) -> Result<(), String> {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| format!("{}: stdin already closed", self.name))?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("{}: write to stdin: {e}", self.name))
     }
 
     /// Closes the child's stdin (the server subcommand's shutdown signal).

@@ -1,0 +1,1327 @@
+//! `quill-bench compare`: quill side by side with quinn, quiche, TCP and TCP + TLS.
+//!
+//! Every measurement runs servers and clients as separate processes on 127.0.0.1:
+//! quill's are this executable's `server` / `client` / `handshakes` / `idle`
+//! subcommands, TCP's are `tcp-server` / `tcp-client`, and quinn's and quiche's are the
+//! `quinn-peer` / `quiche-peer` executables of package quill-interop, found next to this
+//! executable or in `$QUILL_BENCH_PEER_DIR` (their interface: the `refpeers` module of
+//! the interop crate). A
+//! stack whose executable is missing or that fails is reported as unavailable, with the
+//! reason, and the others still run.
+//!
+//! - **bulk**: one connection, an upload of `--bytes` (client → server), a fresh server
+//!   per run. CPU seconds and peak RSS come from `wait4` (whole process lives). The
+//!   configurations alternate within each round (A B C …, A B C …) and the ratios
+//!   (quill / other) are computed *within each round* and then summarised, because the
+//!   machine is shared: the ratios are the result, absolute numbers are context.
+//! - **latency**: a fresh client process to the first byte of the answer, measured by
+//!   the client from its own start: quill with the PQ hybrid handshake and a public-key
+//!   login (checked against a SQLite account store), quinn and quiche with TLS 1.3.
+//! - **rate**: handshakes per second against one server loop (quill: handshake +
+//!   public-key login; quinn/quiche: handshake + one tiny stream).
+//! - **idle**: server memory per idle connection at `--idle` connections (quill only:
+//!   the reference peers have no mode that holds idle connections).
+//! - **sessions**: `--sessions` idle sessions with keep-alives on one quill server loop,
+//!   held by several client processes; server RSS and CPU, and the keep-alives'
+//!   lateness (see [`sessions`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::SuiteArg;
+use crate::loopback;
+use crate::procs::{Proc, Usage};
+use crate::stats::{quantile, Summary};
+
+const GIB: f64 = (1u64 << 30) as f64;
+const STARTUP: Duration = Duration::from_secs(20);
+const SHUTDOWN: Duration = Duration::from_secs(15);
+
+/// The bulk-transfer configurations (and, for `--stacks`, two shorthands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Stack {
+    /// Every configuration below.
+    All,
+    /// Both quill configurations.
+    Quill,
+    /// quill, AES-256-GCM only.
+    QuillAes256,
+    /// quill, AES-128-GCM only.
+    QuillAes128,
+    /// quinn (`quinn-peer`, rustls + ring).
+    Quinn,
+    /// quiche (`quiche-peer`, mio loop with GSO and GRO).
+    Quiche,
+    /// Plain TCP (the ceiling without encryption).
+    Tcp,
+    /// TCP + rustls TLS 1.3, AES-256-GCM.
+    TcpTls,
+}
+
+/// The configurations in the order they run within a round.
+const ORDER: [Stack; 6] = [
+    Stack::QuillAes256,
+    Stack::QuillAes128,
+    Stack::Quinn,
+    Stack::Quiche,
+    Stack::Tcp,
+    Stack::TcpTls,
+];
+
+impl Stack {
+    /// The configuration's name in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::All => "all",
+            Stack::Quill => "quill",
+            Stack::QuillAes256 => "quill-aes256",
+            Stack::QuillAes128 => "quill-aes128",
+            Stack::Quinn => "quinn",
+            Stack::Quiche => "quiche",
+            Stack::Tcp => "tcp",
+            Stack::TcpTls => "tcp-tls",
+        }
+    }
+
+    fn covers(self, s: Stack) -> bool {
+        self == s
+            || self == Stack::All
+            || (self == Stack::Quill && matches!(s, Stack::QuillAes256 | Stack::QuillAes128))
+    }
+
+    fn peer_exe_name(self) -> Option<&'static str> {
+        match self {
+            Stack::Quinn => Some("quinn-peer"),
+            Stack::Quiche => Some("quiche-peer"),
+            _ => None,
+        }
+    }
+}
+
+/// Expands `--stacks` into configurations in [`ORDER`].
+pub fn expand(stacks: &[Stack]) -> Vec<Stack> {
+    ORDER
+        .into_iter()
+        .filter(|s| stacks.iter().any(|x| x.covers(*s)))
+        .collect()
+}
+
+/// The measurements `compare` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum What {
+    /// All of them.
+    All,
+    /// Bulk transfer: goodput, CPU-s/GiB, peak RSS, ratios per round.
+    Bulk,
+    /// Fresh client process to first byte.
+    Latency,
+    /// Handshakes per second against one server loop.
+    Rate,
+    /// Server memory per idle connection.
+    Idle,
+    /// Many idle sessions with keep-alives on one server loop.
+    Sessions,
+}
+
+/// Everything `compare` takes from the command line.
+pub struct Options {
+    /// Rounds of the bulk (and rate) comparison.
+    pub rounds: usize,
+    /// Bytes per bulk run.
+    pub bytes: u64,
+    /// Configurations (before expansion).
+    pub stacks: Vec<Stack>,
+    /// Measurements.
+    pub what: Vec<What>,
+    /// Fresh-process samples per stack for the latency measurement.
+    pub latency_samples: usize,
+    /// Connections per handshake-rate run.
+    pub handshakes: usize,
+    /// Handshakes in flight in the rate runs.
+    pub concurrency: usize,
+    /// Connections for the idle-memory measurement.
+    pub idle: usize,
+    /// Idle sessions for the sessions measurement.
+    pub sessions: usize,
+    /// Client processes holding them.
+    pub session_clients: usize,
+    /// How long the sessions are held (and measured).
+    pub hold_secs: u64,
+    /// Keep-alive interval of the sessions.
+    pub keep_alive_ms: u64,
+    /// Worker threads of quill's server.
+    pub workers: usize,
+    /// One JSON object instead of tables.
+    pub json: bool,
+}
+
+impl Options {
+    fn wants(&self, w: What) -> bool {
+        self.what.iter().any(|x| *x == w || *x == What::All)
+    }
+}
+
+/// Scratch directory for certificates and the account database; removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let dir = std::env::temp_dir().join(format!("quill-bench-compare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.0.join("certs")
+    }
+
+    fn ca(&self) -> String {
+        self.certs().join("cert.pem").display().to_string()
+    }
+
+    fn accounts(&self) -> String {
+        self.0.join("accounts.db").display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Environment variable naming another directory to find quinn-peer / quiche-peer in
+/// (default: this executable's own directory).
+pub const PEER_DIR_ENV: &str = "QUILL_BENCH_PEER_DIR";
+
+/// Where quinn-peer / quiche-peer should be, and whether they are there.
+fn peer_exe(stack: Stack) -> Result<Option<PathBuf>, String> {
+    let Some(name) = stack.peer_exe_name() else {
+        return Ok(None);
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let dir = match std::env::var_os(PEER_DIR_ENV) {
+        Some(d) => PathBuf::from(d),
+        None => exe.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(Some(path))
+    } else {
+        Err(format!(
+            "{name} not found in {}: run `cargo build --release -p quill-interop --bins`",
+            dir.display()
+        ))
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (the TCP and peer clients
+/// may open many sockets; quill's use one per loop). Returns (soft, hard) after.
+fn raise_nofile() -> (u64, u64) {
+    // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return (0, 0);
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl = want;
+            }
+        }
+        (rl.rlim_cur as u64, rl.rlim_max as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Processes
+
+/// A running server of some stack.
+struct Srv {
+    proc: Proc,
+    addr: String,
+}
+
+impl Srv {
+    /// Starts `stack`'s server on 127.0.0.1:0. `accounts`: quill checks logins against
+    /// the SQLite store (needed for public-key logins).
+    fn start(stack: Stack, o: &Options, dir: &Scratch, accounts: bool) -> Result<Srv, String> {
+        let certs = dir.certs().display().to_string();
+        let listen = "127.0.0.1:0";
+        let proc = match stack {
+            Stack::QuillAes256 | Stack::QuillAes128 | Stack::Quill | Stack::All => {
+                let mut args = vec![
+                    "server".to_owned(),
+                    "--listen".into(),
+                    listen.into(),
+                    "--workers".into(),
+                    o.workers.to_string(),
+                ];
+                if accounts {
+                    args.extend(["--accounts".to_owned(), dir.accounts()]);
+                }
+                Proc::spawn("quill server", &args)?
+            }
+            Stack::Quinn | Stack::Quiche => {
+                let exe = peer_exe(stack)?.expect("a peer");
+                let args = ["server", "--listen", listen, "--cert-dir", &certs].map(String::from);
+                Proc::spawn_exe(&format!("{} server", stack.name()), &exe, &args)?
+            }
+            Stack::Tcp => Proc::spawn(
+                "tcp-server",
+                &["tcp-server", "--listen", listen].map(String::from),
+            )?,
+            Stack::TcpTls => Proc::spawn(
+                "tcp-server --tls",
+                &["tcp-server", "--listen", listen, "--cert-dir", &certs].map(String::from),
+            )?,
+        };
+        let line = proc.line_starting("listening ", STARTUP)?;
+        let addr = line["listening ".len()..].trim().to_owned();
+        Ok(Srv { proc, addr })
+    }
+
+    /// Closes stdin (every server's shutdown signal) and reaps it.
+    fn stop(mut self) -> Result<Usage, String> {
+        self.proc.close_stdin();
+        let u = self.proc.wait(SHUTDOWN)?;
+        if u.exit != 0 {
+            return Err(format!("server exited with {}", u.exit));
+        }
+        Ok(u)
+    }
+}
+
+/// Runs a client to completion: its JSON line and its `wait4` usage.
+fn run_client(
+    stack: Stack,
+    args: Vec<String>,
+    timeout: Duration,
+) -> Result<(Value, Usage), String> {
+    let name = format!("{} {}", stack.name(), args[0]);
+    let mut p = match peer_exe(stack)? {
+        Some(exe) => Proc::spawn_exe(&name, &exe, &args)?,
+        None => Proc::spawn(&name, &args)?,
+    };
+    let line = p.line_starting("{", timeout)?;
+    let usage = p.wait(SHUTDOWN)?;
+    if usage.exit != 0 {
+        return Err(format!("{name} exited with {}", usage.exit));
+    }
+    let v: Value =
+        serde_json::from_str(&line).map_err(|e| format!("{name}: bad JSON {line}: {e}"))?;
+    Ok((v, usage))
+}
+
+fn strings<const N: usize>(a: [&str; N]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Bulk
+
+/// One bulk run.
+struct Run {
+    gbps: f64,
+    server: Usage,
+    client: Usage,
+    raw: Value,
+}
+
+impl Run {
+    fn total_cpu_per_gib(&self, bytes: u64) -> f64 {
+        (self.server.cpu_s() + self.client.cpu_s()) / (bytes as f64 / GIB)
+    }
+}
+
+fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
+    let timeout = Duration::from_secs(30 + o.bytes / 10_000_000);
+    let t = timeout.as_secs().to_string();
+    let n = o.bytes.to_string();
+    if let Some(suite) = match stack {
+        Stack::QuillAes256 => Some(SuiteArg::Aes256gcm),
+        Stack::QuillAes128 => Some(SuiteArg::Aes128gcm),
+        _ => None,
+    } {
+        // quill's own bulk run (fresh server, wait4 of both).
+        let plan = loopback::Plan {
+            bytes: o.bytes,
+            rounds: 1,
+            handshakes: 0,
+            concurrency: 1,
+            idle: 0,
+            workers: o.workers,
+            json: true,
+        };
+        let r = loopback::bulk_run(&plan, suite)?;
+        return Ok(Run {
+            gbps: r.gbps,
+            server: r.server,
+            client: r.client,
+            raw: r.raw,
+        });
+    }
+    let server = Srv::start(stack, o, dir, false)?;
+    let ca = dir.ca();
+    let args = match stack {
+        Stack::Quinn | Stack::Quiche => strings([
+            "client",
+            "--connect",
+            &server.addr,
+            "--ca",
+            &ca,
+            "--upload",
+            &n,
+            "--timeout-secs",
+            &t,
+        ]),
+        Stack::Tcp => strings([
+            "tcp-client",
+            &server.addr,
+            "--bytes",
+            &n,
+            "--timeout-secs",
+            &t,
+        ]),
+        _ => strings([
+            "tcp-client",
+            &server.addr,
+            "--bytes",
+            &n,
+            "--tls",
+            "--ca",
+            &ca,
+            "--timeout-secs",
+            &t,
+        ]),
+    };
+    let result = run_client(stack, args, timeout + Duration::from_secs(5));
+    let server_usage = server.stop();
+    let (v, client) = result?;
+    let gbps = v["goodput_bps"]
+        .as_f64()
+        .ok_or_else(|| format!("{}: no goodput_bps in {v}", stack.name()))?
+        / 1e9;
+    Ok(Run {
+        gbps,
+        server: server_usage?,
+        client,
+        raw: v,
+    })
+}
+
+/// Per configuration: its runs by round (None where it did not run) and why it is
+/// unavailable, if it is.
+struct Config {
+    stack: Stack,
+    runs: Vec<Option<Run>>,
+    unavailable: Option<String>,
+}
+
+/// Median [min–max] of `f` over the runs a configuration has.
+fn summary(c: &Config, f: impl Fn(&Run) -> f64) -> Summary {
+    Summary::of(&c.runs.iter().flatten().map(f).collect::<Vec<_>>())
+}
+
+/// A ratio numerator / denominator computed within each round where both ran.
+pub struct Ratio {
+    /// Numerator configuration.
+    pub num: &'static str,
+    /// Denominator configuration.
+    pub den: &'static str,
+    /// Per round (None where either is missing).
+    pub per_round: Vec<Option<f64>>,
+}
+
+impl Ratio {
+    /// Ratio of `f` within each round.
+    pub fn within_rounds<T>(
+        num: &'static str,
+        den: &'static str,
+        a: &[Option<T>],
+        b: &[Option<T>],
+        f: impl Fn(&T) -> f64,
+    ) -> Ratio {
+        let per_round = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) if f(y) > 0.0 => Some(f(x) / f(y)),
+                _ => None,
+            })
+            .collect();
+        Ratio {
+            num,
+            den,
+            per_round,
+        }
+    }
+
+    /// Median [min–max] of the per-round ratios.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.per_round.iter().flatten().copied().collect::<Vec<_>>())
+    }
+
+    /// Rounds that gave a ratio.
+    pub fn count(&self) -> usize {
+        self.per_round.iter().flatten().count()
+    }
+
+    fn json(&self) -> Value {
+        let s = self.summary();
+        json!({
+            "per_round": self.per_round,
+            "rounds": self.count(),
+            "median": if self.count() > 0 { Some(s.median) } else { None },
+            "min": if self.count() > 0 { Some(s.min) } else { None },
+            "max": if self.count() > 0 { Some(s.max) } else { None },
+        })
+    }
+}
+
+struct BulkResult {
+    configs: Vec<Config>,
+    ratios: Vec<(Ratio, Ratio)>,
+}
+
+fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
+    let mut configs: Vec<Config> = stacks
+        .iter()
+        .map(|&stack| Config {
+            stack,
+            runs: Vec::new(),
+            unavailable: peer_exe(stack).err(),
+        })
+        .collect();
+    for c in &configs {
+        if let Some(why) = &c.unavailable {
+            eprintln!("compare: {} unavailable: {why}", c.stack.name());
+        }
+    }
+    for round in 0..o.rounds {
+        for c in configs.iter_mut() {
+            if c.unavailable.is_some() {
+                c.runs.push(None);
+                continue;
+            }
+            match bulk_once(c.stack, o, dir) {
+                Ok(r) => {
+                    eprintln!(
+                        "round {}: {:<12} {:6.2} Gbit/s, CPU-s server {:.2} client {:.2}",
+                        round + 1,
+                        c.stack.name(),
+                        r.gbps,
+                        r.server.cpu_s(),
+                        r.client.cpu_s()
+                    );
+                    c.runs.push(Some(r));
+                }
+                Err(e) => {
+                    eprintln!("round {}: {} failed: {e}", round + 1, c.stack.name());
+                    c.unavailable = Some(format!("failed in round {}: {e}", round + 1));
+                    c.runs.push(None);
+                }
+            }
+        }
+    }
+    let mut ratios = Vec::new();
+    for num in configs.iter().filter(|c| is_quill(c.stack)) {
+        for den in configs.iter().filter(|c| !is_quill(c.stack)) {
+            let g = Ratio::within_rounds(
+                num.stack.name(),
+                den.stack.name(),
+                &num.runs,
+                &den.runs,
+                |r| r.gbps,
+            );
+            let cpu = Ratio::within_rounds(
+                num.stack.name(),
+                den.stack.name(),
+                &num.runs,
+                &den.runs,
+                |r| r.total_cpu_per_gib(o.bytes),
+            );
+            ratios.push((g, cpu));
+        }
+    }
+    BulkResult { configs, ratios }
+}
+
+fn is_quill(s: Stack) -> bool {
+    matches!(s, Stack::QuillAes256 | Stack::QuillAes128)
+}
+
+fn bulk_json(o: &Options, b: &BulkResult) -> Value {
+    let gib = o.bytes as f64 / GIB;
+    json!({
+        "bytes_per_run": o.bytes,
+        "rounds": o.rounds,
+        "order": b.configs.iter().map(|c| c.stack.name()).collect::<Vec<_>>(),
+        "configurations": b.configs.iter().map(|c| json!({
+            "stack": c.stack.name(),
+            "available": c.unavailable.is_none(),
+            "reason": c.unavailable,
+            "completed_runs": c.runs.iter().flatten().count(),
+            "goodput_gbps": summary(c, |r| r.gbps).json(),
+            "server_cpu_s_per_gib": summary(c, |r| r.server.cpu_s() / gib).json(),
+            "client_cpu_s_per_gib": summary(c, |r| r.client.cpu_s() / gib).json(),
+            "total_cpu_s_per_gib": summary(c, |r| r.total_cpu_per_gib(o.bytes)).json(),
+            "server_peak_rss_mib": summary(c, |r| r.server.max_rss_kib as f64 / 1024.0).json(),
+            "client_peak_rss_mib": summary(c, |r| r.client.max_rss_kib as f64 / 1024.0).json(),
+            "runs": c.runs.iter().map(|r| r.as_ref().map(|r| json!({
+                "goodput_gbps": r.gbps,
+                "server_cpu_s": r.server.cpu_s(),
+                "server_user_s": r.server.user_s,
+                "server_sys_s": r.server.sys_s,
+                "client_cpu_s": r.client.cpu_s(),
+                "client_user_s": r.client.user_s,
+                "client_sys_s": r.client.sys_s,
+                "total_cpu_s_per_gib": r.total_cpu_per_gib(o.bytes),
+                "server_peak_rss_kib": r.server.max_rss_kib,
+                "client_peak_rss_kib": r.client.max_rss_kib,
+                "client": r.raw,
+            }))).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "ratios": b.ratios.iter().map(|(g, cpu)| json!({
+            "numerator": g.num,
+            "denominator": g.den,
+            "goodput": g.json(),
+            "total_cpu_s_per_gib": cpu.json(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn bulk_table(o: &Options, b: &BulkResult) {
+    let gib = o.bytes as f64 / GIB;
+    println!(
+        "Bulk upload: one connection, {} MiB per run, {} rounds, order {} per round; median [min–max]",
+        o.bytes >> 20,
+        o.rounds,
+        b.configs.iter().map(|c| c.stack.name()).collect::<Vec<_>>().join(" ")
+    );
+    println!();
+    println!("| configuration | Gbit/s | CPU-s/GiB client | CPU-s/GiB server | CPU-s/GiB total | peak RSS client MiB | peak RSS server MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    for c in &b.configs {
+        if c.runs.iter().flatten().next().is_none() {
+            println!(
+                "| {} | unavailable: {} | | | | | |",
+                c.stack.name(),
+                c.unavailable.as_deref().unwrap_or("no runs")
+            );
+            continue;
+        }
+        let note = match &c.unavailable {
+            Some(why) => format!(" ({why})"),
+            None => String::new(),
+        };
+        println!(
+            "| {}{} | {} | {} | {} | {} | {} | {} |",
+            c.stack.name(),
+            note,
+            summary(c, |r| r.gbps).show(2),
+            summary(c, |r| r.client.cpu_s() / gib).show(2),
+            summary(c, |r| r.server.cpu_s() / gib).show(2),
+            summary(c, |r| r.total_cpu_per_gib(o.bytes)).show(2),
+            summary(c, |r| r.client.max_rss_kib as f64 / 1024.0).show(1),
+            summary(c, |r| r.server.max_rss_kib as f64 / 1024.0).show(1),
+        );
+    }
+    if b.ratios.is_empty() {
+        return;
+    }
+    println!();
+    println!("Ratios within each round (quill / other), median [min–max] over rounds");
+    println!();
+    println!("| ratio | goodput | CPU-s/GiB (total) | rounds |");
+    println!("|---|---|---|---|");
+    for (g, cpu) in &b.ratios {
+        if g.count() == 0 {
+            println!("| {} / {} | n/a | n/a | 0 |", g.num, g.den);
+        } else {
+            println!(
+                "| {} / {} | {} | {} | {} |",
+                g.num,
+                g.den,
+                g.summary().show(2),
+                cpu.summary().show(2),
+                g.count()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Latency and handshake rate
+
+/// The stacks compared in the latency and rate measurements: quill and the
+/// reference peers that `--stacks` names.
+fn handshake_stacks(stacks: &[Stack]) -> Vec<Stack> {
+    let mut v = vec![Stack::QuillAes256];
+    v.extend(stacks.iter().filter(|s| s.peer_exe_name().is_some()));
+    v
+}
+
+/// Per stack: samples or the reason it is unavailable.
+struct Samples {
+    stack: Stack,
+    values: Vec<Value>,
+    unavailable: Option<String>,
+}
+
+fn field(values: &[Value], key: &str) -> Summary {
+    Summary::of(
+        &values
+            .iter()
+            .filter_map(|v| v[key].as_f64())
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
+    let mut out: Vec<(Samples, Option<Srv>)> = handshake_stacks(stacks)
+        .into_iter()
+        .map(|stack| {
+            let srv = peer_exe(stack).and_then(|_| Srv::start(stack, o, dir, true));
+            let (srv, unavailable) = match srv {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
+            };
+            (
+                Samples {
+                    stack,
+                    values: Vec::new(),
+                    unavailable,
+                },
+                srv,
+            )
+        })
+        .collect();
+    let ca = dir.ca();
+    for i in 0..o.latency_samples {
+        for (s, srv) in out.iter_mut() {
+            let Some(server) = srv.as_ref() else { continue };
+            if s.unavailable.is_some() {
+                continue;
+            }
+            let args = if is_quill(s.stack) {
+                strings([
+                    "client",
+                    &server.addr,
+                    "--first-byte",
+                    "--login",
+                    "publickey",
+                    "--timeout-secs",
+                    "30",
+                ])
+            } else {
+                strings([
+                    "client",
+                    "--connect",
+                    &server.addr,
+                    "--ca",
+                    &ca,
+                    "--download",
+                    "1",
+                    "--timeout-secs",
+                    "30",
+                ])
+            };
+            match run_client(s.stack, args, Duration::from_secs(35)) {
+                Ok((v, _)) => s.values.push(v),
+                Err(e) => {
+                    eprintln!("latency sample {}: {} failed: {e}", i + 1, s.stack.name());
+                    s.unavailable = Some(format!("failed: {e}"));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(s, srv)| {
+            if let Some(srv) = srv {
+                let _ = srv.stop();
+            }
+            s
+        })
+        .collect()
+}
+
+/// The field of a latency sample that spans connect call → handshake (and login) done.
+fn connect_key(s: Stack) -> &'static str {
+    if is_quill(s) {
+        "connect_to_established_ms"
+    } else {
+        "handshake_ms_median"
+    }
+}
+
+fn latency_name(s: Stack) -> &'static str {
+    if is_quill(s) {
+        "quill (PQ hybrid + public-key login)"
+    } else if s == Stack::Quinn {
+        "quinn (TLS 1.3, X25519)"
+    } else {
+        "quiche (TLS 1.3, X25519)"
+    }
+}
+
+/// One handshake-rate run.
+struct RateRun {
+    per_sec: f64,
+    server_cpu_us: f64,
+    client_cpu_us: f64,
+    raw: Value,
+}
+
+fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String> {
+    let server = Srv::start(stack, o, dir, true)?;
+    let before = server.proc.cpu_now()?;
+    let timeout = Duration::from_secs(60 + o.handshakes as u64 / 100);
+    let (k, c, t) = (
+        o.handshakes.to_string(),
+        o.concurrency.to_string(),
+        timeout.as_secs().to_string(),
+    );
+    let ca = dir.ca();
+    let args = if is_quill(stack) {
+        strings([
+            "handshakes",
+            &server.addr,
+            "--count",
+            &k,
+            "--concurrency",
+            &c,
+            "--login",
+            "publickey",
+            "--timeout-secs",
+            &t,
+        ])
+    } else {
+        strings([
+            "client",
+            "--connect",
+            &server.addr,
+            "--ca",
+            &ca,
+            "--connections",
+            &k,
+            "--concurrency",
+            &c,
+            "--timeout-secs",
+            &t,
+        ])
+    };
+    let result = run_client(stack, args, timeout + Duration::from_secs(5));
+    let after = server.proc.cpu_now();
+    let _ = server.stop();
+    let (v, client) = result?;
+    if v["failed"].as_u64().unwrap_or(0) > 0 {
+        return Err(format!(
+            "{} of {} handshakes failed: {}",
+            v["failed"], k, v["first_error"]
+        ));
+    }
+    let n = o.handshakes.max(1) as f64;
+    Ok(RateRun {
+        per_sec: v["handshakes_per_sec"].as_f64().unwrap_or(0.0),
+        server_cpu_us: (after? - before) / n * 1e6,
+        client_cpu_us: client.cpu_s() / n * 1e6,
+        raw: v,
+    })
+}
+
+struct RateConfig {
+    stack: Stack,
+    runs: Vec<Option<RateRun>>,
+    unavailable: Option<String>,
+}
+
+fn rate(o: &Options, stacks: &[Stack], dir: &Scratch) -> (Vec<RateConfig>, Vec<Ratio>) {
+    let mut configs: Vec<RateConfig> = handshake_stacks(stacks)
+        .into_iter()
+        .map(|stack| RateConfig {
+            stack,
+            runs: Vec::new(),
+            unavailable: peer_exe(stack).err(),
+        })
+        .collect();
+    for round in 0..o.rounds {
+        for c in configs.iter_mut() {
+            if c.unavailable.is_some() {
+                c.runs.push(None);
+                continue;
+            }
+            match rate_once(c.stack, o, dir) {
+                Ok(r) => {
+                    eprintln!(
+                        "round {}: {} {:.0} handshakes/s",
+                        round + 1,
+                        c.stack.name(),
+                        r.per_sec
+                    );
+                    c.runs.push(Some(r));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "round {}: {} handshakes failed: {e}",
+                        round + 1,
+                        c.stack.name()
+                    );
+                    c.unavailable = Some(format!("failed in round {}: {e}", round + 1));
+                    c.runs.push(None);
+                }
+            }
+        }
+    }
+    let ratios = configs
+        .iter()
+        .skip(1)
+        .map(|d| {
+            Ratio::within_rounds(
+                "quill",
+                d.stack.name(),
+                &configs[0].runs,
+                &d.runs,
+                |r: &RateRun| r.per_sec,
+            )
+        })
+        .collect();
+    (configs, ratios)
+}
+
+fn rate_summary(c: &RateConfig, f: impl Fn(&RateRun) -> f64) -> Summary {
+    Summary::of(&c.runs.iter().flatten().map(f).collect::<Vec<_>>())
+}
+
+// ---------------------------------------------------------------------------------
+// Sessions
+
+/// Result of the sessions measurement.
+struct SessionsResult {
+    connected: u64,
+    lost: u64,
+    rss0_kib: u64,
+    rss_kib: u64,
+    server_cpu_pct: f64,
+    rtt_ms: [f64; 3],
+    lateness_ms: [f64; 3],
+    client_timer_ms: [f64; 3],
+    samples: usize,
+    ack_delay_ms: f64,
+    clients: Vec<Value>,
+}
+
+/// `sessions`: N idle logged-in sessions with keep-alives (interval K) on one quill
+/// server loop, held by several client processes (one loop each). Once every client
+/// reports `ready`, all are told `go` and hold the sessions for `--hold-secs`; the
+/// server's RSS is read in the middle of the hold and its CPU over it.
+///
+/// Keep-alive lateness: every keep-alive PING a client sends is acknowledged by the
+/// server within its advertised `max_ack_delay` (25 ms, an ACK timer on the server's
+/// wheel) plus the time the datagrams spend on loopback and in the two loops. The
+/// client reads each PING's round trip (`latest_rtt`, not smoothed) half a second
+/// after sending it; lateness = max(0, RTT − max_ack_delay), i.e. how much later than
+/// scheduled the server's ACK timer fired and its ACK made it back. It includes the
+/// loaded client loops' own delays, so it is an upper bound for the server's.
+fn sessions(o: &Options) -> Result<SessionsResult, String> {
+    let server = loopback::Server::start(o.workers)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss0 = server.proc.status_kib("VmRSS")?;
+    let procs = o.session_clients.clamp(1, o.sessions.max(1));
+    let timeout = Duration::from_secs(120 + o.sessions as u64 / 200);
+    let mut clients = Vec::new();
+    for i in 0..procs {
+        let n = o.sessions / procs + usize::from(i < o.sessions % procs);
+        let args = strings([
+            "idle",
+            &server.addr,
+            "--count",
+            &n.to_string(),
+            "--concurrency",
+            "128",
+            "--hold-secs",
+            &o.hold_secs.to_string(),
+            "--keep-alive-ms",
+            &o.keep_alive_ms.to_string(),
+            "--timeout-secs",
+            &timeout.as_secs().to_string(),
+            "--wait-go",
+        ]);
+        clients.push(Proc::spawn(&format!("idle client {}", i + 1), &args)?);
+    }
+    let started = Instant::now();
+    let mut connected = 0;
+    for c in &clients {
+        let left = (timeout + Duration::from_secs(10)).saturating_sub(started.elapsed());
+        let l = c.line_starting("ready ", left)?;
+        connected += l["ready ".len()..].trim().parse::<u64>().unwrap_or(0);
+    }
+    eprintln!(
+        "sessions: {connected} connected in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Let the handshake burst's leftovers settle before the hold starts.
+    std::thread::sleep(Duration::from_secs(2));
+    for c in clients.iter_mut() {
+        c.send_line("go")?;
+    }
+    let cpu0 = server.proc.cpu_now()?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.hold_secs) / 2);
+    let rss = server.proc.status_kib("VmRSS")?;
+    let mut outs = Vec::new();
+    for c in clients.iter_mut() {
+        let l = c.line_starting("{", Duration::from_secs(o.hold_secs + 60))?;
+        let _ = c.wait(SHUTDOWN)?;
+        outs.push(serde_json::from_str::<Value>(&l).map_err(|e| format!("idle: bad JSON: {e}"))?);
+    }
+    let cpu1 = server.proc.cpu_now()?;
+    let held = t0.elapsed().as_secs_f64();
+    server.stop()?;
+    let ack_delay_ms = crate::common::transport_config()
+        .max_ack_delay
+        .as_secs_f64()
+        * 1e3;
+    let mut rtt: Vec<f64> = outs
+        .iter()
+        .flat_map(|v| {
+            v["keep_alive_rtt_us"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|x| x.as_f64())
+        .map(|us| us / 1e3)
+        .collect();
+    let mut late: Vec<f64> = rtt.iter().map(|r| (r - ack_delay_ms).max(0.0)).collect();
+    let mut own: Vec<f64> = outs
+        .iter()
+        .flat_map(|v| {
+            v["own_timer_lateness_us"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|x| x.as_f64())
+        .map(|us| us / 1e3)
+        .collect();
+    let q = |v: &mut Vec<f64>| [quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1.0)];
+    let lost = outs
+        .iter()
+        .map(|v| v["lost_while_held"].as_u64().unwrap_or(0))
+        .sum();
+    // The per-sample arrays are long; the report keeps the clients' summaries.
+    for v in outs.iter_mut() {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("keep_alive_rtt_us");
+            m.remove("own_timer_lateness_us");
+        }
+    }
+    Ok(SessionsResult {
+        connected,
+        lost,
+        rss0_kib: rss0,
+        rss_kib: rss,
+        server_cpu_pct: (cpu1 - cpu0) / held * 100.0,
+        samples: rtt.len(),
+        rtt_ms: q(&mut rtt),
+        lateness_ms: q(&mut late),
+        client_timer_ms: q(&mut own),
+        ack_delay_ms,
+        clients: outs,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// The whole comparison
+
+/// Runs what `o` asks for and prints the report.
+pub fn run(o: &Options) -> Result<(), String> {
+    if o.rounds == 0 && (o.wants(What::Bulk) || o.wants(What::Rate)) {
+        return Err("--rounds must be at least 1".into());
+    }
+    let stacks = expand(&o.stacks);
+    if stacks.is_empty() {
+        return Err("--stacks selects nothing; use e.g. --stacks all".into());
+    }
+    let nofile = raise_nofile();
+    let dir = Scratch::new()?;
+    let bulk = o.wants(What::Bulk).then(|| bulk(o, &stacks, &dir));
+    let lat = (o.wants(What::Latency) && o.latency_samples > 0).then(|| latency(o, &stacks, &dir));
+    let rate = (o.wants(What::Rate) && o.handshakes > 0).then(|| rate(o, &stacks, &dir));
+    let idle = if o.wants(What::Idle) && o.idle > 0 {
+        let plan = loopback::Plan {
+            bytes: 0,
+            rounds: 0,
+            handshakes: 0,
+            concurrency: 1,
+            idle: o.idle,
+            workers: o.workers,
+            json: true,
+        };
+        Some(loopback::idle_run(&plan).map_err(|e| format!("idle: {e}")))
+    } else {
+        None
+    };
+    let sess = (o.wants(What::Sessions) && o.sessions > 0).then(|| sessions(o));
+    if o.json {
+        let out = json!({
+            "stacks": stacks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "open_files_limit": { "soft": nofile.0, "hard": nofile.1 },
+            "bulk": bulk.as_ref().map(|b| bulk_json(o, b)),
+            "latency": lat.as_ref().map(|l| json!({
+                "samples_per_stack": o.latency_samples,
+                "stacks": l.iter().map(|s| json!({
+                    "stack": if is_quill(s.stack) { "quill" } else { s.stack.name() },
+                    "what": latency_name(s.stack),
+                    "available": s.unavailable.is_none(),
+                    "reason": s.unavailable,
+                    "first_byte_ms": field(&s.values, "first_byte_ms").json(),
+                    "handshake_ms": field(&s.values, "handshake_ms").json(),
+                    "connect_to_established_ms": field(&s.values, connect_key(s.stack)).json(),
+                    "samples": s.values,
+                })).collect::<Vec<_>>(),
+            })),
+            "rate": rate.as_ref().map(|(configs, ratios)| json!({
+                "connections": o.handshakes,
+                "concurrency": o.concurrency,
+                "stacks": configs.iter().map(|c| json!({
+                    "stack": if is_quill(c.stack) { "quill" } else { c.stack.name() },
+                    "available": c.unavailable.is_none(),
+                    "reason": c.unavailable,
+                    "handshakes_per_sec": rate_summary(c, |r| r.per_sec).json(),
+                    "server_cpu_us_per_handshake": rate_summary(c, |r| r.server_cpu_us).json(),
+                    "client_cpu_us_per_handshake": rate_summary(c, |r| r.client_cpu_us).json(),
+                    // What one core would sustain on the server's CPU cost alone.
+                    "server_bound_per_sec": c.runs.iter().flatten().next().map(|_| {
+                        1e6 / rate_summary(c, |r| r.server_cpu_us).median.max(1e-9)
+                    }),
+                    "runs": c.runs.iter().map(|r| r.as_ref().map(|r| r.raw.clone())).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "ratios": ratios.iter().map(|r| json!({
+                    "numerator": r.num, "denominator": r.den, "handshakes_per_sec": r.json(),
+                })).collect::<Vec<_>>(),
+            })),
+            "idle": idle.as_ref().map(|r| match r {
+                Ok(i) => json!({
+                    "connections": o.idle,
+                    "server_rss_kib_0": i.rss0_kib,
+                    "server_rss_kib_n": i.rss_n_kib,
+                    "server_bytes_per_connection": i.per_conn_bytes,
+                    "client_peak_bytes_per_connection": i.client_per_conn_bytes,
+                    "client": i.raw,
+                    "quinn": "unavailable: the reference peers' interface has no mode that holds idle connections",
+                    "quiche": "unavailable: the reference peers' interface has no mode that holds idle connections",
+                }),
+                Err(e) => json!({ "error": e }),
+            }),
+            "sessions": sess.as_ref().map(|r| match r {
+                Ok(s) => json!({
+                    "sessions": o.sessions,
+                    "client_processes": o.session_clients,
+                    "keep_alive_ms": o.keep_alive_ms,
+                    "hold_secs": o.hold_secs,
+                    "connected": s.connected,
+                    "lost_while_held": s.lost,
+                    "server_rss_kib_0": s.rss0_kib,
+                    "server_rss_kib": s.rss_kib,
+                    "server_bytes_per_session": (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
+                    "server_cpu_percent_of_a_core": s.server_cpu_pct,
+                    "server_max_ack_delay_ms": s.ack_delay_ms,
+                    "keep_alive_samples": s.samples,
+                    "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
+                    "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
+                    "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
+                    "clients": s.clients,
+                }),
+                Err(e) => json!({ "error": e }),
+            }),
+        });
+        println!("{out}");
+    } else {
+        print_tables(
+            o,
+            bulk.as_ref(),
+            lat.as_deref(),
+            rate.as_ref(),
+            idle.as_ref(),
+            sess.as_ref(),
+        );
+    }
+    // A measurement that failed outright is an error (after the report).
+    if let Some(Err(e)) = &idle {
+        return Err(format!("idle: {e}"));
+    }
+    if let Some(Err(e)) = &sess {
+        return Err(format!("sessions: {e}"));
+    }
+    Ok(())
+}
+
+fn print_tables(
+    o: &Options,
+    bulk: Option<&BulkResult>,
+    lat: Option<&[Samples]>,
+    rate: Option<&(Vec<RateConfig>, Vec<Ratio>)>,
+    idle: Option<&Result<loopback::IdleResult, String>>,
+    sess: Option<&Result<SessionsResult, String>>,
+) {
+    if let Some(b) = bulk {
+        bulk_table(o, b);
+        println!();
+    }
+    if let Some(l) = lat {
+        println!(
+            "Handshake latency: fresh client process → first byte of the answer, {} samples per stack (alternating); median [min–max]",
+            o.latency_samples
+        );
+        println!();
+        println!("| stack | first byte ms | handshake done ms | connect → established ms |");
+        println!("|---|---|---|---|");
+        for s in l {
+            match &s.unavailable {
+                Some(why) if s.values.is_empty() => {
+                    println!("| {} | unavailable: {why} | | |", latency_name(s.stack))
+                }
+                _ => println!(
+                    "| {} | {} | {} | {} |",
+                    latency_name(s.stack),
+                    field(&s.values, "first_byte_ms").show(2),
+                    field(&s.values, "handshake_ms").show(2),
+                    field(&s.values, connect_key(s.stack)).show(2)
+                ),
+            }
+        }
+        println!();
+    }
+    if let Some((configs, ratios)) = rate {
+        println!(
+            "Handshakes per second against one server loop: {} connections, {} in flight, {} rounds; median [min–max]",
+            o.handshakes, o.concurrency, o.rounds
+        );
+        println!();
+        println!("| stack | handshakes/s | server CPU µs/handshake | client CPU µs/handshake | server-bound ceiling/s (1 core) |");
+        println!("|---|---|---|---|---|");
+        for c in configs {
+            let name = if is_quill(c.stack) {
+                "quill (PQ + public-key login)"
+            } else {
+                c.stack.name()
+            };
+            if c.runs.iter().flatten().next().is_none() {
+                println!(
+                    "| {name} | unavailable: {} | | | |",
+                    c.unavailable.as_deref().unwrap_or("no runs")
+                );
+                continue;
+            }
+            let server_us = rate_summary(c, |r| r.server_cpu_us);
+            println!(
+                "| {name} | {} | {} | {} | {:.0} |",
+                rate_summary(c, |r| r.per_sec).show(0),
+                server_us.show(0),
+                rate_summary(c, |r| r.client_cpu_us).show(0),
+                1e6 / server_us.median.max(1e-9)
+            );
+        }
+        for r in ratios.iter().filter(|r| r.count() > 0) {
+            println!(
+                "\nquill / {} handshakes per second, within each round: {}",
+                r.den,
+                r.summary().show(2)
+            );
+        }
+        println!();
+    }
+    if let Some(i) = idle {
+        println!("Idle connections: {} logged in (quill; quinn/quiche: not measured, the reference peers have no idle mode)", o.idle);
+        println!();
+        match i {
+            Ok(i) => {
+                println!("| server RSS, 0 conns | server RSS, N conns | server bytes/connection | client peak bytes/connection |");
+                println!("|---|---|---|---|");
+                println!(
+                    "| {:.1} MiB | {:.1} MiB | {:.0} | {:.0} |",
+                    i.rss0_kib as f64 / 1024.0,
+                    i.rss_n_kib as f64 / 1024.0,
+                    i.per_conn_bytes,
+                    i.client_per_conn_bytes
+                );
+            }
+            Err(e) => println!("failed: {e}"),
+        }
+        println!();
+    }
+    if let Some(s) = sess {
+        println!(
+            "Idle sessions on one quill server loop: {} sessions from {} client processes, keep-alive {} ms, held {} s",
+            o.sessions, o.session_clients, o.keep_alive_ms, o.hold_secs
+        );
+        println!();
+        match s {
+            Ok(s) => {
+                println!("| connected | lost | server RSS | bytes/session | server CPU (% of a core) | keep-alive RTT p50 / p99 ms | lateness p50 / p99 / max ms | clients' own timer lateness p50 / p99 ms | samples |");
+                println!("|---|---|---|---|---|---|---|---|---|");
+                println!(
+                    "| {} | {} | {:.1} MiB | {:.0} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {} |",
+                    s.connected,
+                    s.lost,
+                    s.rss_kib as f64 / 1024.0,
+                    (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
+                    s.server_cpu_pct,
+                    s.rtt_ms[0],
+                    s.rtt_ms[1],
+                    s.lateness_ms[0],
+                    s.lateness_ms[1],
+                    s.lateness_ms[2],
+                    s.client_timer_ms[0],
+                    s.client_timer_ms[1],
+                    s.samples
+                );
+                println!(
+                    "\n(lateness = keep-alive round trip − the server's max_ack_delay of {:.0} ms)",
+                    s.ack_delay_ms
+                );
+            }
+            Err(e) => println!("failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_expand_in_round_order() {
+        assert_eq!(expand(&[Stack::All]), ORDER.to_vec());
+        assert_eq!(
+            expand(&[Stack::TcpTls, Stack::Quill, Stack::Tcp]),
+            vec![
+                Stack::QuillAes256,
+                Stack::QuillAes128,
+                Stack::Tcp,
+                Stack::TcpTls
+            ]
+        );
+        assert!(expand(&[]).is_empty());
+    }
+
+    #[test]
+    fn ratios_are_taken_within_rounds() {
+        let a = [Some(10.0), Some(6.0), None, Some(9.0)];
+        let b = [Some(5.0), Some(6.0), Some(1.0), Some(3.0)];
+        let r = Ratio::within_rounds("a", "b", &a, &b, |x| *x);
+        assert_eq!(r.per_round, vec![Some(2.0), Some(1.0), None, Some(3.0)]);
+        let s = r.summary();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        // Not the ratio of the medians (9.5 / 4.0).
+        assert_eq!(r.count(), 3);
+    }
+}
