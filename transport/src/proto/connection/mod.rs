@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quill_crypto::hostkey::PublicKey;
 use quill_crypto::packet::{Keys, Labels, Suite};
 use quill_crypto::schedule;
@@ -625,6 +626,16 @@ impl Connection {
             return Err(WriteError::ClosedStream);
         }
         self.streams.write(id, data)
+    }
+
+    /// Like [`Connection::write`], but without copying: the first bytes of `data`
+    /// that flow control and the send buffer allow are kept by reference until the
+    /// peer acknowledges them. Returns how many were taken.
+    pub fn write_bytes(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        if self.state != State::Established {
+            return Err(WriteError::ClosedStream);
+        }
+        self.streams.write_bytes(id, data)
     }
 
     /// Marks the end of a stream's data.
