@@ -203,6 +203,8 @@ pub fn bulk(
         "packets_lost": packets_lost,
         "mtu": mtu,
         "gso_batches": loop_stats.gso_batches,
+        "datagrams_in": loop_stats.datagrams_in,
+        "turns": loop_stats.turns,
         "send_blocked": loop_stats.send_blocked,
     });
     println!("{out}");

@@ -653,6 +653,19 @@ impl Connection {
         self.streams.read(id, buf)
     }
 
+    /// Reads without copying: hands at most `max` contiguous bytes of the stream to
+    /// `f` where they lie in the reassembly buffer (in up to two calls, in order) and
+    /// consumes them. Outcomes as for [`Connection::read`] (`Data(n)`: `n` bytes went
+    /// to `f`).
+    pub fn read_in_place(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        f: impl FnMut(&[u8]),
+    ) -> Result<ReadOutcome, ReadError> {
+        self.streams.read_in_place(id, max, f)
+    }
+
     /// Asks the peer to stop sending on a stream (STOP_SENDING).
     pub fn stop_sending(&mut self, id: StreamId, code: u64) -> Result<(), ReadError> {
         self.streams.stop_sending(id, code)

@@ -746,6 +746,26 @@ impl Streams {
 
     /// Reads contiguous data into `buf`.
     pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<ReadOutcome, ReadError> {
+        self.read_with(id, |rs| rs.read(buf))
+    }
+
+    /// Like [`Streams::read`], but hands at most `max` bytes to `f` where they lie in
+    /// the reassembly buffer (up to two slices, in order) instead of copying them.
+    pub fn read_in_place(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        f: impl FnMut(&[u8]),
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_with(id, |rs| rs.read_in_place(max, f))
+    }
+
+    /// The checks and flow-control accounting of a read done by `read`.
+    fn read_with(
+        &mut self,
+        id: StreamId,
+        read: impl FnOnce(&mut RecvStream) -> Result<ReadOutcome, ReadError>,
+    ) -> Result<ReadOutcome, ReadError> {
         self.check_recv_id(id)?;
         let rs = self
             .streams
@@ -754,7 +774,7 @@ impl Streams {
             .recv
             .as_mut()
             .ok_or(ReadError::UnknownStream)?;
-        let out = rs.read(buf);
+        let out = read(rs);
         match out {
             Ok(ReadOutcome::Data(n)) => {
                 rs.credited += n as u64;
