@@ -314,7 +314,8 @@ impl Connection {
         conn.install_initial_keys(initial_dcid);
         conn.address_validated = true;
         conn.spaces[Space::Initial as usize]
-            .crypto_send
+            .crypto_mut()
+            .send
             .write(&client_hello);
         conn.reset_idle_timer(now);
         Ok(conn)
@@ -572,7 +573,10 @@ impl Connection {
         let Some(bytes) = self.hs.accept_login(account, message) else {
             return;
         };
-        self.spaces[Space::Data as usize].crypto_send.write(&bytes);
+        self.spaces[Space::Data as usize]
+            .crypto_mut()
+            .send
+            .write(&bytes);
         self.handshake_done_pending = true;
         self.account = Some(account.to_owned());
         self.state = State::Established;

@@ -448,24 +448,24 @@ impl Connection {
         offset: u64,
         data: &[u8],
     ) -> Result<(), ConnectionError> {
-        let sp = &mut self.spaces[space as usize];
-        sp.crypto_recv.insert(offset, data).map_err(|_| {
+        let sp = self.spaces[space as usize].crypto_mut();
+        sp.recv.insert(offset, data).map_err(|_| {
             ConnectionError::Transport(TransportError::new(
                 code::CRYPTO_BUFFER_EXCEEDED,
                 "too much out-of-order CRYPTO data",
             ))
         })?;
-        let readable = sp.crypto_recv.readable();
+        let readable = sp.recv.readable();
         if readable == 0 {
             return Ok(());
         }
-        let start = sp.crypto_pending.len();
-        sp.crypto_pending.resize(start + readable, 0);
-        let n = sp.crypto_recv.read(&mut sp.crypto_pending[start..]);
-        sp.crypto_pending.truncate(start + n);
+        let start = sp.pending.len();
+        sp.pending.resize(start + readable, 0);
+        let n = sp.recv.read(&mut sp.pending[start..]);
+        sp.pending.truncate(start + n);
         loop {
-            let sp = &mut self.spaces[space as usize];
-            let len = match Message::framed_len(&sp.crypto_pending) {
+            let sp = self.spaces[space as usize].crypto_mut();
+            let len = match Message::framed_len(&sp.pending) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
@@ -474,7 +474,7 @@ impl Connection {
                     )))
                 }
             };
-            let msg: Vec<u8> = sp.crypto_pending.drain(..len).collect();
+            let msg: Vec<u8> = sp.pending.drain(..len).collect();
             // A handful of messages per connection: a fresh vector each is fine.
             let mut outputs = Vec::new();
             let result = self.hs.handle(space, &msg, &mut outputs);
@@ -496,7 +496,7 @@ impl Connection {
         for out in outputs.drain(..) {
             match out {
                 Output::Crypto(space, bytes) => {
-                    self.spaces[space as usize].crypto_send.write(&bytes)
+                    self.spaces[space as usize].crypto_mut().send.write(&bytes)
                 }
                 Output::HandshakeKeys {
                     suite,
@@ -666,8 +666,7 @@ impl Connection {
             }
         });
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
-        let end = sp.crypto_send.offset();
-        sp.crypto_send.on_lost(0..end);
+        sp.retransmit_all_crypto();
     }
 
     /// Counts a packet we cannot process; a short-header one may be a stateless reset
@@ -845,7 +844,9 @@ impl Connection {
         }
         let f = p.payload;
         if let Some(r) = f.crypto {
-            self.spaces[space as usize].crypto_send.on_ack(r);
+            if let Some(c) = self.spaces[space as usize].crypto.as_mut() {
+                c.send.on_ack(r);
+            }
         }
         if let Some(c) = f.stream {
             self.streams.on_chunk_acked(&c);
@@ -927,7 +928,9 @@ impl Connection {
     /// Puts what a lost packet carried back in line for sending.
     pub(super) fn requeue(&mut self, space: Space, f: SentFrames) {
         if let Some(r) = f.crypto {
-            self.spaces[space as usize].crypto_send.on_lost(r);
+            if let Some(c) = self.spaces[space as usize].crypto.as_mut() {
+                c.send.on_lost(r);
+            }
         }
         if let Some(c) = f.stream {
             self.streams.on_chunk_lost(&c);
@@ -1042,8 +1045,7 @@ impl Connection {
         sp.probes = 2;
         if space != Space::Data {
             // Retransmit every unacknowledged CRYPTO byte in the probe.
-            let end = sp.crypto_send.offset();
-            sp.crypto_send.on_lost(0..end);
+            sp.retransmit_all_crypto();
         }
         self.set_loss_detection_timer(now);
     }
@@ -1059,9 +1061,7 @@ impl Connection {
         sp.loss_time = None;
         sp.probes = 0;
         // Nothing more is sent or received here: give the buffers back.
-        sp.crypto_send = crate::proto::streams::SendBuffer::new();
-        sp.crypto_recv = crate::proto::streams::Assembler::new(0);
-        sp.crypto_pending = Vec::new();
+        sp.crypto = None;
         sp.ack = Default::default();
         let mut freed = 0;
         sp.sent.drain(|_, p| {
