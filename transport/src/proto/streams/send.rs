@@ -15,6 +15,7 @@
 //! A chunk handed out by [`SendBuffer::poll_chunk`] spans at most two storage
 //! pieces, so [`SendBuffer::data`] always returns it as (at most) two slices.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Range;
 
@@ -30,6 +31,12 @@ pub const TAIL_SEGMENT: usize = 64 * 1024;
 pub struct SendBuffer {
     /// Immutable segments with their absolute start offsets, contiguous and in order.
     segs: VecDeque<(u64, Bytes)>,
+    /// Segments dropped from the front so far (turns an index into `segs` into a
+    /// stable segment number).
+    popped: usize,
+    /// Number of the segment the last lookup found: lookups walk forward from it, so
+    /// the bulk path does not search.
+    hint: Cell<usize>,
     /// Offset of the first byte of `tail` (the end of the last segment).
     tail_start: u64,
     /// Copied writes after the last segment.
@@ -94,9 +101,27 @@ impl SendBuffer {
         if offset >= self.tail_start {
             return (self.tail_start, &self.tail);
         }
-        let i = self.segs.partition_point(|(s, _)| *s <= offset);
-        match self.segs.get(i.wrapping_sub(1)) {
-            Some((s, b)) => (*s, b),
+        let contains = |i: usize| {
+            self.segs
+                .get(i)
+                .filter(|(s, b)| *s <= offset && offset < s + b.len() as u64)
+        };
+        let hint = self.hint.get().wrapping_sub(self.popped);
+        for i in [hint, hint.wrapping_add(1)] {
+            if let Some((s, b)) = contains(i) {
+                self.hint.set(self.popped + i);
+                return (*s, b);
+            }
+        }
+        let i = self
+            .segs
+            .partition_point(|(s, _)| *s <= offset)
+            .wrapping_sub(1);
+        match contains(i) {
+            Some((s, b)) => {
+                self.hint.set(self.popped + i);
+                (*s, b)
+            }
             None => (offset, &[]),
         }
     }
@@ -180,6 +205,7 @@ impl SendBuffer {
                 return;
             }
             self.segs.pop_front();
+            self.popped += 1;
         }
         if self.base == self.offset() && !self.tail.is_empty() {
             // Everything is acked: the tail starts afresh (a large one is freed, a
