@@ -856,6 +856,13 @@ impl Connection {
                 self.streams.on_chunk_acked(c);
             }
         }
+        // RFC 9000 §8.2.1: "An endpoint MAY send multiple PATH_CHALLENGE frames to
+        // guard against packet loss." The challenge got through but no PATH_RESPONSE
+        // has come back (a PATH_RESPONSE is never retransmitted): challenge again, at
+        // most once per acknowledged challenge.
+        if f.path_challenge && self.path_challenge.is_some() {
+            self.path_challenge_pending = true;
+        }
         if let Some(size) = f.mtu_probe {
             if size > self.mtu {
                 // DPLPMTUD (RFC 8899): the probe got through, the path carries this size.
