@@ -844,8 +844,21 @@ impl Connection {
         }
         let f = p.payload;
         if let Some(r) = f.crypto {
-            if let Some(c) = self.spaces[space as usize].crypto.as_mut() {
+            let sp = &mut self.spaces[space as usize];
+            if let Some(c) = sp.crypto.as_mut() {
                 c.send.on_ack(r);
+                // The server's only application-space CRYPTO message is LoginAccepted
+                // and the client sends none there: once it is acknowledged, an idle
+                // connection needs no CRYPTO stream (a stray one from the peer would
+                // start a fresh stream and fail the handshake, as before).
+                if space == Space::Data
+                    && self.side == Side::Server
+                    && c.send.is_fully_acked()
+                    && c.recv.readable() == 0
+                    && c.pending.is_empty()
+                {
+                    sp.crypto = None;
+                }
             }
         }
         if let Some(c) = f.stream {
