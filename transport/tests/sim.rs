@@ -690,3 +690,40 @@ fn stateless_reset_ends_the_connection_at_once() {
     sim.step();
     assert_eq!(sim.client_app.lost, Some(ConnectionError::Reset));
 }
+
+/// A lost PATH_RESPONSE is never retransmitted, so the server must challenge again
+/// (RFC 9000 §8.2.1): with heavy loss on the client's new path right after the
+/// rebinding, the path is still validated before the transfer ends.
+#[test]
+fn rebinding_under_heavy_loss_still_validates_the_new_path() {
+    for seed in 40..52 {
+        let s = setup(seed, TransportConfig::default());
+        let mut sim = Sim::new(
+            seed,
+            s.client,
+            s.server,
+            LinkConfig::default(),
+            LinkConfig::default(),
+            ClientApp::new(4 * MB, 1),
+            alice_policy(),
+        );
+        assert!(sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes > MB));
+        sim.client_addr = "10.0.0.1:40001".parse().unwrap();
+        sim.c2s.config.loss = 0.5;
+        assert!(sim.run_until(Duration::from_secs(600), |s| s
+            .server_app
+            .sink
+            .finished
+            .len()
+            == 1
+            || s.client_app.lost.is_some()));
+        assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+        let server = sim.server.as_ref().unwrap();
+        assert_eq!(server.stats().migrations, 1, "seed {seed}");
+        assert_eq!(
+            server.stats().paths_validated,
+            1,
+            "seed {seed}: the new path must be validated"
+        );
+    }
+}

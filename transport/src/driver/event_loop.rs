@@ -22,15 +22,16 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token, Waker};
 
 use super::pool::{PoolFull, WorkerPool};
-use super::socket::{SendOutcome, UdpConfig, UdpIo};
+use super::socket::{SendOutcome, UdpConfig, UdpIo, MAX_UDP_PAYLOAD};
 use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
 use crate::proto::{ClientConfig, ConfigError, Connection, Event, ServerConfig};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
 
-/// Most datagrams in one GSO batch (the kernel's limit is 64).
-const MAX_GSO_SEGMENTS: usize = 32;
+/// Most datagrams in one GSO batch: the kernel's limit (UDP_MAX_SEGMENTS, 64); a
+/// batch is also bounded by [`MAX_UDP_PAYLOAD`] bytes (45 datagrams of 1452 bytes).
+const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest datagram we ever build.
 const MAX_DATAGRAM: usize = 1500;
 
@@ -384,7 +385,8 @@ impl<H: Handler> EventLoop<H> {
             let mut dest = None;
             let mut segment = 0;
             let mut count = 0;
-            while count < max_segments {
+            // A batch is one `sendmsg`: at most 64 KB of payload (udp(7), UDP_SEGMENT).
+            while count < max_segments && (count == 0 || len + segment <= MAX_UDP_PAYLOAD) {
                 let slot = &mut self.send_buf[len..len + MAX_DATAGRAM];
                 let Some(t) = self.endpoint.poll_transmit(now, slot) else {
                     break;

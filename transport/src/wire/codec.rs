@@ -287,7 +287,7 @@ impl<'a> Writer<'a> {
     pub fn put_varint(&mut self, v: u64) {
         assert!(v <= VARINT_MAX, "varint out of range: {v}");
         let len = varint_len(v);
-        self.put_varint_fixed(v, len);
+        write_varint(self.take(len), v);
     }
 
     /// Writes `v` as a varint of exactly `len` bytes (1, 2, 4 or 8), which may be
@@ -297,21 +297,12 @@ impl<'a> Writer<'a> {
     ///
     /// If `len` is not 1, 2, 4 or 8, or `v` does not fit in `len` bytes.
     pub fn put_varint_fixed(&mut self, v: u64, len: usize) {
-        let tag: u8 = match len {
-            1 => 0x00,
-            2 => 0x40,
-            4 => 0x80,
-            8 => 0xc0,
-            _ => panic!("invalid varint length {len}"),
-        };
+        assert!(matches!(len, 1 | 2 | 4 | 8), "invalid varint length {len}");
         assert!(
             varint_len(v) <= len && v <= VARINT_MAX,
             "{v} does not fit a {len}-byte varint"
         );
-        let bytes = v.to_be_bytes();
-        let out = self.take(len);
-        out.copy_from_slice(&bytes[8 - len..]);
-        out[0] |= tag;
+        write_varint(self.take(len), v);
     }
 
     /// Copies `s` into the buffer.
@@ -322,6 +313,18 @@ impl<'a> Writer<'a> {
     /// Writes `n` zero bytes.
     pub fn put_zeros(&mut self, n: usize) {
         self.take(n).fill(0);
+    }
+}
+
+/// Writes `v` into all of `out` (1, 2, 4 or 8 bytes; `v` fits) with the length tag in
+/// the two high bits (RFC 9000 §16). One fixed-size store per length: this runs
+/// several times per packet.
+fn write_varint(out: &mut [u8], v: u64) {
+    match out.len() {
+        1 => out[0] = v as u8,
+        2 => out.copy_from_slice(&(v as u16 | 0x4000).to_be_bytes()),
+        4 => out.copy_from_slice(&(v as u32 | 0x8000_0000).to_be_bytes()),
+        _ => out.copy_from_slice(&(v | 0xc000_0000_0000_0000).to_be_bytes()),
     }
 }
 
@@ -422,6 +425,40 @@ mod tests {
             hex::encode(w.written()),
             "ab010203040506 7bbd 4025 00 ee".replace(' ', "")
         );
+    }
+
+    #[test]
+    fn writer_varints_match_rfc_9000_sample_encodings() {
+        // RFC 9000 §A.1: the four sample encodings, and every length for one value.
+        let cases: [(u64, usize, &str); 8] = [
+            (151_288_809_941_952_652, 8, "c2197c5eff14e88c"),
+            (494_878_333, 4, "9d7f3e7d"),
+            (15_293, 2, "7bbd"),
+            (37, 1, "25"),
+            (37, 2, "4025"),
+            (37, 4, "80000025"),
+            (37, 8, "c000000000000025"),
+            (VARINT_MAX, 8, "ffffffffffffffff"),
+        ];
+        for (v, len, want) in cases {
+            let mut buf = [0u8; 8];
+            let mut w = Writer::new(&mut buf);
+            if varint_len(v) == len {
+                w.put_varint(v);
+            } else {
+                w.put_varint_fixed(v, len);
+            }
+            assert_eq!(hex::encode(w.written()), want, "{v} in {len} bytes");
+            let mut r = Reader::new(w.written());
+            assert_eq!(r.varint(), Ok(v));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid varint length 3")]
+    fn writer_rejects_a_bad_varint_length() {
+        let mut buf = [0u8; 8];
+        Writer::new(&mut buf).put_varint_fixed(1, 3);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
 use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
@@ -58,7 +60,8 @@ struct Bulk {
     reply_bytes: Vec<u8>,
     done_at: Option<Instant>,
     error: Option<String>,
-    chunk: Vec<u8>,
+    /// The data written, over and over (handed to quill by reference, no copy).
+    chunk: Bytes,
 }
 
 impl Handler for Bulk {
@@ -90,7 +93,7 @@ impl Handler for Bulk {
         if let Some(id) = self.stream {
             while self.sent < self.total {
                 let n = (self.total - self.sent).min(self.chunk.len() as u64) as usize;
-                match c.write(id, &self.chunk[..n]) {
+                match c.write_bytes(id, self.chunk.slice(..n)) {
                     // Flow control or a full send buffer: more after the next ACKs.
                     Ok(0) | Err(WriteError::Blocked) => break,
                     Ok(k) => self.sent += k as u64,
@@ -138,7 +141,10 @@ pub fn bulk(
     login: common::LoginArg,
     timeout: Duration,
 ) -> Result<(), String> {
-    let chunk: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let chunk: Bytes = (0..1usize << 20)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     let handler = Bulk {
         conn: None,
         total: bytes,
@@ -203,6 +209,8 @@ pub fn bulk(
         "packets_lost": packets_lost,
         "mtu": mtu,
         "gso_batches": loop_stats.gso_batches,
+        "datagrams_in": loop_stats.datagrams_in,
+        "turns": loop_stats.turns,
         "send_blocked": loop_stats.send_blocked,
     });
     println!("{out}");

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quill_crypto::hostkey::PublicKey;
 use quill_crypto::packet::{Keys, Labels, Suite};
 use quill_crypto::schedule;
@@ -318,7 +319,8 @@ impl Connection {
         conn.install_initial_keys(initial_dcid);
         conn.address_validated = true;
         conn.spaces[Space::Initial as usize]
-            .crypto_send
+            .crypto_mut()
+            .send
             .write(&client_hello);
         conn.reset_idle_timer(now);
         Ok(conn)
@@ -576,7 +578,10 @@ impl Connection {
         let Some(bytes) = self.hs.accept_login(account, message) else {
             return;
         };
-        self.spaces[Space::Data as usize].crypto_send.write(&bytes);
+        self.spaces[Space::Data as usize]
+            .crypto_mut()
+            .send
+            .write(&bytes);
         self.handshake_done_pending = true;
         self.account = Some(account.to_owned());
         self.state = State::Established;
@@ -632,6 +637,16 @@ impl Connection {
         self.streams.write(id, data)
     }
 
+    /// Like [`Connection::write`], but without copying: the first bytes of `data`
+    /// that flow control and the send buffer allow are kept by reference until the
+    /// peer acknowledges them. Returns how many were taken.
+    pub fn write_bytes(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        if self.state != State::Established {
+            return Err(WriteError::ClosedStream);
+        }
+        self.streams.write_bytes(id, data)
+    }
+
     /// Marks the end of a stream's data.
     pub fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
         self.streams.finish(id)
@@ -645,6 +660,19 @@ impl Connection {
     /// Reads from a stream.
     pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<ReadOutcome, ReadError> {
         self.streams.read(id, buf)
+    }
+
+    /// Reads without copying: hands at most `max` contiguous bytes of the stream to
+    /// `f` where they lie in the reassembly buffer (in up to two calls, in order) and
+    /// consumes them. Outcomes as for [`Connection::read`] (`Data(n)`: `n` bytes went
+    /// to `f`).
+    pub fn read_in_place(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        f: impl FnMut(&[u8]),
+    ) -> Result<ReadOutcome, ReadError> {
+        self.streams.read_in_place(id, max, f)
     }
 
     /// Asks the peer to stop sending on a stream (STOP_SENDING).

@@ -451,24 +451,24 @@ impl Connection {
         offset: u64,
         data: &[u8],
     ) -> Result<(), ConnectionError> {
-        let sp = &mut self.spaces[space as usize];
-        sp.crypto_recv.insert(offset, data).map_err(|_| {
+        let sp = self.spaces[space as usize].crypto_mut();
+        sp.recv.insert(offset, data).map_err(|_| {
             ConnectionError::Transport(TransportError::new(
                 code::CRYPTO_BUFFER_EXCEEDED,
                 "too much out-of-order CRYPTO data",
             ))
         })?;
-        let readable = sp.crypto_recv.readable();
+        let readable = sp.recv.readable();
         if readable == 0 {
             return Ok(());
         }
-        let start = sp.crypto_pending.len();
-        sp.crypto_pending.resize(start + readable, 0);
-        let n = sp.crypto_recv.read(&mut sp.crypto_pending[start..]);
-        sp.crypto_pending.truncate(start + n);
+        let start = sp.pending.len();
+        sp.pending.resize(start + readable, 0);
+        let n = sp.recv.read(&mut sp.pending[start..]);
+        sp.pending.truncate(start + n);
         loop {
-            let sp = &mut self.spaces[space as usize];
-            let len = match Message::framed_len(&sp.crypto_pending) {
+            let sp = self.spaces[space as usize].crypto_mut();
+            let len = match Message::framed_len(&sp.pending) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
@@ -477,7 +477,7 @@ impl Connection {
                     )))
                 }
             };
-            let msg: Vec<u8> = sp.crypto_pending.drain(..len).collect();
+            let msg: Vec<u8> = sp.pending.drain(..len).collect();
             // A handful of messages per connection: a fresh vector each is fine.
             let mut outputs = Vec::new();
             let result = self.hs.handle(space, &msg, &mut outputs);
@@ -499,7 +499,7 @@ impl Connection {
         for out in outputs.drain(..) {
             match out {
                 Output::Crypto(space, bytes) => {
-                    self.spaces[space as usize].crypto_send.write(&bytes)
+                    self.spaces[space as usize].crypto_mut().send.write(&bytes)
                 }
                 Output::HandshakeKeys {
                     suite,
@@ -670,8 +670,7 @@ impl Connection {
             }
         });
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
-        let end = sp.crypto_send.offset();
-        sp.crypto_send.on_lost(0..end);
+        sp.retransmit_all_crypto();
     }
 
     /// Counts a packet we cannot process; a short-header one may be a stateless reset
@@ -849,7 +848,22 @@ impl Connection {
         }
         let f = p.payload;
         if let Some(r) = f.crypto {
-            self.spaces[space as usize].crypto_send.on_ack(r);
+            let sp = &mut self.spaces[space as usize];
+            if let Some(c) = sp.crypto.as_mut() {
+                c.send.on_ack(r);
+                // The server's only application-space CRYPTO message is LoginAccepted
+                // and the client sends none there: once it is acknowledged, an idle
+                // connection needs no CRYPTO stream (a stray one from the peer would
+                // start a fresh stream and fail the handshake, as before).
+                if space == Space::Data
+                    && self.side == Side::Server
+                    && c.send.is_fully_acked()
+                    && c.recv.readable() == 0
+                    && c.pending.is_empty()
+                {
+                    sp.crypto = None;
+                }
+            }
         }
         if let Some(c) = f.stream {
             self.streams.on_chunk_acked(&c);
@@ -858,6 +872,13 @@ impl Connection {
             for c in &x.more_streams {
                 self.streams.on_chunk_acked(c);
             }
+        }
+        // RFC 9000 §8.2.1: "An endpoint MAY send multiple PATH_CHALLENGE frames to
+        // guard against packet loss." The challenge got through but no PATH_RESPONSE
+        // has come back (a PATH_RESPONSE is never retransmitted): challenge again, at
+        // most once per acknowledged challenge.
+        if f.path_challenge && self.path_challenge.is_some() {
+            self.path_challenge_pending = true;
         }
         if let Some(size) = f.mtu_probe {
             if size > self.mtu {
@@ -931,7 +952,9 @@ impl Connection {
     /// Puts what a lost packet carried back in line for sending.
     pub(super) fn requeue(&mut self, space: Space, f: SentFrames) {
         if let Some(r) = f.crypto {
-            self.spaces[space as usize].crypto_send.on_lost(r);
+            if let Some(c) = self.spaces[space as usize].crypto.as_mut() {
+                c.send.on_lost(r);
+            }
         }
         if let Some(c) = f.stream {
             self.streams.on_chunk_lost(&c);
@@ -1046,8 +1069,7 @@ impl Connection {
         sp.probes = 2;
         if space != Space::Data {
             // Retransmit every unacknowledged CRYPTO byte in the probe.
-            let end = sp.crypto_send.offset();
-            sp.crypto_send.on_lost(0..end);
+            sp.retransmit_all_crypto();
         }
         self.set_loss_detection_timer(now);
     }
@@ -1063,9 +1085,7 @@ impl Connection {
         sp.loss_time = None;
         sp.probes = 0;
         // Nothing more is sent or received here: give the buffers back.
-        sp.crypto_send = crate::proto::streams::SendBuffer::new();
-        sp.crypto_recv = crate::proto::streams::Assembler::new(0);
-        sp.crypto_pending = Vec::new();
+        sp.crypto = None;
         sp.ack = Default::default();
         let mut freed = 0;
         sp.sent.drain(|_, p| {

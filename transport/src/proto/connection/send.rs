@@ -254,17 +254,16 @@ impl Connection {
             }
 
             // CRYPTO data (handshake messages, and LoginAccepted in the application space).
-            {
-                let sp = &mut self.spaces[space as usize];
+            if let Some(sp) = self.spaces[space as usize].crypto.as_mut() {
                 let room = end.saturating_sub(pos);
-                let hdr = crypto_header_len(sp.crypto_send.offset(), room);
+                let hdr = crypto_header_len(sp.send.offset(), room);
                 if room > hdr + 1 {
-                    if let Some(range) = sp.crypto_send.poll_chunk(room - hdr) {
+                    if let Some(range) = sp.send.poll_chunk(room - hdr) {
                         let len = (range.end - range.start) as usize;
                         let mut w = Writer::new(&mut buf[pos..end]);
                         encode_crypto_header(&mut w, range.start, len);
                         pos += w.len();
-                        let (a, b) = sp.crypto_send.data(range.clone());
+                        let (a, b) = sp.send.data(range.clone());
                         buf[pos..pos + a.len()].copy_from_slice(a);
                         pos += a.len();
                         buf[pos..pos + b.len()].copy_from_slice(b);

@@ -125,14 +125,21 @@ pub(crate) struct SpaceKeys {
     pub remote: Keys,
 }
 
+/// One space's CRYPTO stream, both directions.
+pub(crate) struct CryptoStream {
+    pub send: SendBuffer,
+    pub recv: Assembler,
+    /// Reassembled CRYPTO bytes not yet forming a whole message.
+    pub pending: Vec<u8>,
+}
+
 /// One packet number space.
 pub(crate) struct PacketSpace {
     /// Initial/Handshake keys; the application space uses [`OneRtt`].
     pub keys: Option<Box<SpaceKeys>>,
-    pub crypto_send: SendBuffer,
-    pub crypto_recv: Assembler,
-    /// Reassembled CRYPTO bytes not yet forming a whole message.
-    pub crypto_pending: Vec<u8>,
+    /// The CRYPTO stream, allocated on first use and freed when the space is
+    /// discarded (an idle connection keeps none for Initial and Handshake).
+    pub crypto: Option<Box<CryptoStream>>,
     pub next_pn: u64,
     pub sent: SentPackets<SentFrames>,
     pub ack: AckState,
@@ -148,9 +155,7 @@ impl PacketSpace {
     pub fn new() -> Self {
         PacketSpace {
             keys: None,
-            crypto_send: SendBuffer::new(),
-            crypto_recv: Assembler::new(CRYPTO_BUFFER_CAP),
-            crypto_pending: Vec::new(),
+            crypto: None,
             next_pn: 0,
             sent: SentPackets::new(),
             ack: AckState::default(),
@@ -162,7 +167,28 @@ impl PacketSpace {
 
     /// Whether this space has CRYPTO data or probes waiting.
     pub fn has_crypto_or_probe(&self) -> bool {
-        self.crypto_send.has_pending() || self.probes > 0
+        self.crypto.as_ref().is_some_and(|c| c.send.has_pending()) || self.probes > 0
+    }
+
+    /// The CRYPTO stream, created on first use (with a zero cap in a discarded space,
+    /// so nothing is buffered there).
+    pub fn crypto_mut(&mut self) -> &mut CryptoStream {
+        let cap = if self.discarded { 0 } else { CRYPTO_BUFFER_CAP };
+        self.crypto.get_or_insert_with(|| {
+            Box::new(CryptoStream {
+                send: SendBuffer::new(),
+                recv: Assembler::new(cap),
+                pending: Vec::new(),
+            })
+        })
+    }
+
+    /// Queues every unacknowledged CRYPTO byte for retransmission.
+    pub fn retransmit_all_crypto(&mut self) {
+        if let Some(c) = self.crypto.as_mut() {
+            let end = c.send.offset();
+            c.send.on_lost(0..end);
+        }
     }
 }
 

@@ -276,3 +276,31 @@ fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
         code::PROTOCOL_VIOLATION
     );
 }
+
+#[test]
+fn an_idle_logged_in_server_keeps_no_crypto_streams() {
+    let mut sim = established();
+    // Until LoginAccepted is acknowledged and the handshake spaces are discarded.
+    let freed = |s: &Sim<ClientApp, ServerApp>| {
+        s.server
+            .as_ref()
+            .is_some_and(|c| c.spaces.iter().all(|sp| sp.crypto.is_none()))
+    };
+    sim.run_until(Duration::from_secs(1), |s| freed(s));
+    let server = sim.server.as_ref().unwrap();
+    assert!(server.is_established(), "{:?}", server.error());
+    for space in [Space::Initial, Space::Handshake, Space::Data] {
+        assert!(
+            server.spaces[space as usize].crypto.is_none(),
+            "{space:?} still holds a CRYPTO stream"
+        );
+    }
+    // A stray application-space CRYPTO frame afterwards still fails the handshake.
+    assert_eq!(
+        server_rejects(Frame::Crypto {
+            offset: 0,
+            data: &[1, 0, 0, 1, 0]
+        }),
+        code::PROTOCOL_VIOLATION
+    );
+}

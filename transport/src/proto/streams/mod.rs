@@ -34,6 +34,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use recv::{RecvOutcome, RecvState, RecvStream};
 use send::SendStream;
 
@@ -593,6 +595,30 @@ impl Streams {
     /// send buffer allow; returns how much was taken. `Err(Blocked)` when nothing
     /// fit: wait for `Writable`.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+        self.write_with(id, data.len(), |buf, n| buf.write(&data[..n]))
+    }
+
+    /// Like [`Streams::write`], but takes the first bytes of `data` without copying
+    /// them: the buffer keeps a reference until the peer acknowledges them.
+    pub fn write_bytes(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        let len = data.len();
+        self.write_with(id, len, |buf, n| {
+            if n == len {
+                buf.write_bytes(data)
+            } else {
+                buf.write_bytes(data.slice(..n))
+            }
+        })
+    }
+
+    /// The checks and accounting of a write of `len` bytes; `put(buffer, n)` stores
+    /// the first `n` of them.
+    fn write_with(
+        &mut self,
+        id: StreamId,
+        len: usize,
+        put: impl FnOnce(&mut SendBuffer, usize),
+    ) -> Result<usize, WriteError> {
         self.check_send_id(id)?;
         let conn_credit = self.peer_max_data.saturating_sub(self.conn_written);
         let send_buffer = self.config.send_buffer;
@@ -609,28 +635,25 @@ impl Streams {
         if ss.reset || ss.fin {
             return Err(WriteError::ClosedStream);
         }
-        if data.is_empty() {
+        if len == 0 {
             return Ok(0);
         }
         let stream_credit = ss.credit();
         let room = send_buffer.saturating_sub(ss.buf.buffered());
-        let n = (data.len() as u64)
-            .min(stream_credit)
-            .min(conn_credit)
-            .min(room) as usize;
-        if n < data.len() {
+        let n = (len as u64).min(stream_credit).min(conn_credit).min(room) as usize;
+        if n < len {
             ss.write_blocked = true;
             // RFC 9000 §4.1: "A sender SHOULD send a STREAM_DATA_BLOCKED or
             // DATA_BLOCKED frame to indicate to the receiver that it has data to
             // write but is blocked by flow control limits."
-            if stream_credit < data.len() as u64 && ss.blocked_at != Some(ss.max_data) {
+            if stream_credit < len as u64 && ss.blocked_at != Some(ss.max_data) {
                 ss.blocked_at = Some(ss.max_data);
                 self.control.push_back(ControlFrame::StreamDataBlocked {
                     id,
                     limit: ss.max_data,
                 });
             }
-            if conn_credit < data.len() as u64 {
+            if conn_credit < len as u64 {
                 if self.data_blocked_at != Some(self.peer_max_data) {
                     self.data_blocked_at = Some(self.peer_max_data);
                     self.data_blocked_pending = true;
@@ -643,7 +666,7 @@ impl Streams {
         if n == 0 {
             return Err(WriteError::Blocked);
         }
-        ss.buf.write(&data[..n]);
+        put(&mut ss.buf, n);
         self.conn_written += n as u64;
         if !ss.queued {
             ss.queued = true;
@@ -723,6 +746,26 @@ impl Streams {
 
     /// Reads contiguous data into `buf`.
     pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<ReadOutcome, ReadError> {
+        self.read_with(id, |rs| rs.read(buf))
+    }
+
+    /// Like [`Streams::read`], but hands at most `max` bytes to `f` where they lie in
+    /// the reassembly buffer (up to two slices, in order) instead of copying them.
+    pub fn read_in_place(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        f: impl FnMut(&[u8]),
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_with(id, |rs| rs.read_in_place(max, f))
+    }
+
+    /// The checks and flow-control accounting of a read done by `read`.
+    fn read_with(
+        &mut self,
+        id: StreamId,
+        read: impl FnOnce(&mut RecvStream) -> Result<ReadOutcome, ReadError>,
+    ) -> Result<ReadOutcome, ReadError> {
         self.check_recv_id(id)?;
         let rs = self
             .streams
@@ -731,7 +774,7 @@ impl Streams {
             .recv
             .as_mut()
             .ok_or(ReadError::UnknownStream)?;
-        let out = rs.read(buf);
+        let out = read(rs);
         match out {
             Ok(ReadOutcome::Data(n)) => {
                 rs.credited += n as u64;

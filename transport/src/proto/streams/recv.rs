@@ -194,6 +194,38 @@ impl RecvStream {
 
     /// Application read; returns the outcome. Bytes read must be credited by the caller.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, ReadError> {
+        self.read_with(|asm| asm.read(buf))
+    }
+
+    /// Like [`RecvStream::read`], but hands at most `max` contiguous bytes to `f`
+    /// where they lie (up to two slices, in order) instead of copying them out.
+    pub fn read_in_place(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_with(|asm| {
+            let (a, b) = asm.peek();
+            let a = &a[..a.len().min(max)];
+            let b = &b[..b.len().min(max - a.len())];
+            let n = a.len() + b.len();
+            if !a.is_empty() {
+                f(a);
+            }
+            if !b.is_empty() {
+                f(b);
+            }
+            asm.consume(n);
+            n
+        })
+    }
+
+    /// The state logic of a read; `take` moves data out of the assembler and says
+    /// how much.
+    fn read_with(
+        &mut self,
+        take: impl FnOnce(&mut Assembler) -> usize,
+    ) -> Result<ReadOutcome, ReadError> {
         self.readable_signaled = false;
         match self.state {
             RecvState::Done | RecvState::Stopped => Err(ReadError::ClosedStream),
@@ -202,7 +234,7 @@ impl RecvStream {
                 Err(ReadError::Reset(code))
             }
             RecvState::Recv => {
-                let n = self.asm.read(buf);
+                let n = take(&mut self.asm);
                 if n > 0 {
                     Ok(ReadOutcome::Data(n))
                 } else if self.final_size == Some(self.asm.read_offset()) {

@@ -4,20 +4,45 @@
 //! acknowledged it. Offsets fall into three kinds: never sent (`unsent..offset`),
 //! lost and waiting for retransmission (a [`RangeSet`]), and everything else
 //! (in flight or acked). Acked ranges above the acked prefix are remembered in a
-//! second [`RangeSet`]; when the prefix advances, its bytes are dropped from the
-//! front of the ring buffer, so memory is bounded by unacked data.
+//! second [`RangeSet`].
+//!
+//! Storage is a queue of immutable segments ([`Bytes`]) followed by a growing tail:
+//! copied writes ([`SendBuffer::write`]) land in the tail, which becomes a segment
+//! once it holds [`TAIL_SEGMENT`] bytes; [`SendBuffer::write_bytes`] appends the
+//! caller's `Bytes` as a segment without copying. Nothing is ever moved inside the
+//! buffer: when the acked prefix passes the end of a segment, the segment is dropped
+//! whole. Memory is therefore bounded by the unacked data plus at most one segment.
+//! A chunk handed out by [`SendBuffer::poll_chunk`] spans at most two storage
+//! pieces, so [`SendBuffer::data`] always returns it as (at most) two slices.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use crate::proto::range_set::RangeSet;
+
+/// Size at which the tail of copied writes becomes an immutable segment.
+pub const TAIL_SEGMENT: usize = 64 * 1024;
 
 /// Bytes written by the application, kept until acknowledged.
 #[derive(Debug, Clone, Default)]
 pub struct SendBuffer {
-    /// Bytes from `base` to `offset()`.
-    buf: VecDeque<u8>,
-    /// Offset of `buf[0]`; every byte below is acknowledged and freed.
+    /// Immutable segments with their absolute start offsets, contiguous and in order.
+    segs: VecDeque<(u64, Bytes)>,
+    /// Segments dropped from the front so far (turns an index into `segs` into a
+    /// stable segment number).
+    popped: usize,
+    /// Number of the segment the last lookup found: lookups walk forward from it, so
+    /// the bulk path does not search.
+    hint: Cell<usize>,
+    /// Offset of the first byte of `tail` (the end of the last segment).
+    tail_start: u64,
+    /// Copied writes after the last segment.
+    tail: Vec<u8>,
+    /// Every byte below is acknowledged (storage may still hold part of the
+    /// segment it falls in).
     base: u64,
     /// First offset never handed out by `poll_chunk`.
     unsent: u64,
@@ -33,9 +58,83 @@ impl SendBuffer {
         Self::default()
     }
 
-    /// Appends `data` at the end of the stream.
-    pub fn write(&mut self, data: &[u8]) {
-        self.buf.extend(data);
+    /// Appends a copy of `data` at the end of the stream.
+    pub fn write(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.tail.len() >= TAIL_SEGMENT {
+                self.freeze_tail();
+            }
+            if self.tail.capacity() == 0 {
+                self.tail.reserve_exact(data.len().min(TAIL_SEGMENT));
+            }
+            let take = data.len().min(TAIL_SEGMENT - self.tail.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+    }
+
+    /// Appends `data` at the end of the stream without copying it.
+    pub fn write_bytes(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.freeze_tail();
+        let start = self.tail_start;
+        self.tail_start += data.len() as u64;
+        self.segs.push_back((start, data));
+    }
+
+    /// Turns the tail into an immutable segment.
+    fn freeze_tail(&mut self) {
+        if self.tail.is_empty() {
+            return;
+        }
+        let tail = Bytes::from(std::mem::take(&mut self.tail));
+        let start = self.tail_start;
+        self.tail_start += tail.len() as u64;
+        self.segs.push_back((start, tail));
+    }
+
+    /// The storage piece holding `offset` (which must lie in the buffer), with the
+    /// piece's absolute start offset.
+    fn piece(&self, offset: u64) -> (u64, &[u8]) {
+        if offset >= self.tail_start {
+            return (self.tail_start, &self.tail);
+        }
+        let contains = |i: usize| {
+            self.segs
+                .get(i)
+                .filter(|(s, b)| *s <= offset && offset < s + b.len() as u64)
+        };
+        let hint = self.hint.get().wrapping_sub(self.popped);
+        for i in [hint, hint.wrapping_add(1)] {
+            if let Some((s, b)) = contains(i) {
+                self.hint.set(self.popped + i);
+                return (*s, b);
+            }
+        }
+        let i = self
+            .segs
+            .partition_point(|(s, _)| *s <= offset)
+            .wrapping_sub(1);
+        match contains(i) {
+            Some((s, b)) => {
+                self.hint.set(self.popped + i);
+                (*s, b)
+            }
+            None => (offset, &[]),
+        }
+    }
+
+    /// Clips `start..end` so that it spans at most two storage pieces.
+    fn clip(&self, start: u64, end: u64) -> u64 {
+        let (s, p) = self.piece(start);
+        let first_end = s + p.len() as u64;
+        if end <= first_end || first_end <= start {
+            return end;
+        }
+        let (s2, p2) = self.piece(first_end);
+        end.min(s2 + p2.len() as u64).max(first_end)
     }
 
     /// The next range to transmit, at most `max_len` bytes: the lowest lost range
@@ -46,6 +145,7 @@ impl SendBuffer {
         }
         if let Some(r) = self.retransmit.first() {
             let end = r.end.min(r.start.saturating_add(max_len as u64));
+            let end = self.clip(r.start, end);
             self.retransmit.remove(r.start..end);
             return Some(r.start..end);
         }
@@ -53,6 +153,7 @@ impl SendBuffer {
         if self.unsent < offset {
             let start = self.unsent;
             let end = offset.min(start.saturating_add(max_len as u64));
+            let end = self.clip(start, end);
             self.unsent = end;
             return Some(start..end);
         }
@@ -60,20 +161,23 @@ impl SendBuffer {
     }
 
     /// The bytes of `range` (as returned by `poll_chunk`, not yet acknowledged),
-    /// as up to two slices of the ring buffer. Parts outside the buffer are omitted.
+    /// as up to two slices. Parts outside the buffer are omitted.
     pub fn data(&self, range: Range<u64>) -> (&[u8], &[u8]) {
         debug_assert!(range.start >= self.base && range.end <= self.offset());
         let start = range.start.max(self.base).min(self.offset());
         let end = range.end.min(self.offset()).max(start);
-        let (start, end) = ((start - self.base) as usize, (end - self.base) as usize);
-        let (a, b) = self.buf.as_slices();
-        if end <= a.len() {
-            (&a[start..end], &[])
-        } else if start >= a.len() {
-            (&b[start - a.len()..end - a.len()], &[])
-        } else {
-            (&a[start..], &b[..end - a.len()])
+        if start == end {
+            return (&[], &[]);
         }
+        let (s, p) = self.piece(start);
+        let a = &p[(start - s) as usize..((end - s) as usize).min(p.len())];
+        let next = start + a.len() as u64;
+        if next >= end || a.is_empty() {
+            return (a, &[]);
+        }
+        let (s2, p2) = self.piece(next);
+        let b = &p2[(next - s2) as usize..((end - s2) as usize).min(p2.len())];
+        (a, b)
     }
 
     /// The peer acknowledged `range`: it will never be retransmitted, and once the
@@ -88,8 +192,29 @@ impl SendBuffer {
         if let Some(first) = self.acked.first() {
             if first.start == self.base {
                 self.acked.pop_min();
-                self.buf.drain(..(first.end - self.base) as usize);
                 self.base = first.end;
+                self.release();
+            }
+        }
+    }
+
+    /// Drops the storage wholly below the acked prefix.
+    fn release(&mut self) {
+        while let Some((s, b)) = self.segs.front() {
+            if s + b.len() as u64 > self.base {
+                return;
+            }
+            self.segs.pop_front();
+            self.popped += 1;
+        }
+        if self.base == self.offset() && !self.tail.is_empty() {
+            // Everything is acked: the tail starts afresh (a large one is freed, a
+            // small one keeps its capacity for the next writes).
+            self.tail_start = self.base;
+            if self.tail.capacity() > 4096 {
+                self.tail = Vec::new();
+            } else {
+                self.tail.clear();
             }
         }
     }
@@ -108,7 +233,7 @@ impl SendBuffer {
 
     /// Total bytes ever written (the offset of the next write).
     pub fn offset(&self) -> u64 {
-        self.base + self.buf.len() as u64
+        self.tail_start + self.tail.len() as u64
     }
 
     /// First offset not yet sent.
@@ -118,7 +243,7 @@ impl SendBuffer {
 
     /// Whether every written byte was acknowledged.
     pub fn is_fully_acked(&self) -> bool {
-        self.buf.is_empty()
+        self.base == self.offset()
     }
 
     /// Whether `poll_chunk` would return something.
@@ -126,9 +251,10 @@ impl SendBuffer {
         !self.retransmit.is_empty() || self.unsent < self.offset()
     }
 
-    /// Bytes held in memory (written and not yet acknowledged as a prefix).
+    /// Bytes written and not yet acknowledged as a prefix (what the write limit
+    /// counts; storage holds at most one segment more).
     pub fn buffered(&self) -> u64 {
-        self.buf.len() as u64
+        self.offset() - self.base
     }
 }
 
@@ -287,6 +413,50 @@ mod tests {
     }
 
     #[test]
+    fn zero_copy_segments_and_copied_tail_interleave() {
+        let mut b = SendBuffer::new();
+        b.write(b"ab");
+        b.write_bytes(Bytes::from_static(b"cdef"));
+        b.write(b"g");
+        b.write_bytes(Bytes::from_static(b"hi"));
+        b.write_bytes(Bytes::new());
+        assert_eq!(b.offset(), 9);
+        // A chunk spans at most two pieces: "ab" + "cdef", then "g" + "hi".
+        assert_eq!(b.poll_chunk(100), Some(0..6));
+        assert_eq!(bytes(&b, 0..6), b"abcdef");
+        assert_eq!(b.poll_chunk(100), Some(6..9));
+        assert_eq!(bytes(&b, 6..9), b"ghi");
+        // A retransmission of everything is clipped the same way.
+        b.on_lost(0..9);
+        assert_eq!(b.poll_chunk(100), Some(0..6));
+        assert_eq!(b.poll_chunk(3), Some(6..9));
+        assert_eq!(bytes(&b, 1..4), b"bcd");
+        b.on_ack(0..9);
+        assert!(b.is_fully_acked());
+        assert_eq!(b.buffered(), 0);
+        assert!(b.segs.is_empty() && b.tail.is_empty(), "storage released");
+        b.write(b"jk");
+        assert_eq!(b.poll_chunk(100), Some(9..11));
+        assert_eq!(bytes(&b, 9..11), b"jk");
+    }
+
+    #[test]
+    fn large_copied_writes_become_segments_freed_on_ack() {
+        let mut b = SendBuffer::new();
+        let data: Vec<u8> = (0..3 * TAIL_SEGMENT + 5).map(|i| i as u8).collect();
+        b.write(&data);
+        assert_eq!(b.segs.len(), 3);
+        let mut sent = Vec::new();
+        while let Some(r) = b.poll_chunk(1000) {
+            sent.extend_from_slice(&bytes(&b, r));
+        }
+        assert_eq!(sent, data);
+        b.on_ack(0..TAIL_SEGMENT as u64 + 1);
+        assert_eq!(b.segs.len(), 2, "the first segment is freed");
+        assert_eq!(b.buffered(), data.len() as u64 - TAIL_SEGMENT as u64 - 1);
+    }
+
+    #[test]
     fn send_stream_fin_rides_last_chunk_and_is_retransmitted() {
         let mut s = SendStream::new(100);
         s.buf.write(b"abc");
@@ -320,7 +490,11 @@ mod tests {
             for step in 0..100_000 {
                 if let Some(n) = w.next() {
                     let data: Vec<u8> = (0..n).map(|i| (model.len() + i) as u8 ^ 0x5a).collect();
-                    b.write(&data);
+                    if n % 3 == 0 {
+                        b.write_bytes(Bytes::from(data.clone()));
+                    } else {
+                        b.write(&data);
+                    }
                     model.extend_from_slice(&data);
                     received.resize(model.len(), None);
                 }

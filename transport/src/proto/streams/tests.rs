@@ -230,6 +230,52 @@ fn credit_is_readvertised_after_half_a_window_is_read() {
 }
 
 #[test]
+fn read_in_place_sees_the_same_bytes_and_credits_like_read() {
+    let mut s = server(&config(1000, 1500, 10));
+    let id = StreamId(cbidi(0));
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    // Out of order: the second half first, so the reassembly buffer has a hole.
+    s.on_stream_frame(t0(), id.0, 600, &data[600..], true)
+        .unwrap();
+    let mut got = Vec::new();
+    assert_eq!(
+        s.read_in_place(id, 100, |b| got.extend_from_slice(b)),
+        Ok(ReadOutcome::Blocked)
+    );
+    s.on_stream_frame(t0(), id.0, 0, &data[..600], false)
+        .unwrap();
+    assert_eq!(
+        s.read_in_place(id, 499, |b| got.extend_from_slice(b)),
+        Ok(ReadOutcome::Data(499))
+    );
+    assert_eq!(
+        s.read_in_place(id, usize::MAX, |b| got.extend_from_slice(b)),
+        Ok(ReadOutcome::Data(501))
+    );
+    assert_eq!(got, data);
+    // The same frames and reads through `read` give the same control frames.
+    let mut twin = server(&config(1000, 1500, 10));
+    twin.on_stream_frame(t0(), id.0, 600, &data[600..], true)
+        .unwrap();
+    twin.on_stream_frame(t0(), id.0, 0, &data[..600], false)
+        .unwrap();
+    let mut buf = [0; 1000];
+    assert_eq!(twin.read(id, &mut buf[..499]), Ok(ReadOutcome::Data(499)));
+    assert_eq!(twin.read(id, &mut buf), Ok(ReadOutcome::Data(501)));
+    let ctl = drain_control(&mut s);
+    assert!(ctl.contains(&ControlFrame::MaxData(1000 + 1500)), "{ctl:?}");
+    assert_eq!(ctl, drain_control(&mut twin));
+    assert_eq!(
+        s.read_in_place(id, 10, |_| panic!("no data left")),
+        Ok(ReadOutcome::Finished)
+    );
+    assert_eq!(
+        s.read_in_place(id, 10, |_| {}),
+        Err(ReadError::ClosedStream)
+    );
+}
+
+#[test]
 fn fast_consumption_doubles_the_window_up_to_the_cap() {
     let mut cfg = config(1000, 100_000, 10);
     cfg.max_stream_receive_window = 4000;
