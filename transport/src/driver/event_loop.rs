@@ -6,7 +6,8 @@
 //! 3. drain the socket (batched, GRO) into the endpoint, capped per turn so a flood
 //!    cannot starve timers; finish any sends that were waiting for writability;
 //! 4. collect finished jobs from the worker pool (they arrive through a `mio::Waker`);
-//! 5. expire timers (only connections whose deadline passed);
+//! 5. expire timers (only connections whose deadline passed), recording how late each
+//!    fired (see [`EventLoop::timer_lateness`]);
 //! 6. hand events to the application's [`Handler`];
 //! 7. flush: datagrams of one size to one destination are batched into one GSO send.
 //!
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
+use super::histogram::{LatencyHistogram, LatencySummary};
 use super::pool::{PoolFull, WorkerPool};
 use super::socket::{SendOutcome, UdpConfig, UdpIo, MAX_UDP_PAYLOAD};
 use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
@@ -168,6 +170,8 @@ pub struct EventLoop<H: Handler> {
     shutdown: Option<(u64, String)>,
     closing: bool,
     stats: LoopStats,
+    /// How late the wheel's timers fired: the turn's clock read minus the deadline.
+    timer_lateness: LatencyHistogram,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -207,6 +211,7 @@ impl<H: Handler> EventLoop<H> {
             shutdown: None,
             closing: false,
             stats: LoopStats::default(),
+            timer_lateness: LatencyHistogram::new(),
             poll,
         })
     }
@@ -234,6 +239,24 @@ impl<H: Handler> EventLoop<H> {
     /// Loop statistics.
     pub fn stats(&self) -> LoopStats {
         self.stats
+    }
+
+    /// How late the timer wheel's timers fired since the loop started or the last
+    /// [`EventLoop::reset_timer_lateness`]: one sample per session timer expired
+    /// (keep-alive, ACK delay, loss detection, idle, ... whichever was the session's
+    /// earliest), `now − deadline` where `now` is the clock read right after `poll`
+    /// returned for that turn. It therefore measures the loop's wake-up lateness (the
+    /// wheel's 1 ms tick, `epoll_wait`'s millisecond timeout, scheduling delays and any
+    /// earlier turn that ran long); work done in the same turn before the timers (socket
+    /// input, completions) is not included.
+    pub fn timer_lateness(&self) -> LatencySummary {
+        self.timer_lateness.summary()
+    }
+
+    /// Forgets the samples of [`EventLoop::timer_lateness`] (e.g. at the start of a
+    /// measured period).
+    pub fn reset_timer_lateness(&mut self) {
+        self.timer_lateness.reset();
     }
 
     /// Calls `f` with a [`Context`] (for example to connect before running).
@@ -344,7 +367,10 @@ impl<H: Handler> EventLoop<H> {
             });
             self.handler.on_wake(&mut ctx);
         }
-        ctx.endpoint.handle_timeout(now);
+        let lateness = &mut self.timer_lateness;
+        ctx.endpoint.handle_timeout_observed(now, |deadline| {
+            lateness.record(now.saturating_duration_since(deadline));
+        });
         while let Some((h, ev)) = ctx.endpoint.poll_event() {
             self.handler.on_event(&mut ctx, h, ev);
         }

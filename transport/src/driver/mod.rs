@@ -11,14 +11,18 @@
 //! - [`socket`]: [`UdpIo`], one non-blocking UDP socket with recvmmsg/GRO receive into
 //!   buffers re-armed to full capacity before every receive, and GSO send where
 //!   `WouldBlock` is back-pressure (a bounded queue), never a dropped datagram.
+//! - [`histogram`]: [`LatencyHistogram`], the fixed-size, allocation-free histogram in
+//!   which the event loop records how late each timer fired.
 //! - [`pool`]: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
 //!   with results delivered through the loop's waker and panics contained.
 
 pub mod blocking;
 pub mod event_loop;
+pub mod histogram;
 pub mod login;
 pub mod pool;
 pub mod socket;
 
+pub use histogram::{LatencyHistogram, LatencySummary};
 pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
 pub use socket::{SendOutcome, SyscallError, UdpConfig, UdpIo};

@@ -574,6 +574,13 @@ impl Endpoint {
     /// Expires the wheel: calls [`Connection::handle_timeout`] on exactly the sessions
     /// whose deadline has passed, never on the others.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_observed(now, |_| {});
+    }
+
+    /// [`Endpoint::handle_timeout`], also calling `fired_at(deadline)` with the deadline
+    /// the wheel held for each live session whose timer it expired (before that
+    /// session's timeout runs), so that the caller can measure how late timers fire.
+    pub fn handle_timeout_observed(&mut self, now: Instant, mut fired_at: impl FnMut(Instant)) {
         self.note_now(now);
         self.flush_dirty();
         let mut fired = std::mem::take(&mut self.fired);
@@ -583,7 +590,9 @@ impl Endpoint {
         for &(key, generation) in &fired {
             match self.sessions.get_mut(key) {
                 Some(s) if s.generation == generation && !s.retired => {
-                    s.armed = None;
+                    if let Some(deadline) = s.armed.take() {
+                        fired_at(deadline);
+                    }
                     if s.conn.poll_timeout().is_some_and(|t| t <= now) {
                         s.conn.handle_timeout(now);
                         self.stats.timeouts_handled += 1;
@@ -1126,6 +1135,24 @@ mod tests {
         assert_eq!(st.timeouts_handled, 0);
         assert!(!ep.sessions[b.0].conn.is_closed());
         assert!(new_deadline > t0 + Duration::from_millis(2));
+    }
+
+    #[test]
+    fn observed_timeout_reports_the_deadline_that_fired() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(config(5), None, t0).unwrap();
+        let a = ep
+            .connect(t0, client_config(), "192.0.2.1:4433".parse().unwrap())
+            .unwrap();
+        let deadline = ep.sessions[a.0]
+            .armed
+            .expect("a new connection has a timer");
+        let mut seen = Vec::new();
+        ep.handle_timeout_observed(deadline - Duration::from_millis(1), |d| seen.push(d));
+        assert!(seen.is_empty(), "nothing is due before the deadline");
+        ep.handle_timeout_observed(deadline + Duration::from_millis(3), |d| seen.push(d));
+        assert_eq!(seen, vec![deadline]);
+        assert_eq!(ep.stats().timeouts_handled, 1);
     }
 
     #[test]
