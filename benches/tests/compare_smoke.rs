@@ -211,10 +211,18 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     assert_eq!(s["lost_while_held"], 0, "{s}");
     assert_eq!(s["clients"].as_array().unwrap().len(), 2);
     assert!(s["keep_alive_samples"].as_u64().unwrap() > 0, "{s}");
+    // The server sends keep-alives too: its loop expired timers during the hold.
+    let t = &s["server_timer_lateness_ms"];
+    assert!(t["count"].as_u64().unwrap() > 0, "{t}");
+    assert!(
+        f(&t["p99"]) <= f(&t["p999"]) && f(&t["p999"]) <= f(&t["max"]),
+        "{t}"
+    );
     for key in [
         "keep_alive_rtt_ms",
         "keep_alive_lateness_ms",
         "client_timer_lateness_ms",
+        "server_timer_lateness_ms",
     ] {
         let q = &s[key];
         assert!(

@@ -59,6 +59,10 @@ enum Command {
         /// with the benchmark user) instead of a plain comparison.
         #[arg(long)]
         accounts: Option<std::path::PathBuf>,
+        /// The server's sessions send keep-alives at this interval (ms; at most half
+        /// the 30 s idle timeout). Default: none (clients keep the sessions alive).
+        #[arg(long)]
+        keep_alive_ms: Option<u64>,
     },
     /// One connection, one unidirectional stream of N bytes; prints a JSON line.
     Client {
@@ -232,7 +236,14 @@ fn main() -> ExitCode {
             workers,
             ignore_stdin,
             accounts,
-        } => server::run(listen, workers, ignore_stdin, accounts.as_deref()),
+            keep_alive_ms,
+        } => server::run(
+            listen,
+            workers,
+            ignore_stdin,
+            accounts.as_deref(),
+            keep_alive_ms.map(std::time::Duration::from_millis),
+        ),
         Command::Client {
             addr,
             bytes,

@@ -21,9 +21,10 @@
 //!   public-key login; quinn/quiche: handshake + one tiny stream).
 //! - **idle**: server memory per idle connection at `--idle` connections (quill only:
 //!   the reference peers have no mode that holds idle connections).
-//! - **sessions**: `--sessions` idle sessions with keep-alives on one quill server loop,
-//!   held by several client processes; server RSS and CPU, and the keep-alives'
-//!   lateness (see [`sessions`]).
+//! - **sessions**: `--sessions` idle sessions with keep-alives (from both sides) on one
+//!   quill server loop, held by several client processes; server RSS and CPU, the server
+//!   loop's own timer lateness, and the keep-alives' lateness as the clients observe it
+//!   (see [`sessions`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -912,17 +913,28 @@ struct SessionsResult {
     rtt_ms: [f64; 3],
     lateness_ms: [f64; 3],
     client_timer_ms: [f64; 3],
+    /// The server loop's timer lateness over the hold, as it reported it
+    /// (`count`, `p50_us`, `p99_us`, `p999_us`, `max_us`).
+    server_timers: Value,
     samples: usize,
     ack_delay_ms: f64,
     clients: Vec<Value>,
 }
 
-/// `sessions`: N idle logged-in sessions with keep-alives (interval K) on one quill
-/// server loop, held by several client processes (one loop each). Once every client
-/// reports `ready`, all are told `go` and hold the sessions for `--hold-secs`; the
-/// server's RSS is read in the middle of the hold and its CPU over it.
+/// `sessions`: N idle logged-in sessions with keep-alives (interval K, sent by both the
+/// clients and the server) on one quill server loop, held by several client processes
+/// (one loop each). Once every client reports `ready`, all are told `go` and hold the
+/// sessions for `--hold-secs`; the server's RSS is read in the middle of the hold and
+/// its CPU over it.
 ///
-/// Keep-alive lateness: every keep-alive PING a client sends is acknowledged by the
+/// Server timer lateness (the measurement that counts): the server loop records, for
+/// every timer its wheel expires (its own keep-alives, the ACK delays of the clients'
+/// PINGs, loss detection, ...), how long after the deadline the loop woke up for it
+/// ([`EventLoop::timer_lateness`](quill_transport::driver::event_loop::EventLoop::timer_lateness)).
+/// It is reset when the hold starts and read just before it ends, before the clients
+/// close anything.
+///
+/// Client-observed keep-alive lateness: every keep-alive PING a client sends is acknowledged by the
 /// server within its advertised `max_ack_delay` (25 ms, an ACK timer on the server's
 /// wheel) plus the time the datagrams spend on loopback and in the two loops. The
 /// client reads each PING's round trip (`latest_rtt`, not smoothed) half a second
@@ -930,7 +942,10 @@ struct SessionsResult {
 /// scheduled the server's ACK timer fired and its ACK made it back. It includes the
 /// loaded client loops' own delays, so it is an upper bound for the server's.
 fn sessions(o: &Options) -> Result<SessionsResult, String> {
-    let server = loopback::Server::start(o.workers)?;
+    let mut server = loopback::Server::start_with(
+        o.workers,
+        &strings(["--keep-alive-ms", &o.keep_alive_ms.to_string()]),
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = server.proc.status_kib("VmRSS")?;
     let procs = o.session_clients.clamp(1, o.sessions.max(1));
@@ -968,13 +983,24 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
     );
     // Let the handshake burst's leftovers settle before the hold starts.
     std::thread::sleep(Duration::from_secs(2));
+    server.proc.send_line("reset-lateness")?;
     for c in clients.iter_mut() {
         c.send_line("go")?;
     }
     let cpu0 = server.proc.cpu_now()?;
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(o.hold_secs) / 2);
+    let hold = Duration::from_secs(o.hold_secs);
+    std::thread::sleep(hold / 2);
     let rss = server.proc.status_kib("VmRSS")?;
+    // Read the server's timer lateness just before the clients' holds end (each began
+    // when its `go` arrived, after `reset-lateness` was sent): their closing is not in it.
+    std::thread::sleep((hold - hold / 2).saturating_sub(Duration::from_millis(250)));
+    server.proc.send_line("lateness")?;
+    let l = server
+        .proc
+        .line_starting("lateness ", Duration::from_secs(30))?;
+    let server_timers: Value = serde_json::from_str(&l["lateness ".len()..])
+        .map_err(|e| format!("server: bad lateness JSON {l}: {e}"))?;
     let mut outs = Vec::new();
     for c in clients.iter_mut() {
         let l = c.line_starting("{", Duration::from_secs(o.hold_secs + 60))?;
@@ -1033,9 +1059,15 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
         rtt_ms: q(&mut rtt),
         lateness_ms: q(&mut late),
         client_timer_ms: q(&mut own),
+        server_timers,
         ack_delay_ms,
         clients: outs,
     })
+}
+
+/// A microsecond count from the server's JSON as milliseconds (NaN if missing).
+fn us_to_ms(v: &Value) -> f64 {
+    v.as_f64().map_or(f64::NAN, |us| us / 1e3)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1136,6 +1168,13 @@ pub fn run(o: &Options) -> Result<(), String> {
                     "server_max_ack_delay_ms": s.ack_delay_ms,
                     "keep_alive_samples": s.samples,
                     "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
+                    "server_timer_lateness_ms": {
+                        "count": s.server_timers["count"],
+                        "p50": us_to_ms(&s.server_timers["p50_us"]),
+                        "p99": us_to_ms(&s.server_timers["p99_us"]),
+                        "p999": us_to_ms(&s.server_timers["p999_us"]),
+                        "max": us_to_ms(&s.server_timers["max_us"]),
+                    },
                     "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
                     "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
                     "clients": s.clients,
@@ -1266,15 +1305,21 @@ fn print_tables(
         println!();
         match s {
             Ok(s) => {
-                println!("| connected | lost | server RSS | bytes/session | server CPU (% of a core) | keep-alive RTT p50 / p99 ms | lateness p50 / p99 / max ms | clients' own timer lateness p50 / p99 ms | samples |");
-                println!("|---|---|---|---|---|---|---|---|---|");
+                let t = &s.server_timers;
+                println!("| connected | lost | server RSS | bytes/session | server CPU (% of a core) | **server loop timer lateness** p50 / p99 / p99.9 / max ms | timers fired | client-observed keep-alive RTT p50 / p99 ms | client-observed lateness p50 / p99 / max ms | clients' own timer lateness p50 / p99 ms | samples |");
+                println!("|---|---|---|---|---|---|---|---|---|---|---|");
                 println!(
-                    "| {} | {} | {:.1} MiB | {:.0} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {} |",
+                    "| {} | {} | {:.1} MiB | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} / {:.2} | {} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {} |",
                     s.connected,
                     s.lost,
                     s.rss_kib as f64 / 1024.0,
                     (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
                     s.server_cpu_pct,
+                    us_to_ms(&t["p50_us"]),
+                    us_to_ms(&t["p99_us"]),
+                    us_to_ms(&t["p999_us"]),
+                    us_to_ms(&t["max_us"]),
+                    t["count"].as_u64().unwrap_or(0),
                     s.rtt_ms[0],
                     s.rtt_ms[1],
                     s.lateness_ms[0],
@@ -1285,7 +1330,9 @@ fn print_tables(
                     s.samples
                 );
                 println!(
-                    "\n(lateness = keep-alive round trip − the server's max_ack_delay of {:.0} ms)",
+                    "\n(server loop timer lateness: every timer the server's wheel expired during the hold, its keep-alives \
+                     included, woken how long after its deadline; client-observed lateness = keep-alive round trip − the \
+                     server's max_ack_delay of {:.0} ms, which includes the client loops' own delays)",
                     s.ack_delay_ms
                 );
             }

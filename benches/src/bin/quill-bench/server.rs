@@ -6,13 +6,22 @@
 //! connection and writes the number of bytes it received on that stream as an 8-byte
 //! big-endian integer, then FIN. The client stops its clock when that count arrives and
 //! checks that it equals what it sent.
+//!
+//! Control on stdin, one command per line: `reset-lateness` forgets the loop's
+//! timer-lateness samples (start of a measured period); `lateness` prints
+//! `lateness {JSON}` with the samples since (count, p50/p99/p99.9/max in µs, see
+//! [`EventLoop::timer_lateness`]); end of input shuts the server down gracefully. The
+//! JSON summary printed at exit includes the lateness too (shutdown included).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
+use quill_transport::driver::histogram::LatencySummary;
 use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
@@ -208,19 +217,47 @@ fn block_termination_signals() -> libc::sigset_t {
     }
 }
 
+/// Requests from the stdin thread to the loop thread, acted on after the loop turn in
+/// which the thread woke the loop.
+#[derive(Default)]
+struct Control {
+    reset_lateness: AtomicBool,
+    report_lateness: AtomicBool,
+}
+
+/// The loop's timer lateness as JSON, in microseconds.
+pub fn lateness_json(s: &LatencySummary) -> serde_json::Value {
+    serde_json::json!({
+        "count": s.count,
+        "p50_us": s.p50.as_micros() as u64,
+        "p99_us": s.p99.as_micros() as u64,
+        "p999_us": s.p999.as_micros() as u64,
+        "max_us": s.max.as_micros() as u64,
+    })
+}
+
 /// Runs the server until SIGINT/SIGTERM or (unless `ignore_stdin`) until stdin closes.
+/// `keep_alive`: the server's sessions send keep-alives of their own at this interval
+/// (their timers then fire on this loop, which is what the sessions benchmark
+/// measures).
 pub fn run(
     listen: SocketAddr,
     workers: usize,
     ignore_stdin: bool,
     accounts: Option<&std::path::Path>,
+    keep_alive: Option<Duration>,
 ) -> Result<(), String> {
     common::require_loopback(listen)?;
+    let mut transport = common::transport_config();
+    transport.keep_alive_interval = keep_alive;
+    transport
+        .validate()
+        .map_err(|e| format!("--keep-alive-ms: {e}"))?;
     let signals = block_termination_signals();
     let host_key = common::host_key();
     let fingerprint = host_key.public().fingerprint();
     let mut config = ServerConfig::new(host_key);
-    config.transport = Arc::new(common::transport_config());
+    config.transport = Arc::new(transport);
     // Many connections from one source address, at a high rate: the per-source rate
     // limit is off, Retry is off (it would add a round trip to every handshake) and
     // there is room for many handshakes in flight.
@@ -256,9 +293,10 @@ pub fn run(
     )
     .map_err(|e| format!("bind {listen}: {e}"))?;
     let handle = ev.handle();
+    let control = Arc::new(Control::default());
     spawn_signal_thread(signals, handle.clone());
     if !ignore_stdin {
-        spawn_stdin_thread(handle);
+        spawn_stdin_thread(handle, control.clone());
     }
     {
         let mut out = std::io::stdout().lock();
@@ -266,8 +304,21 @@ pub fn run(
         let _ = writeln!(out, "fingerprint {fingerprint}");
         let _ = out.flush();
     }
-    ev.run().map_err(|e| format!("server loop: {e}"))?;
+    loop {
+        if ev.turn(None).map_err(|e| format!("server loop: {e}"))? {
+            break;
+        }
+        if control.reset_lateness.swap(false, Ordering::SeqCst) {
+            ev.reset_timer_lateness();
+        }
+        if control.report_lateness.swap(false, Ordering::SeqCst) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "lateness {}", lateness_json(&ev.timer_lateness()));
+            let _ = out.flush();
+        }
+    }
     let stats = ev.stats();
+    let lateness = lateness_json(&ev.timer_lateness());
     let h = ev.handler();
     let summary = serde_json::json!({
         "logins": h.logins,
@@ -278,6 +329,7 @@ pub fn run(
         "gso_batches": stats.gso_batches,
         "send_blocked": stats.send_blocked,
         "turns": stats.turns,
+        "timer_lateness": lateness,
     });
     println!("{summary}");
     Ok(())
@@ -293,11 +345,20 @@ fn spawn_signal_thread(set: libc::sigset_t, handle: LoopHandle) {
     });
 }
 
-fn spawn_stdin_thread(handle: LoopHandle) {
+/// Reads control commands (see the module docs) until stdin closes, then shuts the
+/// loop down. Unknown lines are ignored.
+fn spawn_stdin_thread(handle: LoopHandle, control: Arc<Control>) {
     std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let flag = match line.trim() {
+                "reset-lateness" => &control.reset_lateness,
+                "lateness" => &control.report_lateness,
+                _ => continue,
+            };
+            flag.store(true, Ordering::SeqCst);
+            handle.wake();
+        }
         handle.shutdown();
     });
 }
@@ -335,7 +396,20 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_addresses() {
-        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true, None).unwrap_err();
+        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true, None, None).unwrap_err();
         assert!(err.contains("not a loopback"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_keep_alive_longer_than_half_the_idle_timeout() {
+        let err = run(
+            "127.0.0.1:0".parse().unwrap(),
+            1,
+            true,
+            None,
+            Some(Duration::from_secs(3600)),
+        )
+        .unwrap_err();
+        assert!(err.contains("--keep-alive-ms"), "{err}");
     }
 }
