@@ -165,7 +165,8 @@ enum Command {
         /// Seconds the sessions are held and measured.
         #[arg(long, default_value_t = 20)]
         hold_secs: u64,
-        /// Keep-alive interval of the sessions, in milliseconds (below 15000).
+        /// Keep-alive interval of the sessions (clients and server both send them), in
+        /// milliseconds (below 15000).
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
         keep_alive_ms: u64,
         /// quill server worker threads.
