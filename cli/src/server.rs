@@ -38,6 +38,7 @@ use quill_transport::auth::accounts::SqliteStore;
 use quill_transport::auth::login::{LoginVerifier, Verdict};
 use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::driver::login::verify_on_pool;
+use quill_transport::driver::signals::TerminationSignals;
 use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
@@ -190,40 +191,21 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
 /// Runs `quill server` until SIGINT or SIGTERM, then drains connections and returns.
 pub fn run(args: &ServerArgs) -> CliResult {
     // Before any thread exists, so that every thread inherits the blocked set and the
-    // signals reach only the `sigwait` below.
-    let signals = block_termination_signals();
+    // signals reach only the thread `on_signal` starts.
+    let signals = TerminationSignals::block();
     let settings = Settings::from_args(args)?;
     let opts = settings.options()?;
     let server = spawn(opts)?;
     eprintln!("listening {}", server.addr);
     eprintln!("host key fingerprint {}", server.fingerprint);
     let handle = server.handle.clone();
-    std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `signals` is an initialised set, blocked in every thread.
-        if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
-            tracing::info!("signal {sig}: closing connections");
-            handle.shutdown();
-        }
+    signals.on_signal(move |sig| {
+        tracing::info!("signal {sig}: closing connections");
+        handle.shutdown();
     });
     server.wait()?;
     tracing::info!("server stopped");
     Ok(())
-}
-
-/// Blocks SIGINT and SIGTERM in this thread (and every thread spawned after it) and
-/// returns the set for `sigwait`.
-fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise a set we own; pthread_sigmask changes
-    // only this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
 }
 
 // ---------------------------------------------------------------------------------

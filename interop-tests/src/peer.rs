@@ -39,6 +39,7 @@ use quill_transport::auth::login::LoginVerifier;
 use quill_transport::driver::blocking::{self, BlockingConnection, ConnectError};
 use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
 use quill_transport::driver::login::verify_on_pool;
+use quill_transport::driver::signals::TerminationSignals;
 use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
@@ -576,20 +577,6 @@ impl Handler for PeerServer {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and its future threads; returns the set.
-fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise a set we own; pthread_sigmask changes
-    // only this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 /// How long a graceful shutdown may take before the server stops without draining
 /// (a peer that vanished, or a path it cannot reach, must not keep it up).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -603,7 +590,7 @@ fn stop_within(handle: &LoopHandle, grace: Duration) {
 
 /// `quill-interop-peer server`.
 pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
-    let signals = block_termination_signals();
+    let signals = TerminationSignals::block();
     let fault = parse_fault(&a.common.fault)?;
     let suites = parse_suites(&a.common.suites).map_err(PeerError::usage)?;
     let transport = transport_config(&a.common, fault)?;
@@ -665,13 +652,7 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
     println!("listening {}", ev.local_addr());
     let _ = io::stdout().flush();
     let h2 = handle.clone();
-    std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `signals` is an initialised set, blocked in every thread.
-        if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
-            stop_within(&h2, SHUTDOWN_GRACE);
-        }
-    });
+    signals.on_signal(move |_| stop_within(&h2, SHUTDOWN_GRACE));
     let h3: LoopHandle = handle.clone();
     std::thread::spawn(move || {
         let mut sink = Vec::new();

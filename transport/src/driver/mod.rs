@@ -13,6 +13,8 @@
 //!   `WouldBlock` is back-pressure (a bounded queue), never a dropped datagram.
 //! - [`histogram`]: [`LatencyHistogram`], the fixed-size, allocation-free histogram in
 //!   which the event loop records how late each timer fired.
+//! - [`signals`]: [`TerminationSignals`], SIGINT/SIGTERM collected by one thread so a
+//!   server can drain its connections before it exits.
 //! - [`pool`]: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
 //!   with results delivered through the loop's waker and panics contained.
 
@@ -21,8 +23,10 @@ pub mod event_loop;
 pub mod histogram;
 pub mod login;
 pub mod pool;
+pub mod signals;
 pub mod socket;
 
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
+pub use signals::TerminationSignals;
 pub use socket::{SendOutcome, SyscallError, UdpConfig, UdpIo};

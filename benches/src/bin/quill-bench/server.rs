@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::driver::histogram::LatencySummary;
+use quill_transport::driver::signals::TerminationSignals;
 use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
@@ -202,21 +203,6 @@ impl BenchServer {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread spawned after it)
-/// and returns the set, for a dedicated thread to `sigwait` on.
-fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask changes
-    // only this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 /// Requests from the stdin thread to the loop thread, acted on after the loop turn in
 /// which the thread woke the loop.
 #[derive(Default)]
@@ -253,7 +239,7 @@ pub fn run(
     transport
         .validate()
         .map_err(|e| format!("--keep-alive-ms: {e}"))?;
-    let signals = block_termination_signals();
+    let signals = TerminationSignals::block();
     let host_key = common::host_key();
     let fingerprint = host_key.public().fingerprint();
     let mut config = ServerConfig::new(host_key);
@@ -294,7 +280,8 @@ pub fn run(
     .map_err(|e| format!("bind {listen}: {e}"))?;
     let handle = ev.handle();
     let control = Arc::new(Control::default());
-    spawn_signal_thread(signals, handle.clone());
+    let h = handle.clone();
+    signals.on_signal(move |_| h.shutdown());
     if !ignore_stdin {
         spawn_stdin_thread(handle, control.clone());
     }
@@ -333,16 +320,6 @@ pub fn run(
     });
     println!("{summary}");
     Ok(())
-}
-
-fn spawn_signal_thread(set: libc::sigset_t, handle: LoopHandle) {
-    std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is an initialised signal set, blocked in every thread.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            handle.shutdown();
-        }
-    });
 }
 
 /// Reads control commands (see the module docs) until stdin closes, then shuts the
