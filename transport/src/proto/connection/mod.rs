@@ -23,6 +23,8 @@ mod recv;
 mod send;
 mod spaces;
 
+pub(crate) use recv::Header as RecvHeader;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

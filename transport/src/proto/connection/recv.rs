@@ -16,25 +16,60 @@ use crate::proto::recovery::{Pacer, RttEstimator};
 use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
-    Frame, Frames, LongType, PacketKind, Space, TransportParameters, QUILL_VERSION,
+    Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportParameters, QUILL_VERSION,
 };
 
 /// Most PATH_RESPONSEs owed at once; further challenges are ignored until sent.
 const MAX_PATH_RESPONSES: usize = 8;
 
 /// The header fields the receive path needs once the header has been parsed.
-struct Header {
+pub(crate) struct Header {
     kind: PacketKind,
     version: u32,
     dcid: ConnectionId,
     scid: Option<ConnectionId>,
     pn_offset: usize,
+    /// This packet's length within the datagram ([`PartialHeader::packet_len`]).
+    packet_len: usize,
+    /// The short-header DCID length the parse assumed.
+    short_cid_len: usize,
+}
+
+impl Header {
+    /// The fields of `h`, a parse made with a short-header DCID length of
+    /// `short_cid_len`, that the receive path needs.
+    pub(crate) fn new(h: &PartialHeader<'_>, short_cid_len: usize) -> Self {
+        Header {
+            kind: h.kind,
+            version: h.version,
+            dcid: h.dcid,
+            scid: h.scid,
+            pn_offset: h.pn_offset,
+            packet_len: h.packet_len,
+            short_cid_len,
+        }
+    }
 }
 
 impl Connection {
     /// Processes one UDP datagram from `remote` (which may hold several coalesced
     /// packets). The buffer is decrypted in place.
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, data: &mut [u8]) {
+        self.handle_datagram_parsed(now, remote, data, None);
+    }
+
+    /// [`Connection::handle_datagram`] for a datagram whose first packet header the
+    /// endpoint has already parsed (to route it). `first` is used only if it was
+    /// parsed with this connection's own short-header DCID length, so the result is
+    /// exactly what parsing again would give; it saves the second parse of every
+    /// routed datagram.
+    pub(crate) fn handle_datagram_parsed(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: &mut [u8],
+        first: Option<&Header>,
+    ) {
         if matches!(self.state, State::Drained | State::Draining) {
             return;
         }
@@ -48,26 +83,26 @@ impl Connection {
             self.close_pending = true;
             return;
         }
+        let cid_len = self.local_cid.len();
+        let mut first = first.filter(|h| h.short_cid_len == cid_len);
+        let mut parsed;
         let mut offset = 0;
         while offset < data.len() {
             let rest = &mut data[offset..];
-            let (header, packet_len) = match parse_header(rest, self.local_cid.len()) {
-                Ok(h) => (
-                    Header {
-                        kind: h.kind,
-                        version: h.version,
-                        dcid: h.dcid,
-                        scid: h.scid,
-                        pn_offset: h.pn_offset,
-                    },
-                    h.packet_len,
-                ),
-                Err(_) => {
-                    self.stats.packets_dropped += 1;
-                    return;
-                }
+            let header = match first.take() {
+                Some(h) => h,
+                None => match parse_header(rest, cid_len) {
+                    Ok(h) => {
+                        parsed = Header::new(&h, cid_len);
+                        &parsed
+                    }
+                    Err(_) => {
+                        self.stats.packets_dropped += 1;
+                        return;
+                    }
+                },
             };
-            let packet_len = packet_len.min(rest.len());
+            let packet_len = header.packet_len.min(rest.len());
             self.handle_packet(now, remote, &mut rest[..packet_len], header);
             offset += packet_len;
             if self.state == State::Drained || self.state == State::Closing {
@@ -76,7 +111,7 @@ impl Connection {
         }
     }
 
-    fn handle_packet(&mut self, now: Instant, remote: SocketAddr, packet: &mut [u8], h: Header) {
+    fn handle_packet(&mut self, now: Instant, remote: SocketAddr, packet: &mut [u8], h: &Header) {
         let space = match h.kind {
             PacketKind::VersionNegotiation => return self.handle_version_negotiation(packet),
             PacketKind::Long(LongType::Retry) => return self.handle_retry(packet),

@@ -46,7 +46,7 @@ use slab::Slab;
 
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
-use super::connection::{Connection, Event, Transmit};
+use super::connection::{Connection, Event, RecvHeader, Transmit};
 use super::timer_wheel::TimerWheel;
 use crate::wire::QUILL_VERSION;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
@@ -383,7 +383,10 @@ impl Endpoint {
             // connection drops any that do not.
             match self.sessions.get_mut(handle.0) {
                 Some(s) if s.generation == generation && !s.retired => {
-                    s.conn.handle_datagram(now, remote, data);
+                    // The connection reuses this parse instead of parsing again.
+                    let first = RecvHeader::new(&h, self.config.cid_len);
+                    s.conn
+                        .handle_datagram_parsed(now, remote, data, Some(&first));
                     if s.reset_token.is_none() {
                         if let Some(t) = s.conn.peer_reset_token() {
                             s.reset_token = Some(t);
