@@ -293,6 +293,14 @@ pub struct Endpoint {
     sent_this_turn: usize,
     /// Live sessions in `send_ready` (it may also hold entries of freed sessions).
     queued_send: usize,
+    /// The session at the front of `send_ready` whose [`Endpoint::sync`] is deferred
+    /// to the end of its send turn: re-arming its wheel entry after every datagram
+    /// would recompute its deadline (the loss-detection timer moves with every
+    /// packet) once per packet instead of once per flush. Until then the wheel may
+    /// hold its earlier deadline; that is never read unsynced: `poll_timeout` answers
+    /// "at once" while the session is queued for sending, and `handle_timeout`,
+    /// `handle_datagram` and `poll_event` sync it first.
+    unsynced: Option<usize>,
     /// Sessions that may have events.
     event_ready: VecDeque<(usize, u32)>,
     /// Sessions the application borrowed, to re-arm before the next step.
@@ -350,6 +358,7 @@ impl Endpoint {
             send_ready: VecDeque::new(),
             sent_this_turn: 0,
             queued_send: 0,
+            unsynced: None,
             event_ready: VecDeque::new(),
             dirty: Vec::new(),
             queued_dirty: 0,
@@ -375,6 +384,7 @@ impl Endpoint {
     ) -> Option<ConnectionHandle> {
         self.note_now(now);
         self.flush_dirty();
+        self.sync_deferred();
         self.stats.datagrams_received += 1;
         let h = match parse_header(data, self.config.cid_len) {
             Ok(h) => h,
@@ -598,6 +608,7 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.note_now(now);
         self.flush_dirty();
+        self.sync_deferred();
         let mut fired = std::mem::take(&mut self.fired);
         fired.clear();
         self.wheel
@@ -688,8 +699,13 @@ impl Endpoint {
                         self.send_ready.pop_front();
                         self.send_ready.push_back((key, generation));
                         self.sent_this_turn = 0;
+                        self.unsynced = None;
+                        self.sync(key);
+                    } else {
+                        // Synced when its turn ends (below) or before anything reads
+                        // its deadline; see `unsynced`.
+                        self.unsynced = Some(key);
                     }
-                    self.sync(key);
                     return Some(t);
                 }
                 None => {
@@ -697,6 +713,7 @@ impl Endpoint {
                     self.queued_send -= 1;
                     self.send_ready.pop_front();
                     self.sent_this_turn = 0;
+                    self.sync_deferred();
                     self.sync(key);
                 }
             }
@@ -718,6 +735,7 @@ impl Endpoint {
     /// touched since their events were last drained are asked.
     pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
         self.flush_dirty();
+        self.sync_deferred();
         while let Some(&(key, generation)) = self.event_ready.front() {
             let s = match self.sessions.get_mut(key) {
                 Some(s) if s.generation == generation => s,
@@ -899,6 +917,13 @@ impl Endpoint {
                 None => self.wheel.cancel(key),
             }
             s.armed = deadline;
+        }
+    }
+
+    /// The [`Self::sync`] that [`Endpoint::poll_transmit`] deferred, if any.
+    fn sync_deferred(&mut self) {
+        if let Some(key) = self.unsynced.take() {
+            self.sync(key);
         }
     }
 
