@@ -73,6 +73,7 @@ impl Connection {
         if matches!(self.state, State::Drained | State::Draining) {
             return;
         }
+        self.update_loss_timer();
         self.stats.bytes_received += data.len() as u64;
         self.datagram_len = data.len() as u64;
         if !self.address_validated {
@@ -423,7 +424,7 @@ impl Connection {
                 self.lost(report);
                 // RFC 9000 §10.2.2: draining for three PTOs, sending nothing.
                 self.state = State::Draining;
-                self.timers = [None; super::TIMER_COUNT];
+                self.clear_timers();
                 let pto = self.pto_duration(Space::Data);
                 self.set_timer(Timer::Close, Some(now + 3 * pto));
             }
@@ -664,7 +665,7 @@ impl Connection {
             peer_versions: versions,
         });
         self.state = State::Drained;
-        self.timers = [None; super::TIMER_COUNT];
+        self.clear_timers();
     }
 
     fn handle_retry(&mut self, packet: &[u8]) {
@@ -715,7 +716,7 @@ impl Connection {
         if space == Space::Data && self.is_stateless_reset(packet) {
             self.lost(ConnectionError::Reset);
             self.state = State::Drained;
-            self.timers = [None; super::TIMER_COUNT];
+            self.clear_timers();
         }
     }
 
@@ -1022,15 +1023,19 @@ impl Connection {
 
     /// RFC 9002 Appendix A.8.
     pub(super) fn set_loss_detection_timer(&mut self, now: Instant) {
+        let at = self.loss_detection_deadline(now);
+        self.set_timer(Timer::LossDetection, at);
+    }
+
+    /// The deadline [`Self::set_loss_detection_timer`] sets (RFC 9002 Appendix A.8).
+    pub(super) fn loss_detection_deadline(&self, now: Instant) -> Option<Instant> {
         let earliest_loss = self.spaces.iter().filter_map(|s| s.loss_time).min();
         if let Some(t) = earliest_loss {
-            self.set_timer(Timer::LossDetection, Some(t));
-            return;
+            return Some(t);
         }
         if self.side == Side::Server && !self.address_validated && self.amplification_blocked() {
             // The server cannot send anyway; the client's retransmission unblocks it.
-            self.set_timer(Timer::LossDetection, None);
-            return;
+            return None;
         }
         let in_flight = self
             .spaces
@@ -1039,10 +1044,9 @@ impl Connection {
         let client_needs_probe =
             self.side == Side::Client && !self.handshake_confirmed && !self.handshake_acked;
         if !in_flight && !client_needs_probe {
-            self.set_timer(Timer::LossDetection, None);
-            return;
+            return None;
         }
-        self.set_timer(Timer::LossDetection, self.pto_time(now).map(|(t, _)| t));
+        self.pto_time(now).map(|(t, _)| t)
     }
 
     /// The earliest PTO deadline and its space.
