@@ -298,8 +298,9 @@ pub struct Endpoint {
     /// would recompute its deadline (the loss-detection timer moves with every
     /// packet) once per packet instead of once per flush. Until then the wheel may
     /// hold its earlier deadline; that is never read unsynced: `poll_timeout` answers
-    /// "at once" while the session is queued for sending, and `handle_timeout`,
-    /// `handle_datagram` and `poll_event` sync it first.
+    /// "at once" while the session is queued for sending, and `handle_timeout` and
+    /// `poll_event` sync it first. A session that received datagrams is deferred the
+    /// same way until the next datagram for another session (`received`).
     unsynced: Option<usize>,
     /// Sessions that may have events.
     event_ready: VecDeque<(usize, u32)>,
@@ -384,7 +385,6 @@ impl Endpoint {
     ) -> Option<ConnectionHandle> {
         self.note_now(now);
         self.flush_dirty();
-        self.sync_deferred();
         self.stats.datagrams_received += 1;
         let h = match parse_header(data, self.config.cid_len) {
             Ok(h) => h,
@@ -422,7 +422,7 @@ impl Endpoint {
                             self.reset_tokens.insert(t, (handle, generation));
                         }
                     }
-                    self.touched(handle.0);
+                    self.received(handle.0);
                 }
                 _ => self.stats.dropped_unknown_cid += 1,
             }
@@ -866,11 +866,19 @@ impl Endpoint {
     /// Bookkeeping after anything touched a session: handshake progress, draining,
     /// and re-arming the wheel if the deadline changed.
     fn sync(&mut self, key: usize) {
+        if self.sync_routes(key) {
+            self.rearm(key);
+        }
+    }
+
+    /// [`Self::sync`] but for re-arming the wheel; false if the session is gone or
+    /// retired (nothing to re-arm).
+    fn sync_routes(&mut self, key: usize) -> bool {
         let Some(s) = self.sessions.get_mut(key) else {
-            return;
+            return false;
         };
         if s.retired {
-            return;
+            return false;
         }
         if s.half_open && (s.conn.is_established() || s.conn.is_closed()) {
             s.half_open = false;
@@ -904,12 +912,20 @@ impl Endpoint {
             }
         }
         let Some(s) = self.sessions.get_mut(key) else {
-            return;
+            return false;
         };
         if s.conn.is_drained() {
             self.retire(key);
-            return;
+            return false;
         }
+        true
+    }
+
+    /// Re-arms the session's wheel entry if its deadline changed.
+    fn rearm(&mut self, key: usize) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         let deadline = s.conn.poll_timeout();
         if deadline != s.armed {
             match deadline {
@@ -930,6 +946,25 @@ impl Endpoint {
     /// [`Self::sync`], and queue the session for sending and events.
     fn touched(&mut self, key: usize) {
         self.sync(key);
+        self.queue(key);
+    }
+
+    /// [`Self::touched`] for a session that received a datagram, with the wheel
+    /// re-arm deferred like [`Endpoint::poll_transmit`]'s (see `unsynced`): a burst
+    /// of datagrams for one session re-arms it once. The session is queued for
+    /// sending, which the deferral needs.
+    fn received(&mut self, key: usize) {
+        if self.unsynced.is_some_and(|k| k != key) {
+            self.sync_deferred();
+        }
+        if self.sync_routes(key) {
+            self.unsynced = Some(key);
+            self.queue(key);
+        }
+    }
+
+    /// Queues a live session for sending and events.
+    fn queue(&mut self, key: usize) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
