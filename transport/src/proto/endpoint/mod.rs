@@ -1232,6 +1232,34 @@ mod tests {
     }
 
     #[test]
+    fn the_last_route_is_forgotten_with_the_route() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(config(5), None, t0).unwrap();
+        let from: SocketAddr = "192.0.2.1:4433".parse().unwrap();
+        let a = ep.connect(t0, client_config(), from).unwrap();
+        let cid = ep.sessions[a.0].local_cid;
+        let generation = ep.sessions[a.0].generation;
+        // A short-header datagram for the session (undecryptable: the connection
+        // drops it, but the endpoint routes it).
+        let datagram = |cid: &ConnectionId| {
+            let mut d = vec![0x40];
+            d.extend_from_slice(cid.as_ref());
+            d.extend_from_slice(&[0x5a; 40]);
+            d
+        };
+        assert!(ep.handle_datagram(t0, from, &mut datagram(&cid)).is_none());
+        assert!(ep.last_route == Some((cid, (a, generation))));
+        let unknown = ep.stats().dropped_unknown_cid;
+        ep.discard(a.0);
+        assert!(ep.last_route.is_none());
+        // The same ID again finds no route, and none is remembered.
+        assert!(ep.handle_datagram(t0, from, &mut datagram(&cid)).is_none());
+        assert!(ep.last_route.is_none());
+        assert_eq!(ep.stats().dropped_unknown_cid, unknown + 1);
+        assert!(ep.is_empty());
+    }
+
+    #[test]
     fn garbage_datagrams_never_panic_and_are_counted() {
         let t0 = Instant::now();
         let mut ep = Endpoint::new(config(4), Some(server_config()), t0).unwrap();
