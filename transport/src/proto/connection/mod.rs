@@ -23,6 +23,8 @@ mod recv;
 mod send;
 mod spaces;
 
+pub(crate) use recv::Header as RecvHeader;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -258,6 +260,13 @@ pub struct Connection {
     keep_alive_due: bool,
 
     timers: [Option<Instant>; TIMER_COUNT],
+    /// The loss-detection timer in `timers` is out of date: ack-eliciting packets
+    /// were sent since it was set. RFC 9002 Appendix A re-arms it on every such
+    /// packet, and its deadline depends only on the state after the last one, so the
+    /// send path only marks it here; [`Connection::poll_timeout`] computes it (as of
+    /// `last_eliciting_sent`, the last packet's send time) and every other reader
+    /// brings it up to date first. Once per flush instead of once per packet.
+    loss_timer_stale: bool,
     streams: Streams,
     events: VecDeque<Event>,
     datagrams_in: VecDeque<Vec<u8>>,
@@ -430,6 +439,7 @@ impl Connection {
             ping_pending: false,
             keep_alive_due: false,
             timers: [None; TIMER_COUNT],
+            loss_timer_stale: false,
             streams,
             events: VecDeque::new(),
             datagrams_in: VecDeque::new(),
@@ -468,11 +478,38 @@ impl Connection {
 
     /// The earliest time at which [`Connection::handle_timeout`] should be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
+        if !self.loss_timer_stale {
+            return self.timers.iter().flatten().min().copied();
+        }
+        let loss = self.loss_detection_deadline(self.last_eliciting_sent);
+        self.timers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != Timer::LossDetection as usize)
+            .filter_map(|(_, t)| *t)
+            .chain(loss)
+            .min()
     }
 
     fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
+        if t == Timer::LossDetection {
+            self.loss_timer_stale = false;
+        }
         self.timers[t as usize] = at;
+    }
+
+    /// Disarms every timer.
+    fn clear_timers(&mut self) {
+        self.timers = [None; TIMER_COUNT];
+        self.loss_timer_stale = false;
+    }
+
+    /// Brings a loss-detection timer marked out of date up to date (see
+    /// `loss_timer_stale`).
+    fn update_loss_timer(&mut self) {
+        if self.loss_timer_stale {
+            self.set_loss_detection_timer(self.last_eliciting_sent);
+        }
     }
 
     fn timer(&self, t: Timer) -> Option<Instant> {
@@ -481,6 +518,7 @@ impl Connection {
 
     /// Handles every timer that has expired by `now`; a spurious call is a no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.update_loss_timer();
         for t in ALL_TIMERS {
             let Some(at) = self.timers[t as usize] else {
                 continue;
@@ -492,13 +530,13 @@ impl Connection {
             match t {
                 Timer::Close => {
                     self.state = State::Drained;
-                    self.timers = [None; TIMER_COUNT];
+                    self.clear_timers();
                     return;
                 }
                 Timer::Idle => {
                     self.lost(ConnectionError::TimedOut);
                     self.state = State::Drained;
-                    self.timers = [None; TIMER_COUNT];
+                    self.clear_timers();
                     return;
                 }
                 Timer::LossDetection => self.on_loss_detection_timeout(now),
@@ -768,7 +806,7 @@ impl Connection {
         self.lost(report);
         // RFC 9000 §10.2: the closing period (three PTOs) starts when poll_transmit
         // sends the CONNECTION_CLOSE; it arms the Close timer then.
-        self.timers = [None; TIMER_COUNT];
+        self.clear_timers();
     }
 
     fn lost(&mut self, err: ConnectionError) {

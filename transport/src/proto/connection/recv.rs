@@ -16,28 +16,64 @@ use crate::proto::recovery::{Pacer, RttEstimator};
 use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
-    Frame, Frames, LongType, PacketKind, Space, TransportParameters, QUILL_VERSION,
+    Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportParameters, QUILL_VERSION,
 };
 
 /// Most PATH_RESPONSEs owed at once; further challenges are ignored until sent.
 const MAX_PATH_RESPONSES: usize = 8;
 
 /// The header fields the receive path needs once the header has been parsed.
-struct Header {
+pub(crate) struct Header {
     kind: PacketKind,
     version: u32,
     dcid: ConnectionId,
     scid: Option<ConnectionId>,
     pn_offset: usize,
+    /// This packet's length within the datagram ([`PartialHeader::packet_len`]).
+    packet_len: usize,
+    /// The short-header DCID length the parse assumed.
+    short_cid_len: usize,
+}
+
+impl Header {
+    /// The fields of `h`, a parse made with a short-header DCID length of
+    /// `short_cid_len`, that the receive path needs.
+    pub(crate) fn new(h: &PartialHeader<'_>, short_cid_len: usize) -> Self {
+        Header {
+            kind: h.kind,
+            version: h.version,
+            dcid: h.dcid,
+            scid: h.scid,
+            pn_offset: h.pn_offset,
+            packet_len: h.packet_len,
+            short_cid_len,
+        }
+    }
 }
 
 impl Connection {
     /// Processes one UDP datagram from `remote` (which may hold several coalesced
     /// packets). The buffer is decrypted in place.
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, data: &mut [u8]) {
+        self.handle_datagram_parsed(now, remote, data, None);
+    }
+
+    /// [`Connection::handle_datagram`] for a datagram whose first packet header the
+    /// endpoint has already parsed (to route it). `first` is used only if it was
+    /// parsed with this connection's own short-header DCID length, so the result is
+    /// exactly what parsing again would give; it saves the second parse of every
+    /// routed datagram.
+    pub(crate) fn handle_datagram_parsed(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: &mut [u8],
+        first: Option<&Header>,
+    ) {
         if matches!(self.state, State::Drained | State::Draining) {
             return;
         }
+        self.update_loss_timer();
         self.stats.bytes_received += data.len() as u64;
         self.datagram_len = data.len() as u64;
         if !self.address_validated {
@@ -48,26 +84,26 @@ impl Connection {
             self.close_pending = true;
             return;
         }
+        let cid_len = self.local_cid.len();
+        let mut first = first.filter(|h| h.short_cid_len == cid_len);
+        let mut parsed;
         let mut offset = 0;
         while offset < data.len() {
             let rest = &mut data[offset..];
-            let (header, packet_len) = match parse_header(rest, self.local_cid.len()) {
-                Ok(h) => (
-                    Header {
-                        kind: h.kind,
-                        version: h.version,
-                        dcid: h.dcid,
-                        scid: h.scid,
-                        pn_offset: h.pn_offset,
-                    },
-                    h.packet_len,
-                ),
-                Err(_) => {
-                    self.stats.packets_dropped += 1;
-                    return;
-                }
+            let header = match first.take() {
+                Some(h) => h,
+                None => match parse_header(rest, cid_len) {
+                    Ok(h) => {
+                        parsed = Header::new(&h, cid_len);
+                        &parsed
+                    }
+                    Err(_) => {
+                        self.stats.packets_dropped += 1;
+                        return;
+                    }
+                },
             };
-            let packet_len = packet_len.min(rest.len());
+            let packet_len = header.packet_len.min(rest.len());
             self.handle_packet(now, remote, &mut rest[..packet_len], header);
             offset += packet_len;
             if self.state == State::Drained || self.state == State::Closing {
@@ -76,7 +112,7 @@ impl Connection {
         }
     }
 
-    fn handle_packet(&mut self, now: Instant, remote: SocketAddr, packet: &mut [u8], h: Header) {
+    fn handle_packet(&mut self, now: Instant, remote: SocketAddr, packet: &mut [u8], h: &Header) {
         let space = match h.kind {
             PacketKind::VersionNegotiation => return self.handle_version_negotiation(packet),
             PacketKind::Long(LongType::Retry) => return self.handle_retry(packet),
@@ -388,7 +424,7 @@ impl Connection {
                 self.lost(report);
                 // RFC 9000 §10.2.2: draining for three PTOs, sending nothing.
                 self.state = State::Draining;
-                self.timers = [None; super::TIMER_COUNT];
+                self.clear_timers();
                 let pto = self.pto_duration(Space::Data);
                 self.set_timer(Timer::Close, Some(now + 3 * pto));
             }
@@ -629,7 +665,7 @@ impl Connection {
             peer_versions: versions,
         });
         self.state = State::Drained;
-        self.timers = [None; super::TIMER_COUNT];
+        self.clear_timers();
     }
 
     fn handle_retry(&mut self, packet: &[u8]) {
@@ -680,7 +716,7 @@ impl Connection {
         if space == Space::Data && self.is_stateless_reset(packet) {
             self.lost(ConnectionError::Reset);
             self.state = State::Drained;
-            self.timers = [None; super::TIMER_COUNT];
+            self.clear_timers();
         }
     }
 
@@ -987,15 +1023,19 @@ impl Connection {
 
     /// RFC 9002 Appendix A.8.
     pub(super) fn set_loss_detection_timer(&mut self, now: Instant) {
+        let at = self.loss_detection_deadline(now);
+        self.set_timer(Timer::LossDetection, at);
+    }
+
+    /// The deadline [`Self::set_loss_detection_timer`] sets (RFC 9002 Appendix A.8).
+    pub(super) fn loss_detection_deadline(&self, now: Instant) -> Option<Instant> {
         let earliest_loss = self.spaces.iter().filter_map(|s| s.loss_time).min();
         if let Some(t) = earliest_loss {
-            self.set_timer(Timer::LossDetection, Some(t));
-            return;
+            return Some(t);
         }
         if self.side == Side::Server && !self.address_validated && self.amplification_blocked() {
             // The server cannot send anyway; the client's retransmission unblocks it.
-            self.set_timer(Timer::LossDetection, None);
-            return;
+            return None;
         }
         let in_flight = self
             .spaces
@@ -1004,10 +1044,9 @@ impl Connection {
         let client_needs_probe =
             self.side == Side::Client && !self.handshake_confirmed && !self.handshake_acked;
         if !in_flight && !client_needs_probe {
-            self.set_timer(Timer::LossDetection, None);
-            return;
+            return None;
         }
-        self.set_timer(Timer::LossDetection, self.pto_time(now).map(|(t, _)| t));
+        self.pto_time(now).map(|(t, _)| t)
     }
 
     /// The earliest PTO deadline and its space.

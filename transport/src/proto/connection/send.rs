@@ -429,7 +429,14 @@ impl Connection {
                 self.reset_idle_timer(now);
             }
             self.arm_keep_alive();
-            self.set_loss_detection_timer(now);
+            if self.side == Side::Server && !self.address_validated {
+                // The deadline depends on the bytes sent so far (the anti-amplification
+                // limit), which change after this packet: set it now.
+                self.set_loss_detection_timer(now);
+            } else {
+                // Set when next read; see `loss_timer_stale`.
+                self.loss_timer_stale = true;
+            }
         }
         if self.side == Side::Client && space == Space::Handshake {
             // RFC 9001 §4.9.1: the client discards Initial keys once it sends Handshake.

@@ -85,18 +85,23 @@ impl Pacer {
         let srtt_ns = srtt.as_nanos();
         // Refill: elapsed * rate, rate = 5/4 * window / srtt (bytes per ns).
         let elapsed = now.saturating_duration_since(self.last_refill).as_nanos();
-        let refill = elapsed * RATE_NUM * u128::from(window) / (RATE_DEN * srtt_ns);
-        self.tokens = u128::from(self.tokens)
-            .saturating_add(refill)
-            .min(u128::from(self.capacity)) as u64;
-        // Keep the remainder of the division: advance the refill time only by
-        // the time that produced whole tokens, so that frequent calls at a low
-        // rate still accumulate. A full bucket forgets the remainder.
-        if self.tokens == self.capacity {
-            self.last_refill = self.last_refill.max(now);
-        } else if refill > 0 {
-            let used_ns = refill * RATE_DEN * srtt_ns / (RATE_NUM * u128::from(window));
-            self.last_refill += Duration::from_nanos(used_ns.min(u128::from(u64::MAX)) as u64);
+        // No time elapsed (every packet of one flush after the first: the driver reads
+        // the clock once per turn): nothing to refill, and `tokens <= capacity`
+        // already holds, so the 128-bit divisions below would change nothing.
+        if elapsed > 0 {
+            let refill = elapsed * RATE_NUM * u128::from(window) / (RATE_DEN * srtt_ns);
+            self.tokens = u128::from(self.tokens)
+                .saturating_add(refill)
+                .min(u128::from(self.capacity)) as u64;
+            // Keep the remainder of the division: advance the refill time only by
+            // the time that produced whole tokens, so that frequent calls at a low
+            // rate still accumulate. A full bucket forgets the remainder.
+            if self.tokens == self.capacity {
+                self.last_refill = self.last_refill.max(now);
+            } else if refill > 0 {
+                let used_ns = refill * RATE_DEN * srtt_ns / (RATE_NUM * u128::from(window));
+                self.last_refill += Duration::from_nanos(used_ns.min(u128::from(u64::MAX)) as u64);
+            }
         }
         let needed = bytes.min(self.capacity);
         if self.tokens >= needed {
