@@ -419,15 +419,58 @@ fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
 
 /// Per configuration: its runs by round (None where it did not run) and why it is
 /// unavailable, if it is.
-struct Config {
+struct Config<R = Run> {
     stack: Stack,
-    runs: Vec<Option<Run>>,
+    runs: Vec<Option<R>>,
     unavailable: Option<String>,
 }
 
+impl<R> Config<R> {
+    /// A configuration with no runs yet; unavailable when its executable is missing.
+    fn new(stack: Stack) -> Config<R> {
+        Config {
+            stack,
+            runs: Vec::new(),
+            unavailable: peer_exe(stack).err(),
+        }
+    }
+}
+
 /// Median [min–max] of `f` over the runs a configuration has.
-fn summary(c: &Config, f: impl Fn(&Run) -> f64) -> Summary {
+fn summary<R>(c: &Config<R>, f: impl Fn(&R) -> f64) -> Summary {
     Summary::of(&c.runs.iter().flatten().map(f).collect::<Vec<_>>())
+}
+
+/// Runs `once` for every configuration, alternating within each round (A B C …, A B C
+/// …). A configuration that is unavailable gets `None` for the round; one that fails
+/// becomes unavailable from then on, with the reason. `describe` words a run for the
+/// progress line.
+fn run_rounds<R>(
+    configs: &mut [Config<R>],
+    rounds: usize,
+    what: &str,
+    mut once: impl FnMut(Stack) -> Result<R, String>,
+    describe: impl Fn(&R) -> String,
+) {
+    for round in 1..=rounds {
+        for c in configs.iter_mut() {
+            if c.unavailable.is_some() {
+                c.runs.push(None);
+                continue;
+            }
+            match once(c.stack) {
+                Ok(r) => {
+                    eprintln!("round {round}: {:<12} {}", c.stack.name(), describe(&r));
+                    c.runs.push(Some(r));
+                }
+                Err(e) => {
+                    eprintln!("round {round}: {} {what} failed: {e}", c.stack.name());
+                    c.unavailable = Some(format!("failed in round {round}: {e}"));
+                    c.runs.push(None);
+                }
+            }
+        }
+    }
 }
 
 /// A ratio numerator / denominator computed within each round where both ran.
@@ -492,45 +535,26 @@ struct BulkResult {
 }
 
 fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
-    let mut configs: Vec<Config> = stacks
-        .iter()
-        .map(|&stack| Config {
-            stack,
-            runs: Vec::new(),
-            unavailable: peer_exe(stack).err(),
-        })
-        .collect();
+    let mut configs: Vec<Config> = stacks.iter().map(|&stack| Config::new(stack)).collect();
     for c in &configs {
         if let Some(why) = &c.unavailable {
             eprintln!("compare: {} unavailable: {why}", c.stack.name());
         }
     }
-    for round in 0..o.rounds {
-        for c in configs.iter_mut() {
-            if c.unavailable.is_some() {
-                c.runs.push(None);
-                continue;
-            }
-            match bulk_once(c.stack, o, dir) {
-                Ok(r) => {
-                    eprintln!(
-                        "round {}: {:<12} {:6.2} Gbit/s, CPU-s server {:.2} client {:.2}",
-                        round + 1,
-                        c.stack.name(),
-                        r.gbps,
-                        r.server.cpu_s(),
-                        r.client.cpu_s()
-                    );
-                    c.runs.push(Some(r));
-                }
-                Err(e) => {
-                    eprintln!("round {}: {} failed: {e}", round + 1, c.stack.name());
-                    c.unavailable = Some(format!("failed in round {}: {e}", round + 1));
-                    c.runs.push(None);
-                }
-            }
-        }
-    }
+    run_rounds(
+        &mut configs,
+        o.rounds,
+        "bulk",
+        |stack| bulk_once(stack, o, dir),
+        |r| {
+            format!(
+                "{:6.2} Gbit/s, CPU-s server {:.2} client {:.2}",
+                r.gbps,
+                r.server.cpu_s(),
+                r.client.cpu_s()
+            )
+        },
+    );
     let mut ratios = Vec::new();
     for num in configs.iter().filter(|c| is_quill(c.stack)) {
         for den in configs.iter().filter(|c| !is_quill(c.stack)) {
@@ -837,49 +861,20 @@ fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String
     })
 }
 
-struct RateConfig {
-    stack: Stack,
-    runs: Vec<Option<RateRun>>,
-    unavailable: Option<String>,
-}
+type RateConfig = Config<RateRun>;
 
 fn rate(o: &Options, stacks: &[Stack], dir: &Scratch) -> (Vec<RateConfig>, Vec<Ratio>) {
     let mut configs: Vec<RateConfig> = handshake_stacks(stacks)
         .into_iter()
-        .map(|stack| RateConfig {
-            stack,
-            runs: Vec::new(),
-            unavailable: peer_exe(stack).err(),
-        })
+        .map(Config::new)
         .collect();
-    for round in 0..o.rounds {
-        for c in configs.iter_mut() {
-            if c.unavailable.is_some() {
-                c.runs.push(None);
-                continue;
-            }
-            match rate_once(c.stack, o, dir) {
-                Ok(r) => {
-                    eprintln!(
-                        "round {}: {} {:.0} handshakes/s",
-                        round + 1,
-                        c.stack.name(),
-                        r.per_sec
-                    );
-                    c.runs.push(Some(r));
-                }
-                Err(e) => {
-                    eprintln!(
-                        "round {}: {} handshakes failed: {e}",
-                        round + 1,
-                        c.stack.name()
-                    );
-                    c.unavailable = Some(format!("failed in round {}: {e}", round + 1));
-                    c.runs.push(None);
-                }
-            }
-        }
-    }
+    run_rounds(
+        &mut configs,
+        o.rounds,
+        "handshakes",
+        |stack| rate_once(stack, o, dir),
+        |r| format!("{:.0} handshakes/s", r.per_sec),
+    );
     let ratios = configs
         .iter()
         .skip(1)
@@ -894,10 +889,6 @@ fn rate(o: &Options, stacks: &[Stack], dir: &Scratch) -> (Vec<RateConfig>, Vec<R
         })
         .collect();
     (configs, ratios)
-}
-
-fn rate_summary(c: &RateConfig, f: impl Fn(&RateRun) -> f64) -> Summary {
-    Summary::of(&c.runs.iter().flatten().map(f).collect::<Vec<_>>())
 }
 
 // ---------------------------------------------------------------------------------
@@ -1127,12 +1118,12 @@ pub fn run(o: &Options) -> Result<(), String> {
                     "stack": if is_quill(c.stack) { "quill" } else { c.stack.name() },
                     "available": c.unavailable.is_none(),
                     "reason": c.unavailable,
-                    "handshakes_per_sec": rate_summary(c, |r| r.per_sec).json(),
-                    "server_cpu_us_per_handshake": rate_summary(c, |r| r.server_cpu_us).json(),
-                    "client_cpu_us_per_handshake": rate_summary(c, |r| r.client_cpu_us).json(),
+                    "handshakes_per_sec": summary(c, |r| r.per_sec).json(),
+                    "server_cpu_us_per_handshake": summary(c, |r| r.server_cpu_us).json(),
+                    "client_cpu_us_per_handshake": summary(c, |r| r.client_cpu_us).json(),
                     // What one core would sustain on the server's CPU cost alone.
                     "server_bound_per_sec": c.runs.iter().flatten().next().map(|_| {
-                        1e6 / rate_summary(c, |r| r.server_cpu_us).median.max(1e-9)
+                        1e6 / summary(c, |r| r.server_cpu_us).median.max(1e-9)
                     }),
                     "runs": c.runs.iter().map(|r| r.as_ref().map(|r| r.raw.clone())).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
@@ -1260,12 +1251,12 @@ fn print_tables(
                 );
                 continue;
             }
-            let server_us = rate_summary(c, |r| r.server_cpu_us);
+            let server_us = summary(c, |r| r.server_cpu_us);
             println!(
                 "| {name} | {} | {} | {} | {:.0} |",
-                rate_summary(c, |r| r.per_sec).show(0),
+                summary(c, |r| r.per_sec).show(0),
                 server_us.show(0),
-                rate_summary(c, |r| r.client_cpu_us).show(0),
+                summary(c, |r| r.client_cpu_us).show(0),
                 1e6 / server_us.median.max(1e-9)
             );
         }
