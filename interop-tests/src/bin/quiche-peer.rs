@@ -936,7 +936,7 @@ fn server(a: ServerArgs) -> Result<(), String> {
             a.cert_dir.display()
         )
     })?;
-    let mut config = base_config(a.window)?;
+    let mut config = base_config(a.net.window)?;
     config
         .load_cert_chain_from_pem_file(&files.cert_pem.to_string_lossy())
         .map_err(|e| format!("cannot load {}: {e}", files.cert_pem.display()))?;
@@ -944,7 +944,7 @@ fn server(a: ServerArgs) -> Result<(), String> {
         .load_priv_key_from_pem_file(&files.key_pem.to_string_lossy())
         .map_err(|e| format!("cannot load {}: {e}", files.key_pem.display()))?;
     config.verify_peer(false);
-    let io = Io::bind(a.listen, a.gso, a.gro)?;
+    let io = Io::bind(a.listen, a.net.gso, a.net.gro)?;
     install_stop(&io, !a.ignore_stdin)?;
     let addr = io.local;
     let mut ep = Endpoint::new(io, config, true);
@@ -958,12 +958,12 @@ fn server(a: ServerArgs) -> Result<(), String> {
 }
 
 fn client(a: ClientArgs) -> Result<(), String> {
-    let mut config = base_config(a.window)?;
+    let mut config = base_config(a.net.window)?;
     config.verify_peer(true);
     config
         .load_verify_locations_from_file(&a.ca.to_string_lossy())
         .map_err(|e| format!("cannot load {}: {e}", a.ca.display()))?;
-    let io = Io::bind(refpeers::local_bind_for(a.connect), a.gso, a.gro)?;
+    let io = Io::bind(refpeers::local_bind_for(a.connect), a.net.gso, a.net.gro)?;
     let mut ep = Endpoint::new(io, config, false);
     let total = a.connections as usize;
     let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);

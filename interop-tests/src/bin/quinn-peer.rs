@@ -116,8 +116,8 @@ async fn server(a: ServerArgs) -> Result<(), String> {
     tls.alpn_protocols = vec![refpeers::ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    sc.transport_config(Arc::new(transport(a.window, a.gso.on())?));
-    let ep = endpoint(a.listen, Some(sc), a.gro.on())?;
+    sc.transport_config(Arc::new(transport(a.net.window, a.net.gso.on())?));
+    let ep = endpoint(a.listen, Some(sc), a.net.gro.on())?;
     let addr = ep.local_addr().map_err(|e| e.to_string())?;
 
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -222,8 +222,8 @@ async fn client(a: ClientArgs) -> Result<(), String> {
     let tls = client_tls(&a.ca)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
-    cc.transport_config(Arc::new(transport(a.window, a.gso.on())?));
-    let mut ep = endpoint(refpeers::local_bind_for(a.connect), None, a.gro.on())?;
+    cc.transport_config(Arc::new(transport(a.net.window, a.net.gso.on())?));
+    let mut ep = endpoint(refpeers::local_bind_for(a.connect), None, a.net.gro.on())?;
     ep.set_default_client_config(cc);
 
     let limit = Duration::from_secs(a.timeout_secs);

@@ -126,6 +126,17 @@ pub struct ServerArgs {
     /// Directory holding (or receiving) cert.pem, cert.der and key.pem.
     #[arg(long)]
     pub cert_dir: PathBuf,
+    /// Socket offloads and flow-control window.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Keep serving when standard input closes (stop only on SIGTERM/SIGINT).
+    #[arg(long)]
+    pub ignore_stdin: bool,
+}
+
+/// The socket and flow-control options that server and client share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
     /// UDP generic segmentation offload for sends.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub gso: OnOff,
@@ -135,9 +146,6 @@ pub struct ServerArgs {
     /// Flow-control window (connection and per stream), e.g. 32MiB.
     #[arg(long, value_parser = parse_bytes, default_value = "32MiB")]
     pub window: u64,
-    /// Keep serving when standard input closes (stop only on SIGTERM/SIGINT).
-    #[arg(long)]
-    pub ignore_stdin: bool,
 }
 
 /// `client` options.
@@ -164,15 +172,9 @@ pub struct ClientArgs {
     /// Give up (exit 3) after this many seconds in total.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
-    /// UDP generic segmentation offload for sends.
-    #[arg(long, value_enum, default_value_t = OnOff::On)]
-    pub gso: OnOff,
-    /// UDP generic receive offload.
-    #[arg(long, value_enum, default_value_t = OnOff::On)]
-    pub gro: OnOff,
-    /// Flow-control window (connection and per stream), e.g. 32MiB.
-    #[arg(long, value_parser = parse_bytes, default_value = "32MiB")]
-    pub window: u64,
+    /// Socket offloads and flow-control window.
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// `probe` options.
