@@ -87,6 +87,10 @@ pub struct ServerArgs {
     /// Directory for file put/get (paths may not escape it).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Largest file a client may send (e.g. 500M, 2G; bytes without a suffix);
+    /// larger uploads are refused before any data moves.
+    #[arg(long, value_parser = parse_size)]
+    pub max_upload_size: Option<u64>,
     /// Let clients create accounts.
     #[arg(long)]
     pub allow_register: bool,
@@ -307,6 +311,25 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// A byte count: digits, optionally followed by K, M, G or T (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = || format!("'{s}' is not a size; use bytes or e.g. 64K, 500M, 2G");
+    let (num, shift) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 0),
+        Some((i, _)) => match s[i..].trim_end_matches(['B', 'b', 'i']) {
+            "K" | "k" => (&s[..i], 10),
+            "M" | "m" => (&s[..i], 20),
+            "G" | "g" => (&s[..i], 30),
+            "T" | "t" => (&s[..i], 40),
+            _ => return Err(bad()),
+        },
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size '{s}' is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +348,16 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap().as_secs(), 7);
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -127,9 +127,11 @@ pub fn parse_addr(s: &str) -> Result<Target, CliError> {
 
 /// Splits `ADDR:REMOTE` into the server and the remote path (see the module doc).
 pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
+    // Escaped, so that the message stays one line whatever was typed.
+    let shown = s.escape_debug();
     let usage = |why: &str| {
         CliError::usage(format!(
-            "bad remote '{s}': {why}; use HOST:PORT:PATH, [IPv6]:PORT:PATH or HOST:PATH"
+            "bad remote '{shown}': {why}; use HOST:PORT:PATH, [IPv6]:PORT:PATH or HOST:PATH"
         ))
     };
     let (host, rest) = if let Some(r) = s.strip_prefix('[') {
@@ -153,6 +155,12 @@ pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
     };
     if path.is_empty() {
         return Err(usage("empty remote path"));
+    }
+    // A newline would end the request line early and smuggle in another request.
+    if path.chars().any(char::is_control) {
+        return Err(usage(
+            "the path contains a control character (newline, tab, ...), which the server refuses",
+        ));
     }
     Ok((
         Target {
@@ -487,6 +495,12 @@ mod tests {
         assert_eq!((a, p.as_str()), (t("::1", 4433), "notes"));
         for bad in ["nocolon", "host:", "host:4433:", ":x", "[::1]", "[::1]:"] {
             assert!(parse_remote(bad).is_err(), "{bad}");
+        }
+        for bad in ["host:in.txt\nGET ../x", "host:1:a\tb", "host:a\r", "host:a\0"] {
+            let e = parse_remote(bad).unwrap_err();
+            assert_eq!(e.code, USAGE, "{bad:?}");
+            assert!(e.message.contains("control character"), "{}", e.message);
+            assert_eq!(e.message.lines().count(), 1, "{}", e.message);
         }
     }
 

@@ -179,6 +179,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         host_key,
         accounts: dir.path().join("accounts.db"),
         root: Some(root),
+        max_upload_size: None,
         allow_register: true,
         transport: TransportConfig::default(),
         retry: RetryPolicy::Never,

@@ -45,7 +45,7 @@ use quill_transport::proto::{
     Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
 
-use crate::args::{parse_duration, RetryArg, ServerArgs};
+use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
 use crate::service::{hex, Request, MAX_LINE};
 
@@ -57,6 +57,9 @@ pub const ECHO_BUFFER: usize = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// Application error code for streams the server abandons (RESET_STREAM / STOP_SENDING).
 const STREAM_ABANDONED: u64 = 1;
+/// Application error code of the STOP_SENDING that follows a final answer sent before
+/// the client finished (a refusal): the server reads nothing more (docs/SPEC.md §10).
+const STREAM_ANSWERED: u64 = 2;
 /// Half-open handshakes from which on `--retry auto` asks new clients to retry.
 const AUTO_RETRY_THRESHOLD: usize = 1024;
 /// Largest configuration file read.
@@ -73,6 +76,8 @@ pub struct ServerOptions {
     pub accounts: PathBuf,
     /// Root of the file service; `None` disables PUT and GET.
     pub root: Option<PathBuf>,
+    /// Largest PUT accepted, in bytes; larger ones are refused before any data moves.
+    pub max_upload_size: Option<u64>,
     /// Let clients create accounts.
     pub allow_register: bool,
     /// Idle timeout, keep-alives, ... (checked with [`TransportConfig::validate`]).
@@ -145,6 +150,10 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
                 r.display()
             )));
         }
+        let removed = sweep_temp_files(r);
+        if removed > 0 {
+            tracing::info!("removed {removed} unfinished uploads left by an earlier run");
+        }
     }
     let store = SqliteStore::open(&opts.accounts).map_err(|e| CliError::usage(e.to_string()))?;
     let verifier = Arc::new(LoginVerifier::new(Arc::new(store), opts.allow_register));
@@ -159,6 +168,7 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     let handler = FileServer {
         verifier,
         root,
+        max_upload_size: opts.max_upload_size,
         streams: HashMap::new(),
         buf: vec![0u8; CHUNK],
         wake: None,
@@ -218,6 +228,7 @@ struct Settings {
     key: Option<PathBuf>,
     accounts: Option<PathBuf>,
     root: Option<PathBuf>,
+    max_upload_size: Option<u64>,
     allow_register: bool,
     keep_alive: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -231,6 +242,7 @@ const CONFIG_KEYS: &[&str] = &[
     "key",
     "accounts",
     "root",
+    "max-upload-size",
     "allow-register",
     "keep-alive",
     "idle-timeout",
@@ -248,6 +260,7 @@ impl Settings {
             key: args.key.clone(),
             accounts: args.accounts.clone(),
             root: args.root.clone(),
+            max_upload_size: args.max_upload_size,
             allow_register: args.allow_register,
             keep_alive: args.keep_alive,
             idle_timeout: args.idle_timeout,
@@ -273,6 +286,9 @@ impl Settings {
                     "accounts" if s.accounts.is_none() => s.accounts = file_path(),
                     "root" if s.root.is_none() => s.root = file_path(),
                     "qlog-dir" if s.qlog_dir.is_none() => s.qlog_dir = file_path(),
+                    "max-upload-size" if s.max_upload_size.is_none() => {
+                        s.max_upload_size = Some(parse_size(&value).map_err(at)?);
+                    }
                     "allow-register" => {
                         s.allow_register |= parse_bool(&value).map_err(at)?;
                     }
@@ -339,6 +355,7 @@ impl Settings {
             host_key: Arc::new(host_key),
             accounts,
             root: self.root.clone(),
+            max_upload_size: self.max_upload_size,
             allow_register: self.allow_register,
             transport,
             retry,
@@ -465,6 +482,8 @@ struct FileServer {
     verifier: Arc<LoginVerifier>,
     /// Canonical root of the file service.
     root: Option<PathBuf>,
+    /// `--max-upload-size`.
+    max_upload_size: Option<u64>,
     streams: HashMap<(ConnectionHandle, StreamId), Entry>,
     buf: Vec<u8>,
     /// To wake the loop when a stream used its budget and has more to do.
@@ -507,7 +526,10 @@ impl Handler for FileServer {
     }
 
     fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
-        let root = self.root.as_deref();
+        let files = Files {
+            root: self.root.as_deref(),
+            max_upload_size: self.max_upload_size,
+        };
         let buf = &mut self.buf;
         let mut jobs = Vec::new();
         let mut busy = false;
@@ -515,7 +537,7 @@ impl Handler for FileServer {
             let Some(c) = ctx.connection(h) else {
                 return false;
             };
-            let step = pump(c, id, entry, root, buf);
+            let step = pump(c, id, entry, files, buf);
             busy |= step.busy;
             if let Some(job) = step.job {
                 jobs.push((h, id, job));
@@ -577,6 +599,15 @@ impl FileServer {
     }
 }
 
+/// The file service's settings, as the stream services see them.
+#[derive(Clone, Copy)]
+struct Files<'a> {
+    /// Canonical root; `None` disables PUT and GET.
+    root: Option<&'a Path>,
+    /// Largest PUT accepted.
+    max_upload_size: Option<u64>,
+}
+
 /// What one stream's turn produced.
 struct Step {
     keep: bool,
@@ -605,14 +636,14 @@ fn pump(
     c: &mut Connection,
     id: StreamId,
     entry: &mut Entry,
-    root: Option<&Path>,
+    files: Files<'_>,
     buf: &mut [u8],
 ) -> Step {
     // Some states change into others within one turn (a request becomes an echo whose
     // first bytes came with it): loop while the state changed.
     for _ in 0..4 {
         let before = std::mem::discriminant(&entry.svc);
-        let step = pump_once(c, id, entry, root, buf);
+        let step = pump_once(c, id, entry, files, buf);
         if !step.keep || step.job.is_some() || std::mem::discriminant(&entry.svc) == before {
             return step;
         }
@@ -624,7 +655,7 @@ fn pump_once(
     c: &mut Connection,
     id: StreamId,
     entry: &mut Entry,
-    root: Option<&Path>,
+    files: Files<'_>,
     buf: &mut [u8],
 ) -> Step {
     let mut step = Step::keep();
@@ -642,7 +673,7 @@ fn pump_once(
                     if let Some(nl) = line[start..].iter().position(|&b| b == b'\n') {
                         let rest = line.split_off(start + nl + 1);
                         line.pop();
-                        entry.svc = start_service(c, id, line, rest, root, &mut step);
+                        entry.svc = start_service(c, id, line, rest, files, &mut step);
                         break;
                     }
                     if line.len() > MAX_LINE {
@@ -732,23 +763,21 @@ fn pump_once(
             }
             step.busy = true;
         }
-        Service::Waiting => discard_input(c, id, &mut entry.input_done, buf),
+        Service::Waiting => step.busy = discard_input(c, id, &mut entry.input_done, buf),
         Service::Get {
             file,
             remaining,
             out,
             pos,
         } => {
-            discard_input(c, id, &mut entry.input_done, buf);
+            step.busy = discard_input(c, id, &mut entry.input_done, buf);
             let mut moved = 0;
             loop {
                 if *pos == out.len() {
                     if *remaining == 0 {
                         let _ = c.finish(id);
-                        return Step {
-                            keep: !entry.input_done,
-                            ..Step::keep()
-                        };
+                        step.keep = !entry.input_done;
+                        return step;
                     }
                     if moved >= IO_BUDGET {
                         step.busy = true;
@@ -760,10 +789,8 @@ fn pump_once(
                         Ok(0) | Err(_) => {
                             // The file shrank (or failed) after it was hashed.
                             let _ = c.reset_stream(id, STREAM_ABANDONED);
-                            return Step {
-                                keep: !entry.input_done,
-                                ..Step::keep()
-                            };
+                            step.keep = !entry.input_done;
+                            return step;
                         }
                         Ok(n) => {
                             out.truncate(n);
@@ -800,7 +827,7 @@ fn pump_once(
             step.busy = true;
         }
         Service::Source { remaining } => {
-            discard_input(c, id, &mut entry.input_done, buf);
+            step.busy = discard_input(c, id, &mut entry.input_done, buf);
             static ZEROS: [u8; CHUNK] = [0u8; CHUNK];
             let mut moved = 0;
             while *remaining > 0 && moved < IO_BUDGET {
@@ -816,15 +843,22 @@ fn pump_once(
             }
             if *remaining == 0 {
                 let _ = c.finish(id);
-                return Step {
-                    keep: !entry.input_done,
-                    ..Step::keep()
-                };
+                step.keep = !entry.input_done;
+                return step;
             }
             step.busy = true;
         }
         Service::Answer { out, pos } => {
-            discard_input(c, id, &mut entry.input_done, buf);
+            if !entry.input_done {
+                // The answer is final (a refusal, since every other answer comes after
+                // the client's FIN): nothing the client still sends will be read.
+                // RFC 9000 §3.5: "If an application is no longer interested in the data
+                // it is receiving on a stream, it can abort reading the stream and
+                // specify an application error code." The STOP_SENDING makes the client
+                // reset its side: its blocked writes end, and it reads this answer.
+                let _ = c.stop_sending(id, STREAM_ANSWERED);
+                entry.input_done = true;
+            }
             while *pos < out.len() {
                 match c.write(id, &out[*pos..]) {
                     Ok(0) | Err(quill_transport::proto::WriteError::Blocked) => return step,
@@ -834,12 +868,10 @@ fn pump_once(
             }
             if *pos == out.len() {
                 let _ = c.finish(id);
-                // Keep the entry (with an empty answer) until the peer's side is over,
-                // reading and dropping what it still sends.
-                out.clear();
-                *pos = 0;
+                // The answer is with the connection, which delivers it; the client's
+                // side was finished or stopped above.
                 return Step {
-                    keep: !entry.input_done,
+                    keep: false,
                     ..Step::keep()
                 };
             }
@@ -848,16 +880,25 @@ fn pump_once(
     step
 }
 
-/// Reads and drops the peer's data (after an answer, or for services that take none).
-fn discard_input(c: &mut Connection, id: StreamId, done: &mut bool, buf: &mut [u8]) {
+/// Reads and drops the peer's data (services that take none). Returns true when it
+/// stopped at the budget with more possibly waiting: the caller marks the stream busy,
+/// so the loop comes back at once. Left undrained, the data would hold the stream's
+/// flow-control window closed, and a client with no credit sends nothing that would
+/// wake the loop again.
+#[must_use]
+fn discard_input(c: &mut Connection, id: StreamId, done: &mut bool, buf: &mut [u8]) -> bool {
     let mut moved = 0;
-    while !*done && moved < IO_BUDGET {
+    while !*done {
+        if moved >= IO_BUDGET {
+            return true;
+        }
         match c.read(id, buf) {
             Ok(ReadOutcome::Data(n)) => moved += n,
-            Ok(ReadOutcome::Blocked) => return,
+            Ok(ReadOutcome::Blocked) => return false,
             Ok(ReadOutcome::Finished) | Err(_) => *done = true,
         }
     }
+    false
 }
 
 /// The peer reset or stopped the stream: give up on it in both directions.
@@ -877,7 +918,7 @@ fn start_service(
     id: StreamId,
     line: &[u8],
     rest: Vec<u8>,
-    root: Option<&Path>,
+    files: Files<'_>,
     step: &mut Step,
 ) -> Service {
     let user = c.account().unwrap_or("?").to_owned();
@@ -902,7 +943,7 @@ fn start_service(
         },
         Request::Source { bytes } => Service::Source { remaining: bytes },
         Request::Get { path } => {
-            let Some(root) = root else {
+            let Some(root) = files.root else {
                 return answer("ERR file service disabled");
             };
             match resolve_get(root, &path) {
@@ -914,9 +955,14 @@ fn start_service(
             }
         }
         Request::Put { size, sha256, path } => {
-            let Some(root) = root else {
+            let Some(root) = files.root else {
                 return answer("ERR file service disabled");
             };
+            if let Some(max) = files.max_upload_size.filter(|&max| size > max) {
+                return answer(&format!(
+                    "ERR the file is {size} bytes; this server takes at most {max} bytes per upload"
+                ));
+            }
             match Upload::start(root, &path, size, sha256) {
                 Ok(mut up) => match up.write(&rest) {
                     Ok(()) => Service::Put(Box::new(up)),
@@ -928,22 +974,111 @@ fn start_service(
     }
 }
 
-/// Checks a request path's form: relative, `/`-separated, no empty, `.` or `..` part.
+/// Checks a request path's form: relative, `/`-separated, no empty, `.` or `..` part,
+/// no control character, no name reserved for the server's temporary files.
 fn check_relative(rel: &str) -> Result<(), String> {
     if rel.starts_with('/') {
         return Err("absolute paths are refused; give a path under the server's root".into());
     }
-    if rel.contains('\0') {
-        return Err("the path contains a NUL byte".into());
+    if rel.chars().any(char::is_control) {
+        return Err("control characters (newline, tab, NUL, ...) are refused in paths".into());
     }
     for part in rel.split('/') {
         match part {
             ".." => return Err("'..' is refused: paths may not leave the server's root".into()),
             "" | "." => return Err(format!("malformed path '{rel}'")),
+            _ if is_temp_name(part) => {
+                return Err(format!(
+                    "'{part}' is the name of an upload in progress; choose another name"
+                ))
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The name of an upload's temporary file: `.NAME.quill-PID-N.tmp`.
+fn temp_name(name: &str, pid: u32, n: u64) -> String {
+    format!(".{name}.quill-{pid}-{n}.tmp")
+}
+
+/// Whether `name` has the form of [`temp_name`]; returns the PID in it.
+fn temp_name_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (base, tail) = inner.rsplit_once(".quill-")?;
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if base.is_empty() || !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn is_temp_name(name: &str) -> bool {
+    temp_name_pid(name).is_some()
+}
+
+/// Most directory levels [`sweep_temp_files`] descends.
+const SWEEP_DEPTH: usize = 32;
+/// Most directory entries [`sweep_temp_files`] looks at (a start-up cost bound).
+const SWEEP_ENTRIES: usize = 1_000_000;
+
+/// Removes the temporary files that uploads of a server killed without cleanup
+/// (kill -9, power loss) left under `root`: those whose PID is ours (a previous
+/// process of the same PID, as in a container) or no longer runs. Symbolic links are
+/// not followed. Returns how many were removed.
+fn sweep_temp_files(root: &Path) -> usize {
+    let own = std::process::id();
+    let mut removed = 0;
+    let mut seen = 0;
+    let mut dirs = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > SWEEP_ENTRIES {
+                tracing::warn!("temporary file sweep stopped after {SWEEP_ENTRIES} entries");
+                return removed;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if depth < SWEEP_DEPTH {
+                    dirs.push((entry.path(), depth + 1));
+                }
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(temp_name_pid) else {
+                continue;
+            };
+            if kind.is_file()
+                && (pid == own || !process_alive(pid))
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                tracing::info!("removed stale upload {}", entry.path().display());
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// Whether a process with this PID exists (kill(2) with signal 0).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// The canonical file a GET names, which must be a regular file under `root`.
@@ -955,6 +1090,10 @@ fn resolve_get(root: &Path, rel: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("{rel}: {e}"))?;
     if !path.starts_with(root) {
         return Err(format!("{rel} leaves the server's root"));
+    }
+    // Also through a symbolic link: an upload in progress is never served.
+    if path.file_name().and_then(|n| n.to_str()).is_some_and(is_temp_name) {
+        return Err(format!("{rel} is an upload in progress"));
     }
     if !path.is_file() {
         return Err(format!("{rel} is not a regular file"));
@@ -1000,10 +1139,10 @@ impl Upload {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = parent.join(format!(
-            ".{name}.quill-{}-{}.tmp",
+        let tmp = parent.join(temp_name(
+            &name,
             std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
+            COUNTER.fetch_add(1, Ordering::Relaxed),
         ));
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -1127,6 +1266,74 @@ mod tests {
         for bad in ["/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/"] {
             assert!(check_relative(bad).is_err(), "{bad}");
         }
+        for bad in ["in.txt\nGET ../x", "a\rb", "a\tb", "a\0", "a\u{1b}[2J"] {
+            let e = check_relative(bad).unwrap_err();
+            assert!(e.contains("control characters"), "{bad:?}: {e}");
+        }
+        for temp in [".f.quill-12-0.tmp", "d/.a b.quill-1-99.tmp"] {
+            let e = check_relative(temp).unwrap_err();
+            assert!(e.contains("upload in progress"), "{temp}: {e}");
+        }
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let name = temp_name("f.txt", 4321, 7);
+        assert_eq!(name, ".f.txt.quill-4321-7.tmp");
+        assert_eq!(temp_name_pid(&name), Some(4321));
+        assert_eq!(temp_name_pid(".x.quill-1-2-3.tmp.quill-5-6.tmp"), Some(5));
+        for not in [
+            "f.quill-1-2.tmp",
+            "..quill-1-2.tmp",
+            ".f.quill-1-.tmp",
+            ".f.quill--2.tmp",
+            ".f.quill-a-2.tmp",
+            ".f.quill-1-2.tmpx",
+            ".f.tmp",
+        ] {
+            assert_eq!(temp_name_pid(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn sweep_removes_only_stale_temp_files() {
+        let root = temp_root("sweep");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        // PIDs above the kernel's limit (at most 2^22) never run; ours is "stale" too,
+        // as for a restarted container whose server is always PID 1.
+        let dead = [
+            root.join(temp_name("x", 999_999_999, 0)),
+            root.join("a/b").join(temp_name("y", 999_999_998, 3)),
+            root.join(temp_name("z", std::process::id(), 1)),
+        ];
+        // PID 1 runs (init): a server of another process may be writing that one.
+        let live = root.join(temp_name("w", 1, 0));
+        let keep = [root.join("x"), root.join("a/.hidden.tmp"), live.clone()];
+        for f in dead.iter().chain(&keep) {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        assert_eq!(sweep_temp_files(&root), dead.len());
+        for f in &dead {
+            assert!(!f.exists(), "{} left", f.display());
+        }
+        for f in &keep {
+            assert!(f.exists(), "{} removed", f.display());
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn temp_files_are_never_served() {
+        let root = temp_root("noserve");
+        let tmp = temp_name("secret", 999_999_999, 0);
+        std::fs::write(root.join(&tmp), b"half").unwrap();
+        assert!(resolve_get(&root, &tmp).is_err());
+        assert!(resolve_put(&root, &tmp).is_err());
+        // Nor through a symbolic link with an innocent name.
+        std::os::unix::fs::symlink(root.join(&tmp), root.join("innocent")).unwrap();
+        let e = resolve_get(&root, "innocent").unwrap_err();
+        assert!(e.contains("upload in progress"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

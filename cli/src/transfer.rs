@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use quill_transport::driver::blocking::BlockingStream;
 
 use crate::args::{GetArgs, SendArgs};
 use crate::client::{net_err, open_target, parse_remote, read_line};
@@ -122,6 +123,15 @@ fn server_refused(line: &str) -> CliError {
     }
 }
 
+/// After a failed write: the server's answer if it sent one (a refusal, which ends the
+/// upload early), else `err`.
+fn answer_or(stream: &mut BlockingStream, err: CliError) -> CliError {
+    match read_line(stream) {
+        Ok(line) => server_refused(&line),
+        Err(_) => err,
+    }
+}
+
 /// `quill send LOCAL ADDR:REMOTE`.
 pub fn send(a: &SendArgs) -> CliResult {
     let (target, remote) = parse_remote(&a.remote)?;
@@ -138,14 +148,17 @@ pub fn send(a: &SendArgs) -> CliResult {
         .conn
         .open_bi()
         .map_err(|e| net_err("cannot open a stream", e))?;
+    // The server answers before the end only to refuse, and then stops reading the
+    // stream (docs/SPEC.md §10): a write fails at once, and the answer says why.
+    stream.fail_writes_on_answer();
     let req = Request::Put {
         size,
         sha256: sha.clone(),
         path: remote.clone(),
     };
-    stream
-        .write_all(req.line().as_bytes())
-        .map_err(|e| net_err("sending the request failed", e))?;
+    if let Err(e) = stream.write_all(req.line().as_bytes()) {
+        return Err(answer_or(&mut stream, net_err("sending the request failed", e)));
+    }
     let progress = Progress::new(size, "send");
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
@@ -156,15 +169,17 @@ pub fn send(a: &SendArgs) -> CliResult {
         if n == 0 {
             break;
         }
-        stream
-            .write_all(&buf[..n])
-            .map_err(|e| net_err("sending the file failed", e))?;
+        if let Err(e) = stream.write_all(&buf[..n]) {
+            progress.finish();
+            return Err(answer_or(&mut stream, net_err("sending the file failed", e)));
+        }
         sent += n as u64;
         progress.inc(n as u64);
     }
-    stream
-        .finish()
-        .map_err(|e| net_err("sending the file failed", e))?;
+    if let Err(e) = stream.finish() {
+        progress.finish();
+        return Err(answer_or(&mut stream, net_err("sending the file failed", e)));
+    }
     let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
     let elapsed = progress.finish();
     if answer != "OK" {

@@ -326,10 +326,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
-/// Checks a request path: relative, `/`-separated, no empty, `.` or `..` part.
+/// Checks a request path: relative, `/`-separated, no empty, `.` or `..` part, no
+/// control character (a `\r` or tab would otherwise name another file).
 pub fn check_relative(rel: &str) -> Result<(), String> {
-    if rel.is_empty() || rel.starts_with('/') || rel.contains('\0') {
-        return Err(format!("malformed path '{rel}'"));
+    if rel.is_empty() || rel.starts_with('/') || rel.chars().any(char::is_control) {
+        return Err(format!("malformed path '{}'", rel.escape_debug()));
     }
     if rel
         .split('/')
@@ -1095,8 +1096,19 @@ mod tests {
     #[test]
     fn request_paths_stay_under_the_root() {
         assert!(check_relative("a/b.bin").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/"] {
-            assert!(check_relative(bad).is_err(), "{bad}");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/",
+            "a\r",
+            "a\tb",
+            "a\0",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -35,12 +35,18 @@ fn client_config(password: &str) -> ClientConfig {
 }
 
 /// The test server: logins are checked on the worker pool after `verify_delay`
-/// (standing in for Argon2id); bidirectional streams are echoed.
+/// (standing in for Argon2id); bidirectional streams are echoed, except those that
+/// start with one of these lines:
+/// - `STALL`: never read again, until a stream starting with `UNSTALL` on the same
+///   connection makes the server answer `NO` on it, finish it and stop it
+///   (STOP_SENDING code 7), as a refusing server does;
+/// - `QUIET`: answered `NO` and finished at once, then never read (nor stopped).
 struct TestServer {
     verify_delay: Duration,
     /// Logins waiting for room on the worker pool (a burst can exceed its queue).
     waiting: std::collections::VecDeque<(ConnectionHandle, quill_transport::proto::LoginRequest)>,
     echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
+    stalled: Vec<(ConnectionHandle, StreamId)>,
     logins: Arc<AtomicUsize>,
     /// Most peer addresses validated on any one connection (path validation).
     paths_validated: Arc<AtomicUsize>,
@@ -88,6 +94,7 @@ impl Handler for TestServer {
             ctx.spawn(job).expect("room was checked");
         }
         let mut buf = vec![0u8; 65536];
+        let stalled = &mut self.stalled;
         self.echo.retain(|&(h, id), (pending, fin)| {
             let Some(c) = ctx.connection(h) else {
                 return false;
@@ -100,6 +107,25 @@ impl Handler for TestServer {
                     Ok(ReadOutcome::Finished) => *fin = true,
                     _ => break,
                 }
+            }
+            if pending.starts_with(b"STALL\n") {
+                stalled.push((h, id));
+                return false;
+            }
+            if pending.starts_with(b"QUIET\n") {
+                let _ = c.write(id, b"NO\n");
+                let _ = c.finish(id);
+                return false;
+            }
+            if pending.starts_with(b"UNSTALL\n") {
+                for &(_, sid) in stalled.iter().filter(|s| s.0 == h) {
+                    let _ = c.write(sid, b"NO\n");
+                    let _ = c.finish(sid);
+                    let _ = c.stop_sending(sid, 7);
+                }
+                stalled.retain(|s| s.0 != h);
+                let _ = c.finish(id);
+                return false;
             }
             while !pending.is_empty() {
                 match c.write(id, pending) {
@@ -142,6 +168,7 @@ impl Server {
             verify_delay,
             waiting: Default::default(),
             echo: HashMap::new(),
+            stalled: Vec::new(),
             logins: logins.clone(),
         };
         let mut ev = EventLoop::bind(
@@ -629,4 +656,95 @@ fn graceful_shutdown_closes_every_connection() {
         };
         assert!(err.to_string().contains("closed by peer"), "{err}");
     }
+}
+
+/// Writes 1 MiB chunks (256 MiB at most: more than every window and buffer) on a
+/// thread; the channel gets the first error.
+fn write_until_error(
+    mut w: blocking::BlockingStream,
+) -> (JoinHandle<()>, std::sync::mpsc::Receiver<std::io::Result<()>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        let mut result = Ok(());
+        for _ in 0..256 {
+            if let Err(e) = w.write_all(&chunk) {
+                result = Err(e);
+                break;
+            }
+        }
+        let _ = tx.send(result);
+    });
+    (writer, rx)
+}
+
+#[test]
+fn stop_sending_fails_a_blocked_write_and_the_answer_still_arrives() {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let mut stream = conn.open_bi().unwrap();
+    stream.write_all(b"STALL\n").unwrap();
+    let (writer, done) = write_until_error(stream.try_clone());
+    // The server reads nothing more, so the writer soon waits for room that only a
+    // STOP_SENDING can end (the pause makes the test cover a writer already waiting;
+    // the assertions hold either way).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(done.try_recv().is_err(), "the writer cannot have finished");
+    let mut other = conn.open_bi().unwrap();
+    other.write_all(b"UNSTALL\n").unwrap();
+    other.finish().unwrap();
+    let err = done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocked write returns once the peer stopped the stream")
+        .expect_err("the write fails");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    assert!(err.to_string().contains("stopped reading the stream (code 7)"), "{err}");
+    writer.join().unwrap();
+    // Every later write, flush and finish fails at once.
+    assert_eq!(
+        stream.write(b"more").unwrap_err().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
+    assert!(stream.flush().is_err());
+    assert!(stream.finish().is_err());
+    // What the server sent before stopping is still read, then the end.
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"NO\n");
+    // The connection carries on.
+    echo_round_trip(&conn, 1 << 16);
+    conn.close(0, "done");
+    server.stop();
+}
+
+#[test]
+fn fail_writes_on_answer_ends_a_write_the_peer_will_never_take() {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let mut stream = conn.open_bi().unwrap();
+    stream.fail_writes_on_answer();
+    stream.write_all(b"QUIET\n").unwrap();
+    let (writer, done) = write_until_error(stream.try_clone());
+    let err = done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the write returns once the peer has answered")
+        .expect_err("the write fails");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    assert!(err.to_string().contains("answered"), "{err}");
+    writer.join().unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"NO\n");
+    conn.close(0, "done");
+    server.stop();
 }

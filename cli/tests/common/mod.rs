@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,11 +29,36 @@ pub struct TestServer {
     /// Temporary directory (host key, accounts, root); removed on drop.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The command line, for [`TestServer::restart`].
+    command: Vec<OsString>,
+}
+
+/// How to start a [`TestServer`] beyond the defaults.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// Let clients create accounts.
+    pub allow_register: bool,
+    /// More `quill server` options.
+    pub args: &'a [&'a str],
+    /// Run the server in its own mount namespace (`unshare -m`, needs root) after this
+    /// shell script, which sees the root directory as `$QUILL_ROOT` (to mount a small
+    /// file system there, say). The server's view of its root is then at
+    /// [`TestServer::server_view`].
+    pub namespace_script: Option<&'a str>,
 }
 
 impl TestServer {
     /// Starts `quill server` with the account [`USER`]/[`PASSWORD`].
     pub fn start(allow_register: bool) -> TestServer {
+        TestServer::start_with(Setup {
+            allow_register,
+            ..Setup::default()
+        })
+    }
+
+    /// Starts `quill server` as `setup` says.
+    pub fn start_with(setup: Setup<'_>) -> TestServer {
+        let allow_register = setup.allow_register;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir(&root).expect("root");
@@ -44,50 +70,98 @@ impl TestServer {
         let key_path = dir.path().join("host.key");
         let key = HostKeyPair::generate(&OsRandom::new()).expect("key");
         key.write_to(&key_path).expect("write key");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quill"));
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--retry", "never"])
-            .arg("--key")
-            .arg(&key_path)
-            .arg("--accounts")
-            .arg(&accounts)
-            .arg("--root")
-            .arg(&root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut command: Vec<OsString> = Vec::new();
+        if let Some(script) = setup.namespace_script {
+            command.extend(["unshare", "-m", "sh", "-e", "-c"].map(OsString::from));
+            command.push(format!("{script}\nexec \"$0\" \"$@\"").into());
+        }
+        command.push(env!("CARGO_BIN_EXE_quill").into());
+        command.extend(
+            ["server", "--listen", "127.0.0.1:0", "--retry", "never"].map(OsString::from),
+        );
+        command.extend([
+            "--key".into(),
+            key_path.into_os_string(),
+            "--accounts".into(),
+            accounts.into_os_string(),
+            "--root".into(),
+            root.clone().into_os_string(),
+        ]);
         if allow_register {
-            cmd.arg("--allow-register");
+            command.push("--allow-register".into());
         }
-        let mut child = cmd.spawn().expect("quill server starts");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut addr = None;
-        let mut line = String::new();
-        while addr.is_none() {
-            line.clear();
-            if err.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("quill server exited before listening");
-            }
-            if let Some(a) = line.split("listening ").nth(1) {
-                addr = Some(a.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-        // Keep draining its log so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while err.read_line(&mut sink).unwrap_or(0) > 0 {
-                sink.clear();
-            }
-        });
+        command.extend(setup.args.iter().map(OsString::from));
+        let (child, addr) = spawn_server(&command, &root);
         TestServer {
-            addr: addr.expect("set"),
+            addr,
             fingerprint: key.public().fingerprint(),
             root,
             dir,
             child: Some(child),
+            command,
         }
     }
+
+    /// The server process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The server's root as the server sees it (inside its mount namespace, if any).
+    pub fn server_view(&self) -> PathBuf {
+        let root = self.root.strip_prefix("/").expect("absolute root");
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(root)
+    }
+
+    /// SIGKILL: the server cleans nothing up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same command again (after [`TestServer::kill`]); `addr` changes.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn_server(&self.command, &self.root);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+}
+
+/// Runs the server command; returns it and its address once it listens.
+fn spawn_server(command: &[OsString], root: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(&command[0])
+        .args(&command[1..])
+        .env("QUILL_ROOT", root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("quill server starts");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut addr = None;
+    let mut log = String::new();
+    while addr.is_none() {
+        let start = log.len();
+        if err.read_line(&mut log).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quill server exited before listening: {log}");
+        }
+        if let Some(a) = log[start..].split("listening ").nth(1) {
+            addr = Some(a.split_whitespace().next().unwrap_or("").to_string());
+        }
+    }
+    // Keep draining its log so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while err.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    (child, addr.expect("set"))
 }
 
 impl Drop for TestServer {

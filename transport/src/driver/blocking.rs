@@ -7,6 +7,12 @@
 //! full and the loop reads from the connection only while the reader's buffer has room,
 //! so flow control reaches all the way back to the peer.
 //!
+//! Nothing here waits on a stream the peer has given up on: when the peer stops our
+//! sending side (STOP_SENDING, RFC 9000 §3.5), buffered data is dropped and every
+//! write, flush or finish, including one already waiting for room, fails at once with
+//! [`io::ErrorKind::BrokenPipe`]; the stream's reading side still delivers what the
+//! peer sent (typically the answer saying why it stopped).
+//!
 //! ```no_run
 //! use std::io::{Read, Write};
 //! use quill_transport::driver::blocking;
@@ -53,6 +59,48 @@ struct StreamState {
     readable: bool,
     /// Reading failed (stream reset by the peer).
     reset: Option<u64>,
+    /// The peer sent STOP_SENDING with this code: writes fail, `out` is dropped.
+    stopped: Option<u64>,
+    /// The application abandoned the stream with this code (RESET_STREAM and
+    /// STOP_SENDING on the loop's next turn).
+    abandon: Option<u64>,
+    abandon_sent: bool,
+    /// Writes fail as soon as the peer has sent anything on the stream
+    /// ([`BlockingStream::fail_writes_on_answer`]).
+    fail_writes_on_answer: bool,
+}
+
+impl StreamState {
+    /// The peer stopped our sending side: nothing buffered will ever be sent.
+    fn on_stopped(&mut self, code: u64) {
+        self.stopped = Some(code);
+        self.out = VecDeque::new();
+    }
+
+    /// The error a write, flush or finish returns, if the stream cannot take more.
+    fn write_error(&self) -> Option<io::Error> {
+        if let Some(code) = self.stopped {
+            return Some(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("the peer stopped reading the stream (code {code})"),
+            ));
+        }
+        if let Some(code) = self.abandon {
+            return Some(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("the stream was abandoned (code {code})"),
+            ));
+        }
+        if self.fail_writes_on_answer
+            && (!self.input.is_empty() || self.eof || self.reset.is_some())
+        {
+            return Some(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the peer answered before taking all the data",
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Default)]
@@ -118,13 +166,20 @@ impl FacadeHandler {
         let buf = &mut self.buf;
         for (&raw, s) in st.streams.iter_mut() {
             let id = StreamId(raw);
+            if let (Some(code), false) = (s.abandon, s.abandon_sent) {
+                s.abandon_sent = true;
+                s.out = VecDeque::new();
+                let _ = conn.reset_stream(id, code);
+                let _ = conn.stop_sending(id, code);
+            }
             while !s.out.is_empty() {
                 let (a, _) = s.out.as_slices();
                 match conn.write(id, a) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
+                    Ok(n) if n > 0 => {
                         s.out.drain(..n);
                     }
+                    Err(crate::proto::WriteError::Stopped(code)) => s.on_stopped(code),
+                    Ok(_) | Err(_) => break,
                 }
             }
             if s.finish && s.out.is_empty() && !s.finish_sent && conn.finish(id).is_ok() {
@@ -165,6 +220,13 @@ impl Handler for FacadeHandler {
             }
             Event::Stream(StreamEvent::Readable(id)) => {
                 st.streams.entry(id.0).or_default().readable = true;
+            }
+            // RFC 9000 §3.5: the peer no longer reads; the connection has reset our
+            // sending side. Writers waiting for room are woken by this turn's pump.
+            Event::Stream(StreamEvent::Stopped { id, code }) => {
+                if let Some(s) = st.streams.get_mut(&id.0) {
+                    s.on_stopped(code);
+                }
             }
             Event::Stream(StreamEvent::Opened { dir }) => {
                 drop(st);
@@ -451,14 +513,45 @@ impl BlockingStream {
     }
 
     /// Ends our side of the stream once everything written has been handed over.
+    /// Fails if the peer stopped the stream (then nothing more will be delivered).
     pub fn finish(&mut self) -> io::Result<()> {
         let mut st = self.shared.lock();
         if let Some(s) = st.streams.get_mut(&self.id.0) {
+            if let Some(e) = s.write_error() {
+                return Err(e);
+            }
             s.finish = true;
         }
         drop(st);
         self.handle.wake();
         Ok(())
+    }
+
+    /// For request/answer exchanges where the peer answers once it has everything,
+    /// or early to refuse: from now on writes (and `flush`, `finish`) fail with
+    /// [`io::ErrorKind::BrokenPipe`] as soon as the peer has sent anything on this
+    /// stream, instead of waiting for room that a peer which already answered may
+    /// never give. Read the answer then.
+    pub fn fail_writes_on_answer(&mut self) {
+        let mut st = self.shared.lock();
+        st.streams.entry(self.id.0).or_default().fail_writes_on_answer = true;
+        drop(st);
+        // Wake writers already waiting, so they check the new condition.
+        self.shared.changed.notify_all();
+    }
+
+    /// Abandons the stream in both directions with application error `code`
+    /// (RESET_STREAM and STOP_SENDING frames, RFC 9000 §19.4, §19.5): data not yet sent is
+    /// dropped, and the peer learns at once that nothing more will come.
+    pub fn abandon(&mut self, code: u64) {
+        let mut st = self.shared.lock();
+        let s = st.streams.entry(self.id.0).or_default();
+        if s.abandon.is_none() {
+            s.abandon = Some(code);
+        }
+        drop(st);
+        self.shared.changed.notify_all();
+        self.handle.wake();
     }
 }
 
@@ -477,6 +570,9 @@ impl io::Write for BlockingStream {
                 return Err(aborted(e));
             }
             let s = st.streams.entry(self.id.0).or_default();
+            if let Some(e) = s.write_error() {
+                return Err(e);
+            }
             if s.finish {
                 return Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -506,7 +602,11 @@ impl io::Write for BlockingStream {
             if let Some(e) = &st.error {
                 return Err(aborted(e));
             }
-            if st.streams.get(&self.id.0).is_none_or(|s| s.out.is_empty()) {
+            let s = st.streams.get(&self.id.0);
+            if let Some(e) = s.and_then(StreamState::write_error) {
+                return Err(e);
+            }
+            if s.is_none_or(|s| s.out.is_empty()) {
                 return Ok(());
             }
             st = self
@@ -549,6 +649,12 @@ impl io::Read for BlockingStream {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     format!("stream reset by the peer (code {code})"),
+                ));
+            }
+            if let Some(code) = s.abandon {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("the stream was abandoned (code {code})"),
                 ));
             }
             if let Some(e) = err {
