@@ -496,7 +496,12 @@ mod tests {
         for bad in ["nocolon", "host:", "host:4433:", ":x", "[::1]", "[::1]:"] {
             assert!(parse_remote(bad).is_err(), "{bad}");
         }
-        for bad in ["host:in.txt\nGET ../x", "host:1:a\tb", "host:a\r", "host:a\0"] {
+        for bad in [
+            "host:in.txt\nGET ../x",
+            "host:1:a\tb",
+            "host:a\r",
+            "host:a\0",
+        ] {
             let e = parse_remote(bad).unwrap_err();
             assert_eq!(e.code, USAGE, "{bad:?}");
             assert!(e.message.contains("control character"), "{}", e.message);

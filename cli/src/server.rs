@@ -1092,7 +1092,11 @@ fn resolve_get(root: &Path, rel: &str) -> Result<PathBuf, String> {
         return Err(format!("{rel} leaves the server's root"));
     }
     // Also through a symbolic link: an upload in progress is never served.
-    if path.file_name().and_then(|n| n.to_str()).is_some_and(is_temp_name) {
+    if path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_temp_name)
+    {
         return Err(format!("{rel} is an upload in progress"));
     }
     if !path.is_file() {

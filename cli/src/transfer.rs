@@ -157,7 +157,10 @@ pub fn send(a: &SendArgs) -> CliResult {
         path: remote.clone(),
     };
     if let Err(e) = stream.write_all(req.line().as_bytes()) {
-        return Err(answer_or(&mut stream, net_err("sending the request failed", e)));
+        return Err(answer_or(
+            &mut stream,
+            net_err("sending the request failed", e),
+        ));
     }
     let progress = Progress::new(size, "send");
     let mut buf = vec![0u8; CHUNK];
@@ -171,14 +174,20 @@ pub fn send(a: &SendArgs) -> CliResult {
         }
         if let Err(e) = stream.write_all(&buf[..n]) {
             progress.finish();
-            return Err(answer_or(&mut stream, net_err("sending the file failed", e)));
+            return Err(answer_or(
+                &mut stream,
+                net_err("sending the file failed", e),
+            ));
         }
         sent += n as u64;
         progress.inc(n as u64);
     }
     if let Err(e) = stream.finish() {
         progress.finish();
-        return Err(answer_or(&mut stream, net_err("sending the file failed", e)));
+        return Err(answer_or(
+            &mut stream,
+            net_err("sending the file failed", e),
+        ));
     }
     let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
     let elapsed = progress.finish();

@@ -200,7 +200,11 @@ fn refused_uploads_end_at_once_with_the_servers_reason() {
         assert!(elapsed < TIMEOUT, "{remote}: {elapsed:?}");
         // Nothing left on either side: no temporary file, no partial upload.
         assert_eq!(tree(&view), before, "{remote}: the server's root changed");
-        assert_eq!(tree(local.path()), local_before, "{remote}: local files changed");
+        assert_eq!(
+            tree(local.path()),
+            local_before,
+            "{remote}: local files changed"
+        );
     }
 
     // The server still takes a file that fits.
@@ -272,7 +276,10 @@ fn a_killed_servers_temp_files_are_never_served_and_swept_at_start() {
     // kill -9: nothing cleans up; the next start does.
     server.kill();
     drop(conn);
-    assert!(server.root.join(&temp).exists(), "{temp} was removed already");
+    assert!(
+        server.root.join(&temp).exists(),
+        "{temp} was removed already"
+    );
     server.restart();
     assert_eq!(tree(&server.root), ["kept.txt"]);
 }
@@ -287,17 +294,23 @@ fn control_characters_never_reach_a_request_line() {
 
     // The client refuses before connecting: one line, exit 2.
     let smuggled = format!("{}:in.txt\nGET ../x", server.addr);
-    let o = client(&server, &["send".as_ref(), src.as_os_str(), smuggled.as_ref()])
-        .output()
-        .unwrap();
+    let o = client(
+        &server,
+        &["send".as_ref(), src.as_os_str(), smuggled.as_ref()],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
     assert!(stderr(&o).contains(r"in.txt\nGET ../x"), "{}", stderr(&o));
     let dst = local.path().join("out.txt");
-    let o = client(&server, &["get".as_ref(), smuggled.as_ref(), dst.as_os_str()])
-        .output()
-        .unwrap();
+    let o = client(
+        &server,
+        &["get".as_ref(), smuggled.as_ref(), dst.as_os_str()],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
     assert!(!dst.exists());

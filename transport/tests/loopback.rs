@@ -662,7 +662,10 @@ fn graceful_shutdown_closes_every_connection() {
 /// thread; the channel gets the first error.
 fn write_until_error(
     mut w: blocking::BlockingStream,
-) -> (JoinHandle<()>, std::sync::mpsc::Receiver<std::io::Result<()>>) {
+) -> (
+    JoinHandle<()>,
+    std::sync::mpsc::Receiver<std::io::Result<()>>,
+) {
     let (tx, rx) = std::sync::mpsc::channel();
     let writer = std::thread::spawn(move || {
         let chunk = vec![7u8; 1 << 20];
@@ -703,7 +706,11 @@ fn stop_sending_fails_a_blocked_write_and_the_answer_still_arrives() {
         .expect("the blocked write returns once the peer stopped the stream")
         .expect_err("the write fails");
     assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
-    assert!(err.to_string().contains("stopped reading the stream (code 7)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("stopped reading the stream (code 7)"),
+        "{err}"
+    );
     writer.join().unwrap();
     // Every later write, flush and finish fails at once.
     assert_eq!(

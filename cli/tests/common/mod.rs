@@ -76,9 +76,8 @@ impl TestServer {
             command.push(format!("{script}\nexec \"$0\" \"$@\"").into());
         }
         command.push(env!("CARGO_BIN_EXE_quill").into());
-        command.extend(
-            ["server", "--listen", "127.0.0.1:0", "--retry", "never"].map(OsString::from),
-        );
+        command
+            .extend(["server", "--listen", "127.0.0.1:0", "--retry", "never"].map(OsString::from));
         command.extend([
             "--key".into(),
             key_path.into_os_string(),

@@ -534,7 +534,10 @@ impl BlockingStream {
     /// never give. Read the answer then.
     pub fn fail_writes_on_answer(&mut self) {
         let mut st = self.shared.lock();
-        st.streams.entry(self.id.0).or_default().fail_writes_on_answer = true;
+        st.streams
+            .entry(self.id.0)
+            .or_default()
+            .fail_writes_on_answer = true;
         drop(st);
         // Wake writers already waiting, so they check the new condition.
         self.shared.changed.notify_all();
