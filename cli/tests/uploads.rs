@@ -97,6 +97,8 @@ fn raw_request(conn: &BlockingConnection, line: &[u8]) -> String {
     let _ = stream.finish();
     let mut back = Vec::new();
     stream.read_to_end(&mut back).unwrap();
+    // Enough to compare with an answer line, short enough for a failure message.
+    back.truncate(200);
     String::from_utf8_lossy(&back).into_owned()
 }
 
@@ -328,4 +330,36 @@ fn control_characters_never_reach_a_request_line() {
     let put = format!("PUT 1 {} a\tb\nx", "00".repeat(32));
     assert_eq!(raw_request(&conn, put.as_bytes()), want);
     assert_eq!(tree(&server.root), ["in.txt"]);
+}
+
+#[test]
+fn data_after_a_get_request_is_drained_not_left_to_stall() {
+    let server = TestServer::start(false);
+    std::fs::write(server.root.join("small.txt"), b"small file\n").unwrap();
+    let conn = connect(&server);
+    let mut stream = conn.open_bi().unwrap();
+    stream.write_all(b"GET small.txt\n").unwrap();
+    // A GET takes no data; a client that sends some anyway (32 MiB: more than every
+    // window) must still be able to finish, the server reading and dropping it.
+    let mut w = stream.try_clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let chunk = vec![0u8; MIB];
+        let result = (0..32)
+            .try_for_each(|_| w.write_all(&chunk))
+            .and_then(|()| w.flush())
+            .and_then(|()| w.finish());
+        let _ = tx.send(result);
+    });
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).unwrap();
+    assert!(
+        back.starts_with(b"OK 11 "),
+        "{}",
+        String::from_utf8_lossy(&back)
+    );
+    assert!(back.ends_with(b"\nsmall file\n"));
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the server takes all the data")
+        .expect("every write succeeds");
 }
