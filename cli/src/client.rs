@@ -209,9 +209,8 @@ pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
         return Credentials::from_identity_file(&user, path).map_err(cred_err);
     }
     if let Some(path) = &login.password_file {
-        return Credentials::from_stdin(&user, open_password_file(path)?).map_err(|e| {
-            CliError::usage(format!("{}: {e}", path.display()))
-        });
+        return Credentials::from_stdin(&user, open_password_file(path)?)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())));
     }
     if login.password_stdin {
         return Credentials::from_stdin(&user, io::stdin()).map_err(cred_err);

@@ -46,9 +46,7 @@ pub fn stdout_err(e: io::Error) -> CliError {
 /// Writes one line to standard error; a failed write is dropped.
 pub fn err(line: Arguments<'_>) {
     let mut stderr = io::stderr().lock();
-    let _ = stderr
-        .write_fmt(line)
-        .and_then(|_| stderr.write_all(b"\n"));
+    let _ = stderr.write_fmt(line).and_then(|_| stderr.write_all(b"\n"));
 }
 
 /// `println!` that returns `Err(CliError)` instead of panicking (see [`out`]).

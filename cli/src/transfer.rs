@@ -304,8 +304,8 @@ pub fn get(a: &GetArgs) -> CliResult {
         Sink::Stdout
     } else {
         let partial = partial_path(&a.local);
-        let file = interrupt::create_partial(&partial)
-            .map_err(|e| local_err("creating", &partial, &e))?;
+        let file =
+            interrupt::create_partial(&partial).map_err(|e| local_err("creating", &partial, &e))?;
         Sink::File {
             file,
             guard: PartialGuard {

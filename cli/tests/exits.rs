@@ -145,8 +145,14 @@ fn every_command_that_prints_exits_141_quietly_on_a_closed_pipe() {
     login(&mut c);
     cases.push(("connect", c, b"hello\n".to_vec()));
     let mut c = quill();
-    c.args(["register", &server.addr, "--user", "carol", "--password-stdin"])
-        .args(["--host-key", &server.fingerprint]);
+    c.args([
+        "register",
+        &server.addr,
+        "--user",
+        "carol",
+        "--password-stdin",
+    ])
+    .args(["--host-key", &server.fingerprint]);
     cases.push(("register", c, b"a password for carol\n".to_vec()));
 
     for (what, cmd, stdin) in cases {
@@ -227,7 +233,10 @@ fn a_failed_key_write_leaves_nothing_and_the_retry_works() {
     let mode = std::fs::metadata(&path).expect("key").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let text = std::fs::read_to_string(&path).expect("read key");
-    assert!(text.starts_with("-----BEGIN QUILL PRIVATE KEY-----"), "{text}");
+    assert!(
+        text.starts_with("-----BEGIN QUILL PRIVATE KEY-----"),
+        "{text}"
+    );
 }
 
 /// Polls `cond` every 10 ms for at most `limit`.
@@ -285,7 +294,11 @@ fn ctrl_c_during_get_removes_the_partial_file_and_exits_130() {
     let local = work.path().join("copy");
     let partial = work.path().join("copy.quill-partial");
     let remote = format!("{}:big", server.addr);
-    let mut child = client(&server, &pw, &["get", &remote, local.to_str().expect("utf-8")]);
+    let mut child = client(
+        &server,
+        &pw,
+        &["get", &remote, local.to_str().expect("utf-8")],
+    );
     wait_for(TIMEOUT, "the first bytes of the download", || {
         std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0)
     });
@@ -307,7 +320,11 @@ fn ctrl_c_during_send_exits_130_and_the_server_drops_the_upload_at_once() {
     let local = work.path().join("big");
     sparse_file(&local, 1 << 30);
     let remote = format!("{}:big", server.addr);
-    let mut child = client(&server, &pw, &["send", local.to_str().expect("utf-8"), &remote]);
+    let mut child = client(
+        &server,
+        &pw,
+        &["send", local.to_str().expect("utf-8"), &remote],
+    );
     let root = server.root.clone();
     let receiving = || {
         std::fs::read_dir(&root)
@@ -325,7 +342,9 @@ fn ctrl_c_during_send_exits_130_and_the_server_drops_the_upload_at_once() {
     assert!(!err.contains("panicked"), "{err}");
     // The client closed the connection: the server drops the temporary file now, not
     // after its 30 s idle timeout.
-    wait_for(Duration::from_secs(10), "the server to drop the upload", || {
-        std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the server to drop the upload",
+        || std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none()),
+    );
 }

@@ -25,7 +25,10 @@ fn quick_start() -> Vec<String> {
         .find("Quick start")
         .expect("README.md has a Quick start");
     let rest = &readme[from..];
-    let start = rest.find("```sh\n").expect("a ```sh block after Quick start") + 6;
+    let start = rest
+        .find("```sh\n")
+        .expect("a ```sh block after Quick start")
+        + 6;
     let end = rest[start..].find("```").expect("the block ends") + start;
     rest[start..end]
         .lines()
@@ -180,8 +183,17 @@ fn readme_quick_start_runs_line_by_line() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    for file in ["host.key", "host.key.pub", "alice.key", "copy.txt", "files/notes.txt"] {
-        assert!(dir.path().join(file).exists(), "{file} missing:\n{transcript}");
+    for file in [
+        "host.key",
+        "host.key.pub",
+        "alice.key",
+        "copy.txt",
+        "files/notes.txt",
+    ] {
+        assert!(
+            dir.path().join(file).exists(),
+            "{file} missing:\n{transcript}"
+        );
     }
 }
 
