@@ -46,7 +46,7 @@ pub enum Command {
     ///
     /// Example: quill send notes.txt 127.0.0.1:4433:notes.txt --user alice
     Send(SendArgs),
-    /// Download a file: quill get ADDR:REMOTE LOCAL.
+    /// Download a file: quill get ADDR:REMOTE LOCAL (`-` for standard output).
     ///
     /// Example: quill get 127.0.0.1:4433:notes.txt copy.txt --user alice
     Get(GetArgs),
