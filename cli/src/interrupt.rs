@@ -22,7 +22,7 @@
 //! racing it with another status.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -101,7 +101,13 @@ fn handle(sig: i32) {
             }
         }
     }
-    crate::output::note!("\nquill: interrupted");
+    // On a terminal, off the line that ^C (or a progress bar) left behind.
+    let fresh_line = if std::io::stderr().is_terminal() {
+        "\n"
+    } else {
+        ""
+    };
+    crate::output::note!("{fresh_line}quill: interrupted");
     // Exits with the lock held: nothing else runs to completion after this point.
     std::process::exit(128 + sig);
 }
