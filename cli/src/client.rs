@@ -24,7 +24,9 @@ use quill_transport::{ClientConfig, HostKeyPolicy, Login};
 use zeroize::Zeroizing;
 
 use crate::args::{ClientArgs, LoginArgs};
-use crate::exit::{CliError, CliResult, CONNECTION, USAGE};
+use crate::exit::{CliError, CliResult, CONNECTION};
+use crate::interrupt;
+use crate::output::{note, out_bytes, say};
 use crate::service::Request;
 
 /// Port used when an address has none.
@@ -184,12 +186,39 @@ fn cred_err(e: impl std::fmt::Display) -> CliError {
     CliError::usage(e.to_string())
 }
 
+/// The first line of a `--password-file`, which nobody but its owner may read (the
+/// rule key files follow: group or other permission bits are refused).
+fn open_password_file(path: &std::path::Path) -> Result<std::fs::File, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(CliError::usage(format!(
+            "{} is readable by others (mode {:o}); run chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// The login for an existing account: `--identity` key, else the password from
-/// `--password-stdin` (first line of standard input), else a prompt.
+/// `--password-file`, else from `--password-stdin` (first line of standard input),
+/// else a prompt.
 pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
     let user = user_name(login)?;
     if let Some(path) = &login.identity {
         return Credentials::from_identity_file(&user, path).map_err(cred_err);
+    }
+    if let Some(path) = &login.password_file {
+        return Credentials::from_stdin(&user, open_password_file(path)?)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())));
     }
     if login.password_stdin {
         return Credentials::from_stdin(&user, io::stdin()).map_err(cred_err);
@@ -197,11 +226,15 @@ pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
     Credentials::from_prompt(&user).map_err(cred_err)
 }
 
-/// A registration: the password from `--password-stdin` or typed twice; `--identity`
+/// A registration: the password from `--password-file`, `--password-stdin` or typed
+/// twice; `--identity`
 /// authorises that key for later public-key logins.
 pub fn register_login(login: &LoginArgs) -> Result<Login, CliError> {
     let user = user_name(login)?;
-    let password: Zeroizing<String> = if login.password_stdin {
+    let password: Zeroizing<String> = if let Some(path) = &login.password_file {
+        read_password(open_password_file(path)?)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?
+    } else if login.password_stdin {
         read_password(io::stdin()).map_err(cred_err)?
     } else {
         let first = prompt_password(&format!("New password for {user}: ")).map_err(cred_err)?;
@@ -250,7 +283,7 @@ pub fn host_key_policy(login: &LoginArgs, target: &Target) -> Result<HostKeyPoli
         TrustMode::Strict
     };
     known_hosts_policy_with(&path, &target.host, target.port, mode, |note| {
-        eprintln!("quill: {note}")
+        note!("quill: {note}")
     })
     .map_err(|e| CliError::usage(e.to_string()))
 }
@@ -310,6 +343,7 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
         }
         err
     })?;
+    interrupt::watch(&conn);
     Ok(Session {
         conn,
         handshake: start.elapsed(),
@@ -386,9 +420,9 @@ pub fn register(a: &ClientArgs) -> CliResult {
     let session = connect_config(target, ClientConfig::new(login, policy))?;
     let account = session.conn.account().to_string();
     let message = session.conn.message().to_string();
-    println!("registered and logged in as {account}");
+    say!("registered and logged in as {account}")?;
     if !message.is_empty() {
-        println!("{message}");
+        say!("{message}")?;
     }
     session.conn.close(0, "done");
     Ok(())
@@ -398,7 +432,7 @@ pub fn register(a: &ClientArgs) -> CliResult {
 pub fn connect(a: &ClientArgs) -> CliResult {
     let session = open_session(&a.addr, &a.login, None)?;
     if io::stderr().is_terminal() {
-        eprintln!(
+        note!(
             "quill: connected to {} as {}; end input with Ctrl-D",
             session.target.display(),
             session.conn.account()
@@ -426,7 +460,6 @@ pub fn connect(a: &ClientArgs) -> CliResult {
         }
         writer.finish()
     });
-    let mut stdout = io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = stream
@@ -435,10 +468,7 @@ pub fn connect(a: &ClientArgs) -> CliResult {
         if n == 0 {
             break;
         }
-        stdout
-            .write_all(&buf[..n])
-            .and_then(|_| stdout.flush())
-            .map_err(|e| CliError::new(USAGE, format!("cannot write to standard output: {e}")))?;
+        out_bytes(&buf[..n])?;
     }
     // The echo ended, so the server saw our FIN: the stdin thread is done.
     match pump.join() {
@@ -453,6 +483,7 @@ pub fn connect(a: &ClientArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::USAGE;
 
     fn t(host: &str, port: u16) -> Target {
         Target {
@@ -525,6 +556,7 @@ mod tests {
         let login = LoginArgs {
             user: Some("a".into()),
             password_stdin: false,
+            password_file: None,
             identity: None,
             known_hosts: None,
             accept_new_host: false,
