@@ -11,9 +11,11 @@
 //! | `SINK` | any bytes, then FIN | `OK <bytes>` line, FIN |
 //! | `SOURCE <bytes>` | FIN | `bytes` bytes, FIN |
 //!
-//! Paths are relative to the server's `--root`, `/`-separated; `..`, absolute paths and
-//! anything that would leave the root are refused with `ERR`. The server writes a PUT
-//! to a temporary file and renames it only after the SHA-256 matched.
+//! Paths are relative to the server's `--root`, `/`-separated; `..`, absolute paths,
+//! control characters, the names of uploads in progress and anything that would leave
+//! the root are refused with `ERR`. The server writes a PUT to a temporary file and
+//! renames it only after the SHA-256 matched. An `ERR` sent before the client finished
+//! is followed by STOP_SENDING: the client's writes fail at once and it reads the `ERR`.
 
 /// Longest request or answer line.
 pub const MAX_LINE: usize = 4096;

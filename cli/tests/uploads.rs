@@ -193,6 +193,7 @@ fn refused_uploads_end_at_once_with_the_servers_reason() {
             .output()
             .unwrap();
         let elapsed = started.elapsed();
+        eprintln!("{remote}: refused after {elapsed:?}");
         assert_eq!(
             stderr(&o),
             format!("quill: the server refused: {reason}\n"),
