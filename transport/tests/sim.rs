@@ -134,7 +134,7 @@ fn wrong_host_key_is_refused_by_the_client() {
     });
     let server = sim.server.as_ref().unwrap();
     assert!(
-        matches!(server.error(), Some(ConnectionError::ClosedByPeer { code, .. }) if *code == quill_transport::proto::error::code::HOST_KEY_REJECTED)
+        matches!(server.error(), Some(ConnectionError::ClosedByPeer { code, .. }) if *code == quill_transport::wire::TransportErrorCode::HOST_KEY_REJECTED.0)
     );
     assert!(sim
         .server_app

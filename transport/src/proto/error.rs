@@ -6,40 +6,13 @@
 
 use std::fmt;
 
-/// quill's own transport error codes (docs/SPEC.md §7), beside RFC 9000's.
-pub mod code {
-    /// RFC 9000 §20.1 NO_ERROR.
-    pub const NO_ERROR: u64 = 0x0;
-    /// RFC 9000 §20.1 INTERNAL_ERROR.
-    pub const INTERNAL_ERROR: u64 = 0x1;
-    /// RFC 9000 §20.1 FLOW_CONTROL_ERROR.
-    pub const FLOW_CONTROL_ERROR: u64 = 0x3;
-    /// RFC 9000 §20.1 STREAM_LIMIT_ERROR.
-    pub const STREAM_LIMIT_ERROR: u64 = 0x4;
-    /// RFC 9000 §20.1 FRAME_ENCODING_ERROR.
-    pub const FRAME_ENCODING_ERROR: u64 = 0x7;
-    /// RFC 9000 §20.1 TRANSPORT_PARAMETER_ERROR.
-    pub const TRANSPORT_PARAMETER_ERROR: u64 = 0x8;
-    /// RFC 9000 §20.1 PROTOCOL_VIOLATION.
-    pub const PROTOCOL_VIOLATION: u64 = 0xa;
-    /// RFC 9000 §20.1 CRYPTO_BUFFER_EXCEEDED.
-    pub const CRYPTO_BUFFER_EXCEEDED: u64 = 0xd;
-    /// RFC 9000 §20.1 KEY_UPDATE_ERROR.
-    pub const KEY_UPDATE_ERROR: u64 = 0xe;
-    /// RFC 9000 §20.1 CRYPTO_ERROR base: handshake failures (0x100 + alert).
-    pub const HANDSHAKE_FAILURE: u64 = 0x100 + 40;
-    /// quill: every kind of failed login (unknown user, wrong password, locked account,
-    /// refused registration) closes with this one code.
-    pub const LOGIN_REFUSED: u64 = 0x5100;
-    /// quill: the client refused the server's host key.
-    pub const HOST_KEY_REJECTED: u64 = 0x5101;
-}
+use crate::wire::TransportErrorCode;
 
 /// An error that closes the connection with a CONNECTION_CLOSE frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportError {
-    /// Error code (RFC 9000 §20.1 or [`code`]).
-    pub code: u64,
+    /// Error code (RFC 9000 §20.1, or quill's own from docs/SPEC.md §7).
+    pub code: TransportErrorCode,
     /// The frame type that triggered it, if any.
     pub frame_type: Option<u64>,
     /// Human-readable reason (sent to the peer; never contains secrets).
@@ -48,7 +21,7 @@ pub struct TransportError {
 
 impl TransportError {
     /// A new error with `code` and `reason`.
-    pub fn new(code: u64, reason: impl Into<String>) -> Self {
+    pub fn new(code: TransportErrorCode, reason: impl Into<String>) -> Self {
         TransportError {
             code,
             frame_type: None,
@@ -58,13 +31,25 @@ impl TransportError {
 
     /// PROTOCOL_VIOLATION with `reason`.
     pub fn protocol(reason: impl Into<String>) -> Self {
-        Self::new(code::PROTOCOL_VIOLATION, reason)
+        Self::new(TransportErrorCode::PROTOCOL_VIOLATION, reason)
+    }
+}
+
+impl From<crate::proto::streams::StreamsError> for TransportError {
+    fn from(e: crate::proto::streams::StreamsError) -> Self {
+        TransportError::new(e.code, e.reason)
+    }
+}
+
+impl From<TransportError> for ConnectionError {
+    fn from(e: TransportError) -> Self {
+        ConnectionError::Transport(e)
     }
 }
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (code {:#x})", self.reason, self.code)
+        write!(f, "{} (code {:#x})", self.reason, self.code.0)
     }
 }
 

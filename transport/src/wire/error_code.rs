@@ -1,5 +1,9 @@
 //! Transport error codes carried in CONNECTION_CLOSE frames of type 0x1c
-//! (RFC 9000 §20.1).
+//! (RFC 9000 §20.1), and quill's own (docs/SPEC.md §7).
+//!
+//! This is the one definition of every transport error code: the wire layer maps
+//! decode errors to it ([`DecodeError::transport_error_code`](super::DecodeError::transport_error_code)),
+//! and the protocol layer's `TransportError` and `StreamsError` carry it.
 
 use core::fmt;
 
@@ -62,6 +66,11 @@ codes! {
     AEAD_LIMIT_REACHED = 0x0f;
     /// "An endpoint has determined that the network path is incapable of supporting QUIC."
     NO_VIABLE_PATH = 0x10;
+    /// quill (docs/SPEC.md §7): every kind of failed login (unknown user, wrong
+    /// password, locked account, refused registration) closes with this one code.
+    LOGIN_REFUSED = 0x5100;
+    /// quill (docs/SPEC.md §7): the client refused the server's host key.
+    HOST_KEY_REJECTED = 0x5101;
 }
 
 impl TransportErrorCode {
@@ -74,6 +83,10 @@ impl TransportErrorCode {
     pub const fn crypto(alert: u8) -> Self {
         TransportErrorCode(0x100 | alert as u64)
     }
+
+    /// CRYPTO_ERROR carrying TLS alert 40 (handshake_failure): what a failed quill
+    /// handshake closes with.
+    pub const HANDSHAKE_FAILURE: TransportErrorCode = TransportErrorCode::crypto(40);
 
     /// The handshake-specific code if this is in the CRYPTO_ERROR range.
     pub const fn crypto_alert(self) -> Option<u8> {
@@ -100,6 +113,12 @@ impl fmt::Display for TransportErrorCode {
 impl From<u64> for TransportErrorCode {
     fn from(v: u64) -> Self {
         TransportErrorCode(v)
+    }
+}
+
+impl From<TransportErrorCode> for u64 {
+    fn from(c: TransportErrorCode) -> Self {
+        c.0
     }
 }
 
@@ -157,6 +176,12 @@ mod tests {
             TransportErrorCode(0x200).to_string(),
             "UNKNOWN_ERROR(0x200)"
         );
+        assert_eq!(
+            TransportErrorCode::LOGIN_REFUSED.to_string(),
+            "LOGIN_REFUSED"
+        );
+        assert_eq!(TransportErrorCode::HOST_KEY_REJECTED.0, 0x5101);
+        assert_eq!(TransportErrorCode::HANDSHAKE_FAILURE.0, 0x128);
         assert_eq!(TransportErrorCode(0x11).crypto_alert(), None);
         assert_eq!(TransportErrorCode(0x1ff).crypto_alert(), Some(0xff));
     }

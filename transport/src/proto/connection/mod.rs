@@ -36,13 +36,13 @@ use quill_crypto::schedule;
 
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
 use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
-use super::error::{code, ConnectionError, TransportError};
+use super::error::{ConnectionError, TransportError};
 use super::handshake::{Handshake, LoginRequest};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
     Dir, PeerLimits, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
 };
-use crate::wire::{ConnectionId, Space, TransportParameters};
+use crate::wire::{ConnectionId, Space, TransportErrorCode, TransportParameters};
 
 use std::sync::Arc;
 
@@ -240,6 +240,9 @@ pub struct Connection {
     account: Option<String>,
 
     rtt: RttEstimator,
+    /// When this path's first RTT sample was taken: packets sent before it do not
+    /// count towards persistent congestion (RFC 9002 §7.6.2).
+    first_rtt_sample: Option<Instant>,
     cc: Box<dyn CongestionController>,
     pacer: Pacer,
     bytes_in_flight: u64,
@@ -425,6 +428,7 @@ impl Connection {
             peer_host_key: None,
             account: None,
             rtt: RttEstimator::new(config.initial_rtt),
+            first_rtt_sample: None,
             cc: config.congestion.build(mtu),
             pacer: Pacer::new(now, mtu),
             bytes_in_flight: 0,
@@ -644,7 +648,7 @@ impl Connection {
         }
         self.hs.fail();
         self.close_with(
-            TransportError::new(code::LOGIN_REFUSED, reason),
+            TransportError::new(TransportErrorCode::LOGIN_REFUSED, reason),
             ConnectionError::LoginRefused {
                 reason: reason.to_owned(),
             },
@@ -796,7 +800,7 @@ impl Connection {
         ) {
             return;
         }
-        self.close = Some((err.code, false, err.reason.clone()));
+        self.close = Some((err.code.0, false, err.reason.clone()));
         self.close_pending = true;
         self.enter_closing(report);
     }

@@ -8,7 +8,7 @@ use quill_crypto::packet::{HeaderKey, PacketKey};
 
 use super::spaces::SentFrames;
 use super::{cids, Connection, Event, State, Timer};
-use crate::proto::error::{code, ConnectionError, TransportError};
+use crate::proto::error::{ConnectionError, TransportError};
 use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::Output;
 use crate::proto::recovery::{persistent_congestion_threshold, SentPacket};
@@ -16,7 +16,8 @@ use crate::proto::recovery::{Pacer, RttEstimator};
 use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
-    Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportParameters, QUILL_VERSION,
+    Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportErrorCode,
+    TransportParameters, QUILL_VERSION,
 };
 
 /// Most PATH_RESPONSEs owed at once; further challenges are ignored until sent.
@@ -182,13 +183,19 @@ impl Connection {
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
+                    // RFC 9000 §12.4: an unknown frame type is a FRAME_ENCODING_ERROR, a
+                    // frame type "that uses a longer encoding than necessary" may be a
+                    // PROTOCOL_VIOLATION; the wire layer knows which error is which.
                     self.close_transport(TransportError::new(
-                        code::FRAME_ENCODING_ERROR,
+                        e.transport_error_code(),
                         format!("bad frame: {e}"),
                     ));
                     return;
                 }
             };
+            // RFC 9000 §12.4: "An endpoint MUST treat receipt of a frame in a packet
+            // type that is not permitted as a connection error of type
+            // PROTOCOL_VIOLATION."
             if !frame.allowed_in(space) {
                 self.close_transport(TransportError::protocol(format!(
                     "frame type {:#x} not allowed in {space:?} packets",
@@ -308,8 +315,7 @@ impl Connection {
         space: Space,
         frame: Frame<'_>,
     ) -> Result<(), ConnectionError> {
-        let streams_err =
-            |e: StreamsError| ConnectionError::Transport(TransportError::new(e.code, e.reason));
+        let streams_err = |e: StreamsError| ConnectionError::from(TransportError::from(e));
         match frame {
             Frame::Padding { .. } | Frame::Ping => {}
             Frame::Ack(ack) => {
@@ -359,11 +365,22 @@ impl Connection {
                 .streams
                 .on_max_streams(if bidi { Dir::Bi } else { Dir::Uni }, max)
                 .map_err(streams_err)?,
-            Frame::DataBlocked(_)
-            | Frame::StreamDataBlocked { .. }
-            | Frame::StreamsBlocked { .. } => {
-                // Informational: our credit updates are driven by the reader.
+            // RFC 9000 §19.12–19.14: the peer is blocked; if it is blocked below a limit
+            // we already raised, the update was lost and is sent again. §19.13: "An
+            // endpoint that receives a STREAM_DATA_BLOCKED frame for a send-only stream
+            // MUST terminate the connection with error STREAM_STATE_ERROR."
+            Frame::DataBlocked(limit) => self.streams.on_data_blocked(limit),
+            Frame::StreamDataBlocked { id, limit } => {
+                // Like a STREAM frame, it may open a peer's stream: not before login.
+                self.check_app_data_allowed()?;
+                self.streams
+                    .on_stream_data_blocked(id, limit)
+                    .map_err(streams_err)?;
             }
+            Frame::StreamsBlocked { bidi, limit } => self
+                .streams
+                .on_streams_blocked(if bidi { Dir::Bi } else { Dir::Uni }, limit)
+                .map_err(streams_err)?,
             Frame::NewToken { .. } => {
                 if self.side == Side::Server {
                     return Err(ConnectionError::Transport(TransportError::protocol(
@@ -412,7 +429,7 @@ impl Connection {
                 ..
             } => {
                 let reason = String::from_utf8_lossy(reason).into_owned();
-                let report = if !app && c == code::LOGIN_REFUSED {
+                let report = if !app && TransportErrorCode(c) == TransportErrorCode::LOGIN_REFUSED {
                     ConnectionError::LoginRefused { reason }
                 } else {
                     ConnectionError::ClosedByPeer {
@@ -490,7 +507,7 @@ impl Connection {
         let sp = self.spaces[space as usize].crypto_mut();
         sp.recv.insert(offset, data).map_err(|_| {
             ConnectionError::Transport(TransportError::new(
-                code::CRYPTO_BUFFER_EXCEEDED,
+                TransportErrorCode::CRYPTO_BUFFER_EXCEEDED,
                 "too much out-of-order CRYPTO data",
             ))
         })?;
@@ -591,7 +608,7 @@ impl Connection {
     fn apply_peer_params(&mut self, p: TransportParameters) -> Result<(), ConnectionError> {
         let bad = |what: &str| {
             ConnectionError::Transport(TransportError::new(
-                code::TRANSPORT_PARAMETER_ERROR,
+                TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
                 what.to_owned(),
             ))
         };
@@ -780,7 +797,7 @@ impl Connection {
             || c.retire_pending.len() > cids::MAX_PENDING_RETIRES
         {
             return Err(ConnectionError::Transport(TransportError::new(
-                0x09,
+                TransportErrorCode::CONNECTION_ID_LIMIT_ERROR,
                 "more connection IDs than our active_connection_id_limit",
             )));
         }
@@ -809,6 +826,7 @@ impl Connection {
         if !only_port {
             self.cc = self.config.congestion.build(self.mtu);
             self.rtt = RttEstimator::new(self.config.initial_rtt);
+            self.first_rtt_sample = None;
             self.pacer = Pacer::new(now, self.mtu);
         }
         let mut challenge = [0u8; 8];
@@ -848,16 +866,14 @@ impl Connection {
                 return Err(e);
             }
         };
-        if let Some((pn, sent_at, _)) = summary.largest_newly_acked {
-            // RFC 9002 §5.1: a sample when the largest acknowledged is newly acked and
-            // something ack-eliciting was newly acked.
-            if pn == summary.largest_acked && summary.newly_acked_ack_eliciting {
-                let latest = now.saturating_duration_since(sent_at);
-                let max_ack_delay = self.peer_max_ack_delay();
-                self.rtt
-                    .update(latest, ack_delay, max_ack_delay, self.handshake_confirmed);
-                self.streams.set_rtt(now, self.rtt.smoothed());
-            }
+        // RFC 9002 §5.1: a sample when the largest acknowledged is newly acked and
+        // something ack-eliciting was newly acked (`AckSummary::rtt_sample`).
+        if let Some(latest) = summary.rtt_sample(now) {
+            let max_ack_delay = self.peer_max_ack_delay();
+            self.rtt
+                .update(latest, ack_delay, max_ack_delay, self.handshake_confirmed);
+            self.first_rtt_sample.get_or_insert(now);
+            self.streams.set_rtt(now, self.rtt.smoothed());
         }
         let used = acked.len();
         for (pn, p) in acked.drain(..) {
@@ -940,47 +956,39 @@ impl Connection {
         let loss_delay = self.rtt.loss_delay();
         let mut lost = std::mem::take(&mut self.lost_buf);
         lost.clear();
-        sp.loss_time = sp
-            .sent
-            .detect_lost(now, largest, loss_delay, |pn, p| lost.push((pn, p)));
+        // RFC 9000 §14.4: "Loss of a QUIC packet that is carried in a PMTU probe is
+        // therefore not a reliable indication of congestion and SHOULD NOT trigger a
+        // congestion control reaction".
+        let report = sp.sent.detect_lost_report(
+            now,
+            largest,
+            loss_delay,
+            self.first_rtt_sample,
+            |f: &SentFrames| f.mtu_probe.is_none(),
+            |pn, p| lost.push((pn, p)),
+        );
+        sp.loss_time = report.loss_time;
         if lost.is_empty() {
             self.lost_buf = lost;
             return;
         }
         let used = lost.len();
-        let mut lost_bytes = 0;
-        let mut largest_sent: Option<Instant> = None;
-        let mut first_eliciting: Option<Instant> = None;
-        let mut last_eliciting: Option<Instant> = None;
         for (_, p) in lost.drain(..) {
             self.stats.packets_lost += 1;
             if p.in_flight {
                 self.bytes_in_flight = self.bytes_in_flight.saturating_sub(p.size as u64);
             }
-            if p.payload.mtu_probe.is_none() && p.in_flight {
-                lost_bytes += p.size as u64;
-                largest_sent = largest_sent.max(Some(p.time_sent));
-                if p.ack_eliciting {
-                    first_eliciting =
-                        Some(first_eliciting.map_or(p.time_sent, |t| t.min(p.time_sent)));
-                    last_eliciting = last_eliciting.max(Some(p.time_sent));
-                }
-            }
             self.requeue(space, p.payload);
         }
         self.lost_buf = keep_scratch(lost, used);
-        if let Some(sent) = largest_sent {
-            // RFC 9002 §7.6: persistent congestion when the lost ack-eliciting packets
-            // span more than the threshold (approximated over this batch of losses).
-            let persistent = match (first_eliciting, last_eliciting) {
-                (Some(a), Some(b)) if self.rtt.has_sample() => {
-                    b.saturating_duration_since(a)
-                        > persistent_congestion_threshold(&self.rtt, self.peer_max_ack_delay())
-                }
-                _ => false,
-            };
+        if let Some(sent) = report.largest_lost_sent {
+            // RFC 9002 §7.6.2, decided by `SentPackets::detect_lost_report`: two lost
+            // ack-eliciting packets, both sent after the first RTT sample, nothing
+            // acknowledged between them, further apart than the duration.
+            let threshold = persistent_congestion_threshold(&self.rtt, self.peer_max_ack_delay());
+            let persistent = report.is_persistent_congestion(threshold);
             self.cc
-                .on_congestion_event(now, sent, persistent, lost_bytes);
+                .on_congestion_event(now, sent, persistent, report.lost_bytes);
             self.stats.congestion_events += 1;
         }
     }
@@ -1154,12 +1162,12 @@ impl Connection {
         let wire = match &err {
             ConnectionError::Transport(t) => t.clone(),
             ConnectionError::LoginRefused { reason } => {
-                TransportError::new(code::LOGIN_REFUSED, reason.clone())
+                TransportError::new(TransportErrorCode::LOGIN_REFUSED, reason.clone())
             }
             ConnectionError::HostKeyRejected { .. } => {
-                TransportError::new(code::HOST_KEY_REJECTED, "host key rejected")
+                TransportError::new(TransportErrorCode::HOST_KEY_REJECTED, "host key rejected")
             }
-            _ => TransportError::new(code::INTERNAL_ERROR, "internal error"),
+            _ => TransportError::new(TransportErrorCode::INTERNAL_ERROR, "internal error"),
         };
         self.close_with(wire, err);
     }

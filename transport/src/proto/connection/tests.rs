@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::proto::config::{HostKeyPolicy, Login};
 use crate::sim::{ClientApp, LinkConfig, ServerApp, Sim};
-use crate::wire::Frame;
+use crate::wire::{Frame, TransportErrorCode};
 
 fn established() -> Sim<ClientApp, ServerApp> {
     let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
@@ -40,7 +40,7 @@ fn established() -> Sim<ClientApp, ServerApp> {
 
 /// Feeds `frame` to the server as if the client had sent it; returns the code the
 /// server closed with, after checking the client heard the same code.
-fn server_rejects(frame: Frame<'_>) -> u64 {
+fn server_rejects(frame: Frame<'_>) -> TransportErrorCode {
     let mut sim = established();
     let now = sim.now;
     let server = sim.server.as_mut().unwrap();
@@ -58,7 +58,7 @@ fn server_rejects(frame: Frame<'_>) -> u64 {
             code: c,
             app: false,
             ..
-        }) => assert_eq!(*c, code),
+        }) => assert_eq!(*c, code.0),
         other => panic!("client saw {other:?}"),
     }
     code
@@ -74,7 +74,10 @@ fn opening_beyond_the_stream_limit_is_stream_limit_error() {
         data: b"x",
         fin: false,
     };
-    assert_eq!(server_rejects(frame), code::STREAM_LIMIT_ERROR);
+    assert_eq!(
+        server_rejects(frame),
+        TransportErrorCode::STREAM_LIMIT_ERROR
+    );
 }
 
 #[test]
@@ -86,7 +89,10 @@ fn data_beyond_the_window_is_flow_control_error() {
         data: b"x",
         fin: false,
     };
-    assert_eq!(server_rejects(frame), code::FLOW_CONTROL_ERROR);
+    assert_eq!(
+        server_rejects(frame),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
 }
 
 #[test]
@@ -98,14 +104,17 @@ fn sending_on_the_servers_unidirectional_stream_is_stream_state_error() {
         data: b"x",
         fin: false,
     };
-    assert_eq!(server_rejects(frame), 0x5);
+    assert_eq!(
+        server_rejects(frame),
+        TransportErrorCode::STREAM_STATE_ERROR
+    );
 }
 
 #[test]
 fn handshake_done_from_a_client_is_a_protocol_violation() {
     assert_eq!(
         server_rejects(Frame::HandshakeDone),
-        code::PROTOCOL_VIOLATION
+        TransportErrorCode::PROTOCOL_VIOLATION
     );
 }
 
@@ -115,7 +124,10 @@ fn crypto_data_far_ahead_is_crypto_buffer_exceeded() {
         offset: 1 << 20,
         data: b"x",
     };
-    assert_eq!(server_rejects(frame), code::CRYPTO_BUFFER_EXCEEDED);
+    assert_eq!(
+        server_rejects(frame),
+        TransportErrorCode::CRYPTO_BUFFER_EXCEEDED
+    );
 }
 
 #[test]
@@ -123,7 +135,7 @@ fn oversized_datagram_is_a_protocol_violation() {
     let big = vec![0u8; 4000];
     assert_eq!(
         server_rejects(Frame::Datagram { data: &big }),
-        code::PROTOCOL_VIOLATION
+        TransportErrorCode::PROTOCOL_VIOLATION
     );
 }
 
@@ -152,7 +164,9 @@ fn ack_of_an_unsent_packet_is_a_protocol_violation() {
             Duration::ZERO,
         )
         .unwrap_err();
-    assert!(matches!(err, ConnectionError::Transport(t) if t.code == code::PROTOCOL_VIOLATION));
+    assert!(
+        matches!(err, ConnectionError::Transport(t) if t.code == TransportErrorCode::PROTOCOL_VIOLATION)
+    );
 }
 
 #[test]
@@ -242,7 +256,9 @@ fn more_connection_ids_than_the_limit_is_an_error() {
     let err = server
         .handle_frame(now, Space::Data, ncid(4, 0))
         .unwrap_err();
-    assert!(matches!(err, ConnectionError::Transport(t) if t.code == 0x09));
+    assert!(
+        matches!(err, ConnectionError::Transport(t) if t.code == TransportErrorCode::CONNECTION_ID_LIMIT_ERROR)
+    );
 }
 
 #[test]
@@ -273,7 +289,7 @@ fn retire_prior_to_moves_us_to_a_newer_connection_id() {
 fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
     assert_eq!(
         server_rejects(Frame::RetireConnectionId { seq: 99 }),
-        code::PROTOCOL_VIOLATION
+        TransportErrorCode::PROTOCOL_VIOLATION
     );
 }
 
@@ -301,6 +317,6 @@ fn an_idle_logged_in_server_keeps_no_crypto_streams() {
             offset: 0,
             data: &[1, 0, 0, 1, 0]
         }),
-        code::PROTOCOL_VIOLATION
+        TransportErrorCode::PROTOCOL_VIOLATION
     );
 }

@@ -29,8 +29,8 @@ use self::messages::{
     methods, ClientHello, EncryptedExtensions, LoginMessage, Message, ServerHello,
 };
 use super::config::{ClientConfig, HostKeyPolicy, Login, ServerConfig};
-use super::error::{code, ConnectionError, TransportError};
-use crate::wire::{Space, TransportParameters, QUILL_VERSION};
+use super::error::{ConnectionError, TransportError};
+use crate::wire::{Space, TransportErrorCode, TransportParameters, QUILL_VERSION};
 
 /// Context string signed by the host key, followed by the transcript hash.
 pub const HOST_KEY_CONTEXT: &[u8] = b"quill host key signature\0";
@@ -161,7 +161,10 @@ pub(crate) struct ServerHandshake {
 }
 
 fn hs_fail(reason: impl Into<String>) -> ConnectionError {
-    ConnectionError::Transport(TransportError::new(code::HANDSHAKE_FAILURE, reason))
+    ConnectionError::Transport(TransportError::new(
+        TransportErrorCode::HANDSHAKE_FAILURE,
+        reason,
+    ))
 }
 
 fn unexpected(msg: &Message) -> ConnectionError {
@@ -312,7 +315,7 @@ impl ClientHandshake {
             ) => {
                 let params = TransportParameters::decode(&ee.transport_params).map_err(|e| {
                     ConnectionError::Transport(TransportError::new(
-                        code::TRANSPORT_PARAMETER_ERROR,
+                        TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
                         format!("server transport parameters: {e}"),
                     ))
                 })?;
@@ -515,7 +518,7 @@ impl ServerHandshake {
             .ok_or_else(|| hs_fail("no AEAD suite in common"))?;
         let peer_params = TransportParameters::decode(&ch.transport_params).map_err(|e| {
             ConnectionError::Transport(TransportError::new(
-                code::TRANSPORT_PARAMETER_ERROR,
+                TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
                 format!("client transport parameters: {e}"),
             ))
         })?;

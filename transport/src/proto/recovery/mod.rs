@@ -26,12 +26,15 @@ pub use pacer::Pacer;
 pub use rtt::{RttEstimator, GRANULARITY, INITIAL_RTT};
 pub use sent::{AckError, AckSummary, LossReport, SentPacket, SentPackets, PACKET_THRESHOLD};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// RFC 9002 §7.6.1: "The RECOMMENDED value for kPersistentCongestionThreshold is 3".
 pub const PERSISTENT_CONGESTION_THRESHOLD: u32 = 3;
 
 /// The persistent congestion duration.
+///
+/// Whether a loss establishes persistent congestion is decided in one place,
+/// [`SentPackets::detect_lost_report`] (RFC 9002 §7.6.2), against this duration.
 ///
 /// RFC 9002 §7.6.1: "(smoothed_rtt + max(4*rttvar, kGranularity) +
 /// max_ack_delay) * kPersistentCongestionThreshold".
@@ -40,36 +43,6 @@ pub fn persistent_congestion_threshold(rtt: &RttEstimator, max_ack_delay: Durati
         .saturating_add(max_ack_delay)
         .checked_mul(PERSISTENT_CONGESTION_THRESHOLD)
         .unwrap_or(Duration::MAX)
-}
-
-/// Decides persistent congestion from the send times of lost ack-eliciting
-/// packets between which no packet was acknowledged (the caller guarantees
-/// that; [`SentPackets::detect_lost_report`] computes it itself).
-///
-/// RFC 9002 §7.6.2: "A sender establishes persistent congestion after the
-/// receipt of an acknowledgment if two packets that are ack-eliciting are
-/// declared lost, and: across all packet number spaces, none of the packets
-/// sent between the send times of these two packets are acknowledged; the
-/// duration between the send times of these two packets exceeds the persistent
-/// congestion duration; a prior RTT sample existed when these two packets were
-/// sent." Packets sent before `first_rtt_sample` are ignored; without a sample
-/// there is no persistent congestion.
-pub fn is_persistent_congestion(
-    lost_ack_eliciting_sent: impl IntoIterator<Item = Instant>,
-    first_rtt_sample: Option<Instant>,
-    threshold: Duration,
-) -> bool {
-    let Some(sample) = first_rtt_sample else {
-        return false;
-    };
-    let mut span: Option<(Instant, Instant)> = None;
-    for t in lost_ack_eliciting_sent.into_iter().filter(|&t| t >= sample) {
-        span = Some(match span {
-            None => (t, t),
-            Some((lo, hi)) => (lo.min(t), hi.max(t)),
-        });
-    }
-    span.is_some_and(|(lo, hi)| hi - lo > threshold)
 }
 
 #[cfg(test)]
@@ -86,33 +59,5 @@ mod tests {
         rtt.update(ms(100), ms(0), ms(0), true);
         // (100 + 4*50 + 25) * 3 = 975 ms
         assert_eq!(persistent_congestion_threshold(&rtt, ms(25)), ms(975));
-    }
-
-    #[test]
-    fn persistent_congestion_needs_span_beyond_threshold_after_first_sample() {
-        let t0 = std::time::Instant::now();
-        let threshold = ms(975);
-        let times = [t0 + ms(100), t0 + ms(500), t0 + ms(1076)];
-        assert!(is_persistent_congestion(times, Some(t0), threshold));
-        // Exactly the threshold is not enough ("exceeds").
-        assert!(!is_persistent_congestion(
-            [t0 + ms(100), t0 + ms(1075)],
-            Some(t0),
-            threshold
-        ));
-        // Without an RTT sample: never.
-        assert!(!is_persistent_congestion(times, None, threshold));
-        // Packets sent before the first sample do not count.
-        assert!(!is_persistent_congestion(
-            times,
-            Some(t0 + ms(200)),
-            threshold
-        ));
-        // A single packet is not a span.
-        assert!(!is_persistent_congestion(
-            [t0 + ms(100)],
-            Some(t0),
-            threshold
-        ));
     }
 }

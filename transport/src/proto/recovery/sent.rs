@@ -331,7 +331,7 @@ impl<T> SentPackets<T> {
         loss_delay: Duration,
         lost: impl FnMut(u64, SentPacket<T>),
     ) -> Option<Instant> {
-        self.detect_lost_report(now, largest_acked, loss_delay, None, lost)
+        self.detect_lost_report(now, largest_acked, loss_delay, None, |_| true, lost)
             .loss_time
     }
 
@@ -344,12 +344,21 @@ impl<T> SentPackets<T> {
     /// after it count towards `persistent_span` (None: no span is reported).
     /// Only this space is examined; RFC 9002 asks for "across all packet number
     /// spaces", which in practice matters only during the handshake.
+    ///
+    /// `congestion_signal(payload)` says whether losing that packet signals
+    /// congestion; packets for which it is false (a lost PMTU probe, RFC 9000
+    /// §14.4) are declared lost and passed to `lost` but count neither in
+    /// `lost_bytes`, `largest_lost_sent` nor `persistent_span`.
+    ///
+    /// This is the one place persistent congestion is decided; the connection
+    /// compares `persistent_span` with [`persistent_congestion_threshold`](super::persistent_congestion_threshold).
     pub fn detect_lost_report(
         &mut self,
         now: Instant,
         largest_acked: u64,
         loss_delay: Duration,
         first_rtt_sample: Option<Instant>,
+        congestion_signal: impl Fn(&T) -> bool,
         mut lost: impl FnMut(u64, SentPacket<T>),
     ) -> LossReport {
         let mut report = LossReport::default();
@@ -400,6 +409,10 @@ impl<T> SentPackets<T> {
                 &packet,
             );
             report.lost_packets += 1;
+            if !congestion_signal(&packet.payload) {
+                lost(this_pn, packet);
+                continue;
+            }
             if packet.in_flight {
                 report.lost_bytes += u64::from(packet.size);
                 report.largest_lost_sent = Some(packet.time_sent);
@@ -755,7 +768,7 @@ mod tests {
             s.on_sent(pn, p);
         }
         ack(&mut s, &[21..=21, 10..=10]).unwrap();
-        let report = s.detect_lost_report(t0 + ms(2200), 21, ms(50), Some(t0), |_, _| {});
+        let report = s.detect_lost_report(t0 + ms(2200), 21, ms(50), Some(t0), |_| true, |_, _| {});
         assert_eq!(report.lost_packets, 20);
         assert_eq!(report.lost_bytes, 20_000);
         assert_eq!(report.largest_lost_sent, Some(t0 + ms(2000)));
@@ -769,9 +782,55 @@ mod tests {
         // Without an RTT sample before the losses: no span.
         let mut s = sent_with(t0, 0..10);
         ack(&mut s, &[9..=9]).unwrap();
-        let report = s.detect_lost_report(t0 + ms(100), 9, ms(1), None, |_, _| {});
+        let report = s.detect_lost_report(t0 + ms(100), 9, ms(1), None, |_| true, |_, _| {});
         assert_eq!(report.lost_packets, 9);
         assert_eq!(report.persistent_span, None);
+    }
+
+    #[test]
+    fn packets_sent_before_the_first_rtt_sample_do_not_count() {
+        // RFC 9002 §7.6.2: "a prior RTT sample existed when these two packets were
+        // sent". 0..=10 sent at t0 + pn*100 ms, 10 acked; 0..=9 lost by time.
+        let t0 = Instant::now();
+        let mut s = SentPackets::new();
+        for pn in 0..=10 {
+            s.on_sent(pn, pkt(t0 + ms(100 * pn), true));
+        }
+        ack(&mut s, &[10..=10]).unwrap();
+        let report = s.detect_lost_report(
+            t0 + ms(1010),
+            10,
+            ms(50),
+            Some(t0 + ms(500)),
+            |_| true,
+            |_, _| {},
+        );
+        assert_eq!(report.lost_packets, 10);
+        // Only 5..=9 were sent at or after the first sample: 400 ms, not 900 ms.
+        assert_eq!(report.persistent_span, Some(ms(400)));
+        assert!(!report.is_persistent_congestion(ms(500)));
+    }
+
+    #[test]
+    fn lost_pmtu_probes_are_no_congestion_signal() {
+        let t0 = Instant::now();
+        let mut s = sent_with(t0, 0..=5);
+        ack(&mut s, &[5..=5]).unwrap();
+        // 0, 1, 2 lost by the packet threshold; 0 and 2 stand for PMTU probes.
+        let mut lost = Vec::new();
+        let report = s.detect_lost_report(
+            t0 + ms(10),
+            5,
+            Duration::from_secs(10),
+            Some(t0),
+            |&payload| payload != 0 && payload != 2,
+            |pn, _| lost.push(pn),
+        );
+        assert_eq!(lost, vec![0, 1, 2]);
+        assert_eq!(report.lost_packets, 3);
+        assert_eq!(report.lost_bytes, 1000);
+        assert_eq!(report.largest_lost_sent, Some(t0 + ms(1)));
+        assert_eq!(report.persistent_span, Some(Duration::ZERO));
     }
 
     #[test]
@@ -788,6 +847,7 @@ mod tests {
             9,
             Duration::from_secs(10),
             Some(t0),
+            |_| true,
             |_, _| {},
         );
         // 2, 3, 5, 6 lost: runs 2..=3 and 5..=6 (4 was acked between).

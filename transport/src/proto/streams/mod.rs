@@ -36,19 +36,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::wire::TransportErrorCode;
+
 use recv::{RecvOutcome, RecvState, RecvStream};
 use send::SendStream;
-
-/// RFC 9000 §20.1 FLOW_CONTROL_ERROR.
-pub const FLOW_CONTROL_ERROR: u64 = 0x3;
-/// RFC 9000 §20.1 STREAM_LIMIT_ERROR.
-pub const STREAM_LIMIT_ERROR: u64 = 0x4;
-/// RFC 9000 §20.1 STREAM_STATE_ERROR.
-pub const STREAM_STATE_ERROR: u64 = 0x5;
-/// RFC 9000 §20.1 FINAL_SIZE_ERROR.
-pub const FINAL_SIZE_ERROR: u64 = 0x6;
-/// RFC 9000 §20.1 FRAME_ENCODING_ERROR.
-pub const FRAME_ENCODING_ERROR: u64 = 0x7;
 
 /// The largest stream count a MAX_STREAMS frame or transport parameter may carry.
 ///
@@ -124,7 +115,7 @@ pub struct PeerLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamsError {
     /// RFC 9000 transport error code (FLOW_CONTROL_ERROR, STREAM_LIMIT_ERROR, ...).
-    pub code: u64,
+    pub code: TransportErrorCode,
     /// Human-readable reason for CONNECTION_CLOSE.
     pub reason: &'static str,
 }
@@ -132,31 +123,31 @@ pub struct StreamsError {
 impl StreamsError {
     fn flow_control(reason: &'static str) -> Self {
         Self {
-            code: FLOW_CONTROL_ERROR,
+            code: TransportErrorCode::FLOW_CONTROL_ERROR,
             reason,
         }
     }
     fn stream_limit(reason: &'static str) -> Self {
         Self {
-            code: STREAM_LIMIT_ERROR,
+            code: TransportErrorCode::STREAM_LIMIT_ERROR,
             reason,
         }
     }
     fn stream_state(reason: &'static str) -> Self {
         Self {
-            code: STREAM_STATE_ERROR,
+            code: TransportErrorCode::STREAM_STATE_ERROR,
             reason,
         }
     }
     fn final_size(reason: &'static str) -> Self {
         Self {
-            code: FINAL_SIZE_ERROR,
+            code: TransportErrorCode::FINAL_SIZE_ERROR,
             reason,
         }
     }
     fn frame_encoding(reason: &'static str) -> Self {
         Self {
-            code: FRAME_ENCODING_ERROR,
+            code: TransportErrorCode::FRAME_ENCODING_ERROR,
             reason,
         }
     }
@@ -164,7 +155,7 @@ impl StreamsError {
 
 impl fmt::Display for StreamsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "transport error {:#x}: {}", self.code, self.reason)
+        write!(f, "transport error {:#x}: {}", self.code.0, self.reason)
     }
 }
 

@@ -266,7 +266,7 @@ impl RecvStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::streams::{FINAL_SIZE_ERROR, FLOW_CONTROL_ERROR};
+    use crate::wire::TransportErrorCode;
 
     #[test]
     fn final_size_rules() {
@@ -275,19 +275,22 @@ mod tests {
         // FIN below data already received.
         assert_eq!(
             r.on_data(0, b"ab", true, 1000).unwrap_err().code,
-            FINAL_SIZE_ERROR
+            TransportErrorCode::FINAL_SIZE_ERROR
         );
         r.on_data(4, b"ef", true, 1000).unwrap();
         // Data past the final size, and a different final size.
         assert_eq!(
             r.on_data(6, b"g", false, 1000).unwrap_err().code,
-            FINAL_SIZE_ERROR
+            TransportErrorCode::FINAL_SIZE_ERROR
         );
         assert_eq!(
             r.on_data(0, b"abc", true, 1000).unwrap_err().code,
-            FINAL_SIZE_ERROR
+            TransportErrorCode::FINAL_SIZE_ERROR
         );
-        assert_eq!(r.on_reset(0, 7, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
+        assert_eq!(
+            r.on_reset(0, 7, 1000).unwrap_err().code,
+            TransportErrorCode::FINAL_SIZE_ERROR
+        );
         // Retransmission of the same final chunk is fine.
         r.on_data(4, b"ef", true, 1000).unwrap();
     }
@@ -297,11 +300,11 @@ mod tests {
         let mut r = RecvStream::new(10, 10);
         assert_eq!(
             r.on_data(5, &[0; 6], false, 1000).unwrap_err().code,
-            FLOW_CONTROL_ERROR
+            TransportErrorCode::FLOW_CONTROL_ERROR
         );
         assert_eq!(
             r.on_data(0, &[0; 5], false, 4).unwrap_err().code,
-            FLOW_CONTROL_ERROR
+            TransportErrorCode::FLOW_CONTROL_ERROR
         );
         let o = r.on_data(0, &[0; 10], false, 10).unwrap();
         assert_eq!(o.delta, 10);
@@ -309,9 +312,12 @@ mod tests {
         assert_eq!(r.on_data(0, &[0; 10], false, 0).unwrap().delta, 0);
         assert_eq!(
             r.on_reset(0, 11, 1000).unwrap_err().code,
-            FLOW_CONTROL_ERROR
+            TransportErrorCode::FLOW_CONTROL_ERROR
         );
-        assert_eq!(r.on_reset(0, 9, 1000).unwrap_err().code, FINAL_SIZE_ERROR);
+        assert_eq!(
+            r.on_reset(0, 9, 1000).unwrap_err().code,
+            TransportErrorCode::FINAL_SIZE_ERROR
+        );
     }
 
     #[test]

@@ -68,11 +68,11 @@ fn stream_on_locally_initiated_uni_is_state_error() {
     let mut s = server(&StreamsConfig::default());
     let id = s.open(Dir::Uni).unwrap();
     let e = s.on_stream_frame(t0(), id.0, 0, b"x", false).unwrap_err();
-    assert_eq!(e.code, STREAM_STATE_ERROR);
+    assert_eq!(e.code, TransportErrorCode::STREAM_STATE_ERROR);
     let e = s.on_reset_stream(id.0, 0, 0).unwrap_err();
-    assert_eq!(e.code, STREAM_STATE_ERROR);
+    assert_eq!(e.code, TransportErrorCode::STREAM_STATE_ERROR);
     let e = s.on_stream_data_blocked(id.0, 0).unwrap_err();
-    assert_eq!(e.code, STREAM_STATE_ERROR);
+    assert_eq!(e.code, TransportErrorCode::STREAM_STATE_ERROR);
 }
 
 #[test]
@@ -83,15 +83,15 @@ fn frames_for_unopened_local_streams_are_state_errors() {
         s.on_stream_frame(t0(), bidi, 0, b"x", false)
             .unwrap_err()
             .code,
-        STREAM_STATE_ERROR
+        TransportErrorCode::STREAM_STATE_ERROR
     );
     assert_eq!(
         s.on_max_stream_data(bidi, 10).unwrap_err().code,
-        STREAM_STATE_ERROR
+        TransportErrorCode::STREAM_STATE_ERROR
     );
     assert_eq!(
         s.on_stop_sending(bidi, 1).unwrap_err().code,
-        STREAM_STATE_ERROR
+        TransportErrorCode::STREAM_STATE_ERROR
     );
     s.open(Dir::Bi).unwrap();
     s.on_stream_frame(t0(), bidi, 0, b"x", false).unwrap();
@@ -103,11 +103,11 @@ fn receive_only_stream_refuses_sender_side_frames() {
     let peer_uni = StreamId::new(Side::Client, Dir::Uni, 0).0;
     assert_eq!(
         s.on_stop_sending(peer_uni, 1).unwrap_err().code,
-        STREAM_STATE_ERROR
+        TransportErrorCode::STREAM_STATE_ERROR
     );
     assert_eq!(
         s.on_max_stream_data(peer_uni, 1).unwrap_err().code,
-        STREAM_STATE_ERROR
+        TransportErrorCode::STREAM_STATE_ERROR
     );
     s.on_stream_frame(t0(), peer_uni, 0, b"ok", false).unwrap();
     assert_eq!(
@@ -123,9 +123,9 @@ fn peer_beyond_max_streams_is_limit_error() {
     let e = s
         .on_stream_frame(t0(), cbidi(4), 0, b"x", false)
         .unwrap_err();
-    assert_eq!(e.code, STREAM_LIMIT_ERROR);
+    assert_eq!(e.code, TransportErrorCode::STREAM_LIMIT_ERROR);
     let e = s.on_max_stream_data(cbidi(4), 5).unwrap_err();
-    assert_eq!(e.code, STREAM_LIMIT_ERROR);
+    assert_eq!(e.code, TransportErrorCode::STREAM_LIMIT_ERROR);
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn stream_and_connection_flow_control_violations() {
     let e = s
         .on_stream_frame(t0(), cbidi(0), 50, &[0; 51], false)
         .unwrap_err();
-    assert_eq!(e.code, FLOW_CONTROL_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
     let mut s = server(&config(100, 150, 10));
     s.on_stream_frame(t0(), cbidi(0), 0, &[0; 100], false)
         .unwrap();
@@ -170,18 +170,18 @@ fn stream_and_connection_flow_control_violations() {
     let e = s
         .on_stream_frame(t0(), cbidi(2), 0, &[0; 1], false)
         .unwrap_err();
-    assert_eq!(e.code, FLOW_CONTROL_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
     // A reset's final size counts against the connection window too.
     let mut s = server(&config(100, 150, 10));
     s.on_stream_frame(t0(), cbidi(0), 0, &[0; 100], false)
         .unwrap();
     let e = s.on_reset_stream(cbidi(1), 0, 51).unwrap_err();
-    assert_eq!(e.code, FLOW_CONTROL_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
     // Offsets beyond 2^62-1 are refused.
     let e = s
         .on_stream_frame(t0(), cbidi(0), MAX_LIMIT, &[0; 1], false)
         .unwrap_err();
-    assert_eq!(e.code, FLOW_CONTROL_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
 }
 
 #[test]
@@ -192,15 +192,15 @@ fn final_size_violations_through_the_table() {
     let e = s
         .on_stream_frame(t0(), cbidi(0), 5, b"!", false)
         .unwrap_err();
-    assert_eq!(e.code, FINAL_SIZE_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FINAL_SIZE_ERROR);
     let e = s.on_reset_stream(cbidi(0), 1, 4).unwrap_err();
-    assert_eq!(e.code, FINAL_SIZE_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FINAL_SIZE_ERROR);
     s.on_stream_frame(t0(), cbidi(1), 0, b"0123456789", false)
         .unwrap();
     let e = s
         .on_stream_frame(t0(), cbidi(1), 0, b"0123", true)
         .unwrap_err();
-    assert_eq!(e.code, FINAL_SIZE_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FINAL_SIZE_ERROR);
 }
 
 #[test]
@@ -445,9 +445,9 @@ fn open_respects_peer_stream_limit() {
     assert!(drain_events(&mut c).contains(&StreamEvent::Available { dir: Dir::Bi }));
     assert_eq!(c.open(Dir::Bi), Some(StreamId(8)));
     let e = c.on_max_streams(Dir::Uni, (1 << 60) + 1).unwrap_err();
-    assert_eq!(e.code, FRAME_ENCODING_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FRAME_ENCODING_ERROR);
     let e = c.on_streams_blocked(Dir::Uni, (1 << 60) + 1).unwrap_err();
-    assert_eq!(e.code, FRAME_ENCODING_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FRAME_ENCODING_ERROR);
 }
 
 #[test]
@@ -486,7 +486,7 @@ fn max_streams_readvertised_as_peer_streams_close() {
         s.on_stream_frame(t0(), bad.0, 0, b"x", false)
             .unwrap_err()
             .code,
-        STREAM_LIMIT_ERROR
+        TransportErrorCode::STREAM_LIMIT_ERROR
     );
 }
 
@@ -650,7 +650,7 @@ fn out_of_order_data_is_bounded_by_the_stream_window() {
     // The last byte of the window is accepted, one past it is not.
     s.on_stream_frame(t0(), id, 4095, &[1], false).unwrap();
     let e = s.on_stream_frame(t0(), id, 4096, &[1], false).unwrap_err();
-    assert_eq!(e.code, FLOW_CONTROL_ERROR);
+    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
     let rs = s.streams.get(&id).unwrap().recv.as_ref().unwrap();
     assert!(rs.asm.buffered() <= 4096);
 }
