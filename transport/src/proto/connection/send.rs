@@ -679,6 +679,24 @@ impl Connection {
         self.seal(space, pn, buf, header, pos)?;
         Some(total)
     }
+
+    /// Tests only: seals `payload` (raw frame bytes, well-formed or not) in this
+    /// side's next packet of `space`, padded to `min_len`; returns its length.
+    #[cfg(test)]
+    pub(super) fn seal_raw(
+        &mut self,
+        space: Space,
+        payload: &[u8],
+        buf: &mut [u8],
+        min_len: usize,
+    ) -> Option<usize> {
+        let (pn, header) = self.write_header(space, buf, payload.len())?;
+        let end = header.len + payload.len();
+        buf.get_mut(header.len..end)?.copy_from_slice(payload);
+        let total = self.finish_packet(space, pn, buf, &header, end, min_len)?;
+        self.spaces[space as usize].next_pn += 1;
+        Some(total)
+    }
 }
 
 /// Where the parts of a packet header landed in the buffer.

@@ -10,10 +10,20 @@ use zeroize::Zeroizing;
 
 use super::*;
 use crate::proto::config::{HostKeyPolicy, Login};
+use crate::proto::recovery::{minimum_window, persistent_congestion_threshold, RttEstimator};
 use crate::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use crate::wire::{Frame, TransportErrorCode};
 
 fn established() -> Sim<ClientApp, ServerApp> {
+    let mut sim = new_sim();
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
+    }));
+    sim
+}
+
+/// A client and server that have exchanged nothing yet.
+fn new_sim() -> Sim<ClientApp, ServerApp> {
     let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
     let client = ClientConfig::new(
         Login::Password {
@@ -23,7 +33,7 @@ fn established() -> Sim<ClientApp, ServerApp> {
         HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
     );
     let server = ServerConfig::new(key);
-    let mut sim = Sim::new(
+    Sim::new(
         9,
         client,
         server,
@@ -31,11 +41,7 @@ fn established() -> Sim<ClientApp, ServerApp> {
         LinkConfig::default(),
         ClientApp::new(0, 0),
         ServerApp::accept_all(),
-    );
-    assert!(sim.run_until(Duration::from_secs(5), |s| {
-        s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
-    }));
-    sim
+    )
 }
 
 /// Feeds `frame` to the server as if the client had sent it; returns the code the
@@ -318,5 +324,265 @@ fn an_idle_logged_in_server_keeps_no_crypto_streams() {
             data: &[1, 0, 0, 1, 0]
         }),
         TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn stream_data_blocked_for_a_send_only_stream_is_stream_state_error() {
+    // RFC 9000 §19.13: "An endpoint that receives a STREAM_DATA_BLOCKED frame for a
+    // send-only stream MUST terminate the connection with error STREAM_STATE_ERROR."
+    // The server's own unidirectional stream is send-only for the server.
+    let frame = Frame::StreamDataBlocked {
+        id: StreamId::new(Side::Server, Dir::Uni, 0).0,
+        limit: 0,
+    };
+    assert_eq!(
+        server_rejects(frame),
+        TransportErrorCode::STREAM_STATE_ERROR
+    );
+}
+
+#[test]
+fn blocked_frames_within_the_rules_are_accepted() {
+    let mut sim = established();
+    let now = sim.now;
+    let server = sim.server.as_mut().unwrap();
+    let frames = [
+        Frame::DataBlocked(0),
+        Frame::StreamDataBlocked {
+            id: StreamId::new(Side::Client, Dir::Bi, 0).0,
+            limit: 0,
+        },
+        Frame::StreamsBlocked {
+            bidi: false,
+            limit: 0,
+        },
+    ];
+    for frame in frames {
+        server.handle_frame(now, Space::Data, frame).unwrap();
+    }
+    assert!(server.is_established());
+}
+
+/// Seals raw frame bytes in the client's next packet of `space`, hands it to the
+/// server and returns the transport error code the server closed with.
+fn server_closes_on(
+    sim: &mut Sim<ClientApp, ServerApp>,
+    space: Space,
+    payload: &[u8],
+) -> TransportErrorCode {
+    let now = sim.now;
+    let from = sim.client_addr;
+    let mut buf = vec![0u8; 1500];
+    let n = sim
+        .client
+        .seal_raw(space, payload, &mut buf, 0)
+        .expect("the client has keys for the space");
+    let server = sim.server.as_mut().expect("a server");
+    server.handle_datagram(now, from, &mut buf[..n]);
+    match server.error() {
+        Some(ConnectionError::Transport(t)) => t.code,
+        other => panic!("the server did not close with a transport error: {other:?}"),
+    }
+}
+
+#[test]
+fn each_frame_decode_error_closes_with_the_wire_layers_code() {
+    // RFC 9000 §12.4 and §20.1. Payloads are at least 4 bytes so that no PADDING
+    // is appended to complete a truncated frame.
+    let cases: [(&[u8], TransportErrorCode); 4] = [
+        // "An endpoint MUST treat the receipt of a frame of unknown type as a
+        // connection error of type FRAME_ENCODING_ERROR."
+        (
+            &[0x01, 0x01, 0x01, 0x21],
+            TransportErrorCode::FRAME_ENCODING_ERROR,
+        ),
+        // PING (0x01) as a two-byte varint: "a frame type that uses a longer
+        // encoding than necessary" is a PROTOCOL_VIOLATION.
+        (
+            &[0x01, 0x01, 0x40, 0x01],
+            TransportErrorCode::PROTOCOL_VIOLATION,
+        ),
+        // MAX_DATA cut off before its value: badly formatted.
+        (
+            &[0x01, 0x01, 0x01, 0x10],
+            TransportErrorCode::FRAME_ENCODING_ERROR,
+        ),
+        // STREAMS_BLOCKED above 2^60 (§19.14).
+        (
+            &[0x16, 0xd0, 0, 0, 0, 0, 0, 0, 1],
+            TransportErrorCode::FRAME_ENCODING_ERROR,
+        ),
+    ];
+    for (payload, want) in cases {
+        let mut sim = established();
+        assert_eq!(
+            server_closes_on(&mut sim, Space::Data, payload),
+            want,
+            "payload {payload:02x?}"
+        );
+    }
+}
+
+#[test]
+fn a_frame_not_allowed_in_its_packet_type_is_a_protocol_violation() {
+    // RFC 9000 §12.4: "An endpoint MUST treat receipt of a frame in a packet type
+    // that is not permitted as a connection error of type PROTOCOL_VIOLATION."
+    let mut sim = new_sim();
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.client.spaces[Space::Handshake as usize].keys.is_some()
+    }));
+    // MAX_DATA in a Handshake packet.
+    assert_eq!(
+        server_closes_on(&mut sim, Space::Handshake, &[0x10, 0x05, 0x01, 0x01]),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn bad_client_transport_parameters_are_transport_parameter_error() {
+    use crate::proto::handshake::messages::{ClientHello, Message};
+    use crate::wire::{Writer, QUILL_VERSION};
+    // RFC 9000 §7.4 and §20.1 TRANSPORT_PARAMETER_ERROR: "An endpoint received
+    // transport parameters that were badly formatted, included an invalid value, ...".
+    let bad_params: [&[u8]; 2] = [
+        // initial_max_data whose length runs past the end.
+        &[0x04, 0x05, 0x01],
+        // initial_max_data twice (RFC 9000 §7.4: duplicates are an error).
+        &[0x04, 0x01, 0x05, 0x04, 0x01, 0x06],
+    ];
+    for params in bad_params {
+        let mut sim = new_sim();
+        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+        let config = ServerConfig::new(key);
+        let hello = Message::ClientHello(ClientHello {
+            version: QUILL_VERSION,
+            random: [7; 32],
+            suites: vec![config.suites[0].codepoint()],
+            key_share: vec![0; 32],
+            transport_params: params.to_vec(),
+            server_name: Vec::new(),
+        });
+        let mut msg = Vec::new();
+        hello.encode(&mut msg);
+        let mut payload = vec![0u8; msg.len() + 16];
+        let mut w = Writer::new(&mut payload);
+        Frame::Crypto {
+            offset: 0,
+            data: &msg,
+        }
+        .encode(&mut w);
+        let len = w.len();
+        payload.truncate(len);
+        let client = &sim.client;
+        let server = Connection::server(
+            config,
+            sim.now,
+            sim.client_addr,
+            ConnectionId::from_slice(&[9; 8]).unwrap(),
+            client.original_dcid,
+            client.local_cid,
+            None,
+            None,
+        )
+        .unwrap();
+        sim.server = Some(server);
+        assert_eq!(
+            server_closes_on(&mut sim, Space::Initial, &payload),
+            TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
+            "params {params:02x?}"
+        );
+    }
+}
+
+// ------------------------------------------------ persistent congestion
+
+/// An established connection with nothing in flight.
+fn quiet() -> Sim<ClientApp, ServerApp> {
+    let mut sim = established();
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.client.bytes_in_flight == 0 && !s.client.mtu_probe_pending
+    }));
+    sim
+}
+
+/// Has the client send a PING at `at` (never delivered); returns its packet number.
+fn ping_at(c: &mut Connection, at: Instant) -> u64 {
+    c.ping();
+    let mut buf = vec![0u8; 1500];
+    for _ in 0..8 {
+        if c.poll_transmit(at, &mut buf).is_none() {
+            break;
+        }
+    }
+    assert!(!c.ping_pending, "the PING was sent");
+    c.spaces[Space::Data as usize].sent.largest_sent().unwrap()
+}
+
+/// The client sends PINGs at `t1`, `t1 + 1 ms`, `t1 + span` and `t1 + span + 300 ms`
+/// (span well beyond the persistent congestion duration); then an ACK for the last
+/// one and, if `ack_second`, for the second. Returns the congestion window after.
+fn window_after_losses(sim: &mut Sim<ClientApp, ServerApp>, ack_second: bool) -> u64 {
+    let c = &mut sim.client;
+    let threshold = persistent_congestion_threshold(&c.rtt, c.peer_max_ack_delay());
+    let span = threshold * 2 + Duration::from_millis(100);
+    let t1 = sim.now + Duration::from_millis(10);
+    let p1 = ping_at(c, t1);
+    let p2 = ping_at(c, t1 + Duration::from_millis(1));
+    let p3 = ping_at(c, t1 + span);
+    let p4 = ping_at(c, t1 + span + Duration::from_millis(300));
+    assert!(p1 < p2 && p2 < p3 && p3 < p4);
+    let events = c.stats.congestion_events;
+    let ack_at = t1 + span + Duration::from_millis(301);
+    let mut ranges = vec![p4..=p4];
+    if ack_second {
+        ranges.push(p2..=p2);
+    }
+    c.on_ack_frame(ack_at, Space::Data, ranges.into_iter(), Duration::ZERO)
+        .unwrap();
+    assert_eq!(
+        c.stats.congestion_events,
+        events + 1,
+        "the losses were seen"
+    );
+    assert!(
+        persistent_congestion_threshold(&c.rtt, c.peer_max_ack_delay()) < span,
+        "the lost packets span more than the persistent congestion duration"
+    );
+    c.congestion_window()
+}
+
+#[test]
+fn losses_spanning_the_duration_are_persistent_congestion() {
+    // RFC 9002 §7.6.2: the window "MUST be reduced to the minimum congestion window".
+    let mut sim = quiet();
+    let window = window_after_losses(&mut sim, false);
+    assert_eq!(window, minimum_window(sim.client.mtu));
+}
+
+#[test]
+fn an_acknowledgement_between_the_losses_is_no_persistent_congestion() {
+    // RFC 9002 §7.6.2: "across all packet number spaces, none of the packets sent
+    // between the send times of these two packets are acknowledged".
+    let mut sim = quiet();
+    let window = window_after_losses(&mut sim, true);
+    assert!(
+        window > minimum_window(sim.client.mtu),
+        "window {window} collapsed"
+    );
+}
+
+#[test]
+fn losses_before_the_first_rtt_sample_are_no_persistent_congestion() {
+    // RFC 9002 §7.6.2: "a prior RTT sample existed when these two packets were
+    // sent". As after a path change, the estimator starts over.
+    let mut sim = quiet();
+    let c = &mut sim.client;
+    c.rtt = RttEstimator::new(c.config.initial_rtt);
+    c.first_rtt_sample = None;
+    let window = window_after_losses(&mut sim, false);
+    assert!(
+        window > minimum_window(sim.client.mtu),
+        "window {window} collapsed"
     );
 }

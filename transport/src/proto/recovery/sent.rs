@@ -794,7 +794,9 @@ mod tests {
         let t0 = Instant::now();
         let mut s = SentPackets::new();
         for pn in 0..=10 {
-            s.on_sent(pn, pkt(t0 + ms(100 * pn), true));
+            let mut p = pkt(t0 + ms(100 * pn), true);
+            p.payload = pn;
+            s.on_sent(pn, p);
         }
         ack(&mut s, &[10..=10]).unwrap();
         let report = s.detect_lost_report(
