@@ -41,12 +41,9 @@ use crate::wire::TransportErrorCode;
 use recv::{RecvOutcome, RecvState, RecvStream};
 use send::SendStream;
 
-/// The largest stream count a MAX_STREAMS frame or transport parameter may carry.
-///
-/// RFC 9000 §4.6: "If a max_streams transport parameter or a MAX_STREAMS frame is
-/// received with a value greater than 2^60, this would allow a maximum stream ID
-/// that cannot be expressed as a variable-length integer".
-pub const MAX_STREAMS_LIMIT: u64 = 1 << 60;
+/// The largest stream count a MAX_STREAMS frame or transport parameter may carry
+/// (RFC 9000 §4.6, §19.11), defined once in the wire layer.
+pub use crate::wire::frame::MAX_STREAMS_LIMIT;
 
 /// Local stream and flow-control settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
