@@ -221,6 +221,7 @@ struct Settings {
     allow_register: bool,
     keep_alive: Option<Duration>,
     idle_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
     retry: RetryArg,
     qlog_dir: Option<PathBuf>,
 }
@@ -234,6 +235,7 @@ const CONFIG_KEYS: &[&str] = &[
     "allow-register",
     "keep-alive",
     "idle-timeout",
+    "handshake-timeout",
     "retry",
     "qlog-dir",
 ];
@@ -251,6 +253,7 @@ impl Settings {
             allow_register: args.allow_register,
             keep_alive: args.keep_alive,
             idle_timeout: args.idle_timeout,
+            handshake_timeout: args.handshake_timeout,
             retry: args.retry,
             qlog_dir: args.qlog_dir.clone(),
         };
@@ -281,6 +284,9 @@ impl Settings {
                     }
                     "idle-timeout" if s.idle_timeout.is_none() => {
                         s.idle_timeout = Some(parse_duration(&value).map_err(at)?);
+                    }
+                    "handshake-timeout" if s.handshake_timeout.is_none() => {
+                        s.handshake_timeout = Some(parse_duration(&value).map_err(at)?);
                     }
                     "retry" if s.retry == RetryArg::Auto => {
                         s.retry = match value.as_str() {
@@ -322,6 +328,9 @@ impl Settings {
         let mut transport = TransportConfig::default();
         if let Some(t) = self.idle_timeout {
             transport.idle_timeout = t;
+        }
+        if let Some(t) = self.handshake_timeout {
+            transport.handshake_timeout = t;
         }
         transport.keep_alive_interval = self.keep_alive;
         transport

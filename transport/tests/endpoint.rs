@@ -10,8 +10,8 @@ use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::SeededRandom;
 use quill_transport::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
-    ClientConfig, ConnectionError, Dir, Event, HostKeyPolicy, Login, ReadOutcome, ServerConfig,
-    StreamEvent,
+    ClientConfig, ConnectionError, Dir, Event, HandshakeStage, HostKeyPolicy, Login, ReadOutcome,
+    ServerConfig, StreamEvent,
 };
 use quill_transport::wire::QUILL_VERSION;
 use quill_transport::wire::{parse_header, parse_version_negotiation, LongType, PacketKind};
@@ -557,6 +557,37 @@ fn half_open_limit_refuses_while_logins_pend() {
     assert_eq!(st.half_open, 1);
     assert_eq!(st.sessions_created, 1);
     assert!(st.refused_half_open >= 1, "{st:?}");
+}
+
+/// A login that is never decided ends on both sides at the handshake timeout (10 s
+/// by default), not at the idle timeout, and frees the server's half-open place.
+#[test]
+fn a_handshake_that_does_not_finish_in_time_ends_on_both_sides() {
+    let t0 = Instant::now();
+    let mut net = pair(t0, endpoint_config(16));
+    net.nodes[0].accept_logins = false;
+    connect(&mut net, 1, "alice");
+    assert!(net.run_until(Duration::from_secs(2), |n| n.nodes[0].ep.stats().half_open == 1));
+    assert!(net.run_until(Duration::from_secs(60), |n| {
+        !n.nodes[0].lost.is_empty() && !n.nodes[1].lost.is_empty()
+    }));
+    let took = net.now - t0;
+    assert!(took <= Duration::from_secs(11), "{took:?}");
+    assert_eq!(net.nodes[0].ep.stats().half_open, 0);
+    for (side, node) in [("server", &net.nodes[0]), ("client", &net.nodes[1])] {
+        assert!(
+            matches!(
+                node.lost[0].1,
+                ConnectionError::HandshakeTimedOut {
+                    stage: HandshakeStage::Login,
+                    after,
+                } if after == Duration::from_secs(10)
+            ),
+            "{side}: {:?}",
+            node.lost
+        );
+    }
+    assert!(net.nodes[1].connected.is_empty());
 }
 
 #[test]

@@ -245,9 +245,14 @@ pub fn connect(
         conn: None,
         buf: vec![0u8; 64 * 1024],
     };
+    // ICMP errors tell a client at once that nothing listens at the server's address.
+    let udp = UdpConfig {
+        icmp_errors: true,
+        ..UdpConfig::default()
+    };
     let mut ev = EventLoop::bind(
         bind,
-        &UdpConfig::default(),
+        &udp,
         EndpointConfig::default(),
         None,
         1,
