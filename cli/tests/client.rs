@@ -271,7 +271,12 @@ fn a_closed_port_is_refused_at_once() {
     let start = std::time::Instant::now();
     let o = quill()
         .args(["ping", &addr, "-c", "1", "--user", USER, "--password-stdin"])
-        .args(["--host-key", &other_fingerprint(), "--connect-timeout", "30s"])
+        .args([
+            "--host-key",
+            &other_fingerprint(),
+            "--connect-timeout",
+            "30s",
+        ])
         .write_stdin(format!("{PASSWORD}\n"))
         .output()
         .unwrap();
@@ -296,8 +301,22 @@ fn a_silent_server_is_given_up_on_after_the_connect_timeout() {
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = hole.local_addr().unwrap().to_string();
     let o = quill()
-        .args(["-v", "ping", &addr, "-c", "1", "--user", USER, "--password-stdin"])
-        .args(["--host-key", &other_fingerprint(), "--connect-timeout", "1s"])
+        .args([
+            "-v",
+            "ping",
+            &addr,
+            "-c",
+            "1",
+            "--user",
+            USER,
+            "--password-stdin",
+        ])
+        .args([
+            "--host-key",
+            &other_fingerprint(),
+            "--connect-timeout",
+            "1s",
+        ])
         .write_stdin(format!("{PASSWORD}\n"))
         .output()
         .unwrap();
@@ -332,7 +351,12 @@ fn verbose_client_says_when_it_waits_for_the_login() {
 fn connect_timeout_out_of_range_is_a_usage_error() {
     let o = quill()
         .args(["ping", "127.0.0.1:9", "--user", USER, "--password-stdin"])
-        .args(["--host-key", &other_fingerprint(), "--connect-timeout", "10ms"])
+        .args([
+            "--host-key",
+            &other_fingerprint(),
+            "--connect-timeout",
+            "10ms",
+        ])
         .write_stdin(format!("{PASSWORD}\n"))
         .output()
         .unwrap();

@@ -294,6 +294,11 @@ fn transport_config(c: &Common, fault: Option<Fault>) -> Result<TransportConfig,
     if let Some(ms) = c.idle_timeout_ms {
         t.idle_timeout = Duration::from_millis(ms);
     }
+    // The lossy scenarios (handshakeloss, handshakecorruption) judge a handshake by
+    // the idle timeout, as before the handshake timeout existed.
+    t.handshake_timeout = t
+        .idle_timeout
+        .clamp(t.handshake_timeout, Duration::from_secs(3600));
     t.keep_alive_interval = c.keep_alive_ms.map(Duration::from_millis);
     if let Some(n) = c.key_update {
         t.key_update_interval = n;
@@ -741,6 +746,8 @@ pub fn error_kind(e: &ConnectionError) -> &'static str {
         ConnectionError::Transport(_) => "protocol_error",
         ConnectionError::VersionMismatch { .. } => "version_mismatch",
         ConnectionError::Reset => "reset",
+        ConnectionError::HandshakeTimedOut { .. } => "handshake_timeout",
+        ConnectionError::Unreachable(_) => "unreachable",
     }
 }
 

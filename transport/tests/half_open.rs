@@ -92,7 +92,8 @@ impl FakeClient {
     fn follow_retry(&mut self, server: SocketAddr) {
         let mut buf = [0u8; 1500];
         let (n, from) = self.socket.recv_from(&mut buf).expect("the server's Retry");
-        self.conn.handle_datagram(Instant::now(), from, &mut buf[..n]);
+        self.conn
+            .handle_datagram(Instant::now(), from, &mut buf[..n]);
         assert_eq!(self.conn.stats().retries, 1, "the first answer is a Retry");
         self.flush(server);
     }
@@ -147,7 +148,10 @@ fn clients_that_never_finish_cannot_lock_out_a_real_client() {
         })
         .unwrap();
     let st = ev.endpoint().stats();
-    assert!(full, "the fake clients' Initials were not all handled: {st:?}");
+    assert!(
+        full,
+        "the fake clients' Initials were not all handled: {st:?}"
+    );
     assert_eq!(st.half_open, MAX_HALF_OPEN, "{st:?}");
     // Each refused client is refused twice (both datagrams of its flight).
     assert_eq!(st.refused_half_open_per_address, 3 * 2, "{st:?}");
@@ -173,7 +177,10 @@ fn clients_that_never_finish_cannot_lock_out_a_real_client() {
         .unwrap_or_else(|e| panic!("the real client was locked out: {e}"));
     assert_eq!(conn.account(), "alice");
     let st = ev.endpoint().stats();
-    assert_eq!(st.evicted_half_open, 4, "the real client took an attacker's place: {st:?}");
+    assert_eq!(
+        st.evicted_half_open, 4,
+        "the real client took an attacker's place: {st:?}"
+    );
     assert!(st.half_open < MAX_HALF_OPEN, "{st:?}");
     conn.close(0, "done");
     // Let the close go out; then the server stops with everything drained.

@@ -250,15 +250,8 @@ pub fn connect(
         icmp_errors: true,
         ..UdpConfig::default()
     };
-    let mut ev = EventLoop::bind(
-        bind,
-        &udp,
-        EndpointConfig::default(),
-        None,
-        1,
-        handler,
-    )
-    .map_err(ConnectError::Io)?;
+    let mut ev = EventLoop::bind(bind, &udp, EndpointConfig::default(), None, 1, handler)
+        .map_err(ConnectError::Io)?;
     let h = ev
         .with_context(|_, ctx| ctx.connect(config, server))
         .map_err(ConnectError::Config)?;

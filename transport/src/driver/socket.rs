@@ -720,9 +720,7 @@ fn recv_error_queue(socket: &mio::net::UdpSocket) -> io::Result<ErrQueue> {
             _ => return Err(e),
         }
     }
-    // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes into `name`.
-    let destination = unsafe { socket2::SockAddr::new(name, hdr.msg_namelen) }.as_socket();
-    let Some(destination) = destination else {
+    let Some(destination) = decode_sockaddr(&name, hdr.msg_namelen as usize) else {
         return Ok(ErrQueue::Other);
     };
     // SAFETY: `hdr` describes the control buffer the kernel filled in; the CMSG_*
@@ -739,8 +737,8 @@ fn recv_error_queue(socket: &mio::net::UdpSocket) -> io::Result<ErrQueue> {
             // SAFETY: the control message holds a sock_extended_err (length checked).
             let ee: libc::sock_extended_err =
                 unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            let from_icmp = ee.ee_origin == libc::SO_EE_ORIGIN_ICMP
-                || ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
+            let from_icmp =
+                ee.ee_origin == libc::SO_EE_ORIGIN_ICMP || ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
             let errno = ee.ee_errno as i32;
             if !from_icmp || errno == libc::EMSGSIZE {
                 return Ok(ErrQueue::Other);
@@ -760,6 +758,35 @@ fn recv_error_queue(socket: &mio::net::UdpSocket) -> io::Result<ErrQueue> {
         cmsg = unsafe { libc::CMSG_NXTHDR(&hdr, cmsg) };
     }
     Ok(ErrQueue::Other)
+}
+
+/// The IPv4 or IPv6 address the kernel wrote into `storage` (`len` bytes of it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn decode_sockaddr(storage: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    use std::mem::size_of;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let a: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -938,6 +965,62 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// A datagram to a closed port comes back as ICMP port unreachable: the error
+    /// queue names the port it was sent to, a pending error does not fail `recv`,
+    /// and a datagram that arrived as well is still delivered.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn icmp_port_unreachable_is_read_from_the_error_queue() {
+        for local in [
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+        ] {
+            let closed = {
+                let s = std::net::UdpSocket::bind(local).unwrap();
+                s.local_addr().unwrap()
+            };
+            let mut poll = Poll::new().unwrap();
+            let config = UdpConfig {
+                icmp_errors: true,
+                ..UdpConfig::default()
+            };
+            let mut io = UdpIo::bind(local, &config, poll.registry(), Token(0)).unwrap();
+            let peer = std::net::UdpSocket::bind(local).unwrap();
+            io.send(closed, b"anyone there?", None).unwrap();
+            let mut events = Events::with_capacity(8);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut errors = Vec::new();
+            while errors.is_empty() {
+                assert!(Instant::now() < deadline, "no ICMP error for {closed}");
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+                io.recv(|_, _| panic!("nothing to receive")).unwrap();
+                io.recv_errors(|e| errors.push(e)).unwrap();
+            }
+            assert_eq!(
+                errors,
+                vec![IcmpError {
+                    destination: closed,
+                    reason: Unreachable::Refused
+                }]
+            );
+            // Another ICMP error is left pending in the socket, then a datagram
+            // arrives: `recv` skips the pending error and delivers it.
+            io.send(closed, b"again", None).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            peer.send_to(b"hello", io.local_addr()).unwrap();
+            let (from, data) = recv_one(&mut poll, &mut io);
+            assert_eq!(
+                (from, data.as_slice()),
+                (peer.local_addr().unwrap(), &b"hello"[..])
+            );
+            let mut more = Vec::new();
+            io.recv_errors(|e| more.push(e)).unwrap();
+            assert_eq!(more.len(), 1, "{more:?}");
+            assert!(!io.errors_pending());
+        }
     }
 
     #[test]

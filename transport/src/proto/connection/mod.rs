@@ -619,7 +619,8 @@ impl Connection {
     /// PTO duration for `space` with the current backoff (RFC 9002 §6.2.1), capped
     /// (see [`RttEstimator::pto_period`]).
     fn pto_backed_off(&self, space: Space) -> Duration {
-        self.rtt.pto_period(self.pto_ack_delay(space), self.pto_count)
+        self.rtt
+            .pto_period(self.pto_ack_delay(space), self.pto_count)
     }
 
     /// RFC 9002 §6.2.1: max_ack_delay counts in the application space's PTO once the

@@ -572,9 +572,6 @@ impl Endpoint {
             self.stats.refused_rate += 1;
             return None;
         }
-        if let Admission::Evict((key, generation)) = admission {
-            self.evict_half_open(now, key, generation);
-        }
         let local = self.new_cid()?;
         let reset_token = self.keys.reset_token(&local);
         // With a valid token the address counts as validated (RFC 9000 §8.1.2).
@@ -594,6 +591,9 @@ impl Endpoint {
                 return None;
             }
         };
+        if let Admission::Evict((key, generation)) = admission {
+            self.evict_half_open(now, key, generation);
+        }
         let key = self.insert(conn, local, Some(dcid), Some(remote));
         let s = &mut self.sessions[key];
         s.conn.handle_datagram(now, remote, data);
@@ -618,7 +618,8 @@ impl Endpoint {
         if s.generation != generation || s.retired || s.half_open.is_none() {
             return;
         }
-        s.conn.refuse(now, "server busy: too many handshakes in progress");
+        s.conn
+            .refuse(now, "server busy: too many handshakes in progress");
         self.stats.evicted_half_open += 1;
         self.touched(key);
     }
@@ -665,7 +666,12 @@ impl Endpoint {
     /// address that have heard nothing from it yet end with
     /// `ConnectionError::Unreachable` (see [`Connection::handle_unreachable`]);
     /// everything else ignores it.
-    pub fn handle_unreachable(&mut self, now: Instant, destination: SocketAddr, reason: Unreachable) {
+    pub fn handle_unreachable(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        reason: Unreachable,
+    ) {
         self.note_now(now);
         self.flush_dirty();
         let Some(list) = self.unanswered.get(&destination) else {
