@@ -633,6 +633,7 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
         },
         // Every client arrives through the relay's one address.
         per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
         ..EndpointConfig::default()
     };
     let handler = PeerServer {
