@@ -104,9 +104,11 @@ fn clients_that_never_finish_cannot_lock_out_a_real_client() {
     const MAX_HALF_OPEN: usize = 8;
     const PER_ADDRESS: usize = 3;
     // The attackers' sessions would outlive the test without the endpoint's limits.
-    let mut transport = TransportConfig::default();
-    transport.handshake_timeout = Duration::from_secs(60);
-    transport.idle_timeout = Duration::from_secs(60);
+    let transport = TransportConfig {
+        handshake_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
     let mut server_config = ServerConfig::new(host_key());
     server_config.transport = Arc::new(transport);
     let endpoint = EndpointConfig {
