@@ -1112,6 +1112,33 @@ mod tests {
     }
 
     #[test]
+    fn handshake_timeout_from_the_file_and_the_command_line() {
+        use clap::Parser;
+        let dir = temp_root("handshake-timeout");
+        let file = dir.join("server.conf");
+        std::fs::write(&file, "handshake-timeout = 3s\n").unwrap();
+        let settings = |extra: &[&str]| {
+            let mut argv = vec!["quill", "server", "--config", file.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+            let crate::args::Command::Server(args) = cli.command else {
+                unreachable!("parsed as server")
+            };
+            Settings::from_args(&args).unwrap()
+        };
+        assert_eq!(
+            settings(&[]).handshake_timeout,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            settings(&["--handshake-timeout", "20s"]).handshake_timeout,
+            Some(Duration::from_secs(20)),
+            "the command line wins"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn config_lines() {
         let text = "# comment\nlisten = 127.0.0.1:5000\n\nroot = \"files\"\nallow_register = yes\n";
         let got = parse_config(text).unwrap();

@@ -801,6 +801,10 @@ fn a_receive_only_peer_survives_periodic_black_holes() {
             sim.elapsed()
         );
         let ptos = sim.client.stats().ptos;
+        eprintln!(
+            "seed {seed}: 8 MB through {outages} outages in {:?}, {ptos} PTOs",
+            sim.elapsed()
+        );
         assert!(ptos > u64::from(outages), "seed {seed}: {ptos} PTOs");
     }
 }
