@@ -808,3 +808,28 @@ fn a_receive_only_peer_survives_periodic_black_holes() {
         assert!(ptos > u64::from(outages), "seed {seed}: {ptos} PTOs");
     }
 }
+
+/// An ICMP unreachable ends a connection attempt that has heard nothing, and is
+/// ignored once the server has answered (a forged one must not end a connection).
+#[test]
+fn icmp_unreachable_counts_only_before_the_server_answers() {
+    use quill_transport::proto::Unreachable;
+    let mut sim = sim(31, LinkConfig::default(), ClientApp::new(0, 0));
+    sim.client.handle_unreachable(Unreachable::Refused);
+    assert!(sim.client.is_drained());
+    assert_eq!(
+        sim.client.error(),
+        Some(&ConnectionError::Unreachable(Unreachable::Refused))
+    );
+    let mut sim = self::sim(32, LinkConfig::default(), ClientApp::new(0, 0));
+    assert!(sim.run_until(Duration::from_millis(20), |s| s
+        .client
+        .stats()
+        .packets_received
+        > 0));
+    sim.client.handle_unreachable(Unreachable::Refused);
+    assert!(!sim.client.is_closed());
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+    sim.client.handle_unreachable(Unreachable::Host);
+    assert!(sim.client.is_established());
+}

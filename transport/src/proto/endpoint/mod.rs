@@ -80,10 +80,10 @@ pub struct EndpointConfig {
     /// Most server handshakes in progress (not yet logged in and not closed) at once.
     /// When reached, a new client evicts the oldest half-open session of the source
     /// address with the most of them, if that address has more than the newcomer's;
-    /// otherwise it is refused. Logged-in sessions are never evicted.
+    /// otherwise it is refused. Logged-in sessions are never evicted. 0: no limit.
     pub max_half_open: usize,
-    /// Most server handshakes in progress from one source address (IPv4 address or
-    /// IPv6 address); 0 disables the limit. Further Initials from it are dropped.
+    /// Most server handshakes in progress from one source IP address; 0 disables the
+    /// limit. Further Initials from it are dropped until one completes or ends.
     pub max_half_open_per_address: usize,
     /// New server sessions per second per source IP address (burst of the same
     /// size); 0 disables the limit.
