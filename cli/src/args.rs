@@ -100,6 +100,10 @@ pub struct ServerArgs {
     /// Idle timeout (e.g. 30s).
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<std::time::Duration>,
+    /// A client's handshake and login must be done within this long, or its session is
+    /// dropped (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub handshake_timeout: Option<std::time::Duration>,
     /// When to ask clients to prove their address with a Retry.
     #[arg(long, value_enum, default_value_t = RetryArg::Auto)]
     pub retry: RetryArg,
@@ -212,6 +216,9 @@ pub struct LoginArgs {
     /// Accept only this host key fingerprint (SHA256:...).
     #[arg(long)]
     pub host_key: Option<String>,
+    /// Give up if the handshake and login are not done within this long (100ms..1h).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// `quill register` and `quill connect`.

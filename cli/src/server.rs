@@ -232,6 +232,7 @@ struct Settings {
     allow_register: bool,
     keep_alive: Option<Duration>,
     idle_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
     retry: RetryArg,
     qlog_dir: Option<PathBuf>,
 }
@@ -246,6 +247,7 @@ const CONFIG_KEYS: &[&str] = &[
     "allow-register",
     "keep-alive",
     "idle-timeout",
+    "handshake-timeout",
     "retry",
     "qlog-dir",
 ];
@@ -264,6 +266,7 @@ impl Settings {
             allow_register: args.allow_register,
             keep_alive: args.keep_alive,
             idle_timeout: args.idle_timeout,
+            handshake_timeout: args.handshake_timeout,
             retry: args.retry,
             qlog_dir: args.qlog_dir.clone(),
         };
@@ -297,6 +300,9 @@ impl Settings {
                     }
                     "idle-timeout" if s.idle_timeout.is_none() => {
                         s.idle_timeout = Some(parse_duration(&value).map_err(at)?);
+                    }
+                    "handshake-timeout" if s.handshake_timeout.is_none() => {
+                        s.handshake_timeout = Some(parse_duration(&value).map_err(at)?);
                     }
                     "retry" if s.retry == RetryArg::Auto => {
                         s.retry = match value.as_str() {
@@ -338,6 +344,9 @@ impl Settings {
         let mut transport = TransportConfig::default();
         if let Some(t) = self.idle_timeout {
             transport.idle_timeout = t;
+        }
+        if let Some(t) = self.handshake_timeout {
+            transport.handshake_timeout = t;
         }
         transport.keep_alive_interval = self.keep_alive;
         transport
@@ -1243,6 +1252,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d.canonicalize().unwrap()
+    }
+
+    #[test]
+    fn handshake_timeout_from_the_file_and_the_command_line() {
+        use clap::Parser;
+        let dir = temp_root("handshake-timeout");
+        let file = dir.join("server.conf");
+        std::fs::write(&file, "handshake-timeout = 3s\n").unwrap();
+        let settings = |extra: &[&str]| {
+            let mut argv = vec!["quill", "server", "--config", file.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+            let crate::args::Command::Server(args) = cli.command else {
+                unreachable!("parsed as server")
+            };
+            Settings::from_args(&args).unwrap()
+        };
+        assert_eq!(
+            settings(&[]).handshake_timeout,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            settings(&["--handshake-timeout", "20s"]).handshake_timeout,
+            Some(Duration::from_secs(20)),
+            "the command line wins"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub fn verify_on_pool<H: Handler>(
     on_verdict: impl FnOnce(&mut H, ConnectionHandle, &Verdict) + Send + 'static,
 ) {
     let now = ctx.now();
-    let Some(source) = ctx.connection(conn).map(|c| c.remote_address().ip()) else {
+    let Some((source, cid)) = ctx
+        .connection(conn)
+        .map(|c| (c.remote_address().ip(), c.local_cid()))
+    else {
         return;
     };
     if !ctx.pool_has_room() {
@@ -46,7 +49,11 @@ pub fn verify_on_pool<H: Handler>(
         let verdict = verifier.verify(&req, source, Instant::now(), unix_now);
         Box::new(move |handler: &mut H, ctx: &mut Context<'_, H>| {
             let now = ctx.now();
-            if let Some(c) = ctx.connection(conn) {
+            // The session may have ended while the verdict was computed (handshake
+            // timeout, eviction) and its handle been reused by another client's
+            // session: its connection ID tells them apart, so a verdict never lands
+            // on the wrong session.
+            if let Some(c) = ctx.connection(conn).filter(|c| c.local_cid() == cid) {
                 match &verdict {
                     Verdict::Accept { account, message } => c.accept_login(now, account, message),
                     Verdict::Refuse { reason } => c.refuse_login(now, reason),

@@ -55,8 +55,10 @@ impl Server {
         let mut config = ServerConfig::new(key);
         config.allow_register = verifier.allow_register;
         config.transport = Arc::new(transport);
+        // Every test client comes from 127.0.0.1: no per-address limits.
         let endpoint = EndpointConfig {
             per_source_handshakes_per_sec: 0,
+            max_half_open_per_address: 0,
             ..EndpointConfig::default()
         };
         let mut ev = EventLoop::bind(

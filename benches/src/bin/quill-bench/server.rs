@@ -249,6 +249,7 @@ pub fn run(
     // there is room for many handshakes in flight.
     let endpoint = EndpointConfig {
         per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
         max_half_open: 65_536,
         max_connections: 200_000,
         retry: RetryPolicy::Never,

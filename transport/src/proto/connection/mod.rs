@@ -36,7 +36,7 @@ use quill_crypto::schedule;
 
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
 use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
-use super::error::{code, ConnectionError, TransportError};
+use super::error::{code, ConnectionError, HandshakeStage, TransportError, Unreachable};
 use super::handshake::{Handshake, LoginRequest};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
@@ -184,9 +184,10 @@ enum Timer {
     Close = 4,
     KeyDiscard = 5,
     Pacing = 6,
+    Handshake = 7,
 }
 
-const TIMER_COUNT: usize = 7;
+const TIMER_COUNT: usize = 8;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
     Timer::Ack,
@@ -195,6 +196,7 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Close,
     Timer::KeyDiscard,
     Timer::Pacing,
+    Timer::Handshake,
 ];
 
 /// One quill connection. See the module documentation for the calling order.
@@ -229,6 +231,9 @@ pub struct Connection {
     amp_sent: u64,
 
     handshake_confirmed: bool,
+    /// The key exchange is done and the login is under way (client: Finished and
+    /// login sent; server: the client's Finished checked out).
+    key_exchange_done: bool,
     /// Client: an ACK for one of our Handshake packets arrived, so the server has
     /// validated our address (RFC 9002 §6.2.2.1 anti-deadlock no longer needed).
     handshake_acked: bool,
@@ -332,6 +337,11 @@ impl Connection {
             .send
             .write(&client_hello);
         conn.reset_idle_timer(now);
+        conn.arm_handshake_timer(now);
+        tracing::info!(
+            "waiting for the server's handshake (Initial sent to {remote}, handshake timeout {:?})",
+            conn.config.handshake_timeout
+        );
         Ok(conn)
     }
 
@@ -383,6 +393,7 @@ impl Connection {
         conn.remote_cid_set = true;
         conn.address_validated = retry.is_some();
         conn.reset_idle_timer(now);
+        conn.arm_handshake_timer(now);
         Ok(conn)
     }
 
@@ -419,6 +430,7 @@ impl Connection {
             amp_received: 0,
             amp_sent: 0,
             handshake_confirmed: false,
+            key_exchange_done: false,
             handshake_acked: false,
             handshake_done_pending: false,
             peer_params: None,
@@ -539,6 +551,17 @@ impl Connection {
                     self.clear_timers();
                     return;
                 }
+                Timer::Handshake => {
+                    if self.state == State::Handshaking {
+                        self.lost(ConnectionError::HandshakeTimedOut {
+                            after: self.config.handshake_timeout,
+                            stage: self.handshake_stage(),
+                        });
+                        self.state = State::Drained;
+                        self.clear_timers();
+                        return;
+                    }
+                }
                 Timer::LossDetection => self.on_loss_detection_timeout(now),
                 Timer::Ack => {} // poll_transmit sees the expired ACK deadline
                 Timer::KeepAlive => {
@@ -563,6 +586,23 @@ impl Connection {
         self.set_timer(Timer::Idle, Some(now + timeout));
     }
 
+    /// The handshake and login must be done by `now + handshake_timeout`; reaching
+    /// [`State::Established`] disarms it (the timer does nothing in other states).
+    fn arm_handshake_timer(&mut self, now: Instant) {
+        self.set_timer(Timer::Handshake, Some(now + self.config.handshake_timeout));
+    }
+
+    /// How far the handshake got, for [`ConnectionError::HandshakeTimedOut`].
+    fn handshake_stage(&self) -> HandshakeStage {
+        if self.stats.packets_received == 0 {
+            HandshakeStage::NoAnswer
+        } else if self.key_exchange_done {
+            HandshakeStage::Login
+        } else {
+            HandshakeStage::KeyExchange
+        }
+    }
+
     fn arm_keep_alive(&mut self) {
         let at = match (self.state, self.keep_alive) {
             (State::Established, Some(ka)) => Some(self.last_eliciting_sent + ka),
@@ -573,11 +613,24 @@ impl Connection {
 
     /// PTO duration for `space` without backoff (RFC 9002 §6.2.1).
     fn pto_duration(&self, space: Space) -> Duration {
-        let mut d = self.rtt.pto_base();
+        self.rtt.pto_period(self.pto_ack_delay(space), 0)
+    }
+
+    /// PTO duration for `space` with the current backoff (RFC 9002 §6.2.1), capped
+    /// (see [`RttEstimator::pto_period`]).
+    fn pto_backed_off(&self, space: Space) -> Duration {
+        self.rtt
+            .pto_period(self.pto_ack_delay(space), self.pto_count)
+    }
+
+    /// RFC 9002 §6.2.1: max_ack_delay counts in the application space's PTO once the
+    /// handshake is confirmed, and is 0 for Initial and Handshake.
+    fn pto_ack_delay(&self, space: Space) -> Duration {
         if space == Space::Data && self.handshake_confirmed {
-            d += self.peer_max_ack_delay();
+            self.peer_max_ack_delay()
+        } else {
+            Duration::ZERO
         }
-        d
     }
 
     fn peer_max_ack_delay(&self) -> Duration {
@@ -623,6 +676,7 @@ impl Connection {
         self.handshake_done_pending = true;
         self.account = Some(account.to_owned());
         self.state = State::Established;
+        self.set_timer(Timer::Handshake, None);
         self.events.push_back(Event::Connected {
             account: account.to_owned(),
             message: String::new(),
@@ -651,6 +705,39 @@ impl Connection {
         );
         let pto = self.pto_duration(Space::Data);
         self.set_timer(Timer::Close, Some(now + 3 * pto));
+    }
+
+    /// Server: ends a handshake that has not completed with CONNECTION_REFUSED (RFC
+    /// 9000 §20.1), for example to make room for other clients. Does nothing once
+    /// the login was accepted or the connection is closing.
+    pub fn refuse(&mut self, now: Instant, reason: &str) {
+        if self.side != Side::Server || self.state != State::Handshaking {
+            return;
+        }
+        self.hs.fail();
+        let err = TransportError::new(code::CONNECTION_REFUSED, reason);
+        self.close_with(err.clone(), ConnectionError::Transport(err));
+        let pto = self.pto_duration(Space::Data);
+        self.set_timer(Timer::Close, Some(now + 3 * pto));
+    }
+
+    /// Client: the network reported the server unreachable (an ICMP error for a
+    /// datagram we sent to it). Ends the connection at once if nothing has been heard
+    /// from the server yet; ignored afterwards, since a forged ICMP error must not
+    /// end a working connection (RFC 8085 §5.2 asks applications to act on ICMP
+    /// errors; like TCP, which aborts a connection attempt on a hard ICMP error but
+    /// not an established connection, RFC 5461 §4, quill only trusts it while
+    /// connecting).
+    pub fn handle_unreachable(&mut self, reason: Unreachable) {
+        if self.side != Side::Client
+            || self.state != State::Handshaking
+            || self.stats.packets_received > 0
+        {
+            return;
+        }
+        self.lost(ConnectionError::Unreachable(reason));
+        self.state = State::Drained;
+        self.clear_timers();
     }
 
     /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).
