@@ -184,9 +184,11 @@ enum Timer {
     Close = 4,
     KeyDiscard = 5,
     Pacing = 6,
+    /// Server: a login refusal held back until then ([`Connection::refuse_login_at`]).
+    LoginAnswer = 7,
 }
 
-const TIMER_COUNT: usize = 7;
+const TIMER_COUNT: usize = 8;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
     Timer::Ack,
@@ -195,6 +197,7 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Close,
     Timer::KeyDiscard,
     Timer::Pacing,
+    Timer::LoginAnswer,
 ];
 
 /// One quill connection. See the module documentation for the calling order.
@@ -258,6 +261,10 @@ pub struct Connection {
     eliciting_since_receive: bool,
     ping_pending: bool,
     keep_alive_due: bool,
+    /// Server: the reason of a refusal held back until the LoginAnswer timer.
+    held_refusal: Option<String>,
+    /// What the application attached ([`Connection::attach`]); dropped with us.
+    attachments: Vec<Box<dyn std::any::Any + Send>>,
 
     timers: [Option<Instant>; TIMER_COUNT],
     /// The loss-detection timer in `timers` is out of date: ack-eliciting packets
@@ -438,6 +445,8 @@ impl Connection {
             eliciting_since_receive: false,
             ping_pending: false,
             keep_alive_due: false,
+            held_refusal: None,
+            attachments: Vec::new(),
             timers: [None; TIMER_COUNT],
             loss_timer_stale: false,
             streams,
@@ -552,6 +561,11 @@ impl Connection {
                     }
                 }
                 Timer::Pacing => {}
+                Timer::LoginAnswer => {
+                    if let Some(reason) = self.held_refusal.take() {
+                        self.refuse_login(now, &reason);
+                    }
+                }
             }
         }
     }
@@ -651,6 +665,29 @@ impl Connection {
         );
         let pto = self.pto_duration(Space::Data);
         self.set_timer(Timer::Close, Some(now + 3 * pto));
+    }
+
+    /// Server: refuses the pending login with `reason`, answering at `at` (at once if
+    /// `at` has passed). Until then the connection keeps acknowledging and keeping
+    /// the client's handshake alive; the refusal leaves when the timer fires. This is
+    /// how a server slows guessing down without holding a thread (docs/SPEC.md §4.8).
+    pub fn refuse_login_at(&mut self, now: Instant, reason: &str, at: Instant) {
+        if at <= now {
+            return self.refuse_login(now, reason);
+        }
+        if self.side != Side::Server || !self.hs.awaiting_verdict() || self.held_refusal.is_some()
+        {
+            return;
+        }
+        self.held_refusal = Some(reason.to_owned());
+        self.set_timer(Timer::LoginAnswer, Some(at));
+    }
+
+    /// Keeps `data` until the connection is dropped: RAII bookkeeping that must live
+    /// exactly as long as the connection (for example a slot in a per-account count
+    /// of sessions, released when the endpoint frees the connection).
+    pub fn attach(&mut self, data: Box<dyn std::any::Any + Send>) {
+        self.attachments.push(data);
     }
 
     /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).
