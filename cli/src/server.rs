@@ -37,9 +37,7 @@ use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::accounts::SqliteStore;
 use quill_transport::auth::limiter::{Limiter, LimiterConfig};
 use quill_transport::auth::login::{LoginVerifier, Verdict};
-use quill_transport::auth::sessions::{
-    SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER,
-};
+use quill_transport::auth::sessions::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER};
 use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::driver::login::verify_on_pool;
 use quill_transport::driver::signals::TerminationSignals;

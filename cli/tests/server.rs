@@ -428,8 +428,7 @@ fn a_restarted_server_resets_old_sessions_at_once() {
     let mut first = start("127.0.0.1:0");
     let addr = first.addr;
     // No keep-alive: the client sends nothing until the new server is up.
-    let conn = blocking::connect(addr, alice_config(&first.fingerprint, PASSWORD))
-        .expect("log in");
+    let conn = blocking::connect(addr, alice_config(&first.fingerprint, PASSWORD)).expect("log in");
     first.child.kill().unwrap(); // SIGKILL: no CONNECTION_CLOSE
     first.child.wait().unwrap();
     let second = start(&addr.to_string());

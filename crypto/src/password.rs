@@ -226,13 +226,19 @@ mod tests {
         let parsed = PasswordHash::new(&phc).unwrap();
         assert!(reference.verify_password(b"pw one", &parsed).is_ok());
         let salt = SaltString::encode_b64(&[9u8; SALT_LEN]).unwrap();
-        let theirs = reference.hash_password(b"pw two", &salt).unwrap().to_string();
+        let theirs = reference
+            .hash_password(b"pw two", &salt)
+            .unwrap()
+            .to_string();
         assert!(verify_password(&theirs, b"pw two"));
         assert!(!verify_password(&theirs, b"pw tw0"));
         let len = WORK_AREA.with(|a| a.borrow().len());
         assert_eq!(len, M_COST_KIB as usize, "one area of exactly our size");
         // Zeroized after use.
-        assert!(WORK_AREA.with(|a| a.borrow().iter().all(|b| b.as_ref().iter().all(|&w| w == 0))));
+        assert!(WORK_AREA.with(|a| a
+            .borrow()
+            .iter()
+            .all(|b| b.as_ref().iter().all(|&w| w == 0))));
         // Smaller parameters reuse the same area; larger ones do not grow it.
         let small = "$argon2id$v=19$m=64,t=1,p=1$cXVpbGwtZHVtbXktc2FsdA$\
                      2rUQC0YulSEJq3kF59poDWW3cmQfyjYPp73DOYaJPWc";

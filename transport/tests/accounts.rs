@@ -508,7 +508,11 @@ fn lockout_after_failures_and_recovery_after_backoff() {
     for i in 0..3 {
         let d = v.decide(&password("judy", &format!("guess {i}")), SRC, t0, 0);
         assert_eq!(d.verdict, refused());
-        let want = if i < 2 { t0 } else { t0 + Duration::from_secs(1) };
+        let want = if i < 2 {
+            t0
+        } else {
+            t0 + Duration::from_secs(1)
+        };
         assert_eq!(d.answer_at, want, "attempt {i}");
     }
     assert_eq!(v.store.get("judy").unwrap().unwrap().failed_attempts, 3);
@@ -520,10 +524,7 @@ fn lockout_after_failures_and_recovery_after_backoff() {
         (d.verdict, d.answer_at),
         (refused(), t0 + Duration::from_secs(1))
     );
-    assert_eq!(
-        v.verify(&publickey("judy", key(11)), SRC, t, 0),
-        refused()
-    );
+    assert_eq!(v.verify(&publickey("judy", key(11)), SRC, t, 0), refused());
     assert_eq!(v.store.get("judy").unwrap().unwrap().failed_attempts, 3);
     // From an address with no failures, the right password gets in.
     let elsewhere = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
@@ -592,7 +593,11 @@ fn guessing_from_other_addresses_cannot_lock_the_owner_out() {
     }
     // They are locked out of it...
     let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0));
-    assert!(v.limiter.lock().unwrap().is_locked(Some("kate"), attacker, t0));
+    assert!(v
+        .limiter
+        .lock()
+        .unwrap()
+        .is_locked(Some("kate"), attacker, t0));
     // ...the owner, from an address with no failures, is not.
     assert!(accepted(
         &v.verify(&password("kate", "kate's password"), SRC, t0, 0),

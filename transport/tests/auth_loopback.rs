@@ -354,7 +354,12 @@ fn registrations_are_limited_per_address() {
     let dir = temp_dir("reg-limit");
     let key = host_key(13);
     let mut verifier = LoginVerifier::new(store(&dir), true);
-    let per = verifier.limiter.lock().unwrap().config().registrations_per_source;
+    let per = verifier
+        .limiter
+        .lock()
+        .unwrap()
+        .config()
+        .registrations_per_source;
     assert!(per > 0 && per < 25, "a default limit");
     verifier.sessions = SessionCaps::default();
     let verifier = Arc::new(verifier);
@@ -393,8 +398,7 @@ fn connections_are_capped_per_user_and_per_address() {
     let key = host_key(14);
     let st = store(&dir);
     for u in ["alice", "bob", "carol"] {
-        st.add_user(u, Some(b"correct horse battery"), &[])
-            .unwrap();
+        st.add_user(u, Some(b"correct horse battery"), &[]).unwrap();
     }
     let mut verifier = LoginVerifier::new(st, false);
     verifier.sessions = SessionCaps::new(2, 3);
@@ -414,10 +418,16 @@ fn connections_are_capped_per_user_and_per_address() {
     let a1 = login("alice").expect("first");
     let a2 = login("alice").expect("second");
     let why = refused(login("alice"));
-    assert!(why.contains("too many connections for this account"), "{why}");
+    assert!(
+        why.contains("too many connections for this account"),
+        "{why}"
+    );
     let b1 = login("bob").expect("a third session from the address");
     let why = refused(login("carol"));
-    assert!(why.contains("too many connections from your address"), "{why}");
+    assert!(
+        why.contains("too many connections from your address"),
+        "{why}"
+    );
     // The per-account cap holds from any address.
     match login_from(
         "127.0.0.2",
@@ -497,10 +507,8 @@ fn child_server() {
         return;
     };
     let bind = std::env::var("QUILL_TEST_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
-    let mut verifier = LoginVerifier::new(
-        Arc::new(SqliteStore::open(Path::new(&db)).unwrap()),
-        true,
-    );
+    let mut verifier =
+        LoginVerifier::new(Arc::new(SqliteStore::open(Path::new(&db)).unwrap()), true);
     // Hundreds of registrations from one address: no registration limit here.
     verifier.limiter = Mutex::new(Limiter::new(LimiterConfig {
         registrations_per_source: 0,

@@ -173,10 +173,12 @@ impl Limiter {
 
     /// Whether `source` has failed logins on record (within `forget_after`).
     fn source_has_failures(&self, source: IpAddr, now: Instant) -> bool {
-        self.entries.get(&LimitKey::Source(source)).is_some_and(|e| {
-            e.failures > 0
-                && now.saturating_duration_since(e.last_failure) < self.config.forget_after
-        })
+        self.entries
+            .get(&LimitKey::Source(source))
+            .is_some_and(|e| {
+                e.failures > 0
+                    && now.saturating_duration_since(e.last_failure) < self.config.forget_after
+            })
     }
 
     /// Until when a login for `account` from `source` must be refused without checking
@@ -215,7 +217,12 @@ impl Limiter {
     /// Counts a failed login for `account` (if the name was valid) from `source`.
     /// Returns when its refusal should be answered ([`Limiter::answer_at`] of the
     /// locks now in force for this account and source).
-    pub fn record_failure(&mut self, account: Option<&str>, source: IpAddr, now: Instant) -> Instant {
+    pub fn record_failure(
+        &mut self,
+        account: Option<&str>,
+        source: IpAddr,
+        now: Instant,
+    ) -> Instant {
         if let Some(a) = account {
             let free = self.config.account_free_failures;
             self.fail(LimitKey::Account(a.to_owned()), free, now);
@@ -377,11 +384,19 @@ mod tests {
         let mut l = Limiter::default();
         let t = Instant::now();
         for _ in 0..2 {
-            assert_eq!(l.record_failure(Some("alice"), ip(1), t), t, "free: answered at once");
+            assert_eq!(
+                l.record_failure(Some("alice"), ip(1), t),
+                t,
+                "free: answered at once"
+            );
             assert!(!l.is_locked(Some("alice"), ip(1), t));
         }
         let answer = l.record_failure(Some("alice"), ip(1), t);
-        assert_eq!(answer - t, Duration::from_secs(1), "answered when the lock ends");
+        assert_eq!(
+            answer - t,
+            Duration::from_secs(1),
+            "answered when the lock ends"
+        );
         assert!(l.is_locked(Some("alice"), ip(1), t));
         // Another source is not locked out of the account...
         assert!(!l.is_locked(Some("alice"), ip(2), t));
@@ -442,8 +457,12 @@ mod tests {
         }
         assert!(l.is_locked(None, ip(1), t));
         l.record_success("alice", ip(1));
-        assert!(l.locked_until(&LimitKey::Account("alice".into()), t).is_none());
-        assert!(l.locked_until(&LimitKey::Pair("alice".into(), ip(1)), t).is_none());
+        assert!(l
+            .locked_until(&LimitKey::Account("alice".into()), t)
+            .is_none());
+        assert!(l
+            .locked_until(&LimitKey::Pair("alice".into(), ip(1)), t)
+            .is_none());
         assert!(l.is_locked(Some("alice"), ip(1), t), "source stays locked");
     }
 

@@ -119,7 +119,11 @@ impl SessionCaps {
 
     /// Sessions counted for `address` now.
     pub fn sessions_from(&self, address: IpAddr) -> usize {
-        lock(&self.counts).addresses.get(&address).copied().unwrap_or(0)
+        lock(&self.counts)
+            .addresses
+            .get(&address)
+            .copied()
+            .unwrap_or(0)
     }
 }
 

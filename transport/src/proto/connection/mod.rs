@@ -675,8 +675,7 @@ impl Connection {
         if at <= now {
             return self.refuse_login(now, reason);
         }
-        if self.side != Side::Server || !self.hs.awaiting_verdict() || self.held_refusal.is_some()
-        {
+        if self.side != Side::Server || !self.hs.awaiting_verdict() || self.held_refusal.is_some() {
             return;
         }
         self.held_refusal = Some(reason.to_owned());

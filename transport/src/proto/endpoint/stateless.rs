@@ -405,7 +405,10 @@ mod tests {
         let expect = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]), c.as_ref());
         assert_eq!(keys.reset_token(&c)[..], expect.as_ref()[..16]);
         assert_ne!(keys.reset_token(&c), keys.reset_token(&cid(4, 8)));
-        assert_ne!(keys.reset_token(&c), Keys::new(&[10; 32], &[1; 16]).reset_token(&c));
+        assert_ne!(
+            keys.reset_token(&c),
+            Keys::new(&[10; 32], &[1; 16]).reset_token(&c)
+        );
     }
 
     #[test]
