@@ -304,3 +304,46 @@ fn an_idle_logged_in_server_keeps_no_crypto_streams() {
         code::PROTOCOL_VIOLATION
     );
 }
+
+/// A refusal held back with `refuse_login_at` leaves when its timer fires, not before;
+/// meanwhile the connection keeps the client's handshake alive (nothing times out).
+#[test]
+fn a_held_refusal_is_answered_when_its_timer_fires() {
+    let key = Arc::new(HostKeyPair::from_seed(&[4; 32]).unwrap());
+    let client = ClientConfig::new(
+        Login::Password {
+            user: "mallory".into(),
+            password: Zeroizing::new("guess".into()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    let mut server_app = ServerApp::new(Box::new(|_: &crate::proto::LoginRequest| {
+        Err("login refused".to_owned())
+    }));
+    server_app.refusal_hold = Duration::from_secs(4);
+    let mut sim = Sim::new(
+        11,
+        client,
+        ServerConfig::new(key),
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        server_app,
+    );
+    let start = sim.now;
+    assert!(sim.run_until(Duration::from_secs(20), |s| s.client_app.lost.is_some()));
+    assert!(
+        matches!(
+            sim.client_app.lost,
+            Some(ConnectionError::LoginRefused { ref reason }) if reason == "login refused"
+        ),
+        "{:?}",
+        sim.client_app.lost
+    );
+    assert!(!sim.client_app.connected);
+    assert!(
+        sim.now - start >= Duration::from_secs(4),
+        "answered after {:?}",
+        sim.now - start
+    );
+}
