@@ -668,10 +668,13 @@ impl Connection {
     }
 
     /// Server: refuses the pending login with `reason`, answering at `at` (at once if
-    /// `at` has passed). Until then the connection keeps acknowledging and keeping
-    /// the client's handshake alive; the refusal leaves when the timer fires. This is
-    /// how a server slows guessing down without holding a thread (docs/SPEC.md §4.8).
+    /// `at` has passed), but no later than half the effective idle timeout from now, so
+    /// that the client, which hears nothing meanwhile, is still waiting for it. Until
+    /// then the connection keeps acknowledging; the refusal leaves when the timer
+    /// fires. This is how a server slows guessing down without holding a thread
+    /// (docs/SPEC.md §4.8).
     pub fn refuse_login_at(&mut self, now: Instant, reason: &str, at: Instant) {
+        let at = at.min(now + self.idle_timeout / 2);
         if at <= now {
             return self.refuse_login(now, reason);
         }
