@@ -104,6 +104,35 @@ fn server_refuses_a_key_readable_by_others() {
 }
 
 #[test]
+fn server_limit_keys_take_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        "max-connections-per-user = 4\nmax-registrations-per-address = lots\n",
+    )
+    .unwrap();
+    let out = quill()
+        .args(["server", "--config"])
+        .arg(&conf)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.conf:2: 'lots' is not a count"),
+        "{err}"
+    );
+    let out = quill()
+        .args(["server", "--max-connections-per-address", "-1"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
 fn server_config_file_unknown_key_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("server.conf");
