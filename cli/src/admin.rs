@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::args::{UserAction, UserArgs};
 use crate::exit::{CliError, CliResult};
+use crate::output::say;
 
 /// Runs `quill user ACTION`.
 pub fn run(args: &UserArgs) -> CliResult {
@@ -46,15 +47,15 @@ pub fn run(args: &UserArgs) -> CliResult {
             let account = store
                 .add_user(name, password.as_ref().map(|p| p.as_bytes()), &keys)
                 .map_err(store_err)?;
-            println!("added account {}", account.name);
+            say!("added account {}", account.name)?;
         }
         UserAction::Del { name } => {
             store.remove_user(name).map_err(store_err)?;
-            println!("deleted account {name}");
+            say!("deleted account {name}")?;
         }
         UserAction::List => {
             let accounts = store.list().map_err(store_err)?;
-            print!("{}", table(&accounts));
+            say!("{}", table(&accounts).trim_end())?;
         }
         UserAction::Passwd { name } => {
             // Fail before asking for a password if the account does not exist.
@@ -65,24 +66,24 @@ pub fn run(args: &UserArgs) -> CliResult {
             store
                 .set_password(name, password.as_bytes())
                 .map_err(store_err)?;
-            println!("password changed for {name}");
+            say!("password changed for {name}")?;
         }
         UserAction::Disable { name } => {
             store.set_disabled(name, true).map_err(store_err)?;
-            println!("disabled account {name}");
+            say!("disabled account {name}")?;
         }
         UserAction::Enable { name } => {
             store.set_disabled(name, false).map_err(store_err)?;
-            println!("enabled account {name}");
+            say!("enabled account {name}")?;
         }
         UserAction::AddKey { name, key } => {
             let key = read_public_key(key)?;
             store.add_key(name, &key).map_err(store_err)?;
-            println!("authorised key {} for {name}", key.fingerprint());
+            say!("authorised key {} for {name}", key.fingerprint())?;
         }
         UserAction::DelKey { name, fingerprint } => {
             store.remove_key(name, fingerprint).map_err(store_err)?;
-            println!("removed key {fingerprint} from {name}");
+            say!("removed key {fingerprint} from {name}")?;
         }
     }
     Ok(())

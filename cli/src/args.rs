@@ -40,13 +40,13 @@ pub enum Command {
     Register(ClientArgs),
     /// netcat-like: standard input to the server's echo service, the answer to standard output.
     ///
-    /// Example: echo hello | quill connect 127.0.0.1:4433 --user alice --password-stdin
+    /// Example: echo hello | quill connect 127.0.0.1:4433 --user alice --identity alice.key
     Connect(ClientArgs),
     /// Upload a file: quill send LOCAL ADDR:REMOTE.
     ///
     /// Example: quill send notes.txt 127.0.0.1:4433:notes.txt --user alice
     Send(SendArgs),
-    /// Download a file: quill get ADDR:REMOTE LOCAL.
+    /// Download a file: quill get ADDR:REMOTE LOCAL (`-` for standard output).
     ///
     /// Example: quill get 127.0.0.1:4433:notes.txt copy.txt --user alice
     Get(GetArgs),
@@ -202,6 +202,10 @@ pub struct LoginArgs {
     /// Read the password from standard input (first line).
     #[arg(long)]
     pub password_stdin: bool,
+    /// Read the password from the first line of this file (mode 0600), leaving standard
+    /// input to the command.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_file: Option<PathBuf>,
     /// Log in with this identity key file instead of a password.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -241,7 +245,8 @@ pub struct SendArgs {
 pub struct GetArgs {
     /// ADDR:REMOTE.
     pub remote: String,
-    /// Local file (written under a temporary name, renamed when complete).
+    /// Local file (written under a temporary name, renamed when complete), or `-` for
+    /// standard output.
     pub local: PathBuf,
     #[command(flatten)]
     pub login: LoginArgs,

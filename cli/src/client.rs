@@ -24,7 +24,9 @@ use quill_transport::{ClientConfig, HostKeyPolicy, Login};
 use zeroize::Zeroizing;
 
 use crate::args::{ClientArgs, LoginArgs};
-use crate::exit::{CliError, CliResult, CONNECTION, USAGE};
+use crate::exit::{CliError, CliResult, CONNECTION};
+use crate::interrupt;
+use crate::output::{note, out_bytes, say};
 use crate::service::Request;
 
 /// Port used when an address has none.
@@ -176,12 +178,39 @@ fn cred_err(e: impl std::fmt::Display) -> CliError {
     CliError::usage(e.to_string())
 }
 
+/// The first line of a `--password-file`, which nobody but its owner may read (the
+/// rule key files follow: group or other permission bits are refused).
+fn open_password_file(path: &std::path::Path) -> Result<std::fs::File, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(CliError::usage(format!(
+            "{} is readable by others (mode {:o}); run chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// The login for an existing account: `--identity` key, else the password from
-/// `--password-stdin` (first line of standard input), else a prompt.
+/// `--password-file`, else from `--password-stdin` (first line of standard input),
+/// else a prompt.
 pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
     let user = user_name(login)?;
     if let Some(path) = &login.identity {
         return Credentials::from_identity_file(&user, path).map_err(cred_err);
+    }
+    if let Some(path) = &login.password_file {
+        return Credentials::from_stdin(&user, open_password_file(path)?)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())));
     }
     if login.password_stdin {
         return Credentials::from_stdin(&user, io::stdin()).map_err(cred_err);
@@ -189,11 +218,15 @@ pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
     Credentials::from_prompt(&user).map_err(cred_err)
 }
 
-/// A registration: the password from `--password-stdin` or typed twice; `--identity`
+/// A registration: the password from `--password-file`, `--password-stdin` or typed
+/// twice; `--identity`
 /// authorises that key for later public-key logins.
 pub fn register_login(login: &LoginArgs) -> Result<Login, CliError> {
     let user = user_name(login)?;
-    let password: Zeroizing<String> = if login.password_stdin {
+    let password: Zeroizing<String> = if let Some(path) = &login.password_file {
+        read_password(open_password_file(path)?)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?
+    } else if login.password_stdin {
         read_password(io::stdin()).map_err(cred_err)?
     } else {
         let first = prompt_password(&format!("New password for {user}: ")).map_err(cred_err)?;
@@ -242,7 +275,7 @@ pub fn host_key_policy(login: &LoginArgs, target: &Target) -> Result<HostKeyPoli
         TrustMode::Strict
     };
     known_hosts_policy_with(&path, &target.host, target.port, mode, |note| {
-        eprintln!("quill: {note}")
+        note!("quill: {note}")
     })
     .map_err(|e| CliError::usage(e.to_string()))
 }
@@ -302,6 +335,7 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
         }
         err
     })?;
+    interrupt::watch(&conn);
     Ok(Session {
         conn,
         handshake: start.elapsed(),
@@ -378,9 +412,9 @@ pub fn register(a: &ClientArgs) -> CliResult {
     let session = connect_config(target, ClientConfig::new(login, policy))?;
     let account = session.conn.account().to_string();
     let message = session.conn.message().to_string();
-    println!("registered and logged in as {account}");
+    say!("registered and logged in as {account}")?;
     if !message.is_empty() {
-        println!("{message}");
+        say!("{message}")?;
     }
     session.conn.close(0, "done");
     Ok(())
@@ -390,7 +424,7 @@ pub fn register(a: &ClientArgs) -> CliResult {
 pub fn connect(a: &ClientArgs) -> CliResult {
     let session = open_session(&a.addr, &a.login, None)?;
     if io::stderr().is_terminal() {
-        eprintln!(
+        note!(
             "quill: connected to {} as {}; end input with Ctrl-D",
             session.target.display(),
             session.conn.account()
@@ -418,7 +452,6 @@ pub fn connect(a: &ClientArgs) -> CliResult {
         }
         writer.finish()
     });
-    let mut stdout = io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = stream
@@ -427,10 +460,7 @@ pub fn connect(a: &ClientArgs) -> CliResult {
         if n == 0 {
             break;
         }
-        stdout
-            .write_all(&buf[..n])
-            .and_then(|_| stdout.flush())
-            .map_err(|e| CliError::new(USAGE, format!("cannot write to standard output: {e}")))?;
+        out_bytes(&buf[..n])?;
     }
     // The echo ended, so the server saw our FIN: the stdin thread is done.
     match pump.join() {
@@ -445,6 +475,7 @@ pub fn connect(a: &ClientArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::USAGE;
 
     fn t(host: &str, port: u16) -> Target {
         Target {
@@ -506,6 +537,7 @@ mod tests {
         let login = LoginArgs {
             user: Some("a".into()),
             password_stdin: false,
+            password_file: None,
             identity: None,
             known_hosts: None,
             accept_new_host: false,

@@ -23,6 +23,8 @@ use zeroize::Zeroizing;
 use crate::args::DemoArgs;
 use crate::client::{connect_config, net_err, read_line, Target, KEY_EXCHANGE};
 use crate::exit::{CliError, CliResult, INTEGRITY};
+use crate::interrupt;
+use crate::output::say;
 use crate::server::{spawn, ServerOptions};
 use crate::service::{hex, Request};
 use crate::transfer::rate_line;
@@ -162,6 +164,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         .prefix("quill-demo-")
         .tempdir()
         .map_err(io_err("cannot create a temporary directory"))?;
+    interrupt::remove_on_signal(dir.path());
     let root = dir.path().join("files");
     std::fs::create_dir(&root).map_err(io_err("cannot create the files directory"))?;
     let key_path = dir.path().join("host_key");
@@ -200,11 +203,11 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
     let user = format!("demo{}", hex(&suffix));
     let password = Zeroizing::new(hex(&random_bytes::<16>()?));
     let pinned = HostKeyPolicy::Pinned(vec![fingerprint.to_string()]);
-    println!(
+    say!(
         "quill demo: a whole session on loopback ({})",
         target.display()
-    );
-    println!("  host key         {fingerprint} (fresh Ed25519 key, pinned by the client)");
+    )?;
+    say!("  host key         {fingerprint} (fresh Ed25519 key, pinned by the client)")?;
 
     // 1. Register (creates the account and logs in).
     let config = ClientConfig::new(
@@ -216,7 +219,7 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
         pinned.clone(),
     );
     let reg = connect_config(target.clone(), config)?;
-    println!(
+    say!(
         "  registered       {} in {:.1} ms (server says: {})",
         reg.conn.account(),
         reg.handshake.as_secs_f64() * 1e3,
@@ -225,7 +228,7 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
         } else {
             reg.conn.message()
         }
-    );
+    )?;
     reg.conn.close(0, "registered");
 
     // 2. Log in with the password, keep-alives on.
@@ -243,19 +246,19 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
     );
     config.transport = Arc::new(transport);
     let s = connect_config(target, config)?;
-    println!(
+    say!(
         "  handshake+login  {:.1} ms as {} ({}, key exchange {KEY_EXCHANGE})",
         s.handshake.as_secs_f64() * 1e3,
         s.conn.account(),
         s.conn.suite().map_or("unknown suite", Suite::name)
-    );
+    )?;
 
     // 3. Transfer with SHA-256 on both ends.
     let seed = u64::from_le_bytes(random_bytes::<8>()?) | 1;
     let (up, down, sha) = transfer(&s.conn, a.bytes, seed)?;
-    println!("  upload           {}", rate_line(a.bytes, up));
-    println!("  download         {}", rate_line(a.bytes, down));
-    println!("  SHA-256          {sha} matched both ways");
+    say!("  upload           {}", rate_line(a.bytes, up))?;
+    say!("  download         {}", rate_line(a.bytes, down))?;
+    say!("  SHA-256          {sha} matched both ways")?;
 
     // 4. Keep-alive rounds: idle longer than the idle timeout, then an echo.
     let mut echo = s
@@ -283,17 +286,17 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
             }
         }
     }
-    println!(
+    say!(
         "  keep-alives      {ROUNDS} rounds sent, {answered} answered: {} s idle each, longer than \
          the {} s idle timeout, bridged by keep-alive PINGs every {} ms",
         IDLE_GAP.as_secs_f64(),
         IDLE_TIMEOUT.as_secs_f64(),
         KEEP_ALIVE.as_millis()
-    );
-    println!(
+    )?;
+    say!(
         "  round-trip time  {:.3} ms (transport's smoothed RTT)",
         s.conn.rtt().as_secs_f64() * 1e3
-    );
+    )?;
     let _ = echo.finish();
     s.conn.close(0, "demo done");
     if answered != ROUNDS {
@@ -301,7 +304,7 @@ fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliR
             "demo: only {answered} of {ROUNDS} keep-alive rounds were answered"
         )));
     }
-    println!("demo finished: everything worked. Next: quill keygen, quill server, quill register.");
+    say!("demo finished: everything worked. Next: quill keygen, quill server, quill register.")?;
     Ok(())
 }
 

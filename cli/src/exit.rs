@@ -14,13 +14,18 @@ pub const LOGIN_REFUSED: i32 = 4;
 pub const HOST_KEY: i32 = 5;
 /// A transfer's SHA-256 did not match.
 pub const INTEGRITY: i32 = 6;
+// Ctrl-C exits with 128 + SIGINT = 130 and SIGTERM with 143 (`interrupt.rs`), what a
+// shell reports for a program those signals killed.
+
+/// Standard output is a pipe nobody reads any more: 128 + SIGPIPE, quietly.
+pub const CLOSED_PIPE: i32 = 128 + libc::SIGPIPE;
 
 /// A failure: what happened and what to do, in one line, with its exit code.
 #[derive(Debug)]
 pub struct CliError {
     /// Exit code.
     pub code: i32,
-    /// The line printed on stderr (after "quill: ").
+    /// The line printed on stderr (after "quill: "); empty for none.
     pub message: String,
 }
 
@@ -37,6 +42,14 @@ impl CliError {
         CliError {
             code: CONNECTION,
             message: message.into(),
+        }
+    }
+    /// Standard output was closed under us (EPIPE): exit [`CLOSED_PIPE`] without a
+    /// message, as a program killed by SIGPIPE would.
+    pub fn closed_pipe() -> Self {
+        CliError {
+            code: CLOSED_PIPE,
+            message: String::new(),
         }
     }
     /// An error with an explicit code.

@@ -3,12 +3,15 @@
 //! The private key goes to `PATH` (created new, mode 0600; an existing file is never
 //! overwritten) and the public key line to `PATH.pub`; the fingerprint is printed so
 //! that it can be pinned on clients (`--host-key`) or checked against `known_hosts`.
+//! Both files are written whole or not at all ([`HostKeyPair::write_to`]): a full disk
+//! leaves nothing behind, and the same command works again once there is room.
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::OsRandom;
 
 use crate::args::KeygenArgs;
 use crate::exit::{CliError, CliResult};
+use crate::output::say;
 
 /// Runs `quill keygen`.
 pub fn run(args: &KeygenArgs) -> CliResult {
@@ -27,8 +30,8 @@ pub fn run(args: &KeygenArgs) -> CliResult {
         .map_err(|e| CliError::usage(format!("cannot write the key: {e}")))?;
     let mut public = path.as_os_str().to_owned();
     public.push(".pub");
-    println!("private key: {} (mode 0600)", path.display());
-    println!("public key:  {}", std::path::Path::new(&public).display());
-    println!("fingerprint: {}", key.public().fingerprint());
+    say!("private key: {} (mode 0600)", path.display())?;
+    say!("public key:  {}", std::path::Path::new(&public).display())?;
+    say!("fingerprint: {}", key.public().fingerprint())?;
     Ok(())
 }

@@ -6,7 +6,9 @@ mod args;
 mod client;
 mod demo;
 mod exit;
+mod interrupt;
 mod keygen;
+mod output;
 mod perf;
 mod ping;
 mod server;
@@ -22,12 +24,11 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print and exit 0; real usage errors exit with USAGE.
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
+            let code = match e.print() {
+                Err(p) if p.kind() == std::io::ErrorKind::BrokenPipe => exit::CLOSED_PIPE,
+                _ if e.use_stderr() => exit::USAGE,
+                _ => exit::OK,
             };
-            let _ = e.print();
             std::process::exit(code);
         }
     };
@@ -43,6 +44,20 @@ fn main() {
         .with_max_level(level)
         .with_target(false)
         .init();
+    // Client commands clean up after Ctrl-C (partial files, an application close);
+    // the server has its own graceful shutdown, and the rest have nothing to undo.
+    if matches!(
+        cli.command,
+        Command::Register(_)
+            | Command::Connect(_)
+            | Command::Send(_)
+            | Command::Get(_)
+            | Command::Ping(_)
+            | Command::Perf(_)
+            | Command::Demo(_)
+    ) {
+        interrupt::install();
+    }
     let result = match &cli.command {
         Command::Keygen(a) => keygen::run(a),
         Command::Server(a) => server::run(a),
@@ -55,8 +70,13 @@ fn main() {
         Command::Perf(a) => perf::run(a),
         Command::Demo(a) => demo::run(a),
     };
-    if let Err(e) = result {
-        eprintln!("quill: {e}");
-        std::process::exit(e.code);
+    match result {
+        Ok(()) => interrupt::exit(exit::OK),
+        Err(e) => {
+            if !e.message.is_empty() {
+                output::note!("quill: {e}");
+            }
+            interrupt::exit(e.code)
+        }
     }
 }

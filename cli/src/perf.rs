@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::args::PerfArgs;
 use crate::client::{net_err, open_session, read_line};
 use crate::exit::{CliError, CliResult, INTEGRITY};
+use crate::output::{note, say};
 use crate::service::Request;
 
 /// Default test length.
@@ -147,11 +148,13 @@ pub fn run(a: &PerfArgs) -> CliResult {
     let cpu0 = cpu_seconds();
     let session = open_session(&a.addr, &a.login, None)?;
     let handshake = session.handshake;
-    let say = |line: String| {
+    // Progress lines: standard error under --json, where stdout carries the JSON.
+    let say = |line: String| -> Result<(), CliError> {
         if a.json {
-            eprintln!("{line}");
+            note!("{line}");
+            Ok(())
         } else {
-            println!("{line}");
+            say!("{line}")
         }
     };
     say(format!(
@@ -165,7 +168,7 @@ pub fn run(a: &PerfArgs) -> CliResult {
             "upload to"
         },
         a.streams
-    ));
+    ))?;
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -206,7 +209,7 @@ pub fn run(a: &PerfArgs) -> CliResult {
                 "[{from:5.1}-{to:5.1} s] {:>12} bytes  {}",
                 total - last.1,
                 mbits(total - last.1, to - from)
-            ));
+            ))?;
             last = (now, total);
             next += Duration::from_secs(1);
         }
@@ -244,14 +247,14 @@ pub fn run(a: &PerfArgs) -> CliResult {
             "streams": a.streams,
             "reverse": a.reverse,
         });
-        println!("{obj}");
+        say!("{obj}")?;
     } else {
-        println!(
+        say!(
             "total: {bytes} bytes in {seconds:.2} s = {}; rtt {:.3} ms; lost packets {}; cpu {cpu:.2} s",
             mbits(bytes, seconds),
             rtt.as_secs_f64() * 1e3,
             stats.packets_lost
-        );
+        )?;
     }
     Ok(())
 }

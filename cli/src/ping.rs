@@ -14,6 +14,7 @@ use quill_crypto::packet::Suite;
 use crate::args::PingArgs;
 use crate::client::{net_err, open_session, KEY_EXCHANGE};
 use crate::exit::{CliError, CliResult};
+use crate::output::say;
 use crate::service::Request;
 
 /// Size of one probe.
@@ -38,13 +39,13 @@ pub fn run(a: &PingArgs) -> CliResult {
         return Err(CliError::usage("-c must be at least 1"));
     }
     let session = open_session(&a.addr, &a.login, None)?;
-    println!(
+    say!(
         "connected to {} as {} in {} ms ({}, {KEY_EXCHANGE})",
         session.target.display(),
         session.conn.account(),
         ms(session.handshake),
         session.conn.suite().map_or("unknown suite", Suite::name),
-    );
+    )?;
     let mut stream = session
         .conn
         .open_bi()
@@ -70,7 +71,7 @@ pub fn run(a: &PingArgs) -> CliResult {
         let rtt = start.elapsed();
         match r {
             Ok(()) if back == probe => {
-                println!("seq={seq} time={} ms", ms(rtt));
+                say!("seq={seq} time={} ms", ms(rtt))?;
                 samples.push(rtt);
             }
             Ok(()) => {
@@ -87,14 +88,14 @@ pub fn run(a: &PingArgs) -> CliResult {
     }
     let received = samples.len();
     match summary(&samples) {
-        Some((min, avg, max)) => println!(
+        Some((min, avg, max)) => say!(
             "{sent} sent, {received} received, min/avg/max = {}/{}/{} ms (transport srtt {} ms)",
             ms(min),
             ms(avg),
             ms(max),
             ms(session.conn.rtt())
-        ),
-        None => println!("{sent} sent, 0 received"),
+        )?,
+        None => say!("{sent} sent, 0 received")?,
     }
     if let Some(e) = failure {
         return Err(e);

@@ -215,8 +215,8 @@ pub fn run(args: &ServerArgs) -> CliResult {
     let settings = Settings::from_args(args)?;
     let opts = settings.options()?;
     let server = spawn(opts)?;
-    eprintln!("listening {}", server.addr);
-    eprintln!("host key fingerprint {}", server.fingerprint);
+    crate::output::note!("listening {}", server.addr);
+    crate::output::note!("host key fingerprint {}", server.fingerprint);
     let handle = server.handle.clone();
     signals.on_signal(move |sig| {
         tracing::info!("signal {sig}: closing connections");

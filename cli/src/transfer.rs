@@ -2,8 +2,11 @@
 //! the PUT/GET services (`service.rs`) with an end-to-end SHA-256 check.
 //!
 //! `get` writes `LOCAL.quill-partial` in the same directory, checks size and SHA-256,
-//! syncs, and only then renames it to `LOCAL`; on any failure the partial file is
-//! removed, so a truncated file never appears under the final name.
+//! syncs, and only then renames it to `LOCAL`; on any failure, and on Ctrl-C
+//! (`interrupt.rs`), the partial file is removed, so a truncated file never appears
+//! under the final name. `get ADDR:REMOTE -` writes the bytes to standard output as
+//! they arrive (the exit status says whether the SHA-256 matched) and its summary line
+//! to standard error.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -15,6 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::args::{GetArgs, SendArgs};
 use crate::client::{net_err, open_target, parse_remote, read_line};
 use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
+use crate::interrupt;
+use crate::output::{note, out_bytes, say};
 use crate::service::{hex, Request};
 
 const CHUNK: usize = 64 * 1024;
@@ -179,13 +184,13 @@ pub fn send(a: &SendArgs) -> CliResult {
             ),
         ));
     }
-    println!(
+    say!(
         "sent {} to {}:{}: {}, SHA-256 {sha} verified by the server",
         a.local.display(),
         session.target.display(),
         remote,
         rate_line(size, elapsed)
-    );
+    )?;
     session.conn.close(0, "done");
     Ok(())
 }
@@ -209,8 +214,47 @@ struct PartialGuard {
 impl Drop for PartialGuard {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
+            interrupt::discard(&self.path);
         }
+    }
+}
+
+/// Where `get` puts the bytes: a partial file renamed when complete, or stdout (`-`).
+enum Sink {
+    File {
+        file: File,
+        partial: PathBuf,
+        guard: PartialGuard,
+    },
+    Stdout,
+}
+
+impl Sink {
+    fn write(&mut self, data: &[u8]) -> Result<(), CliError> {
+        match self {
+            Sink::File { file, partial, .. } => file
+                .write_all(data)
+                .map_err(|e| local_err("writing", partial, &e)),
+            Sink::Stdout => out_bytes(data),
+        }
+    }
+
+    /// Syncs and renames the partial file to `local`.
+    fn commit(self, local: &Path) -> Result<(), CliError> {
+        let Sink::File {
+            file,
+            partial,
+            mut guard,
+        } = self
+        else {
+            return Ok(());
+        };
+        file.sync_all()
+            .map_err(|e| local_err("writing", &partial, &e))?;
+        drop(file);
+        interrupt::commit(&partial, local).map_err(|e| local_err("renaming to", local, &e))?;
+        guard.keep = true;
+        Ok(())
     }
 }
 
@@ -238,7 +282,7 @@ pub fn get(a: &GetArgs) -> CliResult {
             a.local.display()
         )));
     }
-    let partial = partial_path(&a.local);
+    let to_stdout = a.local.as_os_str() == "-";
     let session = open_target(target, &a.login, None)?;
     let mut stream = session
         .conn
@@ -256,11 +300,21 @@ pub fn get(a: &GetArgs) -> CliResult {
         .map_err(|e| net_err("sending the request failed", e))?;
     let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
     let (size, sha) = parse_get_answer(&answer)?;
-    let mut guard = PartialGuard {
-        path: partial.clone(),
-        keep: false,
+    let mut sink = if to_stdout {
+        Sink::Stdout
+    } else {
+        let partial = partial_path(&a.local);
+        let file =
+            interrupt::create_partial(&partial).map_err(|e| local_err("creating", &partial, &e))?;
+        Sink::File {
+            file,
+            guard: PartialGuard {
+                path: partial.clone(),
+                keep: false,
+            },
+            partial,
+        }
     };
-    let mut file = File::create(&partial).map_err(|e| local_err("creating", &partial, &e))?;
     let progress = Progress::new(size, "get");
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; CHUNK];
@@ -280,8 +334,7 @@ pub fn get(a: &GetArgs) -> CliResult {
             ));
         }
         ctx.update(&buf[..n]);
-        file.write_all(&buf[..n])
-            .map_err(|e| local_err("writing", &partial, &e))?;
+        sink.write(&buf[..n])?;
         progress.inc(n as u64);
     }
     let elapsed = progress.finish();
@@ -296,23 +349,32 @@ pub fn get(a: &GetArgs) -> CliResult {
         return Err(CliError::new(
             INTEGRITY,
             format!(
-                "SHA-256 mismatch: the server announced {sha}, received {digest}; \
-                 nothing was written, try again"
+                "SHA-256 mismatch: the server announced {sha}, received {digest}; {}",
+                if to_stdout {
+                    "what went to standard output is damaged, try again"
+                } else {
+                    "nothing was written, try again"
+                }
             ),
         ));
     }
-    file.sync_all()
-        .map_err(|e| local_err("writing", &partial, &e))?;
-    drop(file);
-    std::fs::rename(&partial, &a.local).map_err(|e| local_err("renaming to", &a.local, &e))?;
-    guard.keep = true;
-    println!(
+    sink.commit(&a.local)?;
+    let summary = format!(
         "got {}:{} into {}: {}, SHA-256 {sha} verified",
         session.target.display(),
         remote,
-        a.local.display(),
+        if to_stdout {
+            "standard output".into()
+        } else {
+            a.local.display().to_string()
+        },
         rate_line(size, elapsed)
     );
+    if to_stdout {
+        note!("quill: {summary}");
+    } else {
+        say!("{summary}")?;
+    }
     session.conn.close(0, "done");
     Ok(())
 }

@@ -258,3 +258,76 @@ fn host_key_mismatch_exits_5() {
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("rejected"), "{}", stderr(&o));
 }
+
+/// `--password-file FILE` (mode 0600) with `--host-key`, leaving stdin to the command.
+fn with_password_file(
+    server: &TestServer,
+    dir: &std::path::Path,
+    mode: u32,
+    args: &[&str],
+) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+    let mut c = quill();
+    c.args(args)
+        .args([
+            "--user",
+            USER,
+            "--host-key",
+            &server.fingerprint,
+            "--password-file",
+        ])
+        .arg(&pw);
+    c
+}
+
+#[test]
+fn connect_with_a_password_file_echoes_all_of_stdin() {
+    let server = TestServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let o = with_password_file(&server, dir.path(), 0o600, &["connect", &server.addr])
+        .write_stdin("hello\nsecond line\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello\nsecond line\n");
+}
+
+#[test]
+fn a_password_file_others_can_read_is_refused() {
+    let server = TestServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let o = with_password_file(
+        &server,
+        dir.path(),
+        0o644,
+        &["ping", &server.addr, "-c", "1"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+}
+
+#[test]
+fn get_to_dash_writes_the_file_to_stdout() {
+    let server = TestServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(server.root.join("data.bin"), &data).unwrap();
+    let o = with_password_file(
+        &server,
+        dir.path(),
+        0o600,
+        &["get", &format!("{}:data.bin", server.addr), "-"],
+    )
+    .current_dir(dir.path())
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == data, "stdout is not the file");
+    assert!(stderr(&o).contains("verified"), "{}", stderr(&o));
+    assert!(!dir.path().join("-").exists() && !dir.path().join("-.quill-partial").exists());
+}

@@ -385,9 +385,16 @@ impl HostKeyPair {
         PathBuf::from(p)
     }
 
-    /// Writes the private key to `path` (a new file, created with mode 0600;
-    /// an existing file is an error, never overwritten) and the public key
-    /// line to `path.pub` (mode 0644, replaced if present).
+    /// Writes the private key to `path` (a new file, mode 0600 from its creation;
+    /// an existing file is an error, never overwritten) and the public key line to
+    /// `path.pub` (mode 0644, replaced if present).
+    ///
+    /// All or nothing: both files are first written in full and synced under temporary
+    /// names in the same directory, then the private key is linked to `path` (which
+    /// fails if `path` exists) and the public key renamed over `path.pub`, and the
+    /// directory is synced. A failure on the way (disk full, interrupted write) removes
+    /// what was written, so no empty or truncated key is left behind and running the
+    /// same command again works.
     pub fn write_to(&self, path: &Path) -> Result<(), Error> {
         let body = Zeroizing::new(Base64::encode_string(&frame(self.algorithm, &self.seed)));
         let mut text = Zeroizing::new(String::with_capacity(body.len() + 80));
@@ -397,32 +404,26 @@ impl HostKeyPair {
         text.push('\n');
         text.push_str(PEM_END);
         text.push('\n');
+        let public = self.public().to_openssh_line("") + "\n";
 
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+        // Checked first for the clearer error; the link below is what guarantees it.
+        if path.symlink_metadata().is_ok() {
+            return Err(Error::io(path, &std::io::ErrorKind::AlreadyExists.into()));
         }
-        let mut f = opts.open(path).map_err(|e| Error::io(path, &e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(path, &e))?;
-
         let pub_path = Self::pub_path(path);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o644);
+        let private_tmp = TempFile::write(path, text.as_bytes(), 0o600)?;
+        let public_tmp = TempFile::write(&pub_path, public.as_bytes(), 0o644)?;
+        // A hard link never replaces an existing file, unlike rename.
+        std::fs::hard_link(&private_tmp.path, path).map_err(|e| Error::io(path, &e))?;
+        if let Err(e) = std::fs::rename(&public_tmp.path, &pub_path) {
+            let _ = std::fs::remove_file(path);
+            return Err(Error::io(&pub_path, &e));
         }
-        let mut f = opts.open(&pub_path).map_err(|e| Error::io(&pub_path, &e))?;
-        let line = self.public().to_openssh_line("");
-        f.write_all(line.as_bytes())
-            .and_then(|_| f.write_all(b"\n"))
-            .map_err(|e| Error::io(&pub_path, &e))?;
+        public_tmp.keep();
+        drop(private_tmp);
+        // Both files are complete and in place; a directory that cannot be synced (some
+        // file systems refuse) costs durability across a crash, not correctness.
+        let _ = sync_dir(path);
         Ok(())
     }
 
@@ -478,6 +479,84 @@ impl HostKeyPair {
             .and_then(|(alg, seed)| Self::from_seed_with(alg, seed));
         wire.zeroize();
         result
+    }
+}
+
+/// A file written in full under a temporary name beside its destination; removed
+/// when dropped unless [`TempFile::keep`] was called (it was renamed into place).
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempFile {
+    /// Creates `.NAME.tmp-PID-N` beside `dest` (new file, `mode` from creation),
+    /// writes `data` and syncs it.
+    fn write(dest: &Path, data: &[u8], mode: u32) -> Result<TempFile, Error> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let mut attempt = 0;
+        let (file, tmp) = loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = dest.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(mode);
+            }
+            #[cfg(not(unix))]
+            let _ = mode;
+            match opts.open(&tmp) {
+                Ok(f) => break (f, tmp),
+                // A stale name from an earlier crash with the same pid: try the next.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1
+                }
+                Err(e) => return Err(Error::io(dest, &e)),
+            }
+        };
+        let guard = TempFile {
+            path: tmp,
+            keep: false,
+        };
+        let mut file = file;
+        file.write_all(data)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(dest, &e))?;
+        Ok(guard)
+    }
+
+    /// The file was renamed into place: do not remove it.
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Syncs the directory holding `path`, so that a new name in it survives a crash.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
     }
 }
 
@@ -607,6 +686,14 @@ mod tests {
         let pub_line = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let (pk, _) = PublicKey::from_openssh_line(&pub_line).unwrap();
         assert_eq!(pk, k.public());
+
+        // Nothing but the two key files: the temporary names are gone.
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["host_key", "host_key.pub"]);
 
         let back = HostKeyPair::read_from(&path).unwrap();
         assert_eq!(back.public(), k.public());

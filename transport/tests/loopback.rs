@@ -630,3 +630,35 @@ fn graceful_shutdown_closes_every_connection() {
         assert!(err.to_string().contains("closed by peer"), "{err}");
     }
 }
+
+#[test]
+fn a_closer_on_another_thread_ends_a_blocked_read() {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let mut stream = conn.open_bi().expect("stream");
+    // The echo server sends nothing until we write: this read blocks.
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        stream.read(&mut buf)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let closer = conn.closer();
+    assert!(
+        closer.close(1, "interrupted", Duration::from_secs(10)),
+        "the loop did not finish closing"
+    );
+    let err = reader
+        .join()
+        .expect("reader thread")
+        .expect_err("the read ends with the close");
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    // A second close, and dropping the connection, are no-ops.
+    assert!(closer.close(1, "again", Duration::from_secs(1)));
+    drop(conn);
+    server.stop();
+}

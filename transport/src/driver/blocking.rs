@@ -70,6 +70,8 @@ struct State {
     rtt: Duration,
     stats: crate::proto::ConnectionStats,
     suite: Option<quill_crypto::packet::Suite>,
+    /// The event loop thread has returned (the connection is closed and drained).
+    loop_done: bool,
 }
 
 struct Shared {
@@ -259,9 +261,15 @@ pub fn connect(
         .map_err(ConnectError::Config)?;
     ev.handler().conn = Some(h);
     let handle = ev.handle();
+    let done = shared.clone();
     let thread = std::thread::Builder::new()
         .name("quill-loop".into())
-        .spawn(move || ev.run())
+        .spawn(move || {
+            let r = ev.run();
+            done.lock().loop_done = true;
+            done.changed.notify_all();
+            r
+        })
         .map_err(ConnectError::Io)?;
     let mut st = shared.lock();
     loop {
@@ -408,6 +416,15 @@ impl BlockingConnection {
         }
     }
 
+    /// A handle that closes this connection from another thread (a signal handler
+    /// thread, for example) while this one may be blocked in a read or write.
+    pub fn closer(&self) -> ConnectionCloser {
+        ConnectionCloser {
+            shared: self.shared.clone(),
+            handle: self.handle.clone(),
+        }
+    }
+
     /// Closes the connection (application code and reason) and waits for the loop.
     pub fn close(mut self, code: u64, reason: &str) {
         self.shared.lock().close = Some((code, reason.to_owned()));
@@ -415,6 +432,40 @@ impl BlockingConnection {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Closes a [`BlockingConnection`] from any thread: see [`BlockingConnection::closer`].
+#[derive(Clone)]
+pub struct ConnectionCloser {
+    shared: Arc<Shared>,
+    handle: LoopHandle,
+}
+
+impl ConnectionCloser {
+    /// Sends an application CONNECTION_CLOSE with `code` and `reason` (if the
+    /// connection is still up) and waits at most `timeout` for the event loop to finish
+    /// closing. Returns whether it finished in time.
+    pub fn close(&self, code: u64, reason: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        if !st.loop_done {
+            st.close = Some((code, reason.to_owned()));
+            self.handle.shutdown();
+        }
+        while !st.loop_done {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 }
 
