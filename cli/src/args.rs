@@ -110,6 +110,16 @@ pub struct ServerArgs {
     /// Directory for qlog traces (not written yet: the option is accepted and reported).
     #[arg(long)]
     pub qlog_dir: Option<PathBuf>,
+    /// Most logged-in connections one account may hold at once (0: no cap) [default: 16].
+    #[arg(long)]
+    pub max_connections_per_user: Option<usize>,
+    /// Most connections one client address may hold at once (0: no cap) [default: 32].
+    #[arg(long)]
+    pub max_connections_per_address: Option<usize>,
+    /// Most registrations one client address may attempt per hour (0: no limit)
+    /// [default: 5].
+    #[arg(long)]
+    pub max_registrations_per_address: Option<u32>,
     /// Configuration file (TOML-like `key = value` lines with the long option names).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -35,12 +35,16 @@ use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::accounts::SqliteStore;
+use quill_transport::auth::limiter::{Limiter, LimiterConfig};
 use quill_transport::auth::login::{LoginVerifier, Verdict};
+use quill_transport::auth::sessions::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER};
 use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::driver::login::verify_on_pool;
 use quill_transport::driver::signals::TerminationSignals;
 use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::proto::endpoint::{
+    ConnectionHandle, EndpointConfig, RetryPolicy, RESET_SECRET_LABEL,
+};
 use quill_transport::proto::{
     Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
@@ -84,6 +88,10 @@ pub struct ServerOptions {
     pub transport: TransportConfig,
     /// When to send Retry.
     pub retry: RetryPolicy,
+    /// Caps on connections per account and per address.
+    pub sessions: SessionCaps,
+    /// Registrations one address may attempt per hour (0: no limit).
+    pub registrations_per_address: u32,
 }
 
 /// A server running on its own thread.
@@ -156,13 +164,24 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         }
     }
     let store = SqliteStore::open(&opts.accounts).map_err(|e| CliError::usage(e.to_string()))?;
-    let verifier = Arc::new(LoginVerifier::new(Arc::new(store), opts.allow_register));
+    let mut verifier = LoginVerifier::new(Arc::new(store), opts.allow_register);
+    verifier.sessions = opts.sessions;
+    verifier.limiter = std::sync::Mutex::new(Limiter::new(LimiterConfig {
+        registrations_per_source: opts.registrations_per_address,
+        ..LimiterConfig::default()
+    }));
+    let verifier = Arc::new(verifier);
     let fingerprint = opts.host_key.public().fingerprint();
+    // The stateless-reset secret comes from the host key, so that a restarted server
+    // resets its predecessor's connections at once (clients learn of the restart in
+    // one round trip instead of an idle timeout).
+    let secret = *opts.host_key.derive_secret(RESET_SECRET_LABEL);
     let mut config = ServerConfig::new(opts.host_key);
     config.transport = Arc::new(opts.transport);
     config.allow_register = opts.allow_register;
     let endpoint = EndpointConfig {
         retry: opts.retry,
+        secret,
         ..EndpointConfig::default()
     };
     let handler = FileServer {
@@ -235,6 +254,9 @@ struct Settings {
     handshake_timeout: Option<Duration>,
     retry: RetryArg,
     qlog_dir: Option<PathBuf>,
+    max_connections_per_user: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_registrations_per_address: Option<u32>,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -250,6 +272,9 @@ const CONFIG_KEYS: &[&str] = &[
     "handshake-timeout",
     "retry",
     "qlog-dir",
+    "max-connections-per-user",
+    "max-connections-per-address",
+    "max-registrations-per-address",
 ];
 
 impl Settings {
@@ -269,6 +294,9 @@ impl Settings {
             handshake_timeout: args.handshake_timeout,
             retry: args.retry,
             qlog_dir: args.qlog_dir.clone(),
+            max_connections_per_user: args.max_connections_per_user,
+            max_connections_per_address: args.max_connections_per_address,
+            max_registrations_per_address: args.max_registrations_per_address,
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -303,6 +331,17 @@ impl Settings {
                     }
                     "handshake-timeout" if s.handshake_timeout.is_none() => {
                         s.handshake_timeout = Some(parse_duration(&value).map_err(at)?);
+                    }
+                    "max-connections-per-user" if s.max_connections_per_user.is_none() => {
+                        s.max_connections_per_user = Some(parse_count(&value).map_err(at)?);
+                    }
+                    "max-connections-per-address" if s.max_connections_per_address.is_none() => {
+                        s.max_connections_per_address = Some(parse_count(&value).map_err(at)?);
+                    }
+                    "max-registrations-per-address"
+                        if s.max_registrations_per_address.is_none() =>
+                    {
+                        s.max_registrations_per_address = Some(parse_count(&value).map_err(at)?);
                     }
                     "retry" if s.retry == RetryArg::Auto => {
                         s.retry = match value.as_str() {
@@ -368,6 +407,15 @@ impl Settings {
             allow_register: self.allow_register,
             transport,
             retry,
+            sessions: SessionCaps::new(
+                self.max_connections_per_user
+                    .unwrap_or(DEFAULT_MAX_PER_USER),
+                self.max_connections_per_address
+                    .unwrap_or(DEFAULT_MAX_PER_ADDRESS),
+            ),
+            registrations_per_address: self
+                .max_registrations_per_address
+                .unwrap_or(LimiterConfig::default().registrations_per_source),
         })
     }
 }
@@ -413,6 +461,11 @@ fn parse_config(text: &str) -> Result<Vec<(usize, String, String)>, String> {
         out.push((n, key, value.to_owned()));
     }
     Ok(out)
+}
+
+fn parse_count<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("'{v}' is not a count (a whole number, 0 for no limit)"))
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {

@@ -185,9 +185,11 @@ enum Timer {
     KeyDiscard = 5,
     Pacing = 6,
     Handshake = 7,
+    /// Server: a login refusal held back until then ([`Connection::refuse_login_at`]).
+    LoginAnswer = 8,
 }
 
-const TIMER_COUNT: usize = 8;
+const TIMER_COUNT: usize = 9;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
     Timer::Ack,
@@ -197,6 +199,7 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::KeyDiscard,
     Timer::Pacing,
     Timer::Handshake,
+    Timer::LoginAnswer,
 ];
 
 /// One quill connection. See the module documentation for the calling order.
@@ -263,6 +266,10 @@ pub struct Connection {
     eliciting_since_receive: bool,
     ping_pending: bool,
     keep_alive_due: bool,
+    /// Server: the reason of a refusal held back until the LoginAnswer timer.
+    held_refusal: Option<String>,
+    /// What the application attached ([`Connection::attach`]); dropped with us.
+    attachments: Vec<Box<dyn std::any::Any + Send>>,
 
     timers: [Option<Instant>; TIMER_COUNT],
     /// The loss-detection timer in `timers` is out of date: ack-eliciting packets
@@ -450,6 +457,8 @@ impl Connection {
             eliciting_since_receive: false,
             ping_pending: false,
             keep_alive_due: false,
+            held_refusal: None,
+            attachments: Vec::new(),
             timers: [None; TIMER_COUNT],
             loss_timer_stale: false,
             streams,
@@ -575,6 +584,11 @@ impl Connection {
                     }
                 }
                 Timer::Pacing => {}
+                Timer::LoginAnswer => {
+                    if let Some(reason) = self.held_refusal.take() {
+                        self.refuse_login(now, &reason);
+                    }
+                }
             }
         }
     }
@@ -738,6 +752,31 @@ impl Connection {
         self.lost(ConnectionError::Unreachable(reason));
         self.state = State::Drained;
         self.clear_timers();
+    }
+
+    /// Server: refuses the pending login with `reason`, answering at `at` (at once if
+    /// `at` has passed), but no later than half the effective idle timeout from now, so
+    /// that the client, which hears nothing meanwhile, is still waiting for it. Until
+    /// then the connection keeps acknowledging; the refusal leaves when the timer
+    /// fires. This is how a server slows guessing down without holding a thread
+    /// (docs/SPEC.md §4.8).
+    pub fn refuse_login_at(&mut self, now: Instant, reason: &str, at: Instant) {
+        let at = at.min(now + self.idle_timeout / 2);
+        if at <= now {
+            return self.refuse_login(now, reason);
+        }
+        if self.side != Side::Server || !self.hs.awaiting_verdict() || self.held_refusal.is_some() {
+            return;
+        }
+        self.held_refusal = Some(reason.to_owned());
+        self.set_timer(Timer::LoginAnswer, Some(at));
+    }
+
+    /// Keeps `data` until the connection is dropped: RAII bookkeeping that must live
+    /// exactly as long as the connection (for example a slot in a per-account count
+    /// of sessions, released when the endpoint frees the connection).
+    pub fn attach(&mut self, data: Box<dyn std::any::Any + Send>) {
+        self.attachments.push(data);
     }
 
     /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).

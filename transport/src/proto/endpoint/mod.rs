@@ -54,6 +54,10 @@ use super::timer_wheel::TimerWheel;
 use crate::wire::QUILL_VERSION;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
 
+/// The label under which a server derives [`EndpointConfig::secret`] from its host key,
+/// so that a restarted server recognises (and resets) its predecessor's connections.
+pub const RESET_SECRET_LABEL: &[u8] = b"quill stateless reset secret v1";
+
 /// RFC 9000 §7.2: "This Destination Connection ID MUST be at least 8 bytes in length."
 const MIN_INITIAL_DCID_LEN: usize = 8;
 
@@ -94,8 +98,11 @@ pub struct EndpointConfig {
     pub retry: RetryPolicy,
     /// Length of the connection IDs this endpoint issues, 8..=20.
     pub cid_len: usize,
-    /// Key material for stateless reset tokens and Retry tokens. Keep it across
-    /// restarts so that a restarted server can reset its old connections.
+    /// Key material for stateless reset tokens (and, with a random salt per endpoint,
+    /// Retry tokens). Keep it across restarts so that a restarted server can reset its
+    /// old connections at once: `quill server` derives it from its host key
+    /// ([`HostKeyPair::derive_secret`](quill_crypto::hostkey::HostKeyPair::derive_secret)
+    /// with [`RESET_SECRET_LABEL`]).
     pub secret: [u8; 32],
     /// How long a Retry token stays valid.
     pub retry_token_lifetime: Duration,
@@ -363,8 +370,13 @@ impl Endpoint {
             s.transport.validate()?;
         }
         let half_open = HalfOpen::new(config.max_half_open, config.max_half_open_per_address);
+        let mut retry_salt = [0u8; 16];
+        config
+            .rng
+            .fill(&mut retry_salt)
+            .map_err(|_| ConfigError("the random generator failed".into()))?;
         Ok(Endpoint {
-            keys: Keys::new(&config.secret),
+            keys: Keys::new(&config.secret, &retry_salt),
             rate: RateLimiter::new(
                 config.per_source_handshakes_per_sec,
                 config.rate_limit_sources,
