@@ -100,12 +100,26 @@ pub struct ServerArgs {
     /// Idle timeout (e.g. 30s).
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<std::time::Duration>,
+    /// A client's handshake and login must be done within this long, or its session is
+    /// dropped (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub handshake_timeout: Option<std::time::Duration>,
     /// When to ask clients to prove their address with a Retry.
     #[arg(long, value_enum, default_value_t = RetryArg::Auto)]
     pub retry: RetryArg,
     /// Directory for qlog traces (not written yet: the option is accepted and reported).
     #[arg(long)]
     pub qlog_dir: Option<PathBuf>,
+    /// Most logged-in connections one account may hold at once (0: no cap) [default: 16].
+    #[arg(long)]
+    pub max_connections_per_user: Option<usize>,
+    /// Most connections one client address may hold at once (0: no cap) [default: 32].
+    #[arg(long)]
+    pub max_connections_per_address: Option<usize>,
+    /// Most registrations one client address may attempt per hour (0: no limit)
+    /// [default: 5].
+    #[arg(long)]
+    pub max_registrations_per_address: Option<u32>,
     /// Configuration file (TOML-like `key = value` lines with the long option names).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -212,6 +226,9 @@ pub struct LoginArgs {
     /// Accept only this host key fingerprint (SHA256:...).
     #[arg(long)]
     pub host_key: Option<String>,
+    /// Give up if the handshake and login are not done within this long (100ms..1h).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// `quill register` and `quill connect`.

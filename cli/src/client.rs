@@ -20,7 +20,8 @@ use quill_transport::auth::known_hosts::{
     default_known_hosts_path, known_hosts_policy_with, pinned_policy, TrustMode,
 };
 use quill_transport::driver::blocking::{connect as blocking_connect, BlockingConnection};
-use quill_transport::{ClientConfig, HostKeyPolicy, Login};
+use quill_transport::proto::{HandshakeStage, TransportConfig, Unreachable};
+use quill_transport::{ClientConfig, ConnectionError, HostKeyPolicy, Login};
 use zeroize::Zeroizing;
 
 use crate::args::{ClientArgs, LoginArgs};
@@ -320,6 +321,42 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
     let addr = target.resolve()?;
     let start = Instant::now();
     let conn = blocking_connect(addr, config).map_err(|e| {
+        use quill_transport::driver::blocking::ConnectError;
+        let shown = if addr.to_string() == target.display() {
+            target.display()
+        } else {
+            format!("{} ({addr})", target.display())
+        };
+        match &e {
+            ConnectError::Connection(ConnectionError::Unreachable(why)) => {
+                return CliError::connection(match why {
+                    Unreachable::Refused => format!(
+                        "connection refused by {shown}: nothing listens there \
+                         (check that the server runs and the port is right)"
+                    ),
+                    other => format!("{shown} is unreachable: {other}"),
+                });
+            }
+            ConnectError::Connection(ConnectionError::HandshakeTimedOut { after, stage }) => {
+                let after = seconds(*after);
+                return CliError::connection(match stage {
+                    HandshakeStage::NoAnswer => format!(
+                        "no answer from {shown} within {after}: check that the server runs, \
+                         the address is right and UDP is not blocked (--connect-timeout \
+                         waits longer)"
+                    ),
+                    HandshakeStage::KeyExchange => format!(
+                        "no complete handshake with {shown} within {after}: the server \
+                         answered but the handshake did not finish (heavy packet loss?)"
+                    ),
+                    HandshakeStage::Login => format!(
+                        "no login verdict from {shown} within {after}: the server may be \
+                         overloaded; try again or raise --connect-timeout"
+                    ),
+                });
+            }
+            _ => {}
+        }
         // A Version Negotiation means a QUIC server answered: it runs, but is not quill.
         let foreign = matches!(
             &e,
@@ -329,11 +366,6 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
         );
         let mut err = CliError::from(e);
         if err.code == CONNECTION {
-            let shown = if addr.to_string() == target.display() {
-                target.display()
-            } else {
-                format!("{} ({addr})", target.display())
-            };
             let hint = if foreign {
                 "it is a QUIC server but not a quill server; check the address and port"
             } else {
@@ -349,6 +381,39 @@ pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, C
         handshake: start.elapsed(),
         target,
     })
+}
+
+/// `10 s`, `1.5 s`, `250 ms`: a duration as a person writes it.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// A client configuration for `login`'s options: `--connect-timeout` bounds the
+/// handshake and login.
+pub fn client_config(
+    creds: Login,
+    policy: HostKeyPolicy,
+    login: &LoginArgs,
+) -> Result<ClientConfig, CliError> {
+    let t = login.connect_timeout;
+    if t < Duration::from_millis(100) || t > Duration::from_secs(3600) {
+        return Err(CliError::usage(format!(
+            "--connect-timeout {} is out of range; use 100ms to 1h",
+            seconds(t)
+        )));
+    }
+    let mut config = ClientConfig::new(creds, policy);
+    config.transport = Arc::new(TransportConfig {
+        handshake_timeout: t,
+        ..TransportConfig::default()
+    });
+    Ok(config)
 }
 
 /// Parses `addr`, reads the credentials and the host-key policy, and connects.
@@ -370,7 +435,7 @@ pub fn open_target(
 ) -> Result<Session, CliError> {
     let policy = host_key_policy(login, &target)?;
     let creds = login_from_args(login)?;
-    let mut config = ClientConfig::new(creds, policy);
+    let mut config = client_config(creds, policy, login)?;
     if let Some(s) = suites {
         config.suites = s;
     }
@@ -417,7 +482,7 @@ pub fn register(a: &ClientArgs) -> CliResult {
     let target = parse_addr(&a.addr)?;
     let policy = host_key_policy(&a.login, &target)?;
     let login = register_login(&a.login)?;
-    let session = connect_config(target, ClientConfig::new(login, policy))?;
+    let session = connect_config(target, client_config(login, policy, &a.login)?)?;
     let account = session.conn.account().to_string();
     let message = session.conn.message().to_string();
     say!("registered and logged in as {account}")?;
@@ -561,6 +626,7 @@ mod tests {
             known_hosts: None,
             accept_new_host: false,
             host_key: Some("SHA256:short".into()),
+            connect_timeout: Duration::from_secs(10),
         };
         let err = host_key_policy(&login, &t("h", 1)).err().unwrap();
         assert_eq!(err.code, USAGE);

@@ -186,6 +186,8 @@ pub fn run(a: &DemoArgs) -> CliResult {
         allow_register: true,
         transport: TransportConfig::default(),
         retry: RetryPolicy::Never,
+        sessions: Default::default(),
+        registrations_per_address: 5,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

@@ -72,10 +72,19 @@ impl From<quill_transport::driver::blocking::ConnectError> for CliError {
         use quill_transport::driver::blocking::ConnectError;
         use quill_transport::ConnectionError as E;
         match e {
-            ConnectError::Connection(E::LoginRefused { reason }) => CliError::new(
-                LOGIN_REFUSED,
-                format!("login refused: {reason} (check the user name and password or key)"),
-            ),
+            // The generic refusal says nothing more (docs/SPEC.md §4.8); the others
+            // (a limit, registration closed, a taken name, ...) say what to do.
+            ConnectError::Connection(E::LoginRefused { reason })
+                if reason == quill_transport::auth::login::REFUSED =>
+            {
+                CliError::new(
+                    LOGIN_REFUSED,
+                    format!("login refused: {reason} (check the user name and password or key)"),
+                )
+            }
+            ConnectError::Connection(E::LoginRefused { reason }) => {
+                CliError::new(LOGIN_REFUSED, format!("login refused: {reason}"))
+            }
             ConnectError::Connection(E::HostKeyRejected {
                 fingerprint,
                 reason,

@@ -35,12 +35,16 @@ use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::accounts::SqliteStore;
+use quill_transport::auth::limiter::{Limiter, LimiterConfig};
 use quill_transport::auth::login::{LoginVerifier, Verdict};
+use quill_transport::auth::sessions::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER};
 use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::driver::login::verify_on_pool;
 use quill_transport::driver::signals::TerminationSignals;
 use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::proto::endpoint::{
+    ConnectionHandle, EndpointConfig, RetryPolicy, RESET_SECRET_LABEL,
+};
 use quill_transport::proto::{
     Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
@@ -84,6 +88,10 @@ pub struct ServerOptions {
     pub transport: TransportConfig,
     /// When to send Retry.
     pub retry: RetryPolicy,
+    /// Caps on connections per account and per address.
+    pub sessions: SessionCaps,
+    /// Registrations one address may attempt per hour (0: no limit).
+    pub registrations_per_address: u32,
 }
 
 /// A server running on its own thread.
@@ -156,13 +164,24 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         }
     }
     let store = SqliteStore::open(&opts.accounts).map_err(|e| CliError::usage(e.to_string()))?;
-    let verifier = Arc::new(LoginVerifier::new(Arc::new(store), opts.allow_register));
+    let mut verifier = LoginVerifier::new(Arc::new(store), opts.allow_register);
+    verifier.sessions = opts.sessions;
+    verifier.limiter = std::sync::Mutex::new(Limiter::new(LimiterConfig {
+        registrations_per_source: opts.registrations_per_address,
+        ..LimiterConfig::default()
+    }));
+    let verifier = Arc::new(verifier);
     let fingerprint = opts.host_key.public().fingerprint();
+    // The stateless-reset secret comes from the host key, so that a restarted server
+    // resets its predecessor's connections at once (clients learn of the restart in
+    // one round trip instead of an idle timeout).
+    let secret = *opts.host_key.derive_secret(RESET_SECRET_LABEL);
     let mut config = ServerConfig::new(opts.host_key);
     config.transport = Arc::new(opts.transport);
     config.allow_register = opts.allow_register;
     let endpoint = EndpointConfig {
         retry: opts.retry,
+        secret,
         ..EndpointConfig::default()
     };
     let handler = FileServer {
@@ -232,8 +251,12 @@ struct Settings {
     allow_register: bool,
     keep_alive: Option<Duration>,
     idle_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
     retry: RetryArg,
     qlog_dir: Option<PathBuf>,
+    max_connections_per_user: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_registrations_per_address: Option<u32>,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -246,8 +269,12 @@ const CONFIG_KEYS: &[&str] = &[
     "allow-register",
     "keep-alive",
     "idle-timeout",
+    "handshake-timeout",
     "retry",
     "qlog-dir",
+    "max-connections-per-user",
+    "max-connections-per-address",
+    "max-registrations-per-address",
 ];
 
 impl Settings {
@@ -264,8 +291,12 @@ impl Settings {
             allow_register: args.allow_register,
             keep_alive: args.keep_alive,
             idle_timeout: args.idle_timeout,
+            handshake_timeout: args.handshake_timeout,
             retry: args.retry,
             qlog_dir: args.qlog_dir.clone(),
+            max_connections_per_user: args.max_connections_per_user,
+            max_connections_per_address: args.max_connections_per_address,
+            max_registrations_per_address: args.max_registrations_per_address,
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -297,6 +328,20 @@ impl Settings {
                     }
                     "idle-timeout" if s.idle_timeout.is_none() => {
                         s.idle_timeout = Some(parse_duration(&value).map_err(at)?);
+                    }
+                    "handshake-timeout" if s.handshake_timeout.is_none() => {
+                        s.handshake_timeout = Some(parse_duration(&value).map_err(at)?);
+                    }
+                    "max-connections-per-user" if s.max_connections_per_user.is_none() => {
+                        s.max_connections_per_user = Some(parse_count(&value).map_err(at)?);
+                    }
+                    "max-connections-per-address" if s.max_connections_per_address.is_none() => {
+                        s.max_connections_per_address = Some(parse_count(&value).map_err(at)?);
+                    }
+                    "max-registrations-per-address"
+                        if s.max_registrations_per_address.is_none() =>
+                    {
+                        s.max_registrations_per_address = Some(parse_count(&value).map_err(at)?);
                     }
                     "retry" if s.retry == RetryArg::Auto => {
                         s.retry = match value.as_str() {
@@ -339,6 +384,9 @@ impl Settings {
         if let Some(t) = self.idle_timeout {
             transport.idle_timeout = t;
         }
+        if let Some(t) = self.handshake_timeout {
+            transport.handshake_timeout = t;
+        }
         transport.keep_alive_interval = self.keep_alive;
         transport
             .validate()
@@ -359,6 +407,15 @@ impl Settings {
             allow_register: self.allow_register,
             transport,
             retry,
+            sessions: SessionCaps::new(
+                self.max_connections_per_user
+                    .unwrap_or(DEFAULT_MAX_PER_USER),
+                self.max_connections_per_address
+                    .unwrap_or(DEFAULT_MAX_PER_ADDRESS),
+            ),
+            registrations_per_address: self
+                .max_registrations_per_address
+                .unwrap_or(LimiterConfig::default().registrations_per_source),
         })
     }
 }
@@ -404,6 +461,11 @@ fn parse_config(text: &str) -> Result<Vec<(usize, String, String)>, String> {
         out.push((n, key, value.to_owned()));
     }
     Ok(out)
+}
+
+fn parse_count<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("'{v}' is not a count (a whole number, 0 for no limit)"))
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -1243,6 +1305,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d.canonicalize().unwrap()
+    }
+
+    #[test]
+    fn handshake_timeout_from_the_file_and_the_command_line() {
+        use clap::Parser;
+        let dir = temp_root("handshake-timeout");
+        let file = dir.join("server.conf");
+        std::fs::write(&file, "handshake-timeout = 3s\n").unwrap();
+        let settings = |extra: &[&str]| {
+            let mut argv = vec!["quill", "server", "--config", file.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+            let crate::args::Command::Server(args) = cli.command else {
+                unreachable!("parsed as server")
+            };
+            Settings::from_args(&args).unwrap()
+        };
+        assert_eq!(
+            settings(&[]).handshake_timeout,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            settings(&["--handshake-timeout", "20s"]).handshake_timeout,
+            Some(Duration::from_secs(20)),
+            "the command line wins"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -331,3 +331,108 @@ fn get_to_dash_writes_the_file_to_stdout() {
     assert!(stderr(&o).contains("verified"), "{}", stderr(&o));
     assert!(!dir.path().join("-").exists() && !dir.path().join("-.quill-partial").exists());
 }
+
+/// A port nothing listens on answers with ICMP port unreachable: the client reports
+/// it at once instead of waiting for its connect timeout.
+#[test]
+fn a_closed_port_is_refused_at_once() {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    let o = quill()
+        .args(["ping", &addr, "-c", "1", "--user", USER, "--password-stdin"])
+        .args([
+            "--host-key",
+            &other_fingerprint(),
+            "--connect-timeout",
+            "30s",
+        ])
+        .write_stdin(format!("{PASSWORD}\n"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "connection refused by {addr}: nothing listens there"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    // Hang guard: well inside the 30 s connect timeout, so the ICMP error ended it.
+    assert!(start.elapsed() < Duration::from_secs(15), "{err}");
+}
+
+/// A server that swallows every datagram (a black hole: no ICMP either) is given
+/// up on after --connect-timeout, with a message saying so; -v says what the client
+/// was waiting for.
+#[test]
+fn a_silent_server_is_given_up_on_after_the_connect_timeout() {
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = hole.local_addr().unwrap().to_string();
+    let o = quill()
+        .args([
+            "-v",
+            "ping",
+            &addr,
+            "-c",
+            "1",
+            "--user",
+            USER,
+            "--password-stdin",
+        ])
+        .args([
+            "--host-key",
+            &other_fingerprint(),
+            "--connect-timeout",
+            "1s",
+        ])
+        .write_stdin(format!("{PASSWORD}\n"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("quill: no answer from {addr} within 1 s")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "waiting for the server's handshake (Initial sent to {addr}"
+        )),
+        "{err}"
+    );
+    drop(hole);
+}
+
+#[test]
+fn verbose_client_says_when_it_waits_for_the_login() {
+    let server = TestServer::start(false);
+    let o = client(&server, &["-v", "ping", &server.addr, "-c", "1"], b"")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("waiting for the server's handshake"), "{err}");
+    assert!(err.contains("waiting for login verification"), "{err}");
+}
+
+#[test]
+fn connect_timeout_out_of_range_is_a_usage_error() {
+    let o = quill()
+        .args(["ping", "127.0.0.1:9", "--user", USER, "--password-stdin"])
+        .args([
+            "--host-key",
+            &other_fingerprint(),
+            "--connect-timeout",
+            "10ms",
+        ])
+        .write_stdin(format!("{PASSWORD}\n"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--connect-timeout"), "{}", stderr(&o));
+}

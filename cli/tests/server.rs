@@ -104,6 +104,35 @@ fn server_refuses_a_key_readable_by_others() {
 }
 
 #[test]
+fn server_limit_keys_take_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        "max-connections-per-user = 4\nmax-registrations-per-address = lots\n",
+    )
+    .unwrap();
+    let out = quill()
+        .args(["server", "--config"])
+        .arg(&conf)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.conf:2: 'lots' is not a count"),
+        "{err}"
+    );
+    let out = quill()
+        .args(["server", "--max-connections-per-address", "-1"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
 fn server_config_file_unknown_key_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("server.conf");
@@ -383,4 +412,196 @@ fn server_echo_put_get_confinement_and_sigterm() {
         .expect("exited after SIGTERM");
     assert!(status.success(), "{status:?}");
     drop(conn);
+}
+
+fn alice_config(fingerprint: &str, password: &str) -> ClientConfig {
+    ClientConfig::new(
+        Login::Password {
+            user: "alice".into(),
+            password: Zeroizing::new(password.into()),
+        },
+        pinned_policy(fingerprint).unwrap(),
+    )
+}
+
+/// A server killed without a word and started again on the same port with the same
+/// key answers the old session's next packet with a stateless reset the client
+/// recognises (the reset secret comes from the host key), so the client learns of the
+/// restart at once instead of after its 30 s idle timeout.
+#[test]
+fn a_restarted_server_resets_old_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path(), "host.key");
+    let db = dir.path().join("accounts.db");
+    let out = user(
+        &db,
+        &["add", "alice", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let args = |listen: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "--listen".into(),
+            listen.into(),
+            "--key".into(),
+            key.clone().into(),
+            "--accounts".into(),
+            db.clone().into(),
+        ]
+    };
+    let start = |listen: &str| {
+        let a = args(listen);
+        let refs: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        ServerProcess::start(&refs)
+    };
+    let mut first = start("127.0.0.1:0");
+    let addr = first.addr;
+    // No keep-alive: the client sends nothing until the new server is up.
+    let conn = blocking::connect(addr, alice_config(&first.fingerprint, PASSWORD)).expect("log in");
+    first.child.kill().unwrap(); // SIGKILL: no CONNECTION_CLOSE
+    first.child.wait().unwrap();
+    let second = start(&addr.to_string());
+    assert_eq!(second.addr, addr);
+    // The session's next packet reaches a server that has never heard of it.
+    let mut stream = conn.open_bi().unwrap();
+    let _ = stream.write_all(b"ECHO\n");
+    let why = conn.wait_closed(Duration::from_secs(5));
+    assert!(
+        matches!(why, Some(quill_transport::ConnectionError::Reset)),
+        "expected a stateless reset within 5 s, got {why:?}"
+    );
+    drop(second);
+}
+
+/// `--max-connections-per-user` (flag) and `max-connections-per-address` (config
+/// file): a session beyond either cap is refused with a reason the client prints, and
+/// `quill connect` exits 4.
+#[test]
+fn connection_caps_refuse_with_a_clear_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path(), "host.key");
+    let db = dir.path().join("accounts.db");
+    for name in ["alice", "bob"] {
+        let out = user(
+            &db,
+            &["add", name, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, "max-connections-per-address = 2\n").unwrap();
+    let server = ServerProcess::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--accounts".as_ref(),
+        db.as_os_str(),
+        "--max-connections-per-user".as_ref(),
+        "1".as_ref(),
+        "--config".as_ref(),
+        conf.as_os_str(),
+    ]);
+    let connect_as = |name: &str| {
+        quill()
+            .args(["connect", &server.addr.to_string(), "--user", name])
+            .args(["--password-stdin", "--host-key", &server.fingerprint])
+            .write_stdin(format!("{PASSWORD}\n"))
+            .timeout(Duration::from_secs(20))
+            .output()
+            .unwrap()
+    };
+    let held = server.connect(PASSWORD);
+    let out = connect_as("alice");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("too many connections for this account (the server allows 1)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let bob = blocking::connect(
+        server.addr,
+        ClientConfig::new(
+            Login::Password {
+                user: "bob".into(),
+                password: Zeroizing::new(PASSWORD.into()),
+            },
+            pinned_policy(&server.fingerprint).unwrap(),
+        ),
+    )
+    .expect("a second session from the address");
+    let out = connect_as("bob");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("too many connections from your address (the server allows 2)"),
+        "{err}"
+    );
+    drop((held, bob));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Argon2id needs 19 MiB per verification. The server's memory after many logins
+/// stays at its bound (one reusable work area per worker), instead of growing by what
+/// the allocator kept of every verification (≈ 260 MB after 20 logins before).
+/// `QUILL_LOGINS=1000` measures the number recorded in docs/BENCHMARKS.md.
+#[test]
+fn server_memory_stays_bounded_after_many_logins() {
+    let logins: usize = std::env::var("QUILL_LOGINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path(), "host.key");
+    let db = dir.path().join("accounts.db");
+    let out = user(
+        &db,
+        &["add", "alice", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let server = ServerProcess::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--accounts".as_ref(),
+        db.as_os_str(),
+    ]);
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    for i in 0..logins {
+        // The server admits 50 new handshakes per second per address; stay under it.
+        let t = Instant::now();
+        drop(server.connect(PASSWORD));
+        if let Some(rest) = Duration::from_millis(25).checked_sub(t.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        if i % 100 == 99 {
+            eprintln!("{} logins: RSS {} KiB", i + 1, rss_kib(pid));
+        }
+    }
+    let after = rss_kib(pid);
+    eprintln!(
+        "server RSS before {before} KiB, after {logins} logins {after} KiB ({:?})",
+        started.elapsed()
+    );
+    // quill server's pool: one worker per core, 2..=8; each keeps one 19 MiB area.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let bound = (64 + 20 * workers as u64) * 1024;
+    assert!(
+        after < bound,
+        "RSS {after} KiB after {logins} logins exceeds {bound} KiB"
+    );
 }

@@ -289,6 +289,8 @@ impl std::fmt::Debug for HostKeyPair {
 
 const PEM_BEGIN: &str = "-----BEGIN QUILL PRIVATE KEY-----";
 const PEM_END: &str = "-----END QUILL PRIVATE KEY-----";
+/// HKDF salt of [`HostKeyPair::derive_secret`].
+const DERIVE_SALT: &[u8] = b"quill derived secret v1";
 /// Key files are tiny; never read more than this.
 const MAX_KEY_FILE: u64 = 16 * 1024;
 
@@ -355,6 +357,26 @@ impl HostKeyPair {
                 bytes: kp.public_key().as_ref().to_vec(),
             },
         }
+    }
+
+    /// A 32-byte secret derived from the private key for `label`, for keys a server
+    /// must keep across restarts without another file (the stateless-reset key):
+    /// `HKDF-SHA256(salt = "quill derived secret v1", IKM = algorithm id || seed,
+    /// info = label)`. Different labels give independent secrets, and none of them
+    /// reveals anything about the signing key (RFC 5869 §3.3: HKDF outputs are
+    /// independent of each other and of the input keying material).
+    pub fn derive_secret(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DERIVE_SALT);
+        let mut ikm = Zeroizing::new(Vec::with_capacity(2 + self.seed.len()));
+        ikm.extend_from_slice(&self.algorithm.id().to_be_bytes());
+        ikm.extend_from_slice(&self.seed);
+        let prk = salt.extract(&ikm);
+        let info = [label];
+        let mut out = Zeroizing::new([0u8; 32]);
+        prk.expand(&info, ring::hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
     }
 
     fn pub_path(path: &Path) -> PathBuf {
@@ -542,6 +564,18 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
+
+    #[test]
+    fn derived_secrets_are_stable_per_key_and_label() {
+        let a = HostKeyPair::from_seed(&[1; 32]).unwrap();
+        let a2 = HostKeyPair::from_seed(&[1; 32]).unwrap();
+        let b = HostKeyPair::from_seed(&[2; 32]).unwrap();
+        let x = a.derive_secret(b"x");
+        assert_eq!(*x, *a2.derive_secret(b"x"), "same key, same label");
+        assert_ne!(*x, *a.derive_secret(b"y"), "labels separate");
+        assert_ne!(*x, *b.derive_secret(b"x"), "keys separate");
+        assert_ne!(&x[..], &[1u8; 32][..], "not the seed");
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let mut d = std::env::temp_dir();

@@ -294,6 +294,11 @@ fn transport_config(c: &Common, fault: Option<Fault>) -> Result<TransportConfig,
     if let Some(ms) = c.idle_timeout_ms {
         t.idle_timeout = Duration::from_millis(ms);
     }
+    // The lossy scenarios (handshakeloss, handshakecorruption) judge a handshake by
+    // the idle timeout, as before the handshake timeout existed.
+    t.handshake_timeout = t
+        .idle_timeout
+        .clamp(t.handshake_timeout, Duration::from_secs(3600));
     t.keep_alive_interval = c.keep_alive_ms.map(Duration::from_millis);
     if let Some(n) = c.key_update {
         t.key_update_interval = n;
@@ -629,6 +634,7 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
         },
         // Every client arrives through the relay's one address.
         per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
         ..EndpointConfig::default()
     };
     let handler = PeerServer {
@@ -742,6 +748,8 @@ pub fn error_kind(e: &ConnectionError) -> &'static str {
         ConnectionError::Transport(_) => "protocol_error",
         ConnectionError::VersionMismatch { .. } => "version_mismatch",
         ConnectionError::Reset => "reset",
+        ConnectionError::HandshakeTimedOut { .. } => "handshake_timeout",
+        ConnectionError::Unreachable(_) => "unreachable",
     }
 }
 

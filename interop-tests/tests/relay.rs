@@ -433,6 +433,7 @@ mod quill_end_to_end {
         let config = ServerConfig::new(host_key());
         let endpoint = EndpointConfig {
             per_source_handshakes_per_sec: 0,
+            max_half_open_per_address: 0,
             ..EndpointConfig::default()
         };
         let mut ev = EventLoop::bind(

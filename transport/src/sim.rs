@@ -441,6 +441,8 @@ pub struct ServerApp {
     policy: LoginPolicy,
     /// Virtual time a login verdict takes.
     pub verdict_delay: Duration,
+    /// How long a refusal is held back after its verdict (`refuse_login_at`).
+    pub refusal_hold: Duration,
     pending: Option<(Instant, Result<String, String>)>,
     /// Every event seen, in order (stream events excluded).
     pub events: Vec<String>,
@@ -457,6 +459,7 @@ impl ServerApp {
         ServerApp {
             policy,
             verdict_delay: Duration::ZERO,
+            refusal_hold: Duration::ZERO,
             pending: None,
             events: Vec::new(),
             sink: Sink::default(),
@@ -511,7 +514,7 @@ impl App for ServerApp {
                 let (_, verdict) = self.pending.take().expect("checked");
                 match verdict {
                     Ok(account) => conn.accept_login(now, &account, "welcome"),
-                    Err(reason) => conn.refuse_login(now, &reason),
+                    Err(reason) => conn.refuse_login_at(now, &reason, now + self.refusal_hold),
                 }
             }
         }

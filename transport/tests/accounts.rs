@@ -15,8 +15,9 @@ use quill_crypto::password::verify_password;
 use quill_transport::auth::accounts::{AccountStore, SqliteStore, StoreError, SCHEMA_VERSION};
 use quill_transport::auth::limiter::{Limiter, LimiterConfig};
 use quill_transport::auth::login::{
-    LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED,
+    LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED, TOO_MANY_REGISTRATIONS,
 };
+use quill_transport::auth::sessions::SessionCaps;
 use quill_transport::proto::{LoginMethod, LoginRequest};
 use zeroize::Zeroizing;
 
@@ -294,12 +295,14 @@ fn verifier(dir: &TempDir, allow_register: bool, limiter: LimiterConfig) -> Logi
         store: Arc::new(store),
         limiter: Mutex::new(Limiter::new(limiter)),
         allow_register,
+        sessions: SessionCaps::default(),
     }
 }
 
 /// A limiter that never locks, for tests that are about something else.
 fn lenient() -> LimiterConfig {
     LimiterConfig {
+        pair_free_failures: 10_000,
         account_free_failures: 10_000,
         source_free_failures: 10_000,
         ..LimiterConfig::default()
@@ -500,43 +503,47 @@ fn lockout_after_failures_and_recovery_after_backoff() {
         .add_user("judy", Some(b"judy's password"), &[key(11)])
         .unwrap();
     let t0 = Instant::now();
-    for i in 0..5 {
-        assert_eq!(
-            v.verify(&password("judy", &format!("guess {i}")), SRC, t0, 0),
-            refused()
-        );
+    // Three failures from one address lock that address out of the account for 1 s;
+    // the third refusal is answered when the lock ends.
+    for i in 0..3 {
+        let d = v.decide(&password("judy", &format!("guess {i}")), SRC, t0, 0);
+        assert_eq!(d.verdict, refused());
+        let want = if i < 2 {
+            t0
+        } else {
+            t0 + Duration::from_secs(1)
+        };
+        assert_eq!(d.answer_at, want, "attempt {i}");
     }
-    assert_eq!(v.store.get("judy").unwrap().unwrap().failed_attempts, 5);
-    // Locked: the right password, and the right key, from anywhere, are refused
-    // exactly like a wrong password.
-    let elsewhere = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+    assert_eq!(v.store.get("judy").unwrap().unwrap().failed_attempts, 3);
+    // Locked: the right password and the right key from that address are refused
+    // exactly like a wrong password, answered at the end of the lock, not counted.
     let t = t0 + Duration::from_millis(500);
+    let d = v.decide(&password("judy", "judy's password"), SRC, t, 0);
     assert_eq!(
-        v.verify(&password("judy", "judy's password"), elsewhere, t, 0),
-        refused()
+        (d.verdict, d.answer_at),
+        (refused(), t0 + Duration::from_secs(1))
     );
-    assert_eq!(
-        v.verify(&publickey("judy", key(11)), elsewhere, t, 0),
-        refused()
-    );
+    assert_eq!(v.verify(&publickey("judy", key(11)), SRC, t, 0), refused());
+    assert_eq!(v.store.get("judy").unwrap().unwrap().failed_attempts, 3);
+    // From an address with no failures, the right password gets in.
+    let elsewhere = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+    assert!(accepted(
+        &v.verify(&password("judy", "judy's password"), elsewhere, t, 0),
+        "judy"
+    ));
     // An unknown name locks the same way, so locking reveals nothing.
-    for _ in 0..5 {
+    for _ in 0..3 {
         v.verify(&password("nemo", "guess"), SRC, t, 0);
     }
-    assert!(v
-        .limiter
-        .lock()
-        .unwrap()
-        .is_locked(Some("nemo"), elsewhere, t));
-    assert!(v
-        .limiter
-        .lock()
-        .unwrap()
-        .is_locked(Some("judy"), elsewhere, t));
-    assert!(!v.limiter.lock().unwrap().is_locked(Some("other"), SRC, t));
+    let l = v.limiter.lock().unwrap();
+    assert!(l.is_locked(Some("nemo"), SRC, t));
+    assert!(l.is_locked(Some("judy"), SRC, t));
+    assert!(!l.is_locked(Some("judy"), elsewhere, t));
+    drop(l);
 
-    // After the 1 s backoff (attempts while locked did not extend it) it works again,
-    // and success clears the account's counter.
+    // After the 1 s lock (attempts while locked did not extend it) it works again,
+    // and success clears the pair's counter.
     let t = t0 + Duration::from_secs(1);
     assert!(accepted(
         &v.verify(&password("judy", "judy's password"), SRC, t, 99),
@@ -550,14 +557,15 @@ fn lockout_after_failures_and_recovery_after_backoff() {
         "judy"
     ));
 
-    // Backoff doubles: 5 more failures lock for 1 s again from a clean start; a sixth
+    // Backoff doubles: 3 more failures lock for 1 s again from a clean start; a fourth
     // failure after that lock locks for 2 s.
     let t1 = t + Duration::from_secs(10);
-    for _ in 0..5 {
+    for _ in 0..3 {
         v.verify(&password("judy", "wrong"), SRC, t1, 0);
     }
     let t2 = t1 + Duration::from_secs(1);
-    v.verify(&password("judy", "wrong"), SRC, t2, 0);
+    let d = v.decide(&password("judy", "wrong"), SRC, t2, 0);
+    assert_eq!(d.answer_at, t2 + Duration::from_secs(2));
     let right = password("judy", "judy's password");
     assert_eq!(
         v.verify(&right, SRC, t2 + Duration::from_millis(1500), 0),
@@ -566,6 +574,67 @@ fn lockout_after_failures_and_recovery_after_backoff() {
     assert!(accepted(
         &v.verify(&right, SRC, t2 + Duration::from_secs(2), 0),
         "judy"
+    ));
+}
+
+#[test]
+fn guessing_from_other_addresses_cannot_lock_the_owner_out() {
+    let dir = TempDir::new("no-weapon");
+    let v = verifier(&dir, false, LimiterConfig::default());
+    v.store
+        .add_user("kate", Some(b"kate's password"), &[])
+        .unwrap();
+    let t0 = Instant::now();
+    // Forty addresses guess at the account, one guess each: far past the account's
+    // free failures.
+    for n in 0..40u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
+        assert_eq!(v.verify(&password("kate", "guess"), ip, t0, 0), refused());
+    }
+    // They are locked out of it...
+    let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0));
+    assert!(v
+        .limiter
+        .lock()
+        .unwrap()
+        .is_locked(Some("kate"), attacker, t0));
+    // ...the owner, from an address with no failures, is not.
+    assert!(accepted(
+        &v.verify(&password("kate", "kate's password"), SRC, t0, 0),
+        "kate"
+    ));
+}
+
+#[test]
+fn registrations_are_limited_per_address() {
+    let dir = TempDir::new("reg-limit");
+    let v = verifier(
+        &dir,
+        true,
+        LimiterConfig {
+            registrations_per_source: 3,
+            ..LimiterConfig::default()
+        },
+    );
+    let now = Instant::now();
+    for i in 0..3 {
+        let name = format!("reg{i}");
+        assert!(accepted(
+            &v.verify(&register(&name, "a fine password", None), SRC, now, 0),
+            &name
+        ));
+    }
+    assert_eq!(
+        v.verify(&register("reg3", "a fine password", None), SRC, now, 0),
+        Verdict::Refuse {
+            reason: TOO_MANY_REGISTRATIONS.into()
+        }
+    );
+    assert!(v.store.get("reg3").unwrap().is_none());
+    let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+    assert!(accepted(
+        &v.verify(&register("reg3", "a fine password", None), other, now, 0),
+        "reg3"
     ));
 }
 
@@ -592,8 +661,13 @@ fn child_writer() {
     let store = SqliteStore::open(&path).unwrap();
     let v = Arc::new(LoginVerifier {
         store: Arc::new(store),
-        limiter: Mutex::new(Limiter::default()),
+        // Thousands of registrations from one address: no registration limit.
+        limiter: Mutex::new(Limiter::new(LimiterConfig {
+            registrations_per_source: 0,
+            ..LimiterConfig::default()
+        })),
         allow_register: true,
+        sessions: SessionCaps::default(),
     });
     let threads: Vec<_> = (0..2)
         .map(|t| {

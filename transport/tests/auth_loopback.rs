@@ -7,14 +7,16 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::accounts::{AccountStore, SqliteStore};
 use quill_transport::auth::known_hosts::{known_hosts_policy, TrustMode};
-use quill_transport::auth::limiter::{Limiter, LimiterConfig};
-use quill_transport::auth::login::LoginVerifier;
+use quill_transport::auth::limiter::{LimitKey, Limiter, LimiterConfig};
+use quill_transport::auth::login::{LoginVerifier, TOO_MANY_REGISTRATIONS};
+use quill_transport::auth::sessions::SessionCaps;
 use quill_transport::driver::blocking::{self, ConnectError};
 use quill_transport::proto::{ClientConfig, ConnectionError, Login, TransportConfig};
 use support::auth_server::*;
@@ -133,11 +135,12 @@ fn lockout_after_failures_then_recovery() {
     let verifier = Arc::new(LoginVerifier {
         store: st,
         limiter: Mutex::new(Limiter::new(LimiterConfig {
-            account_free_failures: 3,
+            pair_free_failures: 3,
             base_lockout: Duration::from_millis(700),
             ..LimiterConfig::default()
         })),
         allow_register: false,
+        sessions: SessionCaps::default(),
     });
     let server = Server::start(
         "127.0.0.1:0",
@@ -145,24 +148,306 @@ fn lockout_after_failures_then_recovery() {
         verifier,
         TransportConfig::default(),
     );
-    for _ in 0..3 {
+    for _ in 0..2 {
         refused(blocking::connect(
             server.addr,
             client(password("gina", "wrong"), &key),
         ));
     }
-    // Locked: even the right password is refused, with the same answer.
+    // The third failure locks this address out of the account for 700 ms, and its
+    // refusal is held back until the lock ends (a bound the server enforces).
+    let start = Instant::now();
     let why = refused(blocking::connect(
         server.addr,
-        client(password("gina", "correct horse battery"), &key),
+        client(password("gina", "wrong"), &key),
     ));
     assert_eq!(why, "login refused");
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(start.elapsed() >= Duration::from_millis(700));
     blocking::connect(
         server.addr,
         client(password("gina", "correct horse battery"), &key),
     )
     .expect("unlocked after the backoff");
+    server.stop();
+}
+
+/// The lock after `n` failures of one key under `c` (its `free` failures allowed).
+fn lock_after(c: &LimiterConfig, free: u32, n: u32) -> Duration {
+    match n.checked_sub(free.max(1)) {
+        None => Duration::ZERO,
+        Some(over) => c
+            .base_lockout
+            .saturating_mul(1 << over.min(20))
+            .min(c.max_lockout),
+    }
+}
+
+fn attacked_server(
+    name: &str,
+    seed: u8,
+    limits: LimiterConfig,
+) -> (Server, Arc<LoginVerifier>, Arc<HostKeyPair>) {
+    let dir = temp_dir(name);
+    let key = host_key(seed);
+    let st = store(&dir);
+    st.add_user("alice", Some(b"alice's password"), &[])
+        .unwrap();
+    st.add_user("bob", Some(b"bob's password"), &[]).unwrap();
+    let verifier = Arc::new(LoginVerifier {
+        store: st,
+        limiter: Mutex::new(Limiter::new(limits)),
+        allow_register: false,
+        sessions: SessionCaps::default(),
+    });
+    let server = Server::start(
+        "127.0.0.1:0",
+        key.clone(),
+        verifier.clone(),
+        TransportConfig::default(),
+    );
+    (server, verifier, key)
+}
+
+/// Waits (bounded) until `n` reaches `at_least`.
+fn wait_for(n: &AtomicUsize, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n.load(Ordering::SeqCst) < at_least {
+        assert!(Instant::now() < deadline, "the attacker stalled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// 30 wrong passwords from one address, one after the other (the attack that used to
+/// take 1.2 s in all). Every refusal is now held back until the lock it left ends, so
+/// the 30 take at least the sum of the configured locks: a lower bound the server
+/// enforces, not a speed measurement. Meanwhile another user from another address and
+/// the account's owner from a clean address log in.
+#[test]
+fn thirty_guesses_from_one_address_slow_down_and_spare_everyone_else() {
+    let limits = LimiterConfig {
+        pair_free_failures: 2,
+        source_free_failures: 5,
+        account_free_failures: 5,
+        base_lockout: Duration::from_millis(10),
+        max_lockout: Duration::from_millis(150),
+        max_answer_delay: Duration::from_secs(1),
+        ..LimiterConfig::default()
+    };
+    let (server, _verifier, key) = attacked_server("backoff", 11, limits.clone());
+    let addr = server.addr;
+    let guesses = Arc::new(AtomicUsize::new(0));
+    let attacker = {
+        let (guesses, key) = (guesses.clone(), key.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for i in 0..30 {
+                let r = login_from(
+                    "127.0.0.1",
+                    addr,
+                    client(password("alice", &format!("guess {i}")), &key),
+                );
+                assert!(
+                    matches!(r, Err(ConnectionError::LoginRefused { .. })),
+                    "guess {i}: {r:?}"
+                );
+                guesses.fetch_add(1, Ordering::SeqCst);
+            }
+            start.elapsed()
+        })
+    };
+    wait_for(&guesses, 8);
+    assert_eq!(
+        login_from(
+            "127.0.0.2",
+            addr,
+            client(password("bob", "bob's password"), &key)
+        ),
+        Ok("bob".into()),
+        "another user from another address"
+    );
+    assert_eq!(
+        login_from(
+            "127.0.0.3",
+            addr,
+            client(password("alice", "alice's password"), &key)
+        ),
+        Ok("alice".into()),
+        "the owner from a clean address"
+    );
+    let took = attacker.join().unwrap();
+    // Each guess was checked (it came after the previous lock ended) and its refusal
+    // waited for the (alice, 127.0.0.1) lock it left, at least.
+    let floor: Duration = (1..=30)
+        .map(|n| lock_after(&limits, limits.pair_free_failures, n))
+        .sum();
+    eprintln!("30 guesses took {took:?}; the locks add up to {floor:?}");
+    assert!(took >= floor, "30 guesses took {took:?} < {floor:?}");
+    server.stop();
+}
+
+/// Lockout is not a weapon: while an attacker keeps the account locked (for 30 s at
+/// a time, far longer than this test), the owner with the right password from an
+/// address with no failures gets in, and so does another user.
+#[test]
+fn an_attacker_cannot_lock_the_owner_out() {
+    let limits = LimiterConfig {
+        pair_free_failures: 3,
+        source_free_failures: 3,
+        account_free_failures: 3,
+        base_lockout: Duration::from_secs(30),
+        max_lockout: Duration::from_secs(30),
+        max_answer_delay: Duration::from_millis(200),
+        ..LimiterConfig::default()
+    };
+    let (server, verifier, key) = attacked_server("weapon", 12, limits);
+    let addr = server.addr;
+    let guesses = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (guesses, stop, key) = (guesses.clone(), stop.clone(), key.clone());
+        std::thread::spawn(move || {
+            for i in 0..500 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let r = login_from(
+                    "127.0.0.1",
+                    addr,
+                    client(password("alice", &format!("guess {i}")), &key),
+                );
+                assert!(r.is_err(), "guess {i} got in");
+                guesses.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_for(&guesses, 5);
+    let account = LimitKey::Account("alice".into());
+    let locked = verifier
+        .limiter
+        .lock()
+        .unwrap()
+        .locked_until(&account, Instant::now());
+    assert!(locked.is_some(), "the attacker has locked the account");
+    let owner = login_from(
+        "127.0.0.3",
+        addr,
+        client(password("alice", "alice's password"), &key),
+    );
+    let other = login_from(
+        "127.0.0.2",
+        addr,
+        client(password("bob", "bob's password"), &key),
+    );
+    stop.store(true, Ordering::SeqCst);
+    attacker.join().unwrap();
+    assert!(
+        locked.unwrap() > Instant::now(),
+        "the lock was in force throughout"
+    );
+    assert_eq!(owner, Ok("alice".into()));
+    assert_eq!(other, Ok("bob".into()));
+    server.stop();
+}
+
+#[test]
+fn registrations_are_limited_per_address() {
+    let dir = temp_dir("reg-limit");
+    let key = host_key(13);
+    let mut verifier = LoginVerifier::new(store(&dir), true);
+    let per = verifier
+        .limiter
+        .lock()
+        .unwrap()
+        .config()
+        .registrations_per_source;
+    assert!(per > 0 && per < 25, "a default limit");
+    verifier.sessions = SessionCaps::default();
+    let verifier = Arc::new(verifier);
+    let server = Server::start(
+        "127.0.0.1:0",
+        key.clone(),
+        verifier.clone(),
+        TransportConfig::default(),
+    );
+    // 25 registrations from one address: only the first `per` are accepted.
+    let mut accepted = 0;
+    for i in 0..25 {
+        let cfg = client(register(&format!("user{i}"), "correct horse battery"), &key);
+        match login_from("127.0.0.1", server.addr, cfg) {
+            Ok(_) => accepted += 1,
+            Err(ConnectionError::LoginRefused { reason }) => {
+                assert_eq!(reason, TOO_MANY_REGISTRATIONS)
+            }
+            Err(e) => panic!("registration {i}: {e}"),
+        }
+    }
+    assert_eq!(accepted, per as usize);
+    assert_eq!(verifier.store.list().unwrap().len(), per as usize);
+    // Another address still may.
+    let cfg = client(register("elsewhere", "correct horse battery"), &key);
+    assert_eq!(
+        login_from("127.0.0.2", server.addr, cfg),
+        Ok("elsewhere".into())
+    );
+    server.stop();
+}
+
+#[test]
+fn connections_are_capped_per_user_and_per_address() {
+    let dir = temp_dir("caps");
+    let key = host_key(14);
+    let st = store(&dir);
+    for u in ["alice", "bob", "carol"] {
+        st.add_user(u, Some(b"correct horse battery"), &[]).unwrap();
+    }
+    let mut verifier = LoginVerifier::new(st, false);
+    verifier.sessions = SessionCaps::new(2, 3);
+    let verifier = Arc::new(verifier);
+    let server = Server::start(
+        "127.0.0.1:0",
+        key.clone(),
+        verifier.clone(),
+        TransportConfig::default(),
+    );
+    let login = |user: &str| {
+        blocking::connect(
+            server.addr,
+            client(password(user, "correct horse battery"), &key),
+        )
+    };
+    let a1 = login("alice").expect("first");
+    let a2 = login("alice").expect("second");
+    let why = refused(login("alice"));
+    assert!(
+        why.contains("too many connections for this account"),
+        "{why}"
+    );
+    let b1 = login("bob").expect("a third session from the address");
+    let why = refused(login("carol"));
+    assert!(
+        why.contains("too many connections from your address"),
+        "{why}"
+    );
+    // The per-account cap holds from any address.
+    match login_from(
+        "127.0.0.2",
+        server.addr,
+        client(password("alice", "correct horse battery"), &key),
+    ) {
+        Err(ConnectionError::LoginRefused { reason }) => {
+            assert!(reason.contains("for this account"), "{reason}")
+        }
+        other => panic!("expected the account cap, got {other:?}"),
+    }
+    // Closing a session frees its slot once the server has dropped the connection.
+    drop((a1, b1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while verifier.sessions.sessions_of_user("alice") > 1 {
+        assert!(Instant::now() < deadline, "the slot was never released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a3 = login("alice").expect("room again");
+    drop((a2, a3));
     server.stop();
 }
 
@@ -222,10 +507,14 @@ fn child_server() {
         return;
     };
     let bind = std::env::var("QUILL_TEST_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
-    let verifier = Arc::new(LoginVerifier::new(
-        Arc::new(SqliteStore::open(Path::new(&db)).unwrap()),
-        true,
-    ));
+    let mut verifier =
+        LoginVerifier::new(Arc::new(SqliteStore::open(Path::new(&db)).unwrap()), true);
+    // Hundreds of registrations from one address: no registration limit here.
+    verifier.limiter = Mutex::new(Limiter::new(LimiterConfig {
+        registrations_per_source: 0,
+        ..LimiterConfig::default()
+    }));
+    let verifier = Arc::new(verifier);
     let server = Server::start(&bind, host_key(9), verifier, TransportConfig::default());
     println!("listening {}", server.addr);
     std::thread::park_timeout(Duration::from_secs(60));

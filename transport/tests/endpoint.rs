@@ -10,8 +10,8 @@ use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::SeededRandom;
 use quill_transport::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
-    ClientConfig, ConnectionError, Dir, Event, HostKeyPolicy, Login, ReadOutcome, ServerConfig,
-    StreamEvent,
+    ClientConfig, ConnectionError, Dir, Event, HandshakeStage, HostKeyPolicy, Login, ReadOutcome,
+    ServerConfig, StreamEvent,
 };
 use quill_transport::wire::QUILL_VERSION;
 use quill_transport::wire::{parse_header, parse_version_negotiation, LongType, PacketKind};
@@ -280,7 +280,13 @@ fn handshake_login_and_data_through_endpoints() {
 #[test]
 fn thousand_concurrent_clients_log_in() {
     let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(2));
+    // Every client comes from one address here: lift the per-address cap on
+    // half-open sessions, as endpoint_config lifts the per-source rate limit.
+    let cfg = EndpointConfig {
+        max_half_open_per_address: 0,
+        ..endpoint_config(2)
+    };
+    let mut net = pair(t0, cfg);
     let mut handles = Vec::new();
     for i in 0..1000 {
         handles.push(connect(&mut net, 1, &format!("user{i}")));
@@ -559,6 +565,40 @@ fn half_open_limit_refuses_while_logins_pend() {
     assert!(st.refused_half_open >= 1, "{st:?}");
 }
 
+/// A login that is never decided ends on both sides at the handshake timeout (10 s
+/// by default), not at the idle timeout, and frees the server's half-open place.
+#[test]
+fn a_handshake_that_does_not_finish_in_time_ends_on_both_sides() {
+    let t0 = Instant::now();
+    let mut net = pair(t0, endpoint_config(16));
+    net.nodes[0].accept_logins = false;
+    connect(&mut net, 1, "alice");
+    assert!(
+        net.run_until(Duration::from_secs(2), |n| n.nodes[0].ep.stats().half_open
+            == 1)
+    );
+    assert!(net.run_until(Duration::from_secs(60), |n| {
+        !n.nodes[0].lost.is_empty() && !n.nodes[1].lost.is_empty()
+    }));
+    let took = net.now - t0;
+    assert!(took <= Duration::from_secs(11), "{took:?}");
+    assert_eq!(net.nodes[0].ep.stats().half_open, 0);
+    for (side, node) in [("server", &net.nodes[0]), ("client", &net.nodes[1])] {
+        assert!(
+            matches!(
+                node.lost[0].1,
+                ConnectionError::HandshakeTimedOut {
+                    stage: HandshakeStage::Login,
+                    after,
+                } if after == Duration::from_secs(10)
+            ),
+            "{side}: {:?}",
+            node.lost
+        );
+    }
+    assert!(net.nodes[1].connected.is_empty());
+}
+
 #[test]
 fn per_source_rate_limit_defers_the_second_handshake() {
     let t0 = Instant::now();
@@ -617,13 +657,12 @@ fn handle_timeout_touches_only_sessions_whose_deadline_passed() {
             lost.push((h, err));
         }
     }
-    assert_eq!(
-        lost,
-        vec![
-            (a, ConnectionError::TimedOut),
-            (b, ConnectionError::TimedOut)
-        ]
-    );
+    // Nothing was ever heard: the handshake timeout (10 s) ends them.
+    let timed_out = ConnectionError::HandshakeTimedOut {
+        after: Duration::from_secs(10),
+        stage: HandshakeStage::NoAnswer,
+    };
+    assert_eq!(lost, vec![(a, timed_out.clone()), (b, timed_out)]);
     assert!(
         ep.is_empty(),
         "drained sessions are freed once their events are read"
@@ -648,7 +687,7 @@ fn ten_thousand_idle_sessions_cost_nothing_per_wakeup() {
     while t + Duration::from_secs(1) < earliest {
         ep.handle_timeout(t);
         wakeups += 1;
-        t += Duration::from_millis(100);
+        t += Duration::from_millis(50);
     }
     assert!(wakeups > 100);
     let st = ep.stats();
@@ -661,7 +700,10 @@ fn ten_thousand_idle_sessions_cost_nothing_per_wakeup() {
     assert_eq!(ep.stats().timeouts_handled, 10_000);
     let mut lost = 0;
     while let Some((_, e)) = ep.poll_event() {
-        if matches!(e, Event::ConnectionLost(ConnectionError::TimedOut)) {
+        if matches!(
+            e,
+            Event::ConnectionLost(ConnectionError::HandshakeTimedOut { .. })
+        ) {
             lost += 1;
         }
     }

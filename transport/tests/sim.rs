@@ -727,3 +727,109 @@ fn rebinding_under_heavy_loss_still_validates_the_new_path() {
         );
     }
 }
+
+/// Short periodic black holes (the interop suite's 'blackhole' scenario): the path is
+/// open for 1.5 s, then drops everything in both directions for 2 s, over and over.
+/// The receiving side sends nothing ack-eliciting, so it hears from the sender only
+/// when a probe lands in an open window. Without a bound on the PTO backoff the
+/// sender's probes drift to 8, 16, 32 s apart and the receiver idles out; with it
+/// the transfer goes on for many idle timeouts and completes.
+#[test]
+fn a_receive_only_peer_survives_periodic_black_holes() {
+    const OPEN: Duration = Duration::from_millis(1500);
+    const CLOSED: Duration = Duration::from_millis(2000);
+    let idle = Duration::from_secs(10);
+    for seed in 60..66 {
+        let t = TransportConfig {
+            idle_timeout: idle,
+            ..TransportConfig::default()
+        };
+        let s = setup(seed, t);
+        // 2 Mbit/s: 8 MB take over a minute of open path, so the transfer spans
+        // dozens of outages and several idle timeouts.
+        let link = LinkConfig {
+            bandwidth_bps: Some(2_000_000),
+            ..LinkConfig::default()
+        };
+        let mut sim = Sim::new(
+            seed,
+            s.client,
+            s.server,
+            link.clone(),
+            link,
+            ClientApp::new(8 * MB, 1),
+            alice_policy(),
+        );
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+        // Each seed starts its first outage at a different phase of the transfer.
+        let start = sim.now + Duration::from_millis(137 * (seed - 60));
+        let cycle = OPEN + CLOSED;
+        let deadline = sim.now + Duration::from_secs(3600);
+        let mut outages = 0u32;
+        let mut was_closed = false;
+        while sim.server_app.sink.finished.is_empty() && sim.client_app.lost.is_none() {
+            assert!(sim.now < deadline, "seed {seed}: no end after an hour");
+            let phase = sim.now.saturating_duration_since(start).as_nanos() % cycle.as_nanos();
+            let closed = sim.now >= start && phase >= OPEN.as_nanos();
+            sim.c2s.black_hole = closed;
+            sim.s2c.black_hole = closed;
+            if closed && !was_closed {
+                outages += 1;
+            }
+            was_closed = closed;
+            if !sim.step() {
+                break;
+            }
+        }
+        assert!(
+            sim.client_app.lost.is_none(),
+            "seed {seed}: lost after {outages} outages at {:?}: {:?}",
+            sim.elapsed(),
+            sim.client_app.lost
+        );
+        assert_eq!(
+            sim.server_app.sink.finished.len(),
+            1,
+            "seed {seed}: ran dry"
+        );
+        let (_, n, hash) = sim.server_app.sink.finished[0];
+        assert_eq!(n, 8 * MB);
+        assert_eq!(hash, sim.client_app.sent[0].2, "seed {seed}");
+        assert!(
+            sim.elapsed() > 4 * idle && outages > 10,
+            "seed {seed}: the transfer did not span the outages ({outages}, {:?})",
+            sim.elapsed()
+        );
+        let ptos = sim.client.stats().ptos;
+        eprintln!(
+            "seed {seed}: 8 MB through {outages} outages in {:?}, {ptos} PTOs",
+            sim.elapsed()
+        );
+        assert!(ptos > u64::from(outages), "seed {seed}: {ptos} PTOs");
+    }
+}
+
+/// An ICMP unreachable ends a connection attempt that has heard nothing, and is
+/// ignored once the server has answered (a forged one must not end a connection).
+#[test]
+fn icmp_unreachable_counts_only_before_the_server_answers() {
+    use quill_transport::proto::Unreachable;
+    let mut sim = sim(31, LinkConfig::default(), ClientApp::new(0, 0));
+    sim.client.handle_unreachable(Unreachable::Refused);
+    assert!(sim.client.is_drained());
+    assert_eq!(
+        sim.client.error(),
+        Some(&ConnectionError::Unreachable(Unreachable::Refused))
+    );
+    let mut sim = self::sim(32, LinkConfig::default(), ClientApp::new(0, 0));
+    assert!(sim.run_until(Duration::from_millis(20), |s| s
+        .client
+        .stats()
+        .packets_received
+        > 0));
+    sim.client.handle_unreachable(Unreachable::Refused);
+    assert!(!sim.client.is_closed());
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+    sim.client.handle_unreachable(Unreachable::Host);
+    assert!(sim.client.is_established());
+}

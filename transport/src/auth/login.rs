@@ -19,8 +19,10 @@
 //! - A public-key login (whose transcript signature the handshake already verified) is
 //!   accepted if the key's fingerprint is among the account's authorised keys. It has no
 //!   password to hash, so all of its refusals are equally fast.
-//! - Every refused login counts against the account name (known or not) and the source
-//!   address in the [`Limiter`].
+//! - Every refused login counts against the account name (known or not), the source
+//!   address and the pair in the [`Limiter`], and its answer is held back until the
+//!   lock it leaves ends ([`Decision::answer_at`], at most `max_answer_delay`): the
+//!   driver answers with `Connection::refuse_login_at`, so no thread waits.
 //!
 //! Registration (only when `allow_register`; otherwise [`REGISTRATION_CLOSED`]):
 //! - A bad name or a weak password is refused with the specific reason (the user can
@@ -33,6 +35,9 @@
 //!   `source_free_failures` names before backing off), and a locked source gets
 //!   [`REFUSED`]. Nothing beyond "taken" is revealed (not whether the account is
 //!   disabled, has a password, or has keys).
+//! - Each address may attempt `registrations_per_source` registrations (that reach the
+//!   account store) per `registration_window`; beyond that it gets
+//!   [`TOO_MANY_REGISTRATIONS`].
 //! - On success the account exists durably (committed with `synchronous=FULL`) before
 //!   [`Verdict::Accept`] is returned, and the client is logged in as it.
 
@@ -44,6 +49,7 @@ use quill_crypto::password::{dummy_verify, verify_password};
 
 use super::accounts::{check_new_password, normalize_name, AccountStore, StoreError};
 use super::limiter::Limiter;
+use super::sessions::SessionCaps;
 use crate::proto::{LoginMethod, LoginRequest};
 
 /// The reason given for every failed login.
@@ -52,6 +58,9 @@ pub const REFUSED: &str = "login refused";
 pub const REGISTRATION_CLOSED: &str = "registration is closed";
 /// The reason given for a registration whose name is taken.
 pub const NAME_TAKEN: &str = "that account name is taken";
+/// The reason given when an address has used up its registrations for now.
+pub const TOO_MANY_REGISTRATIONS: &str =
+    "too many registrations from your address; try again later";
 
 /// The answer to a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +87,26 @@ impl Verdict {
     }
 }
 
+/// A [`Verdict`] and when to deliver it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The answer.
+    pub verdict: Verdict,
+    /// When to send it: the decision time for acceptances and most refusals; for a
+    /// refused login, the end of the lock it left or found (bounded by the limiter's
+    /// `max_answer_delay`). Hold the answer back with `Connection::refuse_login_at`.
+    pub answer_at: Instant,
+}
+
+impl Decision {
+    fn now(verdict: Verdict, now: Instant) -> Decision {
+        Decision {
+            verdict,
+            answer_at: now,
+        }
+    }
+}
+
 /// Decides logins against an [`AccountStore`], with brute-force limits. See the
 /// [module documentation](self); call [`verify`](Self::verify) on the worker pool.
 pub struct LoginVerifier {
@@ -87,6 +116,8 @@ pub struct LoginVerifier {
     pub limiter: Mutex<Limiter>,
     /// Whether `register` logins may create accounts (off by default in the server).
     pub allow_register: bool,
+    /// Caps on sessions per account and per address (applied by the driver).
+    pub sessions: SessionCaps,
 }
 
 impl std::fmt::Debug for LoginVerifier {
@@ -98,12 +129,13 @@ impl std::fmt::Debug for LoginVerifier {
 }
 
 impl LoginVerifier {
-    /// A verifier over `store` with the default [`Limiter`].
+    /// A verifier over `store` with the default [`Limiter`] and [`SessionCaps`].
     pub fn new(store: Arc<dyn AccountStore>, allow_register: bool) -> LoginVerifier {
         LoginVerifier {
             store,
             limiter: Mutex::new(Limiter::default()),
             allow_register,
+            sessions: SessionCaps::default(),
         }
     }
 
@@ -111,8 +143,7 @@ impl LoginVerifier {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decides `req` from `source`. `now` drives the limiter; `unix_now` is recorded as
-    /// the account's last login (and creation time is the store's clock).
+    /// Decides `req` from `source` (the verdict of [`LoginVerifier::decide`]).
     ///
     /// Blocks for an Argon2id run and database I/O: call it on the worker pool.
     pub fn verify(
@@ -122,26 +153,44 @@ impl LoginVerifier {
         now: Instant,
         unix_now: u64,
     ) -> Verdict {
+        self.decide(req, source, now, unix_now).verdict
+    }
+
+    /// Decides `req` from `source`, and when to answer. `now` drives the limiter;
+    /// `unix_now` is recorded as the account's last login (and creation time is the
+    /// store's clock).
+    ///
+    /// Blocks for an Argon2id run and database I/O: call it on the worker pool.
+    pub fn decide(
+        &self,
+        req: &LoginRequest,
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+    ) -> Decision {
         match &req.method {
             LoginMethod::Password(pw) => self.password(&req.user, pw, source, now, unix_now),
             LoginMethod::PublicKey(key) => {
                 let name = normalize_name(&req.user).ok();
-                let locked = self.limiter().is_locked(name.as_deref(), source, now);
+                let locked = self
+                    .limiter()
+                    .locked_until_for(name.as_deref(), source, now);
                 let account = name.as_deref().and_then(|n| self.lookup(n));
                 let fp = key.fingerprint();
                 let authorised = account
                     .as_ref()
                     .is_some_and(|a| !a.disabled && a.keys.iter().any(|k| k.fingerprint() == fp));
-                if authorised && !locked {
+                if authorised && locked.is_none() {
                     let name = name.unwrap_or_default();
-                    self.succeed(&name, source, unix_now)
+                    Decision::now(self.succeed(&name, source, unix_now), now)
                 } else {
                     self.fail(name.as_deref(), account.is_some(), locked, source, now)
                 }
             }
-            LoginMethod::Register { password, key } => {
-                self.register(&req.user, password, key.as_ref(), source, now, unix_now)
-            }
+            LoginMethod::Register { password, key } => Decision::now(
+                self.register(&req.user, password, key.as_ref(), source, now, unix_now),
+                now,
+            ),
         }
     }
 
@@ -163,13 +212,15 @@ impl LoginVerifier {
         source: IpAddr,
         now: Instant,
         unix_now: u64,
-    ) -> Verdict {
+    ) -> Decision {
         let name = normalize_name(user).ok();
-        let locked = self.limiter().is_locked(name.as_deref(), source, now);
+        let locked = self
+            .limiter()
+            .locked_until_for(name.as_deref(), source, now);
         let account = name.as_deref().and_then(|n| self.lookup(n));
         // Exactly one Argon2id run on every path.
         let matched = match account.as_ref().and_then(|a| a.password_phc.as_deref()) {
-            Some(phc) if !locked => verify_password(phc, pw),
+            Some(phc) if locked.is_none() => verify_password(phc, pw),
             _ => {
                 dummy_verify(pw);
                 false
@@ -177,13 +228,13 @@ impl LoginVerifier {
         };
         let ok = matched && account.as_ref().is_some_and(|a| !a.disabled);
         match (ok, name) {
-            (true, Some(name)) => self.succeed(&name, source, unix_now),
+            (true, Some(name)) => Decision::now(self.succeed(&name, source, unix_now), now),
             (_, name) => self.fail(name.as_deref(), account.is_some(), locked, source, now),
         }
     }
 
-    fn succeed(&self, name: &str, _source: IpAddr, unix_now: u64) -> Verdict {
-        self.limiter().record_success(name);
+    fn succeed(&self, name: &str, source: IpAddr, unix_now: u64) -> Verdict {
+        self.limiter().record_success(name, source);
         if let Err(e) = self.store.record_login(name, unix_now) {
             tracing::warn!(account = name, "could not record login: {e}");
         }
@@ -193,19 +244,25 @@ impl LoginVerifier {
         }
     }
 
-    /// Refuses. An attempt made while locked is not counted (see the limiter's rules).
+    /// Refuses, answering when the lock ends. An attempt made while locked (`locked`
+    /// is the lock's end) is not counted (see the limiter's rules).
     fn fail(
         &self,
         name: Option<&str>,
         known: bool,
-        locked: bool,
+        locked: Option<Instant>,
         source: IpAddr,
         now: Instant,
-    ) -> Verdict {
-        if locked {
-            return Verdict::refuse(REFUSED);
+    ) -> Decision {
+        let refused = Verdict::refuse(REFUSED);
+        if locked.is_some() {
+            let answer_at = self.limiter().answer_at(locked, now);
+            return Decision {
+                verdict: refused,
+                answer_at,
+            };
         }
-        self.limiter().record_failure(name, source, now);
+        let answer_at = self.limiter().record_failure(name, source, now);
         if let Some(name) = name {
             // Same statement for known and unknown names (it updates no row for the
             // latter); it runs on the unsynced bookkeeping connection either way.
@@ -215,7 +272,10 @@ impl LoginVerifier {
                 Err(_) => {}
             }
         }
-        Verdict::refuse(REFUSED)
+        Decision {
+            verdict: refused,
+            answer_at,
+        }
     }
 
     fn register(
@@ -239,6 +299,9 @@ impl LoginVerifier {
         };
         if let Err(e) = check_new_password(&name, password) {
             return Verdict::refuse(&e.to_string());
+        }
+        if !self.limiter().allow_registration(source, now) {
+            return Verdict::refuse(TOO_MANY_REGISTRATIONS);
         }
         let keys: Vec<_> = key.into_iter().cloned().collect();
         match self.store.add_user(&name, Some(password), &keys) {

@@ -309,15 +309,13 @@ pub fn connect(
         conn: None,
         buf: vec![0u8; 64 * 1024],
     };
-    let mut ev = EventLoop::bind(
-        bind,
-        &UdpConfig::default(),
-        EndpointConfig::default(),
-        None,
-        1,
-        handler,
-    )
-    .map_err(ConnectError::Io)?;
+    // ICMP errors tell a client at once that nothing listens at the server's address.
+    let udp = UdpConfig {
+        icmp_errors: true,
+        ..UdpConfig::default()
+    };
+    let mut ev = EventLoop::bind(bind, &udp, EndpointConfig::default(), None, 1, handler)
+        .map_err(ConnectError::Io)?;
     let h = ev
         .with_context(|_, ctx| ctx.connect(config, server))
         .map_err(ConnectError::Config)?;

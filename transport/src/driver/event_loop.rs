@@ -4,7 +4,9 @@
 //! 1. `poll` with the endpoint's next deadline (the timer wheel's) as the timeout;
 //! 2. read the clock once;
 //! 3. drain the socket (batched, GRO) into the endpoint, capped per turn so a flood
-//!    cannot starve timers; finish any sends that were waiting for writability;
+//!    cannot starve timers, and its ICMP error queue (clients: "port unreachable"
+//!    ends a connection attempt at once); finish any sends that were waiting for
+//!    writability;
 //! 4. collect finished jobs from the worker pool (they arrive through a `mio::Waker`);
 //! 5. expire timers (only connections whose deadline passed), recording how late each
 //!    fired (see [`EventLoop::timer_lateness`]);
@@ -312,7 +314,7 @@ impl<H: Handler> EventLoop<H> {
         if let Some(c) = cap {
             wake_at = Some(wake_at.map_or(c, |w| w.min(c)));
         }
-        let timeout = if self.socket.rx_pending() {
+        let timeout = if self.socket.rx_pending() || self.socket.errors_pending() {
             Some(Duration::ZERO)
         } else {
             wake_at.map(|t| t.saturating_duration_since(Instant::now()))
@@ -328,6 +330,7 @@ impl<H: Handler> EventLoop<H> {
         // 2. One clock read per turn.
         let now = Instant::now();
         let mut readable = self.socket.rx_pending();
+        let mut errored = false;
         let mut writable = false;
         let mut woken = false;
         for ev in self.events.iter() {
@@ -335,6 +338,7 @@ impl<H: Handler> EventLoop<H> {
                 SOCKET => {
                     readable |= ev.is_readable();
                     writable |= ev.is_writable();
+                    errored |= ev.is_error();
                 }
                 WAKER => woken = true,
                 _ => {}
@@ -347,6 +351,17 @@ impl<H: Handler> EventLoop<H> {
                 endpoint.handle_datagram(now, from, data);
             })?;
             self.stats.datagrams_in += n as u64;
+        }
+        if errored || self.socket.errors_pending() {
+            let endpoint = &mut self.endpoint;
+            let read = self.socket.recv_errors(|e| {
+                tracing::debug!("ICMP error for {}: {}", e.destination, e.reason);
+                endpoint.handle_unreachable(now, e.destination, e.reason);
+            });
+            if let Err(e) = read {
+                // Losing an ICMP report only means waiting for the handshake timeout.
+                tracing::debug!("reading the socket's error queue failed: {e}");
+            }
         }
         if (writable || self.blocked) && self.socket.flush_queued()? {
             self.blocked = false;

@@ -5,6 +5,14 @@
 //! writes) to the worker pool and, when it is done, accepts or refuses the login on
 //! the loop thread. Meanwhile the loop keeps serving every other connection — and this
 //! one too: it keeps acknowledging and keeping alive while it waits for the verdict.
+//!
+//! Limits applied here, on the loop thread:
+//! - the per-address session cap (`LoginVerifier::sessions`) before any work is queued,
+//!   and the per-account cap when the verdict accepts; the slot is attached to the
+//!   connection and released when the endpoint frees it;
+//! - a refusal is answered at [`Decision::answer_at`](crate::auth::login::Decision)
+//!   through `Connection::refuse_login_at` (a connection timer), so backoff slows a
+//!   guesser down without holding the loop or a worker.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -18,9 +26,14 @@ use crate::proto::LoginRequest;
 pub const BUSY: &str = "server busy, try again";
 
 /// Verifies `req` for connection `conn` with `verifier` on the worker pool; the verdict
-/// is applied on the loop thread. If the pool's queue is full the login is refused at
-/// once with [`BUSY`] (the loop never waits). `on_verdict` runs on the loop thread
-/// after the verdict is applied (for logging or counting); pass `|_, _, _| {}` if unused.
+/// is applied on the loop thread (a refusal at its [`Decision`]'s `answer_at`). If the
+/// address has its most sessions (`verifier.sessions`) the login is refused at once
+/// with the cap as the reason, and if the pool's queue is full, with [`BUSY`] (the
+/// loop never waits). An accepted login beyond the account's cap is refused the same
+/// way. `on_verdict` runs on the loop thread after a verdict from the pool is applied
+/// (for logging or counting); pass `|_, _, _| {}` if unused.
+///
+/// [`Decision`]: crate::auth::login::Decision
 pub fn verify_on_pool<H: Handler>(
     ctx: &mut Context<'_, H>,
     verifier: &Arc<LoginVerifier>,
@@ -29,8 +42,21 @@ pub fn verify_on_pool<H: Handler>(
     on_verdict: impl FnOnce(&mut H, ConnectionHandle, &Verdict) + Send + 'static,
 ) {
     let now = ctx.now();
-    let Some(source) = ctx.connection(conn).map(|c| c.remote_address().ip()) else {
+    let Some((source, cid)) = ctx
+        .connection(conn)
+        .map(|c| (c.remote_address().ip(), c.local_cid()))
+    else {
         return;
+    };
+    let mut slot = match verifier.sessions.admit_address(source) {
+        Ok(slot) => slot,
+        Err(cap) => {
+            tracing::info!("{conn:?} from {source}: login refused: {cap}");
+            if let Some(c) = ctx.connection(conn) {
+                c.refuse_login(now, &cap.to_string());
+            }
+            return;
+        }
     };
     if !ctx.pool_has_room() {
         if let Some(c) = ctx.connection(conn) {
@@ -43,13 +69,30 @@ pub fn verify_on_pool<H: Handler>(
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let verdict = verifier.verify(&req, source, Instant::now(), unix_now);
+        let decision = verifier.decide(&req, source, Instant::now(), unix_now);
         Box::new(move |handler: &mut H, ctx: &mut Context<'_, H>| {
             let now = ctx.now();
-            if let Some(c) = ctx.connection(conn) {
+            let mut verdict = decision.verdict;
+            if let Verdict::Accept { account, .. } = &verdict {
+                if let Err(cap) = slot.admit_user(account) {
+                    verdict = Verdict::Refuse {
+                        reason: cap.to_string(),
+                    };
+                }
+            }
+            // The session may have ended while the verdict was computed (handshake
+            // timeout, eviction) and its handle been reused by another client's
+            // session: its connection ID tells them apart, so a verdict never lands
+            // on the wrong session.
+            if let Some(c) = ctx.connection(conn).filter(|c| c.local_cid() == cid) {
                 match &verdict {
-                    Verdict::Accept { account, message } => c.accept_login(now, account, message),
-                    Verdict::Refuse { reason } => c.refuse_login(now, reason),
+                    Verdict::Accept { account, message } => {
+                        c.accept_login(now, account, message);
+                        c.attach(Box::new(slot));
+                    }
+                    Verdict::Refuse { reason } => {
+                        c.refuse_login_at(now, reason, decision.answer_at)
+                    }
                 }
             }
             on_verdict(handler, conn, &verdict);

@@ -29,4 +29,4 @@ pub mod socket;
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
 pub use signals::TerminationSignals;
-pub use socket::{SendOutcome, SyscallError, UdpConfig, UdpIo};
+pub use socket::{IcmpError, SendOutcome, SyscallError, UdpConfig, UdpIo};

@@ -17,6 +17,12 @@
 //!   [`UdpConfig::max_recv_batches`] batches so that one busy socket cannot starve the
 //!   loop; [`UdpIo::rx_pending`] then tells the loop to come back without waiting for a
 //!   new readiness event (mio readiness is edge-triggered).
+//! - **ICMP errors are read, not fatal.** With [`UdpConfig::icmp_errors`] (Linux:
+//!   `IP_RECVERR` / `IPV6_RECVERR`) the kernel queues an error for every ICMP
+//!   unreachable that answers a datagram we sent; [`UdpIo::recv_errors`] reads them
+//!   from the socket's error queue with the address the datagram was sent to. An error
+//!   the kernel also reports through `recvmmsg` ends that receive call early, without
+//!   failing it.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -26,6 +32,8 @@ use std::net::{SocketAddr, SocketAddrV6};
 use mio::{Interest, Registry, Token};
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState, BATCH_SIZE};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::proto::Unreachable;
 
 /// Largest UDP payload one `sendmsg` may carry, over IPv4 and IPv6 alike
 /// (65,535 − 20-byte IPv4 header − 8-byte UDP header). A GSO batch is the payload of one
@@ -62,6 +70,10 @@ pub struct UdpConfig {
     /// Use GSO when the kernel supports it. With `false`, segmented sends are split into
     /// individual datagrams (the same path as on a kernel without GSO).
     pub gso: bool,
+    /// Ask the kernel for ICMP errors (Linux `IP_RECVERR` / `IPV6_RECVERR`; elsewhere
+    /// nothing is reported) and read them with [`UdpIo::recv_errors`]. Clients use it
+    /// to learn at once that nothing listens at the server's address.
+    pub icmp_errors: bool,
 }
 
 impl Default for UdpConfig {
@@ -74,6 +86,7 @@ impl Default for UdpConfig {
             max_recv_batches: 64,
             send_queue_bytes: 1024 * 1024,
             gso: true,
+            icmp_errors: false,
         }
     }
 }
@@ -90,6 +103,15 @@ pub enum SendOutcome {
     /// The send queue is full: nothing was sent or queued, the caller still owns the
     /// data. Stop producing datagrams until [`UdpIo::flush_queued`] reports drained.
     Full,
+}
+
+/// An ICMP error the kernel reported for a datagram this socket sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    /// Where the datagram that caused it was going.
+    pub destination: SocketAddr,
+    /// What the ICMP message said.
+    pub reason: Unreachable,
 }
 
 /// A system call that failed, with the call's name (wrapped inside an [`io::Error`] of
@@ -239,6 +261,10 @@ pub struct UdpIo {
     writable_interest: bool,
     gso: bool,
     send_budget: Option<usize>,
+    icmp_errors: bool,
+    /// A receive call ended on an error the kernel reported for an ICMP message:
+    /// the error queue has something to read.
+    errors_pending: bool,
 }
 
 impl fmt::Debug for UdpIo {
@@ -300,6 +326,11 @@ impl UdpIo {
         let mut socket = mio::net::UdpSocket::from_std(std_socket);
         let state = UdpSocketState::new(UdpSockRef::from(&socket))
             .map_err(|e| syscall("UdpSocketState::new (setsockopt)", e))?;
+        if config.icmp_errors {
+            state
+                .enable_transport_errors(UdpSockRef::from(&socket))
+                .map_err(|e| syscall("setsockopt(IP_RECVERR)", e))?;
+        }
         let local_addr = socket.local_addr().map_err(|e| syscall("getsockname", e))?;
         let registry = registry
             .try_clone()
@@ -330,6 +361,8 @@ impl UdpIo {
             writable_interest: false,
             gso: config.gso,
             send_budget: None,
+            icmp_errors: config.icmp_errors,
+            errors_pending: false,
         })
     }
 
@@ -360,6 +393,12 @@ impl UdpIo {
             let n = match received {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(datagrams),
+                Err(e) if self.icmp_errors && is_icmp_errno(&e) => {
+                    // The kernel handed back a pending ICMP error instead of data (it
+                    // is also in the error queue); datagrams may still be waiting.
+                    self.errors_pending = true;
+                    continue;
+                }
                 Err(e) => return Err(syscall("recvmmsg", e)),
             };
             for (i, meta) in self.rx_meta.iter().take(n.min(RX_SLOTS)).enumerate() {
@@ -382,6 +421,36 @@ impl UdpIo {
         }
         self.rx_pending = true;
         Ok(datagrams)
+    }
+
+    /// Reads the ICMP errors queued on the socket (at most 64 per call; call again on
+    /// the next turn if [`errors_pending`](Self::errors_pending)) and calls
+    /// `f(error)` for each unreachable report. Reports of other kinds (packet too big,
+    /// local errors) are read and dropped. Does nothing unless
+    /// [`UdpConfig::icmp_errors`] was set.
+    pub fn recv_errors(&mut self, mut f: impl FnMut(IcmpError)) -> io::Result<()> {
+        self.errors_pending = false;
+        if !self.icmp_errors {
+            return Ok(());
+        }
+        for _ in 0..64 {
+            match recv_error_queue(&self.socket).map_err(|e| syscall("recvmsg(MSG_ERRQUEUE)", e))? {
+                ErrQueue::Empty => return Ok(()),
+                ErrQueue::Other => {}
+                ErrQueue::Unreachable(e) => f(IcmpError {
+                    destination: canonical_addr(e.destination),
+                    reason: e.reason,
+                }),
+            }
+        }
+        self.errors_pending = true;
+        Ok(())
+    }
+
+    /// True when a receive call met an ICMP error that [`recv_errors`](Self::recv_errors)
+    /// has not read yet.
+    pub fn errors_pending(&self) -> bool {
+        self.errors_pending
     }
 
     /// True when the last [`recv`](Self::recv) stopped at its batch cap with data
@@ -579,6 +648,152 @@ impl Drop for UdpIo {
     }
 }
 
+/// Whether a receive error is a pending ICMP error the kernel reports in place of data.
+fn is_icmp_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EMSGSIZE
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+        )
+    )
+}
+
+/// One entry of the socket's error queue.
+enum ErrQueue {
+    Empty,
+    /// Not an unreachable report (packet too big, a local error, ...).
+    Other,
+    Unreachable(IcmpError),
+}
+
+/// Reads one entry of the error queue (`recvmsg(MSG_ERRQUEUE)`): the address the
+/// offending datagram was sent to comes in `msg_name` and the report in an
+/// `IP_RECVERR` / `IPV6_RECVERR` control message (ip(7), ipv6(7)).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn recv_error_queue(socket: &mio::net::UdpSocket) -> io::Result<ErrQueue> {
+    use std::mem::{size_of, size_of_val, zeroed};
+    use std::os::fd::AsRawFd;
+
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 64];
+    // The quoted payload of the offending datagram is not needed; Linux wants one iovec.
+    let mut data = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: as above.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = size_of_val(&control) as _;
+    loop {
+        // SAFETY: every pointer in `hdr` points into live locals of the right sizes.
+        let n = unsafe {
+            libc::recvmsg(
+                socket.as_raw_fd(),
+                &mut hdr,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(ErrQueue::Empty),
+            _ => return Err(e),
+        }
+    }
+    let Some(destination) = decode_sockaddr(&name, hdr.msg_namelen as usize) else {
+        return Ok(ErrQueue::Other);
+    };
+    // SAFETY: `hdr` describes the control buffer the kernel filled in; the CMSG_*
+    // macros stay within `msg_controllen`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null and inside the control buffer (CMSG_FIRSTHDR/NXTHDR).
+        let c = unsafe { &*cmsg };
+        let is_err = (c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR)
+            || (c.cmsg_level == libc::SOL_IPV6 && c.cmsg_type == libc::IPV6_RECVERR);
+        // SAFETY: CMSG_LEN is arithmetic.
+        let needed = unsafe { libc::CMSG_LEN(size_of::<libc::sock_extended_err>() as u32) };
+        if is_err && c.cmsg_len as usize >= needed as usize {
+            // SAFETY: the control message holds a sock_extended_err (length checked).
+            let ee: libc::sock_extended_err =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            let from_icmp =
+                ee.ee_origin == libc::SO_EE_ORIGIN_ICMP || ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
+            let errno = ee.ee_errno as i32;
+            if !from_icmp || errno == libc::EMSGSIZE {
+                return Ok(ErrQueue::Other);
+            }
+            let reason = match errno {
+                libc::ECONNREFUSED => Unreachable::Refused,
+                libc::EHOSTUNREACH | libc::EHOSTDOWN => Unreachable::Host,
+                libc::ENETUNREACH | libc::ENETDOWN => Unreachable::Network,
+                other => Unreachable::Other(other),
+            };
+            return Ok(ErrQueue::Unreachable(IcmpError {
+                destination,
+                reason,
+            }));
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&hdr, cmsg) };
+    }
+    Ok(ErrQueue::Other)
+}
+
+/// The IPv4 or IPv6 address the kernel wrote into `storage` (`len` bytes of it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn decode_sockaddr(storage: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    use std::mem::size_of;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let a: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn recv_error_queue(_socket: &mio::net::UdpSocket) -> io::Result<ErrQueue> {
+    Ok(ErrQueue::Empty)
+}
+
 /// IPv4-mapped IPv6 addresses (from a dual-stack socket) become plain IPv4, so one peer
 /// has one address whichever socket family received it.
 fn canonical_addr(addr: SocketAddr) -> SocketAddr {
@@ -750,6 +965,62 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// A datagram to a closed port comes back as ICMP port unreachable: the error
+    /// queue names the port it was sent to, a pending error does not fail `recv`,
+    /// and a datagram that arrived as well is still delivered.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn icmp_port_unreachable_is_read_from_the_error_queue() {
+        for local in [
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+        ] {
+            let closed = {
+                let s = std::net::UdpSocket::bind(local).unwrap();
+                s.local_addr().unwrap()
+            };
+            let mut poll = Poll::new().unwrap();
+            let config = UdpConfig {
+                icmp_errors: true,
+                ..UdpConfig::default()
+            };
+            let mut io = UdpIo::bind(local, &config, poll.registry(), Token(0)).unwrap();
+            let peer = std::net::UdpSocket::bind(local).unwrap();
+            io.send(closed, b"anyone there?", None).unwrap();
+            let mut events = Events::with_capacity(8);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut errors = Vec::new();
+            while errors.is_empty() {
+                assert!(Instant::now() < deadline, "no ICMP error for {closed}");
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+                io.recv(|_, _| panic!("nothing to receive")).unwrap();
+                io.recv_errors(|e| errors.push(e)).unwrap();
+            }
+            assert_eq!(
+                errors,
+                vec![IcmpError {
+                    destination: closed,
+                    reason: Unreachable::Refused
+                }]
+            );
+            // Another ICMP error is left pending in the socket, then a datagram
+            // arrives: `recv` skips the pending error and delivers it.
+            io.send(closed, b"again", None).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            peer.send_to(b"hello", io.local_addr()).unwrap();
+            let (from, data) = recv_one(&mut poll, &mut io);
+            assert_eq!(
+                (from, data.as_slice()),
+                (peer.local_addr().unwrap(), &b"hello"[..])
+            );
+            let mut more = Vec::new();
+            io.recv_errors(|e| more.push(e)).unwrap();
+            assert_eq!(more.len(), 1, "{more:?}");
+            assert!(!io.errors_pending());
+        }
     }
 
     #[test]

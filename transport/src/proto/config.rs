@@ -24,6 +24,11 @@ pub const MIN_UDP_PAYLOAD: u16 = 1200;
 pub struct TransportConfig {
     /// Our idle timeout; the effective one is the minimum of both sides' (RFC 9000 §10.1).
     pub idle_timeout: Duration,
+    /// The handshake and login must complete within this long from the start, or the
+    /// connection ends with `ConnectionError::HandshakeTimedOut` (silently: nothing
+    /// is sent). On a client it is the connect timeout; on a server it bounds how long
+    /// a half-open session holds its place.
+    pub handshake_timeout: Duration,
     /// Send a PING after this long without sending anything ack-eliciting. Must be less
     /// than half of `idle_timeout` so that a lost keep-alive can be repeated in time.
     pub keep_alive_interval: Option<Duration>,
@@ -59,6 +64,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
             keep_alive_interval: None,
             streams: StreamsConfig::default(),
             congestion: CongestionAlgorithm::Cubic,
@@ -89,6 +95,14 @@ impl TransportConfig {
             return Err(ConfigError(format!(
                 "idle timeout {:?} is longer than a day; use keep-alives instead",
                 self.idle_timeout
+            )));
+        }
+        if self.handshake_timeout < Duration::from_millis(100)
+            || self.handshake_timeout > Duration::from_secs(3600)
+        {
+            return Err(ConfigError(format!(
+                "handshake timeout {:?} is out of range; use 100ms to 1h",
+                self.handshake_timeout
             )));
         }
         if let Some(ka) = self.keep_alive_interval {

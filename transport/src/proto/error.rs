@@ -5,6 +5,7 @@
 //! what the application is told when a connection ends, and says who ended it and why.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::wire::TransportErrorCode;
 
@@ -97,6 +98,63 @@ pub enum ConnectionError {
     },
     /// The peer no longer has state for this connection (stateless reset).
     Reset,
+    /// The handshake and login did not complete within the handshake timeout
+    /// (`TransportConfig::handshake_timeout`).
+    HandshakeTimedOut {
+        /// The timeout.
+        after: Duration,
+        /// Where the handshake stood when time ran out.
+        stage: HandshakeStage,
+    },
+    /// The network said the peer cannot be reached (an ICMP error such as port
+    /// unreachable) before anything was heard from it.
+    Unreachable(Unreachable),
+}
+
+/// How far a handshake got (for [`ConnectionError::HandshakeTimedOut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeStage {
+    /// Nothing was heard from the peer.
+    NoAnswer,
+    /// The key exchange was under way.
+    KeyExchange,
+    /// Client: the login was sent and the server's verdict had not come. Server: the
+    /// login's verdict (or the client's login) had not come.
+    Login,
+}
+
+/// What the network reported about an unreachable peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// ICMP port unreachable: the host is there, but nothing listens on the port.
+    Refused,
+    /// ICMP host unreachable (or no route to the host).
+    Host,
+    /// ICMP network unreachable.
+    Network,
+    /// Another ICMP error, with the errno the kernel mapped it to.
+    Other(i32),
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreachable::Refused => f.write_str("connection refused: nothing listens there"),
+            Unreachable::Host => f.write_str("host unreachable"),
+            Unreachable::Network => f.write_str("network unreachable"),
+            Unreachable::Other(errno) => write!(f, "unreachable (ICMP error, errno {errno})"),
+        }
+    }
+}
+
+impl fmt::Display for HandshakeStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HandshakeStage::NoAnswer => "the peer never answered",
+            HandshakeStage::KeyExchange => "the key exchange did not finish",
+            HandshakeStage::Login => "the login was not verified in time",
+        })
+    }
 }
 
 impl fmt::Display for ConnectionError {
@@ -131,6 +189,10 @@ impl fmt::Display for ConnectionError {
                 Ok(())
             }
             ConnectionError::Reset => f.write_str("connection reset by peer (stateless reset)"),
+            ConnectionError::HandshakeTimedOut { after, stage } => {
+                write!(f, "handshake not complete within {after:?}: {stage}")
+            }
+            ConnectionError::Unreachable(u) => write!(f, "{u}"),
         }
     }
 }

@@ -19,7 +19,7 @@ pub use config::{
     ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login, ServerConfig, TransportConfig,
 };
 pub use connection::{BufferSizes, Connection, ConnectionStats, DatagramError, Event, Transmit};
-pub use error::{ConnectionError, TransportError};
+pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 pub use handshake::{LoginMethod, LoginRequest};
 pub use streams::{
     Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId, StreamsConfig, WriteError,

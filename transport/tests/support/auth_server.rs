@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::accounts::SqliteStore;
@@ -55,8 +56,10 @@ impl Server {
         let mut config = ServerConfig::new(key);
         config.allow_register = verifier.allow_register;
         config.transport = Arc::new(transport);
+        // Every test client comes from 127.0.0.1: no per-address limits.
         let endpoint = EndpointConfig {
             per_source_handshakes_per_sec: 0,
+            max_half_open_per_address: 0,
             ..EndpointConfig::default()
         };
         let mut ev = EventLoop::bind(
@@ -122,4 +125,57 @@ pub fn refused(r: Result<blocking::BlockingConnection, ConnectError>) -> String 
         Err(e) => panic!("expected a refused login, got {e}"),
         Ok(c) => panic!("expected a refused login, logged in as {}", c.account()),
     }
+}
+
+/// A client that logs in once and reports how it went.
+struct OneLogin {
+    result: Option<Result<String, ConnectionError>>,
+}
+
+impl Handler for OneLogin {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { account, .. } => {
+                self.result.get_or_insert(Ok(account));
+                let now = ctx.now();
+                if let Some(c) = ctx.connection(h) {
+                    c.close(now, 0, "done");
+                }
+            }
+            Event::ConnectionLost(e) => {
+                self.result.get_or_insert(Err(e));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Logs in to `server` from a socket bound to `local_ip` (any 127.0.0.0/8 address
+/// works on loopback), then closes. Gives the account, or why the login failed.
+/// Bounded: panics if nothing happened within 20 s.
+pub fn login_from(
+    local_ip: &str,
+    server: SocketAddr,
+    config: ClientConfig,
+) -> Result<String, ConnectionError> {
+    let bind: SocketAddr = format!("{local_ip}:0").parse().unwrap();
+    let mut ev = EventLoop::bind(
+        bind,
+        &UdpConfig::default(),
+        EndpointConfig::default(),
+        None,
+        1,
+        OneLogin { result: None },
+    )
+    .expect("bind the client");
+    ev.with_context(|_, ctx| ctx.connect(config, server))
+        .expect("connect");
+    let done = ev
+        .run_until(Duration::from_secs(20), |h, _| h.result.is_some())
+        .expect("client loop");
+    assert!(done, "the login from {local_ip} did not finish within 20 s");
+    let result = ev.handler().result.take().expect("done");
+    // Let the CONNECTION_CLOSE go out (bounded).
+    let _ = ev.run_until(Duration::from_millis(200), |_, ep| ep.is_empty());
+    result
 }

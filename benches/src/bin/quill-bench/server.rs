@@ -249,6 +249,7 @@ pub fn run(
     // there is room for many handshakes in flight.
     let endpoint = EndpointConfig {
         per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
         max_half_open: 65_536,
         max_connections: 200_000,
         retry: RetryPolicy::Never,
@@ -342,7 +343,7 @@ fn spawn_stdin_thread(handle: LoopHandle, control: Arc<Control>) {
 
 /// Opens (or creates) the account database at `path` with the benchmark user
 /// ([`common::USER`], password [`common::PASSWORD`], identity key authorised). Failure
-/// counters are effectively off: every login here is a success.
+/// counters and session caps are off: every login here is a success.
 fn accounts_verifier(path: &std::path::Path) -> Result<LoginVerifier, String> {
     let store = SqliteStore::open(path).map_err(|e| e.to_string())?;
     if store
@@ -360,10 +361,13 @@ fn accounts_verifier(path: &std::path::Path) -> Result<LoginVerifier, String> {
     }
     let mut verifier = LoginVerifier::new(Arc::new(store), false);
     verifier.limiter = std::sync::Mutex::new(Limiter::new(LimiterConfig {
+        pair_free_failures: u32::MAX,
         source_free_failures: u32::MAX,
         account_free_failures: u32::MAX,
         ..LimiterConfig::default()
     }));
+    // Benchmarks open many connections of one account from one address.
+    verifier.sessions = quill_transport::auth::sessions::SessionCaps::new(0, 0);
     Ok(verifier)
 }
 

@@ -36,7 +36,7 @@ use quill_crypto::schedule;
 
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
 use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
-use super::error::{ConnectionError, TransportError};
+use super::error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 use super::handshake::{Handshake, LoginRequest};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
@@ -184,9 +184,12 @@ enum Timer {
     Close = 4,
     KeyDiscard = 5,
     Pacing = 6,
+    Handshake = 7,
+    /// Server: a login refusal held back until then ([`Connection::refuse_login_at`]).
+    LoginAnswer = 8,
 }
 
-const TIMER_COUNT: usize = 7;
+const TIMER_COUNT: usize = 9;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
     Timer::Ack,
@@ -195,6 +198,8 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Close,
     Timer::KeyDiscard,
     Timer::Pacing,
+    Timer::Handshake,
+    Timer::LoginAnswer,
 ];
 
 /// One quill connection. See the module documentation for the calling order.
@@ -229,6 +234,9 @@ pub struct Connection {
     amp_sent: u64,
 
     handshake_confirmed: bool,
+    /// The key exchange is done and the login is under way (client: Finished and
+    /// login sent; server: the client's Finished checked out).
+    key_exchange_done: bool,
     /// Client: an ACK for one of our Handshake packets arrived, so the server has
     /// validated our address (RFC 9002 §6.2.2.1 anti-deadlock no longer needed).
     handshake_acked: bool,
@@ -261,6 +269,10 @@ pub struct Connection {
     eliciting_since_receive: bool,
     ping_pending: bool,
     keep_alive_due: bool,
+    /// Server: the reason of a refusal held back until the LoginAnswer timer.
+    held_refusal: Option<String>,
+    /// What the application attached ([`Connection::attach`]); dropped with us.
+    attachments: Vec<Box<dyn std::any::Any + Send>>,
 
     timers: [Option<Instant>; TIMER_COUNT],
     /// The loss-detection timer in `timers` is out of date: ack-eliciting packets
@@ -335,6 +347,11 @@ impl Connection {
             .send
             .write(&client_hello);
         conn.reset_idle_timer(now);
+        conn.arm_handshake_timer(now);
+        tracing::info!(
+            "waiting for the server's handshake (Initial sent to {remote}, handshake timeout {:?})",
+            conn.config.handshake_timeout
+        );
         Ok(conn)
     }
 
@@ -386,6 +403,7 @@ impl Connection {
         conn.remote_cid_set = true;
         conn.address_validated = retry.is_some();
         conn.reset_idle_timer(now);
+        conn.arm_handshake_timer(now);
         Ok(conn)
     }
 
@@ -422,6 +440,7 @@ impl Connection {
             amp_received: 0,
             amp_sent: 0,
             handshake_confirmed: false,
+            key_exchange_done: false,
             handshake_acked: false,
             handshake_done_pending: false,
             peer_params: None,
@@ -442,6 +461,8 @@ impl Connection {
             eliciting_since_receive: false,
             ping_pending: false,
             keep_alive_due: false,
+            held_refusal: None,
+            attachments: Vec::new(),
             timers: [None; TIMER_COUNT],
             loss_timer_stale: false,
             streams,
@@ -543,6 +564,17 @@ impl Connection {
                     self.clear_timers();
                     return;
                 }
+                Timer::Handshake => {
+                    if self.state == State::Handshaking {
+                        self.lost(ConnectionError::HandshakeTimedOut {
+                            after: self.config.handshake_timeout,
+                            stage: self.handshake_stage(),
+                        });
+                        self.state = State::Drained;
+                        self.clear_timers();
+                        return;
+                    }
+                }
                 Timer::LossDetection => self.on_loss_detection_timeout(now),
                 Timer::Ack => {} // poll_transmit sees the expired ACK deadline
                 Timer::KeepAlive => {
@@ -556,6 +588,11 @@ impl Connection {
                     }
                 }
                 Timer::Pacing => {}
+                Timer::LoginAnswer => {
+                    if let Some(reason) = self.held_refusal.take() {
+                        self.refuse_login(now, &reason);
+                    }
+                }
             }
         }
     }
@@ -565,6 +602,23 @@ impl Connection {
         // lossy but live path is not mistaken for a dead one.
         let timeout = self.idle_timeout.max(3 * self.pto_duration(Space::Data));
         self.set_timer(Timer::Idle, Some(now + timeout));
+    }
+
+    /// The handshake and login must be done by `now + handshake_timeout`; reaching
+    /// [`State::Established`] disarms it (the timer does nothing in other states).
+    fn arm_handshake_timer(&mut self, now: Instant) {
+        self.set_timer(Timer::Handshake, Some(now + self.config.handshake_timeout));
+    }
+
+    /// How far the handshake got, for [`ConnectionError::HandshakeTimedOut`].
+    fn handshake_stage(&self) -> HandshakeStage {
+        if self.stats.packets_received == 0 {
+            HandshakeStage::NoAnswer
+        } else if self.key_exchange_done {
+            HandshakeStage::Login
+        } else {
+            HandshakeStage::KeyExchange
+        }
     }
 
     fn arm_keep_alive(&mut self) {
@@ -577,11 +631,24 @@ impl Connection {
 
     /// PTO duration for `space` without backoff (RFC 9002 §6.2.1).
     fn pto_duration(&self, space: Space) -> Duration {
-        let mut d = self.rtt.pto_base();
+        self.rtt.pto_period(self.pto_ack_delay(space), 0)
+    }
+
+    /// PTO duration for `space` with the current backoff (RFC 9002 §6.2.1), capped
+    /// (see [`RttEstimator::pto_period`]).
+    fn pto_backed_off(&self, space: Space) -> Duration {
+        self.rtt
+            .pto_period(self.pto_ack_delay(space), self.pto_count)
+    }
+
+    /// RFC 9002 §6.2.1: max_ack_delay counts in the application space's PTO once the
+    /// handshake is confirmed, and is 0 for Initial and Handshake.
+    fn pto_ack_delay(&self, space: Space) -> Duration {
         if space == Space::Data && self.handshake_confirmed {
-            d += self.peer_max_ack_delay();
+            self.peer_max_ack_delay()
+        } else {
+            Duration::ZERO
         }
-        d
     }
 
     fn peer_max_ack_delay(&self) -> Duration {
@@ -627,6 +694,7 @@ impl Connection {
         self.handshake_done_pending = true;
         self.account = Some(account.to_owned());
         self.state = State::Established;
+        self.set_timer(Timer::Handshake, None);
         self.events.push_back(Event::Connected {
             account: account.to_owned(),
             message: String::new(),
@@ -655,6 +723,64 @@ impl Connection {
         );
         let pto = self.pto_duration(Space::Data);
         self.set_timer(Timer::Close, Some(now + 3 * pto));
+    }
+
+    /// Server: ends a handshake that has not completed with CONNECTION_REFUSED (RFC
+    /// 9000 §20.1), for example to make room for other clients. Does nothing once
+    /// the login was accepted or the connection is closing.
+    pub fn refuse(&mut self, now: Instant, reason: &str) {
+        if self.side != Side::Server || self.state != State::Handshaking {
+            return;
+        }
+        self.hs.fail();
+        let err = TransportError::new(TransportErrorCode::CONNECTION_REFUSED, reason);
+        self.close_with(err.clone(), ConnectionError::Transport(err));
+        let pto = self.pto_duration(Space::Data);
+        self.set_timer(Timer::Close, Some(now + 3 * pto));
+    }
+
+    /// Client: the network reported the server unreachable (an ICMP error for a
+    /// datagram we sent to it). Ends the connection at once if nothing has been heard
+    /// from the server yet; ignored afterwards, since a forged ICMP error must not
+    /// end a working connection (RFC 8085 §5.2 asks applications to act on ICMP
+    /// errors; like TCP, which aborts a connection attempt on a hard ICMP error but
+    /// not an established connection, RFC 5461 §4, quill only trusts it while
+    /// connecting).
+    pub fn handle_unreachable(&mut self, reason: Unreachable) {
+        if self.side != Side::Client
+            || self.state != State::Handshaking
+            || self.stats.packets_received > 0
+        {
+            return;
+        }
+        self.lost(ConnectionError::Unreachable(reason));
+        self.state = State::Drained;
+        self.clear_timers();
+    }
+
+    /// Server: refuses the pending login with `reason`, answering at `at` (at once if
+    /// `at` has passed), but no later than half the effective idle timeout from now, so
+    /// that the client, which hears nothing meanwhile, is still waiting for it. Until
+    /// then the connection keeps acknowledging; the refusal leaves when the timer
+    /// fires. This is how a server slows guessing down without holding a thread
+    /// (docs/SPEC.md §4.8).
+    pub fn refuse_login_at(&mut self, now: Instant, reason: &str, at: Instant) {
+        let at = at.min(now + self.idle_timeout / 2);
+        if at <= now {
+            return self.refuse_login(now, reason);
+        }
+        if self.side != Side::Server || !self.hs.awaiting_verdict() || self.held_refusal.is_some() {
+            return;
+        }
+        self.held_refusal = Some(reason.to_owned());
+        self.set_timer(Timer::LoginAnswer, Some(at));
+    }
+
+    /// Keeps `data` until the connection is dropped: RAII bookkeeping that must live
+    /// exactly as long as the connection (for example a slot in a per-account count
+    /// of sessions, released when the endpoint frees the connection).
+    pub fn attach(&mut self, data: Box<dyn std::any::Any + Send>) {
+        self.attachments.push(data);
     }
 
     /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).

@@ -588,14 +588,21 @@ impl Connection {
                     self.events.push_back(Event::HostKeyAccepted(key));
                 }
                 Output::HostKeyVerified(key) => self.peer_host_key = Some(key),
-                Output::ClientFinished => {}
+                Output::ClientFinished => self.key_exchange_done = true,
                 Output::LoginRequested(req) => self.events.push_back(Event::LoginRequested(req)),
-                Output::ClientDone => {}
+                Output::ClientDone => {
+                    self.key_exchange_done = true;
+                    tracing::info!(
+                        "host key accepted; waiting for login verification by {}",
+                        self.remote
+                    );
+                }
                 Output::LoginAccepted { account, message } => {
                     // The client's handshake is complete: free its state.
                     self.hs.fail();
                     self.account = Some(account.clone());
                     self.state = State::Established;
+                    self.set_timer(Timer::Handshake, None);
                     self.events.push_back(Event::Connected { account, message });
                     self.arm_keep_alive();
                     let _ = now;
@@ -709,6 +716,10 @@ impl Connection {
         }
         self.retry_token = retry.token.to_vec();
         self.stats.retries += 1;
+        tracing::info!(
+            "{} asked us to prove our address (Retry); waiting for the server's handshake",
+            self.remote
+        );
         self.retry_scid = Some(retry.scid);
         self.remote_cid = retry.scid;
         self.cids.set_initial_remote(retry.scid);
@@ -1059,7 +1070,6 @@ impl Connection {
 
     /// The earliest PTO deadline and its space.
     fn pto_time(&self, now: Instant) -> Option<(Instant, Space)> {
-        let backoff = 1u32 << self.pto_count.min(16);
         let in_flight = self
             .spaces
             .iter()
@@ -1071,7 +1081,7 @@ impl Connection {
             } else {
                 Space::Initial
             };
-            return Some((now + self.pto_duration(space) * backoff, space));
+            return Some((now + self.pto_backed_off(space), space));
         }
         let mut best: Option<(Instant, Space)> = None;
         for space in [Space::Initial, Space::Handshake, Space::Data] {
@@ -1086,7 +1096,7 @@ impl Connection {
             let Some(last) = sp.sent.last_ack_eliciting_sent() else {
                 continue;
             };
-            let t = last + self.pto_duration(space) * backoff;
+            let t = last + self.pto_backed_off(space);
             if best.is_none_or(|(b, _)| t < b) {
                 best = Some((t, space));
             }

@@ -586,3 +586,62 @@ fn losses_before_the_first_rtt_sample_are_no_persistent_congestion() {
         "window {window} collapsed"
     );
 }
+
+/// A refusal held back with `refuse_login_at` leaves when its timer fires, not before,
+/// and in time for the client: never later than half the idle timeout.
+#[test]
+fn a_held_refusal_is_answered_when_its_timer_fires() {
+    let (lost, after) = held_refusal(Duration::from_secs(30), Duration::from_secs(4));
+    assert!(after >= Duration::from_secs(4), "answered after {after:?}");
+    assert!(
+        matches!(lost, Some(ConnectionError::LoginRefused { ref reason }) if reason == "login refused"),
+        "{lost:?}"
+    );
+    // With a 1 s idle timeout a 4 s hold would lose the client: it is cut to 0.5 s.
+    let (lost, after) = held_refusal(Duration::from_secs(1), Duration::from_secs(4));
+    assert!(
+        matches!(lost, Some(ConnectionError::LoginRefused { .. })),
+        "{lost:?} after {after:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(500),
+        "answered after {after:?}"
+    );
+}
+
+/// A client logging in to a server that refuses and holds the refusal for `hold`;
+/// how the client's connection ended, and when (virtual time).
+fn held_refusal(idle: Duration, hold: Duration) -> (Option<ConnectionError>, Duration) {
+    let key = Arc::new(HostKeyPair::from_seed(&[4; 32]).unwrap());
+    let transport = Arc::new(TransportConfig {
+        idle_timeout: idle,
+        ..TransportConfig::default()
+    });
+    let mut client = ClientConfig::new(
+        Login::Password {
+            user: "mallory".into(),
+            password: Zeroizing::new("guess".into()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    client.transport = transport.clone();
+    let mut server = ServerConfig::new(key);
+    server.transport = transport;
+    let mut server_app = ServerApp::new(Box::new(|_: &crate::proto::LoginRequest| {
+        Err("login refused".to_owned())
+    }));
+    server_app.refusal_hold = hold;
+    let mut sim = Sim::new(
+        11,
+        client,
+        server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        server_app,
+    );
+    let start = sim.now;
+    assert!(sim.run_until(Duration::from_secs(20), |s| s.client_app.lost.is_some()));
+    assert!(!sim.client_app.connected);
+    (sim.client_app.lost.take(), sim.now - start)
+}

@@ -34,6 +34,7 @@
 //! per session, so an entry left by a freed session never fires on the session that
 //! reuses its slot (the entry is also cancelled when the session is freed).
 
+mod half_open;
 mod stateless;
 
 use std::collections::{HashMap, VecDeque};
@@ -44,12 +45,18 @@ use std::time::{Duration, Instant};
 use quill_crypto::random::{OsRandom, Random};
 use slab::Slab;
 
+use self::half_open::{Admission, HalfOpen, Ticket};
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
 use super::connection::{Connection, Event, RecvHeader, Transmit};
+use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
 use crate::wire::QUILL_VERSION;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
+
+/// The label under which a server derives [`EndpointConfig::secret`] from its host key,
+/// so that a restarted server recognises (and resets) its predecessor's connections.
+pub const RESET_SECRET_LABEL: &[u8] = b"quill stateless reset secret v1";
 
 /// RFC 9000 §7.2: "This Destination Connection ID MUST be at least 8 bytes in length."
 const MIN_INITIAL_DCID_LEN: usize = 8;
@@ -75,7 +82,13 @@ pub struct EndpointConfig {
     /// Most sessions at once (client and server); further Initials are dropped.
     pub max_connections: usize,
     /// Most server handshakes in progress (not yet logged in and not closed) at once.
+    /// When reached, a new client evicts the oldest half-open session of the source
+    /// address with the most of them, if that address has more than the newcomer's;
+    /// otherwise it is refused. Logged-in sessions are never evicted. 0: no limit.
     pub max_half_open: usize,
+    /// Most server handshakes in progress from one source IP address; 0 disables the
+    /// limit. Further Initials from it are dropped until one completes or ends.
+    pub max_half_open_per_address: usize,
     /// New server sessions per second per source IP address (burst of the same
     /// size); 0 disables the limit.
     pub per_source_handshakes_per_sec: u32,
@@ -85,8 +98,11 @@ pub struct EndpointConfig {
     pub retry: RetryPolicy,
     /// Length of the connection IDs this endpoint issues, 8..=20.
     pub cid_len: usize,
-    /// Key material for stateless reset tokens and Retry tokens. Keep it across
-    /// restarts so that a restarted server can reset its old connections.
+    /// Key material for stateless reset tokens (and, with a random salt per endpoint,
+    /// Retry tokens). Keep it across restarts so that a restarted server can reset its
+    /// old connections at once: `quill server` derives it from its host key
+    /// ([`HostKeyPair::derive_secret`](quill_crypto::hostkey::HostKeyPair::derive_secret)
+    /// with [`RESET_SECRET_LABEL`]).
     pub secret: [u8; 32],
     /// How long a Retry token stays valid.
     pub retry_token_lifetime: Duration,
@@ -105,6 +121,7 @@ impl std::fmt::Debug for EndpointConfig {
         f.debug_struct("EndpointConfig")
             .field("max_connections", &self.max_connections)
             .field("max_half_open", &self.max_half_open)
+            .field("max_half_open_per_address", &self.max_half_open_per_address)
             .field(
                 "per_source_handshakes_per_sec",
                 &self.per_source_handshakes_per_sec,
@@ -134,6 +151,7 @@ impl Default for EndpointConfig {
         EndpointConfig {
             max_connections: 100_000,
             max_half_open: 4096,
+            max_half_open_per_address: 32,
             per_source_handshakes_per_sec: 50,
             rate_limit_sources: 16_384,
             retry: RetryPolicy::Auto {
@@ -209,8 +227,13 @@ pub struct EndpointStats {
     /// Initials refused because of `max_connections` (or because the endpoint is
     /// shutting down).
     pub refused_limit: u64,
-    /// Initials refused because of `max_half_open`.
+    /// Initials refused because of `max_half_open` (with no session to evict).
     pub refused_half_open: u64,
+    /// Initials refused because of `max_half_open_per_address`.
+    pub refused_half_open_per_address: u64,
+    /// Half-open sessions closed to make room for a client from an address with
+    /// fewer half-open sessions (see `max_half_open`).
+    pub evicted_half_open: u64,
     /// Initials refused by the per-source rate limit.
     pub refused_rate: u64,
     /// Sessions created (client and server).
@@ -242,8 +265,11 @@ struct Session {
     /// Server: the Destination CID of the client's Initials, mapped until the
     /// handshake completes (retransmitted Initials still carry it).
     initial_dcid: Option<ConnectionId>,
-    /// Server: counted in the half-open total.
-    half_open: bool,
+    /// Server: counted among the half-open sessions (until established or closed).
+    half_open: Option<Ticket>,
+    /// Client: the server address, while nothing has been heard from it (the session
+    /// is listed in `unanswered` under it).
+    unanswered: Option<SocketAddr>,
     /// Queued in `send_ready`.
     in_send: bool,
     /// Queued in `event_ready`.
@@ -285,8 +311,12 @@ pub struct Endpoint {
     /// RFC 9000 §10.3) still reaches the connection it ends.
     reset_tokens: HashMap<[u8; 16], (ConnectionHandle, u32)>,
     wheel: TimerWheel,
+    /// Client sessions that have heard nothing from their server yet, by server
+    /// address: where [`Endpoint::handle_unreachable`] looks. Small lists (the
+    /// sessions connecting to one server at once).
+    unanswered: HashMap<SocketAddr, Vec<(usize, u32)>>,
     next_generation: u32,
-    half_open: usize,
+    half_open: HalfOpen,
     /// Sessions that may have datagrams to send; the front one is being served.
     send_ready: VecDeque<(usize, u32)>,
     /// Datagrams the front of `send_ready` sent in its current turn.
@@ -339,8 +369,14 @@ impl Endpoint {
         if let Some(s) = server.as_ref() {
             s.transport.validate()?;
         }
+        let half_open = HalfOpen::new(config.max_half_open, config.max_half_open_per_address);
+        let mut retry_salt = [0u8; 16];
+        config
+            .rng
+            .fill(&mut retry_salt)
+            .map_err(|_| ConfigError("the random generator failed".into()))?;
         Ok(Endpoint {
-            keys: Keys::new(&config.secret),
+            keys: Keys::new(&config.secret, &retry_salt),
             rate: RateLimiter::new(
                 config.per_source_handshakes_per_sec,
                 config.rate_limit_sources,
@@ -354,8 +390,9 @@ impl Endpoint {
             last_route: None,
             reset_tokens: HashMap::new(),
             wheel: TimerWheel::new(now),
+            unanswered: HashMap::new(),
             next_generation: 0,
-            half_open: 0,
+            half_open,
             send_ready: VecDeque::new(),
             sent_this_turn: 0,
             queued_send: 0,
@@ -521,7 +558,7 @@ impl Endpoint {
                     RetryPolicy::Always => true,
                     RetryPolicy::Auto {
                         half_open_threshold,
-                    } => self.half_open >= half_open_threshold,
+                    } => self.half_open.len() >= half_open_threshold,
                     RetryPolicy::Never => false,
                 };
                 if ask {
@@ -531,9 +568,17 @@ impl Endpoint {
                 None
             }
         };
-        if self.half_open >= self.config.max_half_open {
-            self.stats.refused_half_open += 1;
-            return None;
+        let admission = self.half_open.admit(remote.ip());
+        match admission {
+            Admission::AddressFull => {
+                self.stats.refused_half_open_per_address += 1;
+                return None;
+            }
+            Admission::Full => {
+                self.stats.refused_half_open += 1;
+                return None;
+            }
+            Admission::Admit | Admission::Evict(_) => {}
         }
         if !self.rate.allow(remote.ip(), now) {
             self.stats.refused_rate += 1;
@@ -558,7 +603,10 @@ impl Endpoint {
                 return None;
             }
         };
-        let key = self.insert(conn, local, Some(dcid), true);
+        if let Admission::Evict((key, generation)) = admission {
+            self.evict_half_open(now, key, generation);
+        }
+        let key = self.insert(conn, local, Some(dcid), Some(remote));
         let s = &mut self.sessions[key];
         s.conn.handle_datagram(now, remote, data);
         if s.conn.stats().packets_received == 0 {
@@ -570,6 +618,22 @@ impl Endpoint {
         }
         self.touched(key);
         Some(ConnectionHandle(key))
+    }
+
+    /// Closes a half-open session to make room for a new one (see
+    /// [`EndpointConfig::max_half_open`]). The client is told with CONNECTION_REFUSED;
+    /// the application sees the session's `ConnectionLost` as usual.
+    fn evict_half_open(&mut self, now: Instant, key: usize, generation: u32) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if s.generation != generation || s.retired || s.half_open.is_none() {
+            return;
+        }
+        s.conn
+            .refuse(now, "server busy: too many handshakes in progress");
+        self.stats.evicted_half_open += 1;
+        self.touched(key);
     }
 
     /// Starts a client connection to `remote`.
@@ -598,9 +662,42 @@ impl Endpoint {
             .random_cid()
             .ok_or_else(|| ConfigError("the random generator failed".into()))?;
         let conn = Connection::client(config, now, remote, local, initial_dcid)?;
-        let key = self.insert(conn, local, None, false);
+        let key = self.insert(conn, local, None, None);
+        let generation = self.sessions[key].generation;
+        self.sessions[key].unanswered = Some(remote);
+        self.unanswered
+            .entry(remote)
+            .or_default()
+            .push((key, generation));
         self.touched(key);
         Ok(ConnectionHandle(key))
+    }
+
+    /// The network reported `destination` unreachable (an ICMP error for a datagram
+    /// sent there; the driver reads them from the socket). Client sessions to that
+    /// address that have heard nothing from it yet end with
+    /// `ConnectionError::Unreachable` (see [`Connection::handle_unreachable`]);
+    /// everything else ignores it.
+    pub fn handle_unreachable(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        reason: Unreachable,
+    ) {
+        self.note_now(now);
+        self.flush_dirty();
+        let Some(list) = self.unanswered.get(&destination) else {
+            return;
+        };
+        for (key, generation) in list.clone() {
+            match self.sessions.get_mut(key) {
+                Some(s) if s.generation == generation && !s.retired => {
+                    s.conn.handle_unreachable(reason);
+                    self.touched(key);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Expires the wheel: calls [`Connection::handle_timeout`] on exactly the sessions
@@ -782,7 +879,7 @@ impl Endpoint {
     /// Counters and gauges.
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {
-            half_open: self.half_open,
+            half_open: self.half_open.len(),
             connections: self.sessions.len(),
             ..self.stats.clone()
         }
@@ -840,7 +937,7 @@ impl Endpoint {
         conn: Connection,
         local_cid: ConnectionId,
         initial_dcid: Option<ConnectionId>,
-        half_open: bool,
+        half_open_from: Option<SocketAddr>,
     ) -> usize {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -850,7 +947,8 @@ impl Endpoint {
             armed: None,
             local_cid,
             initial_dcid,
-            half_open,
+            half_open: None,
+            unanswered: None,
             in_send: false,
             in_events: false,
             dirty: false,
@@ -865,8 +963,9 @@ impl Endpoint {
         if let Some(d) = initial_dcid {
             self.cids.insert(d, handle);
         }
-        if half_open {
-            self.half_open += 1;
+        if let Some(from) = half_open_from {
+            let ticket = self.half_open.insert(from.ip(), (key, generation));
+            self.sessions[key].half_open = Some(ticket);
         }
         self.stats.sessions_created += 1;
         key
@@ -889,10 +988,17 @@ impl Endpoint {
         if s.retired {
             return false;
         }
-        if s.half_open && (s.conn.is_established() || s.conn.is_closed()) {
-            s.half_open = false;
-            self.half_open -= 1;
+        if s.conn.is_established() || s.conn.is_closed() {
+            if let Some(ticket) = s.half_open.take() {
+                self.half_open.remove(ticket);
+            }
         }
+        if s.conn.stats().packets_received > 0 || s.conn.is_closed() {
+            if let Some(remote) = s.unanswered.take() {
+                forget_unanswered(&mut self.unanswered, remote, key);
+            }
+        }
+        let s = &mut self.sessions[key];
         if s.conn.is_established() {
             // The handshake is complete: the client no longer sends Initials.
             if let Some(d) = s.initial_dcid.take() {
@@ -1038,9 +1144,11 @@ impl Endpoint {
         if s.armed.take().is_some() {
             self.wheel.cancel(key);
         }
-        if s.half_open {
-            s.half_open = false;
-            self.half_open -= 1;
+        if let Some(ticket) = s.half_open.take() {
+            self.half_open.remove(ticket);
+        }
+        if let Some(remote) = s.unanswered.take() {
+            forget_unanswered(&mut self.unanswered, remote, key);
         }
     }
 
@@ -1145,6 +1253,20 @@ impl Endpoint {
         };
         if self.queue_stateless(remote, packet) {
             self.stats.resets_sent += 1;
+        }
+    }
+}
+
+/// Takes session `key` off the `unanswered` list of `remote`.
+fn forget_unanswered(
+    unanswered: &mut HashMap<SocketAddr, Vec<(usize, u32)>>,
+    remote: SocketAddr,
+    key: usize,
+) {
+    if let Some(list) = unanswered.get_mut(&remote) {
+        list.retain(|&(k, _)| k != key);
+        if list.is_empty() {
+            unanswered.remove(&remote);
         }
     }
 }

@@ -2,10 +2,12 @@
 //! stateless reset tokens and packets, Version Negotiation, and the per-source
 //! handshake rate limiter.
 //!
-//! Everything keyed is derived from the endpoint's 32-byte secret, so an endpoint
-//! restarted with the same secret recognises its own reset tokens. Retry tokens,
-//! however, carry an expiry measured from the endpoint's creation `Instant` (the
-//! sans-IO core never reads a wall clock), so they do not survive a restart.
+//! Reset tokens are derived from the endpoint's 32-byte secret, so an endpoint
+//! restarted with the same secret recognises its own reset tokens (`quill server`
+//! derives the secret from its host key). Retry tokens carry an expiry measured from
+//! the endpoint's creation `Instant` (the sans-IO core never reads a wall clock), so
+//! they must not survive a restart: their key also mixes in a random salt drawn when
+//! the endpoint is created.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -61,10 +63,14 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// Derives the keys from the endpoint's secret.
-    pub(crate) fn new(secret: &[u8; 32]) -> Self {
+    /// Derives the keys from the endpoint's secret; the Retry-token key also from
+    /// `retry_salt` (random per endpoint, so tokens die with it).
+    pub(crate) fn new(secret: &[u8; 32], retry_salt: &[u8; 16]) -> Self {
         let reset = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let derived = hmac::sign(&reset, RETRY_KEY_LABEL);
+        let mut input = [0u8; RETRY_KEY_LABEL.len() + 16];
+        input[..RETRY_KEY_LABEL.len()].copy_from_slice(RETRY_KEY_LABEL);
+        input[RETRY_KEY_LABEL.len()..].copy_from_slice(retry_salt);
+        let derived = hmac::sign(&reset, &input);
         let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, derived.as_ref())
             .expect("HMAC-SHA256 output is a 32-byte AES-256 key");
         Keys {
@@ -346,7 +352,7 @@ mod tests {
 
     #[test]
     fn retry_token_round_trip_and_rejections() {
-        let keys = Keys::new(&[7; 32]);
+        let keys = Keys::new(&[7; 32], &[1; 16]);
         let rng = SeededRandom::new([1; 32]);
         let a = addr("192.0.2.1:4000");
         let t = keys
@@ -365,7 +371,7 @@ mod tests {
                 Err(TokenError::Invalid)
             );
         }
-        let other_keys = Keys::new(&[8; 32]);
+        let other_keys = Keys::new(&[8; 32], &[1; 16]);
         assert_eq!(
             other_keys.open_retry_token(&t, a, 0),
             Err(TokenError::Invalid)
@@ -384,7 +390,7 @@ mod tests {
 
     #[test]
     fn retry_token_garbage_never_panics() {
-        let keys = Keys::new(&[7; 32]);
+        let keys = Keys::new(&[7; 32], &[1; 16]);
         let a = addr("192.0.2.1:4000");
         for len in 0..200 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
@@ -394,12 +400,15 @@ mod tests {
 
     #[test]
     fn reset_token_is_keyed_hmac_prefix() {
-        let keys = Keys::new(&[9; 32]);
+        let keys = Keys::new(&[9; 32], &[1; 16]);
         let c = cid(3, 8);
         let expect = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]), c.as_ref());
         assert_eq!(keys.reset_token(&c)[..], expect.as_ref()[..16]);
         assert_ne!(keys.reset_token(&c), keys.reset_token(&cid(4, 8)));
-        assert_ne!(keys.reset_token(&c), Keys::new(&[10; 32]).reset_token(&c));
+        assert_ne!(
+            keys.reset_token(&c),
+            Keys::new(&[10; 32], &[1; 16]).reset_token(&c)
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub const GRANULARITY: Duration = Duration::from_millis(1);
 /// be set to 333 milliseconds."
 pub const INITIAL_RTT: Duration = Duration::from_millis(333);
 
+/// The longest PTO period that backoff reaches; see [`RttEstimator::pto_period`].
+pub const MAX_PTO_PERIOD: Duration = Duration::from_secs(2);
+
 /// RFC 9002 §6.1.2: "The RECOMMENDED time threshold (kTimeThreshold), expressed
 /// as an RTT multiplier, is 9/8." Kept as numerator / denominator.
 const TIME_THRESHOLD_NUM: u32 = 9;
@@ -134,19 +137,34 @@ impl RttEstimator {
             .saturating_add((self.rttvar * 4).max(GRANULARITY))
     }
 
-    /// The full PTO period for a packet number space.
+    /// The full PTO period for a packet number space, after `pto_count` backoffs, capped.
     ///
     /// RFC 9002 §6.2.1: "When the PTO is armed for Initial or Handshake packet
     /// number spaces, the max_ack_delay in the PTO period computation is set to
     /// 0" — pass `Duration::ZERO` there. "When a PTO timer expires, the PTO
     /// backoff MUST be increased, resulting in the PTO period being set to
     /// twice its current value." `pto_count` is that exponent (saturating).
+    ///
+    /// The doubled period is capped at [`MAX_PTO_PERIOD`] (a period without backoff
+    /// that is longer already, on a path with an RTT of about 700 ms or more, stays as
+    /// it is): a deliberate departure from §6.2.1, which names no upper bound. Its
+    /// reason for the doubling: "This exponential reduction in the sender's rate is
+    /// important because consecutive PTOs might be caused by loss of packets or
+    /// acknowledgments due to severe congestion." Above 2 s a probe (one or two
+    /// packets) is no load worth reducing further. TCP, whose RTO backoff PTO
+    /// follows, bounds the doubling the same way (RFC 6298 §5 (5.5): "The maximum
+    /// value discussed in (2.5) above may be used to provide an upper bound to this
+    /// doubling operation"), and picoquic caps its retransmit timer at 2 s. Without
+    /// a bound a path with short outages starves a connection: after a few probes
+    /// lost in outages of 2 s the period is 8, 16, 32 s, and a peer that only
+    /// receives idles out while the path is open again.
     pub fn pto_period(&self, max_ack_delay: Duration, pto_count: u32) -> Duration {
         let base = self.pto_base().saturating_add(max_ack_delay);
-        match 1u32.checked_shl(pto_count) {
+        let backed_off = match 1u32.checked_shl(pto_count) {
             Some(factor) => base.checked_mul(factor).unwrap_or(Duration::MAX),
             None => Duration::MAX,
-        }
+        };
+        backed_off.min(MAX_PTO_PERIOD.max(base))
     }
 
     /// The time threshold for loss detection.
@@ -262,6 +280,22 @@ mod tests {
         let base = rtt.pto_base() + ms(25);
         assert_eq!(rtt.pto_period(ms(25), 0), base);
         assert_eq!(rtt.pto_period(ms(25), 3), base * 8);
-        assert_eq!(rtt.pto_period(ms(25), u32::MAX), Duration::MAX);
+        // 2^7 × ≈ 26 ms passes the cap.
+        assert_eq!(rtt.pto_period(ms(25), 7), MAX_PTO_PERIOD);
+        assert_eq!(rtt.pto_period(ms(25), u32::MAX), MAX_PTO_PERIOD);
+    }
+
+    #[test]
+    fn backoff_never_shortens_a_long_base_period() {
+        let mut rtt = RttEstimator::new(INITIAL_RTT);
+        rtt.update(ms(1500), ms(0), ms(0), true);
+        // 1500 + 4 × 750 = 4500 ms, longer than the cap: it stays as it is.
+        assert_eq!(rtt.pto_period(ms(0), 0), ms(4500));
+        assert_eq!(rtt.pto_period(ms(0), 5), ms(4500));
+        // Before any sample: 999 ms, 1998 ms, then the cap.
+        let fresh = RttEstimator::new(INITIAL_RTT);
+        assert_eq!(fresh.pto_period(ms(0), 1), ms(1998));
+        assert_eq!(fresh.pto_period(ms(0), 2), MAX_PTO_PERIOD);
+        assert_eq!(fresh.pto_period(ms(0), 9), MAX_PTO_PERIOD);
     }
 }
