@@ -495,8 +495,8 @@ impl Harness {
         };
         let mut opened = None;
         match action % 11 {
-            0 | 1 => {
-                let dir = if action % 11 == 0 { Dir::Bi } else { Dir::Uni };
+            a @ (0 | 1) => {
+                let dir = if a == 0 { Dir::Bi } else { Dir::Uni };
                 if let Some(id) = c.open_stream(dir) {
                     let _ = c.write(id, &data);
                     opened = Some(id);
