@@ -15,6 +15,9 @@
 
 pub mod auth;
 pub mod driver;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 pub mod sim;
 pub mod wire;

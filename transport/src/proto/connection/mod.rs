@@ -986,6 +986,26 @@ impl Connection {
         }
     }
 
+    /// Test support for the stateful fuzz targets (`crate::fuzzing`), not part of the
+    /// API: the lengths of the internal queues and tables a peer can make grow, by name.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn fuzz_queue_lens(&self) -> Vec<(&'static str, usize)> {
+        let mut lens = vec![
+            ("path_responses", self.path_responses.len()),
+            ("cids.local", self.cids.local.len()),
+            ("cids.new_pending", self.cids.new_pending.len()),
+            ("cids.retired_local", self.cids.retired_local.len()),
+            ("cids.remote", self.cids.remote.len()),
+            ("cids.retire_pending", self.cids.retire_pending.len()),
+            ("datagrams_in", self.datagrams_in.len()),
+            ("datagrams_out", self.datagrams_out.len()),
+            ("events", self.events.len()),
+        ];
+        lens.extend(self.streams.fuzz_queue_lens());
+        lens
+    }
+
     /// The current RTT estimate.
     pub fn rtt(&self) -> Duration {
         self.rtt.smoothed()

@@ -699,6 +699,41 @@ impl Connection {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Connection {
+    /// Test support for the stateful fuzz targets (`crate::fuzzing`), not part of the
+    /// API: seals `frames` (raw bytes, not checked) into a short-header packet under
+    /// the current 1-RTT keys and key phase, as if this connection had sent it, with
+    /// the next packet number after skipping `skip_pns` numbers. The packet number is
+    /// used up (recorded like an ACK-only packet). `None` without 1-RTT keys or if
+    /// the packet does not fit in `buf`.
+    #[doc(hidden)]
+    pub fn fuzz_seal_1rtt(
+        &mut self,
+        skip_pns: u8,
+        frames: &[u8],
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        self.one_rtt.as_ref()?;
+        self.spaces[Space::Data as usize].next_pn += u64::from(skip_pns);
+        let (pn, header) = self.write_header(Space::Data, buf, frames.len())?;
+        let pos = header.len + frames.len();
+        buf.get_mut(header.len..pos)?.copy_from_slice(frames);
+        let total = self.finish_packet(Space::Data, pn, buf, &header, pos, 0)?;
+        let sp = &mut self.spaces[Space::Data as usize];
+        sp.next_pn += 1;
+        sp.sent.on_sent_untracked(pn);
+        self.stats.packets_sent += 1;
+        if let Some(k) = self.one_rtt.as_mut() {
+            k.packets_in_phase += 1;
+        }
+        Some(Transmit {
+            destination: self.remote,
+            size: total,
+        })
+    }
+}
+
 /// Where the parts of a packet header landed in the buffer.
 struct HeaderLayout {
     len: usize,

@@ -1402,6 +1402,23 @@ impl Streams {
     pub fn open_count(&self) -> usize {
         self.streams.len()
     }
+
+    /// Test support for the stateful fuzz targets: the lengths of the queues a peer
+    /// can make grow, by name.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn fuzz_queue_lens(&self) -> [(&'static str, usize); 5] {
+        [
+            ("streams.control", self.control.len()),
+            (
+                "streams.max_stream_data_queue",
+                self.max_stream_data_queue.len(),
+            ),
+            ("streams.send_queue", self.send_queue.len()),
+            ("streams.events", self.events.len()),
+            ("streams.conn_blocked", self.conn_blocked.len()),
+        ]
+    }
 }
 
 #[cfg(test)]
