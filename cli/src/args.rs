@@ -120,6 +120,11 @@ pub struct ServerArgs {
     /// [default: 5].
     #[arg(long)]
     pub max_registrations_per_address: Option<u32>,
+    /// Most handshakes one client address may have in progress at once (0: no cap)
+    /// [default: 32]. When all 4,096 places are taken, a new client evicts the oldest
+    /// handshake of the address holding the most.
+    #[arg(long)]
+    pub max_half_open_per_address: Option<usize>,
     /// Configuration file (TOML-like `key = value` lines with the long option names).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -188,6 +188,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         retry: RetryPolicy::Never,
         sessions: Default::default(),
         registrations_per_address: 5,
+        max_half_open_per_address: 32,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

@@ -92,6 +92,8 @@ pub struct ServerOptions {
     pub sessions: SessionCaps,
     /// Registrations one address may attempt per hour (0: no limit).
     pub registrations_per_address: u32,
+    /// Handshakes in progress one address may hold at once (0: no cap).
+    pub max_half_open_per_address: usize,
 }
 
 /// A server running on its own thread.
@@ -182,6 +184,7 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     let endpoint = EndpointConfig {
         retry: opts.retry,
         secret,
+        max_half_open_per_address: opts.max_half_open_per_address,
         ..EndpointConfig::default()
     };
     let handler = FileServer {
@@ -257,6 +260,7 @@ struct Settings {
     max_connections_per_user: Option<usize>,
     max_connections_per_address: Option<usize>,
     max_registrations_per_address: Option<u32>,
+    max_half_open_per_address: Option<usize>,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -275,6 +279,7 @@ const CONFIG_KEYS: &[&str] = &[
     "max-connections-per-user",
     "max-connections-per-address",
     "max-registrations-per-address",
+    "max-half-open-per-address",
 ];
 
 impl Settings {
@@ -297,6 +302,7 @@ impl Settings {
             max_connections_per_user: args.max_connections_per_user,
             max_connections_per_address: args.max_connections_per_address,
             max_registrations_per_address: args.max_registrations_per_address,
+            max_half_open_per_address: args.max_half_open_per_address,
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -342,6 +348,9 @@ impl Settings {
                         if s.max_registrations_per_address.is_none() =>
                     {
                         s.max_registrations_per_address = Some(parse_count(&value).map_err(at)?);
+                    }
+                    "max-half-open-per-address" if s.max_half_open_per_address.is_none() => {
+                        s.max_half_open_per_address = Some(parse_count(&value).map_err(at)?);
                     }
                     "retry" if s.retry == RetryArg::Auto => {
                         s.retry = match value.as_str() {
@@ -416,6 +425,9 @@ impl Settings {
             registrations_per_address: self
                 .max_registrations_per_address
                 .unwrap_or(LimiterConfig::default().registrations_per_source),
+            max_half_open_per_address: self
+                .max_half_open_per_address
+                .unwrap_or(EndpointConfig::default().max_half_open_per_address),
         })
     }
 }
@@ -1312,7 +1324,11 @@ mod tests {
         use clap::Parser;
         let dir = temp_root("handshake-timeout");
         let file = dir.join("server.conf");
-        std::fs::write(&file, "handshake-timeout = 3s\n").unwrap();
+        std::fs::write(
+            &file,
+            "handshake-timeout = 3s\nmax-half-open-per-address = 7\n",
+        )
+        .unwrap();
         let settings = |extra: &[&str]| {
             let mut argv = vec!["quill", "server", "--config", file.to_str().unwrap()];
             argv.extend_from_slice(extra);
@@ -1330,6 +1346,11 @@ mod tests {
             settings(&["--handshake-timeout", "20s"]).handshake_timeout,
             Some(Duration::from_secs(20)),
             "the command line wins"
+        );
+        assert_eq!(settings(&[]).max_half_open_per_address, Some(7));
+        assert_eq!(
+            settings(&["--max-half-open-per-address", "0"]).max_half_open_per_address,
+            Some(0)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
