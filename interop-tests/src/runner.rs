@@ -126,7 +126,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "blackhole",
-        network: "20 Mbit/s each way; everything dropped for 2 s out of every 5 s",
+        network: "20 Mbit/s each way; everything dropped for 2 s out of every 3.5 s",
         rule: "1 file (10 MB) byte-exact, and the capture shows the outages hit the \
                transfer (black-holed datagrams in both directions)",
     },
@@ -1627,7 +1627,9 @@ fn judge(
             setup.relay = |rc| {
                 rc.c2s.rate_bps = Some(20_000_000);
                 rc.s2c.rate_bps = Some(20_000_000);
-                rc.blackhole = Some((Duration::from_secs(2), Duration::from_secs(3)));
+                // 2 s outages between 1.5 s windows: the pattern that, before PTO backoff
+                // was capped, put every probe into an outage (docs/INTEROP.md).
+                rc.blackhole = Some((Duration::from_secs(2), Duration::from_millis(1500)));
             };
             one(opts, sc, client, server, &setup, |o| {
                 basic(o)?;
