@@ -135,6 +135,9 @@ pub struct BufferSizes {
     pub datagrams: usize,
     /// Open streams.
     pub streams: usize,
+    /// Bytes written on streams and not yet acknowledged (unsent and in flight),
+    /// bounded by `StreamsConfig::max_connection_send_buffer`.
+    pub send_buffered: u64,
 }
 
 /// Why `send_datagram` refused a datagram.
@@ -983,6 +986,7 @@ impl Connection {
             events: self.events.len(),
             datagrams: self.datagrams_in.len() + self.datagrams_out.len(),
             streams: self.streams.open_count(),
+            send_buffered: self.streams.send_buffered(),
         }
     }
 

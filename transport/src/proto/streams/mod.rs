@@ -15,8 +15,10 @@
 //! Memory bounds (a peer cannot make us hold more): out-of-order data per stream is
 //! bounded by the stream window (flow control refuses more, the assembler has the
 //! largest window as a hard cap); the number of peer streams by our MAX_STREAMS;
-//! unacknowledged send data per stream by `send_buffer`. Streams whose two halves
-//! are done are removed from the table at once.
+//! unacknowledged send data per stream by `send_buffer`, and on all streams together
+//! by `max_connection_send_buffer` (so a peer that grants huge windows and never
+//! acknowledges cannot make us hold streams × `send_buffer`). Streams whose two
+//! halves are done are removed from the table at once.
 
 mod assembler;
 mod flow;
@@ -62,6 +64,9 @@ pub struct StreamsConfig {
     pub max_receive_window: u64,
     /// Per-stream cap on written but unacknowledged data.
     pub send_buffer: u64,
+    /// Connection-wide cap on written but unacknowledged data (unsent and in
+    /// flight, all streams together).
+    pub max_connection_send_buffer: u64,
 }
 
 impl Default for StreamsConfig {
@@ -75,6 +80,12 @@ impl Default for StreamsConfig {
     /// ratio quic-go and Chromium use) so that one saturated stream leaves room for
     /// others. The send buffer matches the largest window the peer can grant us
     /// with the same settings; more could never be in flight.
+    ///
+    /// The connection-wide send cap is 32 MiB: twice the per-stream buffer, so one
+    /// bulk stream is never limited by it (its throughput is unchanged), and above
+    /// the largest connection window a peer with these settings grants (24 MiB), so
+    /// against such a peer it never binds either. It only stops a peer that grants
+    /// huge windows and never acknowledges from making us hold 100 streams × 16 MiB.
     fn default() -> Self {
         const MIB: u64 = 1 << 20;
         Self {
@@ -85,6 +96,7 @@ impl Default for StreamsConfig {
             receive_window: 3 * MIB / 2,
             max_receive_window: 24 * MIB,
             send_buffer: 16 * MIB,
+            max_connection_send_buffer: 32 * MIB,
         }
     }
 }
@@ -376,7 +388,11 @@ pub struct Streams {
     conn_written: u64,
     data_blocked_at: Option<u64>,
     data_blocked_pending: bool,
-    /// Streams whose writes hit the connection limit.
+    /// Bytes written and not yet acknowledged on all streams (the sum of their
+    /// `SendBuffer::buffered`), bounded by `config.max_connection_send_buffer`.
+    conn_buffered: u64,
+    /// Streams whose writes hit the connection limit or the connection-wide send
+    /// cap; woken when MAX_DATA arrives or acks / resets free room in the cap.
     conn_blocked: Vec<StreamId>,
 
     // Connection-level flow control, receiving.
@@ -425,6 +441,7 @@ impl Streams {
             max_streams_pending: [false; 2],
             peer_max_data: 0,
             conn_written: 0,
+            conn_buffered: 0,
             data_blocked_at: None,
             data_blocked_pending: false,
             conn_blocked: Vec::new(),
@@ -609,6 +626,7 @@ impl Streams {
     ) -> Result<usize, WriteError> {
         self.check_send_id(id)?;
         let conn_credit = self.peer_max_data.saturating_sub(self.conn_written);
+        let conn_room = self.conn_send_room();
         let send_buffer = self.config.send_buffer;
         let ss = self
             .streams
@@ -628,7 +646,11 @@ impl Streams {
         }
         let stream_credit = ss.credit();
         let room = send_buffer.saturating_sub(ss.buf.buffered());
-        let n = (len as u64).min(stream_credit).min(conn_credit).min(room) as usize;
+        let n = (len as u64)
+            .min(stream_credit)
+            .min(conn_credit)
+            .min(room)
+            .min(conn_room) as usize;
         if n < len {
             ss.write_blocked = true;
             // RFC 9000 §4.1: "A sender SHOULD send a STREAM_DATA_BLOCKED or
@@ -641,14 +663,16 @@ impl Streams {
                     limit: ss.max_data,
                 });
             }
-            if conn_credit < len as u64 {
-                if self.data_blocked_at != Some(self.peer_max_data) {
-                    self.data_blocked_at = Some(self.peer_max_data);
-                    self.data_blocked_pending = true;
-                }
-                if !self.conn_blocked.contains(&id) {
-                    self.conn_blocked.push(id);
-                }
+            if conn_credit < len as u64
+                && self.data_blocked_at != Some(self.peer_max_data)
+            {
+                self.data_blocked_at = Some(self.peer_max_data);
+                self.data_blocked_pending = true;
+            }
+            if (conn_credit < len as u64 || conn_room < len as u64)
+                && !self.conn_blocked.contains(&id)
+            {
+                self.conn_blocked.push(id);
             }
         }
         if n == 0 {
@@ -656,6 +680,7 @@ impl Streams {
         }
         put(&mut ss.buf, n);
         self.conn_written += n as u64;
+        self.conn_buffered += n as u64;
         if !ss.queued {
             ss.queued = true;
             self.send_queue.push_back(id);
@@ -705,7 +730,8 @@ impl Streams {
         if ss.reset || ss.is_done() {
             return Ok(());
         }
-        Self::reset_send(&mut self.control, id, ss, code);
+        let released = Self::reset_send(&mut self.control, id, ss, code);
+        self.release_send_buffer(released);
         self.maybe_free(id);
         Ok(())
     }
@@ -713,15 +739,18 @@ impl Streams {
     /// RFC 9000 §3.1: "From any of the "Ready", "Send", or "Data Sent" states, an
     /// application can signal that it wishes to abandon transmission of stream
     /// data. [...] the endpoint sends a RESET_STREAM frame".
+    ///
+    /// Returns the unacknowledged bytes dropped, for `release_send_buffer`.
     fn reset_send(
         control: &mut VecDeque<ControlFrame>,
         id: StreamId,
         ss: &mut SendStream,
         code: u64,
-    ) {
+    ) -> u64 {
         // RFC 9000 §4.5: the final size of a reset stream is the flow-control credit
         // it consumed, which for us is everything written.
         let final_size = ss.buf.offset();
+        let released = ss.buf.buffered();
         ss.reset = true;
         ss.fin_pending = false;
         ss.buf = SendBuffer::new();
@@ -730,6 +759,52 @@ impl Streams {
             code,
             final_size,
         });
+        released
+    }
+
+    /// Room left under the connection-wide send cap.
+    fn conn_send_room(&self) -> u64 {
+        self.config
+            .max_connection_send_buffer
+            .saturating_sub(self.conn_buffered)
+    }
+
+    /// Whether a write blocked on the connection (credit or send cap) could take
+    /// bytes now.
+    fn conn_has_room(&self) -> bool {
+        self.peer_max_data > self.conn_written && self.conn_send_room() > 0
+    }
+
+    /// `n` unacknowledged bytes left the send buffers (acknowledged, or dropped by
+    /// a reset): they no longer count against the connection-wide send cap, and
+    /// the streams that were waiting for it are told they can write again. Only
+    /// streams that were actually blocked are visited.
+    fn release_send_buffer(&mut self, n: u64) {
+        if n > 0 {
+            self.conn_buffered -= n;
+            self.wake_conn_blocked();
+        }
+    }
+
+    /// Tells the streams in `conn_blocked` they can write again, if the
+    /// connection has credit and room under the send cap; a no-op (O(1)) otherwise.
+    fn wake_conn_blocked(&mut self) {
+        if self.conn_blocked.is_empty() || !self.conn_has_room() {
+            return;
+        }
+        let send_buffer = self.config.send_buffer;
+        for id in std::mem::take(&mut self.conn_blocked) {
+            if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
+                Self::signal_writable(
+                    &mut self.events,
+                    &mut self.conn_blocked,
+                    true,
+                    send_buffer,
+                    id,
+                    ss,
+                );
+            }
+        }
     }
 
     /// Reads contiguous data into `buf`.
@@ -1009,10 +1084,13 @@ impl Streams {
             return Ok(());
         }
         ss.stopped = Some(code);
-        if !ss.is_done() {
-            Self::reset_send(&mut self.control, id, ss, code);
-        }
+        let released = if ss.is_done() {
+            0
+        } else {
+            Self::reset_send(&mut self.control, id, ss, code)
+        };
         self.events.push_back(StreamEvent::Stopped { id, code });
+        self.release_send_buffer(released);
         self.maybe_free(id);
         Ok(())
     }
@@ -1023,28 +1101,16 @@ impl Streams {
             return;
         }
         self.peer_max_data = max;
-        let send_buffer = self.config.send_buffer;
-        for id in std::mem::take(&mut self.conn_blocked) {
-            if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
-                Self::signal_writable(
-                    &mut self.events,
-                    &mut self.conn_blocked,
-                    true,
-                    send_buffer,
-                    id,
-                    ss,
-                );
-            }
-        }
+        self.wake_conn_blocked();
     }
 
     /// Emits `Writable` if the stream's last write came up short and it has room
-    /// now. A stream with room of its own but no connection credit waits in
-    /// `conn_blocked` for MAX_DATA.
+    /// now. A stream with room of its own but no connection credit or no room under
+    /// the connection-wide send cap waits in `conn_blocked` for MAX_DATA or acks.
     fn signal_writable(
         events: &mut VecDeque<StreamEvent>,
         conn_blocked: &mut Vec<StreamId>,
-        conn_has_credit: bool,
+        conn_has_room: bool,
         send_buffer: u64,
         id: StreamId,
         ss: &mut SendStream,
@@ -1057,7 +1123,7 @@ impl Streams {
         {
             return;
         }
-        if conn_has_credit {
+        if conn_has_room {
             ss.write_blocked = false;
             events.push_back(StreamEvent::Writable(id));
         } else if !conn_blocked.contains(&id) {
@@ -1071,7 +1137,7 @@ impl Streams {
         if !self.validate_frame_id(id, false)? {
             return Ok(());
         }
-        let conn_has_credit = self.peer_max_data > self.conn_written;
+        let conn_has_room = self.conn_has_room();
         let send_buffer = self.config.send_buffer;
         if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
             if max > ss.max_data {
@@ -1079,7 +1145,7 @@ impl Streams {
                 Self::signal_writable(
                     &mut self.events,
                     &mut self.conn_blocked,
-                    conn_has_credit,
+                    conn_has_room,
                     send_buffer,
                     id,
                     ss,
@@ -1308,7 +1374,6 @@ impl Streams {
 
     /// The packet carrying `chunk` was acknowledged.
     pub fn on_chunk_acked(&mut self, chunk: &StreamChunk) {
-        let conn_has_credit = self.peer_max_data > self.conn_written;
         let send_buffer = self.config.send_buffer;
         let Some(ss) = self
             .streams
@@ -1320,23 +1385,33 @@ impl Streams {
         if ss.reset {
             return;
         }
+        let before = ss.buf.buffered();
         ss.buf.on_ack(chunk.offset..chunk.offset + chunk.len as u64);
+        let released = before - ss.buf.buffered();
+        self.conn_buffered -= released;
+        // `conn_has_room`, spelled out: `ss` borrows the stream table.
+        let conn_has_room = self.peer_max_data > self.conn_written
+            && self.conn_buffered < self.config.max_connection_send_buffer;
         if chunk.fin {
             ss.fin_acked = true;
         }
         Self::signal_writable(
             &mut self.events,
             &mut self.conn_blocked,
-            conn_has_credit,
+            conn_has_room,
             send_buffer,
             chunk.id,
             ss,
         );
-        if ss.is_done() {
-            if !ss.finished_reported {
-                ss.finished_reported = true;
-                self.events.push_back(StreamEvent::Finished(chunk.id));
-            }
+        let done = ss.is_done();
+        if done && !ss.finished_reported {
+            ss.finished_reported = true;
+            self.events.push_back(StreamEvent::Finished(chunk.id));
+        }
+        if released > 0 {
+            self.wake_conn_blocked();
+        }
+        if done {
             self.maybe_free(chunk.id);
         }
     }
@@ -1401,6 +1476,12 @@ impl Streams {
     /// Streams currently held in the table (open, or not yet fully closed).
     pub fn open_count(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Bytes the application wrote that the peer has not acknowledged yet, on all
+    /// streams (unsent and in flight): at most `max_connection_send_buffer`.
+    pub fn send_buffered(&self) -> u64 {
+        self.conn_buffered
     }
 
     /// Test support for the stateful fuzz targets: the lengths of the queues a peer

@@ -28,6 +28,7 @@ fn config(stream_window: u64, conn_window: u64, concurrent: u64) -> StreamsConfi
         receive_window: conn_window,
         max_receive_window: conn_window,
         send_buffer: 1 << 20,
+        max_connection_send_buffer: 2 << 20,
     }
 }
 
@@ -402,6 +403,99 @@ fn writable_waits_for_connection_credit_after_buffer_room_appears() {
 }
 
 #[test]
+fn connection_send_cap_bounds_unacked_data_on_all_streams() {
+    // A peer that grants huge windows and never acknowledges: without the cap,
+    // ten streams could hold 10 × 1,000 bytes.
+    let cfg = StreamsConfig {
+        send_buffer: 1000,
+        max_connection_send_buffer: 2500,
+        ..StreamsConfig::default()
+    };
+    let mut c = Streams::new(Side::Client, &cfg);
+    c.apply_peer_limits(&limits(1 << 40, 1 << 40, 100));
+    let ids: Vec<StreamId> = (0..10).map(|_| c.open(Dir::Uni).unwrap()).collect();
+    assert_eq!(c.write(ids[0], &[1; 1000]), Ok(1000));
+    assert_eq!(c.write(ids[1], &[1; 1000]), Ok(1000));
+    assert_eq!(c.write(ids[2], &[1; 1000]), Ok(500), "the cap, not the stream");
+    for &id in &ids[2..] {
+        assert_eq!(c.write(id, &[1; 10]), Err(WriteError::Blocked));
+        assert_eq!(
+            c.write_bytes(id, Bytes::from_static(b"x")),
+            Err(WriteError::Blocked)
+        );
+    }
+    assert_eq!(c.send_buffered(), 2500);
+    // Sending alone frees nothing: in-flight bytes count until acknowledged.
+    let chunks: Vec<StreamChunk> = std::iter::from_fn(|| c.poll_chunk(300)).collect();
+    assert_eq!(chunks.iter().map(|ch| ch.len).sum::<usize>(), 2500);
+    assert_eq!(c.write(ids[3], &[1; 10]), Err(WriteError::Blocked));
+    assert!(drain_events(&mut c).is_empty());
+    assert!(
+        drain_control(&mut c).is_empty(),
+        "the cap is local: no DATA_BLOCKED or STREAM_DATA_BLOCKED"
+    );
+
+    // Acks free room: every stream blocked on the cap (and only those) is told once.
+    let first = chunks.iter().find(|ch| ch.id == ids[0]).unwrap();
+    c.on_chunk_acked(first);
+    let mut woken = drain_events(&mut c);
+    woken.sort_by_key(|e| match e {
+        StreamEvent::Writable(id) => id.0,
+        _ => u64::MAX,
+    });
+    let expected: Vec<StreamEvent> = ids[2..].iter().map(|&id| StreamEvent::Writable(id)).collect();
+    assert_eq!(woken, expected, "ids[0] never blocked; ids[1] did not write again");
+    let freed = first.len;
+    assert_eq!(c.send_buffered(), 2500 - freed as u64);
+    // The freed room is taken again, and the cap blocks anew.
+    assert_eq!(c.write(ids[4], &[2; 1000]), Ok(freed));
+    assert_eq!(c.write(ids[5], &[2; 10]), Err(WriteError::Blocked));
+    assert_eq!(c.send_buffered(), 2500);
+    let more = chunks.iter().find(|ch| ch.id == ids[1]).unwrap();
+    c.on_chunk_acked(more);
+    assert_eq!(
+        drain_events(&mut c),
+        vec![StreamEvent::Writable(ids[4]), StreamEvent::Writable(ids[5])]
+    );
+    assert_eq!(c.write(ids[5], &[2; 1000]), Ok(more.len));
+
+    // A reset releases what the stream held (sent or not), and wakes the blocked.
+    assert_eq!(c.write(ids[6], &[3; 1]), Err(WriteError::Blocked));
+    c.reset(ids[2], 7).unwrap();
+    assert_eq!(c.send_buffered(), 2000);
+    assert_eq!(
+        drain_events(&mut c),
+        vec![StreamEvent::Writable(ids[5]), StreamEvent::Writable(ids[6])]
+    );
+    assert_eq!(c.write(ids[6], &[3; 1000]), Ok(500));
+    // So does STOP_SENDING from the peer.
+    assert_eq!(c.write(ids[7], &[3; 1]), Err(WriteError::Blocked));
+    c.on_stop_sending(ids[6].0, 9).unwrap();
+    assert_eq!(c.send_buffered(), 2000);
+    assert_eq!(
+        drain_events(&mut c),
+        vec![
+            StreamEvent::Stopped { id: ids[6], code: 9 },
+            StreamEvent::Writable(ids[7])
+        ]
+    );
+    assert_eq!(c.write(ids[7], &[3; 1000]), Ok(500));
+    assert_eq!(c.send_buffered(), 2500);
+}
+
+#[test]
+fn connection_send_cap_does_not_limit_one_stream() {
+    let c = StreamsConfig::default();
+    assert!(c.max_connection_send_buffer >= c.send_buffer);
+    assert!(c.max_connection_send_buffer >= c.max_receive_window);
+    let mut s = Streams::new(Side::Client, &c);
+    s.apply_peer_limits(&limits(1 << 40, 1 << 40, 100));
+    let id = s.open(Dir::Uni).unwrap();
+    let n = c.send_buffer as usize;
+    assert_eq!(s.write_bytes(id, Bytes::from(vec![0; n + 1])), Ok(n));
+}
+
+#[test]
 fn extreme_settings_saturate_instead_of_overflowing() {
     let cfg = StreamsConfig {
         max_concurrent_bidi: u64::MAX,
@@ -411,6 +505,7 @@ fn extreme_settings_saturate_instead_of_overflowing() {
         receive_window: u64::MAX,
         max_receive_window: u64::MAX,
         send_buffer: u64::MAX,
+        max_connection_send_buffer: u64::MAX,
     };
     let mut s = Streams::new(Side::Server, &cfg);
     let l = s.local_limits();
@@ -1022,6 +1117,7 @@ fn bulk_transfer(cfg: &StreamsConfig, len: usize, seed: u64, loss: u64) -> Pair 
     assert!(got == data, "bytes differ");
     assert_eq!(p.s.open_count(), 0);
     assert_eq!(p.c.open_count(), 0);
+    assert_eq!(p.c.send_buffered(), 0, "every written byte acked and released");
     p
 }
 
