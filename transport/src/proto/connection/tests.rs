@@ -645,3 +645,75 @@ fn held_refusal(idle: Duration, hold: Duration) -> (Option<ConnectionError>, Dur
     assert!(!sim.client_app.connected);
     (sim.client_app.lost.take(), sim.now - start)
 }
+
+/// A server that grants huge windows and never acknowledges anything (nothing it
+/// sends reaches the client once the connection is up): the client accepts writes
+/// only up to its connection-wide send cap, however many streams it writes on,
+/// and in-flight bytes count until acknowledged.
+#[test]
+fn a_peer_that_never_acknowledges_cannot_make_us_buffer_beyond_the_send_cap() {
+    const TIB: u64 = 1 << 40;
+    let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+    let client = ClientConfig::new(
+        Login::Password {
+            user: "alice".into(),
+            password: Zeroizing::new("pw".into()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    let mut server = ServerConfig::new(key);
+    let mut t = (*server.transport).clone();
+    t.streams.stream_receive_window = TIB;
+    t.streams.max_stream_receive_window = TIB;
+    t.streams.receive_window = TIB;
+    t.streams.max_receive_window = TIB;
+    server.transport = Arc::new(t);
+    let mut sim = Sim::new(
+        9,
+        client,
+        server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        ServerApp::accept_all(),
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
+    }));
+    let cfg = crate::proto::StreamsConfig::default();
+    let ids: Vec<StreamId> = std::iter::from_fn(|| sim.client.open_stream(Dir::Uni))
+        .take(100)
+        .collect();
+    assert_eq!(ids.len(), 100);
+    // Shared storage: without the cap this would take 100 × 16 MiB by reference.
+    let data = Bytes::from(vec![7u8; cfg.send_buffer as usize]);
+    let mut now = sim.now;
+    let mut buf = vec![0u8; 65536];
+    let mut accepted = 0u64;
+    for _round in 0..3 {
+        for &id in &ids {
+            match sim.client.write_bytes(id, data.clone()) {
+                Ok(n) => accepted += n as u64,
+                Err(WriteError::Blocked) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        // Everything the client sends is dropped; its probe timer fires.
+        let mut sent = 0;
+        while sim.client.poll_transmit(now, &mut buf).is_some() {
+            sent += 1;
+            assert!(sent < 100_000, "client never stopped transmitting");
+        }
+        if let Some(t) = sim.client.poll_timeout() {
+            now = now.max(t);
+            sim.client.handle_timeout(now);
+        }
+        assert!(sim.client.buffer_sizes().send_buffered <= cfg.max_connection_send_buffer);
+    }
+    assert!(sim.client.error().is_none(), "{:?}", sim.client.error());
+    assert_eq!(accepted, cfg.max_connection_send_buffer);
+    assert_eq!(
+        sim.client.buffer_sizes().send_buffered,
+        cfg.max_connection_send_buffer
+    );
+}
