@@ -663,9 +663,7 @@ impl Streams {
                     limit: ss.max_data,
                 });
             }
-            if conn_credit < len as u64
-                && self.data_blocked_at != Some(self.peer_max_data)
-            {
+            if conn_credit < len as u64 && self.data_blocked_at != Some(self.peer_max_data) {
                 self.data_blocked_at = Some(self.peer_max_data);
                 self.data_blocked_pending = true;
             }

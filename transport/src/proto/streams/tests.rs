@@ -416,7 +416,11 @@ fn connection_send_cap_bounds_unacked_data_on_all_streams() {
     let ids: Vec<StreamId> = (0..10).map(|_| c.open(Dir::Uni).unwrap()).collect();
     assert_eq!(c.write(ids[0], &[1; 1000]), Ok(1000));
     assert_eq!(c.write(ids[1], &[1; 1000]), Ok(1000));
-    assert_eq!(c.write(ids[2], &[1; 1000]), Ok(500), "the cap, not the stream");
+    assert_eq!(
+        c.write(ids[2], &[1; 1000]),
+        Ok(500),
+        "the cap, not the stream"
+    );
     for &id in &ids[2..] {
         assert_eq!(c.write(id, &[1; 10]), Err(WriteError::Blocked));
         assert_eq!(
@@ -443,8 +447,14 @@ fn connection_send_cap_bounds_unacked_data_on_all_streams() {
         StreamEvent::Writable(id) => id.0,
         _ => u64::MAX,
     });
-    let expected: Vec<StreamEvent> = ids[2..].iter().map(|&id| StreamEvent::Writable(id)).collect();
-    assert_eq!(woken, expected, "ids[0] never blocked; ids[1] did not write again");
+    let expected: Vec<StreamEvent> = ids[2..]
+        .iter()
+        .map(|&id| StreamEvent::Writable(id))
+        .collect();
+    assert_eq!(
+        woken, expected,
+        "ids[0] never blocked; ids[1] did not write again"
+    );
     let freed = first.len;
     assert_eq!(c.send_buffered(), 2500 - freed as u64);
     // The freed room is taken again, and the cap blocks anew.
@@ -475,7 +485,10 @@ fn connection_send_cap_bounds_unacked_data_on_all_streams() {
     assert_eq!(
         drain_events(&mut c),
         vec![
-            StreamEvent::Stopped { id: ids[6], code: 9 },
+            StreamEvent::Stopped {
+                id: ids[6],
+                code: 9
+            },
             StreamEvent::Writable(ids[7])
         ]
     );
@@ -1117,7 +1130,11 @@ fn bulk_transfer(cfg: &StreamsConfig, len: usize, seed: u64, loss: u64) -> Pair 
     assert!(got == data, "bytes differ");
     assert_eq!(p.s.open_count(), 0);
     assert_eq!(p.c.open_count(), 0);
-    assert_eq!(p.c.send_buffered(), 0, "every written byte acked and released");
+    assert_eq!(
+        p.c.send_buffered(),
+        0,
+        "every written byte acked and released"
+    );
     p
 }
 
