@@ -84,8 +84,9 @@ impl Default for StreamsConfig {
     /// The connection-wide send cap is 32 MiB: twice the per-stream buffer, so one
     /// bulk stream is never limited by it (its throughput is unchanged), and above
     /// the largest connection window a peer with these settings grants (24 MiB), so
-    /// against such a peer it never binds either. It only stops a peer that grants
-    /// huge windows and never acknowledges from making us hold 100 streams × 16 MiB.
+    /// against such a peer it binds only if acknowledgements lag far behind its
+    /// MAX_DATA updates. It stops a peer that grants huge windows and never
+    /// acknowledges from making us hold 100 streams × 16 MiB.
     fn default() -> Self {
         const MIB: u64 = 1 << 20;
         Self {
