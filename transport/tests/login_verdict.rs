@@ -1,0 +1,325 @@
+//! A login verdict computed on the worker pool lands only on the session that asked
+//! for it, over real loopback sockets: session A (alice, right password) ends while
+//! its verdict is computed, session B reuses A's slab handle, and A's "accept alice"
+//! must not log B in.
+//!
+//! Deterministic: the account store holds every lookup until the test releases it,
+//! so the order (A asks, A ends and is freed, B asks in A's slot, A's verdict comes
+//! back, B's verdict comes back) does not depend on timing. Every wait is bounded.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use quill_crypto::hostkey::PublicKey;
+use quill_transport::auth::accounts::{Account, AccountStore, SqliteStore, StoreError};
+use quill_transport::auth::login::{LoginVerifier, Verdict};
+use quill_transport::driver::blocking::{self, ConnectError};
+use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
+use quill_transport::driver::login::verify_on_pool;
+use quill_transport::driver::socket::UdpConfig;
+use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::proto::{ConnectionError, Event, ServerConfig, TransportConfig};
+use support::auth_server::{client, host_key, password, store, temp_dir};
+
+/// Longest any one step of the test may take before it fails.
+const STEP: Duration = Duration::from_secs(8);
+
+/// An account store whose lookups (`get`, the first thing a login verification does)
+/// wait, in arrival order, until the test releases them.
+struct GatedStore {
+    inner: Arc<SqliteStore>,
+    gate: Mutex<Gate>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// Lookups that have started.
+    arrived: usize,
+    /// Lookups allowed to go on (the first `released` to arrive).
+    released: usize,
+}
+
+impl GatedStore {
+    fn arrived(&self) -> usize {
+        self.gate.lock().unwrap().arrived
+    }
+
+    fn release_one(&self) {
+        self.gate.lock().unwrap().released += 1;
+        self.changed.notify_all();
+    }
+}
+
+impl AccountStore for GatedStore {
+    fn add_user(
+        &self,
+        name: &str,
+        password: Option<&[u8]>,
+        keys: &[PublicKey],
+    ) -> Result<Account, StoreError> {
+        self.inner.add_user(name, password, keys)
+    }
+    fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.remove_user(name)
+    }
+    fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
+        self.inner.set_disabled(name, disabled)
+    }
+    fn set_password(&self, name: &str, password: &[u8]) -> Result<(), StoreError> {
+        self.inner.set_password(name, password)
+    }
+    fn add_key(&self, name: &str, key: &PublicKey) -> Result<(), StoreError> {
+        self.inner.add_key(name, key)
+    }
+    fn remove_key(&self, name: &str, fingerprint: &str) -> Result<(), StoreError> {
+        self.inner.remove_key(name, fingerprint)
+    }
+    fn list(&self) -> Result<Vec<Account>, StoreError> {
+        self.inner.list()
+    }
+    fn get(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let mut gate = self.gate.lock().unwrap();
+        let ticket = gate.arrived;
+        gate.arrived += 1;
+        self.changed.notify_all();
+        // Bounded: a test that never releases fails on its own wait first.
+        let (_gate, _) = self
+            .changed
+            .wait_timeout_while(gate, 2 * STEP, |g| g.released <= ticket)
+            .unwrap();
+        self.inner.get(name)
+    }
+    fn record_login(&self, name: &str, now_unix: u64) -> Result<(), StoreError> {
+        self.inner.record_login(name, now_unix)
+    }
+    fn record_failure(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.record_failure(name)
+    }
+    fn reset_failures(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.reset_failures(name)
+    }
+}
+
+/// What the server saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    LoginRequested(ConnectionHandle, String),
+    /// `verify_on_pool`'s `on_verdict`: a verdict came back from the pool.
+    Verdict(ConnectionHandle, Option<String>),
+    /// The server logged a session in (`Event::Connected` on the server side).
+    LoggedIn(ConnectionHandle, String),
+    Lost(ConnectionHandle),
+}
+
+struct RecordingServer {
+    verifier: Arc<LoginVerifier>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    sessions: Arc<AtomicUsize>,
+}
+
+impl Handler for RecordingServer {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        let mut seen = self.seen.lock().unwrap();
+        match event {
+            Event::LoginRequested(req) => {
+                seen.push(Seen::LoginRequested(h, req.user.clone()));
+                drop(seen);
+                let log = self.seen.clone();
+                verify_on_pool(ctx, &self.verifier, h, req, move |_, h, verdict| {
+                    let account = match verdict {
+                        Verdict::Accept { account, .. } => Some(account.clone()),
+                        Verdict::Refuse { .. } => None,
+                    };
+                    log.lock().unwrap().push(Seen::Verdict(h, account));
+                });
+            }
+            Event::Connected { account, .. } => seen.push(Seen::LoggedIn(h, account)),
+            Event::ConnectionLost(_) => seen.push(Seen::Lost(h)),
+            _ => {}
+        }
+    }
+
+    fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
+        self.sessions.store(ctx.connections(), Ordering::SeqCst);
+    }
+}
+
+/// A client that connects and never finishes by itself.
+struct Quiet {
+    connected: Option<String>,
+    lost: Option<ConnectionError>,
+}
+
+impl Handler for Quiet {
+    fn on_event(&mut self, _: &mut Context<'_, Self>, _: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { account, .. } => self.connected = Some(account),
+            Event::ConnectionLost(e) => self.lost = Some(e),
+            _ => {}
+        }
+    }
+}
+
+/// Polls `done` every 5 ms; panics with `what` if it does not hold within [`STEP`].
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle() {
+    let dir = temp_dir("verdict-reuse");
+    let key = host_key(9);
+    let accounts = store(&dir);
+    accounts
+        .add_user("alice", Some(b"correct horse battery"), &[])
+        .unwrap();
+    let gated = Arc::new(GatedStore {
+        inner: accounts,
+        gate: Mutex::new(Gate::default()),
+        changed: Condvar::new(),
+    });
+    let verifier = Arc::new(LoginVerifier::new(gated.clone(), false));
+
+    // The server: two workers, so A's and B's verifications are held side by side.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let mut config = ServerConfig::new(key.clone());
+    config.transport = Arc::new(TransportConfig::default());
+    let endpoint = EndpointConfig {
+        per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
+        ..EndpointConfig::default()
+    };
+    let mut server = EventLoop::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &UdpConfig::default(),
+        endpoint,
+        Some(config),
+        2,
+        RecordingServer {
+            verifier,
+            seen: seen.clone(),
+            sessions: sessions.clone(),
+        },
+    )
+    .expect("bind the server");
+    let addr: SocketAddr = server.local_addr();
+    let server_handle = server.handle();
+    let server_thread = std::thread::spawn(move || server.run().expect("server loop"));
+
+    // A: alice with the right password. Its verification starts and is held.
+    let mut a = EventLoop::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &UdpConfig::default(),
+        EndpointConfig::default(),
+        None,
+        1,
+        Quiet {
+            connected: None,
+            lost: None,
+        },
+    )
+    .expect("bind client A");
+    let a_conn = a
+        .with_context(|_, ctx| {
+            ctx.connect(
+                client(password("alice", "correct horse battery"), &key),
+                addr,
+            )
+        })
+        .expect("connect A");
+    // The store is watched from outside A's loop, which nothing wakes when it
+    // changes: run the loop in short slices.
+    let deadline = Instant::now() + STEP;
+    while gated.arrived() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "A's login never reached the account store"
+        );
+        a.run_until(Duration::from_millis(10), |_, _| false)
+            .expect("client A loop");
+    }
+    let a_handle = match seen.lock().unwrap().as_slice() {
+        [Seen::LoginRequested(h, user)] if user == "alice" => *h,
+        other => panic!("expected only A's login request, saw {other:?}"),
+    };
+
+    // A goes away before its verdict: the server drains and frees A's session.
+    a.with_context(|_, ctx| {
+        let now = ctx.now();
+        ctx.connection(a_conn)
+            .expect("A is still connecting")
+            .close(now, 0, "gone")
+    });
+    let closed = a
+        .run_until(STEP, |_, ep| ep.is_empty())
+        .expect("client A loop");
+    assert!(closed, "client A did not finish closing");
+    assert_eq!(a.handler().connected, None, "A was never answered");
+    wait_for("the server to free A's session", || {
+        seen.lock().unwrap().contains(&Seen::Lost(a_handle)) && sessions.load(Ordering::SeqCst) == 0
+    });
+
+    // B: alice with a WRONG password, in the slot A left. Its verification is held too.
+    let b_key = key.clone();
+    let b = std::thread::spawn(move || {
+        blocking::connect(addr, client(password("alice", "not her password"), &b_key))
+    });
+    wait_for("B's login to reach the account store", || {
+        gated.arrived() == 2
+    });
+    let b_handle = match seen.lock().unwrap().as_slice() {
+        [_, _, Seen::LoginRequested(h, _)] => *h,
+        other => panic!("expected B's login request after A's, saw {other:?}"),
+    };
+    assert_eq!(
+        b_handle, a_handle,
+        "precondition: B's session reuses A's slab handle"
+    );
+
+    // A's verdict (accept alice) comes back while B waits for its own.
+    gated.release_one();
+    wait_for("A's verdict to come back", || {
+        seen.lock()
+            .unwrap()
+            .contains(&Seen::Verdict(a_handle, Some("alice".into())))
+    });
+    // Then B's (refused).
+    gated.release_one();
+    let deadline = Instant::now() + STEP;
+    while !b.is_finished() {
+        assert!(Instant::now() < deadline, "B's login did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match b.join().expect("client B thread") {
+        Err(ConnectError::Connection(ConnectionError::LoginRefused { .. })) => {}
+        Ok(c) => panic!(
+            "B gave a wrong password and was logged in as {:?}",
+            c.account()
+        ),
+        Err(e) => panic!("expected B to be refused, got {e}"),
+    }
+    // The server never logged anyone in: not B as alice, not the departed A.
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::LoggedIn(..))),
+        "the server logged a session in: {seen:?}"
+    );
+    assert!(
+        seen.contains(&Seen::Verdict(b_handle, None)),
+        "B got its own verdict (refused): {seen:?}"
+    );
+
+    server_handle.shutdown();
+    server_thread.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
