@@ -186,7 +186,8 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
     });
     let verifier = Arc::new(LoginVerifier::new(gated.clone(), false));
 
-    // The server: two workers, so A's and B's verifications are held side by side.
+    // The server: one worker, so jobs run in order: B's verification starts only once
+    // A's has finished and its verdict is queued for the loop, ahead of B's.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sessions = Arc::new(AtomicUsize::new(0));
     let mut config = ServerConfig::new(key.clone());
@@ -201,7 +202,7 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
         &UdpConfig::default(),
         endpoint,
         Some(config),
-        2,
+        1,
         RecordingServer {
             verifier,
             seen: seen.clone(),
@@ -263,14 +264,13 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
         seen.lock().unwrap().contains(&Seen::Lost(a_handle)) && sessions.load(Ordering::SeqCst) == 0
     });
 
-    // B: alice with a WRONG password, in the slot A left. Its verification is held too.
+    // B: alice with a WRONG password, in the slot A left. Its verification waits
+    // behind A's on the one worker.
     let b_key = key.clone();
     let b = std::thread::spawn(move || {
         blocking::connect(addr, client(password("alice", "not her password"), &b_key))
     });
-    wait_for("B's login to reach the account store", || {
-        gated.arrived() == 2
-    });
+    wait_for("B's login request", || seen.lock().unwrap().len() == 3);
     let b_handle = match seen.lock().unwrap().as_slice() {
         [_, _, Seen::LoginRequested(h, _)] => *h,
         other => panic!("expected B's login request after A's, saw {other:?}"),
@@ -280,12 +280,11 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
         "precondition: B's session reuses A's slab handle"
     );
 
-    // A's verdict (accept alice) comes back while B waits for its own.
+    // A's verification finishes (accept alice); once B's lookup has started on the
+    // one worker, A's verdict is queued for the loop ahead of B's.
     gated.release_one();
-    wait_for("A's verdict to come back", || {
-        seen.lock()
-            .unwrap()
-            .contains(&Seen::Verdict(a_handle, Some("alice".into())))
+    wait_for("B's login to reach the account store", || {
+        gated.arrived() == 2
     });
     // Then B's (refused).
     gated.release_one();
@@ -311,6 +310,12 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
     assert!(
         seen.contains(&Seen::Verdict(b_handle, None)),
         "B got its own verdict (refused): {seen:?}"
+    );
+    // A's stale verdict was not reported either: a handler that logs per handle
+    // never credits alice to B.
+    assert!(
+        !seen.contains(&Seen::Verdict(a_handle, Some("alice".into()))),
+        "the stale verdict reached on_verdict: {seen:?}"
     );
 
     server_handle.shutdown();

@@ -31,7 +31,9 @@ pub const BUSY: &str = "server busy, try again";
 /// with the cap as the reason, and if the pool's queue is full, with [`BUSY`] (the
 /// loop never waits). An accepted login beyond the account's cap is refused the same
 /// way. `on_verdict` runs on the loop thread after a verdict from the pool is applied
-/// (for logging or counting); pass `|_, _, _| {}` if unused.
+/// (for logging or counting); pass `|_, _, _| {}` if unused. A verdict whose session
+/// ended meanwhile (its handle may already serve another client, told apart by the
+/// connection ID) is dropped, and `on_verdict` is not called for it.
 ///
 /// [`Decision`]: crate::auth::login::Decision
 pub fn verify_on_pool<H: Handler>(
@@ -84,16 +86,18 @@ pub fn verify_on_pool<H: Handler>(
             // timeout, eviction) and its handle been reused by another client's
             // session: its connection ID tells them apart, so a verdict never lands
             // on the wrong session.
-            if let Some(c) = ctx.connection(conn).filter(|c| c.local_cid() == cid) {
-                match &verdict {
-                    Verdict::Accept { account, message } => {
-                        c.accept_login(now, account, message);
-                        c.attach(Box::new(slot));
-                    }
-                    Verdict::Refuse { reason } => {
-                        c.refuse_login_at(now, reason, decision.answer_at)
-                    }
+            // A stale verdict is dropped whole: `on_verdict` is not called either, so a
+            // handler that logs or counts per handle never credits it to the newcomer.
+            let Some(c) = ctx.connection(conn).filter(|c| c.local_cid() == cid) else {
+                tracing::debug!("{conn:?}: login verdict for a session that has ended; dropped");
+                return;
+            };
+            match &verdict {
+                Verdict::Accept { account, message } => {
+                    c.accept_login(now, account, message);
+                    c.attach(Box::new(slot));
                 }
+                Verdict::Refuse { reason } => c.refuse_login_at(now, reason, decision.answer_at),
             }
             on_verdict(handler, conn, &verdict);
         })
