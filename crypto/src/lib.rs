@@ -11,7 +11,7 @@
 //! | [`schedule`] | TLS 1.3-style HKDF-SHA256 key schedule with `"quill "` labels |
 //! | [`packet`] | RFC 9001 §5 packet protection: AEAD, header protection, Retry tags |
 //! | [`hostkey`] | host keys (Ed25519 today), fingerprints, key files |
-//! | [`password`] | Argon2id password hashing in PHC strings |
+//! | [`password`] | Argon2id password hashing in PHC strings (cargo feature `password`, on by default) |
 //! | [`random`] | OS randomness and a seeded deterministic source for tests |
 //!
 //! Secrets are zeroized on drop and compared in constant time ([`ct_eq`]).
@@ -23,6 +23,7 @@ mod error;
 pub mod hostkey;
 pub mod kex;
 pub mod packet;
+#[cfg(feature = "password")]
 pub mod password;
 pub mod random;
 pub mod schedule;

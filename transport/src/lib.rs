@@ -13,7 +13,9 @@
 //! loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
 
+#[cfg(feature = "io")]
 pub mod auth;
+#[cfg(feature = "io")]
 pub mod driver;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
