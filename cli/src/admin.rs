@@ -10,8 +10,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use quill_crypto::hostkey::PublicKey;
-use quill_transport::auth::accounts::{Account, AccountStore, SqliteStore, StoreError};
-use quill_transport::auth::credentials::{prompt_password, read_password};
+use quill_transport::auth::{prompt_password, read_password};
+use quill_transport::auth::{Account, AccountStore, SqliteStore, StoreError};
 use zeroize::Zeroizing;
 
 use crate::args::{UserAction, UserArgs};

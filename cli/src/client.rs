@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::packet::Suite;
-use quill_transport::auth::credentials::{prompt_password, read_password, Credentials};
-use quill_transport::auth::known_hosts::{
+use quill_transport::auth::{
     default_known_hosts_path, known_hosts_policy_with, pinned_policy, TrustMode,
 };
+use quill_transport::auth::{prompt_password, read_password, Credentials};
 use quill_transport::driver::blocking::{connect as blocking_connect, BlockingConnection};
 use quill_transport::proto::{HandshakeStage, TransportConfig, Unreachable};
 use quill_transport::{ClientConfig, ConnectionError, HostKeyPolicy, Login};

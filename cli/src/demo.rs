@@ -16,7 +16,7 @@ use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::packet::Suite;
 use quill_crypto::random::{OsRandom, Random};
 use quill_transport::driver::blocking::BlockingConnection;
-use quill_transport::proto::endpoint::RetryPolicy;
+use quill_transport::proto::RetryPolicy;
 use quill_transport::{ClientConfig, HostKeyPolicy, Login, TransportConfig};
 use zeroize::Zeroizing;
 

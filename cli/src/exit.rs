@@ -75,7 +75,7 @@ impl From<quill_transport::driver::blocking::ConnectError> for CliError {
             // The generic refusal says nothing more (docs/SPEC.md §4.8); the others
             // (a limit, registration closed, a taken name, ...) say what to do.
             ConnectError::Connection(E::LoginRefused { reason })
-                if reason == quill_transport::auth::login::REFUSED =>
+                if reason == quill_transport::auth::REFUSED =>
             {
                 CliError::new(
                     LOGIN_REFUSED,

@@ -34,20 +34,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::accounts::SqliteStore;
-use quill_transport::auth::limiter::{Limiter, LimiterConfig};
-use quill_transport::auth::login::{LoginVerifier, Verdict};
-use quill_transport::auth::sessions::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER};
-use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
-use quill_transport::driver::login::verify_on_pool;
-use quill_transport::driver::signals::TerminationSignals;
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{
-    ConnectionHandle, EndpointConfig, RetryPolicy, RESET_SECRET_LABEL,
-};
+use quill_transport::auth::SqliteStore;
+use quill_transport::auth::{Limiter, LimiterConfig};
+use quill_transport::auth::{LoginVerifier, Verdict};
+use quill_transport::auth::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER};
+use quill_transport::driver::verify_on_pool;
+use quill_transport::driver::TerminationSignals;
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::proto::{
     Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
+use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy, RESET_SECRET_LABEL};
 
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use quill_transport::auth::known_hosts::pinned_policy;
+use quill_transport::auth::pinned_policy;
 use quill_transport::driver::blocking::{self, BlockingConnection};
 use quill_transport::proto::{ClientConfig, Login};
 use zeroize::Zeroizing;

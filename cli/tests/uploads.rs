@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use common::{Setup, TestServer, PASSWORD, USER};
-use quill_transport::auth::known_hosts::pinned_policy;
+use quill_transport::auth::pinned_policy;
 use quill_transport::driver::blocking::{self, BlockingConnection, BlockingStream};
 use quill_transport::proto::{ClientConfig, Login};
 use zeroize::Zeroizing;

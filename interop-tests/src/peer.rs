@@ -34,18 +34,18 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::packet::Suite;
-use quill_transport::auth::accounts::{AccountStore, SqliteStore};
-use quill_transport::auth::login::LoginVerifier;
+use quill_transport::auth::LoginVerifier;
+use quill_transport::auth::{AccountStore, SqliteStore};
 use quill_transport::driver::blocking::{self, BlockingConnection, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
-use quill_transport::driver::login::verify_on_pool;
-use quill_transport::driver::signals::TerminationSignals;
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::driver::verify_on_pool;
+use quill_transport::driver::TerminationSignals;
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler, LoopHandle};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, ConnectionStats, Dir, Event, HostKeyPolicy, Login, ReadOutcome,
     ServerConfig, StreamEvent, StreamId, StreamsConfig, TransportConfig,
 };
+use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -492,10 +492,10 @@ impl Handler for PeerServer {
                     h,
                     req,
                     |s: &mut Self, _, verdict| match verdict {
-                        quill_transport::auth::login::Verdict::Accept { .. } => {
+                        quill_transport::auth::Verdict::Accept { .. } => {
                             s.report.logins_accepted += 1
                         }
-                        quill_transport::auth::login::Verdict::Refuse { .. } => {
+                        quill_transport::auth::Verdict::Refuse { .. } => {
                             s.report.logins_refused += 1
                         }
                     },

@@ -346,13 +346,13 @@ mod quill_end_to_end {
 
     use quill_crypto::hostkey::HostKeyPair;
     use quill_transport::driver::blocking;
-    use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-    use quill_transport::driver::socket::UdpConfig;
-    use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+    use quill_transport::driver::UdpConfig;
+    use quill_transport::driver::{Context, EventLoop, Handler};
     use quill_transport::proto::{
         ClientConfig, Dir, Event, HostKeyPolicy, Login, LoginMethod, ReadOutcome, ServerConfig,
         StreamEvent, StreamId,
     };
+    use quill_transport::proto::{ConnectionHandle, EndpointConfig};
     use quill_transport::wire::LongType;
     use zeroize::Zeroizing;
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::OsRandom;
-use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler};
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Completion, Context, EventLoop, Handler};
+use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use quill_transport::proto::{
     Dir, Event, LoginMethod, ReadOutcome, ServerConfig, StreamEvent, StreamId,
 };

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::{HostKeyPair, PublicKey};
 use quill_crypto::password::verify_password;
-use quill_transport::auth::accounts::{AccountStore, SqliteStore, StoreError, SCHEMA_VERSION};
-use quill_transport::auth::limiter::{Limiter, LimiterConfig};
-use quill_transport::auth::login::{
+use quill_transport::auth::SessionCaps;
+use quill_transport::auth::{AccountStore, SqliteStore, StoreError, SCHEMA_VERSION};
+use quill_transport::auth::{Limiter, LimiterConfig};
+use quill_transport::auth::{
     LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED, TOO_MANY_REGISTRATIONS,
 };
-use quill_transport::auth::sessions::SessionCaps;
 use quill_transport::proto::{LoginMethod, LoginRequest};
 use zeroize::Zeroizing;
 

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::accounts::{AccountStore, SqliteStore};
-use quill_transport::auth::known_hosts::{known_hosts_policy, TrustMode};
-use quill_transport::auth::limiter::{LimitKey, Limiter, LimiterConfig};
-use quill_transport::auth::login::{LoginVerifier, TOO_MANY_REGISTRATIONS};
-use quill_transport::auth::sessions::SessionCaps;
+use quill_transport::auth::SessionCaps;
+use quill_transport::auth::{known_hosts_policy, TrustMode};
+use quill_transport::auth::{AccountStore, SqliteStore};
+use quill_transport::auth::{LimitKey, Limiter, LimiterConfig};
+use quill_transport::auth::{LoginVerifier, TOO_MANY_REGISTRATIONS};
 use quill_transport::driver::blocking::{self, ConnectError};
 use quill_transport::proto::{ClientConfig, ConnectionError, Login, TransportConfig};
 use support::auth_server::*;

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::accounts::AccountStore;
-use quill_transport::auth::limiter::{Limiter, LimiterConfig};
-use quill_transport::auth::login::LoginVerifier;
-use quill_transport::auth::sessions::SessionCaps;
+use quill_transport::auth::AccountStore;
+use quill_transport::auth::LoginVerifier;
+use quill_transport::auth::SessionCaps;
+use quill_transport::auth::{Limiter, LimiterConfig};
 use quill_transport::driver::blocking;
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler};
+use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use quill_transport::proto::{Event, Login, TransportConfig};
 use support::auth_server::*;
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
-use quill_transport::driver::socket::{DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD};
 use quill_transport::driver::{
     JobId, JobPanicked, PoolFull, SendOutcome, UdpConfig, UdpIo, WorkerPool,
 };
+use quill_transport::driver::{DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

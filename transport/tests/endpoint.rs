@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::SeededRandom;
-use quill_transport::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, Dir, Event, HandshakeStage, HostKeyPolicy, Login, ReadOutcome,
     ServerConfig, StreamEvent,
 };
+use quill_transport::proto::{ConnectionHandle, Endpoint, EndpointConfig, RetryPolicy};
 use quill_transport::wire::QUILL_VERSION;
 use quill_transport::wire::{parse_header, parse_version_negotiation, LongType, PacketKind};
 use zeroize::Zeroizing;

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::driver::blocking;
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler};
 use quill_transport::proto::{
     ClientConfig, Connection, Event, HostKeyPolicy, Login, ServerConfig, TransportConfig,
 };
+use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::wire::ConnectionId;
 use zeroize::Zeroizing;
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use quill_crypto::hostkey::{HostKeyPair, PublicKey};
 use quill_crypto::random::SeededRandom;
-use quill_transport::auth::credentials::{Credentials, CredentialsError};
-use quill_transport::auth::known_hosts::{
+use quill_transport::auth::{
     known_hosts_policy, known_hosts_policy_with, pinned_policy, KnownHosts, KnownHostsError,
     Lookup, TrustMode,
 };
+use quill_transport::auth::{Credentials, CredentialsError};
 use quill_transport::proto::{ClientConfig, ConnectionError, HostKeyPolicy, Login, ServerConfig};
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use zeroize::Zeroizing;

@@ -15,14 +15,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::PublicKey;
-use quill_transport::auth::accounts::{Account, AccountStore, SqliteStore, StoreError};
-use quill_transport::auth::login::{LoginVerifier, Verdict};
+use quill_transport::auth::{Account, AccountStore, SqliteStore, StoreError};
+use quill_transport::auth::{LoginVerifier, Verdict};
 use quill_transport::driver::blocking::{self, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-use quill_transport::driver::login::verify_on_pool;
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::driver::verify_on_pool;
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler};
 use quill_transport::proto::{ConnectionError, Event, ServerConfig, TransportConfig};
+use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use support::auth_server::{client, host_key, password, store, temp_dir};
 
 /// Longest any one step of the test may take before it fails.

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::driver::blocking::{self, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler, LoopHandle};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, Dir, Event, HostKeyPolicy, Login, LoginMethod, ReadOutcome,
     ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
+use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use zeroize::Zeroizing;
 
 fn host_key() -> Arc<HostKeyPair> {
@@ -73,7 +73,7 @@ impl Handler for TestServer {
                 break;
             };
             let delay = self.verify_delay;
-            let job = move || -> quill_transport::driver::event_loop::Completion<TestServer> {
+            let job = move || -> quill_transport::driver::Completion<TestServer> {
                 std::thread::sleep(delay);
                 let ok = matches!(&req.method, LoginMethod::Password(p) if p.as_slice() == b"correct horse");
                 let user = req.user.clone();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::OsRandom;
-use quill_transport::auth::accounts::{AccountStore, SqliteStore};
+use quill_transport::auth::{AccountStore, SqliteStore};
 
 /// The account every test server has.
 pub const USER: &str = "alice";

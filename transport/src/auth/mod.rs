@@ -16,9 +16,27 @@
 //! Client side: [`known_hosts`] (server identity, like SSH's) and [`credentials`]
 //! (passwords and identity files).
 
-pub mod accounts;
-pub mod credentials;
-pub mod known_hosts;
-pub mod limiter;
-pub mod login;
-pub mod sessions;
+pub(crate) mod accounts;
+pub(crate) mod credentials;
+pub(crate) mod known_hosts;
+pub(crate) mod limiter;
+pub(crate) mod login;
+pub(crate) mod sessions;
+
+pub use accounts::{
+    check_new_password, normalize_name, Account, AccountStore, SqliteStore, StoreError,
+    MAX_KEYS_PER_ACCOUNT, MAX_NAME_LEN, MIN_PASSWORD_LEN, SCHEMA_VERSION,
+};
+pub use credentials::{prompt_password, read_password, Credentials, CredentialsError};
+pub use known_hosts::{
+    default_known_hosts_path, known_hosts_policy, known_hosts_policy_with, parse_fingerprint,
+    pinned_policy, KnownHosts, KnownHostsError, Lookup, TrustMode, KNOWN_HOSTS_ENV,
+};
+pub use limiter::{LimitKey, Limiter, LimiterConfig};
+pub use login::{
+    Decision, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED,
+    TOO_MANY_REGISTRATIONS,
+};
+pub use sessions::{
+    CapExceeded, SessionCaps, SessionSlot, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER,
+};

@@ -19,14 +19,18 @@
 //!   with results delivered through the loop's waker and panics contained.
 
 pub mod blocking;
-pub mod event_loop;
-pub mod histogram;
-pub mod login;
-pub mod pool;
-pub mod signals;
-pub mod socket;
+pub(crate) mod event_loop;
+pub(crate) mod histogram;
+pub(crate) mod login;
+pub(crate) mod pool;
+pub(crate) mod signals;
+pub(crate) mod socket;
 
+pub use event_loop::{Completion, Context, EventLoop, Handler, LoopHandle, LoopStats};
 pub use histogram::{LatencyHistogram, LatencySummary};
+pub use login::verify_on_pool;
 pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
 pub use signals::TerminationSignals;
-pub use socket::{IcmpError, SendOutcome, SyscallError, UdpConfig, UdpIo};
+pub use socket::{
+    IcmpError, SendOutcome, SyscallError, UdpConfig, UdpIo, DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD,
+};

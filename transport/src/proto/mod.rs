@@ -5,20 +5,23 @@
 //! events ([`Connection::poll_event`]). That makes every behaviour testable in the
 //! deterministic simulated network of [`crate::sim`].
 
-pub mod config;
-pub mod connection;
-pub mod endpoint;
-pub mod error;
-pub mod handshake;
-pub mod range_set;
-pub mod recovery;
-pub mod streams;
-pub mod timer_wheel;
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod endpoint;
+pub(crate) mod error;
+pub(crate) mod handshake;
+pub(crate) mod range_set;
+pub(crate) mod recovery;
+pub(crate) mod streams;
+pub(crate) mod timer_wheel;
 
 pub use config::{
     ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login, ServerConfig, TransportConfig,
 };
 pub use connection::{BufferSizes, Connection, ConnectionStats, DatagramError, Event, Transmit};
+pub use endpoint::{
+    ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,
+};
 pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 pub use handshake::{LoginMethod, LoginRequest};
 pub use streams::{

@@ -15,13 +15,13 @@
 //! - [`transport_params`]: transport parameters (RFC 9000 §18)
 //! - [`error_code`]: transport error codes (RFC 9000 §20.1)
 
-pub mod ack;
-pub mod codec;
-pub mod error_code;
-pub mod frame;
-pub mod packet;
-pub mod transport_params;
-pub mod varint;
+pub(crate) mod ack;
+pub(crate) mod codec;
+pub(crate) mod error_code;
+pub(crate) mod frame;
+pub(crate) mod packet;
+pub(crate) mod transport_params;
+pub(crate) mod varint;
 
 pub use ack::{ack_len, encode_ack, AckFrame, AckIter, EcnCounts};
 pub use codec::{DecodeError, Reader, Writer};

@@ -9,16 +9,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::accounts::SqliteStore;
-use quill_transport::auth::login::LoginVerifier;
+use quill_transport::auth::LoginVerifier;
+use quill_transport::auth::SqliteStore;
 use quill_transport::driver::blocking::{self, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
-use quill_transport::driver::login::verify_on_pool;
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::driver::verify_on_pool;
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler, LoopHandle};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, Event, HostKeyPolicy, Login, ServerConfig, TransportConfig,
 };
+use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use zeroize::Zeroizing;
 
 pub fn temp_dir(name: &str) -> PathBuf {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler};
 use quill_transport::proto::{
     ClientConfig, Dir, Event, ReadOutcome, StreamEvent, StreamId, WriteError,
 };
+use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 
 use crate::common::{self, SuiteArg};
 

@@ -921,7 +921,7 @@ struct SessionsResult {
 /// Server timer lateness (the measurement that counts): the server loop records, for
 /// every timer its wheel expires (its own keep-alives, the ACK delays of the clients'
 /// PINGs, loss detection, ...), how long after the deadline the loop woke up for it
-/// ([`EventLoop::timer_lateness`](quill_transport::driver::event_loop::EventLoop::timer_lateness)).
+/// ([`EventLoop::timer_lateness`](quill_transport::driver::EventLoop::timer_lateness)).
 /// It is reset when the hold starts and read just before it ends, before the clients
 /// close anything.
 ///

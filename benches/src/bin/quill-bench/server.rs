@@ -20,20 +20,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quill_transport::driver::event_loop::{Completion, Context, EventLoop, Handler, LoopHandle};
-use quill_transport::driver::histogram::LatencySummary;
-use quill_transport::driver::signals::TerminationSignals;
-use quill_transport::driver::socket::UdpConfig;
-use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::driver::LatencySummary;
+use quill_transport::driver::TerminationSignals;
+use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Completion, Context, EventLoop, Handler, LoopHandle};
+use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
     Dir, Event, LoginMethod, LoginRequest, ReadOutcome, ServerConfig, StreamEvent, StreamId,
 };
 
 use crate::common;
-use quill_transport::auth::accounts::{AccountStore, SqliteStore};
-use quill_transport::auth::limiter::{Limiter, LimiterConfig};
-use quill_transport::auth::login::{LoginVerifier, Verdict};
-use quill_transport::driver::login::verify_on_pool;
+use quill_transport::auth::{AccountStore, SqliteStore};
+use quill_transport::auth::{Limiter, LimiterConfig};
+use quill_transport::auth::{LoginVerifier, Verdict};
+use quill_transport::driver::verify_on_pool;
 
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
 const ECHO_BUFFER: usize = 1 << 20;
@@ -367,7 +367,7 @@ fn accounts_verifier(path: &std::path::Path) -> Result<LoginVerifier, String> {
         ..LimiterConfig::default()
     }));
     // Benchmarks open many connections of one account from one address.
-    verifier.sessions = quill_transport::auth::sessions::SessionCaps::new(0, 0);
+    verifier.sessions = quill_transport::auth::SessionCaps::new(0, 0);
     Ok(verifier)
 }
 

@@ -15,7 +15,7 @@
 //!                                         or CONNECTION_CLOSE(LOGIN_REFUSED)
 //! ```
 
-pub mod messages;
+pub(crate) mod messages;
 
 use std::sync::Arc;
 
