@@ -185,7 +185,7 @@ impl Limiter {
     /// its credentials, or `None` if it may be checked now. `account` is `None` when
     /// the name was not even valid. The account's own lock counts only if `source`
     /// has failures on record (see the module documentation).
-    pub fn locked_until_for(
+    pub(crate) fn locked_until_for(
         &self,
         account: Option<&str>,
         source: IpAddr,
@@ -236,7 +236,7 @@ impl Limiter {
 
     /// A successful login: forgets the account's counter and that of the pair (not
     /// the source's; see the module documentation).
-    pub fn record_success(&mut self, account: &str, source: IpAddr) {
+    pub(crate) fn record_success(&mut self, account: &str, source: IpAddr) {
         self.remove(&LimitKey::Account(account.to_owned()));
         self.remove(&LimitKey::Pair(account.to_owned(), source));
     }
@@ -244,7 +244,7 @@ impl Limiter {
     /// Counts a registration attempt from `source`; false if the source has used up
     /// its `registrations_per_source` for the current window (the attempt is then not
     /// counted).
-    pub fn allow_registration(&mut self, source: IpAddr, now: Instant) -> bool {
+    pub(crate) fn allow_registration(&mut self, source: IpAddr, now: Instant) -> bool {
         let per = self.config.registrations_per_source;
         if per == 0 {
             return true;

@@ -84,18 +84,8 @@ impl SessionCaps {
         }
     }
 
-    /// The per-account cap (0: none).
-    pub fn max_per_user(&self) -> usize {
-        self.max_per_user
-    }
-
-    /// The per-address cap (0: none).
-    pub fn max_per_address(&self) -> usize {
-        self.max_per_address
-    }
-
     /// Takes a slot for a session from `address`, or says which cap is reached.
-    pub fn admit_address(&self, address: IpAddr) -> Result<SessionSlot, CapExceeded> {
+    pub(crate) fn admit_address(&self, address: IpAddr) -> Result<SessionSlot, CapExceeded> {
         let mut c = lock(&self.counts);
         let n = c.addresses.entry(address).or_insert(0);
         if self.max_per_address > 0 && *n >= self.max_per_address {
@@ -117,8 +107,9 @@ impl SessionCaps {
         lock(&self.counts).users.get(account).copied().unwrap_or(0)
     }
 
+    #[cfg(test)]
     /// Sessions counted for `address` now.
-    pub fn sessions_from(&self, address: IpAddr) -> usize {
+    pub(crate) fn sessions_from(&self, address: IpAddr) -> usize {
         lock(&self.counts)
             .addresses
             .get(&address)
@@ -138,7 +129,7 @@ pub struct SessionSlot {
 impl SessionSlot {
     /// Extends the slot to `account` (once logged in), or says the account's cap is
     /// reached (the slot then still holds only its address).
-    pub fn admit_user(&mut self, account: &str) -> Result<(), CapExceeded> {
+    pub(crate) fn admit_user(&mut self, account: &str) -> Result<(), CapExceeded> {
         if self.user.is_some() {
             return Ok(());
         }

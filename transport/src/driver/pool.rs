@@ -23,9 +23,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-/// Default number of worker threads.
-pub const DEFAULT_THREADS: usize = 2;
-
 /// Default bound on jobs in the pool (queued + running + undrained results).
 pub const DEFAULT_CAPACITY: usize = 256;
 

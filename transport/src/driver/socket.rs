@@ -428,7 +428,7 @@ impl UdpIo {
     /// `f(error)` for each unreachable report. Reports of other kinds (packet too big,
     /// local errors) are read and dropped. Does nothing unless
     /// [`UdpConfig::icmp_errors`] was set.
-    pub fn recv_errors(&mut self, mut f: impl FnMut(IcmpError)) -> io::Result<()> {
+    pub(crate) fn recv_errors(&mut self, mut f: impl FnMut(IcmpError)) -> io::Result<()> {
         self.errors_pending = false;
         if !self.icmp_errors {
             return Ok(());
@@ -449,7 +449,7 @@ impl UdpIo {
 
     /// True when a receive call met an ICMP error that [`recv_errors`](Self::recv_errors)
     /// has not read yet.
-    pub fn errors_pending(&self) -> bool {
+    pub(crate) fn errors_pending(&self) -> bool {
         self.errors_pending
     }
 

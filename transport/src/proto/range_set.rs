@@ -154,6 +154,7 @@ impl RangeSet {
         }
     }
 
+    #[cfg(test)]
     /// The smallest value in the set.
     pub fn min(&self) -> Option<u64> {
         match self.lower.first_key_value() {
@@ -224,6 +225,7 @@ impl RangeSet {
         }
     }
 
+    #[cfg(test)]
     /// Removes every value below `v`.
     pub fn retain_above(&mut self, v: u64) {
         if v > 0 {

@@ -125,6 +125,7 @@ impl TimerWheel {
         }
     }
 
+    #[cfg(test)]
     /// The deadline of `key`'s timer, if armed.
     pub fn deadline(&self, key: usize) -> Option<(u32, Instant)> {
         let node = self.nodes.get(key)?;
@@ -196,11 +197,13 @@ impl TimerWheel {
         self.scratch = due;
     }
 
+    #[cfg(test)]
     /// Number of armed timers.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     /// Whether no timer is armed.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -32,9 +32,9 @@ pub use frame::{
 };
 pub use packet::{
     decode_packet_number, encode_long_header, encode_retry, encode_short_header,
-    encode_version_negotiation, parse_header, parse_invariant, parse_retry,
-    parse_version_negotiation, patch_length, pn_len_for, ConnectionId, LongType, PacketKind,
-    PartialHeader, QUIC_V1, QUIC_V2, QUILL_VERSION,
+    encode_version_negotiation, long_header_len, parse_header, parse_invariant, parse_retry,
+    parse_version_negotiation, patch_length, pn_len_for, short_header_len, ConnectionId, LongType,
+    PacketKind, PartialHeader, QUIC_V1, QUIC_V2, QUILL_VERSION,
 };
 pub use packet::{is_reserved_version, version_name};
 pub use transport_params::TransportParameters;

@@ -674,7 +674,7 @@ pub fn retry_len(dcid_len: usize, scid_len: usize, token_len: usize) -> usize {
 }
 
 /// Writes a Retry packet without its integrity tag (RFC 9000 §17.2.5); the caller
-/// computes the tag over the pseudo-packet (see [`encode_retry_pseudo_prefix`]) and
+/// computes the tag over the pseudo-packet (`quill_crypto::packet::retry_tag`) and
 /// appends it. Unused bits are 0.
 ///
 /// # Panics
@@ -694,14 +694,6 @@ pub fn encode_retry(
     w.put_u8(scid.len() as u8);
     w.put_slice(scid.as_ref());
     w.put_slice(token);
-}
-
-/// Writes the prefix of the Retry pseudo-packet (RFC 9001 §5.8): "ODCID Length (8),
-/// Original Destination Connection ID (0..160)", to be followed by the Retry packet
-/// without its tag. The tag is the AEAD tag computed over that whole pseudo-packet.
-pub fn encode_retry_pseudo_prefix(w: &mut Writer, odcid: &ConnectionId) {
-    w.put_u8(odcid.len() as u8);
-    w.put_slice(odcid.as_ref());
 }
 
 /// A parsed Retry packet.
@@ -991,10 +983,6 @@ mod tests {
         assert_eq!(r.token, b"tok");
         assert_eq!(r.tag, [0x55; 16]);
         assert_eq!(r.without_tag, &buf[..n - 16]);
-        let mut pseudo = [0u8; 64];
-        let mut pw = Writer::new(&mut pseudo);
-        encode_retry_pseudo_prefix(&mut pw, &cid("abcd"));
-        assert_eq!(pw.written(), &[2, 0xab, 0xcd]);
         // Empty token is refused.
         let mut buf2 = [0u8; 64];
         let mut w = Writer::new(&mut buf2);

@@ -767,7 +767,7 @@ impl Connection {
     /// then the connection keeps acknowledging; the refusal leaves when the timer
     /// fires. This is how a server slows guessing down without holding a thread
     /// (docs/SPEC.md §4.8).
-    pub fn refuse_login_at(&mut self, now: Instant, reason: &str, at: Instant) {
+    pub(crate) fn refuse_login_at(&mut self, now: Instant, reason: &str, at: Instant) {
         let at = at.min(now + self.idle_timeout / 2);
         if at <= now {
             return self.refuse_login(now, reason);
@@ -994,7 +994,7 @@ impl Connection {
     /// API: the lengths of the internal queues and tables a peer can make grow, by name.
     #[cfg(any(test, feature = "fuzzing"))]
     #[doc(hidden)]
-    pub fn fuzz_queue_lens(&self) -> Vec<(&'static str, usize)> {
+    pub(crate) fn fuzz_queue_lens(&self) -> Vec<(&'static str, usize)> {
         let mut lens = vec![
             ("path_responses", self.path_responses.len()),
             ("cids.local", self.cids.local.len()),
@@ -1018,7 +1018,7 @@ impl Connection {
     /// How many more connection IDs the endpoint should supply with
     /// [`Connection::issue_cid`] (the peer's `active_connection_id_limit`, up to 8,
     /// minus those it holds). Zero until the connection is established.
-    pub fn cids_wanted(&self) -> usize {
+    pub(crate) fn cids_wanted(&self) -> usize {
         if self.state != State::Established {
             return 0;
         }
@@ -1032,7 +1032,7 @@ impl Connection {
 
     /// Gives the peer a new connection ID (sent in a NEW_CONNECTION_ID frame). The
     /// endpoint routes `cid` to this connection and derived `reset_token` from it.
-    pub fn issue_cid(&mut self, cid: ConnectionId, reset_token: [u8; 16]) {
+    pub(crate) fn issue_cid(&mut self, cid: ConnectionId, reset_token: [u8; 16]) {
         let seq = self.cids.next_local_seq;
         self.cids.next_local_seq += 1;
         self.cids.local.insert(seq, (cid, reset_token));
@@ -1040,7 +1040,7 @@ impl Connection {
     }
 
     /// A connection ID of ours that the peer retired: the endpoint stops routing it.
-    pub fn poll_retired_cid(&mut self) -> Option<ConnectionId> {
+    pub(crate) fn poll_retired_cid(&mut self) -> Option<ConnectionId> {
         self.cids.retired_local.pop_front()
     }
 
@@ -1066,7 +1066,7 @@ impl Connection {
     }
 
     /// The stateless reset token the peer advertised, once known.
-    pub fn peer_reset_token(&self) -> Option<[u8; 16]> {
+    pub(crate) fn peer_reset_token(&self) -> Option<[u8; 16]> {
         self.peer_params.as_ref()?.stateless_reset_token
     }
 

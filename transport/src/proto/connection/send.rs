@@ -708,7 +708,7 @@ impl Connection {
     /// used up (recorded like an ACK-only packet). `None` without 1-RTT keys or if
     /// the packet does not fit in `buf`.
     #[doc(hidden)]
-    pub fn fuzz_seal_1rtt(
+    pub(crate) fn fuzz_seal_1rtt(
         &mut self,
         skip_pns: u8,
         frames: &[u8],

@@ -709,7 +709,11 @@ impl Endpoint {
     /// [`Endpoint::handle_timeout`], also calling `fired_at(deadline)` with the deadline
     /// the wheel held for each live session whose timer it expired (before that
     /// session's timeout runs), so that the caller can measure how late timers fire.
-    pub fn handle_timeout_observed(&mut self, now: Instant, mut fired_at: impl FnMut(Instant)) {
+    pub(crate) fn handle_timeout_observed(
+        &mut self,
+        now: Instant,
+        mut fired_at: impl FnMut(Instant),
+    ) {
         self.note_now(now);
         self.flush_dirty();
         self.sync_deferred();

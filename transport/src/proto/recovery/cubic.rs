@@ -4,7 +4,7 @@
 //! The window is kept as `f64` bytes; the RFC's formulas are in segments, so
 //! they are evaluated in segments and scaled by the maximum datagram size.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::cc::{initial_window, minimum_window};
 use super::{CongestionController, RttEstimator};
@@ -67,11 +67,13 @@ impl Cubic {
         self.mds * C * (t - self.k).powi(3) + self.w_max
     }
 
+    #[cfg(test)]
     /// `K` of the current epoch, in seconds (for tests and qlog).
-    pub fn k(&self) -> Duration {
-        Duration::from_secs_f64(self.k)
+    pub fn k(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.k)
     }
 
+    #[cfg(test)]
     /// `W_max` in bytes (for tests and qlog).
     pub fn w_max(&self) -> u64 {
         self.w_max as u64
@@ -215,6 +217,7 @@ impl CongestionController for Cubic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MDS: u16 = 1000;
 

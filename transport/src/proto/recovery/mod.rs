@@ -19,12 +19,14 @@ mod pacer;
 mod rtt;
 mod sent;
 
-pub use cc::{initial_window, minimum_window, CongestionAlgorithm, CongestionController};
+pub use cc::{CongestionAlgorithm, CongestionController};
 pub use cubic::Cubic;
 pub use newreno::NewReno;
 pub use pacer::Pacer;
-pub use rtt::{RttEstimator, GRANULARITY, INITIAL_RTT};
-pub use sent::{AckError, AckSummary, LossReport, SentPacket, SentPackets, PACKET_THRESHOLD};
+pub use rtt::RttEstimator;
+pub use sent::{SentPacket, SentPackets};
+#[cfg(test)]
+pub(crate) use {cc::minimum_window, rtt::INITIAL_RTT};
 
 use std::time::Duration;
 

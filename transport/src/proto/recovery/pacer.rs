@@ -120,6 +120,7 @@ impl Pacer {
         self.tokens = self.tokens.saturating_sub(bytes);
     }
 
+    #[cfg(test)]
     /// Current burst capacity in bytes.
     pub fn capacity(&self) -> u64 {
         self.capacity

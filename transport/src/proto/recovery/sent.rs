@@ -319,6 +319,7 @@ impl<T> SentPackets<T> {
         Ok(largest)
     }
 
+    #[cfg(test)]
     /// Declares packets lost by the packet and time thresholds (RFC 9002 §6.1).
     ///
     /// Calls `lost(pn, packet)` for each, in ascending order, and returns the
@@ -465,16 +466,19 @@ impl<T> SentPackets<T> {
         self.largest_acked
     }
 
+    #[cfg(test)]
     /// Largest packet number sent so far in this space.
     pub fn largest_sent(&self) -> Option<u64> {
         self.largest_sent
     }
 
+    #[cfg(test)]
     /// Sum of the sizes of outstanding in-flight packets.
     pub fn bytes_in_flight(&self) -> u64 {
         self.bytes_in_flight
     }
 
+    #[cfg(test)]
     /// Whether no packet is outstanding.
     pub fn is_empty(&self) -> bool {
         self.live == 0
@@ -485,6 +489,7 @@ impl<T> SentPackets<T> {
         self.live
     }
 
+    #[cfg(test)]
     /// The outstanding packet `pn`, if any.
     pub fn get(&self, pn: u64) -> Option<&SentPacket<T>> {
         let idx = usize::try_from(pn.checked_sub(self.base)?).ok()?;
@@ -494,6 +499,7 @@ impl<T> SentPackets<T> {
         }
     }
 
+    #[cfg(test)]
     /// Outstanding packets in ascending packet number order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &SentPacket<T>)> + '_ {
         let base = self.base;

@@ -52,11 +52,6 @@ impl Assembler {
         }
     }
 
-    /// Changes the cap (for example when a flow-control window grows).
-    pub fn set_max_buffered(&mut self, max_buffered: u64) {
-        self.max_buffered = max_buffered;
-    }
-
     /// Inserts `data` found at stream offset `offset`.
     ///
     /// Bytes below the read offset and bytes already present are ignored
@@ -148,6 +143,7 @@ impl Assembler {
         }
     }
 
+    #[cfg(test)]
     /// Bytes of memory held for buffered data (including holes).
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -53,11 +53,6 @@ impl RecvWindow {
         self.window
     }
 
-    /// The auto-tuning cap.
-    pub fn max_window(&self) -> u64 {
-        self.max_window
-    }
-
     /// Grows the window to at least `min` (bounded by the cap); never shrinks it.
     pub fn ensure_window(&mut self, min: u64) {
         self.window = self.window.max(min.min(self.max_window));

@@ -26,7 +26,7 @@ mod id;
 mod recv;
 mod send;
 
-pub use assembler::{Assembler, AssemblerFull};
+pub use assembler::Assembler;
 pub use flow::{RecvWindow, MAX_LIMIT};
 pub use id::{Dir, Side, StreamId, MAX_STREAM_ID};
 pub use send::SendBuffer;

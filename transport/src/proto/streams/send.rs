@@ -236,11 +236,6 @@ impl SendBuffer {
         self.tail_start + self.tail.len() as u64
     }
 
-    /// First offset not yet sent.
-    pub fn unsent(&self) -> u64 {
-        self.unsent
-    }
-
     /// Whether every written byte was acknowledged.
     pub fn is_fully_acked(&self) -> bool {
         self.base == self.offset()
