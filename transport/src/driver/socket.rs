@@ -806,37 +806,29 @@ fn canonical_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-#[cfg(all(
-    unix,
-    not(any(
-        target_os = "solaris",
-        target_os = "illumos",
-        target_os = "cygwin",
-        target_os = "nuttx",
-        target_os = "wasi"
-    ))
-))]
+/// SO_REUSEPORT, where socket2 offers it (the targets listed are those it leaves out).
 fn set_reuse_port(socket: &Socket) -> io::Result<()> {
-    socket
+    #[cfg(all(
+        unix,
+        not(any(
+            target_os = "solaris",
+            target_os = "illumos",
+            target_os = "cygwin",
+            target_os = "nuttx",
+            target_os = "wasi"
+        ))
+    ))]
+    return socket
         .set_reuse_port(true)
-        .map_err(|e| syscall("setsockopt(SO_REUSEPORT)", e))
-}
-
-#[cfg(not(all(
-    unix,
-    not(any(
-        target_os = "solaris",
-        target_os = "illumos",
-        target_os = "cygwin",
-        target_os = "nuttx",
-        target_os = "wasi"
-    ))
-)))]
-fn set_reuse_port(_socket: &Socket) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "SO_REUSEPORT is not available on this platform",
-    ))
+        .map_err(|e| syscall("setsockopt(SO_REUSEPORT)", e));
+    #[allow(unreachable_code)]
+    {
+        let _ = socket;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is not available on this platform",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -845,6 +837,10 @@ mod tests {
     use mio::{Events, Poll};
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::{Duration, Instant};
+
+    fn bind(poll: &Poll, local: SocketAddr, config: &UdpConfig, token: usize) -> UdpIo {
+        UdpIo::bind(local, config, poll.registry(), Token(token)).unwrap()
+    }
 
     /// Receives exactly `n` datagrams (fails the test if more or fewer arrive).
     fn recv_n(poll: &mut Poll, io: &mut UdpIo, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -896,13 +892,7 @@ mod tests {
             rx_slot_size: 1500,
             ..UdpConfig::default()
         };
-        let io = UdpIo::bind(
-            (Ipv4Addr::LOCALHOST, 0).into(),
-            &config,
-            poll.registry(),
-            Token(0),
-        )
-        .unwrap();
+        let io = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 0);
         assert_eq!(io.rx_capacity(), MAX_UDP_PAYLOAD);
         assert!(io.recv_buffer_size() > 0 && io.send_buffer_size() > 0);
         assert!(io.max_gso_segments() >= 1 && io.gro_segments() >= 1);
@@ -912,20 +902,8 @@ mod tests {
     fn dual_stack_socket_speaks_plain_ipv4() {
         let mut poll = Poll::new().unwrap();
         let config = UdpConfig::default();
-        let mut v6 = UdpIo::bind(
-            (Ipv6Addr::UNSPECIFIED, 0).into(),
-            &config,
-            poll.registry(),
-            Token(0),
-        )
-        .unwrap();
-        let mut v4 = UdpIo::bind(
-            (Ipv4Addr::LOCALHOST, 0).into(),
-            &config,
-            poll.registry(),
-            Token(1),
-        )
-        .unwrap();
+        let mut v6 = bind(&poll, (Ipv6Addr::UNSPECIFIED, 0).into(), &config, 0);
+        let mut v4 = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 1);
         let v6_port = v6.local_addr().port();
         let to_v6: SocketAddr = (Ipv4Addr::LOCALHOST, v6_port).into();
         assert_eq!(v4.send(to_v6, b"ping", None).unwrap(), SendOutcome::Sent);
@@ -947,14 +925,8 @@ mod tests {
             reuse_port: true,
             ..UdpConfig::default()
         };
-        let a = UdpIo::bind(
-            (Ipv4Addr::LOCALHOST, 0).into(),
-            &config,
-            poll.registry(),
-            Token(0),
-        )
-        .unwrap();
-        let b = UdpIo::bind(a.local_addr(), &config, poll.registry(), Token(1)).unwrap();
+        let a = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 0);
+        let b = bind(&poll, a.local_addr(), &config, 1);
         assert_eq!(a.local_addr(), b.local_addr());
         // Without the option the same bind is refused.
         let err = UdpIo::bind(
@@ -986,7 +958,7 @@ mod tests {
                 icmp_errors: true,
                 ..UdpConfig::default()
             };
-            let mut io = UdpIo::bind(local, &config, poll.registry(), Token(0)).unwrap();
+            let mut io = bind(&poll, local, &config, 0);
             let peer = std::net::UdpSocket::bind(local).unwrap();
             io.send(closed, b"anyone there?", None).unwrap();
             let mut events = Events::with_capacity(8);
@@ -1026,13 +998,12 @@ mod tests {
     #[test]
     fn zero_segment_size_is_rejected() {
         let poll = Poll::new().unwrap();
-        let mut io = UdpIo::bind(
+        let mut io = bind(
+            &poll,
             (Ipv4Addr::LOCALHOST, 0).into(),
             &UdpConfig::default(),
-            poll.registry(),
-            Token(0),
-        )
-        .unwrap();
+            0,
+        );
         let dest = io.local_addr();
         let err = io.send(dest, &[0; 10], Some(0)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
@@ -1045,20 +1016,8 @@ mod tests {
             gso: false,
             ..UdpConfig::default()
         };
-        let mut a = UdpIo::bind(
-            (Ipv4Addr::LOCALHOST, 0).into(),
-            &config,
-            poll.registry(),
-            Token(0),
-        )
-        .unwrap();
-        let mut b = UdpIo::bind(
-            (Ipv4Addr::LOCALHOST, 0).into(),
-            &config,
-            poll.registry(),
-            Token(1),
-        )
-        .unwrap();
+        let mut a = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 0);
+        let mut b = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 1);
         assert_eq!(a.max_gso_segments(), 1);
         let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
         assert_eq!(

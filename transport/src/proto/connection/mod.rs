@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill_crypto::hostkey::PublicKey;
-use quill_crypto::packet::{Keys, Labels, Suite};
+use quill_crypto::packet::{Labels, Suite};
 use quill_crypto::schedule;
 
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
@@ -490,16 +490,18 @@ impl Connection {
 
     fn install_initial_keys(&mut self, dcid: ConnectionId) {
         let (client, server) = schedule::initial_secrets(dcid.as_ref());
-        let (local, remote) = match self.side {
-            Side::Client => (client, server),
-            Side::Server => (server, client),
-        };
+        let (local, remote) = self.local_remote(client, server);
         // RFC 9001 §5.2: Initial packets use AES-128-GCM (obfuscation, not secrecy).
         let suite = Suite::Aes128Gcm;
-        self.spaces[Space::Initial as usize].keys = Some(Box::new(SpaceKeys {
-            local: Keys::new(suite, &local, labels()),
-            remote: Keys::new(suite, &remote, labels()),
-        }));
+        self.spaces[Space::Initial as usize].keys = Some(SpaceKeys::new(suite, &local, &remote));
+    }
+
+    /// `(ours, the peer's)` of a pair given as `(the client's, the server's)`.
+    fn local_remote<T>(&self, client: T, server: T) -> (T, T) {
+        match self.side {
+            Side::Client => (client, server),
+            Side::Server => (server, client),
+        }
     }
 
     // ---------------------------------------------------------------- timers

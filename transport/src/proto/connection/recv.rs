@@ -559,16 +559,9 @@ impl Connection {
                     client,
                     server,
                 } => {
-                    let (local, remote) = match self.side {
-                        Side::Client => (client, server),
-                        Side::Server => (server, client),
-                    };
-                    let l = super::labels();
+                    let (local, remote) = self.local_remote(client, server);
                     self.spaces[Space::Handshake as usize].keys =
-                        Some(Box::new(super::SpaceKeys {
-                            local: quill_crypto::packet::Keys::new(suite, &local, l),
-                            remote: quill_crypto::packet::Keys::new(suite, &remote, l),
-                        }));
+                        Some(super::SpaceKeys::new(suite, &local, &remote));
                     self.suite = Some(suite);
                 }
                 Output::OneRttKeys {
@@ -576,10 +569,7 @@ impl Connection {
                     client,
                     server,
                 } => {
-                    let (local, remote) = match self.side {
-                        Side::Client => (client, server),
-                        Side::Server => (server, client),
-                    };
+                    let (local, remote) = self.local_remote(client, server);
                     self.one_rtt = Some(Box::new(super::OneRtt::new(suite, local, remote)));
                 }
                 Output::PeerParams(p) => self.apply_peer_params(p)?,

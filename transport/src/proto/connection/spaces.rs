@@ -125,6 +125,16 @@ pub(crate) struct SpaceKeys {
     pub remote: Keys,
 }
 
+impl SpaceKeys {
+    /// Packet keys from this endpoint's and the peer's secret.
+    pub(crate) fn new(suite: Suite, local: &Secret, remote: &Secret) -> Box<Self> {
+        Box::new(SpaceKeys {
+            local: Keys::new(suite, local, labels()),
+            remote: Keys::new(suite, remote, labels()),
+        })
+    }
+}
+
 /// One space's CRYPTO stream, both directions.
 pub(crate) struct CryptoStream {
     pub send: SendBuffer,

@@ -70,48 +70,37 @@ fn server_rejects(frame: Frame<'_>) -> TransportErrorCode {
     code
 }
 
+/// A STREAM frame with one byte at `offset` on stream number `n` of `(side, dir)`.
+fn one_byte(side: Side, dir: Dir, n: u64, offset: u64) -> Frame<'static> {
+    Frame::Stream {
+        id: StreamId::new(side, dir, n).0,
+        offset,
+        data: b"x",
+        fin: false,
+    }
+}
+
 #[test]
 fn opening_beyond_the_stream_limit_is_stream_limit_error() {
     // Client-initiated bidirectional stream number 1000 (limit is 100).
-    let id = StreamId::new(Side::Client, Dir::Bi, 1000).0;
-    let frame = Frame::Stream {
-        id,
-        offset: 0,
-        data: b"x",
-        fin: false,
-    };
     assert_eq!(
-        server_rejects(frame),
+        server_rejects(one_byte(Side::Client, Dir::Bi, 1000, 0)),
         TransportErrorCode::STREAM_LIMIT_ERROR
     );
 }
 
 #[test]
 fn data_beyond_the_window_is_flow_control_error() {
-    let id = StreamId::new(Side::Client, Dir::Uni, 0).0;
-    let frame = Frame::Stream {
-        id,
-        offset: 64 << 20,
-        data: b"x",
-        fin: false,
-    };
     assert_eq!(
-        server_rejects(frame),
+        server_rejects(one_byte(Side::Client, Dir::Uni, 0, 64 << 20)),
         TransportErrorCode::FLOW_CONTROL_ERROR
     );
 }
 
 #[test]
 fn sending_on_the_servers_unidirectional_stream_is_stream_state_error() {
-    let id = StreamId::new(Side::Server, Dir::Uni, 0).0;
-    let frame = Frame::Stream {
-        id,
-        offset: 0,
-        data: b"x",
-        fin: false,
-    };
     assert_eq!(
-        server_rejects(frame),
+        server_rejects(one_byte(Side::Server, Dir::Uni, 0, 0)),
         TransportErrorCode::STREAM_STATE_ERROR
     );
 }

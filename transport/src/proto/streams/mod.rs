@@ -131,35 +131,8 @@ pub struct StreamsError {
 }
 
 impl StreamsError {
-    fn flow_control(reason: &'static str) -> Self {
-        Self {
-            code: TransportErrorCode::FLOW_CONTROL_ERROR,
-            reason,
-        }
-    }
-    fn stream_limit(reason: &'static str) -> Self {
-        Self {
-            code: TransportErrorCode::STREAM_LIMIT_ERROR,
-            reason,
-        }
-    }
-    fn stream_state(reason: &'static str) -> Self {
-        Self {
-            code: TransportErrorCode::STREAM_STATE_ERROR,
-            reason,
-        }
-    }
-    fn final_size(reason: &'static str) -> Self {
-        Self {
-            code: TransportErrorCode::FINAL_SIZE_ERROR,
-            reason,
-        }
-    }
-    fn frame_encoding(reason: &'static str) -> Self {
-        Self {
-            code: TransportErrorCode::FRAME_ENCODING_ERROR,
-            reason,
-        }
+    fn new(code: TransportErrorCode, reason: &'static str) -> Self {
+        Self { code, reason }
     }
 }
 
@@ -949,7 +922,10 @@ impl Streams {
     /// receiver sends (STOP_SENDING, MAX_STREAM_DATA).
     fn validate_frame_id(&mut self, id: StreamId, peer_sends: bool) -> Result<bool, StreamsError> {
         if id.0 > MAX_STREAM_ID {
-            return Err(StreamsError::frame_encoding("stream ID out of range"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FRAME_ENCODING_ERROR,
+                "stream ID out of range",
+            ));
         }
         let d = id.dir().index();
         let local = id.initiator() == self.side;
@@ -961,16 +937,20 @@ impl Streams {
             // (§19.13) for a send-only stream, and STOP_SENDING (§19.5) and
             // MAX_STREAM_DATA (§19.10) for a receive-only stream.
             if local == peer_sends {
-                return Err(StreamsError::stream_state(if peer_sends {
-                    "frame for a send-only stream"
-                } else {
-                    "frame for a receive-only stream"
-                }));
+                return Err(StreamsError::new(
+                    TransportErrorCode::STREAM_STATE_ERROR,
+                    if peer_sends {
+                        "frame for a send-only stream"
+                    } else {
+                        "frame for a receive-only stream"
+                    },
+                ));
             }
         }
         if local {
             if id.index() >= self.next_local[d] {
-                return Err(StreamsError::stream_state(
+                return Err(StreamsError::new(
+                    TransportErrorCode::STREAM_STATE_ERROR,
                     "frame for a locally initiated stream not yet created",
                 ));
             }
@@ -980,7 +960,10 @@ impl Streams {
         // exceeding the limit it has sent MUST treat this as a connection error of
         // type STREAM_LIMIT_ERROR".
         if id.index() >= self.max_remote[d] {
-            return Err(StreamsError::stream_limit("peer exceeded the stream limit"));
+            return Err(StreamsError::new(
+                TransportErrorCode::STREAM_LIMIT_ERROR,
+                "peer exceeded the stream limit",
+            ));
         }
         if id.index() >= self.next_remote[d] {
             // RFC 9000 §3.2: "Before a stream is created, all streams of the same
@@ -1015,7 +998,12 @@ impl Streams {
         // FRAME_ENCODING_ERROR or FLOW_CONTROL_ERROR."
         match offset.checked_add(data.len() as u64) {
             Some(end) if end <= MAX_LIMIT => {}
-            _ => return Err(StreamsError::flow_control("stream offset beyond 2^62-1")),
+            _ => {
+                return Err(StreamsError::new(
+                    TransportErrorCode::FLOW_CONTROL_ERROR,
+                    "stream offset beyond 2^62-1",
+                ))
+            }
         }
         if !self.validate_frame_id(id, true)? {
             return Ok(());
@@ -1161,7 +1149,10 @@ impl Streams {
         // be closed immediately with a connection error of type [...]
         // FRAME_ENCODING_ERROR if it was received in a frame".
         if max > MAX_STREAMS_LIMIT {
-            return Err(StreamsError::frame_encoding("MAX_STREAMS above 2^60"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FRAME_ENCODING_ERROR,
+                "MAX_STREAMS above 2^60",
+            ));
         }
         let d = dir.index();
         if max > self.peer_max_streams[d] {
@@ -1202,7 +1193,10 @@ impl Streams {
         // that encodes a larger stream ID MUST be treated as a connection error of
         // type STREAM_LIMIT_ERROR or FRAME_ENCODING_ERROR."
         if limit > MAX_STREAMS_LIMIT {
-            return Err(StreamsError::frame_encoding("STREAMS_BLOCKED above 2^60"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FRAME_ENCODING_ERROR,
+                "STREAMS_BLOCKED above 2^60",
+            ));
         }
         let d = dir.index();
         if limit < self.max_remote[d] {

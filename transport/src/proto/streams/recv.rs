@@ -4,6 +4,7 @@
 use super::assembler::Assembler;
 use super::flow::RecvWindow;
 use super::{ReadError, ReadOutcome, StreamsError};
+use crate::wire::TransportErrorCode;
 
 /// Where the receiving half is in its life (RFC 9000 §3.2, simplified to what the
 /// application can observe).
@@ -93,7 +94,8 @@ impl RecvStream {
         // stream is closed."
         if let Some(fs) = self.final_size {
             if end > fs || (fin && end != fs) {
-                return Err(StreamsError::final_size(
+                return Err(StreamsError::new(
+                    TransportErrorCode::FINAL_SIZE_ERROR,
                     "data beyond or changing the final size",
                 ));
             }
@@ -102,17 +104,26 @@ impl RecvStream {
         // final size that is lower than the size of stream data that is already
         // received, an endpoint SHOULD respond with an error of type FINAL_SIZE_ERROR".
         if fin && end < self.max_received {
-            return Err(StreamsError::final_size("final size below data received"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FINAL_SIZE_ERROR,
+                "final size below data received",
+            ));
         }
         // RFC 9000 §4.1: "A receiver MUST close the connection with an error of type
         // FLOW_CONTROL_ERROR if the sender violates the advertised connection or
         // stream data limits".
         if end > self.window.limit() {
-            return Err(StreamsError::flow_control("stream data limit exceeded"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                "stream data limit exceeded",
+            ));
         }
         let delta = end.saturating_sub(self.max_received);
         if delta > conn_credit {
-            return Err(StreamsError::flow_control("connection data limit exceeded"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                "connection data limit exceeded",
+            ));
         }
         self.max_received = self.max_received.max(end);
         if fin {
@@ -126,9 +137,12 @@ impl RecvStream {
             RecvState::Recv => {
                 // Cannot fail: the flow-control check above keeps `end` within the
                 // window, and the assembler's cap is the largest window.
-                self.asm
-                    .insert(offset, data)
-                    .map_err(|_| StreamsError::flow_control("reassembly limit exceeded"))?;
+                self.asm.insert(offset, data).map_err(|_| {
+                    StreamsError::new(
+                        TransportErrorCode::FLOW_CONTROL_ERROR,
+                        "reassembly limit exceeded",
+                    )
+                })?;
                 out.notify =
                     self.asm.readable() > 0 || self.final_size == Some(self.asm.read_offset());
             }
@@ -151,20 +165,30 @@ impl RecvStream {
     ) -> Result<RecvOutcome, StreamsError> {
         // RFC 9000 §4.5 (final size cannot change, nor fall below data received).
         if self.final_size.is_some_and(|fs| fs != final_size) {
-            return Err(StreamsError::final_size("reset changes the final size"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FINAL_SIZE_ERROR,
+                "reset changes the final size",
+            ));
         }
         if final_size < self.max_received {
-            return Err(StreamsError::final_size("reset below data received"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FINAL_SIZE_ERROR,
+                "reset below data received",
+            ));
         }
         // RFC 9000 §4.5: "the final size is the number of bytes sent [...] An endpoint
         // MUST NOT send data on a stream at or beyond the final size"; a final size
         // beyond the advertised limits is a flow-control violation (§4.1).
         if final_size > self.window.limit() {
-            return Err(StreamsError::flow_control("reset beyond stream data limit"));
+            return Err(StreamsError::new(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                "reset beyond stream data limit",
+            ));
         }
         let delta = final_size - self.max_received;
         if delta > conn_credit {
-            return Err(StreamsError::flow_control(
+            return Err(StreamsError::new(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
                 "reset beyond connection data limit",
             ));
         }
