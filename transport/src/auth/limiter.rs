@@ -270,20 +270,23 @@ impl Limiter {
                 e.seq = seq;
             }
             None => {
-                self.evict_for_one(now);
-                self.entries.insert(
-                    key.clone(),
-                    Entry {
-                        failures: 1,
-                        last_failure: now,
-                        locked_until: None,
-                        seq,
-                    },
-                );
+                self.insert_first_failure(key.clone(), now, seq);
             }
         }
         self.order.insert(seq, key);
         true
+    }
+
+    /// A new entry for `key` with one failure at `now`, evicting one if full.
+    fn insert_first_failure(&mut self, key: LimitKey, now: Instant, seq: u64) {
+        self.evict_for_one(now);
+        let e = Entry {
+            failures: 1,
+            last_failure: now,
+            locked_until: None,
+            seq,
+        };
+        self.entries.insert(key, e);
     }
 
     fn remove(&mut self, key: &LimitKey) {
@@ -326,16 +329,7 @@ impl Limiter {
                 e.failures
             }
             None => {
-                self.evict_for_one(now);
-                self.entries.insert(
-                    key.clone(),
-                    Entry {
-                        failures: 1,
-                        last_failure: now,
-                        locked_until: None,
-                        seq,
-                    },
-                );
+                self.insert_first_failure(key.clone(), now, seq);
                 1
             }
         };

@@ -30,7 +30,10 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{
+    self,
+    ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset},
+};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -80,16 +83,14 @@ impl StreamState {
     /// The error a write, flush or finish returns, if the stream cannot take more.
     fn write_error(&self) -> Option<io::Error> {
         if let Some(code) = self.stopped {
-            return Some(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                format!("the peer stopped reading the stream (code {code})"),
+            return Some(ended(
+                BrokenPipe,
+                "the peer stopped reading the stream",
+                code,
             ));
         }
         if let Some(code) = self.abandon {
-            return Some(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                format!("the stream was abandoned (code {code})"),
-            ));
+            return Some(ended(BrokenPipe, "the stream was abandoned", code));
         }
         if self.fail_writes_on_answer
             && (!self.input.is_empty() || self.eof || self.reset.is_some())
@@ -607,6 +608,11 @@ impl BlockingStream {
     }
 }
 
+/// The error for a stream that `what` ended with application error `code`.
+fn ended(kind: io::ErrorKind, what: &str, code: u64) -> io::Error {
+    io::Error::new(kind, format!("{what} (code {code})"))
+}
+
 fn aborted(e: &ConnectionError) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
 }
@@ -698,16 +704,10 @@ impl io::Read for BlockingStream {
                 return Ok(0);
             }
             if let Some(code) = s.reset {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("stream reset by the peer (code {code})"),
-                ));
+                return Err(ended(ConnectionReset, "stream reset by the peer", code));
             }
             if let Some(code) = s.abandon {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    format!("the stream was abandoned (code {code})"),
-                ));
+                return Err(ended(ConnectionAborted, "the stream was abandoned", code));
             }
             if let Some(e) = err {
                 return Err(aborted(&e));

@@ -262,9 +262,7 @@ pub fn ack_len(
     ecn: Option<&EcnCounts>,
     max_ranges: usize,
 ) -> usize {
-    let mut c = LenCounter::default();
-    emit_ack(&mut c, ranges_desc, delay, ecn, max_ranges);
-    c.0
+    LenCounter::count(|c| emit_ack(c, ranges_desc, delay, ecn, max_ranges))
 }
 
 #[cfg(test)]

@@ -356,6 +356,16 @@ impl Sink for Writer<'_> {
 #[derive(Debug, Default)]
 pub(crate) struct LenCounter(pub usize);
 
+impl LenCounter {
+    /// How many bytes `emit` writes: the `encoded_len` of an encoder written
+    /// against [`Sink`].
+    pub(crate) fn count(emit: impl FnOnce(&mut LenCounter)) -> usize {
+        let mut c = LenCounter::default();
+        emit(&mut c);
+        c.0
+    }
+}
+
 impl Sink for LenCounter {
     fn put_u8(&mut self, _: u8) {
         self.0 += 1;
@@ -369,6 +379,17 @@ impl Sink for LenCounter {
     fn put_zeros(&mut self, n: usize) {
         self.0 += n;
     }
+}
+
+/// Encodes into a buffer of exactly `len` bytes (the type's length estimate) and
+/// checks the encoder filled it: the tests' "the length estimate is exact".
+#[cfg(test)]
+pub(crate) fn encode_exact(len: usize, encode: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut w = Writer::new(&mut buf);
+    encode(&mut w);
+    assert_eq!(w.remaining(), 0, "the length estimate is not exact");
+    buf
 }
 
 #[cfg(test)]

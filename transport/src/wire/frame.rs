@@ -519,9 +519,7 @@ impl<'a> Frame<'a> {
 
     /// Exactly how many bytes [`Frame::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        let mut c = LenCounter::default();
-        self.emit(&mut c);
-        c.0
+        LenCounter::count(|c| self.emit(c))
     }
 
     /// The frame type [`Frame::encode`] writes (for STREAM, with the LEN bit set).
@@ -674,9 +672,7 @@ fn emit_datagram_header(s: &mut impl Sink, len: usize, with_len: bool) {
 /// Length of the STREAM frame header [`encode_stream_header`] writes (the OFF bit
 /// is set only for a non-zero offset).
 pub fn stream_header_len(id: u64, offset: u64, len: usize, with_len: bool) -> usize {
-    let mut c = LenCounter::default();
-    emit_stream_header(&mut c, id, offset, len, false, with_len);
-    c.0
+    LenCounter::count(|c| emit_stream_header(c, id, offset, len, false, with_len))
 }
 
 /// Writes a STREAM frame header for `len` bytes of data that the caller then copies
@@ -723,11 +719,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn enc(f: &Frame) -> Vec<u8> {
-        let mut buf = vec![0u8; f.encoded_len()];
-        let mut w = Writer::new(&mut buf);
-        f.encode(&mut w);
-        assert_eq!(w.remaining(), 0);
-        buf
+        crate::wire::codec::encode_exact(f.encoded_len(), |w| f.encode(w))
     }
 
     fn dec(bytes: &[u8]) -> Result<Frame<'_>, DecodeError> {

@@ -159,9 +159,7 @@ impl TransportParameters {
 
     /// Exactly how many bytes [`TransportParameters::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        let mut c = LenCounter::default();
-        self.emit(&mut c);
-        c.0
+        LenCounter::count(|c| self.emit(c))
     }
 
     fn emit(&self, s: &mut impl Sink) {
@@ -388,11 +386,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn enc(tp: &TransportParameters) -> Vec<u8> {
-        let mut buf = vec![0u8; tp.encoded_len()];
-        let mut w = Writer::new(&mut buf);
-        tp.encode(&mut w);
-        assert_eq!(w.remaining(), 0);
-        buf
+        crate::wire::codec::encode_exact(tp.encoded_len(), |w| tp.encode(w))
     }
 
     #[test]

@@ -86,45 +86,7 @@ impl RecvStream {
         conn_credit: u64,
     ) -> Result<RecvOutcome, StreamsError> {
         let end = offset + data.len() as u64;
-        // RFC 9000 §4.5: "Once a final size for a stream is known, it cannot change.
-        // If a RESET_STREAM or STREAM frame is received indicating a change in the
-        // final size for the stream, an endpoint SHOULD respond with an error of type
-        // FINAL_SIZE_ERROR [...]. A receiver SHOULD treat receipt of data at or
-        // beyond the final size as an error of type FINAL_SIZE_ERROR, even after a
-        // stream is closed."
-        if let Some(fs) = self.final_size {
-            if end > fs || (fin && end != fs) {
-                return Err(StreamsError::new(
-                    TransportErrorCode::FINAL_SIZE_ERROR,
-                    "data beyond or changing the final size",
-                ));
-            }
-        }
-        // RFC 9000 §4.5: "If [...] a STREAM frame is received indicating [...] a
-        // final size that is lower than the size of stream data that is already
-        // received, an endpoint SHOULD respond with an error of type FINAL_SIZE_ERROR".
-        if fin && end < self.max_received {
-            return Err(StreamsError::new(
-                TransportErrorCode::FINAL_SIZE_ERROR,
-                "final size below data received",
-            ));
-        }
-        // RFC 9000 §4.1: "A receiver MUST close the connection with an error of type
-        // FLOW_CONTROL_ERROR if the sender violates the advertised connection or
-        // stream data limits".
-        if end > self.window.limit() {
-            return Err(StreamsError::new(
-                TransportErrorCode::FLOW_CONTROL_ERROR,
-                "stream data limit exceeded",
-            ));
-        }
-        let delta = end.saturating_sub(self.max_received);
-        if delta > conn_credit {
-            return Err(StreamsError::new(
-                TransportErrorCode::FLOW_CONTROL_ERROR,
-                "connection data limit exceeded",
-            ));
-        }
+        let delta = self.check_end(end, fin, conn_credit)?;
         self.max_received = self.max_received.max(end);
         if fin {
             self.final_size = Some(end);
@@ -156,6 +118,53 @@ impl RecvStream {
         Ok(out)
     }
 
+    /// The final-size and flow-control rules for data up to `end` from a STREAM frame
+    /// (a final size of `end` with `fin`) or a RESET_STREAM (`fin`, final size `end`);
+    /// returns the connection credit the new data takes (`end` beyond what arrived).
+    fn check_end(&self, end: u64, fin: bool, conn_credit: u64) -> Result<u64, StreamsError> {
+        // RFC 9000 §4.5: "Once a final size for a stream is known, it cannot change.
+        // If a RESET_STREAM or STREAM frame is received indicating a change in the
+        // final size for the stream, an endpoint SHOULD respond with an error of type
+        // FINAL_SIZE_ERROR [...]. A receiver SHOULD treat receipt of data at or
+        // beyond the final size as an error of type FINAL_SIZE_ERROR, even after a
+        // stream is closed."
+        if let Some(fs) = self.final_size {
+            if end > fs || (fin && end != fs) {
+                return Err(StreamsError::new(
+                    TransportErrorCode::FINAL_SIZE_ERROR,
+                    "data beyond or changing the final size",
+                ));
+            }
+        }
+        // RFC 9000 §4.5: "If a RESET_STREAM or STREAM frame is received indicating
+        // [...] a final size that is lower than the size of stream data that is
+        // already received, an endpoint SHOULD respond with an error of type
+        // FINAL_SIZE_ERROR".
+        if fin && end < self.max_received {
+            return Err(StreamsError::new(
+                TransportErrorCode::FINAL_SIZE_ERROR,
+                "final size below data received",
+            ));
+        }
+        // RFC 9000 §4.1: "A receiver MUST close the connection with an error of type
+        // FLOW_CONTROL_ERROR if the sender violates the advertised connection or
+        // stream data limits" (a final size counts as data sent, §4.5).
+        if end > self.window.limit() {
+            return Err(StreamsError::new(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                "stream data limit exceeded",
+            ));
+        }
+        let delta = end.saturating_sub(self.max_received);
+        if delta > conn_credit {
+            return Err(StreamsError::new(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                "connection data limit exceeded",
+            ));
+        }
+        Ok(delta)
+    }
+
     /// Validates and applies a RESET_STREAM frame.
     pub fn on_reset(
         &mut self,
@@ -163,35 +172,8 @@ impl RecvStream {
         final_size: u64,
         conn_credit: u64,
     ) -> Result<RecvOutcome, StreamsError> {
-        // RFC 9000 §4.5 (final size cannot change, nor fall below data received).
-        if self.final_size.is_some_and(|fs| fs != final_size) {
-            return Err(StreamsError::new(
-                TransportErrorCode::FINAL_SIZE_ERROR,
-                "reset changes the final size",
-            ));
-        }
-        if final_size < self.max_received {
-            return Err(StreamsError::new(
-                TransportErrorCode::FINAL_SIZE_ERROR,
-                "reset below data received",
-            ));
-        }
-        // RFC 9000 §4.5: "the final size is the number of bytes sent [...] An endpoint
-        // MUST NOT send data on a stream at or beyond the final size"; a final size
-        // beyond the advertised limits is a flow-control violation (§4.1).
-        if final_size > self.window.limit() {
-            return Err(StreamsError::new(
-                TransportErrorCode::FLOW_CONTROL_ERROR,
-                "reset beyond stream data limit",
-            ));
-        }
-        let delta = final_size - self.max_received;
-        if delta > conn_credit {
-            return Err(StreamsError::new(
-                TransportErrorCode::FLOW_CONTROL_ERROR,
-                "reset beyond connection data limit",
-            ));
-        }
+        // A RESET_STREAM carries the final size: the checks of a STREAM frame with FIN.
+        let delta = self.check_end(final_size, true, conn_credit)?;
         self.max_received = final_size;
         self.final_size = Some(final_size);
         let mut out = RecvOutcome {
