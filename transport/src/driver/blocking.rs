@@ -132,6 +132,28 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits for the loop to change the state.
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed.wait(st).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the loop to change the state, or `None` once `deadline` has passed.
+    fn wait_until<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        deadline: std::time::Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let (st, _) = self
+            .changed
+            .wait_timeout(st, left)
+            .unwrap_or_else(|e| e.into_inner());
+        Some(st)
+    }
 }
 
 struct FacadeHandler {
@@ -349,7 +371,7 @@ pub fn connect(
             let _ = thread.join();
             return Err(ConnectError::Connection(e));
         }
-        st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        st = shared.wait(st);
     }
 }
 
@@ -404,11 +426,7 @@ impl BlockingConnection {
                     )),
                 };
             }
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.shared.wait(st);
         }
     }
 
@@ -439,11 +457,7 @@ impl BlockingConnection {
                     e.to_string(),
                 ));
             }
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.shared.wait(st);
         }
     }
 
@@ -464,16 +478,7 @@ impl BlockingConnection {
             if let Some(e) = &st.error {
                 return Some(e.clone());
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = self.shared.wait_until(st, deadline)?;
         }
     }
 
@@ -515,16 +520,10 @@ impl ConnectionCloser {
             self.handle.shutdown();
         }
         while !st.loop_done {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
+            match self.shared.wait_until(st, deadline) {
+                Some(next) => st = next,
+                None => return false,
             }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
         true
     }
@@ -645,11 +644,7 @@ impl io::Write for BlockingStream {
                 self.handle.wake();
                 return Ok(n);
             }
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.shared.wait(st);
         }
     }
 
@@ -667,11 +662,7 @@ impl io::Write for BlockingStream {
             if s.is_none_or(|s| s.out.is_empty()) {
                 return Ok(());
             }
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.shared.wait(st);
         }
     }
 }
@@ -712,11 +703,7 @@ impl io::Read for BlockingStream {
             if let Some(e) = err {
                 return Err(aborted(&e));
             }
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.shared.wait(st);
         }
     }
 }

@@ -393,17 +393,8 @@ impl<'a> Frame<'a> {
                 id,
                 code,
                 final_size,
-            } => {
-                s.put_varint(ft::RESET_STREAM);
-                s.put_varint(id);
-                s.put_varint(code);
-                s.put_varint(final_size);
-            }
-            Frame::StopSending { id, code } => {
-                s.put_varint(ft::STOP_SENDING);
-                s.put_varint(id);
-                s.put_varint(code);
-            }
+            } => put_varints(s, &[ft::RESET_STREAM, id, code, final_size]),
+            Frame::StopSending { id, code } => put_varints(s, &[ft::STOP_SENDING, id, code]),
             Frame::Crypto { offset, data } => {
                 emit_crypto_header(s, offset, data.len());
                 s.put_slice(data);
@@ -422,39 +413,19 @@ impl<'a> Frame<'a> {
                 emit_stream_header(s, id, offset, data.len(), fin, true);
                 s.put_slice(data);
             }
-            Frame::MaxData(v) => {
-                s.put_varint(ft::MAX_DATA);
-                s.put_varint(v);
-            }
-            Frame::MaxStreamData { id, max } => {
-                s.put_varint(ft::MAX_STREAM_DATA);
-                s.put_varint(id);
-                s.put_varint(max);
-            }
+            Frame::MaxData(v) => put_varints(s, &[ft::MAX_DATA, v]),
+            Frame::MaxStreamData { id, max } => put_varints(s, &[ft::MAX_STREAM_DATA, id, max]),
             Frame::MaxStreams { bidi, max } => {
-                s.put_varint(if bidi {
-                    ft::MAX_STREAMS_BIDI
-                } else {
-                    ft::MAX_STREAMS_UNI
-                });
-                s.put_varint(max);
+                let ty = [ft::MAX_STREAMS_UNI, ft::MAX_STREAMS_BIDI][usize::from(bidi)];
+                put_varints(s, &[ty, max]);
             }
-            Frame::DataBlocked(v) => {
-                s.put_varint(ft::DATA_BLOCKED);
-                s.put_varint(v);
-            }
+            Frame::DataBlocked(v) => put_varints(s, &[ft::DATA_BLOCKED, v]),
             Frame::StreamDataBlocked { id, limit } => {
-                s.put_varint(ft::STREAM_DATA_BLOCKED);
-                s.put_varint(id);
-                s.put_varint(limit);
+                put_varints(s, &[ft::STREAM_DATA_BLOCKED, id, limit])
             }
             Frame::StreamsBlocked { bidi, limit } => {
-                s.put_varint(if bidi {
-                    ft::STREAMS_BLOCKED_BIDI
-                } else {
-                    ft::STREAMS_BLOCKED_UNI
-                });
-                s.put_varint(limit);
+                let ty = [ft::STREAMS_BLOCKED_UNI, ft::STREAMS_BLOCKED_BIDI][usize::from(bidi)];
+                put_varints(s, &[ty, limit]);
             }
             Frame::NewConnectionId {
                 seq,
@@ -469,10 +440,7 @@ impl<'a> Frame<'a> {
                 s.put_slice(cid.as_ref());
                 s.put_slice(reset_token);
             }
-            Frame::RetireConnectionId { seq } => {
-                s.put_varint(ft::RETIRE_CONNECTION_ID);
-                s.put_varint(seq);
-            }
+            Frame::RetireConnectionId { seq } => put_varints(s, &[ft::RETIRE_CONNECTION_ID, seq]),
             Frame::PathChallenge(ref d) => {
                 s.put_varint(ft::PATH_CHALLENGE);
                 s.put_slice(d);
@@ -666,6 +634,13 @@ fn emit_datagram_header(s: &mut impl Sink, len: usize, with_len: bool) {
         s.put_varint(len as u64);
     } else {
         s.put_varint(ft::DATAGRAM);
+    }
+}
+
+/// Writes `values` as varints: the frames made of a type and integer fields.
+fn put_varints(s: &mut impl Sink, values: &[u64]) {
+    for &v in values {
+        s.put_varint(v);
     }
 }
 
