@@ -301,37 +301,19 @@ impl<'a> Frame<'a> {
                 id: r.varint()?,
                 max: r.varint()?,
             },
-            ft::MAX_STREAMS_BIDI | ft::MAX_STREAMS_UNI => {
-                let max = r.varint()?;
-                // RFC 9000 §19.11: "Receipt of a frame that permits opening of a stream
-                // larger than this limit MUST be treated as a connection error of type
-                // FRAME_ENCODING_ERROR."
-                if max > MAX_STREAMS_LIMIT {
-                    return Err(DecodeError::Malformed("MAX_STREAMS above 2^60"));
-                }
-                Frame::MaxStreams {
-                    bidi: ty == ft::MAX_STREAMS_BIDI,
-                    max,
-                }
-            }
+            ft::MAX_STREAMS_BIDI | ft::MAX_STREAMS_UNI => Frame::MaxStreams {
+                bidi: ty == ft::MAX_STREAMS_BIDI,
+                max: stream_count(r, "MAX_STREAMS above 2^60")?,
+            },
             ft::DATA_BLOCKED => Frame::DataBlocked(r.varint()?),
             ft::STREAM_DATA_BLOCKED => Frame::StreamDataBlocked {
                 id: r.varint()?,
                 limit: r.varint()?,
             },
-            ft::STREAMS_BLOCKED_BIDI | ft::STREAMS_BLOCKED_UNI => {
-                let limit = r.varint()?;
-                // RFC 9000 §19.14: "This value cannot exceed 2^60 [...]. Receipt of a
-                // frame that encodes a larger stream ID MUST be treated as a connection
-                // error of type STREAM_LIMIT_ERROR or FRAME_ENCODING_ERROR."
-                if limit > MAX_STREAMS_LIMIT {
-                    return Err(DecodeError::Malformed("STREAMS_BLOCKED above 2^60"));
-                }
-                Frame::StreamsBlocked {
-                    bidi: ty == ft::STREAMS_BLOCKED_BIDI,
-                    limit,
-                }
-            }
+            ft::STREAMS_BLOCKED_BIDI | ft::STREAMS_BLOCKED_UNI => Frame::StreamsBlocked {
+                bidi: ty == ft::STREAMS_BLOCKED_BIDI,
+                limit: stream_count(r, "STREAMS_BLOCKED above 2^60")?,
+            },
             ft::NEW_CONNECTION_ID => {
                 let seq = r.varint()?;
                 let retire_prior_to = r.varint()?;
@@ -635,6 +617,22 @@ fn emit_datagram_header(s: &mut impl Sink, len: usize, with_len: bool) {
     } else {
         s.put_varint(ft::DATAGRAM);
     }
+}
+
+/// The stream count of a MAX_STREAMS or STREAMS_BLOCKED frame; `what` names the
+/// frame in the error.
+///
+/// RFC 9000 §19.11: "Receipt of a frame that permits opening of a stream larger than
+/// this limit MUST be treated as a connection error of type FRAME_ENCODING_ERROR."
+/// §19.14: "This value cannot exceed 2^60 [...]. Receipt of a frame that encodes a
+/// larger stream ID MUST be treated as a connection error of type STREAM_LIMIT_ERROR
+/// or FRAME_ENCODING_ERROR."
+fn stream_count(r: &mut Reader<'_>, what: &'static str) -> Result<u64, DecodeError> {
+    let n = r.varint()?;
+    if n > MAX_STREAMS_LIMIT {
+        return Err(DecodeError::Malformed(what));
+    }
+    Ok(n)
 }
 
 /// Writes `values` as varints: the frames made of a type and integer fields.

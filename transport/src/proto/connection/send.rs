@@ -229,10 +229,9 @@ impl Connection {
             if space == Space::Data {
                 while let Some(data) = self.path_responses.front() {
                     let f = Frame::PathResponse(*data);
-                    if pos + f.encoded_len() > end {
+                    if !put_frame(&f, buf, &mut pos, end) {
                         break;
                     }
-                    pos += write_frame(&f, &mut buf[pos..end]);
                     frames.path_response = true;
                     eliciting = true;
                     self.path_responses.pop_front();
@@ -287,20 +286,18 @@ impl Connection {
                         cid,
                         reset_token: token,
                     };
-                    if pos + f.encoded_len() > end {
+                    if !put_frame(&f, buf, &mut pos, end) {
                         break;
                     }
-                    pos += write_frame(&f, &mut buf[pos..end]);
                     self.cids.new_pending.pop_front();
                     frames.extra().new_cids.push(seq);
                     eliciting = true;
                 }
                 while let Some(&seq) = self.cids.retire_pending.front() {
                     let f = Frame::RetireConnectionId { seq };
-                    if pos + f.encoded_len() > end {
+                    if !put_frame(&f, buf, &mut pos, end) {
                         break;
                     }
-                    pos += write_frame(&f, &mut buf[pos..end]);
                     self.cids.retire_pending.pop_front();
                     frames.extra().retire_cids.push(seq);
                     eliciting = true;
@@ -740,6 +737,16 @@ struct HeaderLayout {
     pn_offset: usize,
     pn_len: usize,
     length_offset: Option<usize>,
+}
+
+/// Encodes `f` at `buf[*pos..]` and advances `pos` if it fits before `end`; returns
+/// whether it did.
+fn put_frame(f: &Frame<'_>, buf: &mut [u8], pos: &mut usize, end: usize) -> bool {
+    if *pos + f.encoded_len() > end {
+        return false;
+    }
+    *pos += write_frame(f, &mut buf[*pos..end]);
+    true
 }
 
 /// Encodes `f` at the start of `buf` and returns its length.

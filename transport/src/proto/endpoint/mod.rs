@@ -1293,6 +1293,12 @@ mod tests {
         ServerConfig::new(Arc::new(HostKeyPair::from_seed(&[7; 32]).unwrap()))
     }
 
+    /// A client connection from `ep` to a documentation address.
+    fn connect(ep: &mut Endpoint, now: Instant) -> ConnectionHandle {
+        ep.connect(now, client_config(), "192.0.2.1:4433".parse().unwrap())
+            .unwrap()
+    }
+
     fn client_config() -> ClientConfig {
         ClientConfig::new(
             crate::proto::Login::Password {
@@ -1327,15 +1333,11 @@ mod tests {
     fn stale_wheel_entry_for_reused_slot_is_ignored() {
         let t0 = Instant::now();
         let mut ep = Endpoint::new(config(2), None, t0).unwrap();
-        let a = ep
-            .connect(t0, client_config(), "192.0.2.1:4433".parse().unwrap())
-            .unwrap();
+        let a = connect(&mut ep, t0);
         let old_generation = ep.sessions[a.0].generation;
         // Free it as if it had drained with no events left.
         ep.discard(a.0);
-        let b = ep
-            .connect(t0, client_config(), "192.0.2.1:4433".parse().unwrap())
-            .unwrap();
+        let b = connect(&mut ep, t0);
         assert_eq!(a, b, "the slab reuses the slot");
         assert_ne!(ep.sessions[b.0].generation, old_generation);
         // Plant an entry with the old generation, due now, where the new session's is.
@@ -1354,9 +1356,7 @@ mod tests {
     fn observed_timeout_reports_the_deadline_that_fired() {
         let t0 = Instant::now();
         let mut ep = Endpoint::new(config(5), None, t0).unwrap();
-        let a = ep
-            .connect(t0, client_config(), "192.0.2.1:4433".parse().unwrap())
-            .unwrap();
+        let a = connect(&mut ep, t0);
         let deadline = ep.sessions[a.0]
             .armed
             .expect("a new connection has a timer");
@@ -1372,9 +1372,7 @@ mod tests {
     fn discard_frees_routes_and_timer() {
         let t0 = Instant::now();
         let mut ep = Endpoint::new(config(3), None, t0).unwrap();
-        let a = ep
-            .connect(t0, client_config(), "192.0.2.1:4433".parse().unwrap())
-            .unwrap();
+        let a = connect(&mut ep, t0);
         assert_eq!(ep.cids.len(), 1);
         assert_eq!(ep.wheel.len(), 1);
         ep.discard(a.0);
