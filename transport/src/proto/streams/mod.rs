@@ -326,6 +326,43 @@ struct Stream {
     recv: Option<RecvStream>,
 }
 
+/// The stream count of a MAX_STREAMS or STREAMS_BLOCKED frame handed over without
+/// going through the wire decoder, which refuses the same counts
+/// (`wire::frame::stream_count`, RFC 9000 §19.11 and §19.14).
+fn check_stream_count(count: u64, reason: &'static str) -> Result<(), StreamsError> {
+    if count > MAX_STREAMS_LIMIT {
+        return Err(StreamsError::new(
+            TransportErrorCode::FRAME_ENCODING_ERROR,
+            reason,
+        ));
+    }
+    Ok(())
+}
+
+/// The sending half of stream `id`, if the stream is open and has one.
+fn send_half(streams: &mut IdMap<Stream>, id: StreamId) -> Option<&mut SendStream> {
+    streams.get_mut(&id.0).and_then(|s| s.send.as_mut())
+}
+
+/// The receiving half of stream `id`, if the stream is open and has one.
+fn recv_half(streams: &mut IdMap<Stream>, id: StreamId) -> Option<&mut RecvStream> {
+    streams.get_mut(&id.0).and_then(|s| s.recv.as_mut())
+}
+
+/// [`send_half`] for the application's calls, which tell a stream that is over from
+/// one that has no sending half.
+fn send_half_or(streams: &mut IdMap<Stream>, id: StreamId) -> Result<&mut SendStream, WriteError> {
+    let stream = streams.get_mut(&id.0).ok_or(WriteError::ClosedStream)?;
+    stream.send.as_mut().ok_or(WriteError::UnknownStream)
+}
+
+/// [`recv_half`] for the application's calls, which tell a stream that is over from
+/// one that has no receiving half.
+fn recv_half_or(streams: &mut IdMap<Stream>, id: StreamId) -> Result<&mut RecvStream, ReadError> {
+    let stream = streams.get_mut(&id.0).ok_or(ReadError::ClosedStream)?;
+    stream.recv.as_mut().ok_or(ReadError::UnknownStream)
+}
+
 /// The per-connection stream table, with stream limits and flow control.
 #[derive(Debug)]
 pub struct Streams {
@@ -602,13 +639,7 @@ impl Streams {
         let conn_credit = self.peer_max_data.saturating_sub(self.conn_written);
         let conn_room = self.conn_send_room();
         let send_buffer = self.config.send_buffer;
-        let ss = self
-            .streams
-            .get_mut(&id.0)
-            .ok_or(WriteError::ClosedStream)?
-            .send
-            .as_mut()
-            .ok_or(WriteError::UnknownStream)?;
+        let ss = send_half_or(&mut self.streams, id)?;
         if let Some(code) = ss.stopped {
             return Err(WriteError::Stopped(code));
         }
@@ -663,13 +694,7 @@ impl Streams {
     /// Marks the end of the stream after the data written so far.
     pub fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
         self.check_send_id(id)?;
-        let ss = self
-            .streams
-            .get_mut(&id.0)
-            .ok_or(WriteError::ClosedStream)?
-            .send
-            .as_mut()
-            .ok_or(WriteError::UnknownStream)?;
+        let ss = send_half_or(&mut self.streams, id)?;
         if let Some(code) = ss.stopped {
             return Err(WriteError::Stopped(code));
         }
@@ -692,13 +717,7 @@ impl Streams {
     /// unacknowledged data. A no-op on a stream already reset.
     pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), WriteError> {
         self.check_send_id(id)?;
-        let ss = self
-            .streams
-            .get_mut(&id.0)
-            .ok_or(WriteError::ClosedStream)?
-            .send
-            .as_mut()
-            .ok_or(WriteError::UnknownStream)?;
+        let ss = send_half_or(&mut self.streams, id)?;
         if ss.reset || ss.is_done() {
             return Ok(());
         }
@@ -766,7 +785,7 @@ impl Streams {
         }
         let send_buffer = self.config.send_buffer;
         for id in std::mem::take(&mut self.conn_blocked) {
-            if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
+            if let Some(ss) = send_half(&mut self.streams, id) {
                 Self::signal_writable(
                     &mut self.events,
                     &mut self.conn_blocked,
@@ -802,13 +821,7 @@ impl Streams {
         read: impl FnOnce(&mut RecvStream) -> Result<ReadOutcome, ReadError>,
     ) -> Result<ReadOutcome, ReadError> {
         self.check_recv_id(id)?;
-        let rs = self
-            .streams
-            .get_mut(&id.0)
-            .ok_or(ReadError::ClosedStream)?
-            .recv
-            .as_mut()
-            .ok_or(ReadError::UnknownStream)?;
+        let rs = recv_half_or(&mut self.streams, id)?;
         let out = read(rs);
         match out {
             Ok(ReadOutcome::Data(n)) => {
@@ -842,13 +855,7 @@ impl Streams {
     /// from now on is discarded. A no-op if the receiving half already ended.
     pub fn stop_sending(&mut self, id: StreamId, code: u64) -> Result<(), ReadError> {
         self.check_recv_id(id)?;
-        let rs = self
-            .streams
-            .get_mut(&id.0)
-            .ok_or(ReadError::ClosedStream)?
-            .recv
-            .as_mut()
-            .ok_or(ReadError::UnknownStream)?;
+        let rs = recv_half_or(&mut self.streams, id)?;
         let (released, send_frame) = rs.stop();
         if send_frame {
             self.control
@@ -1009,7 +1016,7 @@ impl Streams {
             return Ok(());
         }
         let conn_credit = self.conn_window.limit().saturating_sub(self.conn_received);
-        let Some(rs) = self.streams.get_mut(&id.0).and_then(|s| s.recv.as_mut()) else {
+        let Some(rs) = recv_half(&mut self.streams, id) else {
             return Ok(());
         };
         let out = rs.on_data(offset, data, fin, conn_credit)?;
@@ -1043,7 +1050,7 @@ impl Streams {
             return Ok(());
         }
         let conn_credit = self.conn_window.limit().saturating_sub(self.conn_received);
-        let Some(rs) = self.streams.get_mut(&id.0).and_then(|s| s.recv.as_mut()) else {
+        let Some(rs) = recv_half(&mut self.streams, id) else {
             return Ok(());
         };
         let out = rs.on_reset(code, final_size, conn_credit)?;
@@ -1064,7 +1071,7 @@ impl Streams {
         if !self.validate_frame_id(id, false)? {
             return Ok(());
         }
-        let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) else {
+        let Some(ss) = send_half(&mut self.streams, id) else {
             return Ok(());
         };
         if ss.stopped.is_some() {
@@ -1126,7 +1133,7 @@ impl Streams {
         }
         let conn_has_room = self.conn_has_room();
         let send_buffer = self.config.send_buffer;
-        if let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) {
+        if let Some(ss) = send_half(&mut self.streams, id) {
             if max > ss.max_data {
                 ss.max_data = max;
                 Self::signal_writable(
@@ -1144,16 +1151,7 @@ impl Streams {
 
     /// A MAX_STREAMS frame arrived.
     pub fn on_max_streams(&mut self, dir: Dir, max: u64) -> Result<(), StreamsError> {
-        // RFC 9000 §19.11: "If a max_streams transport parameter or a MAX_STREAMS
-        // frame is received with a value greater than 2^60 [...] the connection MUST
-        // be closed immediately with a connection error of type [...]
-        // FRAME_ENCODING_ERROR if it was received in a frame".
-        if max > MAX_STREAMS_LIMIT {
-            return Err(StreamsError::new(
-                TransportErrorCode::FRAME_ENCODING_ERROR,
-                "MAX_STREAMS above 2^60",
-            ));
-        }
+        check_stream_count(max, "MAX_STREAMS above 2^60")?;
         let d = dir.index();
         if max > self.peer_max_streams[d] {
             self.peer_max_streams[d] = max;
@@ -1178,7 +1176,7 @@ impl Streams {
         if !self.validate_frame_id(id, true)? {
             return Ok(());
         }
-        if let Some(rs) = self.streams.get_mut(&id.0).and_then(|s| s.recv.as_mut()) {
+        if let Some(rs) = recv_half(&mut self.streams, id) {
             if limit < rs.window.limit() && rs.wants_credit() && !rs.max_data_queued {
                 rs.max_data_queued = true;
                 self.max_stream_data_queue.push_back(id);
@@ -1189,15 +1187,7 @@ impl Streams {
 
     /// A STREAMS_BLOCKED frame arrived.
     pub fn on_streams_blocked(&mut self, dir: Dir, limit: u64) -> Result<(), StreamsError> {
-        // RFC 9000 §19.14: "This value cannot exceed 2^60 [...]. Receipt of a frame
-        // that encodes a larger stream ID MUST be treated as a connection error of
-        // type STREAM_LIMIT_ERROR or FRAME_ENCODING_ERROR."
-        if limit > MAX_STREAMS_LIMIT {
-            return Err(StreamsError::new(
-                TransportErrorCode::FRAME_ENCODING_ERROR,
-                "STREAMS_BLOCKED above 2^60",
-            ));
-        }
+        check_stream_count(limit, "STREAMS_BLOCKED above 2^60")?;
         let d = dir.index();
         if limit < self.max_remote[d] {
             self.max_streams_pending[d] = true;
@@ -1236,7 +1226,7 @@ impl Streams {
             }
         }
         while let Some(id) = self.max_stream_data_queue.pop_front() {
-            if let Some(rs) = self.streams.get_mut(&id.0).and_then(|s| s.recv.as_mut()) {
+            if let Some(rs) = recv_half(&mut self.streams, id) {
                 rs.max_data_queued = false;
                 if rs.wants_credit() {
                     return Some(ControlFrame::MaxStreamData {
@@ -1277,7 +1267,7 @@ impl Streams {
                 }
             }
             ControlFrame::MaxStreamData { id, max } => {
-                if let Some(rs) = self.streams.get_mut(&id.0).and_then(|s| s.recv.as_mut()) {
+                if let Some(rs) = recv_half(&mut self.streams, id) {
                     if max == rs.window.limit() && rs.wants_credit() && !rs.max_data_queued {
                         rs.max_data_queued = true;
                         self.max_stream_data_queue.push_back(id);
@@ -1335,7 +1325,7 @@ impl Streams {
             return None;
         }
         while let Some(id) = self.send_queue.pop_front() {
-            let Some(ss) = self.streams.get_mut(&id.0).and_then(|s| s.send.as_mut()) else {
+            let Some(ss) = send_half(&mut self.streams, id) else {
                 continue;
             };
             ss.queued = false;
@@ -1368,11 +1358,7 @@ impl Streams {
     /// The packet carrying `chunk` was acknowledged.
     pub fn on_chunk_acked(&mut self, chunk: &StreamChunk) {
         let send_buffer = self.config.send_buffer;
-        let Some(ss) = self
-            .streams
-            .get_mut(&chunk.id.0)
-            .and_then(|s| s.send.as_mut())
-        else {
+        let Some(ss) = send_half(&mut self.streams, chunk.id) else {
             return;
         };
         if ss.reset {
@@ -1411,11 +1397,7 @@ impl Streams {
 
     /// The packet carrying `chunk` was lost: its data (and FIN) will be sent again.
     pub fn on_chunk_lost(&mut self, chunk: &StreamChunk) {
-        let Some(ss) = self
-            .streams
-            .get_mut(&chunk.id.0)
-            .and_then(|s| s.send.as_mut())
-        else {
+        let Some(ss) = send_half(&mut self.streams, chunk.id) else {
             return;
         };
         if ss.reset {
