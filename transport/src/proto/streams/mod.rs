@@ -1416,20 +1416,20 @@ impl Streams {
 
     /// Whether a control frame or stream data is ready to send now.
     pub fn has_pending(&self) -> bool {
+        // Whether a stream in `queue` is still open and `wants` something sent.
+        let any_in = |queue: &VecDeque<StreamId>, wants: fn(&Stream) -> bool| {
+            queue
+                .iter()
+                .any(|id| self.streams.get(&id.0).is_some_and(wants))
+        };
         let stream_data = || {
-            self.send_queue.iter().any(|id| {
-                self.streams
-                    .get(&id.0)
-                    .and_then(|s| s.send.as_ref())
-                    .is_some_and(SendStream::has_pending)
+            any_in(&self.send_queue, |s| {
+                s.send.as_ref().is_some_and(SendStream::has_pending)
             })
         };
         let max_stream_data = || {
-            self.max_stream_data_queue.iter().any(|id| {
-                self.streams
-                    .get(&id.0)
-                    .and_then(|s| s.recv.as_ref())
-                    .is_some_and(RecvStream::wants_credit)
+            any_in(&self.max_stream_data_queue, |s| {
+                s.recv.as_ref().is_some_and(RecvStream::wants_credit)
             })
         };
         !self.control.is_empty()

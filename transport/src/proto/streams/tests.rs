@@ -32,6 +32,13 @@ fn config(stream_window: u64, conn_window: u64, concurrent: u64) -> StreamsConfi
     }
 }
 
+/// A client-side table with the given local settings and peer limits.
+fn client(cfg: &StreamsConfig, peer: PeerLimits) -> Streams {
+    let mut s = Streams::new(Side::Client, cfg);
+    s.apply_peer_limits(&peer);
+    s
+}
+
 /// A server-side table with the given local settings and generous peer limits.
 fn server(cfg: &StreamsConfig) -> Streams {
     let mut s = Streams::new(Side::Server, cfg);
@@ -276,6 +283,21 @@ fn read_in_place_sees_the_same_bytes_and_credits_like_read() {
     );
 }
 
+/// Delivers 500 bytes at `offset` on `id` at `now` and reads them; returns the
+/// MAX_STREAM_DATA limits the table then queued.
+fn deliver_and_read(s: &mut Streams, now: Instant, id: StreamId, offset: u64) -> Vec<u64> {
+    s.on_stream_frame(now, id.0, offset, &[1; 500], false)
+        .unwrap();
+    s.read(id, &mut [0; 500]).unwrap();
+    drain_control(s)
+        .into_iter()
+        .filter_map(|f| match f {
+            ControlFrame::MaxStreamData { max, .. } => Some(max),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn fast_consumption_doubles_the_window_up_to_the_cap() {
     let mut cfg = config(1000, 100_000, 10);
@@ -287,19 +309,11 @@ fn fast_consumption_doubles_the_window_up_to_the_cap() {
     s.set_rtt(start, Duration::from_millis(100));
     let mut offset = 0u64;
     let mut limits = Vec::new();
-    let mut buf = vec![0; 500];
     for step in 0..12u64 {
         // Every round well within 2 RTTs of the previous update.
         let now = start + Duration::from_millis(10 * step);
-        s.on_stream_frame(now, id.0, offset, &[1; 500], false)
-            .unwrap();
+        limits.extend(deliver_and_read(&mut s, now, id, offset));
         offset += 500;
-        s.read(id, &mut buf).unwrap();
-        for f in drain_control(&mut s) {
-            if let ControlFrame::MaxStreamData { max, .. } = f {
-                limits.push(max);
-            }
-        }
     }
     let windows: Vec<u64> = limits.windows(2).map(|w| w[1] - w[0]).collect();
     assert_eq!(limits[0], 1500, "first update uses the initial window");
@@ -318,23 +332,17 @@ fn fast_consumption_doubles_the_window_up_to_the_cap() {
     let mut last = 0;
     for step in 0..12u64 {
         let now = start + Duration::from_millis(300 * step);
-        s.on_stream_frame(now, id.0, offset, &[1; 500], false)
-            .unwrap();
-        offset += 500;
-        s.read(id, &mut buf).unwrap();
-        for f in drain_control(&mut s) {
-            if let ControlFrame::MaxStreamData { max, .. } = f {
-                last = max;
-            }
+        if let Some(&max) = deliver_and_read(&mut s, now, id, offset).last() {
+            last = max;
         }
+        offset += 500;
     }
     assert_eq!(last, offset + 1000);
 }
 
 #[test]
 fn write_is_bounded_by_credit_and_signals_blocked() {
-    let mut c = Streams::new(Side::Client, &StreamsConfig::default());
-    c.apply_peer_limits(&limits(150, 100, 10));
+    let mut c = client(&StreamsConfig::default(), limits(150, 100, 10));
     let a = c.open(Dir::Bi).unwrap();
     let b = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(a, &[0; 130]), Ok(100));
@@ -358,8 +366,7 @@ fn send_buffer_caps_unacked_data() {
         send_buffer: 1000,
         ..StreamsConfig::default()
     };
-    let mut c = Streams::new(Side::Client, &cfg);
-    c.apply_peer_limits(&limits(1 << 30, 1 << 30, 10));
+    let mut c = client(&cfg, limits(1 << 30, 1 << 30, 10));
     let id = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(id, &[1; 1500]), Ok(1000));
     assert_eq!(c.write(id, &[1; 1]), Err(WriteError::Blocked));
@@ -375,8 +382,7 @@ fn writable_waits_for_connection_credit_after_buffer_room_appears() {
         send_buffer: 100,
         ..StreamsConfig::default()
     };
-    let mut c = Streams::new(Side::Client, &cfg);
-    c.apply_peer_limits(&limits(200, 1000, 10));
+    let mut c = client(&cfg, limits(200, 1000, 10));
     let a = c.open(Dir::Uni).unwrap();
     let b = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(a, &[1; 200]), Ok(100), "send buffer bound only");
@@ -411,8 +417,7 @@ fn connection_send_cap_bounds_unacked_data_on_all_streams() {
         max_connection_send_buffer: 2500,
         ..StreamsConfig::default()
     };
-    let mut c = Streams::new(Side::Client, &cfg);
-    c.apply_peer_limits(&limits(1 << 40, 1 << 40, 100));
+    let mut c = client(&cfg, limits(1 << 40, 1 << 40, 100));
     let ids: Vec<StreamId> = (0..10).map(|_| c.open(Dir::Uni).unwrap()).collect();
     assert_eq!(c.write(ids[0], &[1; 1000]), Ok(1000));
     assert_eq!(c.write(ids[1], &[1; 1000]), Ok(1000));
@@ -501,8 +506,7 @@ fn connection_send_cap_does_not_limit_one_stream() {
     let c = StreamsConfig::default();
     assert!(c.max_connection_send_buffer >= c.send_buffer);
     assert!(c.max_connection_send_buffer >= c.max_receive_window);
-    let mut s = Streams::new(Side::Client, &c);
-    s.apply_peer_limits(&limits(1 << 40, 1 << 40, 100));
+    let mut s = client(&c, limits(1 << 40, 1 << 40, 100));
     let id = s.open(Dir::Uni).unwrap();
     let n = c.send_buffer as usize;
     assert_eq!(s.write_bytes(id, Bytes::from(vec![0; n + 1])), Ok(n));
@@ -600,8 +604,7 @@ fn max_streams_readvertised_as_peer_streams_close() {
 
 #[test]
 fn stop_sending_from_peer_resets_the_stream() {
-    let mut c = Streams::new(Side::Client, &StreamsConfig::default());
-    c.apply_peer_limits(&limits(10_000, 10_000, 10));
+    let mut c = client(&StreamsConfig::default(), limits(10_000, 10_000, 10));
     let id = c.open(Dir::Bi).unwrap();
     c.write(id, &[5; 300]).unwrap();
     c.on_stop_sending(id.0, 42).unwrap();
@@ -630,8 +633,7 @@ fn stop_sending_from_peer_resets_the_stream() {
 
 #[test]
 fn local_reset_and_stop_sending_queue_frames() {
-    let mut c = Streams::new(Side::Client, &StreamsConfig::default());
-    c.apply_peer_limits(&limits(10_000, 10_000, 10));
+    let mut c = client(&StreamsConfig::default(), limits(10_000, 10_000, 10));
     let id = c.open(Dir::Bi).unwrap();
     c.write(id, &[1; 10]).unwrap();
     c.reset(id, 7).unwrap();
@@ -698,8 +700,7 @@ fn lost_control_frames_are_resent_unless_superseded() {
 
 #[test]
 fn chunks_round_robin_and_lost_data_goes_first() {
-    let mut c = Streams::new(Side::Client, &StreamsConfig::default());
-    c.apply_peer_limits(&limits(1 << 20, 1 << 20, 10));
+    let mut c = client(&StreamsConfig::default(), limits(1 << 20, 1 << 20, 10));
     let a = c.open(Dir::Uni).unwrap();
     let b = c.open(Dir::Uni).unwrap();
     c.write(a, &[b'a'; 300]).unwrap();
