@@ -238,6 +238,8 @@ pub(super) fn run() -> Example {
         transcript.update(m);
         client.handle(Space::Handshake, m, &mut out).unwrap();
     }
+    // The HostKey message, framed: the key's wire form inside an opaque16.
+    values.push(("HostKey", hex::encode(&server_msgs[1])));
     values.push(("server_finished", hex::encode(&server_msgs[3][4..])));
     values.push(("server_finished_hash", hex::encode(transcript.hash())));
     let client_flight = out

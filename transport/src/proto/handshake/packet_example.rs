@@ -58,18 +58,17 @@ fn feed(conn: &mut Connection, now: Instant, from: SocketAddr, datagrams: &[Vec<
     }
 }
 
-/// The hex block that follows the line `label` in SPEC.md, up to the end of its
-/// code block, decoded.
+/// The hex in the first code block after `label` in SPEC.md, decoded.
 fn spec_block(label: &str) -> Vec<u8> {
     let start = SPEC
         .find(label)
         .unwrap_or_else(|| panic!("docs/SPEC.md has no block labelled {label:?}"));
-    let block = &SPEC[start + label.len()..];
-    let end = block.find("```").expect("the block ends");
-    let hex: String = block[..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let after = &SPEC[start..];
+    let open = after.find("```").expect("a code block follows");
+    let body = &after[open..];
+    let body = &body[body.find('\n').expect("the fence ends its line")..];
+    let end = body.find("```").expect("the code block ends");
+    let hex: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
     hex::decode(hex).unwrap_or_else(|e| panic!("block {label:?} is not hex: {e}"))
 }
 
@@ -346,17 +345,17 @@ fn packet_vector_matches_spec() {
         .expect("a short 1-RTT datagram with LoginAccepted");
     let blocks = [
         (
-            "client's first datagram:",
+            "The client's first datagram (1200 bytes)",
             &client_first[0],
             CLIENT_FIRST_DATAGRAM_SHA256,
         ),
         (
-            "server's first datagram:",
+            "The server's first datagram (1200 bytes)",
             &server_first[0],
             SERVER_FIRST_DATAGRAM_SHA256,
         ),
         (
-            "server's LoginAccepted datagram:",
+            "The server's LoginAccepted datagram (42 bytes)",
             one_rtt_datagram,
             SERVER_ONE_RTT_DATAGRAM_SHA256,
         ),
