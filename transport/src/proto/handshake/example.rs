@@ -212,7 +212,10 @@ pub(super) fn run() -> Example {
             _ => {}
         }
     }
-    values.push(("H(ServerHello)", hex::encode(schedule::sha256(&server_initial))));
+    values.push((
+        "H(ServerHello)",
+        hex::encode(schedule::sha256(&server_initial)),
+    ));
     transcript.update(&server_initial);
     values.push(("hello_hash", hex::encode(transcript.hash())));
 

@@ -37,10 +37,6 @@ const SERVER_ONE_RTT_DATAGRAM_SHA256: &str =
 /// At most this many datagrams per flush (the handshake needs a handful).
 const MAX_DATAGRAMS: usize = 16;
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// Every datagram `conn` wants to send now.
 fn flush(conn: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -186,7 +182,10 @@ fn packets(datagram: &[u8], short_cid_len: usize) -> (Vec<Packet>, usize) {
         at += i + length;
     }
     let rest = &datagram[at..];
-    assert!(rest.iter().all(|&b| b == 0), "only zero bytes follow the packets");
+    assert!(
+        rest.iter().all(|&b| b == 0),
+        "only zero bytes follow the packets"
+    );
     (out, rest.len())
 }
 
@@ -212,10 +211,23 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(schedule::sha256(b))
 }
 
-#[test]
-fn packet_vector_matches_spec() {
-    let now = Instant::now();
-    let (client_addr, server_addr) = (addr(50000), addr(4433));
+/// The example's two connections, run until the server holds the login request, and
+/// the datagrams of each flight so far.
+struct Run {
+    client: Connection,
+    server: Connection,
+    client_first: Vec<Vec<u8>>,
+    server_first: Vec<Vec<u8>>,
+    client_second: Vec<Vec<u8>>,
+    server_acks: Vec<Vec<u8>>,
+}
+
+const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 50000);
+const SERVER_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 4433);
+
+fn run_to_login(now: Instant) -> Run {
+    let (client_addr, server_addr): (SocketAddr, SocketAddr) =
+        (CLIENT_ADDR.into(), SERVER_ADDR.into());
     let mut client = Connection::client(
         client_config(),
         now,
@@ -235,7 +247,6 @@ fn packet_vector_matches_spec() {
         Some(RESET_TOKEN),
     )
     .unwrap();
-
     let client_first = flush(&mut client, now);
     feed(&mut server, now, client_addr, &client_first);
     let server_first = flush(&mut server, now);
@@ -250,6 +261,28 @@ fn packet_vector_matches_spec() {
         }
     }
     assert_eq!(login.expect("the server asks for a verdict").user, "alice");
+    Run {
+        client,
+        server,
+        client_first,
+        server_first,
+        client_second,
+        server_acks,
+    }
+}
+
+#[test]
+fn packet_vector_matches_spec() {
+    let now = Instant::now();
+    let server_addr: SocketAddr = SERVER_ADDR.into();
+    let Run {
+        mut client,
+        mut server,
+        client_first,
+        server_first,
+        client_second,
+        server_acks,
+    } = run_to_login(now);
     server.accept_login(now, "alice", "");
     let server_one_rtt = flush(&mut server, now);
     feed(&mut client, now, server_addr, &server_one_rtt);
@@ -274,9 +307,24 @@ fn packet_vector_matches_spec() {
     values.extend(server_initial.hex_values("server Initial"));
     values.extend(one_rtt.hex_values("server 1-RTT"));
     let flights = [
-        ("client first flight", &client_first, &client_initial, &client_initial),
-        ("server first flight", &server_first, &server_initial, &handshake),
-        ("client second flight", &client_second, &client_initial, &client_handshake),
+        (
+            "client first flight",
+            &client_first,
+            &client_initial,
+            &client_initial,
+        ),
+        (
+            "server first flight",
+            &server_first,
+            &server_initial,
+            &handshake,
+        ),
+        (
+            "client second flight",
+            &client_second,
+            &client_initial,
+            &client_handshake,
+        ),
         ("server acks", &server_acks, &server_initial, &handshake),
         ("server 1-RTT", &server_one_rtt, &one_rtt, &one_rtt),
     ];
@@ -288,7 +336,10 @@ fn packet_vector_matches_spec() {
         for (i, d) in datagrams.iter().enumerate() {
             let (list, zeros) = packets(d, CLIENT_CID.len());
             if print {
-                println!("{flight} datagram {i}: {} bytes, {zeros} zero bytes after the packets", d.len());
+                println!(
+                    "{flight} datagram {i}: {} bytes, {zeros} zero bytes after the packets",
+                    d.len()
+                );
             }
             values.push((format!("{flight} datagram {i}"), sha256_hex(d)));
             for p in list {
@@ -325,9 +376,19 @@ fn packet_vector_matches_spec() {
     }
     // The connections send exactly the worked example's messages, under the suite the
     // ServerHello chose (AES-256-GCM) from the Handshake packets on.
-    assert_eq!(crypto[0], ex.client_hello, "the client's Initial CRYPTO stream");
-    assert_eq!(crypto[1], ex.server_hello, "the server's Initial CRYPTO stream");
-    assert_eq!(split_messages(&crypto[2]).len(), 4, "EE, HostKey, HostKeyVerify, Finished");
+    assert_eq!(
+        crypto[0], ex.client_hello,
+        "the client's Initial CRYPTO stream"
+    );
+    assert_eq!(
+        crypto[1], ex.server_hello,
+        "the server's Initial CRYPTO stream"
+    );
+    assert_eq!(
+        split_messages(&crypto[2]).len(),
+        4,
+        "EE, HostKey, HostKeyVerify, Finished"
+    );
     assert_eq!(split_messages(&crypto[4]).len(), 2, "Finished, Login");
     let mut accepted = Vec::new();
     Message::LoginAccepted {
@@ -373,4 +434,68 @@ fn packet_vector_matches_spec() {
         assert_eq!(&spec_block(label), datagram, "docs/SPEC.md §9.1 {label}");
         assert_eq!(sha256_hex(datagram), sha, "{label}");
     }
+}
+
+/// SPEC §4.8: a refused login's CONNECTION_CLOSE (LOGIN_REFUSED, Frame Type 0) comes
+/// in one datagram holding a Handshake packet and a 1-RTT packet, both carrying it,
+/// and the client reports the refusal.
+#[test]
+fn login_refusal_closes_in_handshake_and_one_rtt_packets() {
+    use crate::proto::ConnectionError;
+    use crate::wire::{Frame, Frames, TransportErrorCode};
+
+    let now = Instant::now();
+    let Run {
+        mut client,
+        mut server,
+        ..
+    } = run_to_login(now);
+    server.refuse_login(now, "login refused");
+    let refusal = flush(&mut server, now);
+    assert_eq!(refusal.len(), 1, "one datagram");
+    let ex = example::run();
+    let (list, zeros) = packets(&refusal[0], CLIENT_CID.len());
+    assert_eq!(zeros, 0);
+    let kinds: Vec<&str> = list.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, ["Handshake", "1-RTT"]);
+    for p in list {
+        let suite = Suite::Aes256Gcm;
+        let keys = match p.kind {
+            "Handshake" => Keys::new(&ex.s_hs, suite),
+            _ => Keys::new(&ex.s_ap, suite),
+        };
+        let (_, payload) = keys.open(&refusal[0][p.range.clone()], p.pn_offset - p.range.start);
+        let closes: Vec<_> = Frames::new(&payload)
+            .map(|f| f.unwrap())
+            .filter_map(|f| match f {
+                Frame::ConnectionClose {
+                    app,
+                    code,
+                    frame_type,
+                    reason,
+                } => Some((app, code, frame_type, reason.to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            closes,
+            [(
+                false,
+                TransportErrorCode::LOGIN_REFUSED.0,
+                Some(0),
+                b"login refused".to_vec()
+            )],
+            "{} packet",
+            p.kind
+        );
+    }
+    feed(&mut client, now, SERVER_ADDR.into(), &refusal);
+    let mut refused = false;
+    while let Some(e) = client.poll_event() {
+        refused |= matches!(
+            e,
+            Event::ConnectionLost(ConnectionError::LoginRefused { .. })
+        );
+    }
+    assert!(refused, "the client reports the refusal");
 }
