@@ -104,6 +104,7 @@ impl Keys {
         let long = header[0] & 0x80 != 0;
         header[0] ^= mask[0] & if long { 0x0f } else { 0x1f };
         let pn_len = usize::from(header[0] & 0x03) + 1;
+        // Every packet number here is below 2^8, so the truncated value is the whole.
         let mut pn = 0u64;
         for i in 0..pn_len {
             header[pn_offset + i] ^= mask[1 + i];
