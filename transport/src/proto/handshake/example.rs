@@ -40,11 +40,11 @@ pub(super) const RESET_TOKEN: [u8; 16] = [0xee; 16];
 /// Randomness for the example: every draw is filled 32 bytes at a time, and the k-th
 /// 32-byte chunk (k = first, first + 1, ...) is all byte k. So the two halves of the
 /// 64-byte ML-KEM seed differ, and their order shows in the key share.
-pub(super) struct Counting(Mutex<u8>);
+struct Counting(Mutex<u8>);
 
 impl Counting {
     /// A source whose first chunk is all `first`.
-    pub(super) fn new(first: u8) -> Self {
+    fn new(first: u8) -> Self {
         Counting(Mutex::new(first))
     }
 }
@@ -65,7 +65,7 @@ pub(super) fn cid(bytes: [u8; 8]) -> ConnectionId {
     ConnectionId::from_slice(&bytes).unwrap()
 }
 
-pub(super) fn host_key() -> Arc<HostKeyPair> {
+fn host_key() -> Arc<HostKeyPair> {
     Arc::new(HostKeyPair::from_seed(&HOST_KEY_SEED).unwrap())
 }
 
@@ -94,7 +94,7 @@ pub(super) fn server_config() -> ServerConfig {
 /// The transport parameters quill sends by default (the packet-level vector checks
 /// that a real connection sends exactly these): the client's, or with `server` the
 /// server's, which add the original DCID and the reset token.
-pub(super) fn params(scid: [u8; 8], server: bool) -> TransportParameters {
+fn params(scid: [u8; 8], server: bool) -> TransportParameters {
     TransportParameters {
         original_destination_connection_id: server.then(|| cid(FIRST_DCID)),
         max_idle_timeout_ms: 30_000,
