@@ -209,12 +209,15 @@ impl From<HostKeyCertError> for rustls::Error {
 }
 
 /// A rustls [`ServerCertVerifier`] for host-key certificates: accepts a lone
-/// certificate whose Ed25519 key the caller's [`HostKeyCheck`] accepts, and checks
-/// the TLS 1.3 CertificateVerify signature with that key. TLS 1.3 and Ed25519 only.
+/// certificate carrying an Ed25519 key, checks the TLS 1.3 CertificateVerify signature
+/// with that key, and then asks the caller's [`HostKeyCheck`] about the key. TLS 1.3
+/// and Ed25519 only.
 ///
-/// The check runs when the certificate arrives, before the CertificateVerify
-/// signature is verified: a policy that records new keys (trust on first use) should
-/// record them once the handshake has completed, as quill's own handshake does.
+/// The order is quill's own handshake's (docs/SPEC.md §4.5: "The client checks the
+/// signature, then its host-key policy"): the check only ever sees a key the server
+/// has proven it holds, so a trust-on-first-use policy that records new keys
+/// (`--accept-new-host`) cannot be made to record a key by someone who merely sends
+/// its certificate.
 pub struct HostKeyVerifier {
     check: Arc<HostKeyCheck>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -255,8 +258,8 @@ impl ServerCertVerifier for HostKeyVerifier {
         if !intermediates.is_empty() {
             return Err(HostKeyCertError::NotSelfStanding.into());
         }
-        let key = Self::host_key(end_entity)?;
-        (self.check)(&key).map_err(HostKeyCertError::Refused)?;
+        // Only the shape here; the key is judged once its signature has verified.
+        Self::host_key(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -283,8 +286,10 @@ impl ServerCertVerifier for HostKeyVerifier {
         if dss.scheme != SignatureScheme::ED25519 {
             return Err(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme.into());
         }
-        Self::host_key(cert)?;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        let key = Self::host_key(cert)?;
+        let valid = rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)?;
+        (self.check)(&key).map_err(HostKeyCertError::Refused)?;
+        Ok(valid)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

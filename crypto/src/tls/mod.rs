@@ -32,9 +32,11 @@ pub use kx::X25519MLKEM768;
 /// As a client, the first ClientHello carries an X25519MLKEM768 share and its X25519
 /// half again as an X25519 share (one X25519 key, see [`X25519MLKEM768`]); a server
 /// that knows neither group asks for a secp256r1/secp384r1 share with a
-/// HelloRetryRequest. As a server, rustls takes the first group of this list that the
-/// client sent a share for, and asks for an X25519MLKEM768 share (HelloRetryRequest)
-/// when the client supports it but sent only a share of a group it does not.
+/// HelloRetryRequest. As a server, rustls (0.23) takes the first group of the client's
+/// `supported_groups` that is in this list, and asks for a share of it with a
+/// HelloRetryRequest only if the client sent none: a classical client that lists the
+/// group of its share first (aioquic: secp256r1) is answered at once, which is why the
+/// NIST curves stay in the list.
 pub fn provider() -> CryptoProvider {
     use rustls::crypto::ring::{self, kx_group};
     CryptoProvider {
