@@ -487,7 +487,7 @@ fn verifier_refuses_chains_and_other_key_types() {
     };
     // A chain, even of the right certificate.
     assert_eq!(
-        refused(verifier.verify_server_cert(&cert, &[cert.clone()], &name, &[], now)),
+        refused(verifier.verify_server_cert(&cert, std::slice::from_ref(&cert), &name, &[], now)),
         HostKeyCertError::NotSelfStanding
     );
     // An ECDSA P-256 certificate.

@@ -65,22 +65,22 @@ fn boring_context(server_key: Option<&HostKeyPair>) -> SslContext {
     ctx.build()
 }
 
+fn with_timeouts(s: TcpStream) -> TcpStream {
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// A listener on 127.0.0.1 and a client already connected to it.
 fn loopback_pair() -> (TcpListener, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    for s in [&client] {
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    }
-    (listener, client)
+    (listener, with_timeouts(client))
 }
 
 fn accepted(listener: &TcpListener) -> TcpStream {
     // The client connected before this runs, so accept returns at once.
-    let (s, _) = listener.accept().unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s
+    with_timeouts(listener.accept().unwrap().0)
 }
 
 fn pinned(key: PublicKey) -> Arc<tls::HostKeyCheck> {
