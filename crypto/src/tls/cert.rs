@@ -312,6 +312,29 @@ mod tests {
         assert_ne!(cert, host_key_certificate(&other).unwrap());
     }
 
+    /// The certificate for the seed 32 × 0x07 (SPEC.md §9's example host key), byte for
+    /// byte; `openssl x509 -text` reads it and `openssl verify -partial_chain` accepts
+    /// its self-signature.
+    #[test]
+    fn certificate_vector() {
+        let key = HostKeyPair::from_seed(&[7; 32]).unwrap();
+        let expected = [
+            "3082017f30820131a00302010202104ccbc331535ab0f5785753c806f48519300506032b6570304c",
+            "314a304806035504030c417175696c6c20686f7374206b6579205348413235363a7a4d76444d564e",
+            "617350563456315049427653464752646e6567525570754a57366c50696d77656b6c35493020170d",
+            "3735303130313030303030305a180f39393939313233313233353935395a304c314a304806035504",
+            "030c417175696c6c20686f7374206b6579205348413235363a7a4d76444d564e6173505634563150",
+            "49427653464752646e6567525570754a57366c50696d77656b6c3549302a300506032b6570032100",
+            "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22ca3273025300e0603",
+            "551d0f0101ff04040302078030130603551d25040c300a06082b06010505070301300506032b6570",
+            "0341005d2f8044cee80dfc17391af24772d1840a61e028be92a0c8dd23a4a7326cceb3f6e436d1c7",
+            "e569ed87018d5f71eee37ec141ab3bd059c57ab161db98f4cad108",
+        ]
+        .concat();
+        let cert = host_key_certificate(&key).unwrap();
+        assert_eq!(hex::encode(cert.as_ref()), expected);
+    }
+
     #[test]
     fn certificate_self_signature_verifies() {
         // webpki checks the certificate's signature with the certificate's own key:
