@@ -197,96 +197,79 @@ fn default_provider_negotiates_x25519mlkem768_and_moves_data() {
     exchange_data(&mut c, &mut s);
 }
 
-#[test]
-fn hello_retry_request_moves_a_classical_client_to_the_hybrid() {
-    // The client's first share is X25519; the server takes X25519MLKEM768 only and
-    // asks for it with a HelloRetryRequest.
+/// The handshake kind and group both sides report after a handshake (with data
+/// exchanged) between a client and a server offering these groups.
+fn negotiate(
+    client_groups: &[&'static dyn SupportedKxGroup],
+    server_groups: &[&'static dyn SupportedKxGroup],
+) -> (HandshakeKind, NamedGroup) {
     let key = host_key(2);
     let (check, _) = pinned(key.public());
     let (mut c, mut s) = connect(
-        client_config_with(check, with_groups(&[kx_group::X25519, X25519MLKEM768])),
-        server_config_with(key, with_groups(&[X25519MLKEM768])),
+        client_config_with(check, with_groups(client_groups)),
+        server_config_with(key, with_groups(server_groups)),
     );
     handshake(&mut c, &mut s).unwrap();
-    assert_eq!(
-        c.handshake_kind(),
-        Some(HandshakeKind::FullWithHelloRetryRequest)
-    );
-    assert_eq!(
-        s.handshake_kind(),
-        Some(HandshakeKind::FullWithHelloRetryRequest)
-    );
-    assert_eq!(group(&c), NamedGroup::X25519MLKEM768);
-    assert_eq!(group(&s), NamedGroup::X25519MLKEM768);
     exchange_data(&mut c, &mut s);
+    assert_eq!(c.handshake_kind(), s.handshake_kind());
+    assert_eq!(group(&c), group(&s));
+    (c.handshake_kind().unwrap(), group(&c))
 }
 
 #[test]
-fn classical_server_takes_the_x25519_half_without_a_retry() {
-    // The client offers both; a server with X25519 only answers the X25519 share that
-    // repeats the hybrid's X25519 half (the client's complete_hybrid_component path).
-    let key = host_key(3);
-    let (check, _) = pinned(key.public());
-    let (mut c, mut s) = connect(
-        tls::client_config(check).unwrap(),
-        server_config_with(key, with_groups(&[kx_group::X25519])),
-    );
-    handshake(&mut c, &mut s).unwrap();
-    assert_eq!(c.handshake_kind(), Some(HandshakeKind::Full));
-    assert_eq!(group(&c), NamedGroup::X25519);
-    assert_eq!(group(&s), NamedGroup::X25519);
-    exchange_data(&mut c, &mut s);
-}
-
-#[test]
-fn hello_retry_request_moves_a_hybrid_client_to_a_classical_group() {
-    // A server knowing neither X25519MLKEM768 nor X25519 asks for secp256r1.
-    let key = host_key(4);
-    let (check, _) = pinned(key.public());
-    let (mut c, mut s) = connect(
-        tls::client_config(check).unwrap(),
-        server_config_with(key, with_groups(&[kx_group::SECP256R1])),
-    );
-    handshake(&mut c, &mut s).unwrap();
-    assert_eq!(
-        c.handshake_kind(),
-        Some(HandshakeKind::FullWithHelloRetryRequest)
-    );
-    assert_eq!(group(&c), NamedGroup::secp256r1);
-    exchange_data(&mut c, &mut s);
-}
-
-#[test]
-fn classical_only_client_connects_to_a_hybrid_server() {
-    let key = host_key(5);
-    let (check, _) = pinned(key.public());
-    let (mut c, mut s) = connect(
-        client_config_with(check, with_groups(&[kx_group::X25519])),
-        tls::server_config(key).unwrap(),
-    );
-    handshake(&mut c, &mut s).unwrap();
-    assert_eq!(c.handshake_kind(), Some(HandshakeKind::Full));
-    assert_eq!(group(&s), NamedGroup::X25519);
-    exchange_data(&mut c, &mut s);
-}
-
-#[test]
-fn client_preferring_secp256r1_is_answered_without_a_retry() {
-    // Like aioquic, which lists secp256r1 first, sends its share, and cannot follow a
-    // HelloRetryRequest: the server takes the client's first group it supports.
-    let key = host_key(12);
-    let (check, _) = pinned(key.public());
-    let (mut c, mut s) = connect(
-        client_config_with(
-            check,
-            with_groups(&[kx_group::SECP256R1, kx_group::X25519, X25519MLKEM768]),
+fn groups_negotiated_with_and_without_hello_retry_request() {
+    use HandshakeKind::{Full, FullWithHelloRetryRequest as Retry};
+    use NamedGroup::{secp256r1, X25519};
+    let quill = tls::provider().kx_groups;
+    let hybrid = NamedGroup::X25519MLKEM768;
+    let cases: [(
+        &str,
+        &[&'static dyn SupportedKxGroup],
+        &[&'static dyn SupportedKxGroup],
+        _,
+    ); 6] = [
+        // The client's first share is X25519; the server takes X25519MLKEM768 only and
+        // asks for it.
+        (
+            "classical share, hybrid-only server",
+            &[kx_group::X25519, X25519MLKEM768],
+            &[X25519MLKEM768],
+            (Retry, hybrid),
         ),
-        tls::server_config(key).unwrap(),
-    );
-    handshake(&mut c, &mut s).unwrap();
-    assert_eq!(s.handshake_kind(), Some(HandshakeKind::Full));
-    assert_eq!(group(&s), NamedGroup::secp256r1);
-    exchange_data(&mut c, &mut s);
+        // A server with X25519 only answers the X25519 share that repeats the hybrid's
+        // X25519 half (the client's complete_hybrid_component path).
+        (
+            "quill client, X25519-only server",
+            &quill,
+            &[kx_group::X25519],
+            (Full, X25519),
+        ),
+        // A server knowing neither asks for secp256r1.
+        (
+            "quill client, P-256-only server",
+            &quill,
+            &[kx_group::SECP256R1],
+            (Retry, secp256r1),
+        ),
+        (
+            "X25519-only client, quill server",
+            &[kx_group::X25519],
+            &quill,
+            (Full, X25519),
+        ),
+        // Like aioquic, which lists secp256r1 first, sends its share, and cannot follow
+        // a HelloRetryRequest: the server takes the client's first group it supports.
+        (
+            "P-256-first client, quill server",
+            &[kx_group::SECP256R1, kx_group::X25519, X25519MLKEM768],
+            &quill,
+            (Full, secp256r1),
+        ),
+        ("quill client, quill server", &quill, &quill, (Full, hybrid)),
+    ];
+    for (name, client, server, expected) in cases {
+        assert_eq!(negotiate(client, server), expected, "{name}");
+    }
 }
 
 /// Runs a default handshake with `edit` applied to the hybrid key share found after
@@ -315,36 +298,43 @@ fn handshake_with_edited_share(to_server: bool, header: [u8; 4], edit: fn(&mut [
     r.expect_err("a tampered key share must fail the handshake")
 }
 
-fn is_invalid_key_share(e: &rustls::Error) -> bool {
-    matches!(
-        e,
-        rustls::Error::PeerMisbehaved(PeerMisbehaved::InvalidKeyShare)
-    )
+#[test]
+fn malformed_shares_on_the_wire_are_refused() {
+    type Edit = fn(&mut [u8]);
+    let cases: [(&str, bool, [u8; 4], Edit); 3] = [
+        (
+            "client: low-order X25519 point (u = 0)",
+            true,
+            CLIENT_SHARE,
+            |share| share[1184..].fill(0),
+        ),
+        // Coefficients ≥ q: the FIPS 203 §7.2 modulus check fails.
+        ("client: invalid ML-KEM key", true, CLIENT_SHARE, |share| {
+            share[..3].fill(0xff)
+        }),
+        (
+            "server: low-order X25519 point",
+            false,
+            SERVER_SHARE,
+            |share| share[1088..].fill(0),
+        ),
+    ];
+    for (name, to_server, header, edit) in cases {
+        let f = handshake_with_edited_share(to_server, header, edit);
+        let (Failed::Server(e) | Failed::Client(e)) = &f;
+        assert_eq!(matches!(f, Failed::Server(_)), to_server, "{name}: {f:?}");
+        assert!(
+            matches!(
+                e,
+                rustls::Error::PeerMisbehaved(PeerMisbehaved::InvalidKeyShare)
+            ),
+            "{name}: {f:?}"
+        );
+    }
 }
 
 #[test]
-fn server_refuses_malformed_client_shares() {
-    // A low-order X25519 point (u = 0) in the hybrid share.
-    let f = handshake_with_edited_share(true, CLIENT_SHARE, |share| share[1184..].fill(0));
-    assert!(
-        matches!(&f, Failed::Server(e) if is_invalid_key_share(e)),
-        "{f:?}"
-    );
-    // An ML-KEM encapsulation key failing the FIPS 203 §7.2 modulus check.
-    let f = handshake_with_edited_share(true, CLIENT_SHARE, |share| share[..3].fill(0xff));
-    assert!(
-        matches!(&f, Failed::Server(e) if is_invalid_key_share(e)),
-        "{f:?}"
-    );
-}
-
-#[test]
-fn client_refuses_malformed_server_shares() {
-    let f = handshake_with_edited_share(false, SERVER_SHARE, |share| share[1088..].fill(0));
-    assert!(
-        matches!(&f, Failed::Client(e) if is_invalid_key_share(e)),
-        "{f:?}"
-    );
+fn tampered_ciphertext_fails_the_handshake() {
     // A flipped ciphertext bit is well-formed: ML-KEM's implicit rejection gives the
     // client another secret, and the server's encrypted flight does not decrypt.
     let f = handshake_with_edited_share(false, SERVER_SHARE, |share| share[0] ^= 1);

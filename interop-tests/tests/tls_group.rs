@@ -101,6 +101,36 @@ struct BoringSide {
     peer_certificate: Option<Vec<u8>>,
 }
 
+/// What the rustls side received, and the BoringSSL side's report. If the rustls side
+/// failed, its socket is shut down first so the peer does not wait for bytes that will
+/// not come.
+fn join_peer(
+    rustls_side: std::io::Result<Vec<u8>>,
+    sock: &TcpStream,
+    peer: thread::JoinHandle<Result<BoringSide, String>>,
+) -> (Vec<u8>, BoringSide) {
+    if rustls_side.is_err() {
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+    let boring = peer.join().unwrap();
+    (
+        rustls_side.expect("rustls side"),
+        boring.expect("BoringSSL side"),
+    )
+}
+
+/// Both ends report X25519MLKEM768: rustls by name, BoringSSL by codepoint and name.
+fn assert_both_used_the_group(rustls_side: &rustls::CommonState, boring: &BoringSide) {
+    assert_eq!(
+        rustls_side
+            .negotiated_key_exchange_group()
+            .map(|g| g.name()),
+        Some(NamedGroup::X25519MLKEM768)
+    );
+    assert_eq!(boring.group, Some(CODEPOINT));
+    assert_eq!(boring.group_name, Some("X25519MLKEM768"));
+}
+
 #[test]
 fn rustls_client_with_quill_group_to_boringssl_server() {
     let key = HostKeyPair::from_seed(&SEED).unwrap();
@@ -134,21 +164,9 @@ fn rustls_client_with_quill_group_to_boringssl_server() {
             let mut got = vec![0u8; FROM_SERVER.len()];
             tls_stream.read_exact(&mut got).map(|()| got)
         });
-    if client_result.is_err() {
-        // Do not leave the server waiting for bytes that will not come.
-        let _ = tls_stream.sock.shutdown(std::net::Shutdown::Both);
-    }
-    let boring = server.join().unwrap().expect("BoringSSL server");
-    assert_eq!(client_result.expect("rustls client"), FROM_SERVER);
-    assert_eq!(
-        tls_stream
-            .conn
-            .negotiated_key_exchange_group()
-            .map(|g| g.name()),
-        Some(NamedGroup::X25519MLKEM768)
-    );
-    assert_eq!(boring.group, Some(CODEPOINT));
-    assert_eq!(boring.group_name, Some("X25519MLKEM768"));
+    let (received, boring) = join_peer(client_result, &tls_stream.sock, server);
+    assert_eq!(received, FROM_SERVER);
+    assert_both_used_the_group(&tls_stream.conn, &boring);
     assert_eq!(boring.received, FROM_CLIENT);
 }
 
@@ -184,20 +202,9 @@ fn boringssl_client_to_rustls_server_with_quill_group() {
         tls_stream.flush()?;
         Ok::<_, std::io::Error>(got)
     })();
-    if server_result.is_err() {
-        let _ = tls_stream.sock.shutdown(std::net::Shutdown::Both);
-    }
-    let boring = client.join().unwrap().expect("BoringSSL client");
-    assert_eq!(server_result.expect("rustls server"), FROM_CLIENT);
-    assert_eq!(
-        tls_stream
-            .conn
-            .negotiated_key_exchange_group()
-            .map(|g| g.name()),
-        Some(NamedGroup::X25519MLKEM768)
-    );
-    assert_eq!(boring.group, Some(CODEPOINT));
-    assert_eq!(boring.group_name, Some("X25519MLKEM768"));
+    let (received, boring) = join_peer(server_result, &tls_stream.sock, client);
+    assert_eq!(received, FROM_CLIENT);
+    assert_both_used_the_group(&tls_stream.conn, &boring);
     assert_eq!(boring.received, FROM_SERVER);
     let expected = tls::host_key_certificate(&key).unwrap();
     assert_eq!(boring.peer_certificate.as_deref(), Some(expected.as_ref()));
