@@ -222,12 +222,8 @@ fn groups_negotiated_with_and_without_hello_retry_request() {
     use NamedGroup::{secp256r1, X25519};
     let quill = tls::provider().kx_groups;
     let hybrid = NamedGroup::X25519MLKEM768;
-    let cases: [(
-        &str,
-        &[&'static dyn SupportedKxGroup],
-        &[&'static dyn SupportedKxGroup],
-        _,
-    ); 6] = [
+    type Groups<'a> = &'a [&'static dyn SupportedKxGroup];
+    let cases: [(&str, Groups, Groups, _); 6] = [
         // The client's first share is X25519; the server takes X25519MLKEM768 only and
         // asks for it.
         (
