@@ -243,12 +243,21 @@ fn ncid(seq: u64, retire_prior_to: u64) -> Frame<'static> {
     }
 }
 
+/// Forgets the connection IDs the peer's endpoint issued after the handshake (as if
+/// its NEW_CONNECTION_ID frames had not arrived yet), so that a test can inject its
+/// own under the same sequence numbers.
+fn forget_spare_peer_cids(c: &mut Connection) {
+    assert_eq!(c.cids.remote_seq, 0, "still on the handshake's connection ID");
+    c.cids.remote.retain(|&seq, _| seq == 0);
+}
+
 #[test]
 fn more_connection_ids_than_the_limit_is_an_error() {
     // We advertise active_connection_id_limit = 4: the handshake CID plus 3 more.
     let mut sim = established();
     let now = sim.now();
     let server = sim.server().unwrap();
+    forget_spare_peer_cids(server);
     for seq in 1..=3 {
         server.handle_frame(now, Space::Data, ncid(seq, 0)).unwrap();
     }
@@ -272,6 +281,7 @@ fn retire_prior_to_moves_us_to_a_newer_connection_id() {
     let mut sim = established();
     let now = sim.now();
     let client = sim.client();
+    forget_spare_peer_cids(client);
     let before = client.remote_cid();
     client.handle_frame(now, Space::Data, ncid(1, 0)).unwrap();
     client.handle_frame(now, Space::Data, ncid(2, 2)).unwrap();
@@ -303,9 +313,8 @@ fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
 fn an_idle_logged_in_server_keeps_no_crypto_streams() {
     let mut sim = established();
     // Until LoginAccepted is acknowledged and the handshake spaces are discarded.
-    let freed = |s: &Sim<ClientApp, ServerApp>| {
-        s.server
-            .as_ref()
+    let freed = |s: &mut Sim<ClientApp, ServerApp>| {
+        s.server()
             .is_some_and(|c| c.spaces.iter().all(|sp| sp.crypto.is_none()))
     };
     sim.run_until(Duration::from_secs(1), |s| freed(s));
@@ -365,7 +374,8 @@ fn blocked_frames_within_the_rules_are_accepted() {
 }
 
 /// Seals raw frame bytes in the client's next packet of `space`, hands it to the
-/// server and returns the transport error code the server closed with.
+/// server endpoint (an Initial padded to 1200 bytes: it may create the server
+/// session) and returns the transport error code the server closed with.
 fn server_closes_on(
     sim: &mut Sim<ClientApp, ServerApp>,
     space: Space,
@@ -374,12 +384,16 @@ fn server_closes_on(
     let now = sim.now();
     let from = sim.net.client_addr;
     let mut buf = vec![0u8; 1500];
+    let min_len = if space == Space::Initial { 1200 } else { 0 };
     let n = sim
-        .client
-        .seal_raw(space, payload, &mut buf, 0)
+        .client()
+        .seal_raw(space, payload, &mut buf, min_len)
         .expect("the client has keys for the space");
-    let server = sim.server().expect("a server");
-    server.handle_datagram(now, from, &mut buf[..n]);
+    let created = sim.net.server.handle_datagram(now, from, &mut buf[..n]);
+    let handle = created
+        .or(sim.server_handle())
+        .expect("a server session");
+    let server = sim.net.server.connection(handle).expect("a server session");
     match server.error() {
         Some(ConnectionError::Transport(t)) => t.code,
         other => panic!("the server did not close with a transport error: {other:?}"),
@@ -453,8 +467,7 @@ fn bad_client_transport_parameters_are_transport_parameter_error() {
     ];
     for params in bad_params {
         let mut sim = new_sim();
-        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
-        let config = ServerConfig::new(key);
+        let config = ServerConfig::new(Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap()));
         let hello = Message::ClientHello(ClientHello {
             version: QUILL_VERSION,
             random: [7; 32],
@@ -474,19 +487,7 @@ fn bad_client_transport_parameters_are_transport_parameter_error() {
         .encode(&mut w);
         let len = w.len();
         payload.truncate(len);
-        let client = sim.client();
-        let server = Connection::server(
-            config,
-            sim.now(),
-            sim.net.client_addr,
-            ConnectionId::from_slice(&[9; 8]).unwrap(),
-            client.original_dcid,
-            client.local_cid,
-            None,
-            None,
-        )
-        .unwrap();
-        sim.server = Some(server);
+        // Nothing has been sent yet: this Initial creates the server session.
         assert_eq!(
             server_closes_on(&mut sim, Space::Initial, &payload),
             TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
@@ -523,10 +524,10 @@ fn ping_at(c: &mut Connection, at: Instant) -> u64 {
 /// (span well beyond the persistent congestion duration); then an ACK for the last
 /// one and, if `ack_second`, for the second. Returns the congestion window after.
 fn window_after_losses(sim: &mut Sim<ClientApp, ServerApp>, ack_second: bool) -> u64 {
+    let t1 = sim.now() + Duration::from_millis(10);
     let c = sim.client();
     let threshold = persistent_congestion_threshold(&c.rtt, c.peer_max_ack_delay());
     let span = threshold * 2 + Duration::from_millis(100);
-    let t1 = sim.now() + Duration::from_millis(10);
     let p1 = ping_at(c, t1);
     let p2 = ping_at(c, t1 + Duration::from_millis(1));
     let p3 = ping_at(c, t1 + span);
