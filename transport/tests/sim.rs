@@ -2,60 +2,15 @@
 //!
 //! Every test is seeded and reproducible; "24 hours" here take milliseconds.
 
+#[path = "support/sim_setup.rs"]
+mod sim_setup;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use quill_crypto::hostkey::HostKeyPair;
-use quill_crypto::random::SeededRandom;
-use quill_transport::proto::{
-    ClientConfig, ConnectionError, HostKeyPolicy, Login, LoginMethod, ServerConfig, TransportConfig,
-};
+use quill_transport::proto::{ConnectionError, HostKeyPolicy, TransportConfig};
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
-use zeroize::Zeroizing;
-
-fn host_key(seed: u8) -> Arc<HostKeyPair> {
-    Arc::new(HostKeyPair::from_seed(&[seed; 32]).unwrap())
-}
-
-fn password(user: &str, pw: &str) -> Login {
-    Login::Password {
-        user: user.into(),
-        password: Zeroizing::new(pw.into()),
-    }
-}
-
-struct Setup {
-    client: ClientConfig,
-    server: ServerConfig,
-}
-
-fn setup(seed: u64, transport: TransportConfig) -> Setup {
-    let key = host_key(7);
-    let pin = key.public().fingerprint();
-    let mut client = ClientConfig::new(
-        password("alice", "correct horse"),
-        HostKeyPolicy::Pinned(vec![pin]),
-    );
-    let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&seed.to_le_bytes());
-    client.rng = Arc::new(SeededRandom::new(s));
-    client.transport = Arc::new(transport.clone());
-    let mut server = ServerConfig::new(key);
-    s[31] = 1;
-    server.rng = Arc::new(SeededRandom::new(s));
-    server.transport = Arc::new(transport);
-    Setup { client, server }
-}
-
-/// Accepts alice with the right password, refuses everything else.
-fn alice_policy() -> ServerApp {
-    ServerApp::new(Box::new(|req| match (&req.method, req.user.as_str()) {
-        (LoginMethod::Password(pw), "alice") if pw.as_slice() == b"correct horse" => {
-            Ok("alice".into())
-        }
-        _ => Err("login refused".into()),
-    }))
-}
+use sim_setup::{alice_policy, host_key, password, setup, MB};
 
 fn sim(seed: u64, link: LinkConfig, app: ClientApp) -> Sim<ClientApp, ServerApp> {
     let s = setup(seed, TransportConfig::default());
@@ -129,9 +84,7 @@ fn wrong_host_key_is_refused_by_the_client() {
     }
     assert!(!sim.client_app.connected);
     // The server learns why, and no login was ever requested.
-    sim.run_until(Duration::from_secs(5), |s| {
-        s.server().unwrap().is_closed()
-    });
+    sim.run_until(Duration::from_secs(5), |s| s.server().unwrap().is_closed());
     let server = sim.server().unwrap();
     assert!(
         matches!(server.error(), Some(ConnectionError::ClosedByPeer { code, .. }) if *code == quill_transport::wire::TransportErrorCode::HOST_KEY_REJECTED.0)
@@ -228,8 +181,6 @@ fn transfer(
     );
     sim
 }
-
-const MB: u64 = 1_000_000;
 
 #[test]
 fn transfer_50mb_clean() {
@@ -840,6 +791,8 @@ fn icmp_unreachable_counts_only_before_the_server_answers() {
     assert!(!sim.client().is_closed());
     assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
     let (now, server) = (sim.now(), sim.net.server_addr);
-    sim.net.client.handle_unreachable(now, server, Unreachable::Host);
+    sim.net
+        .client
+        .handle_unreachable(now, server, Unreachable::Host);
     assert!(sim.client().is_established());
 }

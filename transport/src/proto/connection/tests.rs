@@ -247,7 +247,10 @@ fn ncid(seq: u64, retire_prior_to: u64) -> Frame<'static> {
 /// its NEW_CONNECTION_ID frames had not arrived yet), so that a test can inject its
 /// own under the same sequence numbers.
 fn forget_spare_peer_cids(c: &mut Connection) {
-    assert_eq!(c.cids.remote_seq, 0, "still on the handshake's connection ID");
+    assert_eq!(
+        c.cids.remote_seq, 0,
+        "still on the handshake's connection ID"
+    );
     c.cids.remote.retain(|&seq, _| seq == 0);
 }
 
@@ -390,9 +393,7 @@ fn server_closes_on(
         .seal_raw(space, payload, &mut buf, min_len)
         .expect("the client has keys for the space");
     let created = sim.net.server.handle_datagram(now, from, &mut buf[..n]);
-    let handle = created
-        .or(sim.server_handle())
-        .expect("a server session");
+    let handle = created.or(sim.server_handle()).expect("a server session");
     let server = sim.net.server.connection(handle).expect("a server session");
     match server.error() {
         Some(ConnectionError::Transport(t)) => t.code,

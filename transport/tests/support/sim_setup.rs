@@ -1,0 +1,60 @@
+//! Shared by the simulator test binaries (`sim.rs`, `sim_endpoint.rs`): seeded client
+//! and server configurations and the login policy. Sans-IO only: no driver, no auth.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use quill_crypto::hostkey::HostKeyPair;
+use quill_crypto::random::SeededRandom;
+use quill_transport::proto::{
+    ClientConfig, HostKeyPolicy, Login, LoginMethod, ServerConfig, TransportConfig,
+};
+use quill_transport::sim::ServerApp;
+use zeroize::Zeroizing;
+
+pub const MB: u64 = 1_000_000;
+
+pub fn host_key(seed: u8) -> Arc<HostKeyPair> {
+    Arc::new(HostKeyPair::from_seed(&[seed; 32]).unwrap())
+}
+
+pub fn password(user: &str, pw: &str) -> Login {
+    Login::Password {
+        user: user.into(),
+        password: Zeroizing::new(pw.into()),
+    }
+}
+
+pub struct Setup {
+    pub client: ClientConfig,
+    pub server: ServerConfig,
+}
+
+/// alice with the right password, pinning host key 7; both sides seeded from `seed`.
+pub fn setup(seed: u64, transport: TransportConfig) -> Setup {
+    let key = host_key(7);
+    let pin = key.public().fingerprint();
+    let mut client = ClientConfig::new(
+        password("alice", "correct horse"),
+        HostKeyPolicy::Pinned(vec![pin]),
+    );
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    client.rng = Arc::new(SeededRandom::new(s));
+    client.transport = Arc::new(transport.clone());
+    let mut server = ServerConfig::new(key);
+    s[31] = 1;
+    server.rng = Arc::new(SeededRandom::new(s));
+    server.transport = Arc::new(transport);
+    Setup { client, server }
+}
+
+/// Accepts alice with the right password, refuses everything else.
+pub fn alice_policy() -> ServerApp {
+    ServerApp::new(Box::new(|req| match (&req.method, req.user.as_str()) {
+        (LoginMethod::Password(pw), "alice") if pw.as_slice() == b"correct horse" => {
+            Ok("alice".into())
+        }
+        _ => Err("login refused".into()),
+    }))
+}
