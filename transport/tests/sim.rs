@@ -10,10 +10,23 @@ use std::time::Duration;
 
 use quill_transport::proto::{ConnectionError, HostKeyPolicy, TransportConfig};
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
-use sim_setup::{alice_policy, host_key, password, setup, MB};
+use sim_setup::{alice_policy, assert_connects, host_key, password, setup, Setup, MB};
 
-fn sim(seed: u64, link: LinkConfig, app: ClientApp) -> Sim<ClientApp, ServerApp> {
-    let s = setup(seed, TransportConfig::default());
+/// The default link with `change` made.
+fn impaired(change: impl FnOnce(&mut LinkConfig)) -> LinkConfig {
+    let mut link = LinkConfig::default();
+    change(&mut link);
+    link
+}
+
+/// A simulation of `s` with `link` both ways.
+fn sim_of(
+    seed: u64,
+    s: Setup,
+    link: LinkConfig,
+    app: ClientApp,
+    server_app: ServerApp,
+) -> Sim<ClientApp, ServerApp> {
     Sim::new(
         seed,
         s.client,
@@ -21,8 +34,13 @@ fn sim(seed: u64, link: LinkConfig, app: ClientApp) -> Sim<ClientApp, ServerApp>
         link.clone(),
         link,
         app,
-        alice_policy(),
+        server_app,
     )
+}
+
+fn sim(seed: u64, link: LinkConfig, app: ClientApp) -> Sim<ClientApp, ServerApp> {
+    let s = setup(seed, TransportConfig::default());
+    sim_of(seed, s, link, app, alice_policy())
 }
 
 #[test]
@@ -45,20 +63,9 @@ fn handshake_and_login_without_loss() {
 #[test]
 fn handshake_and_login_under_30_percent_loss() {
     for seed in 0..20 {
-        let link = LinkConfig {
-            loss: 0.3,
-            ..LinkConfig::default()
-        };
+        let link = impaired(|l| l.loss = 0.3);
         let mut sim = sim(100 + seed, link, ClientApp::new(0, 0));
-        let ok = sim.run_until(Duration::from_secs(60), |s| {
-            s.client_app.connected && s.server().is_some_and(|c| c.is_established())
-        });
-        assert!(
-            ok,
-            "seed {seed}: not connected after {:?}: {:?}",
-            sim.elapsed(),
-            sim.client_app.events
-        );
+        assert_connects(&mut sim, Duration::from_secs(60), seed);
     }
 }
 
@@ -66,11 +73,9 @@ fn handshake_and_login_under_30_percent_loss() {
 fn wrong_host_key_is_refused_by_the_client() {
     let mut s = setup(3, TransportConfig::default());
     s.client.host_key = HostKeyPolicy::Pinned(vec![host_key(8).public().fingerprint()]);
-    let mut sim = Sim::new(
+    let mut sim = sim_of(
         3,
-        s.client,
-        s.server,
-        LinkConfig::default(),
+        s,
         LinkConfig::default(),
         ClientApp::new(0, 0),
         alice_policy(),
@@ -100,11 +105,9 @@ fn wrong_host_key_is_refused_by_the_client() {
 fn refused_login_is_reported_on_both_sides() {
     let mut s = setup(4, TransportConfig::default());
     s.client.login = password("alice", "wrong");
-    let mut sim = Sim::new(
+    let mut sim = sim_of(
         4,
-        s.client,
-        s.server,
-        LinkConfig::default(),
+        s,
         LinkConfig::default(),
         ClientApp::new(0, 0),
         alice_policy(),
@@ -133,11 +136,9 @@ fn slow_login_verdict_does_not_stall_the_connection() {
     s.client.transport = Arc::new(t);
     let mut server_app = alice_policy();
     server_app.verdict_delay = Duration::from_millis(1500);
-    let mut sim = Sim::new(
+    let mut sim = sim_of(
         5,
-        s.client,
-        s.server,
-        LinkConfig::default(),
+        s,
         LinkConfig::default(),
         ClientApp::new(0, 0),
         server_app,
@@ -154,15 +155,7 @@ fn transfer(
     transport: TransportConfig,
 ) -> Sim<ClientApp, ServerApp> {
     let s = setup(seed, transport);
-    let mut sim = Sim::new(
-        seed,
-        s.client,
-        s.server,
-        link.clone(),
-        link,
-        ClientApp::new(bytes, 1),
-        alice_policy(),
-    );
+    let mut sim = sim_of(seed, s, link, ClientApp::new(bytes, 1), alice_policy());
     let done = sim.run_until(Duration::from_secs(3600), |s| {
         s.server_app.sink.finished.len() == 1 || s.client_app.lost.is_some()
     });
@@ -195,29 +188,20 @@ fn transfer_50mb_clean() {
 
 #[test]
 fn transfer_50mb_5_percent_loss() {
-    let link = LinkConfig {
-        loss: 0.05,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| l.loss = 0.05);
     let mut sim = transfer(11, link, 50 * MB, TransportConfig::default());
     assert!(sim.client().stats().packets_lost > 0);
 }
 
 #[test]
 fn transfer_50mb_10_percent_loss() {
-    let link = LinkConfig {
-        loss: 0.10,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| l.loss = 0.10);
     transfer(12, link, 50 * MB, TransportConfig::default());
 }
 
 #[test]
 fn transfer_50mb_2_percent_corruption() {
-    let link = LinkConfig {
-        corrupt: 0.02,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| l.corrupt = 0.02);
     let mut sim = transfer(13, link, 50 * MB, TransportConfig::default());
     let dropped =
         sim.client().stats().packets_dropped + sim.server().unwrap().stats().packets_dropped;
@@ -229,24 +213,22 @@ fn transfer_50mb_2_percent_corruption() {
 
 #[test]
 fn transfer_50mb_reordering_and_duplication() {
-    let link = LinkConfig {
-        reorder: 0.05,
-        reorder_delay: Duration::from_millis(3),
-        jitter: Duration::from_millis(2),
-        duplicate: 0.05,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| {
+        l.reorder = 0.05;
+        l.reorder_delay = Duration::from_millis(3);
+        l.jitter = Duration::from_millis(2);
+        l.duplicate = 0.05;
+    });
     transfer(14, link, 50 * MB, TransportConfig::default());
 }
 
 #[test]
 fn transfer_with_burst_loss_and_a_bottleneck() {
-    let link = LinkConfig {
-        burst_loss: Some((0.01, 0.3)),
-        bandwidth_bps: Some(100_000_000),
-        queue_bytes: 64 * 1024,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| {
+        l.burst_loss = Some((0.01, 0.3));
+        l.bandwidth_bps = Some(100_000_000);
+        l.queue_bytes = 64 * 1024;
+    });
     transfer(15, link, 10 * MB, TransportConfig::default());
 }
 
@@ -272,11 +254,10 @@ fn key_update_mid_transfer() {
         key_update_interval: 2000,
         ..TransportConfig::default()
     };
-    let link = LinkConfig {
-        loss: 0.01,
-        reorder: 0.01,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| {
+        l.loss = 0.01;
+        l.reorder = 0.01;
+    });
     let mut sim = transfer(17, link, 20 * MB, t);
     assert!(
         sim.client().stats().key_updates >= 3,
@@ -288,16 +269,7 @@ fn key_update_mid_transfer() {
 
 #[test]
 fn a_thousand_small_streams() {
-    let s = setup(18, TransportConfig::default());
-    let mut sim = Sim::new(
-        18,
-        s.client,
-        s.server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-        ClientApp::new(1000, 1200),
-        alice_policy(),
-    );
+    let mut sim = sim(18, LinkConfig::default(), ClientApp::new(1000, 1200));
     let done = sim.run_until(Duration::from_secs(600), |s| {
         s.server_app.sink.finished.len() == 1200
     });
@@ -323,15 +295,7 @@ fn echo_on_a_bidirectional_stream() {
     app.echo = true;
     let mut server_app = alice_policy();
     server_app.echo = true;
-    let mut sim = Sim::new(
-        19,
-        s.client,
-        s.server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-        app,
-        server_app,
-    );
+    let mut sim = sim_of(19, s, LinkConfig::default(), app, server_app);
     assert!(sim.run_until(Duration::from_secs(60), |s| s
         .client_app
         .sink
@@ -356,11 +320,9 @@ fn keep_alive_holds_an_idle_connection_for_24_virtual_hours() {
     client_t.keep_alive_interval = Some(interval);
     let mut s = setup(20, t);
     s.client.transport = Arc::new(client_t);
-    let mut sim = Sim::new(
+    let mut sim = sim_of(
         20,
-        s.client,
-        s.server,
-        LinkConfig::default(),
+        s,
         LinkConfig::default(),
         ClientApp::new(0, 0),
         alice_policy(),
@@ -421,11 +383,9 @@ fn silent_peer_times_out_within_the_bound() {
         ..TransportConfig::default()
     };
     let s = setup(21, t);
-    let mut sim = Sim::new(
+    let mut sim = sim_of(
         21,
-        s.client,
-        s.server,
-        LinkConfig::default(),
+        s,
         LinkConfig::default(),
         ClientApp::new(0, 0),
         alice_policy(),
@@ -452,11 +412,9 @@ fn silent_peer_times_out_within_the_bound() {
 fn version_and_suite_negotiation_use_the_server_preference() {
     let mut s = setup(22, TransportConfig::default());
     s.client.suites = vec![quill_crypto::packet::Suite::ChaCha20Poly1305];
-    let mut sim = Sim::new(
+    let mut sim = sim_of(
         22,
-        s.client,
-        s.server,
-        LinkConfig::default(),
+        s,
         LinkConfig::default(),
         ClientApp::new(100_000, 1),
         alice_policy(),
@@ -475,16 +433,7 @@ fn version_and_suite_negotiation_use_the_server_preference() {
 
 #[test]
 fn datagrams_are_delivered_and_bounded() {
-    let s = setup(23, TransportConfig::default());
-    let mut sim = Sim::new(
-        23,
-        s.client,
-        s.server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-        ClientApp::new(0, 0),
-        alice_policy(),
-    );
+    let mut sim = sim(23, LinkConfig::default(), ClientApp::new(0, 0));
     assert!(
         sim.run_until(Duration::from_secs(5), |s| s.client_app.connected
             && s.server().unwrap().is_established())
@@ -514,10 +463,7 @@ fn path_mtu_probe_finds_the_larger_size_or_keeps_1200() {
     assert_eq!(sim.client().mtu(), 1452);
     // A link that drops anything over 1280 bytes: the probe is lost, 1200 stays,
     // and the loss is not taken as congestion.
-    let link = LinkConfig {
-        mtu: 1280,
-        ..LinkConfig::default()
-    };
+    let link = impaired(|l| l.mtu = 1280);
     let mut sim = transfer(25, link, MB, TransportConfig::default());
     assert_eq!(sim.client().mtu(), 1200);
     assert_eq!(sim.client().stats().congestion_events, 0);
@@ -571,19 +517,8 @@ fn version_negotiation_reports_the_peers_versions() {
 
 fn rebind_mid_transfer(seed: u64, new_addr: &str) -> Sim<ClientApp, ServerApp> {
     let s = setup(seed, TransportConfig::default());
-    let link = LinkConfig {
-        loss: 0.01,
-        ..LinkConfig::default()
-    };
-    let mut sim = Sim::new(
-        seed,
-        s.client,
-        s.server,
-        link.clone(),
-        link,
-        ClientApp::new(10 * MB, 1),
-        alice_policy(),
-    );
+    let link = impaired(|l| l.loss = 0.01);
+    let mut sim = sim_of(seed, s, link, ClientApp::new(10 * MB, 1), alice_policy());
     assert!(
         sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes
             > 2 * MB)
@@ -652,11 +587,9 @@ fn stateless_reset_ends_the_connection_at_once() {
 fn rebinding_under_heavy_loss_still_validates_the_new_path() {
     for seed in 40..52 {
         let s = setup(seed, TransportConfig::default());
-        let mut sim = Sim::new(
+        let mut sim = sim_of(
             seed,
-            s.client,
-            s.server,
-            LinkConfig::default(),
+            s,
             LinkConfig::default(),
             ClientApp::new(4 * MB, 1),
             alice_policy(),
@@ -701,19 +634,8 @@ fn a_receive_only_peer_survives_periodic_black_holes() {
         let s = setup(seed, t);
         // 2 Mbit/s: 8 MB take over a minute of open path, so the transfer spans
         // dozens of outages and several idle timeouts.
-        let link = LinkConfig {
-            bandwidth_bps: Some(2_000_000),
-            ..LinkConfig::default()
-        };
-        let mut sim = Sim::new(
-            seed,
-            s.client,
-            s.server,
-            link.clone(),
-            link,
-            ClientApp::new(8 * MB, 1),
-            alice_policy(),
-        );
+        let link = impaired(|l| l.bandwidth_bps = Some(2_000_000));
+        let mut sim = sim_of(seed, s, link, ClientApp::new(8 * MB, 1), alice_policy());
         assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
         // Each seed starts its first outage at a different phase of the transfer.
         let start = sim.now() + Duration::from_millis(137 * (seed - 60));

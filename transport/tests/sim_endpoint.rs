@@ -13,7 +13,7 @@ use std::time::Duration;
 use quill_transport::proto::endpoint::{EndpointConfig, RetryPolicy};
 use quill_transport::proto::{ConnectionError, Dir, Event, TransportConfig};
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, Sim};
-use sim_setup::{alice_policy, setup, MB};
+use sim_setup::{alice_policy, assert_connects, setup, MB};
 
 // ------------------------------------------------------------------ Retry
 
@@ -48,15 +48,7 @@ fn retry_under_loss_completes_with_a_validated_token() {
         );
         assert!(sim.net.server.stats().retry_sent >= 1);
         sim.net.s2c.black_hole = false;
-        let done = sim.run_until(Duration::from_secs(30), |s| {
-            s.client_app.connected && s.server().is_some_and(|c| c.is_established())
-        });
-        assert!(
-            done,
-            "seed {seed}: not connected after {:?}: {:?}",
-            sim.elapsed(),
-            sim.client_app.events
-        );
+        assert_connects(&mut sim, Duration::from_secs(30), seed);
         // Bound: the lost flight, the lost Retry and 20 % loss cost a few PTOs.
         assert!(
             sim.elapsed() < Duration::from_secs(20),
@@ -291,9 +283,6 @@ fn keep_alive_sessions(n: usize, hours: usize, keep_alive: Duration) -> Vec<Hour
         LinkConfig::default(),
     )
     .unwrap();
-    for _ in 0..n {
-        net.connect(s.client.clone()).unwrap();
-    }
     let (mut client_up, mut server_up) = (0usize, 0usize);
     let mut lost: Vec<ConnectionError> = Vec::new();
     let mut turn = |net: &mut Net, client_up: &mut usize, server_up: &mut usize| {
@@ -328,12 +317,21 @@ fn keep_alive_sessions(n: usize, hours: usize, keep_alive: Duration) -> Vec<Hour
             .expect("keep-alives always have a next timer");
         net.advance(next);
     };
-    let deadline = net.now + Duration::from_secs(60);
+    // Clients arrive in batches of 500, the next once the last has logged in (all
+    // at once, they would meet the server's Retry threshold and stateless queue).
+    let deadline = net.now + Duration::from_secs(600);
+    let mut started = 0;
     while client_up < n || server_up < n {
         assert!(
             net.now < deadline,
             "only {client_up}/{server_up} of {n} logged in"
         );
+        if client_up == started && server_up == started {
+            for _ in started..n.min(started + 500) {
+                net.connect(s.client.clone()).unwrap();
+                started += 1;
+            }
+        }
         turn(&mut net, &mut client_up, &mut server_up);
     }
     let mut out = Vec::with_capacity(hours);

@@ -3,13 +3,14 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::SeededRandom;
 use quill_transport::proto::{
     ClientConfig, HostKeyPolicy, Login, LoginMethod, ServerConfig, TransportConfig,
 };
-use quill_transport::sim::ServerApp;
+use quill_transport::sim::{ClientApp, ServerApp, Sim};
 use zeroize::Zeroizing;
 
 pub const MB: u64 = 1_000_000;
@@ -57,4 +58,18 @@ pub fn alice_policy() -> ServerApp {
         }
         _ => Err("login refused".into()),
     }))
+}
+
+/// Runs `sim` until the client is logged in and the server connection established,
+/// for at most `limit` of virtual time; panics with the client's events if not.
+pub fn assert_connects(sim: &mut Sim<ClientApp, ServerApp>, limit: Duration, seed: u64) {
+    let ok = sim.run_until(limit, |s| {
+        s.client_app.connected && s.server().is_some_and(|c| c.is_established())
+    });
+    assert!(
+        ok,
+        "seed {seed}: not connected after {:?}: {:?}",
+        sim.elapsed(),
+        sim.client_app.events
+    );
 }
