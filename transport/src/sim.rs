@@ -347,24 +347,19 @@ impl Net {
     /// Offers everything both endpoints have to send to the links.
     pub fn transmit(&mut self) {
         let now = self.now;
-        let mut n = 0;
-        while let Some(t) = self.client.poll_transmit(now, &mut self.buf) {
-            if t.destination == self.server_addr {
-                self.c2s.send(now, &self.buf[..t.size]);
-            } else {
-                self.stats.misaddressed += 1;
+        let client = (&mut self.client, &mut self.c2s, self.server_addr);
+        let server = (&mut self.server, &mut self.s2c, self.client_addr);
+        for (endpoint, link, peer) in [client, server] {
+            let mut n = 0;
+            while let Some(t) = endpoint.poll_transmit(now, &mut self.buf) {
+                if t.destination == peer {
+                    link.send(now, &self.buf[..t.size]);
+                } else {
+                    self.stats.misaddressed += 1;
+                }
+                n += 1;
+                assert!(n < 10_000_000, "an endpoint never stopped transmitting");
             }
-            n += 1;
-            assert!(n < 10_000_000, "the client never stopped transmitting");
-        }
-        while let Some(t) = self.server.poll_transmit(now, &mut self.buf) {
-            if t.destination == self.client_addr {
-                self.s2c.send(now, &self.buf[..t.size]);
-            } else {
-                self.stats.misaddressed += 1;
-            }
-            n += 1;
-            assert!(n < 10_000_000, "the server never stopped transmitting");
         }
     }
 

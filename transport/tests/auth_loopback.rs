@@ -96,11 +96,8 @@ fn public_key_login_checks_the_authorised_keys() {
 
 #[test]
 fn lockout_after_failures_then_recovery() {
-    let dir = temp_dir("lockout");
     let key = host_key(5);
-    let st = store(&dir);
-    st.add_user("gina", Some(b"correct horse battery"), &[])
-        .unwrap();
+    let st = store_with("lockout", "gina", "correct horse battery");
     let verifier = Arc::new(LoginVerifier {
         store: st,
         limiter: Mutex::new(Limiter::new(LimiterConfig {

@@ -24,11 +24,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 #[test]
 fn wrong_password_and_unknown_user_are_indistinguishable() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("oracle");
     let key = host_key(3);
-    let st = store(&dir);
-    st.add_user("erin", Some(b"correct horse battery"), &[])
-        .unwrap();
+    let st = store_with("oracle", "erin", "correct horse battery");
     // Backoff would hold the later refusals back by seconds and hide what is measured
     // here (the cost of the check itself), so it is off.
     let mut verifier = LoginVerifier::new(st, false);
@@ -68,11 +65,8 @@ fn wrong_password_and_unknown_user_are_indistinguishable() {
 #[test]
 fn keep_alives_stay_on_schedule_while_50_passwords_are_verified() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("keepalive");
     let key = host_key(8);
-    let st = store(&dir);
-    st.add_user("ivan", Some(b"correct horse battery"), &[])
-        .unwrap();
+    let st = store_with("keepalive", "ivan", "correct horse battery");
     let id = Arc::new(HostKeyPair::from_seed(&[80; 32]).unwrap());
     st.add_user("idle", None, &[id.public()]).unwrap();
     let mut verifier = LoginVerifier::new(st, false);

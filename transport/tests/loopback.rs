@@ -165,6 +165,27 @@ fn plain_server(bind: &str) -> Server {
     )
 }
 
+/// A server with `transport` and `verify_delay`, and alice's client configuration
+/// with the same transport and keep-alives every `keep_alive`.
+fn keep_alive_setup(
+    transport: TransportConfig,
+    verify_delay: Duration,
+    keep_alive: Duration,
+) -> (Server, ClientConfig) {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        transport.clone(),
+        verify_delay,
+    );
+    let mut config = client_config("correct horse");
+    config.transport = Arc::new(TransportConfig {
+        keep_alive_interval: Some(keep_alive),
+        ..transport
+    });
+    (server, config)
+}
+
 /// A [`plain_server`] and a client logged in to it as alice.
 fn server_and_client(bind: &str) -> (Server, blocking::BlockingConnection) {
     let server = plain_server(bind);
@@ -343,17 +364,7 @@ fn keep_alive_holds_an_idle_connection_past_several_idle_timeouts() {
         idle_timeout: Duration::from_millis(600),
         ..TransportConfig::default()
     };
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        transport.clone(),
-        Duration::ZERO,
-    );
-    let mut config = client_config("correct horse");
-    config.transport = Arc::new(TransportConfig {
-        keep_alive_interval: Some(Duration::from_millis(200)),
-        ..transport
-    });
+    let (server, config) = keep_alive_setup(transport, Duration::ZERO, Duration::from_millis(200));
     let conn = blocking::connect(server.addr, config).expect("connect");
     std::thread::sleep(Duration::from_millis(3000)); // five idle timeouts, no traffic
     echo_round_trip(&conn, 1000);
@@ -394,17 +405,11 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
         handshake_timeout: Duration::from_secs(60),
         ..TransportConfig::default()
     };
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        slow_logins.clone(),
+    let (server, config) = keep_alive_setup(
+        slow_logins,
         Duration::from_secs(1),
+        Duration::from_millis(50),
     );
-    let mut config = client_config("correct horse");
-    config.transport = Arc::new(TransportConfig {
-        keep_alive_interval: Some(Duration::from_millis(50)),
-        ..slow_logins
-    });
     let mut watcher = bind_loop("127.0.0.1:0", endpoint_config(), None, 1, Tally::default());
     let addr = server.addr;
     let handles: Vec<ConnectionHandle> = watcher.with_context(|_, ctx| {

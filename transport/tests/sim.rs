@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use quill_transport::proto::{ConnectionError, HostKeyPolicy, TransportConfig};
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
-use sim_setup::{alice_policy, assert_connects, host_key, password, setup, Setup, MB};
+use sim_setup::{
+    alice_policy, assert_connects, host_key, password, rebind_and_finish, setup, Setup, MB,
+};
 
 /// The default link with `change` made.
 fn impaired(change: impl FnOnce(&mut LinkConfig)) -> LinkConfig {
@@ -36,6 +38,19 @@ fn sim_of(
         app,
         server_app,
     )
+}
+
+/// An idle client logged in to `s`'s server over a clean link.
+fn logged_in(seed: u64, s: Setup) -> Sim<ClientApp, ServerApp> {
+    let mut sim = sim_of(
+        seed,
+        s,
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        alice_policy(),
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+    sim
 }
 
 fn sim(seed: u64, link: LinkConfig, app: ClientApp) -> Sim<ClientApp, ServerApp> {
@@ -320,14 +335,7 @@ fn keep_alive_holds_an_idle_connection_for_24_virtual_hours() {
     client_t.keep_alive_interval = Some(interval);
     let mut s = setup(20, t);
     s.client.transport = Arc::new(client_t);
-    let mut sim = sim_of(
-        20,
-        s,
-        LinkConfig::default(),
-        ClientApp::new(0, 0),
-        alice_policy(),
-    );
-    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+    let mut sim = logged_in(20, s);
     let baseline = sim.client().buffer_sizes();
     let server_baseline = sim.server().unwrap().buffer_sizes();
     let day = Duration::from_secs(24 * 3600);
@@ -383,14 +391,7 @@ fn silent_peer_times_out_within_the_bound() {
         ..TransportConfig::default()
     };
     let s = setup(21, t);
-    let mut sim = sim_of(
-        21,
-        s,
-        LinkConfig::default(),
-        ClientApp::new(0, 0),
-        alice_policy(),
-    );
-    assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+    let mut sim = logged_in(21, s);
     // The server vanishes: everything it would send is lost, and it hears nothing.
     sim.net.s2c.black_hole = true;
     sim.net.c2s.black_hole = true;
@@ -523,16 +524,7 @@ fn rebind_mid_transfer(seed: u64, new_addr: &str) -> Sim<ClientApp, ServerApp> {
         sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes
             > 2 * MB)
     );
-    // NAT rebinding: from now on the server sees the client's datagrams come from elsewhere.
-    sim.net.client_addr = new_addr.parse().unwrap();
-    assert!(sim.run_until(Duration::from_secs(600), |s| s
-        .server_app
-        .sink
-        .finished
-        .len()
-        == 1
-        || s.client_app.lost.is_some()));
-    assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+    rebind_and_finish(&mut sim, new_addr);
     assert_eq!(sim.server_app.sink.finished[0].2, sim.client_app.sent[0].2);
     let client_addr = sim.net.client_addr;
     let server = sim.server().unwrap();
@@ -595,16 +587,8 @@ fn rebinding_under_heavy_loss_still_validates_the_new_path() {
             alice_policy(),
         );
         assert!(sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes > MB));
-        sim.net.client_addr = "10.0.0.1:40001".parse().unwrap();
         sim.net.c2s.config.loss = 0.5;
-        assert!(sim.run_until(Duration::from_secs(600), |s| s
-            .server_app
-            .sink
-            .finished
-            .len()
-            == 1
-            || s.client_app.lost.is_some()));
-        assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+        rebind_and_finish(&mut sim, "10.0.0.1:40001");
         let server = sim.server().unwrap();
         assert_eq!(server.stats().migrations, 1, "seed {seed}");
         assert_eq!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use quill_transport::proto::endpoint::{EndpointConfig, RetryPolicy};
 use quill_transport::proto::{ConnectionError, Dir, Event, TransportConfig};
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, Sim};
-use sim_setup::{alice_policy, assert_connects, setup, MB};
+use sim_setup::{alice_policy, assert_connects, rebind_and_finish, setup, MB};
 
 // ------------------------------------------------------------------ Retry
 
@@ -100,12 +100,8 @@ fn rebinding_under_reordering_keeps_the_transfer_and_the_route() {
         );
         assert!(sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes > MB));
         assert_eq!(sim.net.stats().misaddressed, 0);
+        rebind_and_finish(&mut sim, new_addr);
         let new_addr: SocketAddr = new_addr.parse().unwrap();
-        sim.net.client_addr = new_addr;
-        assert!(sim.run_until(Duration::from_secs(600), |s| {
-            !s.server_app.sink.finished.is_empty() || s.client_app.lost.is_some()
-        }));
-        assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
         let (_, n, hash) = sim.server_app.sink.finished[0];
         assert_eq!(n, 4 * MB);
         assert_eq!(hash, sim.client_app.sent[0].2, "seed {seed}: data differs");

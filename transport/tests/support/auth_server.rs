@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::bind_loop;
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::accounts::SqliteStore;
+use quill_transport::auth::accounts::{AccountStore, SqliteStore};
 use quill_transport::auth::login::LoginVerifier;
 use quill_transport::driver::blocking::{self, ConnectError};
 use quill_transport::driver::event_loop::{Context, Handler, LoopHandle};
@@ -122,6 +122,14 @@ pub fn register(user: &str, pw: &str) -> Login {
 
 pub fn store(dir: &Path) -> Arc<SqliteStore> {
     Arc::new(SqliteStore::open(dir.join("accounts.db")).unwrap())
+}
+
+/// An account store in a fresh temporary directory `name` holding `user` with
+/// `password`.
+pub fn store_with(name: &str, user: &str, password: &str) -> Arc<SqliteStore> {
+    let st = store(&temp_dir(name));
+    st.add_user(user, Some(password.as_bytes()), &[]).unwrap();
+    st
 }
 
 pub fn refused(r: Result<blocking::BlockingConnection, ConnectError>) -> String {

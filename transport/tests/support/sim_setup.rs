@@ -73,3 +73,14 @@ pub fn assert_connects(sim: &mut Sim<ClientApp, ServerApp>, limit: Duration, see
         sim.client_app.events
     );
 }
+
+/// NAT rebinding: from now on the server sees the client's datagrams come from
+/// `addr`. Runs until the server received the whole stream (at most 600 s of virtual
+/// time) and checks the connection was not lost.
+pub fn rebind_and_finish(sim: &mut Sim<ClientApp, ServerApp>, addr: &str) {
+    sim.net.client_addr = addr.parse().unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |s| {
+        !s.server_app.sink.finished.is_empty() || s.client_app.lost.is_some()
+    }));
+    assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+}
