@@ -10,9 +10,9 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quill_transport::proto::endpoint::{EndpointConfig, RetryPolicy};
+use quill_transport::proto::endpoint::{EndpointConfig, EndpointStats, RetryPolicy};
 use quill_transport::proto::{ConnectionError, Dir, Event, TransportConfig};
-use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, Sim};
+use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, LinkStats, Net, Sim};
 use sim_setup::{alice_policy, assert_connects, rebind_and_finish, setup, MB};
 
 // ------------------------------------------------------------------ Retry
@@ -430,4 +430,53 @@ fn ten_thousand_keep_alive_sessions_for_24_virtual_hours_with_flat_memory() {
     let n = 10_000;
     let hours = keep_alive_sessions(n, 24, KEEP_ALIVE);
     assert_flat(n, &hours, KEEP_ALIVE);
+}
+
+// ------------------------------------------------------------ determinism
+
+/// A transfer under every impairment at once, through both endpoints: what the
+/// links did, when it ended and what the endpoints counted.
+fn impaired_run(seed: u64) -> (Duration, [LinkStats; 2], EndpointStats, EndpointStats) {
+    let s = setup(seed, TransportConfig::default());
+    let link = LinkConfig {
+        loss: 0.02,
+        burst_loss: Some((0.005, 0.5)),
+        jitter: Duration::from_millis(2),
+        reorder: 0.05,
+        duplicate: 0.02,
+        corrupt: 0.02,
+        bandwidth_bps: Some(50_000_000),
+        ..LinkConfig::default()
+    };
+    let mut sim = Sim::new(
+        seed,
+        s.client,
+        s.server,
+        link.clone(),
+        link,
+        ClientApp::new(MB, 1),
+        alice_policy(),
+    );
+    assert!(sim.run_until(Duration::from_secs(600), |s| {
+        !s.server_app.sink.finished.is_empty() || s.client_app.lost.is_some()
+    }));
+    assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+    assert_eq!(sim.server_app.sink.finished[0].2, sim.client_app.sent[0].2);
+    let links = [sim.net.c2s.stats(), sim.net.s2c.stats()];
+    (
+        sim.elapsed(),
+        links,
+        sim.net.client.stats(),
+        sim.net.server.stats(),
+    )
+}
+
+/// The same seed gives the same run, datagram for datagram, through the endpoints;
+/// another seed gives another.
+#[test]
+fn the_same_seed_gives_the_same_run_through_the_endpoints() {
+    let a = impaired_run(95);
+    assert!(a.1[0].corrupted > 0 && a.1[0].duplicated > 0 && a.1[0].dropped > 0);
+    assert_eq!(a, impaired_run(95));
+    assert_ne!(a.1, impaired_run(96).1);
 }
