@@ -11,7 +11,7 @@ use std::time::Duration;
 use quill_transport::proto::{ConnectionError, HostKeyPolicy, TransportConfig};
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use sim_setup::{
-    alice_policy, assert_connects, host_key, password, rebind_and_finish, setup, Setup, MB,
+    alice_policy, assert_connects, host_key, password, rebind_and_finish, setup, sim_of, Setup, MB,
 };
 
 /// The default link with `change` made.
@@ -19,25 +19,6 @@ fn impaired(change: impl FnOnce(&mut LinkConfig)) -> LinkConfig {
     let mut link = LinkConfig::default();
     change(&mut link);
     link
-}
-
-/// A simulation of `s` with `link` both ways.
-fn sim_of(
-    seed: u64,
-    s: Setup,
-    link: LinkConfig,
-    app: ClientApp,
-    server_app: ServerApp,
-) -> Sim<ClientApp, ServerApp> {
-    Sim::new(
-        seed,
-        s.client,
-        s.server,
-        link.clone(),
-        link,
-        app,
-        server_app,
-    )
 }
 
 /// An idle client logged in to `s`'s server over a clean link.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use quill_transport::proto::endpoint::{EndpointConfig, EndpointStats, RetryPolicy};
 use quill_transport::proto::{ConnectionError, Dir, Event, TransportConfig};
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, LinkStats, Net, Sim};
-use sim_setup::{alice_policy, assert_connects, rebind_and_finish, setup, MB};
+use sim_setup::{alice_policy, assert_connects, rebind_and_finish, setup, sim_of, MB};
 
 // ------------------------------------------------------------------ Retry
 
@@ -81,7 +81,6 @@ fn rebinding_under_reordering_keeps_the_transfer_and_the_route() {
         (71, "10.0.0.9:50000"),
         (72, "10.0.0.9:40000"),
     ] {
-        let s = setup(seed, TransportConfig::default());
         let link = LinkConfig {
             reorder: 0.1,
             reorder_delay: Duration::from_millis(6),
@@ -89,15 +88,8 @@ fn rebinding_under_reordering_keeps_the_transfer_and_the_route() {
             loss: 0.005,
             ..LinkConfig::default()
         };
-        let mut sim = Sim::new(
-            seed,
-            s.client,
-            s.server,
-            link.clone(),
-            link,
-            ClientApp::new(4 * MB, 1),
-            alice_policy(),
-        );
+        let s = setup(seed, TransportConfig::default());
+        let mut sim = sim_of(seed, s, link, ClientApp::new(4 * MB, 1), alice_policy());
         assert!(sim.run_until(Duration::from_secs(60), |s| s.server_app.sink.bytes > MB));
         assert_eq!(sim.net.stats().misaddressed, 0);
         rebind_and_finish(&mut sim, new_addr);
@@ -323,10 +315,11 @@ fn keep_alive_sessions(n: usize, hours: usize, keep_alive: Duration) -> Vec<Hour
             "only {client_up}/{server_up} of {n} logged in"
         );
         if client_up == started && server_up == started {
-            for _ in started..n.min(started + 500) {
+            let batch = n.min(started + 500) - started;
+            for _ in 0..batch {
                 net.connect(s.client.clone()).unwrap();
-                started += 1;
             }
+            started += batch;
         }
         turn(&mut net, &mut client_up, &mut server_up);
     }
@@ -386,7 +379,7 @@ fn assert_flat(n: usize, hours: &[Hour], keep_alive: Duration) {
         first.peak_live
     );
     // At least one keep-alive and its ACK per session per interval.
-    let per_hour = (3600 / keep_alive.as_secs()) as u64 * n as u64;
+    let per_hour = 3600 / keep_alive.as_secs() * n as u64;
     assert!(last.datagrams >= 2 * per_hour - 2 * n as u64, "{last:?}");
     for (what, a, b) in [
         (
@@ -437,7 +430,6 @@ fn ten_thousand_keep_alive_sessions_for_24_virtual_hours_with_flat_memory() {
 /// A transfer under every impairment at once, through both endpoints: what the
 /// links did, when it ended and what the endpoints counted.
 fn impaired_run(seed: u64) -> (Duration, [LinkStats; 2], EndpointStats, EndpointStats) {
-    let s = setup(seed, TransportConfig::default());
     let link = LinkConfig {
         loss: 0.02,
         burst_loss: Some((0.005, 0.5)),
@@ -448,15 +440,8 @@ fn impaired_run(seed: u64) -> (Duration, [LinkStats; 2], EndpointStats, Endpoint
         bandwidth_bps: Some(50_000_000),
         ..LinkConfig::default()
     };
-    let mut sim = Sim::new(
-        seed,
-        s.client,
-        s.server,
-        link.clone(),
-        link,
-        ClientApp::new(MB, 1),
-        alice_policy(),
-    );
+    let s = setup(seed, TransportConfig::default());
+    let mut sim = sim_of(seed, s, link, ClientApp::new(MB, 1), alice_policy());
     assert!(sim.run_until(Duration::from_secs(600), |s| {
         !s.server_app.sink.finished.is_empty() || s.client_app.lost.is_some()
     }));

@@ -10,7 +10,7 @@ use quill_crypto::random::SeededRandom;
 use quill_transport::proto::{
     ClientConfig, HostKeyPolicy, Login, LoginMethod, ServerConfig, TransportConfig,
 };
-use quill_transport::sim::{ClientApp, ServerApp, Sim};
+use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use zeroize::Zeroizing;
 
 pub const MB: u64 = 1_000_000;
@@ -83,4 +83,23 @@ pub fn rebind_and_finish(sim: &mut Sim<ClientApp, ServerApp>, addr: &str) {
         !s.server_app.sink.finished.is_empty() || s.client_app.lost.is_some()
     }));
     assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+}
+
+/// A simulation of `s` with `link` both ways.
+pub fn sim_of(
+    seed: u64,
+    s: Setup,
+    link: LinkConfig,
+    app: ClientApp,
+    server_app: ServerApp,
+) -> Sim<ClientApp, ServerApp> {
+    Sim::new(
+        seed,
+        s.client,
+        s.server,
+        link.clone(),
+        link,
+        app,
+        server_app,
+    )
 }
