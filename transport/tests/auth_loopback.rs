@@ -23,10 +23,8 @@ use support::auth_server::*;
 
 #[test]
 fn register_then_log_in_and_refusals() {
-    let dir = temp_dir("register");
-    let key = host_key(1);
-    let verifier = Arc::new(LoginVerifier::new(store(&dir), true));
-    let server = Server::local(key.clone(), verifier);
+    let verifier = LoginVerifier::new(store(&temp_dir("register")), true);
+    let server = Server::local(host_key(1), Arc::new(verifier));
     let c = server
         .connect(register("Bob", "correct horse battery"))
         .expect("register");
@@ -49,10 +47,8 @@ fn register_then_log_in_and_refusals() {
 
 #[test]
 fn registration_is_refused_when_closed() {
-    let dir = temp_dir("closed");
-    let key = host_key(2);
-    let verifier = Arc::new(LoginVerifier::new(store(&dir), false));
-    let server = Server::local(key.clone(), verifier);
+    let verifier = LoginVerifier::new(store(&temp_dir("closed")), false);
+    let server = Server::local(host_key(2), Arc::new(verifier));
     let why = refused(server.connect(register("dave", "correct horse battery")));
     assert!(why.contains("registration"), "{why}");
     server.stop();
