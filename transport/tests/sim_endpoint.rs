@@ -10,10 +10,13 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quill_transport::proto::endpoint::{EndpointConfig, EndpointStats, RetryPolicy};
+use quill_crypto::hostkey::HostKeyPair;
+use quill_transport::proto::endpoint::{
+    EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,
+};
 use quill_transport::proto::{ConnectionError, Dir, Event, TransportConfig};
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, LinkStats, Net, Sim};
-use sim_setup::{alice_policy, assert_connects, rebind_and_finish, setup, sim_of, MB};
+use sim_setup::{alice_policy, assert_connects, host_key, rebind_and_finish, setup, sim_of, MB};
 
 // ------------------------------------------------------------------ Retry
 
@@ -121,15 +124,21 @@ fn rebinding_under_reordering_keeps_the_transfer_and_the_route() {
 
 // -------------------------------------------------------- stateless reset
 
-/// A server that restarts with `secret_kept` (or a new secret) at the same address;
-/// the client writes right after the restart. How the client's connection ended and
-/// how long after the restart, and the new server's resets sent.
-fn client_after_server_restart(seed: u64, secret_kept: bool) -> (ConnectionError, Duration, u64) {
+/// A server that restarts at the same address, with the same host key (as
+/// `quill server` does, the reset secret is derived from it) or, if not
+/// `same_host_key`, another; the client writes right after the restart. How the
+/// client's connection ended and how long after the restart, and the new server's
+/// resets sent.
+fn client_after_server_restart(seed: u64, same_host_key: bool) -> (ConnectionError, Duration, u64) {
     let s = setup(seed, TransportConfig::default());
-    let endpoint = endpoint_config(seed);
+    let reset_secret = |key: &HostKeyPair| *key.derive_secret(RESET_SECRET_LABEL);
+    let endpoint = EndpointConfig {
+        secret: reset_secret(&s.server.host_key),
+        ..endpoint_config(seed)
+    };
     let net = Net::new(
         seed,
-        endpoint.clone(),
+        endpoint,
         s.server.clone(),
         LinkConfig::default(),
         LinkConfig::default(),
@@ -139,14 +148,16 @@ fn client_after_server_restart(seed: u64, secret_kept: bool) -> (ConnectionError
     assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
     // Let the handshake settle: HANDSHAKE_DONE acknowledged, spare CIDs issued.
     sim.run_until(Duration::from_millis(500), |_| false);
-    let mut restarted = EndpointConfig {
-        rng: endpoint_config(seed + 1000).rng,
-        ..endpoint
-    };
-    if !secret_kept {
-        restarted.secret = endpoint_config(seed + 1000).secret;
+    // The new process: fresh randomness, the host key from disk (or another).
+    let mut server = s.server;
+    if !same_host_key {
+        server.host_key = host_key(8);
     }
-    sim.restart_server(restarted, s.server).unwrap();
+    let restarted = EndpointConfig {
+        secret: reset_secret(&server.host_key),
+        ..endpoint_config(seed + 1000)
+    };
+    sim.restart_server(restarted, server).unwrap();
     let at = sim.now();
     let c = sim.client();
     let id = c.open_stream(Dir::Uni).unwrap();
@@ -156,10 +167,11 @@ fn client_after_server_restart(seed: u64, secret_kept: bool) -> (ConnectionError
     (lost, sim.now() - at, sim.net.server.stats().resets_sent)
 }
 
-/// The restarted server (same reset secret, same address) answers the client's next
-/// packet with a stateless reset, and the client's connection ends with the reset
-/// error within a round trip or two — not by idle timeout. With another secret (the
-/// control) the resets are not recognised and the client waits for its idle timeout.
+/// The restarted server (same host key, so the same reset secret; same address)
+/// answers the client's next packet with a stateless reset, and the client's
+/// connection ends with the reset error within a round trip or two — not by idle
+/// timeout. With another host key (the control) the resets are not recognised and
+/// the client waits for its idle timeout.
 #[test]
 fn stateless_reset_after_a_server_restart_ends_the_client_at_once() {
     let idle = TransportConfig::default().idle_timeout;
