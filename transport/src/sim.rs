@@ -238,7 +238,8 @@ pub const CLIENT_ADDR: &str = "10.0.0.1:40000";
 pub const SERVER_ADDR: &str = "10.0.0.2:4433";
 
 /// A deterministic [`EndpointConfig`] for simulations: secret and randomness derived
-/// from `seed`, the default limits otherwise.
+/// from `seed` (so neither is secret: never use it outside a simulation), the default
+/// limits otherwise.
 pub fn endpoint_config(seed: u64) -> EndpointConfig {
     let mut s = [0u8; 32];
     s[..8].copy_from_slice(&seed.to_le_bytes());
@@ -263,8 +264,8 @@ pub struct NetStats {
 /// One turn is [`Net::transmit`] (after the application acted on the endpoints'
 /// events), then [`Net::advance`] to [`Net::next_event`] (or to an application
 /// wake-up, whichever is sooner): datagrams due are delivered and the endpoints'
-/// timers that passed fire. Datagrams created server sessions are listed in
-/// [`Net::accepted`].
+/// timers that passed fire. The server sessions that delivered datagrams created are
+/// listed in [`Net::accepted`].
 pub struct Net {
     /// Virtual now.
     pub now: Instant,
