@@ -11,10 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::proto::{
-    EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,
-};
 use quill_transport::proto::{ConnectionError, Dir, Event, TransportConfig};
+use quill_transport::proto::{EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL};
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, LinkStats, Net, Sim};
 use sim_setup::{alice_policy, assert_connects, host_key, rebind_and_finish, setup, sim_of, MB};
 

@@ -4,8 +4,8 @@
 pub mod auth_server;
 pub mod datagrams;
 
-use quill_transport::driver::{Context, EventLoop, Handler};
 use quill_transport::driver::UdpConfig;
+use quill_transport::driver::{Context, EventLoop, Handler};
 use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use quill_transport::proto::{Event, ServerConfig};
 
