@@ -219,9 +219,56 @@ impl fmt::Debug for HostKeyPolicy {
     }
 }
 
+/// The protocol version a client speaks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Version {
+    /// quill's own version (docs/SPEC.md): quill's handshake with login.
+    #[default]
+    Quill,
+    /// QUIC v1 (RFC 9000/9001) with TLS 1.3 (docs/QUIC-V1.md), offering these ALPN
+    /// protocols. There is no login: [`Login`] is not used, and the connection is up
+    /// with [`super::Event::HandshakeConfirmed`] (no account).
+    QuicV1 {
+        /// ALPN protocols offered, most preferred first (e.g. `b"hq-interop"`).
+        alpn: Vec<Vec<u8>>,
+    },
+}
+
+/// What a server needs to accept QUIC v1 (RFC 9000/9001) besides quill's own version.
+#[derive(Clone)]
+pub struct QuicV1Server {
+    /// The TLS 1.3 configuration: certificate, key-exchange groups, ALPN protocols.
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for QuicV1Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicV1Server")
+            .field("alpn", &self.tls.alpn_protocols)
+            .finish()
+    }
+}
+
+impl QuicV1Server {
+    /// QUIC v1 with the self-signed certificate over `host_key`
+    /// (`quill_crypto::tls::server_config`: X25519MLKEM768 preferred, the same
+    /// fingerprint as on quill's own version), accepting these ALPN protocols.
+    pub fn with_host_key(
+        host_key: Arc<HostKeyPair>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Self, ConfigError> {
+        let mut tls = quill_crypto::tls::server_config(host_key)
+            .map_err(|e| ConfigError(format!("cannot build the TLS configuration: {e}")))?;
+        tls.alpn_protocols = alpn;
+        Ok(QuicV1Server { tls: Arc::new(tls) })
+    }
+}
+
 /// Client-side configuration.
 #[derive(Clone)]
 pub struct ClientConfig {
+    /// The version to speak (quill's own by default).
+    pub version: Version,
     /// Transport behaviour.
     pub transport: Arc<TransportConfig>,
     /// AEAD suites offered, most preferred first.
@@ -240,6 +287,7 @@ impl ClientConfig {
     /// A client configuration with defaults for everything but the login and host-key policy.
     pub fn new(login: Login, host_key: HostKeyPolicy) -> Self {
         ClientConfig {
+            version: Version::Quill,
             transport: Arc::new(TransportConfig::default()),
             suites: vec![Suite::Aes256Gcm, Suite::Aes128Gcm, Suite::ChaCha20Poly1305],
             server_name: String::new(),
@@ -265,6 +313,9 @@ pub struct ServerConfig {
     pub allow_publickey: bool,
     /// Accept `register` (open registration; off by default).
     pub allow_register: bool,
+    /// Also accept QUIC v1 clients (off by default): their connections come up with
+    /// [`super::Event::HandshakeConfirmed`] and no account, since QUIC v1 has no login.
+    pub quic_v1: Option<QuicV1Server>,
     /// Randomness (the OS by default; seeded in deterministic tests).
     pub rng: Arc<dyn Random>,
 }
@@ -279,6 +330,7 @@ impl ServerConfig {
             allow_password: true,
             allow_publickey: true,
             allow_register: false,
+            quic_v1: None,
             rng: Arc::new(OsRandom::new()),
         }
     }

@@ -19,6 +19,7 @@
 //! application's verdict while the connection keeps acknowledging and keeping alive.
 
 mod cids;
+mod keys;
 mod recv;
 mod send;
 mod spaces;
@@ -31,25 +32,24 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill_crypto::hostkey::PublicKey;
-use quill_crypto::packet::{Labels, Suite};
+use quill_crypto::packet::Suite;
 use quill_crypto::schedule;
 
+use self::keys::Keys;
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
-use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig};
+use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig, Version};
 use super::error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
+use super::handshake::tls::TlsHandshake;
 use super::handshake::{Handshake, LoginRequest};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
     Dir, PeerLimits, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
 };
-use crate::wire::{ConnectionId, Space, TransportErrorCode, TransportParameters};
+use crate::wire::{
+    ConnectionId, Space, TransportErrorCode, TransportParameters, QUIC_V1, QUILL_VERSION,
+};
 
 use std::sync::Arc;
-
-/// The key-derivation labels quill uses on the wire.
-pub(crate) fn labels() -> &'static Labels {
-    &Labels::QUILL
-}
 
 /// Something the application should know about.
 #[derive(Debug)]
@@ -67,6 +67,16 @@ pub enum Event {
         account: String,
         /// The server's welcome message (client side; empty on the server).
         message: String,
+    },
+    /// QUIC v1: the TLS handshake is confirmed (RFC 9001 §4.1.2) and streams and
+    /// datagrams may be used. QUIC v1 has no login: there is **no account**
+    /// ([`Connection::account`] stays `None`); what the peer may do is the
+    /// application's decision (by ALPN, for instance).
+    HandshakeConfirmed {
+        /// The negotiated ALPN protocol, if any.
+        alpn: Option<Vec<u8>>,
+        /// The negotiated TLS key-exchange group (`X25519MLKEM768` between quills).
+        key_exchange_group: Option<rustls::NamedGroup>,
     },
     /// Something happened on a stream.
     Stream(StreamEvent),
@@ -208,6 +218,11 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
 /// One quill connection. See the module documentation for the calling order.
 pub struct Connection {
     side: Side,
+    /// The version on the wire: [`QUILL_VERSION`] or [`QUIC_V1`].
+    version: u32,
+    /// QUIC v1: the negotiated ALPN protocol and key-exchange group.
+    alpn: Option<Vec<u8>>,
+    kx_group: Option<rustls::NamedGroup>,
     config: Arc<TransportConfig>,
     state: State,
     hs: Handshake,
@@ -329,9 +344,15 @@ impl Connection {
         let rng = config.rng.clone();
         let streams = Streams::new(Side::Client, &transport.streams);
         let params = local_params(&transport, &streams, local_cid, None, None);
-        let (hs, client_hello) = Handshake::client(config, &params)
-            .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?;
+        let started = match &config.version {
+            Version::Quill => Handshake::client(config, &params).map(|h| (h, QUILL_VERSION)),
+            Version::QuicV1 { alpn } => TlsHandshake::client(&config, alpn, &params)
+                .map(|(hs, hello)| ((Handshake::Tls(Box::new(hs)), hello), QUIC_V1)),
+        };
+        let ((hs, client_hello), version) =
+            started.map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?;
         let mut conn = Connection::new(
+            version,
             rng,
             Side::Client,
             transport,
@@ -374,6 +395,34 @@ impl Connection {
         retry: Option<(ConnectionId, ConnectionId)>,
         reset_token: Option<[u8; 16]>,
     ) -> Result<Connection, ConfigError> {
+        Connection::server_for_version(
+            QUILL_VERSION,
+            config,
+            now,
+            remote,
+            local_cid,
+            original_dcid,
+            client_cid,
+            retry,
+            reset_token,
+        )
+    }
+
+    /// [`Connection::server`] for a client whose first Initial carried `version`
+    /// ([`QUILL_VERSION`], or [`QUIC_V1`] if the configuration accepts it): the
+    /// version picks the handshake.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn server_for_version(
+        version: u32,
+        config: ServerConfig,
+        now: Instant,
+        remote: SocketAddr,
+        local_cid: ConnectionId,
+        original_dcid: ConnectionId,
+        client_cid: ConnectionId,
+        retry: Option<(ConnectionId, ConnectionId)>,
+        reset_token: Option<[u8; 16]>,
+    ) -> Result<Connection, ConfigError> {
         config.transport.validate()?;
         let transport = config.transport.clone();
         let rng = config.rng.clone();
@@ -384,8 +433,19 @@ impl Connection {
         };
         let mut params = local_params(&transport, &streams, local_cid, Some(odcid), retry_scid);
         params.stateless_reset_token = reset_token;
-        let hs = Handshake::server(config, &params);
+        let hs = match (version, &config.quic_v1) {
+            (QUILL_VERSION, _) => Handshake::server(config, &params),
+            (QUIC_V1, Some(v1)) => TlsHandshake::server(v1.tls.clone(), &params)
+                .map(|h| Handshake::Tls(Box::new(h)))
+                .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?,
+            _ => {
+                return Err(ConfigError(format!(
+                    "version {version:#x} is not accepted by this server"
+                )))
+            }
+        };
         let mut conn = Connection::new(
+            version,
             rng,
             Side::Server,
             transport,
@@ -412,6 +472,7 @@ impl Connection {
 
     #[allow(clippy::too_many_arguments)]
     fn new(
+        version: u32,
         rng: Arc<dyn quill_crypto::random::Random>,
         side: Side,
         config: Arc<TransportConfig>,
@@ -426,6 +487,9 @@ impl Connection {
         let mtu = super::config::MIN_UDP_PAYLOAD;
         Connection {
             side,
+            version,
+            alpn: None,
+            kx_group: None,
             state: State::Handshaking,
             hs,
             spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
@@ -489,11 +553,39 @@ impl Connection {
     }
 
     fn install_initial_keys(&mut self, dcid: ConnectionId) {
-        let (client, server) = schedule::initial_secrets(dcid.as_ref());
-        let (local, remote) = self.local_remote(client, server);
-        // RFC 9001 §5.2: Initial packets use AES-128-GCM (obfuscation, not secrecy).
-        let suite = Suite::Aes128Gcm;
-        self.spaces[Space::Initial as usize].keys = Some(SpaceKeys::new(suite, &local, &remote));
+        let keys = if self.version == QUIC_V1 {
+            // RFC 9001 §5.2: QUIC v1's Initial secrets from its salt, through rustls.
+            let side = match self.side {
+                Side::Client => rustls::Side::Client,
+                Side::Server => rustls::Side::Server,
+            };
+            let k = quic_v1_initial_suite().keys(dcid.as_ref(), side, rustls::quic::Version::V1);
+            SpaceKeys::new(Keys::tls(k.local), Keys::tls(k.remote))
+        } else {
+            let (client, server) = schedule::initial_secrets(dcid.as_ref());
+            let (local, remote) = self.local_remote(client, server);
+            // RFC 9001 §5.2: Initial packets use AES-128-GCM (obfuscation, not secrecy).
+            let suite = Suite::Aes128Gcm;
+            SpaceKeys::new(Keys::quill(suite, &local), Keys::quill(suite, &remote))
+        };
+        self.spaces[Space::Initial as usize].keys = Some(keys);
+    }
+
+    /// The version on the wire ([`QUILL_VERSION`] or [`QUIC_V1`]).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// QUIC v1: the negotiated ALPN protocol (once the handshake is complete).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+
+    /// QUIC v1: the negotiated TLS key-exchange group (once the handshake is
+    /// complete). `None` on quill's own version, whose key exchange is always the
+    /// hybrid X25519 + ML-KEM-768 (docs/SPEC.md §4).
+    pub fn key_exchange_group(&self) -> Option<rustls::NamedGroup> {
+        self.kx_group
     }
 
     /// `(ours, the peer's)` of a pair given as `(the client's, the server's)`.
@@ -711,6 +803,41 @@ impl Connection {
         self.start_mtu_probe();
         self.arm_keep_alive();
         self.set_loss_detection_timer(now);
+    }
+
+    /// QUIC v1, server: the TLS handshake is complete (the client's Finished
+    /// verified), which confirms it (RFC 9001 §4.1.2): send HANDSHAKE_DONE and drop
+    /// the Handshake keys (§4.9.2). Client: the handshake is confirmed by
+    /// HANDSHAKE_DONE, not here.
+    fn on_tls_complete(&mut self, now: Instant) {
+        if let Handshake::Tls(t) = &self.hs {
+            self.alpn = t.alpn().map(<[u8]>::to_vec);
+            self.kx_group = t.key_exchange_group();
+        }
+        if self.side != Side::Server || self.state != State::Handshaking {
+            return;
+        }
+        self.handshake_done_pending = true;
+        self.handshake_confirmed = true;
+        self.discard_space(now, Space::Handshake);
+        self.start_mtu_probe();
+        self.established_without_login();
+        self.set_loss_detection_timer(now);
+    }
+
+    /// QUIC v1: the connection is up with no login and no account
+    /// ([`Event::HandshakeConfirmed`]).
+    fn established_without_login(&mut self) {
+        if self.state != State::Handshaking {
+            return;
+        }
+        self.state = State::Established;
+        self.set_timer(Timer::Handshake, None);
+        self.events.push_back(Event::HandshakeConfirmed {
+            alpn: self.alpn.clone(),
+            key_exchange_group: self.kx_group,
+        });
+        self.arm_keep_alive();
     }
 
     /// Server: refuses the pending login. Every kind of failure should pass the same
@@ -1148,6 +1275,26 @@ fn local_params(
         max_datagram_frame_size: config.max_datagram_frame_size.map(u64::from),
         ..TransportParameters::default()
     }
+}
+
+/// The Retry integrity key of `version` (RFC 9001 §5.8 for QUIC v1; quill's own,
+/// docs/SPEC.md §2.4).
+pub(crate) fn retry_key(version: u32) -> &'static quill_crypto::packet::RetryKey {
+    if version == QUIC_V1 {
+        &quill_crypto::packet::RetryKey::QUIC_V1
+    } else {
+        &quill_crypto::packet::RetryKey::QUILL
+    }
+}
+
+/// RFC 9001 §5.2: "Initial packets apply the packet protection process, but use a
+/// secret derived from the Destination Connection ID field from the client's first
+/// Initial packet" with AEAD_AES_128_GCM and SHA-256.
+fn quic_v1_initial_suite() -> rustls::quic::Suite {
+    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .and_then(|s| s.quic_suite())
+        .expect("rustls's ring TLS13_AES_128_GCM_SHA256 supports QUIC")
 }
 
 #[cfg(test)]

@@ -4,20 +4,19 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use quill_crypto::packet::{HeaderKey, PacketKey};
-
+use super::keys::{HeaderKey, KeyUpdate, Keys, PacketKey};
 use super::spaces::SentFrames;
 use super::{cids, Connection, Event, State, Timer};
 use crate::proto::error::{ConnectionError, TransportError};
 use crate::proto::handshake::messages::Message;
-use crate::proto::handshake::Output;
+use crate::proto::handshake::{Handshake, KeyMaterial, Output};
 use crate::proto::recovery::{persistent_congestion_threshold, SentPacket};
 use crate::proto::recovery::{Pacer, RttEstimator};
 use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
     Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportErrorCode,
-    TransportParameters, QUILL_VERSION,
+    TransportParameters, QUIC_V1,
 };
 
 /// Most PATH_RESPONSEs owed at once; further challenges are ignored until sent.
@@ -125,7 +124,7 @@ impl Connection {
             }
             PacketKind::Short => Space::Data,
         };
-        if !matches!(h.kind, PacketKind::Short) && h.version != QUILL_VERSION {
+        if !matches!(h.kind, PacketKind::Short) && h.version != self.version {
             self.stats.packets_dropped += 1;
             return;
         }
@@ -457,6 +456,9 @@ impl Connection {
                     self.handshake_confirmed = true;
                     self.discard_space(now, Space::Handshake);
                     self.start_mtu_probe();
+                    if self.version == QUIC_V1 {
+                        self.established_without_login();
+                    }
                 }
             }
             Frame::Datagram { data } => {
@@ -519,6 +521,11 @@ impl Connection {
         sp.pending.resize(start + readable, 0);
         let n = sp.recv.read(&mut sp.pending[start..]);
         sp.pending.truncate(start + n);
+        if matches!(self.hs, Handshake::Tls(_)) {
+            // TLS frames its own messages: rustls takes the bytes as they come.
+            let bytes = std::mem::take(&mut sp.pending);
+            return self.feed_handshake(now, space, &bytes);
+        }
         loop {
             let sp = self.spaces[space as usize].crypto_mut();
             let len = match Message::framed_len(&sp.pending) {
@@ -531,17 +538,51 @@ impl Connection {
                 }
             };
             let msg: Vec<u8> = sp.pending.drain(..len).collect();
-            // A handful of messages per connection: a fresh vector each is fine.
-            let mut outputs = Vec::new();
-            let result = self.hs.handle(space, &msg, &mut outputs);
-            let applied = self.apply_outputs(now, &mut outputs);
-            if let Err(e) = result {
-                self.hs.fail();
-                return Err(e);
-            }
-            applied?;
+            self.feed_handshake(now, space, &msg)?;
         }
         Ok(())
+    }
+
+    /// Hands CRYPTO bytes (a whole message of quill's, or any run of TLS bytes) to the
+    /// handshake and carries out what it asks for.
+    fn feed_handshake(
+        &mut self,
+        now: Instant,
+        space: Space,
+        bytes: &[u8],
+    ) -> Result<(), ConnectionError> {
+        // A handful of messages per connection: a fresh vector each is fine.
+        let mut outputs = Vec::new();
+        let result = self.hs.handle(space, bytes, &mut outputs);
+        let applied = self.apply_outputs(now, &mut outputs);
+        if let Err(e) = result {
+            self.hs.fail();
+            return Err(e);
+        }
+        applied
+    }
+
+    /// Packet keys for `(ours, the peer's)` from either handshake's material, and
+    /// where 1-RTT key updates come from (`None` for a Handshake space).
+    fn packet_keys(&mut self, material: KeyMaterial) -> (Keys, Keys, Option<KeyUpdate>) {
+        match material {
+            KeyMaterial::Quill {
+                suite,
+                client,
+                server,
+            } => {
+                self.suite = Some(suite);
+                let (local, remote) = self.local_remote(client, server);
+                let keys = (Keys::quill(suite, &local), Keys::quill(suite, &remote));
+                (keys.0, keys.1, Some(KeyUpdate::quill(suite, local, &remote)))
+            }
+            KeyMaterial::Tls(k) => (Keys::tls(k.local), Keys::tls(k.remote), None),
+            KeyMaterial::TlsOneRtt(k, next) => (
+                Keys::tls(k.local),
+                Keys::tls(k.remote),
+                Some(KeyUpdate::tls(next)),
+            ),
+        }
     }
 
     fn apply_outputs(
@@ -554,24 +595,21 @@ impl Connection {
                 Output::Crypto(space, bytes) => {
                     self.spaces[space as usize].crypto_mut().send.write(&bytes)
                 }
-                Output::HandshakeKeys {
-                    suite,
-                    client,
-                    server,
-                } => {
-                    let (local, remote) = self.local_remote(client, server);
+                Output::HandshakeKeys(material) => {
+                    let (local, remote, _) = self.packet_keys(material);
                     self.spaces[Space::Handshake as usize].keys =
-                        Some(super::SpaceKeys::new(suite, &local, &remote));
-                    self.suite = Some(suite);
+                        Some(super::SpaceKeys::new(local, remote));
                 }
-                Output::OneRttKeys {
-                    suite,
-                    client,
-                    server,
-                } => {
-                    let (local, remote) = self.local_remote(client, server);
-                    self.one_rtt = Some(Box::new(super::OneRtt::new(suite, local, remote)));
+                Output::OneRttKeys(material) => {
+                    let (local, remote, update) = self.packet_keys(material);
+                    if let Some(update) = update {
+                        self.one_rtt = Some(Box::new(super::OneRtt::new(local, remote, update)));
+                    }
+                    if self.version == QUIC_V1 {
+                        self.key_exchange_done = true;
+                    }
                 }
+                Output::TlsComplete => self.on_tls_complete(now),
                 Output::PeerParams(p) => self.apply_peer_params(p)?,
                 Output::HostKeyAccepted(key) => {
                     self.peer_host_key = Some(key.clone());
@@ -672,7 +710,7 @@ impl Connection {
             return;
         }
         let versions: Vec<u32> = vn.versions().collect();
-        if versions.contains(&QUILL_VERSION) {
+        if versions.contains(&self.version) {
             return;
         }
         self.lost(ConnectionError::VersionMismatch {
@@ -695,9 +733,9 @@ impl Connection {
             self.stats.packets_dropped += 1;
             return;
         }
-        // RFC 9001 §5.8 shape, with quill's own integrity key.
+        // RFC 9001 §5.8 (QUIC v1's key), or its shape with quill's own key.
         if !quill_crypto::packet::verify_retry_tag(
-            &quill_crypto::packet::RetryKey::QUILL,
+            super::retry_key(self.version),
             self.original_dcid.as_ref(),
             packet,
         ) {

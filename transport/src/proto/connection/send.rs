@@ -14,7 +14,7 @@ use crate::wire::codec::Writer;
 use crate::wire::{
     ack_len, crypto_header_len, datagram_header_len, encode_ack, encode_crypto_header,
     encode_datagram_header, encode_long_header, encode_short_header, encode_stream_header,
-    patch_length, pn_len_for, Frame, LongType, Space, TransportErrorCode, QUILL_VERSION,
+    patch_length, pn_len_for, Frame, LongType, Space, TransportErrorCode,
 };
 
 /// Worst-case STREAM frame header: type, 8-byte id, 8-byte offset, 2-byte length.
@@ -622,7 +622,7 @@ impl Connection {
                 let (p, l) = encode_long_header(
                     &mut w,
                     ty,
-                    QUILL_VERSION,
+                    self.version,
                     &self.remote_cid,
                     &self.local_cid,
                     token,

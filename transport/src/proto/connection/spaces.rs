@@ -4,10 +4,7 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use quill_crypto::packet::{HeaderKey, Keys, PacketKey, Suite};
-use quill_crypto::schedule::{self, Secret};
-
-use super::labels;
+use super::keys::{HeaderKey, KeyUpdate, Keys, PacketKey};
 use crate::proto::range_set::RangeSet;
 use crate::proto::recovery::SentPackets;
 use crate::proto::streams::{Assembler, ControlFrame, SendBuffer, StreamChunk};
@@ -126,12 +123,9 @@ pub(crate) struct SpaceKeys {
 }
 
 impl SpaceKeys {
-    /// Packet keys from this endpoint's and the peer's secret.
-    pub(crate) fn new(suite: Suite, local: &Secret, remote: &Secret) -> Box<Self> {
-        Box::new(SpaceKeys {
-            local: Keys::new(suite, local, labels()),
-            remote: Keys::new(suite, remote, labels()),
-        })
+    /// Both directions' keys, boxed for [`PacketSpace::keys`].
+    pub(crate) fn new(local: Keys, remote: Keys) -> Box<Self> {
+        Box::new(SpaceKeys { local, remote })
     }
 }
 
@@ -204,16 +198,14 @@ impl PacketSpace {
 
 /// 1-RTT keys with key update (RFC 9001 §6). Header-protection keys never change.
 pub(crate) struct OneRtt {
-    pub suite: Suite,
-    pub local_secret: Secret,
-    pub remote_secret: Secret,
+    /// Where the next generations come from (either version).
+    pub update: KeyUpdate,
     pub local: PacketKey,
     pub remote: PacketKey,
     pub local_hp: HeaderKey,
     pub remote_hp: HeaderKey,
     /// Remote keys of the next generation, ready for a peer-initiated update.
     pub next_remote: PacketKey,
-    pub next_remote_secret: Secret,
     /// Remote keys of the previous generation, for reordered packets, until the deadline.
     pub prev_remote: Option<Box<(PacketKey, Instant)>>,
     /// Key phase bit of what we send.
@@ -231,21 +223,15 @@ pub(crate) struct OneRtt {
 }
 
 impl OneRtt {
-    pub fn new(suite: Suite, local_secret: Secret, remote_secret: Secret) -> Self {
-        let l = labels();
-        let local = Keys::new(suite, &local_secret, l);
-        let remote = Keys::new(suite, &remote_secret, l);
-        let next_remote_secret = schedule::next_generation(&remote_secret, l);
+    /// Generation 0 in both directions, and the source of the next ones.
+    pub fn new(local: Keys, remote: Keys, mut update: KeyUpdate) -> Self {
         OneRtt {
-            suite,
-            next_remote: PacketKey::new(suite, &next_remote_secret, l),
-            next_remote_secret,
+            next_remote: update.next_remote(),
+            update,
             local: local.packet,
             remote: remote.packet,
             local_hp: local.header,
             remote_hp: remote.header,
-            local_secret,
-            remote_secret,
             prev_remote: None,
             local_phase: false,
             remote_phase: false,
@@ -258,9 +244,7 @@ impl OneRtt {
 
     /// Moves our sending keys to the next generation (we initiate, or we answer the peer).
     pub fn update_local(&mut self, next_pn: u64) {
-        let l = labels();
-        self.local_secret = schedule::next_generation(&self.local_secret, l);
-        self.local = PacketKey::new(self.suite, &self.local_secret, l);
+        self.local = self.update.next_local();
         self.local_phase = !self.local_phase;
         self.local_phase_start = next_pn;
         self.update_acked = false;
@@ -269,14 +253,11 @@ impl OneRtt {
 
     /// The peer moved to the next generation (a packet under `next_remote` opened).
     pub fn rotate_remote(&mut self, pn: u64, discard_prev_at: Instant) {
-        let l = labels();
-        let next_secret = schedule::next_generation(&self.next_remote_secret, l);
-        let next = PacketKey::new(self.suite, &next_secret, l);
+        let next = self.update.next_remote();
         let old = std::mem::replace(
             &mut self.remote,
             std::mem::replace(&mut self.next_remote, next),
         );
-        self.remote_secret = std::mem::replace(&mut self.next_remote_secret, next_secret);
         self.prev_remote = Some(Box::new((old, discard_prev_at)));
         self.remote_phase = !self.remote_phase;
         self.remote_phase_start = Some(pn);

@@ -51,7 +51,7 @@ use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
 use super::connection::{Connection, Event, RecvHeader, Transmit};
 use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
-use crate::wire::QUILL_VERSION;
+use crate::wire::{QUIC_V1, QUILL_VERSION};
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
 
 /// The label under which a server derives [`EndpointConfig::secret`] from its host key,
@@ -528,9 +528,11 @@ impl Endpoint {
             self.stats.dropped_bad_initial += 1;
             return None;
         }
-        // parse_header also understands QUIC v1's layout, but quill connections speak
-        // only quill: a v1 client is told which version we do speak.
-        if version != QUILL_VERSION {
+        // The version of the client's first Initial picks the handshake: quill's own,
+        // or QUIC v1 (TLS 1.3) where the server accepts it. A client of a version we
+        // do not accept is told which ones we do speak (RFC 9000 §6.1).
+        let accepted = version == QUILL_VERSION || (version == QUIC_V1 && server.quic_v1.is_some());
+        if !accepted {
             self.version_negotiation(remote, data);
             return None;
         }
@@ -562,7 +564,7 @@ impl Endpoint {
                     RetryPolicy::Never => false,
                 };
                 if ask {
-                    self.send_retry(now, remote, &dcid, &scid);
+                    self.send_retry(now, remote, version, &dcid, &scid);
                     return None;
                 }
                 None
@@ -587,7 +589,8 @@ impl Endpoint {
         let local = self.new_cid()?;
         let reset_token = self.keys.reset_token(&local);
         // With a valid token the address counts as validated (RFC 9000 §8.1.2).
-        let conn = match Connection::server(
+        let conn = match Connection::server_for_version(
+            version,
             server.clone(),
             now,
             remote,
@@ -1199,7 +1202,10 @@ impl Endpoint {
             self.stats.dropped_unparseable += 1;
             return;
         };
-        let Some(vn) = stateless::version_negotiation(&*self.config.rng, inv.dcid, inv.scid) else {
+        let quic_v1 = self.server.as_ref().is_some_and(|s| s.quic_v1.is_some());
+        let Some(vn) =
+            stateless::version_negotiation(&*self.config.rng, inv.dcid, inv.scid, quic_v1)
+        else {
             return;
         };
         if self.queue_stateless(remote, vn) {
@@ -1212,6 +1218,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         remote: SocketAddr,
+        version: u32,
         dcid: &ConnectionId,
         scid: &ConnectionId,
     ) {
@@ -1229,7 +1236,7 @@ impl Endpoint {
         else {
             return;
         };
-        let packet = stateless::retry_packet(scid, &rscid, dcid, &token);
+        let packet = stateless::retry_packet(version, scid, &rscid, dcid, &token);
         if self.queue_stateless(remote, packet) {
             self.stats.retry_sent += 1;
         }

@@ -17,7 +17,9 @@ use quill_crypto::random::Random;
 use ring::{aead, hmac};
 
 use crate::wire::packet::{retry_len, version_negotiation_len};
-use crate::wire::{encode_retry, encode_version_negotiation, ConnectionId, Writer, QUILL_VERSION};
+use crate::wire::{
+    encode_retry, encode_version_negotiation, ConnectionId, Writer, QUIC_V1, QUILL_VERSION,
+};
 
 /// Length of a stateless reset token (RFC 9000 §10.3).
 pub(crate) const RESET_TOKEN_LEN: usize = 16;
@@ -201,10 +203,11 @@ fn token_aad(remote: SocketAddr) -> ([u8; 36], usize) {
     (aad, n + 2)
 }
 
-/// A whole Retry packet (RFC 9000 §17.2.5) with its integrity tag (RFC 9001 §5.8,
-/// quill's key, docs/SPEC.md §2.4). `dcid` is the client's Source CID, `odcid` the
-/// Destination CID of the client's Initial.
+/// A whole Retry packet (RFC 9000 §17.2.5) of `version` with its integrity tag
+/// (RFC 9001 §5.8: QUIC v1's key, or quill's, docs/SPEC.md §2.4). `dcid` is the
+/// client's Source CID, `odcid` the Destination CID of the client's Initial.
 pub(crate) fn retry_packet(
+    version: u32,
     dcid: &ConnectionId,
     rscid: &ConnectionId,
     odcid: &ConnectionId,
@@ -213,11 +216,11 @@ pub(crate) fn retry_packet(
     let mut out = vec![0u8; retry_len(dcid.len(), rscid.len(), token.len())];
     let body_len = {
         let mut w = Writer::new(&mut out);
-        encode_retry(&mut w, QUILL_VERSION, dcid, rscid, token);
+        encode_retry(&mut w, version, dcid, rscid, token);
         w.len()
     };
     let tag = quill_crypto::packet::retry_tag(
-        &quill_crypto::packet::RetryKey::QUILL,
+        crate::proto::connection::retry_key(version),
         odcid.as_ref(),
         &out[..body_len],
     );
@@ -226,20 +229,28 @@ pub(crate) fn retry_packet(
 }
 
 /// A Version Negotiation packet answering a client whose Initial carried `dcid` and
-/// `scid`, offering quill's version and one greasing version.
+/// `scid`, offering quill's version, one greasing version and, if `quic_v1`, QUIC v1.
 ///
 /// RFC 8999 §6: the server's packet echoes the client's Source CID as Destination CID
 /// and the client's Destination CID as Source CID. RFC 9000 §6.3: "Endpoints MAY add
 /// reserved versions to any field where unknown or unsupported versions are ignored
 /// by a peer" -- the grease keeps clients honest about ignoring unknown versions.
-pub(crate) fn version_negotiation(rng: &dyn Random, dcid: &[u8], scid: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn version_negotiation(
+    rng: &dyn Random,
+    dcid: &[u8],
+    scid: &[u8],
+    quic_v1: bool,
+) -> Option<Vec<u8>> {
     let mut r = [0u8; 5];
     rng.fill(&mut r).ok()?;
     let grease = u32::from_be_bytes([r[1], r[2], r[3], r[4]]) & 0xf0f0_f0f0 | 0x0a0a_0a0a;
-    let versions = [QUILL_VERSION, grease];
+    // QUIC v1 only where the server accepts it: a v1 client discards a Version
+    // Negotiation that lists its own version (RFC 9000 §6.2).
+    let all = [QUILL_VERSION, grease, QUIC_V1];
+    let versions = if quic_v1 { &all[..] } else { &all[..2] };
     let mut out = vec![0u8; version_negotiation_len(scid.len(), dcid.len(), versions.len())];
     let mut w = Writer::new(&mut out);
-    encode_version_negotiation(&mut w, r[0], scid, dcid, &versions);
+    encode_version_negotiation(&mut w, r[0], scid, dcid, versions);
     Some(out)
 }
 
@@ -426,19 +437,34 @@ mod tests {
     #[test]
     fn version_negotiation_offers_quill_and_grease() {
         let rng = SeededRandom::new([3; 32]);
-        let p = version_negotiation(&rng, &[1; 8], &[2; 5]).unwrap();
+        let p = version_negotiation(&rng, &[1; 8], &[2; 5], false).unwrap();
         let vn = crate::wire::parse_version_negotiation(&p).unwrap();
         assert_eq!(vn.dcid, &[2; 5]);
         assert_eq!(vn.scid, &[1; 8]);
         let v: Vec<u32> = vn.versions().collect();
         assert_eq!(v[0], QUILL_VERSION);
         assert!(crate::wire::packet::is_reserved_version(v[1]));
+        assert_eq!(v.len(), 2, "QUIC v1 is not offered where it is not accepted");
+        let p = version_negotiation(&rng, &[1; 8], &[2; 5], true).unwrap();
+        let vn = crate::wire::parse_version_negotiation(&p).unwrap();
+        let v: Vec<u32> = vn.versions().collect();
+        assert_eq!((v[0], v[2], v.len()), (QUILL_VERSION, QUIC_V1, 3));
+    }
+
+    #[test]
+    fn quic_v1_retry_carries_rfc_9001_tag() {
+        let p = retry_packet(QUIC_V1, &cid(1, 8), &cid(2, 8), &cid(3, 8), b"tok");
+        assert_eq!(crate::wire::parse_retry(&p).unwrap().version, QUIC_V1);
+        // RFC 9001 §5.8's fixed key, not quill's.
+        let verifies = |key| quill_crypto::packet::verify_retry_tag(key, cid(3, 8).as_ref(), &p);
+        assert!(verifies(&quill_crypto::packet::RetryKey::QUIC_V1));
+        assert!(!verifies(&quill_crypto::packet::RetryKey::QUILL));
     }
 
     #[test]
     fn retry_packet_verifies() {
         let token = [5u8; 40];
-        let p = retry_packet(&cid(1, 8), &cid(2, 8), &cid(3, 8), &token);
+        let p = retry_packet(QUILL_VERSION, &cid(1, 8), &cid(2, 8), &cid(3, 8), &token);
         let r = crate::wire::parse_retry(&p).unwrap();
         assert_eq!(r.token, &token);
         assert_eq!(r.scid, cid(2, 8));

@@ -16,6 +16,7 @@
 //! ```
 
 pub(crate) mod messages;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 
@@ -42,17 +43,9 @@ pub(crate) enum Output {
     /// Send these bytes on the CRYPTO stream of `Space`.
     Crypto(Space, Vec<u8>),
     /// Install handshake keys.
-    HandshakeKeys {
-        suite: Suite,
-        client: Secret,
-        server: Secret,
-    },
+    HandshakeKeys(KeyMaterial),
     /// Install 1-RTT keys.
-    OneRttKeys {
-        suite: Suite,
-        client: Secret,
-        server: Secret,
-    },
+    OneRttKeys(KeyMaterial),
     /// The peer's transport parameters arrived (validate and apply them).
     PeerParams(TransportParameters),
     /// Client: the host key passed under `AcceptAndReport`; report it.
@@ -67,6 +60,22 @@ pub(crate) enum Output {
     ClientDone,
     /// Client: the server accepted the login.
     LoginAccepted { account: String, message: String },
+    /// QUIC v1: the TLS handshake is complete (no login follows).
+    TlsComplete,
+}
+
+/// Packet-key material from either handshake.
+pub(crate) enum KeyMaterial {
+    /// quill's own: both traffic secrets and the AEAD suite.
+    Quill {
+        suite: Suite,
+        client: Secret,
+        server: Secret,
+    },
+    /// QUIC v1: rustls's keys for the Handshake space.
+    Tls(rustls::quic::Keys),
+    /// QUIC v1: rustls's 1-RTT keys and the secrets of the next generations.
+    TlsOneRtt(rustls::quic::Keys, rustls::quic::Secrets),
 }
 
 /// How the client proved who it is.
@@ -133,6 +142,8 @@ enum ServerState {
 pub(crate) enum Handshake {
     Client(Box<ClientHandshake>),
     Server(Box<ServerHandshake>),
+    /// QUIC v1: TLS 1.3 through rustls ([`tls::TlsHandshake`]).
+    Tls(Box<tls::TlsHandshake>),
     /// Over (login decided, or failed): its state is freed; further messages are refused.
     Done,
 }
@@ -160,7 +171,7 @@ pub(crate) struct ServerHandshake {
     server_finished_hash: [u8; 32],
 }
 
-fn hs_fail(reason: impl Into<String>) -> ConnectionError {
+pub(crate) fn hs_fail(reason: impl Into<String>) -> ConnectionError {
     ConnectionError::Transport(TransportError::new(
         TransportErrorCode::HANDSHAKE_FAILURE,
         reason,
@@ -237,6 +248,9 @@ impl Handshake {
         framed: &[u8],
         out: &mut Vec<Output>,
     ) -> Result<(), ConnectionError> {
+        if let Handshake::Tls(t) = self {
+            return t.handle(space, framed, out);
+        }
         let msg = Message::decode(framed).map_err(|e| {
             ConnectionError::Transport(TransportError::protocol(format!(
                 "bad handshake message: {e}"
@@ -245,7 +259,7 @@ impl Handshake {
         match self {
             Handshake::Client(c) => c.handle(space, msg, framed, out),
             Handshake::Server(s) => s.handle(space, msg, framed, out),
-            Handshake::Done => Err(unexpected(&msg)),
+            Handshake::Tls(_) | Handshake::Done => Err(unexpected(&msg)),
         }
     }
 
@@ -298,11 +312,11 @@ impl ClientHandshake {
                 self.transcript.update(framed_bytes);
                 let sched = HandshakeSchedule::new(&shared, &self.transcript.hash());
                 self.suite = suite;
-                out.push(Output::HandshakeKeys {
+                out.push(Output::HandshakeKeys(KeyMaterial::Quill {
                     suite,
                     client: sched.client_handshake_secret().clone(),
                     server: sched.server_handshake_secret().clone(),
-                });
+                }));
                 self.client_hs = Some(sched.client_handshake_secret().clone());
                 self.server_hs = Some(sched.server_handshake_secret().clone());
                 self.schedule = Some(sched);
@@ -362,11 +376,11 @@ impl ClientHandshake {
                 let login = self.login_message(&login_hash);
                 framed(&Message::Login(login), &mut self.transcript, &mut bytes);
                 out.push(Output::Crypto(Space::Handshake, bytes));
-                out.push(Output::OneRttKeys {
+                out.push(Output::OneRttKeys(KeyMaterial::Quill {
                     suite: self.suite,
                     client: client_ap,
                     server: server_ap,
-                });
+                }));
                 out.push(Output::ClientDone);
                 ClientState::WaitLoginResult
             }
@@ -537,11 +551,11 @@ impl ServerHandshake {
         framed(&sh, &mut self.transcript, &mut initial);
         let sched = HandshakeSchedule::new(&shared, &self.transcript.hash());
         out.push(Output::Crypto(Space::Initial, initial));
-        out.push(Output::HandshakeKeys {
+        out.push(Output::HandshakeKeys(KeyMaterial::Quill {
             suite,
             client: sched.client_handshake_secret().clone(),
             server: sched.server_handshake_secret().clone(),
-        });
+        }));
         out.push(Output::PeerParams(peer_params));
 
         let mut hs = Vec::new();
@@ -583,11 +597,11 @@ impl ServerHandshake {
         let (client_ap, server_ap) = sched.application_secrets(&self.server_finished_hash);
         self.client_hs = Some(sched.client_handshake_secret().clone());
         out.push(Output::Crypto(Space::Handshake, hs));
-        out.push(Output::OneRttKeys {
+        out.push(Output::OneRttKeys(KeyMaterial::Quill {
             suite,
             client: client_ap,
             server: server_ap,
-        });
+        }));
         Ok(())
     }
 

@@ -1,0 +1,252 @@
+//! QUIC v1's handshake (RFC 9001): TLS 1.3 through `rustls::quic`, the second
+//! implementation of the handshake seam beside quill's own ([`super::Handshake`]).
+//!
+//! rustls reads and writes raw CRYPTO bytes (no message framing of ours) and hands
+//! over packet keys (`rustls::quic::Keys`) instead of secrets; the connection applies
+//! the same [`Output`]s as for quill's handshake, with the key material in
+//! [`KeyMaterial::Tls`]. There is no login: the handshake is complete when rustls
+//! says so (server: the client's Finished verified) and the connection is then
+//! established without an account.
+
+use std::sync::{Arc, Mutex};
+
+use quill_crypto::hostkey::PublicKey;
+use rustls::quic::{self, KeyChange};
+
+use super::{hs_fail, KeyMaterial, Output};
+use crate::proto::config::{ClientConfig, HostKeyPolicy};
+use crate::proto::error::{ConnectionError, TransportError};
+use crate::wire::{Space, TransportErrorCode, TransportParameters};
+
+/// What the client's host-key check saw, shared with the rustls verifier.
+#[derive(Default)]
+struct HostKeySeen {
+    /// The key the policy accepted.
+    accepted: Option<PublicKey>,
+    /// The key the policy refused, and why.
+    refused: Option<(PublicKey, String)>,
+}
+
+/// The TLS 1.3 handshake of one QUIC v1 connection, either side.
+pub(crate) struct TlsHandshake {
+    conn: quic::Connection,
+    /// The space rustls's next handshake bytes belong to.
+    write_space: Space,
+    /// Client: what the host-key check saw; whether it was reported.
+    seen: Arc<Mutex<HostKeySeen>>,
+    key_reported: bool,
+    /// Client: the policy reports accepted keys ([`HostKeyPolicy::AcceptAndReport`]).
+    report_new_key: bool,
+    params_reported: bool,
+    complete_reported: bool,
+}
+
+/// The rustls server name for a client configuration's `server_name`: the name if it
+/// is a DNS name or an IP address, else a placeholder (quill's host-key verifier does
+/// not look at names; the name is only SNI).
+fn server_name(name: &str) -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::try_from(name.to_owned())
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("quill").expect("valid name"))
+}
+
+fn tls_err(e: impl std::fmt::Display) -> ConnectionError {
+    hs_fail(format!("TLS: {e}"))
+}
+
+fn encode_params(params: &TransportParameters) -> Vec<u8> {
+    let mut out = Vec::new();
+    super::encode_params(params, &mut out);
+    out
+}
+
+impl TlsHandshake {
+    /// Starts a client handshake offering `alpn`; returns it and the ClientHello bytes
+    /// (Initial space).
+    pub(crate) fn client(
+        config: &ClientConfig,
+        alpn: &[Vec<u8>],
+        local_params: &TransportParameters,
+    ) -> Result<(TlsHandshake, Vec<u8>), ConnectionError> {
+        let seen = Arc::new(Mutex::new(HostKeySeen::default()));
+        let policy = config.host_key.clone();
+        let record = seen.clone();
+        // quill_crypto::tls::HostKeyVerifier asks this only after the key signed the
+        // handshake (CertificateVerify), as quill's own handshake does.
+        let check = move |key: &PublicKey| -> Result<(), String> {
+            let verdict = match &policy {
+                HostKeyPolicy::Pinned(pins) => {
+                    let fingerprint = key.fingerprint();
+                    if pins
+                        .iter()
+                        .any(|p| quill_crypto::ct_eq(p.as_bytes(), fingerprint.as_bytes()))
+                    {
+                        Ok(())
+                    } else {
+                        Err("it does not match the pinned fingerprint".to_string())
+                    }
+                }
+                HostKeyPolicy::AcceptAndReport => Ok(()),
+                HostKeyPolicy::Verify(f) => f(key),
+            };
+            let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
+            match &verdict {
+                Ok(()) => seen.accepted = Some(key.clone()),
+                Err(reason) => seen.refused = Some((key.clone(), reason.clone())),
+            }
+            verdict
+        };
+        let mut tls = quill_crypto::tls::client_config(Arc::new(check)).map_err(tls_err)?;
+        tls.alpn_protocols = alpn.to_vec();
+        let conn = quic::ClientConnection::new(
+            Arc::new(tls),
+            quic::Version::V1,
+            server_name(&config.server_name),
+            encode_params(local_params),
+        )
+        .map_err(tls_err)?;
+        let mut hs = TlsHandshake {
+            conn: conn.into(),
+            write_space: Space::Initial,
+            seen,
+            key_reported: false,
+            report_new_key: matches!(config.host_key, HostKeyPolicy::AcceptAndReport),
+            params_reported: false,
+            complete_reported: false,
+        };
+        let mut out = Vec::new();
+        hs.drain(&mut out);
+        let hello = match out.pop() {
+            Some(Output::Crypto(Space::Initial, bytes)) if out.is_empty() => bytes,
+            _ => return Err(hs_fail("TLS: no ClientHello")),
+        };
+        Ok((hs, hello))
+    }
+
+    /// Starts a server handshake with `tls` that will answer with `local_params`.
+    pub(crate) fn server(
+        tls: Arc<rustls::ServerConfig>,
+        local_params: &TransportParameters,
+    ) -> Result<TlsHandshake, ConnectionError> {
+        let conn = quic::ServerConnection::new(tls, quic::Version::V1, encode_params(local_params))
+            .map_err(tls_err)?;
+        Ok(TlsHandshake {
+            conn: conn.into(),
+            write_space: Space::Initial,
+            seen: Arc::default(),
+            key_reported: true,
+            report_new_key: false,
+            params_reported: false,
+            complete_reported: false,
+        })
+    }
+
+    /// Feeds CRYPTO bytes that arrived in order in `space`.
+    pub(crate) fn handle(
+        &mut self,
+        _space: Space,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) -> Result<(), ConnectionError> {
+        if let Err(e) = self.conn.read_hs(bytes) {
+            return Err(self.error(e));
+        }
+        self.report_host_key(out);
+        if !self.params_reported {
+            if let Some(p) = self.conn.quic_transport_parameters() {
+                let params = TransportParameters::decode(p).map_err(|e| {
+                    ConnectionError::Transport(TransportError::new(
+                        TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
+                        format!("peer transport parameters: {e}"),
+                    ))
+                })?;
+                self.params_reported = true;
+                out.push(Output::PeerParams(params));
+            }
+        }
+        self.drain(out);
+        if !self.complete_reported && !self.conn.is_handshaking() {
+            self.complete_reported = true;
+            out.push(Output::TlsComplete);
+        }
+        Ok(())
+    }
+
+    /// Moves what rustls has to send, and its key changes, into `out`.
+    fn drain(&mut self, out: &mut Vec<Output>) {
+        loop {
+            let mut bytes = Vec::new();
+            let change = self.conn.write_hs(&mut bytes);
+            if !bytes.is_empty() {
+                out.push(Output::Crypto(self.write_space, bytes));
+            }
+            match change {
+                None => break,
+                Some(KeyChange::Handshake { keys }) => {
+                    self.write_space = Space::Handshake;
+                    out.push(Output::HandshakeKeys(KeyMaterial::Tls(keys)));
+                }
+                Some(KeyChange::OneRtt { keys, next }) => {
+                    self.write_space = Space::Data;
+                    out.push(Output::OneRttKeys(KeyMaterial::TlsOneRtt(keys, next)));
+                }
+            }
+        }
+    }
+
+    fn report_host_key(&mut self, out: &mut Vec<Output>) {
+        if self.key_reported {
+            return;
+        }
+        let accepted = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepted
+            .take();
+        if let Some(key) = accepted {
+            self.key_reported = true;
+            out.push(if self.report_new_key {
+                Output::HostKeyAccepted(key)
+            } else {
+                Output::HostKeyVerified(key)
+            });
+        }
+    }
+
+    /// The connection error for a rustls failure: a host key the policy refused is
+    /// [`ConnectionError::HostKeyRejected`], as on quill's own handshake; a TLS alert
+    /// is the CRYPTO_ERROR for it (RFC 9001 §4.8).
+    fn error(&mut self, e: rustls::Error) -> ConnectionError {
+        let refused = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refused
+            .take();
+        if let Some((key, reason)) = refused {
+            return ConnectionError::HostKeyRejected {
+                fingerprint: key.fingerprint(),
+                reason,
+            };
+        }
+        // RFC 9001 §4.8: "A TLS alert is converted into a QUIC connection error. The
+        // AlertDescription value is added to 0x0100 to produce a QUIC error code".
+        let code = self
+            .conn
+            .alert()
+            .map_or(TransportErrorCode::HANDSHAKE_FAILURE, |a| {
+                TransportErrorCode::crypto(u8::from(a))
+            });
+        ConnectionError::Transport(TransportError::new(code, format!("TLS: {e}")))
+    }
+
+    /// The negotiated ALPN protocol, once known.
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// The negotiated key-exchange group, once known.
+    pub(crate) fn key_exchange_group(&self) -> Option<rustls::NamedGroup> {
+        self.conn.negotiated_key_exchange_group().map(|g| g.name())
+    }
+}
