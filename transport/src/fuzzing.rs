@@ -248,7 +248,7 @@ impl Node {
                         c.accept_login(now, &req.user, "welcome");
                     }
                 }
-                Event::Connected { .. } => self.connected = true,
+                Event::Connected { .. } | Event::HandshakeConfirmed { .. } => self.connected = true,
                 Event::ConnectionLost(_) => {
                     self.lost = true;
                     self.conn = None;

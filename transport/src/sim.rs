@@ -820,7 +820,8 @@ impl ClientApp {
 impl App for ClientApp {
     fn on_event(&mut self, _now: Instant, conn: &mut Connection, event: Event) {
         match event {
-            Event::Connected { .. } => {
+            // QUIC v1 has no login: its connections are up without an account.
+            Event::Connected { .. } | Event::HandshakeConfirmed { .. } => {
                 self.connected = true;
                 self.events.push("connected".into());
             }

@@ -180,11 +180,7 @@ impl KeyUpdate {
                 ..
             } => {
                 *next_remote_secret = schedule::next_generation(next_remote_secret, labels());
-                PacketKey::Quill(qp::PacketKey::new(
-                    *suite,
-                    next_remote_secret,
-                    labels(),
-                ))
+                PacketKey::Quill(qp::PacketKey::new(*suite, next_remote_secret, labels()))
             }
             KeyUpdate::Tls(t) => {
                 if t.remote.is_empty() {

@@ -574,7 +574,11 @@ impl Connection {
                 self.suite = Some(suite);
                 let (local, remote) = self.local_remote(client, server);
                 let keys = (Keys::quill(suite, &local), Keys::quill(suite, &remote));
-                (keys.0, keys.1, Some(KeyUpdate::quill(suite, local, &remote)))
+                (
+                    keys.0,
+                    keys.1,
+                    Some(KeyUpdate::quill(suite, local, &remote)),
+                )
             }
             KeyMaterial::Tls(k) => (Keys::tls(k.local), Keys::tls(k.remote), None),
             KeyMaterial::TlsOneRtt(k, next) => (

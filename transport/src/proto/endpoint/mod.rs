@@ -51,8 +51,8 @@ use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
 use super::connection::{Connection, Event, RecvHeader, Transmit};
 use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
-use crate::wire::{QUIC_V1, QUILL_VERSION};
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
+use crate::wire::{QUIC_V1, QUILL_VERSION};
 
 /// The label under which a server derives [`EndpointConfig::secret`] from its host key,
 /// so that a restarted server recognises (and resets) its predecessor's connections.

@@ -444,7 +444,11 @@ mod tests {
         let v: Vec<u32> = vn.versions().collect();
         assert_eq!(v[0], QUILL_VERSION);
         assert!(crate::wire::packet::is_reserved_version(v[1]));
-        assert_eq!(v.len(), 2, "QUIC v1 is not offered where it is not accepted");
+        assert_eq!(
+            v.len(),
+            2,
+            "QUIC v1 is not offered where it is not accepted"
+        );
         let p = version_negotiation(&rng, &[1; 8], &[2; 5], true).unwrap();
         let vn = crate::wire::parse_version_negotiation(&p).unwrap();
         let v: Vec<u32> = vn.versions().collect();

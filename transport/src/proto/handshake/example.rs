@@ -18,7 +18,7 @@ use quill_crypto::schedule::{self, Secret, Transcript};
 use zeroize::Zeroizing;
 
 use super::messages::Message;
-use super::{Handshake, LoginMethod, Output};
+use super::{Handshake, KeyMaterial, LoginMethod, Output};
 use crate::proto::config::{ClientConfig, HostKeyPolicy, Login, ServerConfig};
 use crate::wire::{ConnectionId, Space, TransportParameters};
 
@@ -199,12 +199,12 @@ pub(super) fn run() -> Example {
         match o {
             Output::Crypto(Space::Initial, b) => server_initial = b,
             Output::Crypto(Space::Handshake, b) => server_handshake = b,
-            Output::HandshakeKeys { client, server, .. } => {
+            Output::HandshakeKeys(KeyMaterial::Quill { client, server, .. }) => {
                 values.push(("c_hs", hex::encode(client.as_bytes())));
                 values.push(("s_hs", hex::encode(server.as_bytes())));
                 hs_secrets = Some((client, server));
             }
-            Output::OneRttKeys { client, server, .. } => {
+            Output::OneRttKeys(KeyMaterial::Quill { client, server, .. }) => {
                 values.push(("c_ap", hex::encode(client.as_bytes())));
                 values.push(("s_ap", hex::encode(server.as_bytes())));
                 app_secrets = Some((client, server));

@@ -1,0 +1,254 @@
+//! QUIC v1 (RFC 9000/9001, TLS 1.3 through rustls) on the same connection and
+//! endpoint core as quill's own version, in the deterministic simulated network.
+
+#[path = "support/sim_setup.rs"]
+mod sim_setup;
+
+use std::time::Duration;
+
+use quill_transport::proto::{
+    ConnectionError, EndpointConfig, HostKeyPolicy, QuicV1Server, RetryPolicy, TransportConfig,
+    Version,
+};
+use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, ServerApp, Sim};
+use quill_transport::wire::{QUIC_V1, QUILL_VERSION};
+use sim_setup::{host_key, setup, Setup, MB};
+
+const ALPN: &[u8] = b"hq-interop";
+
+/// `setup`'s configurations switched to QUIC v1 with ALPN `hq-interop`: the client
+/// pins host key 7, whose certificate the server presents.
+fn v1_setup(seed: u64) -> Setup {
+    let mut s = setup(seed, TransportConfig::default());
+    s.client.version = Version::QuicV1 {
+        alpn: vec![ALPN.to_vec()],
+    };
+    s.server.quic_v1 = Some(QuicV1Server::with_host_key(host_key(7), vec![ALPN.to_vec()]).unwrap());
+    s
+}
+
+/// A server app that echoes bidirectional streams and must never be asked for a
+/// login (QUIC v1 has none): its policy refuses and records the attempt.
+fn echo_server() -> ServerApp {
+    let mut app = ServerApp::new(Box::new(|_| Err("QUIC v1 has no login".into())));
+    app.echo = true;
+    app
+}
+
+fn v1_sim(
+    seed: u64,
+    link: LinkConfig,
+    endpoint: EndpointConfig,
+    app: ClientApp,
+) -> Sim<ClientApp, ServerApp> {
+    let s = v1_setup(seed);
+    let net = Net::new(seed, endpoint, s.server, link.clone(), link).unwrap();
+    Sim::on(net, s.client, app, echo_server())
+}
+
+/// 1 MB each way on one bidirectional stream (the server echoes it back).
+fn echo_1mb(seed: u64, link: LinkConfig) -> Sim<ClientApp, ServerApp> {
+    let mut app = ClientApp::new(MB, 1);
+    app.echo = true;
+    let mut sim = v1_sim(seed, link, endpoint_config(seed), app);
+    let done = sim.run_until(Duration::from_secs(120), |s| {
+        s.client_app.sink.finished.len() == 1
+    });
+    assert!(
+        done,
+        "seed {seed}: echo not back after {:?}: client {:?}, server {:?}",
+        sim.elapsed(),
+        sim.client_app.events,
+        sim.server_app.events
+    );
+    assert_eq!(
+        sim.client_app.sent, sim.client_app.sink.finished,
+        "seed {seed}"
+    );
+    assert_eq!(sim.client_app.sent[0].1, MB);
+    assert_eq!(sim.server_app.sink.bytes, MB, "seed {seed}");
+    sim
+}
+
+#[test]
+fn v1_handshake_negotiates_x25519mlkem768_and_echoes_1mb() {
+    let mut sim = echo_1mb(1, LinkConfig::default());
+    let group = rustls::NamedGroup::X25519MLKEM768;
+    let server = sim.server_handle().unwrap();
+    let client = sim.client_handle();
+    for (ep, h) in [(&mut sim.net.client, client), (&mut sim.net.server, server)] {
+        let conn = ep.connection(h).unwrap();
+        assert_eq!(conn.version(), QUIC_V1);
+        assert_eq!(conn.key_exchange_group(), Some(group));
+        assert_eq!(conn.alpn(), Some(ALPN));
+        // No login on QUIC v1: no account on either side.
+        assert_eq!(conn.account(), None);
+        assert!(conn.is_established());
+    }
+    // The server application was told there is no account, and never asked for a login.
+    let server_events = &sim.server_app.events;
+    assert!(
+        server_events
+            .iter()
+            .any(|e| e.starts_with("HandshakeConfirmed")),
+        "{server_events:?}"
+    );
+    assert!(
+        !server_events.iter().any(|e| e.contains("login")),
+        "{server_events:?}"
+    );
+    assert_eq!(sim.client().peer_host_key(), Some(&host_key(7).public()));
+}
+
+#[test]
+fn v1_echo_under_loss_and_reordering() {
+    for seed in 2..5 {
+        let link = LinkConfig {
+            loss: 0.05,
+            reorder: 0.05,
+            jitter: Duration::from_millis(2),
+            ..LinkConfig::default()
+        };
+        let mut sim = echo_1mb(seed, link);
+        assert!(
+            sim.client().stats().packets_lost > 0,
+            "seed {seed}: nothing was lost"
+        );
+    }
+}
+
+#[test]
+fn v1_key_updates_mid_transfer() {
+    let mut s = v1_setup(6);
+    let t = TransportConfig {
+        key_update_interval: 1000,
+        ..TransportConfig::default()
+    };
+    s.client.transport = t.clone().into();
+    s.server.transport = t.into();
+    let mut app = ClientApp::new(3 * MB, 1);
+    app.echo = true;
+    let net = Net::new(
+        6,
+        endpoint_config(6),
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+    )
+    .unwrap();
+    let mut sim = Sim::on(net, s.client, app, echo_server());
+    assert!(sim.run_until(Duration::from_secs(120), |s| s
+        .client_app
+        .sink
+        .finished
+        .len()
+        == 1));
+    assert_eq!(sim.client_app.sent, sim.client_app.sink.finished);
+    assert!(
+        sim.client().stats().key_updates >= 2,
+        "{:?}",
+        sim.client().stats()
+    );
+    assert!(sim.server().unwrap().stats().key_updates >= 2);
+}
+
+#[test]
+fn v1_retry_completes_with_a_validated_token() {
+    for seed in 7..10 {
+        let endpoint = EndpointConfig {
+            retry: RetryPolicy::Always,
+            ..endpoint_config(seed)
+        };
+        let mut app = ClientApp::new(100_000, 1);
+        app.echo = true;
+        let mut sim = v1_sim(seed, LinkConfig::default(), endpoint, app);
+        assert!(sim.run_until(Duration::from_secs(30), |s| s
+            .client_app
+            .sink
+            .finished
+            .len()
+            == 1));
+        assert_eq!(sim.client().stats().retries, 1, "seed {seed}");
+        let st = sim.net.server.stats();
+        // The ClientHello (with its 1216-byte X25519MLKEM768 share) fills two Initial
+        // datagrams, each answered with a Retry; the client follows only one.
+        assert!(st.retry_sent >= 1, "seed {seed}: {st:?}");
+        assert_eq!(st.sessions_created, 1, "seed {seed}: {st:?}");
+        assert_eq!(st.dropped_invalid_token, 0, "seed {seed}: {st:?}");
+        assert_eq!(sim.client().version(), QUIC_V1);
+    }
+}
+
+#[test]
+fn v1_wrong_host_key_is_refused_by_the_client() {
+    let mut s = v1_setup(11);
+    s.client.host_key = HostKeyPolicy::Pinned(vec![host_key(8).public().fingerprint()]);
+    let net = Net::new(
+        11,
+        endpoint_config(11),
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+    )
+    .unwrap();
+    let mut sim = Sim::on(net, s.client, ClientApp::new(0, 0), echo_server());
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some()));
+    assert!(!sim.client_app.connected);
+    match sim.client_app.lost.as_ref().unwrap() {
+        ConnectionError::HostKeyRejected { fingerprint, .. } => {
+            assert_eq!(*fingerprint, host_key(7).public().fingerprint())
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+/// A server that does not accept QUIC v1 answers a v1 client with Version
+/// Negotiation listing only quill's version (and grease), and the client gives up;
+/// quill clients on the same server are unaffected by its accepting v1.
+#[test]
+fn v1_client_to_a_quill_only_server_gets_version_negotiation() {
+    let mut s = v1_setup(12);
+    s.server.quic_v1 = None;
+    let net = Net::new(
+        12,
+        endpoint_config(12),
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+    )
+    .unwrap();
+    let mut sim = Sim::on(net, s.client, ClientApp::new(0, 0), echo_server());
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some()));
+    match sim.client_app.lost.as_ref().unwrap() {
+        ConnectionError::VersionMismatch { peer_versions } => {
+            assert_eq!(peer_versions[0], QUILL_VERSION);
+            assert!(!peer_versions.contains(&QUIC_V1));
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+/// quill's own version still works against a server that also accepts v1.
+#[test]
+fn quill_client_to_a_server_accepting_both() {
+    let mut s = v1_setup(13);
+    s.client.version = Version::Quill;
+    let net = Net::new(
+        13,
+        endpoint_config(13),
+        s.server,
+        LinkConfig::default(),
+        LinkConfig::default(),
+    )
+    .unwrap();
+    let mut sim = Sim::on(
+        net,
+        s.client,
+        ClientApp::new(0, 0),
+        sim_setup::alice_policy(),
+    );
+    sim_setup::assert_connects(&mut sim, Duration::from_secs(5), 13);
+    assert_eq!(sim.client().version(), QUILL_VERSION);
+    assert_eq!(sim.client().key_exchange_group(), None);
+    assert_eq!(sim.server().unwrap().account(), Some("alice"));
+}
