@@ -16,7 +16,8 @@ use quill_crypto::hostkey::{HostKeyPair, PublicKey};
 use quill_transport::driver::{Context, EventLoop, Handler, UdpConfig};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, ConnectionHandle, Dir, EndpointConfig, Event, HostKeyPolicy,
-    Login, QuicV1Server, ReadOutcome, ServerConfig, StreamEvent, StreamId, Version,
+    Login, QuicV1Server, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
+    Version,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -231,6 +232,9 @@ struct HqServer {
     answers: Vec<(ConnectionHandle, StreamId, Vec<u8>, usize)>,
     confirmed: Vec<(Option<Vec<u8>>, Option<NamedGroup>, Option<String>)>,
     served: usize,
+    /// Key updates the connections went through (quill initiates them, quinn follows).
+    key_updates: u64,
+    connections: Vec<ConnectionHandle>,
 }
 
 impl HqServer {
@@ -260,9 +264,11 @@ impl Handler for HqServer {
             Event::HandshakeConfirmed {
                 alpn,
                 key_exchange_group,
-            } => self
-                .confirmed
-                .push((alpn, key_exchange_group, conn.account().map(str::to_owned))),
+            } => {
+                let account = conn.account().map(str::to_owned);
+                self.confirmed.push((alpn, key_exchange_group, account));
+                self.connections.push(h);
+            }
             Event::Stream(StreamEvent::Opened { .. }) => {
                 while let Some(id) = conn.accept_stream(Dir::Bi) {
                     self.requests.push((id, Vec::new()));
@@ -277,6 +283,11 @@ impl Handler for HqServer {
 
     fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
         self.pump(ctx);
+        for h in &self.connections {
+            if let Some(conn) = ctx.connection(*h) {
+                self.key_updates = self.key_updates.max(conn.stats().key_updates);
+            }
+        }
     }
 }
 
@@ -370,6 +381,12 @@ impl ServerCertVerifier for PinnedCert {
 fn quinn_client_fetches_from_a_quill_v1_server() {
     let key = Arc::new(HostKeyPair::from_seed(&[9; 32]).unwrap());
     let mut server = ServerConfig::new(key.clone());
+    // Key updates every 1000 packets: the 2 MB served take several (RFC 9001 §6,
+    // through rustls's next-generation secrets), which quinn must follow.
+    server.transport = Arc::new(TransportConfig {
+        key_update_interval: 1000,
+        ..TransportConfig::default()
+    });
     server.quic_v1 = Some(QuicV1Server::with_host_key(key.clone(), vec![ALPN.to_vec()]).unwrap());
     let mut ev = quill_loop(Some(server), HqServer::default());
     let addr = ev.local_addr();
@@ -430,5 +447,6 @@ fn quinn_client_fetches_from_a_quill_v1_server() {
     assert_eq!(group, Some(NamedGroup::X25519));
     // QUIC v1 has no login: the server application sees no account.
     assert_eq!(account, None);
+    assert!(server.key_updates >= 1, "no key update");
     eprintln!("quinn client ↔ quill server: key exchange {group:?}");
 }
