@@ -32,6 +32,9 @@ pub(crate) struct TlsHandshake {
     conn: quic::Connection,
     /// The space rustls's next handshake bytes belong to.
     write_space: Space,
+    /// The space rustls expects the peer's next handshake bytes in.
+    read_space: Space,
+    is_client: bool,
     /// Client: what the host-key check saw; whether it was reported.
     seen: Arc<Mutex<HostKeySeen>>,
     key_reported: bool,
@@ -107,6 +110,8 @@ impl TlsHandshake {
         let mut hs = TlsHandshake {
             conn: conn.into(),
             write_space: Space::Initial,
+            read_space: Space::Initial,
+            is_client: true,
             seen,
             key_reported: false,
             report_new_key: matches!(config.host_key, HostKeyPolicy::AcceptAndReport),
@@ -132,6 +137,8 @@ impl TlsHandshake {
         Ok(TlsHandshake {
             conn: conn.into(),
             write_space: Space::Initial,
+            read_space: Space::Initial,
+            is_client: false,
             seen: Arc::default(),
             key_reported: true,
             report_new_key: false,
@@ -143,10 +150,27 @@ impl TlsHandshake {
     /// Feeds CRYPTO bytes that arrived in order in `space`.
     pub(crate) fn handle(
         &mut self,
-        _space: Space,
+        space: Space,
         bytes: &[u8],
         out: &mut Vec<Output>,
     ) -> Result<(), ConnectionError> {
+        // rustls takes the bytes without their level: the level is checked here. The
+        // connection hands over only new bytes, so any in another space than the one
+        // TLS reads are out of place. RFC 9001 §4.1.3: "If the packet is from a
+        // previously installed encryption level, it MUST NOT contain data that
+        // extends past the end of previously received data in that flow.
+        // Implementations MUST treat any violations of this requirement as a
+        // connection error of type PROTOCOL_VIOLATION." (Data of a later level cannot
+        // be decrypted before TLS moves there, except 1-RTT CRYPTO from a client
+        // before its Finished, which TLS 1.3 has no use for.)
+        if space != self.read_space {
+            return Err(ConnectionError::Transport(TransportError::protocol(
+                format!(
+                    "CRYPTO data in the {space:?} space while TLS reads the {:?} space",
+                    self.read_space
+                ),
+            )));
+        }
         if let Err(e) = self.conn.read_hs(bytes) {
             return Err(self.error(e));
         }
@@ -166,6 +190,8 @@ impl TlsHandshake {
         self.drain(out);
         if !self.complete_reported && !self.conn.is_handshaking() {
             self.complete_reported = true;
+            // Server: the client's Finished was the last handshake message it reads.
+            self.read_space = Space::Data;
             out.push(Output::TlsComplete);
         }
         Ok(())
@@ -183,10 +209,16 @@ impl TlsHandshake {
                 None => break,
                 Some(KeyChange::Handshake { keys }) => {
                     self.write_space = Space::Handshake;
+                    self.read_space = Space::Handshake;
                     out.push(Output::HandshakeKeys(KeyMaterial::Tls(keys)));
                 }
                 Some(KeyChange::OneRtt { keys, next }) => {
                     self.write_space = Space::Data;
+                    if self.is_client {
+                        // The client has read the server's Finished; what follows
+                        // (NewSessionTicket) comes in 1-RTT packets.
+                        self.read_space = Space::Data;
+                    }
                     out.push(Output::OneRttKeys(KeyMaterial::TlsOneRtt(keys, next)));
                 }
             }
@@ -248,5 +280,88 @@ impl TlsHandshake {
     /// The negotiated key-exchange group, once known.
     pub(crate) fn key_exchange_group(&self) -> Option<rustls::NamedGroup> {
         self.conn.negotiated_key_exchange_group().map(|g| g.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use quill_crypto::hostkey::HostKeyPair;
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::proto::config::{Login, QuicV1Server};
+
+    fn pair() -> (TlsHandshake, Vec<u8>, TlsHandshake) {
+        let login = Login::Password {
+            user: String::new(),
+            password: Zeroizing::new(String::new()),
+        };
+        let client = ClientConfig::new(login, HostKeyPolicy::AcceptAndReport);
+        let params = TransportParameters::default();
+        let (c, hello) = TlsHandshake::client(&client, &[b"hq-interop".to_vec()], &params).unwrap();
+        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+        let v1 = QuicV1Server::with_host_key(key, vec![b"hq-interop".to_vec()]).unwrap();
+        let s = TlsHandshake::server(v1.tls, &params).unwrap();
+        (c, hello, s)
+    }
+
+    fn crypto(out: &[Output], space: Space) -> Vec<u8> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Crypto(s, b) if *s == space => Some(&b[..]),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    fn is_protocol_violation(r: Result<(), ConnectionError>) -> bool {
+        matches!(r, Err(ConnectionError::Transport(e)) if e.code == TransportErrorCode::PROTOCOL_VIOLATION)
+    }
+
+    /// The whole handshake through the seam, and the level check of RFC 9001 §4.1.3:
+    /// the server's Handshake flight offered as Initial data is refused.
+    #[test]
+    fn levels_are_checked_and_the_handshake_completes() {
+        let (_, hello, mut s) = pair();
+        let mut out = Vec::new();
+        // A ClientHello in the Handshake space is out of place.
+        assert!(is_protocol_violation(s.handle(
+            Space::Handshake,
+            &hello,
+            &mut out
+        )));
+        let (mut c, hello, mut s) = pair();
+        s.handle(Space::Initial, &hello, &mut out).unwrap();
+        let (initial, handshake) = (crypto(&out, Space::Initial), crypto(&out, Space::Handshake));
+        assert!(!initial.is_empty() && !handshake.is_empty());
+        let mut cout = Vec::new();
+        c.handle(Space::Initial, &initial, &mut cout).unwrap();
+        // Now TLS reads the Handshake space: more Initial data is a violation (and is
+        // refused before rustls sees it).
+        assert!(is_protocol_violation(c.handle(
+            Space::Initial,
+            &handshake,
+            &mut Vec::new()
+        )));
+        c.handle(Space::Handshake, &handshake, &mut cout).unwrap();
+        assert!(cout.iter().any(|o| matches!(o, Output::HostKeyAccepted(_))));
+        assert!(cout.iter().any(|o| matches!(o, Output::TlsComplete)));
+        let mut sout = Vec::new();
+        s.handle(
+            Space::Handshake,
+            &crypto(&cout, Space::Handshake),
+            &mut sout,
+        )
+        .unwrap();
+        assert!(sout.iter().any(|o| matches!(o, Output::TlsComplete)));
+        assert_eq!(
+            s.key_exchange_group(),
+            Some(rustls::NamedGroup::X25519MLKEM768)
+        );
+        assert_eq!(c.alpn(), Some(&b"hq-interop"[..]));
     }
 }
