@@ -12,7 +12,10 @@ pub(crate) fn labels() -> &'static Labels {
     &Labels::QUILL
 }
 
-/// An AEAD packet key of either version.
+/// An AEAD packet key of either version. quill's own key is inline (not boxed like
+/// rustls's) so that its bulk path reaches ring without another indirection; the
+/// keys live in boxed `SpaceKeys`/`OneRtt` anyway.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum PacketKey {
     /// quill's own version.
     Quill(qp::PacketKey),
@@ -57,7 +60,8 @@ impl PacketKey {
     }
 }
 
-/// A header-protection key of either version.
+/// A header-protection key of either version (quill's inline, as for [`PacketKey`]).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum HeaderKey {
     /// quill's own version.
     Quill(qp::HeaderKey),
