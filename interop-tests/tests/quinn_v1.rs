@@ -224,13 +224,17 @@ fn quill_v1_client_fetches_from_a_quinn_server() {
 
 // ------------------------------------------------ quinn client, quill server
 
+/// What `Event::HandshakeConfirmed` said on the server (ALPN, group) and the
+/// connection's account then.
+type Confirmed = (Option<Vec<u8>>, Option<NamedGroup>, Option<String>);
+
 /// quill's hq-interop server: answers each request with the file and finishes.
 #[derive(Default)]
 struct HqServer {
     requests: Vec<(StreamId, Vec<u8>)>,
     /// Answers being written: stream, bytes, position.
     answers: Vec<(ConnectionHandle, StreamId, Vec<u8>, usize)>,
-    confirmed: Vec<(Option<Vec<u8>>, Option<NamedGroup>, Option<String>)>,
+    confirmed: Vec<Confirmed>,
     served: usize,
     /// Key updates the connections went through (quill initiates them, quinn follows).
     key_updates: u64,
