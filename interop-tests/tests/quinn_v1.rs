@@ -19,9 +19,8 @@ use quill_transport::proto::{
     Login, QuicV1Server, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
     Version,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, NamedGroup, SignatureScheme};
+use rustls::pki_types::PrivatePkcs8KeyDer;
+use rustls::NamedGroup;
 use zeroize::Zeroizing;
 
 const ALPN: &[u8] = b"hq-interop";
@@ -330,57 +329,6 @@ impl HqServer {
     }
 }
 
-/// Accepts exactly the certificate quill's server presents for `key` (its DER), and
-/// checks the handshake signature with ring's verifiers.
-#[derive(Debug)]
-struct PinnedCert(CertificateDer<'static>);
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.0.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("not the pinned certificate".into()))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[test]
 fn quinn_client_fetches_from_a_quill_v1_server() {
     let key = Arc::new(HostKeyPair::from_seed(&[9; 32]).unwrap());
@@ -396,13 +344,21 @@ fn quinn_client_fetches_from_a_quill_v1_server() {
     let addr = ev.local_addr();
     let stop = ev.handle();
 
-    let cert = quill_crypto::tls::host_key_certificate(&key).unwrap();
+    // quinn's rustls checks the certificate's signature over the handshake with the
+    // key in it, then that the key is the server's host key.
+    let expected = key.public();
+    let check = move |k: &PublicKey| {
+        (*k == expected)
+            .then_some(())
+            .ok_or_else(|| "not the server's host key".to_string())
+    };
+    let verifier = quill_crypto::tls::HostKeyVerifier::new(Arc::new(check));
     let quinn_thread = std::thread::spawn(move || {
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCert(cert)))
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();

@@ -12,7 +12,7 @@ use quill_transport::proto::{
 };
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, ServerApp, Sim};
 use quill_transport::wire::{QUIC_V1, QUILL_VERSION};
-use sim_setup::{host_key, setup, Setup, MB};
+use sim_setup::{alice_policy, host_key, setup, sim_of, Setup, MB};
 
 const ALPN: &[u8] = b"hq-interop";
 
@@ -44,6 +44,21 @@ fn v1_sim(
     let s = v1_setup(seed);
     let net = Net::new(seed, endpoint, s.server, link.clone(), link).unwrap();
     Sim::on(net, s.client, app, echo_server())
+}
+
+/// How the client's connection to `s`'s server over a clean link ends (it must not
+/// come up).
+fn lost(seed: u64, s: Setup) -> ConnectionError {
+    let mut sim = sim_of(
+        seed,
+        s,
+        LinkConfig::default(),
+        ClientApp::new(0, 0),
+        echo_server(),
+    );
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some()));
+    assert!(!sim.client_app.connected);
+    sim.client_app.lost.take().unwrap()
 }
 
 /// 1 MB each way on one bidirectional stream (the server echoes it back).
@@ -128,15 +143,7 @@ fn v1_key_updates_mid_transfer() {
     s.server.transport = t.into();
     let mut app = ClientApp::new(3 * MB, 1);
     app.echo = true;
-    let net = Net::new(
-        6,
-        endpoint_config(6),
-        s.server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-    )
-    .unwrap();
-    let mut sim = Sim::on(net, s.client, app, echo_server());
+    let mut sim = sim_of(6, s, LinkConfig::default(), app, echo_server());
     assert!(sim.run_until(Duration::from_secs(120), |s| s
         .client_app
         .sink
@@ -183,20 +190,9 @@ fn v1_retry_completes_with_a_validated_token() {
 fn v1_wrong_host_key_is_refused_by_the_client() {
     let mut s = v1_setup(11);
     s.client.host_key = HostKeyPolicy::Pinned(vec![host_key(8).public().fingerprint()]);
-    let net = Net::new(
-        11,
-        endpoint_config(11),
-        s.server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-    )
-    .unwrap();
-    let mut sim = Sim::on(net, s.client, ClientApp::new(0, 0), echo_server());
-    assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some()));
-    assert!(!sim.client_app.connected);
-    match sim.client_app.lost.as_ref().unwrap() {
+    match lost(11, s) {
         ConnectionError::HostKeyRejected { fingerprint, .. } => {
-            assert_eq!(*fingerprint, host_key(7).public().fingerprint())
+            assert_eq!(fingerprint, host_key(7).public().fingerprint())
         }
         e => panic!("{e:?}"),
     }
@@ -209,17 +205,7 @@ fn v1_wrong_host_key_is_refused_by_the_client() {
 fn v1_client_to_a_quill_only_server_gets_version_negotiation() {
     let mut s = v1_setup(12);
     s.server.quic_v1 = None;
-    let net = Net::new(
-        12,
-        endpoint_config(12),
-        s.server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-    )
-    .unwrap();
-    let mut sim = Sim::on(net, s.client, ClientApp::new(0, 0), echo_server());
-    assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some()));
-    match sim.client_app.lost.as_ref().unwrap() {
+    match lost(12, s) {
         ConnectionError::VersionMismatch { peer_versions } => {
             assert_eq!(peer_versions[0], QUILL_VERSION);
             assert!(!peer_versions.contains(&QUIC_V1));
@@ -233,19 +219,12 @@ fn v1_client_to_a_quill_only_server_gets_version_negotiation() {
 fn quill_client_to_a_server_accepting_both() {
     let mut s = v1_setup(13);
     s.client.version = Version::Quill;
-    let net = Net::new(
+    let mut sim = sim_of(
         13,
-        endpoint_config(13),
-        s.server,
+        s,
         LinkConfig::default(),
-        LinkConfig::default(),
-    )
-    .unwrap();
-    let mut sim = Sim::on(
-        net,
-        s.client,
         ClientApp::new(0, 0),
-        sim_setup::alice_policy(),
+        alice_policy(),
     );
     sim_setup::assert_connects(&mut sim, Duration::from_secs(5), 13);
     assert_eq!(sim.client().version(), QUILL_VERSION);

@@ -318,6 +318,14 @@ pub fn connect(
     server: SocketAddr,
     config: ClientConfig,
 ) -> Result<BlockingConnection, ConnectError> {
+    // A blocking connection is a logged-in session; QUIC v1 has no login yet (its
+    // connections come up with Event::HandshakeConfirmed, through the event loop).
+    if config.version != crate::proto::Version::Quill {
+        return Err(ConnectError::Config(crate::proto::ConfigError(
+            "the blocking API connects with quill's own version only (QUIC v1 has no login              yet; use the event loop)"
+                .into(),
+        )));
+    }
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {

@@ -209,6 +209,28 @@ pub enum HostKeyPolicy {
     Verify(Arc<HostKeyVerifier>),
 }
 
+impl HostKeyPolicy {
+    /// The policy's verdict on `key` (either version's handshake asks it once the key
+    /// has signed the handshake): `Err(reason)` refuses it.
+    pub(crate) fn check(&self, key: &PublicKey) -> Result<(), String> {
+        match self {
+            HostKeyPolicy::Pinned(pins) => {
+                let fingerprint = key.fingerprint();
+                if pins
+                    .iter()
+                    .any(|p| quill_crypto::ct_eq(p.as_bytes(), fingerprint.as_bytes()))
+                {
+                    Ok(())
+                } else {
+                    Err("it does not match the pinned fingerprint".to_string())
+                }
+            }
+            HostKeyPolicy::AcceptAndReport => Ok(()),
+            HostKeyPolicy::Verify(f) => f(key),
+        }
+    }
+}
+
 impl fmt::Debug for HostKeyPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

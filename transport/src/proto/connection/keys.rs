@@ -157,49 +157,38 @@ impl KeyUpdate {
 
     /// Our sending key of the next generation.
     pub fn next_local(&mut self) -> PacketKey {
-        match self {
-            KeyUpdate::Quill {
-                suite,
-                local_secret,
-                ..
-            } => {
-                *local_secret = schedule::next_generation(local_secret, labels());
-                PacketKey::Quill(qp::PacketKey::new(*suite, local_secret, labels()))
-            }
-            KeyUpdate::Tls(t) => {
-                if t.local.is_empty() {
-                    t.fetch();
-                }
-                PacketKey::Tls(t.local.pop_front().expect("fetched above"))
-            }
-        }
+        self.next(true)
     }
 
     /// The peer's key of the next generation.
     pub fn next_remote(&mut self) -> PacketKey {
+        self.next(false)
+    }
+
+    fn next(&mut self, local: bool) -> PacketKey {
         match self {
             KeyUpdate::Quill {
                 suite,
+                local_secret,
                 next_remote_secret,
-                ..
             } => {
-                *next_remote_secret = schedule::next_generation(next_remote_secret, labels());
-                PacketKey::Quill(qp::PacketKey::new(*suite, next_remote_secret, labels()))
+                let secret = if local {
+                    local_secret
+                } else {
+                    next_remote_secret
+                };
+                *secret = schedule::next_generation(secret, labels());
+                PacketKey::Quill(qp::PacketKey::new(*suite, secret, labels()))
             }
             KeyUpdate::Tls(t) => {
-                if t.remote.is_empty() {
-                    t.fetch();
+                if (if local { &t.local } else { &t.remote }).is_empty() {
+                    let set = t.secrets.next_packet_keys();
+                    t.local.push_back(set.local);
+                    t.remote.push_back(set.remote);
                 }
-                PacketKey::Tls(t.remote.pop_front().expect("fetched above"))
+                let queue = if local { &mut t.local } else { &mut t.remote };
+                PacketKey::Tls(queue.pop_front().expect("fetched above"))
             }
         }
-    }
-}
-
-impl TlsKeyUpdate {
-    fn fetch(&mut self) {
-        let set = self.secrets.next_packet_keys();
-        self.local.push_back(set.local);
-        self.remote.push_back(set.remote);
     }
 }

@@ -417,23 +417,10 @@ impl ClientHandshake {
         out: &mut Vec<Output>,
     ) -> Result<(), ConnectionError> {
         let fingerprint = key.fingerprint();
-        let verdict = match &self.config.host_key {
-            HostKeyPolicy::Pinned(pins) => {
-                if pins
-                    .iter()
-                    .any(|p| quill_crypto::ct_eq(p.as_bytes(), fingerprint.as_bytes()))
-                {
-                    Ok(())
-                } else {
-                    Err("it does not match the pinned fingerprint".to_string())
-                }
-            }
-            HostKeyPolicy::AcceptAndReport => {
-                out.push(Output::HostKeyAccepted(key.clone()));
-                Ok(())
-            }
-            HostKeyPolicy::Verify(f) => f(key),
-        };
+        let verdict = self.config.host_key.check(key);
+        if verdict.is_ok() && matches!(self.config.host_key, HostKeyPolicy::AcceptAndReport) {
+            out.push(Output::HostKeyAccepted(key.clone()));
+        }
         if verdict.is_ok() && !matches!(self.config.host_key, HostKeyPolicy::AcceptAndReport) {
             out.push(Output::HostKeyVerified(key.clone()));
         }

@@ -52,6 +52,11 @@ fn server_name(name: &str) -> rustls::pki_types::ServerName<'static> {
         .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("quill").expect("valid name"))
 }
 
+/// The host-key record, also after a panic elsewhere (it holds no invariant).
+fn lock(seen: &Mutex<HostKeySeen>) -> std::sync::MutexGuard<'_, HostKeySeen> {
+    seen.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tls_err(e: impl std::fmt::Display) -> ConnectionError {
     hs_fail(format!("TLS: {e}"))
 }
@@ -76,22 +81,8 @@ impl TlsHandshake {
         // quill_crypto::tls::HostKeyVerifier asks this only after the key signed the
         // handshake (CertificateVerify), as quill's own handshake does.
         let check = move |key: &PublicKey| -> Result<(), String> {
-            let verdict = match &policy {
-                HostKeyPolicy::Pinned(pins) => {
-                    let fingerprint = key.fingerprint();
-                    if pins
-                        .iter()
-                        .any(|p| quill_crypto::ct_eq(p.as_bytes(), fingerprint.as_bytes()))
-                    {
-                        Ok(())
-                    } else {
-                        Err("it does not match the pinned fingerprint".to_string())
-                    }
-                }
-                HostKeyPolicy::AcceptAndReport => Ok(()),
-                HostKeyPolicy::Verify(f) => f(key),
-            };
-            let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
+            let verdict = policy.check(key);
+            let mut seen = lock(&record);
             match &verdict {
                 Ok(()) => seen.accepted = Some(key.clone()),
                 Err(reason) => seen.refused = Some((key.clone(), reason.clone())),
@@ -229,12 +220,7 @@ impl TlsHandshake {
         if self.key_reported {
             return;
         }
-        let accepted = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .accepted
-            .take();
+        let accepted = lock(&self.seen).accepted.take();
         if let Some(key) = accepted {
             self.key_reported = true;
             out.push(if self.report_new_key {
@@ -249,12 +235,7 @@ impl TlsHandshake {
     /// [`ConnectionError::HostKeyRejected`], as on quill's own handshake; a TLS alert
     /// is the CRYPTO_ERROR for it (RFC 9001 §4.8).
     fn error(&mut self, e: rustls::Error) -> ConnectionError {
-        let refused = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .refused
-            .take();
+        let refused = lock(&self.seen).refused.take();
         if let Some((key, reason)) = refused {
             return ConnectionError::HostKeyRejected {
                 fingerprint: key.fingerprint(),
