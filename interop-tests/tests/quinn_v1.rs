@@ -16,8 +16,8 @@ use quill_crypto::hostkey::{HostKeyPair, PublicKey};
 use quill_transport::driver::{Context, EventLoop, Handler, UdpConfig};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, ConnectionHandle, Dir, EndpointConfig, Event, HostKeyPolicy,
-    Login, QuicV1Server, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
-    Version,
+    Login, QuicV1Server, ReadOutcome, RetryPolicy, ServerConfig, StreamEvent, StreamId,
+    TransportConfig, Version,
 };
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::NamedGroup;
@@ -57,11 +57,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn quill_loop<H: Handler>(server: Option<ServerConfig>, handler: H) -> EventLoop<H> {
+fn quill_loop<H: Handler>(
+    server: Option<ServerConfig>,
+    retry: RetryPolicy,
+    handler: H,
+) -> EventLoop<H> {
     EventLoop::bind(
         "127.0.0.1:0".parse().unwrap(),
         &UdpConfig::default(),
-        EndpointConfig::default(),
+        EndpointConfig {
+            retry,
+            ..EndpointConfig::default()
+        },
         server,
         1,
         handler,
@@ -80,6 +87,8 @@ struct HqClient {
     done: bool,
     confirmed: Option<(Option<Vec<u8>>, Option<NamedGroup>)>,
     lost: Option<ConnectionError>,
+    /// Retries the connection followed.
+    retries: u64,
 }
 
 impl Handler for HqClient {
@@ -93,6 +102,7 @@ impl Handler for HqClient {
                 key_exchange_group,
             } => {
                 self.confirmed = Some((alpn, key_exchange_group));
+                self.retries = conn.stats().retries;
                 let id = conn.open_stream(Dir::Bi).expect("a stream");
                 let req = format!("GET /{}\r\n", self.name);
                 assert_eq!(conn.write(id, req.as_bytes()), Ok(req.len()));
@@ -123,9 +133,10 @@ fn ctx_now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// An hq-interop server on quinn with an Ed25519 certificate made by rcgen; returns
-/// its address and the certificate's public key.
-fn quinn_server(rt: &tokio::runtime::Runtime) -> (SocketAddr, Vec<u8>) {
+/// An hq-interop server on quinn with an Ed25519 certificate made by rcgen, which
+/// asks every new client to prove its address with a Retry if `retry`; returns its
+/// address and the certificate's public key.
+fn quinn_server(rt: &tokio::runtime::Runtime, retry: bool) -> (SocketAddr, Vec<u8>) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
         .unwrap()
@@ -149,6 +160,10 @@ fn quinn_server(rt: &tokio::runtime::Runtime) -> (SocketAddr, Vec<u8>) {
     let addr = endpoint.local_addr().unwrap();
     rt.spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
+            if retry && !incoming.remote_address_validated() {
+                let _ = incoming.retry();
+                continue;
+            }
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
@@ -172,8 +187,18 @@ fn quinn_server(rt: &tokio::runtime::Runtime) -> (SocketAddr, Vec<u8>) {
 
 #[test]
 fn quill_v1_client_fetches_from_a_quinn_server() {
+    fetch_from_quinn(false);
+}
+
+/// quinn's Retry carries RFC 9001 §5.8's integrity tag, which the quill client checks.
+#[test]
+fn quill_v1_client_follows_a_quinn_retry() {
+    fetch_from_quinn(true);
+}
+
+fn fetch_from_quinn(retry: bool) {
     let rt = runtime();
-    let (addr, server_key) = quinn_server(&rt);
+    let (addr, server_key) = quinn_server(&rt, retry);
     let rt_thread =
         std::thread::spawn(move || rt.block_on(async { tokio::time::sleep(LIMIT).await }));
     let checked = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
@@ -196,6 +221,7 @@ fn quill_v1_client_fetches_from_a_quinn_server() {
     config.server_name = "localhost".into();
     let mut ev = quill_loop(
         None,
+        RetryPolicy::Never,
         HqClient {
             name: "index.html".into(),
             ..HqClient::default()
@@ -218,6 +244,7 @@ fn quill_v1_client_fetches_from_a_quinn_server() {
     assert_eq!(group, Some(NamedGroup::X25519));
     eprintln!("quill client ↔ quinn server: key exchange {group:?}");
     assert_eq!(checked.lock().unwrap().as_deref(), Some(&server_key[..]));
+    assert_eq!(client.retries, u64::from(retry));
     drop(rt_thread);
 }
 
@@ -331,6 +358,16 @@ impl HqServer {
 
 #[test]
 fn quinn_client_fetches_from_a_quill_v1_server() {
+    quinn_fetches(RetryPolicy::Never);
+}
+
+/// quill's v1 Retry (RFC 9001 §5.8 tag, token) is one quinn follows.
+#[test]
+fn quinn_client_follows_a_quill_v1_retry() {
+    quinn_fetches(RetryPolicy::Always);
+}
+
+fn quinn_fetches(retry: RetryPolicy) {
     let key = Arc::new(HostKeyPair::from_seed(&[9; 32]).unwrap());
     let mut server = ServerConfig::new(key.clone());
     // Key updates every 1000 packets: the 2 MB served take several (RFC 9001 §6,
@@ -340,7 +377,7 @@ fn quinn_client_fetches_from_a_quill_v1_server() {
         ..TransportConfig::default()
     });
     server.quic_v1 = Some(QuicV1Server::with_host_key(key.clone(), vec![ALPN.to_vec()]).unwrap());
-    let mut ev = quill_loop(Some(server), HqServer::default());
+    let mut ev = quill_loop(Some(server), retry, HqServer::default());
     let addr = ev.local_addr();
     let stop = ev.handle();
 
@@ -408,5 +445,10 @@ fn quinn_client_fetches_from_a_quill_v1_server() {
     // QUIC v1 has no login: the server application sees no account.
     assert_eq!(account, None);
     assert!(server.key_updates >= 1, "no key update");
+    let st = ev.endpoint().stats();
+    assert_eq!(st.sessions_created, 1, "{st:?}");
+    if retry == RetryPolicy::Always {
+        assert!(st.retry_sent >= 1, "{st:?}");
+    }
     eprintln!("quinn client ↔ quill server: key exchange {group:?}");
 }
