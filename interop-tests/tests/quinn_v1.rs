@@ -89,6 +89,8 @@ struct HqClient {
     lost: Option<ConnectionError>,
     /// Retries the connection followed.
     retries: u64,
+    /// Key updates when the answer was complete.
+    key_updates: u64,
 }
 
 impl Handler for HqClient {
@@ -116,6 +118,7 @@ impl Handler for HqClient {
                         Ok(ReadOutcome::Data(n)) => self.got.extend_from_slice(&buf[..n]),
                         Ok(ReadOutcome::Finished) => {
                             self.done = true;
+                            self.key_updates = conn.stats().key_updates;
                             conn.close(ctx_now(), 0, "done");
                             break;
                         }
@@ -174,6 +177,8 @@ fn quinn_server(rt: &tokio::runtime::Runtime, retry: bool) -> (SocketAddr, Vec<u
                         let _ = send.reset(1u8.into());
                         continue;
                     };
+                    // quinn starts a key update (RFC 9001 §6) that quill must follow.
+                    conn.force_key_update();
                     if send.write_all(&file(&name)).await.is_err() {
                         return;
                     }
@@ -245,6 +250,10 @@ fn fetch_from_quinn(retry: bool) {
     eprintln!("quill client ↔ quinn server: key exchange {group:?}");
     assert_eq!(checked.lock().unwrap().as_deref(), Some(&server_key[..]));
     assert_eq!(client.retries, u64::from(retry));
+    assert!(
+        client.key_updates >= 1,
+        "quinn's key update was not followed"
+    );
     drop(rt_thread);
 }
 
