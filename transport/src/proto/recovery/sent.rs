@@ -172,23 +172,9 @@ impl<T> SentPackets<T> {
     /// If `pn` is not larger than every packet number recorded before (a bug in
     /// the caller's packet number counter, never a peer's doing).
     pub fn on_sent(&mut self, pn: u64, packet: SentPacket<T>) {
-        if let Some(largest) = self.largest_sent {
-            assert!(
-                pn > largest,
-                "packet numbers must strictly increase ({pn} after {largest})"
-            );
-        }
-        if self.slots.is_empty() {
-            // Nothing outstanding: start the window at this packet; skipped
-            // numbers before it are forgotten.
+        if self.skip_to(pn) {
+            // Nothing outstanding: start the window at this packet.
             self.base = pn;
-            self.skipped.clear();
-        } else {
-            let next = self.base + self.slots.len() as u64;
-            for skipped in next..pn {
-                self.slots.push_back(Slot::Skipped);
-                self.skipped.push_back(skipped);
-            }
         }
         if packet.ack_eliciting {
             self.last_ack_eliciting_sent = Some(packet.time_sent);
@@ -203,6 +189,19 @@ impl<T> SentPackets<T> {
     /// ignored, but nothing is kept for it. Peers never acknowledge ACK-only
     /// packets on their own, so tracking them would grow without bound.
     pub fn on_sent_untracked(&mut self, pn: u64) {
+        if self.skip_to(pn) {
+            self.base = pn + 1;
+        } else {
+            self.slots.push_back(Slot::Acked);
+        }
+        self.largest_sent = Some(pn);
+    }
+
+    /// Before packet `pn` is recorded: numbers must strictly increase, and the ones
+    /// skipped since the last packet get a slot. Returns `true` if nothing is
+    /// outstanding, in which case skipped numbers before `pn` are forgotten and the
+    /// caller starts the window afresh.
+    fn skip_to(&mut self, pn: u64) -> bool {
         if let Some(largest) = self.largest_sent {
             assert!(
                 pn > largest,
@@ -210,17 +209,15 @@ impl<T> SentPackets<T> {
             );
         }
         if self.slots.is_empty() {
-            self.base = pn + 1;
             self.skipped.clear();
-        } else {
-            let next = self.base + self.slots.len() as u64;
-            for skipped in next..pn {
-                self.slots.push_back(Slot::Skipped);
-                self.skipped.push_back(skipped);
-            }
-            self.slots.push_back(Slot::Acked);
+            return true;
         }
-        self.largest_sent = Some(pn);
+        let next = self.base + self.slots.len() as u64;
+        for skipped in next..pn {
+            self.slots.push_back(Slot::Skipped);
+            self.skipped.push_back(skipped);
+        }
+        false
     }
 
     /// Processes one ACK frame's ranges (descending, inclusive).
