@@ -9,8 +9,8 @@
 //! [`auth`] holds the server's account store, login verifier and brute-force limiter
 //! (and the client's known_hosts and credentials).
 //!
-//! [`sim`] is a deterministic simulated network that drives two connections through
-//! loss, delay, reordering, duplication and corruption in virtual time.
+//! [`sim`] is a deterministic simulated network that drives a client and a server
+//! endpoint through loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
 
 #[cfg(feature = "io")]
