@@ -432,6 +432,35 @@ fn each_frame_decode_error_closes_with_the_wire_layers_code() {
 }
 
 #[test]
+fn a_packet_without_frames_is_a_protocol_violation() {
+    // RFC 9000 §12.4: "An endpoint MUST treat receipt of a packet containing no
+    // frames as a connection error of type PROTOCOL_VIOLATION." Only a four-byte
+    // packet number leaves room for the header-protection sample without padding:
+    // jump far ahead of what the server acknowledged to get one.
+    let mut sim = established();
+    sim.client().spaces[Space::Data as usize].next_pn += 1 << 24;
+    assert_eq!(
+        server_closes_on(&mut sim, Space::Data, &[]),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn the_close_names_the_frame_that_triggered_the_error() {
+    // RFC 9000 §19.19: Frame Type is "the type of frame that triggered the error".
+    // STREAM_DATA_BLOCKED (0x15) for the server's own send-only stream 3.
+    let mut sim = established();
+    assert_eq!(
+        server_closes_on(&mut sim, Space::Data, &[0x15, 0x03, 0x00, 0x01]),
+        TransportErrorCode::STREAM_STATE_ERROR
+    );
+    let handle = sim.server_handle().expect("a server session");
+    let server = sim.net.server.connection(handle).expect("a server session");
+    let close = server.close.as_ref().expect("a CONNECTION_CLOSE to send");
+    assert_eq!(close.frame_type, Some(0x15));
+}
+
+#[test]
 fn a_frame_not_allowed_in_its_packet_type_is_a_protocol_violation() {
     // RFC 9000 §12.4: "An endpoint MUST treat receipt of a frame in a packet type
     // that is not permitted as a connection error of type PROTOCOL_VIOLATION."
