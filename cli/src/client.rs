@@ -28,7 +28,7 @@ use crate::args::{ClientArgs, LoginArgs};
 use crate::exit::{CliError, CliResult, CONNECTION};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
-use crate::service::Request;
+use quill_transport::service::Request;
 
 /// Port used when an address has none.
 pub const DEFAULT_PORT: u16 = 4433;
@@ -448,7 +448,7 @@ pub fn net_err(what: &str, e: io::Error) -> CliError {
 }
 
 /// Reads one `\n`-terminated line (without it) of at most
-/// [`MAX_LINE`](crate::service::MAX_LINE) bytes, byte by byte so that nothing after it
+/// [`MAX_LINE`](quill_transport::service::MAX_LINE) bytes, byte by byte so that nothing after it
 /// is consumed.
 pub fn read_line(r: &mut impl Read) -> io::Result<String> {
     let mut line = Vec::new();
@@ -463,7 +463,7 @@ pub fn read_line(r: &mut impl Read) -> io::Result<String> {
             }
             _ if b[0] == b'\n' => break,
             _ => {
-                if line.len() >= crate::service::MAX_LINE {
+                if line.len() >= quill_transport::service::MAX_LINE {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "the server's answer line is too long",
@@ -612,7 +612,7 @@ mod tests {
         assert_eq!(r, b"rest");
         let mut r: &[u8] = b"no newline";
         assert!(read_line(&mut r).is_err());
-        let long = vec![b'a'; crate::service::MAX_LINE + 10];
+        let long = vec![b'a'; quill_transport::service::MAX_LINE + 10];
         assert!(read_line(&mut long.as_slice()).is_err());
     }
 

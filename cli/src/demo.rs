@@ -26,8 +26,8 @@ use crate::exit::{CliError, CliResult, INTEGRITY};
 use crate::interrupt;
 use crate::output::say;
 use crate::server::{spawn, ServerOptions};
-use crate::service::{hex, Request};
 use crate::transfer::rate_line;
+use quill_transport::service::{hex, Request};
 
 /// Keep-alive rounds.
 const ROUNDS: u32 = 3;

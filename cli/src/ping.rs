@@ -15,7 +15,7 @@ use crate::args::PingArgs;
 use crate::client::{net_err, open_session, KEY_EXCHANGE};
 use crate::exit::{CliError, CliResult};
 use crate::output::say;
-use crate::service::Request;
+use quill_transport::service::Request;
 
 /// Size of one probe.
 const PROBE: usize = 32;

@@ -21,7 +21,7 @@ use crate::client::{net_err, open_target, parse_remote, read_line};
 use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
-use crate::service::{hex, Request};
+use quill_transport::service::{hex, Answer, Request};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -284,15 +284,8 @@ impl Sink {
 
 /// Parses `OK <size> <sha256-hex>`.
 fn parse_get_answer(line: &str) -> Result<(u64, String), CliError> {
-    let mut p = line.split(' ');
-    match (p.next(), p.next(), p.next(), p.next()) {
-        (Some("OK"), Some(size), Some(sha), None) => {
-            let size = size.parse().map_err(|_| server_refused(line))?;
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(server_refused(line));
-            }
-            Ok((size, sha.to_ascii_lowercase()))
-        }
+    match Answer::parse(line) {
+        Some(Answer::File { size, sha256 }) => Ok((size, sha256)),
         _ => Err(server_refused(line)),
     }
 }

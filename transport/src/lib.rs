@@ -9,6 +9,9 @@
 //! [`auth`] holds the server's account store, login verifier and brute-force limiter
 //! (and the client's known_hosts and credentials).
 //!
+//! [`service`] is the file service of docs/SPEC.md §10 (requests, answers, the path
+//! guard, uploads); like [`driver`] it does I/O and is no part of the sans-IO core.
+//!
 //! [`sim`] is a deterministic simulated network that drives two connections through
 //! loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
@@ -19,6 +22,7 @@ pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+pub mod service;
 pub mod sim;
 pub mod wire;
 
