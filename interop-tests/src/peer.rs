@@ -6,7 +6,8 @@
 //!
 //! The file service of `quill server` (docs/SPEC.md §10), GET only: the client opens a
 //! bidirectional stream, writes `GET <path>\n` and FIN; the server answers
-//! `OK <size> <sha256-hex>\n` and the bytes, then FIN, or `ERR <message>\n`. Logins go
+//! `OK <size> <sha256-hex>\n` and the bytes, then FIN, or `ERR <message>\n`. Requests,
+//! answers and the path guard are `quill server`'s own ([`quill_transport::service`]). Logins go
 //! through the same path as `quill server`: [`LoginVerifier`] over a SQLite account
 //! store, verified on the worker pool with [`verify_on_pool`].
 //!
@@ -46,11 +47,10 @@ use quill_transport::proto::{
     ClientConfig, ConnectionError, ConnectionStats, Dir, Event, HostKeyPolicy, Login, ReadOutcome,
     ServerConfig, StreamEvent, StreamId, StreamsConfig, TransportConfig,
 };
+use quill_transport::service::{check_relative, sha256_hex, Answer, Files, Request, MAX_LINE};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-/// Longest request or answer line (as in `quill server`).
-pub const MAX_LINE: usize = 4096;
 /// Largest file the peer server serves (it reads a file whole before sending it).
 pub const MAX_FILE: u64 = 64 << 20;
 /// Exit code for bad command-line input.
@@ -321,31 +321,6 @@ fn transport_config(c: &Common, fault: Option<Fault>) -> Result<TransportConfig,
     Ok(t)
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of `data`, lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-/// Checks a request path: relative, `/`-separated, no empty, `.` or `..` part, no
-/// control character (a `\r` or tab would otherwise name another file).
-pub fn check_relative(rel: &str) -> Result<(), String> {
-    if rel.is_empty() || rel.starts_with('/') || rel.chars().any(char::is_control) {
-        return Err(format!("malformed path '{}'", rel.escape_debug()));
-    }
-    if rel
-        .split('/')
-        .any(|p| p.is_empty() || p == "." || p == "..")
-    {
-        return Err(format!("path '{rel}' may not leave the root"));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------
 // Server
 
@@ -445,26 +420,29 @@ struct PeerServer {
 }
 
 impl PeerServer {
-    /// The answer to one request line.
+    /// The answer to one request line: the file service's GET (docs/SPEC.md §10), with
+    /// `quill server`'s path guard.
     fn answer(&self, line: &[u8]) -> (Vec<u8>, bool) {
-        let err = |m: String| (format!("ERR {m}\n").into_bytes(), false);
+        let err = |m: String| (Answer::Err(m).line().into_bytes(), false);
         let Ok(line) = std::str::from_utf8(line) else {
             return err("the request line is not UTF-8".into());
         };
-        let Some(path) = line.strip_prefix("GET ") else {
-            return err(format!(
-                "unknown request '{}'",
-                line.chars().take(40).collect::<String>()
-            ));
+        let path = match Request::parse(line) {
+            Ok(Request::Get { path }) => path,
+            Ok(_) => return err("this peer serves GET only".into()),
+            Err(e) => return err(e),
         };
-        if let Err(e) = check_relative(path) {
-            return err(e);
-        }
-        let full = self.root.join(path);
+        let files = Files {
+            root: Some(&self.root),
+            max_upload_size: None,
+        };
+        let full = match files.get(&path) {
+            Ok(p) => p,
+            Err(e) => return err(e),
+        };
         let data = match std::fs::metadata(&full) {
-            Ok(m) if m.is_file() && m.len() <= MAX_FILE => std::fs::read(&full),
-            Ok(m) if m.is_file() => return err(format!("{path} is larger than {MAX_FILE} bytes")),
-            Ok(_) => return err(format!("{path} is not a regular file")),
+            Ok(m) if m.len() <= MAX_FILE => std::fs::read(&full),
+            Ok(_) => return err(format!("{path} is larger than {MAX_FILE} bytes")),
             Err(e) => Err(e),
         };
         let mut data = match data {
@@ -474,7 +452,11 @@ impl PeerServer {
         if self.fault == Some(Fault::TruncateFile) {
             data.pop();
         }
-        let mut out = format!("OK {} {}\n", data.len(), sha256_hex(&data)).into_bytes();
+        let answer = Answer::File {
+            size: data.len() as u64,
+            sha256: sha256_hex(&data),
+        };
+        let mut out = answer.line().into_bytes();
         out.extend_from_slice(&data);
         (out, true)
     }
@@ -818,13 +800,10 @@ fn fetch(conn: &BlockingConnection, path: &str, dir: &Path) -> Result<u64, Fetch
         .read_until(b'\n', &mut line)
         .map_err(|e| stream_err(conn, "reading the answer", e))?;
     let text = String::from_utf8_lossy(&line).trim_end().to_string();
-    let mut parts = text.split(' ');
-    let (size, sha) = match (parts.next(), parts.next(), parts.next()) {
-        (Some("OK"), Some(size), Some(sha)) => match size.parse::<u64>() {
-            Ok(n) => (n, sha.to_string()),
-            Err(_) => return Err(fetch_err("server_error", format!("bad answer '{text}'"))),
-        },
-        _ => return Err(fetch_err("server_error", format!("{path}: '{text}'"))),
+    let (size, sha) = match Answer::parse(&text) {
+        Some(Answer::File { size, sha256 }) => (size, sha256),
+        Some(Answer::Err(_)) => return Err(fetch_err("server_error", format!("{path}: '{text}'"))),
+        _ => return Err(fetch_err("server_error", format!("bad answer '{text}'"))),
     };
     let mut data = Vec::with_capacity(size.min(MAX_FILE) as usize);
     (&mut reader)
@@ -1099,25 +1078,6 @@ mod tests {
             .unwrap_err()
             .contains("unknown suite 'des'"));
         assert!(parse_suites(",").is_err());
-    }
-
-    #[test]
-    fn request_paths_stay_under_the_root() {
-        assert!(check_relative("a/b.bin").is_ok());
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a//b",
-            "./a",
-            "a/",
-            "a\r",
-            "a\tb",
-            "a\0",
-        ] {
-            assert!(check_relative(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

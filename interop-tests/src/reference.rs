@@ -23,6 +23,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use quill_transport::service::hex;
 use quill_transport::wire::{version_name, QUILL_VERSION};
 
 use crate::capture::{Capture, Direction, HeaderInfo};
@@ -402,10 +403,6 @@ pub fn judge_vn_capture(capture: &Capture) -> Result<String, String> {
         version_name(*offered),
         list_versions(&lists[0].versions)
     ))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// (b) `quill connect` to a foreign server: exit 3 with "peer speaks QUIC versions".

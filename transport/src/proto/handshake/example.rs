@@ -55,7 +55,7 @@ fn params(scid: ConnectionId, odcid: Option<ConnectionId>) -> TransportParameter
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn split_messages(flight: &[u8]) -> Vec<Vec<u8>> {
