@@ -51,7 +51,7 @@ use quill_transport::proto::{
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
 use quill_transport::service::{
-    hash_file, sweep_temp_files, Answer, Files, Request, Upload, CHUNK, MAX_LINE,
+    hash_file, sweep_temp_files, Answer, Echo, Files, Pumped, Request, Upload, CHUNK, MAX_LINE,
 };
 
 /// Most bytes of file data (or echo, sink, source data) moved per stream per loop turn.
@@ -494,8 +494,8 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 enum Service {
     /// Reading the request line (at most `MAX_LINE` bytes plus its `\n`).
     Request { line: Vec<u8> },
-    /// Echoing: bytes not yet written back, and whether the peer finished.
-    Echo { pending: Vec<u8>, fin: bool },
+    /// Echoing.
+    Echo(Echo),
     /// Receiving a PUT into its temporary file.
     Put(Box<Upload>),
     /// A pool job owns this stream's work (hashing for GET, commit of a PUT); its
@@ -756,41 +756,19 @@ fn pump_once(
                 Err(_) => return abandon(c, id),
             }
         },
-        Service::Echo { pending, fin } => {
-            let mut moved = 0;
-            loop {
-                while pending.len() < ECHO_BUFFER && !*fin {
-                    let room = (ECHO_BUFFER - pending.len()).min(buf.len());
-                    match c.read(id, &mut buf[..room]) {
-                        Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
-                        Ok(ReadOutcome::Finished) => *fin = true,
-                        Ok(ReadOutcome::Blocked) => break,
-                        Err(_) => return abandon(c, id),
+        Service::Echo(echo) => {
+            let pumped = echo.pump(c, id, buf, ECHO_BUFFER, IO_BUDGET);
+            entry.input_done = echo.peer_finished();
+            match pumped {
+                Pumped::Failed => return abandon(c, id),
+                Pumped::Done => {
+                    return Step {
+                        keep: false,
+                        ..Step::keep()
                     }
                 }
-                let mut wrote = 0;
-                while wrote < pending.len() {
-                    match c.write(id, &pending[wrote..]) {
-                        Ok(0) | Err(quill_transport::proto::WriteError::Blocked) => break,
-                        Ok(n) => wrote += n,
-                        Err(_) => return abandon(c, id),
-                    }
-                }
-                pending.drain(..wrote);
-                moved += wrote;
-                if wrote == 0 || *fin || moved >= IO_BUDGET {
-                    break;
-                }
+                Pumped::Moved(moved) => step.busy = moved >= IO_BUDGET,
             }
-            entry.input_done = *fin;
-            if *fin && pending.is_empty() {
-                let _ = c.finish(id);
-                return Step {
-                    keep: false,
-                    ..Step::keep()
-                };
-            }
-            step.busy = moved >= IO_BUDGET;
         }
         Service::Put(up) => {
             let mut moved = 0;
@@ -993,10 +971,7 @@ fn start_service(
         line.chars().take(200).collect::<String>()
     );
     match request {
-        Request::Echo => Service::Echo {
-            pending: rest,
-            fin: false,
-        },
+        Request::Echo => Service::Echo(Echo::new(rest)),
         Request::Sink => Service::Sink {
             count: rest.len() as u64,
         },

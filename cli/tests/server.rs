@@ -2,6 +2,11 @@
 //! stream services over UDP on 127.0.0.1 (clients from `driver::blocking`, host key
 //! pinned). Every wait is bounded and every child is killed at the end.
 
+/// SIGTERM, bounded waits and SIGKILL for child processes (shared with the interop suite).
+#[path = "../../interop-tests/src/child.rs"]
+#[allow(dead_code)]
+mod child;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -279,23 +284,13 @@ impl ServerProcess {
 
     /// SIGTERM, then the exit status within `limit`.
     fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        child::terminate(&mut self.child, limit)
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        child::kill(&mut self.child);
     }
 }
 

@@ -688,20 +688,11 @@ impl Child {
 
     /// Waits at most `limit` for the process to exit, then kills it.
     fn finish(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.proc.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
+        crate::child::wait_or_kill(&mut self.proc, limit);
     }
 
     fn kill(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
+        crate::child::kill(&mut self.proc);
     }
 }
 

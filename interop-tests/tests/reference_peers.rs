@@ -147,8 +147,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        quill_interop::child::kill(&mut self.child);
     }
 }
 

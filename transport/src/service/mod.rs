@@ -23,7 +23,10 @@
 //! This module does file I/O: it sits beside [`crate::driver`], outside the sans-IO
 //! core. How streams are scheduled (budgets, the worker pool) is the server's business.
 
+mod echo;
 mod files;
+
+pub use echo::{Echo, Pumped};
 
 pub use files::{
     check_relative, hash_file, resolve_get, resolve_put, sweep_temp_files, Files, Upload, CHUNK,
