@@ -17,11 +17,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quill_transport::driver::blocking::BlockingStream;
 
 use crate::args::{GetArgs, SendArgs};
-use crate::client::{net_err, open_target, parse_remote, read_line};
+use crate::client::{net_err, open_request, open_target, parse_remote, read_chunks, read_line};
 use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
-use quill_transport::service::{hex, Answer, Request};
+use quill_transport::service::{self, hex, Answer, Request};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -100,21 +100,8 @@ pub fn rate_line(bytes: u64, elapsed: Duration) -> String {
 
 /// SHA-256 and size of a file.
 fn hash_file(path: &Path) -> Result<(u64, String), CliError> {
-    let mut f = File::open(path).map_err(|e| local_err("reading", path, &e))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| local_err("reading", path, &e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        ctx.update(&buf[..n]);
-    }
-    Ok((size, hex(ctx.finish().as_ref())))
+    let (_, size, sha) = service::hash_file(path).map_err(|e| local_err("reading", path, &e))?;
+    Ok((size, sha))
 }
 
 /// A server's `ERR <message>` line (or anything unexpected) as an exit-3 error.
@@ -301,19 +288,12 @@ pub fn get(a: &GetArgs) -> CliResult {
     }
     let to_stdout = a.local.as_os_str() == "-";
     let session = open_target(target, &a.login, None)?;
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
+    let get = Request::Get {
+        path: remote.clone(),
+    };
+    let mut stream = open_request(&session.conn, &get)?;
     stream
-        .write_all(
-            Request::Get {
-                path: remote.clone(),
-            }
-            .line()
-            .as_bytes(),
-        )
-        .and_then(|_| stream.finish())
+        .finish()
         .map_err(|e| net_err("sending the request failed", e))?;
     let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
     let (size, sha) = parse_get_answer(&answer)?;
@@ -334,26 +314,20 @@ pub fn get(a: &GetArgs) -> CliResult {
     };
     let progress = Progress::new(size, "get");
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .map_err(|e| net_err("receiving the file failed", e))?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
+    read_chunks(&mut stream, "receiving the file failed", |chunk| {
+        got += chunk.len() as u64;
         if got > size {
             return Err(CliError::new(
                 INTEGRITY,
                 format!("the server sent more than the announced {size} bytes; try again"),
             ));
         }
-        ctx.update(&buf[..n]);
-        sink.write(&buf[..n])?;
-        progress.inc(n as u64);
-    }
+        ctx.update(chunk);
+        sink.write(chunk)?;
+        progress.inc(chunk.len() as u64);
+        Ok(())
+    })?;
     let elapsed = progress.finish();
     if got < size {
         return Err(CliError::new(

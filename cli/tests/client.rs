@@ -217,23 +217,20 @@ fn perf_json_has_every_field() {
     }
 }
 
+/// One `quill ping` as USER, the password on stdin, the host key pinned to `host_key`.
+fn ping_once(server: &TestServer, host_key: &str, stdin: &str) -> std::process::Output {
+    quill()
+        .args(["ping", &server.addr, "-c", "1", "--user", USER])
+        .args(["--password-stdin", "--host-key", host_key])
+        .write_stdin(stdin)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn wrong_password_is_refused() {
     let server = TestServer::start(false);
-    let o = quill()
-        .args([
-            "ping",
-            &server.addr,
-            "-c",
-            "1",
-            "--user",
-            USER,
-            "--password-stdin",
-        ])
-        .args(["--host-key", &server.fingerprint])
-        .write_stdin("not the password\n")
-        .output()
-        .unwrap();
+    let o = ping_once(&server, &server.fingerprint, "not the password\n");
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("login refused"), "{}", stderr(&o));
 }
@@ -241,20 +238,7 @@ fn wrong_password_is_refused() {
 #[test]
 fn host_key_mismatch_exits_5() {
     let server = TestServer::start(false);
-    let o = quill()
-        .args([
-            "ping",
-            &server.addr,
-            "-c",
-            "1",
-            "--user",
-            USER,
-            "--password-stdin",
-        ])
-        .args(["--host-key", &other_fingerprint()])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    let o = ping_once(&server, &other_fingerprint(), &format!("{PASSWORD}\n"));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("rejected"), "{}", stderr(&o));
 }

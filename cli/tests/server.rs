@@ -7,12 +7,11 @@
 #[allow(dead_code)]
 mod child;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use quill_transport::auth::known_hosts::pinned_policy;
@@ -237,16 +236,7 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = child::lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut addr, mut fingerprint) = (None, None);
         while addr.is_none() || fingerprint.is_none() {

@@ -5,8 +5,23 @@
 //! CLI's integration tests, which cannot depend on this crate: this file uses only
 //! `std` and `libc`.
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ExitStatus};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// Reads the lines of a child's `pipe` on a thread, sending each on the channel. The
+/// pipe is drained to its end even when nobody listens any more, so that the child
+/// never blocks on a full pipe; the thread ends when the child closes it (exits).
+pub fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
 
 /// Waits at most `limit` for `child` to exit; `None` if it still runs (it is left
 /// running) or cannot be waited for.

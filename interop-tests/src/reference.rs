@@ -16,7 +16,7 @@
 //! panics, every child process is bounded in time and killed when late, and every
 //! server is stopped (SIGTERM, or its standard input closed) on the way out.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -497,21 +497,6 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<String> {
     rx
 }
 
-/// Reads lines of `pipe` on a thread, sending each on the channel.
-fn line_reader(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                // Nobody listens any more; keep draining so the child never blocks.
-                continue;
-            }
-        }
-    });
-    rx
-}
-
 /// Waits up to `limit` for a line containing `needle`; returns it.
 fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> Option<String> {
     let deadline = Instant::now() + limit;
@@ -574,7 +559,7 @@ impl QuillServer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start quill server: {e}"))?;
-        let lines = line_reader(child.stderr.take().expect("piped"));
+        let lines = child::lines(child.stderr.take().expect("piped"));
         let Some(line) = wait_for_line(&lines, "listening ", START_LIMIT) else {
             child::stop(&mut child, Duration::from_secs(10));
             return Err("quill server did not print `listening ADDR`".into());
@@ -617,7 +602,7 @@ impl PeerServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let lines = line_reader(child.stdout.take().expect("piped"));
+        let lines = child::lines(child.stdout.take().expect("piped"));
         let line = wait_for_line(&lines, "listening ", START_LIMIT);
         let addr = line
             .as_deref()
@@ -669,7 +654,7 @@ impl PingSession {
         if let Some(mut i) = child.stdin.take() {
             let _ = writeln!(i, "{PASSWORD}");
         }
-        let lines = line_reader(child.stdout.take().expect("piped"));
+        let lines = child::lines(child.stdout.take().expect("piped"));
         match wait_for_line(&lines, "connected to", CLIENT_LIMIT) {
             Some(connected) => Ok(PingSession {
                 child,

@@ -636,16 +636,10 @@ impl Child {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = proc.stdout.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = match proc.stdout.take() {
+            Some(out) => crate::child::lines(out),
+            None => mpsc::channel().1,
+        };
         let stderr = Arc::new(Mutex::new(Vec::new()));
         if let Some(err) = proc.stderr.take() {
             let keep = stderr.clone();
@@ -992,13 +986,12 @@ fn client_problem(o: &RunOutput) -> Option<String> {
     if c.get("ok").and_then(Value::as_bool) == Some(true) {
         return None;
     }
-    let e = c.get("error");
-    let kind = e
-        .and_then(|e| e.get("kind"))
+    let kind = c
+        .pointer("/error/kind")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    let msg = e
-        .and_then(|e| e.get("message"))
+    let msg = c
+        .pointer("/error/message")
         .and_then(Value::as_str)
         .unwrap_or("");
     Some(format!("client error {kind}: {msg}"))

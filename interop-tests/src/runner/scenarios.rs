@@ -14,7 +14,7 @@ use super::{
     one, retries_on_wire, save_capture, u, Outcome, PeerImpl, RunOptions, RunOutput, Setup, MB,
 };
 use crate::capture::{Action, Direction};
-use crate::relay::{Rebind, RebindKind, RelayConfig};
+use crate::relay::{Impairments, Rebind, RebindKind, RelayConfig};
 use quill_transport::wire::LongType;
 
 /// One scenario: its network, its setup, its written pass rule and the judge of it.
@@ -119,14 +119,8 @@ pub const SCENARIOS: &[Scenario] = &[
         rule: "1 file (100 KB) byte-exact; the capture shows the client sent Initial \
                datagrams again (more than 100 ms after its first flight) before the \
                server's first reply could have reached it",
-        relay: |rc| {
-            rc.c2s.delay = Duration::from_millis(750);
-            rc.s2c.delay = Duration::from_millis(750);
-        },
-        setup: || Setup {
-            timeout: Duration::from_secs(60),
-            ..Setup::new(vec![("long.bin".into(), 100_000)])
-        },
+        relay: |rc| each_way(rc, |d| d.delay = Duration::from_millis(750)),
+        setup: || one_file("long.bin", 100_000, 60),
         judge: Judge::Run(longrtt),
     },
     Scenario {
@@ -172,10 +166,7 @@ pub const SCENARIOS: &[Scenario] = &[
         network: "30% random loss each way",
         rule: "50 connections one after another, each fetching a 1 KB file: all 50 \
                handshakes succeed and all 50 files are byte-exact",
-        relay: |rc| {
-            rc.c2s.loss = 0.3;
-            rc.s2c.loss = 0.3;
-        },
+        relay: |rc| each_way(rc, |d| d.loss = 0.3),
         setup: handshakes_setup,
         judge: Judge::Run(handshakes),
     },
@@ -183,14 +174,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "transferloss",
         network: "2% random loss each way",
         rule: "1 file (2 MB) byte-exact",
-        relay: |rc| {
-            rc.c2s.loss = 0.02;
-            rc.s2c.loss = 0.02;
-        },
-        setup: || Setup {
-            timeout: Duration::from_secs(90),
-            ..Setup::new(vec![("t.bin".into(), 2 * MB)])
-        },
+        relay: |rc| each_way(rc, |d| d.loss = 0.02),
+        setup: || one_file("t.bin", 2 * MB, 90),
         judge: Judge::Run(transferloss),
     },
     Scenario {
@@ -199,10 +184,10 @@ pub const SCENARIOS: &[Scenario] = &[
         rule: "50 connections one after another, each fetching a 1 KB file: all succeed, \
                all byte-exact",
         relay: |rc| {
-            for d in [&mut rc.c2s, &mut rc.s2c] {
+            each_way(rc, |d| {
                 d.corrupt = 0.3;
                 d.corrupt_first_50 = true;
-            }
+            })
         },
         setup: handshakes_setup,
         judge: Judge::Run(handshakes),
@@ -211,14 +196,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "transfercorruption",
         network: "2% of datagrams get one byte flipped anywhere, each way",
         rule: "1 file (3 MB) byte-exact",
-        relay: |rc| {
-            rc.c2s.corrupt = 0.02;
-            rc.s2c.corrupt = 0.02;
-        },
-        setup: || Setup {
-            timeout: Duration::from_secs(90),
-            ..Setup::new(vec![("t.bin".into(), 3 * MB)])
-        },
+        relay: |rc| each_way(rc, |d| d.corrupt = 0.02),
+        setup: || one_file("t.bin", 3 * MB, 90),
         judge: Judge::Run(transfercorruption),
     },
     Scenario {
@@ -227,16 +206,12 @@ pub const SCENARIOS: &[Scenario] = &[
         rule: "1 file (10 MB) byte-exact, and the capture shows the outages hit the \
                transfer (black-holed datagrams in both directions)",
         relay: |rc| {
-            rc.c2s.rate_bps = Some(20_000_000);
-            rc.s2c.rate_bps = Some(20_000_000);
+            each_way(rc, |d| d.rate_bps = Some(20_000_000));
             // 2 s outages between 1.5 s windows: the pattern that, before PTO backoff
             // was capped, put every probe into an outage (docs/INTEROP.md).
             rc.blackhole = Some((Duration::from_secs(2), Duration::from_millis(1500)));
         },
-        setup: || Setup {
-            timeout: Duration::from_secs(120),
-            ..Setup::new(vec![("b.bin".into(), 10 * MB)])
-        },
+        setup: || one_file("b.bin", 10 * MB, 120),
         judge: Judge::Run(blackhole),
     },
     Scenario {
@@ -314,19 +289,27 @@ pub const SCENARIOS: &[Scenario] = &[
         network: "10 Mbit/s each way, 64 KB queue",
         rule: "5 runs of 1 file (10 MB) byte-exact; goodput (file bytes / client transfer \
                time) is reported per run, not judged",
-        relay: |rc| {
-            rc.c2s.rate_bps = Some(10_000_000);
-            rc.s2c.rate_bps = Some(10_000_000);
-        },
-        setup: || Setup {
-            timeout: Duration::from_secs(60),
-            ..Setup::new(vec![("g.bin".into(), 10 * MB)])
-        },
+        relay: |rc| each_way(rc, |d| d.rate_bps = Some(10_000_000)),
+        setup: || one_file("g.bin", 10 * MB, 60),
         judge: Judge::Cell(goodput),
     },
 ];
 
 fn no_impairment(_: &mut RelayConfig) {}
+
+/// The same impairment in both directions.
+fn each_way(rc: &mut RelayConfig, set: impl Fn(&mut Impairments)) {
+    set(&mut rc.c2s);
+    set(&mut rc.s2c);
+}
+
+/// One file of `size` bytes, fetched within `secs` seconds.
+fn one_file(name: &str, size: usize, secs: u64) -> Setup {
+    Setup {
+        timeout: Duration::from_secs(secs),
+        ..Setup::new(vec![(name.into(), size)])
+    }
+}
 
 fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
@@ -669,13 +652,12 @@ fn keepalive(o: &RunOutput) -> Result<String, String> {
             "only {pings} client datagrams in the idle window; expected keep-alives"
         ));
     }
-    let closed = o.client.as_ref().and_then(|c| c.get("closed"));
-    let kind = closed
-        .and_then(|c| c.get("kind"))
-        .and_then(Value::as_str)
-        .unwrap_or("none");
-    let ms = closed
-        .and_then(|c| c.get("elapsed_ms"))
+    let closed = |key: &str| {
+        let c = o.client.as_ref()?;
+        c.pointer(&format!("/closed/{key}"))
+    };
+    let kind = closed("kind").and_then(Value::as_str).unwrap_or("none");
+    let ms = closed("elapsed_ms")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
     if kind != "idle_timeout" || ms > 4000 {

@@ -1005,29 +1005,17 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
         .max_ack_delay
         .as_secs_f64()
         * 1e3;
-    let mut rtt: Vec<f64> = outs
-        .iter()
-        .flat_map(|v| {
-            v["keep_alive_rtt_us"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|x| x.as_f64())
-        .map(|us| us / 1e3)
-        .collect();
+    // Every client's samples of `key` (microseconds), in milliseconds.
+    let ms_samples = |key: &str| -> Vec<f64> {
+        outs.iter()
+            .flat_map(|v| v[key].as_array().cloned().unwrap_or_default())
+            .filter_map(|x| x.as_f64())
+            .map(|us| us / 1e3)
+            .collect()
+    };
+    let mut rtt = ms_samples("keep_alive_rtt_us");
     let mut late: Vec<f64> = rtt.iter().map(|r| (r - ack_delay_ms).max(0.0)).collect();
-    let mut own: Vec<f64> = outs
-        .iter()
-        .flat_map(|v| {
-            v["own_timer_lateness_us"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|x| x.as_f64())
-        .map(|us| us / 1e3)
-        .collect();
+    let mut own = ms_samples("own_timer_lateness_us");
     let q = |v: &mut Vec<f64>| [quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1.0)];
     let lost = outs
         .iter()
