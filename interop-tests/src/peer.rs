@@ -419,47 +419,45 @@ struct PeerServer {
     buf: Vec<u8>,
 }
 
-impl PeerServer {
-    /// The answer to one request line: the file service's GET (docs/SPEC.md §10), with
-    /// `quill server`'s path guard.
-    fn answer(&self, line: &[u8]) -> (Vec<u8>, bool) {
-        let err = |m: String| (Answer::Err(m).line().into_bytes(), false);
-        let Ok(line) = std::str::from_utf8(line) else {
-            return err("the request line is not UTF-8".into());
-        };
-        let path = match Request::parse(line) {
-            Ok(Request::Get { path }) => path,
-            Ok(_) => return err("this peer serves GET only".into()),
-            Err(e) => return err(e),
-        };
-        let files = Files {
-            root: Some(&self.root),
-            max_upload_size: None,
-        };
-        let full = match files.get(&path) {
-            Ok(p) => p,
-            Err(e) => return err(e),
-        };
-        let data = match std::fs::metadata(&full) {
-            Ok(m) if m.len() <= MAX_FILE => std::fs::read(&full),
-            Ok(_) => return err(format!("{path} is larger than {MAX_FILE} bytes")),
-            Err(e) => Err(e),
-        };
-        let mut data = match data {
-            Ok(d) => d,
-            Err(e) => return err(format!("{path}: {e}")),
-        };
-        if self.fault == Some(Fault::TruncateFile) {
-            data.pop();
-        }
-        let answer = Answer::File {
-            size: data.len() as u64,
-            sha256: sha256_hex(&data),
-        };
-        let mut out = answer.line().into_bytes();
-        out.extend_from_slice(&data);
-        (out, true)
+/// The answer to one request line (and whether it carries a file): the file service's
+/// GET (docs/SPEC.md §10) under `root` (canonical), with `quill server`'s path guard.
+fn answer_get(root: &Path, fault: Option<Fault>, line: &[u8]) -> (Vec<u8>, bool) {
+    let err = |m: String| (Answer::Err(m).line().into_bytes(), false);
+    let Ok(line) = std::str::from_utf8(line) else {
+        return err("the request line is not UTF-8".into());
+    };
+    let path = match Request::parse(line) {
+        Ok(Request::Get { path }) => path,
+        Ok(_) => return err("this peer serves GET only".into()),
+        Err(e) => return err(e),
+    };
+    let files = Files {
+        root: Some(root),
+        max_upload_size: None,
+    };
+    let full = match files.get(&path) {
+        Ok(p) => p,
+        Err(e) => return err(e),
+    };
+    let data = match std::fs::metadata(&full) {
+        Ok(m) if m.len() <= MAX_FILE => std::fs::read(&full),
+        Ok(_) => return err(format!("{path} is larger than {MAX_FILE} bytes")),
+        Err(e) => Err(e),
+    };
+    let mut data = match data {
+        Ok(d) => d,
+        Err(e) => return err(format!("{path}: {e}")),
+    };
+    if fault == Some(Fault::TruncateFile) {
+        data.pop();
     }
+    let answer = Answer::File {
+        size: data.len() as u64,
+        sha256: sha256_hex(&data),
+    };
+    let mut out = answer.line().into_bytes();
+    out.extend_from_slice(&data);
+    (out, true)
 }
 
 impl Handler for PeerServer {
@@ -541,7 +539,7 @@ impl Handler for PeerServer {
                     Some(i) => line[..i].to_vec(),
                     None => line.clone(),
                 };
-                let (out, file) = self.answer(&text);
+                let (out, file) = answer_get(&self.root, self.fault, &text);
                 *serve = Serve::Send { out, pos: 0, file };
             }
             let Serve::Send { out, pos, file } = serve else {
@@ -1078,6 +1076,44 @@ mod tests {
             .unwrap_err()
             .contains("unknown suite 'des'"));
         assert!(parse_suites(",").is_err());
+    }
+
+    #[test]
+    fn get_uses_quill_servers_path_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let root = root.canonicalize().unwrap();
+        std::fs::write(root.join("a.bin"), b"abc").unwrap();
+        std::fs::write(outside.join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::fs::write(root.join(".up.quill-1-0.tmp"), b"half").unwrap();
+        let ask = |line: &str| {
+            let (out, file) = answer_get(&root, None, line.as_bytes());
+            (String::from_utf8_lossy(&out).into_owned(), file)
+        };
+        let (ok, file) = ask("GET a.bin");
+        assert_eq!(ok, format!("OK 3 {}\nabc", sha256_hex(b"abc")));
+        assert!(file);
+        let (truncated, _) = answer_get(&root, Some(Fault::TruncateFile), b"GET a.bin");
+        assert!(truncated.starts_with(b"OK 2 "));
+        for (line, why) in [
+            ("GET link/secret", "leaves the server's root"),
+            ("GET .up.quill-1-0.tmp", "upload in progress"),
+            ("GET ../outside/secret", "'..' is refused"),
+            ("GET a\rb", "control characters"),
+            ("ECHO", "GET only"),
+            ("GET", "unknown request"),
+        ] {
+            let (err, file) = ask(line);
+            assert!(
+                err.starts_with("ERR ") && err.contains(why),
+                "{line:?}: {err}"
+            );
+            assert!(!file);
+        }
     }
 
     #[test]
