@@ -226,7 +226,36 @@ struct ServerProcess {
     fingerprint: String,
 }
 
+/// A host key and an account database holding `names` (password PASSWORD) in `dir`.
+fn key_and_accounts(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (key, _) = keygen(dir, "host.key");
+    let db = dir.join("accounts.db");
+    for name in names {
+        let out = user(
+            &db,
+            &["add", name, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    (key, db)
+}
+
 impl ServerProcess {
+    /// `quill server --listen 127.0.0.1:0 --key KEY --accounts DB` and `extra`.
+    fn on_loopback(key: &Path, db: &Path, extra: &[&std::ffi::OsStr]) -> ServerProcess {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--accounts".as_ref(),
+            db.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        ServerProcess::start(&args)
+    }
+
     fn start(args: &[&std::ffi::OsStr]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quill"))
             .arg("server")
@@ -304,27 +333,11 @@ fn exchange(conn: &BlockingConnection, request: &str, body: &[u8]) -> Vec<u8> {
 #[test]
 fn server_echo_put_get_confinement_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
     let root = dir.path().join("files");
     std::fs::create_dir(&root).unwrap();
-    let out = user(
-        &db,
-        &["add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
 
-    let mut server = ServerProcess::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--accounts".as_ref(),
-        db.as_os_str(),
-        "--root".as_ref(),
-        root.as_os_str(),
-    ]);
+    let mut server = ServerProcess::on_loopback(&key, &db, &["--root".as_ref(), root.as_os_str()]);
     let conn = server.connect(PASSWORD);
     assert_eq!(conn.account(), "alice");
 
@@ -416,14 +429,7 @@ fn alice_config(fingerprint: &str, password: &str) -> ClientConfig {
 #[test]
 fn a_restarted_server_resets_old_sessions_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
-    let out = user(
-        &db,
-        &["add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
     let args = |listen: &str| -> Vec<std::ffi::OsString> {
         vec![
             "--listen".into(),
@@ -464,30 +470,19 @@ fn a_restarted_server_resets_old_sessions_at_once() {
 #[test]
 fn connection_caps_refuse_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
-    for name in ["alice", "bob"] {
-        let out = user(
-            &db,
-            &["add", name, "--password-stdin"],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(out.status.success(), "{out:?}");
-    }
+    let (key, db) = key_and_accounts(dir.path(), &["alice", "bob"]);
     let conf = dir.path().join("server.conf");
     std::fs::write(&conf, "max-connections-per-address = 2\n").unwrap();
-    let server = ServerProcess::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--accounts".as_ref(),
-        db.as_os_str(),
-        "--max-connections-per-user".as_ref(),
-        "1".as_ref(),
-        "--config".as_ref(),
-        conf.as_os_str(),
-    ]);
+    let server = ServerProcess::on_loopback(
+        &key,
+        &db,
+        &[
+            "--max-connections-per-user".as_ref(),
+            "1".as_ref(),
+            "--config".as_ref(),
+            conf.as_os_str(),
+        ],
+    );
     let connect_as = |name: &str| {
         quill()
             .args(["connect", &server.addr.to_string(), "--user", name])
@@ -547,22 +542,8 @@ fn server_memory_stays_bounded_after_many_logins() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
-    let out = user(
-        &db,
-        &["add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let server = ServerProcess::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--accounts".as_ref(),
-        db.as_os_str(),
-    ]);
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
+    let server = ServerProcess::on_loopback(&key, &db, &[]);
     let pid = server.child.id();
     let before = rss_kib(pid);
     let started = Instant::now();
