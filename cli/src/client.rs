@@ -162,7 +162,7 @@ pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
         return Err(usage("empty remote path"));
     }
     // A newline would end the request line early and smuggle in another request.
-    if path.chars().any(char::is_control) {
+    if quill_transport::service::has_control_chars(path) {
         return Err(usage(
             "the path contains a control character (newline, tab, ...), which the server refuses",
         ));

@@ -17,7 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quill_transport::driver::blocking::BlockingStream;
 
 use crate::args::{GetArgs, SendArgs};
-use crate::client::{net_err, open_request, open_target, parse_remote, read_chunks, read_line};
+use crate::client::{
+    net_err, open_request, open_target, parse_remote, read_chunks, read_line, Target,
+};
 use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
@@ -124,15 +126,22 @@ fn answer_or(stream: &mut BlockingStream, err: CliError) -> CliError {
     }
 }
 
-/// `quill send LOCAL ADDR:REMOTE`.
-pub fn send(a: &SendArgs) -> CliResult {
-    let (target, remote) = parse_remote(&a.remote)?;
-    if a.local.is_dir() {
+/// The remote of a transfer, and a check that the local side is not a directory
+/// (`hint` says what to give instead).
+fn remote_and_file(remote: &str, local: &Path, hint: &str) -> Result<(Target, String), CliError> {
+    let parsed = parse_remote(remote)?;
+    if local.is_dir() {
         return Err(CliError::usage(format!(
-            "{} is a directory; send one file at a time",
-            a.local.display()
+            "{} is a directory; {hint}",
+            local.display()
         )));
     }
+    Ok(parsed)
+}
+
+/// `quill send LOCAL ADDR:REMOTE`.
+pub fn send(a: &SendArgs) -> CliResult {
+    let (target, remote) = remote_and_file(&a.remote, &a.local, "send one file at a time")?;
     let (size, sha) = hash_file(&a.local)?;
     let mut file = File::open(&a.local).map_err(|e| local_err("reading", &a.local, &e))?;
     let session = open_target(target, &a.login, None)?;
@@ -279,13 +288,7 @@ fn parse_get_answer(line: &str) -> Result<(u64, String), CliError> {
 
 /// `quill get ADDR:REMOTE LOCAL`.
 pub fn get(a: &GetArgs) -> CliResult {
-    let (target, remote) = parse_remote(&a.remote)?;
-    if a.local.is_dir() {
-        return Err(CliError::usage(format!(
-            "{} is a directory; give the file name to write",
-            a.local.display()
-        )));
-    }
+    let (target, remote) = remote_and_file(&a.remote, &a.local, "give the file name to write")?;
     let to_stdout = a.local.as_os_str() == "-";
     let session = open_target(target, &a.login, None)?;
     let get = Request::Get {

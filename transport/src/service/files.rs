@@ -17,7 +17,7 @@ pub fn check_relative(rel: &str) -> Result<(), String> {
     if rel.starts_with('/') {
         return Err("absolute paths are refused; give a path under the server's root".into());
     }
-    if rel.chars().any(char::is_control) {
+    if has_control_chars(rel) {
         return Err("control characters (newline, tab, NUL, ...) are refused in paths".into());
     }
     for part in rel.split('/') {
@@ -33,6 +33,13 @@ pub fn check_relative(rel: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `s` holds a control character (a newline would end the request line early
+/// and smuggle in another request; a `\r` or tab would name another file). Clients
+/// check it before sending a path.
+pub fn has_control_chars(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 /// The name of an upload's temporary file: `.NAME.quill-PID-N.tmp`.

@@ -29,7 +29,8 @@ mod files;
 pub use echo::{Echo, Pumped};
 
 pub use files::{
-    check_relative, hash_file, resolve_get, resolve_put, sweep_temp_files, Files, Upload, CHUNK,
+    check_relative, has_control_chars, hash_file, resolve_get, resolve_put, sweep_temp_files,
+    Files, Upload, CHUNK,
 };
 
 /// Longest request or answer line.
