@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use common::{other_fingerprint, TestServer, PASSWORD, USER};
+use common::{assert_exit, other_fingerprint, stderr, TestServer, PASSWORD, USER};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,10 +30,6 @@ fn client(server: &TestServer, args: &[&str], stdin_after_password: &[u8]) -> Co
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -141,8 +137,7 @@ fn get_missing_remote_fails_and_writes_nothing() {
         .arg(&dst)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("the server refused"), "{}", stderr(&o));
+    assert_exit(&o, 3, "the server refused");
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(!dst.exists());
     assert!(!local.path().join("never.bin.quill-partial").exists());
@@ -155,8 +150,7 @@ fn send_missing_local_file_is_a_usage_error() {
         .arg(format!("{}:x", server.addr))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert_exit(&o, 2, "does not exist");
 }
 
 #[test]
@@ -231,16 +225,14 @@ fn ping_once(server: &TestServer, host_key: &str, stdin: &str) -> std::process::
 fn wrong_password_is_refused() {
     let server = TestServer::start(false);
     let o = ping_once(&server, &server.fingerprint, "not the password\n");
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("login refused"), "{}", stderr(&o));
+    assert_exit(&o, 4, "login refused");
 }
 
 #[test]
 fn host_key_mismatch_exits_5() {
     let server = TestServer::start(false);
     let o = ping_once(&server, &other_fingerprint(), &format!("{PASSWORD}\n"));
-    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert!(stderr(&o).contains("rejected"), "{}", stderr(&o));
+    assert_exit(&o, 5, "rejected");
 }
 
 /// `--password-file FILE` (mode 0600) with `--host-key`, leaving stdin to the command.
@@ -291,8 +283,7 @@ fn a_password_file_others_can_read_is_refused() {
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    assert_exit(&o, 2, "chmod 600");
 }
 
 #[test]
@@ -417,6 +408,5 @@ fn connect_timeout_out_of_range_is_a_usage_error() {
         .write_stdin(format!("{PASSWORD}\n"))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--connect-timeout"), "{}", stderr(&o));
+    assert_exit(&o, 2, "--connect-timeout");
 }

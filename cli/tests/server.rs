@@ -109,21 +109,8 @@ fn server_refuses_a_key_readable_by_others() {
 
 #[test]
 fn server_limit_keys_take_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("server.conf");
-    std::fs::write(
-        &conf,
-        "max-connections-per-user = 4\nmax-registrations-per-address = lots\n",
-    )
-    .unwrap();
-    let out = quill()
-        .args(["server", "--config"])
-        .arg(&conf)
-        .timeout(Duration::from_secs(20))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err =
+        refused_config("max-connections-per-user = 4\nmax-registrations-per-address = lots\n");
     assert!(
         err.contains("server.conf:2: 'lots' is not a count"),
         "{err}"
@@ -136,11 +123,12 @@ fn server_limit_keys_take_counts() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
-#[test]
-fn server_config_file_unknown_key_names_the_line() {
+/// `quill server --config FILE` with `text` in FILE (`server.conf`): exit 2 and its
+/// one-line error.
+fn refused_config(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("server.conf");
-    std::fs::write(&conf, "# quill\nroot = files\ncolour = blue\n").unwrap();
+    std::fs::write(&conf, text).unwrap();
     let out = quill()
         .args(["server", "--config"])
         .arg(&conf)
@@ -148,7 +136,12 @@ fn server_config_file_unknown_key_names_the_line() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn server_config_file_unknown_key_names_the_line() {
+    let err = refused_config("# quill\nroot = files\ncolour = blue\n");
     assert!(err.contains("server.conf:3: unknown key 'colour'"), "{err}");
 }
 

@@ -159,29 +159,7 @@ enum Command {
         timeout_secs: u64,
     },
     /// Run every measurement with server and clients as separate processes.
-    Loopback {
-        /// Bytes per bulk run.
-        #[arg(long, default_value_t = 1 << 30)]
-        bytes: u64,
-        /// Rounds; each runs AES-256-GCM then AES-128-GCM.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Handshakes to measure (0 skips).
-        #[arg(long, default_value_t = 5000)]
-        handshakes: usize,
-        /// Handshakes in flight.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Idle connections to measure memory with (0 skips).
-        #[arg(long, default_value_t = 10_000)]
-        idle: usize,
-        /// Server worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Print one JSON object instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
+    Loopback(loopback::Plan),
 }
 
 fn main() -> ExitCode {
@@ -256,23 +234,7 @@ fn main() -> ExitCode {
             ca,
             timeout_secs,
         } => tcp::client(addr, bytes, ca, Duration::from_secs(timeout_secs)),
-        Command::Loopback {
-            bytes,
-            rounds,
-            handshakes,
-            concurrency,
-            idle,
-            workers,
-            json,
-        } => loopback::run(&loopback::Plan {
-            bytes,
-            rounds,
-            handshakes,
-            concurrency,
-            idle,
-            workers,
-            json,
-        }),
+        Command::Loopback(plan) => loopback::run(&plan),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,14 +259,11 @@ mod tests {
     fn parses_the_loopback_defaults() {
         let cli = Cli::try_parse_from(["quill-bench", "loopback", "--json"]).unwrap();
         match cli.command {
-            Command::Loopback {
-                bytes,
-                rounds,
-                json,
-                idle,
-                ..
-            } => {
-                assert_eq!((bytes, rounds, json, idle), (1 << 30, 3, true, 10_000));
+            Command::Loopback(p) => {
+                assert_eq!(
+                    (p.bytes, p.rounds, p.json, p.idle),
+                    (1 << 30, 3, true, 10_000)
+                );
             }
             _ => panic!("wrong subcommand"),
         }

@@ -176,6 +176,17 @@ impl Drop for TestServer {
     }
 }
 
+/// A command's standard error, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts that a command exited with `code` and said `needle` on standard error.
+pub fn assert_exit(o: &std::process::Output, code: i32, needle: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 /// The fingerprint of some other key (for host-key mismatch tests).
 pub fn other_fingerprint() -> String {
     HostKeyPair::generate(&OsRandom::new())

@@ -1281,13 +1281,7 @@ fn print_tables(
             Ok(i) => {
                 println!("| server RSS, 0 conns | server RSS, N conns | server bytes/connection | client peak bytes/connection |");
                 println!("|---|---|---|---|");
-                println!(
-                    "| {:.1} MiB | {:.1} MiB | {:.0} | {:.0} |",
-                    i.rss0_kib as f64 / 1024.0,
-                    i.rss_n_kib as f64 / 1024.0,
-                    i.per_conn_bytes,
-                    i.client_per_conn_bytes
-                );
+                println!("| {} |", i.cells());
             }
             Err(e) => println!("failed: {e}"),
         }
