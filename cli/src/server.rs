@@ -997,18 +997,11 @@ fn start_service(
 mod tests {
     use super::*;
 
-    fn temp_root(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("quill-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d.canonicalize().unwrap()
-    }
-
     #[test]
     fn handshake_timeout_from_the_file_and_the_command_line() {
         use clap::Parser;
-        let dir = temp_root("handshake-timeout");
-        let file = dir.join("server.conf");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.conf");
         std::fs::write(
             &file,
             "handshake-timeout = 3s\nmax-half-open-per-address = 7\n",
@@ -1037,7 +1030,6 @@ mod tests {
             settings(&["--max-half-open-per-address", "0"]).max_half_open_per_address,
             Some(0)
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
     amplification_strict, basic, check_retry_wire, execute, fnv, initial_dcids, metrics, names,
     one, retries_on_wire, save_capture, u, Outcome, PeerImpl, RunOptions, RunOutput, Setup, MB,
 };
-use crate::capture::{Action, Direction};
+use crate::capture::{Action, Capture, Direction};
 use crate::relay::{Impairments, Rebind, RebindKind, RelayConfig};
 use quill_transport::wire::LongType;
 
@@ -49,6 +49,24 @@ struct CellRun<'a> {
     sc: &'a Scenario,
     client: &'a PeerImpl,
     server: &'a PeerImpl,
+}
+
+impl CellRun<'_> {
+    /// One run of `setup` (the `run`th of the cell).
+    fn execute(&self, setup: &Setup, run: u64) -> Result<RunOutput, String> {
+        execute(self.opts, self.sc, self.client, self.server, setup, run)
+    }
+
+    /// Keeps a failed run's capture.
+    fn save_capture(&self, capture: &Capture) {
+        save_capture(
+            self.opts,
+            self.sc.name,
+            &self.client.name,
+            &self.server.name,
+            capture,
+        )
+    }
 }
 
 impl Scenario {
@@ -161,15 +179,13 @@ pub const SCENARIOS: &[Scenario] = &[
         setup: keyupdate_setup,
         judge: Judge::Run(keyupdate),
     },
-    Scenario {
-        name: "handshakeloss",
-        network: "30% random loss each way",
-        rule: "50 connections one after another, each fetching a 1 KB file: all 50 \
-               handshakes succeed and all 50 files are byte-exact",
-        relay: |rc| each_way(rc, |d| d.loss = 0.3),
-        setup: handshakes_setup,
-        judge: Judge::Run(handshakes),
-    },
+    fifty_handshakes(
+        "handshakeloss",
+        "30% random loss each way",
+        "50 connections one after another, each fetching a 1 KB file: all 50 \
+         handshakes succeed and all 50 files are byte-exact",
+        |rc| each_way(rc, |d| d.loss = 0.3),
+    ),
     Scenario {
         name: "transferloss",
         network: "2% random loss each way",
@@ -178,20 +194,18 @@ pub const SCENARIOS: &[Scenario] = &[
         setup: || one_file("t.bin", 2 * MB, 90),
         judge: Judge::Run(transferloss),
     },
-    Scenario {
-        name: "handshakecorruption",
-        network: "30% of datagrams get one byte flipped within their first 50 bytes, each way",
-        rule: "50 connections one after another, each fetching a 1 KB file: all succeed, \
-               all byte-exact",
-        relay: |rc| {
+    fifty_handshakes(
+        "handshakecorruption",
+        "30% of datagrams get one byte flipped within their first 50 bytes, each way",
+        "50 connections one after another, each fetching a 1 KB file: all succeed, \
+         all byte-exact",
+        |rc| {
             each_way(rc, |d| {
                 d.corrupt = 0.3;
                 d.corrupt_first_50 = true;
             })
         },
-        setup: handshakes_setup,
-        judge: Judge::Run(handshakes),
-    },
+    ),
     Scenario {
         name: "transfercorruption",
         network: "2% of datagrams get one byte flipped anywhere, each way",
@@ -296,6 +310,24 @@ pub const SCENARIOS: &[Scenario] = &[
 ];
 
 fn no_impairment(_: &mut RelayConfig) {}
+
+/// A scenario of 50 connections one after another, each fetching a 1 KB file, through
+/// the impairments of `relay`.
+const fn fifty_handshakes(
+    name: &'static str,
+    network: &'static str,
+    rule: &'static str,
+    relay: fn(&mut RelayConfig),
+) -> Scenario {
+    Scenario {
+        name,
+        rule,
+        network,
+        relay,
+        setup: handshakes_setup,
+        judge: Judge::Run(handshakes),
+    }
+}
 
 /// The same impairment in both directions.
 fn each_way(rc: &mut RelayConfig, set: impl Fn(&mut Impairments)) {
@@ -674,19 +706,13 @@ fn keepalive(o: &RunOutput) -> Result<String, String> {
 
 /// A wrong password, then the right one.
 fn login(r: &CellRun<'_>) -> (Outcome, Value) {
-    let CellRun {
-        opts,
-        sc,
-        client,
-        server,
-    } = *r;
-    let right = (sc.setup)();
+    let right = (r.sc.setup)();
     let wrong = Setup {
         password: Some("not-the-password".into()),
         ..right.clone()
     };
-    let first = execute(opts, sc, client, server, &wrong, 0);
-    let second = execute(opts, sc, client, server, &right, 1);
+    let first = r.execute(&wrong, 0);
+    let second = r.execute(&right, 1);
     let (a, b) = match (first, second) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return (Outcome::Fail(e), Value::Null),
@@ -718,30 +744,24 @@ fn login(r: &CellRun<'_>) -> (Outcome, Value) {
     if reasons.is_empty() {
         (Outcome::Pass(String::new()), m)
     } else {
-        save_capture(opts, sc.name, &client.name, &server.name, &a.capture);
+        r.save_capture(&a.capture);
         (Outcome::Fail(reasons.join("; ")), m)
     }
 }
 
 /// Five runs; goodput is reported, not judged.
 fn goodput(r: &CellRun<'_>) -> (Outcome, Value) {
-    let CellRun {
-        opts,
-        sc,
-        client,
-        server,
-    } = *r;
-    let setup = (sc.setup)();
+    let setup = (r.sc.setup)();
     let mut rates = Vec::new();
     let mut runs = Vec::new();
     for run in 0..5 {
-        let o = match execute(opts, sc, client, server, &setup, run) {
+        let o = match r.execute(&setup, run) {
             Ok(o) => o,
             Err(e) => return (Outcome::Fail(format!("run {}: {e}", run + 1)), Value::Null),
         };
         runs.push(metrics(&o));
         if let Err(e) = basic(&o) {
-            save_capture(opts, sc.name, &client.name, &server.name, &o.capture);
+            r.save_capture(&o.capture);
             return (
                 Outcome::Fail(format!("run {}: {e}", run + 1)),
                 json!({"runs": runs}),

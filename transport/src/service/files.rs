@@ -477,29 +477,23 @@ mod tests {
     }
 
     #[test]
-    fn commit_renames_into_place() {
+    fn verify_then_commit_renames_into_place() {
         let root = temp_root("commit");
-        let mut up = Upload::start(&root, "f", 5, crate::service::sha256_hex(b"hello")).unwrap();
-        up.write(b"hello").unwrap();
+        let hello = crate::service::sha256_hex(b"hello");
+        let mut up = Upload::start(&root, "f", 5, hello.clone()).unwrap();
+        up.write(b"hell").unwrap();
+        assert!(up.verify().unwrap_err().contains("after 4 of 5 bytes"));
+        up.write(b"o").unwrap();
         up.verify().unwrap();
         let tmp = up.tmp.clone();
         up.commit().unwrap();
         assert_eq!(std::fs::read(root.join("f")).unwrap(), b"hello");
         assert!(!tmp.exists());
         let (_, size, sha) = hash_file(&root.join("f")).unwrap();
-        assert_eq!(size, 5);
-        assert_eq!(sha, crate::service::sha256_hex(b"hello"));
-        let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn short_or_corrupted_uploads_fail_verification() {
-        let root = temp_root("verify");
-        let mut up = Upload::start(&root, "f", 5, crate::service::sha256_hex(b"hello")).unwrap();
-        up.write(b"hell").unwrap();
-        assert!(up.verify().unwrap_err().contains("after 4 of 5 bytes"));
-        up.write(b"O").unwrap();
-        assert!(up.verify().unwrap_err().contains("SHA-256 mismatch"));
+        assert_eq!((size, sha), (5, hello.clone()));
+        let mut corrupted = Upload::start(&root, "g", 5, hello).unwrap();
+        corrupted.write(b"HELLO").unwrap();
+        assert!(corrupted.verify().unwrap_err().contains("SHA-256 mismatch"));
         let _ = std::fs::remove_dir_all(&root);
     }
 }
