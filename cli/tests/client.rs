@@ -213,9 +213,23 @@ fn perf_json_has_every_field() {
 
 /// One `quill ping` as USER, the password on stdin, the host key pinned to `host_key`.
 fn ping_once(server: &TestServer, host_key: &str, stdin: &str) -> std::process::Output {
+    ping_at(&[], &server.addr, host_key, &[], stdin)
+}
+
+/// `quill FLAGS ping ADDR -c 1` as USER, the password on stdin, the host key pinned to
+/// `host_key`, with `extra` options.
+fn ping_at(
+    flags: &[&str],
+    addr: &str,
+    host_key: &str,
+    extra: &[&str],
+    stdin: &str,
+) -> std::process::Output {
     quill()
-        .args(["ping", &server.addr, "-c", "1", "--user", USER])
+        .args(flags)
+        .args(["ping", addr, "-c", "1", "--user", USER])
         .args(["--password-stdin", "--host-key", host_key])
+        .args(extra)
         .write_stdin(stdin)
         .output()
         .unwrap()
@@ -317,17 +331,14 @@ fn a_closed_port_is_refused_at_once() {
     };
     let addr = format!("127.0.0.1:{port}");
     let start = std::time::Instant::now();
-    let o = quill()
-        .args(["ping", &addr, "-c", "1", "--user", USER, "--password-stdin"])
-        .args([
-            "--host-key",
-            &other_fingerprint(),
-            "--connect-timeout",
-            "30s",
-        ])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    let pw = format!("{PASSWORD}\n");
+    let o = ping_at(
+        &[],
+        &addr,
+        &other_fingerprint(),
+        &["--connect-timeout", "30s"],
+        &pw,
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -348,26 +359,14 @@ fn a_closed_port_is_refused_at_once() {
 fn a_silent_server_is_given_up_on_after_the_connect_timeout() {
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = hole.local_addr().unwrap().to_string();
-    let o = quill()
-        .args([
-            "-v",
-            "ping",
-            &addr,
-            "-c",
-            "1",
-            "--user",
-            USER,
-            "--password-stdin",
-        ])
-        .args([
-            "--host-key",
-            &other_fingerprint(),
-            "--connect-timeout",
-            "1s",
-        ])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    let pw = format!("{PASSWORD}\n");
+    let o = ping_at(
+        &["-v"],
+        &addr,
+        &other_fingerprint(),
+        &["--connect-timeout", "1s"],
+        &pw,
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
