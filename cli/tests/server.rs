@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use quill_transport::auth::known_hosts::pinned_policy;
 use quill_transport::driver::blocking::{self, BlockingConnection};
 use quill_transport::proto::{ClientConfig, Login};
+use quill_transport::service::sha256_hex;
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse battery";
@@ -54,14 +55,6 @@ fn user(db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .timeout(Duration::from_secs(30))
         .output()
         .unwrap()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]
