@@ -19,7 +19,9 @@ use quill_transport::auth::{
     default_known_hosts_path, known_hosts_policy_with, pinned_policy, TrustMode,
 };
 use quill_transport::auth::{prompt_password, read_password, Credentials};
-use quill_transport::driver::blocking::{connect as blocking_connect, BlockingConnection};
+use quill_transport::driver::blocking::{
+    connect as blocking_connect, BlockingConnection, BlockingStream,
+};
 use quill_transport::proto::{HandshakeStage, TransportConfig, Unreachable};
 use quill_transport::{ClientConfig, ConnectionError, HostKeyPolicy, Login};
 use zeroize::Zeroizing;
@@ -28,7 +30,7 @@ use crate::args::{ClientArgs, LoginArgs};
 use crate::exit::{CliError, CliResult, CONNECTION};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
-use crate::service::Request;
+use quill_transport::service::Request;
 
 /// Port used when an address has none.
 pub const DEFAULT_PORT: u16 = 4433;
@@ -160,7 +162,7 @@ pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
         return Err(usage("empty remote path"));
     }
     // A newline would end the request line early and smuggle in another request.
-    if path.chars().any(char::is_control) {
+    if quill_transport::service::has_control_chars(path) {
         return Err(usage(
             "the path contains a control character (newline, tab, ...), which the server refuses",
         ));
@@ -447,8 +449,36 @@ pub fn net_err(what: &str, e: io::Error) -> CliError {
     CliError::connection(format!("{what}: {e} (the connection was lost; try again)"))
 }
 
+/// Reads `r` to its end, handing each chunk to `each`; a read error is a [`net_err`]
+/// saying `what` failed.
+pub fn read_chunks(
+    r: &mut impl Read,
+    what: &str,
+    mut each: impl FnMut(&[u8]) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| net_err(what, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        each(&buf[..n])?;
+    }
+}
+
+/// Opens a bidirectional stream and sends a request line on it (docs/SPEC.md §10).
+pub fn open_request(conn: &BlockingConnection, req: &Request) -> Result<BlockingStream, CliError> {
+    let mut stream = conn
+        .open_bi()
+        .map_err(|e| net_err("cannot open a stream", e))?;
+    stream
+        .write_all(req.line().as_bytes())
+        .map_err(|e| net_err("sending the request failed", e))?;
+    Ok(stream)
+}
+
 /// Reads one `\n`-terminated line (without it) of at most
-/// [`MAX_LINE`](crate::service::MAX_LINE) bytes, byte by byte so that nothing after it
+/// [`MAX_LINE`](quill_transport::service::MAX_LINE) bytes, byte by byte so that nothing after it
 /// is consumed.
 pub fn read_line(r: &mut impl Read) -> io::Result<String> {
     let mut line = Vec::new();
@@ -463,7 +493,7 @@ pub fn read_line(r: &mut impl Read) -> io::Result<String> {
             }
             _ if b[0] == b'\n' => break,
             _ => {
-                if line.len() >= crate::service::MAX_LINE {
+                if line.len() >= quill_transport::service::MAX_LINE {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "the server's answer line is too long",
@@ -503,13 +533,7 @@ pub fn connect(a: &ClientArgs) -> CliResult {
             session.conn.account()
         );
     }
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
-    stream
-        .write_all(Request::Echo.line().as_bytes())
-        .map_err(|e| net_err("cannot send the request", e))?;
+    let mut stream = open_request(&session.conn, &Request::Echo)?;
     let mut writer = stream.try_clone();
     let pump = std::thread::spawn(move || -> io::Result<()> {
         let mut stdin = io::stdin().lock();
@@ -525,16 +549,7 @@ pub fn connect(a: &ClientArgs) -> CliResult {
         }
         writer.finish()
     });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .map_err(|e| net_err("reading the echo failed", e))?;
-        if n == 0 {
-            break;
-        }
-        out_bytes(&buf[..n])?;
-    }
+    read_chunks(&mut stream, "reading the echo failed", out_bytes)?;
     // The echo ended, so the server saw our FIN: the stdin thread is done.
     match pump.join() {
         Ok(Ok(())) => {}
@@ -612,7 +627,7 @@ mod tests {
         assert_eq!(r, b"rest");
         let mut r: &[u8] = b"no newline";
         assert!(read_line(&mut r).is_err());
-        let long = vec![b'a'; crate::service::MAX_LINE + 10];
+        let long = vec![b'a'; quill_transport::service::MAX_LINE + 10];
         assert!(read_line(&mut long.as_slice()).is_err());
     }
 

@@ -21,13 +21,13 @@ use quill_transport::{ClientConfig, HostKeyPolicy, Login, TransportConfig};
 use zeroize::Zeroizing;
 
 use crate::args::DemoArgs;
-use crate::client::{connect_config, net_err, read_line, Target, KEY_EXCHANGE};
+use crate::client::{connect_config, net_err, read_chunks, read_line, Target, KEY_EXCHANGE};
 use crate::exit::{CliError, CliResult, INTEGRITY};
 use crate::interrupt;
 use crate::output::say;
 use crate::server::{spawn, ServerOptions};
-use crate::service::{hex, Request};
 use crate::transfer::rate_line;
+use quill_transport::service::{hex, Request};
 
 /// Keep-alive rounds.
 const ROUNDS: u32 = 3;
@@ -135,16 +135,11 @@ fn transfer(
     }
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut got = 0u64;
-    loop {
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| net_err("download failed", e))?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-        ctx.update(&buf[..n]);
-    }
+    read_chunks(&mut s, "download failed", |chunk| {
+        got += chunk.len() as u64;
+        ctx.update(chunk);
+        Ok(())
+    })?;
     let down = start.elapsed();
     let back = hex(ctx.finish().as_ref());
     if got != bytes || back != sha {

@@ -12,7 +12,6 @@ mod output;
 mod perf;
 mod ping;
 mod server;
-mod service;
 mod transfer;
 
 use clap::Parser;

@@ -22,7 +22,7 @@ use crate::args::PerfArgs;
 use crate::client::{net_err, open_session, read_line};
 use crate::exit::{CliError, CliResult, INTEGRITY};
 use crate::output::{note, say};
-use crate::service::Request;
+use quill_transport::service::Request;
 
 /// Default test length.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);

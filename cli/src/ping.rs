@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use quill_crypto::packet::Suite;
 
 use crate::args::PingArgs;
-use crate::client::{net_err, open_session, KEY_EXCHANGE};
+use crate::client::{net_err, open_request, open_session, KEY_EXCHANGE};
 use crate::exit::{CliError, CliResult};
 use crate::output::say;
-use crate::service::Request;
+use quill_transport::service::Request;
 
 /// Size of one probe.
 const PROBE: usize = 32;
@@ -46,13 +46,7 @@ pub fn run(a: &PingArgs) -> CliResult {
         ms(session.handshake),
         session.conn.suite().map_or("unknown suite", Suite::name),
     )?;
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
-    stream
-        .write_all(Request::Echo.line().as_bytes())
-        .map_err(|e| net_err("sending the request failed", e))?;
+    let mut stream = open_request(&session.conn, &Request::Echo)?;
     let mut samples = Vec::new();
     let mut sent = 0u32;
     let mut failure = None;

@@ -1,5 +1,5 @@
 //! `quill server`: one event loop serving logins and the stream services of
-//! [`crate::service`] (ECHO, PUT, GET, SINK, SOURCE).
+//! [`quill_transport::service`] (ECHO, PUT, GET, SINK, SOURCE).
 //!
 //! Threads: the event loop runs on its own thread ([`spawn`]); logins are verified on
 //! the loop's worker pool (`driver::login::verify_on_pool`: Argon2id and database
@@ -25,10 +25,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,14 +48,14 @@ use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy, RESE
 
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
-use crate::service::{hex, Request, MAX_LINE};
+use quill_transport::service::{
+    hash_file, sweep_temp_files, Answer, Echo, Files, Pumped, Request, Upload, CHUNK, MAX_LINE,
+};
 
 /// Most bytes of file data (or echo, sink, source data) moved per stream per loop turn.
 pub const IO_BUDGET: usize = 256 * 1024;
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
 pub const ECHO_BUFFER: usize = 256 * 1024;
-/// One file read or write.
-const CHUNK: usize = 64 * 1024;
 /// Application error code for streams the server abandons (RESET_STREAM / STOP_SENDING).
 const STREAM_ABANDONED: u64 = 1;
 /// Application error code of the STOP_SENDING that follows a final answer sent before
@@ -493,8 +492,8 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 enum Service {
     /// Reading the request line (at most `MAX_LINE` bytes plus its `\n`).
     Request { line: Vec<u8> },
-    /// Echoing: bytes not yet written back, and whether the peer finished.
-    Echo { pending: Vec<u8>, fin: bool },
+    /// Echoing.
+    Echo(Echo),
     /// Receiving a PUT into its temporary file.
     Put(Box<Upload>),
     /// A pool job owns this stream's work (hashing for GET, commit of a PUT); its
@@ -519,27 +518,6 @@ struct Entry {
     svc: Service,
     /// The peer's side is over (FIN or reset); input is no longer read.
     input_done: bool,
-}
-
-/// A PUT in progress. Dropping it before it is committed removes the temporary file.
-struct Upload {
-    file: Option<File>,
-    tmp: PathBuf,
-    dest: PathBuf,
-    size: u64,
-    received: u64,
-    sha256: String,
-    hash: ring::digest::Context,
-    committed: bool,
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.file = None;
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 /// Slow file work for the worker pool.
@@ -640,8 +618,8 @@ impl FileServer {
     ) {
         if !ctx.pool_has_room() {
             let next = match job {
-                Job::Hash(_) => answer("ERR server busy, try again"),
-                Job::Commit(upload) => commit(upload),
+                Job::Hash(_) => refuse("server busy, try again"),
+                Job::Commit(upload) => commit(*upload),
             };
             if let Some(entry) = self.streams.get_mut(&(h, id)) {
                 entry.svc = next;
@@ -650,8 +628,8 @@ impl FileServer {
         }
         let run = move || -> Completion<FileServer> {
             let next = match job {
-                Job::Hash(path) => hash_file(&path),
-                Job::Commit(upload) => commit(upload),
+                Job::Hash(path) => start_get(&path),
+                Job::Commit(upload) => commit(*upload),
             };
             Box::new(
                 move |server: &mut FileServer, _ctx: &mut Context<'_, FileServer>| {
@@ -665,19 +643,10 @@ impl FileServer {
             // Cannot happen after `pool_has_room`; the job (and its temporary file) is
             // dropped and the client told to retry.
             if let Some(entry) = self.streams.get_mut(&(h, id)) {
-                entry.svc = answer("ERR server busy, try again");
+                entry.svc = refuse("server busy, try again");
             }
         }
     }
-}
-
-/// The file service's settings, as the stream services see them.
-#[derive(Clone, Copy)]
-struct Files<'a> {
-    /// Canonical root; `None` disables PUT and GET.
-    root: Option<&'a Path>,
-    /// Largest PUT accepted.
-    max_upload_size: Option<u64>,
 }
 
 /// What one stream's turn produced.
@@ -697,10 +666,37 @@ impl Step {
     }
 }
 
-fn answer(line: &str) -> Service {
-    let mut out = line.as_bytes().to_vec();
-    out.push(b'\n');
-    Service::Answer { out, pos: 0 }
+fn answer(a: Answer) -> Service {
+    Service::Answer {
+        out: a.line().into_bytes(),
+        pos: 0,
+    }
+}
+
+/// A refusal: `ERR <message>`.
+fn refuse(message: impl Into<String>) -> Service {
+    answer(Answer::Err(message.into()))
+}
+
+/// On the pool: makes a complete, verified upload durable and gives it its name.
+fn commit(up: Upload) -> Service {
+    match up.commit() {
+        Ok(()) => answer(Answer::Ok),
+        Err(e) => refuse(e),
+    }
+}
+
+/// On the pool: hashes a file for GET; its answer line and bytes are then sent.
+fn start_get(path: &Path) -> Service {
+    match hash_file(path) {
+        Ok((file, size, sha256)) => Service::Get {
+            file,
+            remaining: size,
+            out: Answer::File { size, sha256 }.line().into_bytes(),
+            pos: 0,
+        },
+        Err(e) => refuse(format!("cannot read the file: {e}")),
+    }
 }
 
 /// Serves one stream for one turn.
@@ -734,7 +730,7 @@ fn pump_once(
     match &mut entry.svc {
         Service::Request { line } => loop {
             if entry.input_done {
-                entry.svc = answer("ERR the request line must end with a newline");
+                entry.svc = refuse("the request line must end with a newline");
                 break;
             }
             let room = (MAX_LINE + 1 - line.len()).min(buf.len());
@@ -749,7 +745,7 @@ fn pump_once(
                         break;
                     }
                     if line.len() > MAX_LINE {
-                        entry.svc = answer("ERR request line too long");
+                        entry.svc = refuse("request line too long");
                         break;
                     }
                 }
@@ -758,41 +754,19 @@ fn pump_once(
                 Err(_) => return abandon(c, id),
             }
         },
-        Service::Echo { pending, fin } => {
-            let mut moved = 0;
-            loop {
-                while pending.len() < ECHO_BUFFER && !*fin {
-                    let room = (ECHO_BUFFER - pending.len()).min(buf.len());
-                    match c.read(id, &mut buf[..room]) {
-                        Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
-                        Ok(ReadOutcome::Finished) => *fin = true,
-                        Ok(ReadOutcome::Blocked) => break,
-                        Err(_) => return abandon(c, id),
+        Service::Echo(echo) => {
+            let pumped = echo.pump(c, id, buf, ECHO_BUFFER, IO_BUDGET);
+            entry.input_done = echo.peer_finished();
+            match pumped {
+                Pumped::Failed => return abandon(c, id),
+                Pumped::Done => {
+                    return Step {
+                        keep: false,
+                        ..Step::keep()
                     }
                 }
-                let mut wrote = 0;
-                while wrote < pending.len() {
-                    match c.write(id, &pending[wrote..]) {
-                        Ok(0) | Err(quill_transport::proto::WriteError::Blocked) => break,
-                        Ok(n) => wrote += n,
-                        Err(_) => return abandon(c, id),
-                    }
-                }
-                pending.drain(..wrote);
-                moved += wrote;
-                if wrote == 0 || *fin || moved >= IO_BUDGET {
-                    break;
-                }
+                Pumped::Moved(moved) => step.busy = moved >= IO_BUDGET,
             }
-            entry.input_done = *fin;
-            if *fin && pending.is_empty() {
-                let _ = c.finish(id);
-                return Step {
-                    keep: false,
-                    ..Step::keep()
-                };
-            }
-            step.busy = moved >= IO_BUDGET;
         }
         Service::Put(up) => {
             let mut moved = 0;
@@ -801,25 +775,14 @@ fn pump_once(
                     Ok(ReadOutcome::Data(n)) => {
                         moved += n;
                         if let Err(e) = up.write(&buf[..n]) {
-                            entry.svc = answer(&format!("ERR {e}"));
+                            entry.svc = refuse(e);
                             return step;
                         }
                     }
                     Ok(ReadOutcome::Finished) => {
                         entry.input_done = true;
-                        if up.received < up.size {
-                            let msg = format!(
-                                "ERR upload ended after {} of {} bytes",
-                                up.received, up.size
-                            );
-                            entry.svc = answer(&msg);
-                            return step;
-                        }
-                        let actual = hex(up.hash.clone().finish().as_ref());
-                        if actual != up.sha256 {
-                            entry.svc = answer(
-                                "ERR SHA-256 mismatch: the upload was corrupted; send it again",
-                            );
+                        if let Err(e) = up.verify() {
+                            entry.svc = refuse(e);
                             return step;
                         }
                         let Service::Put(up) = std::mem::replace(&mut entry.svc, Service::Waiting)
@@ -889,7 +852,7 @@ fn pump_once(
                     }
                     Ok(ReadOutcome::Finished) => {
                         entry.input_done = true;
-                        entry.svc = answer(&format!("OK {count}"));
+                        entry.svc = answer(Answer::Count(*count));
                         return step;
                     }
                     Ok(ReadOutcome::Blocked) => return step,
@@ -995,314 +958,36 @@ fn start_service(
 ) -> Service {
     let user = c.account().unwrap_or("?").to_owned();
     let Ok(line) = std::str::from_utf8(line) else {
-        return answer("ERR the request line is not UTF-8");
+        return refuse("the request line is not UTF-8");
     };
     let request = match Request::parse(line) {
         Ok(r) => r,
-        Err(e) => return answer(&format!("ERR {e}")),
+        Err(e) => return refuse(e),
     };
     tracing::info!(
         "{user} {id:?}: {}",
         line.chars().take(200).collect::<String>()
     );
     match request {
-        Request::Echo => Service::Echo {
-            pending: rest,
-            fin: false,
-        },
+        Request::Echo => Service::Echo(Echo::new(rest)),
         Request::Sink => Service::Sink {
             count: rest.len() as u64,
         },
         Request::Source { bytes } => Service::Source { remaining: bytes },
-        Request::Get { path } => {
-            let Some(root) = files.root else {
-                return answer("ERR file service disabled");
-            };
-            match resolve_get(root, &path) {
-                Ok(p) => {
-                    step.job = Some(Job::Hash(p));
-                    Service::Waiting
-                }
-                Err(e) => answer(&format!("ERR {e}")),
+        Request::Get { path } => match files.get(&path) {
+            Ok(p) => {
+                step.job = Some(Job::Hash(p));
+                Service::Waiting
             }
-        }
-        Request::Put { size, sha256, path } => {
-            let Some(root) = files.root else {
-                return answer("ERR file service disabled");
-            };
-            if let Some(max) = files.max_upload_size.filter(|&max| size > max) {
-                return answer(&format!(
-                    "ERR the file is {size} bytes; this server takes at most {max} bytes per upload"
-                ));
-            }
-            match Upload::start(root, &path, size, sha256) {
-                Ok(mut up) => match up.write(&rest) {
-                    Ok(()) => Service::Put(Box::new(up)),
-                    Err(e) => answer(&format!("ERR {e}")),
-                },
-                Err(e) => answer(&format!("ERR {e}")),
-            }
-        }
-    }
-}
-
-/// Checks a request path's form: relative, `/`-separated, no empty, `.` or `..` part,
-/// no control character, no name reserved for the server's temporary files.
-fn check_relative(rel: &str) -> Result<(), String> {
-    if rel.starts_with('/') {
-        return Err("absolute paths are refused; give a path under the server's root".into());
-    }
-    if rel.chars().any(char::is_control) {
-        return Err("control characters (newline, tab, NUL, ...) are refused in paths".into());
-    }
-    for part in rel.split('/') {
-        match part {
-            ".." => return Err("'..' is refused: paths may not leave the server's root".into()),
-            "" | "." => return Err(format!("malformed path '{rel}'")),
-            _ if is_temp_name(part) => {
-                return Err(format!(
-                    "'{part}' is the name of an upload in progress; choose another name"
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// The name of an upload's temporary file: `.NAME.quill-PID-N.tmp`.
-fn temp_name(name: &str, pid: u32, n: u64) -> String {
-    format!(".{name}.quill-{pid}-{n}.tmp")
-}
-
-/// Whether `name` has the form of [`temp_name`]; returns the PID in it.
-fn temp_name_pid(name: &str) -> Option<u32> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (base, tail) = inner.rsplit_once(".quill-")?;
-    let (pid, n) = tail.split_once('-')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if base.is_empty() || !digits(pid) || !digits(n) {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-fn is_temp_name(name: &str) -> bool {
-    temp_name_pid(name).is_some()
-}
-
-/// Most directory levels [`sweep_temp_files`] descends.
-const SWEEP_DEPTH: usize = 32;
-/// Most directory entries [`sweep_temp_files`] looks at (a start-up cost bound).
-const SWEEP_ENTRIES: usize = 1_000_000;
-
-/// Removes the temporary files that uploads of a server killed without cleanup
-/// (kill -9, power loss) left under `root`: those whose PID is ours (a previous
-/// process of the same PID, as in a container) or no longer runs. Symbolic links are
-/// not followed. Returns how many were removed.
-fn sweep_temp_files(root: &Path) -> usize {
-    let own = std::process::id();
-    let mut removed = 0;
-    let mut seen = 0;
-    let mut dirs = vec![(root.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            seen += 1;
-            if seen > SWEEP_ENTRIES {
-                tracing::warn!("temporary file sweep stopped after {SWEEP_ENTRIES} entries");
-                return removed;
-            }
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                if depth < SWEEP_DEPTH {
-                    dirs.push((entry.path(), depth + 1));
-                }
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(temp_name_pid) else {
-                continue;
-            };
-            if kind.is_file()
-                && (pid == own || !process_alive(pid))
-                && std::fs::remove_file(entry.path()).is_ok()
-            {
-                tracing::info!("removed stale upload {}", entry.path().display());
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
-/// Whether a process with this PID exists (kill(2) with signal 0).
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-/// The canonical file a GET names, which must be a regular file under `root`.
-fn resolve_get(root: &Path, rel: &str) -> Result<PathBuf, String> {
-    check_relative(rel)?;
-    let path = root
-        .join(rel)
-        .canonicalize()
-        .map_err(|e| format!("{rel}: {e}"))?;
-    if !path.starts_with(root) {
-        return Err(format!("{rel} leaves the server's root"));
-    }
-    // Also through a symbolic link: an upload in progress is never served.
-    if path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(is_temp_name)
-    {
-        return Err(format!("{rel} is an upload in progress"));
-    }
-    if !path.is_file() {
-        return Err(format!("{rel} is not a regular file"));
-    }
-    Ok(path)
-}
-
-/// The canonical destination of a PUT: its parent directory must exist and be under
-/// `root` after resolving symbolic links; the name itself may not be a symbolic link
-/// or a directory.
-fn resolve_put(root: &Path, rel: &str) -> Result<(PathBuf, PathBuf), String> {
-    check_relative(rel)?;
-    let joined = root.join(rel);
-    let name = joined
-        .file_name()
-        .ok_or_else(|| format!("malformed path '{rel}'"))?
-        .to_owned();
-    let parent = joined.parent().unwrap_or(root);
-    let parent = parent
-        .canonicalize()
-        .map_err(|e| format!("directory of {rel}: {e}; create it on the server first"))?;
-    if !parent.starts_with(root) {
-        return Err(format!("{rel} leaves the server's root"));
-    }
-    let dest = parent.join(name);
-    if let Ok(meta) = dest.symlink_metadata() {
-        if meta.file_type().is_symlink() {
-            return Err(format!("{rel} is a symbolic link; refusing to replace it"));
-        }
-        if meta.is_dir() {
-            return Err(format!("{rel} is a directory"));
-        }
-    }
-    Ok((parent, dest))
-}
-
-impl Upload {
-    /// Creates the temporary file next to the destination.
-    fn start(root: &Path, rel: &str, size: u64, sha256: String) -> Result<Upload, String> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let (parent, dest) = resolve_put(root, rel)?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = parent.join(temp_name(
-            &name,
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-        ));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| format!("cannot create a file in the directory of {rel}: {e}"))?;
-        Ok(Upload {
-            file: Some(file),
-            tmp,
-            dest,
-            size,
-            received: 0,
-            sha256,
-            hash: ring::digest::Context::new(&ring::digest::SHA256),
-            committed: false,
-        })
-    }
-
-    /// Appends received bytes: never more than the announced size.
-    fn write(&mut self, data: &[u8]) -> Result<(), String> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        if self.received + data.len() as u64 > self.size {
-            return Err(format!("more data than the announced {} bytes", self.size));
-        }
-        let file = self.file.as_mut().ok_or("upload already closed")?;
-        file.write_all(data)
-            .map_err(|e| format!("writing the file failed: {e}"))?;
-        self.hash.update(data);
-        self.received += data.len() as u64;
-        Ok(())
-    }
-}
-
-/// On the pool: makes a complete, verified upload durable and gives it its name.
-fn commit(mut up: Box<Upload>) -> Service {
-    let Some(file) = up.file.take() else {
-        return answer("ERR internal error");
-    };
-    if let Err(e) = file.sync_all() {
-        return answer(&format!("ERR writing the file failed: {e}"));
-    }
-    drop(file);
-    if let Err(e) = std::fs::rename(&up.tmp, &up.dest) {
-        return answer(&format!("ERR cannot rename the upload into place: {e}"));
-    }
-    up.committed = true;
-    // The rename is durable once the directory is synced.
-    if let Some(dir) = up.dest.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    tracing::info!("stored {} ({} bytes)", up.dest.display(), up.size);
-    answer("OK")
-}
-
-/// On the pool: hashes a file for GET and rewinds it for sending.
-fn hash_file(path: &Path) -> Service {
-    let result = (|| -> io::Result<(File, u64, String)> {
-        let mut file = File::open(path)?;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; CHUNK];
-        let mut size = 0u64;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            ctx.update(&buf[..n]);
-            size += n as u64;
-        }
-        file.rewind()?;
-        Ok((file, size, hex(ctx.finish().as_ref())))
-    })();
-    match result {
-        Ok((file, size, sha)) => Service::Get {
-            file,
-            remaining: size,
-            out: format!("OK {size} {sha}\n").into_bytes(),
-            pos: 0,
+            Err(e) => refuse(e),
         },
-        Err(e) => answer(&format!("ERR cannot read the file: {e}")),
+        Request::Put { size, sha256, path } => match files.put(&path, size, sha256) {
+            Ok(mut up) => match up.write(&rest) {
+                Ok(()) => Service::Put(Box::new(up)),
+                Err(e) => refuse(e),
+            },
+            Err(e) => refuse(e),
+        },
     }
 }
 
@@ -1310,18 +995,11 @@ fn hash_file(path: &Path) -> Service {
 mod tests {
     use super::*;
 
-    fn temp_root(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("quill-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d.canonicalize().unwrap()
-    }
-
     #[test]
     fn handshake_timeout_from_the_file_and_the_command_line() {
         use clap::Parser;
-        let dir = temp_root("handshake-timeout");
-        let file = dir.join("server.conf");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.conf");
         std::fs::write(
             &file,
             "handshake-timeout = 3s\nmax-half-open-per-address = 7\n",
@@ -1350,7 +1028,6 @@ mod tests {
             settings(&["--max-half-open-per-address", "0"]).max_half_open_per_address,
             Some(0)
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1370,136 +1047,5 @@ mod tests {
         assert!(parse_config("just words")
             .unwrap_err()
             .starts_with("1: expected"));
-    }
-
-    #[test]
-    fn relative_paths_only() {
-        assert!(check_relative("a/b.txt").is_ok());
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/"] {
-            assert!(check_relative(bad).is_err(), "{bad}");
-        }
-        for bad in ["in.txt\nGET ../x", "a\rb", "a\tb", "a\0", "a\u{1b}[2J"] {
-            let e = check_relative(bad).unwrap_err();
-            assert!(e.contains("control characters"), "{bad:?}: {e}");
-        }
-        for temp in [".f.quill-12-0.tmp", "d/.a b.quill-1-99.tmp"] {
-            let e = check_relative(temp).unwrap_err();
-            assert!(e.contains("upload in progress"), "{temp}: {e}");
-        }
-    }
-
-    #[test]
-    fn temp_names_are_recognised() {
-        let name = temp_name("f.txt", 4321, 7);
-        assert_eq!(name, ".f.txt.quill-4321-7.tmp");
-        assert_eq!(temp_name_pid(&name), Some(4321));
-        assert_eq!(temp_name_pid(".x.quill-1-2-3.tmp.quill-5-6.tmp"), Some(5));
-        for not in [
-            "f.quill-1-2.tmp",
-            "..quill-1-2.tmp",
-            ".f.quill-1-.tmp",
-            ".f.quill--2.tmp",
-            ".f.quill-a-2.tmp",
-            ".f.quill-1-2.tmpx",
-            ".f.tmp",
-        ] {
-            assert_eq!(temp_name_pid(not), None, "{not}");
-        }
-    }
-
-    #[test]
-    fn sweep_removes_only_stale_temp_files() {
-        let root = temp_root("sweep");
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        // PIDs above the kernel's limit (at most 2^22) never run; ours is "stale" too,
-        // as for a restarted container whose server is always PID 1.
-        let dead = [
-            root.join(temp_name("x", 999_999_999, 0)),
-            root.join("a/b").join(temp_name("y", 999_999_998, 3)),
-            root.join(temp_name("z", std::process::id(), 1)),
-        ];
-        // PID 1 runs (init): a server of another process may be writing that one.
-        let live = root.join(temp_name("w", 1, 0));
-        let keep = [root.join("x"), root.join("a/.hidden.tmp"), live.clone()];
-        for f in dead.iter().chain(&keep) {
-            std::fs::write(f, b"partial").unwrap();
-        }
-        assert_eq!(sweep_temp_files(&root), dead.len());
-        for f in &dead {
-            assert!(!f.exists(), "{} left", f.display());
-        }
-        for f in &keep {
-            assert!(f.exists(), "{} removed", f.display());
-        }
-        let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn temp_files_are_never_served() {
-        let root = temp_root("noserve");
-        let tmp = temp_name("secret", 999_999_999, 0);
-        std::fs::write(root.join(&tmp), b"half").unwrap();
-        assert!(resolve_get(&root, &tmp).is_err());
-        assert!(resolve_put(&root, &tmp).is_err());
-        // Nor through a symbolic link with an innocent name.
-        std::os::unix::fs::symlink(root.join(&tmp), root.join("innocent")).unwrap();
-        let e = resolve_get(&root, "innocent").unwrap_err();
-        assert!(e.contains("upload in progress"), "{e}");
-        let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn symlinks_cannot_escape_the_root() {
-        let root = temp_root("escape");
-        let outside = temp_root("outside");
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        std::fs::write(outside.join("secret"), b"x").unwrap();
-        assert!(resolve_put(&root, "link/new")
-            .unwrap_err()
-            .contains("leaves"));
-        assert!(resolve_get(&root, "link/secret")
-            .unwrap_err()
-            .contains("leaves"));
-        std::fs::create_dir(root.join("sub")).unwrap();
-        let (parent, dest) = resolve_put(&root, "sub/new").unwrap();
-        assert_eq!(parent, root.join("sub"));
-        assert_eq!(dest, root.join("sub/new"));
-        assert!(resolve_put(&root, "missing/new").is_err());
-        let _ = std::fs::remove_dir_all(&root);
-        let _ = std::fs::remove_dir_all(&outside);
-    }
-
-    #[test]
-    fn upload_is_bounded_and_cleaned_up() {
-        let root = temp_root("upload");
-        let mut up = Upload::start(&root, "f", 3, "00".repeat(32)).unwrap();
-        let tmp = up.tmp.clone();
-        assert!(tmp.exists());
-        up.write(b"ab").unwrap();
-        assert!(up.write(b"cd").is_err());
-        drop(up);
-        assert!(!tmp.exists());
-        assert!(!root.join("f").exists());
-        let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn commit_renames_into_place() {
-        let root = temp_root("commit");
-        let mut up = Upload::start(&root, "f", 5, "00".repeat(32)).unwrap();
-        up.write(b"hello").unwrap();
-        let tmp = up.tmp.clone();
-        assert!(matches!(commit(Box::new(up)), Service::Answer { ref out, .. } if out == b"OK\n"));
-        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"hello");
-        assert!(!tmp.exists());
-        match hash_file(&root.join("f")) {
-            Service::Get { remaining, out, .. } => {
-                assert_eq!(remaining, 5);
-                let want = hex(ring::digest::digest(&ring::digest::SHA256, b"hello").as_ref());
-                assert_eq!(out, format!("OK 5 {want}\n").into_bytes());
-            }
-            _ => panic!("hash_file failed"),
-        }
-        let _ = std::fs::remove_dir_all(&root);
     }
 }

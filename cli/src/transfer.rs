@@ -17,11 +17,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quill_transport::driver::blocking::BlockingStream;
 
 use crate::args::{GetArgs, SendArgs};
-use crate::client::{net_err, open_target, parse_remote, read_line};
+use crate::client::{
+    net_err, open_request, open_target, parse_remote, read_chunks, read_line, Target,
+};
 use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
-use crate::service::{hex, Request};
+use quill_transport::service::{self, hex, Answer, Request};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -100,21 +102,8 @@ pub fn rate_line(bytes: u64, elapsed: Duration) -> String {
 
 /// SHA-256 and size of a file.
 fn hash_file(path: &Path) -> Result<(u64, String), CliError> {
-    let mut f = File::open(path).map_err(|e| local_err("reading", path, &e))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| local_err("reading", path, &e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        ctx.update(&buf[..n]);
-    }
-    Ok((size, hex(ctx.finish().as_ref())))
+    let (_, size, sha) = service::hash_file(path).map_err(|e| local_err("reading", path, &e))?;
+    Ok((size, sha))
 }
 
 /// A server's `ERR <message>` line (or anything unexpected) as an exit-3 error.
@@ -137,15 +126,22 @@ fn answer_or(stream: &mut BlockingStream, err: CliError) -> CliError {
     }
 }
 
-/// `quill send LOCAL ADDR:REMOTE`.
-pub fn send(a: &SendArgs) -> CliResult {
-    let (target, remote) = parse_remote(&a.remote)?;
-    if a.local.is_dir() {
+/// The remote of a transfer, and a check that the local side is not a directory
+/// (`hint` says what to give instead).
+fn remote_and_file(remote: &str, local: &Path, hint: &str) -> Result<(Target, String), CliError> {
+    let parsed = parse_remote(remote)?;
+    if local.is_dir() {
         return Err(CliError::usage(format!(
-            "{} is a directory; send one file at a time",
-            a.local.display()
+            "{} is a directory; {hint}",
+            local.display()
         )));
     }
+    Ok(parsed)
+}
+
+/// `quill send LOCAL ADDR:REMOTE`.
+pub fn send(a: &SendArgs) -> CliResult {
+    let (target, remote) = remote_and_file(&a.remote, &a.local, "send one file at a time")?;
     let (size, sha) = hash_file(&a.local)?;
     let mut file = File::open(&a.local).map_err(|e| local_err("reading", &a.local, &e))?;
     let session = open_target(target, &a.login, None)?;
@@ -284,43 +280,23 @@ impl Sink {
 
 /// Parses `OK <size> <sha256-hex>`.
 fn parse_get_answer(line: &str) -> Result<(u64, String), CliError> {
-    let mut p = line.split(' ');
-    match (p.next(), p.next(), p.next(), p.next()) {
-        (Some("OK"), Some(size), Some(sha), None) => {
-            let size = size.parse().map_err(|_| server_refused(line))?;
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(server_refused(line));
-            }
-            Ok((size, sha.to_ascii_lowercase()))
-        }
+    match Answer::parse(line) {
+        Some(Answer::File { size, sha256 }) => Ok((size, sha256)),
         _ => Err(server_refused(line)),
     }
 }
 
 /// `quill get ADDR:REMOTE LOCAL`.
 pub fn get(a: &GetArgs) -> CliResult {
-    let (target, remote) = parse_remote(&a.remote)?;
-    if a.local.is_dir() {
-        return Err(CliError::usage(format!(
-            "{} is a directory; give the file name to write",
-            a.local.display()
-        )));
-    }
+    let (target, remote) = remote_and_file(&a.remote, &a.local, "give the file name to write")?;
     let to_stdout = a.local.as_os_str() == "-";
     let session = open_target(target, &a.login, None)?;
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
+    let get = Request::Get {
+        path: remote.clone(),
+    };
+    let mut stream = open_request(&session.conn, &get)?;
     stream
-        .write_all(
-            Request::Get {
-                path: remote.clone(),
-            }
-            .line()
-            .as_bytes(),
-        )
-        .and_then(|_| stream.finish())
+        .finish()
         .map_err(|e| net_err("sending the request failed", e))?;
     let answer = read_line(&mut stream).map_err(|e| net_err("waiting for the server", e))?;
     let (size, sha) = parse_get_answer(&answer)?;
@@ -341,26 +317,20 @@ pub fn get(a: &GetArgs) -> CliResult {
     };
     let progress = Progress::new(size, "get");
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .map_err(|e| net_err("receiving the file failed", e))?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
+    read_chunks(&mut stream, "receiving the file failed", |chunk| {
+        got += chunk.len() as u64;
         if got > size {
             return Err(CliError::new(
                 INTEGRITY,
                 format!("the server sent more than the announced {size} bytes; try again"),
             ));
         }
-        ctx.update(&buf[..n]);
-        sink.write(&buf[..n])?;
-        progress.inc(n as u64);
-    }
+        ctx.update(chunk);
+        sink.write(chunk)?;
+        progress.inc(chunk.len() as u64);
+        Ok(())
+    })?;
     let elapsed = progress.finish();
     if got < size {
         return Err(CliError::new(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use common::{other_fingerprint, TestServer, PASSWORD, USER};
+use common::{assert_exit, other_fingerprint, stderr, TestServer, PASSWORD, USER};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,10 +30,6 @@ fn client(server: &TestServer, args: &[&str], stdin_after_password: &[u8]) -> Co
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -141,8 +137,7 @@ fn get_missing_remote_fails_and_writes_nothing() {
         .arg(&dst)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("the server refused"), "{}", stderr(&o));
+    assert_exit(&o, 3, "the server refused");
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(!dst.exists());
     assert!(!local.path().join("never.bin.quill-partial").exists());
@@ -155,8 +150,7 @@ fn send_missing_local_file_is_a_usage_error() {
         .arg(format!("{}:x", server.addr))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert_exit(&o, 2, "does not exist");
 }
 
 #[test]
@@ -217,46 +211,42 @@ fn perf_json_has_every_field() {
     }
 }
 
+/// One `quill ping` as USER, the password on stdin, the host key pinned to `host_key`.
+fn ping_once(server: &TestServer, host_key: &str, stdin: &str) -> std::process::Output {
+    ping_at(&[], &server.addr, host_key, &[], stdin)
+}
+
+/// `quill FLAGS ping ADDR -c 1` as USER, the password on stdin, the host key pinned to
+/// `host_key`, with `extra` options.
+fn ping_at(
+    flags: &[&str],
+    addr: &str,
+    host_key: &str,
+    extra: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    quill()
+        .args(flags)
+        .args(["ping", addr, "-c", "1", "--user", USER])
+        .args(["--password-stdin", "--host-key", host_key])
+        .args(extra)
+        .write_stdin(stdin)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn wrong_password_is_refused() {
     let server = TestServer::start(false);
-    let o = quill()
-        .args([
-            "ping",
-            &server.addr,
-            "-c",
-            "1",
-            "--user",
-            USER,
-            "--password-stdin",
-        ])
-        .args(["--host-key", &server.fingerprint])
-        .write_stdin("not the password\n")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("login refused"), "{}", stderr(&o));
+    let o = ping_once(&server, &server.fingerprint, "not the password\n");
+    assert_exit(&o, 4, "login refused");
 }
 
 #[test]
 fn host_key_mismatch_exits_5() {
     let server = TestServer::start(false);
-    let o = quill()
-        .args([
-            "ping",
-            &server.addr,
-            "-c",
-            "1",
-            "--user",
-            USER,
-            "--password-stdin",
-        ])
-        .args(["--host-key", &other_fingerprint()])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert!(stderr(&o).contains("rejected"), "{}", stderr(&o));
+    let o = ping_once(&server, &other_fingerprint(), &format!("{PASSWORD}\n"));
+    assert_exit(&o, 5, "rejected");
 }
 
 /// `--password-file FILE` (mode 0600) with `--host-key`, leaving stdin to the command.
@@ -307,8 +297,7 @@ fn a_password_file_others_can_read_is_refused() {
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    assert_exit(&o, 2, "chmod 600");
 }
 
 #[test]
@@ -342,17 +331,14 @@ fn a_closed_port_is_refused_at_once() {
     };
     let addr = format!("127.0.0.1:{port}");
     let start = std::time::Instant::now();
-    let o = quill()
-        .args(["ping", &addr, "-c", "1", "--user", USER, "--password-stdin"])
-        .args([
-            "--host-key",
-            &other_fingerprint(),
-            "--connect-timeout",
-            "30s",
-        ])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    let pw = format!("{PASSWORD}\n");
+    let o = ping_at(
+        &[],
+        &addr,
+        &other_fingerprint(),
+        &["--connect-timeout", "30s"],
+        &pw,
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -373,26 +359,14 @@ fn a_closed_port_is_refused_at_once() {
 fn a_silent_server_is_given_up_on_after_the_connect_timeout() {
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = hole.local_addr().unwrap().to_string();
-    let o = quill()
-        .args([
-            "-v",
-            "ping",
-            &addr,
-            "-c",
-            "1",
-            "--user",
-            USER,
-            "--password-stdin",
-        ])
-        .args([
-            "--host-key",
-            &other_fingerprint(),
-            "--connect-timeout",
-            "1s",
-        ])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    let pw = format!("{PASSWORD}\n");
+    let o = ping_at(
+        &["-v"],
+        &addr,
+        &other_fingerprint(),
+        &["--connect-timeout", "1s"],
+        &pw,
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -433,6 +407,5 @@ fn connect_timeout_out_of_range_is_a_usage_error() {
         .write_stdin(format!("{PASSWORD}\n"))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--connect-timeout"), "{}", stderr(&o));
+    assert_exit(&o, 2, "--connect-timeout");
 }

@@ -9,10 +9,14 @@
 //! port 4433 is replaced by a free one (the server line gets `--listen 127.0.0.1:PORT`)
 //! so that the test does not depend on 4433 being free. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, Write};
+/// Child-process helpers (shared with the interop suite).
+#[path = "../../interop-tests/src/child.rs"]
+#[allow(dead_code)]
+mod child;
+
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 /// Bound on one line (a handshake, a transfer of a few bytes, 3 pings).
@@ -62,19 +66,6 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-/// Lines read from `r` on a thread, as a channel.
-fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// The shell and everything it started (one process group): killed on drop.
 struct Shell(Child);
 
@@ -122,8 +113,8 @@ fn readme_quick_start_runs_line_by_line() {
         .spawn()
         .expect("bash");
     let mut stdin = child.stdin.take().expect("stdin");
-    let out = lines_of(child.stdout.take().expect("stdout"));
-    let err = lines_of(child.stderr.take().expect("stderr"));
+    let out = child::lines(child.stdout.take().expect("stdout"));
+    let err = child::lines(child.stderr.take().expect("stderr"));
     let mut shell = Shell(child);
     let mut transcript = String::new();
     let drain = |transcript: &mut String| {

@@ -2,17 +2,22 @@
 //! stream services over UDP on 127.0.0.1 (clients from `driver::blocking`, host key
 //! pinned). Every wait is bounded and every child is killed at the end.
 
-use std::io::{BufRead, BufReader, Read, Write};
+/// SIGTERM, bounded waits and SIGKILL for child processes (shared with the interop suite).
+#[path = "../../interop-tests/src/child.rs"]
+#[allow(dead_code)]
+mod child;
+
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use quill_transport::auth::pinned_policy;
 use quill_transport::driver::blocking::{self, BlockingConnection};
 use quill_transport::proto::{ClientConfig, Login};
+use quill_transport::service::sha256_hex;
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse battery";
@@ -50,14 +55,6 @@ fn user(db: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .timeout(Duration::from_secs(30))
         .output()
         .unwrap()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]
@@ -105,21 +102,8 @@ fn server_refuses_a_key_readable_by_others() {
 
 #[test]
 fn server_limit_keys_take_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("server.conf");
-    std::fs::write(
-        &conf,
-        "max-connections-per-user = 4\nmax-registrations-per-address = lots\n",
-    )
-    .unwrap();
-    let out = quill()
-        .args(["server", "--config"])
-        .arg(&conf)
-        .timeout(Duration::from_secs(20))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err =
+        refused_config("max-connections-per-user = 4\nmax-registrations-per-address = lots\n");
     assert!(
         err.contains("server.conf:2: 'lots' is not a count"),
         "{err}"
@@ -132,11 +116,12 @@ fn server_limit_keys_take_counts() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
-#[test]
-fn server_config_file_unknown_key_names_the_line() {
+/// `quill server --config FILE` with `text` in FILE (`server.conf`): exit 2 and its
+/// one-line error.
+fn refused_config(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("server.conf");
-    std::fs::write(&conf, "# quill\nroot = files\ncolour = blue\n").unwrap();
+    std::fs::write(&conf, text).unwrap();
     let out = quill()
         .args(["server", "--config"])
         .arg(&conf)
@@ -144,7 +129,12 @@ fn server_config_file_unknown_key_names_the_line() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn server_config_file_unknown_key_names_the_line() {
+    let err = refused_config("# quill\nroot = files\ncolour = blue\n");
     assert!(err.contains("server.conf:3: unknown key 'colour'"), "{err}");
 }
 
@@ -222,7 +212,36 @@ struct ServerProcess {
     fingerprint: String,
 }
 
+/// A host key and an account database holding `names` (password PASSWORD) in `dir`.
+fn key_and_accounts(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (key, _) = keygen(dir, "host.key");
+    let db = dir.join("accounts.db");
+    for name in names {
+        let out = user(
+            &db,
+            &["add", name, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    (key, db)
+}
+
 impl ServerProcess {
+    /// `quill server --listen 127.0.0.1:0 --key KEY --accounts DB` and `extra`.
+    fn on_loopback(key: &Path, db: &Path, extra: &[&std::ffi::OsStr]) -> ServerProcess {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--accounts".as_ref(),
+            db.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        ServerProcess::start(&args)
+    }
+
     fn start(args: &[&std::ffi::OsStr]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quill"))
             .arg("server")
@@ -232,16 +251,7 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = child::lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut addr, mut fingerprint) = (None, None);
         while addr.is_none() || fingerprint.is_none() {
@@ -279,23 +289,13 @@ impl ServerProcess {
 
     /// SIGTERM, then the exit status within `limit`.
     fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        child::terminate(&mut self.child, limit)
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        child::kill(&mut self.child);
     }
 }
 
@@ -319,27 +319,11 @@ fn exchange(conn: &BlockingConnection, request: &str, body: &[u8]) -> Vec<u8> {
 #[test]
 fn server_echo_put_get_confinement_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
     let root = dir.path().join("files");
     std::fs::create_dir(&root).unwrap();
-    let out = user(
-        &db,
-        &["add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
 
-    let mut server = ServerProcess::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--accounts".as_ref(),
-        db.as_os_str(),
-        "--root".as_ref(),
-        root.as_os_str(),
-    ]);
+    let mut server = ServerProcess::on_loopback(&key, &db, &["--root".as_ref(), root.as_os_str()]);
     let conn = server.connect(PASSWORD);
     assert_eq!(conn.account(), "alice");
 
@@ -431,14 +415,7 @@ fn alice_config(fingerprint: &str, password: &str) -> ClientConfig {
 #[test]
 fn a_restarted_server_resets_old_sessions_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
-    let out = user(
-        &db,
-        &["add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
     let args = |listen: &str| -> Vec<std::ffi::OsString> {
         vec![
             "--listen".into(),
@@ -479,30 +456,19 @@ fn a_restarted_server_resets_old_sessions_at_once() {
 #[test]
 fn connection_caps_refuse_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
-    for name in ["alice", "bob"] {
-        let out = user(
-            &db,
-            &["add", name, "--password-stdin"],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(out.status.success(), "{out:?}");
-    }
+    let (key, db) = key_and_accounts(dir.path(), &["alice", "bob"]);
     let conf = dir.path().join("server.conf");
     std::fs::write(&conf, "max-connections-per-address = 2\n").unwrap();
-    let server = ServerProcess::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--accounts".as_ref(),
-        db.as_os_str(),
-        "--max-connections-per-user".as_ref(),
-        "1".as_ref(),
-        "--config".as_ref(),
-        conf.as_os_str(),
-    ]);
+    let server = ServerProcess::on_loopback(
+        &key,
+        &db,
+        &[
+            "--max-connections-per-user".as_ref(),
+            "1".as_ref(),
+            "--config".as_ref(),
+            conf.as_os_str(),
+        ],
+    );
     let connect_as = |name: &str| {
         quill()
             .args(["connect", &server.addr.to_string(), "--user", name])
@@ -562,22 +528,8 @@ fn server_memory_stays_bounded_after_many_logins() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
     let dir = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(dir.path(), "host.key");
-    let db = dir.path().join("accounts.db");
-    let out = user(
-        &db,
-        &["add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let server = ServerProcess::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--accounts".as_ref(),
-        db.as_os_str(),
-    ]);
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
+    let server = ServerProcess::on_loopback(&key, &db, &[]);
     let pid = server.child.id();
     let before = rss_kib(pid);
     let started = Instant::now();

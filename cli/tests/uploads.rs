@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use common::{Setup, TestServer, PASSWORD, USER};
+use common::{assert_exit, stderr, Setup, TestServer, PASSWORD, USER};
 use quill_transport::auth::pinned_policy;
 use quill_transport::driver::blocking::{self, BlockingConnection, BlockingStream};
 use quill_transport::proto::{ClientConfig, Login};
@@ -36,10 +36,6 @@ fn client(server: &TestServer, args: &[&std::ffi::OsStr]) -> Command {
         .arg(&server.fingerprint)
         .write_stdin(format!("{PASSWORD}\n"));
     c
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A file of `len` bytes that do not compress to nothing.
@@ -314,8 +310,7 @@ fn control_characters_never_reach_a_request_line() {
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
+    assert_exit(&o, 2, "control character");
     assert!(!dst.exists());
     assert_eq!(
         std::fs::read(server.root.join("in.txt")).unwrap(),

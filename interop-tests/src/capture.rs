@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use quill_transport::service::hex;
 use quill_transport::wire::{parse_header, parse_invariant, LongType, PacketKind, QUILL_VERSION};
 
 /// Which way a datagram travelled.
@@ -248,10 +249,6 @@ impl VnList {
             versions: vn.versions().collect(),
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn type_name(ty: LongType) -> &'static str {

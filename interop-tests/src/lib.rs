@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod capture;
+pub mod child;
 pub mod peer;
 pub mod reference;
 pub mod refpeers;
@@ -20,3 +21,30 @@ pub mod runner;
 
 pub use capture::{Action, Capture, Direction, DropReason, HeaderInfo, Record, VnList};
 pub use relay::{GilbertElliott, Impairments, Rebind, RebindKind, Relay, RelayConfig};
+
+/// Tested here, not in `child.rs`, which the CLI's tests include too.
+#[cfg(test)]
+mod child_tests {
+    use crate::child::*;
+    use std::process::Command;
+    use std::time::Duration;
+
+    #[test]
+    fn a_child_is_stopped_gracefully_or_killed() {
+        let mut graceful = Command::new("sleep").arg("30").spawn().unwrap();
+        let status = stop(&mut graceful, Duration::from_secs(10)).expect("exits on SIGTERM");
+        assert!(!status.success());
+        // A child that ignores SIGTERM is killed after the bound.
+        let mut stubborn = Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 30"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(stop(&mut stubborn, Duration::from_millis(300)), None);
+        assert!(stubborn.try_wait().unwrap().is_some(), "killed and reaped");
+        let mut quick = Command::new("true").spawn().unwrap();
+        assert!(wait_or_kill(&mut quick, Duration::from_secs(10))
+            .unwrap()
+            .success());
+    }
+}

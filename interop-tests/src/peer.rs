@@ -6,7 +6,8 @@
 //!
 //! The file service of `quill server` (docs/SPEC.md §10), GET only: the client opens a
 //! bidirectional stream, writes `GET <path>\n` and FIN; the server answers
-//! `OK <size> <sha256-hex>\n` and the bytes, then FIN, or `ERR <message>\n`. Logins go
+//! `OK <size> <sha256-hex>\n` and the bytes, then FIN, or `ERR <message>\n`. Requests,
+//! answers and the path guard are `quill server`'s own ([`quill_transport::service`]). Logins go
 //! through the same path as `quill server`: [`LoginVerifier`] over a SQLite account
 //! store, verified on the worker pool with [`verify_on_pool`].
 //!
@@ -46,11 +47,10 @@ use quill_transport::proto::{
     ServerConfig, StreamEvent, StreamId, StreamsConfig, TransportConfig,
 };
 use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::service::{check_relative, sha256_hex, Answer, Files, Request, MAX_LINE};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-/// Longest request or answer line (as in `quill server`).
-pub const MAX_LINE: usize = 4096;
 /// Largest file the peer server serves (it reads a file whole before sending it).
 pub const MAX_FILE: u64 = 64 << 20;
 /// Exit code for bad command-line input.
@@ -321,31 +321,6 @@ fn transport_config(c: &Common, fault: Option<Fault>) -> Result<TransportConfig,
     Ok(t)
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of `data`, lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-/// Checks a request path: relative, `/`-separated, no empty, `.` or `..` part, no
-/// control character (a `\r` or tab would otherwise name another file).
-pub fn check_relative(rel: &str) -> Result<(), String> {
-    if rel.is_empty() || rel.starts_with('/') || rel.chars().any(char::is_control) {
-        return Err(format!("malformed path '{}'", rel.escape_debug()));
-    }
-    if rel
-        .split('/')
-        .any(|p| p.is_empty() || p == "." || p == "..")
-    {
-        return Err(format!("path '{rel}' may not leave the root"));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------
 // Server
 
@@ -444,40 +419,45 @@ struct PeerServer {
     buf: Vec<u8>,
 }
 
-impl PeerServer {
-    /// The answer to one request line.
-    fn answer(&self, line: &[u8]) -> (Vec<u8>, bool) {
-        let err = |m: String| (format!("ERR {m}\n").into_bytes(), false);
-        let Ok(line) = std::str::from_utf8(line) else {
-            return err("the request line is not UTF-8".into());
-        };
-        let Some(path) = line.strip_prefix("GET ") else {
-            return err(format!(
-                "unknown request '{}'",
-                line.chars().take(40).collect::<String>()
-            ));
-        };
-        if let Err(e) = check_relative(path) {
-            return err(e);
-        }
-        let full = self.root.join(path);
-        let data = match std::fs::metadata(&full) {
-            Ok(m) if m.is_file() && m.len() <= MAX_FILE => std::fs::read(&full),
-            Ok(m) if m.is_file() => return err(format!("{path} is larger than {MAX_FILE} bytes")),
-            Ok(_) => return err(format!("{path} is not a regular file")),
-            Err(e) => Err(e),
-        };
-        let mut data = match data {
-            Ok(d) => d,
-            Err(e) => return err(format!("{path}: {e}")),
-        };
-        if self.fault == Some(Fault::TruncateFile) {
-            data.pop();
-        }
-        let mut out = format!("OK {} {}\n", data.len(), sha256_hex(&data)).into_bytes();
-        out.extend_from_slice(&data);
-        (out, true)
+/// The answer to one request line (and whether it carries a file): the file service's
+/// GET (docs/SPEC.md §10) under `root` (canonical), with `quill server`'s path guard.
+fn answer_get(root: &Path, fault: Option<Fault>, line: &[u8]) -> (Vec<u8>, bool) {
+    let err = |m: String| (Answer::Err(m).line().into_bytes(), false);
+    let Ok(line) = std::str::from_utf8(line) else {
+        return err("the request line is not UTF-8".into());
+    };
+    let path = match Request::parse(line) {
+        Ok(Request::Get { path }) => path,
+        Ok(_) => return err("this peer serves GET only".into()),
+        Err(e) => return err(e),
+    };
+    let files = Files {
+        root: Some(root),
+        max_upload_size: None,
+    };
+    let full = match files.get(&path) {
+        Ok(p) => p,
+        Err(e) => return err(e),
+    };
+    let data = match std::fs::metadata(&full) {
+        Ok(m) if m.len() <= MAX_FILE => std::fs::read(&full),
+        Ok(_) => return err(format!("{path} is larger than {MAX_FILE} bytes")),
+        Err(e) => Err(e),
+    };
+    let mut data = match data {
+        Ok(d) => d,
+        Err(e) => return err(format!("{path}: {e}")),
+    };
+    if fault == Some(Fault::TruncateFile) {
+        data.pop();
     }
+    let answer = Answer::File {
+        size: data.len() as u64,
+        sha256: sha256_hex(&data),
+    };
+    let mut out = answer.line().into_bytes();
+    out.extend_from_slice(&data);
+    (out, true)
 }
 
 impl Handler for PeerServer {
@@ -559,7 +539,7 @@ impl Handler for PeerServer {
                     Some(i) => line[..i].to_vec(),
                     None => line.clone(),
                 };
-                let (out, file) = self.answer(&text);
+                let (out, file) = answer_get(&self.root, self.fault, &text);
                 *serve = Serve::Send { out, pos: 0, file };
             }
             let Serve::Send { out, pos, file } = serve else {
@@ -818,13 +798,10 @@ fn fetch(conn: &BlockingConnection, path: &str, dir: &Path) -> Result<u64, Fetch
         .read_until(b'\n', &mut line)
         .map_err(|e| stream_err(conn, "reading the answer", e))?;
     let text = String::from_utf8_lossy(&line).trim_end().to_string();
-    let mut parts = text.split(' ');
-    let (size, sha) = match (parts.next(), parts.next(), parts.next()) {
-        (Some("OK"), Some(size), Some(sha)) => match size.parse::<u64>() {
-            Ok(n) => (n, sha.to_string()),
-            Err(_) => return Err(fetch_err("server_error", format!("bad answer '{text}'"))),
-        },
-        _ => return Err(fetch_err("server_error", format!("{path}: '{text}'"))),
+    let (size, sha) = match Answer::parse(&text) {
+        Some(Answer::File { size, sha256 }) => (size, sha256),
+        Some(Answer::Err(_)) => return Err(fetch_err("server_error", format!("{path}: '{text}'"))),
+        _ => return Err(fetch_err("server_error", format!("bad answer '{text}'"))),
     };
     let mut data = Vec::with_capacity(size.min(MAX_FILE) as usize);
     (&mut reader)
@@ -1102,21 +1079,40 @@ mod tests {
     }
 
     #[test]
-    fn request_paths_stay_under_the_root() {
-        assert!(check_relative("a/b.bin").is_ok());
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a//b",
-            "./a",
-            "a/",
-            "a\r",
-            "a\tb",
-            "a\0",
+    fn get_uses_quill_servers_path_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let root = root.canonicalize().unwrap();
+        std::fs::write(root.join("a.bin"), b"abc").unwrap();
+        std::fs::write(outside.join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::fs::write(root.join(".up.quill-1-0.tmp"), b"half").unwrap();
+        let ask = |line: &str| {
+            let (out, file) = answer_get(&root, None, line.as_bytes());
+            (String::from_utf8_lossy(&out).into_owned(), file)
+        };
+        let (ok, file) = ask("GET a.bin");
+        assert_eq!(ok, format!("OK 3 {}\nabc", sha256_hex(b"abc")));
+        assert!(file);
+        let (truncated, _) = answer_get(&root, Some(Fault::TruncateFile), b"GET a.bin");
+        assert!(truncated.starts_with(b"OK 2 "));
+        for (line, why) in [
+            ("GET link/secret", "leaves the server's root"),
+            ("GET .up.quill-1-0.tmp", "upload in progress"),
+            ("GET ../outside/secret", "'..' is refused"),
+            ("GET a\rb", "control characters"),
+            ("ECHO", "GET only"),
+            ("GET", "unknown request"),
         ] {
-            assert!(check_relative(bad).is_err(), "{bad:?}");
+            let (err, file) = ask(line);
+            assert!(
+                err.starts_with("ERR ") && err.contains(why),
+                "{line:?}: {err}"
+            );
+            assert!(!file);
         }
     }
 

@@ -16,16 +16,18 @@
 //! panics, every child process is bounded in time and killed when late, and every
 //! server is stopped (SIGTERM, or its standard input closed) on the way out.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use quill_transport::service::hex;
 use quill_transport::wire::{version_name, QUILL_VERSION};
 
 use crate::capture::{Capture, Direction, HeaderInfo};
+use crate::child;
 use crate::relay::{Relay, RelayConfig};
 
 /// Longest a `quill` client may take to give up on a foreign server.
@@ -404,10 +406,6 @@ pub fn judge_vn_capture(capture: &Capture) -> Result<String, String> {
     ))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// (b) `quill connect` to a foreign server: exit 3 with "peer speaks QUIC versions".
 fn check_quill_client_vn(quill: &Path, server: SocketAddr, work: &Path) -> Result<String, String> {
     let known_hosts = work.join(format!("known_hosts-{}", server.port()));
@@ -468,7 +466,7 @@ fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Result<Ran, 
     }
     let out = reader(child.stdout.take());
     let err = reader(child.stderr.take());
-    let status = wait_bounded(&mut child, limit);
+    let status = child::wait_or_kill(&mut child, limit);
     let stdout = out.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
     let stderr = err.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
     match status {
@@ -499,37 +497,6 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<String> {
     rx
 }
 
-/// Waits for `child` up to `limit`; kills it and returns `None` when late.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-/// Reads lines of `pipe` on a thread, sending each on the channel.
-fn line_reader(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                // Nobody listens any more; keep draining so the child never blocks.
-                continue;
-            }
-        }
-    });
-    rx
-}
-
 /// Waits up to `limit` for a line containing `needle`; returns it.
 fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> Option<String> {
     let deadline = Instant::now() + limit;
@@ -540,17 +507,6 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> 
             Ok(_) => {}
             Err(_) => return None,
         }
-    }
-}
-
-/// Sends SIGTERM, waits up to 10 s, then kills.
-fn stop_child(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    if wait_bounded(child, Duration::from_secs(10)).is_none() {
-        let _ = child.kill();
     }
 }
 
@@ -603,9 +559,9 @@ impl QuillServer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start quill server: {e}"))?;
-        let lines = line_reader(child.stderr.take().expect("piped"));
+        let lines = child::lines(child.stderr.take().expect("piped"));
         let Some(line) = wait_for_line(&lines, "listening ", START_LIMIT) else {
-            stop_child(&mut child);
+            child::stop(&mut child, Duration::from_secs(10));
             return Err("quill server did not print `listening ADDR`".into());
         };
         let addr = line
@@ -616,7 +572,7 @@ impl QuillServer {
         match addr {
             Some(addr) => Ok(QuillServer { addr, child }),
             None => {
-                stop_child(&mut child);
+                child::stop(&mut child, Duration::from_secs(10));
                 Err(format!("unparsable server line: {line}"))
             }
         }
@@ -625,7 +581,7 @@ impl QuillServer {
 
 impl Drop for QuillServer {
     fn drop(&mut self) {
-        stop_child(&mut self.child);
+        child::stop(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -646,7 +602,7 @@ impl PeerServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let lines = line_reader(child.stdout.take().expect("piped"));
+        let lines = child::lines(child.stdout.take().expect("piped"));
         let line = wait_for_line(&lines, "listening ", START_LIMIT);
         let addr = line
             .as_deref()
@@ -655,7 +611,7 @@ impl PeerServer {
         match addr {
             Some(addr) => Ok(PeerServer { addr, child }),
             None => {
-                stop_child(&mut child);
+                child::stop(&mut child, Duration::from_secs(10));
                 Err(format!(
                     "{} server did not print `listening ADDR`",
                     bin.display()
@@ -668,8 +624,8 @@ impl PeerServer {
 impl Drop for PeerServer {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
-        if wait_bounded(&mut self.child, Duration::from_secs(5)).is_none() {
-            stop_child(&mut self.child);
+        if child::wait_or_kill(&mut self.child, Duration::from_secs(5)).is_none() {
+            child::stop(&mut self.child, Duration::from_secs(10));
         }
     }
 }
@@ -698,7 +654,7 @@ impl PingSession {
         if let Some(mut i) = child.stdin.take() {
             let _ = writeln!(i, "{PASSWORD}");
         }
-        let lines = line_reader(child.stdout.take().expect("piped"));
+        let lines = child::lines(child.stdout.take().expect("piped"));
         match wait_for_line(&lines, "connected to", CLIENT_LIMIT) {
             Some(connected) => Ok(PingSession {
                 child,
@@ -707,7 +663,7 @@ impl PingSession {
             }),
             None => {
                 let err = reader(child.stderr.take());
-                let _ = wait_bounded(&mut child, Duration::from_secs(2));
+                let _ = child::wait_or_kill(&mut child, Duration::from_secs(2));
                 let _ = child.kill();
                 let _ = child.wait();
                 let e = err.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
@@ -719,7 +675,7 @@ impl PingSession {
     fn finish(mut self) -> Result<String, String> {
         let err = reader(self.child.stderr.take());
         let limit = Duration::from_secs(30);
-        let status = wait_bounded(&mut self.child, limit);
+        let status = child::wait_or_kill(&mut self.child, limit);
         let mut out: Vec<String> = Vec::new();
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
             out.push(l);

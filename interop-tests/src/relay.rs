@@ -406,45 +406,30 @@ impl Loop {
                 break;
             }
             // Drain both sockets whatever the events say (readiness is edge-triggered).
-            self.drain_down(&mut buf);
-            self.drain_up(&mut buf);
+            self.drain(Direction::C2S, &mut buf);
+            self.drain(Direction::S2C, &mut buf);
         }
         self.capture
     }
 
-    fn drain_down(&mut self, buf: &mut [u8]) {
+    /// Reads every datagram waiting on the side `dir` comes from (the client's for
+    /// C2S, the server's for S2C) and admits it.
+    fn drain(&mut self, dir: Direction, buf: &mut [u8]) {
         let mut errors = 0;
         loop {
-            match self.down.recv_from(buf) {
+            let sock = match dir {
+                Direction::C2S => &self.down,
+                Direction::S2C => &self.up,
+            };
+            match sock.recv_from(buf) {
                 Ok((n, from)) => {
-                    self.client = Some(from);
-                    let data = buf[..n].to_vec();
-                    self.admit(Direction::C2S, data);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors (peer port closed) surface here on Linux: skip a few,
-                // then wait for the next readiness rather than loop.
-                Err(_) => {
-                    errors += 1;
-                    if errors > 16 {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn drain_up(&mut self, buf: &mut [u8]) {
-        let mut errors = 0;
-        loop {
-            match self.up.recv_from(buf) {
-                Ok((n, from)) => {
-                    if from != self.config.server {
-                        continue;
+                    match dir {
+                        Direction::C2S => self.client = Some(from),
+                        Direction::S2C if from != self.config.server => continue,
+                        Direction::S2C => {}
                     }
                     let data = buf[..n].to_vec();
-                    self.admit(Direction::S2C, data);
+                    self.admit(dir, data);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

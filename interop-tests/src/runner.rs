@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -36,146 +36,13 @@ use quill_transport::wire::{parse_header, LongType, PacketKind};
 use serde_json::{json, Value};
 
 use crate::capture::{Action, Capture, Direction, HeaderInfo};
-use crate::relay::{Rebind, RebindKind, Relay, RelayConfig};
+use crate::relay::{Relay, RelayConfig};
 
 /// Exit code for bad command-line input.
 pub const USAGE: i32 = 2;
 
-/// One scenario and its written pass rule.
-#[derive(Debug, Clone, Copy)]
-pub struct Scenario {
-    /// Name used on the command line.
-    pub name: &'static str,
-    /// The pass rule, as documented in docs/INTEROP.md.
-    pub rule: &'static str,
-    /// The impairments, in words.
-    pub network: &'static str,
-}
-
-/// Every scenario, in matrix order.
-pub const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "handshake",
-        network: "no impairment",
-        rule: "1 file (10 KB) byte-exact; the client reports 1 handshake and no Retry; \
-               the capture shows client Initials to exactly 1 client-chosen Destination CID and \
-               no Retry",
-    },
-    Scenario {
-        name: "transfer",
-        network: "no impairment",
-        rule: "files of 2, 3 and 5 MB byte-exact over one connection with 64 KiB stream / \
-               128 KiB connection windows on both sides",
-    },
-    Scenario {
-        name: "multiplexing",
-        network: "no impairment",
-        rule: "1000 small files (1-4 KB) byte-exact, 32 streams in flight, over one \
-               connection: 1 handshake and client Initials to 1 Destination CID",
-    },
-    Scenario {
-        name: "longrtt",
-        network: "750 ms delay each way (1.5 s RTT)",
-        rule: "1 file (100 KB) byte-exact; the capture shows the client sent Initial \
-               datagrams again (more than 100 ms after its first flight) before the \
-               server's first reply could have reached it",
-    },
-    Scenario {
-        name: "chacha20",
-        network: "no impairment",
-        rule: "both sides offer only ChaCha20-Poly1305; 1 file (1 MB) byte-exact; the \
-               client reports ChaCha20-Poly1305 negotiated",
-    },
-    Scenario {
-        name: "retry",
-        network: "no impairment",
-        rule: "server sends Retry to every new connection; 1 file byte-exact; the client \
-               reports 1 Retry; on the capture every client Initial after the first Retry \
-               carries its token, the first goes to the Retry's Source CID, and the client's \
-               Initial packet numbers (header protection removed) continue after the Retry \
-               instead of restarting",
-    },
-    Scenario {
-        name: "keyupdate",
-        network: "no impairment",
-        rule: "40 files of 200 KB byte-exact; the server updates keys every 1000 packets, \
-               the client asks for an update half-way; both report at least 1 key update \
-               they initiated",
-    },
-    Scenario {
-        name: "handshakeloss",
-        network: "30% random loss each way",
-        rule: "50 connections one after another, each fetching a 1 KB file: all 50 \
-               handshakes succeed and all 50 files are byte-exact",
-    },
-    Scenario {
-        name: "transferloss",
-        network: "2% random loss each way",
-        rule: "1 file (2 MB) byte-exact",
-    },
-    Scenario {
-        name: "handshakecorruption",
-        network: "30% of datagrams get one byte flipped within their first 50 bytes, each way",
-        rule: "50 connections one after another, each fetching a 1 KB file: all succeed, \
-               all byte-exact",
-    },
-    Scenario {
-        name: "transfercorruption",
-        network: "2% of datagrams get one byte flipped anywhere, each way",
-        rule: "1 file (3 MB) byte-exact",
-    },
-    Scenario {
-        name: "blackhole",
-        network: "20 Mbit/s each way; everything dropped for 2 s out of every 3.5 s",
-        rule: "1 file (10 MB) byte-exact, and the capture shows the outages hit the \
-               transfer (black-holed datagrams in both directions)",
-    },
-    Scenario {
-        name: "amplificationlimit",
-        network:
-            "every client datagram after its first flight (two datagrams) dropped for the first 4 s",
-        rule: "1 file byte-exact; on the capture, before the first client Handshake \
-               packet reaches the server, the server sent at most 3x the bytes it received",
-    },
-    Scenario {
-        name: "rebind-port",
-        network: "the relay's server-facing source port changes 2 s in",
-        rule: "40 files of 64 KB fetched 100 ms apart, byte-exact; the capture shows 2 \
-               client source addresses and the server reports at least 1 validated path",
-    },
-    Scenario {
-        name: "rebind-addr",
-        network: "the relay's server-facing source address changes to 127.0.0.2 2 s in",
-        rule: "as rebind-port, with 2 client source IP addresses on the capture",
-    },
-    Scenario {
-        name: "ipv6",
-        network: "server, relay and client on ::1",
-        rule: "1 file (1 MB) byte-exact; every datagram on the capture went over IPv6",
-    },
-    Scenario {
-        name: "keepalive",
-        network: "no impairment; the server is killed at the end",
-        rule: "idle timeout 1 s, client keep-alive 300 ms: after a first file the \
-               connection idles 6 s (6 idle timeouts) and then fetches a second file; \
-               in the idle window every datagram is small (<= 128 bytes, keep-alives and \
-               their ACKs) and there are at least 5; then the server is killed and the \
-               client reports an idle timeout within 4 s",
-    },
-    Scenario {
-        name: "login",
-        network: "no impairment",
-        rule: "a wrong password is refused (client error login_refused, no file, server \
-               counts 1 refused login); the right password is accepted and the file is \
-               byte-exact",
-    },
-    Scenario {
-        name: "goodput",
-        network: "10 Mbit/s each way, 64 KB queue",
-        rule: "5 runs of 1 file (10 MB) byte-exact; goodput (file bytes / client transfer \
-               time) is reported per run, not judged",
-    },
-];
+mod scenarios;
+pub use scenarios::{Scenario, SCENARIOS};
 
 /// The verdict of one cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -769,16 +636,10 @@ impl Child {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = proc.stdout.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = match proc.stdout.take() {
+            Some(out) => crate::child::lines(out),
+            None => mpsc::channel().1,
+        };
         let stderr = Arc::new(Mutex::new(Vec::new()));
         if let Some(err) = proc.stderr.take() {
             let keep = stderr.clone();
@@ -821,20 +682,11 @@ impl Child {
 
     /// Waits at most `limit` for the process to exit, then kills it.
     fn finish(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.proc.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
+        crate::child::wait_or_kill(&mut self.proc, limit);
     }
 
     fn kill(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
+        crate::child::kill(&mut self.proc);
     }
 }
 
@@ -856,8 +708,6 @@ struct Setup {
     fetch: Vec<String>,
     server_args: Vec<String>,
     client_args: Vec<String>,
-    /// Impairments and rebinds.
-    relay: fn(&mut RelayConfig),
     /// Bound on the client's run.
     timeout: Duration,
     ipv6: bool,
@@ -874,7 +724,6 @@ impl Setup {
             files,
             server_args: Vec::new(),
             client_args: Vec::new(),
-            relay: |_| {},
             timeout: Duration::from_secs(30),
             ipv6: false,
             vanish: false,
@@ -1011,7 +860,7 @@ fn execute(
     let mut rc = RelayConfig::new(addr);
     rc.seed = seed;
     rc.max_lifetime = setup.timeout.mul_f64(opts.timeout_factor) + Duration::from_secs(60);
-    (setup.relay)(&mut rc);
+    sc.impair(&mut rc);
     let relay_start = Instant::now();
     let relay = Relay::start(rc).map_err(|e| format!("relay: {e}"))?;
     let timeout = setup.timeout.mul_f64(opts.timeout_factor);
@@ -1137,13 +986,12 @@ fn client_problem(o: &RunOutput) -> Option<String> {
     if c.get("ok").and_then(Value::as_bool) == Some(true) {
         return None;
     }
-    let e = c.get("error");
-    let kind = e
-        .and_then(|e| e.get("kind"))
+    let kind = c
+        .pointer("/error/kind")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    let msg = e
-        .and_then(|e| e.get("message"))
+    let msg = c
+        .pointer("/error/message")
         .and_then(Value::as_str)
         .unwrap_or("");
     Some(format!("client error {kind}: {msg}"))
@@ -1324,7 +1172,7 @@ fn check_retry_wire(cap: &Capture) -> Result<String, String> {
     if &after[0].dcid != new_cid {
         return Err(format!(
             "the first client Initial after the Retry went to DCID {} instead of the Retry's SCID",
-            crate::peer::hex(&after[0].dcid)
+            quill_transport::service::hex(&after[0].dcid)
         ));
     }
     if after.iter().any(|i| &i.token != token) {
@@ -1360,7 +1208,7 @@ const MB: usize = 1_000_000;
 
 fn run_cell(opts: &RunOptions, sc: &Scenario, client: &PeerImpl, server: &PeerImpl) -> Cell {
     let start = Instant::now();
-    let (outcome, metrics) = judge(opts, sc, client, server);
+    let (outcome, metrics) = sc.judge(opts, client, server);
     Cell {
         scenario: sc.name.into(),
         client: client.name.clone(),
@@ -1378,7 +1226,7 @@ fn one(
     client: &PeerImpl,
     server: &PeerImpl,
     setup: &Setup,
-    rule: impl FnOnce(&RunOutput) -> Result<String, String>,
+    rule: fn(&RunOutput) -> Result<String, String>,
 ) -> (Outcome, Value) {
     match execute(opts, sc, client, server, setup, 0) {
         Err(e) => (Outcome::Fail(e), Value::Null),
@@ -1393,511 +1241,6 @@ fn one(
             };
             (outcome, m)
         }
-    }
-}
-
-fn judge(
-    opts: &RunOptions,
-    sc: &Scenario,
-    client: &PeerImpl,
-    server: &PeerImpl,
-) -> (Outcome, Value) {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-    match sc.name {
-        "handshake" => {
-            let setup = Setup::new(vec![("hello.bin".into(), 10_000)]);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let hs = u(&o.client, "handshakes");
-                let retries = u(&o.client, "retries");
-                let dcids = initial_dcids(&o.capture);
-                let wire_retries = retries_on_wire(&o.capture);
-                if hs != 1 || retries != 0 || dcids != 1 || wire_retries != 0 {
-                    return Err(format!(
-                        "expected 1 handshake without Retry: client reports {hs} handshakes, \
-                         {retries} Retry; capture shows Initials to {dcids} DCIDs and \
-                         {wire_retries} Retry"
-                    ));
-                }
-                Ok(String::new())
-            })
-        }
-        "transfer" => {
-            let mut setup = Setup::new(vec![
-                ("f2mb.bin".into(), 2 * MB),
-                ("f3mb.bin".into(), 3 * MB),
-                ("f5mb.bin".into(), 5 * MB),
-            ]);
-            setup.server_args = s(&["--small-windows"]);
-            setup.client_args = s(&["--small-windows"]);
-            setup.timeout = Duration::from_secs(90);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                Ok(String::new())
-            })
-        }
-        "multiplexing" => {
-            let files: Vec<(String, usize)> = names("m", 1000)
-                .into_iter()
-                .map(|n| {
-                    let size = 1000 + (fnv(&n) % 3000) as usize;
-                    (n, size)
-                })
-                .collect();
-            let mut setup = Setup::new(files);
-            setup.client_args = s(&["--parallel", "32"]);
-            setup.timeout = Duration::from_secs(90);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let hs = u(&o.client, "handshakes");
-                let dcids = initial_dcids(&o.capture);
-                let files = u(&o.client, "files");
-                if hs != 1 || dcids != 1 || files != 1000 {
-                    return Err(format!(
-                        "expected 1000 files over 1 connection: {files} files, {hs} handshakes, \
-                         Initials to {dcids} DCIDs"
-                    ));
-                }
-                Ok(String::new())
-            })
-        }
-        "longrtt" => {
-            let mut setup = Setup::new(vec![("long.bin".into(), 100_000)]);
-            setup.relay = |rc| {
-                rc.c2s.delay = Duration::from_millis(750);
-                rc.s2c.delay = Duration::from_millis(750);
-            };
-            setup.timeout = Duration::from_secs(60);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let cap = &o.capture;
-                let Some(first_reply) = cap.dir(Direction::S2C).map(|r| r.t).next() else {
-                    return Err("the server never answered".into());
-                };
-                let reachable = first_reply + Duration::from_millis(750);
-                let initials: Vec<Duration> = cap
-                    .originals(Direction::C2S)
-                    .filter(|r| r.header.contains(LongType::Initial))
-                    .map(|r| r.t)
-                    .collect();
-                let Some(&t0) = initials.first() else {
-                    return Err("no client Initial on the capture".into());
-                };
-                // The first flight leaves in one burst (the ClientHello fills two
-                // datagrams); anything 100 ms later is a retransmission.
-                let burst = t0 + Duration::from_millis(100);
-                let first = initials.iter().filter(|&&t| t <= burst).count();
-                let early = initials
-                    .iter()
-                    .filter(|&&t| t > burst && t < reachable)
-                    .count();
-                if early < 1 {
-                    return Err(format!(
-                        "the client sent its first flight ({first} Initial datagrams) and nothing \
-                         more before the server's reply could reach it; expected a retransmission"
-                    ));
-                }
-                Ok(format!(
-                    "first flight {first} Initial datagrams, {early} retransmitted before the reply"
-                ))
-            })
-        }
-        "chacha20" => {
-            let mut setup = Setup::new(vec![("c.bin".into(), MB)]);
-            setup.server_args = s(&["--suites", "chacha20"]);
-            setup.client_args = s(&["--suites", "chacha20"]);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let suite = o
-                    .client
-                    .as_ref()
-                    .and_then(|c| c.get("suite"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("none");
-                if suite != Suite::ChaCha20Poly1305.name() {
-                    return Err(format!(
-                        "negotiated suite {suite}, expected ChaCha20-Poly1305"
-                    ));
-                }
-                Ok(String::new())
-            })
-        }
-        "retry" => {
-            let mut setup = Setup::new(vec![("r.bin".into(), 100_000)]);
-            setup.server_args = s(&["--retry"]);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let retries = u(&o.client, "retries");
-                if retries != 1 {
-                    return Err(format!("client reports {retries} Retry, expected 1"));
-                }
-                check_retry_wire(&o.capture)
-            })
-        }
-        "keyupdate" => {
-            let files: Vec<(String, usize)> =
-                names("k", 40).into_iter().map(|n| (n, 200_000)).collect();
-            let mut setup = Setup::new(files);
-            setup.server_args = s(&["--key-update", "1000"]);
-            setup.client_args = s(&["--initiate-key-update"]);
-            setup.timeout = Duration::from_secs(90);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let c = u(&o.client, "key_updates_initiated");
-                let sv = u(&o.server, "key_updates_initiated");
-                if c < 1 || sv < 1 {
-                    return Err(format!(
-                        "key updates initiated: client {c}, server {sv}; expected at least 1 each"
-                    ));
-                }
-                Ok(format!(
-                    "initiated: client {c}, server {sv}; completed: client {}, server {}",
-                    u(&o.client, "key_updates"),
-                    u(&o.server, "key_updates")
-                ))
-            })
-        }
-        "handshakeloss" | "handshakecorruption" => {
-            let files: Vec<(String, usize)> =
-                names("h", 50).into_iter().map(|n| (n, 1000)).collect();
-            let mut setup = Setup::new(files);
-            setup.client_args = s(&["--handshakes", "50"]);
-            setup.timeout = Duration::from_secs(400);
-            setup.relay = if sc.name == "handshakeloss" {
-                |rc| {
-                    rc.c2s.loss = 0.3;
-                    rc.s2c.loss = 0.3;
-                }
-            } else {
-                |rc| {
-                    for d in [&mut rc.c2s, &mut rc.s2c] {
-                        d.corrupt = 0.3;
-                        d.corrupt_first_50 = true;
-                    }
-                }
-            };
-            one(opts, sc, client, server, &setup, |o| {
-                let hs = u(&o.client, "handshakes");
-                basic(o).map_err(|e| format!("{hs} of 50 handshakes: {e}"))?;
-                if hs != 50 {
-                    return Err(format!("{hs} of 50 handshakes succeeded"));
-                }
-                Ok(format!(
-                    "50 handshakes in {:.1} s",
-                    u(&o.client, "elapsed_ms") as f64 / 1000.0
-                ))
-            })
-        }
-        "transferloss" | "transfercorruption" => {
-            let loss = sc.name == "transferloss";
-            let size = if loss { 2 * MB } else { 3 * MB };
-            let mut setup = Setup::new(vec![("t.bin".into(), size)]);
-            setup.timeout = Duration::from_secs(90);
-            setup.relay = if loss {
-                |rc| {
-                    rc.c2s.loss = 0.02;
-                    rc.s2c.loss = 0.02;
-                }
-            } else {
-                |rc| {
-                    rc.c2s.corrupt = 0.02;
-                    rc.s2c.corrupt = 0.02;
-                }
-            };
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let lost = o.capture.dropped_indices(Direction::S2C).len()
-                    + o.capture.dropped_indices(Direction::C2S).len();
-                let corrupted = o
-                    .capture
-                    .records
-                    .iter()
-                    .filter(|r| matches!(r.action, Action::Corrupted { .. }))
-                    .count();
-                Ok(if loss {
-                    format!("{lost} datagrams dropped")
-                } else {
-                    format!("{corrupted} datagrams corrupted")
-                })
-            })
-        }
-        "blackhole" => {
-            let mut setup = Setup::new(vec![("b.bin".into(), 10 * MB)]);
-            setup.timeout = Duration::from_secs(120);
-            setup.relay = |rc| {
-                rc.c2s.rate_bps = Some(20_000_000);
-                rc.s2c.rate_bps = Some(20_000_000);
-                // 2 s outages between 1.5 s windows: the pattern that, before PTO backoff
-                // was capped, put every probe into an outage (docs/INTEROP.md).
-                rc.blackhole = Some((Duration::from_secs(2), Duration::from_millis(1500)));
-            };
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let bh = |d| {
-                    o.capture
-                        .count(d, Action::Dropped(crate::capture::DropReason::Blackhole))
-                };
-                let (c, s) = (bh(Direction::C2S), bh(Direction::S2C));
-                if c == 0 || s == 0 {
-                    return Err(format!(
-                        "the outages did not hit the transfer ({c} c2s, {s} s2c datagrams black-holed)"
-                    ));
-                }
-                Ok(format!("{} datagrams black-holed", c + s))
-            })
-        }
-        "amplificationlimit" => {
-            let mut setup = Setup::new(vec![("a.bin".into(), 10_000)]);
-            setup.relay = |rc| rc.c2s.drop_from_until = Some((2, Duration::from_secs(4)));
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let (c, s) = amplification_strict(&o.capture);
-                if c == 0 || s == 0 {
-                    return Err(format!("nothing to measure (client {c} B, server {s} B)"));
-                }
-                if s > 3 * c {
-                    return Err(format!(
-                        "server sent {s} bytes before address validation for {c} received (> 3x)"
-                    ));
-                }
-                Ok(format!("{s} B sent for {c} B received (limit {})", 3 * c))
-            })
-        }
-        "rebind-port" | "rebind-addr" => {
-            let files: Vec<(String, usize)> =
-                names("p", 40).into_iter().map(|n| (n, 64_000)).collect();
-            let mut setup = Setup::new(files);
-            setup.client_args = s(&["--pause-ms", "100"]);
-            setup.timeout = Duration::from_secs(40);
-            let by_addr = sc.name == "rebind-addr";
-            setup.relay = if by_addr {
-                |rc| {
-                    rc.rebind = vec![Rebind {
-                        at: Duration::from_secs(2),
-                        kind: RebindKind::Address(std::net::Ipv4Addr::new(127, 0, 0, 2)),
-                    }]
-                }
-            } else {
-                |rc| {
-                    rc.rebind = vec![Rebind {
-                        at: Duration::from_secs(2),
-                        kind: RebindKind::Port,
-                    }]
-                }
-            };
-            one(opts, sc, client, server, &setup, |o| {
-                let mut reasons = Vec::new();
-                let validated = u(&o.server, "paths_validated");
-                let migrations = u(&o.server, "migrations");
-                if o.server.is_none() {
-                    reasons.push("the server gave no report".to_string());
-                } else if validated < 1 {
-                    reasons.push(format!(
-                        "the server validated no new path (paths_validated 0, migrations {migrations})"
-                    ));
-                }
-                let sources = if by_addr {
-                    o.capture.distinct_client_ips()
-                } else {
-                    o.capture.distinct_client_sources()
-                };
-                if sources < 2 {
-                    reasons.push(format!(
-                        "the capture shows {sources} client source(s); the rebinding did not happen during the transfer"
-                    ));
-                }
-                if let Err(e) = basic(o) {
-                    reasons.push(e);
-                }
-                if !reasons.is_empty() {
-                    return Err(reasons.join("; "));
-                }
-                let last_up = o.capture.records.last().map(|r| r.upstream);
-                let to_new = o
-                    .capture
-                    .dir(Direction::S2C)
-                    .filter(|r| Some(r.upstream) == last_up)
-                    .count();
-                Ok(format!(
-                    "{validated} path(s) validated, {to_new} server datagrams to the new address"
-                ))
-            })
-        }
-        "ipv6" => {
-            if std::net::UdpSocket::bind("[::1]:0").is_err() {
-                return (
-                    Outcome::Unsupported("no IPv6 loopback on this machine".into()),
-                    Value::Null,
-                );
-            }
-            let mut setup = Setup::new(vec![("six.bin".into(), MB)]);
-            setup.ipv6 = true;
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let n = o.capture.records.len();
-                let v4 = o
-                    .capture
-                    .records
-                    .iter()
-                    .filter(|r| !matches!(r.upstream.ip(), IpAddr::V6(_)))
-                    .count();
-                if n == 0 || v4 > 0 {
-                    return Err(format!("{v4} of {n} datagrams were not IPv6"));
-                }
-                Ok(format!("{n} datagrams, all IPv6"))
-            })
-        }
-        "keepalive" => {
-            let mut setup =
-                Setup::new(vec![("ka1.bin".into(), 10_000), ("ka2.bin".into(), 10_000)]);
-            setup.server_args = s(&["--idle-timeout-ms", "1000"]);
-            setup.client_args = s(&[
-                "--idle-timeout-ms",
-                "1000",
-                "--keep-alive-ms",
-                "300",
-                "--idle-ms",
-                "6000",
-            ]);
-            setup.vanish = true;
-            setup.timeout = Duration::from_secs(40);
-            one(opts, sc, client, server, &setup, |o| {
-                basic(o)?;
-                let at = |name: &str| o.events.iter().find(|(e, _)| e == name).map(|(_, t)| *t);
-                let (Some(start), Some(end)) = (at("idle_start"), at("idle_end")) else {
-                    return Err("the client did not report its idle window".into());
-                };
-                let margin = Duration::from_millis(150);
-                if end < start + Duration::from_secs(5) + 2 * margin {
-                    return Err(format!(
-                        "idle window {:?} is shorter than 5 idle timeouts",
-                        end - start
-                    ));
-                }
-                let window: Vec<_> = o
-                    .capture
-                    .records
-                    .iter()
-                    .filter(|r| r.t > start + margin && r.t + margin < end)
-                    .collect();
-                let big = window.iter().filter(|r| r.size > 128).count();
-                let pings = window.iter().filter(|r| r.dir == Direction::C2S).count();
-                if big > 0 {
-                    return Err(format!(
-                        "{big} datagram(s) over 128 bytes while the connection was idle"
-                    ));
-                }
-                if pings < 5 {
-                    return Err(format!(
-                        "only {pings} client datagrams in the idle window; expected keep-alives"
-                    ));
-                }
-                let closed = o.client.as_ref().and_then(|c| c.get("closed"));
-                let kind = closed
-                    .and_then(|c| c.get("kind"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("none");
-                let ms = closed
-                    .and_then(|c| c.get("elapsed_ms"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(u64::MAX);
-                if kind != "idle_timeout" || ms > 4000 {
-                    return Err(format!(
-                        "after the server vanished the client reported {kind} after {ms} ms; \
-                         expected idle_timeout within 4000 ms"
-                    ));
-                }
-                Ok(format!(
-                    "{pings} keep-alive datagrams in {:.1} s idle; idle timeout after {ms} ms",
-                    (end - start).as_secs_f64()
-                ))
-            })
-        }
-        "login" => {
-            let mut wrong = Setup::new(vec![("l.bin".into(), 10_000)]);
-            wrong.password = Some("not-the-password".into());
-            let right = Setup::new(vec![("l.bin".into(), 10_000)]);
-            let first = execute(opts, sc, client, server, &wrong, 0);
-            let second = execute(opts, sc, client, server, &right, 1);
-            let (a, b) = match (first, second) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => return (Outcome::Fail(e), Value::Null),
-            };
-            let m = json!({"wrong": metrics(&a), "right": metrics(&b)});
-            let kind = a
-                .client
-                .as_ref()
-                .and_then(|c| c.pointer("/error/kind"))
-                .and_then(Value::as_str)
-                .unwrap_or("none")
-                .to_string();
-            let mut reasons = Vec::new();
-            if kind != "login_refused" || u(&a.client, "files") != 0 {
-                reasons.push(format!(
-                    "wrong password: client reported {kind} with {} files; expected login_refused",
-                    u(&a.client, "files")
-                ));
-            }
-            if u(&a.server, "logins_refused") != 1 {
-                reasons.push(format!(
-                    "wrong password: server counted {} refused logins, expected 1",
-                    u(&a.server, "logins_refused")
-                ));
-            }
-            if let Err(e) = basic(&b) {
-                reasons.push(format!("right password: {e}"));
-            }
-            if reasons.is_empty() {
-                (Outcome::Pass(String::new()), m)
-            } else {
-                save_capture(opts, sc.name, &client.name, &server.name, &a.capture);
-                (Outcome::Fail(reasons.join("; ")), m)
-            }
-        }
-        "goodput" => {
-            let mut setup = Setup::new(vec![("g.bin".into(), 10 * MB)]);
-            setup.timeout = Duration::from_secs(60);
-            setup.relay = |rc| {
-                rc.c2s.rate_bps = Some(10_000_000);
-                rc.s2c.rate_bps = Some(10_000_000);
-            };
-            let mut rates = Vec::new();
-            let mut runs = Vec::new();
-            for run in 0..5 {
-                let o = match execute(opts, sc, client, server, &setup, run) {
-                    Ok(o) => o,
-                    Err(e) => return (Outcome::Fail(format!("run {}: {e}", run + 1)), Value::Null),
-                };
-                runs.push(metrics(&o));
-                if let Err(e) = basic(&o) {
-                    save_capture(opts, sc.name, &client.name, &server.name, &o.capture);
-                    return (
-                        Outcome::Fail(format!("run {}: {e}", run + 1)),
-                        json!({"runs": runs}),
-                    );
-                }
-                let bps = o
-                    .client
-                    .as_ref()
-                    .and_then(|c| c.get("goodput_bps"))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0);
-                rates.push(bps / 1e6);
-            }
-            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-            let min = rates.iter().cloned().fold(f64::MAX, f64::min);
-            let max = rates.iter().cloned().fold(0.0, f64::max);
-            (
-                Outcome::Pass(format!(
-                    "goodput {mean:.2} Mbit/s mean, {min:.2}-{max:.2} over 5 runs"
-                )),
-                json!({"runs": runs, "goodput_mbps": rates}),
-            )
-        }
-        other => (
-            Outcome::Unsupported(format!("scenario {other} has no implementation")),
-            Value::Null,
-        ),
     }
 }
 

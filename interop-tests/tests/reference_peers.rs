@@ -147,8 +147,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        quill_interop::child::kill(&mut self.child);
     }
 }
 
@@ -199,6 +198,32 @@ fn json_line(stdout: &str) -> serde_json::Value {
     serde_json::from_str(lines[0]).expect("JSON")
 }
 
+/// One bulk client run against `srv` (`--upload`, `--download`): its JSON line, after
+/// checking that it succeeded as `stack`.
+fn bulk(
+    client: &Path,
+    srv: &Server,
+    ca: &str,
+    (up, down): (&str, &str),
+    stack: &str,
+) -> serde_json::Value {
+    let args = [
+        "--connect",
+        &srv.addr,
+        "--ca",
+        ca,
+        "--upload",
+        up,
+        "--download",
+        down,
+    ];
+    let (code, out, err) = run_client(client, &args);
+    assert_eq!(code, Some(0), "{stack} bulk client failed: {err}");
+    let j = json_line(&out);
+    assert_eq!(j["stack"], stack);
+    j
+}
+
 /// Bulk transfer (4 MiB up, 1 MiB down) and 20 handshakes, `client` against `server`.
 fn smoke(client: &Path, server: &Path, stack: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -216,22 +241,7 @@ fn smoke(client: &Path, server: &Path, stack: &str) {
     let ca = certs.join("cert.pem");
     let ca = ca.to_str().unwrap();
 
-    let (code, out, err) = run_client(
-        client,
-        &[
-            "--connect",
-            &srv.addr,
-            "--ca",
-            ca,
-            "--upload",
-            "4MiB",
-            "--download",
-            "1048576",
-        ],
-    );
-    assert_eq!(code, Some(0), "bulk client failed: {err}");
-    let j = json_line(&out);
-    assert_eq!(j["stack"], stack);
+    let j = bulk(client, &srv, ca, ("4MiB", "1048576"), stack);
     assert_eq!(j["connections"], 1);
     assert_eq!(j["upload_bytes"], 4 << 20);
     assert_eq!(j["download_bytes"], 1 << 20);
@@ -312,22 +322,8 @@ fn quinn_and_quiche_interoperate() {
     ] {
         let certs = dir.path().join(stack);
         let srv = Server::start(&server, &certs);
-        let (code, out, err) = run_client(
-            &client,
-            &[
-                "--connect",
-                &srv.addr,
-                "--ca",
-                certs.join("cert.pem").to_str().unwrap(),
-                "--upload",
-                "2MiB",
-                "--download",
-                "2MiB",
-            ],
-        );
-        assert_eq!(code, Some(0), "{stack} client failed: {err}");
-        let j = json_line(&out);
-        assert_eq!(j["stack"], stack);
+        let ca = certs.join("cert.pem");
+        let j = bulk(&client, &srv, ca.to_str().unwrap(), ("2MiB", "2MiB"), stack);
         assert_eq!(j["download_bytes"], 2 << 20);
         srv.stop();
     }

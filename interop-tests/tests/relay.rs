@@ -349,10 +349,11 @@ mod quill_end_to_end {
     use quill_transport::driver::UdpConfig;
     use quill_transport::driver::{Context, EventLoop, Handler};
     use quill_transport::proto::{
-        ClientConfig, Dir, Event, HostKeyPolicy, Login, LoginMethod, ReadOutcome, ServerConfig,
-        StreamEvent, StreamId,
+        ClientConfig, Dir, Event, HostKeyPolicy, Login, LoginMethod, ServerConfig, StreamEvent,
+        StreamId,
     };
     use quill_transport::proto::{ConnectionHandle, EndpointConfig};
+    use quill_transport::service::{Echo, Pumped};
     use quill_transport::wire::LongType;
     use zeroize::Zeroizing;
 
@@ -363,7 +364,7 @@ mod quill_end_to_end {
     /// Accepts the password "pw" at once and echoes bidirectional streams.
     #[derive(Default)]
     struct EchoServer {
-        echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
+        echo: HashMap<(ConnectionHandle, StreamId), Echo>,
     }
 
     impl Handler for EchoServer {
@@ -384,7 +385,7 @@ mod quill_end_to_end {
                 Event::Stream(StreamEvent::Opened { .. }) => {
                     let c = ctx.connection(h).unwrap();
                     while let Some(id) = c.accept_stream(Dir::Bi) {
-                        self.echo.insert((h, id), (Vec::new(), false));
+                        self.echo.insert((h, id), Echo::default());
                     }
                     while c.accept_stream(Dir::Uni).is_some() {}
                 }
@@ -394,30 +395,14 @@ mod quill_end_to_end {
 
         fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
             let mut buf = vec![0u8; 65536];
-            self.echo.retain(|&(h, id), (pending, fin)| {
+            self.echo.retain(|&(h, id), echo| {
                 let Some(c) = ctx.connection(h) else {
                     return false;
                 };
-                while pending.len() < 1 << 20 && !*fin {
-                    match c.read(id, &mut buf) {
-                        Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
-                        Ok(ReadOutcome::Finished) => *fin = true,
-                        _ => break,
-                    }
-                }
-                while !pending.is_empty() {
-                    match c.write(id, pending) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            pending.drain(..n);
-                        }
-                    }
-                }
-                if *fin && pending.is_empty() {
-                    let _ = c.finish(id);
-                    return false;
-                }
-                true
+                matches!(
+                    echo.pump(c, id, &mut buf, 1 << 20, 1 << 20),
+                    Pumped::Moved(_)
+                )
             });
         }
     }

@@ -9,6 +9,9 @@
 //! [`auth`] holds the server's account store, login verifier and brute-force limiter
 //! (and the client's known_hosts and credentials).
 //!
+//! [`service`] is the file service of docs/SPEC.md §10 (requests, answers, the path
+//! guard, uploads); like [`driver`] it does I/O and is no part of the sans-IO core.
+//!
 //! [`sim`] is a deterministic simulated network that drives a client and a server
 //! endpoint through loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
@@ -21,6 +24,8 @@ pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+#[cfg(feature = "io")]
+pub mod service;
 pub mod sim;
 pub mod wire;
 

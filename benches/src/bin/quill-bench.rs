@@ -130,52 +130,7 @@ enum Command {
     /// goodput / CPU / memory with per-round ratios, handshake latency and rate, idle
     /// memory, many idle sessions. quinn/quiche need `cargo build --release -p
     /// quill-interop --bins`.
-    Compare {
-        /// Rounds; each runs every configuration once, in a fixed order.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Bytes per bulk run (client → server).
-        #[arg(long, default_value_t = 1 << 30)]
-        bytes: u64,
-        /// Configurations, comma-separated: all, quill (= quill-aes256,quill-aes128),
-        /// quill-aes256, quill-aes128, quinn, quiche, tcp, tcp-tls.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
-        stacks: Vec<compare::Stack>,
-        /// Measurements, comma-separated: all, bulk, latency, rate, idle, sessions.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
-        what: Vec<compare::What>,
-        /// Fresh client processes per stack for the latency measurement.
-        #[arg(long, default_value_t = 10)]
-        latency_samples: usize,
-        /// Connections per handshake-rate run.
-        #[arg(long, default_value_t = 5000)]
-        handshakes: usize,
-        /// Handshakes in flight in the rate runs.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Connections for the idle-memory measurement.
-        #[arg(long, default_value_t = 10_000)]
-        idle: usize,
-        /// Idle sessions with keep-alives on one server loop.
-        #[arg(long, default_value_t = 100_000)]
-        sessions: usize,
-        /// Client processes that hold the sessions.
-        #[arg(long, default_value_t = 4)]
-        session_clients: usize,
-        /// Seconds the sessions are held and measured.
-        #[arg(long, default_value_t = 20)]
-        hold_secs: u64,
-        /// Keep-alive interval of the sessions (clients and server both send them), in
-        /// milliseconds (below 15000).
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
-        keep_alive_ms: u64,
-        /// quill server worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Print one JSON object instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
+    Compare(compare::Options),
     /// TCP (or TCP + TLS 1.3 with `--cert-dir`) sink for `compare`; prints
     /// `listening ADDR`, exits when stdin closes.
     TcpServer {
@@ -204,29 +159,7 @@ enum Command {
         timeout_secs: u64,
     },
     /// Run every measurement with server and clients as separate processes.
-    Loopback {
-        /// Bytes per bulk run.
-        #[arg(long, default_value_t = 1 << 30)]
-        bytes: u64,
-        /// Rounds; each runs AES-256-GCM then AES-128-GCM.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Handshakes to measure (0 skips).
-        #[arg(long, default_value_t = 5000)]
-        handshakes: usize,
-        /// Handshakes in flight.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Idle connections to measure memory with (0 skips).
-        #[arg(long, default_value_t = 10_000)]
-        idle: usize,
-        /// Server worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Print one JSON object instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
+    Loopback(loopback::Plan),
 }
 
 fn main() -> ExitCode {
@@ -292,37 +225,7 @@ fn main() -> ExitCode {
                 wait_go,
             },
         ),
-        Command::Compare {
-            rounds,
-            bytes,
-            stacks,
-            what,
-            latency_samples,
-            handshakes,
-            concurrency,
-            idle,
-            sessions,
-            session_clients,
-            hold_secs,
-            keep_alive_ms,
-            workers,
-            json,
-        } => compare::run(&compare::Options {
-            rounds,
-            bytes,
-            stacks,
-            what,
-            latency_samples,
-            handshakes,
-            concurrency,
-            idle,
-            sessions,
-            session_clients,
-            hold_secs,
-            keep_alive_ms,
-            workers,
-            json,
-        }),
+        Command::Compare(o) => compare::run(&o),
         Command::TcpServer { listen, cert_dir } => tcp::server(listen, cert_dir),
         Command::TcpClient {
             addr,
@@ -331,23 +234,7 @@ fn main() -> ExitCode {
             ca,
             timeout_secs,
         } => tcp::client(addr, bytes, ca, Duration::from_secs(timeout_secs)),
-        Command::Loopback {
-            bytes,
-            rounds,
-            handshakes,
-            concurrency,
-            idle,
-            workers,
-            json,
-        } => loopback::run(&loopback::Plan {
-            bytes,
-            rounds,
-            handshakes,
-            concurrency,
-            idle,
-            workers,
-            json,
-        }),
+        Command::Loopback(plan) => loopback::run(&plan),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -372,14 +259,11 @@ mod tests {
     fn parses_the_loopback_defaults() {
         let cli = Cli::try_parse_from(["quill-bench", "loopback", "--json"]).unwrap();
         match cli.command {
-            Command::Loopback {
-                bytes,
-                rounds,
-                json,
-                idle,
-                ..
-            } => {
-                assert_eq!((bytes, rounds, json, idle), (1 << 30, 3, true, 10_000));
+            Command::Loopback(p) => {
+                assert_eq!(
+                    (p.bytes, p.rounds, p.json, p.idle),
+                    (1 << 30, 3, true, 10_000)
+                );
             }
             _ => panic!("wrong subcommand"),
         }
@@ -400,26 +284,21 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::Compare {
-                rounds,
-                bytes,
-                stacks,
-                what,
-                sessions,
-                json,
-                ..
-            } => {
-                assert_eq!((rounds, bytes, json, sessions), (2, 1 << 30, true, 100_000));
-                assert_eq!(stacks, [compare::Stack::Quill, compare::Stack::TcpTls]);
-                assert_eq!(what, [compare::What::Bulk, compare::What::Sessions]);
+            Command::Compare(o) => {
+                assert_eq!(
+                    (o.rounds, o.bytes, o.json, o.sessions),
+                    (2, 1 << 30, true, 100_000)
+                );
+                assert_eq!(o.stacks, [compare::Stack::Quill, compare::Stack::TcpTls]);
+                assert_eq!(o.what, [compare::What::Bulk, compare::What::Sessions]);
             }
             _ => panic!("wrong subcommand"),
         }
         let cli = Cli::try_parse_from(["quill-bench", "compare"]).unwrap();
         match cli.command {
-            Command::Compare { stacks, what, .. } => {
-                assert_eq!(stacks, [compare::Stack::All]);
-                assert_eq!(what, [compare::What::All]);
+            Command::Compare(o) => {
+                assert_eq!(o.stacks, [compare::Stack::All]);
+                assert_eq!(o.what, [compare::What::All]);
             }
             _ => panic!("wrong subcommand"),
         }

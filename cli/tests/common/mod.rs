@@ -3,11 +3,16 @@
 
 #![allow(dead_code)]
 
+/// SIGTERM, bounded waits and SIGKILL for child processes (the interop suite's module;
+/// this crate's tests cannot depend on that crate).
+#[path = "../../../interop-tests/src/child.rs"]
+pub mod child;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::OsRandom;
@@ -166,21 +171,20 @@ fn spawn_server(command: &[OsString], root: &std::path::Path) -> (Child, String)
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            child::stop(&mut child, Duration::from_secs(10));
         }
     }
+}
+
+/// A command's standard error, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts that a command exited with `code` and said `needle` on standard error.
+pub fn assert_exit(o: &std::process::Output, code: i32, needle: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
 }
 
 /// The fingerprint of some other key (for host-key mismatch tests).

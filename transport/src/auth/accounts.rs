@@ -518,6 +518,21 @@ impl SqliteStore {
         })
     }
 
+    /// [`Self::update_one`] on `db` for the account `name` (normalized first), which
+    /// is `?1` in `sql`; `extra` are `?2`, ....
+    fn update_named(
+        db: &Mutex<Connection>,
+        name: &str,
+        sql: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<(), StoreError> {
+        let name = normalize_name(name)?;
+        let conn = lock(db);
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&name];
+        params.extend_from_slice(extra);
+        Self::update_one(&conn, &name, sql, &params)
+    }
+
     fn update_one(
         conn: &Connection,
         name: &str,
@@ -613,24 +628,20 @@ impl AccountStore for SqliteStore {
     }
 
     fn remove_user(&self, name: &str) -> Result<(), StoreError> {
-        let name = normalize_name(name)?;
-        let conn = lock(&self.conn);
-        Self::update_one(
-            &conn,
-            &name,
+        Self::update_named(
+            &self.conn,
+            name,
             "DELETE FROM accounts WHERE name = ?1",
-            &[&name],
+            &[],
         )
     }
 
     fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
-        let name = normalize_name(name)?;
-        let conn = lock(&self.conn);
-        Self::update_one(
-            &conn,
-            &name,
+        Self::update_named(
+            &self.conn,
+            name,
             "UPDATE accounts SET disabled = ?2 WHERE name = ?1",
-            &[&name, &disabled],
+            &[&disabled],
         )
     }
 
@@ -723,36 +734,30 @@ impl AccountStore for SqliteStore {
     }
 
     fn record_login(&self, name: &str, now_unix: u64) -> Result<(), StoreError> {
-        let name = normalize_name(name)?;
-        let conn = lock(&self.stats);
-        Self::update_one(
-            &conn,
-            &name,
+        Self::update_named(
+            &self.stats,
+            name,
             "UPDATE accounts SET last_login = ?2, failed_attempts = 0 WHERE name = ?1",
-            &[&name, &to_i64(now_unix)],
+            &[&to_i64(now_unix)],
         )
     }
 
     fn record_failure(&self, name: &str) -> Result<(), StoreError> {
-        let name = normalize_name(name)?;
-        let conn = lock(&self.stats);
-        Self::update_one(
-            &conn,
-            &name,
+        Self::update_named(
+            &self.stats,
+            name,
             "UPDATE accounts SET failed_attempts = MIN(failed_attempts + 1, 4294967295)
              WHERE name = ?1",
-            &[&name],
+            &[],
         )
     }
 
     fn reset_failures(&self, name: &str) -> Result<(), StoreError> {
-        let name = normalize_name(name)?;
-        let conn = lock(&self.stats);
-        Self::update_one(
-            &conn,
-            &name,
+        Self::update_named(
+            &self.stats,
+            name,
             "UPDATE accounts SET failed_attempts = 0 WHERE name = ?1",
-            &[&name],
+            &[],
         )
     }
 }

@@ -8,14 +8,14 @@
 //! blocks and every session keeps answering keep-alives.
 //!
 //! This module's building blocks:
-//! - [`socket`]: [`UdpIo`], one non-blocking UDP socket with recvmmsg/GRO receive into
+//! - `socket`: [`UdpIo`], one non-blocking UDP socket with recvmmsg/GRO receive into
 //!   buffers re-armed to full capacity before every receive, and GSO send where
 //!   `WouldBlock` is back-pressure (a bounded queue), never a dropped datagram.
-//! - [`histogram`]: [`LatencyHistogram`], the fixed-size, allocation-free histogram in
+//! - `histogram`: [`LatencyHistogram`], the fixed-size, allocation-free histogram in
 //!   which the event loop records how late each timer fired.
-//! - [`signals`]: [`TerminationSignals`], SIGINT/SIGTERM collected by one thread so a
+//! - `signals`: [`TerminationSignals`], SIGINT/SIGTERM collected by one thread so a
 //!   server can drain its connections before it exits.
-//! - [`pool`]: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
+//! - `pool`: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
 //!   with results delivered through the loop's waker and panics contained.
 
 pub mod blocking;

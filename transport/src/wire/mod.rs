@@ -7,13 +7,13 @@
 //! Encoding writes into a caller-sized [`Writer`]; each encodable type has an exact
 //! length function, and writing past the end of the buffer is a caller bug (panic).
 //!
-//! - [`codec`]: [`Reader`], [`Writer`], [`DecodeError`]
-//! - [`varint`]: variable-length integers (RFC 9000 §16)
-//! - [`packet`]: connection IDs, long/short headers, packet numbers, Version
+//! - `codec`: [`Reader`], [`Writer`], [`DecodeError`]
+//! - `varint`: variable-length integers (RFC 9000 §16)
+//! - `packet`: connection IDs, long/short headers, packet numbers, Version
 //!   Negotiation and Retry (RFC 8999, RFC 9000 §17, Appendix A)
-//! - [`frame`] and [`ack`]: frames (RFC 9000 §12.4, §19; RFC 9221 DATAGRAM)
-//! - [`transport_params`]: transport parameters (RFC 9000 §18)
-//! - [`error_code`]: transport error codes (RFC 9000 §20.1)
+//! - `frame` and `ack`: frames (RFC 9000 §12.4, §19; RFC 9221 DATAGRAM)
+//! - `transport_params`: transport parameters (RFC 9000 §18)
+//! - `error_code`: transport error codes (RFC 9000 §20.1)
 
 pub(crate) mod ack;
 pub(crate) mod codec;

@@ -127,34 +127,51 @@ pub enum What {
 }
 
 /// Everything `compare` takes from the command line.
+#[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Rounds of the bulk (and rate) comparison.
+    /// Rounds; each runs every configuration once, in a fixed order.
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Bytes per bulk run.
+    /// Bytes per bulk run (client → server).
+    #[arg(long, default_value_t = 1 << 30)]
     pub bytes: u64,
-    /// Configurations (before expansion).
+    /// Configurations, comma-separated: all, quill (= quill-aes256,quill-aes128),
+    /// quill-aes256, quill-aes128, quinn, quiche, tcp, tcp-tls.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub stacks: Vec<Stack>,
-    /// Measurements.
+    /// Measurements, comma-separated: all, bulk, latency, rate, idle, sessions.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub what: Vec<What>,
-    /// Fresh-process samples per stack for the latency measurement.
+    /// Fresh client processes per stack for the latency measurement.
+    #[arg(long, default_value_t = 10)]
     pub latency_samples: usize,
     /// Connections per handshake-rate run.
+    #[arg(long, default_value_t = 5000)]
     pub handshakes: usize,
     /// Handshakes in flight in the rate runs.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Connections for the idle-memory measurement.
+    #[arg(long, default_value_t = 10_000)]
     pub idle: usize,
-    /// Idle sessions for the sessions measurement.
+    /// Idle sessions with keep-alives on one server loop.
+    #[arg(long, default_value_t = 100_000)]
     pub sessions: usize,
-    /// Client processes holding them.
+    /// Client processes that hold the sessions.
+    #[arg(long, default_value_t = 4)]
     pub session_clients: usize,
-    /// How long the sessions are held (and measured).
+    /// Seconds the sessions are held and measured.
+    #[arg(long, default_value_t = 20)]
     pub hold_secs: u64,
-    /// Keep-alive interval of the sessions.
+    /// Keep-alive interval of the sessions (clients and server both send them), in
+    /// milliseconds (below 15000).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
     pub keep_alive_ms: u64,
-    /// Worker threads of quill's server.
+    /// quill server worker threads.
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// One JSON object instead of tables.
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -1005,29 +1022,17 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
         .max_ack_delay
         .as_secs_f64()
         * 1e3;
-    let mut rtt: Vec<f64> = outs
-        .iter()
-        .flat_map(|v| {
-            v["keep_alive_rtt_us"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|x| x.as_f64())
-        .map(|us| us / 1e3)
-        .collect();
+    // Every client's samples of `key` (microseconds), in milliseconds.
+    let ms_samples = |key: &str| -> Vec<f64> {
+        outs.iter()
+            .flat_map(|v| v[key].as_array().cloned().unwrap_or_default())
+            .filter_map(|x| x.as_f64())
+            .map(|us| us / 1e3)
+            .collect()
+    };
+    let mut rtt = ms_samples("keep_alive_rtt_us");
     let mut late: Vec<f64> = rtt.iter().map(|r| (r - ack_delay_ms).max(0.0)).collect();
-    let mut own: Vec<f64> = outs
-        .iter()
-        .flat_map(|v| {
-            v["own_timer_lateness_us"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|x| x.as_f64())
-        .map(|us| us / 1e3)
-        .collect();
+    let mut own = ms_samples("own_timer_lateness_us");
     let q = |v: &mut Vec<f64>| [quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1.0)];
     let lost = outs
         .iter()
@@ -1276,13 +1281,7 @@ fn print_tables(
             Ok(i) => {
                 println!("| server RSS, 0 conns | server RSS, N conns | server bytes/connection | client peak bytes/connection |");
                 println!("|---|---|---|---|");
-                println!(
-                    "| {:.1} MiB | {:.1} MiB | {:.0} | {:.0} |",
-                    i.rss0_kib as f64 / 1024.0,
-                    i.rss_n_kib as f64 / 1024.0,
-                    i.per_conn_bytes,
-                    i.client_per_conn_bytes
-                );
+                println!("| {} |", i.cells());
             }
             Err(e) => println!("failed: {e}"),
         }

@@ -34,6 +34,7 @@ use quill_transport::auth::{AccountStore, SqliteStore};
 use quill_transport::auth::{Limiter, LimiterConfig};
 use quill_transport::auth::{LoginVerifier, Verdict};
 use quill_transport::driver::verify_on_pool;
+use quill_transport::service::{Echo, Pumped};
 
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
 const ECHO_BUFFER: usize = 1 << 20;
@@ -49,9 +50,8 @@ struct BenchServer {
     sinks: HashMap<(ConnectionHandle, StreamId), u64>,
     /// Completion counts still to be sent (the connection had no stream credit yet).
     replies: Vec<(ConnectionHandle, u64)>,
-    /// Bidirectional streams being echoed: bytes not yet written back, and whether the
-    /// peer finished.
-    echo: HashMap<(ConnectionHandle, StreamId), (Vec<u8>, bool)>,
+    /// Bidirectional streams being echoed.
+    echo: HashMap<(ConnectionHandle, StreamId), Echo>,
     buf: Vec<u8>,
     logins: u64,
     refused: u64,
@@ -75,7 +75,7 @@ impl Handler for BenchServer {
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let Some(c) = ctx.connection(h) else { return };
                 while let Some(id) = c.accept_stream(Dir::Bi) {
-                    self.echo.insert((h, id), (Vec::new(), false));
+                    self.echo.insert((h, id), Echo::default());
                 }
                 while let Some(id) = c.accept_stream(Dir::Uni) {
                     self.sinks.insert((h, id), 0);
@@ -174,31 +174,14 @@ impl BenchServer {
 
     fn pump_echo(&mut self, ctx: &mut Context<'_, Self>) {
         let buf = &mut self.buf;
-        self.echo.retain(|&(h, id), (pending, fin)| {
+        self.echo.retain(|&(h, id), echo| {
             let Some(c) = ctx.connection(h) else {
                 return false;
             };
-            while pending.len() < ECHO_BUFFER && !*fin {
-                match c.read(id, buf) {
-                    Ok(ReadOutcome::Data(n)) => pending.extend_from_slice(&buf[..n]),
-                    Ok(ReadOutcome::Finished) => *fin = true,
-                    Ok(ReadOutcome::Blocked) => break,
-                    Err(_) => return false,
-                }
-            }
-            while !pending.is_empty() {
-                match c.write(id, pending) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        pending.drain(..n);
-                    }
-                }
-            }
-            if *fin && pending.is_empty() {
-                let _ = c.finish(id);
-                return false;
-            }
-            true
+            matches!(
+                echo.pump(c, id, buf, ECHO_BUFFER, ECHO_BUFFER),
+                Pumped::Moved(_)
+            )
         });
     }
 }

@@ -313,8 +313,8 @@ pub struct Connection {
     datagram_len: u64,
     rng: Arc<dyn quill_crypto::random::Random>,
 
-    /// The CONNECTION_CLOSE we send while closing: (code, app, reason).
-    close: Option<(u64, bool, String)>,
+    /// The CONNECTION_CLOSE we send while closing.
+    close: Option<PendingClose>,
     close_pending: bool,
     error: Option<ConnectionError>,
     stats: ConnectionStats,
@@ -324,6 +324,16 @@ pub struct Connection {
     lost_buf: Vec<(u64, super::recovery::SentPacket<spaces::SentFrames>)>,
     /// Closes sent while closing (RFC 9000 §10.2.1 asks us to limit them).
     closes_sent: u32,
+}
+
+/// The CONNECTION_CLOSE a closing connection sends (and repeats).
+#[derive(Clone)]
+pub(super) struct PendingClose {
+    pub(super) code: u64,
+    /// The frame that triggered a transport error (0 if none or unknown); `None` for
+    /// an application close (frame type 0x1d, which has no such field).
+    pub(super) frame_type: Option<u64>,
+    pub(super) reason: String,
 }
 
 impl Connection {
@@ -1040,7 +1050,11 @@ impl Connection {
         ) {
             return;
         }
-        self.close = Some((error_code, true, reason.to_owned()));
+        self.close = Some(PendingClose {
+            code: error_code,
+            frame_type: None,
+            reason: reason.to_owned(),
+        });
         self.close_pending = true;
         self.enter_closing(ConnectionError::ClosedLocally {
             code: error_code,
@@ -1058,7 +1072,14 @@ impl Connection {
         ) {
             return;
         }
-        self.close = Some((err.code.0, false, err.reason.clone()));
+        // RFC 9000 §19.19: the Frame Type field is "the type of frame that triggered
+        // the error. A value of 0 (equivalent to the mention of the PADDING frame) is
+        // used when the frame type is unknown."
+        self.close = Some(PendingClose {
+            code: err.code.0,
+            frame_type: Some(err.frame_type.unwrap_or(0)),
+            reason: err.reason.clone(),
+        });
         self.close_pending = true;
         self.enter_closing(report);
     }

@@ -177,6 +177,12 @@ impl Connection {
         self.reset_idle_timer(now);
 
         let payload = &packet[header_len..header_len + payload_len];
+        // RFC 9000 §12.4: "An endpoint MUST treat receipt of a packet containing no
+        // frames as a connection error of type PROTOCOL_VIOLATION."
+        if payload.is_empty() {
+            self.close_transport(TransportError::protocol("a packet without frames"));
+            return;
+        }
         let mut eliciting = false;
         for frame in Frames::new(payload) {
             let frame = match frame {
@@ -195,15 +201,21 @@ impl Connection {
             // RFC 9000 §12.4: "An endpoint MUST treat receipt of a frame in a packet
             // type that is not permitted as a connection error of type
             // PROTOCOL_VIOLATION."
+            let ty = frame.ty();
             if !frame.allowed_in(space) {
-                self.close_transport(TransportError::protocol(format!(
-                    "frame type {:#x} not allowed in {space:?} packets",
-                    frame.ty()
-                )));
+                let mut e = TransportError::protocol(format!(
+                    "frame type {ty:#x} not allowed in {space:?} packets"
+                ));
+                e.frame_type = Some(ty);
+                self.close_transport(e);
                 return;
             }
             eliciting |= frame.is_ack_eliciting();
-            if let Err(e) = self.handle_frame(now, space, frame) {
+            if let Err(mut e) = self.handle_frame(now, space, frame) {
+                // RFC 9000 §19.19: the close names the frame that triggered the error.
+                if let ConnectionError::Transport(t) = &mut e {
+                    t.frame_type.get_or_insert(ty);
+                }
                 self.close_for(e);
                 return;
             }

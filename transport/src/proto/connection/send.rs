@@ -512,7 +512,12 @@ impl Connection {
             return None;
         }
         self.close_pending = false;
-        let (code, app, reason) = self.close.clone()?;
+        let super::PendingClose {
+            code,
+            frame_type,
+            reason,
+        } = self.close.clone()?;
+        let app = frame_type.is_none();
         let mut max = buf.len().min(self.mtu as usize);
         if !self.address_validated {
             max = max.min((3 * self.amp_received).saturating_sub(self.amp_sent) as usize);
@@ -541,7 +546,7 @@ impl Connection {
                 Frame::ConnectionClose {
                     app,
                     code,
-                    frame_type: if app { None } else { Some(0) },
+                    frame_type,
                     reason: reason.as_bytes(),
                 }
             };

@@ -70,6 +70,14 @@ fn server_rejects(frame: Frame<'_>) -> TransportErrorCode {
     code
 }
 
+/// The transport error code `result` failed with.
+fn error_code<T: std::fmt::Debug>(result: Result<T, ConnectionError>) -> TransportErrorCode {
+    match result {
+        Err(ConnectionError::Transport(t)) => t.code,
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+}
+
 /// A STREAM frame with one byte at `offset` on stream number `n` of `(side, dir)`.
 fn one_byte(side: Side, dir: Dir, n: u64, offset: u64) -> Frame<'static> {
     Frame::Stream {
@@ -151,17 +159,13 @@ fn ack_of_an_unsent_packet_is_a_protocol_violation() {
     let mut sim = established();
     let now = sim.now();
     let server = sim.server().unwrap();
-    let err = server
-        .on_ack_frame(
-            now,
-            Space::Data,
-            std::iter::once(1_000_000..=1_000_000),
-            Duration::ZERO,
-        )
-        .unwrap_err();
-    assert!(
-        matches!(err, ConnectionError::Transport(t) if t.code == TransportErrorCode::PROTOCOL_VIOLATION)
+    let result = server.on_ack_frame(
+        now,
+        Space::Data,
+        std::iter::once(1_000_000..=1_000_000),
+        Duration::ZERO,
     );
+    assert_eq!(error_code(result), TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
 #[test]
@@ -260,11 +264,10 @@ fn more_connection_ids_than_the_limit_is_an_error() {
         reset_token[0] ^= 1;
     }
     assert!(server.handle_frame(now, Space::Data, bad).is_err());
-    let err = server
-        .handle_frame(now, Space::Data, ncid(4, 0))
-        .unwrap_err();
-    assert!(
-        matches!(err, ConnectionError::Transport(t) if t.code == TransportErrorCode::CONNECTION_ID_LIMIT_ERROR)
+    let result = server.handle_frame(now, Space::Data, ncid(4, 0));
+    assert_eq!(
+        error_code(result),
+        TransportErrorCode::CONNECTION_ID_LIMIT_ERROR
     );
 }
 
@@ -426,6 +429,35 @@ fn each_frame_decode_error_closes_with_the_wire_layers_code() {
             "payload {payload:02x?}"
         );
     }
+}
+
+#[test]
+fn a_packet_without_frames_is_a_protocol_violation() {
+    // RFC 9000 §12.4: "An endpoint MUST treat receipt of a packet containing no
+    // frames as a connection error of type PROTOCOL_VIOLATION." Only a four-byte
+    // packet number leaves room for the header-protection sample without padding:
+    // jump far ahead of what the server acknowledged to get one.
+    let mut sim = established();
+    sim.client().spaces[Space::Data as usize].next_pn += 1 << 24;
+    assert_eq!(
+        server_closes_on(&mut sim, Space::Data, &[]),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn the_close_names_the_frame_that_triggered_the_error() {
+    // RFC 9000 §19.19: Frame Type is "the type of frame that triggered the error".
+    // STREAM_DATA_BLOCKED (0x15) for the server's own send-only stream 3.
+    let mut sim = established();
+    assert_eq!(
+        server_closes_on(&mut sim, Space::Data, &[0x15, 0x03, 0x00, 0x01]),
+        TransportErrorCode::STREAM_STATE_ERROR
+    );
+    let handle = sim.server_handle().expect("a server session");
+    let server = sim.net.server.connection(handle).expect("a server session");
+    let close = server.close.as_ref().expect("a CONNECTION_CLOSE to send");
+    assert_eq!(close.frame_type, Some(0x15));
 }
 
 #[test]

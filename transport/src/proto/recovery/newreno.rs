@@ -140,11 +140,14 @@ mod tests {
         Duration::from_millis(v)
     }
 
+    /// A start time, a default RTT estimate and a new controller.
+    fn fresh() -> (Instant, RttEstimator, NewReno) {
+        (Instant::now(), RttEstimator::default(), NewReno::new(MDS))
+    }
+
     #[test]
     fn slow_start_grows_by_bytes_acked() {
-        let t0 = Instant::now();
-        let rtt = RttEstimator::default();
-        let mut cc = NewReno::new(MDS);
+        let (t0, rtt, mut cc) = fresh();
         assert_eq!(cc.window(), 12_000);
         for i in 0..10 {
             cc.on_ack(t0 + ms(100), t0 + ms(i), 1200, false, &rtt);
@@ -155,18 +158,14 @@ mod tests {
 
     #[test]
     fn app_limited_acks_do_not_grow() {
-        let t0 = Instant::now();
-        let rtt = RttEstimator::default();
-        let mut cc = NewReno::new(MDS);
+        let (t0, rtt, mut cc) = fresh();
         cc.on_ack(t0 + ms(100), t0, 1200, true, &rtt);
         assert_eq!(cc.window(), 12_000);
     }
 
     #[test]
     fn loss_halves_and_enters_recovery_once() {
-        let t0 = Instant::now();
-        let rtt = RttEstimator::default();
-        let mut cc = NewReno::new(MDS);
+        let (t0, rtt, mut cc) = fresh();
         for i in 0..10 {
             cc.on_ack(t0 + ms(100), t0 + ms(i), 1200, false, &rtt);
         }
@@ -188,9 +187,7 @@ mod tests {
 
     #[test]
     fn congestion_avoidance_adds_one_mds_per_window() {
-        let t0 = Instant::now();
-        let rtt = RttEstimator::default();
-        let mut cc = NewReno::new(MDS);
+        let (t0, rtt, mut cc) = fresh();
         cc.on_congestion_event(t0 + ms(10), t0, false, 1200);
         assert_eq!(cc.window(), 6_000);
         assert!(!cc.in_slow_start());

@@ -172,23 +172,9 @@ impl<T> SentPackets<T> {
     /// If `pn` is not larger than every packet number recorded before (a bug in
     /// the caller's packet number counter, never a peer's doing).
     pub fn on_sent(&mut self, pn: u64, packet: SentPacket<T>) {
-        if let Some(largest) = self.largest_sent {
-            assert!(
-                pn > largest,
-                "packet numbers must strictly increase ({pn} after {largest})"
-            );
-        }
-        if self.slots.is_empty() {
-            // Nothing outstanding: start the window at this packet; skipped
-            // numbers before it are forgotten.
+        if self.skip_to(pn) {
+            // Nothing outstanding: start the window at this packet.
             self.base = pn;
-            self.skipped.clear();
-        } else {
-            let next = self.base + self.slots.len() as u64;
-            for skipped in next..pn {
-                self.slots.push_back(Slot::Skipped);
-                self.skipped.push_back(skipped);
-            }
         }
         if packet.ack_eliciting {
             self.last_ack_eliciting_sent = Some(packet.time_sent);
@@ -203,6 +189,19 @@ impl<T> SentPackets<T> {
     /// ignored, but nothing is kept for it. Peers never acknowledge ACK-only
     /// packets on their own, so tracking them would grow without bound.
     pub fn on_sent_untracked(&mut self, pn: u64) {
+        if self.skip_to(pn) {
+            self.base = pn + 1;
+        } else {
+            self.slots.push_back(Slot::Acked);
+        }
+        self.largest_sent = Some(pn);
+    }
+
+    /// Before packet `pn` is recorded: numbers must strictly increase, and the ones
+    /// skipped since the last packet get a slot. Returns `true` if nothing is
+    /// outstanding, in which case skipped numbers before `pn` are forgotten and the
+    /// caller starts the window afresh.
+    fn skip_to(&mut self, pn: u64) -> bool {
         if let Some(largest) = self.largest_sent {
             assert!(
                 pn > largest,
@@ -210,17 +209,15 @@ impl<T> SentPackets<T> {
             );
         }
         if self.slots.is_empty() {
-            self.base = pn + 1;
             self.skipped.clear();
-        } else {
-            let next = self.base + self.slots.len() as u64;
-            for skipped in next..pn {
-                self.slots.push_back(Slot::Skipped);
-                self.skipped.push_back(skipped);
-            }
-            self.slots.push_back(Slot::Acked);
+            return true;
         }
-        self.largest_sent = Some(pn);
+        let next = self.base + self.slots.len() as u64;
+        for skipped in next..pn {
+            self.slots.push_back(Slot::Skipped);
+            self.skipped.push_back(skipped);
+        }
+        false
     }
 
     /// Processes one ACK frame's ranges (descending, inclusive).
@@ -320,24 +317,29 @@ impl<T> SentPackets<T> {
     }
 
     #[cfg(test)]
-    /// Declares packets lost by the packet and time thresholds (RFC 9002 §6.1).
-    ///
-    /// Calls `lost(pn, packet)` for each, in ascending order, and returns the
-    /// earliest time at which a remaining packet would become lost by the time
-    /// threshold, for the loss timer.
+    /// [`detect_lost_report`](Self::detect_lost_report) for tests: the numbers of the
+    /// packets declared lost, in ascending order, and the loss timer.
     pub fn detect_lost(
         &mut self,
         now: Instant,
         largest_acked: u64,
         loss_delay: Duration,
-        lost: impl FnMut(u64, SentPacket<T>),
-    ) -> Option<Instant> {
-        self.detect_lost_report(now, largest_acked, loss_delay, None, |_| true, lost)
-            .loss_time
+    ) -> (Vec<u64>, Option<Instant>) {
+        let mut lost = Vec::new();
+        let report = self.detect_lost_report(
+            now,
+            largest_acked,
+            loss_delay,
+            None,
+            |_| true,
+            |pn, _| lost.push(pn),
+        );
+        (lost, report.loss_time)
     }
 
-    /// Like [`detect_lost`](Self::detect_lost), with the numbers the
-    /// congestion controller and the persistent congestion check need.
+    /// Declares packets lost by the packet and time thresholds (RFC 9002 §6.1),
+    /// with the numbers the congestion controller and the persistent congestion
+    /// check need.
     ///
     /// `first_rtt_sample` is when the first RTT sample of the path was taken;
     /// RFC 9002 §7.6.2: "The persistent congestion period SHOULD NOT start
@@ -714,11 +716,8 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sent_with(t0, 0..10);
         ack(&mut s, &[5..=5]).unwrap();
-        let mut lost = Vec::new();
         // Huge loss delay: only the packet threshold applies. 5 >= pn + 3 ⇔ pn <= 2.
-        let loss_time = s.detect_lost(t0 + ms(10), 5, Duration::from_secs(100), |pn, _| {
-            lost.push(pn)
-        });
+        let (lost, loss_time) = s.detect_lost(t0 + ms(10), 5, Duration::from_secs(100));
         assert_eq!(lost, vec![0, 1, 2]);
         // 3 and 4 wait for the time threshold.
         assert_eq!(loss_time, Some(t0 + ms(3) + Duration::from_secs(100)));
@@ -730,23 +729,16 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sent_with(t0, 0..4);
         ack(&mut s, &[3..=3]).unwrap();
-        let mut lost = Vec::new();
         // pn 0 sent at t0 is past the 9/8 * 10 ms delay at t0+12 ms; pns 1, 2 are not (yet).
         let delay = ms(10) * 9 / 8;
-        let t = s.detect_lost(t0 + ms(12), 3, delay, |pn, _| lost.push(pn));
-        assert_eq!(lost, vec![0]);
-        assert_eq!(t, Some(t0 + ms(1) + delay));
-        lost.clear();
-        let t = s.detect_lost(t0 + ms(1) + delay, 3, delay, |pn, _| lost.push(pn));
-        assert_eq!(lost, vec![1]);
-        assert_eq!(t, Some(t0 + ms(2) + delay));
+        let t = s.detect_lost(t0 + ms(12), 3, delay);
+        assert_eq!(t, (vec![0], Some(t0 + ms(1) + delay)));
+        let t = s.detect_lost(t0 + ms(1) + delay, 3, delay);
+        assert_eq!(t, (vec![1], Some(t0 + ms(2) + delay)));
         // Packets after the largest acked are never lost by this check.
         let mut s = sent_with(t0, 0..4);
         ack(&mut s, &[0..=0]).unwrap();
-        assert_eq!(
-            s.detect_lost(t0 + ms(1000), 0, delay, |_, _| panic!("lost")),
-            None
-        );
+        assert_eq!(s.detect_lost(t0 + ms(1000), 0, delay), (vec![], None));
     }
 
     #[test]
@@ -754,8 +746,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = sent_with(t0, 0..6);
         ack(&mut s, &[5..=5]).unwrap();
-        let mut lost = Vec::new();
-        s.detect_lost(t0 + ms(6), 5, Duration::from_secs(1), |pn, _| lost.push(pn));
+        let (lost, _) = s.detect_lost(t0 + ms(6), 5, Duration::from_secs(1));
         assert_eq!(lost, vec![0, 1, 2]);
         let (summary, acked) = ack(&mut s, &[0..=5]).unwrap();
         assert_eq!(acked, vec![3, 4]);
@@ -847,7 +838,7 @@ mod tests {
         let mut s = sent_with(t0, 0..10);
         ack(&mut s, &[4..=4]).unwrap();
         // 0, 1 lost by packet threshold; then 1 is acked after all.
-        s.detect_lost(t0 + ms(5), 4, Duration::from_secs(10), |_, _| {});
+        s.detect_lost(t0 + ms(5), 4, Duration::from_secs(10));
         ack(&mut s, &[4..=4, 1..=1]).unwrap();
         ack(&mut s, &[9..=9, 4..=4, 1..=1]).unwrap();
         let report = s.detect_lost_report(
@@ -988,8 +979,7 @@ mod tests {
                     Op::Lose { advance_ms } => {
                         now += ms(advance_ms);
                         if let Some(largest) = s.largest_acked() {
-                            let mut lost = Vec::new();
-                            s.detect_lost(now, largest, ms(50), |pn, _| lost.push(pn));
+                            let (lost, _) = s.detect_lost(now, largest, ms(50));
                             for pn in &lost {
                                 prop_assert!(*pn < largest);
                                 prop_assert!(model.remove(pn).is_some());

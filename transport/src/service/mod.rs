@@ -1,4 +1,5 @@
-//! The services a `quill server` offers on bidirectional streams (docs/SPEC.md §10).
+//! The file service of docs/SPEC.md §10: its requests, its answers and the guard every
+//! path passes, in one place for `quill server` and the interop peer.
 //!
 //! A client opens a bidirectional stream and writes one request line, terminated by
 //! `\n`, at most [`MAX_LINE`] bytes:
@@ -11,11 +12,26 @@
 //! | `SINK` | any bytes, then FIN | `OK <bytes>` line, FIN |
 //! | `SOURCE <bytes>` | FIN | `bytes` bytes, FIN |
 //!
-//! Paths are relative to the server's `--root`, `/`-separated; `..`, absolute paths,
+//! Paths are relative to the server's root, `/`-separated; `..`, absolute paths,
 //! control characters, the names of uploads in progress and anything that would leave
-//! the root are refused with `ERR`. The server writes a PUT to a temporary file and
-//! renames it only after the SHA-256 matched. An `ERR` sent before the client finished
-//! is followed by STOP_SENDING: the client's writes fail at once and it reads the `ERR`.
+//! the root are refused with `ERR` ([`check_relative`], [`resolve_get`],
+//! [`resolve_put`]). The server writes a PUT to a temporary file ([`Upload`]) and
+//! renames it only after the SHA-256 matched; [`sweep_temp_files`] removes what a
+//! killed server left. An `ERR` sent before the client finished is followed by
+//! STOP_SENDING: the client's writes fail at once and it reads the `ERR`.
+//!
+//! This module does file I/O: it sits beside [`crate::driver`], outside the sans-IO
+//! core. How streams are scheduled (budgets, the worker pool) is the server's business.
+
+mod echo;
+mod files;
+
+pub use echo::{Echo, Pumped};
+
+pub use files::{
+    check_relative, has_control_chars, hash_file, resolve_get, resolve_put, sweep_temp_files,
+    Files, Upload, CHUNK,
+};
 
 /// Longest request or answer line.
 pub const MAX_LINE: usize = 4096;
@@ -81,7 +97,7 @@ impl Request {
                     .ok_or("PUT needs a size")?;
                 let sha256 = p
                     .next()
-                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .filter(|h| is_sha256_hex(h))
                     .ok_or("PUT needs a SHA-256 in hex")?;
                 let path = p
                     .next()
@@ -101,9 +117,66 @@ impl Request {
     }
 }
 
+/// A server's answer line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `OK`: a PUT is stored.
+    Ok,
+    /// `OK <size> <sha256-hex>`: a GET's file follows.
+    File {
+        /// Bytes that follow.
+        size: u64,
+        /// Their SHA-256, lowercase hex.
+        sha256: String,
+    },
+    /// `OK <bytes>`: what a SINK counted.
+    Count(u64),
+    /// `ERR <message>`: a refusal.
+    Err(String),
+}
+
+impl Answer {
+    /// The answer line (with its `\n`).
+    pub fn line(&self) -> String {
+        match self {
+            Answer::Ok => "OK\n".into(),
+            Answer::File { size, sha256 } => format!("OK {size} {sha256}\n"),
+            Answer::Count(n) => format!("OK {n}\n"),
+            Answer::Err(message) => format!("ERR {message}\n"),
+        }
+    }
+
+    /// Parses an answer line (without its `\n`); `None` for anything else.
+    pub fn parse(line: &str) -> Option<Answer> {
+        if let Some(message) = line.strip_prefix("ERR") {
+            return Some(Answer::Err(message.trim().to_owned()));
+        }
+        let mut p = line.split(' ');
+        match (p.next()?, p.next(), p.next(), p.next()) {
+            ("OK", None, None, None) => Some(Answer::Ok),
+            ("OK", Some(n), None, None) => n.parse().ok().map(Answer::Count),
+            ("OK", Some(size), Some(sha), None) if is_sha256_hex(sha) => Some(Answer::File {
+                size: size.parse().ok()?,
+                sha256: sha.to_ascii_lowercase(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `s` is a SHA-256 in hex (either case).
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `data`, lowercase hex (as in `PUT` and `OK <size> <sha256-hex>`).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 #[cfg(test)]
@@ -131,5 +204,27 @@ mod tests {
         assert!(Request::parse("PUT x y z").is_err());
         assert!(Request::parse("DELETE /").is_err());
         assert!(Request::parse("GET").is_err());
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        for a in [
+            Answer::Ok,
+            Answer::Count(12),
+            Answer::File {
+                size: 3,
+                sha256: sha256_hex(b"abc"),
+            },
+            Answer::Err("no such file".into()),
+        ] {
+            assert_eq!(Answer::parse(a.line().trim_end_matches('\n')), Some(a));
+        }
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        for bad in ["OK x y", "OK 1 abc", "OK 1 2 3", "YES", ""] {
+            assert_eq!(Answer::parse(bad), None, "{bad}");
+        }
     }
 }
