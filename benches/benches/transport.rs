@@ -15,7 +15,7 @@ use quill_transport::proto::{
     ClientConfig, Connection, Dir, Event, HostKeyPolicy, Login, ReadOutcome, ServerConfig,
     StreamEvent, StreamId,
 };
-use quill_transport::wire::{parse_header, ConnectionId};
+use quill_transport::wire::{parse_header, ConnectionId, QUILL_VERSION};
 use zeroize::Zeroizing;
 
 const CLIENT: &str = "10.0.0.1:40000";
@@ -65,6 +65,7 @@ fn handshake(cpu: &mut Cpu, suite: Suite) -> (Connection, Connection) {
     let t = Instant::now();
     let first = parse_header(&to_server[0], 8).unwrap();
     let mut server = Connection::server(
+        QUILL_VERSION,
         server_cfg,
         t,
         caddr,

@@ -76,6 +76,17 @@ fn quill_loop<H: Handler>(
     .unwrap()
 }
 
+/// What `Event::HandshakeConfirmed` reports: the ALPN and the key-exchange group.
+fn negotiated(event: Event) -> Option<(Option<Vec<u8>>, Option<NamedGroup>)> {
+    match event {
+        Event::HandshakeConfirmed {
+            alpn,
+            key_exchange_group,
+        } => Some((alpn, key_exchange_group)),
+        _ => None,
+    }
+}
+
 // ------------------------------------------------ quill client, quinn server
 
 /// quill's hq-interop client: one request, the whole answer.
@@ -99,11 +110,8 @@ impl Handler for HqClient {
             return;
         };
         match event {
-            Event::HandshakeConfirmed {
-                alpn,
-                key_exchange_group,
-            } => {
-                self.confirmed = Some((alpn, key_exchange_group));
+            Event::HandshakeConfirmed { .. } => {
+                self.confirmed = negotiated(event);
                 self.retries = conn.stats().retries;
                 let id = conn.open_stream(Dir::Bi).expect("a stream");
                 let req = format!("GET /{}\r\n", self.name);
@@ -300,12 +308,10 @@ impl Handler for HqServer {
             return;
         };
         match event {
-            Event::HandshakeConfirmed {
-                alpn,
-                key_exchange_group,
-            } => {
+            Event::HandshakeConfirmed { .. } => {
                 let account = conn.account().map(str::to_owned);
-                self.confirmed.push((alpn, key_exchange_group, account));
+                let (alpn, group) = negotiated(event).expect("matched above");
+                self.confirmed.push((alpn, group, account));
                 self.connections.push(h);
             }
             Event::Stream(StreamEvent::Opened { .. }) => {

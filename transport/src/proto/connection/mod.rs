@@ -389,40 +389,15 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Creates the server side of a connection for a client's first Initial.
-    /// `original_dcid` is the Destination CID the client chose, `client_cid` its Source
-    /// CID, `local_cid` the server's new CID. `retry` carries the CIDs of a Retry that
-    /// validated the address (`Some((original_dcid_before_retry, retry_scid))`), in which
-    /// case the address counts as validated.
+    /// Creates the server side of a connection for a client's first Initial, which
+    /// carried `version`: [`QUILL_VERSION`], or [`QUIC_V1`] if `config.quic_v1` accepts
+    /// it (the version picks the handshake). `original_dcid` is the Destination CID the
+    /// client chose, `client_cid` its Source CID, `local_cid` the server's new CID.
+    /// `retry` carries the CIDs of a Retry that validated the address
+    /// (`Some((original_dcid_before_retry, retry_scid))`), in which case the address
+    /// counts as validated.
     #[allow(clippy::too_many_arguments)]
     pub fn server(
-        config: ServerConfig,
-        now: Instant,
-        remote: SocketAddr,
-        local_cid: ConnectionId,
-        original_dcid: ConnectionId,
-        client_cid: ConnectionId,
-        retry: Option<(ConnectionId, ConnectionId)>,
-        reset_token: Option<[u8; 16]>,
-    ) -> Result<Connection, ConfigError> {
-        Connection::server_for_version(
-            QUILL_VERSION,
-            config,
-            now,
-            remote,
-            local_cid,
-            original_dcid,
-            client_cid,
-            retry,
-            reset_token,
-        )
-    }
-
-    /// [`Connection::server`] for a client whose first Initial carried `version`
-    /// ([`QUILL_VERSION`], or [`QUIC_V1`] if the configuration accepts it): the
-    /// version picks the handshake.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn server_for_version(
         version: u32,
         config: ServerConfig,
         now: Instant,

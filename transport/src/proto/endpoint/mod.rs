@@ -589,7 +589,7 @@ impl Endpoint {
         let local = self.new_cid()?;
         let reset_token = self.keys.reset_token(&local);
         // With a valid token the address counts as validated (RFC 9000 §8.1.2).
-        let conn = match Connection::server_for_version(
+        let conn = match Connection::server(
             version,
             server.clone(),
             now,

@@ -23,6 +23,7 @@ use super::example::{
 };
 use super::messages::Message;
 use crate::proto::{Connection, Event};
+use crate::wire::QUILL_VERSION;
 
 /// SHA-256 of the client's first datagram (SPEC §9.1 prints it whole).
 const CLIENT_FIRST_DATAGRAM_SHA256: &str =
@@ -238,6 +239,7 @@ fn run_to_login(now: Instant) -> Run {
     )
     .unwrap();
     let mut server = Connection::server(
+        QUILL_VERSION,
         server_config(),
         now,
         client_addr,
