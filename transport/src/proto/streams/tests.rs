@@ -33,6 +33,14 @@ fn config(stream_window: u64, conn_window: u64, concurrent: u64) -> StreamsConfi
 }
 
 /// A client-side table with the given local settings and peer limits.
+/// Default settings but a `send_buffer` of `bytes` per stream.
+fn send_buffer(bytes: u64) -> StreamsConfig {
+    StreamsConfig {
+        send_buffer: bytes,
+        ..StreamsConfig::default()
+    }
+}
+
 fn client(cfg: &StreamsConfig, peer: PeerLimits) -> Streams {
     let mut s = Streams::new(Side::Client, cfg);
     s.apply_peer_limits(&peer);
@@ -362,11 +370,7 @@ fn write_is_bounded_by_credit_and_signals_blocked() {
 
 #[test]
 fn send_buffer_caps_unacked_data() {
-    let cfg = StreamsConfig {
-        send_buffer: 1000,
-        ..StreamsConfig::default()
-    };
-    let mut c = client(&cfg, limits(1 << 30, 1 << 30, 10));
+    let mut c = client(&send_buffer(1000), limits(1 << 30, 1 << 30, 10));
     let id = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(id, &[1; 1500]), Ok(1000));
     assert_eq!(c.write(id, &[1; 1]), Err(WriteError::Blocked));
@@ -378,11 +382,7 @@ fn send_buffer_caps_unacked_data() {
 
 #[test]
 fn writable_waits_for_connection_credit_after_buffer_room_appears() {
-    let cfg = StreamsConfig {
-        send_buffer: 100,
-        ..StreamsConfig::default()
-    };
-    let mut c = client(&cfg, limits(200, 1000, 10));
+    let mut c = client(&send_buffer(100), limits(200, 1000, 10));
     let a = c.open(Dir::Uni).unwrap();
     let b = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(a, &[1; 200]), Ok(100), "send buffer bound only");
@@ -413,9 +413,8 @@ fn connection_send_cap_bounds_unacked_data_on_all_streams() {
     // A peer that grants huge windows and never acknowledges: without the cap,
     // ten streams could hold 10 × 1,000 bytes.
     let cfg = StreamsConfig {
-        send_buffer: 1000,
         max_connection_send_buffer: 2500,
-        ..StreamsConfig::default()
+        ..send_buffer(1000)
     };
     let mut c = client(&cfg, limits(1 << 40, 1 << 40, 100));
     let ids: Vec<StreamId> = (0..10).map(|_| c.open(Dir::Uni).unwrap()).collect();
