@@ -367,11 +367,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
-    }
+    use crate::auth::test_ip as ip;
 
     #[test]
     fn pair_locks_after_free_failures_and_doubles() {

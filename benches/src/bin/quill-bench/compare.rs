@@ -341,6 +341,29 @@ fn strings<const N: usize>(a: [&str; N]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A reference peer's client arguments: connect to `addr` trusting `ca`, do `what`,
+/// give up after `timeout_secs`.
+fn reference_client(addr: &str, ca: &str, what: &[&str], timeout_secs: &str) -> Vec<String> {
+    let mut args = strings(["client", "--connect", addr, "--ca", ca]);
+    args.extend(what.iter().map(|s| (*s).to_owned()));
+    args.extend(strings(["--timeout-secs", timeout_secs]));
+    args
+}
+
+/// `quill-bench`'s own client `command` against `addr` with a public-key login: do
+/// `what`, give up after `timeout_secs`.
+fn quill_client(command: &str, addr: &str, what: &[&str], timeout_secs: &str) -> Vec<String> {
+    let mut args = strings([command, addr]);
+    args.extend(what.iter().map(|s| (*s).to_owned()));
+    args.extend(strings([
+        "--login",
+        "publickey",
+        "--timeout-secs",
+        timeout_secs,
+    ]));
+    args
+}
+
 // ---------------------------------------------------------------------------------
 // Bulk
 
@@ -388,17 +411,7 @@ fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
     let server = Srv::start(stack, o, dir, false)?;
     let ca = dir.ca();
     let args = match stack {
-        Stack::Quinn | Stack::Quiche => strings([
-            "client",
-            "--connect",
-            &server.addr,
-            "--ca",
-            &ca,
-            "--upload",
-            &n,
-            "--timeout-secs",
-            &t,
-        ]),
+        Stack::Quinn | Stack::Quiche => reference_client(&server.addr, &ca, &["--upload", &n], &t),
         Stack::Tcp => strings([
             "tcp-client",
             &server.addr,
@@ -753,27 +766,9 @@ fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
                 continue;
             }
             let args = if is_quill(s.stack) {
-                strings([
-                    "client",
-                    &server.addr,
-                    "--first-byte",
-                    "--login",
-                    "publickey",
-                    "--timeout-secs",
-                    "30",
-                ])
+                quill_client("client", &server.addr, &["--first-byte"], "30")
             } else {
-                strings([
-                    "client",
-                    "--connect",
-                    &server.addr,
-                    "--ca",
-                    &ca,
-                    "--download",
-                    "1",
-                    "--timeout-secs",
-                    "30",
-                ])
+                reference_client(&server.addr, &ca, &["--download", "1"], "30")
             };
             match run_client(s.stack, args, Duration::from_secs(35)) {
                 Ok((v, _)) => s.values.push(v),
@@ -832,32 +827,19 @@ fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String
     );
     let ca = dir.ca();
     let args = if is_quill(stack) {
-        strings([
+        quill_client(
             "handshakes",
             &server.addr,
-            "--count",
-            &k,
-            "--concurrency",
-            &c,
-            "--login",
-            "publickey",
-            "--timeout-secs",
+            &["--count", &k, "--concurrency", &c],
             &t,
-        ])
+        )
     } else {
-        strings([
-            "client",
-            "--connect",
+        reference_client(
             &server.addr,
-            "--ca",
             &ca,
-            "--connections",
-            &k,
-            "--concurrency",
-            &c,
-            "--timeout-secs",
+            &["--connections", &k, "--concurrency", &c],
             &t,
-        ])
+        )
     };
     let result = run_client(stack, args, timeout + Duration::from_secs(5));
     let after = server.proc.cpu_now();
