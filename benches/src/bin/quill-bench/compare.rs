@@ -300,19 +300,13 @@ impl Srv {
                 &["tcp-server", "--listen", listen, "--cert-dir", &certs].map(String::from),
             )?,
         };
-        let line = proc.line_starting("listening ", STARTUP)?;
-        let addr = line["listening ".len()..].trim().to_owned();
+        let addr = proc.listening_addr(STARTUP)?;
         Ok(Srv { proc, addr })
     }
 
     /// Closes stdin (every server's shutdown signal) and reaps it.
     fn stop(mut self) -> Result<Usage, String> {
-        self.proc.close_stdin();
-        let u = self.proc.wait(SHUTDOWN)?;
-        if u.exit != 0 {
-            return Err(format!("server exited with {}", u.exit));
-        }
-        Ok(u)
+        self.proc.shut_down(SHUTDOWN)
     }
 }
 
@@ -327,14 +321,7 @@ fn run_client(
         Some(exe) => Proc::spawn_exe(&name, &exe, &args)?,
         None => Proc::spawn(&name, &args)?,
     };
-    let line = p.line_starting("{", timeout)?;
-    let usage = p.wait(SHUTDOWN)?;
-    if usage.exit != 0 {
-        return Err(format!("{name} exited with {}", usage.exit));
-    }
-    let v: Value =
-        serde_json::from_str(&line).map_err(|e| format!("{name}: bad JSON {line}: {e}"))?;
-    Ok((v, usage))
+    p.json_result(timeout, SHUTDOWN)
 }
 
 fn strings<const N: usize>(a: [&str; N]) -> Vec<String> {
