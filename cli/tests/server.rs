@@ -26,14 +26,19 @@ fn quill() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("quill").expect("the quill binary")
 }
 
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let out = quill()
-        .args(["keygen", "-o"])
-        .arg(&path)
+/// Runs `quill ARGS PATH` (bounded) and returns its output.
+fn run_with_path(args: &[&str], path: &Path) -> std::process::Output {
+    quill()
+        .args(args)
+        .arg(path)
         .timeout(Duration::from_secs(20))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = run_with_path(&["keygen", "-o"], &path);
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let fp = stdout
@@ -122,12 +127,7 @@ fn refused_config(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("server.conf");
     std::fs::write(&conf, text).unwrap();
-    let out = quill()
-        .args(["server", "--config"])
-        .arg(&conf)
-        .timeout(Duration::from_secs(20))
-        .output()
-        .unwrap();
+    let out = run_with_path(&["server", "--config"], &conf);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -469,24 +469,26 @@ fn connection_caps_refuse_with_a_clear_reason() {
             conf.as_os_str(),
         ],
     );
-    let connect_as = |name: &str| {
-        quill()
+    // `quill connect` as `name`, refused: exit 4 and a one-line error, returned.
+    let refused_as = |name: &str| {
+        let out = quill()
             .args(["connect", &server.addr.to_string(), "--user", name])
             .args(["--password-stdin", "--host-key", &server.fingerprint])
             .write_stdin(format!("{PASSWORD}\n"))
             .timeout(Duration::from_secs(20))
             .output()
-            .unwrap()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        err
     };
     let held = server.connect(PASSWORD);
-    let out = connect_as("alice");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{err}");
+    let err = refused_as("alice");
     assert!(
         err.contains("too many connections for this account (the server allows 1)"),
         "{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     let bob = blocking::connect(
         server.addr,
         ClientConfig::new(
@@ -498,9 +500,7 @@ fn connection_caps_refuse_with_a_clear_reason() {
         ),
     )
     .expect("a second session from the address");
-    let out = connect_as("bob");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{err}");
+    let err = refused_as("bob");
     assert!(
         err.contains("too many connections from your address (the server allows 2)"),
         "{err}"

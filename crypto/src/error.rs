@@ -113,6 +113,26 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// `Ok` when `input` is `expected` bytes long, else [`Error::InvalidLength`]
+    /// naming `what`.
+    pub(crate) fn check_len(
+        what: &'static str,
+        expected: usize,
+        input: &[u8],
+    ) -> Result<(), Error> {
+        if input.len() == expected {
+            Ok(())
+        } else {
+            Err(Error::InvalidLength {
+                what,
+                expected,
+                actual: input.len(),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

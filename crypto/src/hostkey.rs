@@ -133,13 +133,7 @@ impl std::fmt::Debug for PublicKey {
 impl PublicKey {
     /// A key from its algorithm and raw bytes (length checked).
     pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() != algorithm.public_key_len() {
-            return Err(Error::InvalidLength {
-                what: "public key",
-                expected: algorithm.public_key_len(),
-                actual: bytes.len(),
-            });
-        }
+        Error::check_len("public key", algorithm.public_key_len(), bytes)?;
         Ok(PublicKey {
             algorithm,
             bytes: bytes.to_vec(),
@@ -233,13 +227,7 @@ pub struct Signature {
 impl Signature {
     /// A signature from its algorithm and raw bytes (length checked).
     pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() != algorithm.signature_len() {
-            return Err(Error::InvalidLength {
-                what: "signature",
-                expected: algorithm.signature_len(),
-                actual: bytes.len(),
-            });
-        }
+        Error::check_len("signature", algorithm.signature_len(), bytes)?;
         Ok(Signature {
             algorithm,
             bytes: bytes.to_vec(),
@@ -314,13 +302,7 @@ impl HostKeyPair {
 
     /// A key of `algorithm` from its seed.
     pub fn from_seed_with(algorithm: Algorithm, seed: &[u8]) -> Result<Self, Error> {
-        if seed.len() != algorithm.seed_len() {
-            return Err(Error::InvalidLength {
-                what: "private key seed",
-                expected: algorithm.seed_len(),
-                actual: seed.len(),
-            });
-        }
+        Error::check_len("private key seed", algorithm.seed_len(), seed)?;
         let inner = match algorithm {
             Algorithm::Ed25519 => Inner::Ed25519(
                 signature::Ed25519KeyPair::from_seed_unchecked(seed)

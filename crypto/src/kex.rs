@@ -171,13 +171,7 @@ impl ClientKeyExchange {
     /// yields a pseudorandom secret that simply will not match the server's,
     /// and the handshake fails at Finished.
     pub fn finish(self, server_share: &[u8]) -> Result<SharedSecret, Error> {
-        if server_share.len() != SERVER_SHARE_LEN {
-            return Err(Error::InvalidLength {
-                what: "server key share",
-                expected: SERVER_SHARE_LEN,
-                actual: server_share.len(),
-            });
-        }
+        Error::check_len("server key share", SERVER_SHARE_LEN, server_share)?;
         let (ct, x_pub) = server_share.split_at(MLKEM768_CT_LEN);
         let ClientKeyExchange { mlkem, x25519, .. } = self;
 
@@ -209,13 +203,7 @@ impl ClientKeyExchange {
         self,
         server_x25519: &[u8],
     ) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
-        if server_x25519.len() != X25519_LEN {
-            return Err(Error::InvalidLength {
-                what: "X25519 key share",
-                expected: X25519_LEN,
-                actual: server_x25519.len(),
-            });
-        }
+        Error::check_len("X25519 key share", X25519_LEN, server_x25519)?;
         let mut out = zeroize::Zeroizing::new([0u8; 32]);
         x25519_agree(self.x25519, server_x25519, &mut out[..])?;
         Ok(out)
@@ -237,13 +225,7 @@ pub fn server_exchange(
     //    2. (Modulus check) Perform the computation
     //       test ← ByteEncode12(ByteDecode12(ek[0 : 384k])).
     //       If test ≠ ek[0 : 384k], then input checking has failed."
-    if client_share.len() != CLIENT_SHARE_LEN {
-        return Err(Error::InvalidLength {
-            what: "client key share",
-            expected: CLIENT_SHARE_LEN,
-            actual: client_share.len(),
-        });
-    }
+    Error::check_len("client key share", CLIENT_SHARE_LEN, client_share)?;
     let (ek, x_pub) = client_share.split_at(MLKEM768_EK_LEN);
     let ek = MlKem768PublicKey::try_from(ek).map_err(|_| Error::InvalidLength {
         what: "ML-KEM-768 encapsulation key",

@@ -186,38 +186,31 @@ fn rfc9001_a1_keys() {
         h("7db5df06e7a69e432496adedb0085192 3595221596ae2ae9fb8115c1e9ed0a44")[..]
     );
     let (client, server) = quic_v1_initial_secrets(&h(DCID));
-    assert_eq!(
-        client.as_bytes()[..],
-        h("c00cf151ca5be075ed0ebfb5c80323c4 2d6b7db67881289af4008f1f6c357aea")[..]
-    );
-    assert_eq!(
-        expand(&client, b"quic key", 16),
-        h("1f369613dd76d5467730efcbe3b1a22d")
-    );
-    assert_eq!(
-        expand(&client, b"quic iv", 12),
-        h("fa044b2f42a3fd3b46fb255c")
-    );
-    assert_eq!(
-        expand(&client, b"quic hp", 16),
-        h("9f50449e04a0e810283a1e9933adedd2")
-    );
-    assert_eq!(
-        server.as_bytes()[..],
-        h("3c199828fd139efd216c155ad844cc81 fb82fa8d7446fa7d78be803acdda951b")[..]
-    );
-    assert_eq!(
-        expand(&server, b"quic key", 16),
-        h("cf3a5331653c364c88f0f379b6067e37")
-    );
-    assert_eq!(
-        expand(&server, b"quic iv", 12),
-        h("0ac1493ca1905853b0bba03e")
-    );
-    assert_eq!(
-        expand(&server, b"quic hp", 16),
-        h("c206b8d9b9f0f37644430b490eeaa314")
-    );
+    // (side, secret, its bytes, "quic key", "quic iv", "quic hp")
+    let sides = [
+        (
+            "client",
+            &client,
+            "c00cf151ca5be075ed0ebfb5c80323c4 2d6b7db67881289af4008f1f6c357aea",
+            "1f369613dd76d5467730efcbe3b1a22d",
+            "fa044b2f42a3fd3b46fb255c",
+            "9f50449e04a0e810283a1e9933adedd2",
+        ),
+        (
+            "server",
+            &server,
+            "3c199828fd139efd216c155ad844cc81 fb82fa8d7446fa7d78be803acdda951b",
+            "cf3a5331653c364c88f0f379b6067e37",
+            "0ac1493ca1905853b0bba03e",
+            "c206b8d9b9f0f37644430b490eeaa314",
+        ),
+    ];
+    for (side, secret, bytes, key, iv, hp) in sides {
+        assert_eq!(secret.as_bytes()[..], h(bytes)[..], "{side} secret");
+        assert_eq!(expand(secret, b"quic key", 16), h(key), "{side} key");
+        assert_eq!(expand(secret, b"quic iv", 12), h(iv), "{side} iv");
+        assert_eq!(expand(secret, b"quic hp", 16), h(hp), "{side} hp");
+    }
 }
 
 /// Protects `payload` under `header` (whose packet number field is the last

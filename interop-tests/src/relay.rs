@@ -502,18 +502,13 @@ impl Loop {
             None
         };
         self.head = head_of(&data);
+        // Recorded as they arrived: corruption below flips a byte, after this header
+        // was read, and keeps the length.
+        let (size, header) = (data.len(), HeaderInfo::parse(&data));
         if let Some(reason) = drop {
-            self.record_with(
-                dir,
-                index,
-                t,
-                data.len(),
-                HeaderInfo::parse(&data),
-                Action::Dropped(reason),
-            );
+            self.record_with(dir, index, t, size, header, Action::Dropped(reason));
             return;
         }
-        let header = HeaderInfo::parse(&data);
         self.capture.note_version_negotiation(dir, index, &data);
         let mut action = Action::Forwarded;
         if !data.is_empty() && r.chance(4, st.imp.corrupt) {
@@ -539,7 +534,7 @@ impl Loop {
                     dir,
                     index,
                     t,
-                    data.len(),
+                    size,
                     header,
                     Action::Dropped(DropReason::QueueFull),
                 );
@@ -563,13 +558,12 @@ impl Loop {
                 dir,
                 index,
                 t,
-                data.len(),
+                size,
                 header,
                 Action::Dropped(DropReason::Overload),
             );
             return;
         }
-        let size = data.len();
         if duplicate {
             self.schedule(at, dir, data.clone());
         }

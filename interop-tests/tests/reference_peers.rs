@@ -2,12 +2,12 @@
 //! a smoke test of the reference peers' bench interface (REFPEERS-INTERFACE), all on
 //! loopback with real processes.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use quill_interop::child;
 use quill_interop::reference::{run_reference_checks, RefBins};
 
 fn quinn_peer() -> PathBuf {
@@ -107,15 +107,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("server starts");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
+        let rx = child::lines(child.stdout.take().expect("stdout"));
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("server prints its address");
@@ -130,24 +122,16 @@ impl Server {
     /// Closes stdin and expects exit 0 within 10 s.
     fn stop(mut self) {
         drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                assert!(s.success(), "server exited {s}");
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("server did not stop when its stdin closed");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match child::wait_or_kill(&mut self.child, Duration::from_secs(10)) {
+            Some(s) => assert!(s.success(), "server exited {s}"),
+            None => panic!("server did not stop when its stdin closed"),
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        quill_interop::child::kill(&mut self.child);
+        child::kill(&mut self.child);
     }
 }
 
@@ -161,29 +145,18 @@ fn run_client(bin: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("client starts");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("client did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    // Both pipes are read on threads, so that neither can fill up and stall the client.
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let t_out = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let t_err = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let Some(status) = child::wait_or_kill(&mut child, Duration::from_secs(60)) else {
+        panic!("client did not finish within 60 s");
     };
     (
         status.code(),

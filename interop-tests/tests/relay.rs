@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quill_interop::{
-    Action, Capture, Direction, DropReason, Rebind, RebindKind, Relay, RelayConfig,
+    Action, Capture, Direction, DropReason, Impairments, Rebind, RebindKind, Relay, RelayConfig,
 };
 
 /// A UDP echo server recording the source address of every datagram.
@@ -108,6 +108,24 @@ fn run(config: RelayConfig, n: u32, len: usize, gap: Duration) -> (Vec<Vec<u8>>,
     (got, relay.stop())
 }
 
+/// Sends `n` datagrams of `len` bytes through a relay to `echo`, seeded with `seed`
+/// and with `impair` applied client to server; checks the relay saw all `n` and
+/// returns the indices it dropped.
+fn c2s_drops(
+    echo: &Echo,
+    seed: u64,
+    n: u32,
+    len: usize,
+    impair: impl Fn(&mut Impairments),
+) -> Vec<u64> {
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.seed = seed;
+    impair(&mut cfg.c2s);
+    let (_, cap) = run(cfg, n, len, Duration::from_micros(50));
+    assert_eq!(cap.originals(Direction::C2S).count(), n as usize);
+    cap.dropped_indices(Direction::C2S)
+}
+
 #[test]
 fn plain_echo_arrives_complete_and_in_order() {
     let echo = Echo::start();
@@ -126,14 +144,7 @@ fn plain_echo_arrives_complete_and_in_order() {
 #[test]
 fn loss_is_reproducible_and_near_the_rate() {
     let echo = Echo::start();
-    let pattern = || {
-        let mut cfg = RelayConfig::new(echo.addr);
-        cfg.seed = 7;
-        cfg.c2s.loss = 0.3;
-        let (_, cap) = run(cfg, 1000, 50, Duration::from_micros(50));
-        assert_eq!(cap.originals(Direction::C2S).count(), 1000);
-        cap.dropped_indices(Direction::C2S)
-    };
+    let pattern = || c2s_drops(&echo, 7, 1000, 50, |c2s| c2s.loss = 0.3);
     let a = pattern();
     let b = pattern();
     assert_eq!(a, b, "same seed, same drops");
@@ -319,17 +330,14 @@ fn reordering_holds_some_back() {
 fn burst_loss_is_reproducible_and_clustered() {
     let echo = Echo::start();
     let pattern = || {
-        let mut cfg = RelayConfig::new(echo.addr);
-        cfg.seed = 5;
-        cfg.c2s.burst = Some(quill_interop::GilbertElliott {
-            p_good_to_bad: 0.05,
-            p_bad_to_good: 0.3,
-            loss_good: 0.0,
-            loss_bad: 1.0,
-        });
-        let (_, cap) = run(cfg, 500, 30, Duration::from_micros(50));
-        assert_eq!(cap.originals(Direction::C2S).count(), 500);
-        cap.dropped_indices(Direction::C2S)
+        c2s_drops(&echo, 5, 500, 30, |c2s| {
+            c2s.burst = Some(quill_interop::GilbertElliott {
+                p_good_to_bad: 0.05,
+                p_bad_to_good: 0.3,
+                loss_good: 0.0,
+                loss_bad: 1.0,
+            })
+        })
     };
     let a = pattern();
     assert_eq!(a, pattern());

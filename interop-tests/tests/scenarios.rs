@@ -19,6 +19,26 @@ fn options(scenarios: &[&str], results: &std::path::Path) -> RunOptions {
     o
 }
 
+/// Options for `scenario` alone with `fault` (`name` on `side`).
+fn with_fault(scenario: &str, side: &str, name: &str, results: &std::path::Path) -> RunOptions {
+    let mut o = options(&[scenario], results);
+    o.fault = Some(FaultSpec {
+        side: side.into(),
+        name: name.into(),
+    });
+    o
+}
+
+/// Runs the one scenario of `o`, which must fail; returns why.
+fn failure_reason(o: &RunOptions) -> String {
+    let cells = runner::run(o);
+    assert_eq!(cells.len(), 1);
+    match &cells[0].outcome {
+        Outcome::Fail(reason) => reason.clone(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
 fn show(cells: &[Cell], o: &RunOptions) -> String {
     runner::markdown(cells, o)
 }
@@ -52,23 +72,15 @@ fn quick_subset_passes() {
 #[test]
 fn ignoring_path_challenge_turns_rebind_port_red() {
     let dir = tempfile::tempdir().unwrap();
-    let mut o = options(&["rebind-port"], dir.path());
-    o.fault = Some(FaultSpec {
-        side: "client".into(),
-        name: "ignore-path-challenge".into(),
-    });
+    let mut o = with_fault("rebind-port", "client", "ignore-path-challenge", dir.path());
     // The broken client stalls behind the server's anti-amplification limit; do not
     // wait the full timeout for it.
     o.timeout_factor = 0.3;
-    let cells = runner::run(&o);
-    assert_eq!(cells.len(), 1);
-    match &cells[0].outcome {
-        Outcome::Fail(reason) => assert!(
-            reason.contains("validated no new path"),
-            "unexpected reason: {reason}"
-        ),
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    let reason = failure_reason(&o);
+    assert!(
+        reason.contains("validated no new path"),
+        "unexpected reason: {reason}"
+    );
     // The failed cell's capture is kept for inspection.
     assert!(dir
         .path()
@@ -79,20 +91,12 @@ fn ignoring_path_challenge_turns_rebind_port_red() {
 #[test]
 fn truncated_download_fails_the_sha256_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let mut o = options(&["handshake"], dir.path());
-    o.fault = Some(FaultSpec {
-        side: "server".into(),
-        name: "truncate-file".into(),
-    });
-    let cells = runner::run(&o);
-    assert_eq!(cells.len(), 1);
-    match &cells[0].outcome {
-        Outcome::Fail(reason) => assert!(
-            reason.contains("SHA-256 mismatch") && reason.contains("9999 bytes received"),
-            "unexpected reason: {reason}"
-        ),
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    let o = with_fault("handshake", "server", "truncate-file", dir.path());
+    let reason = failure_reason(&o);
+    assert!(
+        reason.contains("SHA-256 mismatch") && reason.contains("9999 bytes received"),
+        "unexpected reason: {reason}"
+    );
 }
 
 #[test]

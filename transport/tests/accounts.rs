@@ -91,6 +91,11 @@ fn accepted(v: &Verdict, account: &str) -> bool {
     matches!(v, Verdict::Accept { account: a, .. } if a == account)
 }
 
+/// Whether `user` logs in with password `pw` from [`SRC`] at `now`.
+fn password_accepted(v: &LoginVerifier, user: &str, pw: &str, now: Instant) -> bool {
+    accepted(&v.verify(&password(user, pw), SRC, now, 0), user)
+}
+
 const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
 // ---------------------------------------------------------------------------------
@@ -388,10 +393,7 @@ fn disabled_accounts_are_refused_like_wrong_passwords() {
         refused()
     );
     v.store.set_disabled("frank", false).unwrap();
-    assert!(accepted(
-        &v.verify(&password("frank", "frank's password"), SRC, now, 0),
-        "frank"
-    ));
+    assert!(password_accepted(&v, "frank", "frank's password", now));
 }
 
 #[test]
@@ -452,10 +454,7 @@ fn registration_rules() {
     let acct = v.store.get("heidi").unwrap().unwrap();
     assert_eq!(acct.keys, [key(10)]);
     assert_eq!(acct.last_login, Some(42));
-    assert!(accepted(
-        &v.verify(&password("heidi", "a fine password"), SRC, now, 0),
-        "heidi"
-    ));
+    assert!(password_accepted(&v, "heidi", "a fine password", now));
     assert!(accepted(
         &v.verify(&publickey("heidi", key(10)), SRC, now, 0),
         "heidi"
@@ -469,10 +468,7 @@ fn registration_rules() {
         }
     );
     // The original password still works.
-    assert!(accepted(
-        &v.verify(&password("heidi", "a fine password"), SRC, now, 0),
-        "heidi"
-    ));
+    assert!(password_accepted(&v, "heidi", "a fine password", now));
 
     // Weak passwords and bad names get a reason the client can show.
     for (user, pw, needle) in [
@@ -552,10 +548,7 @@ fn lockout_after_failures_and_recovery_after_backoff() {
     let a = v.store.get("judy").unwrap().unwrap();
     assert_eq!((a.failed_attempts, a.last_login), (0, Some(99)));
     assert_eq!(v.verify(&password("judy", "wrong"), SRC, t, 0), refused());
-    assert!(accepted(
-        &v.verify(&password("judy", "judy's password"), SRC, t, 0),
-        "judy"
-    ));
+    assert!(password_accepted(&v, "judy", "judy's password", t));
 
     // Backoff doubles: 3 more failures lock for 1 s again from a clean start; a fourth
     // failure after that lock locks for 2 s.
@@ -599,10 +592,7 @@ fn guessing_from_other_addresses_cannot_lock_the_owner_out() {
         .unwrap()
         .is_locked(Some("kate"), attacker, t0));
     // ...the owner, from an address with no failures, is not.
-    assert!(accepted(
-        &v.verify(&password("kate", "kate's password"), SRC, t0, 0),
-        "kate"
-    ));
+    assert!(password_accepted(&v, "kate", "kate's password", t0));
 }
 
 #[test]

@@ -56,9 +56,8 @@ fn registration_is_refused_when_closed() {
 
 #[test]
 fn public_key_login_checks_the_authorised_keys() {
-    let dir = temp_dir("pubkey");
     let key = host_key(4);
-    let st = store(&dir);
+    let st = store(&temp_dir("pubkey"));
     let id = Arc::new(HostKeyPair::from_seed(&[40; 32]).unwrap());
     let other = Arc::new(HostKeyPair::from_seed(&[41; 32]).unwrap());
     st.add_user("frank", None, &[id.public()]).unwrap();
@@ -136,9 +135,8 @@ fn attacked_server(
     seed: u8,
     limits: LimiterConfig,
 ) -> (Server, Arc<LoginVerifier>, Arc<HostKeyPair>) {
-    let dir = temp_dir(name);
     let key = host_key(seed);
-    let st = store(&dir);
+    let st = store(&temp_dir(name));
     st.add_user("alice", Some(b"alice's password"), &[])
         .unwrap();
     st.add_user("bob", Some(b"bob's password"), &[]).unwrap();
@@ -150,6 +148,17 @@ fn attacked_server(
     });
     let server = Server::local(key.clone(), verifier.clone());
     (server, verifier, key)
+}
+
+/// Logs `user` in with password `pw` from `local_ip` to the server with host key `key`.
+fn password_login_from(
+    local_ip: &str,
+    server: SocketAddr,
+    key: &HostKeyPair,
+    user: &str,
+    pw: &str,
+) -> Result<String, ConnectionError> {
+    login_from(local_ip, server, client(password(user, pw), key))
 }
 
 /// Waits (bounded) until `n` reaches `at_least`.
@@ -185,11 +194,8 @@ fn thirty_guesses_from_one_address_slow_down_and_spare_everyone_else() {
         std::thread::spawn(move || {
             let start = Instant::now();
             for i in 0..30 {
-                let r = login_from(
-                    "127.0.0.1",
-                    addr,
-                    client(password("alice", &format!("guess {i}")), &key),
-                );
+                let r =
+                    password_login_from("127.0.0.1", addr, &key, "alice", &format!("guess {i}"));
                 assert!(
                     matches!(r, Err(ConnectionError::LoginRefused { .. })),
                     "guess {i}: {r:?}"
@@ -201,20 +207,12 @@ fn thirty_guesses_from_one_address_slow_down_and_spare_everyone_else() {
     };
     wait_for(&guesses, 8);
     assert_eq!(
-        login_from(
-            "127.0.0.2",
-            addr,
-            client(password("bob", "bob's password"), &key)
-        ),
+        password_login_from("127.0.0.2", addr, &key, "bob", "bob's password"),
         Ok("bob".into()),
         "another user from another address"
     );
     assert_eq!(
-        login_from(
-            "127.0.0.3",
-            addr,
-            client(password("alice", "alice's password"), &key)
-        ),
+        password_login_from("127.0.0.3", addr, &key, "alice", "alice's password"),
         Ok("alice".into()),
         "the owner from a clean address"
     );
@@ -254,11 +252,8 @@ fn an_attacker_cannot_lock_the_owner_out() {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let r = login_from(
-                    "127.0.0.1",
-                    addr,
-                    client(password("alice", &format!("guess {i}")), &key),
-                );
+                let r =
+                    password_login_from("127.0.0.1", addr, &key, "alice", &format!("guess {i}"));
                 assert!(r.is_err(), "guess {i} got in");
                 guesses.fetch_add(1, Ordering::SeqCst);
             }
@@ -272,16 +267,8 @@ fn an_attacker_cannot_lock_the_owner_out() {
         .unwrap()
         .locked_until(&account, Instant::now());
     assert!(locked.is_some(), "the attacker has locked the account");
-    let owner = login_from(
-        "127.0.0.3",
-        addr,
-        client(password("alice", "alice's password"), &key),
-    );
-    let other = login_from(
-        "127.0.0.2",
-        addr,
-        client(password("bob", "bob's password"), &key),
-    );
+    let owner = password_login_from("127.0.0.3", addr, &key, "alice", "alice's password");
+    let other = password_login_from("127.0.0.2", addr, &key, "bob", "bob's password");
     stop.store(true, Ordering::SeqCst);
     attacker.join().unwrap();
     assert!(
@@ -295,9 +282,8 @@ fn an_attacker_cannot_lock_the_owner_out() {
 
 #[test]
 fn registrations_are_limited_per_address() {
-    let dir = temp_dir("reg-limit");
     let key = host_key(13);
-    let mut verifier = LoginVerifier::new(store(&dir), true);
+    let mut verifier = LoginVerifier::new(store(&temp_dir("reg-limit")), true);
     let per = verifier
         .limiter
         .lock()
@@ -333,9 +319,8 @@ fn registrations_are_limited_per_address() {
 
 #[test]
 fn connections_are_capped_per_user_and_per_address() {
-    let dir = temp_dir("caps");
     let key = host_key(14);
-    let st = store(&dir);
+    let st = store(&temp_dir("caps"));
     for u in ["alice", "bob", "carol"] {
         st.add_user(u, Some(b"correct horse battery"), &[]).unwrap();
     }
@@ -358,10 +343,12 @@ fn connections_are_capped_per_user_and_per_address() {
         "{why}"
     );
     // The per-account cap holds from any address.
-    match login_from(
+    match password_login_from(
         "127.0.0.2",
         server.addr,
-        client(password("alice", "correct horse battery"), &key),
+        &key,
+        "alice",
+        "correct horse battery",
     ) {
         Err(ConnectionError::LoginRefused { reason }) => {
             assert!(reason.contains("for this account"), "{reason}")

@@ -24,6 +24,13 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A `known_hosts` file holding `text`, in a fresh directory.
+fn known_hosts_file(name: &str, text: &str) -> PathBuf {
+    let path = temp_dir(name).join("known_hosts");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn pair(seed: u8) -> Arc<HostKeyPair> {
     Arc::new(HostKeyPair::from_seed(&[seed; 32]).unwrap())
 }
@@ -95,14 +102,12 @@ fn load_lookup_append_round_trip() {
 
 #[test]
 fn comments_survive_appends() {
-    let dir = temp_dir("comments");
-    let path = dir.join("known_hosts");
     // No newline at the end: the append must not glue onto the last line.
     let original = format!(
         "# my servers\n\n  # indented comment\nalpha {}",
         key(1).to_openssh_line("alpha's key")
     );
-    std::fs::write(&path, &original).unwrap();
+    let path = known_hosts_file("comments", &original);
     let mut kh = KnownHosts::load(&path).unwrap();
     assert_eq!(kh.lookup("alpha", 4433, &key(1)), Lookup::Match { line: 4 });
     assert_eq!(kh.append("beta", 4433, &key(2)).unwrap(), 5);
@@ -115,16 +120,13 @@ fn comments_survive_appends() {
 
 #[test]
 fn malformed_line_error_names_file_and_line() {
-    let dir = temp_dir("malformed");
-    let path = dir.join("known_hosts");
-    std::fs::write(
-        &path,
-        format!(
+    let path = known_hosts_file(
+        "malformed",
+        &format!(
             "# ok\ngood {}\nbad quill-ed25519 not-base64\n",
             key(1).to_openssh_line("")
         ),
-    )
-    .unwrap();
+    );
     let e = KnownHosts::load(&path).unwrap_err();
     assert!(
         matches!(e, KnownHostsError::Malformed { line: 3, .. }),
@@ -139,17 +141,14 @@ fn malformed_line_error_names_file_and_line() {
 
 #[test]
 fn port_and_name_matching() {
-    let dir = temp_dir("names");
-    let path = dir.join("known_hosts");
-    std::fs::write(
-        &path,
-        format!(
+    let path = known_hosts_file(
+        "names",
+        &format!(
             "10.0.0.2,Server.Example.,[::1]:7000 {}\n[fe80::1]:9000,other:9000 {}\n",
             key(1).to_openssh_line(""),
             key(2).to_openssh_line("")
         ),
-    )
-    .unwrap();
+    );
     let kh = KnownHosts::load(&path).unwrap();
     let m1 = Lookup::Match { line: 1 };
     assert_eq!(kh.lookup("10.0.0.2", 4433, &key(1)), m1);
@@ -172,13 +171,10 @@ fn port_and_name_matching() {
 
 #[test]
 fn mismatch_message_names_file_line_and_both_fingerprints() {
-    let dir = temp_dir("mismatch");
-    let path = dir.join("known_hosts");
-    std::fs::write(
-        &path,
-        format!("# header\nhost:5000 {}\n", key(1).to_openssh_line("")),
-    )
-    .unwrap();
+    let path = known_hosts_file(
+        "mismatch",
+        &format!("# header\nhost:5000 {}\n", key(1).to_openssh_line("")),
+    );
     for mode in [TrustMode::Strict, TrustMode::AcceptNew] {
         let policy = known_hosts_policy(&path, "host", 5000, mode).unwrap();
         let err = verify(&policy, &key(2)).unwrap_err();

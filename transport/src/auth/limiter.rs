@@ -367,10 +367,13 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use crate::auth::test_ip as ip;
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+    /// `n` failed logins of `account` from `source` at `now`.
+    fn fail(l: &mut Limiter, n: usize, account: &str, source: IpAddr, now: Instant) {
+        for _ in 0..n {
+            l.record_failure(Some(account), source, now);
+        }
     }
 
     #[test]
@@ -446,9 +449,7 @@ mod tests {
     fn success_resets_account_and_pair_but_not_source() {
         let mut l = Limiter::default();
         let t = Instant::now();
-        for _ in 0..10 {
-            l.record_failure(Some("alice"), ip(1), t);
-        }
+        fail(&mut l, 10, "alice", ip(1), t);
         assert!(l.is_locked(None, ip(1), t));
         l.record_success("alice", ip(1));
         assert!(l
@@ -465,9 +466,7 @@ mod tests {
         let cfg = LimiterConfig::default();
         let mut l = Limiter::new(cfg.clone());
         let t = Instant::now();
-        for _ in 0..2 {
-            l.record_failure(Some("alice"), ip(1), t);
-        }
+        fail(&mut l, 2, "alice", ip(1), t);
         let later = t + cfg.forget_after;
         l.record_failure(Some("alice"), ip(1), later);
         assert!(
@@ -499,9 +498,7 @@ mod tests {
             ..LimiterConfig::default()
         });
         let t = Instant::now();
-        for _ in 0..3 {
-            l.record_failure(Some("victim"), ip(1), t);
-        }
+        fail(&mut l, 3, "victim", ip(1), t);
         assert!(l.is_locked(Some("victim"), ip(1), t));
         for i in 0..1000u32 {
             l.record_failure(Some(&format!("spray{i}")), ip(2), t);

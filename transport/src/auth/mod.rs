@@ -23,6 +23,12 @@ pub(crate) mod limiter;
 pub(crate) mod login;
 pub(crate) mod sessions;
 
+/// `192.0.2.n` (RFC 5737 TEST-NET-1), the client address of the unit tests.
+#[cfg(test)]
+pub(crate) fn test_ip(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, n))
+}
+
 pub use accounts::{
     check_new_password, normalize_name, Account, AccountStore, SqliteStore, StoreError,
     MAX_KEYS_PER_ACCOUNT, MAX_NAME_LEN, MIN_PASSWORD_LEN, SCHEMA_VERSION,

@@ -172,11 +172,7 @@ impl Drop for SessionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
-    }
+    use crate::auth::test_ip as ip;
 
     #[test]
     fn caps_count_and_slots_release_on_drop() {

@@ -300,19 +300,13 @@ impl Srv {
                 &["tcp-server", "--listen", listen, "--cert-dir", &certs].map(String::from),
             )?,
         };
-        let line = proc.line_starting("listening ", STARTUP)?;
-        let addr = line["listening ".len()..].trim().to_owned();
+        let addr = proc.listening_addr(STARTUP)?;
         Ok(Srv { proc, addr })
     }
 
     /// Closes stdin (every server's shutdown signal) and reaps it.
     fn stop(mut self) -> Result<Usage, String> {
-        self.proc.close_stdin();
-        let u = self.proc.wait(SHUTDOWN)?;
-        if u.exit != 0 {
-            return Err(format!("server exited with {}", u.exit));
-        }
-        Ok(u)
+        self.proc.shut_down(SHUTDOWN)
     }
 }
 
@@ -327,18 +321,34 @@ fn run_client(
         Some(exe) => Proc::spawn_exe(&name, &exe, &args)?,
         None => Proc::spawn(&name, &args)?,
     };
-    let line = p.line_starting("{", timeout)?;
-    let usage = p.wait(SHUTDOWN)?;
-    if usage.exit != 0 {
-        return Err(format!("{name} exited with {}", usage.exit));
-    }
-    let v: Value =
-        serde_json::from_str(&line).map_err(|e| format!("{name}: bad JSON {line}: {e}"))?;
-    Ok((v, usage))
+    p.json_result(timeout, SHUTDOWN)
 }
 
 fn strings<const N: usize>(a: [&str; N]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A reference peer's client arguments: connect to `addr` trusting `ca`, do `what`,
+/// give up after `timeout_secs`.
+fn reference_client(addr: &str, ca: &str, what: &[&str], timeout_secs: &str) -> Vec<String> {
+    let mut args = strings(["client", "--connect", addr, "--ca", ca]);
+    args.extend(what.iter().map(|s| (*s).to_owned()));
+    args.extend(strings(["--timeout-secs", timeout_secs]));
+    args
+}
+
+/// `quill-bench`'s own client `command` against `addr` with a public-key login: do
+/// `what`, give up after `timeout_secs`.
+fn quill_client(command: &str, addr: &str, what: &[&str], timeout_secs: &str) -> Vec<String> {
+    let mut args = strings([command, addr]);
+    args.extend(what.iter().map(|s| (*s).to_owned()));
+    args.extend(strings([
+        "--login",
+        "publickey",
+        "--timeout-secs",
+        timeout_secs,
+    ]));
+    args
 }
 
 // ---------------------------------------------------------------------------------
@@ -388,17 +398,7 @@ fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
     let server = Srv::start(stack, o, dir, false)?;
     let ca = dir.ca();
     let args = match stack {
-        Stack::Quinn | Stack::Quiche => strings([
-            "client",
-            "--connect",
-            &server.addr,
-            "--ca",
-            &ca,
-            "--upload",
-            &n,
-            "--timeout-secs",
-            &t,
-        ]),
+        Stack::Quinn | Stack::Quiche => reference_client(&server.addr, &ca, &["--upload", &n], &t),
         Stack::Tcp => strings([
             "tcp-client",
             &server.addr,
@@ -753,27 +753,9 @@ fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
                 continue;
             }
             let args = if is_quill(s.stack) {
-                strings([
-                    "client",
-                    &server.addr,
-                    "--first-byte",
-                    "--login",
-                    "publickey",
-                    "--timeout-secs",
-                    "30",
-                ])
+                quill_client("client", &server.addr, &["--first-byte"], "30")
             } else {
-                strings([
-                    "client",
-                    "--connect",
-                    &server.addr,
-                    "--ca",
-                    &ca,
-                    "--download",
-                    "1",
-                    "--timeout-secs",
-                    "30",
-                ])
+                reference_client(&server.addr, &ca, &["--download", "1"], "30")
             };
             match run_client(s.stack, args, Duration::from_secs(35)) {
                 Ok((v, _)) => s.values.push(v),
@@ -832,32 +814,19 @@ fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String
     );
     let ca = dir.ca();
     let args = if is_quill(stack) {
-        strings([
+        quill_client(
             "handshakes",
             &server.addr,
-            "--count",
-            &k,
-            "--concurrency",
-            &c,
-            "--login",
-            "publickey",
-            "--timeout-secs",
+            &["--count", &k, "--concurrency", &c],
             &t,
-        ])
+        )
     } else {
-        strings([
-            "client",
-            "--connect",
+        reference_client(
             &server.addr,
-            "--ca",
             &ca,
-            "--connections",
-            &k,
-            "--concurrency",
-            &c,
-            "--timeout-secs",
+            &["--connections", &k, "--concurrency", &c],
             &t,
-        ])
+        )
     };
     let result = run_client(stack, args, timeout + Duration::from_secs(5));
     let after = server.proc.cpu_now();

@@ -62,32 +62,33 @@ impl Server {
         .map(String::from);
         let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
         let proc = Proc::spawn("server", &args)?;
-        let line = proc.line_starting("listening ", STARTUP)?;
-        let addr = line["listening ".len()..].trim().to_owned();
+        let addr = proc.listening_addr(STARTUP)?;
         Ok(Server { proc, addr })
     }
 
     /// Graceful stop (stdin closed) and the server's whole-life usage.
     pub(crate) fn stop(mut self) -> Result<Usage, String> {
-        self.proc.close_stdin();
-        let u = self.proc.wait(SHUTDOWN)?;
-        if u.exit != 0 {
-            return Err(format!("server exited with {}", u.exit));
-        }
-        Ok(u)
+        self.proc.shut_down(SHUTDOWN)
     }
 }
 
-pub(crate) fn run_client(args: Vec<String>, timeout: Duration) -> Result<(Value, Usage), String> {
-    let mut client = Proc::spawn(&args[0].clone(), &args)?;
-    let line = client.line_starting("{", timeout)?;
-    let usage = client.wait(SHUTDOWN)?;
-    if usage.exit != 0 {
-        return Err(format!("{} exited with {}", args[0], usage.exit));
+/// The arguments of a client process: `COMMAND ADDR [NAME VALUE]... --timeout-secs T`.
+fn client_args(
+    command: &str,
+    addr: &str,
+    options: &[(&str, String)],
+    timeout: Duration,
+) -> Vec<String> {
+    let mut args = vec![command.to_owned(), addr.to_owned()];
+    for (name, value) in options {
+        args.extend([(*name).to_owned(), value.clone()]);
     }
-    let v: Value =
-        serde_json::from_str(&line).map_err(|e| format!("{}: bad JSON {line}: {e}", args[0]))?;
-    Ok((v, usage))
+    args.extend(["--timeout-secs".to_owned(), timeout.as_secs().to_string()]);
+    args
+}
+
+pub(crate) fn run_client(args: Vec<String>, timeout: Duration) -> Result<(Value, Usage), String> {
+    Proc::spawn(&args[0].clone(), &args)?.json_result(timeout, SHUTDOWN)
 }
 
 pub(crate) struct BulkRun {
@@ -102,16 +103,11 @@ pub(crate) fn bulk_run(plan: &Plan, suite: SuiteArg) -> Result<BulkRun, String> 
     let server = Server::start(plan.workers)?;
     // Generous: 30 s plus 10 MB/s.
     let timeout = Duration::from_secs(30 + plan.bytes / 10_000_000);
-    let args = vec![
-        "client".to_owned(),
-        server.addr.clone(),
-        "--bytes".into(),
-        plan.bytes.to_string(),
-        "--suite".into(),
-        suite.name().into(),
-        "--timeout-secs".into(),
-        timeout.as_secs().to_string(),
+    let options = [
+        ("--bytes", plan.bytes.to_string()),
+        ("--suite", suite.name().into()),
     ];
+    let args = client_args("client", &server.addr, &options, timeout);
     let (v, client) = run_client(args, timeout + Duration::from_secs(5))?;
     let server = server.stop()?;
     let gbps = v["goodput_bps"].as_f64().unwrap_or(0.0) / 1e9;
@@ -181,16 +177,11 @@ fn handshake_run(plan: &Plan) -> Result<HandshakeResult, String> {
     let server = Server::start(plan.workers)?;
     let before = server.proc.cpu_now()?;
     let timeout = Duration::from_secs(60 + plan.handshakes as u64 / 100);
-    let args = vec![
-        "handshakes".to_owned(),
-        server.addr.clone(),
-        "--count".into(),
-        plan.handshakes.to_string(),
-        "--concurrency".into(),
-        plan.concurrency.to_string(),
-        "--timeout-secs".into(),
-        timeout.as_secs().to_string(),
+    let options = [
+        ("--count", plan.handshakes.to_string()),
+        ("--concurrency", plan.concurrency.to_string()),
     ];
+    let args = client_args("handshakes", &server.addr, &options, timeout);
     let (v, client) = run_client(args, timeout + Duration::from_secs(5))?;
     let after = server.proc.cpu_now()?;
     server.stop()?;
@@ -233,16 +224,11 @@ pub(crate) fn idle_run(plan: &Plan) -> Result<IdleResult, String> {
     let rss0 = server.proc.status_kib("VmRSS")?;
     let timeout = Duration::from_secs(60 + plan.idle as u64 / 100);
     let hold = 5;
-    let args = vec![
-        "idle".to_owned(),
-        server.addr.clone(),
-        "--count".into(),
-        plan.idle.to_string(),
-        "--hold-secs".into(),
-        hold.to_string(),
-        "--timeout-secs".into(),
-        timeout.as_secs().to_string(),
+    let options = [
+        ("--count", plan.idle.to_string()),
+        ("--hold-secs", hold.to_string()),
     ];
+    let args = client_args("idle", &server.addr, &options, timeout);
     let mut client = Proc::spawn("idle", &args)?;
     client.line_starting("ready ", timeout + Duration::from_secs(5))?;
     // All logged in: let the server settle (pending ACKs, freed handshake state),

@@ -120,6 +120,41 @@ impl Proc {
         self.stdin = None;
     }
 
+    /// Waits at most `timeout` for the `listening ADDR` line a server prints once it is
+    /// ready; returns ADDR.
+    pub fn listening_addr(&self, timeout: Duration) -> Result<String, String> {
+        let line = self.line_starting("listening ", timeout)?;
+        Ok(line["listening ".len()..].trim().to_owned())
+    }
+
+    /// Closes stdin (every server's shutdown signal), waits at most `timeout` for the
+    /// exit, which must be 0, and returns the usage.
+    pub fn shut_down(&mut self, timeout: Duration) -> Result<Usage, String> {
+        self.close_stdin();
+        let u = self.wait(timeout)?;
+        if u.exit != 0 {
+            return Err(format!("server exited with {}", u.exit));
+        }
+        Ok(u)
+    }
+
+    /// A client's result: the JSON line it prints (within `timeout`), then its exit
+    /// (within `shutdown`, and 0) and usage.
+    pub fn json_result(
+        &mut self,
+        timeout: Duration,
+        shutdown: Duration,
+    ) -> Result<(serde_json::Value, Usage), String> {
+        let line = self.line_starting("{", timeout)?;
+        let usage = self.wait(shutdown)?;
+        if usage.exit != 0 {
+            return Err(format!("{} exited with {}", self.name, usage.exit));
+        }
+        let v = serde_json::from_str(&line)
+            .map_err(|e| format!("{}: bad JSON {line}: {e}", self.name))?;
+        Ok((v, usage))
+    }
+
     /// Waits for the child to exit (at most `timeout`, then it is killed) and returns
     /// its resource usage from `wait4`.
     pub fn wait(&mut self, timeout: Duration) -> Result<Usage, String> {

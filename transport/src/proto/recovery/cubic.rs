@@ -247,6 +247,11 @@ mod tests {
     }
 
     /// Slow start up to `segments`, then one loss detected at `now`.
+    /// The congestion window in segments.
+    fn window_segments(cc: &Cubic) -> f64 {
+        cc.window() as f64 / f64::from(MDS)
+    }
+
     fn cubic_after_loss_at(segments: u64, rtt: &RttEstimator) -> (Cubic, Instant) {
         let t0 = Instant::now();
         let mut cc = Cubic::new(MDS);
@@ -259,14 +264,26 @@ mod tests {
         (cc, now)
     }
 
+    /// An RTT estimate of `rtt` and [`cubic_after_loss_at`] 100 segments.
+    fn after_loss_at_100(rtt: Duration) -> (RttEstimator, Cubic, Instant) {
+        let rtt = rtt_of(rtt);
+        let (cc, loss) = cubic_after_loss_at(100, &rtt);
+        (rtt, cc, loss)
+    }
+
     fn formula_segments(t: f64, k: f64, w_max: f64) -> f64 {
         C * (t - k).powi(3) + w_max
     }
 
+    /// W_cubic(t) in segments after a loss at W_max = 100 segments:
+    /// K = ∛(100 × (1 − 0.7) / 0.4) = ∛75.
+    fn w_cubic_from_100(t: f64) -> f64 {
+        formula_segments(t, (75.0f64).cbrt(), 100.0)
+    }
+
     #[test]
     fn reduction_is_beta_and_k_matches_formula() {
-        let rtt = rtt_of(ms(100));
-        let (mut cc, now) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, now) = after_loss_at_100(ms(100));
         assert_eq!(cc.window(), 70_000);
         assert_eq!(cc.ssthresh(), 70_000);
         assert_eq!(cc.w_max(), 100_000);
@@ -296,7 +313,7 @@ mod tests {
         for round in 0..130 {
             now = run_rounds(&mut cc, &rtt, now, 1);
             let t = now.duration_since(epoch).as_secs_f64();
-            let w = cc.window() as f64 / f64::from(MDS);
+            let w = window_segments(&cc);
             // Within a round the window moves towards W_cubic(t + RTT); after
             // it, it sits between the curve one RTT back and one RTT ahead.
             let lo = formula_segments(t - r.as_secs_f64(), k, 1000.0);
@@ -314,28 +331,26 @@ mod tests {
     fn reno_friendly_takes_over_in_the_early_convex_region() {
         // W_max = 100: after W_est reaches cwnd_prior it grows 1 segment per
         // round and overtakes the flat part of the cubic curve.
-        let rtt = rtt_of(ms(100));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(100));
         let now = run_rounds(&mut cc, &rtt, loss, 64);
         let t = now.duration_since(loss).as_secs_f64();
-        let cubic = formula_segments(t, (75.0f64).cbrt(), 100.0);
-        let w = cc.window() as f64 / f64::from(MDS);
+        let cubic = w_cubic_from_100(t);
+        let w = window_segments(&cc);
         assert!(w > cubic + 1.0, "window {w} vs W_cubic {cubic}");
     }
 
     #[test]
     fn plateau_is_reached_near_k() {
-        let rtt = rtt_of(ms(100));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(100));
         // K ≈ 4.217 s ≈ 42 rounds. Around K the window is close to W_max.
         let now = run_rounds(&mut cc, &rtt, loss, 42);
-        let w = cc.window() as f64 / f64::from(MDS);
+        let w = window_segments(&cc);
         assert!((w - 100.0).abs() < 1.5, "window {w} at t={:?}", now - loss);
         // And it was below W_max well before K (concave region).
         let (mut early, loss2) = cubic_after_loss_at(100, &rtt);
         run_rounds(&mut early, &rtt, loss2, 10);
-        let we = early.window() as f64 / f64::from(MDS);
-        let expected = formula_segments(1.0, (75.0f64).cbrt(), 100.0);
+        let we = window_segments(&early);
+        let expected = w_cubic_from_100(1.0);
         assert!(
             (we - expected).abs() < 2.0,
             "window {we} vs formula {expected}"
@@ -346,12 +361,11 @@ mod tests {
     fn reno_friendly_region_on_short_rtt() {
         // With a 1 ms RTT Reno would grow by α per millisecond, far faster than
         // the cubic curve near its plateau: CUBIC must follow W_est.
-        let rtt = rtt_of(ms(1));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(1));
         let now = run_rounds(&mut cc, &rtt, loss, 20);
-        let w = cc.window() as f64 / f64::from(MDS);
+        let w = window_segments(&cc);
         let t = now.duration_since(loss).as_secs_f64();
-        let cubic_now = formula_segments(t, (75.0f64).cbrt(), 100.0);
+        let cubic_now = w_cubic_from_100(t);
         assert!(
             w > cubic_now + 5.0,
             "window {w} should exceed W_cubic {cubic_now}"
@@ -362,9 +376,9 @@ mod tests {
         // Once W_est passes cwnd_prior (100), α becomes 1: 57 rounds reach it,
         // then growth is one segment per round.
         let now = run_rounds(&mut cc, &rtt, now, 60);
-        let before = cc.window();
+        let before = window_segments(&cc);
         run_rounds(&mut cc, &rtt, now, 10);
-        let gained = (cc.window() - before) as f64 / f64::from(MDS);
+        let gained = window_segments(&cc) - before;
         assert!(
             (gained - 10.0).abs() < 1.0,
             "gained {gained} segments in 10 rounds"
@@ -373,8 +387,7 @@ mod tests {
 
     #[test]
     fn fast_convergence_lowers_w_max() {
-        let rtt = rtt_of(ms(100));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(100));
         // Second loss before regaining W_max: cwnd (≈70+) < W_max (100).
         let now = run_rounds(&mut cc, &rtt, loss, 2);
         let cwnd = cc.window() as f64;
@@ -390,8 +403,7 @@ mod tests {
 
     #[test]
     fn one_reduction_per_recovery_period_and_no_growth_in_it() {
-        let rtt = rtt_of(ms(100));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(100));
         cc.on_congestion_event(loss + ms(5), loss - ms(50), false, 1000);
         assert_eq!(cc.window(), 70_000);
         cc.on_ack(loss + ms(10), loss - ms(10), 1000, false, &rtt);
@@ -400,8 +412,7 @@ mod tests {
 
     #[test]
     fn persistent_congestion_collapses_and_slow_start_resumes() {
-        let rtt = rtt_of(ms(100));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(100));
         cc.on_congestion_event(loss + ms(500), loss + ms(300), true, 10_000);
         assert_eq!(cc.window(), 2000);
         assert!(cc.in_slow_start());
@@ -411,8 +422,7 @@ mod tests {
 
     #[test]
     fn app_limited_acks_do_not_grow_or_advance_the_curve() {
-        let rtt = rtt_of(ms(100));
-        let (mut cc, loss) = cubic_after_loss_at(100, &rtt);
+        let (rtt, mut cc, loss) = after_loss_at_100(ms(100));
         let now = run_rounds(&mut cc, &rtt, loss, 1);
         let w = cc.window();
         // Ten seconds of app-limited acks.

@@ -228,31 +228,31 @@ mod tests {
         assert_eq!(rtt.min(), ms(60));
     }
 
+    /// The smoothed RTT after a first sample of 100 ms, then `latest` with `ack_delay`
+    /// (max_ack_delay 25 ms), both with the handshake `confirmed` or not.
+    fn smoothed_after(latest: u64, ack_delay: u64, confirmed: bool) -> Duration {
+        let mut rtt = RttEstimator::new(INITIAL_RTT);
+        rtt.update(ms(100), ms(0), ms(25), confirmed);
+        rtt.update(ms(latest), ms(ack_delay), ms(25), confirmed);
+        rtt.smoothed()
+    }
+
     #[test]
     fn ack_delay_clamped_to_max_ack_delay_when_confirmed() {
-        let mut rtt = RttEstimator::new(INITIAL_RTT);
-        rtt.update(ms(100), ms(0), ms(25), true);
         // latest 200, ack_delay 80 clamped to 25 → adjusted 175.
-        rtt.update(ms(200), ms(80), ms(25), true);
-        assert_eq!(rtt.smoothed(), (ms(100) * 7 + ms(175)) / 8);
+        assert_eq!(smoothed_after(200, 80, true), (ms(100) * 7 + ms(175)) / 8);
     }
 
     #[test]
     fn ack_delay_not_clamped_before_confirmation() {
-        let mut rtt = RttEstimator::new(INITIAL_RTT);
-        rtt.update(ms(100), ms(0), ms(25), false);
         // adjusted = 200 - 80 = 120.
-        rtt.update(ms(200), ms(80), ms(25), false);
-        assert_eq!(rtt.smoothed(), (ms(100) * 7 + ms(120)) / 8);
+        assert_eq!(smoothed_after(200, 80, false), (ms(100) * 7 + ms(120)) / 8);
     }
 
     #[test]
     fn ack_delay_not_subtracted_below_min_rtt() {
-        let mut rtt = RttEstimator::new(INITIAL_RTT);
-        rtt.update(ms(100), ms(0), ms(25), true);
         // latest 110 < min 100 + ack_delay 20 → adjusted stays 110.
-        rtt.update(ms(110), ms(20), ms(25), true);
-        assert_eq!(rtt.smoothed(), (ms(100) * 7 + ms(110)) / 8);
+        assert_eq!(smoothed_after(110, 20, true), (ms(100) * 7 + ms(110)) / 8);
     }
 
     #[test]

@@ -249,26 +249,18 @@ impl<T> SentPackets<T> {
                     continue;
                 }
                 for pn in lo..=hi {
-                    let slot = &mut self.slots[(pn - self.base) as usize];
-                    match slot {
+                    let idx = (pn - self.base) as usize;
+                    match self.slots[idx] {
                         Slot::Live(_) => {}
                         Slot::Lost => {
                             // Spuriously lost: remember that it was acked, so that
                             // persistent congestion spans are broken by it.
-                            *slot = Slot::Acked;
+                            self.slots[idx] = Slot::Acked;
                             continue;
                         }
                         Slot::Acked | Slot::Skipped => continue,
                     }
-                    let Slot::Live(packet) = std::mem::replace(slot, Slot::Acked) else {
-                        unreachable!("matched Live above")
-                    };
-                    Self::account_remove(
-                        &mut self.live,
-                        &mut self.ack_eliciting_in_flight,
-                        &mut self.bytes_in_flight,
-                        &packet,
-                    );
+                    let packet = self.take_live(idx, Slot::Acked);
                     summary.newly_acked_ack_eliciting |= packet.ack_eliciting;
                     summary.largest_newly_acked =
                         Some((pn, packet.time_sent, packet.ack_eliciting));
@@ -402,15 +394,7 @@ impl<T> SentPackets<T> {
                 }
                 continue;
             }
-            let Slot::Live(packet) = std::mem::replace(&mut self.slots[idx], Slot::Lost) else {
-                unreachable!("matched Live above")
-            };
-            Self::account_remove(
-                &mut self.live,
-                &mut self.ack_eliciting_in_flight,
-                &mut self.bytes_in_flight,
-                &packet,
-            );
+            let packet = self.take_live(idx, Slot::Lost);
             report.lost_packets += 1;
             if !congestion_signal(&packet.payload) {
                 lost(this_pn, packet);
@@ -524,19 +508,20 @@ impl<T> SentPackets<T> {
         }
     }
 
-    fn account_remove(
-        live: &mut usize,
-        ack_eliciting_in_flight: &mut usize,
-        bytes_in_flight: &mut u64,
-        packet: &SentPacket<T>,
-    ) {
-        *live -= 1;
+    /// Takes the live packet in slot `idx` out of the accounts, leaving `leave`
+    /// (acked or lost) in its place. The caller has checked the slot is live.
+    fn take_live(&mut self, idx: usize, leave: Slot<T>) -> SentPacket<T> {
+        let Slot::Live(packet) = std::mem::replace(&mut self.slots[idx], leave) else {
+            unreachable!("the caller matched Live")
+        };
+        self.live -= 1;
         if packet.in_flight {
-            *bytes_in_flight -= u64::from(packet.size);
+            self.bytes_in_flight -= u64::from(packet.size);
             if packet.ack_eliciting {
-                *ack_eliciting_in_flight -= 1;
+                self.ack_eliciting_in_flight -= 1;
             }
         }
+        packet
     }
 
     /// Drops finished slots from the front of the window.
@@ -585,6 +570,17 @@ mod tests {
             p.payload = pn;
             s.on_sent(pn, p);
         }
+        s
+    }
+
+    /// [`sent_with`], then one ACK of `acked`.
+    fn sent_then_acked(
+        t0: Instant,
+        pns: impl IntoIterator<Item = u64>,
+        acked: RangeInclusive<u64>,
+    ) -> SentPackets<u64> {
+        let mut s = sent_with(t0, pns);
+        ack(&mut s, &[acked]).unwrap();
         s
     }
 
@@ -651,8 +647,7 @@ mod tests {
     #[test]
     fn no_rtt_sample_when_largest_not_newly_acked() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..5);
-        ack(&mut s, &[4..=4]).unwrap();
+        let mut s = sent_then_acked(t0, 0..5, 4..=4);
         let (summary, acked) = ack(&mut s, &[3..=4]).unwrap();
         assert_eq!(acked, vec![3]);
         assert_eq!(summary.rtt_sample(t0 + ms(100)), None);
@@ -714,8 +709,7 @@ mod tests {
     #[test]
     fn packet_threshold_loss() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..10);
-        ack(&mut s, &[5..=5]).unwrap();
+        let mut s = sent_then_acked(t0, 0..10, 5..=5);
         // Huge loss delay: only the packet threshold applies. 5 >= pn + 3 ⇔ pn <= 2.
         let (lost, loss_time) = s.detect_lost(t0 + ms(10), 5, Duration::from_secs(100));
         assert_eq!(lost, vec![0, 1, 2]);
@@ -727,8 +721,7 @@ mod tests {
     #[test]
     fn time_threshold_loss_and_loss_timer() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..4);
-        ack(&mut s, &[3..=3]).unwrap();
+        let mut s = sent_then_acked(t0, 0..4, 3..=3);
         // pn 0 sent at t0 is past the 9/8 * 10 ms delay at t0+12 ms; pns 1, 2 are not (yet).
         let delay = ms(10) * 9 / 8;
         let t = s.detect_lost(t0 + ms(12), 3, delay);
@@ -736,16 +729,14 @@ mod tests {
         let t = s.detect_lost(t0 + ms(1) + delay, 3, delay);
         assert_eq!(t, (vec![1], Some(t0 + ms(2) + delay)));
         // Packets after the largest acked are never lost by this check.
-        let mut s = sent_with(t0, 0..4);
-        ack(&mut s, &[0..=0]).unwrap();
+        let mut s = sent_then_acked(t0, 0..4, 0..=0);
         assert_eq!(s.detect_lost(t0 + ms(1000), 0, delay), (vec![], None));
     }
 
     #[test]
     fn lost_then_acked_is_not_reported_twice() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..6);
-        ack(&mut s, &[5..=5]).unwrap();
+        let mut s = sent_then_acked(t0, 0..6, 5..=5);
         let (lost, _) = s.detect_lost(t0 + ms(6), 5, Duration::from_secs(1));
         assert_eq!(lost, vec![0, 1, 2]);
         let (summary, acked) = ack(&mut s, &[0..=5]).unwrap();
@@ -777,8 +768,7 @@ mod tests {
         assert!(!report.is_persistent_congestion(ms(900)));
 
         // Without an RTT sample before the losses: no span.
-        let mut s = sent_with(t0, 0..10);
-        ack(&mut s, &[9..=9]).unwrap();
+        let mut s = sent_then_acked(t0, 0..10, 9..=9);
         let report = s.detect_lost_report(t0 + ms(100), 9, ms(1), None, |_| true, |_, _| {});
         assert_eq!(report.lost_packets, 9);
         assert_eq!(report.persistent_span, None);
@@ -813,8 +803,7 @@ mod tests {
     #[test]
     fn lost_pmtu_probes_are_no_congestion_signal() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..=5);
-        ack(&mut s, &[5..=5]).unwrap();
+        let mut s = sent_then_acked(t0, 0..=5, 5..=5);
         // 0, 1, 2 lost by the packet threshold; 0 and 2 stand for PMTU probes.
         let mut lost = Vec::new();
         let report = s.detect_lost_report(
@@ -835,8 +824,7 @@ mod tests {
     #[test]
     fn earlier_spurious_loss_then_ack_breaks_the_run() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..10);
-        ack(&mut s, &[4..=4]).unwrap();
+        let mut s = sent_then_acked(t0, 0..10, 4..=4);
         // 0, 1 lost by packet threshold; then 1 is acked after all.
         s.detect_lost(t0 + ms(5), 4, Duration::from_secs(10));
         ack(&mut s, &[4..=4, 1..=1]).unwrap();
@@ -857,8 +845,7 @@ mod tests {
     #[test]
     fn drain_empties_and_numbering_continues() {
         let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..5);
-        ack(&mut s, &[2..=2]).unwrap();
+        let mut s = sent_then_acked(t0, 0..5, 2..=2);
         let mut drained = Vec::new();
         s.drain(|pn, _| drained.push(pn));
         assert_eq!(drained, vec![0, 1, 3, 4]);

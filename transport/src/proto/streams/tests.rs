@@ -33,6 +33,14 @@ fn config(stream_window: u64, conn_window: u64, concurrent: u64) -> StreamsConfi
 }
 
 /// A client-side table with the given local settings and peer limits.
+/// Default settings but a `send_buffer` of `bytes` per stream.
+fn send_buffer(bytes: u64) -> StreamsConfig {
+    StreamsConfig {
+        send_buffer: bytes,
+        ..StreamsConfig::default()
+    }
+}
+
 fn client(cfg: &StreamsConfig, peer: PeerLimits) -> Streams {
     let mut s = Streams::new(Side::Client, cfg);
     s.apply_peer_limits(&peer);
@@ -44,6 +52,17 @@ fn server(cfg: &StreamsConfig) -> Streams {
     let mut s = Streams::new(Side::Server, cfg);
     s.apply_peer_limits(&limits(1 << 30, 1 << 20, 100));
     s
+}
+
+/// The transport error code of a refused frame.
+fn code<T: std::fmt::Debug>(r: Result<T, StreamsError>) -> TransportErrorCode {
+    r.unwrap_err().code
+}
+
+/// Asserts that `r` refuses a frame with STREAM_STATE_ERROR.
+#[track_caller]
+fn assert_state_error<T: std::fmt::Debug>(r: Result<T, StreamsError>) {
+    assert_eq!(code(r), TransportErrorCode::STREAM_STATE_ERROR);
 }
 
 fn drain_control(s: &mut Streams) -> Vec<ControlFrame> {
@@ -75,32 +94,18 @@ fn defaults_are_consistent() {
 fn stream_on_locally_initiated_uni_is_state_error() {
     let mut s = server(&StreamsConfig::default());
     let id = s.open(Dir::Uni).unwrap();
-    let e = s.on_stream_frame(t0(), id.0, 0, b"x", false).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::STREAM_STATE_ERROR);
-    let e = s.on_reset_stream(id.0, 0, 0).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::STREAM_STATE_ERROR);
-    let e = s.on_stream_data_blocked(id.0, 0).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::STREAM_STATE_ERROR);
+    assert_state_error(s.on_stream_frame(t0(), id.0, 0, b"x", false));
+    assert_state_error(s.on_reset_stream(id.0, 0, 0));
+    assert_state_error(s.on_stream_data_blocked(id.0, 0));
 }
 
 #[test]
 fn frames_for_unopened_local_streams_are_state_errors() {
     let mut s = server(&StreamsConfig::default());
     let bidi = StreamId::new(Side::Server, Dir::Bi, 0).0;
-    assert_eq!(
-        s.on_stream_frame(t0(), bidi, 0, b"x", false)
-            .unwrap_err()
-            .code,
-        TransportErrorCode::STREAM_STATE_ERROR
-    );
-    assert_eq!(
-        s.on_max_stream_data(bidi, 10).unwrap_err().code,
-        TransportErrorCode::STREAM_STATE_ERROR
-    );
-    assert_eq!(
-        s.on_stop_sending(bidi, 1).unwrap_err().code,
-        TransportErrorCode::STREAM_STATE_ERROR
-    );
+    assert_state_error(s.on_stream_frame(t0(), bidi, 0, b"x", false));
+    assert_state_error(s.on_max_stream_data(bidi, 10));
+    assert_state_error(s.on_stop_sending(bidi, 1));
     s.open(Dir::Bi).unwrap();
     s.on_stream_frame(t0(), bidi, 0, b"x", false).unwrap();
 }
@@ -109,14 +114,8 @@ fn frames_for_unopened_local_streams_are_state_errors() {
 fn receive_only_stream_refuses_sender_side_frames() {
     let mut s = server(&StreamsConfig::default());
     let peer_uni = StreamId::new(Side::Client, Dir::Uni, 0).0;
-    assert_eq!(
-        s.on_stop_sending(peer_uni, 1).unwrap_err().code,
-        TransportErrorCode::STREAM_STATE_ERROR
-    );
-    assert_eq!(
-        s.on_max_stream_data(peer_uni, 1).unwrap_err().code,
-        TransportErrorCode::STREAM_STATE_ERROR
-    );
+    assert_state_error(s.on_stop_sending(peer_uni, 1));
+    assert_state_error(s.on_max_stream_data(peer_uni, 1));
     s.on_stream_frame(t0(), peer_uni, 0, b"ok", false).unwrap();
     assert_eq!(
         s.write(StreamId(peer_uni), b"no"),
@@ -128,12 +127,14 @@ fn receive_only_stream_refuses_sender_side_frames() {
 fn peer_beyond_max_streams_is_limit_error() {
     let mut s = server(&config(1000, 10_000, 4));
     s.on_stream_frame(t0(), cbidi(3), 0, b"x", false).unwrap();
-    let e = s
-        .on_stream_frame(t0(), cbidi(4), 0, b"x", false)
-        .unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::STREAM_LIMIT_ERROR);
-    let e = s.on_max_stream_data(cbidi(4), 5).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::STREAM_LIMIT_ERROR);
+    assert_eq!(
+        code(s.on_stream_frame(t0(), cbidi(4), 0, b"x", false)),
+        TransportErrorCode::STREAM_LIMIT_ERROR
+    );
+    assert_eq!(
+        code(s.on_max_stream_data(cbidi(4), 5)),
+        TransportErrorCode::STREAM_LIMIT_ERROR
+    );
 }
 
 #[test]
@@ -163,33 +164,38 @@ fn opening_id_n_opens_all_lower_ids() {
 #[test]
 fn stream_and_connection_flow_control_violations() {
     let mut s = server(&config(100, 150, 10));
-    let e = s
-        .on_stream_frame(t0(), cbidi(0), 50, &[0; 51], false)
-        .unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
-    let mut s = server(&config(100, 150, 10));
-    s.on_stream_frame(t0(), cbidi(0), 0, &[0; 100], false)
-        .unwrap();
+    assert_eq!(
+        code(s.on_stream_frame(t0(), cbidi(0), 50, &[0; 51], false)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+    // Windows of 100 per stream and 150 in all; stream 0 has used all of its own.
+    let stream_0_full = || {
+        let mut s = server(&config(100, 150, 10));
+        s.on_stream_frame(t0(), cbidi(0), 0, &[0; 100], false)
+            .unwrap();
+        s
+    };
+    let mut s = stream_0_full();
     // A duplicate does not consume credit twice.
     s.on_stream_frame(t0(), cbidi(0), 0, &[0; 100], false)
         .unwrap();
     s.on_stream_frame(t0(), cbidi(1), 0, &[0; 50], false)
         .unwrap();
-    let e = s
-        .on_stream_frame(t0(), cbidi(2), 0, &[0; 1], false)
-        .unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
+    assert_eq!(
+        code(s.on_stream_frame(t0(), cbidi(2), 0, &[0; 1], false)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
     // A reset's final size counts against the connection window too.
-    let mut s = server(&config(100, 150, 10));
-    s.on_stream_frame(t0(), cbidi(0), 0, &[0; 100], false)
-        .unwrap();
-    let e = s.on_reset_stream(cbidi(1), 0, 51).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
+    let mut s = stream_0_full();
+    assert_eq!(
+        code(s.on_reset_stream(cbidi(1), 0, 51)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
     // Offsets beyond 2^62-1 are refused.
-    let e = s
-        .on_stream_frame(t0(), cbidi(0), MAX_LIMIT, &[0; 1], false)
-        .unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
+    assert_eq!(
+        code(s.on_stream_frame(t0(), cbidi(0), MAX_LIMIT, &[0; 1], false)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
 }
 
 #[test]
@@ -197,18 +203,20 @@ fn final_size_violations_through_the_table() {
     let mut s = server(&StreamsConfig::default());
     s.on_stream_frame(t0(), cbidi(0), 0, b"hello", true)
         .unwrap();
-    let e = s
-        .on_stream_frame(t0(), cbidi(0), 5, b"!", false)
-        .unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FINAL_SIZE_ERROR);
-    let e = s.on_reset_stream(cbidi(0), 1, 4).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FINAL_SIZE_ERROR);
+    assert_eq!(
+        code(s.on_stream_frame(t0(), cbidi(0), 5, b"!", false)),
+        TransportErrorCode::FINAL_SIZE_ERROR
+    );
+    assert_eq!(
+        code(s.on_reset_stream(cbidi(0), 1, 4)),
+        TransportErrorCode::FINAL_SIZE_ERROR
+    );
     s.on_stream_frame(t0(), cbidi(1), 0, b"0123456789", false)
         .unwrap();
-    let e = s
-        .on_stream_frame(t0(), cbidi(1), 0, b"0123", true)
-        .unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FINAL_SIZE_ERROR);
+    assert_eq!(
+        code(s.on_stream_frame(t0(), cbidi(1), 0, b"0123", true)),
+        TransportErrorCode::FINAL_SIZE_ERROR
+    );
 }
 
 #[test]
@@ -362,11 +370,7 @@ fn write_is_bounded_by_credit_and_signals_blocked() {
 
 #[test]
 fn send_buffer_caps_unacked_data() {
-    let cfg = StreamsConfig {
-        send_buffer: 1000,
-        ..StreamsConfig::default()
-    };
-    let mut c = client(&cfg, limits(1 << 30, 1 << 30, 10));
+    let mut c = client(&send_buffer(1000), limits(1 << 30, 1 << 30, 10));
     let id = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(id, &[1; 1500]), Ok(1000));
     assert_eq!(c.write(id, &[1; 1]), Err(WriteError::Blocked));
@@ -378,11 +382,7 @@ fn send_buffer_caps_unacked_data() {
 
 #[test]
 fn writable_waits_for_connection_credit_after_buffer_room_appears() {
-    let cfg = StreamsConfig {
-        send_buffer: 100,
-        ..StreamsConfig::default()
-    };
-    let mut c = client(&cfg, limits(200, 1000, 10));
+    let mut c = client(&send_buffer(100), limits(200, 1000, 10));
     let a = c.open(Dir::Uni).unwrap();
     let b = c.open(Dir::Uni).unwrap();
     assert_eq!(c.write(a, &[1; 200]), Ok(100), "send buffer bound only");
@@ -413,9 +413,8 @@ fn connection_send_cap_bounds_unacked_data_on_all_streams() {
     // A peer that grants huge windows and never acknowledges: without the cap,
     // ten streams could hold 10 × 1,000 bytes.
     let cfg = StreamsConfig {
-        send_buffer: 1000,
         max_connection_send_buffer: 2500,
-        ..StreamsConfig::default()
+        ..send_buffer(1000)
     };
     let mut c = client(&cfg, limits(1 << 40, 1 << 40, 100));
     let ids: Vec<StreamId> = (0..10).map(|_| c.open(Dir::Uni).unwrap()).collect();
@@ -556,10 +555,14 @@ fn open_respects_peer_stream_limit() {
     c.on_max_streams(Dir::Bi, 3).unwrap();
     assert!(drain_events(&mut c).contains(&StreamEvent::Available { dir: Dir::Bi }));
     assert_eq!(c.open(Dir::Bi), Some(StreamId(8)));
-    let e = c.on_max_streams(Dir::Uni, (1 << 60) + 1).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FRAME_ENCODING_ERROR);
-    let e = c.on_streams_blocked(Dir::Uni, (1 << 60) + 1).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FRAME_ENCODING_ERROR);
+    assert_eq!(
+        code(c.on_max_streams(Dir::Uni, (1 << 60) + 1)),
+        TransportErrorCode::FRAME_ENCODING_ERROR
+    );
+    assert_eq!(
+        code(c.on_streams_blocked(Dir::Uni, (1 << 60) + 1)),
+        TransportErrorCode::FRAME_ENCODING_ERROR
+    );
 }
 
 #[test]
@@ -595,9 +598,7 @@ fn max_streams_readvertised_as_peer_streams_close() {
     s.on_stream_frame(t0(), ok.0, 0, b"x", false).unwrap();
     let bad = StreamId::new(Side::Client, Dir::Uni, 16);
     assert_eq!(
-        s.on_stream_frame(t0(), bad.0, 0, b"x", false)
-            .unwrap_err()
-            .code,
+        code(s.on_stream_frame(t0(), bad.0, 0, b"x", false)),
         TransportErrorCode::STREAM_LIMIT_ERROR
     );
 }
@@ -758,8 +759,10 @@ fn out_of_order_data_is_bounded_by_the_stream_window() {
     let id = cbidi(0);
     // The last byte of the window is accepted, one past it is not.
     s.on_stream_frame(t0(), id, 4095, &[1], false).unwrap();
-    let e = s.on_stream_frame(t0(), id, 4096, &[1], false).unwrap_err();
-    assert_eq!(e.code, TransportErrorCode::FLOW_CONTROL_ERROR);
+    assert_eq!(
+        code(s.on_stream_frame(t0(), id, 4096, &[1], false)),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
     let rs = s.streams.get(&id).unwrap().recv.as_ref().unwrap();
     assert!(rs.asm.buffered() <= 4096);
 }
