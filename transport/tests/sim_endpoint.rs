@@ -127,7 +127,11 @@ fn rebinding_under_reordering_keeps_the_transfer_and_the_route() {
 /// `same_host_key`, another; the client writes right after the restart. How the
 /// client's connection ended and how long after the restart, and the new server's
 /// resets sent.
-fn client_after_server_restart(seed: u64, same_host_key: bool) -> (ConnectionError, Duration, u64) {
+fn client_after_server_restart(
+    seed: u64,
+    same_host_key: bool,
+    rotate: bool,
+) -> (ConnectionError, Duration, u64) {
     let s = setup(seed, TransportConfig::default());
     let reset_secret = |key: &HostKeyPair| *key.derive_secret(RESET_SECRET_LABEL);
     let endpoint = EndpointConfig {
@@ -146,6 +150,11 @@ fn client_after_server_restart(seed: u64, same_host_key: bool) -> (ConnectionErr
     assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
     // Let the handshake settle: HANDSHAKE_DONE acknowledged, spare CIDs issued.
     sim.run_until(Duration::from_millis(500), |_| false);
+    if rotate {
+        // Move to one of the server's spare connection IDs (as on a network change):
+        // the reset for it carries that CID's token, from NEW_CONNECTION_ID.
+        assert!(sim.client().rotate_remote_cid(), "a spare connection ID");
+    }
     // The new process: fresh randomness, the host key from disk (or another).
     let mut server = s.server;
     if !same_host_key {
@@ -169,18 +178,19 @@ fn client_after_server_restart(seed: u64, same_host_key: bool) -> (ConnectionErr
 /// answers the client's next packet with a stateless reset, and the client's
 /// connection ends with the reset error within a round trip or two — not by idle
 /// timeout. With another host key (the control) the resets are not recognised and
-/// the client waits for its idle timeout.
+/// the client waits for its idle timeout. With seed 82 the client has moved to a spare
+/// connection ID first, so the reset carries the token of a NEW_CONNECTION_ID frame.
 #[test]
 fn stateless_reset_after_a_server_restart_ends_the_client_at_once() {
     let idle = TransportConfig::default().idle_timeout;
     for seed in [80, 81, 82] {
-        let (lost, after, resets) = client_after_server_restart(seed, true);
+        let (lost, after, resets) = client_after_server_restart(seed, true, seed == 82);
         assert_eq!(lost, ConnectionError::Reset, "seed {seed}");
         assert!(resets >= 1, "seed {seed}");
         // One round trip is 20 ms; allow for the ACK delay and a probe.
         assert!(after < Duration::from_secs(1), "seed {seed}: {after:?}");
     }
-    let (lost, after, resets) = client_after_server_restart(83, false);
+    let (lost, after, resets) = client_after_server_restart(83, false, false);
     assert!(resets >= 1);
     assert_eq!(lost, ConnectionError::TimedOut);
     assert!(after >= idle - Duration::from_secs(1), "{after:?}");

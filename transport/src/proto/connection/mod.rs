@@ -1190,9 +1190,18 @@ impl Connection {
         self.remote_cid
     }
 
-    /// The stateless reset token the peer advertised, once known.
+    /// The stateless reset token of the peer connection ID we send to now (RFC 9000
+    /// §10.3.1: "all stateless reset tokens associated with connection IDs that the
+    /// endpoint recently used"): the transport parameter's for the first one, the
+    /// NEW_CONNECTION_ID frame's after [`Connection::rotate_remote_cid`].
     pub(crate) fn peer_reset_token(&self) -> Option<[u8; 16]> {
-        self.peer_params.as_ref()?.stateless_reset_token
+        if self.cids.remote_seq == 0 {
+            return self.peer_params.as_ref()?.stateless_reset_token;
+        }
+        self.cids
+            .remote
+            .get(&self.cids.remote_seq)
+            .map(|r| r.reset_token)
     }
 
     /// The most recent RTT sample (not smoothed).

@@ -453,12 +453,7 @@ impl Endpoint {
                     let first = RecvHeader::new(&h, self.config.cid_len);
                     s.conn
                         .handle_datagram_parsed(now, remote, data, Some(&first));
-                    if s.reset_token.is_none() {
-                        if let Some(t) = s.conn.peer_reset_token() {
-                            s.reset_token = Some(t);
-                            self.reset_tokens.insert(t, (handle, generation));
-                        }
-                    }
+                    self.sync_reset_token(handle.0);
                     self.received(handle.0);
                 }
                 _ => self.stats.dropped_unknown_cid += 1,
@@ -980,6 +975,27 @@ impl Endpoint {
 
     /// Bookkeeping after anything touched a session: handshake progress, draining,
     /// and re-arming the wheel if the deadline changed.
+    /// Keeps `reset_tokens` on the token of the peer connection ID the session sends
+    /// to now: it changes when the peer's parameters arrive and when the connection
+    /// moves to a spare connection ID (RFC 9000 §10.3.1).
+    fn sync_reset_token(&mut self, key: usize) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let current = s.conn.peer_reset_token();
+        if current == s.reset_token {
+            return;
+        }
+        if let Some(old) = s.reset_token.take() {
+            self.reset_tokens.remove(&old);
+        }
+        if let Some(t) = current {
+            self.reset_tokens
+                .insert(t, (ConnectionHandle(key), s.generation));
+        }
+        s.reset_token = current;
+    }
+
     fn sync(&mut self, key: usize) {
         if self.sync_routes(key) {
             self.rearm(key);
@@ -995,6 +1011,8 @@ impl Endpoint {
         if s.retired {
             return false;
         }
+        self.sync_reset_token(key);
+        let s = &mut self.sessions[key];
         if s.conn.is_established() || s.conn.is_closed() {
             if let Some(ticket) = s.half_open.take() {
                 self.half_open.remove(ticket);
