@@ -374,8 +374,7 @@ impl Connection {
                 .map_err(streams_err)?,
             Frame::MaxStreams { bidi, max } => self
                 .streams
-                .on_max_streams(if bidi { Dir::Bi } else { Dir::Uni }, max)
-                .map_err(streams_err)?,
+                .on_max_streams(if bidi { Dir::Bi } else { Dir::Uni }, max),
             // RFC 9000 §19.12–19.14: the peer is blocked; if it is blocked below a limit
             // we already raised, the update was lost and is sent again. §19.13: "An
             // endpoint that receives a STREAM_DATA_BLOCKED frame for a send-only stream
@@ -390,8 +389,7 @@ impl Connection {
             }
             Frame::StreamsBlocked { bidi, limit } => self
                 .streams
-                .on_streams_blocked(if bidi { Dir::Bi } else { Dir::Uni }, limit)
-                .map_err(streams_err)?,
+                .on_streams_blocked(if bidi { Dir::Bi } else { Dir::Uni }, limit),
             Frame::NewToken { .. } => {
                 if self.side == Side::Server {
                     return Err(ConnectionError::Transport(TransportError::protocol(

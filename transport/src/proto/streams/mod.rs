@@ -326,19 +326,6 @@ struct Stream {
     recv: Option<RecvStream>,
 }
 
-/// The stream count of a MAX_STREAMS or STREAMS_BLOCKED frame handed over without
-/// going through the wire decoder, which refuses the same counts
-/// (`wire::frame::stream_count`, RFC 9000 §19.11 and §19.14).
-fn check_stream_count(count: u64, reason: &'static str) -> Result<(), StreamsError> {
-    if count > MAX_STREAMS_LIMIT {
-        return Err(StreamsError::new(
-            TransportErrorCode::FRAME_ENCODING_ERROR,
-            reason,
-        ));
-    }
-    Ok(())
-}
-
 /// The sending half of stream `id`, if the stream is open and has one.
 fn send_half(streams: &mut IdMap<Stream>, id: StreamId) -> Option<&mut SendStream> {
     streams.get_mut(&id.0).and_then(|s| s.send.as_mut())
@@ -492,7 +479,7 @@ impl Streams {
             (Dir::Bi, limits.initial_max_streams_bidi),
             (Dir::Uni, limits.initial_max_streams_uni),
         ] {
-            let _ = self.on_max_streams(dir, max.min(MAX_STREAMS_LIMIT));
+            self.on_max_streams(dir, max.min(MAX_STREAMS_LIMIT));
         }
         let (side, peer) = (self.side, self.peer);
         for (&raw, stream) in self.streams.iter_mut() {
@@ -1149,9 +1136,9 @@ impl Streams {
         Ok(())
     }
 
-    /// A MAX_STREAMS frame arrived.
-    pub fn on_max_streams(&mut self, dir: Dir, max: u64) -> Result<(), StreamsError> {
-        check_stream_count(max, "MAX_STREAMS above 2^60")?;
+    /// A MAX_STREAMS frame arrived (its count is at most 2^60: the wire decoder
+    /// refuses larger ones, RFC 9000 §19.11).
+    pub fn on_max_streams(&mut self, dir: Dir, max: u64) {
         let d = dir.index();
         if max > self.peer_max_streams[d] {
             self.peer_max_streams[d] = max;
@@ -1159,7 +1146,6 @@ impl Streams {
                 self.events.push_back(StreamEvent::Available { dir });
             }
         }
-        Ok(())
     }
 
     /// A DATA_BLOCKED frame arrived. If the peer is blocked below what we already
@@ -1185,14 +1171,13 @@ impl Streams {
         Ok(())
     }
 
-    /// A STREAMS_BLOCKED frame arrived.
-    pub fn on_streams_blocked(&mut self, dir: Dir, limit: u64) -> Result<(), StreamsError> {
-        check_stream_count(limit, "STREAMS_BLOCKED above 2^60")?;
+    /// A STREAMS_BLOCKED frame arrived (its count is at most 2^60: the wire decoder
+    /// refuses larger ones, RFC 9000 §19.14).
+    pub fn on_streams_blocked(&mut self, dir: Dir, limit: u64) {
         let d = dir.index();
         if limit < self.max_remote[d] {
             self.max_streams_pending[d] = true;
         }
-        Ok(())
     }
 
     /// Latest smoothed RTT, used for window auto-tuning.
