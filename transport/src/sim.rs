@@ -444,6 +444,29 @@ impl<C: App, S: App> Sim<C, S> {
         Sim::on(net, client_config, client_app, server_app)
     }
 
+    /// [`Sim::new`] over default links both ways.
+    ///
+    /// # Panics
+    ///
+    /// If a configuration is invalid.
+    pub fn over_default_links(
+        seed: u64,
+        client_config: ClientConfig,
+        server_config: ServerConfig,
+        client_app: C,
+        server_app: S,
+    ) -> Self {
+        Sim::new(
+            seed,
+            client_config,
+            server_config,
+            LinkConfig::default(),
+            LinkConfig::default(),
+            client_app,
+            server_app,
+        )
+    }
+
     /// Builds a simulation on `net` (for a server endpoint configured otherwise);
     /// the client connects at once.
     ///

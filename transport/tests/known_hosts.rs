@@ -333,12 +333,10 @@ fn simulation(
     let mut server = ServerConfig::new(host_key);
     s[31] = 1;
     server.rng = Arc::new(SeededRandom::new(s));
-    Sim::new(
+    Sim::over_default_links(
         seed,
         client,
         server,
-        LinkConfig::default(),
-        LinkConfig::default(),
         ClientApp::new(0, 0),
         ServerApp::accept_all(),
     )
