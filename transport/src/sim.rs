@@ -88,27 +88,13 @@ pub struct LinkStats {
     pub duplicated: u64,
 }
 
+/// A datagram on a link. Ordered by arrival time, then by sending order (`seq` is
+/// unique, so `data` never decides).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct InFlight {
     at: Instant,
     seq: u64,
     data: Vec<u8>,
-}
-
-impl PartialEq for InFlight {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for InFlight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
 }
 
 /// One direction of a simulated path.
