@@ -13,7 +13,7 @@ use quill_transport::auth::{
 };
 use quill_transport::auth::{Credentials, CredentialsError};
 use quill_transport::proto::{ClientConfig, ConnectionError, HostKeyPolicy, Login, ServerConfig};
-use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
+use quill_transport::sim::{ClientApp, ServerApp, Sim};
 use zeroize::Zeroizing;
 
 /// A fresh directory under the system temp dir, unique per test and process.

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::proto::config::{HostKeyPolicy, Login};
 use crate::proto::recovery::{minimum_window, persistent_congestion_threshold, RttEstimator};
-use crate::sim::{ClientApp, LinkConfig, ServerApp, Sim};
+use crate::sim::{ClientApp, ServerApp, Sim};
 use crate::wire::{Frame, TransportErrorCode};
 
 fn established() -> Sim<ClientApp, ServerApp> {
