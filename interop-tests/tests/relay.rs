@@ -1,5 +1,8 @@
 //! The impairment relay over real UDP sockets on 127.0.0.x. Every wait is bounded.
 
+#[path = "../../transport/tests/support/echo.rs"]
+mod echo;
+
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -349,8 +352,8 @@ fn burst_loss_is_reproducible_and_clustered() {
 
 mod quill_end_to_end {
     use super::*;
+    use echo::echo_round_trip;
     use std::collections::HashMap;
-    use std::io::{Read, Write};
 
     use quill_crypto::hostkey::HostKeyPair;
     use quill_transport::driver::blocking;
@@ -415,12 +418,6 @@ mod quill_end_to_end {
         }
     }
 
-    fn sha256(data: &[u8]) -> Vec<u8> {
-        ring::digest::digest(&ring::digest::SHA256, data)
-            .as_ref()
-            .to_vec()
-    }
-
     #[test]
     fn one_megabyte_echo_through_loss_and_delay() {
         let config = ServerConfig::new(host_key());
@@ -459,19 +456,7 @@ mod quill_end_to_end {
         );
         let conn = blocking::connect(relay.addr(), client).expect("connect through the relay");
 
-        let data: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 + i / 251) as u8).collect();
-        let mut stream = conn.open_bi().unwrap();
-        let mut w = stream.try_clone();
-        let to_send = data.clone();
-        let writer = std::thread::spawn(move || {
-            w.write_all(&to_send).unwrap();
-            w.finish().unwrap();
-        });
-        let mut back = Vec::new();
-        stream.read_to_end(&mut back).unwrap();
-        writer.join().unwrap();
-        assert_eq!(back.len(), data.len());
-        assert_eq!(sha256(&back), sha256(&data), "echoed bytes differ");
+        echo_round_trip(&conn, 1 << 20);
         conn.close(0, "done");
 
         let cap = relay.stop();

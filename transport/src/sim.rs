@@ -88,27 +88,13 @@ pub struct LinkStats {
     pub duplicated: u64,
 }
 
+/// A datagram on a link. Ordered by arrival time, then by sending order (`seq` is
+/// unique, so `data` never decides).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct InFlight {
     at: Instant,
     seq: u64,
     data: Vec<u8>,
-}
-
-impl PartialEq for InFlight {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for InFlight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
 }
 
 /// One direction of a simulated path.
@@ -442,6 +428,29 @@ impl<C: App, S: App> Sim<C, S> {
         let net = Net::new(seed, endpoint_config(seed), server_config, c2s, s2c)
             .expect("valid server configuration");
         Sim::on(net, client_config, client_app, server_app)
+    }
+
+    /// [`Sim::new`] over default links both ways.
+    ///
+    /// # Panics
+    ///
+    /// If a configuration is invalid.
+    pub fn over_default_links(
+        seed: u64,
+        client_config: ClientConfig,
+        server_config: ServerConfig,
+        client_app: C,
+        server_app: S,
+    ) -> Self {
+        Sim::new(
+            seed,
+            client_config,
+            server_config,
+            LinkConfig::default(),
+            LinkConfig::default(),
+            client_app,
+            server_app,
+        )
     }
 
     /// Builds a simulation on `net` (for a server endpoint configured otherwise);

@@ -13,7 +13,7 @@ use quill_transport::auth::{
 };
 use quill_transport::auth::{Credentials, CredentialsError};
 use quill_transport::proto::{ClientConfig, ConnectionError, HostKeyPolicy, Login, ServerConfig};
-use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
+use quill_transport::sim::{ClientApp, ServerApp, Sim};
 use zeroize::Zeroizing;
 
 /// A fresh directory under the system temp dir, unique per test and process.
@@ -333,12 +333,10 @@ fn simulation(
     let mut server = ServerConfig::new(host_key);
     s[31] = 1;
     server.rng = Arc::new(SeededRandom::new(s));
-    Sim::new(
+    Sim::over_default_links(
         seed,
         client,
         server,
-        LinkConfig::default(),
-        LinkConfig::default(),
         ClientApp::new(0, 0),
         ServerApp::accept_all(),
     )

@@ -20,6 +20,7 @@ use quill_transport::proto::{
 };
 use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use support::datagrams::unknown_version_datagram;
+use support::echo::echo_round_trip;
 use support::{bind_loop, Tally};
 use zeroize::Zeroizing;
 
@@ -249,28 +250,6 @@ fn endpoint_config() -> EndpointConfig {
         max_half_open_per_address: 0,
         ..EndpointConfig::default()
     }
-}
-
-fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
-
-fn echo_round_trip(conn: &blocking::BlockingConnection, len: usize) {
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-    let mut stream = conn.open_bi().unwrap();
-    let writer_data = data.clone();
-    let mut w = stream.try_clone();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&writer_data).unwrap();
-        w.finish().unwrap();
-    });
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert_eq!(back.len(), data.len());
-    assert_eq!(sha256(&back), sha256(&data), "echoed bytes differ");
 }
 
 #[test]

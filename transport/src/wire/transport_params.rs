@@ -464,56 +464,31 @@ mod tests {
         );
         // 0x20 and 0x3f share no bit: unknown 0x3f twice is accepted.
         assert!(d("3f003f00").is_ok());
-        assert!(matches!(
-            d("030244af"),
-            Err(DecodeError::TransportParameter(_))
-        )); // 1199
-        assert!(d("030244b0").is_ok()); // 1200
-        assert!(matches!(
-            d("0a0115"),
-            Err(DecodeError::TransportParameter(_))
-        ));
-        assert!(d("0a0114").is_ok());
-        assert!(matches!(
-            d("0b028000"),
-            Err(DecodeError::TransportParameter(_))
-        )); // 4-byte varint in a 2-byte value
-        assert!(matches!(
-            d("0b0480004000"),
-            Err(DecodeError::TransportParameter(_))
-        )); // 2^14
-        assert!(d("0b027fff").is_ok()); // 2^14 - 1
-        assert!(matches!(
-            d("0e0101"),
-            Err(DecodeError::TransportParameter(_))
-        ));
-        assert!(matches!(
-            d("0c0100"),
-            Err(DecodeError::TransportParameter(_))
-        ));
-        assert!(matches!(
-            d("020fee"),
-            Err(DecodeError::TransportParameter(_))
-        ));
-        assert!(matches!(
-            d("0808d000000000000001"),
-            Err(DecodeError::TransportParameter(_))
-        )); // 2^60 + 1
-        assert!(d("0908d000000000000000").is_ok()); // 2^60
         let long_cid = format!("0f15{}", "00".repeat(21));
-        assert!(matches!(
-            d(&long_cid),
-            Err(DecodeError::TransportParameter(_))
-        ));
-        assert!(matches!(d("0102"), Err(DecodeError::TransportParameter(_)))); // truncated
-        assert!(matches!(
-            d("010201"),
-            Err(DecodeError::TransportParameter(_))
-        ));
-        assert!(matches!(
-            d("01020101"),
-            Err(DecodeError::TransportParameter(_))
-        )); // trailing byte in value
+        let rejected = [
+            "030244af",             // max_udp_payload_size 1199
+            "0a0115",               // ack_delay_exponent 21
+            "0b028000",             // 4-byte varint in a 2-byte value
+            "0b0480004000",         // max_ack_delay 2^14
+            "0e0101",               // active_connection_id_limit 1
+            "0c0100",               // disable_active_migration with a value
+            "020fee",               // stateless_reset_token: 15 bytes declared, 1 given
+            "0808d000000000000001", // initial_max_streams_bidi 2^60 + 1
+            &long_cid,              // initial_source_connection_id of 21 bytes
+            "0102",                 // truncated
+            "010201",               // truncated value
+            "01020101",             // trailing byte in value
+        ];
+        for h in rejected {
+            assert!(
+                matches!(d(h), Err(DecodeError::TransportParameter(_))),
+                "{h}: {:?}",
+                d(h)
+            );
+        }
+        for h in ["030244b0", "0a0114", "0b027fff", "0908d000000000000000"] {
+            assert!(d(h).is_ok(), "{h}: {:?}", d(h)); // the limits themselves
+        }
         assert_eq!(
             d("010105010106").unwrap_err().transport_error_code(),
             crate::wire::TransportErrorCode::TRANSPORT_PARAMETER_ERROR

@@ -3,6 +3,7 @@
 
 pub mod auth_server;
 pub mod datagrams;
+pub mod echo;
 
 use quill_transport::driver::UdpConfig;
 use quill_transport::driver::{Context, EventLoop, Handler};

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::proto::config::{HostKeyPolicy, Login};
 use crate::proto::recovery::{minimum_window, persistent_congestion_threshold, RttEstimator};
-use crate::sim::{ClientApp, LinkConfig, ServerApp, Sim};
+use crate::sim::{ClientApp, ServerApp, Sim};
 use crate::wire::{Frame, TransportErrorCode};
 
 fn established() -> Sim<ClientApp, ServerApp> {
@@ -33,12 +33,10 @@ fn new_sim() -> Sim<ClientApp, ServerApp> {
         HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
     );
     let server = ServerConfig::new(key);
-    Sim::new(
+    Sim::over_default_links(
         9,
         client,
         server,
-        LinkConfig::default(),
-        LinkConfig::default(),
         ClientApp::new(0, 0),
         ServerApp::accept_all(),
     )
@@ -647,15 +645,7 @@ fn held_refusal(idle: Duration, hold: Duration) -> (Option<ConnectionError>, Dur
         Err("login refused".to_owned())
     }));
     server_app.refusal_hold = hold;
-    let mut sim = Sim::new(
-        11,
-        client,
-        server,
-        LinkConfig::default(),
-        LinkConfig::default(),
-        ClientApp::new(0, 0),
-        server_app,
-    );
+    let mut sim = Sim::over_default_links(11, client, server, ClientApp::new(0, 0), server_app);
     let start = sim.now();
     assert!(sim.run_until(Duration::from_secs(20), |s| s.client_app.lost.is_some()));
     assert!(!sim.client_app.connected);
@@ -684,12 +674,10 @@ fn a_peer_that_never_acknowledges_cannot_make_us_buffer_beyond_the_send_cap() {
     t.streams.receive_window = TIB;
     t.streams.max_receive_window = TIB;
     server.transport = Arc::new(t);
-    let mut sim = Sim::new(
+    let mut sim = Sim::over_default_links(
         9,
         client,
         server,
-        LinkConfig::default(),
-        LinkConfig::default(),
         ClientApp::new(0, 0),
         ServerApp::accept_all(),
     );
