@@ -51,6 +51,8 @@ pub enum Error {
         /// The operating system's message.
         message: String,
     },
+    /// Building a TLS certificate or configuration failed (feature `tls`).
+    Tls(String),
     /// A private key file is readable or writable by users other than its owner.
     InsecurePermissions {
         /// The file.
@@ -96,6 +98,7 @@ impl fmt::Display for Error {
             Error::Malformed(what) => write!(f, "malformed {what}"),
             Error::PasswordHash(what) => write!(f, "password hash: {what}"),
             Error::Io { path, message, .. } => write!(f, "{}: {message}", path.display()),
+            Error::Tls(what) => write!(f, "TLS: {what}"),
             Error::InsecurePermissions { path, mode } => write!(
                 f,
                 "permissions {:04o} for '{}' are too open: a private key file must not be \

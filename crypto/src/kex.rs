@@ -194,6 +194,32 @@ impl ClientKeyExchange {
         ss.zeroize();
         Ok(out)
     }
+
+    /// The X25519 public key inside [`share`](Self::share) (its last 32 bytes).
+    #[cfg(feature = "tls")]
+    pub(crate) fn x25519_share(&self) -> &[u8] {
+        &self.share[MLKEM768_EK_LEN..]
+    }
+
+    /// Completes only the X25519 half with the server's 32-byte X25519 share; the
+    /// ML-KEM key is dropped unused. For a TLS server that chose plain X25519 from a
+    /// ClientHello carrying this key's X25519 half as its own key share.
+    #[cfg(feature = "tls")]
+    pub(crate) fn finish_x25519(
+        self,
+        server_x25519: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
+        if server_x25519.len() != X25519_LEN {
+            return Err(Error::InvalidLength {
+                what: "X25519 key share",
+                expected: X25519_LEN,
+                actual: server_x25519.len(),
+            });
+        }
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        x25519_agree(self.x25519, server_x25519, &mut out[..])?;
+        Ok(out)
+    }
 }
 
 /// The server's half: validates the client's encapsulation key

@@ -13,6 +13,7 @@
 //! | [`hostkey`] | host keys (Ed25519 today), fingerprints, key files |
 //! | [`password`] | Argon2id password hashing in PHC strings |
 //! | [`random`] | OS randomness and a seeded deterministic source for tests |
+//! | `tls` | (feature `tls`) rustls pieces for QUIC v1: the `X25519MLKEM768` group, host-key certificates |
 //!
 //! Secrets are zeroized on drop and compared in constant time ([`ct_eq`]).
 //! Decoding untrusted bytes never panics; every failure is an [`Error`].
@@ -26,6 +27,8 @@ pub mod packet;
 pub mod password;
 pub mod random;
 pub mod schedule;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::Error;
 

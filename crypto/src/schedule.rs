@@ -359,6 +359,30 @@ mod tests {
     }
 
     #[test]
+    fn packet_labels_are_quill_expand_label() {
+        // docs/SPEC.md §2.1: the AES-128-GCM key's HkdfLabel is
+        // 0010 09 "quill key" 00, i.e. §5's Expand-Label with the label "key"; the
+        // packet code writes the label in full with no prefix, which is the same.
+        let secret = Secret::from_bytes([0x33; 32]);
+        let info = [
+            0x00, 0x10, 0x09, b'q', b'u', b'i', b'l', b'l', b' ', b'k', b'e', b'y', 0x00,
+        ];
+        let mut direct = [0u8; 16];
+        hkdf_expand(&secret, &[&info], &mut direct);
+        let mut label = [0u8; 16];
+        expand_label(&secret, b"key", b"", &mut label);
+        assert_eq!(direct, label);
+        let mut full = [0u8; 16];
+        let labels = crate::packet::Labels::QUILL;
+        expand_label_with_prefix(&secret, b"", labels.key, b"", &mut full);
+        assert_eq!(direct, full);
+        // §5: the key update is Expand-Label(secret, "ku", "", 32).
+        let mut ku = [0u8; 32];
+        expand_label(&secret, b"ku", b"", &mut ku);
+        assert_eq!(next_generation(&secret, &labels).as_bytes(), &ku);
+    }
+
+    #[test]
     fn initial_secrets_differ_by_side_and_dcid() {
         let (c1, s1) = initial_secrets(&[1, 2, 3, 4]);
         let (c2, _) = initial_secrets(&[1, 2, 3, 5]);

@@ -12,8 +12,8 @@
 //! [`service`] is the file service of docs/SPEC.md §10 (requests, answers, the path
 //! guard, uploads); like [`driver`] it does I/O and is no part of the sans-IO core.
 //!
-//! [`sim`] is a deterministic simulated network that drives two connections through
-//! loss, delay, reordering, duplication and corruption in virtual time.
+//! [`sim`] is a deterministic simulated network that drives a client and a server
+//! endpoint through loss, delay, reordering, duplication and corruption in virtual time.
 #![warn(missing_docs)]
 
 pub mod auth;

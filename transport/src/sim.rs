@@ -1,23 +1,31 @@
-//! A deterministic simulated network for driving a client and a server connection
-//! through loss, burst loss, delay, jitter, reordering, duplication, corruption, an
-//! MTU, and a rate limit with a bounded queue — in virtual time.
+//! A deterministic simulated network for driving a client [`Endpoint`] and a server
+//! [`Endpoint`] through loss, burst loss, delay, jitter, reordering, duplication,
+//! corruption, an MTU, and a rate limit with a bounded queue — in virtual time.
+//!
+//! Every datagram goes through the endpoints, so connection-ID routing, Retry,
+//! stateless reset, migration and the endpoints' timer wheels all run under the
+//! impairments. [`Net`] is the network: two endpoints, two [`Link`]s and a virtual
+//! clock. [`Sim`] is a thin layer over it for the common case of one client
+//! connection and one server connection played by two [`App`]s.
 //!
 //! The clock jumps straight to the next deadline (a timer, a delivery, an
 //! application wake-up), so 24 hours of keep-alives take milliseconds. The same seed
 //! always produces the same run. Nothing here is used by the protocol itself: it is
 //! the harness for tests and benchmarks, and a tool for applications that want to
-//! test themselves against quill under bad networks.
+//! test themselves against quill under bad networks. It uses the sans-IO core only.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quill_crypto::random::SeededRandom;
 use rand::rngs::SmallRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 
-use crate::proto::{ClientConfig, Connection, Event, LoginRequest, ServerConfig};
-use crate::wire::{parse_header, ConnectionId, LongType, PacketKind};
+use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
+use crate::proto::{ClientConfig, ConfigError, Connection, Event, LoginRequest, ServerConfig};
 
 /// Impairments of one direction of a simulated path.
 #[derive(Debug, Clone)]
@@ -224,7 +232,173 @@ impl Link {
     }
 }
 
-/// Application behaviour on one side of a simulation.
+/// The client's address as the server sees it at the start of a simulation.
+pub const CLIENT_ADDR: &str = "10.0.0.1:40000";
+/// The server's address in a simulation.
+pub const SERVER_ADDR: &str = "10.0.0.2:4433";
+
+/// A deterministic [`EndpointConfig`] for simulations: secret and randomness derived
+/// from `seed` (so neither is secret: never use it outside a simulation), the default
+/// limits otherwise.
+pub fn endpoint_config(seed: u64) -> EndpointConfig {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[8..16].copy_from_slice(b"sim-endp");
+    EndpointConfig {
+        secret: s,
+        rng: Arc::new(SeededRandom::new(s)),
+        ..EndpointConfig::default()
+    }
+}
+
+/// Counters of what a [`Net`] did besides its links.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Datagrams an endpoint addressed to somewhere other than its peer's current
+    /// address (e.g. the client's address before a NAT rebinding); they are dropped.
+    pub misaddressed: u64,
+}
+
+/// A client endpoint and a server endpoint joined by two [`Link`]s, in virtual time.
+///
+/// One turn is [`Net::transmit`] (after the application acted on the endpoints'
+/// events), then [`Net::advance`] to [`Net::next_event`] (or to an application
+/// wake-up, whichever is sooner): datagrams due are delivered and the endpoints'
+/// timers that passed fire. The server sessions that delivered datagrams created are
+/// listed in [`Net::accepted`].
+pub struct Net {
+    /// Virtual now.
+    pub now: Instant,
+    /// Virtual start.
+    pub start: Instant,
+    /// The client endpoint (makes connections).
+    pub client: Endpoint,
+    /// The server endpoint (accepts them).
+    pub server: Endpoint,
+    /// Client to server.
+    pub c2s: Link,
+    /// Server to client.
+    pub s2c: Link,
+    /// Where the server sees the client's datagrams come from (change it to rebind:
+    /// datagrams the server still sends to the old address are lost, as behind a NAT
+    /// whose binding changed).
+    pub client_addr: SocketAddr,
+    /// The server's address.
+    pub server_addr: SocketAddr,
+    /// Server sessions created by delivered datagrams, oldest first (drain it).
+    pub accepted: Vec<ConnectionHandle>,
+    stats: NetStats,
+    buf: Vec<u8>,
+}
+
+impl Net {
+    /// A network whose server endpoint uses `endpoint` and `server`; the client
+    /// endpoint uses [`endpoint_config`]. Links are seeded from `seed`.
+    pub fn new(
+        seed: u64,
+        endpoint: EndpointConfig,
+        server: ServerConfig,
+        c2s: LinkConfig,
+        s2c: LinkConfig,
+    ) -> Result<Net, ConfigError> {
+        let start = Instant::now();
+        Ok(Net {
+            now: start,
+            start,
+            client: Endpoint::new(endpoint_config(seed ^ 0xc11e), None, start)?,
+            server: Endpoint::new(endpoint, Some(server), start)?,
+            c2s: Link::new(c2s, seed ^ 0x5151),
+            s2c: Link::new(s2c, seed ^ 0xa5a5),
+            client_addr: CLIENT_ADDR.parse().expect("literal"),
+            server_addr: SERVER_ADDR.parse().expect("literal"),
+            accepted: Vec::new(),
+            stats: NetStats::default(),
+            buf: vec![0u8; 65536],
+        })
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// What the network did besides its links.
+    pub fn stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// Starts a client connection to the server.
+    pub fn connect(&mut self, config: ClientConfig) -> Result<ConnectionHandle, ConfigError> {
+        self.client.connect(self.now, config, self.server_addr)
+    }
+
+    /// Replaces the server endpoint with a new one at the same address, as a server
+    /// process that restarted: every session is gone; datagrams in flight arrive at
+    /// the new endpoint.
+    pub fn restart_server(
+        &mut self,
+        endpoint: EndpointConfig,
+        server: ServerConfig,
+    ) -> Result<(), ConfigError> {
+        self.server = Endpoint::new(endpoint, Some(server), self.now)?;
+        self.accepted.clear();
+        Ok(())
+    }
+
+    /// Offers everything both endpoints have to send to the links.
+    pub fn transmit(&mut self) {
+        let now = self.now;
+        let client = (&mut self.client, &mut self.c2s, self.server_addr);
+        let server = (&mut self.server, &mut self.s2c, self.client_addr);
+        for (endpoint, link, peer) in [client, server] {
+            let mut n = 0;
+            while let Some(t) = endpoint.poll_transmit(now, &mut self.buf) {
+                if t.destination == peer {
+                    link.send(now, &self.buf[..t.size]);
+                } else {
+                    self.stats.misaddressed += 1;
+                }
+                n += 1;
+                assert!(n < 10_000_000, "an endpoint never stopped transmitting");
+            }
+        }
+    }
+
+    /// When something next happens on the network: a delivery or an endpoint timer.
+    pub fn next_event(&self) -> Option<Instant> {
+        [
+            self.client.poll_timeout(),
+            self.server.poll_timeout(),
+            self.c2s.next_delivery(),
+            self.s2c.next_delivery(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Moves virtual time to `to` (never backwards), delivers the datagrams due and
+    /// fires the endpoints' timers that passed.
+    pub fn advance(&mut self, to: Instant) {
+        self.now = self.now.max(to);
+        let now = self.now;
+        while let Some(mut d) = self.c2s.deliver(now) {
+            if let Some(h) = self.server.handle_datagram(now, self.client_addr, &mut d) {
+                self.accepted.push(h);
+            }
+        }
+        while let Some(mut d) = self.s2c.deliver(now) {
+            self.client.handle_datagram(now, self.server_addr, &mut d);
+        }
+        for ep in [&mut self.client, &mut self.server] {
+            if ep.poll_timeout().is_some_and(|t| t <= now) {
+                ep.handle_timeout(now);
+            }
+        }
+    }
+}
+
+/// Application behaviour on one side of a [`Sim`].
 pub trait App {
     /// An event from the connection.
     fn on_event(&mut self, now: Instant, conn: &mut Connection, event: Event);
@@ -236,51 +410,26 @@ pub trait App {
     }
 }
 
-/// A client connection and a server connection joined by two [`Link`]s.
+/// One client connection and the server connection it creates, played by two
+/// [`App`]s over a [`Net`].
 pub struct Sim<C: App, S: App> {
-    /// Virtual now.
-    pub now: Instant,
-    /// Virtual start.
-    pub start: Instant,
-    /// The client connection.
-    pub client: Connection,
-    /// The server connection (created by the client's first Initial).
-    pub server: Option<Connection>,
+    /// The network and its endpoints.
+    pub net: Net,
     /// Client application.
     pub client_app: C,
     /// Server application.
     pub server_app: S,
-    /// Client to server.
-    pub c2s: Link,
-    /// Server to client.
-    pub s2c: Link,
-    /// Where the server sees the client's datagrams come from (change it to rebind).
-    pub client_addr: SocketAddr,
-    /// The server's address.
-    pub server_addr: SocketAddr,
-    server_config: ServerConfig,
-    rng: SmallRng,
-    buf: Vec<u8>,
-}
-
-/// The stateless reset token the simulated server advertises for its CID `cid`
-/// (a real endpoint derives it from a secret; the simulation only needs it stable).
-pub fn reset_token_for(cid: &ConnectionId) -> [u8; 16] {
-    let d = ring::digest::digest(&ring::digest::SHA256, cid.as_ref());
-    let mut t = [0u8; 16];
-    t.copy_from_slice(&d.as_ref()[..16]);
-    t
-}
-
-/// A random connection ID of `len` bytes from `rng`.
-pub fn random_cid(rng: &mut impl RngCore, len: usize) -> ConnectionId {
-    let mut b = [0u8; 20];
-    rng.fill_bytes(&mut b[..len]);
-    ConnectionId::from_slice(&b[..len]).expect("length within bounds")
+    client: ConnectionHandle,
+    server: Option<ConnectionHandle>,
 }
 
 impl<C: App, S: App> Sim<C, S> {
-    /// Builds a simulation; the client's first flight is ready to go.
+    /// Builds a simulation with a default server endpoint ([`endpoint_config`]); the
+    /// client's first flight is ready to go.
+    ///
+    /// # Panics
+    ///
+    /// If a configuration is invalid.
     pub fn new(
         seed: u64,
         client_config: ClientConfig,
@@ -290,72 +439,117 @@ impl<C: App, S: App> Sim<C, S> {
         client_app: C,
         server_app: S,
     ) -> Self {
-        let start = Instant::now();
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let client_addr: SocketAddr = "10.0.0.1:40000".parse().expect("literal");
-        let server_addr: SocketAddr = "10.0.0.2:4433".parse().expect("literal");
-        let local = random_cid(&mut rng, 8);
-        let dcid = random_cid(&mut rng, 8);
-        let client = Connection::client(client_config, start, server_addr, local, dcid)
+        let net = Net::new(seed, endpoint_config(seed), server_config, c2s, s2c)
+            .expect("valid server configuration");
+        Sim::on(net, client_config, client_app, server_app)
+    }
+
+    /// Builds a simulation on `net` (for a server endpoint configured otherwise);
+    /// the client connects at once.
+    ///
+    /// # Panics
+    ///
+    /// If the client configuration is invalid.
+    pub fn on(mut net: Net, client_config: ClientConfig, client_app: C, server_app: S) -> Self {
+        let client = net
+            .connect(client_config)
             .expect("valid client configuration");
         Sim {
-            now: start,
-            start,
-            client,
-            server: None,
+            net,
             client_app,
             server_app,
-            c2s: Link::new(c2s, seed ^ 0x5151),
-            s2c: Link::new(s2c, seed ^ 0xa5a5),
-            client_addr,
-            server_addr,
-            server_config,
-            rng,
-            buf: vec![0u8; 65536],
+            client,
+            server: None,
         }
+    }
+
+    /// Virtual now.
+    pub fn now(&self) -> Instant {
+        self.net.now
     }
 
     /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
-        self.now - self.start
+        self.net.elapsed()
     }
 
+    /// The client connection.
+    ///
+    /// # Panics
+    ///
+    /// Once the connection has ended and its last event was handled (the endpoint
+    /// freed it).
+    pub fn client(&mut self) -> &mut Connection {
+        self.net
+            .client
+            .connection(self.client)
+            .expect("the client connection ended and was freed")
+    }
+
+    /// The client connection's handle in [`Net::client`].
+    pub fn client_handle(&self) -> ConnectionHandle {
+        self.client
+    }
+
+    /// The server connection, once the client's first Initial created it (and until
+    /// it ended and was freed).
+    pub fn server(&mut self) -> Option<&mut Connection> {
+        self.net.server.connection(self.server?)
+    }
+
+    /// The server connection's handle in [`Net::server`], once there is one.
+    pub fn server_handle(&self) -> Option<ConnectionHandle> {
+        self.server
+    }
+
+    /// [`Net::restart_server`], forgetting the server connection.
+    pub fn restart_server(
+        &mut self,
+        endpoint: EndpointConfig,
+        server: ServerConfig,
+    ) -> Result<(), ConfigError> {
+        self.server = None;
+        self.net.restart_server(endpoint, server)
+    }
+
+    /// Hands the endpoints' events to the applications and lets them act. Events of
+    /// other sessions (there are none unless a test makes them) are dropped.
     fn pump(&mut self) {
-        while let Some(ev) = self.client.poll_event() {
-            self.client_app.on_event(self.now, &mut self.client, ev);
+        let now = self.net.now;
+        if self.server.is_none() {
+            self.server = self.net.accepted.first().copied();
         }
-        self.client_app.poll(self.now, &mut self.client);
-        if let Some(server) = self.server.as_mut() {
-            while let Some(ev) = server.poll_event() {
-                self.server_app.on_event(self.now, server, ev);
+        self.net.accepted.clear();
+        while let Some((h, ev)) = self.net.client.poll_event() {
+            if h == self.client {
+                if let Some(conn) = self.net.client.connection(h) {
+                    self.client_app.on_event(now, conn, ev);
+                }
             }
-            self.server_app.poll(self.now, server);
         }
-        let mut n = 0;
-        while let Some(t) = self.client.poll_transmit(self.now, &mut self.buf) {
-            self.c2s.send(self.now, &self.buf[..t.size]);
-            n += 1;
-            assert!(n < 1_000_000, "client never stopped transmitting");
+        if let Some(conn) = self.net.client.connection(self.client) {
+            self.client_app.poll(now, conn);
         }
-        if let Some(server) = self.server.as_mut() {
-            while let Some(t) = server.poll_transmit(self.now, &mut self.buf) {
-                self.s2c.send(self.now, &self.buf[..t.size]);
-                n += 1;
-                assert!(n < 1_000_000, "server never stopped transmitting");
+        while let Some((h, ev)) = self.net.server.poll_event() {
+            if Some(h) == self.server {
+                if let Some(conn) = self.net.server.connection(h) {
+                    self.server_app.on_event(now, conn, ev);
+                }
             }
+        }
+        if let Some(conn) = self.server.and_then(|h| self.net.server.connection(h)) {
+            self.server_app.poll(now, conn);
         }
     }
 
-    /// One turn: applications act, both sides transmit, virtual time jumps to the next
-    /// event, datagrams are delivered and timers fire. Returns false when nothing is
-    /// left to happen.
+    /// One turn: applications act, both endpoints transmit, virtual time jumps to the
+    /// next event, datagrams are delivered and timers fire. Returns false when
+    /// nothing is left to happen.
     pub fn step(&mut self) -> bool {
         self.pump();
+        self.net.transmit();
         let next = [
-            self.client.poll_timeout(),
-            self.server.as_ref().and_then(|s| s.poll_timeout()),
-            self.c2s.next_delivery(),
-            self.s2c.next_delivery(),
+            self.net.next_event(),
             self.client_app.next_wakeup(),
             self.server_app.next_wakeup(),
         ]
@@ -365,66 +559,19 @@ impl<C: App, S: App> Sim<C, S> {
         let Some(next) = next else {
             return false;
         };
-        self.now = self.now.max(next);
-        let now = self.now;
-        while let Some(mut d) = self.c2s.deliver(now) {
-            self.deliver_to_server(now, &mut d);
-        }
-        while let Some(mut d) = self.s2c.deliver(now) {
-            self.client.handle_datagram(now, self.server_addr, &mut d);
-        }
-        if self.client.poll_timeout().is_some_and(|t| t <= now) {
-            self.client.handle_timeout(now);
-        }
-        if let Some(s) = self.server.as_mut() {
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
-            }
-        }
+        self.net.advance(next);
         true
-    }
-
-    fn deliver_to_server(&mut self, now: Instant, d: &mut [u8]) {
-        if self.server.is_none() {
-            // A minimal endpoint: the first Initial creates the server connection.
-            let Ok(h) = parse_header(d, 8) else {
-                return;
-            };
-            if !matches!(h.kind, PacketKind::Long(LongType::Initial)) || d.len() < 1200 {
-                return;
-            }
-            let Some(scid) = h.scid else {
-                return;
-            };
-            let local = random_cid(&mut self.rng, 8);
-            match Connection::server(
-                self.server_config.clone(),
-                now,
-                self.client_addr,
-                local,
-                h.dcid,
-                scid,
-                None,
-                Some(reset_token_for(&local)),
-            ) {
-                Ok(c) => self.server = Some(c),
-                Err(_) => return,
-            }
-        }
-        if let Some(s) = self.server.as_mut() {
-            s.handle_datagram(now, self.client_addr, d);
-        }
     }
 
     /// Steps until `done` holds or `limit` of virtual time has passed (or nothing is
     /// left to happen). Returns whether `done` held.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
-        let deadline = self.now + limit;
+        let deadline = self.net.now + limit;
         loop {
             if done(self) {
                 return true;
             }
-            if self.now > deadline || !self.step() {
+            if self.net.now > deadline || !self.step() {
                 return done(self);
             }
         }

@@ -23,63 +23,33 @@ use support::auth_server::*;
 
 #[test]
 fn register_then_log_in_and_refusals() {
-    let dir = temp_dir("register");
-    let key = host_key(1);
-    let verifier = Arc::new(LoginVerifier::new(store(&dir), true));
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier,
-        TransportConfig::default(),
-    );
-    let c = blocking::connect(
-        server.addr,
-        client(register("Bob", "correct horse battery"), &key),
-    )
-    .expect("register");
+    let verifier = LoginVerifier::new(store(&temp_dir("register")), true);
+    let server = Server::local(host_key(1), Arc::new(verifier));
+    let c = server
+        .connect(register("Bob", "correct horse battery"))
+        .expect("register");
     assert_eq!(c.account(), "bob", "names are case-folded");
     drop(c);
-    let c = blocking::connect(
-        server.addr,
-        client(password("bob", "correct horse battery"), &key),
-    )
-    .expect("log in");
+    let c = server
+        .connect(password("bob", "correct horse battery"))
+        .expect("log in");
     assert_eq!(c.account(), "bob");
     drop(c);
     // Duplicate registration, weak password, bad name: refused with a reason.
-    let why = refused(blocking::connect(
-        server.addr,
-        client(register("bob", "another good one"), &key),
-    ));
+    let why = refused(server.connect(register("bob", "another good one")));
     assert!(why.contains("taken"), "{why}");
-    let why = refused(blocking::connect(
-        server.addr,
-        client(register("carol", "short"), &key),
-    ));
+    let why = refused(server.connect(register("carol", "short")));
     assert!(why.contains("password"), "{why}");
-    let why = refused(blocking::connect(
-        server.addr,
-        client(register("no spaces", "long enough pw"), &key),
-    ));
+    let why = refused(server.connect(register("no spaces", "long enough pw")));
     assert!(why.contains("name"), "{why}");
     server.stop();
 }
 
 #[test]
 fn registration_is_refused_when_closed() {
-    let dir = temp_dir("closed");
-    let key = host_key(2);
-    let verifier = Arc::new(LoginVerifier::new(store(&dir), false));
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier,
-        TransportConfig::default(),
-    );
-    let why = refused(blocking::connect(
-        server.addr,
-        client(register("dave", "correct horse battery"), &key),
-    ));
+    let verifier = LoginVerifier::new(store(&temp_dir("closed")), false);
+    let server = Server::local(host_key(2), Arc::new(verifier));
+    let why = refused(server.connect(register("dave", "correct horse battery")));
     assert!(why.contains("registration"), "{why}");
     server.stop();
 }
@@ -93,12 +63,7 @@ fn public_key_login_checks_the_authorised_keys() {
     let other = Arc::new(HostKeyPair::from_seed(&[41; 32]).unwrap());
     st.add_user("frank", None, &[id.public()]).unwrap();
     let verifier = Arc::new(LoginVerifier::new(st, false));
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier,
-        TransportConfig::default(),
-    );
+    let server = Server::local(key.clone(), verifier);
     let c = blocking::connect(
         server.addr,
         client(
@@ -127,11 +92,8 @@ fn public_key_login_checks_the_authorised_keys() {
 
 #[test]
 fn lockout_after_failures_then_recovery() {
-    let dir = temp_dir("lockout");
     let key = host_key(5);
-    let st = store(&dir);
-    st.add_user("gina", Some(b"correct horse battery"), &[])
-        .unwrap();
+    let st = store_with("lockout", "gina", "correct horse battery");
     let verifier = Arc::new(LoginVerifier {
         store: st,
         limiter: Mutex::new(Limiter::new(LimiterConfig {
@@ -142,32 +104,19 @@ fn lockout_after_failures_then_recovery() {
         allow_register: false,
         sessions: SessionCaps::default(),
     });
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier,
-        TransportConfig::default(),
-    );
+    let server = Server::local(key.clone(), verifier);
     for _ in 0..2 {
-        refused(blocking::connect(
-            server.addr,
-            client(password("gina", "wrong"), &key),
-        ));
+        refused(server.connect(password("gina", "wrong")));
     }
     // The third failure locks this address out of the account for 700 ms, and its
     // refusal is held back until the lock ends (a bound the server enforces).
     let start = Instant::now();
-    let why = refused(blocking::connect(
-        server.addr,
-        client(password("gina", "wrong"), &key),
-    ));
+    let why = refused(server.connect(password("gina", "wrong")));
     assert_eq!(why, "login refused");
     assert!(start.elapsed() >= Duration::from_millis(700));
-    blocking::connect(
-        server.addr,
-        client(password("gina", "correct horse battery"), &key),
-    )
-    .expect("unlocked after the backoff");
+    server
+        .connect(password("gina", "correct horse battery"))
+        .expect("unlocked after the backoff");
     server.stop();
 }
 
@@ -199,12 +148,7 @@ fn attacked_server(
         allow_register: false,
         sessions: SessionCaps::default(),
     });
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier.clone(),
-        TransportConfig::default(),
-    );
+    let server = Server::local(key.clone(), verifier.clone());
     (server, verifier, key)
 }
 
@@ -363,12 +307,7 @@ fn registrations_are_limited_per_address() {
     assert!(per > 0 && per < 25, "a default limit");
     verifier.sessions = SessionCaps::default();
     let verifier = Arc::new(verifier);
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier.clone(),
-        TransportConfig::default(),
-    );
+    let server = Server::local(key.clone(), verifier.clone());
     // 25 registrations from one address: only the first `per` are accepted.
     let mut accepted = 0;
     for i in 0..25 {
@@ -403,18 +342,8 @@ fn connections_are_capped_per_user_and_per_address() {
     let mut verifier = LoginVerifier::new(st, false);
     verifier.sessions = SessionCaps::new(2, 3);
     let verifier = Arc::new(verifier);
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        verifier.clone(),
-        TransportConfig::default(),
-    );
-    let login = |user: &str| {
-        blocking::connect(
-            server.addr,
-            client(password(user, "correct horse battery"), &key),
-        )
-    };
+    let server = Server::local(key.clone(), verifier.clone());
+    let login = |user: &str| server.connect(password(user, "correct horse battery"));
     let a1 = login("alice").expect("first");
     let a2 = login("alice").expect("second");
     let why = refused(login("alice"));
@@ -459,12 +388,7 @@ fn known_hosts_records_then_detects_a_changed_key() {
     st.add_user("hana", Some(b"correct horse battery"), &[])
         .unwrap();
     let verifier = Arc::new(LoginVerifier::new(st, false));
-    let server = Server::start(
-        "127.0.0.1:0",
-        host_key(6),
-        verifier.clone(),
-        TransportConfig::default(),
-    );
+    let server = Server::local(host_key(6), verifier.clone());
     let addr = server.addr;
     let policy = known_hosts_policy(&kh, "127.0.0.1", addr.port(), TrustMode::AcceptNew).unwrap();
     let cfg = ClientConfig::new(password("hana", "correct horse battery"), policy);

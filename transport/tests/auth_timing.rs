@@ -13,11 +13,10 @@ use quill_transport::auth::limiter::{Limiter, LimiterConfig};
 use quill_transport::auth::login::LoginVerifier;
 use quill_transport::auth::sessions::SessionCaps;
 use quill_transport::driver::blocking;
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
-use quill_transport::proto::{Event, Login, TransportConfig};
+use quill_transport::proto::{Login, TransportConfig};
 use support::auth_server::*;
+use support::{bind_loop, Tally};
 
 /// The two tests measure time: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,11 +24,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 #[test]
 fn wrong_password_and_unknown_user_are_indistinguishable() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("oracle");
     let key = host_key(3);
-    let st = store(&dir);
-    st.add_user("erin", Some(b"correct horse battery"), &[])
-        .unwrap();
+    let st = store_with("oracle", "erin", "correct horse battery");
     // Backoff would hold the later refusals back by seconds and hide what is measured
     // here (the cost of the check itself), so it is off.
     let mut verifier = LoginVerifier::new(st, false);
@@ -39,12 +35,7 @@ fn wrong_password_and_unknown_user_are_indistinguishable() {
         account_free_failures: 10_000,
         ..LimiterConfig::default()
     }));
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        Arc::new(verifier),
-        TransportConfig::default(),
-    );
+    let server = Server::local(key.clone(), Arc::new(verifier));
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
     let mut reasons = Vec::new();
@@ -56,10 +47,7 @@ fn wrong_password_and_unknown_user_are_indistinguishable() {
             ("nobody", &mut unknown)
         };
         let t = Instant::now();
-        reasons.push(refused(blocking::connect(
-            server.addr,
-            client(password(user, "not the password"), &key),
-        )));
+        reasons.push(refused(server.connect(password(user, "not the password"))));
         times.push(t.elapsed());
     }
     assert!(reasons.iter().all(|r| r == &reasons[0]), "{reasons:?}");
@@ -74,30 +62,11 @@ fn wrong_password_and_unknown_user_are_indistinguishable() {
     server.stop();
 }
 
-/// Idle client connections with keep-alives, watched for their RTT samples.
-struct Idle {
-    connected: usize,
-    lost: usize,
-}
-
-impl Handler for Idle {
-    fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
-        match event {
-            Event::Connected { .. } => self.connected += 1,
-            Event::ConnectionLost(_) => self.lost += 1,
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn keep_alives_stay_on_schedule_while_50_passwords_are_verified() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("keepalive");
     let key = host_key(8);
-    let st = store(&dir);
-    st.add_user("ivan", Some(b"correct horse battery"), &[])
-        .unwrap();
+    let st = store_with("keepalive", "ivan", "correct horse battery");
     let id = Arc::new(HostKeyPair::from_seed(&[80; 32]).unwrap());
     st.add_user("idle", None, &[id.public()]).unwrap();
     let mut verifier = LoginVerifier::new(st, false);
@@ -107,12 +76,7 @@ fn keep_alives_stay_on_schedule_while_50_passwords_are_verified() {
     }));
     // 1,000 sessions of one account from one address: no caps here.
     verifier.sessions = SessionCaps::new(0, 0);
-    let server = Server::start(
-        "127.0.0.1:0",
-        key.clone(),
-        Arc::new(verifier),
-        TransportConfig::default(),
-    );
+    let server = Server::local(key.clone(), Arc::new(verifier));
     let addr = server.addr;
     // 1,000 idle connections (public-key logins: cheap to verify) with keep-alives.
     let mut cfg = client(
@@ -130,18 +94,7 @@ fn keep_alives_stay_on_schedule_while_50_passwords_are_verified() {
         per_source_handshakes_per_sec: 0,
         ..EndpointConfig::default()
     };
-    let mut watcher = EventLoop::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &UdpConfig::default(),
-        endpoint,
-        None,
-        1,
-        Idle {
-            connected: 0,
-            lost: 0,
-        },
-    )
-    .unwrap();
+    let mut watcher = bind_loop("127.0.0.1:0", endpoint, None, 1, Tally::default());
     let handles: Vec<ConnectionHandle> = watcher.with_context(|_, ctx| {
         (0..1000)
             .map(|_| ctx.connect(cfg.clone(), addr).unwrap())

@@ -1,6 +1,9 @@
 //! Endpoints exchanging datagrams in-process: a tiny network loop with a fixed
 //! one-way delay and virtual time that jumps to the next deadline. No sockets.
 
+#[path = "support/datagrams.rs"]
+mod datagrams;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +19,8 @@ use quill_transport::proto::{
 use quill_transport::wire::QUILL_VERSION;
 use quill_transport::wire::{parse_header, parse_version_negotiation, LongType, PacketKind};
 use zeroize::Zeroizing;
+
+use datagrams::unknown_version_datagram;
 
 const DELAY: Duration = Duration::from_millis(5);
 
@@ -480,17 +485,6 @@ fn restarted_server_answers_with_stateless_reset() {
     let other = Endpoint::new(endpoint_config(7), Some(server_config()), now).unwrap();
     let cid = quill_transport::wire::ConnectionId::from_slice(&server_cid).unwrap();
     assert_ne!(&other.reset_token(&cid)[..], &expect.as_ref()[..16]);
-}
-
-fn unknown_version_datagram(len: usize) -> Vec<u8> {
-    let mut d = vec![0u8; len];
-    d[0] = 0xc0;
-    d[1..5].copy_from_slice(&0xff00_001du32.to_be_bytes());
-    d[5] = 8;
-    d[6..14].copy_from_slice(&[0xdd; 8]);
-    d[14] = 5;
-    d[15..20].copy_from_slice(&[0x55; 5]);
-    d
 }
 
 #[test]

@@ -6,19 +6,21 @@
 //! from 100 addresses filled the 4,096 half-open places in ≈ 7 s). The limits are
 //! small here so that the test is quick; every wait is bounded.
 
+mod support;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::driver::blocking;
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
-use quill_transport::driver::socket::UdpConfig;
+use quill_transport::driver::event_loop::{Context, Handler};
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
     ClientConfig, Connection, Event, HostKeyPolicy, Login, ServerConfig, TransportConfig,
 };
 use quill_transport::wire::ConnectionId;
+use support::bind_loop;
 use zeroize::Zeroizing;
 
 fn host_key() -> Arc<HostKeyPair> {
@@ -118,15 +120,7 @@ fn clients_that_never_finish_cannot_lock_out_a_real_client() {
         per_source_handshakes_per_sec: 0,
         ..EndpointConfig::default()
     };
-    let mut ev = EventLoop::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &UdpConfig::default(),
-        endpoint,
-        Some(server_config),
-        2,
-        AcceptAll,
-    )
-    .unwrap();
+    let mut ev = bind_loop("127.0.0.1:0", endpoint, Some(server_config), 2, AcceptAll);
     let server = ev.local_addr();
 
     // 4 attacker addresses × 4 clients, one address after the other: more than both

@@ -18,12 +18,12 @@ use quill_crypto::hostkey::PublicKey;
 use quill_transport::auth::accounts::{Account, AccountStore, SqliteStore, StoreError};
 use quill_transport::auth::login::{LoginVerifier, Verdict};
 use quill_transport::driver::blocking::{self, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
+use quill_transport::driver::event_loop::{Context, Handler};
 use quill_transport::driver::login::verify_on_pool;
-use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
 use quill_transport::proto::{ConnectionError, Event, ServerConfig, TransportConfig};
 use support::auth_server::{client, host_key, password, store, temp_dir};
+use support::bind_loop;
 
 /// Longest any one step of the test may take before it fails.
 const STEP: Duration = Duration::from_secs(8);
@@ -197,9 +197,8 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
         max_half_open_per_address: 0,
         ..EndpointConfig::default()
     };
-    let mut server = EventLoop::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &UdpConfig::default(),
+    let mut server = bind_loop(
+        "127.0.0.1:0",
         endpoint,
         Some(config),
         1,
@@ -208,22 +207,19 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
             seen: seen.clone(),
             sessions: sessions.clone(),
         },
-    )
-    .expect("bind the server");
+    );
     let addr: SocketAddr = server.local_addr();
     let server_handle = server.handle();
     let server_thread = std::thread::spawn(move || server.run().expect("server loop"));
 
     // A: alice with the right password. Its verification starts and is held.
-    let mut a = EventLoop::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &UdpConfig::default(),
+    let mut a = bind_loop(
+        "127.0.0.1:0",
         EndpointConfig::default(),
         None,
         1,
         Quiet { connected: None },
-    )
-    .expect("bind client A");
+    );
     let a_conn = a
         .with_context(|_, ctx| {
             ctx.connect(

@@ -1,6 +1,8 @@
 //! The event loop over real UDP sockets on 127.0.0.1 and ::1: server and clients in
 //! this process, each loop on its own thread. Every wait is bounded.
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -11,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::driver::blocking::{self, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
-use quill_transport::driver::socket::UdpConfig;
+use quill_transport::driver::event_loop::{Context, Handler, LoopHandle};
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig, RetryPolicy};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, Dir, Event, HostKeyPolicy, Login, LoginMethod, ReadOutcome,
     ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
+use support::datagrams::unknown_version_datagram;
+use support::{bind_loop, Tally};
 use zeroize::Zeroizing;
 
 fn host_key() -> Arc<HostKeyPair> {
@@ -152,6 +155,44 @@ struct Server {
     paths_validated: Arc<AtomicUsize>,
 }
 
+/// A server with the default configurations and an immediate login verdict.
+fn plain_server(bind: &str) -> Server {
+    Server::start(
+        bind,
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    )
+}
+
+/// A server with `transport` and `verify_delay`, and alice's client configuration
+/// with the same transport and keep-alives every `keep_alive`.
+fn keep_alive_setup(
+    transport: TransportConfig,
+    verify_delay: Duration,
+    keep_alive: Duration,
+) -> (Server, ClientConfig) {
+    let server = Server::start(
+        "127.0.0.1:0",
+        endpoint_config(),
+        transport.clone(),
+        verify_delay,
+    );
+    let mut config = client_config("correct horse");
+    config.transport = Arc::new(TransportConfig {
+        keep_alive_interval: Some(keep_alive),
+        ..transport
+    });
+    (server, config)
+}
+
+/// A [`plain_server`] and a client logged in to it as alice.
+fn server_and_client(bind: &str) -> (Server, blocking::BlockingConnection) {
+    let server = plain_server(bind);
+    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    (server, conn)
+}
+
 impl Server {
     fn start(
         bind: &str,
@@ -171,15 +212,7 @@ impl Server {
             stalled: Vec::new(),
             logins: logins.clone(),
         };
-        let mut ev = EventLoop::bind(
-            bind.parse().unwrap(),
-            &UdpConfig::default(),
-            endpoint,
-            Some(config),
-            2,
-            handler,
-        )
-        .expect("bind the server");
+        let mut ev = bind_loop(bind, endpoint, Some(config), 2, handler);
         let addr = ev.local_addr();
         let handle = ev.handle();
         let thread = std::thread::spawn(move || {
@@ -242,13 +275,7 @@ fn echo_round_trip(conn: &blocking::BlockingConnection, len: usize) {
 
 #[test]
 fn handshake_login_and_transfer_over_ipv4() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
-    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let (server, conn) = server_and_client("127.0.0.1:0");
     assert_eq!(conn.account(), "alice");
     assert_eq!(conn.message(), "welcome");
     echo_round_trip(&conn, 8 << 20);
@@ -258,13 +285,7 @@ fn handshake_login_and_transfer_over_ipv4() {
 
 #[test]
 fn handshake_login_and_transfer_over_ipv6() {
-    let server = Server::start(
-        "[::1]:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
-    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let (server, conn) = server_and_client("[::1]:0");
     echo_round_trip(&conn, 1 << 20);
     drop(conn);
     server.stop();
@@ -272,12 +293,7 @@ fn handshake_login_and_transfer_over_ipv6() {
 
 #[test]
 fn wrong_password_is_refused() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
+    let server = plain_server("127.0.0.1:0");
     match blocking::connect(server.addr, client_config("wrong")) {
         Err(ConnectError::Connection(ConnectionError::LoginRefused { .. })) => {}
         Err(e) => panic!("unexpected error {e}"),
@@ -307,21 +323,10 @@ fn retry_path_completes() {
 
 #[test]
 fn version_negotiation_answers_an_unknown_version() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
+    let server = plain_server("127.0.0.1:0");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut pkt = vec![0u8; 1200];
-    pkt[0] = 0xc0;
-    pkt[1..5].copy_from_slice(&0x1a2a_3a4a_u32.to_be_bytes());
-    pkt[5] = 8;
-    pkt[6..14].copy_from_slice(&[0xdd; 8]);
-    pkt[14] = 8;
-    pkt[15..23].copy_from_slice(&[0x55; 8]);
+    let pkt = unknown_version_datagram(1200);
     // A small datagram gets nothing back; a full-size one gets Version Negotiation.
     sock.send_to(&pkt[..100], server.addr).unwrap();
     sock.send_to(&pkt, server.addr).unwrap();
@@ -334,8 +339,9 @@ fn version_negotiation_answers_an_unknown_version() {
         &[0, 0, 0, 0],
         "version 0 marks Version Negotiation"
     );
-    assert_eq!(&buf[6..14], &[0x55; 8], "DCID echoes our SCID");
-    let versions: Vec<u32> = buf[23..n]
+    assert_eq!(buf[5], 5);
+    assert_eq!(&buf[6..11], &[0x55; 5], "DCID echoes our SCID");
+    let versions: Vec<u32> = buf[20..n]
         .chunks(4)
         .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
         .collect();
@@ -358,17 +364,7 @@ fn keep_alive_holds_an_idle_connection_past_several_idle_timeouts() {
         idle_timeout: Duration::from_millis(600),
         ..TransportConfig::default()
     };
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        transport.clone(),
-        Duration::ZERO,
-    );
-    let mut config = client_config("correct horse");
-    config.transport = Arc::new(TransportConfig {
-        keep_alive_interval: Some(Duration::from_millis(200)),
-        ..transport
-    });
+    let (server, config) = keep_alive_setup(transport, Duration::ZERO, Duration::from_millis(200));
     let conn = blocking::connect(server.addr, config).expect("connect");
     std::thread::sleep(Duration::from_millis(3000)); // five idle timeouts, no traffic
     echo_round_trip(&conn, 1000);
@@ -376,42 +372,10 @@ fn keep_alive_holds_an_idle_connection_past_several_idle_timeouts() {
     server.stop();
 }
 
-/// A client loop holding many connections; counts logins and keep-alive lateness.
-struct ManyClients {
-    connected: usize,
-    lost: usize,
-}
-
-impl Handler for ManyClients {
-    fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
-        match event {
-            Event::Connected { .. } => self.connected += 1,
-            Event::ConnectionLost(_) => self.lost += 1,
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn a_thousand_connections_through_one_server_loop() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
-    let mut client = EventLoop::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &UdpConfig::default(),
-        endpoint_config(),
-        None,
-        1,
-        ManyClients {
-            connected: 0,
-            lost: 0,
-        },
-    )
-    .unwrap();
+    let server = plain_server("127.0.0.1:0");
+    let mut client = bind_loop("127.0.0.1:0", endpoint_config(), None, 1, Tally::default());
     let addr = server.addr;
     client.with_context(|_, ctx| {
         for _ in 0..1000 {
@@ -425,22 +389,6 @@ fn a_thousand_connections_through_one_server_loop() {
     assert_eq!(client.handler().connected, 1000);
     assert_eq!(server.logins.load(Ordering::SeqCst), 1000);
     server.stop();
-}
-
-/// Idle client connections with keep-alives.
-struct KeepAliveWatch {
-    connected: usize,
-    lost: usize,
-}
-
-impl Handler for KeepAliveWatch {
-    fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
-        match event {
-            Event::Connected { .. } => self.connected += 1,
-            Event::ConnectionLost(_) => self.lost += 1,
-            _ => {}
-        }
-    }
 }
 
 #[test]
@@ -457,29 +405,12 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
         handshake_timeout: Duration::from_secs(60),
         ..TransportConfig::default()
     };
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        slow_logins.clone(),
+    let (server, config) = keep_alive_setup(
+        slow_logins,
         Duration::from_secs(1),
+        Duration::from_millis(50),
     );
-    let mut config = client_config("correct horse");
-    config.transport = Arc::new(TransportConfig {
-        keep_alive_interval: Some(Duration::from_millis(50)),
-        ..slow_logins
-    });
-    let mut watcher = EventLoop::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &UdpConfig::default(),
-        endpoint_config(),
-        None,
-        1,
-        KeepAliveWatch {
-            connected: 0,
-            lost: 0,
-        },
-    )
-    .unwrap();
+    let mut watcher = bind_loop("127.0.0.1:0", endpoint_config(), None, 1, Tally::default());
     let addr = server.addr;
     let handles: Vec<ConnectionHandle> = watcher.with_context(|_, ctx| {
         (0..20)
@@ -615,12 +546,7 @@ fn rebinding_relay(
 
 #[test]
 fn rebinding_mid_transfer_keeps_the_connection() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
+    let server = plain_server("127.0.0.1:0");
     let (relay, stop) = rebinding_relay(server.addr, 300);
     let conn = blocking::connect(relay, client_config("correct horse"))
         .expect("connect through the relay");
@@ -637,12 +563,7 @@ fn rebinding_mid_transfer_keeps_the_connection() {
 
 #[test]
 fn graceful_shutdown_closes_every_connection() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
+    let server = plain_server("127.0.0.1:0");
     let conns: Vec<_> = (0..5)
         .map(|_| blocking::connect(server.addr, client_config("correct horse")).expect("connect"))
         .collect();
@@ -690,13 +611,7 @@ fn write_until_error(
 
 #[test]
 fn stop_sending_fails_a_blocked_write_and_the_answer_still_arrives() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
-    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let (server, conn) = server_and_client("127.0.0.1:0");
     let mut stream = conn.open_bi().unwrap();
     stream.write_all(b"STALL\n").unwrap();
     let (writer, done) = write_until_error(stream.try_clone());
@@ -738,13 +653,7 @@ fn stop_sending_fails_a_blocked_write_and_the_answer_still_arrives() {
 
 #[test]
 fn fail_writes_on_answer_ends_a_write_the_peer_will_never_take() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
-    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let (server, conn) = server_and_client("127.0.0.1:0");
     let mut stream = conn.open_bi().unwrap();
     stream.fail_writes_on_answer();
     stream.write_all(b"QUIET\n").unwrap();
@@ -765,13 +674,7 @@ fn fail_writes_on_answer_ends_a_write_the_peer_will_never_take() {
 
 #[test]
 fn a_closer_on_another_thread_ends_a_blocked_read() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        endpoint_config(),
-        TransportConfig::default(),
-        Duration::ZERO,
-    );
-    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    let (server, conn) = server_and_client("127.0.0.1:0");
     let mut stream = conn.open_bi().expect("stream");
     // The echo server sends nothing until we write: this read blocks.
     let reader = std::thread::spawn(move || {

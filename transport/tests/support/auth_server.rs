@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::bind_loop;
+
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::accounts::SqliteStore;
+use quill_transport::auth::accounts::{AccountStore, SqliteStore};
 use quill_transport::auth::login::LoginVerifier;
 use quill_transport::driver::blocking::{self, ConnectError};
-use quill_transport::driver::event_loop::{Context, EventLoop, Handler, LoopHandle};
+use quill_transport::driver::event_loop::{Context, Handler, LoopHandle};
 use quill_transport::driver::login::verify_on_pool;
-use quill_transport::driver::socket::UdpConfig;
 use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
 use quill_transport::proto::{
     ClientConfig, ConnectionError, Event, HostKeyPolicy, Login, ServerConfig, TransportConfig,
@@ -42,6 +43,7 @@ impl Handler for AuthServer {
 
 pub struct Server {
     pub addr: SocketAddr,
+    key: Arc<HostKeyPair>,
     handle: LoopHandle,
     thread: Option<JoinHandle<()>>,
 }
@@ -53,7 +55,7 @@ impl Server {
         verifier: Arc<LoginVerifier>,
         transport: TransportConfig,
     ) -> Server {
-        let mut config = ServerConfig::new(key);
+        let mut config = ServerConfig::new(key.clone());
         config.allow_register = verifier.allow_register;
         config.transport = Arc::new(transport);
         // Every test client comes from 127.0.0.1: no per-address limits.
@@ -62,23 +64,26 @@ impl Server {
             max_half_open_per_address: 0,
             ..EndpointConfig::default()
         };
-        let mut ev = EventLoop::bind(
-            bind.parse().unwrap(),
-            &UdpConfig::default(),
-            endpoint,
-            Some(config),
-            2,
-            AuthServer { verifier },
-        )
-        .expect("bind");
+        let mut ev = bind_loop(bind, endpoint, Some(config), 2, AuthServer { verifier });
         let addr = ev.local_addr();
         let handle = ev.handle();
         let thread = std::thread::spawn(move || ev.run().expect("server loop"));
         Server {
             addr,
+            key,
             handle,
             thread: Some(thread),
         }
+    }
+
+    /// A server on 127.0.0.1 with the default transport configuration.
+    pub fn local(key: Arc<HostKeyPair>, verifier: Arc<LoginVerifier>) -> Server {
+        Server::start("127.0.0.1:0", key, verifier, TransportConfig::default())
+    }
+
+    /// Logs in with `login`, pinning this server's host key.
+    pub fn connect(&self, login: Login) -> Result<blocking::BlockingConnection, ConnectError> {
+        blocking::connect(self.addr, client(login, &self.key))
     }
 
     pub fn stop(mut self) {
@@ -117,6 +122,14 @@ pub fn register(user: &str, pw: &str) -> Login {
 
 pub fn store(dir: &Path) -> Arc<SqliteStore> {
     Arc::new(SqliteStore::open(dir.join("accounts.db")).unwrap())
+}
+
+/// An account store in a fresh temporary directory `name` holding `user` with
+/// `password`.
+pub fn store_with(name: &str, user: &str, password: &str) -> Arc<SqliteStore> {
+    let st = store(&temp_dir(name));
+    st.add_user(user, Some(password.as_bytes()), &[]).unwrap();
+    st
 }
 
 pub fn refused(r: Result<blocking::BlockingConnection, ConnectError>) -> String {
@@ -158,16 +171,14 @@ pub fn login_from(
     server: SocketAddr,
     config: ClientConfig,
 ) -> Result<String, ConnectionError> {
-    let bind: SocketAddr = format!("{local_ip}:0").parse().unwrap();
-    let mut ev = EventLoop::bind(
-        bind,
-        &UdpConfig::default(),
+    let bind = format!("{local_ip}:0");
+    let mut ev = bind_loop(
+        &bind,
         EndpointConfig::default(),
         None,
         1,
         OneLogin { result: None },
-    )
-    .expect("bind the client");
+    );
     ev.with_context(|_, ctx| ctx.connect(config, server))
         .expect("connect");
     let done = ev

@@ -1,3 +1,47 @@
 //! Helpers shared by several test binaries.
+#![allow(dead_code)]
 
 pub mod auth_server;
+pub mod datagrams;
+
+use quill_transport::driver::event_loop::{Context, EventLoop, Handler};
+use quill_transport::driver::socket::UdpConfig;
+use quill_transport::proto::endpoint::{ConnectionHandle, EndpointConfig};
+use quill_transport::proto::{Event, ServerConfig};
+
+/// An event loop bound to `addr` (a server with `server`, else a client loop) with
+/// `workers` pool threads.
+pub fn bind_loop<H: Handler>(
+    addr: &str,
+    endpoint: EndpointConfig,
+    server: Option<ServerConfig>,
+    workers: usize,
+    handler: H,
+) -> EventLoop<H> {
+    EventLoop::bind(
+        addr.parse().expect("a socket address"),
+        &UdpConfig::default(),
+        endpoint,
+        server,
+        workers,
+        handler,
+    )
+    .expect("bind the event loop")
+}
+
+/// A client loop's handler that counts logins and lost connections.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub connected: usize,
+    pub lost: usize,
+}
+
+impl Handler for Tally {
+    fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected { .. } => self.connected += 1,
+            Event::ConnectionLost(_) => self.lost += 1,
+            _ => {}
+        }
+    }
+}

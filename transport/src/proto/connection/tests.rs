@@ -17,7 +17,7 @@ use crate::wire::{Frame, TransportErrorCode};
 fn established() -> Sim<ClientApp, ServerApp> {
     let mut sim = new_sim();
     assert!(sim.run_until(Duration::from_secs(5), |s| {
-        s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
+        s.client_app.connected && s.server().is_some_and(|c| c.is_established())
     }));
     sim
 }
@@ -48,8 +48,8 @@ fn new_sim() -> Sim<ClientApp, ServerApp> {
 /// server closed with, after checking the client heard the same code.
 fn server_rejects(frame: Frame<'_>) -> TransportErrorCode {
     let mut sim = established();
-    let now = sim.now;
-    let server = sim.server.as_mut().unwrap();
+    let now = sim.now();
+    let server = sim.server().unwrap();
     let err = server
         .handle_frame(now, Space::Data, frame)
         .expect_err("the frame must be rejected");
@@ -152,16 +152,16 @@ fn too_many_max_streams_is_an_error() {
         max: (1 << 60) + 1,
     };
     let mut sim = established();
-    let now = sim.now;
-    let server = sim.server.as_mut().unwrap();
+    let now = sim.now();
+    let server = sim.server().unwrap();
     assert!(server.handle_frame(now, Space::Data, frame).is_err());
 }
 
 #[test]
 fn ack_of_an_unsent_packet_is_a_protocol_violation() {
     let mut sim = established();
-    let now = sim.now;
-    let server = sim.server.as_mut().unwrap();
+    let now = sim.now();
+    let server = sim.server().unwrap();
     let err = server
         .on_ack_frame(
             now,
@@ -178,21 +178,21 @@ fn ack_of_an_unsent_packet_is_a_protocol_violation() {
 #[test]
 fn spurious_timeouts_are_no_ops() {
     let mut sim = established();
-    let before = sim.client.stats().clone();
-    let now = sim.now;
+    let before = sim.client().stats().clone();
+    let now = sim.now();
     for _ in 0..100 {
-        sim.client.handle_timeout(now);
+        sim.client().handle_timeout(now);
     }
-    assert_eq!(sim.client.stats().packets_sent, before.packets_sent);
-    assert!(sim.client.is_established());
+    assert_eq!(sim.client().stats().packets_sent, before.packets_sent);
+    assert!(sim.client().is_established());
 }
 
 #[test]
 fn garbage_datagrams_are_dropped_and_counted() {
     let mut sim = established();
-    let now = sim.now;
-    let from = sim.client_addr;
-    let server = sim.server.as_mut().unwrap();
+    let now = sim.now();
+    let from = sim.net.client_addr;
+    let server = sim.server().unwrap();
     let mut seed = 0x1234_5678_u64;
     for len in [0usize, 1, 5, 21, 40, 1200, 1500] {
         let mut junk = vec![0u8; len];
@@ -243,12 +243,24 @@ fn ncid(seq: u64, retire_prior_to: u64) -> Frame<'static> {
     }
 }
 
+/// Forgets the connection IDs the peer's endpoint issued after the handshake (as if
+/// its NEW_CONNECTION_ID frames had not arrived yet), so that a test can inject its
+/// own under the same sequence numbers.
+fn forget_spare_peer_cids(c: &mut Connection) {
+    assert_eq!(
+        c.cids.remote_seq, 0,
+        "still on the handshake's connection ID"
+    );
+    c.cids.remote.retain(|&seq, _| seq == 0);
+}
+
 #[test]
 fn more_connection_ids_than_the_limit_is_an_error() {
     // We advertise active_connection_id_limit = 4: the handshake CID plus 3 more.
     let mut sim = established();
-    let now = sim.now;
-    let server = sim.server.as_mut().unwrap();
+    let now = sim.now();
+    let server = sim.server().unwrap();
+    forget_spare_peer_cids(server);
     for seq in 1..=3 {
         server.handle_frame(now, Space::Data, ncid(seq, 0)).unwrap();
     }
@@ -270,8 +282,9 @@ fn more_connection_ids_than_the_limit_is_an_error() {
 #[test]
 fn retire_prior_to_moves_us_to_a_newer_connection_id() {
     let mut sim = established();
-    let now = sim.now;
-    let client = &mut sim.client;
+    let now = sim.now();
+    let client = sim.client();
+    forget_spare_peer_cids(client);
     let before = client.remote_cid();
     client.handle_frame(now, Space::Data, ncid(1, 0)).unwrap();
     client.handle_frame(now, Space::Data, ncid(2, 2)).unwrap();
@@ -303,13 +316,12 @@ fn retiring_a_connection_id_never_issued_is_a_protocol_violation() {
 fn an_idle_logged_in_server_keeps_no_crypto_streams() {
     let mut sim = established();
     // Until LoginAccepted is acknowledged and the handshake spaces are discarded.
-    let freed = |s: &Sim<ClientApp, ServerApp>| {
-        s.server
-            .as_ref()
+    let freed = |s: &mut Sim<ClientApp, ServerApp>| {
+        s.server()
             .is_some_and(|c| c.spaces.iter().all(|sp| sp.crypto.is_none()))
     };
     sim.run_until(Duration::from_secs(1), |s| freed(s));
-    let server = sim.server.as_ref().unwrap();
+    let server = sim.server().unwrap();
     assert!(server.is_established(), "{:?}", server.error());
     for space in [Space::Initial, Space::Handshake, Space::Data] {
         assert!(
@@ -345,8 +357,8 @@ fn stream_data_blocked_for_a_send_only_stream_is_stream_state_error() {
 #[test]
 fn blocked_frames_within_the_rules_are_accepted() {
     let mut sim = established();
-    let now = sim.now;
-    let server = sim.server.as_mut().unwrap();
+    let now = sim.now();
+    let server = sim.server().unwrap();
     let frames = [
         Frame::DataBlocked(0),
         Frame::StreamDataBlocked {
@@ -365,21 +377,24 @@ fn blocked_frames_within_the_rules_are_accepted() {
 }
 
 /// Seals raw frame bytes in the client's next packet of `space`, hands it to the
-/// server and returns the transport error code the server closed with.
+/// server endpoint (an Initial padded to 1200 bytes: it may create the server
+/// session) and returns the transport error code the server closed with.
 fn server_closes_on(
     sim: &mut Sim<ClientApp, ServerApp>,
     space: Space,
     payload: &[u8],
 ) -> TransportErrorCode {
-    let now = sim.now;
-    let from = sim.client_addr;
+    let now = sim.now();
+    let from = sim.net.client_addr;
     let mut buf = vec![0u8; 1500];
+    let min_len = if space == Space::Initial { 1200 } else { 0 };
     let n = sim
-        .client
-        .seal_raw(space, payload, &mut buf, 0)
+        .client()
+        .seal_raw(space, payload, &mut buf, min_len)
         .expect("the client has keys for the space");
-    let server = sim.server.as_mut().expect("a server");
-    server.handle_datagram(now, from, &mut buf[..n]);
+    let created = sim.net.server.handle_datagram(now, from, &mut buf[..n]);
+    let handle = created.or(sim.server_handle()).expect("a server session");
+    let server = sim.net.server.connection(handle).expect("a server session");
     match server.error() {
         Some(ConnectionError::Transport(t)) => t.code,
         other => panic!("the server did not close with a transport error: {other:?}"),
@@ -430,7 +445,7 @@ fn a_frame_not_allowed_in_its_packet_type_is_a_protocol_violation() {
     // that is not permitted as a connection error of type PROTOCOL_VIOLATION."
     let mut sim = new_sim();
     assert!(sim.run_until(Duration::from_secs(5), |s| {
-        s.client.spaces[Space::Handshake as usize].keys.is_some()
+        s.client().spaces[Space::Handshake as usize].keys.is_some()
     }));
     // MAX_DATA in a Handshake packet.
     assert_eq!(
@@ -453,8 +468,7 @@ fn bad_client_transport_parameters_are_transport_parameter_error() {
     ];
     for params in bad_params {
         let mut sim = new_sim();
-        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
-        let config = ServerConfig::new(key);
+        let config = ServerConfig::new(Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap()));
         let hello = Message::ClientHello(ClientHello {
             version: QUILL_VERSION,
             random: [7; 32],
@@ -474,19 +488,7 @@ fn bad_client_transport_parameters_are_transport_parameter_error() {
         .encode(&mut w);
         let len = w.len();
         payload.truncate(len);
-        let client = &sim.client;
-        let server = Connection::server(
-            config,
-            sim.now,
-            sim.client_addr,
-            ConnectionId::from_slice(&[9; 8]).unwrap(),
-            client.original_dcid,
-            client.local_cid,
-            None,
-            None,
-        )
-        .unwrap();
-        sim.server = Some(server);
+        // Nothing has been sent yet: this Initial creates the server session.
         assert_eq!(
             server_closes_on(&mut sim, Space::Initial, &payload),
             TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
@@ -501,7 +503,7 @@ fn bad_client_transport_parameters_are_transport_parameter_error() {
 fn quiet() -> Sim<ClientApp, ServerApp> {
     let mut sim = established();
     assert!(sim.run_until(Duration::from_secs(5), |s| {
-        s.client.bytes_in_flight == 0 && !s.client.mtu_probe_pending
+        s.client().bytes_in_flight == 0 && !s.client().mtu_probe_pending
     }));
     sim
 }
@@ -523,10 +525,10 @@ fn ping_at(c: &mut Connection, at: Instant) -> u64 {
 /// (span well beyond the persistent congestion duration); then an ACK for the last
 /// one and, if `ack_second`, for the second. Returns the congestion window after.
 fn window_after_losses(sim: &mut Sim<ClientApp, ServerApp>, ack_second: bool) -> u64 {
-    let c = &mut sim.client;
+    let t1 = sim.now() + Duration::from_millis(10);
+    let c = sim.client();
     let threshold = persistent_congestion_threshold(&c.rtt, c.peer_max_ack_delay());
     let span = threshold * 2 + Duration::from_millis(100);
-    let t1 = sim.now + Duration::from_millis(10);
     let p1 = ping_at(c, t1);
     let p2 = ping_at(c, t1 + Duration::from_millis(1));
     let p3 = ping_at(c, t1 + span);
@@ -557,7 +559,7 @@ fn losses_spanning_the_duration_are_persistent_congestion() {
     // RFC 9002 §7.6.2: the window "MUST be reduced to the minimum congestion window".
     let mut sim = quiet();
     let window = window_after_losses(&mut sim, false);
-    assert_eq!(window, minimum_window(sim.client.mtu));
+    assert_eq!(window, minimum_window(sim.client().mtu));
 }
 
 #[test]
@@ -567,7 +569,7 @@ fn an_acknowledgement_between_the_losses_is_no_persistent_congestion() {
     let mut sim = quiet();
     let window = window_after_losses(&mut sim, true);
     assert!(
-        window > minimum_window(sim.client.mtu),
+        window > minimum_window(sim.client().mtu),
         "window {window} collapsed"
     );
 }
@@ -577,12 +579,12 @@ fn losses_before_the_first_rtt_sample_are_no_persistent_congestion() {
     // RFC 9002 §7.6.2: "a prior RTT sample existed when these two packets were
     // sent". As after a path change, the estimator starts over.
     let mut sim = quiet();
-    let c = &mut sim.client;
+    let c = sim.client();
     c.rtt = RttEstimator::new(c.config.initial_rtt);
     c.first_rtt_sample = None;
     let window = window_after_losses(&mut sim, false);
     assert!(
-        window > minimum_window(sim.client.mtu),
+        window > minimum_window(sim.client().mtu),
         "window {window} collapsed"
     );
 }
@@ -640,10 +642,10 @@ fn held_refusal(idle: Duration, hold: Duration) -> (Option<ConnectionError>, Dur
         ClientApp::new(0, 0),
         server_app,
     );
-    let start = sim.now;
+    let start = sim.now();
     assert!(sim.run_until(Duration::from_secs(20), |s| s.client_app.lost.is_some()));
     assert!(!sim.client_app.connected);
-    (sim.client_app.lost.take(), sim.now - start)
+    (sim.client_app.lost.take(), sim.now() - start)
 }
 
 /// A server that grants huge windows and never acknowledges anything (nothing it
@@ -678,21 +680,21 @@ fn a_peer_that_never_acknowledges_cannot_make_us_buffer_beyond_the_send_cap() {
         ServerApp::accept_all(),
     );
     assert!(sim.run_until(Duration::from_secs(5), |s| {
-        s.client_app.connected && s.server.as_ref().is_some_and(|c| c.is_established())
+        s.client_app.connected && s.server().is_some_and(|c| c.is_established())
     }));
     let cfg = crate::proto::StreamsConfig::default();
-    let ids: Vec<StreamId> = std::iter::from_fn(|| sim.client.open_stream(Dir::Uni))
+    let ids: Vec<StreamId> = std::iter::from_fn(|| sim.client().open_stream(Dir::Uni))
         .take(100)
         .collect();
     assert_eq!(ids.len(), 100);
     // Shared storage: without the cap this would take 100 × 16 MiB by reference.
     let data = Bytes::from(vec![7u8; cfg.send_buffer as usize]);
-    let mut now = sim.now;
+    let mut now = sim.now();
     let mut buf = vec![0u8; 65536];
     let mut accepted = 0u64;
     for _round in 0..3 {
         for &id in &ids {
-            match sim.client.write_bytes(id, data.clone()) {
+            match sim.client().write_bytes(id, data.clone()) {
                 Ok(n) => accepted += n as u64,
                 Err(WriteError::Blocked) => {}
                 Err(e) => panic!("unexpected {e:?}"),
@@ -700,20 +702,20 @@ fn a_peer_that_never_acknowledges_cannot_make_us_buffer_beyond_the_send_cap() {
         }
         // Everything the client sends is dropped; its probe timer fires.
         let mut sent = 0;
-        while sim.client.poll_transmit(now, &mut buf).is_some() {
+        while sim.client().poll_transmit(now, &mut buf).is_some() {
             sent += 1;
             assert!(sent < 100_000, "client never stopped transmitting");
         }
-        if let Some(t) = sim.client.poll_timeout() {
+        if let Some(t) = sim.client().poll_timeout() {
             now = now.max(t);
-            sim.client.handle_timeout(now);
+            sim.client().handle_timeout(now);
         }
-        assert!(sim.client.buffer_sizes().send_buffered <= cfg.max_connection_send_buffer);
+        assert!(sim.client().buffer_sizes().send_buffered <= cfg.max_connection_send_buffer);
     }
-    assert!(sim.client.error().is_none(), "{:?}", sim.client.error());
+    assert!(sim.client().error().is_none(), "{:?}", sim.client().error());
     assert_eq!(accepted, cfg.max_connection_send_buffer);
     assert_eq!(
-        sim.client.buffer_sizes().send_buffered,
+        sim.client().buffer_sizes().send_buffered,
         cfg.max_connection_send_buffer
     );
 }

@@ -642,3 +642,5 @@ fn encode_params(params: &TransportParameters, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod example;
+#[cfg(test)]
+mod packet_example;
