@@ -1,0 +1,561 @@
+//! `--suite quic-v1`: the QUIC interop runner's test cases over HTTP/0.9 (`hq-interop`)
+//! between reference QUIC stacks (and quill, once it speaks QUIC v1), on the interop
+//! runner's default link through our relay, judged by its pass rules (restated in
+//! [`SCENARIOS`] and docs/INTEROP.md) from the relay's capture and the downloaded files.
+//!
+//! A stack is one entry of [`STACKS`]: how to start its peer (the `hq` command line of
+//! `interop-tests/src/refpeers/hq.rs`), or why it cannot take part.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::scenarios::{blackhole, each_way, goodput, ipv6, longrtt, transfercorruption, transferloss, Judge};
+use super::{
+    basic, initial_dcids, names, run_cell, server_retry, u, Cell, InitialInfo, Outcome, PeerImpl,
+    RunOptions, RunOutput, Scenario, Setup, MB,
+};
+use crate::capture::Direction;
+use crate::relay::RelayConfig;
+use quill_transport::wire::{parse_header, LongType, PacketKind};
+
+/// How a stack's peer is found.
+#[derive(Debug, Clone, Copy)]
+pub enum Adapter {
+    /// An executable built next to `quill-interop`, run as `EXE hq server|client ...`.
+    Sibling(&'static str),
+    /// aioquic: `interop-tests/peers/aioquic_peer.py` in the venv of
+    /// `interop-tests/peers/setup.sh` (run on first use).
+    Aioquic,
+    /// Not available, and why.
+    Unsupported(&'static str),
+}
+
+/// One stack of the matrix.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack {
+    /// Name on the command line and in the matrix.
+    pub name: &'static str,
+    /// How its peer is started.
+    pub adapter: Adapter,
+}
+
+/// Every stack of the quic-v1 suite. Plugging quill in is replacing its entry with
+/// `Adapter::Sibling("quill-interop-peer")` once the peer speaks hq-interop.
+pub const STACKS: &[Stack] = &[
+    Stack {
+        name: "quill",
+        adapter: Adapter::Unsupported("quill QUIC v1 not merged yet"),
+    },
+    Stack {
+        name: "quinn",
+        adapter: Adapter::Sibling("quinn-peer"),
+    },
+    Stack {
+        name: "quiche",
+        adapter: Adapter::Sibling("quiche-peer"),
+    },
+    Stack {
+        name: "aioquic",
+        adapter: Adapter::Aioquic,
+    },
+    Stack {
+        name: "ngtcp2",
+        adapter: Adapter::Unsupported(
+            "Debian's ngtcp2-client/-server 0.12.1 ship only gtlsclient/gtlsserver, which speak \
+             HTTP/3 (h3), not hq-interop; a peer on libngtcp2 is not written yet",
+        ),
+    },
+];
+
+/// The stack called `name`.
+pub fn stack(name: &str) -> Option<&'static Stack> {
+    STACKS.iter().find(|s| s.name == name)
+}
+
+/// The interop runner's default link, both ways: 10 Mbit/s, 15 ms one-way delay, a
+/// 25-packet queue (25 × 1500 bytes).
+fn default_link(rc: &mut RelayConfig) {
+    each_way(rc, |d| {
+        d.rate_bps = Some(10_000_000);
+        d.delay = Duration::from_millis(15);
+        d.queue_bytes = 25 * 1500;
+    });
+}
+
+/// Every scenario of the suite, in matrix order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "handshake",
+        network: "default link",
+        rule: "1 file (10 KB) byte-exact; exactly 1 handshake: client Initials to 1 \
+               client-chosen Destination CID, no Retry; every long header is QUIC v1",
+        relay: default_link,
+        setup: || Setup::new(vec![("hello.bin".into(), 10_000)]),
+        judge: Judge::Run(one_handshake),
+    },
+    Scenario {
+        name: "transfer",
+        network: "default link",
+        rule: "files of 2, 3 and 5 MB byte-exact over 1 connection; both sides use \
+               64 KiB stream / 128 KiB connection flow-control windows",
+        relay: default_link,
+        setup: || {
+            Setup {
+                timeout: Duration::from_secs(60),
+                ..Setup::new(vec![
+                    ("t2.bin".into(), 2 * MB),
+                    ("t3.bin".into(), 3 * MB),
+                    ("t5.bin".into(), 5 * MB),
+                ])
+            }
+        },
+        judge: Judge::Run(one_handshake),
+    },
+    Scenario {
+        name: "multiplexing",
+        network: "default link",
+        rule: "2000 small files (32 B - 4 KB) byte-exact over 1 connection (1 handshake); \
+               the server allows at most 1000 bidirectional streams, so the client must \
+               wait for MAX_STREAMS",
+        relay: default_link,
+        setup: || {
+            let files: Vec<(String, usize)> = names("m", 2000)
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (n, 32 + (i * 2039) % 4064))
+                .collect();
+            Setup {
+                timeout: Duration::from_secs(90),
+                ..Setup::new(files)
+            }
+        },
+        judge: Judge::Run(one_handshake),
+    },
+    Scenario {
+        name: "retry",
+        network: "default link",
+        rule: "the server sends a Retry; 1 file byte-exact; on the capture a Retry, and \
+               the client's next Initial carries the Retry's token and goes to the \
+               Retry's Source CID; 1 connection",
+        relay: default_link,
+        setup: || Setup::new(vec![("r.bin".into(), 100_000)]),
+        judge: Judge::Run(retry),
+    },
+    Scenario {
+        name: "chacha20",
+        network: "default link",
+        rule: "both sides offer only TLS_CHACHA20_POLY1305_SHA256; 1 file (1 MB) \
+               byte-exact, 1 handshake; every side that reports its cipher suite reports \
+               ChaCha20-Poly1305, and at least one does",
+        relay: default_link,
+        setup: || Setup::new(vec![("c.bin".into(), MB)]),
+        judge: Judge::Run(chacha20),
+    },
+    Scenario {
+        name: "keyupdate",
+        network: "default link",
+        rule: "the client initiates a key update right after the handshake; 1 file \
+               (3 MB) byte-exact over 1 connection; the client reports the update",
+        relay: default_link,
+        setup: || Setup::new(vec![("k.bin".into(), 3 * MB)]),
+        judge: Judge::Run(keyupdate),
+    },
+    Scenario {
+        name: "handshakeloss",
+        network: "default link, 30% random loss each way",
+        rule: "50 files of 1 KB, each over its own connection, one after another: 50 \
+               handshakes (client Initials to 50 Destination CIDs), all byte-exact",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.loss = 0.3);
+        },
+        setup: fifty_connections,
+        judge: Judge::Run(fifty),
+    },
+    Scenario {
+        name: "transferloss",
+        network: "default link, 2% random loss each way",
+        rule: "1 file (2 MB) byte-exact over 1 connection",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.loss = 0.02);
+        },
+        setup: || one_v1_file("t.bin", 2 * MB, 90),
+        judge: Judge::Run(transferloss),
+    },
+    Scenario {
+        name: "handshakecorruption",
+        network: "default link, 30% of datagrams get a byte flipped in their first 50 bytes",
+        rule: "as handshakeloss",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| {
+                d.corrupt = 0.3;
+                d.corrupt_first_50 = true;
+            });
+        },
+        setup: fifty_connections,
+        judge: Judge::Run(fifty),
+    },
+    Scenario {
+        name: "transfercorruption",
+        network: "default link, 2% of datagrams get one byte flipped anywhere",
+        rule: "1 file (2 MB) byte-exact over 1 connection",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.corrupt = 0.02);
+        },
+        setup: || one_v1_file("t.bin", 2 * MB, 90),
+        judge: Judge::Run(transfercorruption),
+    },
+    Scenario {
+        name: "blackhole",
+        network: "default link; everything dropped for 2 s out of every 3.5 s",
+        rule: "1 file (5 MB) byte-exact; the capture shows black-holed datagrams in both \
+               directions",
+        relay: |rc| {
+            default_link(rc);
+            rc.blackhole = Some((Duration::from_secs(2), Duration::from_millis(1500)));
+        },
+        setup: || one_v1_file("b.bin", 5 * MB, 120),
+        judge: Judge::Run(blackhole),
+    },
+    Scenario {
+        name: "longrtt",
+        network: "default link with 750 ms one-way delay (1.5 s RTT)",
+        rule: "1 file (100 KB) byte-exact; the client retransmitted its first Initial \
+               flight before the server's reply could reach it",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.delay = Duration::from_millis(750));
+        },
+        setup: || one_v1_file("long.bin", 100_000, 60),
+        judge: Judge::Run(longrtt),
+    },
+    Scenario {
+        name: "goodput",
+        network: "default link",
+        rule: "5 runs of 1 file (10 MB) byte-exact; goodput reported per run, not judged",
+        relay: default_link,
+        setup: || one_v1_file("g.bin", 10 * MB, 60),
+        judge: Judge::Cell(goodput),
+    },
+    Scenario {
+        name: "ipv6",
+        network: "default link; server, relay and client on ::1",
+        rule: "1 file (1 MB) byte-exact; every datagram on the capture went over IPv6",
+        relay: default_link,
+        setup: || Setup {
+            ipv6: true,
+            ..Setup::new(vec![("six.bin".into(), MB)])
+        },
+        judge: Judge::Run(ipv6),
+    },
+    Scenario {
+        name: "rebind-port",
+        network: "default link; the relay's server-facing source port changes 2 s in",
+        rule: "1 file (5 MB) byte-exact over 1 connection; the capture shows 2 client \
+               source ports and server datagrams to the new one (the server followed the \
+               rebinding)",
+        relay: |rc| {
+            default_link(rc);
+            rc.rebind = vec![crate::relay::Rebind {
+                at: Duration::from_secs(2),
+                kind: crate::relay::RebindKind::Port,
+            }];
+        },
+        setup: || one_v1_file("p.bin", 5 * MB, 60),
+        judge: Judge::Run(rebind_port),
+    },
+];
+
+fn one_v1_file(name: &str, size: usize, secs: u64) -> Setup {
+    Setup {
+        timeout: Duration::from_secs(secs),
+        ..Setup::new(vec![(name.into(), size)])
+    }
+}
+
+fn fifty_connections() -> Setup {
+    let files: Vec<(String, usize)> = names("h", 50).into_iter().map(|n| (n, 1000)).collect();
+    Setup {
+        timeout: Duration::from_secs(180),
+        ..Setup::new(files)
+    }
+}
+
+/// The scenario called `name`.
+pub fn scenario(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// Long headers on the capture that are not QUIC v1 (Version Negotiation aside).
+fn non_v1_long_headers(o: &RunOutput) -> usize {
+    o.capture
+        .records
+        .iter()
+        .filter(|r| {
+            matches!(&r.header, crate::capture::HeaderInfo::Long { version, .. }
+                if *version != 0 && *version != quill_transport::wire::QUIC_V1)
+        })
+        .count()
+}
+
+fn connections(o: &RunOutput, want: usize) -> Result<(), String> {
+    let hs = u(&o.client, "handshakes") as usize;
+    let dcids = initial_dcids(&o.capture);
+    let other = non_v1_long_headers(o);
+    if hs != want || dcids != want || other != 0 {
+        return Err(format!(
+            "expected {want} handshake(s): client reports {hs}, capture shows Initials to \
+             {dcids} Destination CIDs and {other} long headers of another version"
+        ));
+    }
+    Ok(())
+}
+
+/// Files byte-exact and exactly one QUIC v1 connection without Retry.
+fn one_handshake(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let retries = o.capture.long_packets(Direction::S2C, LongType::Retry);
+    if retries != 0 {
+        return Err(format!("{retries} Retry packets on the capture, expected none"));
+    }
+    Ok(negotiated_note(o))
+}
+
+fn fifty(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 50)?;
+    Ok(format!("50 handshakes in {:.1} s", seconds(o)))
+}
+
+fn seconds(o: &RunOutput) -> f64 {
+    o.client
+        .as_ref()
+        .and_then(|c| c.get("seconds"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// A client Initial's DCID and token (its packet number stays protected: the rule
+/// does not need it).
+fn initial_dcid_token(head: &[u8]) -> Option<InitialInfo> {
+    let h = parse_header(head, 0).ok()?;
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial)) {
+        return None;
+    }
+    Some(InitialInfo {
+        dcid: h.dcid.as_ref().to_vec(),
+        token: h.token.to_vec(),
+        pn: 0,
+    })
+}
+
+fn retry(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    let retries: Vec<(Vec<u8>, Vec<u8>)> = o
+        .capture
+        .originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref().and_then(server_retry))
+        .collect();
+    let Some((scid, token)) = retries.first() else {
+        return Err("no Retry on the capture".into());
+    };
+    let initials: Vec<InitialInfo> = o
+        .capture
+        .originals(Direction::C2S)
+        .filter_map(|r| r.head.as_deref().and_then(initial_dcid_token))
+        .collect();
+    let Some(after) = initials.iter().find(|i| !i.token.is_empty()) else {
+        return Err("no client Initial carries a token after the Retry".into());
+    };
+    if &after.token != token {
+        return Err("the client's Initial after the Retry carries another token".into());
+    }
+    if &after.dcid != scid {
+        return Err(
+            "the client's Initial after the Retry does not go to the Retry's Source CID".into(),
+        );
+    }
+    let hs = u(&o.client, "handshakes");
+    if hs != 1 {
+        return Err(format!("expected 1 handshake, the client reports {hs}"));
+    }
+    Ok(format!("{} Retry on the wire, token echoed", retries.len()))
+}
+
+fn reported(o: &RunOutput, key: &str) -> Vec<String> {
+    [&o.client, &o.server]
+        .into_iter()
+        .filter_map(|v| v.as_ref()?.get(key)?.as_str().map(String::from))
+        .collect()
+}
+
+fn negotiated_note(o: &RunOutput) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = reported(o, "alpn").first() {
+        parts.push(a.clone());
+    }
+    if let Some(c) = reported(o, "cipher").first() {
+        parts.push(c.clone());
+    }
+    if let Some(g) = reported(o, "group").first() {
+        parts.push(g.clone());
+    }
+    parts.join(", ")
+}
+
+fn chacha20(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let ciphers = reported(o, "cipher");
+    if ciphers.is_empty() {
+        return Err("neither side reports its cipher suite".into());
+    }
+    if let Some(c) = ciphers.iter().find(|c| *c != "TLS_CHACHA20_POLY1305_SHA256") {
+        return Err(format!("a side reports cipher suite {c}"));
+    }
+    Ok("TLS_CHACHA20_POLY1305_SHA256".into())
+}
+
+fn keyupdate(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let k = u(&o.client, "key_updates_initiated");
+    if k < 1 {
+        return Err("the client reports no key update it initiated".into());
+    }
+    Ok(format!("client initiated {k} key update(s)"))
+}
+
+fn rebind_port(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let sources = o.capture.distinct_client_sources();
+    if sources < 2 {
+        return Err(format!("the capture shows {sources} client source address(es), expected 2"));
+    }
+    let last_up = o.capture.dir(Direction::C2S).last().map(|r| r.upstream);
+    let to_new = o
+        .capture
+        .dir(Direction::S2C)
+        .filter(|r| Some(r.upstream) == last_up)
+        .count();
+    if to_new == 0 {
+        return Err("the server sent nothing to the client's new port".into());
+    }
+    Ok(format!("{to_new} server datagrams to the new port"))
+}
+
+// ---------------------------------------------------------------------------------
+// The matrix
+
+/// The peer of `stack`, or why there is none.
+fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
+    let dir = opts
+        .peer_bin
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    match stack.adapter {
+        Adapter::Unsupported(why) => Err(why.to_string()),
+        Adapter::Sibling(exe) => {
+            let bin = dir.join(exe);
+            if !bin.is_file() {
+                return Err(format!(
+                    "{} not found; build it with `cargo build -p quill-interop --bins`",
+                    bin.display()
+                ));
+            }
+            Ok(PeerImpl {
+                name: stack.name.into(),
+                bin,
+                prefix: vec!["hq".into()],
+            })
+        }
+        Adapter::Aioquic => {
+            let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers");
+            let venv = std::env::var_os("QUILL_PEERS_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| peers.join(".venv"));
+            let python = venv.join("bin/python");
+            let ready = || {
+                Command::new(&python)
+                    .args(["-c", "import aioquic"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ready() {
+                let ok = Command::new("bash")
+                    .arg(peers.join("setup.sh"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok || !ready() {
+                    return Err("aioquic could not be installed (interop-tests/peers/setup.sh)".into());
+                }
+            }
+            Ok(PeerImpl {
+                name: stack.name.into(),
+                bin: python,
+                prefix: vec![
+                    peers.join("aioquic_peer.py").to_string_lossy().into_owned(),
+                    "hq".into(),
+                ],
+            })
+        }
+    }
+}
+
+/// Runs every selected scenario for every (client, server) pair of `opts.peers`.
+pub fn run(opts: &RunOptions) -> Vec<Cell> {
+    let peers: Vec<(&str, Result<PeerImpl, String>)> = opts
+        .peers
+        .iter()
+        .filter_map(|n| stack(n))
+        .map(|s| (s.name, peer_of(s, opts)))
+        .collect();
+    let mut cells = Vec::new();
+    for name in &opts.scenarios {
+        let Some(sc) = scenario(name) else { continue };
+        for (cname, client) in &peers {
+            for (sname, server) in &peers {
+                let cell = match (client, server) {
+                    (Ok(c), Ok(s)) => {
+                        if opts.verbose {
+                            eprintln!("quill-interop: {} ({cname} → {sname}) ...", sc.name);
+                        }
+                        run_cell(opts, sc, c, s)
+                    }
+                    (Err(why), _) | (_, Err(why)) => Cell {
+                        scenario: sc.name.into(),
+                        client: cname.to_string(),
+                        server: sname.to_string(),
+                        outcome: Outcome::Unsupported(why.clone()),
+                        seconds: 0.0,
+                        metrics: Value::Null,
+                    },
+                };
+                if opts.verbose {
+                    eprintln!(
+                        "quill-interop: {} ({cname} → {sname}): {} {} ({:.1} s)",
+                        sc.name,
+                        cell.outcome.label(),
+                        cell.outcome.reason(),
+                        cell.seconds
+                    );
+                }
+                cells.push(cell);
+            }
+        }
+    }
+    cells
+}
