@@ -134,7 +134,8 @@ impl HeaderInfo {
                 version: h.version,
                 dcid: h.dcid.to_vec(),
                 scid: h.scid.to_vec(),
-                ty: (h.version == QUILL_VERSION || h.version == QUIC_V1).then(|| LongType::from_bits(first >> 4)),
+                ty: (h.version == QUILL_VERSION || h.version == QUIC_V1)
+                    .then(|| LongType::from_bits(first >> 4)),
                 coalesced: coalesced_types(datagram),
             },
             Err(_) => HeaderInfo::Unparsable,

@@ -277,7 +277,10 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
     let v1 = opts.suite == "quic-v1";
     if v1 {
         opts.peers = quic_v1::STACKS.iter().map(|s| s.name.to_string()).collect();
-        opts.scenarios = quic_v1::SCENARIOS.iter().map(|s| s.name.to_string()).collect();
+        opts.scenarios = quic_v1::SCENARIOS
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
     }
     let suite_table = table(&opts.suite);
     let mut it = args[1..].iter();
@@ -1291,7 +1294,11 @@ fn one(
             None => (Outcome::Fail(e), Value::Null),
         },
         Ok(o) => {
-            if let Some(why) = o.client_failure.as_deref().and_then(|f| f.strip_prefix(UNSUPPORTED)) {
+            if let Some(why) = o
+                .client_failure
+                .as_deref()
+                .and_then(|f| f.strip_prefix(UNSUPPORTED))
+            {
                 return (Outcome::Unsupported(why.to_string()), metrics(&o));
             }
             let m = metrics(&o);

@@ -35,7 +35,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use slab::Slab;
 
 use quill_interop::refpeers::{
-    self, hq, encode_header, Cli, ClientArgs, ClientReport, Command, ConnTiming, OnOff, ProbeArgs,
+    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, OnOff, ProbeArgs,
     ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
 };
 
@@ -1157,11 +1157,19 @@ fn hq_recv(
     timer: Option<Duration>,
     buf: &mut [u8],
 ) -> Result<Option<(usize, SocketAddr)>, String> {
-    let wait = timer.unwrap_or(HQ_TICK).clamp(Duration::from_millis(1), HQ_TICK);
-    sock.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+    let wait = timer
+        .unwrap_or(HQ_TICK)
+        .clamp(Duration::from_millis(1), HQ_TICK);
+    sock.set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
     match sock.recv_from(buf) {
         Ok(r) => Ok(Some(r)),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             Ok(None)
         }
         Err(e) => Err(format!("receive failed: {e}")),
@@ -1210,8 +1218,8 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     config
         .load_priv_key_from_pem_file(&files.key_pem.to_string_lossy())
         .map_err(|e| format!("key: {e}"))?;
-    let sock =
-        std::net::UdpSocket::bind(a.listen).map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
+    let sock = std::net::UdpSocket::bind(a.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let rng = SystemRandom::new();
     let mut secret = [0u8; 32];
@@ -1356,7 +1364,10 @@ fn hq_serve(
         }
     }
     for id in done {
-        if c.responses.remove(&id).is_some_and(|(d, off)| off == d.len()) {
+        if c.responses
+            .remove(&id)
+            .is_some_and(|(d, off)| off == d.len())
+        {
             tally.files_served += 1;
         }
     }
@@ -1397,16 +1408,26 @@ fn hq_client_run(
     let mut scratch = vec![0u8; RECV_BUF];
     for group in groups {
         let mut scid = [0u8; 16];
-        rng.fill(&mut scid).map_err(|_| io("no randomness".into()))?;
+        rng.fill(&mut scid)
+            .map_err(|_| io("no randomness".into()))?;
         let scid = quiche::ConnectionId::from_ref(&scid);
-        let mut q = quiche::connect(Some(refpeers::SERVER_NAME), &scid, local, a.connect, &mut config)
-            .map_err(|e| io(format!("cannot connect: {e}")))?;
+        let mut q = quiche::connect(
+            Some(refpeers::SERVER_NAME),
+            &scid,
+            local,
+            a.connect,
+            &mut config,
+        )
+        .map_err(|e| io(format!("cannot connect: {e}")))?;
         let mut bodies: HashMap<u64, (String, Vec<u8>)> = HashMap::new();
         let (mut next, mut done, mut counted) = (0usize, 0usize, false);
         hq_flush(&sock, &mut q, &mut out);
         while done < group.len() {
             if Instant::now() >= deadline {
-                return Err(("timeout", format!("{done} of {} files after the deadline", group.len())));
+                return Err((
+                    "timeout",
+                    format!("{done} of {} files after the deadline", group.len()),
+                ));
             }
             if let Some((len, from)) = hq_recv(&sock, q.timeout(), &mut buf).map_err(io)? {
                 let _ = q.recv(&mut buf[..len], quiche::RecvInfo { from, to: local });
@@ -1418,9 +1439,25 @@ fn hq_client_run(
                 let why = q
                     .peer_error()
                     .or(q.local_error())
-                    .map(|e| format!("error 0x{:x} {}", e.error_code, String::from_utf8_lossy(&e.reason)))
-                    .unwrap_or_else(|| if q.is_timed_out() { "idle timeout".into() } else { "closed".into() });
-                let kind = if counted { "closed_by_peer" } else { "handshake" };
+                    .map(|e| {
+                        format!(
+                            "error 0x{:x} {}",
+                            e.error_code,
+                            String::from_utf8_lossy(&e.reason)
+                        )
+                    })
+                    .unwrap_or_else(|| {
+                        if q.is_timed_out() {
+                            "idle timeout".into()
+                        } else {
+                            "closed".into()
+                        }
+                    });
+                let kind = if counted {
+                    "closed_by_peer"
+                } else {
+                    "handshake"
+                };
                 return Err((kind, format!("connection closed after {done} files: {why}")));
             }
             if q.is_established() {
@@ -1442,7 +1479,9 @@ fn hq_client_run(
                 let readable: Vec<u64> = q.readable().collect();
                 for id in readable {
                     while let Ok((n, fin)) = q.stream_recv(id, &mut scratch) {
-                        let Some((_, body)) = bodies.get_mut(&id) else { break };
+                        let Some((_, body)) = bodies.get_mut(&id) else {
+                            break;
+                        };
                         body.extend_from_slice(&scratch[..n]);
                         if fin {
                             if let Some((name, body)) = bodies.remove(&id) {

@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::task::JoinSet;
 
 use quill_interop::refpeers::{
-    self, hq, encode_header, Cli, ClientArgs, ClientReport, Command, ConnTiming, ProbeArgs,
+    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, ProbeArgs,
     ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
 };
 
@@ -525,18 +525,27 @@ async fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
         .with_single_cert(vec![CertificateDer::from(cert)], key)
         .map_err(|e| format!("bad certificate or key: {e}"))?;
     tls.alpn_protocols = vec![hq::ALPN_HQ.to_vec()];
-    let crypto =
-        QuicServerConfig::with_initial(Arc::new(tls), initial_suite()?).map_err(|e| e.to_string())?;
+    let crypto = QuicServerConfig::with_initial(Arc::new(tls), initial_suite()?)
+        .map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     sc.transport_config(Arc::new(hq_transport(&p)?));
-    let sock = refpeers::bind_udp(a.listen).map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
-    let ep = Endpoint::new(EndpointConfig::default(), Some(sc), sock, Arc::new(TokioRuntime))
-        .map_err(|e| format!("cannot create the endpoint: {e}"))?;
+    let sock =
+        refpeers::bind_udp(a.listen).map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
+    let ep = Endpoint::new(
+        EndpointConfig::default(),
+        Some(sc),
+        sock,
+        Arc::new(TokioRuntime),
+    )
+    .map_err(|e| format!("cannot create the endpoint: {e}"))?;
     let addr = ep.local_addr().map_err(|e| e.to_string())?;
     let stop = Arc::new(tokio::sync::Notify::new());
     let s = stop.clone();
     refpeers::watch_stdin(move || s.notify_one());
-    let tally = Arc::new(std::sync::Mutex::new((hq::HqServerTally::default(), hq::Negotiated::default())));
+    let tally = Arc::new(std::sync::Mutex::new((
+        hq::HqServerTally::default(),
+        hq::Negotiated::default(),
+    )));
     let root = Arc::new(a.root.clone());
     refpeers::print_listening(addr);
     let cipher = p.chacha20.then_some("TLS_CHACHA20_POLY1305_SHA256");
@@ -595,7 +604,9 @@ async fn hq_serve_stream(
         .map_err(|e| format!("request: {e}"))?;
     match hq::read_requested(root, &req) {
         Ok(data) => {
-            send.write_all(&data).await.map_err(|e| format!("send: {e}"))?;
+            send.write_all(&data)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
             send.finish().map_err(|e| format!("finish: {e}"))?;
             let _ = send.stopped().await;
             Ok(())
@@ -734,7 +745,11 @@ async fn hq_client_run(
     Ok(())
 }
 
-async fn hq_fetch(conn: &quinn::Connection, dir: &std::path::Path, name: &str) -> Result<u64, String> {
+async fn hq_fetch(
+    conn: &quinn::Connection,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<u64, String> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await

@@ -95,11 +95,21 @@ pub struct HqClientArgs {
 impl HqClientArgs {
     /// Every file to fetch: `--files`, then `--files-from`.
     pub fn all_files(&self) -> Result<Vec<String>, String> {
-        let mut out: Vec<String> = self.files.iter().filter(|f| !f.is_empty()).cloned().collect();
+        let mut out: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .collect();
         if let Some(list) = &self.files_from {
             let text = fs::read_to_string(list)
                 .map_err(|e| format!("cannot read {}: {e}", list.display()))?;
-            out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
         }
         if out.is_empty() {
             return Err("no files to fetch; pass --files or --files-from".into());

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::scenarios::{blackhole, each_way, goodput, ipv6, longrtt, transfercorruption, transferloss, Judge};
+use super::scenarios::{
+    blackhole, each_way, goodput, ipv6, longrtt, transfercorruption, transferloss, Judge,
+};
 use super::{
     basic, initial_dcids, names, run_cell, server_retry, u, Cell, InitialInfo, Outcome, PeerImpl,
     RunOptions, RunOutput, Scenario, Setup, MB,
@@ -64,8 +66,8 @@ pub const STACKS: &[Stack] = &[
     Stack {
         name: "ngtcp2",
         adapter: Adapter::Unsupported(
-            "Debian's ngtcp2-client/-server 0.12.1 ship only gtlsclient/gtlsserver, which speak \
-             HTTP/3 (h3), not hq-interop; a peer on libngtcp2 is not written yet",
+            "no hq-interop peer: Debian's ngtcp2 0.12.1 examples (gtlsclient/gtlsserver) \
+             speak only HTTP/3",
         ),
     },
 ];
@@ -102,15 +104,13 @@ pub const SCENARIOS: &[Scenario] = &[
         rule: "files of 2, 3 and 5 MB byte-exact over 1 connection; both sides use \
                64 KiB stream / 128 KiB connection flow-control windows",
         relay: default_link,
-        setup: || {
-            Setup {
-                timeout: Duration::from_secs(60),
-                ..Setup::new(vec![
-                    ("t2.bin".into(), 2 * MB),
-                    ("t3.bin".into(), 3 * MB),
-                    ("t5.bin".into(), 5 * MB),
-                ])
-            }
+        setup: || Setup {
+            timeout: Duration::from_secs(60),
+            ..Setup::new(vec![
+                ("t2.bin".into(), 2 * MB),
+                ("t3.bin".into(), 3 * MB),
+                ("t5.bin".into(), 5 * MB),
+            ])
         },
         judge: Judge::Run(one_handshake),
     },
@@ -148,8 +148,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "chacha20",
         network: "default link",
         rule: "both sides offer only TLS_CHACHA20_POLY1305_SHA256; 1 file (1 MB) \
-               byte-exact, 1 handshake; every side that reports its cipher suite reports \
-               ChaCha20-Poly1305, and at least one does",
+               byte-exact, 1 handshake; the ServerHello (read off the server's Initial) \
+               chose TLS_CHACHA20_POLY1305_SHA256, and no side reports another suite",
         relay: default_link,
         setup: || Setup::new(vec![("c.bin".into(), MB)]),
         judge: Judge::Run(chacha20),
@@ -323,7 +323,9 @@ fn one_handshake(o: &RunOutput) -> Result<String, String> {
     connections(o, 1)?;
     let retries = o.capture.long_packets(Direction::S2C, LongType::Retry);
     if retries != 0 {
-        return Err(format!("{retries} Retry packets on the capture, expected none"));
+        return Err(format!(
+            "{retries} Retry packets on the capture, expected none"
+        ));
     }
     Ok(negotiated_note(o))
 }
@@ -345,7 +347,8 @@ fn seconds(o: &RunOutput) -> f64 {
 /// A client Initial's DCID and token (its packet number stays protected: the rule
 /// does not need it).
 fn initial_dcid_token(head: &[u8]) -> Option<InitialInfo> {
-    let h = parse_header(head, 0).ok()?;
+    let probe = ungreased(head);
+    let h = parse_header(&probe, 0).ok()?;
     if !matches!(h.kind, PacketKind::Long(LongType::Initial)) {
         return None;
     }
@@ -396,16 +399,17 @@ fn reported(o: &RunOutput, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// ALPN (reported by the peers), cipher suite and group (read off the ServerHello).
 fn negotiated_note(o: &RunOutput) -> String {
     let mut parts = Vec::new();
     if let Some(a) = reported(o, "alpn").first() {
         parts.push(a.clone());
     }
-    if let Some(c) = reported(o, "cipher").first() {
-        parts.push(c.clone());
-    }
-    if let Some(g) = reported(o, "group").first() {
-        parts.push(g.clone());
+    if let Some(h) = server_hello(&o.capture) {
+        parts.push(crate::refpeers::hq::cipher_name(h.cipher));
+        if let Some(g) = h.group {
+            parts.push(crate::refpeers::hq::group_name(g));
+        }
     }
     parts.join(", ")
 }
@@ -413,14 +417,22 @@ fn negotiated_note(o: &RunOutput) -> String {
 fn chacha20(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     connections(o, 1)?;
-    let ciphers = reported(o, "cipher");
-    if ciphers.is_empty() {
-        return Err("neither side reports its cipher suite".into());
+    let Some(hello) = server_hello(&o.capture) else {
+        return Err("no readable ServerHello in the server's Initial".into());
+    };
+    if hello.cipher != 0x1303 {
+        return Err(format!(
+            "the ServerHello chose {}",
+            crate::refpeers::hq::cipher_name(hello.cipher)
+        ));
     }
-    if let Some(c) = ciphers.iter().find(|c| *c != "TLS_CHACHA20_POLY1305_SHA256") {
+    if let Some(c) = reported(o, "cipher")
+        .iter()
+        .find(|c| *c != "TLS_CHACHA20_POLY1305_SHA256")
+    {
         return Err(format!("a side reports cipher suite {c}"));
     }
-    Ok("TLS_CHACHA20_POLY1305_SHA256".into())
+    Ok(negotiated_note(o))
 }
 
 fn keyupdate(o: &RunOutput) -> Result<String, String> {
@@ -438,7 +450,9 @@ fn rebind_port(o: &RunOutput) -> Result<String, String> {
     connections(o, 1)?;
     let sources = o.capture.distinct_client_sources();
     if sources < 2 {
-        return Err(format!("the capture shows {sources} client source address(es), expected 2"));
+        return Err(format!(
+            "the capture shows {sources} client source address(es), expected 2"
+        ));
     }
     let last_up = o.capture.dir(Direction::C2S).last().map(|r| r.upstream);
     let to_new = o
@@ -500,7 +514,9 @@ fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
                     .status()
                     .is_ok_and(|s| s.success());
                 if !ok || !ready() {
-                    return Err("aioquic could not be installed (interop-tests/peers/setup.sh)".into());
+                    return Err(
+                        "aioquic could not be installed (interop-tests/peers/setup.sh)".into(),
+                    );
                 }
             }
             Ok(PeerImpl {
@@ -517,45 +533,260 @@ fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
 
 /// Runs every selected scenario for every (client, server) pair of `opts.peers`.
 pub fn run(opts: &RunOptions) -> Vec<Cell> {
-    let peers: Vec<(&str, Result<PeerImpl, String>)> = opts
-        .peers
+    let names: Vec<&str> = opts.peers.iter().map(String::as_str).collect();
+    let pairs: Vec<(&str, &str)> = names
         .iter()
-        .filter_map(|n| stack(n))
-        .map(|s| (s.name, peer_of(s, opts)))
+        .flat_map(|c| names.iter().map(move |s| (*c, *s)))
         .collect();
-    let mut cells = Vec::new();
-    for name in &opts.scenarios {
-        let Some(sc) = scenario(name) else { continue };
-        for (cname, client) in &peers {
-            for (sname, server) in &peers {
-                let cell = match (client, server) {
-                    (Ok(c), Ok(s)) => {
-                        if opts.verbose {
-                            eprintln!("quill-interop: {} ({cname} → {sname}) ...", sc.name);
-                        }
-                        run_cell(opts, sc, c, s)
-                    }
-                    (Err(why), _) | (_, Err(why)) => Cell {
-                        scenario: sc.name.into(),
-                        client: cname.to_string(),
-                        server: sname.to_string(),
-                        outcome: Outcome::Unsupported(why.clone()),
-                        seconds: 0.0,
-                        metrics: Value::Null,
-                    },
-                };
-                if opts.verbose {
-                    eprintln!(
-                        "quill-interop: {} ({cname} → {sname}): {} {} ({:.1} s)",
-                        sc.name,
-                        cell.outcome.label(),
-                        cell.outcome.reason(),
-                        cell.seconds
-                    );
+    run_pairs(opts, &pairs)
+}
+
+/// Runs every selected scenario for the given (client, server) pairs of stack names
+/// (unknown names are skipped).
+pub fn run_pairs(opts: &RunOptions, pairs: &[(&str, &str)]) -> Vec<Cell> {
+    let mut peers: Vec<(&str, Result<PeerImpl, String>)> = Vec::new();
+    for (c, s) in pairs {
+        for name in [c, s] {
+            if let Some(st) = stack(name) {
+                if !peers.iter().any(|(n, _)| n == name) {
+                    peers.push((st.name, peer_of(st, opts)));
                 }
-                cells.push(cell);
             }
         }
     }
+    let find = |n: &str| peers.iter().find(|(p, _)| *p == n).map(|(_, r)| r);
+    let mut cells = Vec::new();
+    for name in &opts.scenarios {
+        let Some(sc) = scenario(name) else { continue };
+        for (cname, sname) in pairs {
+            let (Some(client), Some(server)) = (find(cname), find(sname)) else {
+                continue;
+            };
+            let cell = match (client, server) {
+                (Ok(c), Ok(s)) => {
+                    if opts.verbose {
+                        eprintln!("quill-interop: {} ({cname} → {sname}) ...", sc.name);
+                    }
+                    run_cell(opts, sc, c, s)
+                }
+                (Err(why), _) | (_, Err(why)) => Cell {
+                    scenario: sc.name.into(),
+                    client: cname.to_string(),
+                    server: sname.to_string(),
+                    outcome: Outcome::Unsupported(why.clone()),
+                    seconds: 0.0,
+                    metrics: Value::Null,
+                },
+            };
+            if opts.verbose {
+                eprintln!(
+                    "quill-interop: {} ({cname} → {sname}): {} {} ({:.1} s)",
+                    sc.name,
+                    cell.outcome.label(),
+                    cell.outcome.reason(),
+                    cell.seconds
+                );
+            }
+            cells.push(cell);
+        }
+    }
     cells
+}
+
+// ---------------------------------------------------------------------------------
+// The ServerHello off the wire
+
+/// What the server's ServerHello says: TLS cipher suite and key-exchange group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloInfo {
+    /// Cipher suite codepoint.
+    pub cipher: u16,
+    /// Key-share group codepoint, if the key_share extension was in the first packet.
+    pub group: Option<u16>,
+}
+
+/// Reads the ServerHello from the first server Initial on the capture: Initial keys
+/// come from the client's first Destination CID, or after a Retry from the Retry's
+/// Source CID (RFC 9001 §5.2), so the relay can read it as anyone on the path can.
+pub fn server_hello(cap: &crate::capture::Capture) -> Option<HelloInfo> {
+    let mut dcids: Vec<Vec<u8>> = cap
+        .originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref().and_then(server_retry))
+        .map(|(scid, _)| scid)
+        .collect();
+    if let Some(first) = cap
+        .originals(Direction::C2S)
+        .find_map(|r| r.head.as_deref().and_then(initial_dcid_token))
+    {
+        dcids.push(first.dcid);
+    }
+    cap.originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref())
+        .find_map(|head| dcids.iter().find_map(|d| open_server_initial(head, d)))
+}
+
+/// `head` with the fixed bit set, for parsing only: RFC 9287 lets a peer that saw
+/// `grease_quic_bit` from the other side clear it (quinn does, with quinn), and quill's
+/// parser, rightly for its own packets, refuses such headers. The bit stays as sent in
+/// the associated data.
+fn ungreased(head: &[u8]) -> Vec<u8> {
+    let mut v = head.to_vec();
+    if let Some(b) = v.first_mut() {
+        *b |= 0x40;
+    }
+    v
+}
+
+/// RFC 9001 §5.4.2 (header protection sample 4 bytes after the Packet Number field's
+/// start) and §5.3 (AEAD with the unprotected header as associated data).
+fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<HelloInfo> {
+    use quill_crypto::packet::{HeaderKey, Labels, PacketKey, Suite};
+    let probe = ungreased(head);
+    let h = parse_header(&probe, 0).ok()?;
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial))
+        || h.version != quill_transport::wire::QUIC_V1
+        || h.packet_len > head.len()
+    {
+        return None;
+    }
+    let (_, server) = quill_crypto::schedule::quic_v1_initial_secrets(client_dcid);
+    let hp = HeaderKey::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V1);
+    let sample = head.get(h.pn_offset + 4..h.pn_offset + 4 + 16)?;
+    let mask = hp.mask(sample).ok()?;
+    let mut pkt = head[..h.packet_len].to_vec();
+    pkt[0] ^= mask[0] & 0x0f;
+    let pn_len = (pkt[0] & 0x03) as usize + 1;
+    let mut pn = 0u64;
+    for i in 0..pn_len {
+        pkt[h.pn_offset + i] ^= mask[1 + i];
+        pn = (pn << 8) | u64::from(pkt[h.pn_offset + i]);
+    }
+    let (header, body) = pkt.split_at_mut(h.pn_offset + pn_len);
+    let key = PacketKey::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V1);
+    let n = key.open_in_place(pn, header, body).ok()?;
+    hello_in_frames(&body[..n])
+}
+
+/// Finds the CRYPTO frame at offset 0 among Initial frames and reads the ServerHello.
+fn hello_in_frames(frames: &[u8]) -> Option<HelloInfo> {
+    let mut r = quill_transport::wire::Reader::new(frames);
+    // Bounded by the payload: every frame consumes at least one byte.
+    while !r.is_empty() {
+        match r.varint().ok()? {
+            0x00 | 0x01 => {}
+            t @ (0x02 | 0x03) => {
+                // RFC 9000 §19.3: Largest, Delay, Range Count, First Range, ranges.
+                r.varint().ok()?;
+                r.varint().ok()?;
+                let count = r.varint().ok()?;
+                r.varint().ok()?;
+                for _ in 0..count.min(1024) * 2 {
+                    r.varint().ok()?;
+                }
+                if t == 0x03 {
+                    for _ in 0..3 {
+                        r.varint().ok()?;
+                    }
+                }
+            }
+            0x06 => {
+                let offset = r.varint().ok()?;
+                let len = usize::try_from(r.varint().ok()?).ok()?;
+                let data = r.bytes(len).ok()?;
+                if offset == 0 {
+                    return parse_server_hello(data);
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// RFC 8446 §4.1.3: ServerHello = type 2, length (3), legacy_version (2), random (32),
+/// legacy_session_id_echo (1 + n), cipher_suite (2), compression (1), extensions (2 + n);
+/// §4.2.8: key_share (51) = group (2), key_exchange (2 + n).
+fn parse_server_hello(msg: &[u8]) -> Option<HelloInfo> {
+    let mut r = quill_transport::wire::Reader::new(msg);
+    if r.u8().ok()? != 2 {
+        return None;
+    }
+    r.skip(3 + 2 + 32).ok()?;
+    let sid = usize::from(r.u8().ok()?);
+    r.skip(sid).ok()?;
+    let cipher = r.u16().ok()?;
+    r.skip(1).ok()?;
+    let mut group = None;
+    if let Ok(ext_len) = r.u16() {
+        let mut left = usize::from(ext_len);
+        while left >= 4 {
+            let (Ok(ty), Ok(len)) = (r.u16(), r.u16()) else {
+                break;
+            };
+            let len = usize::from(len);
+            if ty == 51 && len >= 2 {
+                group = r.u16().ok();
+                break;
+            }
+            if r.skip(len).is_err() {
+                break;
+            }
+            left = left.saturating_sub(4 + len);
+        }
+    }
+    Some(HelloInfo { cipher, group })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ServerHello with a session ID, supported_versions, then key_share.
+    fn hello(cipher: u16, group: u16) -> Vec<u8> {
+        let mut exts = vec![0x00, 0x2b, 0x00, 0x02, 0x03, 0x04];
+        exts.extend_from_slice(&[0x00, 0x33, 0x00, 0x06]);
+        exts.extend_from_slice(&group.to_be_bytes());
+        exts.extend_from_slice(&[0x00, 0x02, 0xaa, 0xbb]);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7u8; 32]);
+        body.extend_from_slice(&[3, 1, 2, 3]);
+        body.extend_from_slice(&cipher.to_be_bytes());
+        body.push(0);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    #[test]
+    fn server_hello_fields_are_read_after_an_ack_frame() {
+        let msg = hello(0x1303, 0x11ec);
+        // ACK (largest 0, delay 0, 0 ranges, first range 0), then CRYPTO at offset 0.
+        let mut frames = vec![0x02, 0, 0, 0, 0, 0x06, 0x00];
+        frames.extend_from_slice(&[0x40 | (msg.len() >> 8) as u8, msg.len() as u8]);
+        frames.extend_from_slice(&msg);
+        frames.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(
+            hello_in_frames(&frames),
+            Some(HelloInfo {
+                cipher: 0x1303,
+                group: Some(0x11ec)
+            })
+        );
+        // Not a ServerHello, an unknown frame, or a truncated message: nothing.
+        assert_eq!(parse_server_hello(&[1, 0, 0, 0]), None);
+        assert_eq!(hello_in_frames(&[0x1e, 0x06]), None);
+        assert_eq!(parse_server_hello(&msg[..20]), None);
+    }
+
+    #[test]
+    fn every_stack_and_scenario_is_named_once() {
+        let mut seen = std::collections::HashSet::new();
+        assert!(STACKS.iter().all(|s| seen.insert(s.name)));
+        let mut seen = std::collections::HashSet::new();
+        assert!(SCENARIOS
+            .iter()
+            .all(|s| seen.insert(s.name) && !s.rule.is_empty()));
+    }
 }
