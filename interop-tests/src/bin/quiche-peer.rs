@@ -1123,6 +1123,8 @@ fn hq_config(p: &hq::Profile, server: bool) -> Result<quiche::Config, String> {
     c.set_initial_max_streams_uni(0);
     c.set_max_connection_window(conn);
     c.set_max_stream_window(stream);
+    // quiche keeps at most this many paths (rebind-port makes a new one each time).
+    c.set_active_connection_id_limit(8);
     Ok(c)
 }
 
@@ -1137,16 +1139,26 @@ fn hq_negotiated(q: &quiche::Connection) -> hq::Negotiated {
     }
 }
 
-/// Sends everything `q` has to send.
-fn hq_flush(sock: &std::net::UdpSocket, q: &mut quiche::Connection, out: &mut [u8]) {
-    // Bounded: a connection produces finitely many packets before its congestion
-    // window or pacing says Done.
-    for _ in 0..10_000 {
-        match q.send(out) {
-            Ok((n, info)) => {
-                let _ = sock.send_to(&out[..n], info.to);
+/// Sends everything `q` has to send, on every path it knows from `local` (after a
+/// peer's address changed, the probe of the new path and the data go on different
+/// paths; quiche's own server loops over `paths_iter` the same way).
+fn hq_flush(
+    sock: &std::net::UdpSocket,
+    q: &mut quiche::Connection,
+    local: SocketAddr,
+    out: &mut [u8],
+) {
+    let peers: Vec<SocketAddr> = q.paths_iter(local).collect();
+    for peer in peers {
+        // Bounded: a path produces finitely many packets before its congestion window
+        // or pacing says Done.
+        for _ in 0..10_000 {
+            match q.send_on_path(out, Some(local), Some(peer)) {
+                Ok((n, info)) => {
+                    let _ = sock.send_to(&out[..n], info.to);
+                }
+                Err(_) => break,
             }
-            Err(_) => break,
         }
     }
 }
@@ -1306,13 +1318,13 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
                 neg = hq_negotiated(&c.q);
             }
             hq_serve(c, &a.root, &mut scratch, &mut tally);
-            hq_flush(&sock, &mut c.q, &mut out);
+            hq_flush(&sock, &mut c.q, local, &mut out);
         }
         conns.retain(|_, c| !c.q.is_closed());
     }
     for c in conns.values_mut() {
         let _ = c.q.close(true, 0, b"server shutting down");
-        hq_flush(&sock, &mut c.q, &mut out);
+        hq_flush(&sock, &mut c.q, local, &mut out);
     }
     hq::print_server_report(STACK, &tally, &neg);
     Ok(())
@@ -1421,7 +1433,7 @@ fn hq_client_run(
         .map_err(|e| io(format!("cannot connect: {e}")))?;
         let mut bodies: HashMap<u64, (String, Vec<u8>)> = HashMap::new();
         let (mut next, mut done, mut counted) = (0usize, 0usize, false);
-        hq_flush(&sock, &mut q, &mut out);
+        hq_flush(&sock, &mut q, local, &mut out);
         while done < group.len() {
             if Instant::now() >= deadline {
                 return Err((
@@ -1496,10 +1508,10 @@ fn hq_client_run(
                     }
                 }
             }
-            hq_flush(&sock, &mut q, &mut out);
+            hq_flush(&sock, &mut q, local, &mut out);
         }
         let _ = q.close(true, 0, b"done");
-        hq_flush(&sock, &mut q, &mut out);
+        hq_flush(&sock, &mut q, local, &mut out);
     }
     Ok(())
 }
