@@ -5,6 +5,7 @@
 # peer that is already installed at the pinned version is left alone.
 #
 #   bash interop-tests/peers/setup.sh            # aioquic
+#   bash interop-tests/peers/setup.sh quinn-pq   # also quinn-pq-peer (cargo, aws-lc-rs)
 #   QUILL_PEERS_VENV=DIR bash .../setup.sh       # another venv location
 #
 # Prints one line per peer: `aioquic ready VENV/bin/python (N s)`.
@@ -24,3 +25,11 @@ if ! "$venv/bin/python" -c "import aioquic, sys; sys.exit(aioquic.__version__ !=
     "$venv/bin/pip" install -q --disable-pip-version-check "aioquic==$aioquic_version"
 fi
 echo "aioquic ready $venv/bin/python ($(( $(date +%s) - start )) s)"
+
+if [ "${1:-}" = "quinn-pq" ]; then
+    # quinn with rustls's aws-lc-rs provider, X25519MLKEM768 preferred (crates.io).
+    # Only this binary: building quinn-peer with the feature would replace it.
+    start=$(date +%s)
+    (cd "$here/../.." && cargo build -q -p quill-interop --features aws-lc-pq --bin quinn-pq-peer)
+    echo "quinn-pq ready ($(( $(date +%s) - start )) s)"
+fi

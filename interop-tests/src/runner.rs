@@ -319,7 +319,7 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
                     for p in &peers {
                         if v1 && quic_v1::stack(p).is_none() {
                             return Err(format!(
-                                "unknown peer '{p}'; use quill, quinn, quiche, aioquic, ngtcp2"
+                                "unknown peer '{p}'; use quill, quinn, quinn-pq, quiche, aioquic, ngtcp2"
                             ));
                         }
                         if !v1 && !["quill", "quinn", "quiche"].contains(&p.as_str()) {

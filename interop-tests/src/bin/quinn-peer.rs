@@ -25,7 +25,10 @@ use quill_interop::refpeers::{
 };
 
 const PROG: &str = "quinn-peer";
+#[cfg(not(feature = "aws-lc-pq"))]
 const STACK: &str = "quinn";
+#[cfg(feature = "aws-lc-pq")]
+const STACK: &str = "quinn-pq";
 
 fn main() -> ExitCode {
     refpeers::process_start();
@@ -450,7 +453,7 @@ async fn probe_inner(a: &ProbeArgs) -> Result<ProbeReport, String> {
 
 /// The TLS provider of a test case: ring, ChaCha20-Poly1305 only for `chacha20`.
 fn hq_provider(p: &hq::Profile) -> Arc<rustls::crypto::CryptoProvider> {
-    let mut prov = rustls::crypto::ring::default_provider();
+    let mut prov = hq_base_provider();
     if p.chacha20 {
         prov.cipher_suites
             .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
@@ -458,13 +461,30 @@ fn hq_provider(p: &hq::Profile) -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(prov)
 }
 
+/// quinn-peer: rustls's ring provider (X25519 first, no post-quantum group).
+#[cfg(not(feature = "aws-lc-pq"))]
+fn hq_base_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// quinn-pq-peer: rustls's aws-lc-rs provider built with `prefer-post-quantum`, whose
+/// groups are X25519MLKEM768, X25519, secp256r1, secp384r1 in that order.
+#[cfg(feature = "aws-lc-pq")]
+fn hq_base_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
 /// The Initial packets' suite (RFC 9001 §5.2: always AES-128-GCM), also when the
 /// test case offers only ChaCha20-Poly1305 for the rest.
 fn initial_suite() -> Result<rustls::quic::Suite, String> {
-    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+    #[cfg(not(feature = "aws-lc-pq"))]
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    #[cfg(feature = "aws-lc-pq")]
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    suite
         .tls13()
         .and_then(|s| s.quic_suite())
-        .ok_or_else(|| "ring has no QUIC initial suite".to_string())
+        .ok_or_else(|| "the provider has no QUIC initial suite".to_string())
 }
 
 fn hq_transport(p: &hq::Profile) -> Result<TransportConfig, String> {

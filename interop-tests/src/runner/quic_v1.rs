@@ -56,6 +56,10 @@ pub const STACKS: &[Stack] = &[
         adapter: Adapter::Sibling("quinn-peer"),
     },
     Stack {
+        name: "quinn-pq",
+        adapter: Adapter::Sibling("quinn-pq-peer"),
+    },
+    Stack {
         name: "quiche",
         adapter: Adapter::Sibling("quiche-peer"),
     },
@@ -556,8 +560,13 @@ fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
         Adapter::Sibling(exe) => {
             let bin = dir.join(exe);
             if !bin.is_file() {
+                let how = if exe == "quinn-pq-peer" {
+                    "bash interop-tests/peers/setup.sh quinn-pq"
+                } else {
+                    "cargo build -p quill-interop --bins"
+                };
                 return Err(format!(
-                    "{} not found; build it with `cargo build -p quill-interop --bins`",
+                    "{} not found; build it with `{how}`",
                     bin.display()
                 ));
             }
