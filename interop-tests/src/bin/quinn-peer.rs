@@ -781,7 +781,7 @@ async fn hq_fetch(
     let data = recv
         .read_to_end(hq::MAX_FILE as usize)
         .await
-        .map_err(|e| format!("{name}: response: {e}"))?;
+        .map_err(|e| format!("{name}: response: {e:?}"))?;
     hq::save(dir, name, &data).map_err(|e| format!("{name}: cannot save: {e}"))?;
     Ok(data.len() as u64)
 }
