@@ -30,7 +30,8 @@ const STACK: &str = "quinn";
 #[cfg(feature = "aws-lc-pq")]
 const STACK: &str = "quinn-pq";
 
-fn main() -> ExitCode {
+/// The entry point (also of `quinn-pq-peer`, which includes this file as a module).
+pub fn main() -> ExitCode {
     refpeers::process_start();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
