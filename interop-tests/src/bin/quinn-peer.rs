@@ -695,7 +695,7 @@ async fn hq_client(a: hq::HqClientArgs, p: hq::Profile) -> u8 {
     };
     tally.seconds = start.elapsed().as_secs_f64();
     let code = if result.is_ok() { 0 } else { EXIT_FAILURE };
-    hq::print_client_report(STACK, &tally, &neg, result.err().map(|(k, m)| (k, m)));
+    hq::print_client_report(STACK, &tally, &neg, result.err());
     code
 }
 

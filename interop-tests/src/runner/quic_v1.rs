@@ -126,11 +126,8 @@ pub const SCENARIOS: &[Scenario] = &[
                MAX_STREAMS",
         relay: default_link,
         setup: || {
-            let files: Vec<(String, usize)> = names("m", 1999)
-                .into_iter()
-                .enumerate()
-                .map(|(_, n)| (n, 32))
-                .collect();
+            let files: Vec<(String, usize)> =
+                names("m", 1999).into_iter().map(|n| (n, 32)).collect();
             Setup {
                 timeout: Duration::from_secs(90),
                 ..Setup::new(files)
