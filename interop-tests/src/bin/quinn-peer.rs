@@ -341,12 +341,17 @@ async fn one_connection(
     })
 }
 
-/// A verifier that refuses every certificate: the probe must never complete a
-/// handshake, only learn how the server answers its first flight.
+/// A verifier that accepts every certificate (`accept`: the hq-interop client, as the
+/// interop runner's clients do not verify the run-time certificate either) or refuses
+/// every one (the probe, which must never complete a handshake, only learn how the
+/// server answers its first flight). Signatures are checked either way.
 #[derive(Debug)]
-struct RefuseAll(Arc<rustls::crypto::CryptoProvider>);
+struct Verifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    accept: bool,
+}
 
-impl rustls::client::danger::ServerCertVerifier for RefuseAll {
+impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -355,6 +360,9 @@ impl rustls::client::danger::ServerCertVerifier for RefuseAll {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.accept {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
         Err(rustls::Error::General(
             "the probe trusts no certificate".into(),
         ))
@@ -379,12 +387,14 @@ impl rustls::client::danger::ServerCertVerifier for RefuseAll {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -408,7 +418,10 @@ async fn probe_inner(a: &ProbeArgs) -> Result<ProbeReport, String> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RefuseAll(p)))
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            provider: p,
+            accept: false,
+        }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![refpeers::ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -639,51 +652,6 @@ async fn hq_serve_stream(
     }
 }
 
-/// A verifier that accepts every certificate (the interop runner's clients do not
-/// verify either: the server's certificate is made at run time).
-#[derive(Debug)]
-struct AcceptAll(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAll {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 async fn hq_client(a: hq::HqClientArgs, p: hq::Profile) -> u8 {
     let mut tally = hq::HqClientTally::default();
     let mut neg = hq::Negotiated::default();
@@ -712,7 +680,10 @@ async fn hq_client_run(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| io(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAll(prov)))
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            provider: prov,
+            accept: true,
+        }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![hq::ALPN_HQ.to_vec()];
     let crypto = QuicClientConfig::with_initial(Arc::new(tls), initial_suite().map_err(io)?)
