@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use quill_transport::service::hex;
-use quill_transport::wire::{parse_header, parse_invariant, LongType, PacketKind, QUILL_VERSION};
+use quill_transport::wire::{
+    parse_header, parse_invariant, LongType, PacketKind, QUIC_V1, QUILL_VERSION,
+};
 
 /// Which way a datagram travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,7 +103,7 @@ pub enum HeaderInfo {
         dcid: Vec<u8>,
         /// Source connection ID.
         scid: Vec<u8>,
-        /// Packet type, when the version is quill's.
+        /// Packet type, when the version is quill's or QUIC v1 (same type bits).
         ty: Option<LongType>,
         /// Types of every long-header packet coalesced in the datagram, first included
         /// (RFC 9000 §12.2), as far as they parse.
@@ -132,7 +134,8 @@ impl HeaderInfo {
                 version: h.version,
                 dcid: h.dcid.to_vec(),
                 scid: h.scid.to_vec(),
-                ty: (h.version == QUILL_VERSION).then(|| LongType::from_bits(first >> 4)),
+                ty: (h.version == QUILL_VERSION || h.version == QUIC_V1)
+                    .then(|| LongType::from_bits(first >> 4)),
                 coalesced: coalesced_types(datagram),
             },
             Err(_) => HeaderInfo::Unparsable,
@@ -169,7 +172,7 @@ fn coalesced_types(datagram: &[u8]) -> Vec<LongType> {
         let PacketKind::Long(ty) = h.kind else {
             break;
         };
-        if h.version != QUILL_VERSION {
+        if h.version != QUILL_VERSION && h.version != QUIC_V1 {
             break;
         }
         out.push(ty);

@@ -41,6 +41,7 @@ use crate::relay::{Relay, RelayConfig};
 /// Exit code for bad command-line input.
 pub const USAGE: i32 = 2;
 
+pub mod quic_v1;
 mod scenarios;
 pub use scenarios::{Scenario, SCENARIOS};
 
@@ -151,6 +152,8 @@ pub struct RunOptions {
     pub external: Option<ExternalChecks>,
     /// Print progress lines on stderr.
     pub verbose: bool,
+    /// `quill` (quill's own version, the default) or `quic-v1` ([`quic_v1`]).
+    pub suite: String,
 }
 
 impl RunOptions {
@@ -170,6 +173,7 @@ impl RunOptions {
             previous_release: true,
             external: None,
             verbose: false,
+            suite: "quill".into(),
         }
     }
 }
@@ -178,6 +182,19 @@ impl RunOptions {
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
 }
+
+/// The scenario table of a suite.
+fn table(suite: &str) -> &'static [Scenario] {
+    if suite == "quic-v1" {
+        quic_v1::SCENARIOS
+    } else {
+        SCENARIOS
+    }
+}
+
+/// What a peer prints instead of `listening ADDR` or its result line when it cannot
+/// play a test case (`unsupported REASON`); carried in run errors with this prefix.
+const UNSUPPORTED: &str = "unsupported ";
 
 // ---------------------------------------------------------------------------------
 // Command line
@@ -192,6 +209,8 @@ const HELP: &str = "quill-interop: the quill interop scenario runner
 usage:
   quill-interop run [--scenario NAME|all]... [--peers quill,quinn,quiche] [--json]
                     [--seed N] [--results DIR] [--peer-bin PATH] [--no-previous]
+  quill-interop run --suite quic-v1 [--peers quill,quinn,quiche,aioquic,ngtcp2]
+                    [--scenario NAME|all]... [--json]   the interop runner's test cases
   quill-interop list          scenarios and their pass rules
   quill-interop peer server|client ...   the interop peer (same as quill-interop-peer)
 
@@ -213,7 +232,7 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
             return crate::peer::main_from(rest);
         }
         Some("list") => {
-            for s in SCENARIOS {
+            for s in SCENARIOS.iter().chain(quic_v1::SCENARIOS) {
                 println!(
                     "{:<20} network: {}\n{:<20} pass: {}",
                     s.name, s.network, "", s.rule
@@ -240,6 +259,30 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
     opts.external = external;
     opts.verbose = true;
     let mut scenarios: Vec<String> = Vec::new();
+    // The suite decides which scenario and peer names are valid: read it first.
+    for (i, a) in args.iter().enumerate() {
+        let v = match a.strip_prefix("--suite=") {
+            Some(v) => Some(v.to_string()),
+            None if a == "--suite" => args.get(i + 1).cloned(),
+            None => None,
+        };
+        match v.as_deref() {
+            None => {}
+            Some("quill") | Some("quic-v1") => opts.suite = v.unwrap_or_default(),
+            Some(other) => {
+                return usage_err(format!("unknown suite '{other}'; use quill or quic-v1"))
+            }
+        }
+    }
+    let v1 = opts.suite == "quic-v1";
+    if v1 {
+        opts.peers = quic_v1::STACKS.iter().map(|s| s.name.to_string()).collect();
+        opts.scenarios = quic_v1::SCENARIOS
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+    }
+    let suite_table = table(&opts.suite);
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -254,11 +297,14 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
         };
         let r: Result<(), String> = (|| {
             match flag {
+                "--suite" => {
+                    value("--suite")?;
+                }
                 "--scenario" | "-s" => {
                     for s in value("--scenario")?.split(',') {
                         if s == "all" {
-                            scenarios.extend(SCENARIOS.iter().map(|s| s.name.to_string()));
-                        } else if scenario(s).is_some() {
+                            scenarios.extend(suite_table.iter().map(|s| s.name.to_string()));
+                        } else if suite_table.iter().any(|t| t.name == s) {
                             scenarios.push(s.to_string());
                         } else {
                             return Err(format!(
@@ -271,7 +317,12 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
                     let peers: Vec<String> =
                         value("--peers")?.split(',').map(String::from).collect();
                     for p in &peers {
-                        if !["quill", "quinn", "quiche"].contains(&p.as_str()) {
+                        if v1 && quic_v1::stack(p).is_none() {
+                            return Err(format!(
+                                "unknown peer '{p}'; use quill, quinn, quinn-pq, quiche, aioquic, ngtcp2"
+                            ));
+                        }
+                        if !v1 && !["quill", "quinn", "quiche"].contains(&p.as_str()) {
                             return Err(format!("unknown peer '{p}'; use quill, quinn, quiche"));
                         }
                     }
@@ -332,7 +383,7 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
             opts.peer_bin.display()
         ));
     }
-    let cells = run(&opts);
+    let cells = if v1 { quic_v1::run(&opts) } else { run(&opts) };
     let md = markdown(&cells, &opts);
     if let Err(e) = write_results(&opts, &cells, &md) {
         eprintln!(
@@ -434,7 +485,8 @@ pub fn run(opts: &RunOptions) -> Vec<Cell> {
 pub fn matrix_json(cells: &[Cell], opts: &RunOptions) -> Value {
     json!({
         "seed": opts.seed,
-        "scenarios": SCENARIOS.iter().filter(|s| opts.scenarios.iter().any(|n| n == s.name))
+        "suite": opts.suite,
+        "scenarios": table(&opts.suite).iter().filter(|s| opts.scenarios.iter().any(|n| n == s.name))
             .map(|s| json!({"name": s.name, "network": s.network, "rule": s.rule}))
             .collect::<Vec<_>>(),
         "cells": cells.iter().map(Cell::to_json).collect::<Vec<_>>(),
@@ -848,6 +900,10 @@ fn execute(
     sargs.extend(fault_for("server"));
     let mut srv = Child::spawn(&server.bin, &sargs)?;
     let addr: SocketAddr = match srv.line(Duration::from_secs(20)) {
+        Ok(l) if l.starts_with(UNSUPPORTED) => {
+            srv.finish(Duration::from_secs(2));
+            return Err(l);
+        }
         Ok(l) => l
             .strip_prefix("listening ")
             .and_then(|a| a.trim().parse().ok())
@@ -907,6 +963,10 @@ fn execute(
             break;
         }
         match cli.line(left) {
+            Ok(line) if line.starts_with(UNSUPPORTED) => {
+                failure = Some(line);
+                break;
+            }
             Ok(line) => {
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
@@ -1229,8 +1289,18 @@ fn one(
     rule: fn(&RunOutput) -> Result<String, String>,
 ) -> (Outcome, Value) {
     match execute(opts, sc, client, server, setup, 0) {
-        Err(e) => (Outcome::Fail(e), Value::Null),
+        Err(e) => match e.strip_prefix(UNSUPPORTED) {
+            Some(why) => (Outcome::Unsupported(why.to_string()), Value::Null),
+            None => (Outcome::Fail(e), Value::Null),
+        },
         Ok(o) => {
+            if let Some(why) = o
+                .client_failure
+                .as_deref()
+                .and_then(|f| f.strip_prefix(UNSUPPORTED))
+            {
+                return (Outcome::Unsupported(why.to_string()), metrics(&o));
+            }
             let m = metrics(&o);
             let outcome = match rule(&o) {
                 Ok(note) => Outcome::Pass(note),

@@ -35,7 +35,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use slab::Slab;
 
 use quill_interop::refpeers::{
-    self, encode_header, Cli, ClientArgs, ClientReport, Command, ConnTiming, OnOff, ProbeArgs,
+    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, OnOff, ProbeArgs,
     ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
 };
 
@@ -122,6 +122,7 @@ fn main() -> ExitCode {
         Command::Server(a) => server(a).map(|()| 0),
         Command::Client(a) => client(a).map(|()| 0),
         Command::Probe(a) => Ok(probe(a)),
+        Command::Hq { role } => hq_main(role),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -1059,4 +1060,458 @@ fn probe_inner(a: &ProbeArgs) -> Result<(ProbeOutcome, String), String> {
             });
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// hq-interop (the QUIC interop runner's HTTP/0.9) for `quill-interop run --suite quic-v1`
+// ---------------------------------------------------------------------------
+
+/// Key-exchange groups offered (BoringSSL names): post-quantum first.
+const HQ_CURVES: &str = "X25519MLKEM768:X25519:P-256";
+
+/// Longest wait for a datagram before timers and the stop flag are looked at.
+const HQ_TICK: Duration = Duration::from_millis(10);
+
+fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
+    let testcase = match &role {
+        hq::HqCommand::Server(a) => a.testcase.clone(),
+        hq::HqCommand::Client(a) => a.testcase.clone(),
+    };
+    let Some(p) = hq::Profile::for_testcase(&testcase) else {
+        hq::print_unsupported(&format!("quiche-peer does not know test case {testcase}"));
+        return Ok(hq::EXIT_UNSUPPORTED);
+    };
+    match role {
+        hq::HqCommand::Server(a) => hq_server(a, p).map(|()| 0),
+        hq::HqCommand::Client(a) => {
+            // BoringSSL fixes the TLS 1.3 cipher preference and quiche has no
+            // key-update call: the client cannot play these two.
+            if p.chacha20 || p.key_update {
+                hq::print_unsupported(&format!(
+                    "quiche cannot {} as a client",
+                    if p.chacha20 {
+                        "offer only ChaCha20-Poly1305 (BoringSSL's TLS 1.3 suites are fixed)"
+                    } else {
+                        "initiate a key update (no API)"
+                    }
+                ));
+                return Ok(hq::EXIT_UNSUPPORTED);
+            }
+            Ok(hq_client(a, p))
+        }
+    }
+}
+
+fn hq_config(p: &hq::Profile, server: bool) -> Result<quiche::Config, String> {
+    let ctx = boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls())
+        .map_err(|e| format!("cannot create the TLS context: {e}"))?;
+    let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
+        .map_err(|e| e.to_string())?;
+    c.set_application_protos(&[hq::ALPN_HQ])
+        .map_err(|e| e.to_string())?;
+    c.set_curves_list(HQ_CURVES).map_err(|e| e.to_string())?;
+    c.verify_peer(false);
+    c.set_max_idle_timeout(30_000);
+    c.set_max_recv_udp_payload_size(MAX_UDP_PAYLOAD);
+    c.set_max_send_udp_payload_size(MAX_UDP_PAYLOAD);
+    let (stream, conn) = p.windows();
+    c.set_initial_max_data(conn);
+    c.set_initial_max_stream_data_bidi_local(stream);
+    c.set_initial_max_stream_data_bidi_remote(stream);
+    c.set_initial_max_stream_data_uni(0);
+    c.set_initial_max_streams_bidi(if server { p.max_streams_bidi } else { 0 });
+    c.set_initial_max_streams_uni(0);
+    c.set_max_connection_window(conn);
+    c.set_max_stream_window(stream);
+    // quiche keeps at most this many paths (rebind-port makes a new one each time).
+    c.set_active_connection_id_limit(8);
+    Ok(c)
+}
+
+fn hq_negotiated(q: &quiche::Connection) -> hq::Negotiated {
+    hq::Negotiated {
+        version: Some(quiche::PROTOCOL_VERSION),
+        alpn: Some(String::from_utf8_lossy(q.application_proto()).into_owned()),
+        // quiche exposes neither the group nor the suite; the runner reads both off
+        // the server's Initial (ServerHello).
+        group: None,
+        cipher: None,
+    }
+}
+
+/// Sends everything `q` has to send, on every path it knows from `local` (after a
+/// peer's address changed, the probe of the new path and the data go on different
+/// paths; quiche's own server loops over `paths_iter` the same way).
+fn hq_flush(
+    sock: &std::net::UdpSocket,
+    q: &mut quiche::Connection,
+    local: SocketAddr,
+    out: &mut [u8],
+) {
+    let peers: Vec<SocketAddr> = q.paths_iter(local).collect();
+    for peer in peers {
+        // Bounded: a path produces finitely many packets before its congestion window
+        // or pacing says Done.
+        for _ in 0..10_000 {
+            match q.send_on_path(out, Some(local), Some(peer)) {
+                Ok((n, info)) => {
+                    let _ = sock.send_to(&out[..n], info.to);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Waits at most until `q`'s timer (capped at [`HQ_TICK`]) for a datagram.
+fn hq_recv(
+    sock: &std::net::UdpSocket,
+    timer: Option<Duration>,
+    buf: &mut [u8],
+) -> Result<Option<(usize, SocketAddr)>, String> {
+    let wait = timer
+        .unwrap_or(HQ_TICK)
+        .clamp(Duration::from_millis(1), HQ_TICK);
+    sock.set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
+    match sock.recv_from(buf) {
+        Ok(r) => Ok(Some(r)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(format!("receive failed: {e}")),
+    }
+}
+
+struct HqServerConn {
+    q: quiche::Connection,
+    requests: HashMap<u64, Vec<u8>>,
+    responses: HashMap<u64, (Vec<u8>, usize)>,
+    counted: bool,
+}
+
+/// The server's connection ID for a client-chosen Destination CID: a keyed hash, so
+/// that the client's repeated Initials reach the same connection.
+fn hq_conn_id(key: &ring::hmac::Key, dcid: &[u8]) -> Vec<u8> {
+    ring::hmac::sign(key, dcid).as_ref()[..quiche::MAX_CONN_ID_LEN].to_vec()
+}
+
+/// A Retry token: a MAC over the client's address and original DCID, then the DCID.
+fn hq_mint_token(key: &ring::hmac::Key, from: &SocketAddr, odcid: &[u8]) -> Vec<u8> {
+    let mut msg = from.to_string().into_bytes();
+    msg.extend_from_slice(odcid);
+    let mut token = ring::hmac::sign(key, &msg).as_ref().to_vec();
+    token.extend_from_slice(odcid);
+    token
+}
+
+/// The original DCID in a token this server minted for `from`.
+fn hq_check_token(key: &ring::hmac::Key, from: &SocketAddr, token: &[u8]) -> Option<Vec<u8>> {
+    let (mac, odcid) = token.split_at_checked(32)?;
+    let mut msg = from.to_string().into_bytes();
+    msg.extend_from_slice(odcid);
+    ring::hmac::verify(key, &msg, mac).ok()?;
+    Some(odcid.to_vec())
+}
+
+fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let files = refpeers::ensure_certificate(dir.path())
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let mut config = hq_config(&p, true)?;
+    config
+        .load_cert_chain_from_pem_file(&files.cert_pem.to_string_lossy())
+        .map_err(|e| format!("certificate: {e}"))?;
+    config
+        .load_priv_key_from_pem_file(&files.key_pem.to_string_lossy())
+        .map_err(|e| format!("key: {e}"))?;
+    let sock = std::net::UdpSocket::bind(a.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
+    let local = sock.local_addr().map_err(|e| e.to_string())?;
+    let rng = SystemRandom::new();
+    let mut secret = [0u8; 32];
+    rng.fill(&mut secret).map_err(|_| "no randomness")?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    refpeers::watch_stdin(move || s.store(true, Ordering::SeqCst));
+    refpeers::print_listening(local);
+
+    let mut conns: HashMap<Vec<u8>, HqServerConn> = HashMap::new();
+    let mut tally = hq::HqServerTally::default();
+    let mut neg = hq::Negotiated::default();
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = vec![0u8; MAX_UDP_PAYLOAD];
+    let mut scratch = vec![0u8; RECV_BUF];
+    while !stop.load(Ordering::SeqCst) {
+        let timer = conns.values().filter_map(|c| c.q.timeout()).min();
+        if let Some((len, from)) = hq_recv(&sock, timer, &mut buf)? {
+            let pkt = &mut buf[..len];
+            let Ok(hdr) = quiche::Header::from_slice(pkt, quiche::MAX_CONN_ID_LEN) else {
+                continue;
+            };
+            let mut id = hdr.dcid.to_vec();
+            if !conns.contains_key(&id) {
+                id = hq_conn_id(&key, &hdr.dcid);
+            }
+            if !conns.contains_key(&id) {
+                if hdr.ty != quiche::Type::Initial {
+                    continue;
+                }
+                if !quiche::version_is_supported(hdr.version) {
+                    if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
+                        let _ = sock.send_to(&out[..n], from);
+                    }
+                    continue;
+                }
+                let mut odcid = None;
+                if p.retry {
+                    let token = hdr.token.as_deref().unwrap_or(&[]);
+                    if token.is_empty() {
+                        let new = quiche::ConnectionId::from_vec(id.clone());
+                        let t = hq_mint_token(&key, &from, &hdr.dcid);
+                        if let Ok(n) =
+                            quiche::retry(&hdr.scid, &hdr.dcid, &new, &t, hdr.version, &mut out)
+                        {
+                            let _ = sock.send_to(&out[..n], from);
+                            tally.retry_sent += 1;
+                        }
+                        continue;
+                    }
+                    let Some(o) = hq_check_token(&key, &from, token) else {
+                        continue;
+                    };
+                    // The Retry's Source CID is the one the client now addresses.
+                    id = hdr.dcid.to_vec();
+                    odcid = Some(quiche::ConnectionId::from_vec(o));
+                }
+                let scid = quiche::ConnectionId::from_vec(id.clone());
+                let Ok(q) = quiche::accept(&scid, odcid.as_ref(), local, from, &mut config) else {
+                    continue;
+                };
+                conns.insert(
+                    id.clone(),
+                    HqServerConn {
+                        q,
+                        requests: HashMap::new(),
+                        responses: HashMap::new(),
+                        counted: false,
+                    },
+                );
+            }
+            if let Some(c) = conns.get_mut(&id) {
+                let _ = c.q.recv(pkt, quiche::RecvInfo { from, to: local });
+            }
+        }
+        for c in conns.values_mut() {
+            if c.q.timeout() == Some(Duration::ZERO) {
+                c.q.on_timeout();
+            }
+            if c.q.is_established() && !c.counted {
+                c.counted = true;
+                tally.connections += 1;
+                neg = hq_negotiated(&c.q);
+            }
+            hq_serve(c, &a.root, &mut scratch, &mut tally);
+            hq_flush(&sock, &mut c.q, local, &mut out);
+        }
+        conns.retain(|_, c| !c.q.is_closed());
+    }
+    for c in conns.values_mut() {
+        let _ = c.q.close(true, 0, b"server shutting down");
+        hq_flush(&sock, &mut c.q, local, &mut out);
+    }
+    hq::print_server_report(STACK, &tally, &neg);
+    Ok(())
+}
+
+/// Reads requests to FIN and writes responses as far as flow control allows.
+fn hq_serve(
+    c: &mut HqServerConn,
+    root: &std::path::Path,
+    scratch: &mut [u8],
+    tally: &mut hq::HqServerTally,
+) {
+    let readable: Vec<u64> = c.q.readable().collect();
+    for id in readable {
+        while let Ok((n, fin)) = c.q.stream_recv(id, scratch) {
+            let req = c.requests.entry(id).or_default();
+            if req.len() + n > hq::MAX_REQUEST {
+                let _ = c.q.stream_shutdown(id, quiche::Shutdown::Read, 0x10);
+                tally.refused += 1;
+                break;
+            }
+            req.extend_from_slice(&scratch[..n]);
+            if fin {
+                let req = c.requests.remove(&id).unwrap_or_default();
+                match hq::read_requested(root, &req) {
+                    Ok(data) => {
+                        c.responses.insert(id, (data, 0));
+                    }
+                    Err(_) => {
+                        let _ = c.q.stream_shutdown(id, quiche::Shutdown::Write, 0x10);
+                        tally.refused += 1;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for (id, (data, off)) in c.responses.iter_mut() {
+        match c.q.stream_send(*id, &data[*off..], true) {
+            Ok(n) => {
+                *off += n;
+                if *off == data.len() {
+                    done.push(*id);
+                }
+            }
+            Err(quiche::Error::Done) => {}
+            Err(_) => done.push(*id),
+        }
+    }
+    for id in done {
+        if c.responses
+            .remove(&id)
+            .is_some_and(|(d, off)| off == d.len())
+        {
+            tally.files_served += 1;
+        }
+    }
+}
+
+fn hq_client(a: hq::HqClientArgs, p: hq::Profile) -> u8 {
+    let mut tally = hq::HqClientTally::default();
+    let mut neg = hq::Negotiated::default();
+    let start = Instant::now();
+    let result = hq_client_run(&a, &p, &mut tally, &mut neg, start + a.timeout());
+    tally.seconds = start.elapsed().as_secs_f64();
+    let code = if result.is_ok() { 0 } else { EXIT_FAILURE };
+    hq::print_client_report(STACK, &tally, &neg, result.err());
+    code
+}
+
+fn hq_client_run(
+    a: &hq::HqClientArgs,
+    p: &hq::Profile,
+    tally: &mut hq::HqClientTally,
+    neg: &mut hq::Negotiated,
+    deadline: Instant,
+) -> Result<(), (&'static str, String)> {
+    let io = |e: String| ("io", e);
+    let files = a.all_files().map_err(io)?;
+    let mut config = hq_config(p, false).map_err(io)?;
+    let groups: Vec<Vec<String>> = if p.connection_per_file {
+        files.iter().map(|f| vec![f.clone()]).collect()
+    } else {
+        vec![files]
+    };
+    let sock = std::net::UdpSocket::bind(refpeers::local_bind_for(a.connect))
+        .map_err(|e| io(format!("cannot bind: {e}")))?;
+    let local = sock.local_addr().map_err(|e| io(e.to_string()))?;
+    let rng = SystemRandom::new();
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = vec![0u8; MAX_UDP_PAYLOAD];
+    let mut scratch = vec![0u8; RECV_BUF];
+    for group in groups {
+        let mut scid = [0u8; 16];
+        rng.fill(&mut scid)
+            .map_err(|_| io("no randomness".into()))?;
+        let scid = quiche::ConnectionId::from_ref(&scid);
+        let mut q = quiche::connect(
+            Some(refpeers::SERVER_NAME),
+            &scid,
+            local,
+            a.connect,
+            &mut config,
+        )
+        .map_err(|e| io(format!("cannot connect: {e}")))?;
+        let mut bodies: HashMap<u64, (String, Vec<u8>)> = HashMap::new();
+        let (mut next, mut done, mut counted) = (0usize, 0usize, false);
+        hq_flush(&sock, &mut q, local, &mut out);
+        while done < group.len() {
+            if Instant::now() >= deadline {
+                return Err((
+                    "timeout",
+                    format!("{done} of {} files after the deadline", group.len()),
+                ));
+            }
+            if let Some((len, from)) = hq_recv(&sock, q.timeout(), &mut buf).map_err(io)? {
+                let _ = q.recv(&mut buf[..len], quiche::RecvInfo { from, to: local });
+            }
+            if q.timeout() == Some(Duration::ZERO) {
+                q.on_timeout();
+            }
+            if q.is_closed() {
+                let why = q
+                    .peer_error()
+                    .or(q.local_error())
+                    .map(|e| {
+                        format!(
+                            "error 0x{:x} {}",
+                            e.error_code,
+                            String::from_utf8_lossy(&e.reason)
+                        )
+                    })
+                    .unwrap_or_else(|| {
+                        if q.is_timed_out() {
+                            "idle timeout".into()
+                        } else {
+                            "closed".into()
+                        }
+                    });
+                let kind = if counted {
+                    "closed_by_peer"
+                } else {
+                    "handshake"
+                };
+                return Err((kind, format!("connection closed after {done} files: {why}")));
+            }
+            if q.is_established() {
+                if !counted {
+                    counted = true;
+                    tally.handshakes += 1;
+                    *neg = hq_negotiated(&q);
+                }
+                while next < group.len() && bodies.len() < 100 && q.peer_streams_left_bidi() > 0 {
+                    let id = 4 * next as u64;
+                    match q.stream_send(id, &hq::request(&group[next]), true) {
+                        Ok(_) => {
+                            bodies.insert(id, (group[next].clone(), Vec::new()));
+                            next += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let readable: Vec<u64> = q.readable().collect();
+                for id in readable {
+                    while let Ok((n, fin)) = q.stream_recv(id, &mut scratch) {
+                        let Some((_, body)) = bodies.get_mut(&id) else {
+                            break;
+                        };
+                        body.extend_from_slice(&scratch[..n]);
+                        if fin {
+                            if let Some((name, body)) = bodies.remove(&id) {
+                                hq::save(&a.download, &name, &body)
+                                    .map_err(|e| io(format!("{name}: cannot save: {e}")))?;
+                                tally.files += 1;
+                                tally.bytes += body.len() as u64;
+                                done += 1;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            hq_flush(&sock, &mut q, local, &mut out);
+        }
+        let _ = q.close(true, 0, b"done");
+        hq_flush(&sock, &mut q, local, &mut out);
+    }
+    Ok(())
 }

@@ -20,14 +20,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::task::JoinSet;
 
 use quill_interop::refpeers::{
-    self, encode_header, Cli, ClientArgs, ClientReport, Command, ConnTiming, ProbeArgs,
+    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, ProbeArgs,
     ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
 };
 
 const PROG: &str = "quinn-peer";
+#[cfg(not(feature = "aws-lc-pq"))]
 const STACK: &str = "quinn";
+#[cfg(feature = "aws-lc-pq")]
+const STACK: &str = "quinn-pq";
 
-fn main() -> ExitCode {
+/// The entry point (also of `quinn-pq-peer`, which includes this file as a module).
+pub fn main() -> ExitCode {
     refpeers::process_start();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Server(a) => rt.block_on(server(a)).map(|()| 0),
         Command::Client(a) => rt.block_on(client(a)).map(|()| 0),
         Command::Probe(a) => Ok(rt.block_on(probe(a))),
+        Command::Hq { role } => rt.block_on(hq_main(role)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -336,12 +341,17 @@ async fn one_connection(
     })
 }
 
-/// A verifier that refuses every certificate: the probe must never complete a
-/// handshake, only learn how the server answers its first flight.
+/// A verifier that accepts every certificate (`accept`: the hq-interop client, as the
+/// interop runner's clients do not verify the run-time certificate either) or refuses
+/// every one (the probe, which must never complete a handshake, only learn how the
+/// server answers its first flight). Signatures are checked either way.
 #[derive(Debug)]
-struct RefuseAll(Arc<rustls::crypto::CryptoProvider>);
+struct Verifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    accept: bool,
+}
 
-impl rustls::client::danger::ServerCertVerifier for RefuseAll {
+impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -350,6 +360,9 @@ impl rustls::client::danger::ServerCertVerifier for RefuseAll {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.accept {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
         Err(rustls::Error::General(
             "the probe trusts no certificate".into(),
         ))
@@ -374,12 +387,14 @@ impl rustls::client::danger::ServerCertVerifier for RefuseAll {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -403,7 +418,10 @@ async fn probe_inner(a: &ProbeArgs) -> Result<ProbeReport, String> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RefuseAll(p)))
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            provider: p,
+            accept: false,
+        }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![refpeers::ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -442,4 +460,300 @@ async fn probe_inner(a: &ProbeArgs) -> Result<ProbeReport, String> {
         outcome,
         detail,
     })
+}
+
+// ---------------------------------------------------------------------------------
+// hq-interop (the QUIC interop runner's HTTP/0.9) for `quill-interop run --suite quic-v1`
+
+/// The TLS provider of a test case: ring, ChaCha20-Poly1305 only for `chacha20`.
+fn hq_provider(p: &hq::Profile) -> Arc<rustls::crypto::CryptoProvider> {
+    let mut prov = hq_base_provider();
+    if p.chacha20 {
+        prov.cipher_suites
+            .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    }
+    Arc::new(prov)
+}
+
+/// quinn-peer: rustls's ring provider (X25519 first, no post-quantum group).
+#[cfg(not(feature = "aws-lc-pq"))]
+fn hq_base_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// quinn-pq-peer: rustls's aws-lc-rs provider built with `prefer-post-quantum`, whose
+/// groups are X25519MLKEM768, X25519, secp256r1, secp384r1 in that order.
+#[cfg(feature = "aws-lc-pq")]
+fn hq_base_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// The Initial packets' suite (RFC 9001 §5.2: always AES-128-GCM), also when the
+/// test case offers only ChaCha20-Poly1305 for the rest.
+fn initial_suite() -> Result<rustls::quic::Suite, String> {
+    #[cfg(not(feature = "aws-lc-pq"))]
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    #[cfg(feature = "aws-lc-pq")]
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    suite
+        .tls13()
+        .and_then(|s| s.quic_suite())
+        .ok_or_else(|| "the provider has no QUIC initial suite".to_string())
+}
+
+fn hq_transport(p: &hq::Profile) -> Result<TransportConfig, String> {
+    let (stream, conn) = p.windows();
+    let var = |v: u64| VarInt::from_u64(v).map_err(|_| format!("window {v} is too large"));
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(var(stream)?)
+        .receive_window(var(conn)?)
+        .send_window(conn.max(stream))
+        .max_concurrent_bidi_streams(var(p.max_streams_bidi)?)
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    Ok(t)
+}
+
+fn hq_negotiated(conn: &quinn::Connection, cipher: Option<&str>) -> hq::Negotiated {
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .map(|p| String::from_utf8_lossy(&p).into_owned());
+    hq::Negotiated {
+        version: Some(1),
+        alpn,
+        // quinn does not expose the key-exchange group; the runner reads it off the
+        // server's Initial (ServerHello) instead.
+        group: None,
+        cipher: cipher.map(String::from),
+    }
+}
+
+async fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
+    let testcase = match &role {
+        hq::HqCommand::Server(a) => a.testcase.clone(),
+        hq::HqCommand::Client(a) => a.testcase.clone(),
+    };
+    let Some(profile) = hq::Profile::for_testcase(&testcase) else {
+        hq::print_unsupported(&format!("quinn-peer does not know test case {testcase}"));
+        return Ok(hq::EXIT_UNSUPPORTED);
+    };
+    match role {
+        hq::HqCommand::Server(a) => hq_server(a, profile).await.map(|()| 0),
+        hq::HqCommand::Client(a) => Ok(hq_client(a, profile).await),
+    }
+}
+
+async fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let files = refpeers::ensure_certificate(dir.path())
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let cert = std::fs::read(&files.cert_der).map_err(|e| format!("cannot read cert.der: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_pem)
+        .map_err(|e| format!("cannot read {}: {e}", files.key_pem.display()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(hq_provider(&p))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert)], key)
+        .map_err(|e| format!("bad certificate or key: {e}"))?;
+    tls.alpn_protocols = vec![hq::ALPN_HQ.to_vec()];
+    let crypto = QuicServerConfig::with_initial(Arc::new(tls), initial_suite()?)
+        .map_err(|e| e.to_string())?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    sc.transport_config(Arc::new(hq_transport(&p)?));
+    let sock =
+        refpeers::bind_udp(a.listen).map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
+    let ep = Endpoint::new(
+        EndpointConfig::default(),
+        Some(sc),
+        sock,
+        Arc::new(TokioRuntime),
+    )
+    .map_err(|e| format!("cannot create the endpoint: {e}"))?;
+    let addr = ep.local_addr().map_err(|e| e.to_string())?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    refpeers::watch_stdin(move || s.notify_one());
+    let tally = Arc::new(std::sync::Mutex::new((
+        hq::HqServerTally::default(),
+        hq::Negotiated::default(),
+    )));
+    let root = Arc::new(a.root.clone());
+    refpeers::print_listening(addr);
+    let cipher = p.chacha20.then_some("TLS_CHACHA20_POLY1305_SHA256");
+    loop {
+        tokio::select! {
+            incoming = ep.accept() => match incoming {
+                Some(incoming) => {
+                    if p.retry && !incoming.remote_address_validated() {
+                        if incoming.retry().is_ok() {
+                            if let Ok(mut t) = tally.lock() { t.0.retry_sent += 1; }
+                        }
+                        continue;
+                    }
+                    let (tally, root) = (tally.clone(), root.clone());
+                    tokio::spawn(async move {
+                        let Ok(conn) = incoming.await else { return };
+                        if let Ok(mut t) = tally.lock() {
+                            t.0.connections += 1;
+                            t.1 = hq_negotiated(&conn, cipher);
+                        }
+                        while let Ok((send, recv)) = conn.accept_bi().await {
+                            let (tally, root) = (tally.clone(), root.clone());
+                            tokio::spawn(async move {
+                                let served = hq_serve_stream(&root, send, recv).await;
+                                if let Ok(mut t) = tally.lock() {
+                                    match served {
+                                        Ok(()) => t.0.files_served += 1,
+                                        Err(_) => t.0.refused += 1,
+                                    }
+                                }
+                            });
+                        }
+                    });
+                }
+                None => break,
+            },
+            _ = stop.notified() => break,
+        }
+    }
+    ep.close(VarInt::from_u32(0), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+    let (t, n) = tally.lock().map(|t| t.clone()).unwrap_or_default();
+    hq::print_server_report(STACK, &t, &n);
+    Ok(())
+}
+
+/// One hq-interop request: read `GET /path` to FIN, answer the file and FIN.
+async fn hq_serve_stream(
+    root: &std::path::Path,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), String> {
+    let req = recv
+        .read_to_end(hq::MAX_REQUEST)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    match hq::read_requested(root, &req) {
+        Ok(data) => {
+            send.write_all(&data)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            send.finish().map_err(|e| format!("finish: {e}"))?;
+            let _ = send.stopped().await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = send.reset(VarInt::from_u32(0x10));
+            Err(e)
+        }
+    }
+}
+
+async fn hq_client(a: hq::HqClientArgs, p: hq::Profile) -> u8 {
+    let mut tally = hq::HqClientTally::default();
+    let mut neg = hq::Negotiated::default();
+    let start = Instant::now();
+    let run = hq_client_run(&a, &p, &mut tally, &mut neg);
+    let result = match tokio::time::timeout(a.timeout(), run).await {
+        Ok(r) => r,
+        Err(_) => Err(("timeout", format!("no result within {} s", a.timeout_secs))),
+    };
+    tally.seconds = start.elapsed().as_secs_f64();
+    let code = if result.is_ok() { 0 } else { EXIT_FAILURE };
+    hq::print_client_report(STACK, &tally, &neg, result.err());
+    code
+}
+
+async fn hq_client_run(
+    a: &hq::HqClientArgs,
+    p: &hq::Profile,
+    tally: &mut hq::HqClientTally,
+    neg: &mut hq::Negotiated,
+) -> Result<(), (&'static str, String)> {
+    let io = |e: String| ("io", e);
+    let files = a.all_files().map_err(io)?;
+    let prov = hq_provider(p);
+    let mut tls = rustls::ClientConfig::builder_with_provider(prov.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| io(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            provider: prov,
+            accept: true,
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![hq::ALPN_HQ.to_vec()];
+    let crypto = QuicClientConfig::with_initial(Arc::new(tls), initial_suite().map_err(io)?)
+        .map_err(|e| io(e.to_string()))?;
+    let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
+    cc.transport_config(Arc::new(hq_transport(p).map_err(io)?));
+    let mut ep = endpoint(refpeers::local_bind_for(a.connect), None, true).map_err(io)?;
+    ep.set_default_client_config(cc);
+    let groups: Vec<Vec<String>> = if p.connection_per_file {
+        files.iter().map(|f| vec![f.clone()]).collect()
+    } else {
+        vec![files]
+    };
+    let cipher = p.chacha20.then_some("TLS_CHACHA20_POLY1305_SHA256");
+    for group in groups {
+        let conn = ep
+            .connect(a.connect, refpeers::SERVER_NAME)
+            .map_err(|e| ("io", format!("cannot connect: {e}")))?
+            .await
+            .map_err(|e| ("handshake", format!("handshake failed: {e}")))?;
+        tally.handshakes += 1;
+        *neg = hq_negotiated(&conn, cipher);
+        if p.key_update {
+            conn.force_key_update();
+            tally.key_updates_initiated += 1;
+        }
+        let mut set = JoinSet::new();
+        let mut names = group.into_iter();
+        loop {
+            // At most 100 requests in flight; quinn's open_bi also waits for the
+            // server's stream credit (MAX_STREAMS).
+            while set.len() < 100 {
+                let Some(name) = names.next() else { break };
+                let (conn, dir) = (conn.clone(), a.download.clone());
+                set.spawn(async move { hq_fetch(&conn, &dir, &name).await });
+            }
+            match set.join_next().await {
+                Some(Ok(Ok(n))) => {
+                    tally.files += 1;
+                    tally.bytes += n;
+                }
+                Some(Ok(Err(e))) => return Err(("stream", e)),
+                Some(Err(e)) => return Err(("io", format!("a request task failed: {e}"))),
+                None => break,
+            }
+        }
+        conn.close(VarInt::from_u32(0), b"done");
+    }
+    ep.close(VarInt::from_u32(0), b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+    Ok(())
+}
+
+async fn hq_fetch(
+    conn: &quinn::Connection,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<u64, String> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| format!("{name}: cannot open a stream: {e}"))?;
+    send.write_all(&hq::request(name))
+        .await
+        .map_err(|e| format!("{name}: request: {e}"))?;
+    send.finish().map_err(|e| format!("{name}: finish: {e}"))?;
+    let data = recv
+        .read_to_end(hq::MAX_FILE as usize)
+        .await
+        .map_err(|e| format!("{name}: response: {e:?}"))?;
+    hq::save(dir, name, &data).map_err(|e| format!("{name}: cannot save: {e}"))?;
+    Ok(data.len() as u64)
 }

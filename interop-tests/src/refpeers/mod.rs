@@ -49,6 +49,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod hq;
+
 /// ALPN protocol of the bench stream protocol.
 pub const ALPN: &[u8] = b"quill-bench";
 
@@ -99,6 +101,12 @@ pub enum Command {
     Client(ClientArgs),
     /// Attempt a QUIC v1 handshake and report how it ended (version negotiation checks).
     Probe(ProbeArgs),
+    /// The interop runner's HTTP/0.9 (ALPN `hq-interop`), for `--suite quic-v1`.
+    Hq {
+        /// Which role.
+        #[command(subcommand)]
+        role: hq::HqCommand,
+    },
 }
 
 /// `on` or `off`.

@@ -27,16 +27,16 @@ pub struct Scenario {
     /// The impairments, in words.
     pub network: &'static str,
     /// The impairments, as the relay's configuration.
-    relay: fn(&mut RelayConfig),
+    pub(super) relay: fn(&mut RelayConfig),
     /// Files, peer flags and time bound of a run.
-    setup: fn() -> Setup,
+    pub(super) setup: fn() -> Setup,
     /// How a cell is run and judged.
-    judge: Judge,
+    pub(super) judge: Judge,
 }
 
 /// How a cell is run and judged.
 #[derive(Debug, Clone, Copy)]
-enum Judge {
+pub(super) enum Judge {
     /// One run of the setup, judged by this rule (a note on pass, the reason on fail).
     Run(fn(&RunOutput) -> Result<String, String>),
     /// Several runs (login: a wrong then the right password; goodput: five runs).
@@ -44,7 +44,7 @@ enum Judge {
 }
 
 /// What a [`Judge::Cell`] needs to run the scenario's setup itself.
-struct CellRun<'a> {
+pub(super) struct CellRun<'a> {
     opts: &'a RunOptions,
     sc: &'a Scenario,
     client: &'a PeerImpl,
@@ -330,7 +330,7 @@ const fn fifty_handshakes(
 }
 
 /// The same impairment in both directions.
-fn each_way(rc: &mut RelayConfig, set: impl Fn(&mut Impairments)) {
+pub(super) fn each_way(rc: &mut RelayConfig, set: impl Fn(&mut Impairments)) {
     set(&mut rc.c2s);
     set(&mut rc.s2c);
 }
@@ -458,7 +458,7 @@ fn multiplexing(o: &RunOutput) -> Result<String, String> {
     Ok(String::new())
 }
 
-fn longrtt(o: &RunOutput) -> Result<String, String> {
+pub(super) fn longrtt(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     let cap = &o.capture;
     let Some(first_reply) = cap.dir(Direction::S2C).map(|r| r.t).next() else {
@@ -545,14 +545,14 @@ fn handshakes(o: &RunOutput) -> Result<String, String> {
     ))
 }
 
-fn transferloss(o: &RunOutput) -> Result<String, String> {
+pub(super) fn transferloss(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     let lost = o.capture.dropped_indices(Direction::S2C).len()
         + o.capture.dropped_indices(Direction::C2S).len();
     Ok(format!("{lost} datagrams dropped"))
 }
 
-fn transfercorruption(o: &RunOutput) -> Result<String, String> {
+pub(super) fn transfercorruption(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     let corrupted = o
         .capture
@@ -563,7 +563,7 @@ fn transfercorruption(o: &RunOutput) -> Result<String, String> {
     Ok(format!("{corrupted} datagrams corrupted"))
 }
 
-fn blackhole(o: &RunOutput) -> Result<String, String> {
+pub(super) fn blackhole(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     let bh = |d| {
         o.capture
@@ -638,7 +638,7 @@ fn rebind(o: &RunOutput, by_addr: bool) -> Result<String, String> {
     ))
 }
 
-fn ipv6(o: &RunOutput) -> Result<String, String> {
+pub(super) fn ipv6(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     let n = o.capture.records.len();
     let v4 = o
@@ -750,7 +750,7 @@ fn login(r: &CellRun<'_>) -> (Outcome, Value) {
 }
 
 /// Five runs; goodput is reported, not judged.
-fn goodput(r: &CellRun<'_>) -> (Outcome, Value) {
+pub(super) fn goodput(r: &CellRun<'_>) -> (Outcome, Value) {
     let setup = (r.sc.setup)();
     let mut rates = Vec::new();
     let mut runs = Vec::new();

@@ -1,0 +1,882 @@
+//! `--suite quic-v1`: the QUIC interop runner's test cases over HTTP/0.9 (`hq-interop`)
+//! between reference QUIC stacks (and quill, once it speaks QUIC v1), on the interop
+//! runner's default link through our relay, judged by its pass rules (restated in
+//! [`SCENARIOS`] and docs/INTEROP.md) from the relay's capture and the downloaded files.
+//!
+//! A stack is one entry of [`STACKS`]: how to start its peer (the `hq` command line of
+//! `interop-tests/src/refpeers/hq.rs`), or why it cannot take part.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::scenarios::{
+    blackhole, each_way, goodput, ipv6, longrtt, transfercorruption, transferloss, Judge,
+};
+use super::{
+    basic, names, run_cell, server_retry, u, Cell, InitialInfo, Outcome, PeerImpl, RunOptions,
+    RunOutput, Scenario, Setup, MB,
+};
+use crate::capture::Direction;
+use crate::relay::RelayConfig;
+use quill_transport::wire::{parse_header, LongType, PacketKind};
+
+/// How a stack's peer is found.
+#[derive(Debug, Clone, Copy)]
+pub enum Adapter {
+    /// An executable built next to `quill-interop`, run as `EXE hq server|client ...`.
+    Sibling(&'static str),
+    /// aioquic: `interop-tests/peers/aioquic_peer.py` in the venv of
+    /// `interop-tests/peers/setup.sh` (run on first use).
+    Aioquic,
+    /// Not available, and why.
+    Unsupported(&'static str),
+}
+
+/// One stack of the matrix.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack {
+    /// Name on the command line and in the matrix.
+    pub name: &'static str,
+    /// How its peer is started.
+    pub adapter: Adapter,
+}
+
+/// Every stack of the quic-v1 suite. Plugging quill in is replacing its entry with
+/// `Adapter::Sibling("quill-interop-peer")` once the peer speaks hq-interop.
+pub const STACKS: &[Stack] = &[
+    Stack {
+        name: "quill",
+        adapter: Adapter::Unsupported("quill QUIC v1 not merged yet"),
+    },
+    Stack {
+        name: "quinn",
+        adapter: Adapter::Sibling("quinn-peer"),
+    },
+    Stack {
+        name: "quinn-pq",
+        adapter: Adapter::Sibling("quinn-pq-peer"),
+    },
+    Stack {
+        name: "quiche",
+        adapter: Adapter::Sibling("quiche-peer"),
+    },
+    Stack {
+        name: "aioquic",
+        adapter: Adapter::Aioquic,
+    },
+    Stack {
+        name: "ngtcp2",
+        adapter: Adapter::Unsupported(
+            "no hq-interop peer: Debian's ngtcp2 0.12.1 examples (gtlsclient/gtlsserver) \
+             speak only HTTP/3",
+        ),
+    },
+];
+
+/// The stack called `name`.
+pub fn stack(name: &str) -> Option<&'static Stack> {
+    STACKS.iter().find(|s| s.name == name)
+}
+
+/// The interop runner's default link, both ways: 10 Mbit/s, 15 ms one-way delay, a
+/// 25-packet queue (25 × 1500 bytes).
+fn default_link(rc: &mut RelayConfig) {
+    each_way(rc, |d| {
+        d.rate_bps = Some(10_000_000);
+        d.delay = Duration::from_millis(15);
+        d.queue_bytes = 25 * 1500;
+    });
+}
+
+/// Every scenario of the suite, in matrix order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "handshake",
+        network: "default link",
+        rule: "1 file (1 KB) byte-exact; exactly 1 handshake (server Initials from 1 \
+               Source CID); no Retry; every long header is QUIC v1",
+        relay: default_link,
+        setup: || Setup::new(vec![("hello.bin".into(), 1024)]),
+        judge: Judge::Run(one_handshake),
+    },
+    Scenario {
+        name: "transfer",
+        network: "default link",
+        rule: "files of 2, 3 and 5 MB byte-exact over 1 connection; both sides use \
+               64 KiB stream / 128 KiB connection flow-control windows",
+        relay: default_link,
+        setup: || Setup {
+            timeout: Duration::from_secs(60),
+            ..Setup::new(vec![
+                ("t2.bin".into(), 2 * MB),
+                ("t3.bin".into(), 3 * MB),
+                ("t5.bin".into(), 5 * MB),
+            ])
+        },
+        judge: Judge::Run(one_handshake),
+    },
+    Scenario {
+        name: "multiplexing",
+        network: "default link",
+        rule: "1999 files of 32 B byte-exact over 1 connection (1 handshake); the server \
+               allows at most 1000 bidirectional streams, so the client must wait for \
+               MAX_STREAMS",
+        relay: default_link,
+        setup: || {
+            let files: Vec<(String, usize)> =
+                names("m", 1999).into_iter().map(|n| (n, 32)).collect();
+            Setup {
+                timeout: Duration::from_secs(90),
+                ..Setup::new(files)
+            }
+        },
+        judge: Judge::Run(one_handshake),
+    },
+    Scenario {
+        name: "retry",
+        network: "default link",
+        rule: "the server sends a Retry; 1 file (10 KB) byte-exact; 1 handshake; on the \
+               capture a Retry, and the client's next Initial carries the Retry's token, \
+               goes to the Retry's Source CID and continues the packet numbers of the \
+               Initials before it (header protection removed with the QUIC v1 Initial keys)",
+        relay: default_link,
+        setup: || Setup::new(vec![("r.bin".into(), 10 * 1024)]),
+        judge: Judge::Run(retry),
+    },
+    Scenario {
+        name: "chacha20",
+        network: "default link",
+        rule: "both sides offer only TLS_CHACHA20_POLY1305_SHA256; 1 file (3 MB) \
+               byte-exact, 1 handshake; the ServerHello (read off the server's Initial) \
+               chose TLS_CHACHA20_POLY1305_SHA256, and no side reports another suite",
+        relay: default_link,
+        setup: || Setup::new(vec![("c.bin".into(), 3 * MB)]),
+        judge: Judge::Run(chacha20),
+    },
+    Scenario {
+        name: "keyupdate",
+        network: "default link",
+        rule: "the client initiates a key update right after the handshake; 1 file \
+               (3 MB) byte-exact over 1 connection; the client reports the update",
+        relay: default_link,
+        setup: || Setup::new(vec![("k.bin".into(), 3 * MB)]),
+        judge: Judge::Run(keyupdate),
+    },
+    Scenario {
+        name: "handshakeloss",
+        network: "default link, 30% random loss each way",
+        rule: "50 files of 1 KB, each over its own connection, one after another: 50 \
+               handshakes (client Initials to 50 Destination CIDs), all byte-exact",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.loss = 0.3);
+        },
+        setup: fifty_connections,
+        judge: Judge::Run(fifty),
+    },
+    Scenario {
+        name: "transferloss",
+        network: "default link, 2% random loss each way",
+        rule: "1 file (2 MB) byte-exact over 1 connection",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.loss = 0.02);
+        },
+        setup: || one_v1_file("t.bin", 2 * MB, 90),
+        judge: Judge::Run(transferloss),
+    },
+    Scenario {
+        name: "handshakecorruption",
+        network: "default link, 30% of datagrams get a byte flipped in their first 50 bytes",
+        rule: "as handshakeloss",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| {
+                d.corrupt = 0.3;
+                d.corrupt_first_50 = true;
+            });
+        },
+        setup: fifty_connections,
+        judge: Judge::Run(fifty),
+    },
+    Scenario {
+        name: "transfercorruption",
+        network: "default link, 2% of datagrams get one byte flipped anywhere",
+        rule: "1 file (2 MB) byte-exact over 1 connection",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.corrupt = 0.02);
+        },
+        setup: || one_v1_file("t.bin", 2 * MB, 90),
+        judge: Judge::Run(transfercorruption),
+    },
+    Scenario {
+        name: "blackhole",
+        network: "default link; 5 s on, then everything dropped for 2 s, repeated",
+        rule: "1 file (10 MB) byte-exact over 1 connection; the capture shows black-holed \
+               datagrams in both directions",
+        relay: |rc| {
+            default_link(rc);
+            rc.blackhole = Some((Duration::from_secs(2), Duration::from_secs(5)));
+        },
+        setup: || one_v1_file("b.bin", 10 * MB, 120),
+        judge: Judge::Run(blackhole),
+    },
+    Scenario {
+        name: "longrtt",
+        network: "default link with 750 ms one-way delay (1.5 s RTT)",
+        rule: "1 file (100 KB) byte-exact; the client retransmitted its first Initial \
+               flight before the server's reply could reach it",
+        relay: |rc| {
+            default_link(rc);
+            each_way(rc, |d| d.delay = Duration::from_millis(750));
+        },
+        setup: || one_v1_file("long.bin", 100_000, 60),
+        judge: Judge::Run(longrtt),
+    },
+    Scenario {
+        name: "goodput",
+        network: "default link",
+        rule: "5 runs of 1 file (10 MB) byte-exact; goodput reported per run, not judged",
+        relay: default_link,
+        setup: || one_v1_file("g.bin", 10 * MB, 60),
+        judge: Judge::Cell(goodput),
+    },
+    Scenario {
+        name: "ipv6",
+        network: "default link; server, relay and client on ::1",
+        rule: "files of 5 and 10 KB byte-exact over 1 connection; every datagram on the \
+               capture went over IPv6",
+        relay: default_link,
+        setup: || Setup {
+            ipv6: true,
+            ..Setup::new(vec![
+                ("six5.bin".into(), 5 * 1024),
+                ("six10.bin".into(), 10 * 1024),
+            ])
+        },
+        judge: Judge::Run(ipv6),
+    },
+    Scenario {
+        name: "rebind-port",
+        network: "default link; the relay's server-facing source port changes 1 s in and \
+                  every 5 s after",
+        rule: "1 file (10 MB) byte-exact over 1 connection; the capture shows more than 1 \
+               client source port and server datagrams to every one of them (the server \
+               followed each rebinding)",
+        relay: |rc| {
+            default_link(rc);
+            rc.rebind = (0..4)
+                .map(|i| crate::relay::Rebind {
+                    at: Duration::from_secs(1 + 5 * i),
+                    kind: crate::relay::RebindKind::Port,
+                })
+                .collect();
+        },
+        setup: || one_v1_file("p.bin", 10 * MB, 60),
+        judge: Judge::Run(rebind_port),
+    },
+];
+
+fn one_v1_file(name: &str, size: usize, secs: u64) -> Setup {
+    Setup {
+        timeout: Duration::from_secs(secs),
+        ..Setup::new(vec![(name.into(), size)])
+    }
+}
+
+fn fifty_connections() -> Setup {
+    let files: Vec<(String, usize)> = names("h", 50).into_iter().map(|n| (n, 1000)).collect();
+    Setup {
+        timeout: Duration::from_secs(300),
+        ..Setup::new(files)
+    }
+}
+
+/// The scenario called `name`.
+pub fn scenario(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// Long headers on the capture that are not QUIC v1 (Version Negotiation aside).
+/// Records as the sender sent them: the relay parses a datagram after corrupting it,
+/// so a corrupted one's header fields are not the sender's (handshakecorruption flips
+/// bytes in the first 50, which hold the version and the connection IDs).
+fn as_sent(r: &crate::capture::Record) -> bool {
+    !matches!(r.action, crate::capture::Action::Corrupted { .. })
+}
+
+fn non_v1_long_headers(o: &RunOutput) -> usize {
+    o.capture
+        .records
+        .iter()
+        .filter(|r| as_sent(r))
+        .filter(|r| {
+            matches!(&r.header, crate::capture::HeaderInfo::Long { version, .. }
+                if *version != 0 && *version != quill_transport::wire::QUIC_V1)
+        })
+        .count()
+}
+
+/// Handshakes on the wire as the interop runner counts them: distinct Source CIDs of
+/// server Initials.
+fn server_initial_scids(o: &RunOutput) -> usize {
+    o.capture
+        .originals(Direction::S2C)
+        .filter(|r| as_sent(r))
+        .filter_map(|r| match &r.header {
+            crate::capture::HeaderInfo::Long {
+                scid,
+                ty: Some(LongType::Initial),
+                ..
+            } => Some(scid.clone()),
+            _ => None,
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+fn connections(o: &RunOutput, want: usize) -> Result<(), String> {
+    let hs = u(&o.client, "handshakes") as usize;
+    let scids = server_initial_scids(o);
+    let other = non_v1_long_headers(o);
+    if hs != want || scids != want || other != 0 {
+        return Err(format!(
+            "expected {want} handshake(s): client reports {hs}, capture shows server \
+             Initials from {scids} Source CIDs and {other} long headers of another version"
+        ));
+    }
+    Ok(())
+}
+
+/// Files byte-exact and exactly one QUIC v1 connection without Retry.
+fn one_handshake(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let retries = o.capture.long_packets(Direction::S2C, LongType::Retry);
+    if retries != 0 {
+        return Err(format!(
+            "{retries} Retry packets on the capture, expected none"
+        ));
+    }
+    Ok(negotiated_note(o))
+}
+
+fn fifty(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 50)?;
+    Ok(format!("50 handshakes in {:.1} s", seconds(o)))
+}
+
+fn seconds(o: &RunOutput) -> f64 {
+    o.client
+        .as_ref()
+        .and_then(|c| c.get("seconds"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// A client Initial's DCID and token (its packet number stays protected: the rule
+/// does not need it).
+fn initial_dcid_token(head: &[u8]) -> Option<InitialInfo> {
+    let probe = ungreased(head);
+    let h = parse_header(&probe, 0).ok()?;
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial)) {
+        return None;
+    }
+    Some(InitialInfo {
+        dcid: h.dcid.as_ref().to_vec(),
+        token: h.token.to_vec(),
+        pn: 0,
+    })
+}
+
+fn retry(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    let retries: Vec<(Vec<u8>, Vec<u8>)> = o
+        .capture
+        .originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref().and_then(server_retry))
+        .collect();
+    let Some((scid, token)) = retries.first() else {
+        return Err("no Retry on the capture".into());
+    };
+    let initials: Vec<InitialInfo> = o
+        .capture
+        .originals(Direction::C2S)
+        .filter_map(|r| r.head.as_deref().and_then(initial_dcid_token))
+        .collect();
+    let Some(after) = initials.iter().find(|i| !i.token.is_empty()) else {
+        return Err("no client Initial carries a token after the Retry".into());
+    };
+    if &after.token != token {
+        return Err("the client's Initial after the Retry carries another token".into());
+    }
+    if &after.dcid != scid {
+        return Err(
+            "the client's Initial after the Retry does not go to the Retry's Source CID".into(),
+        );
+    }
+    connections(o, 1)?;
+    let pns: Vec<(bool, u64)> = o
+        .capture
+        .originals(Direction::C2S)
+        .filter_map(|r| r.head.as_deref())
+        .filter_map(|h| {
+            let i = initial_dcid_token(h)?;
+            Some((!i.token.is_empty(), client_initial_pn(h, &i.dcid)?))
+        })
+        .collect();
+    let before = pns.iter().filter(|(t, _)| !t).map(|(_, pn)| *pn).max();
+    let first_after = pns.iter().find(|(t, _)| *t).map(|(_, pn)| *pn);
+    match (before, first_after) {
+        (Some(b), Some(a)) if a <= b => {
+            return Err(format!(
+                "the client reset its Initial packet numbers after the Retry ({a} after {b})"
+            ))
+        }
+        (_, None) => return Err("cannot read the packet number after the Retry".into()),
+        _ => {}
+    }
+    Ok(format!(
+        "{} Retry on the wire, token echoed, client Initial pn {} after {}",
+        retries.len(),
+        first_after.unwrap_or(0),
+        before.map_or("none".to_string(), |b| b.to_string())
+    ))
+}
+
+fn reported(o: &RunOutput, key: &str) -> Vec<String> {
+    [&o.client, &o.server]
+        .into_iter()
+        .filter_map(|v| v.as_ref()?.get(key)?.as_str().map(String::from))
+        .collect()
+}
+
+/// ALPN (reported by the peers), cipher suite and group (read off the ServerHello).
+fn negotiated_note(o: &RunOutput) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = reported(o, "alpn").first() {
+        parts.push(a.clone());
+    }
+    if let Some(h) = server_hello(&o.capture) {
+        parts.push(crate::refpeers::hq::cipher_name(h.cipher));
+        if let Some(g) = h.group {
+            parts.push(crate::refpeers::hq::group_name(g));
+        }
+    }
+    parts.join(", ")
+}
+
+fn chacha20(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let Some(hello) = server_hello(&o.capture) else {
+        return Err("no readable ServerHello in the server's Initial".into());
+    };
+    if hello.cipher != 0x1303 {
+        return Err(format!(
+            "the ServerHello chose {}",
+            crate::refpeers::hq::cipher_name(hello.cipher)
+        ));
+    }
+    if let Some(c) = reported(o, "cipher")
+        .iter()
+        .find(|c| *c != "TLS_CHACHA20_POLY1305_SHA256")
+    {
+        return Err(format!("a side reports cipher suite {c}"));
+    }
+    Ok(negotiated_note(o))
+}
+
+fn keyupdate(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let k = u(&o.client, "key_updates_initiated");
+    if k < 1 {
+        return Err("the client reports no key update it initiated".into());
+    }
+    Ok(format!("client initiated {k} key update(s)"))
+}
+
+fn rebind_port(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let ports: Vec<std::net::SocketAddr> =
+        o.capture.dir(Direction::C2S).fold(Vec::new(), |mut v, r| {
+            if !v.contains(&r.upstream) {
+                v.push(r.upstream);
+            }
+            v
+        });
+    if ports.len() < 2 {
+        return Err(format!(
+            "the capture shows {} client source port(s), expected a rebinding",
+            ports.len()
+        ));
+    }
+    for p in &ports {
+        if !o.capture.dir(Direction::S2C).any(|r| r.upstream == *p) {
+            return Err(format!(
+                "the server sent nothing to client port {}",
+                p.port()
+            ));
+        }
+    }
+    Ok(format!(
+        "{} client ports, the server followed each",
+        ports.len()
+    ))
+}
+
+/// The packet number of a client Initial (RFC 9001 §5.4: header protection removed
+/// with the client Initial key derived from `dcid`).
+fn client_initial_pn(head: &[u8], dcid: &[u8]) -> Option<u64> {
+    use quill_crypto::packet::{HeaderKey, Labels, Suite};
+    let probe = ungreased(head);
+    let h = parse_header(&probe, 0).ok()?;
+    let (client, _) = quill_crypto::schedule::quic_v1_initial_secrets(dcid);
+    let hp = HeaderKey::new(Suite::Aes128Gcm, &client, &Labels::QUIC_V1);
+    let mask = hp.mask(head.get(h.pn_offset + 4..h.pn_offset + 20)?).ok()?;
+    let pn_len = ((head[0] ^ (mask[0] & 0x0f)) & 0x03) as usize + 1;
+    let bytes = head.get(h.pn_offset..h.pn_offset + pn_len)?;
+    Some(
+        bytes
+            .iter()
+            .zip(&mask[1..])
+            .fold(0u64, |acc, (b, m)| (acc << 8) | u64::from(b ^ m)),
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// The matrix
+
+/// The peer of `stack`, or why there is none.
+fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
+    let dir = opts
+        .peer_bin
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    match stack.adapter {
+        Adapter::Unsupported(why) => Err(why.to_string()),
+        Adapter::Sibling(exe) => {
+            let bin = dir.join(exe);
+            if !bin.is_file() {
+                let how = if exe == "quinn-pq-peer" {
+                    "bash interop-tests/peers/setup.sh quinn-pq"
+                } else {
+                    "cargo build -p quill-interop --bins"
+                };
+                return Err(format!(
+                    "{} not found; build it with `{how}`",
+                    bin.display()
+                ));
+            }
+            Ok(PeerImpl {
+                name: stack.name.into(),
+                bin,
+                prefix: vec!["hq".into()],
+            })
+        }
+        Adapter::Aioquic => {
+            let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers");
+            let venv = std::env::var_os("QUILL_PEERS_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| peers.join(".venv"));
+            let python = venv.join("bin/python");
+            let ready = || {
+                Command::new(&python)
+                    .args(["-c", "import aioquic"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ready() {
+                let ok = Command::new("bash")
+                    .arg(peers.join("setup.sh"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok || !ready() {
+                    return Err(
+                        "aioquic could not be installed (interop-tests/peers/setup.sh)".into(),
+                    );
+                }
+            }
+            Ok(PeerImpl {
+                name: stack.name.into(),
+                bin: python,
+                prefix: vec![
+                    peers.join("aioquic_peer.py").to_string_lossy().into_owned(),
+                    "hq".into(),
+                ],
+            })
+        }
+    }
+}
+
+/// Runs every selected scenario for every (client, server) pair of `opts.peers`.
+pub fn run(opts: &RunOptions) -> Vec<Cell> {
+    let names: Vec<&str> = opts.peers.iter().map(String::as_str).collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .flat_map(|c| names.iter().map(move |s| (*c, *s)))
+        .collect();
+    run_pairs(opts, &pairs)
+}
+
+/// Runs every selected scenario for the given (client, server) pairs of stack names
+/// (unknown names are skipped).
+pub fn run_pairs(opts: &RunOptions, pairs: &[(&str, &str)]) -> Vec<Cell> {
+    let mut peers: Vec<(&str, Result<PeerImpl, String>)> = Vec::new();
+    for (c, s) in pairs {
+        for name in [c, s] {
+            if let Some(st) = stack(name) {
+                if !peers.iter().any(|(n, _)| n == name) {
+                    peers.push((st.name, peer_of(st, opts)));
+                }
+            }
+        }
+    }
+    let find = |n: &str| peers.iter().find(|(p, _)| *p == n).map(|(_, r)| r);
+    let mut cells = Vec::new();
+    for name in &opts.scenarios {
+        let Some(sc) = scenario(name) else { continue };
+        for (cname, sname) in pairs {
+            let (Some(client), Some(server)) = (find(cname), find(sname)) else {
+                continue;
+            };
+            let cell = match (client, server) {
+                (Ok(c), Ok(s)) => {
+                    if opts.verbose {
+                        eprintln!("quill-interop: {} ({cname} → {sname}) ...", sc.name);
+                    }
+                    run_cell(opts, sc, c, s)
+                }
+                (Err(why), _) | (_, Err(why)) => Cell {
+                    scenario: sc.name.into(),
+                    client: cname.to_string(),
+                    server: sname.to_string(),
+                    outcome: Outcome::Unsupported(why.clone()),
+                    seconds: 0.0,
+                    metrics: Value::Null,
+                },
+            };
+            if opts.verbose {
+                eprintln!(
+                    "quill-interop: {} ({cname} → {sname}): {} {} ({:.1} s)",
+                    sc.name,
+                    cell.outcome.label(),
+                    cell.outcome.reason(),
+                    cell.seconds
+                );
+            }
+            cells.push(cell);
+        }
+    }
+    cells
+}
+
+// ---------------------------------------------------------------------------------
+// The ServerHello off the wire
+
+/// What the server's ServerHello says: TLS cipher suite and key-exchange group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloInfo {
+    /// Cipher suite codepoint.
+    pub cipher: u16,
+    /// Key-share group codepoint, if the key_share extension was in the first packet.
+    pub group: Option<u16>,
+}
+
+/// Reads the ServerHello from the first server Initial on the capture: Initial keys
+/// come from the client's first Destination CID, or after a Retry from the Retry's
+/// Source CID (RFC 9001 §5.2), so the relay can read it as anyone on the path can.
+pub fn server_hello(cap: &crate::capture::Capture) -> Option<HelloInfo> {
+    let mut dcids: Vec<Vec<u8>> = cap
+        .originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref().and_then(server_retry))
+        .map(|(scid, _)| scid)
+        .collect();
+    if let Some(first) = cap
+        .originals(Direction::C2S)
+        .find_map(|r| r.head.as_deref().and_then(initial_dcid_token))
+    {
+        dcids.push(first.dcid);
+    }
+    cap.originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref())
+        .find_map(|head| dcids.iter().find_map(|d| open_server_initial(head, d)))
+}
+
+/// `head` with the fixed bit set, for parsing only: RFC 9287 lets a peer that saw
+/// `grease_quic_bit` from the other side clear it (quinn does, with quinn), and quill's
+/// parser, rightly for its own packets, refuses such headers. The bit stays as sent in
+/// the associated data.
+fn ungreased(head: &[u8]) -> Vec<u8> {
+    let mut v = head.to_vec();
+    if let Some(b) = v.first_mut() {
+        *b |= 0x40;
+    }
+    v
+}
+
+/// RFC 9001 §5.4.2 (header protection sample 4 bytes after the Packet Number field's
+/// start) and §5.3 (AEAD with the unprotected header as associated data).
+fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<HelloInfo> {
+    use quill_crypto::packet::{HeaderKey, Labels, PacketKey, Suite};
+    let probe = ungreased(head);
+    let h = parse_header(&probe, 0).ok()?;
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial))
+        || h.version != quill_transport::wire::QUIC_V1
+        || h.packet_len > head.len()
+    {
+        return None;
+    }
+    let (_, server) = quill_crypto::schedule::quic_v1_initial_secrets(client_dcid);
+    let hp = HeaderKey::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V1);
+    let sample = head.get(h.pn_offset + 4..h.pn_offset + 4 + 16)?;
+    let mask = hp.mask(sample).ok()?;
+    let mut pkt = head[..h.packet_len].to_vec();
+    pkt[0] ^= mask[0] & 0x0f;
+    let pn_len = (pkt[0] & 0x03) as usize + 1;
+    let mut pn = 0u64;
+    for i in 0..pn_len {
+        pkt[h.pn_offset + i] ^= mask[1 + i];
+        pn = (pn << 8) | u64::from(pkt[h.pn_offset + i]);
+    }
+    let (header, body) = pkt.split_at_mut(h.pn_offset + pn_len);
+    let key = PacketKey::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V1);
+    let n = key.open_in_place(pn, header, body).ok()?;
+    hello_in_frames(&body[..n])
+}
+
+/// Finds the CRYPTO frame at offset 0 among Initial frames and reads the ServerHello.
+fn hello_in_frames(frames: &[u8]) -> Option<HelloInfo> {
+    let mut r = quill_transport::wire::Reader::new(frames);
+    // Bounded by the payload: every frame consumes at least one byte.
+    while !r.is_empty() {
+        match r.varint().ok()? {
+            0x00 | 0x01 => {}
+            t @ (0x02 | 0x03) => {
+                // RFC 9000 §19.3: Largest, Delay, Range Count, First Range, ranges.
+                r.varint().ok()?;
+                r.varint().ok()?;
+                let count = r.varint().ok()?;
+                r.varint().ok()?;
+                for _ in 0..count.min(1024) * 2 {
+                    r.varint().ok()?;
+                }
+                if t == 0x03 {
+                    for _ in 0..3 {
+                        r.varint().ok()?;
+                    }
+                }
+            }
+            0x06 => {
+                let offset = r.varint().ok()?;
+                let len = usize::try_from(r.varint().ok()?).ok()?;
+                let data = r.bytes(len).ok()?;
+                if offset == 0 {
+                    return parse_server_hello(data);
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// RFC 8446 §4.1.3: ServerHello = type 2, length (3), legacy_version (2), random (32),
+/// legacy_session_id_echo (1 + n), cipher_suite (2), compression (1), extensions (2 + n);
+/// §4.2.8: key_share (51) = group (2), key_exchange (2 + n).
+fn parse_server_hello(msg: &[u8]) -> Option<HelloInfo> {
+    let mut r = quill_transport::wire::Reader::new(msg);
+    if r.u8().ok()? != 2 {
+        return None;
+    }
+    r.skip(3 + 2 + 32).ok()?;
+    let sid = usize::from(r.u8().ok()?);
+    r.skip(sid).ok()?;
+    let cipher = r.u16().ok()?;
+    r.skip(1).ok()?;
+    let mut group = None;
+    if let Ok(ext_len) = r.u16() {
+        let mut left = usize::from(ext_len);
+        while left >= 4 {
+            let (Ok(ty), Ok(len)) = (r.u16(), r.u16()) else {
+                break;
+            };
+            let len = usize::from(len);
+            if ty == 51 && len >= 2 {
+                group = r.u16().ok();
+                break;
+            }
+            if r.skip(len).is_err() {
+                break;
+            }
+            left = left.saturating_sub(4 + len);
+        }
+    }
+    Some(HelloInfo { cipher, group })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ServerHello with a session ID, supported_versions, then key_share.
+    fn hello(cipher: u16, group: u16) -> Vec<u8> {
+        let mut exts = vec![0x00, 0x2b, 0x00, 0x02, 0x03, 0x04];
+        exts.extend_from_slice(&[0x00, 0x33, 0x00, 0x06]);
+        exts.extend_from_slice(&group.to_be_bytes());
+        exts.extend_from_slice(&[0x00, 0x02, 0xaa, 0xbb]);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7u8; 32]);
+        body.extend_from_slice(&[3, 1, 2, 3]);
+        body.extend_from_slice(&cipher.to_be_bytes());
+        body.push(0);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    #[test]
+    fn server_hello_fields_are_read_after_an_ack_frame() {
+        let msg = hello(0x1303, 0x11ec);
+        // ACK (largest 0, delay 0, 0 ranges, first range 0), then CRYPTO at offset 0.
+        let mut frames = vec![0x02, 0, 0, 0, 0, 0x06, 0x00];
+        frames.extend_from_slice(&[0x40 | (msg.len() >> 8) as u8, msg.len() as u8]);
+        frames.extend_from_slice(&msg);
+        frames.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(
+            hello_in_frames(&frames),
+            Some(HelloInfo {
+                cipher: 0x1303,
+                group: Some(0x11ec)
+            })
+        );
+        // Not a ServerHello, an unknown frame, or a truncated message: nothing.
+        assert_eq!(parse_server_hello(&[1, 0, 0, 0]), None);
+        assert_eq!(hello_in_frames(&[0x1e, 0x06]), None);
+        assert_eq!(parse_server_hello(&msg[..20]), None);
+    }
+
+    #[test]
+    fn every_stack_and_scenario_is_named_once() {
+        let mut seen = std::collections::HashSet::new();
+        assert!(STACKS.iter().all(|s| seen.insert(s.name)));
+        let mut seen = std::collections::HashSet::new();
+        assert!(SCENARIOS
+            .iter()
+            .all(|s| seen.insert(s.name) && !s.rule.is_empty()));
+    }
+}
