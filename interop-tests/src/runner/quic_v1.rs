@@ -49,7 +49,7 @@ pub struct Stack {
 pub const STACKS: &[Stack] = &[
     Stack {
         name: "quill",
-        adapter: Adapter::Unsupported("quill QUIC v1 not merged yet"),
+        adapter: Adapter::Unsupported("quill-interop peer has no QUIC v1 mode yet"),
     },
     Stack {
         name: "quinn",
