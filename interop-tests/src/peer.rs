@@ -142,12 +142,9 @@ pub struct ClientArgs {
     /// Where downloaded files are written.
     #[arg(long)]
     pub download: PathBuf,
-    /// Files to fetch, comma-separated paths under the server's root.
-    #[arg(long, value_delimiter = ',')]
-    pub files: Vec<String>,
-    /// File with one path per line to fetch (added to --files).
-    #[arg(long)]
-    pub files_from: Option<PathBuf>,
+    /// Files to fetch, paths under the server's root.
+    #[command(flatten)]
+    pub files: crate::refpeers::hq::FileList,
     /// Connections to make one after another; connection i fetches file i (mod the
     /// number of files). With 1, one connection fetches every file.
     #[arg(long, default_value_t = 1)]
@@ -859,23 +856,13 @@ pub fn run_client(a: &ClientArgs) -> i32 {
             return USAGE;
         }
     };
-    let mut files = a.files.clone();
-    if let Some(list) = &a.files_from {
-        match std::fs::read_to_string(list) {
-            Ok(t) => files.extend(t.lines().filter(|l| !l.is_empty()).map(String::from)),
-            Err(e) => {
-                eprintln!(
-                    "quill-interop-peer client: --files-from {}: {e}",
-                    list.display()
-                );
-                return USAGE;
-            }
+    let files = match a.files.all() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("quill-interop-peer client: {e}");
+            return USAGE;
         }
-    }
-    if files.is_empty() {
-        eprintln!("quill-interop-peer client: nothing to fetch; give --files or --files-from");
-        return USAGE;
-    }
+    };
     if a.idle_ms.is_some() && files.len() < 2 {
         eprintln!("quill-interop-peer client: --idle-ms needs at least two files");
         return USAGE;

@@ -81,20 +81,29 @@ pub struct HqClientArgs {
     /// Directory the files are written to.
     #[arg(long)]
     pub download: PathBuf,
-    /// Comma-separated file names.
-    #[arg(long, value_delimiter = ',')]
-    pub files: Vec<String>,
-    /// A file with one name per line.
-    #[arg(long)]
-    pub files_from: Option<PathBuf>,
+    /// The files to fetch.
+    #[command(flatten)]
+    pub files: FileList,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
 }
 
-impl HqClientArgs {
-    /// Every file to fetch: `--files`, then `--files-from`.
-    pub fn all_files(&self) -> Result<Vec<String>, String> {
+/// `--files` and `--files-from`: the files a client fetches (the same options in
+/// `quill-interop peer client` and every reference peer's `hq client`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileList {
+    /// Comma-separated file names.
+    #[arg(long, value_delimiter = ',')]
+    pub files: Vec<String>,
+    /// A file with one name per line (added to --files).
+    #[arg(long)]
+    pub files_from: Option<PathBuf>,
+}
+
+impl FileList {
+    /// Every file to fetch: `--files`, then `--files-from`; an error if there is none.
+    pub fn all(&self) -> Result<Vec<String>, String> {
         let mut out: Vec<String> = self
             .files
             .iter()
@@ -115,6 +124,13 @@ impl HqClientArgs {
             return Err("no files to fetch; pass --files or --files-from".into());
         }
         Ok(out)
+    }
+}
+
+impl HqClientArgs {
+    /// Every file to fetch: `--files`, then `--files-from`.
+    pub fn all_files(&self) -> Result<Vec<String>, String> {
+        self.files.all()
     }
 
     /// The client's overall bound.
