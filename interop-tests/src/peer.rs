@@ -51,6 +51,8 @@ use quill_transport::service::{check_relative, sha256_hex, Answer, Files, Reques
 use serde_json::json;
 use zeroize::Zeroizing;
 
+mod hq;
+
 /// Largest file the peer server serves (it reads a file whole before sending it).
 pub const MAX_FILE: u64 = 64 << 20;
 /// Exit code for bad command-line input.
@@ -75,6 +77,13 @@ pub enum Role {
     Server(ServerArgs),
     /// Fetch files from a server and print one JSON result line.
     Client(ClientArgs),
+    /// QUIC v1 with TLS 1.3 and the interop runner's HTTP/0.9 (`hq-interop`), with the
+    /// reference peers' command line (`interop-tests/src/refpeers/hq.rs`).
+    Hq {
+        /// `server` or `client`.
+        #[command(subcommand)]
+        cmd: crate::refpeers::hq::HqCommand,
+    },
 }
 
 /// Knobs both roles share.
@@ -201,6 +210,7 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> i32 {
             }
         },
         Role::Client(a) => run_client(&a),
+        Role::Hq { cmd } => hq::run(cmd),
     };
     code
 }
@@ -406,8 +416,23 @@ enum Serve {
     },
 }
 
+/// What the server's streams speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum App {
+    /// The file service of `quill server` (GET only), after a login.
+    Quill,
+    /// QUIC v1's `hq-interop`: `GET /path\r\n`, answered with the bare file.
+    Hq,
+}
+
 struct PeerServer {
-    verifier: Arc<LoginVerifier>,
+    /// Logins (quill's own version); `None` serves QUIC v1 only.
+    verifier: Option<Arc<LoginVerifier>>,
+    app: App,
+    /// QUIC v1: what the last connection negotiated.
+    negotiated: crate::refpeers::hq::Negotiated,
+    /// QUIC v1: requests refused.
+    refused: u64,
     root: PathBuf,
     fault: Option<Fault>,
     streams: HashMap<(ConnectionHandle, StreamId), Serve>,
@@ -461,11 +486,18 @@ impl Handler for PeerServer {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
         match event {
             Event::LoginRequested(req) => {
+                let Some(verifier) = &self.verifier else {
+                    let now = ctx.now();
+                    if let Some(c) = ctx.connection(h) {
+                        c.refuse_login(now, "this server speaks QUIC v1 only");
+                    }
+                    return;
+                };
                 self.report.connections += 1;
                 self.live.entry(h).or_default();
                 verify_on_pool(
                     ctx,
-                    &self.verifier,
+                    verifier,
                     h,
                     req,
                     |s: &mut Self, _, verdict| match verdict {
@@ -477,6 +509,15 @@ impl Handler for PeerServer {
                         }
                     },
                 );
+            }
+            Event::HandshakeConfirmed {
+                alpn,
+                key_exchange_group,
+            } => {
+                self.report.connections += 1;
+                self.live.entry(h).or_default();
+                let suite = ctx.connection(h).and_then(|c| c.suite());
+                self.negotiated = hq::negotiated(alpn.as_deref(), key_exchange_group, suite);
             }
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let Some(c) = ctx.connection(h) else { return };
@@ -536,7 +577,18 @@ impl Handler for PeerServer {
                     Some(i) => line[..i].to_vec(),
                     None => line.clone(),
                 };
-                let (out, file) = answer_get(&self.root, self.fault, &text);
+                let (out, file) = match self.app {
+                    App::Quill => answer_get(&self.root, self.fault, &text),
+                    App::Hq => match hq::answer(&self.root, self.fault, line) {
+                        Ok(data) => (data, true),
+                        Err(_) => {
+                            // hq-interop has no error answer: the stream is reset.
+                            self.refused += 1;
+                            let _ = c.reset_stream(id, hq::REFUSED);
+                            return false;
+                        }
+                    },
+                };
                 *serve = Serve::Send { out, pos: 0, file };
             }
             let Serve::Send { out, pos, file } = serve else {
@@ -571,9 +623,50 @@ fn stop_within(handle: &LoopHandle, grace: Duration) {
     handle.abort();
 }
 
+/// Serves on `listen` until standard input closes or SIGTERM/SIGINT arrives (then
+/// within [`SHUTDOWN_GRACE`]); prints `listening ADDR` once bound. Returns the
+/// handler with every connection's counters summed into its report.
+fn run_loop(
+    listen: SocketAddr,
+    endpoint: EndpointConfig,
+    config: ServerConfig,
+    handler: PeerServer,
+) -> Result<PeerServer, PeerError> {
+    let signals = TerminationSignals::block();
+    let mut ev = EventLoop::bind(
+        listen,
+        &UdpConfig::default(),
+        endpoint,
+        Some(config),
+        2,
+        handler,
+    )
+    .map_err(|e| PeerError::other(format!("cannot listen on {listen}: {e}")))?;
+    let handle = ev.handle();
+    println!("listening {}", ev.local_addr());
+    let _ = io::stdout().flush();
+    let h2 = handle.clone();
+    signals.on_signal(move |_| stop_within(&h2, SHUTDOWN_GRACE));
+    let h3: LoopHandle = handle.clone();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = io::stdin().lock().read_to_end(&mut sink);
+        stop_within(&h3, SHUTDOWN_GRACE);
+    });
+    ev.run()
+        .map_err(|e| PeerError::other(format!("server loop failed: {e}")))?;
+    let retry_sent = ev.endpoint().stats().retry_sent;
+    let server = ev.handler();
+    let live: Vec<ConnectionStats> = server.live.drain().map(|(_, s)| s).collect();
+    for s in &live {
+        add_stats(&mut server.report.stats, s);
+    }
+    server.report.retry_sent = retry_sent;
+    Ok(ev.into_handler())
+}
+
 /// `quill-interop-peer server`.
 pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
-    let signals = TerminationSignals::block();
     let fault = parse_fault(&a.common.fault)?;
     let suites = parse_suites(&a.common.suites).map_err(PeerError::usage)?;
     let transport = transport_config(&a.common, fault)?;
@@ -615,7 +708,10 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
         ..EndpointConfig::default()
     };
     let handler = PeerServer {
-        verifier,
+        verifier: Some(verifier),
+        app: App::Quill,
+        negotiated: Default::default(),
+        refused: 0,
         root,
         fault,
         streams: HashMap::new(),
@@ -623,35 +719,7 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
         report: ServerReport::default(),
         buf: vec![0u8; 64 * 1024],
     };
-    let mut ev = EventLoop::bind(
-        a.listen,
-        &UdpConfig::default(),
-        endpoint,
-        Some(config),
-        2,
-        handler,
-    )
-    .map_err(|e| PeerError::other(format!("cannot listen on {}: {e}", a.listen)))?;
-    let handle = ev.handle();
-    println!("listening {}", ev.local_addr());
-    let _ = io::stdout().flush();
-    let h2 = handle.clone();
-    signals.on_signal(move |_| stop_within(&h2, SHUTDOWN_GRACE));
-    let h3: LoopHandle = handle.clone();
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = io::stdin().lock().read_to_end(&mut sink);
-        stop_within(&h3, SHUTDOWN_GRACE);
-    });
-    ev.run()
-        .map_err(|e| PeerError::other(format!("server loop failed: {e}")))?;
-    let retry_sent = ev.endpoint().stats().retry_sent;
-    let server = ev.handler();
-    let live: Vec<ConnectionStats> = server.live.drain().map(|(_, s)| s).collect();
-    for s in &live {
-        add_stats(&mut server.report.stats, s);
-    }
-    server.report.retry_sent = retry_sent;
+    let server = run_loop(a.listen, endpoint, config, handler)?;
     println!("{}", server.report.to_json());
     let _ = io::stdout().flush();
     let _ = std::fs::remove_file(&db);

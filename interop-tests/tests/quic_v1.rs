@@ -1,9 +1,10 @@
-//! `--suite quic-v1` end to end: reference QUIC stacks that nobody here wrote (quinn,
-//! quiche, aioquic from PyPI) fetch files from each other over hq-interop through the
-//! relay on the interop runner's default link, judged by the suite's pass rules.
+//! `--suite quic-v1` end to end: quill (`quill-interop-peer hq`) and reference QUIC
+//! stacks that nobody here wrote (quinn, quiche, aioquic from PyPI) fetch files from
+//! each other over hq-interop through the relay on the interop runner's default link,
+//! judged by the suite's pass rules.
 //!
-//! The control cells run peer ↔ peer in both directions for handshake, transfer and
-//! retry. aioquic is installed on first use by `interop-tests/peers/setup.sh` (a venv,
+//! quill runs handshake, transfer and retry with every reference stack in both roles;
+//! the control cells run peer ↔ peer in both directions. aioquic is installed on first use by `interop-tests/peers/setup.sh` (a venv,
 //! pip, a few seconds); where that cannot work its cells say `unsupported` and the test
 //! fails, because CI (`.ci/deps`) installs it.
 
@@ -22,10 +23,16 @@ fn options(scenarios: &[&str], results: &std::path::Path) -> RunOptions {
 }
 
 #[test]
-fn reference_stacks_pass_handshake_transfer_and_retry_both_ways() {
+fn quill_and_the_reference_stacks_pass_handshake_transfer_and_retry_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let o = options(&["handshake", "transfer", "retry"], dir.path());
     let pairs = [
+        ("quill", "quinn"),
+        ("quinn", "quill"),
+        ("quill", "quiche"),
+        ("quiche", "quill"),
+        ("quill", "aioquic"),
+        ("aioquic", "quill"),
         ("quinn", "quiche"),
         ("quiche", "quinn"),
         ("aioquic", "quinn"),
@@ -82,14 +89,16 @@ fn cells_a_stack_cannot_play_are_unsupported_with_the_reason() {
         matches!(cell("handshake", "quiche").outcome, Outcome::Pass(_)),
         "{table}"
     );
-    // quill's cells wait for its QUIC v1.
-    for sc in ["chacha20", "handshake"] {
-        assert_eq!(
-            cell(sc, "quill").outcome,
-            Outcome::Unsupported("quill-interop peer has no QUIC v1 mode yet".into()),
-            "{table}"
-        );
+    // quill's client offers TLS_CHACHA20_POLY1305_SHA256 alone, and the server
+    // (quinn) must pick it.
+    match &cell("chacha20", "quill").outcome {
+        Outcome::Pass(_) => {}
+        other => panic!("{other:?}\n{table}"),
     }
+    assert!(
+        matches!(cell("handshake", "quill").outcome, Outcome::Pass(_)),
+        "{table}"
+    );
 }
 
 #[test]

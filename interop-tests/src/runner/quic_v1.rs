@@ -1,5 +1,6 @@
 //! `--suite quic-v1`: the QUIC interop runner's test cases over HTTP/0.9 (`hq-interop`)
-//! between reference QUIC stacks (and quill, once it speaks QUIC v1), on the interop
+//! between quill and reference QUIC stacks (and between the reference stacks, as a
+//! control), on the interop
 //! runner's default link through our relay, judged by its pass rules (restated in
 //! [`SCENARIOS`] and docs/INTEROP.md) from the relay's capture and the downloaded files.
 //!
@@ -44,12 +45,11 @@ pub struct Stack {
     pub adapter: Adapter,
 }
 
-/// Every stack of the quic-v1 suite. Plugging quill in is replacing its entry with
-/// `Adapter::Sibling("quill-interop-peer")` once the peer speaks hq-interop.
+/// Every stack of the quic-v1 suite (quill through `quill-interop-peer hq`).
 pub const STACKS: &[Stack] = &[
     Stack {
         name: "quill",
-        adapter: Adapter::Unsupported("quill-interop peer has no QUIC v1 mode yet"),
+        adapter: Adapter::Sibling("quill-interop-peer"),
     },
     Stack {
         name: "quinn",

@@ -119,8 +119,18 @@ struct State {
     rtt: Duration,
     stats: crate::proto::ConnectionStats,
     suite: Option<quill_crypto::packet::Suite>,
+    /// The version, ALPN and key-exchange group, once connected.
+    negotiated: Negotiated,
     /// The event loop thread has returned (the connection is closed and drained).
     loop_done: bool,
+}
+
+/// What the handshake settled besides the suite.
+#[derive(Default, Clone)]
+struct Negotiated {
+    version: u32,
+    alpn: Option<Vec<u8>>,
+    group: Option<rustls::NamedGroup>,
 }
 
 struct Shared {
@@ -236,7 +246,22 @@ impl Handler for FacadeHandler {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, conn: ConnectionHandle, event: Event) {
         let mut st = self.shared.lock();
         match event {
-            Event::Connected { account, message } => st.connected = Some((account, message)),
+            Event::Connected { account, message } => {
+                st.negotiated.version = ctx.connection(conn).map_or(0, |c| c.version());
+                st.connected = Some((account, message));
+            }
+            // QUIC v1: up without a login or an account.
+            Event::HandshakeConfirmed {
+                alpn,
+                key_exchange_group,
+            } => {
+                st.negotiated = Negotiated {
+                    version: ctx.connection(conn).map_or(0, |c| c.version()),
+                    alpn,
+                    group: key_exchange_group,
+                };
+                st.connected = Some((String::new(), String::new()));
+            }
             Event::ConnectionLost(e) => {
                 st.error = Some(e);
                 drop(st);
@@ -304,7 +329,8 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// A connected, logged-in connection driven by a background event loop.
+/// A connected connection driven by a background event loop: logged in on quill's
+/// own version, up with no account on QUIC v1.
 pub struct BlockingConnection {
     shared: Arc<Shared>,
     handle: LoopHandle,
@@ -313,19 +339,12 @@ pub struct BlockingConnection {
     message: String,
 }
 
-/// Connects to `server`, runs the handshake and login, and returns once logged in.
+/// Connects to `server`, runs the handshake and login, and returns once logged in
+/// (QUIC v1: once the handshake is complete; there is no login).
 pub fn connect(
     server: SocketAddr,
     config: ClientConfig,
 ) -> Result<BlockingConnection, ConnectError> {
-    // A blocking connection is a logged-in session; QUIC v1 has no login yet (its
-    // connections come up with Event::HandshakeConfirmed, through the event loop).
-    if config.version != crate::proto::Version::Quill {
-        return Err(ConnectError::Config(crate::proto::ConfigError(
-            "the blocking API connects with quill's own version only (QUIC v1 has no login              yet; use the event loop)"
-                .into(),
-        )));
-    }
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
@@ -387,6 +406,21 @@ impl BlockingConnection {
     /// The account the server logged us into.
     pub fn account(&self) -> &str {
         &self.account
+    }
+
+    /// The QUIC version spoken (quill's own or QUIC v1's `0x00000001`).
+    pub fn version(&self) -> u32 {
+        self.shared.lock().negotiated.version
+    }
+
+    /// QUIC v1: the negotiated ALPN protocol.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.shared.lock().negotiated.alpn.clone()
+    }
+
+    /// QUIC v1: the negotiated TLS key-exchange group (e.g. X25519MLKEM768).
+    pub fn key_exchange_group(&self) -> Option<rustls::NamedGroup> {
+        self.shared.lock().negotiated.group
     }
 
     /// The server's welcome message.

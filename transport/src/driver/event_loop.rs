@@ -233,6 +233,11 @@ impl<H: Handler> EventLoop<H> {
         &mut self.handler
     }
 
+    /// The application handler, the loop done with (after [`EventLoop::run`]).
+    pub fn into_handler(self) -> H {
+        self.handler
+    }
+
     /// The endpoint (for inspection between turns).
     pub fn endpoint(&mut self) -> &mut Endpoint {
         &mut self.endpoint

@@ -284,6 +284,19 @@ impl QuicV1Server {
         tls.alpn_protocols = alpn;
         Ok(QuicV1Server { tls: Arc::new(tls) })
     }
+
+    /// QUIC v1 with a CA-issued certificate chain (leaf first) and its private key
+    /// (`quill server --cert/--cert-key`), accepting these ALPN protocols.
+    pub fn with_certificate(
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Self, ConfigError> {
+        let mut tls = quill_crypto::tls::server_config_with_certificate(chain, key)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        tls.alpn_protocols = alpn;
+        Ok(QuicV1Server { tls: Arc::new(tls) })
+    }
 }
 
 /// Client-side configuration.
@@ -301,8 +314,29 @@ pub struct ClientConfig {
     pub login: Login,
     /// How to check the server's host key.
     pub host_key: HostKeyPolicy,
+    /// QUIC v1: how the server's certificate is checked (by default as a host-key
+    /// certificate, through [`ClientConfig::host_key`]).
+    pub certificate: CertificateCheck,
     /// Randomness (the OS by default; seeded in deterministic tests).
     pub rng: Arc<dyn Random>,
+}
+
+/// How a QUIC v1 client authenticates the server's TLS certificate.
+#[derive(Clone, Debug, Default)]
+pub enum CertificateCheck {
+    /// The server presents a host-key certificate (a self-signed certificate over its
+    /// Ed25519 host key, as `quill server` does by default), and
+    /// [`ClientConfig::host_key`] judges the key: pinning and `known_hosts` work as on
+    /// quill's own version.
+    #[default]
+    HostKey,
+    /// The server presents a CA-issued chain that verifies (webpki) against these
+    /// roots for [`ClientConfig::server_name`] (a DNS name or an IP address).
+    Roots(Arc<rustls::RootCertStore>),
+    /// No authentication of the server: only the handshake signature is checked. The
+    /// QUIC interop runner's endpoints work this way (their servers make a certificate
+    /// at run time); never use it for anything else.
+    Unverified,
 }
 
 impl ClientConfig {
@@ -315,6 +349,7 @@ impl ClientConfig {
             server_name: String::new(),
             login,
             host_key,
+            certificate: CertificateCheck::HostKey,
             rng: Arc::new(OsRandom::new()),
         }
     }

@@ -16,8 +16,8 @@ pub(crate) mod streams;
 pub(crate) mod timer_wheel;
 
 pub use config::{
-    ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login, QuicV1Server, ServerConfig,
-    TransportConfig, Version,
+    CertificateCheck, ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login,
+    QuicV1Server, ServerConfig, TransportConfig, Version,
 };
 pub use connection::{BufferSizes, Connection, ConnectionStats, DatagramError, Event, Transmit};
 pub use endpoint::{

@@ -798,6 +798,7 @@ impl Connection {
         if let Handshake::Tls(t) = &self.hs {
             self.alpn = t.alpn().map(<[u8]>::to_vec);
             self.kx_group = t.key_exchange_group();
+            self.suite = t.suite();
         }
         if self.side != Side::Server || self.state != State::Handshaking {
             return;

@@ -11,12 +11,14 @@
 use std::sync::{Arc, Mutex};
 
 use quill_crypto::hostkey::PublicKey;
+use quill_crypto::packet::Suite;
 use rustls::quic::{self, KeyChange};
 
 use super::{hs_fail, KeyMaterial, Output};
-use crate::proto::config::{ClientConfig, HostKeyPolicy};
+use crate::proto::config::{CertificateCheck, ClientConfig, HostKeyPolicy};
 use crate::proto::error::{ConnectionError, TransportError};
 use crate::wire::{Space, TransportErrorCode, TransportParameters};
+use quill_crypto::tls::ServerTrust;
 
 /// What the client's host-key check saw, shared with the rustls verifier.
 #[derive(Default)]
@@ -89,7 +91,13 @@ impl TlsHandshake {
             }
             verdict
         };
-        let mut tls = quill_crypto::tls::client_config(Arc::new(check)).map_err(tls_err)?;
+        let trust = match &config.certificate {
+            CertificateCheck::HostKey => ServerTrust::HostKey(Arc::new(check)),
+            CertificateCheck::Roots(roots) => ServerTrust::Roots(roots.clone()),
+            CertificateCheck::Unverified => ServerTrust::Unverified,
+        };
+        let mut tls =
+            quill_crypto::tls::client_config_for(trust, &config.suites).map_err(tls_err)?;
         tls.alpn_protocols = alpn.to_vec();
         let conn = quic::ClientConnection::new(
             Arc::new(tls),
@@ -256,6 +264,14 @@ impl TlsHandshake {
     /// The negotiated ALPN protocol, once known.
     pub(crate) fn alpn(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
+    }
+
+    /// The negotiated cipher suite as quill's [`Suite`] of the same AEAD, once known.
+    pub(crate) fn suite(&self) -> Option<Suite> {
+        let negotiated = self.conn.negotiated_cipher_suite()?.suite();
+        Suite::ALL
+            .into_iter()
+            .find(|s| quill_crypto::tls::tls13_suite(*s).suite() == negotiated)
     }
 
     /// The negotiated key-exchange group, once known.
