@@ -286,7 +286,7 @@ mod tests {
         match cli.command {
             Command::Compare(o) => {
                 assert_eq!(
-                    (o.rounds, o.bytes, o.json, o.sessions),
+                    (o.plan.rounds, o.plan.bytes, o.plan.json, o.sessions),
                     (2, 1 << 30, true, 100_000)
                 );
                 assert_eq!(o.stacks, [compare::Stack::Quill, compare::Stack::TcpTls]);

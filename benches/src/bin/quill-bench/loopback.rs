@@ -14,25 +14,27 @@ const GIB: f64 = (1u64 << 30) as f64;
 const STARTUP: Duration = Duration::from_secs(10);
 const SHUTDOWN: Duration = Duration::from_secs(15);
 
-/// What to measure (the options of `quill-bench loopback`).
+/// What to measure (the options of `quill-bench loopback`, and of `compare` for its
+/// quill runs).
 #[derive(Debug, clap::Args)]
 pub struct Plan {
-    /// Bytes per bulk run.
+    /// Bytes per bulk run (client → server).
     #[arg(long, default_value_t = 1 << 30)]
     pub bytes: u64,
-    /// Rounds; each runs AES-256-GCM then AES-128-GCM.
+    /// Rounds; each runs every configuration once, in a fixed order (`loopback`:
+    /// AES-256-GCM then AES-128-GCM).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Handshakes to measure (0 skips).
+    /// Connections per handshake-rate run (0 skips).
     #[arg(long, default_value_t = 5000)]
     pub handshakes: usize,
-    /// Handshakes in flight.
+    /// Handshakes in flight in the rate runs.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Idle connections to measure memory with (0 skips).
     #[arg(long, default_value_t = 10_000)]
     pub idle: usize,
-    /// Server worker threads.
+    /// quill server worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Print one JSON object instead of tables.
