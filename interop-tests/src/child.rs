@@ -2,11 +2,11 @@
 //! SIGKILL when late.
 //!
 //! Used by the runner and the reference-peer checks, and (through `#[path]`) by the
-//! CLI's integration tests, which cannot depend on this crate: this file uses only
-//! `std` and `libc`.
+//! CLI's integration tests and `quill-bench`, which cannot depend on this crate: this
+//! file uses only `std` and `libc`.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ExitStatus};
+use std::io::{self, BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,25 @@ pub fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// Starts `cmd` as a child driven through pipes: its standard input is a pipe (left in
+/// the child: closing it is how servers are asked to stop) and its standard output is
+/// read line by line ([`lines`]); `stderr` goes where the caller says.
+pub fn spawn_piped(
+    cmd: &mut Command,
+    stderr: Stdio,
+) -> io::Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()?;
+    let lines = match child.stdout.take() {
+        Some(out) => lines(out),
+        None => mpsc::channel().1,
+    };
+    Ok((child, lines))
 }
 
 /// Waits at most `limit` for `child` to exit; `None` if it still runs (it is left

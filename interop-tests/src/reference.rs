@@ -593,16 +593,14 @@ struct PeerServer {
 
 impl PeerServer {
     fn start(bin: &Path, cert_dir: &Path) -> Result<PeerServer, String> {
-        let mut child = Command::new(bin)
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--cert-dir"])
-            .arg(cert_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let lines = child::lines(child.stdout.take().expect("piped"));
+        let (mut child, lines) = child::spawn_piped(
+            Command::new(bin)
+                .arg("server")
+                .args(["--listen", "127.0.0.1:0", "--cert-dir"])
+                .arg(cert_dir),
+            Stdio::null(),
+        )
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let line = wait_for_line(&lines, "listening ", START_LIMIT);
         let addr = line
             .as_deref()
@@ -639,22 +637,20 @@ struct PingSession {
 
 impl PingSession {
     fn start(quill: &Path, server: SocketAddr, work: &Path) -> Result<PingSession, String> {
-        let mut child = Command::new(quill)
-            .arg("ping")
-            .arg(server.to_string())
-            .args(["-c", &PINGS.to_string(), "-i", PING_INTERVAL])
-            .args(["--user", USER, "--password-stdin", "--accept-new-host"])
-            .arg("--known-hosts")
-            .arg(work.join("known_hosts-ping"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start quill ping: {e}"))?;
+        let (mut child, lines) = child::spawn_piped(
+            Command::new(quill)
+                .arg("ping")
+                .arg(server.to_string())
+                .args(["-c", &PINGS.to_string(), "-i", PING_INTERVAL])
+                .args(["--user", USER, "--password-stdin", "--accept-new-host"])
+                .arg("--known-hosts")
+                .arg(work.join("known_hosts-ping")),
+            Stdio::piped(),
+        )
+        .map_err(|e| format!("cannot start quill ping: {e}"))?;
         if let Some(mut i) = child.stdin.take() {
             let _ = writeln!(i, "{PASSWORD}");
         }
-        let lines = child::lines(child.stdout.take().expect("piped"));
         match wait_for_line(&lines, "connected to", CLIENT_LIMIT) {
             Some(connected) => Ok(PingSession {
                 child,

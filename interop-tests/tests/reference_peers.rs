@@ -99,15 +99,13 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, cert_dir: &Path) -> Server {
-        let mut child = Command::new(bin)
-            .args(["server", "--listen", "127.0.0.1:0", "--cert-dir"])
-            .arg(cert_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("server starts");
-        let rx = child::lines(child.stdout.take().expect("stdout"));
+        let (child, rx) = child::spawn_piped(
+            Command::new(bin)
+                .args(["server", "--listen", "127.0.0.1:0", "--cert-dir"])
+                .arg(cert_dir),
+            Stdio::inherit(),
+        )
+        .expect("server starts");
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("server prints its address");

@@ -16,6 +16,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// Child processes' pipes read line by line (the interop suite's module; this crate
+/// cannot depend on that one).
+#[path = "../../../interop-tests/src/child.rs"]
+#[allow(dead_code)]
+mod child;
 #[path = "quill-bench/clients.rs"]
 mod clients;
 #[path = "quill-bench/common.rs"]

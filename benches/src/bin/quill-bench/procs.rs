@@ -3,7 +3,6 @@
 //! sample `/proc/PID/{stat,status}` while it runs. A child that is not reaped by the
 //! time its `Proc` is dropped is killed.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -46,29 +45,15 @@ impl Proc {
 
     /// Starts the executable `exe` with `args` (pipes as for [`Proc::spawn`]).
     pub fn spawn_exe(name: &str, exe: &std::path::Path, args: &[String]) -> Result<Proc, String> {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("spawn {name}: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
+        let (mut child, lines) =
+            crate::child::spawn_piped(Command::new(exe).args(args), Stdio::inherit())
+                .map_err(|e| format!("spawn {name}: {e}"))?;
         let stdin = child.stdin.take();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Ok(Proc {
             name: name.to_owned(),
             child,
             stdin,
-            lines: rx,
+            lines,
             reaped: false,
         })
     }
