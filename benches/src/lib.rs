@@ -1,2 +1,4 @@
-//! quill-bench: criterion micro-benchmarks live in `benches/`; the comparison harness arrives with its issue.
-#![warn(missing_docs)]
+//! What `quill-bench`'s processes and the criterion benchmarks agree on: the host key,
+//! the account and the client configuration ([`common`]).
+
+pub mod common;

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use quill_bench::common;
 
 /// Child processes' pipes read line by line (the interop suite's module; this crate
 /// cannot depend on that one).
@@ -23,8 +24,6 @@ use clap::{Parser, Subcommand};
 mod child;
 #[path = "quill-bench/clients.rs"]
 mod clients;
-#[path = "quill-bench/common.rs"]
-mod common;
 #[path = "quill-bench/compare.rs"]
 mod compare;
 #[path = "quill-bench/loopback.rs"]
