@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::common::SuiteArg;
 use crate::loopback;
-use crate::procs::{Proc, Usage};
+use crate::procs::{self, Proc, Usage};
 use crate::stats::{quantile, Summary};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -589,19 +589,13 @@ fn bulk_json(o: &Options, b: &BulkResult) -> Value {
             "total_cpu_s_per_gib": summary(c, |r| r.total_cpu_per_gib(o.plan.bytes)).json(),
             "server_peak_rss_mib": summary(c, |r| r.server.max_rss_kib as f64 / 1024.0).json(),
             "client_peak_rss_mib": summary(c, |r| r.client.max_rss_kib as f64 / 1024.0).json(),
-            "runs": c.runs.iter().map(|r| r.as_ref().map(|r| json!({
+            "runs": c.runs.iter().map(|r| r.as_ref().map(|r| procs::with_cpu(json!({
                 "goodput_gbps": r.gbps,
-                "server_cpu_s": r.server.cpu_s(),
-                "server_user_s": r.server.user_s,
-                "server_sys_s": r.server.sys_s,
-                "client_cpu_s": r.client.cpu_s(),
-                "client_user_s": r.client.user_s,
-                "client_sys_s": r.client.sys_s,
                 "total_cpu_s_per_gib": r.total_cpu_per_gib(o.plan.bytes),
                 "server_peak_rss_kib": r.server.max_rss_kib,
                 "client_peak_rss_kib": r.client.max_rss_kib,
                 "client": r.raw,
-            }))).collect::<Vec<_>>(),
+            }), &r.server, &r.client))).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "ratios": b.ratios.iter().map(|(g, cpu)| json!({
             "numerator": g.num,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::SuiteArg;
-use crate::procs::{Proc, Usage};
+use crate::procs::{self, Proc, Usage};
 use crate::stats::Summary;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -150,17 +150,12 @@ fn summarise(plan: &Plan, suite: SuiteArg, runs: &[BulkRun]) -> BulkSummary {
         runs: runs
             .iter()
             .map(|r| {
-                json!({
+                let run = json!({
                     "client": r.raw,
-                    "server_cpu_s": r.server.cpu_s(),
-                    "server_user_s": r.server.user_s,
-                    "server_sys_s": r.server.sys_s,
-                    "client_cpu_s": r.client.cpu_s(),
-                    "client_user_s": r.client.user_s,
-                    "client_sys_s": r.client.sys_s,
                     "server_max_rss_kib": r.server.max_rss_kib,
                     "client_max_rss_kib": r.client.max_rss_kib,
-                })
+                });
+                procs::with_cpu(run, &r.server, &r.client)
             })
             .collect(),
     }
