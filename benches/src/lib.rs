@@ -1,4 +1,6 @@
-//! What `quill-bench`'s processes and the criterion benchmarks agree on: the host key,
-//! the account and the client configuration ([`common`]).
+//! quill-bench: criterion micro-benchmarks live in `benches/`, the loopback and
+//! comparison harness in the `quill-bench` binary. What both agree on (host key,
+//! account, client configuration) is [`common`].
+#![warn(missing_docs)]
 
 pub mod common;
