@@ -5,34 +5,27 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use quill_crypto::hostkey::HostKeyPair;
+use quill_bench::common;
 use quill_crypto::packet::Suite;
 use quill_transport::proto::{
-    ClientConfig, Connection, Dir, Event, HostKeyPolicy, Login, ReadOutcome, ServerConfig,
-    StreamEvent, StreamId,
+    ClientConfig, Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId,
 };
 use quill_transport::wire::{parse_header, ConnectionId, QUILL_VERSION};
-use zeroize::Zeroizing;
 
 const CLIENT: &str = "10.0.0.1:40000";
 const SERVER: &str = "10.0.0.2:4433";
 
+/// `quill-bench`'s client configuration (password login, the server's host key
+/// pinned, only `suite`) and a server with that host key; the server accepts every
+/// login (see [`handshake`]).
 fn configs(suite: Suite) -> (ClientConfig, ServerConfig) {
-    let key = Arc::new(HostKeyPair::from_seed(&[7; 32]).unwrap());
-    let mut client = ClientConfig::new(
-        Login::Password {
-            user: "alice".into(),
-            password: Zeroizing::new("pw".into()),
-        },
-        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
-    );
-    client.suites = vec![suite];
-    let server = ServerConfig::new(key);
-    (client, server)
+    (
+        common::client_config(suite, None),
+        ServerConfig::new(common::host_key()),
+    )
 }
 
 /// Time spent inside each side's calls.

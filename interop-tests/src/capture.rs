@@ -466,22 +466,16 @@ mod tests {
 
     #[test]
     fn parses_long_short_and_garbage() {
-        match HeaderInfo::parse(&long(LongType::Handshake)) {
+        assert_eq!(
+            HeaderInfo::parse(&long(LongType::Handshake)),
             HeaderInfo::Long {
-                version,
-                dcid,
-                scid,
-                ty,
-                coalesced,
-            } => {
-                assert_eq!(coalesced, vec![LongType::Handshake]);
-                assert_eq!(version, QUILL_VERSION);
-                assert_eq!(dcid, vec![0xaa, 0xbb]);
-                assert_eq!(scid, vec![0xcc]);
-                assert_eq!(ty, Some(LongType::Handshake));
+                version: QUILL_VERSION,
+                dcid: vec![0xaa, 0xbb],
+                scid: vec![0xcc],
+                ty: Some(LongType::Handshake),
+                coalesced: vec![LongType::Handshake],
             }
-            other => panic!("{other:?}"),
-        }
+        );
         assert_eq!(
             HeaderInfo::parse(&[0x41, 1]),
             HeaderInfo::Short { first: 0x41 }

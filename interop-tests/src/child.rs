@@ -1,12 +1,13 @@
-//! Child processes that never outlive their caller: a bounded wait, SIGTERM, and
-//! SIGKILL when late.
+//! Child processes that never outlive their caller: started with their pipes read on
+//! threads, run to the end within a bound, or stopped with SIGTERM and SIGKILL when
+//! late.
 //!
 //! Used by the runner and the reference-peer checks, and (through `#[path]`) by the
-//! CLI's integration tests, which cannot depend on this crate: this file uses only
-//! `std` and `libc`.
+//! CLI's integration tests and `quill-bench`, which cannot depend on this crate: this
+//! file uses only `std` and `libc`.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ExitStatus};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,80 @@ pub fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
             let _ = tx.send(line);
         }
     });
+    rx
+}
+
+/// Starts `cmd` as a child driven through pipes: its standard input is a pipe (left in
+/// the child: closing it is how servers are asked to stop) and its standard output is
+/// read line by line ([`lines`]); `stderr` goes where the caller says.
+pub fn spawn_piped(
+    cmd: &mut Command,
+    stderr: Stdio,
+) -> io::Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()?;
+    let lines = match child.stdout.take() {
+        Some(out) => lines(out),
+        None => mpsc::channel().1,
+    };
+    Ok((child, lines))
+}
+
+/// A finished child process.
+pub struct Ran {
+    /// Its exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Its standard output (at most 16 MiB).
+    pub stdout: String,
+    /// Its standard error (at most 16 MiB).
+    pub stderr: String,
+}
+
+/// Runs `cmd` with `stdin` as its input, killing it after `limit`.
+pub fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Result<Ran, String> {
+    let name = cmd.get_program().to_string_lossy().to_string();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin);
+    }
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let status = wait_or_kill(&mut child, limit);
+    let stdout = out.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    let stderr = err.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    match status {
+        Some(s) => Ok(Ran {
+            code: s.code(),
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{name} did not finish within {} s (killed); stderr: {}",
+            limit.as_secs(),
+            stderr.trim()
+        )),
+    }
+}
+
+/// Reads a pipe to the end on a thread; the text arrives on the channel.
+pub fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut p) = pipe {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            // Bounded by the child's lifetime: the pipe closes when it exits or is killed.
+            let _ = p.by_ref().take(16 << 20).read_to_end(&mut buf);
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        });
+    }
     rx
 }
 

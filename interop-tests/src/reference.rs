@@ -16,7 +16,7 @@
 //! panics, every child process is bounded in time and killed when late, and every
 //! server is stopped (SIGTERM, or its standard input closed) on the way out.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -281,7 +281,7 @@ fn list_versions(vs: &[u32]) -> String {
 /// relay's capture.
 fn check_vn_from_quill(probe_bin: &Path, server: SocketAddr) -> Result<String, String> {
     let relay = Relay::start(RelayConfig::new(server)).map_err(|e| format!("relay: {e}"))?;
-    let run = run_bounded(
+    let run = child::run_bounded(
         Command::new(probe_bin)
             .arg("probe")
             .arg("--connect")
@@ -410,7 +410,7 @@ pub fn judge_vn_capture(capture: &Capture) -> Result<String, String> {
 fn check_quill_client_vn(quill: &Path, server: SocketAddr, work: &Path) -> Result<String, String> {
     let known_hosts = work.join(format!("known_hosts-{}", server.port()));
     let start = Instant::now();
-    let run = run_bounded(
+    let run = child::run_bounded(
         Command::new(quill)
             .arg("connect")
             .arg(server.to_string())
@@ -445,58 +445,6 @@ fn check_quill_client_vn(quill: &Path, server: SocketAddr, work: &Path) -> Resul
     }
 }
 
-/// A finished child process.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with `stdin` as its input, killing it after `limit`.
-fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Result<Ran, String> {
-    let name = cmd.get_program().to_string_lossy().to_string();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(stdin);
-    }
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let status = child::wait_or_kill(&mut child, limit);
-    let stdout = out.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
-    let stderr = err.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
-    match status {
-        Some(s) => Ok(Ran {
-            code: s.code(),
-            stdout,
-            stderr,
-        }),
-        None => Err(format!(
-            "{name} did not finish within {} s (killed); stderr: {}",
-            limit.as_secs(),
-            stderr.trim()
-        )),
-    }
-}
-
-/// Reads a pipe to the end on a thread; the text arrives on the channel.
-fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut p) = pipe {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            // Bounded by the child's lifetime: the pipe closes when it exits or is killed.
-            let _ = p.by_ref().take(16 << 20).read_to_end(&mut buf);
-            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-        });
-    }
-    rx
-}
-
 /// Waits up to `limit` for a line containing `needle`; returns it.
 fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> Option<String> {
     let deadline = Instant::now() + limit;
@@ -522,7 +470,7 @@ impl QuillServer {
         std::fs::create_dir_all(dir.join("root")).map_err(|e| format!("{}: {e}", dir.display()))?;
         let key = dir.join("host.key");
         let accounts = dir.join("accounts.db");
-        let k = run_bounded(
+        let k = child::run_bounded(
             Command::new(quill).arg("keygen").arg("-o").arg(&key),
             b"",
             Duration::from_secs(20),
@@ -530,7 +478,7 @@ impl QuillServer {
         if k.code != Some(0) {
             return Err(format!("quill keygen failed: {}", k.stderr.trim()));
         }
-        let u = run_bounded(
+        let u = child::run_bounded(
             Command::new(quill)
                 .args(["user", "add", USER, "--password-stdin", "--accounts"])
                 .arg(&accounts),
@@ -593,16 +541,14 @@ struct PeerServer {
 
 impl PeerServer {
     fn start(bin: &Path, cert_dir: &Path) -> Result<PeerServer, String> {
-        let mut child = Command::new(bin)
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--cert-dir"])
-            .arg(cert_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let lines = child::lines(child.stdout.take().expect("piped"));
+        let (mut child, lines) = child::spawn_piped(
+            Command::new(bin)
+                .arg("server")
+                .args(["--listen", "127.0.0.1:0", "--cert-dir"])
+                .arg(cert_dir),
+            Stdio::null(),
+        )
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let line = wait_for_line(&lines, "listening ", START_LIMIT);
         let addr = line
             .as_deref()
@@ -639,22 +585,20 @@ struct PingSession {
 
 impl PingSession {
     fn start(quill: &Path, server: SocketAddr, work: &Path) -> Result<PingSession, String> {
-        let mut child = Command::new(quill)
-            .arg("ping")
-            .arg(server.to_string())
-            .args(["-c", &PINGS.to_string(), "-i", PING_INTERVAL])
-            .args(["--user", USER, "--password-stdin", "--accept-new-host"])
-            .arg("--known-hosts")
-            .arg(work.join("known_hosts-ping"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start quill ping: {e}"))?;
+        let (mut child, lines) = child::spawn_piped(
+            Command::new(quill)
+                .arg("ping")
+                .arg(server.to_string())
+                .args(["-c", &PINGS.to_string(), "-i", PING_INTERVAL])
+                .args(["--user", USER, "--password-stdin", "--accept-new-host"])
+                .arg("--known-hosts")
+                .arg(work.join("known_hosts-ping")),
+            Stdio::piped(),
+        )
+        .map_err(|e| format!("cannot start quill ping: {e}"))?;
         if let Some(mut i) = child.stdin.take() {
             let _ = writeln!(i, "{PASSWORD}");
         }
-        let lines = child::lines(child.stdout.take().expect("piped"));
         match wait_for_line(&lines, "connected to", CLIENT_LIMIT) {
             Some(connected) => Ok(PingSession {
                 child,
@@ -662,7 +606,7 @@ impl PingSession {
                 connected,
             }),
             None => {
-                let err = reader(child.stderr.take());
+                let err = child::reader(child.stderr.take());
                 let _ = child::wait_or_kill(&mut child, Duration::from_secs(2));
                 let _ = child.kill();
                 let _ = child.wait();
@@ -673,7 +617,7 @@ impl PingSession {
     }
 
     fn finish(mut self) -> Result<String, String> {
-        let err = reader(self.child.stderr.take());
+        let err = child::reader(self.child.stderr.take());
         let limit = Duration::from_secs(30);
         let status = child::wait_or_kill(&mut self.child, limit);
         let mut out: Vec<String> = Vec::new();

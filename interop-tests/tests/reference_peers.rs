@@ -2,7 +2,6 @@
 //! a smoke test of the reference peers' bench interface (REFPEERS-INTERFACE), all on
 //! loopback with real processes.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,15 +98,13 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, cert_dir: &Path) -> Server {
-        let mut child = Command::new(bin)
-            .args(["server", "--listen", "127.0.0.1:0", "--cert-dir"])
-            .arg(cert_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("server starts");
-        let rx = child::lines(child.stdout.take().expect("stdout"));
+        let (child, rx) = child::spawn_piped(
+            Command::new(bin)
+                .args(["server", "--listen", "127.0.0.1:0", "--cert-dir"])
+                .arg(cert_dir),
+            Stdio::inherit(),
+        )
+        .expect("server starts");
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("server prints its address");
@@ -137,32 +134,13 @@ impl Drop for Server {
 
 /// Runs a client with `args`, bounded to 60 s; returns (exit code, stdout, stderr).
 fn run_client(bin: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(bin)
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("client starts");
-    // Both pipes are read on threads, so that neither can fill up and stall the client.
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
-        })
-    };
-    let t_out = read_all(Box::new(child.stdout.take().expect("stdout")));
-    let t_err = read_all(Box::new(child.stderr.take().expect("stderr")));
-    let Some(status) = child::wait_or_kill(&mut child, Duration::from_secs(60)) else {
-        panic!("client did not finish within 60 s");
-    };
-    (
-        status.code(),
-        t_out.join().unwrap_or_default(),
-        t_err.join().unwrap_or_default(),
+    let ran = child::run_bounded(
+        Command::new(bin).arg("client").args(args),
+        b"",
+        Duration::from_secs(60),
     )
+    .unwrap_or_else(|e| panic!("client: {e}"));
+    (ran.code, ran.stdout, ran.stderr)
 }
 
 fn json_line(stdout: &str) -> serde_json::Value {

@@ -15,11 +15,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use quill_bench::common;
 
+/// Child processes' pipes read line by line (the interop suite's module; this crate
+/// cannot depend on that one).
+#[path = "../../../interop-tests/src/child.rs"]
+#[allow(dead_code)]
+mod child;
 #[path = "quill-bench/clients.rs"]
 mod clients;
-#[path = "quill-bench/common.rs"]
-mod common;
 #[path = "quill-bench/compare.rs"]
 mod compare;
 #[path = "quill-bench/loopback.rs"]
@@ -286,7 +290,7 @@ mod tests {
         match cli.command {
             Command::Compare(o) => {
                 assert_eq!(
-                    (o.rounds, o.bytes, o.json, o.sessions),
+                    (o.plan.rounds, o.plan.bytes, o.plan.json, o.sessions),
                     (2, 1 << 30, true, 100_000)
                 );
                 assert_eq!(o.stacks, [compare::Stack::Quill, compare::Stack::TcpTls]);

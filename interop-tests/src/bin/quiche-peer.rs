@@ -133,8 +133,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The quiche configuration both sides share.
-fn base_config(window: u64) -> Result<quiche::Config, String> {
+/// What every quiche configuration of this peer (bench and hq-interop, both sides)
+/// shares: `alpn`, a 30 s idle timeout, datagrams up to `MAX_UDP_PAYLOAD`, and
+/// bidirectional streams only, with `stream` bytes of window per stream and `conn`
+/// per connection.
+fn common_config(alpn: &[u8], stream: u64, conn: u64) -> Result<quiche::Config, String> {
     // `Config::new` loads the system CA bundle into its TLS context (several ms per
     // process, and roots this peer must not trust): start from an empty context
     // instead; clients add exactly their `--ca`.
@@ -142,19 +145,25 @@ fn base_config(window: u64) -> Result<quiche::Config, String> {
         .map_err(|e| format!("cannot create the TLS context: {e}"))?;
     let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
         .map_err(|e| e.to_string())?;
-    c.set_application_protos(&[refpeers::ALPN])
+    c.set_application_protos(&[alpn])
         .map_err(|e| e.to_string())?;
     c.set_max_idle_timeout(30_000);
-    c.set_max_recv_udp_payload_size(RECV_BUF);
     c.set_max_send_udp_payload_size(MAX_UDP_PAYLOAD);
-    c.set_initial_max_data(window);
-    c.set_initial_max_stream_data_bidi_local(window);
-    c.set_initial_max_stream_data_bidi_remote(window);
+    c.set_initial_max_data(conn);
+    c.set_initial_max_stream_data_bidi_local(stream);
+    c.set_initial_max_stream_data_bidi_remote(stream);
     c.set_initial_max_stream_data_uni(0);
-    c.set_initial_max_streams_bidi(1024);
     c.set_initial_max_streams_uni(0);
-    c.set_max_connection_window(window);
-    c.set_max_stream_window(window);
+    c.set_max_connection_window(conn);
+    c.set_max_stream_window(stream);
+    Ok(c)
+}
+
+/// The bench stream protocol's configuration (both sides).
+fn base_config(window: u64) -> Result<quiche::Config, String> {
+    let mut c = common_config(refpeers::ALPN, window, window)?;
+    c.set_max_recv_udp_payload_size(RECV_BUF);
+    c.set_initial_max_streams_bidi(1024);
     c.set_disable_active_migration(true);
     Ok(c)
 }
@@ -1073,12 +1082,7 @@ const HQ_CURVES: &str = "X25519MLKEM768:X25519:P-256";
 const HQ_TICK: Duration = Duration::from_millis(10);
 
 fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
-    let testcase = match &role {
-        hq::HqCommand::Server(a) => a.testcase.clone(),
-        hq::HqCommand::Client(a) => a.testcase.clone(),
-    };
-    let Some(p) = hq::Profile::for_testcase(&testcase) else {
-        hq::print_unsupported(&format!("quiche-peer does not know test case {testcase}"));
+    let Some(p) = refpeers::hq_profile(&role, PROG) else {
         return Ok(hq::EXIT_UNSUPPORTED);
     };
     match role {
@@ -1103,26 +1107,12 @@ fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
 }
 
 fn hq_config(p: &hq::Profile, server: bool) -> Result<quiche::Config, String> {
-    let ctx = boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls())
-        .map_err(|e| format!("cannot create the TLS context: {e}"))?;
-    let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
-        .map_err(|e| e.to_string())?;
-    c.set_application_protos(&[hq::ALPN_HQ])
-        .map_err(|e| e.to_string())?;
+    let (stream, conn) = p.windows();
+    let mut c = common_config(hq::ALPN_HQ, stream, conn)?;
     c.set_curves_list(HQ_CURVES).map_err(|e| e.to_string())?;
     c.verify_peer(false);
-    c.set_max_idle_timeout(30_000);
     c.set_max_recv_udp_payload_size(MAX_UDP_PAYLOAD);
-    c.set_max_send_udp_payload_size(MAX_UDP_PAYLOAD);
-    let (stream, conn) = p.windows();
-    c.set_initial_max_data(conn);
-    c.set_initial_max_stream_data_bidi_local(stream);
-    c.set_initial_max_stream_data_bidi_remote(stream);
-    c.set_initial_max_stream_data_uni(0);
     c.set_initial_max_streams_bidi(if server { p.max_streams_bidi } else { 0 });
-    c.set_initial_max_streams_uni(0);
-    c.set_max_connection_window(conn);
-    c.set_max_stream_window(stream);
     // quiche keeps at most this many paths (rebind-port makes a new one each time).
     c.set_active_connection_id_limit(8);
     Ok(c)

@@ -109,16 +109,7 @@ async fn server(a: ServerArgs) -> Result<(), String> {
             a.cert_dir.display()
         )
     })?;
-    let cert = std::fs::read(&files.cert_der).map_err(|e| format!("cannot read cert.der: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key_pem)
-        .map_err(|e| format!("cannot read {}: {e}", files.key_pem.display()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert)], key)
-        .map_err(|e| format!("bad certificate or key: {e}"))?;
-    tls.alpn_protocols = vec![refpeers::ALPN.to_vec()];
+    let tls = server_tls(&files, provider(), refpeers::ALPN)?;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     sc.transport_config(Arc::new(transport(a.net.window, a.net.gso.on())?));
@@ -198,6 +189,25 @@ async fn send_zeros(send: &mut quinn::SendStream, mut n: u64) -> Result<(), quin
 
 fn bytes_static(s: &'static [u8]) -> bytes::Bytes {
     bytes::Bytes::from_static(s)
+}
+
+/// The TLS 1.3 server configuration with the certificate in `files`, offering `alpn`.
+fn server_tls(
+    files: &refpeers::CertFiles,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, String> {
+    let cert = std::fs::read(&files.cert_der).map_err(|e| format!("cannot read cert.der: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_pem)
+        .map_err(|e| format!("cannot read {}: {e}", files.key_pem.display()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert)], key)
+        .map_err(|e| format!("bad certificate or key: {e}"))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
 }
 
 fn client_tls(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
@@ -351,6 +361,25 @@ struct Verifier {
     accept: bool,
 }
 
+impl Verifier {
+    /// A TLS 1.3 client configuration offering `alpn` that trusts every certificate
+    /// (`accept`) or none.
+    fn client_tls(
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        accept: bool,
+        alpn: &[u8],
+    ) -> Result<rustls::ClientConfig, String> {
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier { provider, accept }))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        Ok(tls)
+    }
+}
+
 impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
@@ -413,17 +442,7 @@ async fn probe(a: ProbeArgs) -> u8 {
 }
 
 async fn probe_inner(a: &ProbeArgs) -> Result<ProbeReport, String> {
-    let p = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
-            provider: p,
-            accept: false,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![refpeers::ALPN.to_vec()];
+    let tls = Verifier::client_tls(provider(), false, refpeers::ALPN)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
     // QUIC v1 only: what the probe tells is how a non-v1 server answers a v1 client.
@@ -531,12 +550,7 @@ fn hq_negotiated(conn: &quinn::Connection, cipher: Option<&str>) -> hq::Negotiat
 }
 
 async fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
-    let testcase = match &role {
-        hq::HqCommand::Server(a) => a.testcase.clone(),
-        hq::HqCommand::Client(a) => a.testcase.clone(),
-    };
-    let Some(profile) = hq::Profile::for_testcase(&testcase) else {
-        hq::print_unsupported(&format!("quinn-peer does not know test case {testcase}"));
+    let Some(profile) = refpeers::hq_profile(&role, PROG) else {
         return Ok(hq::EXIT_UNSUPPORTED);
     };
     match role {
@@ -549,16 +563,7 @@ async fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let files = refpeers::ensure_certificate(dir.path())
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
-    let cert = std::fs::read(&files.cert_der).map_err(|e| format!("cannot read cert.der: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key_pem)
-        .map_err(|e| format!("cannot read {}: {e}", files.key_pem.display()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(hq_provider(&p))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert)], key)
-        .map_err(|e| format!("bad certificate or key: {e}"))?;
-    tls.alpn_protocols = vec![hq::ALPN_HQ.to_vec()];
+    let tls = server_tls(&files, hq_provider(&p), hq::ALPN_HQ)?;
     let crypto = QuicServerConfig::with_initial(Arc::new(tls), initial_suite()?)
         .map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -675,17 +680,7 @@ async fn hq_client_run(
 ) -> Result<(), (&'static str, String)> {
     let io = |e: String| ("io", e);
     let files = a.all_files().map_err(io)?;
-    let prov = hq_provider(p);
-    let mut tls = rustls::ClientConfig::builder_with_provider(prov.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| io(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
-            provider: prov,
-            accept: true,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![hq::ALPN_HQ.to_vec()];
+    let tls = Verifier::client_tls(hq_provider(p), true, hq::ALPN_HQ).map_err(io)?;
     let crypto = QuicClientConfig::with_initial(Arc::new(tls), initial_suite().map_err(io)?)
         .map_err(|e| io(e.to_string()))?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));

@@ -465,6 +465,20 @@ pub fn print_error(prog: &str, message: impl fmt::Display) {
     eprintln!("{prog}: {line}");
 }
 
+/// The [`hq::Profile`] of `role`'s test case; `None` after telling the runner that
+/// `prog` does not know the test case (`unsupported ...`).
+pub fn hq_profile(role: &hq::HqCommand, prog: &str) -> Option<hq::Profile> {
+    let testcase = match role {
+        hq::HqCommand::Server(a) => &a.testcase,
+        hq::HqCommand::Client(a) => &a.testcase,
+    };
+    let profile = hq::Profile::for_testcase(testcase);
+    if profile.is_none() {
+        hq::print_unsupported(&format!("{prog} does not know test case {testcase}"));
+    }
+    profile
+}
+
 /// Reads standard input on a background thread and calls `on_eof` when it closes
 /// (the server's "stop when my parent goes away" rule).
 pub fn watch_stdin(on_eof: impl FnOnce() + Send + 'static) {

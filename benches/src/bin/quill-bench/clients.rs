@@ -11,7 +11,7 @@ use bytes::Bytes;
 use quill_transport::driver::UdpConfig;
 use quill_transport::driver::{Context, EventLoop, Handler};
 use quill_transport::proto::{
-    ClientConfig, Dir, Event, ReadOutcome, StreamEvent, StreamId, WriteError,
+    ClientConfig, Connection, Dir, Event, ReadOutcome, StreamEvent, StreamId, WriteError,
 };
 use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 
@@ -45,36 +45,24 @@ fn close_all<H: Handler>(ev: &mut EventLoop<H>) {
 }
 
 // ---------------------------------------------------------------------------------
-// Bulk
+// One connection (bulk, first byte)
 
-/// One connection, one unidirectional stream of `total` bytes; done when the server's
-/// 8-byte count arrives (see `server.rs`).
-struct Bulk {
+/// What the one-connection clients ([`Bulk`], [`FirstByte`]) keep alike: their
+/// connection, when it logged in, when the measurement was done, and the first error.
+#[derive(Default)]
+struct OneConnection {
     conn: Option<ConnectionHandle>,
-    total: u64,
-    sent: u64,
-    stream: Option<StreamId>,
-    finished: bool,
     connected_at: Option<Instant>,
-    reply: Option<StreamId>,
-    reply_bytes: Vec<u8>,
     done_at: Option<Instant>,
     error: Option<String>,
-    /// The data written, over and over (handed to quill by reference, no copy).
-    chunk: Bytes,
 }
 
-impl Handler for Bulk {
-    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+impl OneConnection {
+    /// Notes the login, and a loss before the measurement is done as the error (after
+    /// it, the loss is our own closing).
+    fn on_event(&mut self, event: &Event) {
         match event {
             Event::Connected { .. } => self.connected_at = Some(Instant::now()),
-            Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
-                if let Some(c) = ctx.connection(h) {
-                    while let Some(id) = c.accept_stream(Dir::Uni) {
-                        self.reply = Some(id);
-                    }
-                }
-            }
             Event::ConnectionLost(e) if self.done_at.is_none() => {
                 self.error = Some(format!("connection lost: {e}"));
             }
@@ -82,11 +70,105 @@ impl Handler for Bulk {
         }
     }
 
+    /// The connection, once logged in (no stream is opened before).
+    fn logged_in<'c, H: Handler>(&self, ctx: &'c mut Context<'_, H>) -> Option<&'c mut Connection> {
+        self.connected_at?;
+        ctx.connection(self.conn?)
+    }
+
+    fn settled(&self) -> bool {
+        self.done_at.is_some() || self.error.is_some()
+    }
+}
+
+/// A handler that measures over one [`OneConnection`].
+trait OneClient: Handler {
+    fn one(&mut self) -> &mut OneConnection;
+}
+
+/// A one-connection client's loop after [`run_one`].
+struct OneRun<H: Handler> {
+    ev: EventLoop<H>,
+    conn: ConnectionHandle,
+    /// Just before the connect call.
+    connect_at: Instant,
+    /// Whether the measurement was done within the timeout.
+    finished: bool,
+}
+
+/// Connects `handler`'s one connection to `server` and runs the loop until the
+/// measurement is done, an error or `timeout`; the handler's error is the result's.
+fn run_one<H: OneClient>(
+    server: SocketAddr,
+    suite: SuiteArg,
+    login: common::LoginArg,
+    timeout: Duration,
+    handler: H,
+) -> Result<OneRun<H>, String> {
+    let mut ev = client_loop(server, handler)?;
+    let connect_at = Instant::now();
+    let conn = ev
+        .with_context(|_, ctx| {
+            ctx.connect(
+                common::client_config_with(suite.suite(), None, login),
+                server,
+            )
+        })
+        .map_err(|e| format!("connect: {e}"))?;
+    ev.handler().one().conn = Some(conn);
+    let finished = ev
+        .run_until(timeout, |b, _| b.one().settled())
+        .map_err(|e| format!("client loop: {e}"))?;
+    if let Some(e) = ev.handler().one().error.take() {
+        return Err(e);
+    }
+    Ok(OneRun {
+        ev,
+        conn,
+        connect_at,
+        finished,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Bulk
+
+/// One connection, one unidirectional stream of `total` bytes; done when the server's
+/// 8-byte count arrives (see `server.rs`).
+struct Bulk {
+    one: OneConnection,
+    total: u64,
+    sent: u64,
+    stream: Option<StreamId>,
+    finished: bool,
+    reply: Option<StreamId>,
+    reply_bytes: Vec<u8>,
+    /// The data written, over and over (handed to quill by reference, no copy).
+    chunk: Bytes,
+}
+
+impl OneClient for Bulk {
+    fn one(&mut self) -> &mut OneConnection {
+        &mut self.one
+    }
+}
+
+impl Handler for Bulk {
+    fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
+        if let Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) = event {
+            if let Some(c) = ctx.connection(h) {
+                while let Some(id) = c.accept_stream(Dir::Uni) {
+                    self.reply = Some(id);
+                }
+            }
+        }
+        self.one.on_event(&event);
+    }
+
     fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
-        let (Some(h), Some(_)) = (self.conn, self.connected_at) else {
+        let Some(c) = self.one.logged_in(ctx) else {
             return;
         };
-        let Some(c) = ctx.connection(h) else { return };
         if self.stream.is_none() {
             self.stream = c.open_stream(Dir::Uni);
         }
@@ -98,7 +180,7 @@ impl Handler for Bulk {
                     Ok(0) | Err(WriteError::Blocked) => break,
                     Ok(k) => self.sent += k as u64,
                     Err(e) => {
-                        self.error = Some(format!("write: {e}"));
+                        self.one.error = Some(format!("write: {e}"));
                         return;
                     }
                 }
@@ -118,13 +200,13 @@ impl Handler for Bulk {
                         }
                     }
                     Ok(ReadOutcome::Finished) => {
-                        self.done_at = Some(Instant::now());
+                        self.one.done_at = Some(Instant::now());
                         self.reply = None;
                         break;
                     }
                     Ok(ReadOutcome::Blocked) => break,
                     Err(e) => {
-                        self.error = Some(format!("reply stream: {e}"));
+                        self.one.error = Some(format!("reply stream: {e}"));
                         break;
                     }
                 }
@@ -146,36 +228,22 @@ pub fn bulk(
         .collect::<Vec<u8>>()
         .into();
     let handler = Bulk {
-        conn: None,
+        one: OneConnection::default(),
         total: bytes,
         sent: 0,
         stream: None,
         finished: false,
-        connected_at: None,
         reply: None,
         reply_bytes: Vec::new(),
-        done_at: None,
-        error: None,
         chunk,
     };
-    let mut ev = client_loop(server, handler)?;
-    let started = Instant::now();
-    let h = ev
-        .with_context(|_, ctx| {
-            ctx.connect(
-                common::client_config_with(suite.suite(), None, login),
-                server,
-            )
-        })
-        .map_err(|e| format!("connect: {e}"))?;
-    ev.handler().conn = Some(h);
-    let finished = ev
-        .run_until(timeout, |b, _| b.done_at.is_some() || b.error.is_some())
-        .map_err(|e| format!("client loop: {e}"))?;
+    let OneRun {
+        mut ev,
+        conn: h,
+        connect_at: started,
+        finished,
+    } = run_one(server, suite, login, timeout, handler)?;
     let b = ev.handler();
-    if let Some(e) = b.error.take() {
-        return Err(e);
-    }
     if !finished {
         return Err(format!(
             "timed out after {timeout:?} with {} of {bytes} bytes written",
@@ -188,8 +256,8 @@ pub fn bulk(
     if count != bytes {
         return Err(format!("server received {count} bytes, we sent {bytes}"));
     }
-    let connected_at = b.connected_at.expect("connected before done");
-    let done_at = b.done_at.expect("done");
+    let connected_at = b.one.connected_at.expect("connected before done");
+    let done_at = b.one.done_at.expect("done");
     let seconds = (done_at - connected_at).as_secs_f64();
     let handshake_ms = (connected_at - started).as_secs_f64() * 1e3;
     let stats = ev
@@ -222,37 +290,34 @@ pub fn bulk(
 
 /// One connection; once logged in, one bidirectional stream with one byte and FIN;
 /// done when the server's echo of that byte arrives.
+/// Its [`OneConnection::done_at`] is when the echoed byte arrived.
 struct FirstByte {
-    conn: Option<ConnectionHandle>,
-    connected_at: Option<Instant>,
+    one: OneConnection,
     stream: Option<StreamId>,
-    first_byte_at: Option<Instant>,
-    error: Option<String>,
+}
+
+impl OneClient for FirstByte {
+    fn one(&mut self) -> &mut OneConnection {
+        &mut self.one
+    }
 }
 
 impl Handler for FirstByte {
     fn on_event(&mut self, _ctx: &mut Context<'_, Self>, _h: ConnectionHandle, event: Event) {
-        match event {
-            Event::Connected { .. } => self.connected_at = Some(Instant::now()),
-            Event::ConnectionLost(e) if self.first_byte_at.is_none() => {
-                self.error = Some(format!("connection lost: {e}"));
-            }
-            _ => {}
-        }
+        self.one.on_event(&event);
     }
 
     fn on_turn(&mut self, ctx: &mut Context<'_, Self>) {
-        let (Some(h), Some(_)) = (self.conn, self.connected_at) else {
+        let Some(c) = self.one.logged_in(ctx) else {
             return;
         };
-        let Some(c) = ctx.connection(h) else { return };
         if self.stream.is_none() {
             let Some(id) = c.open_stream(Dir::Bi) else {
                 return;
             };
             // A fresh stream's send buffer always takes one byte.
             if let Err(e) = c.write(id, b"q") {
-                self.error = Some(format!("write: {e}"));
+                self.one.error = Some(format!("write: {e}"));
             }
             let _ = c.finish(id);
             self.stream = Some(id);
@@ -261,13 +326,13 @@ impl Handler for FirstByte {
         let mut buf = [0u8; 16];
         match c.read(id, &mut buf) {
             Ok(ReadOutcome::Data(n)) if n > 0 => {
-                self.first_byte_at.get_or_insert_with(Instant::now);
+                self.one.done_at.get_or_insert_with(Instant::now);
             }
-            Ok(ReadOutcome::Finished) if self.first_byte_at.is_none() => {
-                self.error = Some("the server finished the stream without echoing".into());
+            Ok(ReadOutcome::Finished) if self.one.done_at.is_none() => {
+                self.one.error = Some("the server finished the stream without echoing".into());
             }
             Ok(_) => {}
-            Err(e) => self.error = Some(format!("read: {e}")),
+            Err(e) => self.one.error = Some(format!("read: {e}")),
         }
     }
 }
@@ -282,32 +347,16 @@ pub fn first_byte(
     timeout: Duration,
 ) -> Result<(), String> {
     let handler = FirstByte {
-        conn: None,
-        connected_at: None,
+        one: OneConnection::default(),
         stream: None,
-        first_byte_at: None,
-        error: None,
     };
-    let mut ev = client_loop(server, handler)?;
-    let connect_at = Instant::now();
-    let h = ev
-        .with_context(|_, ctx| {
-            ctx.connect(
-                common::client_config_with(suite.suite(), None, login),
-                server,
-            )
-        })
-        .map_err(|e| format!("connect: {e}"))?;
-    ev.handler().conn = Some(h);
-    let finished = ev
-        .run_until(timeout, |b, _| {
-            b.first_byte_at.is_some() || b.error.is_some()
-        })
-        .map_err(|e| format!("client loop: {e}"))?;
-    let b = ev.handler();
-    if let Some(e) = b.error.take() {
-        return Err(e);
-    }
+    let OneRun {
+        mut ev,
+        connect_at,
+        finished,
+        ..
+    } = run_one(server, suite, login, timeout, handler)?;
+    let b = &ev.handler().one;
     if !finished {
         return Err(format!("no echoed byte within {timeout:?}"));
     }
@@ -322,7 +371,7 @@ pub fn first_byte(
         // connection: from the connect call to the login's end.
         "connect_to_established_ms":
             (b.connected_at.expect("connected") - connect_at).as_secs_f64() * 1e3,
-        "first_byte_ms": ms(b.first_byte_at.expect("done")),
+        "first_byte_ms": ms(b.done_at.expect("done")),
     });
     close_all(&mut ev);
     println!("{out}");

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::common::SuiteArg;
 use crate::loopback;
-use crate::procs::{Proc, Usage};
+use crate::procs::{self, Proc, Usage};
 use crate::stats::{quantile, Summary};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -126,15 +126,12 @@ pub enum What {
     Sessions,
 }
 
-/// Everything `compare` takes from the command line.
+/// Everything `compare` takes from the command line: `loopback`'s plan (the quill
+/// measurements both run the same way), and which stacks and measurements.
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Rounds; each runs every configuration once, in a fixed order.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    /// Bytes per bulk run (client → server).
-    #[arg(long, default_value_t = 1 << 30)]
-    pub bytes: u64,
+    #[command(flatten)]
+    pub plan: loopback::Plan,
     /// Configurations, comma-separated: all, quill (= quill-aes256,quill-aes128),
     /// quill-aes256, quill-aes128, quinn, quiche, tcp, tcp-tls.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
@@ -145,15 +142,6 @@ pub struct Options {
     /// Fresh client processes per stack for the latency measurement.
     #[arg(long, default_value_t = 10)]
     pub latency_samples: usize,
-    /// Connections per handshake-rate run.
-    #[arg(long, default_value_t = 5000)]
-    pub handshakes: usize,
-    /// Handshakes in flight in the rate runs.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Connections for the idle-memory measurement.
-    #[arg(long, default_value_t = 10_000)]
-    pub idle: usize,
     /// Idle sessions with keep-alives on one server loop.
     #[arg(long, default_value_t = 100_000)]
     pub sessions: usize,
@@ -167,12 +155,6 @@ pub struct Options {
     /// milliseconds (below 15000).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
     pub keep_alive_ms: u64,
-    /// quill server worker threads.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
-    /// Print one JSON object instead of tables.
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl Options {
@@ -279,7 +261,7 @@ impl Srv {
                     "--listen".into(),
                     listen.into(),
                     "--workers".into(),
-                    o.workers.to_string(),
+                    o.plan.workers.to_string(),
                 ];
                 if accounts {
                     args.extend(["--accounts".to_owned(), dir.accounts()]);
@@ -369,25 +351,16 @@ impl Run {
 }
 
 fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
-    let timeout = Duration::from_secs(30 + o.bytes / 10_000_000);
+    let timeout = Duration::from_secs(30 + o.plan.bytes / 10_000_000);
     let t = timeout.as_secs().to_string();
-    let n = o.bytes.to_string();
+    let n = o.plan.bytes.to_string();
     if let Some(suite) = match stack {
         Stack::QuillAes256 => Some(SuiteArg::Aes256gcm),
         Stack::QuillAes128 => Some(SuiteArg::Aes128gcm),
         _ => None,
     } {
         // quill's own bulk run (fresh server, wait4 of both).
-        let plan = loopback::Plan {
-            bytes: o.bytes,
-            rounds: 1,
-            handshakes: 0,
-            concurrency: 1,
-            idle: 0,
-            workers: o.workers,
-            json: true,
-        };
-        let r = loopback::bulk_run(&plan, suite)?;
+        let r = loopback::bulk_run(&o.plan, suite)?;
         return Ok(Run {
             gbps: r.gbps,
             server: r.server,
@@ -560,7 +533,7 @@ fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
     }
     run_rounds(
         &mut configs,
-        o.rounds,
+        o.plan.rounds,
         "bulk",
         |stack| bulk_once(stack, o, dir),
         |r| {
@@ -587,7 +560,7 @@ fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
                 den.stack.name(),
                 &num.runs,
                 &den.runs,
-                |r| r.total_cpu_per_gib(o.bytes),
+                |r| r.total_cpu_per_gib(o.plan.bytes),
             );
             ratios.push((g, cpu));
         }
@@ -600,10 +573,10 @@ fn is_quill(s: Stack) -> bool {
 }
 
 fn bulk_json(o: &Options, b: &BulkResult) -> Value {
-    let gib = o.bytes as f64 / GIB;
+    let gib = o.plan.bytes as f64 / GIB;
     json!({
-        "bytes_per_run": o.bytes,
-        "rounds": o.rounds,
+        "bytes_per_run": o.plan.bytes,
+        "rounds": o.plan.rounds,
         "order": b.configs.iter().map(|c| c.stack.name()).collect::<Vec<_>>(),
         "configurations": b.configs.iter().map(|c| json!({
             "stack": c.stack.name(),
@@ -613,22 +586,16 @@ fn bulk_json(o: &Options, b: &BulkResult) -> Value {
             "goodput_gbps": summary(c, |r| r.gbps).json(),
             "server_cpu_s_per_gib": summary(c, |r| r.server.cpu_s() / gib).json(),
             "client_cpu_s_per_gib": summary(c, |r| r.client.cpu_s() / gib).json(),
-            "total_cpu_s_per_gib": summary(c, |r| r.total_cpu_per_gib(o.bytes)).json(),
+            "total_cpu_s_per_gib": summary(c, |r| r.total_cpu_per_gib(o.plan.bytes)).json(),
             "server_peak_rss_mib": summary(c, |r| r.server.max_rss_kib as f64 / 1024.0).json(),
             "client_peak_rss_mib": summary(c, |r| r.client.max_rss_kib as f64 / 1024.0).json(),
-            "runs": c.runs.iter().map(|r| r.as_ref().map(|r| json!({
+            "runs": c.runs.iter().map(|r| r.as_ref().map(|r| procs::with_cpu(json!({
                 "goodput_gbps": r.gbps,
-                "server_cpu_s": r.server.cpu_s(),
-                "server_user_s": r.server.user_s,
-                "server_sys_s": r.server.sys_s,
-                "client_cpu_s": r.client.cpu_s(),
-                "client_user_s": r.client.user_s,
-                "client_sys_s": r.client.sys_s,
-                "total_cpu_s_per_gib": r.total_cpu_per_gib(o.bytes),
+                "total_cpu_s_per_gib": r.total_cpu_per_gib(o.plan.bytes),
                 "server_peak_rss_kib": r.server.max_rss_kib,
                 "client_peak_rss_kib": r.client.max_rss_kib,
                 "client": r.raw,
-            }))).collect::<Vec<_>>(),
+            }), &r.server, &r.client))).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "ratios": b.ratios.iter().map(|(g, cpu)| json!({
             "numerator": g.num,
@@ -640,11 +607,11 @@ fn bulk_json(o: &Options, b: &BulkResult) -> Value {
 }
 
 fn bulk_table(o: &Options, b: &BulkResult) {
-    let gib = o.bytes as f64 / GIB;
+    let gib = o.plan.bytes as f64 / GIB;
     println!(
         "Bulk upload: one connection, {} MiB per run, {} rounds, order {} per round; median [min–max]",
-        o.bytes >> 20,
-        o.rounds,
+        o.plan.bytes >> 20,
+        o.plan.rounds,
         b.configs.iter().map(|c| c.stack.name()).collect::<Vec<_>>().join(" ")
     );
     println!();
@@ -670,7 +637,7 @@ fn bulk_table(o: &Options, b: &BulkResult) {
             summary(c, |r| r.gbps).show(2),
             summary(c, |r| r.client.cpu_s() / gib).show(2),
             summary(c, |r| r.server.cpu_s() / gib).show(2),
-            summary(c, |r| r.total_cpu_per_gib(o.bytes)).show(2),
+            summary(c, |r| r.total_cpu_per_gib(o.plan.bytes)).show(2),
             summary(c, |r| r.client.max_rss_kib as f64 / 1024.0).show(1),
             summary(c, |r| r.server.max_rss_kib as f64 / 1024.0).show(1),
         );
@@ -806,10 +773,10 @@ struct RateRun {
 fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String> {
     let server = Srv::start(stack, o, dir, true)?;
     let before = server.proc.cpu_now()?;
-    let timeout = Duration::from_secs(60 + o.handshakes as u64 / 100);
+    let timeout = Duration::from_secs(60 + o.plan.handshakes as u64 / 100);
     let (k, c, t) = (
-        o.handshakes.to_string(),
-        o.concurrency.to_string(),
+        o.plan.handshakes.to_string(),
+        o.plan.concurrency.to_string(),
         timeout.as_secs().to_string(),
     );
     let ca = dir.ca();
@@ -838,7 +805,7 @@ fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String
             v["failed"], k, v["first_error"]
         ));
     }
-    let n = o.handshakes.max(1) as f64;
+    let n = o.plan.handshakes.max(1) as f64;
     Ok(RateRun {
         per_sec: v["handshakes_per_sec"].as_f64().unwrap_or(0.0),
         server_cpu_us: (after? - before) / n * 1e6,
@@ -856,7 +823,7 @@ fn rate(o: &Options, stacks: &[Stack], dir: &Scratch) -> (Vec<RateConfig>, Vec<R
         .collect();
     run_rounds(
         &mut configs,
-        o.rounds,
+        o.plan.rounds,
         "handshakes",
         |stack| rate_once(stack, o, dir),
         |r| format!("{:.0} handshakes/s", r.per_sec),
@@ -920,7 +887,7 @@ struct SessionsResult {
 /// loaded client loops' own delays, so it is an upper bound for the server's.
 fn sessions(o: &Options) -> Result<SessionsResult, String> {
     let mut server = loopback::Server::start_with(
-        o.workers,
+        o.plan.workers,
         &strings(["--keep-alive-ms", &o.keep_alive_ms.to_string()]),
     )?;
     std::thread::sleep(Duration::from_millis(500));
@@ -1040,7 +1007,7 @@ fn us_to_ms(v: &Value) -> f64 {
 
 /// Runs what `o` asks for and prints the report.
 pub fn run(o: &Options) -> Result<(), String> {
-    if o.rounds == 0 && (o.wants(What::Bulk) || o.wants(What::Rate)) {
+    if o.plan.rounds == 0 && (o.wants(What::Bulk) || o.wants(What::Rate)) {
         return Err("--rounds must be at least 1".into());
     }
     let stacks = expand(&o.stacks);
@@ -1051,23 +1018,14 @@ pub fn run(o: &Options) -> Result<(), String> {
     let dir = Scratch::new()?;
     let bulk = o.wants(What::Bulk).then(|| bulk(o, &stacks, &dir));
     let lat = (o.wants(What::Latency) && o.latency_samples > 0).then(|| latency(o, &stacks, &dir));
-    let rate = (o.wants(What::Rate) && o.handshakes > 0).then(|| rate(o, &stacks, &dir));
-    let idle = if o.wants(What::Idle) && o.idle > 0 {
-        let plan = loopback::Plan {
-            bytes: 0,
-            rounds: 0,
-            handshakes: 0,
-            concurrency: 1,
-            idle: o.idle,
-            workers: o.workers,
-            json: true,
-        };
-        Some(loopback::idle_run(&plan).map_err(|e| format!("idle: {e}")))
+    let rate = (o.wants(What::Rate) && o.plan.handshakes > 0).then(|| rate(o, &stacks, &dir));
+    let idle = if o.wants(What::Idle) && o.plan.idle > 0 {
+        Some(loopback::idle_run(&o.plan).map_err(|e| format!("idle: {e}")))
     } else {
         None
     };
     let sess = (o.wants(What::Sessions) && o.sessions > 0).then(|| sessions(o));
-    if o.json {
+    if o.plan.json {
         let out = json!({
             "stacks": stacks.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "open_files_limit": { "soft": nofile.0, "hard": nofile.1 },
@@ -1086,8 +1044,8 @@ pub fn run(o: &Options) -> Result<(), String> {
                 })).collect::<Vec<_>>(),
             })),
             "rate": rate.as_ref().map(|(configs, ratios)| json!({
-                "connections": o.handshakes,
-                "concurrency": o.concurrency,
+                "connections": o.plan.handshakes,
+                "concurrency": o.plan.concurrency,
                 "stacks": configs.iter().map(|c| json!({
                     "stack": if is_quill(c.stack) { "quill" } else { c.stack.name() },
                     "available": c.unavailable.is_none(),
@@ -1107,7 +1065,7 @@ pub fn run(o: &Options) -> Result<(), String> {
             })),
             "idle": idle.as_ref().map(|r| match r {
                 Ok(i) => json!({
-                    "connections": o.idle,
+                    "connections": o.plan.idle,
                     "server_rss_kib_0": i.rss0_kib,
                     "server_rss_kib_n": i.rss_n_kib,
                     "server_bytes_per_connection": i.per_conn_bytes,
@@ -1207,7 +1165,7 @@ fn print_tables(
     if let Some((configs, ratios)) = rate {
         println!(
             "Handshakes per second against one server loop: {} connections, {} in flight, {} rounds; median [min–max]",
-            o.handshakes, o.concurrency, o.rounds
+            o.plan.handshakes, o.plan.concurrency, o.plan.rounds
         );
         println!();
         println!("| stack | handshakes/s | server CPU µs/handshake | client CPU µs/handshake | server-bound ceiling/s (1 core) |");
@@ -1244,7 +1202,7 @@ fn print_tables(
         println!();
     }
     if let Some(i) = idle {
-        println!("Idle connections: {} logged in (quill; quinn/quiche: not measured, the reference peers have no idle mode)", o.idle);
+        println!("Idle connections: {} logged in (quill; quinn/quiche: not measured, the reference peers have no idle mode)", o.plan.idle);
         println!();
         match i {
             Ok(i) => {

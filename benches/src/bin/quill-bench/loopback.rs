@@ -7,32 +7,34 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::SuiteArg;
-use crate::procs::{Proc, Usage};
+use crate::procs::{self, Proc, Usage};
 use crate::stats::Summary;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const STARTUP: Duration = Duration::from_secs(10);
 const SHUTDOWN: Duration = Duration::from_secs(15);
 
-/// What to measure (the options of `quill-bench loopback`).
+/// What to measure (the options of `quill-bench loopback`, and of `compare` for its
+/// quill runs).
 #[derive(Debug, clap::Args)]
 pub struct Plan {
-    /// Bytes per bulk run.
+    /// Bytes per bulk run (client → server).
     #[arg(long, default_value_t = 1 << 30)]
     pub bytes: u64,
-    /// Rounds; each runs AES-256-GCM then AES-128-GCM.
+    /// Rounds; each runs every configuration once, in a fixed order (`loopback`:
+    /// AES-256-GCM then AES-128-GCM).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Handshakes to measure (0 skips).
+    /// Connections per handshake-rate run (0 skips).
     #[arg(long, default_value_t = 5000)]
     pub handshakes: usize,
-    /// Handshakes in flight.
+    /// Handshakes in flight in the rate runs.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Idle connections to measure memory with (0 skips).
     #[arg(long, default_value_t = 10_000)]
     pub idle: usize,
-    /// Server worker threads.
+    /// quill server worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Print one JSON object instead of tables.
@@ -148,17 +150,12 @@ fn summarise(plan: &Plan, suite: SuiteArg, runs: &[BulkRun]) -> BulkSummary {
         runs: runs
             .iter()
             .map(|r| {
-                json!({
+                let run = json!({
                     "client": r.raw,
-                    "server_cpu_s": r.server.cpu_s(),
-                    "server_user_s": r.server.user_s,
-                    "server_sys_s": r.server.sys_s,
-                    "client_cpu_s": r.client.cpu_s(),
-                    "client_user_s": r.client.user_s,
-                    "client_sys_s": r.client.sys_s,
                     "server_max_rss_kib": r.server.max_rss_kib,
                     "client_max_rss_kib": r.client.max_rss_kib,
-                })
+                });
+                procs::with_cpu(run, &r.server, &r.client)
             })
             .collect(),
     }

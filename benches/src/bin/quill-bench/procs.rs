@@ -3,7 +3,6 @@
 //! sample `/proc/PID/{stat,status}` while it runs. A child that is not reaped by the
 //! time its `Proc` is dropped is killed.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -28,6 +27,18 @@ impl Usage {
     }
 }
 
+/// The JSON object `run` (one measured run) with the CPU seconds of its two processes
+/// as every report gives them: `server_cpu_s` (user + system), `server_user_s`,
+/// `server_sys_s`, and the same for `client_`.
+pub fn with_cpu(mut run: serde_json::Value, server: &Usage, client: &Usage) -> serde_json::Value {
+    for (role, u) in [("server", server), ("client", client)] {
+        run[format!("{role}_cpu_s")] = u.cpu_s().into();
+        run[format!("{role}_user_s")] = u.user_s.into();
+        run[format!("{role}_sys_s")] = u.sys_s.into();
+    }
+    run
+}
+
 /// A running child.
 pub struct Proc {
     name: String,
@@ -46,29 +57,15 @@ impl Proc {
 
     /// Starts the executable `exe` with `args` (pipes as for [`Proc::spawn`]).
     pub fn spawn_exe(name: &str, exe: &std::path::Path, args: &[String]) -> Result<Proc, String> {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("spawn {name}: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
+        let (mut child, lines) =
+            crate::child::spawn_piped(Command::new(exe).args(args), Stdio::inherit())
+                .map_err(|e| format!("spawn {name}: {e}"))?;
         let stdin = child.stdin.take();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Ok(Proc {
             name: name.to_owned(),
             child,
             stdin,
-            lines: rx,
+            lines,
             reaped: false,
         })
     }
@@ -279,6 +276,22 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn runs_report_the_cpu_of_both_processes() {
+        let u = |user_s, sys_s| Usage {
+            user_s,
+            sys_s,
+            ..Usage::default()
+        };
+        let run = with_cpu(serde_json::json!({ "k": 1 }), &u(1.0, 0.5), &u(0.25, 0.25));
+        let want = serde_json::json!({
+            "k": 1,
+            "server_cpu_s": 1.5, "server_user_s": 1.0, "server_sys_s": 0.5,
+            "client_cpu_s": 0.5, "client_user_s": 0.25, "client_sys_s": 0.25,
+        });
+        assert_eq!(run, want);
     }
 
     #[test]
