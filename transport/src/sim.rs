@@ -681,6 +681,8 @@ impl App for ServerApp {
                     Ok(n) => {
                         data.drain(..n);
                     }
+                    // Out of send buffer or flow-control credit: try again next turn.
+                    Err(crate::proto::WriteError::Blocked) => return true,
                     Err(_) => return false,
                 }
             }

@@ -132,6 +132,40 @@ fn v1_echo_under_loss_and_reordering() {
     }
 }
 
+/// RFC 9001 §5.7, found by quinn in the interop runner's handshakeloss case: the
+/// client's Finished is lost and its first request (1-RTT, sent as soon as its
+/// handshake is complete) arrives alone. The server keeps the packet until the
+/// retransmitted Finished completes the handshake, instead of closing the connection
+/// for stream data before the handshake.
+#[test]
+fn v1_request_overtaking_a_lost_finished_waits_for_the_handshake() {
+    let mut app = ClientApp::new(4096, 1);
+    app.echo = true;
+    let mut sim = v1_sim(5, LinkConfig::default(), endpoint_config(5), app);
+    // The client has just processed the server's flight: its Finished is queued.
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client().alpn().is_some()));
+    let sent_before = sim.net.c2s.stats().sent;
+    sim.net.c2s.black_hole = true;
+    sim.net.transmit();
+    sim.net.c2s.black_hole = false;
+    assert!(
+        sim.net.c2s.stats().sent > sent_before,
+        "the Finished was not sent"
+    );
+    let done = sim.run_until(Duration::from_secs(30), |s| {
+        s.client_app.sink.finished.len() == 1
+    });
+    assert!(
+        done,
+        "no echo: client {:?} {:?}, server {:?}",
+        sim.client_app.lost, sim.client_app.events, sim.server_app.events
+    );
+    assert_eq!(
+        sim.client_app.sent, sim.client_app.sink.finished,
+        "the echo differs from what was sent"
+    );
+}
+
 #[test]
 fn v1_key_updates_mid_transfer() {
     let mut s = v1_setup(6);

@@ -77,13 +77,8 @@ pub(super) fn negotiated(
         version: Some(1),
         alpn: alpn.map(|a| String::from_utf8_lossy(a).into_owned()),
         group: group.map(|g| hq::group_name(u16::from(g))),
-        cipher: suite.map(|s| {
-            quill_crypto::tls::tls13_suite(s)
-                .suite()
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned()
-        }),
+        cipher: suite
+            .map(|s| hq::cipher_name(u16::from(quill_crypto::tls::tls13_suite(s).suite()))),
     }
 }
 
@@ -127,6 +122,9 @@ fn transport(p: &Profile) -> Result<TransportConfig, PeerError> {
         max_receive_window: conn,
         ..StreamsConfig::default()
     };
+    // handshakeloss and handshakecorruption lose 30% of the handshake's datagrams;
+    // like the reference peers, give a handshake as long as the idle timeout.
+    t.handshake_timeout = t.handshake_timeout.max(t.idle_timeout);
     t.validate().map_err(|e| PeerError::usage(e.to_string()))?;
     Ok(t)
 }
@@ -136,14 +134,36 @@ fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
     let root = a.root.canonicalize().map_err(|e| {
         PeerError::usage(format!("--root {}: {e}; create it first", a.root.display()))
     })?;
-    // A fixed host key, as in `quill-interop-peer server`: its certificate is what the
-    // reference clients see (they do not verify it).
+    // The runner's clients do not verify the certificate, but they must be able to
+    // check its signature: BoringSSL (quiche) offers no Ed25519 signature scheme, so
+    // the host-key certificate will not do. A run-time ECDSA P-256 certificate for
+    // localhost (rcgen), as every reference peer here serves, through
+    // `QuicV1Server::with_certificate` (what `quill server --cert/--cert-key` uses).
+    let cert_dir;
+    let dir = match &a.state_dir {
+        Some(d) => d.clone(),
+        None => {
+            cert_dir = tempfile::tempdir().map_err(|e| PeerError::other(e.to_string()))?;
+            cert_dir.path().to_path_buf()
+        }
+    };
+    let files = refpeers::ensure_certificate(&dir).map_err(|e| {
+        PeerError::other(format!(
+            "cannot make a certificate in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let pem_err = |e: quill_crypto::Error| PeerError::other(e.to_string());
+    let chain = quill_crypto::tls::load_pem_chain(&files.cert_pem).map_err(pem_err)?;
+    let key = quill_crypto::tls::load_pem_key(&files.key_pem).map_err(pem_err)?;
+    // quill's own version needs a host key too; a fixed one, as in
+    // `quill-interop-peer server`.
     let host_key =
         Arc::new(HostKeyPair::from_seed(&[0x51; 32]).map_err(|e| PeerError::other(e.to_string()))?);
-    let mut config = ServerConfig::new(host_key.clone());
+    let mut config = ServerConfig::new(host_key);
     config.transport = Arc::new(transport(p)?);
     config.quic_v1 = Some(
-        QuicV1Server::with_host_key(host_key, vec![ALPN_HQ.to_vec()])
+        QuicV1Server::with_certificate(chain, key, vec![ALPN_HQ.to_vec()])
             .map_err(|e| PeerError::other(e.to_string()))?,
     );
     let endpoint = EndpointConfig {

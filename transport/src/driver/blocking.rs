@@ -192,8 +192,13 @@ impl FacadeHandler {
             }
             st.opened.push_back(id);
         }
-        if std::mem::take(&mut st.key_update) {
+        if st.key_update {
+            // No key update may start before the handshake is confirmed (RFC 9001
+            // §6; a QUIC v1 client is up before that) or while the last one is not
+            // acknowledged: the request waits for a turn where it can.
+            let before = conn.stats().key_updates_initiated;
             conn.initiate_key_update();
+            st.key_update = conn.stats().key_updates_initiated == before;
         }
         if let Some((code, reason)) = st.close.take() {
             conn.close(now, code, &reason);

@@ -68,8 +68,10 @@ pub enum Event {
         /// The server's welcome message (client side; empty on the server).
         message: String,
     },
-    /// QUIC v1: the TLS handshake is confirmed (RFC 9001 §4.1.2) and streams and
-    /// datagrams may be used. QUIC v1 has no login: there is **no account**
+    /// QUIC v1: the TLS handshake is complete (RFC 9001 §4.1.1; on the server also
+    /// confirmed, §4.1.2) and streams and datagrams may be used (a client's first
+    /// stream data goes out with its Finished). QUIC v1 has no login: there is **no
+    /// account**
     /// ([`Connection::account`] stays `None`); what the peer may do is the
     /// application's decision (by ALPN, for instance).
     HandshakeConfirmed {
@@ -202,6 +204,11 @@ enum Timer {
     LoginAnswer = 8,
 }
 
+/// 1-RTT packets a QUIC v1 server keeps while its TLS handshake is not complete
+/// (RFC 9001 §5.7): enough for a client's first flight of requests, little memory per
+/// half-open connection (at most this many datagrams' worth).
+const MAX_EARLY_ONE_RTT: usize = 4;
+
 const TIMER_COUNT: usize = 9;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
@@ -260,6 +267,10 @@ pub struct Connection {
     handshake_acked: bool,
     /// Server: HANDSHAKE_DONE owed.
     handshake_done_pending: bool,
+    /// QUIC v1, server: 1-RTT packets that arrived before the TLS handshake completed
+    /// (the client's Finished lost or reordered), processed once it has; at most
+    /// [`MAX_EARLY_ONE_RTT`].
+    early_one_rtt: Vec<(SocketAddr, Vec<u8>)>,
     /// Server: LoginAccepted bytes written to the application CRYPTO stream.
     peer_params: Option<TransportParameters>,
     peer_host_key: Option<PublicKey>,
@@ -495,6 +506,7 @@ impl Connection {
             key_exchange_done: false,
             handshake_acked: false,
             handshake_done_pending: false,
+            early_one_rtt: Vec::new(),
             peer_params: None,
             peer_host_key: None,
             account: None,
@@ -790,17 +802,24 @@ impl Connection {
         self.set_loss_detection_timer(now);
     }
 
-    /// QUIC v1, server: the TLS handshake is complete (the client's Finished
-    /// verified), which confirms it (RFC 9001 §4.1.2): send HANDSHAKE_DONE and drop
-    /// the Handshake keys (§4.9.2). Client: the handshake is confirmed by
-    /// HANDSHAKE_DONE, not here.
+    /// QUIC v1: the TLS handshake is complete. Server: the client's Finished is
+    /// verified, which confirms it (RFC 9001 §4.1.2): send HANDSHAKE_DONE and drop
+    /// the Handshake keys (§4.9.2). Client: the connection is up; the handshake is
+    /// confirmed by HANDSHAKE_DONE, not here.
     fn on_tls_complete(&mut self, now: Instant) {
         if let Handshake::Tls(t) = &self.hs {
             self.alpn = t.alpn().map(<[u8]>::to_vec);
             self.kx_group = t.key_exchange_group();
             self.suite = t.suite();
         }
-        if self.side != Side::Server || self.state != State::Handshaking {
+        if self.state != State::Handshaking {
+            return;
+        }
+        if self.side == Side::Client {
+            // RFC 9001 §4.1.1: complete, so 1-RTT data may go out with the Finished;
+            // confirmed only by HANDSHAKE_DONE (§4.1.2), which also drops the
+            // Handshake keys and allows key updates.
+            self.established_without_login();
             return;
         }
         self.handshake_done_pending = true;

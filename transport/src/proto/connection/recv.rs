@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::keys::{HeaderKey, KeyUpdate, Keys, PacketKey};
 use super::spaces::SentFrames;
-use super::{cids, Connection, Event, State, Timer};
+use super::{cids, Connection, Event, State, Timer, MAX_EARLY_ONE_RTT};
 use crate::proto::error::{ConnectionError, TransportError};
 use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::{Handshake, KeyMaterial, Output};
@@ -110,6 +110,25 @@ impl Connection {
                 return;
             }
         }
+        if self.state == State::Established && !self.early_one_rtt.is_empty() {
+            self.replay_early_one_rtt(now);
+        }
+    }
+
+    /// Processes the 1-RTT packets kept while the TLS handshake was not complete.
+    fn replay_early_one_rtt(&mut self, now: Instant) {
+        let cid_len = self.local_cid.len();
+        for (remote, mut packet) in std::mem::take(&mut self.early_one_rtt) {
+            let header = match parse_header(&packet, cid_len) {
+                Ok(h) => Header::new(&h, cid_len),
+                Err(_) => continue,
+            };
+            let len = header.packet_len.min(packet.len());
+            self.handle_packet(now, remote, &mut packet[..len], &header);
+            if self.state != State::Established {
+                return;
+            }
+        }
     }
 
     fn handle_packet(&mut self, now: Instant, remote: SocketAddr, packet: &mut [u8], h: &Header) {
@@ -133,6 +152,21 @@ impl Connection {
             self.cids.is_local(&h.dcid) || (self.side == Side::Server && space == Space::Initial);
         if !routable {
             self.drop_packet(space, packet);
+            return;
+        }
+        // RFC 9001 §5.7: "a server MUST NOT process incoming 1-RTT protected packets
+        // before the TLS handshake is complete". The client's Finished may have been
+        // lost while its first request arrives: keep a few for then.
+        if space == Space::Data
+            && self.side == Side::Server
+            && self.state == State::Handshaking
+            && matches!(self.hs, Handshake::Tls(_))
+        {
+            if self.early_one_rtt.len() < MAX_EARLY_ONE_RTT {
+                self.early_one_rtt.push((remote, packet.to_vec()));
+            } else {
+                self.stats.packets_dropped += 1;
+            }
             return;
         }
         let Some((pn, header_len, payload_len, key_phase_flip)) =
