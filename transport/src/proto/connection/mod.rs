@@ -40,7 +40,7 @@ use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
 use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig, Version};
 use super::error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 use super::handshake::tls::TlsHandshake;
-use super::handshake::{Handshake, LoginRequest};
+use super::handshake::{Handshake, LoginRequest, Methods};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
     Dir, PeerLimits, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
@@ -431,7 +431,7 @@ impl Connection {
         params.stateless_reset_token = reset_token;
         let hs = match (version, &config.quic_v1) {
             (QUILL_VERSION, _) => Handshake::server(config, &params),
-            (QUIC_V1, Some(v1)) => TlsHandshake::server(v1.tls.clone(), &params)
+            (QUIC_V1, Some(v1)) => TlsHandshake::server(v1.tls.clone(), &params, Methods::of(&config))
                 .map(|h| Handshake::Tls(Box::new(h)))
                 .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?,
             _ => {

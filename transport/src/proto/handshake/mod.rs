@@ -269,8 +269,13 @@ impl Handshake {
         if !self.awaiting_verdict() {
             return None;
         }
-        // The handshake is over: free its state (transcript, configuration, secrets).
-        *self = Handshake::Done;
+        match self {
+            // TLS stays: it reads post-handshake messages; the answer goes on stream 0.
+            Handshake::Tls(t) => t.login = tls::StreamLogin::Done,
+            // The handshake is over: free its state (transcript, configuration,
+            // secrets).
+            _ => *self = Handshake::Done,
+        }
         let mut out = Vec::new();
         Message::LoginAccepted {
             account: account.to_owned(),
@@ -282,7 +287,11 @@ impl Handshake {
 
     /// Server: whether a login verdict is awaited.
     pub(crate) fn awaiting_verdict(&self) -> bool {
-        matches!(self, Handshake::Server(s) if matches!(s.state, ServerState::WaitVerdict))
+        match self {
+            Handshake::Server(s) => matches!(s.state, ServerState::WaitVerdict),
+            Handshake::Tls(t) => matches!(t.login, tls::StreamLogin::ServerWaitVerdict),
+            _ => false,
+        }
     }
 
     /// Ends the handshake (failed, or finished on the client): no further messages
@@ -431,35 +440,108 @@ impl ClientHandshake {
     }
 
     fn login_message(&self, login_hash: &[u8; 32]) -> LoginMessage {
-        let sign = |key: &Arc<HostKeyPair>| {
-            let mut signed = LOGIN_CONTEXT.to_vec();
-            signed.extend_from_slice(login_hash);
-            (key.public().to_bytes(), key.sign(&signed).to_bytes())
-        };
-        match &self.config.login {
-            Login::Password { user, password } => LoginMessage::Password {
+        login_message(&self.config.login, login_hash)
+    }
+}
+
+/// The client's login message; an identity key signs [`LOGIN_CONTEXT`] followed by
+/// `login_hash` (quill's version: the transcript hash; QUIC v1: the TLS exporter).
+pub(crate) fn login_message(login: &Login, login_hash: &[u8; 32]) -> LoginMessage {
+    let sign = |key: &Arc<HostKeyPair>| {
+        let mut signed = LOGIN_CONTEXT.to_vec();
+        signed.extend_from_slice(login_hash);
+        (key.public().to_bytes(), key.sign(&signed).to_bytes())
+    };
+    match login {
+        Login::Password { user, password } => LoginMessage::Password {
+            user: user.clone(),
+            password: Zeroizing::new(password.as_bytes().to_vec()),
+        },
+        Login::PublicKey { user, key } => {
+            let (key, signature) = sign(key);
+            LoginMessage::PublicKey {
                 user: user.clone(),
-                password: Zeroizing::new(password.as_bytes().to_vec()),
-            },
-            Login::PublicKey { user, key } => {
-                let (key, signature) = sign(key);
-                LoginMessage::PublicKey {
-                    user: user.clone(),
-                    key,
-                    signature,
-                }
-            }
-            Login::Register {
-                user,
-                password,
                 key,
-            } => LoginMessage::Register {
-                user: user.clone(),
-                password: Zeroizing::new(password.as_bytes().to_vec()),
-                key: key.as_ref().map(sign),
-            },
+                signature,
+            }
+        }
+        Login::Register {
+            user,
+            password,
+            key,
+        } => LoginMessage::Register {
+            user: user.clone(),
+            password: Zeroizing::new(password.as_bytes().to_vec()),
+            key: key.as_ref().map(sign),
+        },
+    }
+}
+
+/// The login methods a server offers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Methods {
+    pub(crate) password: bool,
+    pub(crate) publickey: bool,
+    pub(crate) register: bool,
+}
+
+impl Methods {
+    /// What `config` offers.
+    pub(crate) fn of(config: &ServerConfig) -> Methods {
+        Methods {
+            password: config.allow_password,
+            publickey: config.allow_publickey,
+            register: config.allow_register,
         }
     }
+}
+
+/// Server: checks a login message against the methods offered; a signature must
+/// verify over [`LOGIN_CONTEXT`] followed by `login_hash`. Every refusal reads the
+/// same to the client where it could reveal something (docs/SPEC.md §4.8).
+pub(crate) fn verify_login(
+    methods: Methods,
+    login_hash: &[u8; 32],
+    login: LoginMessage,
+) -> Result<LoginRequest, ConnectionError> {
+    let refused = |reason: &str| ConnectionError::LoginRefused {
+        reason: reason.to_owned(),
+    };
+    let verify_key = |key: &[u8], sig: &[u8]| -> Result<PublicKey, ConnectionError> {
+        let key = PublicKey::from_bytes(key).map_err(|_| refused("login refused"))?;
+        let sig = Signature::from_bytes(sig).map_err(|_| refused("login refused"))?;
+        let mut signed = LOGIN_CONTEXT.to_vec();
+        signed.extend_from_slice(login_hash);
+        key.verify(&signed, &sig)
+            .map_err(|_| refused("login refused"))?;
+        Ok(key)
+    };
+    let user = login.user().to_owned();
+    let method = match login {
+        LoginMessage::Password { password, .. } => {
+            if !methods.password {
+                return Err(refused("password login is not offered"));
+            }
+            LoginMethod::Password(password)
+        }
+        LoginMessage::PublicKey { key, signature, .. } => {
+            if !methods.publickey {
+                return Err(refused("public-key login is not offered"));
+            }
+            LoginMethod::PublicKey(verify_key(&key, &signature)?)
+        }
+        LoginMessage::Register { password, key, .. } => {
+            if !methods.register {
+                return Err(refused("registration is closed on this server"));
+            }
+            let key = match key {
+                Some((k, s)) => Some(verify_key(&k, &s)?),
+                None => None,
+            };
+            LoginMethod::Register { password, key }
+        }
+    };
+    Ok(LoginRequest { user, method })
 }
 
 impl ServerHandshake {
@@ -593,44 +675,7 @@ impl ServerHandshake {
     }
 
     fn on_login(&self, login: LoginMessage) -> Result<LoginRequest, ConnectionError> {
-        let refused = |reason: &str| ConnectionError::LoginRefused {
-            reason: reason.to_owned(),
-        };
-        let verify_key = |key: &[u8], sig: &[u8]| -> Result<PublicKey, ConnectionError> {
-            let key = PublicKey::from_bytes(key).map_err(|_| refused("login refused"))?;
-            let sig = Signature::from_bytes(sig).map_err(|_| refused("login refused"))?;
-            let mut signed = LOGIN_CONTEXT.to_vec();
-            signed.extend_from_slice(&self.login_hash);
-            key.verify(&signed, &sig)
-                .map_err(|_| refused("login refused"))?;
-            Ok(key)
-        };
-        let user = login.user().to_owned();
-        let method = match login {
-            LoginMessage::Password { password, .. } => {
-                if !self.config.allow_password {
-                    return Err(refused("password login is not offered"));
-                }
-                LoginMethod::Password(password)
-            }
-            LoginMessage::PublicKey { key, signature, .. } => {
-                if !self.config.allow_publickey {
-                    return Err(refused("public-key login is not offered"));
-                }
-                LoginMethod::PublicKey(verify_key(&key, &signature)?)
-            }
-            LoginMessage::Register { password, key, .. } => {
-                if !self.config.allow_register {
-                    return Err(refused("registration is closed on this server"));
-                }
-                let key = match key {
-                    Some((k, s)) => Some(verify_key(&k, &s)?),
-                    None => None,
-                };
-                LoginMethod::Register { password, key }
-            }
-        };
-        Ok(LoginRequest { user, method })
+        verify_login(Methods::of(&self.config), &self.login_hash, login)
     }
 }
 

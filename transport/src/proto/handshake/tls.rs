@@ -14,8 +14,9 @@ use quill_crypto::hostkey::PublicKey;
 use quill_crypto::packet::Suite;
 use rustls::quic::{self, KeyChange};
 
-use super::{hs_fail, KeyMaterial, Output};
-use crate::proto::config::{CertificateCheck, ClientConfig, HostKeyPolicy};
+use super::messages::Message;
+use super::{hs_fail, login_message, KeyMaterial, Methods, Output};
+use crate::proto::config::{CertificateCheck, ClientConfig, HostKeyPolicy, Login};
 use crate::proto::error::{ConnectionError, TransportError};
 use crate::wire::{Space, TransportErrorCode, TransportParameters};
 use quill_crypto::tls::ServerTrust;
@@ -44,6 +45,44 @@ pub(crate) struct TlsHandshake {
     report_new_key: bool,
     params_reported: bool,
     complete_reported: bool,
+    /// ALPN `quill`: the login carried on stream 0 (docs/SPEC.md §11).
+    pub(crate) login: StreamLogin,
+    /// Client: how to log in (ALPN `quill`).
+    client_login: Option<Login>,
+    /// Server: the login methods offered (ALPN `quill`).
+    pub(crate) methods: Methods,
+}
+
+/// ALPN of quill's services over QUIC v1, with the login on stream 0.
+pub const ALPN_QUILL: &[u8] = b"quill";
+
+/// Exporter label of the value a public-key login signs on QUIC v1 (RFC 8446 §7.5):
+/// it is unique to the connection, so the signature cannot be replayed on another.
+pub(crate) const LOGIN_EXPORTER_LABEL: &[u8] = b"EXPORTER-quill-login";
+
+/// Longest login message a server reads from stream 0.
+pub(crate) const MAX_LOGIN_MESSAGE: usize = 8192;
+
+/// The login of ALPN `quill` on stream 0 (docs/SPEC.md §11).
+#[derive(Debug)]
+pub(crate) enum StreamLogin {
+    /// Another ALPN, or the TLS handshake is not complete yet.
+    Off,
+    /// Client: the login is on stream 0; its answer is read here.
+    ClientWaitAnswer(Vec<u8>),
+    /// Server: the login message is read here from stream 0.
+    ServerWaitLogin(Vec<u8>),
+    /// Server: the application decides.
+    ServerWaitVerdict,
+    /// Logged in.
+    Done,
+}
+
+impl StreamLogin {
+    /// Whether stream 0 carries the login now (it is not the application's).
+    pub(crate) fn in_progress(&self) -> bool {
+        !matches!(self, StreamLogin::Off | StreamLogin::Done)
+    }
 }
 
 /// The rustls server name for a client configuration's `server_name`: the name if it
@@ -116,6 +155,9 @@ impl TlsHandshake {
             report_new_key: matches!(config.host_key, HostKeyPolicy::AcceptAndReport),
             params_reported: false,
             complete_reported: false,
+            login: StreamLogin::Off,
+            client_login: Some(config.login.clone()),
+            methods: Methods::default(),
         };
         let mut out = Vec::new();
         hs.drain(&mut out);
@@ -130,6 +172,7 @@ impl TlsHandshake {
     pub(crate) fn server(
         tls: Arc<rustls::ServerConfig>,
         local_params: &TransportParameters,
+        methods: Methods,
     ) -> Result<TlsHandshake, ConnectionError> {
         let conn = quic::ServerConnection::new(tls, quic::Version::V1, encode_params(local_params))
             .map_err(tls_err)?;
@@ -143,7 +186,29 @@ impl TlsHandshake {
             report_new_key: false,
             params_reported: false,
             complete_reported: false,
+            login: StreamLogin::Off,
+            client_login: None,
+            methods,
         })
+    }
+
+    /// The 32-byte value a public-key login signs: this connection's TLS exporter
+    /// for [`LOGIN_EXPORTER_LABEL`] (available once the handshake is complete).
+    pub(crate) fn login_exporter(&self) -> Result<[u8; 32], ConnectionError> {
+        self.conn
+            .export_keying_material([0u8; 32], LOGIN_EXPORTER_LABEL, None)
+            .map_err(tls_err)
+    }
+
+    /// Client, ALPN `quill`: the framed login message for stream 0.
+    pub(crate) fn client_login_message(&self) -> Result<Vec<u8>, ConnectionError> {
+        let login = self
+            .client_login
+            .as_ref()
+            .ok_or_else(|| hs_fail("no login configured"))?;
+        let mut out = Vec::new();
+        Message::Login(login_message(login, &self.login_exporter()?)).encode(&mut out);
+        Ok(out)
     }
 
     /// Feeds CRYPTO bytes that arrived in order in `space`.
