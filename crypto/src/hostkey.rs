@@ -130,36 +130,48 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// What a key and a signature share: an algorithm plus raw bytes whose length the
+/// algorithm fixes, with the wire form `algorithm id (u16) || length (u16) || bytes`.
+/// `$what` names the value in errors and docs; `$len` is its length per algorithm.
+macro_rules! algorithm_and_bytes {
+    ($ty:ident, $what:literal, $len:path) => {
+        impl $ty {
+            #[doc = concat!("A ", $what, " from its algorithm and raw bytes (length checked).")]
+            pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
+                Error::check_len($what, $len(algorithm), bytes)?;
+                Ok($ty {
+                    algorithm,
+                    bytes: bytes.to_vec(),
+                })
+            }
+
+            #[doc = concat!("The ", $what, "'s algorithm.")]
+            pub fn algorithm(&self) -> Algorithm {
+                self.algorithm
+            }
+
+            #[doc = concat!("Wire form: `algorithm id (u16) || length (u16) || ", $what, "`.")]
+            pub fn to_bytes(&self) -> Vec<u8> {
+                frame(self.algorithm, &self.bytes)
+            }
+
+            /// Parses the wire form; rejects unknown algorithms, wrong lengths and
+            /// trailing bytes.
+            pub fn from_bytes(input: &[u8]) -> Result<Self, Error> {
+                let (algorithm, body) = unframe(input, $what, $len)?;
+                Self::from_raw(algorithm, body)
+            }
+        }
+    };
+}
+
+algorithm_and_bytes!(PublicKey, "public key", Algorithm::public_key_len);
+algorithm_and_bytes!(Signature, "signature", Algorithm::signature_len);
+
 impl PublicKey {
-    /// A key from its algorithm and raw bytes (length checked).
-    pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
-        Error::check_len("public key", algorithm.public_key_len(), bytes)?;
-        Ok(PublicKey {
-            algorithm,
-            bytes: bytes.to_vec(),
-        })
-    }
-
-    /// The key's algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// The raw key bytes (32 bytes for Ed25519).
     pub fn key_bytes(&self) -> &[u8] {
         &self.bytes
-    }
-
-    /// Wire form: `algorithm id (u16) || length (u16) || key`.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        frame(self.algorithm, &self.bytes)
-    }
-
-    /// Parses the wire form; rejects unknown algorithms, wrong lengths and
-    /// trailing bytes.
-    pub fn from_bytes(input: &[u8]) -> Result<Self, Error> {
-        let (algorithm, body) = unframe(input, "public key", Algorithm::public_key_len)?;
-        PublicKey::from_raw(algorithm, body)
     }
 
     /// Verifies `sig` over `msg`.
@@ -225,35 +237,9 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// A signature from its algorithm and raw bytes (length checked).
-    pub fn from_raw(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, Error> {
-        Error::check_len("signature", algorithm.signature_len(), bytes)?;
-        Ok(Signature {
-            algorithm,
-            bytes: bytes.to_vec(),
-        })
-    }
-
-    /// The signature's algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// The raw signature bytes (64 bytes for Ed25519).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
-    }
-
-    /// Wire form: `algorithm id (u16) || length (u16) || signature`.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        frame(self.algorithm, &self.bytes)
-    }
-
-    /// Parses the wire form; rejects unknown algorithms, wrong lengths and
-    /// trailing bytes.
-    pub fn from_bytes(input: &[u8]) -> Result<Self, Error> {
-        let (algorithm, body) = unframe(input, "signature", Algorithm::signature_len)?;
-        Signature::from_raw(algorithm, body)
     }
 }
 
@@ -567,6 +553,18 @@ mod tests {
         d
     }
 
+    /// A fresh temporary directory `name` holding the key of `seed`, written as
+    /// `key_name`; returns the directory and the private key's path.
+    fn key_file(name: &str, key_name: &str, seed: u8) -> (PathBuf, PathBuf) {
+        let dir = temp_dir(name);
+        let path = dir.join(key_name);
+        HostKeyPair::from_seed(&[seed; 32])
+            .unwrap()
+            .write_to(&path)
+            .unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn sign_verify_and_reject() {
         let rng = SeededRandom::new([1; 32]);
@@ -697,12 +695,7 @@ mod tests {
     #[test]
     fn too_wide_permissions_are_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("perms");
-        let path = dir.join("host_key");
-        HostKeyPair::from_seed(&[5; 32])
-            .unwrap()
-            .write_to(&path)
-            .unwrap();
+        let (dir, path) = key_file("perms", "host_key", 5);
         for mode in [0o644, 0o640, 0o604, 0o700, 0o660] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = HostKeyPair::read_from(&path).unwrap_err();
@@ -722,12 +715,7 @@ mod tests {
     #[test]
     fn malformed_private_files_are_errors() {
         let good = {
-            let dir = temp_dir("malformed");
-            let path = dir.join("k");
-            HostKeyPair::from_seed(&[6; 32])
-                .unwrap()
-                .write_to(&path)
-                .unwrap();
+            let (dir, path) = key_file("malformed", "k", 6);
             let s = std::fs::read_to_string(&path).unwrap();
             std::fs::remove_dir_all(&dir).unwrap();
             s

@@ -41,6 +41,13 @@ fn endpoint_config(seed: u8) -> EndpointConfig {
     }
 }
 
+/// [`endpoint_config`] adjusted by `tune`.
+fn endpoint_config_tuned(seed: u8, tune: impl FnOnce(&mut EndpointConfig)) -> EndpointConfig {
+    let mut cfg = endpoint_config(seed);
+    tune(&mut cfg);
+    cfg
+}
+
 fn server_config() -> ServerConfig {
     let mut s = ServerConfig::new(host_key());
     s.rng = Arc::new(SeededRandom::new([0x5e; 32]));
@@ -219,18 +226,43 @@ impl Net {
 const SERVER: &str = "10.0.0.2:4433";
 const CLIENT: &str = "10.0.0.1:50000";
 
-/// A server node (index 0) and a client node (index 1).
-fn pair(t0: Instant, server_cfg: EndpointConfig) -> Net {
+/// A client endpoint with `cfg`, started at `now`.
+fn client_endpoint(cfg: EndpointConfig, now: Instant) -> Endpoint {
+    Endpoint::new(cfg, None, now).unwrap()
+}
+
+/// A server endpoint with `cfg`, started at `now`.
+fn server_endpoint(cfg: EndpointConfig, now: Instant) -> Endpoint {
+    Endpoint::new(cfg, Some(server_config()), now).unwrap()
+}
+
+/// A server node (index 0) with `endpoint_config(seed)` and a client node
+/// (index 1), starting now (`net.now`).
+fn pair(seed: u8) -> Net {
+    pair_tuned(seed, |_| {})
+}
+
+/// [`pair`] with the server's endpoint config adjusted by `tune`.
+fn pair_tuned(seed: u8, tune: impl FnOnce(&mut EndpointConfig)) -> Net {
+    let t0 = Instant::now();
     let mut net = Net::new(t0);
     net.add(
         addr(SERVER),
-        Endpoint::new(server_cfg, Some(server_config()), t0).unwrap(),
+        server_endpoint(endpoint_config_tuned(seed, tune), t0),
     );
-    net.add(
-        addr(CLIENT),
-        Endpoint::new(endpoint_config(0xc0), None, t0).unwrap(),
-    );
+    net.add(addr(CLIENT), client_endpoint(endpoint_config(0xc0), t0));
     net
+}
+
+/// [`pair`] with one connection from `user`, run until both sides report it
+/// connected.
+fn connected_pair(seed: u8, user: &str) -> (Net, ConnectionHandle) {
+    let mut net = pair(seed);
+    let h = connect(&mut net, 1, user);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        !n.nodes[1].connected.is_empty() && !n.nodes[0].connected.is_empty()
+    }));
+    (net, h)
 }
 
 fn connect(net: &mut Net, client: usize, user: &str) -> ConnectionHandle {
@@ -243,12 +275,7 @@ fn connect(net: &mut Net, client: usize, user: &str) -> ConnectionHandle {
 
 #[test]
 fn handshake_login_and_data_through_endpoints() {
-    let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(1));
-    let h = connect(&mut net, 1, "alice");
-    assert!(net.run_until(Duration::from_secs(10), |n| {
-        !n.nodes[1].connected.is_empty() && !n.nodes[0].connected.is_empty()
-    }));
+    let (mut net, h) = connected_pair(1, "alice");
     assert_eq!(net.nodes[1].connected, vec![(h, "alice".to_string())]);
     assert_eq!(net.nodes[0].connected[0].1, "alice");
     let st = net.nodes[0].ep.stats();
@@ -284,14 +311,9 @@ fn handshake_login_and_data_through_endpoints() {
 
 #[test]
 fn thousand_concurrent_clients_log_in() {
-    let t0 = Instant::now();
     // Every client comes from one address here: lift the per-address cap on
     // half-open sessions, as endpoint_config lifts the per-source rate limit.
-    let cfg = EndpointConfig {
-        max_half_open_per_address: 0,
-        ..endpoint_config(2)
-    };
-    let mut net = pair(t0, cfg);
+    let mut net = pair_tuned(2, |c| c.max_half_open_per_address = 0);
     let mut handles = Vec::new();
     for i in 0..1000 {
         handles.push(connect(&mut net, 1, &format!("user{i}")));
@@ -317,8 +339,7 @@ fn thousand_concurrent_clients_log_in() {
 
 #[test]
 fn freed_slot_is_reused_without_stale_timers() {
-    let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(3));
+    let mut net = pair(3);
     let first = connect(&mut net, 1, "alice");
     assert!(net.run_until(Duration::from_secs(10), |n| n.nodes[0].connected.len() == 1));
     let now = net.now;
@@ -351,12 +372,7 @@ fn freed_slot_is_reused_without_stale_timers() {
 
 #[test]
 fn retry_always_completes_with_echoed_token() {
-    let t0 = Instant::now();
-    let cfg = EndpointConfig {
-        retry: RetryPolicy::Always,
-        ..endpoint_config(4)
-    };
-    let mut net = pair(t0, cfg);
+    let mut net = pair_tuned(4, |c| c.retry = RetryPolicy::Always);
     connect(&mut net, 1, "alice");
     assert!(net.run_until(Duration::from_secs(10), |n| {
         n.nodes[1].connected.len() == 1
@@ -377,14 +393,12 @@ fn token_range(d: &[u8]) -> std::ops::Range<usize> {
 
 #[test]
 fn bad_retry_tokens_are_dropped_without_answer() {
-    let t0 = Instant::now();
     let lifetime = Duration::from_secs(10);
-    let cfg = EndpointConfig {
-        retry: RetryPolicy::Always,
-        retry_token_lifetime: lifetime,
-        ..endpoint_config(5)
-    };
-    let mut net = pair(t0, cfg);
+    let mut net = pair_tuned(5, |c| {
+        c.retry = RetryPolicy::Always;
+        c.retry_token_lifetime = lifetime;
+    });
+    let t0 = net.now;
     // Hold back the client's Initials that carry a token.
     net.hold = Some(Box::new(|(from, _, d): &Datagram| {
         from == &addr(CLIENT)
@@ -439,15 +453,14 @@ fn bad_retry_tokens_are_dropped_without_answer() {
 
 #[test]
 fn restarted_server_answers_with_stateless_reset() {
-    let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(6));
+    let mut net = pair(6);
     let h = connect(&mut net, 1, "alice");
     assert!(net.run_until(Duration::from_secs(10), |n| n.nodes[1].connected.len() == 1));
     // Let the handshake settle (HANDSHAKE_DONE acknowledged, ACKs flushed).
     net.run_until(Duration::from_millis(500), |_| false);
     // The server restarts: all state lost, same secret.
     let now = net.now;
-    net.nodes[0].ep = Endpoint::new(endpoint_config(6), Some(server_config()), now).unwrap();
+    net.nodes[0].ep = server_endpoint(endpoint_config(6), now);
     net.flight.clear();
     // The client sends something in a short-header packet.
     let c = net.nodes[1].ep.connection(h).unwrap();
@@ -482,7 +495,7 @@ fn restarted_server_answers_with_stateless_reset() {
     assert!(server.poll_transmit(now, &mut buf).is_none());
     assert_eq!(server.stats().resets_sent, 1);
     // A server with another secret would send a different token.
-    let other = Endpoint::new(endpoint_config(7), Some(server_config()), now).unwrap();
+    let other = server_endpoint(endpoint_config(7), now);
     let cid = quill_transport::wire::ConnectionId::from_slice(&server_cid).unwrap();
     assert_ne!(&other.reset_token(&cid)[..], &expect.as_ref()[..16]);
 }
@@ -490,7 +503,7 @@ fn restarted_server_answers_with_stateless_reset() {
 #[test]
 fn version_negotiation_only_for_large_datagrams() {
     let t0 = Instant::now();
-    let mut ep = Endpoint::new(endpoint_config(8), Some(server_config()), t0).unwrap();
+    let mut ep = server_endpoint(endpoint_config(8), t0);
     let mut buf = [0u8; 2048];
     let mut small = unknown_version_datagram(1199);
     assert!(ep.handle_datagram(t0, addr(CLIENT), &mut small).is_none());
@@ -516,7 +529,7 @@ fn version_negotiation_only_for_large_datagrams() {
     assert!(ep.is_empty());
 
     // A client endpoint never answers.
-    let mut client = Endpoint::new(endpoint_config(9), None, t0).unwrap();
+    let mut client = client_endpoint(endpoint_config(9), t0);
     let mut big = unknown_version_datagram(1200);
     client.handle_datagram(t0, addr(SERVER), &mut big);
     assert!(client.poll_transmit(t0, &mut buf).is_none());
@@ -524,12 +537,7 @@ fn version_negotiation_only_for_large_datagrams() {
 
 #[test]
 fn max_connections_refuses_the_next_initial() {
-    let t0 = Instant::now();
-    let cfg = EndpointConfig {
-        max_connections: 1,
-        ..endpoint_config(10)
-    };
-    let mut net = pair(t0, cfg);
+    let mut net = pair_tuned(10, |c| c.max_connections = 1);
     connect(&mut net, 1, "alice");
     connect(&mut net, 1, "bob");
     net.run_until(Duration::from_secs(3), |_| false);
@@ -542,13 +550,10 @@ fn max_connections_refuses_the_next_initial() {
 
 #[test]
 fn half_open_limit_refuses_while_logins_pend() {
-    let t0 = Instant::now();
-    let cfg = EndpointConfig {
-        max_half_open: 1,
-        retry: RetryPolicy::Never,
-        ..endpoint_config(11)
-    };
-    let mut net = pair(t0, cfg);
+    let mut net = pair_tuned(11, |c| {
+        c.max_half_open = 1;
+        c.retry = RetryPolicy::Never;
+    });
     net.nodes[0].accept_logins = false; // logins stay pending: sessions stay half-open
     connect(&mut net, 1, "alice");
     connect(&mut net, 1, "bob");
@@ -563,8 +568,8 @@ fn half_open_limit_refuses_while_logins_pend() {
 /// by default), not at the idle timeout, and frees the server's half-open place.
 #[test]
 fn a_handshake_that_does_not_finish_in_time_ends_on_both_sides() {
-    let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(16));
+    let mut net = pair(16);
+    let t0 = net.now;
     net.nodes[0].accept_logins = false;
     connect(&mut net, 1, "alice");
     assert!(
@@ -595,12 +600,7 @@ fn a_handshake_that_does_not_finish_in_time_ends_on_both_sides() {
 
 #[test]
 fn per_source_rate_limit_defers_the_second_handshake() {
-    let t0 = Instant::now();
-    let cfg = EndpointConfig {
-        per_source_handshakes_per_sec: 1,
-        ..endpoint_config(12)
-    };
-    let mut net = pair(t0, cfg);
+    let mut net = pair_tuned(12, |c| c.per_source_handshakes_per_sec = 1);
     connect(&mut net, 1, "alice");
     connect(&mut net, 1, "bob");
     // The second Initial is refused at first; the client's retransmission gets in
@@ -624,7 +624,7 @@ fn idle_clients(ep: &mut Endpoint, t0: Instant, n: usize) -> Vec<(ConnectionHand
 #[test]
 fn handle_timeout_touches_only_sessions_whose_deadline_passed() {
     let t0 = Instant::now();
-    let mut ep = Endpoint::new(endpoint_config(13), None, t0).unwrap();
+    let mut ep = client_endpoint(endpoint_config(13), t0);
     let (a, da) = idle_clients(&mut ep, t0, 1)[0];
     let t1 = t0 + Duration::from_secs(7);
     let b = ep.connect(t1, client_config("b"), addr(SERVER)).unwrap();
@@ -667,11 +667,8 @@ fn handle_timeout_touches_only_sessions_whose_deadline_passed() {
 #[test]
 fn ten_thousand_idle_sessions_cost_nothing_per_wakeup() {
     let t0 = Instant::now();
-    let cfg = EndpointConfig {
-        max_connections: 20_000,
-        ..endpoint_config(14)
-    };
-    let mut ep = Endpoint::new(cfg, None, t0).unwrap();
+    let cfg = endpoint_config_tuned(14, |c| c.max_connections = 20_000);
+    let mut ep = client_endpoint(cfg, t0);
     let sessions = idle_clients(&mut ep, t0, 10_000);
     let earliest = sessions.iter().map(|s| s.1).min().unwrap();
     assert_eq!(ep.len(), 10_000);
@@ -708,8 +705,7 @@ fn ten_thousand_idle_sessions_cost_nothing_per_wakeup() {
 
 #[test]
 fn close_all_drains_every_session() {
-    let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(15));
+    let mut net = pair(15);
     for i in 0..5 {
         connect(&mut net, 1, &format!("u{i}"));
     }
@@ -734,22 +730,13 @@ fn close_all_drains_every_session() {
 #[test]
 fn round_robin_caps_one_busy_session_per_turn() {
     let t0 = Instant::now();
-    let cfg = EndpointConfig {
-        max_transmits_per_turn: 2,
-        ..endpoint_config(16)
-    };
+    let cfg = endpoint_config_tuned(16, |c| c.max_transmits_per_turn = 2);
     let mut net = Net::new(t0);
     let s1 = addr("10.0.0.2:4433");
     let s2 = addr("10.0.0.3:4433");
-    net.add(
-        s1,
-        Endpoint::new(endpoint_config(17), Some(server_config()), t0).unwrap(),
-    );
-    net.add(
-        s2,
-        Endpoint::new(endpoint_config(18), Some(server_config()), t0).unwrap(),
-    );
-    let c = net.add(addr(CLIENT), Endpoint::new(cfg, None, t0).unwrap());
+    net.add(s1, server_endpoint(endpoint_config(17), t0));
+    net.add(s2, server_endpoint(endpoint_config(18), t0));
+    let c = net.add(addr(CLIENT), client_endpoint(cfg, t0));
     let h1 = net.nodes[c].ep.connect(t0, client_config("a"), s1).unwrap();
     let h2 = net.nodes[c].ep.connect(t0, client_config("b"), s2).unwrap();
     assert!(net.run_until(Duration::from_secs(10), |n| n.nodes[2].connected.len() == 2));
@@ -778,12 +765,7 @@ fn round_robin_caps_one_busy_session_per_turn() {
 
 #[test]
 fn connection_ids_are_issued_rotated_and_retired() {
-    let t0 = Instant::now();
-    let mut net = pair(t0, endpoint_config(7));
-    let h = connect(&mut net, 1, "alice");
-    assert!(net.run_until(Duration::from_secs(10), |n| {
-        !n.nodes[1].connected.is_empty() && !n.nodes[0].connected.is_empty()
-    }));
+    let (mut net, h) = connected_pair(7, "alice");
     // Let the NEW_CONNECTION_ID frames arrive (the client allows 4 CIDs: 3 spares).
     net.run_until(Duration::from_millis(200), |_| false);
     let first = net.nodes[1].ep.connection(h).unwrap().remote_cid();

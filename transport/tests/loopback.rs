@@ -166,13 +166,16 @@ fn plain_server(bind: &str) -> Server {
     )
 }
 
-/// A server with `transport` and `verify_delay`, and alice's client configuration
-/// with the same transport and keep-alives every `keep_alive`.
+/// A server with the default transport configuration adjusted by `tune` and with
+/// `verify_delay`, and alice's client configuration with the same transport and
+/// keep-alives every `keep_alive`.
 fn keep_alive_setup(
-    transport: TransportConfig,
+    tune: impl FnOnce(&mut TransportConfig),
     verify_delay: Duration,
     keep_alive: Duration,
 ) -> (Server, ClientConfig) {
+    let mut transport = TransportConfig::default();
+    tune(&mut transport);
     let server = Server::start(
         "127.0.0.1:0",
         endpoint_config(),
@@ -192,6 +195,23 @@ fn server_and_client(bind: &str) -> (Server, blocking::BlockingConnection) {
     let server = plain_server(bind);
     let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
     (server, conn)
+}
+
+/// The common end of a test: one last echo of `len` bytes over `conn`, then the
+/// connection is dropped (no explicit close) and the server stopped.
+fn echo_then_stop(server: Server, conn: blocking::BlockingConnection, len: usize) {
+    echo_round_trip(&conn, len);
+    drop(conn);
+    server.stop();
+}
+
+/// Runs `test` over [`server_and_client`], then closes the connection (code 0,
+/// "done") and stops the server.
+fn with_client(bind: &str, test: impl FnOnce(&blocking::BlockingConnection)) {
+    let (server, conn) = server_and_client(bind);
+    test(&conn);
+    conn.close(0, "done");
+    server.stop();
 }
 
 impl Server {
@@ -254,20 +274,17 @@ fn endpoint_config() -> EndpointConfig {
 
 #[test]
 fn handshake_login_and_transfer_over_ipv4() {
-    let (server, conn) = server_and_client("127.0.0.1:0");
-    assert_eq!(conn.account(), "alice");
-    assert_eq!(conn.message(), "welcome");
-    echo_round_trip(&conn, 8 << 20);
-    conn.close(0, "done");
-    server.stop();
+    with_client("127.0.0.1:0", |conn| {
+        assert_eq!(conn.account(), "alice");
+        assert_eq!(conn.message(), "welcome");
+        echo_round_trip(conn, 8 << 20);
+    });
 }
 
 #[test]
 fn handshake_login_and_transfer_over_ipv6() {
     let (server, conn) = server_and_client("[::1]:0");
-    echo_round_trip(&conn, 1 << 20);
-    drop(conn);
-    server.stop();
+    echo_then_stop(server, conn, 1 << 20);
 }
 
 #[test]
@@ -295,9 +312,7 @@ fn retry_path_completes() {
     );
     let conn = blocking::connect(server.addr, client_config("correct horse"))
         .expect("connect through Retry");
-    echo_round_trip(&conn, 100_000);
-    drop(conn);
-    server.stop();
+    echo_then_stop(server, conn, 100_000);
 }
 
 #[test]
@@ -339,16 +354,14 @@ fn version_negotiation_answers_an_unknown_version() {
 
 #[test]
 fn keep_alive_holds_an_idle_connection_past_several_idle_timeouts() {
-    let transport = TransportConfig {
-        idle_timeout: Duration::from_millis(600),
-        ..TransportConfig::default()
-    };
-    let (server, config) = keep_alive_setup(transport, Duration::ZERO, Duration::from_millis(200));
+    let (server, config) = keep_alive_setup(
+        |t| t.idle_timeout = Duration::from_millis(600),
+        Duration::ZERO,
+        Duration::from_millis(200),
+    );
     let conn = blocking::connect(server.addr, config).expect("connect");
     std::thread::sleep(Duration::from_millis(3000)); // five idle timeouts, no traffic
-    echo_round_trip(&conn, 1000);
-    drop(conn);
-    server.stop();
+    echo_then_stop(server, conn, 1000);
 }
 
 #[test]
@@ -380,12 +393,8 @@ fn keep_alives_stay_on_time_while_a_slow_login_is_verified() {
     // `quill-bench compare --what sessions` measures keep-alive lateness.)
     // 20 logins of 1 s each queue up on the server's workers for longer than the
     // default 10 s handshake timeout: allow a minute.
-    let slow_logins = TransportConfig {
-        handshake_timeout: Duration::from_secs(60),
-        ..TransportConfig::default()
-    };
     let (server, config) = keep_alive_setup(
-        slow_logins,
+        |t| t.handshake_timeout = Duration::from_secs(60),
         Duration::from_secs(1),
         Duration::from_millis(50),
     );
@@ -590,65 +599,63 @@ fn write_until_error(
 
 #[test]
 fn stop_sending_fails_a_blocked_write_and_the_answer_still_arrives() {
-    let (server, conn) = server_and_client("127.0.0.1:0");
-    let mut stream = conn.open_bi().unwrap();
-    stream.write_all(b"STALL\n").unwrap();
-    let (writer, done) = write_until_error(stream.try_clone());
-    // The server reads nothing more, so the writer soon waits for room that only a
-    // STOP_SENDING can end (the pause makes the test cover a writer already waiting;
-    // the assertions hold either way).
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(done.try_recv().is_err(), "the writer cannot have finished");
-    let mut other = conn.open_bi().unwrap();
-    other.write_all(b"UNSTALL\n").unwrap();
-    other.finish().unwrap();
-    let err = done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the blocked write returns once the peer stopped the stream")
-        .expect_err("the write fails");
-    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
-    assert!(
-        err.to_string()
-            .contains("stopped reading the stream (code 7)"),
-        "{err}"
-    );
-    writer.join().unwrap();
-    // Every later write, flush and finish fails at once.
-    assert_eq!(
-        stream.write(b"more").unwrap_err().kind(),
-        std::io::ErrorKind::BrokenPipe
-    );
-    assert!(stream.flush().is_err());
-    assert!(stream.finish().is_err());
-    // What the server sent before stopping is still read, then the end.
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    assert_eq!(answer, b"NO\n");
-    // The connection carries on.
-    echo_round_trip(&conn, 1 << 16);
-    conn.close(0, "done");
-    server.stop();
+    with_client("127.0.0.1:0", |conn| {
+        let mut stream = conn.open_bi().unwrap();
+        stream.write_all(b"STALL\n").unwrap();
+        let (writer, done) = write_until_error(stream.try_clone());
+        // The server reads nothing more, so the writer soon waits for room that only a
+        // STOP_SENDING can end (the pause makes the test cover a writer already waiting;
+        // the assertions hold either way).
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(done.try_recv().is_err(), "the writer cannot have finished");
+        let mut other = conn.open_bi().unwrap();
+        other.write_all(b"UNSTALL\n").unwrap();
+        other.finish().unwrap();
+        let err = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the blocked write returns once the peer stopped the stream")
+            .expect_err("the write fails");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+        assert!(
+            err.to_string()
+                .contains("stopped reading the stream (code 7)"),
+            "{err}"
+        );
+        writer.join().unwrap();
+        // Every later write, flush and finish fails at once.
+        assert_eq!(
+            stream.write(b"more").unwrap_err().kind(),
+            std::io::ErrorKind::BrokenPipe
+        );
+        assert!(stream.flush().is_err());
+        assert!(stream.finish().is_err());
+        // What the server sent before stopping is still read, then the end.
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"NO\n");
+        // The connection carries on.
+        echo_round_trip(conn, 1 << 16);
+    });
 }
 
 #[test]
 fn fail_writes_on_answer_ends_a_write_the_peer_will_never_take() {
-    let (server, conn) = server_and_client("127.0.0.1:0");
-    let mut stream = conn.open_bi().unwrap();
-    stream.fail_writes_on_answer();
-    stream.write_all(b"QUIET\n").unwrap();
-    let (writer, done) = write_until_error(stream.try_clone());
-    let err = done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the write returns once the peer has answered")
-        .expect_err("the write fails");
-    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
-    assert!(err.to_string().contains("answered"), "{err}");
-    writer.join().unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    assert_eq!(answer, b"NO\n");
-    conn.close(0, "done");
-    server.stop();
+    with_client("127.0.0.1:0", |conn| {
+        let mut stream = conn.open_bi().unwrap();
+        stream.fail_writes_on_answer();
+        stream.write_all(b"QUIET\n").unwrap();
+        let (writer, done) = write_until_error(stream.try_clone());
+        let err = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the write returns once the peer has answered")
+            .expect_err("the write fails");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+        assert!(err.to_string().contains("answered"), "{err}");
+        writer.join().unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"NO\n");
+    });
 }
 
 #[test]

@@ -369,6 +369,13 @@ mod tests {
     use super::*;
     use crate::auth::test_ip as ip;
 
+    /// A limiter with the default configuration adjusted by `tune`, and a start time.
+    fn limiter(tune: impl FnOnce(&mut LimiterConfig)) -> (Limiter, Instant) {
+        let mut cfg = LimiterConfig::default();
+        tune(&mut cfg);
+        (Limiter::new(cfg), Instant::now())
+    }
+
     /// `n` failed logins of `account` from `source` at `now`.
     fn fail(l: &mut Limiter, n: usize, account: &str, source: IpAddr, now: Instant) {
         for _ in 0..n {
@@ -378,8 +385,7 @@ mod tests {
 
     #[test]
     fn pair_locks_after_free_failures_and_doubles() {
-        let mut l = Limiter::default();
-        let t = Instant::now();
+        let (mut l, t) = limiter(|_| {});
         for _ in 0..2 {
             assert_eq!(
                 l.record_failure(Some("alice"), ip(1), t),
@@ -407,8 +413,7 @@ mod tests {
 
     #[test]
     fn locks_are_capped_and_answers_held_back_at_most_max_answer_delay() {
-        let mut l = Limiter::default();
-        let mut t = Instant::now();
+        let (mut l, mut t) = limiter(|_| {});
         for _ in 0..100 {
             let answer = l.record_failure(Some("alice"), ip(1), t);
             assert!(answer - t <= Duration::from_secs(5));
@@ -427,8 +432,7 @@ mod tests {
 
     #[test]
     fn an_account_lock_spares_sources_without_failures() {
-        let mut l = Limiter::default();
-        let t = Instant::now();
+        let (mut l, t) = limiter(|_| {});
         // Ten attackers, one guess each: the account is locked...
         for n in 10..20 {
             l.record_failure(Some("alice"), ip(n), t);
@@ -447,8 +451,7 @@ mod tests {
 
     #[test]
     fn success_resets_account_and_pair_but_not_source() {
-        let mut l = Limiter::default();
-        let t = Instant::now();
+        let (mut l, t) = limiter(|_| {});
         fail(&mut l, 10, "alice", ip(1), t);
         assert!(l.is_locked(None, ip(1), t));
         l.record_success("alice", ip(1));
@@ -463,11 +466,9 @@ mod tests {
 
     #[test]
     fn quiet_keys_are_forgotten() {
-        let cfg = LimiterConfig::default();
-        let mut l = Limiter::new(cfg.clone());
-        let t = Instant::now();
+        let (mut l, t) = limiter(|_| {});
         fail(&mut l, 2, "alice", ip(1), t);
-        let later = t + cfg.forget_after;
+        let later = t + l.config().forget_after;
         l.record_failure(Some("alice"), ip(1), later);
         assert!(
             !l.is_locked(Some("alice"), ip(1), later),
@@ -477,11 +478,7 @@ mod tests {
 
     #[test]
     fn registrations_per_source_per_window() {
-        let mut l = Limiter::new(LimiterConfig {
-            registrations_per_source: 3,
-            ..LimiterConfig::default()
-        });
-        let t = Instant::now();
+        let (mut l, t) = limiter(|c| c.registrations_per_source = 3);
         for _ in 0..3 {
             assert!(l.allow_registration(ip(1), t));
         }
@@ -493,11 +490,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_evicts_oldest() {
-        let mut l = Limiter::new(LimiterConfig {
-            max_entries: 100,
-            ..LimiterConfig::default()
-        });
-        let t = Instant::now();
+        let (mut l, t) = limiter(|c| c.max_entries = 100);
         fail(&mut l, 3, "victim", ip(1), t);
         assert!(l.is_locked(Some("victim"), ip(1), t));
         for i in 0..1000u32 {

@@ -795,23 +795,37 @@ mod tests {
         assert_eq!(h.packet_len, 1200);
     }
 
+    /// A long header with no token, written at the start of a zeroed 64-byte buffer:
+    /// the buffer, the header's length, and the offsets of its packet number and of
+    /// its Length field.
+    fn long_header_without_token(
+        ty: LongType,
+        version: u32,
+        dcid: &ConnectionId,
+        scid: &ConnectionId,
+        pn: u64,
+        pn_len: usize,
+    ) -> ([u8; 64], usize, usize, usize) {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        let (pn_offset, length_offset) =
+            encode_long_header(&mut w, ty, version, dcid, scid, &[], pn, pn_len);
+        let n = w.len();
+        (buf, n, pn_offset, length_offset)
+    }
+
     #[test]
     fn rfc9001_client_initial_header_encodes() {
         // The same header, written by us: pn 2 in 4 bytes, Length patched to 1182.
         // (RFC 9001 uses a 2-byte Length of 0x449e, as our placeholder does.)
-        let mut buf = [0u8; 64];
-        let mut w = Writer::new(&mut buf);
-        let (pn_offset, length_offset) = encode_long_header(
-            &mut w,
+        let (mut buf, n, pn_offset, length_offset) = long_header_without_token(
             LongType::Initial,
             QUIC_V1,
             &cid("8394c8f03e515708"),
             &ConnectionId::EMPTY,
-            &[],
             2,
             4,
         );
-        let n = w.len();
         assert_eq!((pn_offset, length_offset), (18, 16));
         assert_eq!(n, long_header_len(LongType::Initial, 8, 0, 0, 4));
         patch_length(&mut buf, length_offset, 1182);
@@ -837,23 +851,19 @@ mod tests {
 
     #[test]
     fn handshake_header_bytes_and_coalescing() {
-        let mut buf = [0u8; 64];
-        let mut w = Writer::new(&mut buf);
-        let (pn_off, len_off) = encode_long_header(
-            &mut w,
+        let (mut buf, header_len, pn_off, len_off) = long_header_without_token(
             LongType::Handshake,
             QUILL_VERSION,
             &cid("aa"),
             &cid("bbcc"),
-            &[],
             7,
             1,
         );
-        w.put_slice(&[0xee; 3]); // payload
-        let first_len = w.len();
+        let first_len = header_len + 3;
+        buf[header_len..first_len].fill(0xee); // payload
         assert_eq!((pn_off, len_off), (12, 10));
         let total = first_len;
-        patch_length(w.written_mut(), len_off, first_len - pn_off);
+        patch_length(&mut buf[..first_len], len_off, first_len - pn_off);
         assert_eq!(
             hex::encode(&buf[..total]),
             "e051554c0101aa02bbcc400407eeeeee"

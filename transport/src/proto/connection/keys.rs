@@ -12,16 +12,22 @@ pub(crate) fn labels() -> &'static Labels {
     &Labels::QUILL
 }
 
-/// An AEAD packet key of either version. quill's own key is inline (not boxed like
-/// rustls's) so that its bulk path reaches ring without another indirection; the
-/// keys live in boxed `SpaceKeys`/`OneRtt` anyway.
+/// A key of either version. quill's own key is inline (not boxed like rustls's) so
+/// that its bulk path reaches ring without another indirection; the keys live in
+/// boxed `SpaceKeys`/`OneRtt` anyway.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum PacketKey {
+pub(crate) enum EitherKey<Q, T> {
     /// quill's own version.
-    Quill(qp::PacketKey),
+    Quill(Q),
     /// QUIC v1, from rustls.
-    Tls(Box<dyn rustls::quic::PacketKey>),
+    Tls(T),
 }
+
+/// An AEAD packet key of either version.
+pub(crate) type PacketKey = EitherKey<qp::PacketKey, Box<dyn rustls::quic::PacketKey>>;
+
+/// A header-protection key of either version.
+pub(crate) type HeaderKey = EitherKey<qp::HeaderKey, Box<dyn rustls::quic::HeaderProtectionKey>>;
 
 impl PacketKey {
     /// Seals `payload` in place and writes the tag (RFC 9001 §5.3).
@@ -58,15 +64,6 @@ impl PacketKey {
                 .map_err(drop),
         }
     }
-}
-
-/// A header-protection key of either version (quill's inline, as for [`PacketKey`]).
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum HeaderKey {
-    /// quill's own version.
-    Quill(qp::HeaderKey),
-    /// QUIC v1, from rustls.
-    Tls(Box<dyn rustls::quic::HeaderProtectionKey>),
 }
 
 impl HeaderKey {

@@ -43,7 +43,7 @@ use super::handshake::tls::TlsHandshake;
 use super::handshake::{Handshake, LoginRequest, Methods};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
 use super::streams::{
-    Dir, PeerLimits, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
+    Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
 };
 use crate::wire::{
     ConnectionId, Space, TransportErrorCode, TransportParameters, QUIC_V1, QUILL_VERSION,
@@ -1282,23 +1282,16 @@ fn local_params(
     original_dcid: Option<ConnectionId>,
     retry_scid: Option<ConnectionId>,
 ) -> TransportParameters {
-    let l: PeerLimits = streams.local_limits();
     TransportParameters {
         original_destination_connection_id: original_dcid,
         max_idle_timeout_ms: config.idle_timeout.as_millis() as u64,
         max_udp_payload_size: config.max_udp_payload_size as u64,
-        initial_max_data: l.initial_max_data,
-        initial_max_stream_data_bidi_local: l.initial_max_stream_data_bidi_local,
-        initial_max_stream_data_bidi_remote: l.initial_max_stream_data_bidi_remote,
-        initial_max_stream_data_uni: l.initial_max_stream_data_uni,
-        initial_max_streams_bidi: l.initial_max_streams_bidi,
-        initial_max_streams_uni: l.initial_max_streams_uni,
         max_ack_delay_ms: config.max_ack_delay.as_millis() as u64,
         active_connection_id_limit: cids::ACTIVE_CID_LIMIT,
         initial_source_connection_id: Some(local_cid),
         retry_source_connection_id: retry_scid,
         max_datagram_frame_size: config.max_datagram_frame_size.map(u64::from),
-        ..TransportParameters::default()
+        ..streams.local_limits()
     }
 }
 

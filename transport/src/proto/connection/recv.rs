@@ -12,7 +12,7 @@ use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::{Handshake, KeyMaterial, Output};
 use crate::proto::recovery::{persistent_congestion_threshold, SentPacket};
 use crate::proto::recovery::{Pacer, RttEstimator};
-use crate::proto::streams::{Dir, PeerLimits, Side, StreamsError};
+use crate::proto::streams::{Dir, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
     Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportErrorCode,
@@ -729,14 +729,7 @@ impl Connection {
                 self.keep_alive = Some(clamped);
             }
         }
-        self.streams.apply_peer_limits(&PeerLimits {
-            initial_max_data: p.initial_max_data,
-            initial_max_stream_data_bidi_local: p.initial_max_stream_data_bidi_local,
-            initial_max_stream_data_bidi_remote: p.initial_max_stream_data_bidi_remote,
-            initial_max_stream_data_uni: p.initial_max_stream_data_uni,
-            initial_max_streams_bidi: p.initial_max_streams_bidi,
-            initial_max_streams_uni: p.initial_max_streams_uni,
-        });
+        self.streams.apply_peer_limits(&p);
         if let Some(t) = p.stateless_reset_token {
             self.cids.set_initial_reset_token(t);
         }

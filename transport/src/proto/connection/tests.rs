@@ -15,15 +15,32 @@ use crate::sim::{ClientApp, ServerApp, Sim};
 use crate::wire::{Frame, TransportErrorCode};
 
 fn established() -> Sim<ClientApp, ServerApp> {
-    let mut sim = new_sim();
+    run_until_established(new_sim())
+}
+
+/// Runs `sim` until both sides report the connection established.
+fn run_until_established(mut sim: Sim<ClientApp, ServerApp>) -> Sim<ClientApp, ServerApp> {
     assert!(sim.run_until(Duration::from_secs(5), |s| {
         s.client_app.connected && s.server().is_some_and(|c| c.is_established())
     }));
     sim
 }
 
+/// Runs `f` on the server side of a freshly established connection, at the
+/// simulation's current time.
+fn with_established_server<R>(f: impl FnOnce(Instant, &mut Connection) -> R) -> R {
+    let mut sim = established();
+    let now = sim.now();
+    f(now, sim.server().unwrap())
+}
+
 /// A client and server that have exchanged nothing yet.
 fn new_sim() -> Sim<ClientApp, ServerApp> {
+    new_sim_tuned(|_| {})
+}
+
+/// [`new_sim`] with the server's transport config adjusted by `tune`.
+fn new_sim_tuned(tune: impl FnOnce(&mut TransportConfig)) -> Sim<ClientApp, ServerApp> {
     let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
     let client = ClientConfig::new(
         Login::Password {
@@ -32,7 +49,10 @@ fn new_sim() -> Sim<ClientApp, ServerApp> {
         },
         HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
     );
-    let server = ServerConfig::new(key);
+    let mut server = ServerConfig::new(key);
+    let mut transport = (*server.transport).clone();
+    tune(&mut transport);
+    server.transport = Arc::new(transport);
     Sim::over_default_links(
         9,
         client,
@@ -142,15 +162,14 @@ fn oversized_datagram_is_a_protocol_violation() {
 
 #[test]
 fn ack_of_an_unsent_packet_is_a_protocol_violation() {
-    let mut sim = established();
-    let now = sim.now();
-    let server = sim.server().unwrap();
-    let result = server.on_ack_frame(
-        now,
-        Space::Data,
-        std::iter::once(1_000_000..=1_000_000),
-        Duration::ZERO,
-    );
+    let result = with_established_server(|now, server| {
+        server.on_ack_frame(
+            now,
+            Space::Data,
+            std::iter::once(1_000_000..=1_000_000),
+            Duration::ZERO,
+        )
+    });
     assert_eq!(error_code(result), TransportErrorCode::PROTOCOL_VIOLATION);
 }
 
@@ -236,25 +255,24 @@ fn forget_spare_peer_cids(c: &mut Connection) {
 #[test]
 fn more_connection_ids_than_the_limit_is_an_error() {
     // We advertise active_connection_id_limit = 4: the handshake CID plus 3 more.
-    let mut sim = established();
-    let now = sim.now();
-    let server = sim.server().unwrap();
-    forget_spare_peer_cids(server);
-    for seq in 1..=3 {
-        server.handle_frame(now, Space::Data, ncid(seq, 0)).unwrap();
-    }
-    // A repeat of a known one is fine; a different CID under a known number is not.
-    server.handle_frame(now, Space::Data, ncid(2, 0)).unwrap();
-    let mut bad = ncid(2, 0);
-    if let Frame::NewConnectionId { reset_token, .. } = &mut bad {
-        reset_token[0] ^= 1;
-    }
-    assert!(server.handle_frame(now, Space::Data, bad).is_err());
-    let result = server.handle_frame(now, Space::Data, ncid(4, 0));
-    assert_eq!(
-        error_code(result),
-        TransportErrorCode::CONNECTION_ID_LIMIT_ERROR
-    );
+    with_established_server(|now, server| {
+        forget_spare_peer_cids(server);
+        for seq in 1..=3 {
+            server.handle_frame(now, Space::Data, ncid(seq, 0)).unwrap();
+        }
+        // A repeat of a known one is fine; a different CID under a known number is not.
+        server.handle_frame(now, Space::Data, ncid(2, 0)).unwrap();
+        let mut bad = ncid(2, 0);
+        if let Frame::NewConnectionId { reset_token, .. } = &mut bad {
+            reset_token[0] ^= 1;
+        }
+        assert!(server.handle_frame(now, Space::Data, bad).is_err());
+        let result = server.handle_frame(now, Space::Data, ncid(4, 0));
+        assert_eq!(
+            error_code(result),
+            TransportErrorCode::CONNECTION_ID_LIMIT_ERROR
+        );
+    });
 }
 
 #[test]
@@ -334,9 +352,6 @@ fn stream_data_blocked_for_a_send_only_stream_is_stream_state_error() {
 
 #[test]
 fn blocked_frames_within_the_rules_are_accepted() {
-    let mut sim = established();
-    let now = sim.now();
-    let server = sim.server().unwrap();
     let frames = [
         Frame::DataBlocked(0),
         Frame::StreamDataBlocked {
@@ -348,10 +363,12 @@ fn blocked_frames_within_the_rules_are_accepted() {
             limit: 0,
         },
     ];
-    for frame in frames {
-        server.handle_frame(now, Space::Data, frame).unwrap();
-    }
-    assert!(server.is_established());
+    with_established_server(|now, server| {
+        for frame in frames {
+            server.handle_frame(now, Space::Data, frame).unwrap();
+        }
+        assert!(server.is_established());
+    });
 }
 
 /// Seals raw frame bytes in the client's next packet of `space`, hands it to the
@@ -535,8 +552,9 @@ fn ping_at(c: &mut Connection, at: Instant) -> u64 {
 
 /// The client sends PINGs at `t1`, `t1 + 1 ms`, `t1 + span` and `t1 + span + 300 ms`
 /// (span well beyond the persistent congestion duration); then an ACK for the last
-/// one and, if `ack_second`, for the second. Returns the congestion window after.
-fn window_after_losses(sim: &mut Sim<ClientApp, ServerApp>, ack_second: bool) -> u64 {
+/// one and, if `ack_second`, for the second. Returns the congestion window after,
+/// and the minimum window it would collapse to.
+fn window_after_losses(sim: &mut Sim<ClientApp, ServerApp>, ack_second: bool) -> (u64, u64) {
     let t1 = sim.now() + Duration::from_millis(10);
     let c = sim.client();
     let threshold = persistent_congestion_threshold(&c.rtt, c.peer_max_ack_delay());
@@ -563,27 +581,22 @@ fn window_after_losses(sim: &mut Sim<ClientApp, ServerApp>, ack_second: bool) ->
         persistent_congestion_threshold(&c.rtt, c.peer_max_ack_delay()) < span,
         "the lost packets span more than the persistent congestion duration"
     );
-    c.congestion_window()
+    (c.congestion_window(), minimum_window(c.mtu))
 }
 
 #[test]
 fn losses_spanning_the_duration_are_persistent_congestion() {
     // RFC 9002 §7.6.2: the window "MUST be reduced to the minimum congestion window".
-    let mut sim = quiet();
-    let window = window_after_losses(&mut sim, false);
-    assert_eq!(window, minimum_window(sim.client().mtu));
+    let (window, minimum) = window_after_losses(&mut quiet(), false);
+    assert_eq!(window, minimum);
 }
 
 #[test]
 fn an_acknowledgement_between_the_losses_is_no_persistent_congestion() {
     // RFC 9002 §7.6.2: "across all packet number spaces, none of the packets sent
     // between the send times of these two packets are acknowledged".
-    let mut sim = quiet();
-    let window = window_after_losses(&mut sim, true);
-    assert!(
-        window > minimum_window(sim.client().mtu),
-        "window {window} collapsed"
-    );
+    let (window, minimum) = window_after_losses(&mut quiet(), true);
+    assert!(window > minimum, "window {window} collapsed");
 }
 
 #[test]
@@ -594,11 +607,8 @@ fn losses_before_the_first_rtt_sample_are_no_persistent_congestion() {
     let c = sim.client();
     c.rtt = RttEstimator::new(c.config.initial_rtt);
     c.first_rtt_sample = None;
-    let window = window_after_losses(&mut sim, false);
-    assert!(
-        window > minimum_window(sim.client().mtu),
-        "window {window} collapsed"
-    );
+    let (window, minimum) = window_after_losses(&mut sim, false);
+    assert!(window > minimum, "window {window} collapsed");
 }
 
 /// A refusal held back with `refuse_login_at` leaves when its timer fires, not before,
@@ -659,30 +669,11 @@ fn held_refusal(idle: Duration, hold: Duration) -> (Option<ConnectionError>, Dur
 #[test]
 fn a_peer_that_never_acknowledges_cannot_make_us_buffer_beyond_the_send_cap() {
     const TIB: u64 = 1 << 40;
-    let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
-    let client = ClientConfig::new(
-        Login::Password {
-            user: "alice".into(),
-            password: Zeroizing::new("pw".into()),
-        },
-        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
-    );
-    let mut server = ServerConfig::new(key);
-    let mut t = (*server.transport).clone();
-    t.streams.stream_receive_window = TIB;
-    t.streams.max_stream_receive_window = TIB;
-    t.streams.receive_window = TIB;
-    t.streams.max_receive_window = TIB;
-    server.transport = Arc::new(t);
-    let mut sim = Sim::over_default_links(
-        9,
-        client,
-        server,
-        ClientApp::new(0, 0),
-        ServerApp::accept_all(),
-    );
-    assert!(sim.run_until(Duration::from_secs(5), |s| {
-        s.client_app.connected && s.server().is_some_and(|c| c.is_established())
+    let mut sim = run_until_established(new_sim_tuned(|t| {
+        t.streams.stream_receive_window = TIB;
+        t.streams.max_stream_receive_window = TIB;
+        t.streams.receive_window = TIB;
+        t.streams.max_receive_window = TIB;
     }));
     let cfg = crate::proto::StreamsConfig::default();
     let ids: Vec<StreamId> = std::iter::from_fn(|| sim.client().open_stream(Dir::Uni))

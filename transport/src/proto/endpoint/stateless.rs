@@ -119,14 +119,10 @@ impl Keys {
         token.extend_from_slice(odcid.as_ref());
         token.push(rscid.len() as u8);
         token.extend_from_slice(rscid.as_ref());
-        let (aad, aad_len) = token_aad(remote);
+        let (nonce, aad) = token_nonce_and_aad(nonce, remote);
         let tag = self
             .retry
-            .seal_in_place_separate_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(&aad[..aad_len]),
-                &mut token[NONCE_LEN..],
-            )
+            .seal_in_place_separate_tag(nonce, aad, &mut token[NONCE_LEN..])
             .ok()?;
         token.extend_from_slice(tag.as_ref());
         Some(token)
@@ -148,14 +144,10 @@ impl Keys {
         let mut buf = [0u8; MAX_TOKEN_PLAINTEXT + TAG_LEN];
         let sealed = &mut buf[..token.len() - NONCE_LEN];
         sealed.copy_from_slice(&token[NONCE_LEN..]);
-        let (aad, aad_len) = token_aad(remote);
+        let (nonce, aad) = token_nonce_and_aad(nonce, remote);
         let plain = self
             .retry
-            .open_in_place(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(&aad[..aad_len]),
-                sealed,
-            )
+            .open_in_place(nonce, aad, sealed)
             .map_err(|_| TokenError::Invalid)?;
         // Authentic from here on; still parse defensively.
         let (expiry, rest) = plain.split_first_chunk::<8>().ok_or(TokenError::Invalid)?;
@@ -181,8 +173,32 @@ fn take_cid(buf: &[u8]) -> Result<(ConnectionId, &[u8]), TokenError> {
     Ok((cid, &rest[len..]))
 }
 
+/// The AEAD inputs of a Retry token besides its bytes: the token's `nonce`, and the
+/// client's address as associated data ([`token_aad`]), for sealing and opening alike.
+fn token_nonce_and_aad(
+    nonce: [u8; NONCE_LEN],
+    remote: SocketAddr,
+) -> (aead::Nonce, aead::Aad<TokenAad>) {
+    (
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from(token_aad(remote)),
+    )
+}
+
+/// The associated data of a Retry token: the first `len` of `bytes`.
+struct TokenAad {
+    bytes: [u8; 36],
+    len: usize,
+}
+
+impl AsRef<[u8]> for TokenAad {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// `label || family || ip || port`: at most 17 + 1 + 16 + 2 bytes.
-fn token_aad(remote: SocketAddr) -> ([u8; 36], usize) {
+fn token_aad(remote: SocketAddr) -> TokenAad {
     let mut aad = [0u8; 36];
     let mut n = TOKEN_AAD_LABEL.len();
     aad[..n].copy_from_slice(TOKEN_AAD_LABEL);
@@ -200,7 +216,10 @@ fn token_aad(remote: SocketAddr) -> ([u8; 36], usize) {
         }
     }
     aad[n..n + 2].copy_from_slice(&remote.port().to_be_bytes());
-    (aad, n + 2)
+    TokenAad {
+        bytes: aad,
+        len: n + 2,
+    }
 }
 
 /// A whole Retry packet (RFC 9000 §17.2.5) of `version` with its integrity tag

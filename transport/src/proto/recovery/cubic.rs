@@ -6,8 +6,11 @@
 
 use std::time::Instant;
 
-use super::cc::{initial_window, minimum_window};
-use super::{CongestionController, RttEstimator};
+use super::cc::{Algorithm, Controller};
+use super::RttEstimator;
+// The tests drive the controller through its trait.
+#[cfg(test)]
+use super::CongestionController;
 
 /// RFC 9438 §5: "C SHOULD be set to 0.4."
 pub(crate) const C: f64 = 0.4;
@@ -18,12 +21,12 @@ const ALPHA: f64 = 3.0 * (1.0 - BETA) / (1.0 + BETA);
 
 /// CUBIC: W_cubic(t) = C * (t - K)^3 + W_max, with a Reno-friendly region and
 /// fast convergence.
+pub type Cubic = Controller<CubicWindow>;
+
+/// CUBIC's window and the state of its curve.
 #[derive(Debug, Clone)]
-pub struct Cubic {
-    mds: f64,
+pub struct CubicWindow {
     cwnd: f64,
-    ssthresh: u64,
-    recovery_start: Option<Instant>,
     /// Window (bytes) just before the last reduction, after fast convergence.
     w_max: f64,
     /// RFC 9438 §4.6 `cwnd_prior`: the window just before the last reduction.
@@ -34,52 +37,29 @@ pub struct Cubic {
     epoch_start: Option<Instant>,
     /// RFC 9438 §4.3 `W_est`, bytes.
     w_est: f64,
-    last_ack: Option<Instant>,
 }
 
+#[cfg(test)]
 impl Cubic {
-    /// A controller for a path with this maximum datagram size.
-    pub fn new(max_datagram_size: u16) -> Self {
-        Self {
-            mds: f64::from(max_datagram_size),
-            cwnd: initial_window(max_datagram_size) as f64,
-            ssthresh: u64::MAX,
-            recovery_start: None,
-            w_max: 0.0,
-            cwnd_prior: 0.0,
-            k: 0.0,
-            epoch_start: None,
-            w_est: 0.0,
-            last_ack: None,
-        }
-    }
-
-    fn in_recovery(&self, sent: Instant) -> bool {
-        self.recovery_start.is_some_and(|start| sent <= start)
-    }
-
-    fn minimum(&self) -> f64 {
-        2.0 * self.mds
-    }
-
-    /// RFC 9438 §4.2, Figure 1: "W_cubic(t) = C * (t - K)^3 + W_max", in bytes.
-    fn w_cubic(&self, t: f64) -> f64 {
-        self.mds * C * (t - self.k).powi(3) + self.w_max
-    }
-
-    #[cfg(test)]
     /// `K` of the current epoch, in seconds (for tests and qlog).
     pub fn k(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(self.k)
+        std::time::Duration::from_secs_f64(self.alg.k)
     }
 
-    #[cfg(test)]
     /// `W_max` in bytes (for tests and qlog).
     pub fn w_max(&self) -> u64 {
-        self.w_max as u64
+        self.alg.w_max as u64
+    }
+}
+
+impl CubicWindow {
+    /// RFC 9438 §4.2, Figure 1: "W_cubic(t) = C * (t - K)^3 + W_max", in bytes,
+    /// for segments of `mds` bytes.
+    fn w_cubic(&self, t: f64, mds: f64) -> f64 {
+        mds * C * (t - self.k).powi(3) + self.w_max
     }
 
-    fn start_epoch(&mut self, now: Instant) {
+    fn start_epoch(&mut self, now: Instant, mds: f64) {
         self.epoch_start = Some(now);
         // RFC 9438 §4.2: "K = cubic_root((W_max - cwnd_epoch) / C)" where
         // "cwnd_epoch is the cwnd at the beginning of the current congestion
@@ -89,7 +69,7 @@ impl Cubic {
             self.w_max = self.cwnd;
             self.k = 0.0;
         } else {
-            self.k = ((self.w_max - self.cwnd) / self.mds / C).cbrt();
+            self.k = ((self.w_max - self.cwnd) / mds / C).cbrt();
         }
         // RFC 9438 §4.3: "W_est is set equal to cwnd_epoch at the start of the
         // congestion avoidance stage."
@@ -97,40 +77,42 @@ impl Cubic {
     }
 }
 
-impl CongestionController for Cubic {
-    fn on_sent(&mut self, _now: Instant, _bytes: u64) {}
+impl Algorithm for CubicWindow {
+    const NAME: &'static str = "cubic";
 
-    fn on_ack(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        rtt: &RttEstimator,
-    ) {
-        let previous_ack = self.last_ack.replace(now);
-        if self.in_recovery(sent) {
-            return;
+    fn new(initial_window: u64) -> Self {
+        Self {
+            cwnd: initial_window as f64,
+            w_max: 0.0,
+            cwnd_prior: 0.0,
+            k: 0.0,
+            epoch_start: None,
+            w_est: 0.0,
         }
-        if app_limited {
-            // RFC 9002 §7.8: the window "SHOULD NOT be increased" while
-            // underutilized. Time spent app-limited is also kept off the cubic
-            // clock (shift t_epoch), so the curve resumes where it paused
-            // instead of jumping ahead after an idle period.
-            if let (Some(epoch), Some(prev)) = (self.epoch_start, previous_ack) {
-                self.epoch_start = Some(epoch + now.saturating_duration_since(prev));
-            }
-            return;
+    }
+
+    fn window(&self) -> u64 {
+        self.cwnd as u64
+    }
+
+    fn grow(&mut self, bytes: u64) {
+        self.cwnd += bytes as f64;
+    }
+
+    fn app_limited_ack(&mut self, now: Instant, previous_ack: Option<Instant>) {
+        // Time spent app-limited is kept off the cubic clock (shift t_epoch), so
+        // the curve resumes where it paused instead of jumping ahead after an
+        // idle period.
+        if let (Some(epoch), Some(prev)) = (self.epoch_start, previous_ack) {
+            self.epoch_start = Some(epoch + now.saturating_duration_since(prev));
         }
+    }
+
+    fn congestion_avoidance(&mut self, now: Instant, bytes: u64, mds: u16, rtt: &RttEstimator) {
         let bytes = bytes as f64;
-        if (self.cwnd as u64) < self.ssthresh {
-            // RFC 9438 §4.10: "CUBIC MUST employ a slow-start algorithm" —
-            // the standard one: grow by the bytes acknowledged.
-            self.cwnd += bytes;
-            return;
-        }
+        let mds = f64::from(mds);
         if self.epoch_start.is_none() {
-            self.start_epoch(now);
+            self.start_epoch(now, mds);
         }
         let epoch = self.epoch_start.unwrap_or(now);
         let t = now.saturating_duration_since(epoch).as_secs_f64();
@@ -146,71 +128,48 @@ impl CongestionController for Cubic {
         } else {
             ALPHA
         };
-        self.w_est += alpha * self.mds * bytes / self.cwnd;
+        self.w_est += alpha * mds * bytes / self.cwnd;
 
         // RFC 9438 §4.3: "If W_cubic(t) is less than W_est, then CUBIC is in
         // the Reno-friendly region and cwnd SHOULD be set to W_est at each
         // reception of a new ACK."
-        if self.w_cubic(t) < self.w_est {
+        if self.w_cubic(t, mds) < self.w_est {
             self.cwnd = self.cwnd.max(self.w_est);
             return;
         }
         // RFC 9438 §4.4/§4.5: target = W_cubic(t + RTT) clamped to
         // [cwnd, 1.5 * cwnd]; "cwnd MUST be incremented by
         // (target - cwnd) / cwnd for each received new ACK" (per segment).
-        let target = self.w_cubic(t + srtt).clamp(self.cwnd, 1.5 * self.cwnd);
+        let target = self
+            .w_cubic(t + srtt, mds)
+            .clamp(self.cwnd, 1.5 * self.cwnd);
         self.cwnd += (target - self.cwnd) / self.cwnd * bytes;
     }
 
-    fn on_congestion_event(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        persistent: bool,
-        _lost_bytes: u64,
-    ) {
-        if !self.in_recovery(sent) {
-            self.recovery_start = Some(now);
-            // RFC 9438 §4.7 fast convergence: "if (cwnd < W_max and
-            // fast_convergence_enabled) W_max = cwnd * (1 + β_cubic) / 2
-            // else W_max = cwnd".
-            self.w_max = if self.cwnd < self.w_max {
-                self.cwnd * (1.0 + BETA) / 2.0
-            } else {
-                self.cwnd
-            };
-            // RFC 9438 §4.6: "ssthresh = cwnd * β_cubic; cwnd_prior = cwnd;
-            // cwnd = max(ssthresh, 2)" (2 segments: the minimum window).
-            self.cwnd_prior = self.cwnd;
-            self.cwnd = (self.cwnd * BETA).max(self.minimum());
-            self.ssthresh = self.cwnd as u64;
-            self.epoch_start = None;
-        }
-        if persistent {
-            // RFC 9002 §7.6.2: the window "MUST be reduced to the minimum
-            // congestion window"; RFC 9002 Appendix B.8 clears the recovery
-            // start. The next epoch restarts the curve from slow start.
-            self.cwnd = self.minimum();
-            self.recovery_start = None;
-            self.epoch_start = None;
-        }
+    fn reduce(&mut self, minimum: u64) {
+        // RFC 9438 §4.7 fast convergence: "if (cwnd < W_max and
+        // fast_convergence_enabled) W_max = cwnd * (1 + β_cubic) / 2
+        // else W_max = cwnd".
+        self.w_max = if self.cwnd < self.w_max {
+            self.cwnd * (1.0 + BETA) / 2.0
+        } else {
+            self.cwnd
+        };
+        // RFC 9438 §4.6: "ssthresh = cwnd * β_cubic; cwnd_prior = cwnd;
+        // cwnd = max(ssthresh, 2)" (2 segments: the minimum window).
+        self.cwnd_prior = self.cwnd;
+        self.cwnd = (self.cwnd * BETA).max(minimum as f64);
+        self.epoch_start = None;
     }
 
-    fn on_mtu_update(&mut self, max_datagram_size: u16) {
-        self.mds = f64::from(max_datagram_size);
-        self.cwnd = self.cwnd.max(minimum_window(max_datagram_size) as f64);
+    fn collapse(&mut self, minimum: u64) {
+        // The next epoch restarts the curve from slow start.
+        self.cwnd = minimum as f64;
+        self.epoch_start = None;
     }
 
-    fn window(&self) -> u64 {
-        self.cwnd as u64
-    }
-
-    fn ssthresh(&self) -> u64 {
-        self.ssthresh
-    }
-
-    fn name(&self) -> &'static str {
-        "cubic"
+    fn raise_to(&mut self, minimum: u64) {
+        self.cwnd = self.cwnd.max(minimum as f64);
     }
 }
 

@@ -2,130 +2,69 @@
 
 use std::time::Instant;
 
-use super::cc::{initial_window, minimum_window};
-use super::{CongestionController, RttEstimator};
+use super::cc::{Algorithm, Controller};
+use super::RttEstimator;
+// The tests drive the controller through its trait.
+#[cfg(test)]
+use super::CongestionController;
 
 /// RFC 9002 §7.3.2: "The RECOMMENDED value [of kLossReductionFactor] is 0.5."
 const LOSS_REDUCTION_NUM: u64 = 1;
 const LOSS_REDUCTION_DEN: u64 = 2;
 
 /// NewReno: slow start, congestion avoidance, one reduction per recovery period.
+pub type NewReno = Controller<RenoWindow>;
+
+/// NewReno's window: one maximum datagram size more per window acknowledged,
+/// halved on a congestion event.
 #[derive(Debug, Clone)]
-pub struct NewReno {
-    mds: u64,
+pub struct RenoWindow {
     window: u64,
-    ssthresh: u64,
-    /// RFC 9002 §7.3.2: the recovery period starts "at the time of the
-    /// congestion event" and is keyed by send time.
-    recovery_start: Option<Instant>,
     /// Bytes acknowledged in congestion avoidance since the last increase.
     bytes_acked: u64,
 }
 
-impl NewReno {
-    /// A controller for a path with this maximum datagram size.
-    pub fn new(max_datagram_size: u16) -> Self {
+impl Algorithm for RenoWindow {
+    const NAME: &'static str = "newreno";
+
+    fn new(initial_window: u64) -> Self {
         Self {
-            mds: u64::from(max_datagram_size),
-            window: initial_window(max_datagram_size),
-            ssthresh: u64::MAX,
-            recovery_start: None,
+            window: initial_window,
             bytes_acked: 0,
         }
-    }
-
-    /// RFC 9002 Appendix B.5: "InCongestionRecovery(sent_time): return
-    /// sent_time <= congestion_recovery_start_time".
-    fn in_recovery(&self, sent: Instant) -> bool {
-        self.recovery_start.is_some_and(|start| sent <= start)
-    }
-
-    fn minimum(&self) -> u64 {
-        2 * self.mds
-    }
-}
-
-impl CongestionController for NewReno {
-    fn on_sent(&mut self, _now: Instant, _bytes: u64) {}
-
-    fn on_ack(
-        &mut self,
-        _now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        _rtt: &RttEstimator,
-    ) {
-        // RFC 9002 §7.3.2: "The recovery period aims to limit congestion window
-        // reduction to once per round trip. [...] A recovery period ends and the
-        // sender enters congestion avoidance when a packet sent during the
-        // recovery period is acknowledged." Appendix B.5: "Do not increase
-        // congestion_window in recovery period."
-        if self.in_recovery(sent) || app_limited {
-            return;
-        }
-        if self.window < self.ssthresh {
-            // RFC 9002 §7.3.1: "While a sender is in slow start, the congestion
-            // window increases by the number of bytes acknowledged when each
-            // acknowledgment is processed."
-            self.window += bytes;
-        } else {
-            // RFC 9002 §7.3.3: "the congestion window [...] SHOULD increase by
-            // at most one maximum datagram size for each congestion window that
-            // is acknowledged."
-            self.bytes_acked += bytes;
-            if self.bytes_acked >= self.window {
-                self.bytes_acked -= self.window;
-                self.window += self.mds;
-            }
-        }
-    }
-
-    fn on_congestion_event(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        persistent: bool,
-        _lost_bytes: u64,
-    ) {
-        // RFC 9002 Appendix B.6: "No reaction if already in a recovery period."
-        if !self.in_recovery(sent) {
-            // RFC 9002 §7.3.2: "On entering a recovery period, a sender MUST
-            // set the slow start threshold to half the value of the congestion
-            // window when loss is detected. The congestion window MUST be set
-            // to the reduced value of the slow start threshold before exiting
-            // the recovery period."
-            self.recovery_start = Some(now);
-            self.window =
-                (self.window * LOSS_REDUCTION_NUM / LOSS_REDUCTION_DEN).max(self.minimum());
-            self.ssthresh = self.window;
-            self.bytes_acked = 0;
-        }
-        if persistent {
-            // RFC 9002 §7.6.2: "When persistent congestion is declared, the
-            // sender's congestion window MUST be reduced to the minimum
-            // congestion window". Appendix B.8 also clears the recovery start.
-            self.window = self.minimum();
-            self.recovery_start = None;
-            self.bytes_acked = 0;
-        }
-    }
-
-    fn on_mtu_update(&mut self, max_datagram_size: u16) {
-        self.mds = u64::from(max_datagram_size);
-        self.window = self.window.max(minimum_window(max_datagram_size));
     }
 
     fn window(&self) -> u64 {
         self.window
     }
 
-    fn ssthresh(&self) -> u64 {
-        self.ssthresh
+    fn grow(&mut self, bytes: u64) {
+        self.window += bytes;
     }
 
-    fn name(&self) -> &'static str {
-        "newreno"
+    fn congestion_avoidance(&mut self, _now: Instant, bytes: u64, mds: u16, _rtt: &RttEstimator) {
+        // RFC 9002 §7.3.3: "the congestion window [...] SHOULD increase by
+        // at most one maximum datagram size for each congestion window that
+        // is acknowledged."
+        self.bytes_acked += bytes;
+        if self.bytes_acked >= self.window {
+            self.bytes_acked -= self.window;
+            self.window += u64::from(mds);
+        }
+    }
+
+    fn reduce(&mut self, minimum: u64) {
+        self.window = (self.window * LOSS_REDUCTION_NUM / LOSS_REDUCTION_DEN).max(minimum);
+        self.bytes_acked = 0;
+    }
+
+    fn collapse(&mut self, minimum: u64) {
+        self.window = minimum;
+        self.bytes_acked = 0;
+    }
+
+    fn raise_to(&mut self, minimum: u64) {
+        self.window = self.window.max(minimum);
     }
 }
 

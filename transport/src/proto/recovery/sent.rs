@@ -562,26 +562,26 @@ mod tests {
         }
     }
 
-    /// Sends pns `pns` at t0 + pn ms, payload = pn.
-    fn sent_with(t0: Instant, pns: impl IntoIterator<Item = u64>) -> SentPackets<u64> {
+    /// Sends pns `pns` at t0 + pn ms, payload = pn, where t0 is now (returned).
+    fn sent_with(pns: impl IntoIterator<Item = u64>) -> (Instant, SentPackets<u64>) {
+        let t0 = Instant::now();
         let mut s = SentPackets::new();
         for pn in pns {
             let mut p = pkt(t0 + ms(pn), true);
             p.payload = pn;
             s.on_sent(pn, p);
         }
-        s
+        (t0, s)
     }
 
     /// [`sent_with`], then one ACK of `acked`.
     fn sent_then_acked(
-        t0: Instant,
         pns: impl IntoIterator<Item = u64>,
         acked: RangeInclusive<u64>,
-    ) -> SentPackets<u64> {
-        let mut s = sent_with(t0, pns);
+    ) -> (Instant, SentPackets<u64>) {
+        let (t0, mut s) = sent_with(pns);
         ack(&mut s, &[acked]).unwrap();
-        s
+        (t0, s)
     }
 
     #[test]
@@ -618,8 +618,7 @@ mod tests {
 
     #[test]
     fn ack_with_gaps_and_duplicates() {
-        let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..10);
+        let (t0, mut s) = sent_with(0..10);
         assert_eq!(s.len(), 10);
         assert_eq!(s.bytes_in_flight(), 10_000);
         let (summary, acked) = ack(&mut s, &[7..=8, 2..=4]).unwrap();
@@ -646,8 +645,7 @@ mod tests {
 
     #[test]
     fn no_rtt_sample_when_largest_not_newly_acked() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..5, 4..=4);
+        let (t0, mut s) = sent_then_acked(0..5, 4..=4);
         let (summary, acked) = ack(&mut s, &[3..=4]).unwrap();
         assert_eq!(acked, vec![3]);
         assert_eq!(summary.rtt_sample(t0 + ms(100)), None);
@@ -665,8 +663,7 @@ mod tests {
 
     #[test]
     fn ack_of_unsent_packet_is_an_error_and_changes_nothing() {
-        let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..5);
+        let (_, mut s) = sent_with(0..5);
         assert_eq!(ack(&mut s, &[5..=5, 0..=2]), Err(AckError::UnsentPacket(5)));
         assert_eq!(s.len(), 5);
         assert_eq!(s.largest_acked(), None);
@@ -676,9 +673,8 @@ mod tests {
 
     #[test]
     fn ack_of_skipped_packet_number_is_an_error() {
-        let t0 = Instant::now();
         // pn 3 skipped (optimistic-ACK defence, RFC 9000 §21.4).
-        let mut s = sent_with(t0, [0, 1, 2, 4, 5]);
+        let (_, mut s) = sent_with([0, 1, 2, 4, 5]);
         assert_eq!(ack(&mut s, &[3..=5]), Err(AckError::UnsentPacket(3)));
         assert_eq!(s.len(), 5);
         let (_, acked) = ack(&mut s, &[4..=5, 0..=2]).unwrap();
@@ -687,8 +683,7 @@ mod tests {
 
     #[test]
     fn malformed_ranges_are_rejected() {
-        let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..10);
+        let (_, mut s) = sent_with(0..10);
         #[allow(clippy::reversed_empty_ranges)]
         let inverted = [5..=3];
         assert_eq!(ack(&mut s, &inverted), Err(AckError::MalformedRanges));
@@ -700,16 +695,14 @@ mod tests {
 
     #[test]
     fn huge_ranges_cost_only_the_window() {
-        let t0 = Instant::now();
-        let mut s = sent_with(t0, 1_000_000..1_000_010);
+        let (_, mut s) = sent_with(1_000_000..1_000_010);
         let (_, acked) = ack(&mut s, &[0..=1_000_009]).unwrap();
         assert_eq!(acked.len(), 10);
     }
 
     #[test]
     fn packet_threshold_loss() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..10, 5..=5);
+        let (t0, mut s) = sent_then_acked(0..10, 5..=5);
         // Huge loss delay: only the packet threshold applies. 5 >= pn + 3 ⇔ pn <= 2.
         let (lost, loss_time) = s.detect_lost(t0 + ms(10), 5, Duration::from_secs(100));
         assert_eq!(lost, vec![0, 1, 2]);
@@ -720,8 +713,7 @@ mod tests {
 
     #[test]
     fn time_threshold_loss_and_loss_timer() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..4, 3..=3);
+        let (t0, mut s) = sent_then_acked(0..4, 3..=3);
         // pn 0 sent at t0 is past the 9/8 * 10 ms delay at t0+12 ms; pns 1, 2 are not (yet).
         let delay = ms(10) * 9 / 8;
         let t = s.detect_lost(t0 + ms(12), 3, delay);
@@ -729,14 +721,13 @@ mod tests {
         let t = s.detect_lost(t0 + ms(1) + delay, 3, delay);
         assert_eq!(t, (vec![1], Some(t0 + ms(2) + delay)));
         // Packets after the largest acked are never lost by this check.
-        let mut s = sent_then_acked(t0, 0..4, 0..=0);
+        let (t0, mut s) = sent_then_acked(0..4, 0..=0);
         assert_eq!(s.detect_lost(t0 + ms(1000), 0, delay), (vec![], None));
     }
 
     #[test]
     fn lost_then_acked_is_not_reported_twice() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..6, 5..=5);
+        let (t0, mut s) = sent_then_acked(0..6, 5..=5);
         let (lost, _) = s.detect_lost(t0 + ms(6), 5, Duration::from_secs(1));
         assert_eq!(lost, vec![0, 1, 2]);
         let (summary, acked) = ack(&mut s, &[0..=5]).unwrap();
@@ -768,7 +759,7 @@ mod tests {
         assert!(!report.is_persistent_congestion(ms(900)));
 
         // Without an RTT sample before the losses: no span.
-        let mut s = sent_then_acked(t0, 0..10, 9..=9);
+        let (t0, mut s) = sent_then_acked(0..10, 9..=9);
         let report = s.detect_lost_report(t0 + ms(100), 9, ms(1), None, |_| true, |_, _| {});
         assert_eq!(report.lost_packets, 9);
         assert_eq!(report.persistent_span, None);
@@ -802,8 +793,7 @@ mod tests {
 
     #[test]
     fn lost_pmtu_probes_are_no_congestion_signal() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..=5, 5..=5);
+        let (t0, mut s) = sent_then_acked(0..=5, 5..=5);
         // 0, 1, 2 lost by the packet threshold; 0 and 2 stand for PMTU probes.
         let mut lost = Vec::new();
         let report = s.detect_lost_report(
@@ -823,8 +813,7 @@ mod tests {
 
     #[test]
     fn earlier_spurious_loss_then_ack_breaks_the_run() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..10, 4..=4);
+        let (t0, mut s) = sent_then_acked(0..10, 4..=4);
         // 0, 1 lost by packet threshold; then 1 is acked after all.
         s.detect_lost(t0 + ms(5), 4, Duration::from_secs(10));
         ack(&mut s, &[4..=4, 1..=1]).unwrap();
@@ -844,8 +833,7 @@ mod tests {
 
     #[test]
     fn drain_empties_and_numbering_continues() {
-        let t0 = Instant::now();
-        let mut s = sent_then_acked(t0, 0..5, 2..=2);
+        let (t0, mut s) = sent_then_acked(0..5, 2..=2);
         let mut drained = Vec::new();
         s.drain(|pn, _| drained.push(pn));
         assert_eq!(drained, vec![0, 1, 3, 4]);
@@ -891,8 +879,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "strictly increase")]
     fn non_increasing_packet_numbers_panic() {
-        let t0 = Instant::now();
-        let mut s = sent_with(t0, 0..3);
+        let (t0, mut s) = sent_with(0..3);
         s.on_sent(2, pkt(t0, true));
     }
 

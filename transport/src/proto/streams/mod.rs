@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::wire::TransportErrorCode;
+use crate::wire::{TransportErrorCode, TransportParameters};
 
 use recv::{RecvOutcome, RecvState, RecvStream};
 use send::SendStream;
@@ -100,24 +100,6 @@ impl Default for StreamsConfig {
             max_connection_send_buffer: 32 * MIB,
         }
     }
-}
-
-/// The stream and flow-control transport parameters (RFC 9000 §18.2), used both
-/// for what we advertise and for what the peer advertised.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PeerLimits {
-    /// initial_max_data.
-    pub initial_max_data: u64,
-    /// initial_max_stream_data_bidi_local: for bidi streams the sender of the parameter opens.
-    pub initial_max_stream_data_bidi_local: u64,
-    /// initial_max_stream_data_bidi_remote: for bidi streams the receiver of the parameter opens.
-    pub initial_max_stream_data_bidi_remote: u64,
-    /// initial_max_stream_data_uni: for uni streams the receiver of the parameter opens.
-    pub initial_max_stream_data_uni: u64,
-    /// initial_max_streams_bidi.
-    pub initial_max_streams_bidi: u64,
-    /// initial_max_streams_uni.
-    pub initial_max_streams_uni: u64,
 }
 
 /// A peer violated a stream or flow-control rule: close the connection with this
@@ -356,7 +338,9 @@ pub struct Streams {
     side: Side,
     config: StreamsConfig,
     streams: IdMap<Stream>,
-    peer: PeerLimits,
+    /// The peer's transport parameters, of which the stream and flow-control limits
+    /// (RFC 9000 §18.2 `initial_max_*`) are used.
+    peer: TransportParameters,
 
     // Streams we open, per direction (index 0 bidi, 1 uni).
     /// Index of the next stream we open.
@@ -426,7 +410,7 @@ impl Streams {
             side,
             config: config.clone(),
             streams: IdMap::default(),
-            peer: PeerLimits::default(),
+            peer: TransportParameters::default(),
             next_local: [0; 2],
             peer_max_streams: [0; 2],
             streams_blocked_at: [None; 2],
@@ -456,23 +440,25 @@ impl Streams {
         }
     }
 
-    /// What to advertise in our transport parameters.
-    pub fn local_limits(&self) -> PeerLimits {
+    /// What to advertise in our transport parameters: the stream and flow-control
+    /// limits (RFC 9000 §18.2 `initial_max_*`), every other parameter at its default.
+    pub fn local_limits(&self) -> TransportParameters {
         let w = self.config.stream_receive_window.min(MAX_LIMIT);
-        PeerLimits {
+        TransportParameters {
             initial_max_data: self.conn_window.limit(),
             initial_max_stream_data_bidi_local: w,
             initial_max_stream_data_bidi_remote: w,
             initial_max_stream_data_uni: w,
             initial_max_streams_bidi: self.max_remote[0],
             initial_max_streams_uni: self.max_remote[1],
+            ..TransportParameters::default()
         }
     }
 
     /// Takes the peer's transport parameters into account. Limits only grow;
     /// stream counts above 2^60 are clamped (the transport-parameter decoder is
     /// where such a value is refused with TRANSPORT_PARAMETER_ERROR).
-    pub fn apply_peer_limits(&mut self, limits: &PeerLimits) {
+    pub fn apply_peer_limits(&mut self, limits: &TransportParameters) {
         self.peer = *limits;
         self.on_max_data(limits.initial_max_data);
         for (dir, max) in [
@@ -494,7 +480,7 @@ impl Streams {
     }
 
     /// The peer's initial limit for our sending on stream `id`.
-    fn peer_initial_send_limit_for(peer: &PeerLimits, id: StreamId, side: Side) -> u64 {
+    fn peer_initial_send_limit_for(peer: &TransportParameters, id: StreamId, side: Side) -> u64 {
         // RFC 9000 §18.2: initial_max_stream_data_bidi_local "applies to newly
         // created bidirectional streams opened by the endpoint that sends the
         // transport parameter"; _bidi_remote "applies to newly created

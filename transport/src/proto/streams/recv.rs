@@ -91,31 +91,35 @@ impl RecvStream {
         if fin {
             self.final_size = Some(end);
         }
+        let mut out = self.outcome(delta);
+        if let RecvState::Recv = self.state {
+            // Cannot fail: the flow-control check above keeps `end` within the
+            // window, and the assembler's cap is the largest window.
+            self.asm.insert(offset, data).map_err(|_| {
+                StreamsError::new(
+                    TransportErrorCode::FLOW_CONTROL_ERROR,
+                    "reassembly limit exceeded",
+                )
+            })?;
+            out.notify = self.asm.readable() > 0 || self.final_size == Some(self.asm.read_offset());
+        }
+        Ok(out)
+    }
+
+    /// The outcome of a frame whose new data takes `delta` bytes of connection
+    /// credit. A stopped stream discards the data: its credit is given back at once.
+    /// What a frame does in the `Recv` state is up to the caller; after a reset
+    /// nothing more happens.
+    fn outcome(&mut self, delta: u64) -> RecvOutcome {
         let mut out = RecvOutcome {
             delta,
             ..RecvOutcome::default()
         };
-        match self.state {
-            RecvState::Recv => {
-                // Cannot fail: the flow-control check above keeps `end` within the
-                // window, and the assembler's cap is the largest window.
-                self.asm.insert(offset, data).map_err(|_| {
-                    StreamsError::new(
-                        TransportErrorCode::FLOW_CONTROL_ERROR,
-                        "reassembly limit exceeded",
-                    )
-                })?;
-                out.notify =
-                    self.asm.readable() > 0 || self.final_size == Some(self.asm.read_offset());
-            }
-            RecvState::Stopped => {
-                // Discarded: give the credit back at once.
-                out.released = delta;
-                self.credited += delta;
-            }
-            RecvState::Reset(_) | RecvState::Done => {}
+        if let RecvState::Stopped = self.state {
+            out.released = delta;
+            self.credited += delta;
         }
-        Ok(out)
+        out
     }
 
     /// The final-size and flow-control rules for data up to `end` from a STREAM frame
@@ -176,24 +180,14 @@ impl RecvStream {
         let delta = self.check_end(final_size, true, conn_credit)?;
         self.max_received = final_size;
         self.final_size = Some(final_size);
-        let mut out = RecvOutcome {
-            delta,
-            ..RecvOutcome::default()
-        };
-        match self.state {
-            RecvState::Recv => {
-                // The application will never read the rest: release it all now.
-                self.state = RecvState::Reset(code);
-                out.released = final_size - self.credited;
-                self.credited = final_size;
-                self.asm.clear();
-                out.notify = true;
-            }
-            RecvState::Stopped => {
-                out.released = delta;
-                self.credited += delta;
-            }
-            RecvState::Reset(_) | RecvState::Done => {}
+        let mut out = self.outcome(delta);
+        if let RecvState::Recv = self.state {
+            // The application will never read the rest: release it all now.
+            self.state = RecvState::Reset(code);
+            out.released = final_size - self.credited;
+            self.credited = final_size;
+            self.asm.clear();
+            out.notify = true;
         }
         Ok(out)
     }

@@ -8,14 +8,15 @@ fn t0() -> Instant {
     Instant::now()
 }
 
-fn limits(max_data: u64, stream: u64, streams: u64) -> PeerLimits {
-    PeerLimits {
+fn limits(max_data: u64, stream: u64, streams: u64) -> TransportParameters {
+    TransportParameters {
         initial_max_data: max_data,
         initial_max_stream_data_bidi_local: stream,
         initial_max_stream_data_bidi_remote: stream,
         initial_max_stream_data_uni: stream,
         initial_max_streams_bidi: streams,
         initial_max_streams_uni: streams,
+        ..TransportParameters::default()
     }
 }
 
@@ -41,7 +42,7 @@ fn send_buffer(bytes: u64) -> StreamsConfig {
     }
 }
 
-fn client(cfg: &StreamsConfig, peer: PeerLimits) -> Streams {
+fn client(cfg: &StreamsConfig, peer: TransportParameters) -> Streams {
     let mut s = Streams::new(Side::Client, cfg);
     s.apply_peer_limits(&peer);
     s
