@@ -12,7 +12,7 @@ use quill_transport::proto::{
 };
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, ServerApp, Sim};
 use quill_transport::wire::{QUIC_V1, QUILL_VERSION};
-use sim_setup::{alice_policy, host_key, setup, sim_of, Setup, MB};
+use sim_setup::{alice_policy, assert_connects, host_key, password, setup, sim_of, Setup, MB};
 
 const ALPN: &[u8] = b"hq-interop";
 
@@ -264,4 +264,94 @@ fn quill_client_to_a_server_accepting_both() {
     assert_eq!(sim.client().version(), QUILL_VERSION);
     assert_eq!(sim.client().key_exchange_group(), None);
     assert_eq!(sim.server().unwrap().account(), Some("alice"));
+}
+
+/// `setup`'s configurations on QUIC v1 with ALPN `quill`: quill's login on stream 0.
+fn quill_alpn_setup(seed: u64) -> Setup {
+    let mut s = setup(seed, TransportConfig::default());
+    s.client.version = Version::QuicV1 {
+        alpn: vec![b"quill".to_vec()],
+    };
+    s.server.quic_v1 = Some(
+        QuicV1Server::with_host_key(host_key(7), vec![b"quill".to_vec(), ALPN.to_vec()]).unwrap(),
+    );
+    s
+}
+
+/// ALPN `quill`: the password login rides on stream 0, the server's application
+/// decides as on quill's own version, and the application's streams start at 4.
+#[test]
+fn v1_quill_alpn_logs_in_on_stream_zero_and_echoes() {
+    let mut app = ClientApp::new(200_000, 2);
+    app.echo = true;
+    let mut server = alice_policy();
+    server.echo = true;
+    let mut sim = sim_of(11, quill_alpn_setup(11), LinkConfig::default(), app, server);
+    assert_connects(&mut sim, Duration::from_secs(10), 11);
+    assert_eq!(sim.client().account(), Some("alice"));
+    assert_eq!(sim.server().unwrap().account(), Some("alice"));
+    assert_eq!(sim.client().alpn(), Some(&b"quill"[..]));
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .client_app
+        .sink
+        .finished
+        .len()
+        == 2));
+    assert_eq!(sim.client_app.sent, sim.client_app.sink.finished);
+    let ids: Vec<u64> = sim.client_app.sent.iter().map(|s| s.0).collect();
+    assert_eq!(ids, vec![4, 8], "stream 0 is the login's");
+    assert_eq!(
+        sim.server_app
+            .events
+            .iter()
+            .filter(|e| e.contains("login requested"))
+            .count(),
+        1
+    );
+}
+
+/// ALPN `quill`: a wrong password is refused with LOGIN_REFUSED, as on quill's version,
+/// and the client never gets a stream.
+#[test]
+fn v1_quill_alpn_refusal_is_login_refused() {
+    let mut s = quill_alpn_setup(12);
+    s.client.login = password("alice", "wrong");
+    let mut sim = sim_of(
+        12,
+        s,
+        LinkConfig::default(),
+        ClientApp::new(1000, 1),
+        alice_policy(),
+    );
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some()));
+    assert!(!sim.client_app.connected);
+    assert!(
+        matches!(
+            sim.client_app.lost,
+            Some(ConnectionError::LoginRefused { .. })
+        ),
+        "{:?}",
+        sim.client_app.lost
+    );
+}
+
+/// ALPN `quill`, public-key login: the key signs this connection's TLS exporter;
+/// the server verifies it before the application sees the login.
+#[test]
+fn v1_quill_alpn_public_key_login_signs_the_exporter() {
+    let mut s = quill_alpn_setup(13);
+    let identity = host_key(9);
+    s.client.login = quill_transport::proto::Login::PublicKey {
+        user: "bob".into(),
+        key: identity.clone(),
+    };
+    s.server.allow_publickey = true;
+    let expected = identity.public();
+    let server = ServerApp::new(Box::new(move |req| match &req.method {
+        quill_transport::proto::LoginMethod::PublicKey(k) if *k == expected => Ok("bob".into()),
+        _ => Err("login refused".into()),
+    }));
+    let mut sim = sim_of(13, s, LinkConfig::default(), ClientApp::new(0, 0), server);
+    assert_connects(&mut sim, Duration::from_secs(10), 13);
+    assert_eq!(sim.client().account(), Some("bob"));
 }

@@ -23,6 +23,7 @@ mod keys;
 mod recv;
 mod send;
 mod spaces;
+mod stream_login;
 
 pub(crate) use recv::Header as RecvHeader;
 
@@ -431,9 +432,11 @@ impl Connection {
         params.stateless_reset_token = reset_token;
         let hs = match (version, &config.quic_v1) {
             (QUILL_VERSION, _) => Handshake::server(config, &params),
-            (QUIC_V1, Some(v1)) => TlsHandshake::server(v1.tls.clone(), &params, Methods::of(&config))
-                .map(|h| Handshake::Tls(Box::new(h)))
-                .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?,
+            (QUIC_V1, Some(v1)) => {
+                TlsHandshake::server(v1.tls.clone(), &params, Methods::of(&config))
+                    .map(|h| Handshake::Tls(Box::new(h)))
+                    .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?
+            }
             _ => {
                 return Err(ConfigError(format!(
                     "version {version:#x} is not accepted by this server"
@@ -765,8 +768,10 @@ impl Connection {
             return Some(e);
         }
         if matches!(self.state, State::Established | State::Handshaking) {
-            if let Some(e) = self.streams.poll_event() {
-                return Some(Event::Stream(e));
+            while let Some(e) = self.streams.poll_event() {
+                if !self.is_login_event(&e) {
+                    return Some(Event::Stream(e));
+                }
             }
         }
         None
@@ -781,6 +786,12 @@ impl Connection {
         let Some(bytes) = self.hs.accept_login(account, message) else {
             return;
         };
+        if matches!(self.hs, Handshake::Tls(_)) {
+            // QUIC v1 with ALPN `quill`: the handshake was confirmed at TLS
+            // completion; the answer goes on stream 0.
+            self.answer_stream_login(&bytes, account);
+            return;
+        }
         self.spaces[Space::Data as usize]
             .crypto_mut()
             .send
@@ -815,19 +826,21 @@ impl Connection {
         if self.state != State::Handshaking {
             return;
         }
-        if self.side == Side::Client {
-            // RFC 9001 §4.1.1: complete, so 1-RTT data may go out with the Finished;
-            // confirmed only by HANDSHAKE_DONE (§4.1.2), which also drops the
-            // Handshake keys and allows key updates.
-            self.established_without_login();
-            return;
+        if self.side == Side::Server {
+            self.handshake_done_pending = true;
+            self.handshake_confirmed = true;
+            self.discard_space(now, Space::Handshake);
+            self.start_mtu_probe();
+            self.set_loss_detection_timer(now);
         }
-        self.handshake_done_pending = true;
-        self.handshake_confirmed = true;
-        self.discard_space(now, Space::Handshake);
-        self.start_mtu_probe();
-        self.established_without_login();
-        self.set_loss_detection_timer(now);
+        // Client: RFC 9001 §4.1.1, complete, so 1-RTT data may go out with the
+        // Finished; confirmed only by HANDSHAKE_DONE (§4.1.2), which also drops the
+        // Handshake keys and allows key updates. ALPN `quill` logs in first.
+        match self.start_stream_login() {
+            Ok(true) => {}
+            Ok(false) => self.established_without_login(),
+            Err(e) => self.close_for(e),
+        }
     }
 
     /// QUIC v1: the connection is up with no login and no account

@@ -110,9 +110,12 @@ impl Connection {
                 return;
             }
         }
-        if self.state == State::Established && !self.early_one_rtt.is_empty() {
+        if !self.early_one_rtt.is_empty()
+            && !matches!(&self.hs, Handshake::Tls(t) if t.is_handshaking())
+        {
             self.replay_early_one_rtt(now);
         }
+        self.drive_stream_login();
     }
 
     /// Processes the 1-RTT packets kept while the TLS handshake was not complete.
@@ -125,7 +128,10 @@ impl Connection {
             };
             let len = header.packet_len.min(packet.len());
             self.handle_packet(now, remote, &mut packet[..len], &header);
-            if self.state != State::Established {
+            if matches!(
+                self.state,
+                State::Closing | State::Draining | State::Drained
+            ) {
                 return;
             }
         }
@@ -159,8 +165,7 @@ impl Connection {
         // lost while its first request arrives: keep a few for then.
         if space == Space::Data
             && self.side == Side::Server
-            && self.state == State::Handshaking
-            && matches!(self.hs, Handshake::Tls(_))
+            && matches!(&self.hs, Handshake::Tls(t) if t.is_handshaking())
         {
             if self.early_one_rtt.len() < MAX_EARLY_ONE_RTT {
                 self.early_one_rtt.push((remote, packet.to_vec()));
@@ -382,7 +387,7 @@ impl Connection {
                 data,
                 fin,
             } => {
-                self.check_app_data_allowed()?;
+                self.check_app_data_allowed(id)?;
                 self.streams
                     .on_stream_frame(now, id, offset, data, fin)
                     .map_err(streams_err)?;
@@ -392,13 +397,13 @@ impl Connection {
                 code: c,
                 final_size,
             } => {
-                self.check_app_data_allowed()?;
+                self.check_app_data_allowed(id)?;
                 self.streams
                     .on_reset_stream(id, c, final_size)
                     .map_err(streams_err)?;
             }
             Frame::StopSending { id, code: c } => {
-                self.check_app_data_allowed()?;
+                self.check_app_data_allowed(id)?;
                 self.streams.on_stop_sending(id, c).map_err(streams_err)?;
             }
             Frame::MaxData(max) => self.streams.on_max_data(max),
@@ -416,7 +421,7 @@ impl Connection {
             Frame::DataBlocked(limit) => self.streams.on_data_blocked(limit),
             Frame::StreamDataBlocked { id, limit } => {
                 // Like a STREAM frame, it may open a peer's stream: not before login.
-                self.check_app_data_allowed()?;
+                self.check_app_data_allowed(id)?;
                 self.streams
                     .on_stream_data_blocked(id, limit)
                     .map_err(streams_err)?;
@@ -529,9 +534,10 @@ impl Connection {
 
     /// Stream frames are accepted once the login is through (server) or the client has
     /// 1-RTT keys (the LoginAccepted message may be overtaken by stream data).
-    fn check_app_data_allowed(&self) -> Result<(), ConnectionError> {
+    fn check_app_data_allowed(&self, id: u64) -> Result<(), ConnectionError> {
         let ok = match self.side {
-            Side::Server => self.state == State::Established,
+            // QUIC v1 with ALPN `quill`: the login itself is on stream 0.
+            Side::Server => self.state == State::Established || (self.login_on_stream() && id == 0),
             Side::Client => self.one_rtt.is_some(),
         };
         if ok {

@@ -174,7 +174,7 @@ impl Connection {
                 || self.handshake_done_pending
                 || self.path_challenge_pending
                 || !self.path_responses.is_empty()
-                || (self.state == State::Established
+                || (self.streams_open()
                     && (!self.datagrams_out.is_empty()
                         || self.streams.has_pending()
                         || !self.cids.new_pending.is_empty()
@@ -273,7 +273,7 @@ impl Connection {
                 }
             }
 
-            if space == Space::Data && self.state == State::Established {
+            if space == Space::Data && self.streams_open() {
                 // Connection IDs: new ones for the peer, retirements of the peer's.
                 while let Some(&seq) = self.cids.new_pending.front() {
                     let Some(&(cid, token)) = self.cids.local.get(&seq) else {

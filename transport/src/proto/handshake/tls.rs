@@ -192,6 +192,11 @@ impl TlsHandshake {
         })
     }
 
+    /// Whether TLS is still handshaking.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// The 32-byte value a public-key login signs: this connection's TLS exporter
     /// for [`LOGIN_EXPORTER_LABEL`] (available once the handshake is complete).
     pub(crate) fn login_exporter(&self) -> Result<[u8; 32], ConnectionError> {
@@ -353,7 +358,31 @@ mod tests {
     use zeroize::Zeroizing;
 
     use super::*;
-    use crate::proto::config::{Login, QuicV1Server};
+    use crate::proto::config::QuicV1Server;
+
+    /// ALPN `quill`: a public-key login signs one connection's exporter value; the
+    /// same message on a connection with another exporter value is refused.
+    #[test]
+    fn a_public_key_login_signed_for_another_connection_is_refused() {
+        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+        let login = crate::proto::config::Login::PublicKey {
+            user: "bob".into(),
+            key,
+        };
+        let methods = Methods {
+            password: true,
+            publickey: true,
+            register: false,
+        };
+        let here = [1u8; 32];
+        assert!(super::super::verify_login(methods, &here, login_message(&login, &here)).is_ok());
+        let replayed =
+            super::super::verify_login(methods, &[2u8; 32], login_message(&login, &here));
+        assert!(
+            matches!(replayed, Err(ConnectionError::LoginRefused { .. })),
+            "{replayed:?}"
+        );
+    }
 
     fn pair() -> (TlsHandshake, Vec<u8>, TlsHandshake) {
         let login = Login::Password {
@@ -365,7 +394,7 @@ mod tests {
         let (c, hello) = TlsHandshake::client(&client, &[b"hq-interop".to_vec()], &params).unwrap();
         let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
         let v1 = QuicV1Server::with_host_key(key, vec![b"hq-interop".to_vec()]).unwrap();
-        let s = TlsHandshake::server(v1.tls, &params).unwrap();
+        let s = TlsHandshake::server(v1.tls, &params, Methods::default()).unwrap();
         (c, hello, s)
     }
 
