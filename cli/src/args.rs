@@ -125,6 +125,14 @@ pub struct ServerArgs {
     /// handshake of the address holding the most.
     #[arg(long)]
     pub max_half_open_per_address: Option<usize>,
+    /// QUIC v1 clients (`--quic-v1`): present this CA-issued certificate chain (PEM,
+    /// leaf first) instead of the self-signed certificate over the host key; needs
+    /// --cert-key.
+    #[arg(long, requires = "cert_key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, requires = "cert")]
+    pub cert_key: Option<PathBuf>,
     /// Configuration file (TOML-like `key = value` lines with the long option names).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -234,6 +242,14 @@ pub struct LoginArgs {
     /// Give up if the handshake and login are not done within this long (100ms..1h).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: std::time::Duration,
+    /// Speak QUIC v1 (TLS 1.3, X25519MLKEM768 preferred; ALPN `quill`, the login on
+    /// the first stream) instead of quill's own version.
+    #[arg(long)]
+    pub quic_v1: bool,
+    /// QUIC v1: verify the server's certificate chain against these CA certificates
+    /// (PEM) and the host name, instead of its host key.
+    #[arg(long, requires = "quic_v1")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `quill register` and `quill connect`.

@@ -22,7 +22,9 @@ use quill_transport::auth::{prompt_password, read_password, Credentials};
 use quill_transport::driver::blocking::{
     connect as blocking_connect, BlockingConnection, BlockingStream,
 };
-use quill_transport::proto::{HandshakeStage, TransportConfig, Unreachable};
+use quill_transport::proto::{
+    CertificateCheck, HandshakeStage, TransportConfig, Unreachable, Version, ALPN_QUILL,
+};
 use quill_transport::{ClientConfig, ConnectionError, HostKeyPolicy, Login};
 use zeroize::Zeroizing;
 
@@ -319,7 +321,11 @@ pub struct Session {
 }
 
 /// Connects `target` with `config`, timing the handshake and login.
-pub fn connect_config(target: Target, config: ClientConfig) -> Result<Session, CliError> {
+pub fn connect_config(target: Target, mut config: ClientConfig) -> Result<Session, CliError> {
+    if config.server_name.is_empty() {
+        // SNI, and the name a CA-issued certificate is checked against (`--ca`).
+        config.server_name = target.host.clone();
+    }
     let addr = target.resolve()?;
     let start = Instant::now();
     let conn = blocking_connect(addr, config).map_err(|e| {
@@ -415,6 +421,16 @@ pub fn client_config(
         handshake_timeout: t,
         ..TransportConfig::default()
     });
+    if login.quic_v1 {
+        config.version = Version::QuicV1 {
+            alpn: vec![ALPN_QUILL.to_vec()],
+        };
+    }
+    if let Some(ca) = &login.ca {
+        let roots = quill_crypto::tls::load_roots(ca)
+            .map_err(|e| CliError::usage(format!("--ca {}: {e}", ca.display())))?;
+        config.certificate = CertificateCheck::Roots(Arc::new(roots));
+    }
     Ok(config)
 }
 
@@ -642,6 +658,8 @@ mod tests {
             accept_new_host: false,
             host_key: Some("SHA256:short".into()),
             connect_timeout: Duration::from_secs(10),
+            quic_v1: false,
+            ca: None,
         };
         let err = host_key_policy(&login, &t("h", 1)).err().unwrap();
         assert_eq!(err.code, USAGE);

@@ -184,6 +184,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         sessions: Default::default(),
         registrations_per_address: 5,
         max_half_open_per_address: 32,
+        certificate: None,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

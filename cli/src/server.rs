@@ -45,6 +45,7 @@ use quill_transport::proto::{
     Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
 };
 use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy, RESET_SECRET_LABEL};
+use quill_transport::proto::{QuicV1Server, ALPN_QUILL};
 
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
@@ -91,6 +92,9 @@ pub struct ServerOptions {
     pub registrations_per_address: u32,
     /// Handshakes in progress one address may hold at once (0: no cap).
     pub max_half_open_per_address: usize,
+    /// QUIC v1's certificate chain and key (PEM files); `None`: the self-signed
+    /// certificate over the host key (same fingerprint as on quill's version).
+    pub certificate: Option<(PathBuf, PathBuf)>,
 }
 
 /// A server running on its own thread.
@@ -175,9 +179,23 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     // resets its predecessor's connections at once (clients learn of the restart in
     // one round trip instead of an idle timeout).
     let secret = *opts.host_key.derive_secret(RESET_SECRET_LABEL);
+    // QUIC v1 beside quill's own version on the same port: ALPN `quill`, the login
+    // on the first stream.
+    let alpn = vec![ALPN_QUILL.to_vec()];
+    let quic_v1 = match &opts.certificate {
+        None => QuicV1Server::with_host_key(opts.host_key.clone(), alpn),
+        Some((cert, key)) => {
+            let pem = |e: quill_crypto::Error| CliError::usage(e.to_string());
+            let chain = quill_crypto::tls::load_pem_chain(cert).map_err(pem)?;
+            let key = quill_crypto::tls::load_pem_key(key).map_err(pem)?;
+            QuicV1Server::with_certificate(chain, key, alpn)
+        }
+    }
+    .map_err(|e| CliError::usage(format!("--cert/--cert-key: {e}")))?;
     let mut config = ServerConfig::new(opts.host_key);
     config.transport = Arc::new(opts.transport);
     config.allow_register = opts.allow_register;
+    config.quic_v1 = Some(quic_v1);
     let endpoint = EndpointConfig {
         retry: opts.retry,
         secret,
@@ -258,6 +276,8 @@ struct Settings {
     max_connections_per_address: Option<usize>,
     max_registrations_per_address: Option<u32>,
     max_half_open_per_address: Option<usize>,
+    cert: Option<PathBuf>,
+    cert_key: Option<PathBuf>,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -277,6 +297,8 @@ const CONFIG_KEYS: &[&str] = &[
     "max-connections-per-address",
     "max-registrations-per-address",
     "max-half-open-per-address",
+    "cert",
+    "cert-key",
 ];
 
 impl Settings {
@@ -300,6 +322,8 @@ impl Settings {
             max_connections_per_address: args.max_connections_per_address,
             max_registrations_per_address: args.max_registrations_per_address,
             max_half_open_per_address: args.max_half_open_per_address,
+            cert: args.cert.clone(),
+            cert_key: args.cert_key.clone(),
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -320,6 +344,8 @@ impl Settings {
                     "accounts" if s.accounts.is_none() => s.accounts = file_path(),
                     "root" if s.root.is_none() => s.root = file_path(),
                     "qlog-dir" if s.qlog_dir.is_none() => s.qlog_dir = file_path(),
+                    "cert" if s.cert.is_none() => s.cert = file_path(),
+                    "cert-key" if s.cert_key.is_none() => s.cert_key = file_path(),
                     "max-upload-size" if s.max_upload_size.is_none() => {
                         s.max_upload_size = Some(parse_size(&value).map_err(at)?);
                     }
@@ -425,6 +451,15 @@ impl Settings {
             max_half_open_per_address: self
                 .max_half_open_per_address
                 .unwrap_or(EndpointConfig::default().max_half_open_per_address),
+            certificate: match (&self.cert, &self.cert_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                _ => {
+                    return Err(CliError::usage(
+                        "--cert and --cert-key go together: give both PEM files",
+                    ))
+                }
+            },
         })
     }
 }

@@ -24,6 +24,7 @@ pub use endpoint::{
     ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,
 };
 pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
+pub use handshake::tls::ALPN_QUILL;
 pub use handshake::{LoginMethod, LoginRequest};
 pub use streams::{
     Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId, StreamsConfig, WriteError,

@@ -846,7 +846,9 @@ impl Connection {
     /// QUIC v1: the connection is up with no login and no account
     /// ([`Event::HandshakeConfirmed`]).
     fn established_without_login(&mut self) {
-        if self.state != State::Handshaking {
+        // ALPN `quill` is up only once its login on stream 0 is accepted (a client's
+        // HANDSHAKE_DONE may come first).
+        if self.state != State::Handshaking || self.login_on_stream() {
             return;
         }
         self.state = State::Established;

@@ -1,0 +1,145 @@
+//! `--quic-v1`: the client commands over QUIC v1 (TLS 1.3, ALPN `quill`, the login on
+//! the first stream) against `quill server`, which accepts both versions on one port;
+//! the host key pins the same fingerprint, and `--ca` verifies a CA-issued
+//! certificate served with `--cert/--cert-key`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use common::{assert_exit, other_fingerprint, stderr, Setup, TestServer, PASSWORD, USER};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `quill SUB ADDR... --quic-v1 --user alice --password-stdin` plus `trust`, with
+/// the password and then `input` on stdin.
+fn v1(args: &[&str], trust: &[&str], input: &str) -> Command {
+    let mut c = Command::cargo_bin("quill").expect("binary");
+    c.timeout(TIMEOUT)
+        .env_remove("QUILL_KNOWN_HOSTS")
+        .args(args)
+        .args(["--quic-v1", "--user", USER, "--password-stdin"])
+        .args(trust)
+        .write_stdin(format!("{PASSWORD}\n{input}"));
+    c
+}
+
+#[test]
+fn connect_send_and_get_over_quic_v1_with_the_pinned_host_key() {
+    let server = TestServer::start(false);
+    let pin = ["--host-key", server.fingerprint.as_str()];
+    let o = v1(&["connect", &server.addr], &pin, "hello over QUIC v1\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello over QUIC v1\n");
+
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("a.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let remote = format!("{}:a.bin", server.addr);
+    let src_arg = src.to_str().unwrap();
+    let o = v1(&["send", src_arg, &remote], &pin, "").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(server.root.join("a.bin")).unwrap(), data);
+    let dst = local.path().join("back.bin");
+    let o = v1(&["get", &remote, dst.to_str().unwrap()], &pin, "")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+}
+
+#[test]
+fn quic_v1_refusals_read_as_on_quills_version() {
+    let server = TestServer::start(false);
+    let mut c = v1(
+        &["connect", &server.addr],
+        &["--host-key", &server.fingerprint],
+        "",
+    );
+    c.write_stdin("not the password\n");
+    assert_exit(&c.output().unwrap(), 4, "login refused");
+    let o = v1(
+        &["connect", &server.addr],
+        &["--host-key", &other_fingerprint()],
+        "",
+    )
+    .output()
+    .unwrap();
+    assert_exit(&o, 5, "rejected");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
+/// `(ca.pem, cert.pem, key.pem)`.
+fn ca_and_server_cert(dir: &Path) -> (String, String, String) {
+    use rcgen::{CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn ca_issued_certificate_is_verified_with_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_and_server_cert(certs.path());
+    let server = TestServer::start_with(Setup {
+        args: &["--cert", &cert, "--cert-key", &key],
+        ..Setup::default()
+    });
+    let o = v1(
+        &["connect", &server.addr],
+        &["--ca", &ca],
+        "verified by a CA\n",
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "verified by a CA\n");
+
+    // Another CA does not vouch for it.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = ca_and_server_cert(other.path());
+    let o = v1(&["connect", &server.addr], &["--ca", &other_ca], "")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "an unknown CA was accepted");
+    assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_certificate_options_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let o = Command::cargo_bin("quill")
+        .unwrap()
+        .timeout(TIMEOUT)
+        .args(["connect", "127.0.0.1:9", "--user", USER, "--ca", missing])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2, "--quic-v1");
+    let o = v1(&["connect", "127.0.0.1:9"], &["--ca", missing], "")
+        .output()
+        .unwrap();
+    assert_exit(&o, 2, "missing.pem");
+}
