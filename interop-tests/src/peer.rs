@@ -665,22 +665,53 @@ fn run_loop(
     Ok(ev.into_handler())
 }
 
+/// The fixed host key of the peer's servers: interop checks transport behaviour, not
+/// key management.
+fn peer_host_key() -> Result<Arc<HostKeyPair>, PeerError> {
+    HostKeyPair::from_seed(&[0x51; 32])
+        .map(Arc::new)
+        .map_err(|e| PeerError::other(e.to_string()))
+}
+
+/// The servers' endpoint: Retry for every new connection or none, and no per-address
+/// limits (every client arrives through the relay's one address).
+fn relay_endpoint(retry: bool) -> EndpointConfig {
+    EndpointConfig {
+        retry: if retry {
+            RetryPolicy::Always
+        } else {
+            RetryPolicy::Never
+        },
+        per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
+        ..EndpointConfig::default()
+    }
+}
+
+/// The canonical `--root` and the state directory: `--state-dir`, or a temporary one
+/// (returned too: it lives as long as the caller keeps it).
+fn root_and_state(
+    root: &Path,
+    state_dir: Option<&Path>,
+) -> Result<(PathBuf, PathBuf, Option<tempfile::TempDir>), PeerError> {
+    let root = root.canonicalize().map_err(|e| {
+        PeerError::usage(format!("--root {}: {e}; create it first", root.display()))
+    })?;
+    match state_dir {
+        Some(d) => Ok((root, d.to_path_buf(), None)),
+        None => {
+            let tmp = tempfile::tempdir().map_err(|e| PeerError::other(e.to_string()))?;
+            Ok((root, tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
 /// `quill-interop-peer server`.
 pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
     let fault = parse_fault(&a.common.fault)?;
     let suites = parse_suites(&a.common.suites).map_err(PeerError::usage)?;
     let transport = transport_config(&a.common, fault)?;
-    let root = a.root.canonicalize().map_err(|e| {
-        PeerError::usage(format!("--root {}: {e}; create it first", a.root.display()))
-    })?;
-    let tmp;
-    let state = match &a.state_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().map_err(|e| PeerError::other(e.to_string()))?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (root, state, _tmp) = root_and_state(&a.root, a.state_dir.as_deref())?;
     std::fs::create_dir_all(&state)
         .map_err(|e| PeerError::usage(format!("--state-dir {}: {e}", state.display())))?;
     let db = state.join(format!("accounts-{}.db", std::process::id()));
@@ -690,23 +721,10 @@ pub fn run_server(a: &ServerArgs) -> Result<(), PeerError> {
         .add_user(&a.common.user, Some(a.common.password.as_bytes()), &[])
         .map_err(|e| PeerError::usage(format!("account {}: {e}", a.common.user)))?;
     let verifier = Arc::new(LoginVerifier::new(Arc::new(store), false));
-    // A fixed host key: interop checks transport behaviour, not key management.
-    let host_key =
-        Arc::new(HostKeyPair::from_seed(&[0x51; 32]).map_err(|e| PeerError::other(e.to_string()))?);
-    let mut config = ServerConfig::new(host_key);
+    let mut config = ServerConfig::new(peer_host_key()?);
     config.transport = Arc::new(transport);
     config.suites = suites;
-    let endpoint = EndpointConfig {
-        retry: if a.retry {
-            RetryPolicy::Always
-        } else {
-            RetryPolicy::Never
-        },
-        // Every client arrives through the relay's one address.
-        per_source_handshakes_per_sec: 0,
-        max_half_open_per_address: 0,
-        ..EndpointConfig::default()
-    };
+    let endpoint = relay_endpoint(a.retry);
     let handler = PeerServer {
         verifier: Some(verifier),
         app: App::Quill,
@@ -1080,19 +1098,29 @@ fn fetch_parallel(
     dir: &Path,
     parallel: usize,
 ) -> Result<(u64, u64), FetchError> {
+    fetch_each(files, parallel, |f| fetch(conn, f, dir))
+}
+
+/// Runs `fetch` for every name, `threads` at a time (one thread each), until the
+/// first error; returns `(files, bytes)` of those fetched.
+fn fetch_each<E: Send>(
+    names: &[String],
+    threads: usize,
+    fetch: impl Fn(&str) -> Result<u64, E> + Sync,
+) -> Result<(u64, u64), E> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed: Mutex<Option<FetchError>> = Mutex::new(None);
+    let failed: Mutex<Option<E>> = Mutex::new(None);
     let bytes = std::sync::atomic::AtomicU64::new(0);
     let done = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
-        for _ in 0..parallel.min(files.len()) {
+        for _ in 0..threads.min(names.len()) {
             s.spawn(|| loop {
                 if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
                     return;
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(f) = files.get(i) else { return };
-                match fetch(conn, f, dir) {
+                let Some(name) = names.get(i) else { return };
+                match fetch(name) {
                     Ok(n) => {
                         bytes.fetch_add(n, Ordering::SeqCst);
                         done.fetch_add(1, Ordering::SeqCst);

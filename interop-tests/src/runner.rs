@@ -154,6 +154,8 @@ pub struct RunOptions {
     pub verbose: bool,
     /// `quill` (quill's own version, the default) or `quic-v1` ([`quic_v1`]).
     pub suite: String,
+    /// quic-v1: only the cells where this stack is the client or the server.
+    pub with: Option<String>,
 }
 
 impl RunOptions {
@@ -174,6 +176,7 @@ impl RunOptions {
             external: None,
             verbose: false,
             suite: "quill".into(),
+            with: None,
         }
     }
 }
@@ -210,7 +213,8 @@ usage:
   quill-interop run [--scenario NAME|all]... [--peers quill,quinn,quiche] [--json]
                     [--seed N] [--results DIR] [--peer-bin PATH] [--no-previous]
   quill-interop run --suite quic-v1 [--peers quill,quinn,quiche,aioquic,ngtcp2]
-                    [--scenario NAME|all]... [--json]   the interop runner's test cases
+                    [--scenario NAME|all]... [--with STACK] [--json]
+                    the interop runner's test cases (--with: only STACK's cells)
   quill-interop list          scenarios and their pass rules
   quill-interop peer server|client ...   the interop peer (same as quill-interop-peer)
 
@@ -327,6 +331,13 @@ pub fn main_with(args: &[String], external: Option<ExternalChecks>) -> i32 {
                         }
                     }
                     opts.peers = peers;
+                }
+                "--with" if v1 => {
+                    let w = value("--with")?;
+                    if quic_v1::stack(&w).is_none() {
+                        return Err(format!("unknown stack '{w}' for --with"));
+                    }
+                    opts.with = Some(w);
                 }
                 "--seed" => {
                     let v = value("--seed")?;

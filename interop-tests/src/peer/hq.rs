@@ -14,21 +14,21 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::packet::Suite;
 use quill_transport::driver::blocking::{self, BlockingConnection};
 use quill_transport::proto::{
-    CertificateCheck, ClientConfig, EndpointConfig, HostKeyPolicy, Login, QuicV1Server,
-    RetryPolicy, ServerConfig, StreamsConfig, TransportConfig, Version,
+    CertificateCheck, ClientConfig, HostKeyPolicy, Login, QuicV1Server, ServerConfig,
+    StreamsConfig, TransportConfig, Version,
 };
 use quill_transport::service::Files;
 use zeroize::Zeroizing;
 
-use super::{error_kind, App, Fault, PeerError, PeerServer, ServerReport};
+use super::{
+    error_kind, peer_host_key, relay_endpoint, App, Fault, PeerError, PeerServer, ServerReport,
+};
 use crate::refpeers::hq::{
     self, HqClientArgs, HqClientTally, HqCommand, HqServerArgs, HqServerTally, Negotiated, Profile,
     ALPN_HQ, EXIT_UNSUPPORTED,
@@ -131,22 +131,12 @@ fn transport(p: &Profile) -> Result<TransportConfig, PeerError> {
 
 /// `hq server`.
 fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
-    let root = a.root.canonicalize().map_err(|e| {
-        PeerError::usage(format!("--root {}: {e}; create it first", a.root.display()))
-    })?;
     // The runner's clients do not verify the certificate, but they must be able to
     // check its signature: BoringSSL (quiche) offers no Ed25519 signature scheme, so
     // the host-key certificate will not do. A run-time ECDSA P-256 certificate for
     // localhost (rcgen), as every reference peer here serves, through
     // `QuicV1Server::with_certificate` (what `quill server --cert/--cert-key` uses).
-    let cert_dir;
-    let dir = match &a.state_dir {
-        Some(d) => d.clone(),
-        None => {
-            cert_dir = tempfile::tempdir().map_err(|e| PeerError::other(e.to_string()))?;
-            cert_dir.path().to_path_buf()
-        }
-    };
+    let (root, dir, _tmp) = super::root_and_state(&a.root, a.state_dir.as_deref())?;
     let files = refpeers::ensure_certificate(&dir).map_err(|e| {
         PeerError::other(format!(
             "cannot make a certificate in {}: {e}",
@@ -158,25 +148,13 @@ fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
     let key = quill_crypto::tls::load_pem_key(&files.key_pem).map_err(pem_err)?;
     // quill's own version needs a host key too; a fixed one, as in
     // `quill-interop-peer server`.
-    let host_key =
-        Arc::new(HostKeyPair::from_seed(&[0x51; 32]).map_err(|e| PeerError::other(e.to_string()))?);
-    let mut config = ServerConfig::new(host_key);
+    let mut config = ServerConfig::new(peer_host_key()?);
     config.transport = Arc::new(transport(p)?);
     config.quic_v1 = Some(
         QuicV1Server::with_certificate(chain, key, vec![ALPN_HQ.to_vec()])
             .map_err(|e| PeerError::other(e.to_string()))?,
     );
-    let endpoint = EndpointConfig {
-        retry: if p.retry {
-            RetryPolicy::Always
-        } else {
-            RetryPolicy::Never
-        },
-        // Every client arrives through the relay's one address.
-        per_source_handshakes_per_sec: 0,
-        max_half_open_per_address: 0,
-        ..EndpointConfig::default()
-    };
+    let endpoint = relay_endpoint(p.retry);
     let handler = PeerServer {
         verifier: None,
         app: App::Hq,
@@ -305,37 +283,7 @@ fn fetch_group(
     files: &[String],
     dir: &Path,
 ) -> Result<(u64, u64), String> {
-    let next = AtomicUsize::new(0);
-    let (done, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
-    let failed: Mutex<Option<String>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..IN_FLIGHT.min(files.len()) {
-            s.spawn(|| loop {
-                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let Some(name) = files.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                match fetch_one(conn, name, dir) {
-                    Ok(n) => {
-                        bytes.fetch_add(n, Ordering::SeqCst);
-                        done.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().unwrap_or(None) {
-        return Err(e);
-    }
-    Ok((done.into_inner(), bytes.into_inner()))
+    super::fetch_each(files, IN_FLIGHT, |name| fetch_one(conn, name, dir))
 }
 
 /// One request: `GET /name\r\n`, FIN; the answer is the file, up to FIN.

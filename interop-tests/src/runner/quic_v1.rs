@@ -621,12 +621,14 @@ fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
     }
 }
 
-/// Runs every selected scenario for every (client, server) pair of `opts.peers`.
+/// Runs every selected scenario for every (client, server) pair of `opts.peers` (with
+/// `opts.with`, only the pairs that stack is part of).
 pub fn run(opts: &RunOptions) -> Vec<Cell> {
     let names: Vec<&str> = opts.peers.iter().map(String::as_str).collect();
     let pairs: Vec<(&str, &str)> = names
         .iter()
         .flat_map(|c| names.iter().map(move |s| (*c, *s)))
+        .filter(|(c, s)| opts.with.as_deref().is_none_or(|w| w == *c || w == *s))
         .collect();
     run_pairs(opts, &pairs)
 }

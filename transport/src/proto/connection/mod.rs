@@ -711,7 +711,10 @@ impl Connection {
     fn handshake_stage(&self) -> HandshakeStage {
         if self.stats.packets_received == 0 {
             HandshakeStage::NoAnswer
-        } else if self.key_exchange_done {
+        } else if self.key_exchange_done
+            && (!matches!(self.hs, Handshake::Tls(_)) || self.login_on_stream())
+        {
+            // QUIC v1 has a login only with ALPN `quill`, once TLS is complete.
             HandshakeStage::Login
         } else {
             HandshakeStage::KeyExchange
@@ -797,19 +800,12 @@ impl Connection {
             .send
             .write(&bytes);
         self.handshake_done_pending = true;
-        self.account = Some(account.to_owned());
-        self.state = State::Established;
-        self.set_timer(Timer::Handshake, None);
-        self.events.push_back(Event::Connected {
-            account: account.to_owned(),
-            message: String::new(),
-        });
+        self.logged_in(account.to_owned(), String::new());
         // The server's handshake is confirmed once it accepts the login; it sends
         // HANDSHAKE_DONE and drops the Handshake keys (RFC 9001 §4.1.2, §4.9.2).
         self.handshake_confirmed = true;
         self.discard_space(now, Space::Handshake);
         self.start_mtu_probe();
-        self.arm_keep_alive();
         self.set_loss_detection_timer(now);
     }
 

@@ -682,12 +682,7 @@ impl Connection {
                 Output::LoginAccepted { account, message } => {
                     // The client's handshake is complete: free its state.
                     self.hs.fail();
-                    self.account = Some(account.clone());
-                    self.state = State::Established;
-                    self.set_timer(Timer::Handshake, None);
-                    self.events.push_back(Event::Connected { account, message });
-                    self.arm_keep_alive();
-                    let _ = now;
+                    self.logged_in(account, message);
                 }
             }
         }

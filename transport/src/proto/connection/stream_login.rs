@@ -137,11 +137,7 @@ impl Connection {
             }
             (Side::Client, Message::LoginAccepted { account, message }) => {
                 t.login = StreamLogin::Done;
-                self.account = Some(account.clone());
-                self.state = State::Established;
-                self.set_timer(Timer::Handshake, None);
-                self.events.push_back(Event::Connected { account, message });
-                self.arm_keep_alive();
+                self.logged_in(account, message);
             }
             _ => return Err(protocol("unexpected message on the login stream")),
         }
@@ -152,13 +148,15 @@ impl Connection {
     pub(super) fn answer_stream_login(&mut self, answer: &[u8], account: &str) {
         let _ = self.streams.write(LOGIN_STREAM, answer);
         let _ = self.streams.finish(LOGIN_STREAM);
-        self.account = Some(account.to_owned());
+        self.logged_in(account.to_owned(), String::new());
+    }
+
+    /// Either version, either side: the login is through and the connection is up.
+    pub(super) fn logged_in(&mut self, account: String, message: String) {
+        self.account = Some(account.clone());
         self.state = State::Established;
         self.set_timer(Timer::Handshake, None);
-        self.events.push_back(Event::Connected {
-            account: account.to_owned(),
-            message: String::new(),
-        });
+        self.events.push_back(Event::Connected { account, message });
         self.arm_keep_alive();
     }
 }
