@@ -384,11 +384,34 @@ pub fn connect_config(target: Target, mut config: ClientConfig) -> Result<Sessio
         err
     })?;
     interrupt::watch(&conn);
-    Ok(Session {
+    let session = Session {
         conn,
         handshake: start.elapsed(),
         target,
-    })
+    };
+    tracing::info!(
+        "connected to {} over {} ({}, key exchange {})",
+        session.target.display(),
+        if session.conn.version() == quill_transport::wire::QUIC_V1 {
+            "QUIC v1"
+        } else {
+            "quill's own version"
+        },
+        session.conn.suite().map_or("unknown suite", Suite::name),
+        session.key_exchange()
+    );
+    Ok(session)
+}
+
+impl Session {
+    /// The key exchange used: the negotiated TLS group on QUIC v1 (`X25519MLKEM768`
+    /// between quills), [`KEY_EXCHANGE`] on quill's own version.
+    pub fn key_exchange(&self) -> String {
+        match self.conn.key_exchange_group() {
+            Some(g) => format!("{g:?}"),
+            None => KEY_EXCHANGE.to_owned(),
+        }
+    }
 }
 
 /// `10 s`, `1.5 s`, `250 ms`: a duration as a person writes it.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use quill_crypto::packet::Suite;
 
 use crate::args::PingArgs;
-use crate::client::{net_err, open_request, open_session, KEY_EXCHANGE};
+use crate::client::{net_err, open_request, open_session};
 use crate::exit::{CliError, CliResult};
 use crate::output::say;
 use quill_transport::service::Request;
@@ -40,11 +40,12 @@ pub fn run(a: &PingArgs) -> CliResult {
     }
     let session = open_session(&a.addr, &a.login, None)?;
     say!(
-        "connected to {} as {} in {} ms ({}, {KEY_EXCHANGE})",
+        "connected to {} as {} in {} ms ({}, {})",
         session.target.display(),
         session.conn.account(),
         ms(session.handshake),
         session.conn.suite().map_or("unknown suite", Suite::name),
+        session.key_exchange(),
     )?;
     let mut stream = open_request(&session.conn, &Request::Echo)?;
     let mut samples = Vec::new();

@@ -35,6 +35,13 @@ fn connect_send_and_get_over_quic_v1_with_the_pinned_host_key() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello over QUIC v1\n");
+    // ping reports the negotiated key exchange: post-quantum between quills.
+    let o = v1(&["ping", &server.addr, "-c", "1"], &pin, "")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("X25519MLKEM768"), "{out}");
 
     let local = tempfile::tempdir().unwrap();
     let src = local.path().join("a.bin");
