@@ -251,21 +251,20 @@ impl Handler for FacadeHandler {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, conn: ConnectionHandle, event: Event) {
         let mut st = self.shared.lock();
         match event {
-            Event::Connected { account, message } => {
-                st.negotiated.version = ctx.connection(conn).map_or(0, |c| c.version());
-                st.connected = Some((account, message));
-            }
-            // QUIC v1: up without a login or an account.
-            Event::HandshakeConfirmed {
-                alpn,
-                key_exchange_group,
-            } => {
-                st.negotiated = Negotiated {
-                    version: ctx.connection(conn).map_or(0, |c| c.version()),
-                    alpn,
-                    group: key_exchange_group,
-                };
-                st.connected = Some((String::new(), String::new()));
+            // Logged in (quill's version, or QUIC v1 with ALPN `quill`), or QUIC v1
+            // up without a login or an account.
+            Event::Connected { .. } | Event::HandshakeConfirmed { .. } => {
+                if let Some(c) = ctx.connection(conn) {
+                    st.negotiated = Negotiated {
+                        version: c.version(),
+                        alpn: c.alpn().map(<[u8]>::to_vec),
+                        group: c.key_exchange_group(),
+                    };
+                }
+                st.connected = Some(match event {
+                    Event::Connected { account, message } => (account, message),
+                    _ => (String::new(), String::new()),
+                });
             }
             Event::ConnectionLost(e) => {
                 st.error = Some(e);
