@@ -125,6 +125,9 @@ pub struct ServerArgs {
     /// handshake of the address holding the most.
     #[arg(long)]
     pub max_half_open_per_address: Option<usize>,
+    /// Speak quill's own version only: QUIC v1 clients get Version Negotiation.
+    #[arg(long, conflicts_with_all = ["cert", "cert_key"])]
+    pub no_quic_v1: bool,
     /// QUIC v1 clients (`--quic-v1`): present this CA-issued certificate chain (PEM,
     /// leaf first) instead of the self-signed certificate over the host key; needs
     /// --cert-key.

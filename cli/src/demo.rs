@@ -185,6 +185,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         registrations_per_address: 5,
         max_half_open_per_address: 32,
         certificate: None,
+        quic_v1: true,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

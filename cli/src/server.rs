@@ -95,6 +95,8 @@ pub struct ServerOptions {
     /// QUIC v1's certificate chain and key (PEM files); `None`: the self-signed
     /// certificate over the host key (same fingerprint as on quill's version).
     pub certificate: Option<(PathBuf, PathBuf)>,
+    /// Accept QUIC v1 (ALPN `quill`) beside quill's own version.
+    pub quic_v1: bool,
 }
 
 /// A server running on its own thread.
@@ -195,7 +197,7 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     let mut config = ServerConfig::new(opts.host_key);
     config.transport = Arc::new(opts.transport);
     config.allow_register = opts.allow_register;
-    config.quic_v1 = Some(quic_v1);
+    config.quic_v1 = opts.quic_v1.then_some(quic_v1);
     let endpoint = EndpointConfig {
         retry: opts.retry,
         secret,
@@ -278,6 +280,7 @@ struct Settings {
     max_half_open_per_address: Option<usize>,
     cert: Option<PathBuf>,
     cert_key: Option<PathBuf>,
+    no_quic_v1: bool,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -299,6 +302,7 @@ const CONFIG_KEYS: &[&str] = &[
     "max-half-open-per-address",
     "cert",
     "cert-key",
+    "no-quic-v1",
 ];
 
 impl Settings {
@@ -324,6 +328,7 @@ impl Settings {
             max_half_open_per_address: args.max_half_open_per_address,
             cert: args.cert.clone(),
             cert_key: args.cert_key.clone(),
+            no_quic_v1: args.no_quic_v1,
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -351,6 +356,9 @@ impl Settings {
                     }
                     "allow-register" => {
                         s.allow_register |= parse_bool(&value).map_err(at)?;
+                    }
+                    "no-quic-v1" => {
+                        s.no_quic_v1 |= parse_bool(&value).map_err(at)?;
                     }
                     "keep-alive" if s.keep_alive.is_none() => {
                         s.keep_alive = Some(parse_duration(&value).map_err(at)?);
@@ -460,6 +468,7 @@ impl Settings {
                     ))
                 }
             },
+            quic_v1: !self.no_quic_v1,
         })
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | scenario | client → server | pass rule |
 //! |---|---|---|
-//! | `vn-server` | quinn, quiche → quill | through the relay ([`crate::relay`], no impairments): the probe reports `version_mismatch` (exit 0), and the capture holds, from the server, only Version Negotiation packets: long header, version 0, DCID = the client's SCID and SCID = the client's DCID, a list of ≥ 1 version that contains `QUILL_VERSION` and not the version the client offered (RFC 8999 §6, RFC 9000 §6.1) |
+//! | `vn-server` | quinn, quiche → quill (`quill server --no-quic-v1`) | through the relay ([`crate::relay`], no impairments): the probe reports `version_mismatch` (exit 0), and the capture holds, from the server, only Version Negotiation packets: long header, version 0, DCID = the client's SCID and SCID = the client's DCID, a list of ≥ 1 version that contains `QUILL_VERSION` and not the version the client offered (RFC 8999 §6, RFC 9000 §6.1) |
 //! | `vn-client` | quill → quinn, quiche | `quill connect` exits 3 (the connection-failure code) within [`CLIENT_LIMIT`], printing `peer speaks QUIC versions …` with `0x00000001 (QUIC v1)` among them; exit 0, any other code, a signal or a hang fails |
 //! | `undisturbed` | quinn, quiche → quill | a logged-in `quill ping` session on the same quill server, spanning that stack's `vn-server` probe, gets every echo back (`N sent, N received`, exit 0) |
 //!
@@ -495,6 +495,8 @@ impl QuillServer {
                 "127.0.0.1:0",
                 "--retry",
                 "never",
+                // quill's own version only: the QUIC v1 probes get Version Negotiation.
+                "--no-quic-v1",
                 "--key",
             ])
             .arg(&key)
