@@ -203,8 +203,9 @@ pub fn request(name: &str) -> Vec<u8> {
 }
 
 /// Reads a request line (`GET /path`, CRLF or LF optional at the end) and returns the
-/// file under `root` it names. Paths with `..`, absolute parts, control characters or
-/// more than [`MAX_REQUEST`] bytes are refused.
+/// file under `root` it names. Paths the file service's guard refuses (`..`, absolute
+/// parts, control characters) and requests of more than [`MAX_REQUEST`] bytes are
+/// refused.
 pub fn resolve(root: &Path, req: &[u8]) -> Result<PathBuf, String> {
     if req.len() > MAX_REQUEST {
         return Err("request too long".into());
@@ -214,14 +215,9 @@ pub fn resolve(root: &Path, req: &[u8]) -> Result<PathBuf, String> {
     let path = line
         .strip_prefix("GET /")
         .ok_or_else(|| format!("not a GET request: {:?}", truncate(line)))?;
-    if path.is_empty() || path.chars().any(char::is_control) {
-        return Err("empty path or control characters".into());
-    }
-    let rel = Path::new(path);
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!("path {:?} leaves the root", truncate(path)));
-    }
-    Ok(root.join(rel))
+    // The file service's path guard (docs/SPEC.md §10): one rule for every server here.
+    quill_transport::service::check_relative(path)?;
+    Ok(root.join(path))
 }
 
 fn truncate(s: &str) -> String {
