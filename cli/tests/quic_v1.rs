@@ -150,3 +150,34 @@ fn bad_certificate_options_are_usage_errors() {
         .unwrap();
     assert_exit(&o, 2, "missing.pem");
 }
+
+#[test]
+fn a_server_with_an_unreadable_certificate_says_so_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("host.key");
+    let o = Command::cargo_bin("quill")
+        .unwrap()
+        .timeout(TIMEOUT)
+        .args(["keygen", "-o", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let accounts = dir.path().join("accounts.db");
+    let missing = dir.path().join("missing.pem");
+    let server = |extra: &[&str]| {
+        Command::cargo_bin("quill")
+            .unwrap()
+            .timeout(TIMEOUT)
+            .args(["server", "--listen", "127.0.0.1:0", "--key"])
+            .arg(&key)
+            .arg("--accounts")
+            .arg(&accounts)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let m = missing.to_str().unwrap();
+    assert_exit(&server(&["--cert", m, "--cert-key", m]), 2, "missing.pem");
+    // One without the other is refused before anything starts.
+    assert_exit(&server(&["--cert", m]), 2, "--cert-key");
+}
