@@ -712,3 +712,45 @@ fn a_peer_that_never_acknowledges_cannot_make_us_buffer_beyond_the_send_cap() {
         cfg.max_connection_send_buffer
     );
 }
+
+/// RFC 9001 §5.7: a QUIC v1 server keeps 1-RTT packets that arrive before its TLS
+/// handshake is complete, at most [`MAX_EARLY_ONE_RTT`] of them (memory per half-open
+/// connection stays bounded); the rest are dropped and the client sends them again.
+#[test]
+fn a_v1_server_keeps_a_bounded_number_of_early_one_rtt_packets() {
+    let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+    let alpn = vec![b"hq-interop".to_vec()];
+    let mut client = ClientConfig::new(
+        Login::Password {
+            user: "unused".into(),
+            password: Zeroizing::new(String::new()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    client.version = Version::QuicV1 { alpn: alpn.clone() };
+    let mut server = ServerConfig::new(key.clone());
+    server.quic_v1 = Some(crate::proto::QuicV1Server::with_host_key(key, alpn).unwrap());
+    let app = ClientApp::new(200_000, 1);
+    let mut sim = Sim::over_default_links(9, client, server, app, ServerApp::accept_all());
+    // The client has just processed the server's flight; its Finished is lost.
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client().alpn().is_some()));
+    sim.net.c2s.black_hole = true;
+    sim.net.transmit();
+    sim.net.c2s.black_hole = false;
+    let mut most = 0;
+    for _ in 0..40 {
+        sim.step();
+        if let Some(s) = sim.server() {
+            assert!(s.early_one_rtt.len() <= MAX_EARLY_ONE_RTT);
+            most = most.max(s.early_one_rtt.len());
+        }
+    }
+    assert_eq!(
+        most, MAX_EARLY_ONE_RTT,
+        "the first request flight was not kept"
+    );
+    assert!(sim.run_until(Duration::from_secs(60), |s| {
+        s.client_app.done_sending() && s.server().is_some_and(|c| c.is_established())
+    }));
+    assert!(sim.server().unwrap().early_one_rtt.is_empty());
+}
