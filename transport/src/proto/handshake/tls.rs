@@ -156,7 +156,10 @@ impl TlsHandshake {
             params_reported: false,
             complete_reported: false,
             login: StreamLogin::Off,
-            client_login: Some(config.login.clone()),
+            client_login: alpn
+                .iter()
+                .any(|a| a == ALPN_QUILL)
+                .then(|| config.login.clone()),
             methods: Methods::default(),
         };
         let mut out = Vec::new();
@@ -205,14 +208,16 @@ impl TlsHandshake {
             .map_err(tls_err)
     }
 
-    /// Client, ALPN `quill`: the framed login message for stream 0.
-    pub(crate) fn client_login_message(&self) -> Result<Vec<u8>, ConnectionError> {
+    /// Client, ALPN `quill`: the framed login message for stream 0. The credentials
+    /// are dropped (a password is zeroized) once it is built: TLS stays for the
+    /// connection's lifetime, the password need not.
+    pub(crate) fn client_login_message(&mut self) -> Result<Vec<u8>, ConnectionError> {
         let login = self
             .client_login
-            .as_ref()
+            .take()
             .ok_or_else(|| hs_fail("no login configured"))?;
         let mut out = Vec::new();
-        Message::Login(login_message(login, &self.login_exporter()?)).encode(&mut out);
+        Message::Login(login_message(&login, &self.login_exporter()?)).encode(&mut out);
         Ok(out)
     }
 
