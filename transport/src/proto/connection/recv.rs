@@ -556,6 +556,10 @@ impl Connection {
         offset: u64,
         data: &[u8],
     ) -> Result<(), ConnectionError> {
+        if self.spaces[space as usize].discarded {
+            // As for an ACK above: the rest of the packet that ended this space.
+            return Ok(());
+        }
         let sp = self.spaces[space as usize].crypto_mut();
         sp.recv.insert(offset, data).map_err(|_| {
             ConnectionError::Transport(TransportError::new(
@@ -930,6 +934,12 @@ impl Connection {
         ranges: impl Iterator<Item = std::ops::RangeInclusive<u64>>,
         ack_delay: Duration,
     ) -> Result<(), ConnectionError> {
+        if self.spaces[space as usize].discarded {
+            // The rest of a packet whose CRYPTO frame completed the handshake, which
+            // discarded this space (RFC 9001 §4.9.2): its packets are forgotten, and
+            // so is the ACK of them (quinn's retransmitted Finished puts it there).
+            return Ok(());
+        }
         let mut acked = std::mem::take(&mut self.acked_buf);
         acked.clear();
         let summary = self.spaces[space as usize]
