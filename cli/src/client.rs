@@ -682,7 +682,6 @@ mod tests {
             host_key: Some("SHA256:short".into()),
             connect_timeout: Duration::from_secs(10),
             quic_v1: false,
-            hq_interop: false,
             ca: None,
         };
         let err = host_key_policy(&login, &t("h", 1)).err().unwrap();
