@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::packet::Suite;
-use quill_transport::proto::{ClientConfig, HostKeyPolicy, Login, TransportConfig};
+use quill_transport::proto::{
+    CertificateCheck, ClientConfig, HostKeyPolicy, Login, TransportConfig, Version, ALPN_QUILL,
+};
 use zeroize::Zeroizing;
 
 /// When `main` started (set by [`mark_process_start`]; the first read sets it otherwise).
@@ -90,6 +92,63 @@ pub fn client_config_with(
     }
     config.transport = Arc::new(transport);
     config
+}
+
+/// ALPN of the reference peers' bench stream protocol (`quill_interop::refpeers`): on a
+/// bidirectional stream the client sends a big-endian `u64` D, any number of upload
+/// bytes and FIN; the server discards the upload, then answers D bytes and FIN.
+pub const ALPN_BENCH: &[u8] = b"quill-bench";
+
+/// Which protocol a benchmark client speaks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// quill's own version (the default).
+    #[default]
+    Quill,
+    /// QUIC v1 + TLS 1.3 with ALPN `quill`: the same login, services and host-key pin,
+    /// over rustls's handshake.
+    QuicV1,
+    /// QUIC v1 + TLS 1.3 to a reference peer's server (quinn-peer, quiche-peer): its
+    /// certificate is checked against this CA for `localhost`, ALPN [`ALPN_BENCH`], no
+    /// login, the reference peers' stream protocol.
+    Reference(std::path::PathBuf),
+}
+
+impl Wire {
+    /// From a client's `--quic-v1` and `--ca FILE` (which implies QUIC v1).
+    pub fn from_args(quic_v1: bool, ca: Option<std::path::PathBuf>) -> Wire {
+        match (quic_v1, ca) {
+            (_, Some(ca)) => Wire::Reference(ca),
+            (true, None) => Wire::QuicV1,
+            (false, None) => Wire::Quill,
+        }
+    }
+
+    /// Whether the connection is up without a login (the reference protocol).
+    pub fn without_login(&self) -> bool {
+        matches!(self, Wire::Reference(_))
+    }
+
+    /// Sets `config` up to speak this protocol.
+    pub fn apply(&self, config: &mut ClientConfig) -> Result<(), String> {
+        match self {
+            Wire::Quill => {}
+            Wire::QuicV1 => {
+                config.version = Version::QuicV1 {
+                    alpn: vec![ALPN_QUILL.to_vec()],
+                }
+            }
+            Wire::Reference(ca) => {
+                let roots = quill_crypto::tls::load_roots(ca).map_err(|e| e.to_string())?;
+                config.version = Version::QuicV1 {
+                    alpn: vec![ALPN_BENCH.to_vec()],
+                };
+                config.certificate = CertificateCheck::Roots(Arc::new(roots));
+                config.server_name = "localhost".into();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The AEAD suites, by their command-line names.

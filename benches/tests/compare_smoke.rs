@@ -58,9 +58,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[test]
 fn compare_reports_every_measurement_with_per_round_ratios() {
     let mut stacks = vec!["quill", "tcp", "tcp-tls"];
-    for peer in ["quinn", "quiche"] {
+    for (peer, cross) in [("quinn", "quinn-to-quill"), ("quiche", "quill-to-quiche")] {
         if peer_present(&format!("{peer}-peer")) {
-            stacks.push(peer);
+            stacks.extend([peer, cross]);
         } else {
             println!(
                 "skipping {peer}: {peer}-peer is not next to quill-bench \
@@ -105,16 +105,21 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
         .iter()
         .map(|c| c["stack"].as_str().unwrap())
         .collect();
+    let quill_configs = ["quill-aes256", "quill-aes128", "quill-v1"];
+    let cross = ["quill-to-quiche", "quinn-to-quill"];
     let expected: Vec<&str> = [
         "quill-aes256",
         "quill-aes128",
+        "quill-v1",
         "quinn",
         "quiche",
+        "quill-to-quiche",
+        "quinn-to-quill",
         "tcp",
         "tcp-tls",
     ]
     .into_iter()
-    .filter(|n| n.starts_with("quill") || stacks.split(',').any(|s| s == *n))
+    .filter(|n| quill_configs.contains(n) || stacks.split(',').any(|s| s == *n))
     .collect();
     assert_eq!(names, expected, "configurations in round order");
     for c in configs {
@@ -138,10 +143,24 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
     let run = |name: &str, i: usize| -> Value {
         configs.iter().find(|c| c["stack"] == name).unwrap()["runs"][i].clone()
     };
-    // Ratios: quill configurations over every other one, from the per-round values.
+    // Which version and application each client spoke.
+    for (name, version, alpn) in [
+        ("quill-aes256", "quill", Value::Null),
+        ("quill-v1", "quic-v1", "quill".into()),
+        ("quill-to-quiche", "quic-v1", "quill-bench".into()),
+    ] {
+        if names.contains(&name) {
+            let client = &run(name, 0)["client"];
+            assert_eq!(client["version"], version, "{name}: {client}");
+            assert_eq!(client["alpn"], alpn, "{name}: {client}");
+        }
+    }
+    // Ratios: quill configurations over every other one but the cross-stack cells,
+    // from the per-round values.
     let ratios = bulk["ratios"].as_array().expect("ratios");
-    let quills = names.iter().filter(|n| n.starts_with("quill")).count();
-    assert_eq!(ratios.len(), quills * (names.len() - quills));
+    let quills = names.iter().filter(|n| quill_configs.contains(n)).count();
+    let crossed = names.iter().filter(|n| cross.contains(n)).count();
+    assert_eq!(ratios.len(), quills * (names.len() - quills - crossed));
     for r in ratios {
         let (num, den) = (
             r["numerator"].as_str().unwrap(),
@@ -199,6 +218,12 @@ fn compare_reports_every_measurement_with_per_round_ratios() {
         assert_eq!(r["ok"], 8, "{r}");
     }
     assert!(f(&quill["handshakes_per_sec"]["median"]) > 0.0);
+    // ... and over QUIC v1 (ALPN quill: the same public-key login).
+    let v1 = rate.iter().find(|s| s["stack"] == "quill-v1").unwrap();
+    assert_eq!(v1["available"], true, "{v1}");
+    for r in v1["runs"].as_array().unwrap() {
+        assert_eq!(r["ok"], 8, "{r}");
+    }
 
     // Idle memory and sessions.
     assert!(

@@ -136,6 +136,11 @@ pub struct ServerArgs {
     /// The private key of --cert (PEM: PKCS#8, SEC1 or PKCS#1).
     #[arg(long, requires = "cert")]
     pub cert_key: Option<PathBuf>,
+    /// Also serve the QUIC interop runner's HTTP/0.9 (ALPN hq-interop, `GET /PATH`) to
+    /// QUIC v1 clients: anonymous, read-only downloads of every file under --root.
+    /// Only for a root that holds nothing private.
+    #[arg(long, conflicts_with = "no_quic_v1")]
+    pub hq_interop: bool,
     /// Configuration file (TOML-like `key = value` lines with the long option names).
     #[arg(long)]
     pub config: Option<PathBuf>,

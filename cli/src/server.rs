@@ -97,7 +97,13 @@ pub struct ServerOptions {
     pub certificate: Option<(PathBuf, PathBuf)>,
     /// Accept QUIC v1 (ALPN `quill`) beside quill's own version.
     pub quic_v1: bool,
+    /// Also serve ALPN `hq-interop` to QUIC v1 clients: anonymous downloads from
+    /// [`ServerOptions::root`] (needs `quic_v1` and a root).
+    pub hq_interop: bool,
 }
+
+/// ALPN of the QUIC interop runner's HTTP/0.9 (`--hq-interop`).
+pub const ALPN_HQ: &[u8] = b"hq-interop";
 
 /// A server running on its own thread.
 pub struct RunningServer {
@@ -182,8 +188,18 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     // one round trip instead of an idle timeout).
     let secret = *opts.host_key.derive_secret(RESET_SECRET_LABEL);
     // QUIC v1 beside quill's own version on the same port: ALPN `quill`, the login
-    // on the first stream.
-    let alpn = vec![ALPN_QUILL.to_vec()];
+    // on the first stream; with --hq-interop also the interop runner's HTTP/0.9.
+    let mut alpn = vec![ALPN_QUILL.to_vec()];
+    if opts.hq_interop {
+        if !opts.quic_v1 || root.is_none() {
+            return Err(CliError::usage(
+                "--hq-interop serves the files of --root over QUIC v1: give --root DIR \
+                 and drop --no-quic-v1",
+            ));
+        }
+        tracing::warn!("--hq-interop: every file under the root is readable without a login");
+        alpn.push(ALPN_HQ.to_vec());
+    }
     let quic_v1 = match &opts.certificate {
         None => QuicV1Server::with_host_key(opts.host_key.clone(), alpn),
         Some((cert, key)) => {
@@ -281,6 +297,7 @@ struct Settings {
     cert: Option<PathBuf>,
     cert_key: Option<PathBuf>,
     no_quic_v1: bool,
+    hq_interop: bool,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -303,6 +320,7 @@ const CONFIG_KEYS: &[&str] = &[
     "cert",
     "cert-key",
     "no-quic-v1",
+    "hq-interop",
 ];
 
 impl Settings {
@@ -329,6 +347,7 @@ impl Settings {
             cert: args.cert.clone(),
             cert_key: args.cert_key.clone(),
             no_quic_v1: args.no_quic_v1,
+            hq_interop: args.hq_interop,
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -359,6 +378,9 @@ impl Settings {
                     }
                     "no-quic-v1" => {
                         s.no_quic_v1 |= parse_bool(&value).map_err(at)?;
+                    }
+                    "hq-interop" => {
+                        s.hq_interop |= parse_bool(&value).map_err(at)?;
                     }
                     "keep-alive" if s.keep_alive.is_none() => {
                         s.keep_alive = Some(parse_duration(&value).map_err(at)?);
@@ -469,6 +491,7 @@ impl Settings {
                 }
             },
             quic_v1: !self.no_quic_v1,
+            hq_interop: self.hq_interop,
         })
     }
 }
@@ -556,6 +579,9 @@ enum Service {
     Source { remaining: u64 },
     /// Writing a final answer line, then FIN.
     Answer { out: Vec<u8>, pos: usize },
+    /// An HTTP/0.9 request that cannot be served: HTTP/0.9 has no error answer, so
+    /// the stream is reset.
+    Reset,
 }
 
 struct Entry {
@@ -568,6 +594,8 @@ struct Entry {
 enum Job {
     /// Hash a file for GET.
     Hash(PathBuf),
+    /// Open a file for an HTTP/0.9 GET (no answer line, no hash).
+    Open(PathBuf),
     /// fsync and rename a complete, verified PUT.
     Commit(Box<Upload>),
 }
@@ -663,6 +691,7 @@ impl FileServer {
         if !ctx.pool_has_room() {
             let next = match job {
                 Job::Hash(_) => refuse("server busy, try again"),
+                Job::Open(_) => Service::Reset,
                 Job::Commit(upload) => commit(*upload),
             };
             if let Some(entry) = self.streams.get_mut(&(h, id)) {
@@ -673,6 +702,7 @@ impl FileServer {
         let run = move || -> Completion<FileServer> {
             let next = match job {
                 Job::Hash(path) => start_get(&path),
+                Job::Open(path) => start_hq_get(&path),
                 Job::Commit(upload) => commit(*upload),
             };
             Box::new(
@@ -743,6 +773,23 @@ fn start_get(path: &Path) -> Service {
     }
 }
 
+/// On the pool: opens a file for an HTTP/0.9 GET; its bytes alone are then sent.
+fn start_hq_get(path: &Path) -> Service {
+    let opened = File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+    match opened {
+        Ok((size, file)) => Service::Get {
+            file,
+            remaining: size,
+            out: Vec::new(),
+            pos: 0,
+        },
+        Err(e) => {
+            tracing::info!("hq-interop: cannot read {}: {e}", path.display());
+            Service::Reset
+        }
+    }
+}
+
 /// Serves one stream for one turn.
 fn pump(
     c: &mut Connection,
@@ -774,7 +821,12 @@ fn pump_once(
     match &mut entry.svc {
         Service::Request { line } => loop {
             if entry.input_done {
-                entry.svc = refuse("the request line must end with a newline");
+                entry.svc = if c.alpn() == Some(ALPN_HQ) {
+                    // HTTP/0.9 clients may end the request with FIN alone.
+                    start_hq(id, line, files, &mut step)
+                } else {
+                    refuse("the request line must end with a newline")
+                };
                 break;
             }
             let room = (MAX_LINE + 1 - line.len()).min(buf.len());
@@ -789,7 +841,11 @@ fn pump_once(
                         break;
                     }
                     if line.len() > MAX_LINE {
-                        entry.svc = refuse("request line too long");
+                        entry.svc = if c.alpn() == Some(ALPN_HQ) {
+                            Service::Reset
+                        } else {
+                            refuse("request line too long")
+                        };
                         break;
                     }
                 }
@@ -927,6 +983,7 @@ fn pump_once(
             }
             step.busy = true;
         }
+        Service::Reset => return abandon(c, id),
         Service::Answer { out, pos } => {
             if !entry.input_done {
                 // The answer is final (a refusal, since every other answer comes after
@@ -1000,6 +1057,9 @@ fn start_service(
     files: Files<'_>,
     step: &mut Step,
 ) -> Service {
+    if c.alpn() == Some(ALPN_HQ) {
+        return start_hq(id, line, files, step);
+    }
     let user = c.account().unwrap_or("?").to_owned();
     let Ok(line) = std::str::from_utf8(line) else {
         return refuse("the request line is not UTF-8");
@@ -1032,6 +1092,34 @@ fn start_service(
             },
             Err(e) => refuse(e),
         },
+    }
+}
+
+/// An HTTP/0.9 request (`GET /PATH`, the line's `\r` optional): the file from the
+/// root through the file service's path guard, opened on the pool; anything else
+/// resets the stream.
+fn start_hq(id: StreamId, line: &[u8], files: Files<'_>, step: &mut Step) -> Service {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let path = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.strip_prefix("GET /"));
+    let Some(path) = path else {
+        tracing::info!("hq-interop {id:?}: not a GET request");
+        return Service::Reset;
+    };
+    tracing::info!(
+        "anonymous {id:?}: hq-interop GET /{}",
+        path.chars().take(200).collect::<String>()
+    );
+    match files.get(path) {
+        Ok(p) => {
+            step.job = Some(Job::Open(p));
+            Service::Waiting
+        }
+        Err(e) => {
+            tracing::info!("hq-interop {id:?}: {e}");
+            Service::Reset
+        }
     }
 }
 

@@ -181,3 +181,114 @@ fn a_server_with_an_unreadable_certificate_says_so_and_exits_2() {
     // One without the other is refused before anything starts.
     assert_exit(&server(&["--cert", m]), 2, "--cert-key");
 }
+
+/// A QUIC v1 client offering only ALPN `alpn`, pinning `server`'s host key.
+fn hq_client(
+    server: &TestServer,
+    alpn: &[u8],
+) -> std::io::Result<quill_transport::driver::blocking::BlockingConnection> {
+    use quill_transport::proto::{ClientConfig, HostKeyPolicy, Login, Version};
+    let mut config = ClientConfig::new(
+        // QUIC v1 with ALPN hq-interop has no login; the field is not used.
+        Login::Password {
+            user: String::new(),
+            password: zeroize::Zeroizing::new(String::new()),
+        },
+        HostKeyPolicy::Pinned(vec![server.fingerprint.clone()]),
+    );
+    config.version = Version::QuicV1 {
+        alpn: vec![alpn.to_vec()],
+    };
+    quill_transport::driver::blocking::connect(server.addr.parse().unwrap(), config)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// `GET /name` over its own stream: the body up to FIN, or the error that ended it.
+fn hq_get(
+    conn: &quill_transport::driver::blocking::BlockingConnection,
+    request: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = conn.open_bi()?;
+    s.write_all(request)?;
+    s.finish()?;
+    let mut data = Vec::new();
+    s.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+#[test]
+fn hq_interop_serves_the_root_anonymously_only_when_asked() {
+    // Without --hq-interop the ALPN is not offered: the handshake fails.
+    let server = TestServer::start(false);
+    let err = hq_client(&server, b"hq-interop")
+        .err()
+        .expect("hq-interop refused");
+    assert!(err.to_string().to_lowercase().contains("protocol"), "{err}");
+    drop(server);
+
+    let server = TestServer::start_with(Setup {
+        args: &["--hq-interop"],
+        ..Setup::default()
+    });
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+    std::fs::create_dir(server.root.join("sub")).unwrap();
+    std::fs::write(server.root.join("sub/f.bin"), &data).unwrap();
+    let conn = hq_client(&server, b"hq-interop").expect("hq-interop handshake");
+    assert_eq!(conn.alpn().as_deref(), Some(&b"hq-interop"[..]));
+    assert_eq!(hq_get(&conn, b"GET /sub/f.bin\r\n").unwrap(), data);
+    // The request may end with FIN alone.
+    assert_eq!(hq_get(&conn, b"GET /sub/f.bin").unwrap(), data);
+    // Outside the root, missing files and other methods: the stream is reset, and the
+    // connection goes on serving.
+    for bad in [
+        &b"GET /../accounts.db\r\n"[..],
+        b"GET /missing\r\n",
+        b"PUT /sub/f.bin\r\n",
+        b"GET /sub\r\n",
+    ] {
+        let r = hq_get(&conn, bad);
+        assert!(r.is_err(), "{} was served", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(hq_get(&conn, b"GET /sub/f.bin\r\n").unwrap(), data);
+    // quill's own services are still behind the login on ALPN quill.
+    let o = v1(
+        &["connect", &server.addr],
+        &["--host-key", &server.fingerprint],
+        "still here\n",
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn hq_interop_needs_a_root_and_quic_v1() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("host.key");
+    let o = Command::cargo_bin("quill")
+        .unwrap()
+        .args(["keygen", "-o", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let accounts = dir.path().join("accounts.db");
+    let server = |extra: &[&str]| {
+        Command::cargo_bin("quill")
+            .unwrap()
+            .timeout(TIMEOUT)
+            .args(["server", "--listen", "127.0.0.1:0", "--key"])
+            .arg(&key)
+            .arg("--accounts")
+            .arg(&accounts)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_exit(&server(&["--hq-interop"]), 2, "--root");
+    assert_exit(
+        &server(&["--hq-interop", "--no-quic-v1"]),
+        2,
+        "--no-quic-v1",
+    );
+}

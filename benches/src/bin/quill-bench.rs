@@ -67,6 +67,12 @@ enum Command {
         /// the 30 s idle timeout). Default: none (clients keep the sessions alive).
         #[arg(long)]
         keep_alive_ms: Option<u64>,
+        /// QUIC v1 clients get the self-signed "localhost" certificate in this
+        /// directory (`cert.pem`, `key.pem`; made when missing, as the reference peers
+        /// do) instead of the host-key certificate, so that reference clients given
+        /// `--ca DIR/cert.pem` verify it.
+        #[arg(long)]
+        cert_dir: Option<std::path::PathBuf>,
     },
     /// One connection, one unidirectional stream of N bytes; prints a JSON line.
     Client {
@@ -85,6 +91,14 @@ enum Command {
         /// reports handshake and first-byte times from the start of this process.
         #[arg(long)]
         first_byte: bool,
+        /// Speak QUIC v1 + TLS 1.3 (ALPN quill: the same login and services).
+        #[arg(long)]
+        quic_v1: bool,
+        /// The server is a reference peer (quinn-peer, quiche-peer): QUIC v1, its
+        /// certificate checked against this CA, no login, the peers' bench protocol
+        /// (ALPN quill-bench). Bulk runs only.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
@@ -105,6 +119,9 @@ enum Command {
         /// How each connection logs in.
         #[arg(long, value_enum, default_value_t = common::LoginArg::Password)]
         login: common::LoginArg,
+        /// Speak QUIC v1 + TLS 1.3 (ALPN quill: the same login).
+        #[arg(long)]
+        quic_v1: bool,
     },
     /// N idle logged-in connections with keep-alives; prints `ready N`, holds them,
     /// then prints JSON.
@@ -175,12 +192,14 @@ fn main() -> ExitCode {
             ignore_stdin,
             accounts,
             keep_alive_ms,
+            cert_dir,
         } => server::run(
             listen,
             workers,
             ignore_stdin,
             accounts.as_deref(),
             keep_alive_ms.map(std::time::Duration::from_millis),
+            cert_dir.as_deref(),
         ),
         Command::Client {
             addr,
@@ -188,13 +207,16 @@ fn main() -> ExitCode {
             suite,
             login,
             first_byte,
+            quic_v1,
+            ca,
             timeout_secs,
         } => {
             let timeout = Duration::from_secs(timeout_secs);
+            let wire = common::Wire::from_args(quic_v1, ca);
             if first_byte {
-                clients::first_byte(addr, suite, login, timeout)
+                clients::first_byte(addr, suite, login, &wire, timeout)
             } else {
-                clients::bulk(addr, bytes, suite, login, timeout)
+                clients::bulk(addr, bytes, suite, login, &wire, timeout)
             }
         }
         Command::Handshakes {
@@ -203,12 +225,14 @@ fn main() -> ExitCode {
             concurrency,
             timeout_secs,
             login,
+            quic_v1,
         } => clients::handshakes(
             addr,
             count,
             concurrency,
             Duration::from_secs(timeout_secs),
             login,
+            &common::Wire::from_args(quic_v1, None),
         ),
         Command::Idle {
             addr,

@@ -15,7 +15,7 @@ use quill_transport::proto::{
 };
 use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 
-use crate::common::{self, SuiteArg};
+use crate::common::{self, SuiteArg, Wire};
 
 fn client_loop<H: Handler>(server: SocketAddr, handler: H) -> Result<EventLoop<H>, String> {
     common::require_loopback(server)?;
@@ -51,10 +51,14 @@ fn close_all<H: Handler>(ev: &mut EventLoop<H>) {
 /// connection, when it logged in, when the measurement was done, and the first error.
 #[derive(Default)]
 struct OneConnection {
+    /// The connection is up at the end of the handshake ([`Wire::Reference`]: no login).
+    without_login: bool,
     conn: Option<ConnectionHandle>,
     connected_at: Option<Instant>,
     done_at: Option<Instant>,
     error: Option<String>,
+    /// The ALPN protocol negotiated (QUIC v1 only).
+    alpn: Option<Vec<u8>>,
 }
 
 impl OneConnection {
@@ -63,6 +67,9 @@ impl OneConnection {
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::Connected { .. } => self.connected_at = Some(Instant::now()),
+            Event::HandshakeConfirmed { .. } if self.without_login => {
+                self.connected_at = Some(Instant::now())
+            }
             Event::ConnectionLost(e) if self.done_at.is_none() => {
                 self.error = Some(format!("connection lost: {e}"));
             }
@@ -71,9 +78,16 @@ impl OneConnection {
     }
 
     /// The connection, once logged in (no stream is opened before).
-    fn logged_in<'c, H: Handler>(&self, ctx: &'c mut Context<'_, H>) -> Option<&'c mut Connection> {
+    fn logged_in<'c, H: Handler>(
+        &mut self,
+        ctx: &'c mut Context<'_, H>,
+    ) -> Option<&'c mut Connection> {
         self.connected_at?;
-        ctx.connection(self.conn?)
+        let c = ctx.connection(self.conn?)?;
+        if self.alpn.is_none() {
+            self.alpn = c.alpn().map(<[u8]>::to_vec);
+        }
+        Some(c)
     }
 
     fn settled(&self) -> bool {
@@ -102,18 +116,17 @@ fn run_one<H: OneClient>(
     server: SocketAddr,
     suite: SuiteArg,
     login: common::LoginArg,
+    wire: &Wire,
     timeout: Duration,
     handler: H,
 ) -> Result<OneRun<H>, String> {
+    let mut config = common::client_config_with(suite.suite(), None, login);
+    wire.apply(&mut config)?;
     let mut ev = client_loop(server, handler)?;
+    ev.handler().one().without_login = wire.without_login();
     let connect_at = Instant::now();
     let conn = ev
-        .with_context(|_, ctx| {
-            ctx.connect(
-                common::client_config_with(suite.suite(), None, login),
-                server,
-            )
-        })
+        .with_context(|_, ctx| ctx.connect(config, server))
         .map_err(|e| format!("connect: {e}"))?;
     ev.handler().one().conn = Some(conn);
     let finished = ev
@@ -134,9 +147,12 @@ fn run_one<H: OneClient>(
 // Bulk
 
 /// One connection, one unidirectional stream of `total` bytes; done when the server's
-/// 8-byte count arrives (see `server.rs`).
+/// 8-byte count arrives (see `server.rs`). With `reference`, the reference peers'
+/// protocol instead: one bidirectional stream with an 8-byte header asking for no
+/// answer, the bytes and FIN; done when the server's FIN arrives on it.
 struct Bulk {
     one: OneConnection,
+    reference: bool,
     total: u64,
     sent: u64,
     stream: Option<StreamId>,
@@ -170,7 +186,19 @@ impl Handler for Bulk {
             return;
         };
         if self.stream.is_none() {
-            self.stream = c.open_stream(Dir::Uni);
+            if self.reference {
+                self.stream = c.open_stream(Dir::Bi);
+                if let Some(id) = self.stream {
+                    // A fresh stream's send buffer always takes 8 bytes.
+                    if let Err(e) = c.write(id, &0u64.to_be_bytes()) {
+                        self.one.error = Some(format!("write: {e}"));
+                        return;
+                    }
+                    self.reply = Some(id);
+                }
+            } else {
+                self.stream = c.open_stream(Dir::Uni);
+            }
         }
         if let Some(id) = self.stream {
             while self.sent < self.total {
@@ -221,6 +249,7 @@ pub fn bulk(
     bytes: u64,
     suite: SuiteArg,
     login: common::LoginArg,
+    wire: &Wire,
     timeout: Duration,
 ) -> Result<(), String> {
     let chunk: Bytes = (0..1usize << 20)
@@ -229,6 +258,7 @@ pub fn bulk(
         .into();
     let handler = Bulk {
         one: OneConnection::default(),
+        reference: wire.without_login(),
         total: bytes,
         sent: 0,
         stream: None,
@@ -242,7 +272,7 @@ pub fn bulk(
         conn: h,
         connect_at: started,
         finished,
-    } = run_one(server, suite, login, timeout, handler)?;
+    } = run_one(server, suite, login, wire, timeout, handler)?;
     let b = ev.handler();
     if !finished {
         return Err(format!(
@@ -250,16 +280,30 @@ pub fn bulk(
             b.sent
         ));
     }
-    let count = <[u8; 8]>::try_from(b.reply_bytes.as_slice())
-        .map(u64::from_be_bytes)
-        .map_err(|_| format!("bad completion signal of {} bytes", b.reply_bytes.len()))?;
-    if count != bytes {
-        return Err(format!("server received {count} bytes, we sent {bytes}"));
+    if b.reference {
+        // The reference protocol's answer: the 0 bytes the header asked for, then FIN.
+        if !b.reply_bytes.is_empty() {
+            return Err(format!(
+                "the server answered {} bytes, the header asked for none",
+                b.reply_bytes.len()
+            ));
+        }
+    } else {
+        let count = <[u8; 8]>::try_from(b.reply_bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| format!("bad completion signal of {} bytes", b.reply_bytes.len()))?;
+        if count != bytes {
+            return Err(format!("server received {count} bytes, we sent {bytes}"));
+        }
     }
     let connected_at = b.one.connected_at.expect("connected before done");
     let done_at = b.one.done_at.expect("done");
     let seconds = (done_at - connected_at).as_secs_f64();
     let handshake_ms = (connected_at - started).as_secs_f64() * 1e3;
+    let (version, alpn) = match &b.one.alpn {
+        Some(a) => ("quic-v1", Some(String::from_utf8_lossy(a).into_owned())),
+        None => ("quill", None),
+    };
     let stats = ev
         .endpoint()
         .connection(h)
@@ -269,6 +313,8 @@ pub fn bulk(
     let (packets_sent, packets_lost, mtu) = stats.unwrap_or_default();
     let out = serde_json::json!({
         "suite": suite.name(),
+        "version": version,
+        "alpn": alpn,
         "bytes": bytes,
         "seconds": seconds,
         "goodput_bps": bytes as f64 * 8.0 / seconds,
@@ -344,8 +390,12 @@ pub fn first_byte(
     server: SocketAddr,
     suite: SuiteArg,
     login: common::LoginArg,
+    wire: &Wire,
     timeout: Duration,
 ) -> Result<(), String> {
+    if wire.without_login() {
+        return Err("--first-byte uses quill's echo service: drop --ca".into());
+    }
     let handler = FirstByte {
         one: OneConnection::default(),
         stream: None,
@@ -355,7 +405,7 @@ pub fn first_byte(
         connect_at,
         finished,
         ..
-    } = run_one(server, suite, login, timeout, handler)?;
+    } = run_one(server, suite, login, wire, timeout, handler)?;
     let b = &ev.handler().one;
     if !finished {
         return Err(format!("no echoed byte within {timeout:?}"));
@@ -528,8 +578,13 @@ pub fn handshakes(
     concurrency: usize,
     timeout: Duration,
     login: common::LoginArg,
+    wire: &Wire,
 ) -> Result<(), String> {
-    let config = common::client_config_with(SuiteArg::Aes256gcm.suite(), None, login);
+    if wire.without_login() {
+        return Err("handshakes log in to quill-bench's server: drop --ca".into());
+    }
+    let mut config = common::client_config_with(SuiteArg::Aes256gcm.suite(), None, login);
+    wire.apply(&mut config)?;
     let mut ev = client_loop(server, Many::new(config, server, count, concurrency, true))?;
     run_many(&mut ev, timeout)?;
     close_all(&mut ev);

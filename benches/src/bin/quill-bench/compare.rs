@@ -45,16 +45,24 @@ const SHUTDOWN: Duration = Duration::from_secs(15);
 pub enum Stack {
     /// Every configuration below.
     All,
-    /// Both quill configurations.
+    /// The three quill configurations.
     Quill,
     /// quill, AES-256-GCM only.
     QuillAes256,
     /// quill, AES-128-GCM only.
     QuillAes128,
+    /// quill over QUIC v1 (TLS 1.3 through rustls, ALPN quill, the same login and
+    /// services), AES-256-GCM only.
+    QuillV1,
     /// quinn (`quinn-peer`, rustls + ring).
     Quinn,
     /// quiche (`quiche-peer`, mio loop with GSO and GRO).
     Quiche,
+    /// Cross-stack over QUIC v1: quill-bench's client → quiche-peer's server (ALPN
+    /// quill-bench, the reference peers' stream protocol).
+    QuillToQuiche,
+    /// Cross-stack over QUIC v1: quinn-peer's client → quill-bench's server.
+    QuinnToQuill,
     /// Plain TCP (the ceiling without encryption).
     Tcp,
     /// TCP + rustls TLS 1.3, AES-256-GCM.
@@ -62,11 +70,14 @@ pub enum Stack {
 }
 
 /// The configurations in the order they run within a round.
-const ORDER: [Stack; 6] = [
+const ORDER: [Stack; 9] = [
     Stack::QuillAes256,
     Stack::QuillAes128,
+    Stack::QuillV1,
     Stack::Quinn,
     Stack::Quiche,
+    Stack::QuillToQuiche,
+    Stack::QuinnToQuill,
     Stack::Tcp,
     Stack::TcpTls,
 ];
@@ -79,8 +90,11 @@ impl Stack {
             Stack::Quill => "quill",
             Stack::QuillAes256 => "quill-aes256",
             Stack::QuillAes128 => "quill-aes128",
+            Stack::QuillV1 => "quill-v1",
             Stack::Quinn => "quinn",
             Stack::Quiche => "quiche",
+            Stack::QuillToQuiche => "quill-to-quiche",
+            Stack::QuinnToQuill => "quinn-to-quill",
             Stack::Tcp => "tcp",
             Stack::TcpTls => "tcp-tls",
         }
@@ -89,14 +103,38 @@ impl Stack {
     fn covers(self, s: Stack) -> bool {
         self == s
             || self == Stack::All
-            || (self == Stack::Quill && matches!(s, Stack::QuillAes256 | Stack::QuillAes128))
+            || (self == Stack::Quill
+                && matches!(s, Stack::QuillAes256 | Stack::QuillAes128 | Stack::QuillV1))
     }
 
+    /// The reference peer a configuration needs (as server or client).
     fn peer_exe_name(self) -> Option<&'static str> {
         match self {
-            Stack::Quinn => Some("quinn-peer"),
-            Stack::Quiche => Some("quiche-peer"),
+            Stack::Quinn | Stack::QuinnToQuill => Some("quinn-peer"),
+            Stack::Quiche | Stack::QuillToQuiche => Some("quiche-peer"),
             _ => None,
+        }
+    }
+
+    /// quill-bench's own client and server, over either version.
+    fn is_quill(self) -> bool {
+        matches!(
+            self,
+            Stack::QuillAes256 | Stack::QuillAes128 | Stack::QuillV1
+        )
+    }
+
+    /// A reference stack on both sides.
+    fn is_reference(self) -> bool {
+        matches!(self, Stack::Quinn | Stack::Quiche)
+    }
+
+    /// quill-bench client flags of a quill configuration.
+    fn quill_flags(self) -> &'static [&'static str] {
+        if self == Stack::QuillV1 {
+            &["--quic-v1"]
+        } else {
+            &[]
         }
     }
 }
@@ -255,7 +293,12 @@ impl Srv {
         let certs = dir.certs().display().to_string();
         let listen = "127.0.0.1:0";
         let proc = match stack {
-            Stack::QuillAes256 | Stack::QuillAes128 | Stack::Quill | Stack::All => {
+            Stack::QuillAes256
+            | Stack::QuillAes128
+            | Stack::QuillV1
+            | Stack::QuinnToQuill
+            | Stack::Quill
+            | Stack::All => {
                 let mut args = vec![
                     "server".to_owned(),
                     "--listen".into(),
@@ -266,9 +309,13 @@ impl Srv {
                 if accounts {
                     args.extend(["--accounts".to_owned(), dir.accounts()]);
                 }
+                if stack == Stack::QuinnToQuill {
+                    // quinn-peer's client checks the certificate against `--ca`.
+                    args.extend(["--cert-dir".to_owned(), certs.clone()]);
+                }
                 Proc::spawn("quill server", &args)?
             }
-            Stack::Quinn | Stack::Quiche => {
+            Stack::Quinn | Stack::Quiche | Stack::QuillToQuiche => {
                 let exe = peer_exe(stack)?.expect("a peer");
                 let args = ["server", "--listen", listen, "--cert-dir", &certs].map(String::from);
                 Proc::spawn_exe(&format!("{} server", stack.name()), &exe, &args)?
@@ -292,14 +339,19 @@ impl Srv {
     }
 }
 
-/// Runs a client to completion: its JSON line and its `wait4` usage.
+/// Runs a client to completion: its JSON line and its `wait4` usage. The client is
+/// the stack's reference peer, or quill-bench itself (quill, and quill → quiche).
 fn run_client(
     stack: Stack,
     args: Vec<String>,
     timeout: Duration,
 ) -> Result<(Value, Usage), String> {
     let name = format!("{} {}", stack.name(), args[0]);
-    let mut p = match peer_exe(stack)? {
+    let peer = match stack {
+        Stack::QuillToQuiche => None,
+        _ => peer_exe(stack)?,
+    };
+    let mut p = match peer {
         Some(exe) => Proc::spawn_exe(&name, &exe, &args)?,
         None => Proc::spawn(&name, &args)?,
     };
@@ -355,12 +407,12 @@ fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
     let t = timeout.as_secs().to_string();
     let n = o.plan.bytes.to_string();
     if let Some(suite) = match stack {
-        Stack::QuillAes256 => Some(SuiteArg::Aes256gcm),
+        Stack::QuillAes256 | Stack::QuillV1 => Some(SuiteArg::Aes256gcm),
         Stack::QuillAes128 => Some(SuiteArg::Aes128gcm),
         _ => None,
     } {
         // quill's own bulk run (fresh server, wait4 of both).
-        let r = loopback::bulk_run(&o.plan, suite)?;
+        let r = loopback::bulk_run(&o.plan, suite, stack.quill_flags())?;
         return Ok(Run {
             gbps: r.gbps,
             server: r.server,
@@ -371,7 +423,19 @@ fn bulk_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<Run, String> {
     let server = Srv::start(stack, o, dir, false)?;
     let ca = dir.ca();
     let args = match stack {
-        Stack::Quinn | Stack::Quiche => reference_client(&server.addr, &ca, &["--upload", &n], &t),
+        Stack::Quinn | Stack::Quiche | Stack::QuinnToQuill => {
+            reference_client(&server.addr, &ca, &["--upload", &n], &t)
+        }
+        Stack::QuillToQuiche => strings([
+            "client",
+            &server.addr,
+            "--bytes",
+            &n,
+            "--ca",
+            &ca,
+            "--timeout-secs",
+            &t,
+        ]),
         Stack::Tcp => strings([
             "tcp-client",
             &server.addr,
@@ -546,8 +610,13 @@ fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
         },
     );
     let mut ratios = Vec::new();
-    for num in configs.iter().filter(|c| is_quill(c.stack)) {
-        for den in configs.iter().filter(|c| !is_quill(c.stack)) {
+    // quill's configurations over the others run on both ends by one stack (the
+    // cross-stack cells have no single stack to compare).
+    for num in configs.iter().filter(|c| c.stack.is_quill()) {
+        for den in configs
+            .iter()
+            .filter(|c| !c.stack.is_quill() && !is_cross(c.stack))
+        {
             let g = Ratio::within_rounds(
                 num.stack.name(),
                 den.stack.name(),
@@ -568,8 +637,14 @@ fn bulk(o: &Options, stacks: &[Stack], dir: &Scratch) -> BulkResult {
     BulkResult { configs, ratios }
 }
 
+/// quill's own version (the name "quill" in the latency and rate tables).
 fn is_quill(s: Stack) -> bool {
     matches!(s, Stack::QuillAes256 | Stack::QuillAes128)
+}
+
+/// A cross-stack cell (one stack's client, another's server).
+fn is_cross(s: Stack) -> bool {
+    matches!(s, Stack::QuillToQuiche | Stack::QuinnToQuill)
 }
 
 fn bulk_json(o: &Options, b: &BulkResult) -> Value {
@@ -673,7 +748,10 @@ fn bulk_table(o: &Options, b: &BulkResult) {
 /// reference peers that `--stacks` names.
 fn handshake_stacks(stacks: &[Stack]) -> Vec<Stack> {
     let mut v = vec![Stack::QuillAes256];
-    v.extend(stacks.iter().filter(|s| s.peer_exe_name().is_some()));
+    if stacks.iter().any(|s| s.covers(Stack::QuillV1)) {
+        v.push(Stack::QuillV1);
+    }
+    v.extend(stacks.iter().filter(|s| s.is_reference()));
     v
 }
 
@@ -719,8 +797,9 @@ fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
             if s.unavailable.is_some() {
                 continue;
             }
-            let args = if is_quill(s.stack) {
-                quill_client("client", &server.addr, &["--first-byte"], "30")
+            let args = if s.stack.is_quill() {
+                let what = [&["--first-byte"], s.stack.quill_flags()].concat();
+                quill_client("client", &server.addr, &what, "30")
             } else {
                 reference_client(&server.addr, &ca, &["--download", "1"], "30")
             };
@@ -745,7 +824,7 @@ fn latency(o: &Options, stacks: &[Stack], dir: &Scratch) -> Vec<Samples> {
 
 /// The field of a latency sample that spans connect call → handshake (and login) done.
 fn connect_key(s: Stack) -> &'static str {
-    if is_quill(s) {
+    if s.is_quill() {
         "connect_to_established_ms"
     } else {
         "handshake_ms_median"
@@ -755,6 +834,8 @@ fn connect_key(s: Stack) -> &'static str {
 fn latency_name(s: Stack) -> &'static str {
     if is_quill(s) {
         "quill (PQ hybrid + public-key login)"
+    } else if s == Stack::QuillV1 {
+        "quill over QUIC v1 (TLS 1.3, X25519MLKEM768 + public-key login)"
     } else if s == Stack::Quinn {
         "quinn (TLS 1.3, X25519)"
     } else {
@@ -780,13 +861,9 @@ fn rate_once(stack: Stack, o: &Options, dir: &Scratch) -> Result<RateRun, String
         timeout.as_secs().to_string(),
     );
     let ca = dir.ca();
-    let args = if is_quill(stack) {
-        quill_client(
-            "handshakes",
-            &server.addr,
-            &["--count", &k, "--concurrency", &c],
-            &t,
-        )
+    let args = if stack.is_quill() {
+        let what = [&["--count", &k, "--concurrency", &c], stack.quill_flags()].concat();
+        quill_client("handshakes", &server.addr, &what, &t)
     } else {
         reference_client(
             &server.addr,
@@ -1270,10 +1347,15 @@ mod tests {
             vec![
                 Stack::QuillAes256,
                 Stack::QuillAes128,
+                Stack::QuillV1,
                 Stack::Tcp,
                 Stack::TcpTls
             ]
         );
+        // A cross-stack cell needs both peers, and only the reference peer's server.
+        assert_eq!(Stack::QuillToQuiche.peer_exe_name(), Some("quiche-peer"));
+        assert_eq!(Stack::QuinnToQuill.peer_exe_name(), Some("quinn-peer"));
+        assert!(!Stack::QuillToQuiche.is_quill() && !Stack::QuillToQuiche.is_reference());
         assert!(expand(&[]).is_empty());
     }
 

@@ -101,7 +101,9 @@ pub(crate) struct BulkRun {
     pub(crate) raw: Value,
 }
 
-pub(crate) fn bulk_run(plan: &Plan, suite: SuiteArg) -> Result<BulkRun, String> {
+/// One bulk run of `quill-bench client` (with `flags`, e.g. `--quic-v1`) against a
+/// fresh `quill-bench server`.
+pub(crate) fn bulk_run(plan: &Plan, suite: SuiteArg, flags: &[&str]) -> Result<BulkRun, String> {
     let server = Server::start(plan.workers)?;
     // Generous: 30 s plus 10 MB/s.
     let timeout = Duration::from_secs(30 + plan.bytes / 10_000_000);
@@ -109,7 +111,8 @@ pub(crate) fn bulk_run(plan: &Plan, suite: SuiteArg) -> Result<BulkRun, String> 
         ("--bytes", plan.bytes.to_string()),
         ("--suite", suite.name().into()),
     ];
-    let args = client_args("client", &server.addr, &options, timeout);
+    let mut args = client_args("client", &server.addr, &options, timeout);
+    args.extend(flags.iter().map(|f| (*f).to_owned()));
     let (v, client) = run_client(args, timeout + Duration::from_secs(5))?;
     let server = server.stop()?;
     let gbps = v["goodput_bps"].as_f64().unwrap_or(0.0) / 1e9;
@@ -253,7 +256,7 @@ pub fn run(plan: &Plan) -> Result<(), String> {
     let mut runs: Vec<Vec<BulkRun>> = suites.iter().map(|_| Vec::new()).collect();
     for round in 0..plan.rounds {
         for (i, &suite) in suites.iter().enumerate() {
-            let r = bulk_run(plan, suite)?;
+            let r = bulk_run(plan, suite, &[])?;
             eprintln!(
                 "round {}: {} {:.2} Gbit/s, CPU-s server {:.2} client {:.2}",
                 round + 1,

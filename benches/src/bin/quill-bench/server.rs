@@ -1,6 +1,10 @@
 //! `quill-bench server`: one event loop that accepts every password login whose
 //! password is `bench`, sinks unidirectional streams and echoes bidirectional ones.
 //!
+//! QUIC v1 clients are accepted too: with ALPN `quill` exactly as above (login, sinks,
+//! echo); with ALPN `quill-bench` (a reference peer's client, no login) bidirectional
+//! streams follow the reference peers' bench protocol ([`common::ALPN_BENCH`]).
+//!
 //! Completion signal for bulk transfers: when a unidirectional stream from the client
 //! ends (FIN), the server opens a unidirectional stream of its own on the same
 //! connection and writes the number of bytes it received on that stream as an 8-byte
@@ -24,7 +28,9 @@ use quill_transport::driver::LatencySummary;
 use quill_transport::driver::TerminationSignals;
 use quill_transport::driver::UdpConfig;
 use quill_transport::driver::{Completion, Context, EventLoop, Handler, LoopHandle};
-use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy};
+use quill_transport::proto::{
+    ConnectionHandle, EndpointConfig, QuicV1Server, RetryPolicy, ALPN_QUILL,
+};
 use quill_transport::proto::{
     Dir, Event, LoginMethod, LoginRequest, ReadOutcome, ServerConfig, StreamEvent, StreamId,
 };
@@ -52,6 +58,8 @@ struct BenchServer {
     replies: Vec<(ConnectionHandle, u64)>,
     /// Bidirectional streams being echoed.
     echo: HashMap<(ConnectionHandle, StreamId), Echo>,
+    /// Bidirectional streams of reference clients (ALPN `quill-bench`).
+    reference: HashMap<(ConnectionHandle, StreamId), RefStream>,
     buf: Vec<u8>,
     logins: u64,
     refused: u64,
@@ -74,8 +82,13 @@ impl Handler for BenchServer {
             },
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let Some(c) = ctx.connection(h) else { return };
+                let reference = c.alpn() == Some(common::ALPN_BENCH);
                 while let Some(id) = c.accept_stream(Dir::Bi) {
-                    self.echo.insert((h, id), Echo::default());
+                    if reference {
+                        self.reference.insert((h, id), RefStream::default());
+                    } else {
+                        self.echo.insert((h, id), Echo::default());
+                    }
                 }
                 while let Some(id) = c.accept_stream(Dir::Uni) {
                     self.sinks.insert((h, id), 0);
@@ -84,6 +97,7 @@ impl Handler for BenchServer {
             Event::ConnectionLost(_) => {
                 self.sinks.retain(|k, _| k.0 != h);
                 self.echo.retain(|k, _| k.0 != h);
+                self.reference.retain(|k, _| k.0 != h);
                 self.replies.retain(|r| r.0 != h);
             }
             _ => {}
@@ -95,6 +109,61 @@ impl Handler for BenchServer {
         self.drain_sinks(ctx);
         self.send_replies(ctx);
         self.pump_echo(ctx);
+        self.serve_reference(ctx);
+    }
+}
+
+/// One stream of the reference peers' bench protocol: an 8-byte big-endian count D,
+/// upload bytes to discard, FIN; then D bytes and FIN back.
+#[derive(Default)]
+struct RefStream {
+    header: Vec<u8>,
+    /// Bytes still to answer, once the upload has ended.
+    answer: Option<u64>,
+}
+
+/// Zeros the reference answers are written from (by reference, no copy).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+impl RefStream {
+    /// Reads what has arrived and answers once the upload has ended; false when the
+    /// stream is done with (answered, reset or gone).
+    fn pump(
+        &mut self,
+        c: &mut quill_transport::proto::Connection,
+        id: StreamId,
+        sunk: &mut u64,
+    ) -> bool {
+        while self.answer.is_none() {
+            let header = &mut self.header;
+            match c.read_in_place(id, usize::MAX, |data| {
+                let need = 8 - header.len().min(8);
+                header.extend_from_slice(&data[..need.min(data.len())]);
+            }) {
+                Ok(ReadOutcome::Data(n)) => *sunk += n as u64,
+                Ok(ReadOutcome::Finished) => {
+                    let Ok(d) = <[u8; 8]>::try_from(self.header.as_slice()) else {
+                        // A header cut short: not the protocol.
+                        let _ = c.reset_stream(id, 1);
+                        return false;
+                    };
+                    self.answer = Some(u64::from_be_bytes(d));
+                }
+                Ok(ReadOutcome::Blocked) => return true,
+                Err(_) => return false,
+            }
+        }
+        let left = self.answer.get_or_insert(0);
+        while *left > 0 {
+            let n = (*left).min(ZEROS.len() as u64) as usize;
+            match c.write(id, &ZEROS[..n]) {
+                Ok(0) | Err(quill_transport::proto::WriteError::Blocked) => return true,
+                Ok(k) => *left -= k as u64,
+                Err(_) => return false,
+            }
+        }
+        let _ = c.finish(id);
+        false
     }
 }
 
@@ -184,6 +253,15 @@ impl BenchServer {
             )
         });
     }
+
+    fn serve_reference(&mut self, ctx: &mut Context<'_, Self>) {
+        let sunk = &mut self.bytes_sunk;
+        self.reference
+            .retain(|&(h, id), s| match ctx.connection(h) {
+                Some(c) => s.pump(c, id, sunk),
+                None => false,
+            });
+    }
 }
 
 /// Requests from the stdin thread to the loop thread, acted on after the loop turn in
@@ -215,6 +293,7 @@ pub fn run(
     ignore_stdin: bool,
     accounts: Option<&std::path::Path>,
     keep_alive: Option<Duration>,
+    cert_dir: Option<&std::path::Path>,
 ) -> Result<(), String> {
     common::require_loopback(listen)?;
     let mut transport = common::transport_config();
@@ -225,8 +304,17 @@ pub fn run(
     let signals = TerminationSignals::block();
     let host_key = common::host_key();
     let fingerprint = host_key.public().fingerprint();
-    let mut config = ServerConfig::new(host_key);
+    let mut config = ServerConfig::new(host_key.clone());
     config.transport = Arc::new(transport);
+    let alpn = vec![ALPN_QUILL.to_vec(), common::ALPN_BENCH.to_vec()];
+    let quic_v1 = match cert_dir {
+        None => QuicV1Server::with_host_key(host_key, alpn),
+        Some(dir) => {
+            let (cert, key) = crate::tcp::certificate(dir)?;
+            QuicV1Server::with_certificate(vec![cert], key, alpn)
+        }
+    };
+    config.quic_v1 = Some(quic_v1.map_err(|e| e.to_string())?);
     // Many connections from one source address, at a high rate: the per-source rate
     // limit is off, Retry is off (it would add a round trip to every handshake) and
     // there is room for many handshakes in flight.
@@ -248,6 +336,7 @@ pub fn run(
         sinks: HashMap::new(),
         replies: Vec::new(),
         echo: HashMap::new(),
+        reference: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
         logins: 0,
         refused: 0,
@@ -360,7 +449,7 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_addresses() {
-        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true, None, None).unwrap_err();
+        let err = run("192.0.2.1:4433".parse().unwrap(), 1, true, None, None, None).unwrap_err();
         assert!(err.contains("not a loopback"), "{err}");
     }
 
@@ -372,6 +461,7 @@ mod tests {
             true,
             None,
             Some(Duration::from_secs(3600)),
+            None,
         )
         .unwrap_err();
         assert!(err.contains("--keep-alive-ms"), "{err}");

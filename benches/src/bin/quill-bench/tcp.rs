@@ -38,7 +38,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Writes a fresh self-signed certificate for "localhost" into `dir` unless it already
 /// holds one; returns the certificate and key.
-fn certificate(dir: &Path) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+pub(crate) fn certificate(
+    dir: &Path,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
     let cert_pem = dir.join("cert.pem");
     let key_pem = dir.join("key.pem");
     if !cert_pem.exists() || !key_pem.exists() {
