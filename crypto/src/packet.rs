@@ -326,13 +326,8 @@ impl RetryKey {
     /// key `0x8fb4b01b56ac48e260fbcbcead7ccc92`,
     /// nonce `0xd86969bc2d7c6d9990efb04a`.
     pub const QUIC_V2: RetryKey = RetryKey {
-        key: [
-            0x8f, 0xb4, 0xb0, 0x1b, 0x56, 0xac, 0x48, 0xe2, 0x60, 0xfb, 0xcb, 0xce, 0xad, 0x7c,
-            0xcc, 0x92,
-        ],
-        nonce: [
-            0xd8, 0x69, 0x69, 0xbc, 0x2d, 0x7c, 0x6d, 0x99, 0x90, 0xef, 0xb0, 0x4a,
-        ],
+        key: *b"\x8f\xb4\xb0\x1b\x56\xac\x48\xe2\x60\xfb\xcb\xce\xad\x7c\xcc\x92",
+        nonce: *b"\xd8\x69\x69\xbc\x2d\x7c\x6d\x99\x90\xef\xb0\x4a",
     };
 
     /// quill's values: the first 16 bytes of SHA-256("quill v1 retry

@@ -450,7 +450,8 @@ fn rfc9001_a5_chacha20_short_header() {
 // RFC 9369 Appendix A (QUIC v2 salt, labels and Retry key through our code)
 // ---------------------------------------------------------------------------
 
-/// RFC 9369 A.1: initial secrets, keys, IVs and header protection keys.
+/// RFC 9369 A.1: the initial secret, then per side (client, server) its secret and
+/// the "quicv2 key", "quicv2 iv" and "quicv2 hp" values.
 #[test]
 fn rfc9369_a1_keys() {
     assert_eq!(
@@ -458,29 +459,26 @@ fn rfc9369_a1_keys() {
         h("2062e8b3cd8d52092614b8071d0aa1fb 7c2e3ac193f78b280e72d8f5751f6aba")[..]
     );
     let (client, server) = quic_v2_initial_secrets(&h(DCID));
-    let sides = [
-        (
-            "client",
-            &client,
+    let want = [
+        [
             "14ec9d6eb9fd7af83bf5a668bc17a7e2 83766aade7ecd0891f70f9ff7f4bf47b",
             "8b1a0bc121284290a29e0971b5cd045d",
             "91f73e2351d8fa91660e909f",
             "45b95e15235d6f45a6b19cbcb0294ba9",
-        ),
-        (
-            "server",
-            &server,
-            "0263db1782731bf4588e7e4d93b74639 07cb8cd8200b5da55a8bd488eafc37c1",
+        ],
+        [
+            "0263db1782731bf4588e7e4d93b7463907cb8cd8200b5da55a8bd488eafc37c1",
             "82db637861d55e1d011f19ea71d5d2a7",
             "dd13c276499c0249d3310652",
             "edf6d05c83121201b436e16877593c3a",
-        ),
+        ],
     ];
-    for (side, secret, bytes, key, iv, hp) in sides {
-        assert_eq!(secret.as_bytes()[..], h(bytes)[..], "{side} secret");
-        assert_eq!(expand(secret, b"quicv2 key", 16), h(key), "{side} key");
-        assert_eq!(expand(secret, b"quicv2 iv", 12), h(iv), "{side} iv");
-        assert_eq!(expand(secret, b"quicv2 hp", 16), h(hp), "{side} hp");
+    for (secret, [bytes, rest @ ..]) in [(&client, want[0]), (&server, want[1])] {
+        assert_eq!(secret.as_bytes()[..], h(bytes)[..]);
+        let labels: [&[u8]; 3] = [b"quicv2 key", b"quicv2 iv", b"quicv2 hp"];
+        for (label, value) in labels.into_iter().zip(rest) {
+            assert_eq!(expand(secret, label, h(value).len()), h(value));
+        }
     }
 }
 
@@ -524,90 +522,88 @@ const RFC9369_A2_PROTECTED_PACKET: &str = "
    9a37ddec600545473cfb5a05e08d0b209973b2172b4d21fb69745a262ccde96b
    a18b2faa745b6fe189cf772a9f84cbfc";
 
-/// RFC 9369 A.2: the client Initial (RFC 9001 A.2's CRYPTO frame, v2 type bits
-/// 0b01 in the first byte 0xd3), all 1200 protected bytes, both ways.
-#[test]
-fn rfc9369_a2_client_initial() {
-    let (client, _) = quic_v2_initial_secrets(&h(DCID));
-    let keys = Keys::new(Suite::Aes128Gcm, &client, &Labels::QUIC_V2);
-    let mut payload = h(A2_CRYPTO_FRAME);
-    payload.resize(1162, 0);
-    let header = h("d36b3343cf088394c8f03e5157080000449e00000002");
-    let expected = h(RFC9369_A2_PROTECTED_PACKET);
-    assert_eq!(expected.len(), 1200);
-    assert_eq!(protect(&keys, 2, &header, 4, &payload), expected);
-    let (plain, pn) = unprotect(&keys, 18, &expected);
-    assert_eq!((plain, pn), (payload, 2));
+/// Seals `payload` under `header` as the RFC's `expected` packet, byte for byte, and
+/// opens `expected` back to the payload and packet number (number offset 18).
+fn same_both_ways(keys: &Keys, pn: u64, header: &str, payload: &[u8], expected: &[u8]) {
+    let header = h(header);
+    let pn_len = usize::from(header[0] & 3) + 1;
+    assert_eq!(protect(keys, pn, &header, pn_len, payload), expected);
+    assert_eq!(unprotect(keys, 18, expected), (payload.to_vec(), pn));
 }
 
-/// RFC 9369 A.3: the server Initial (first byte 0xd1 before protection).
+/// RFC 9369 A.2 and A.3: the client Initial (RFC 9001 A.2's CRYPTO frame padded to
+/// 1162 bytes; v2's Initial type bits 0b01 make the first byte 0xd3) and the server
+/// Initial (0xd1), each protected and opened.
 #[test]
-fn rfc9369_a3_server_initial() {
-    let (_, server) = quic_v2_initial_secrets(&h(DCID));
-    let keys = Keys::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V2);
-    let payload = h("
+fn rfc9369_a2_a3_initials() {
+    let (client, server) = quic_v2_initial_secrets(&h(DCID));
+    let mut hello = h(A2_CRYPTO_FRAME);
+    hello.resize(1162, 0);
+    let client_packet = h(RFC9369_A2_PROTECTED_PACKET);
+    assert_eq!(client_packet.len(), 1200);
+    same_both_ways(
+        &Keys::new(Suite::Aes128Gcm, &client, &Labels::QUIC_V2),
+        2,
+        "d36b3343cf088394c8f03e5157080000449e00000002",
+        &hello,
+        &client_packet,
+    );
+    let server_hello = h("
         02000000000600405a020000560303ee fce7f7b37ba1d1632e96677825ddf739
         88cfc79825df566dc5430b9a045a1200 130100002e00330024001d00209d3c94
         0d89690b84d08a60993c144eca684d10 81287c834d5311bcf32bb9da1a002b00
         020304");
-    let header = h("d16b3343cf0008f067a5502a4262b50040750001");
-    let expected = h("
-        dc6b3343cf0008f067a5502a4262b500 4075d92faaf16f05d8a4398c47089698
-        baeea26b91eb761d9b89237bbf872630 17915358230035f7fd3945d88965cf17
-        f9af6e16886c61bfc703106fbaf3cb4c fa52382dd16a393e42757507698075b2
-        c984c707f0a0812d8cd5a6881eaf21ce da98f4bd23f6fe1a3e2c43edd9ce7ca8
-        4bed8521e2e140");
-    assert_eq!(protect(&keys, 1, &header, 2, &payload), expected);
-    let (plain, pn) = unprotect(&keys, 18, &expected);
-    assert_eq!((plain, pn), (payload, 1));
+    same_both_ways(
+        &Keys::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V2),
+        1,
+        "d16b3343cf0008f067a5502a4262b50040750001",
+        &server_hello,
+        &h(
+            "dc6b3343cf0008f067a5502a4262b5004075d92faaf16f05d8a4398c47089698
+            baeea26b91eb761d9b89237bbf87263017915358230035f7fd3945d88965cf17
+            f9af6e16886c61bfc703106fbaf3cb4cfa52382dd16a393e42757507698075b2
+            c984c707f0a0812d8cd5a6881eaf21ceda98f4bd23f6fe1a3e2c43edd9ce7ca8
+            4bed8521e2e140",
+        ),
+    );
 }
 
-/// RFC 9369 A.4: the Retry integrity tag (first byte 0xcf: Retry is 0b00 in v2).
+/// RFC 9369 A.4: the Retry integrity tag under v2's key (first byte 0xcf: Retry is
+/// 0b00 in v2), and not under v1's.
 #[test]
 fn rfc9369_a4_retry() {
-    let retry = h(
-        "cf6b3343cf0008f067a5502a4262b574 6f6b656ec8646ce8bfe33952d9555436
-                   65dcc7b6",
-    );
+    let retry = h("cf6b3343cf0008f067a5502a4262b5746f6b656ec8646ce8bfe33952d955543665dcc7b6");
     let (body, tag) = retry.split_at(retry.len() - 16);
-    assert_eq!(
-        packet::retry_tag(&RetryKey::QUIC_V2, &h(DCID), body)[..],
-        tag[..]
-    );
-    assert!(packet::verify_retry_tag(
-        &RetryKey::QUIC_V2,
-        &h(DCID),
-        &retry
-    ));
-    assert!(!packet::verify_retry_tag(
-        &RetryKey::QUIC_V1,
-        &h(DCID),
-        &retry
-    ));
+    let computed = packet::retry_tag(&RetryKey::QUIC_V2, &h(DCID), body);
+    assert_eq!(computed[..], tag[..]);
+    let verifies = |key| packet::verify_retry_tag(key, &h(DCID), &retry);
+    assert!(verifies(&RetryKey::QUIC_V2) && !verifies(&RetryKey::QUIC_V1));
 }
 
-/// RFC 9369 A.5: ChaCha20-Poly1305 short header packet and the "quicv2 ku" update.
+/// RFC 9369 A.5: the ChaCha20-Poly1305 keys of the 1-RTT secret, the next secret
+/// ("quicv2 ku") and the protected short-header PING.
 #[test]
 fn rfc9369_a5_chacha20_short_header() {
     let secret = Secret::from_bytes(h32(
         "9ac312a7f877468ebe69422748ad00a1 5443f18203a07d6060f688f30f21632b",
     ));
-    assert_eq!(
-        expand(&secret, b"quicv2 key", 32),
-        h("3bfcddd72bcf02541d7fa0dd1f5f9eeea817e09a6963a0e6c7df0f9a1bab90f2")
-    );
-    assert_eq!(
-        expand(&secret, b"quicv2 iv", 12),
-        h("a6b5bc6ab7dafce30ffff5dd")
-    );
-    assert_eq!(
-        expand(&secret, b"quicv2 hp", 32),
-        h("d659760d2ba434a226fd37b35c69e2da8211d10c4f12538787d65645d5d1b8e2")
-    );
-    assert_eq!(
-        next_generation(&secret, &Labels::QUIC_V2).as_bytes()[..],
-        h("c69374c49e3d2a9466fa689e49d476db5d0dfbc87d32ceeaa6343fd0ae4c7d88")[..]
-    );
+    let values: [(&[u8], &str); 3] = [
+        (
+            b"quicv2 key",
+            "3bfcddd72bcf02541d7fa0dd1f5f9eeea817e09a6963a0e6c7df0f9a1bab90f2",
+        ),
+        (b"quicv2 iv", "a6b5bc6ab7dafce30ffff5dd"),
+        (
+            b"quicv2 hp",
+            "d659760d2ba434a226fd37b35c69e2da8211d10c4f12538787d65645d5d1b8e2",
+        ),
+    ];
+    for (label, value) in values {
+        assert_eq!(expand(&secret, label, h(value).len()), h(value));
+    }
+    let next = next_generation(&secret, &Labels::QUIC_V2);
+    let want_next = h("c69374c49e3d2a9466fa689e49d476db5d0dfbc87d32ceeaa6343fd0ae4c7d88");
+    assert_eq!(next.as_bytes()[..], want_next[..]);
     let keys = Keys::new(Suite::ChaCha20Poly1305, &secret, &Labels::QUIC_V2);
     let packet = protect(&keys, 654360564, &h("4200bff4"), 3, &h("01"));
     assert_eq!(packet, h("5558b1c60ae7b6b932bc27d786f4bc2bb20f2162ba"));

@@ -20,21 +20,13 @@ const ALPN: &[u8] = b"hq-interop";
 /// QUIC v1 with ALPN `hq-interop`; the client offers v2 if `offer`, the server
 /// upgrades if `enable`.
 fn v2_setup(seed: u64, offer: bool, enable: bool) -> Setup {
+    let alpn = vec![ALPN.to_vec()];
     let mut s = setup(seed, TransportConfig::default());
-    s.client.version = Version::QuicV1 {
-        alpn: vec![ALPN.to_vec()],
-    };
-    s.client.offer_quic_v2 = offer;
-    let mut v1 = QuicV1Server::with_host_key(host_key(7), vec![ALPN.to_vec()]).unwrap();
+    let mut v1 = QuicV1Server::with_host_key(host_key(7), alpn.clone()).unwrap();
     v1.quic_v2 = enable;
-    s.server.quic_v1 = Some(v1);
+    (s.client.offer_quic_v2, s.server.quic_v1) = (offer, Some(v1));
+    s.client.version = Version::QuicV1 { alpn };
     s
-}
-
-fn echo_server() -> ServerApp {
-    let mut app = ServerApp::new(Box::new(|_| Err("QUIC v1/v2 has no login".into())));
-    app.echo = true;
-    app
 }
 
 /// `bytes` each way on one stream over `link`; returns the finished simulation.
@@ -46,24 +38,21 @@ fn echo(
     bytes: u64,
 ) -> Sim<ClientApp, ServerApp> {
     let net = Net::new(seed, endpoint, s.server, link.clone(), link).unwrap();
-    let mut app = ClientApp::new(bytes, 1);
-    app.echo = true;
-    let mut sim = Sim::on(net, s.client, app, echo_server());
-    let done = sim.run_until(Duration::from_secs(120), |s| {
-        s.client_app.sink.finished.len() == 1
-    });
-    assert!(
-        done,
-        "seed {seed}: no echo after {:?}: client {:?} {:?}, server {:?}",
-        sim.elapsed(),
-        sim.client_app.lost,
-        sim.client_app.events,
-        sim.server_app.events
-    );
-    assert_eq!(
-        sim.client_app.sent, sim.client_app.sink.finished,
-        "seed {seed}"
-    );
+    // No login on QUIC v1/v2: the server's policy refuses any; both ends echo.
+    let mut server_app = ServerApp::new(Box::new(|_| Err("no login here".into())));
+    let mut client_app = ClientApp::new(bytes, 1);
+    (server_app.echo, client_app.echo) = (true, true);
+    let mut sim = Sim::on(net, s.client, client_app, server_app);
+    let echoed = |s: &mut Sim<ClientApp, ServerApp>| s.client_app.sink.finished.len() == 1;
+    if !sim.run_until(Duration::from_secs(120), echoed) {
+        let (c, srv) = (&sim.client_app, &sim.server_app);
+        panic!(
+            "seed {seed}: no echo: {:?} {:?} / {:?}",
+            c.lost, c.events, srv.events
+        );
+    }
+    let app = &sim.client_app;
+    assert_eq!(app.sent, app.sink.finished, "seed {seed}: echo differs");
     sim
 }
 
@@ -100,17 +89,13 @@ fn v1_client_offering_v2_is_upgraded_and_echoes_1mb() {
 /// to open them), and the client moves only on a v2 packet that opens.
 #[test]
 fn upgrade_under_loss_and_reordering() {
+    let mut link = LinkConfig::default();
+    (link.loss, link.reorder, link.jitter) = (0.1, 0.05, Duration::from_millis(2));
     for seed in 4..8 {
-        let link = LinkConfig {
-            loss: 0.1,
-            reorder: 0.05,
-            jitter: Duration::from_millis(2),
-            ..LinkConfig::default()
-        };
         let mut sim = echo(
             seed,
             v2_setup(seed, true, true),
-            link,
+            link.clone(),
             endpoint_config(seed),
             200_000,
         );
@@ -118,41 +103,29 @@ fn upgrade_under_loss_and_reordering() {
     }
 }
 
-/// 1-RTT key updates under v2's "quicv2 ku" label, both ways.
+/// 1-RTT key updates under v2's "quicv2 ku" label, both ways (every 1000 packets).
 #[test]
 fn v2_key_updates_mid_transfer() {
     let mut s = v2_setup(8, true, true);
-    let t = TransportConfig {
-        key_update_interval: 1000,
-        ..TransportConfig::default()
-    };
-    s.client.transport = t.clone().into();
-    s.server.transport = t.into();
+    let mut t = TransportConfig::default();
+    t.key_update_interval = 1000;
+    let t = std::sync::Arc::new(t);
+    (s.client.transport, s.server.transport) = (t.clone(), t);
     let mut sim = echo(8, s, LinkConfig::default(), endpoint_config(8), 3 * MB);
     assert_eq!(versions(&mut sim), (QUIC_V2, QUIC_V2));
-    assert!(
-        sim.client().stats().key_updates >= 2,
-        "{:?}",
-        sim.client().stats()
-    );
-    assert!(sim.server().unwrap().stats().key_updates >= 2);
+    let client = sim.client().stats().key_updates;
+    let updates = [client, sim.server().unwrap().stats().key_updates];
+    assert!(updates.iter().all(|&n| n >= 2), "key updates {updates:?}");
 }
 
 /// RFC 9369 §4.1: a Retry is sent in the original version (v1); the client's next
 /// Initial, still v1, carries the token, and the server then upgrades.
 #[test]
 fn upgrade_after_a_retry() {
-    let endpoint = EndpointConfig {
-        retry: RetryPolicy::Always,
-        ..endpoint_config(9)
-    };
-    let mut sim = echo(
-        9,
-        v2_setup(9, true, true),
-        LinkConfig::default(),
-        endpoint,
-        100_000,
-    );
+    let mut endpoint = endpoint_config(9);
+    endpoint.retry = RetryPolicy::Always;
+    let s = v2_setup(9, true, true);
+    let mut sim = echo(9, s, LinkConfig::default(), endpoint, 100_000);
     assert_eq!(sim.client().stats().retries, 1);
     assert_eq!(versions(&mut sim), (QUIC_V2, QUIC_V2));
 }

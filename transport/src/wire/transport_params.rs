@@ -137,7 +137,7 @@ impl VersionInformation {
         // Versions of 32 bits each; "if an endpoint receives a Chosen Version equal
         // to zero, or any Available Version equal to zero, it MUST treat it as a
         // parsing failure".
-        if v.len() < 4 || v.len() % 4 != 0 {
+        if v.len() < 4 || !v.len().is_multiple_of(4) {
             return Err(bad("version_information not a list of 32-bit versions"));
         }
         let mut words = v

@@ -28,8 +28,9 @@ use crate::wire::{TransportErrorCode, VersionInformation, QUIC_V1, QUIC_V2};
 pub(crate) const VERSION_NEGOTIATION_ERROR: TransportErrorCode = TransportErrorCode(0x11);
 
 /// The versions a QUIC v1/v2 endpoint of quill lists as available (RFC 9368 §3),
-/// most preferred last: a server upgrades a v1 client to v2 when both list it.
-pub(crate) const AVAILABLE: [u32; 2] = [QUIC_V1, QUIC_V2];
+/// most preferred first (servers such as aioquic's take the first one of the
+/// client's list they support): a server upgrades a v1 client to v2 when both list it.
+pub(crate) const AVAILABLE: [u32; 2] = [QUIC_V2, QUIC_V1];
 
 /// Longest ClientHello a server gathers before choosing the version (the hybrid key
 /// share makes quill's about 1.6 KB).
@@ -159,12 +160,12 @@ impl rustls::KeyLog for CapturedSecrets {
 impl CapturedSecrets {
     /// The client's and the server's secrets of the Handshake (`one_rtt` false) or
     /// the first 1-RTT generation, taken out.
-    fn take(&self, one_rtt: bool) -> Option<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+    fn take(&self, one_rtt: bool) -> Option<[Zeroizing<Vec<u8>>; 2]> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let i = if one_rtt { 2 } else { 0 };
         let client = slots[i].take()?;
         let server = slots[i + 1].take()?;
-        Some((client, server))
+        Some([client, server])
     }
 
     /// Both directions' secrets of a level, with `suite`'s hash, as
@@ -184,7 +185,7 @@ impl CapturedSecrets {
             CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => Suite::ChaCha20Poly1305,
             other => return Err(format!("cipher suite {other:?} has no QUIC v2 keys here")),
         };
-        let (client, server) = self
+        let [client, server] = self
             .take(one_rtt)
             .ok_or_else(|| "TLS did not hand over its traffic secrets".to_string())?;
         Ok((

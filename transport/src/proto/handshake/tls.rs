@@ -588,6 +588,106 @@ mod tests {
         (c, hello, s)
     }
 
+    /// A client offering v2 (or not) and a server with v2 enabled (or not), for a
+    /// first Initial of `version`.
+    fn v2_pair(offer: bool, enable: bool, version: u32) -> (TlsHandshake, Vec<u8>, TlsHandshake) {
+        let login = Login::Password {
+            user: String::new(),
+            password: Zeroizing::new(String::new()),
+        };
+        let mut client = ClientConfig::new(login, HostKeyPolicy::AcceptAndReport);
+        client.offer_quic_v2 = offer;
+        let params = TransportParameters::default();
+        let (c, hello) = TlsHandshake::client(&client, &[b"hq-interop".to_vec()], &params).unwrap();
+        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+        let v1 = QuicV1Server::with_host_key(key, vec![b"hq-interop".to_vec()]).unwrap();
+        let s = TlsHandshake::server(v1.tls, &params, Methods::default(), version, enable).unwrap();
+        (c, hello, s)
+    }
+
+    /// The server's half: the ClientHello in (possibly in pieces), what it says.
+    fn serve(s: &mut TlsHandshake, hello: &[u8], pieces: usize) -> Vec<Output> {
+        let mut out = Vec::new();
+        let step = hello.len().div_ceil(pieces);
+        for chunk in hello.chunks(step) {
+            s.handle(Space::Initial, chunk, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn negotiation_error(r: Result<(), ConnectionError>) -> bool {
+        matches!(r, Err(ConnectionError::Transport(e)) if e.code == compat::VERSION_NEGOTIATION_ERROR)
+    }
+
+    /// RFC 9368 §2.3: a v2-enabled server reads the version_information of a whole
+    /// ClientHello (here in three pieces: nothing is answered before it is whole) and
+    /// upgrades a client that lists v2; its own version_information names v2, which
+    /// the upgraded client accepts; without the offer nothing changes.
+    #[test]
+    fn server_upgrades_a_client_listing_v2_once_its_hello_is_whole() {
+        let (mut c, hello, mut s) = v2_pair(true, true, QUIC_V1);
+        let mut out = Vec::new();
+        s.handle(Space::Initial, &hello[..hello.len() / 2], &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "answered half a ClientHello");
+        s.handle(Space::Initial, &hello[hello.len() / 2..], &mut out)
+            .unwrap();
+        assert!(matches!(out.first(), Some(Output::VersionChanged(QUIC_V2))));
+        c.upgrade_to_v2();
+        let mut cout = Vec::new();
+        for space in [Space::Initial, Space::Handshake] {
+            c.handle(space, &crypto(&out, space), &mut cout).unwrap();
+        }
+        assert!(cout.iter().any(|o| matches!(o, Output::TlsComplete)));
+        // The client's keys are v2's, derived from TLS's secrets.
+        assert!(cout
+            .iter()
+            .any(|o| matches!(o, Output::HandshakeKeys(KeyMaterial::V2 { .. }))));
+
+        let (_, hello, mut s) = v2_pair(false, true, QUIC_V1);
+        let out = serve(&mut s, &hello, 3);
+        assert!(!out.iter().any(|o| matches!(o, Output::VersionChanged(_))));
+    }
+
+    /// The client's half: the server's Initial and Handshake flights in `out`; the
+    /// result of reading the Handshake flight (where the server's parameters are).
+    fn finish(c: &mut TlsHandshake, out: &[Output]) -> Result<(), ConnectionError> {
+        let mut cout = Vec::new();
+        c.handle(Space::Initial, &crypto(out, Space::Initial), &mut cout)?;
+        c.handle(Space::Handshake, &crypto(out, Space::Handshake), &mut cout)
+    }
+
+    /// RFC 9368 §4, downgrade protection: a client that stayed in v1 refuses a server
+    /// whose version_information chose another version, and an upgraded client one
+    /// that sends none.
+    #[test]
+    fn client_refuses_a_server_version_information_that_does_not_match() {
+        // (server's first-Initial version, server has v2, client was moved to v2, ok)
+        let cases = [
+            // The server thinks the connection is v2; the client saw no v2 packet.
+            (QUIC_V2, true, false, false),
+            // A server without v2 sends no version_information: fine for a v1 client,
+            (QUIC_V1, false, false, true),
+            // but not for one that was moved to v2.
+            (QUIC_V1, false, true, false),
+            // The server moved to v2 but the client never saw a v2 packet.
+            (QUIC_V1, true, false, false),
+        ];
+        for (version, enable, upgraded, ok) in cases {
+            let (mut c, hello, mut s) = v2_pair(true, enable, version);
+            let out = serve(&mut s, &hello, 1);
+            if upgraded {
+                c.upgrade_to_v2();
+            }
+            let r = finish(&mut c, &out);
+            if ok {
+                assert!(r.is_ok(), "{version:#x} {enable} {upgraded}: {r:?}");
+            } else {
+                assert!(negotiation_error(r), "{version:#x} {enable} {upgraded}");
+            }
+        }
+    }
+
     fn crypto(out: &[Output], space: Space) -> Vec<u8> {
         out.iter()
             .filter_map(|o| match o {
