@@ -107,9 +107,10 @@ fn upgrade_under_loss_and_reordering() {
 #[test]
 fn v2_key_updates_mid_transfer() {
     let mut s = v2_setup(8, true, true);
-    let mut t = TransportConfig::default();
-    t.key_update_interval = 1000;
-    let t = std::sync::Arc::new(t);
+    let t = std::sync::Arc::new(TransportConfig {
+        key_update_interval: 1000,
+        ..TransportConfig::default()
+    });
     (s.client.transport, s.server.transport) = (t.clone(), t);
     let mut sim = echo(8, s, LinkConfig::default(), endpoint_config(8), 3 * MB);
     assert_eq!(versions(&mut sim), (QUIC_V2, QUIC_V2));
