@@ -114,6 +114,15 @@ impl Labels {
         hp: b"tls13 quic hp",
         ku: b"tls13 quic ku",
     };
+
+    /// QUIC v2's labels (RFC 9369 §3.3.2: "quicv2 key", "quicv2 iv", "quicv2 hp",
+    /// "quicv2 ku").
+    pub const QUIC_V2: Labels = Labels {
+        key: b"tls13 quicv2 key",
+        iv: b"tls13 quicv2 iv",
+        hp: b"tls13 quicv2 hp",
+        ku: b"tls13 quicv2 ku",
+    };
 }
 
 fn derive(secret: &Secret, label: &[u8], out: &mut [u8]) {
@@ -151,6 +160,22 @@ impl PacketKey {
             iv,
             suite,
         }
+    }
+
+    /// A key from raw key bytes and IV, derived elsewhere (a TLS key schedule with
+    /// another hash than quill's). Fails if `key` is not the suite's key length.
+    pub fn from_raw(suite: Suite, key: &[u8], iv: [u8; IV_LEN]) -> Result<Self, Error> {
+        let wrong = |actual| Error::InvalidLength {
+            what: "packet key",
+            expected: suite.key_len(),
+            actual,
+        };
+        let unbound = UnboundKey::new(suite.aead(), key).map_err(|_| wrong(key.len()))?;
+        Ok(PacketKey {
+            key: LessSafeKey::new(unbound),
+            iv,
+            suite,
+        })
     }
 
     /// The suite of this key.
@@ -227,6 +252,18 @@ impl HeaderKey {
         HeaderKey(hp)
     }
 
+    /// A header protection key from raw bytes derived elsewhere; fails if `key` is
+    /// not the suite's key length.
+    pub fn from_raw(suite: Suite, key: &[u8]) -> Result<Self, Error> {
+        quic::HeaderProtectionKey::new(suite.header(), key)
+            .map(HeaderKey)
+            .map_err(|_| Error::InvalidLength {
+                what: "header protection key",
+                expected: suite.key_len(),
+                actual: key.len(),
+            })
+    }
+
     /// The 5-byte mask for a 16-byte `sample` (RFC 9001 §5.4.3 for AES,
     /// §5.4.4 for ChaCha20). Any other sample length is an error.
     pub fn mask(&self, sample: &[u8]) -> Result<[u8; 5], Error> {
@@ -283,6 +320,14 @@ impl RetryKey {
         nonce: [
             0x46, 0x15, 0x99, 0xd3, 0x5d, 0x63, 0x2b, 0xf2, 0x23, 0x98, 0x25, 0xbb,
         ],
+    };
+
+    /// QUIC v2's values (RFC 9369 §3.3.3):
+    /// key `0x8fb4b01b56ac48e260fbcbcead7ccc92`,
+    /// nonce `0xd86969bc2d7c6d9990efb04a`.
+    pub const QUIC_V2: RetryKey = RetryKey {
+        key: *b"\x8f\xb4\xb0\x1b\x56\xac\x48\xe2\x60\xfb\xcb\xce\xad\x7c\xcc\x92",
+        nonce: *b"\xd8\x69\x69\xbc\x2d\x7c\x6d\x99\x90\xef\xb0\x4a",
     };
 
     /// quill's values: the first 16 bytes of SHA-256("quill v1 retry

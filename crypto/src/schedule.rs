@@ -45,6 +45,13 @@ pub const QUIC_V1_INITIAL_SALT: [u8; 20] = [
     0xcc, 0xbb, 0x7f, 0x0a,
 ];
 
+/// QUIC v2's Initial salt (RFC 9369 §3.3.1):
+/// `initial_salt = 0x0dede3def700a6db819381be6e269dcbf9bd2ed9`.
+pub const QUIC_V2_INITIAL_SALT: [u8; 20] = [
+    0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb,
+    0xf9, 0xbd, 0x2e, 0xd9,
+];
+
 /// SHA-256 output length, the length of every secret in the schedule.
 pub const HASH_LEN: usize = 32;
 
@@ -224,6 +231,12 @@ pub fn initial_secrets(client_dcid: &[u8]) -> (Secret, Secret) {
 /// for the RFC 9001 Appendix A vectors and a future QUIC v1 mode.
 pub fn quic_v1_initial_secrets(client_dcid: &[u8]) -> (Secret, Secret) {
     initial_secrets_with(&QUIC_V1_INITIAL_SALT, TLS13_LABEL_PREFIX, client_dcid)
+}
+
+/// QUIC v2's Initial secrets (RFC 9369 §3.3.1: QUIC v2 salt, `"tls13 "` prefix),
+/// for the RFC 9369 Appendix A vectors.
+pub fn quic_v2_initial_secrets(client_dcid: &[u8]) -> (Secret, Secret) {
+    initial_secrets_with(&QUIC_V2_INITIAL_SALT, TLS13_LABEL_PREFIX, client_dcid)
 }
 
 fn initial_secrets_with(salt: &[u8], prefix: &[u8], dcid: &[u8]) -> (Secret, Secret) {

@@ -7,7 +7,7 @@ use quill_crypto::packet::{self, Keys, Labels, RetryKey, Suite, TAG_LEN};
 use quill_crypto::random::SeededRandom;
 use quill_crypto::schedule::{
     expand_label_with_prefix, hkdf_expand, hkdf_extract, next_generation, quic_v1_initial_secrets,
-    Secret, TLS13_LABEL_PREFIX,
+    quic_v2_initial_secrets, Secret, QUIC_V2_INITIAL_SALT, TLS13_LABEL_PREFIX,
 };
 use quill_crypto::Error;
 
@@ -444,6 +444,169 @@ fn rfc9001_a5_chacha20_short_header() {
     };
     assert_eq!(truncated_pn, 654360564 & 0xff_ffff);
     assert_eq!(plain, h("01"));
+}
+
+// ---------------------------------------------------------------------------
+// RFC 9369 Appendix A (QUIC v2 salt, labels and Retry key through our code)
+// ---------------------------------------------------------------------------
+
+/// RFC 9369 A.1: the initial secret, then per side (client, server) its secret and
+/// the "quicv2 key", "quicv2 iv" and "quicv2 hp" values.
+#[test]
+fn rfc9369_a1_keys() {
+    assert_eq!(
+        hkdf_extract(&QUIC_V2_INITIAL_SALT, &h(DCID)).as_bytes()[..],
+        h("2062e8b3cd8d52092614b8071d0aa1fb 7c2e3ac193f78b280e72d8f5751f6aba")[..]
+    );
+    let (client, server) = quic_v2_initial_secrets(&h(DCID));
+    let want = [
+        [
+            "14ec9d6eb9fd7af83bf5a668bc17a7e2 83766aade7ecd0891f70f9ff7f4bf47b",
+            "8b1a0bc121284290a29e0971b5cd045d",
+            "91f73e2351d8fa91660e909f",
+            "45b95e15235d6f45a6b19cbcb0294ba9",
+        ],
+        [
+            "0263db1782731bf4588e7e4d93b7463907cb8cd8200b5da55a8bd488eafc37c1",
+            "82db637861d55e1d011f19ea71d5d2a7",
+            "dd13c276499c0249d3310652",
+            "edf6d05c83121201b436e16877593c3a",
+        ],
+    ];
+    for (secret, [bytes, rest @ ..]) in [(&client, want[0]), (&server, want[1])] {
+        assert_eq!(secret.as_bytes()[..], h(bytes)[..]);
+        let labels: [&[u8]; 3] = [b"quicv2 key", b"quicv2 iv", b"quicv2 hp"];
+        for (label, value) in labels.into_iter().zip(rest) {
+            assert_eq!(expand(secret, label, h(value).len()), h(value));
+        }
+    }
+}
+
+const RFC9369_A2_PROTECTED_PACKET: &str = "
+   d76b3343cf088394c8f03e5157080000449ea0c95e82ffe67b6abcdb4298b485
+   dd04de806071bf03dceebfa162e75d6c96058bdbfb127cdfcbf903388e99ad04
+   9f9a3dd4425ae4d0992cfff18ecf0fdb5a842d09747052f17ac2053d21f57c5d
+   250f2c4f0e0202b70785b7946e992e58a59ac52dea6774d4f03b55545243cf1a
+   12834e3f249a78d395e0d18f4d766004f1a2674802a747eaa901c3f10cda5500
+   cb9122faa9f1df66c392079a1b40f0de1c6054196a11cbea40afb6ef5253cd68
+   18f6625efce3b6def6ba7e4b37a40f7732e093daa7d52190935b8da58976ff33
+   12ae50b187c1433c0f028edcc4c2838b6a9bfc226ca4b4530e7a4ccee1bfa2a3
+   d396ae5a3fb512384b2fdd851f784a65e03f2c4fbe11a53c7777c023462239dd
+   6f7521a3f6c7d5dd3ec9b3f233773d4b46d23cc375eb198c63301c21801f6520
+   bcfb7966fc49b393f0061d974a2706df8c4a9449f11d7f3d2dcbb90c6b877045
+   636e7c0c0fe4eb0f697545460c806910d2c355f1d253bc9d2452aaa549e27a1f
+   ac7cf4ed77f322e8fa894b6a83810a34b361901751a6f5eb65a0326e07de7c12
+   16ccce2d0193f958bb3850a833f7ae432b65bc5a53975c155aa4bcb4f7b2c4e5
+   4df16efaf6ddea94e2c50b4cd1dfe06017e0e9d02900cffe1935e0491d77ffb4
+   fdf85290fdd893d577b1131a610ef6a5c32b2ee0293617a37cbb08b847741c3b
+   8017c25ca9052ca1079d8b78aebd47876d330a30f6a8c6d61dd1ab5589329de7
+   14d19d61370f8149748c72f132f0fc99f34d766c6938597040d8f9e2bb522ff9
+   9c63a344d6a2ae8aa8e51b7b90a4a806105fcbca31506c446151adfeceb51b91
+   abfe43960977c87471cf9ad4074d30e10d6a7f03c63bd5d4317f68ff325ba3bd
+   80bf4dc8b52a0ba031758022eb025cdd770b44d6d6cf0670f4e990b22347a7db
+   848265e3e5eb72dfe8299ad7481a408322cac55786e52f633b2fb6b614eaed18
+   d703dd84045a274ae8bfa73379661388d6991fe39b0d93debb41700b41f90a15
+   c4d526250235ddcd6776fc77bc97e7a417ebcb31600d01e57f32162a8560cacc
+   7e27a096d37a1a86952ec71bd89a3e9a30a2a26162984d7740f81193e8238e61
+   f6b5b984d4d3dfa033c1bb7e4f0037febf406d91c0dccf32acf423cfa1e70710
+   10d3f270121b493ce85054ef58bada42310138fe081adb04e2bd901f2f13458b
+   3d6758158197107c14ebb193230cd1157380aa79cae1374a7c1e5bbcb80ee23e
+   06ebfde206bfb0fcbc0edc4ebec309661bdd908d532eb0c6adc38b7ca7331dce
+   8dfce39ab71e7c32d318d136b6100671a1ae6a6600e3899f31f0eed19e3417d1
+   34b90c9058f8632c798d4490da4987307cba922d61c39805d072b589bd52fdf1
+   e86215c2d54e6670e07383a27bbffb5addf47d66aa85a0c6f9f32e59d85a44dd
+   5d3b22dc2be80919b490437ae4f36a0ae55edf1d0b5cb4e9a3ecabee93dfc6e3
+   8d209d0fa6536d27a5d6fbb17641cde27525d61093f1b28072d111b2b4ae5f89
+   d5974ee12e5cf7d5da4d6a31123041f33e61407e76cffcdcfd7e19ba58cf4b53
+   6f4c4938ae79324dc402894b44faf8afbab35282ab659d13c93f70412e85cb19
+   9a37ddec600545473cfb5a05e08d0b209973b2172b4d21fb69745a262ccde96b
+   a18b2faa745b6fe189cf772a9f84cbfc";
+
+/// Seals `payload` under `header` as the RFC's `expected` packet, byte for byte, and
+/// opens `expected` back to the payload and packet number (number offset 18).
+fn same_both_ways(keys: &Keys, pn: u64, header: &str, payload: &[u8], expected: &[u8]) {
+    let header = h(header);
+    let pn_len = usize::from(header[0] & 3) + 1;
+    assert_eq!(protect(keys, pn, &header, pn_len, payload), expected);
+    assert_eq!(unprotect(keys, 18, expected), (payload.to_vec(), pn));
+}
+
+/// RFC 9369 A.2 and A.3: the client Initial (RFC 9001 A.2's CRYPTO frame padded to
+/// 1162 bytes; v2's Initial type bits 0b01 make the first byte 0xd3) and the server
+/// Initial (0xd1), each protected and opened.
+#[test]
+fn rfc9369_a2_a3_initials() {
+    let (client, server) = quic_v2_initial_secrets(&h(DCID));
+    let mut hello = h(A2_CRYPTO_FRAME);
+    hello.resize(1162, 0);
+    let client_packet = h(RFC9369_A2_PROTECTED_PACKET);
+    assert_eq!(client_packet.len(), 1200);
+    same_both_ways(
+        &Keys::new(Suite::Aes128Gcm, &client, &Labels::QUIC_V2),
+        2,
+        "d36b3343cf088394c8f03e5157080000449e00000002",
+        &hello,
+        &client_packet,
+    );
+    let server_hello = h("
+        02000000000600405a020000560303ee fce7f7b37ba1d1632e96677825ddf739
+        88cfc79825df566dc5430b9a045a1200 130100002e00330024001d00209d3c94
+        0d89690b84d08a60993c144eca684d10 81287c834d5311bcf32bb9da1a002b00
+        020304");
+    same_both_ways(
+        &Keys::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V2),
+        1,
+        "d16b3343cf0008f067a5502a4262b50040750001",
+        &server_hello,
+        &h(
+            "dc6b3343cf0008f067a5502a4262b5004075d92faaf16f05d8a4398c47089698
+            baeea26b91eb761d9b89237bbf87263017915358230035f7fd3945d88965cf17
+            f9af6e16886c61bfc703106fbaf3cb4cfa52382dd16a393e42757507698075b2
+            c984c707f0a0812d8cd5a6881eaf21ceda98f4bd23f6fe1a3e2c43edd9ce7ca8
+            4bed8521e2e140",
+        ),
+    );
+}
+
+/// RFC 9369 A.4: the Retry integrity tag under v2's key (first byte 0xcf: Retry is
+/// 0b00 in v2), and not under v1's.
+#[test]
+fn rfc9369_a4_retry() {
+    let retry = h("cf6b3343cf0008f067a5502a4262b5746f6b656ec8646ce8bfe33952d955543665dcc7b6");
+    let (body, tag) = retry.split_at(retry.len() - 16);
+    let computed = packet::retry_tag(&RetryKey::QUIC_V2, &h(DCID), body);
+    assert_eq!(computed[..], tag[..]);
+    let verifies = |key| packet::verify_retry_tag(key, &h(DCID), &retry);
+    assert!(verifies(&RetryKey::QUIC_V2) && !verifies(&RetryKey::QUIC_V1));
+}
+
+/// RFC 9369 A.5: the ChaCha20-Poly1305 keys of the 1-RTT secret, the next secret
+/// ("quicv2 ku") and the protected short-header PING.
+#[test]
+fn rfc9369_a5_chacha20_short_header() {
+    let secret = Secret::from_bytes(h32(
+        "9ac312a7f877468ebe69422748ad00a1 5443f18203a07d6060f688f30f21632b",
+    ));
+    let values: [(&[u8], &str); 3] = [
+        (
+            b"quicv2 key",
+            "3bfcddd72bcf02541d7fa0dd1f5f9eeea817e09a6963a0e6c7df0f9a1bab90f2",
+        ),
+        (b"quicv2 iv", "a6b5bc6ab7dafce30ffff5dd"),
+        (
+            b"quicv2 hp",
+            "d659760d2ba434a226fd37b35c69e2da8211d10c4f12538787d65645d5d1b8e2",
+        ),
+    ];
+    for (label, value) in values {
+        assert_eq!(expand(&secret, label, h(value).len()), h(value));
+    }
+    let next = next_generation(&secret, &Labels::QUIC_V2);
+    let want_next = h("c69374c49e3d2a9466fa689e49d476db5d0dfbc87d32ceeaa6343fd0ae4c7d88");
+    assert_eq!(next.as_bytes()[..], want_next[..]);
+    let keys = Keys::new(Suite::ChaCha20Poly1305, &secret, &Labels::QUIC_V2);
+    let packet = protect(&keys, 654360564, &h("4200bff4"), 3, &h("01"));
+    assert_eq!(packet, h("5558b1c60ae7b6b932bc27d786f4bc2bb20f2162ba"));
 }
 
 // ---------------------------------------------------------------------------

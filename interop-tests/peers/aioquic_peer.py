@@ -22,6 +22,7 @@ import time
 
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
@@ -46,6 +47,7 @@ PROFILES = {
     "retry": {"retry": True},
     "chacha20": {"chacha20": True},
     "keyupdate": {"key_update": True},
+    "v2": {"v2": True},
     "handshakeloss": {"connection_per_file": True},
     "handshakecorruption": {"connection_per_file": True},
 }
@@ -70,6 +72,12 @@ def configuration(profile, is_client):
                             idle_timeout=30.0, max_data=conn, max_stream_data=stream)
     if profile.get("chacha20"):
         cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
+    if profile.get("v2"):
+        # RFC 9368 compatible negotiation: start in v1, list v2 first (preferred); a
+        # server takes the first version of the client's list that it supports.
+        cfg.supported_versions = [QuicProtocolVersion.VERSION_2, QuicProtocolVersion.VERSION_1]
+        if is_client:
+            cfg.original_version = QuicProtocolVersion.VERSION_1
     if is_client:
         cfg.verify_mode = False  # the server's certificate is made at run time
         cfg.server_name = "localhost"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use quill_transport::service::hex;
 use quill_transport::wire::{
-    parse_header, parse_invariant, LongType, PacketKind, QUIC_V1, QUILL_VERSION,
+    is_supported_version, parse_header, parse_invariant, LongType, PacketKind,
 };
 
 /// Which way a datagram travelled.
@@ -103,7 +103,8 @@ pub enum HeaderInfo {
         dcid: Vec<u8>,
         /// Source connection ID.
         scid: Vec<u8>,
-        /// Packet type, when the version is quill's or QUIC v1 (same type bits).
+        /// Packet type, when the version is quill's, QUIC v1 or QUIC v2 (whose type
+        /// bits differ, RFC 9369 §3.2).
         ty: Option<LongType>,
         /// Types of every long-header packet coalesced in the datagram, first included
         /// (RFC 9000 §12.2), as far as they parse.
@@ -134,8 +135,8 @@ impl HeaderInfo {
                 version: h.version,
                 dcid: h.dcid.to_vec(),
                 scid: h.scid.to_vec(),
-                ty: (h.version == QUILL_VERSION || h.version == QUIC_V1)
-                    .then(|| LongType::from_bits(first >> 4)),
+                ty: is_supported_version(h.version)
+                    .then(|| LongType::from_bits_for(first >> 4, h.version)),
                 coalesced: coalesced_types(datagram),
             },
             Err(_) => HeaderInfo::Unparsable,
@@ -172,7 +173,7 @@ fn coalesced_types(datagram: &[u8]) -> Vec<LongType> {
         let PacketKind::Long(ty) = h.kind else {
             break;
         };
-        if h.version != QUILL_VERSION && h.version != QUIC_V1 {
+        if !is_supported_version(h.version) {
             break;
         }
         out.push(ty);
@@ -424,6 +425,7 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quill_transport::wire::QUILL_VERSION;
 
     fn rec(dir: Direction, size: usize, action: Action, header: HeaderInfo) -> Record {
         Record {

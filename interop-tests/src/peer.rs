@@ -518,6 +518,7 @@ impl Handler for PeerServer {
                 self.live.entry(h).or_default();
                 let suite = ctx.connection(h).and_then(|c| c.suite());
                 self.negotiated = hq::negotiated(alpn.as_deref(), key_exchange_group, suite);
+                self.negotiated.version = ctx.connection(h).map(|c| c.version());
             }
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let Some(c) = ctx.connection(h) else { return };

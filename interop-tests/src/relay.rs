@@ -22,6 +22,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::capture::{Action, Capture, Direction, DropReason, HeaderInfo, Record};
+use quill_transport::wire::LongType;
 
 /// Two-state burst-loss model: in the good state datagrams are lost with
 /// `loss_good`, in the bad state with `loss_bad`; the state changes before each
@@ -365,12 +366,15 @@ struct Loop {
 const HEAD_BYTES: usize = 2048;
 
 /// The first bytes of `data` when its first packet is a long-header Initial or Retry
-/// (RFC 9000 §17.2: type bits 0b00 and 0b11), for checks that read packet numbers
+/// (RFC 9000 §17.2: type bits 0b00 and 0b11; in QUIC v2 0b01 and 0b00), for checks that read packet numbers
 /// and tokens; `None` for everything else, so the capture stays small.
 fn head_of(data: &[u8]) -> Option<Vec<u8>> {
     let first = *data.first()?;
-    let ty = (first >> 4) & 0x3;
-    (first & 0x80 != 0 && (ty == 0 || ty == 3)).then(|| data[..data.len().min(HEAD_BYTES)].to_vec())
+    let version = u32::from_be_bytes(data.get(1..5)?.try_into().ok()?);
+    // QUIC v2's type bits differ (RFC 9369 §3.2).
+    let ty = LongType::from_bits_for(first >> 4, version);
+    (first & 0x80 != 0 && matches!(ty, LongType::Initial | LongType::Retry))
+        .then(|| data[..data.len().min(HEAD_BYTES)].to_vec())
 }
 
 impl Loop {

@@ -68,6 +68,43 @@ fn quill_and_the_reference_stacks_pass_handshake_transfer_and_retry_both_ways() 
     }
 }
 
+/// QUIC v2 by compatible version negotiation: quill ↔ quill and quill ↔ aioquic
+/// (aioquic 1.7.2 speaks v2) pass the interop runner's v2 rule both ways and report
+/// v2; quinn and quiche have no v2 and say so.
+#[test]
+fn v2_upgrade_passes_with_quill_and_aioquic_and_is_unsupported_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(&["v2"], dir.path());
+    // client > server
+    let pairs: Vec<(&str, &str)> =
+        "quill>quill quill>aioquic aioquic>quill quill>quinn quiche>quill"
+            .split(' ')
+            .filter_map(|p| p.split_once('>'))
+            .collect();
+    let cells = quic_v1::run_pairs(&o, &pairs);
+    let table = runner::markdown(&cells, &o);
+    assert_eq!(cells.len(), pairs.len(), "{table}");
+    for c in &cells {
+        if c.client == "quinn" || c.server == "quinn" || c.client == "quiche" {
+            match &c.outcome {
+                Outcome::Unsupported(why) => assert!(why.contains("has no QUIC v2"), "{why}"),
+                other => panic!("{}: {other:?}\n{table}", c.pairing()),
+            }
+            continue;
+        }
+        assert!(
+            matches!(c.outcome, Outcome::Pass(_)),
+            "{}: {:?}\n{table}",
+            c.pairing(),
+            c.outcome
+        );
+        for side in ["client", "server"] {
+            let r = &c.metrics[side];
+            assert_eq!(r["version"], "0x6b3343cf", "{side} of {}: {r}", c.pairing());
+        }
+    }
+}
+
 #[test]
 fn cells_a_stack_cannot_play_are_unsupported_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -150,10 +150,11 @@ fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
     // `quill-interop-peer server`.
     let mut config = ServerConfig::new(peer_host_key()?);
     config.transport = Arc::new(transport(p)?);
-    config.quic_v1 = Some(
-        QuicV1Server::with_certificate(chain, key, vec![ALPN_HQ.to_vec()])
-            .map_err(|e| PeerError::other(e.to_string()))?,
-    );
+    let mut v1 = QuicV1Server::with_certificate(chain, key, vec![ALPN_HQ.to_vec()])
+        .map_err(|e| PeerError::other(e.to_string()))?;
+    // `v2`: upgrade a v1 client that lists QUIC v2 (RFC 9368 compatible negotiation).
+    v1.quic_v2 = p.v2;
+    config.quic_v1 = Some(v1);
     let endpoint = relay_endpoint(p.retry);
     let handler = PeerServer {
         verifier: None,
@@ -240,6 +241,7 @@ fn fetch_run(
     if p.chacha20 {
         config.suites = vec![Suite::ChaCha20Poly1305];
     }
+    config.offer_quic_v2 = p.v2;
     let groups: Vec<Vec<String>> = if p.connection_per_file {
         files.iter().map(|f| vec![f.clone()]).collect()
     } else {
@@ -256,6 +258,7 @@ fn fetch_run(
         tally.handshakes += 1;
         let group_name = conn.key_exchange_group();
         *neg = negotiated(conn.alpn().as_deref(), group_name, conn.suite());
+        neg.version = Some(conn.version());
         if p.key_update {
             conn.initiate_key_update();
             tally.key_updates_initiated += 1;

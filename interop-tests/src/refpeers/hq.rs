@@ -154,6 +154,9 @@ pub struct Profile {
     pub key_update: bool,
     /// The server's `initial_max_streams_bidi`.
     pub max_streams_bidi: u64,
+    /// QUIC v2 by compatible version negotiation (RFC 9368/9369): the client starts in
+    /// v1 listing v2, the server upgrades.
+    pub v2: bool,
 }
 
 /// Stream window of the `transfer` test case.
@@ -173,6 +176,7 @@ impl Profile {
             connection_per_file: false,
             key_update: false,
             max_streams_bidi: 1000,
+            v2: false,
         };
         match name {
             "handshake" | "transferloss" | "transfercorruption" | "blackhole" | "longrtt"
@@ -181,6 +185,7 @@ impl Profile {
             "retry" => p.retry = true,
             "chacha20" => p.chacha20 = true,
             "keyupdate" => p.key_update = true,
+            "v2" => p.v2 = true,
             "handshakeloss" | "handshakecorruption" => p.connection_per_file = true,
             _ => return None,
         }
@@ -399,6 +404,7 @@ mod tests {
             "multiplexing",
             "retry",
             "chacha20",
+            "v2",
             "keyupdate",
             "handshakeloss",
             "handshakecorruption",

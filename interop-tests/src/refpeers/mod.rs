@@ -473,8 +473,15 @@ pub fn hq_profile(role: &hq::HqCommand, prog: &str) -> Option<hq::Profile> {
         hq::HqCommand::Client(a) => &a.testcase,
     };
     let profile = hq::Profile::for_testcase(testcase);
-    if profile.is_none() {
-        hq::print_unsupported(&format!("{prog} does not know test case {testcase}"));
+    match profile {
+        None => hq::print_unsupported(&format!("{prog} does not know test case {testcase}")),
+        // quinn-proto 0.11 and quiche 0.30 know no QUIC v2 (0x6b3343cf) and no
+        // version_information: nothing to negotiate with.
+        Some(p) if p.v2 => {
+            hq::print_unsupported(&format!("{prog} has no QUIC v2"));
+            return None;
+        }
+        Some(_) => {}
     }
     profile
 }

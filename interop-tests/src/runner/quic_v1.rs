@@ -166,6 +166,17 @@ pub const SCENARIOS: &[Scenario] = &[
         judge: Judge::Run(keyupdate),
     },
     Scenario {
+        name: "v2",
+        network: "default link",
+        rule: "the client starts in QUIC v1 listing v2 and the server upgrades (RFC 9368 \
+               compatible version negotiation, RFC 9369): client Initials include v1, \
+               server Initials include v2, every client and every server Handshake \
+               packet is v2; 1 file (1 KB) byte-exact, 1 handshake",
+        relay: default_link,
+        setup: || Setup::new(vec![("v2.bin".into(), 1024)]),
+        judge: Judge::Run(v2),
+    },
+    Scenario {
         name: "handshakeloss",
         network: "default link, 30% random loss each way",
         rule: "50 files of 1 KB, each over its own connection, one after another: 50 \
@@ -492,6 +503,73 @@ fn chacha20(o: &RunOutput) -> Result<String, String> {
     Ok(negotiated_note(o))
 }
 
+/// The versions of the long-header datagrams of one direction that contain a packet
+/// of type `ty` (as sent; the version of a datagram's first packet).
+fn versions_of(o: &RunOutput, dir: Direction, ty: LongType) -> Vec<u32> {
+    let mut v: Vec<u32> = o
+        .capture
+        .originals(dir)
+        .filter(|r| as_sent(r) && r.header.contains(ty))
+        .filter_map(|r| match &r.header {
+            crate::capture::HeaderInfo::Long { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The interop runner's `TestCaseV2` rule: client Initials include v1, server
+/// Initials include v2 (it "may send QUIC v1 packet before sending CRYPTO frame"),
+/// every Handshake packet both ways is v2; files byte-exact.
+fn v2(o: &RunOutput) -> Result<String, String> {
+    use quill_transport::wire::{version_name, QUIC_V1, QUIC_V2};
+    basic(o)?;
+    let names = |v: &[u32]| {
+        v.iter()
+            .map(|x| version_name(*x))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ci = versions_of(o, Direction::C2S, LongType::Initial);
+    if !ci.contains(&QUIC_V1) {
+        return Err(format!(
+            "client Initials in [{}], expected QUIC v1",
+            names(&ci)
+        ));
+    }
+    let si = versions_of(o, Direction::S2C, LongType::Initial);
+    if !si.contains(&QUIC_V2) {
+        return Err(format!(
+            "server Initials in [{}], expected QUIC v2",
+            names(&si)
+        ));
+    }
+    for (who, dir) in [("client", Direction::C2S), ("server", Direction::S2C)] {
+        let hs = versions_of(o, dir, LongType::Handshake);
+        if hs != [QUIC_V2] {
+            return Err(format!(
+                "{who} Handshake packets in [{}], expected only QUIC v2",
+                names(&hs)
+            ));
+        }
+    }
+    let hs = u(&o.client, "handshakes");
+    let scids = server_initial_scids(o);
+    if hs != 1 || scids != 1 {
+        return Err(format!(
+            "expected 1 handshake: client reports {hs}, server Initials from {scids} Source CIDs"
+        ));
+    }
+    Ok(format!(
+        "client Initials [{}], server Initials [{}], Handshake v2 both ways; {}",
+        names(&ci),
+        names(&si),
+        negotiated_note(o)
+    ))
+}
+
 fn keyupdate(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     connections(o, 1)?;
@@ -735,14 +813,22 @@ fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<HelloInfo> {
     use quill_crypto::packet::{HeaderKey, Labels, PacketKey, Suite};
     let probe = ungreased(head);
     let h = parse_header(&probe, 0).ok()?;
-    if !matches!(h.kind, PacketKind::Long(LongType::Initial))
-        || h.version != quill_transport::wire::QUIC_V1
-        || h.packet_len > head.len()
-    {
+    let (secrets, labels): (fn(&[u8]) -> _, _) = match h.version {
+        quill_transport::wire::QUIC_V1 => (
+            quill_crypto::schedule::quic_v1_initial_secrets,
+            &Labels::QUIC_V1,
+        ),
+        quill_transport::wire::QUIC_V2 => (
+            quill_crypto::schedule::quic_v2_initial_secrets,
+            &Labels::QUIC_V2,
+        ),
+        _ => return None,
+    };
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial)) || h.packet_len > head.len() {
         return None;
     }
-    let (_, server) = quill_crypto::schedule::quic_v1_initial_secrets(client_dcid);
-    let hp = HeaderKey::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V1);
+    let (_, server) = secrets(client_dcid);
+    let hp = HeaderKey::new(Suite::Aes128Gcm, &server, labels);
     let sample = head.get(h.pn_offset + 4..h.pn_offset + 4 + 16)?;
     let mask = hp.mask(sample).ok()?;
     let mut pkt = head[..h.packet_len].to_vec();
@@ -754,7 +840,7 @@ fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<HelloInfo> {
         pn = (pn << 8) | u64::from(pkt[h.pn_offset + i]);
     }
     let (header, body) = pkt.split_at_mut(h.pn_offset + pn_len);
-    let key = PacketKey::new(Suite::Aes128Gcm, &server, &Labels::QUIC_V1);
+    let key = PacketKey::new(Suite::Aes128Gcm, &server, labels);
     let n = key.open_in_place(pn, header, body).ok()?;
     hello_in_frames(&body[..n])
 }

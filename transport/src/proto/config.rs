@@ -261,12 +261,17 @@ pub enum Version {
 pub struct QuicV1Server {
     /// The TLS 1.3 configuration: certificate, key-exchange groups, ALPN protocols.
     pub tls: Arc<rustls::ServerConfig>,
+    /// Also speak QUIC v2 (RFC 9369; off by default): accept clients that start in
+    /// v2, upgrade a v1 client that lists v2 in its version_information (compatible
+    /// version negotiation, RFC 9368), and list v2 in Version Negotiation.
+    pub quic_v2: bool,
 }
 
 impl fmt::Debug for QuicV1Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuicV1Server")
             .field("alpn", &self.tls.alpn_protocols)
+            .field("quic_v2", &self.quic_v2)
             .finish()
     }
 }
@@ -282,7 +287,10 @@ impl QuicV1Server {
         let mut tls = quill_crypto::tls::server_config(host_key)
             .map_err(|e| ConfigError(format!("cannot build the TLS configuration: {e}")))?;
         tls.alpn_protocols = alpn;
-        Ok(QuicV1Server { tls: Arc::new(tls) })
+        Ok(QuicV1Server {
+            tls: Arc::new(tls),
+            quic_v2: false,
+        })
     }
 
     /// QUIC v1 with a CA-issued certificate chain (leaf first) and its private key
@@ -295,7 +303,10 @@ impl QuicV1Server {
         let mut tls = quill_crypto::tls::server_config_with_certificate(chain, key)
             .map_err(|e| ConfigError(e.to_string()))?;
         tls.alpn_protocols = alpn;
-        Ok(QuicV1Server { tls: Arc::new(tls) })
+        Ok(QuicV1Server {
+            tls: Arc::new(tls),
+            quic_v2: false,
+        })
     }
 }
 
@@ -319,6 +330,10 @@ pub struct ClientConfig {
     pub certificate: CertificateCheck,
     /// Randomness (the OS by default; seeded in deterministic tests).
     pub rng: Arc<dyn Random>,
+    /// QUIC v1: also offer QUIC v2 (RFC 9369) by compatible version negotiation
+    /// (RFC 9368): the first Initial is v1 and lists v2 in version_information; the
+    /// connection follows a server that answers in v2. Off by default.
+    pub offer_quic_v2: bool,
 }
 
 /// How a QUIC v1 client authenticates the server's TLS certificate.
@@ -351,6 +366,7 @@ impl ClientConfig {
             host_key,
             certificate: CertificateCheck::HostKey,
             rng: Arc::new(OsRandom::new()),
+            offer_quic_v2: false,
         }
     }
 }

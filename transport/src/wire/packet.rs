@@ -18,9 +18,10 @@ pub const QUILL_VERSION: u32 = 0x5155_4c01;
 /// [`parse_header`] accepts it too (for test vectors and a later QUIC v1 mode).
 pub const QUIC_V1: u32 = 0x0000_0001;
 
-/// True for versions whose long-header layout [`parse_header`] understands.
+/// True for versions whose long-header layout [`parse_header`] understands
+/// (quill's, QUIC v1 and QUIC v2: one layout, v2 with other type bits).
 pub const fn is_supported_version(version: u32) -> bool {
-    version == QUILL_VERSION || version == QUIC_V1
+    version == QUILL_VERSION || version == QUIC_V1 || version == QUIC_V2
 }
 
 /// RFC 9000 §15: "Versions that follow the pattern 0x?a?a?a?a are reserved for use
@@ -188,6 +189,26 @@ impl LongType {
             _ => LongType::Retry,
         }
     }
+
+    /// The two type bits in `version`'s long headers. RFC 9369 §3.2: "Initial:
+    /// 0b01, 0-RTT: 0b10, Handshake: 0b11, Retry: 0b00" in QUIC v2; quill's version
+    /// and QUIC v1 use [`LongType::bits`].
+    pub const fn bits_for(self, version: u32) -> u8 {
+        if version == QUIC_V2 {
+            (self.bits() + 1) & 3
+        } else {
+            self.bits()
+        }
+    }
+
+    /// The type for the two type bits of a long header of `version`.
+    pub const fn from_bits_for(bits: u8, version: u32) -> Self {
+        if version == QUIC_V2 {
+            Self::from_bits(bits.wrapping_sub(1))
+        } else {
+            Self::from_bits(bits)
+        }
+    }
 }
 
 /// What kind of packet a header belongs to.
@@ -233,7 +254,7 @@ pub struct PartialHeader<'a> {
 ///
 /// Errors mean the packet cannot be processed; RFC 9000 §12.2 lets the receiver
 /// drop the rest of the datagram too. A long header of a version other than
-/// [`QUILL_VERSION`] or [`QUIC_V1`] yields [`DecodeError::UnsupportedVersion`];
+/// [`QUILL_VERSION`], [`QUIC_V1`] or [`QUIC_V2`] yields [`DecodeError::UnsupportedVersion`];
 /// use [`parse_invariant`] to answer it with Version Negotiation.
 pub fn parse_header(buf: &[u8], short_dcid_len: usize) -> Result<PartialHeader<'_>, DecodeError> {
     let mut r = Reader::new(buf);
@@ -291,7 +312,7 @@ pub fn parse_header(buf: &[u8], short_dcid_len: usize) -> Result<PartialHeader<'
     // larger than 20 MUST drop the packet." (from_slice enforces it)
     let dcid = ConnectionId::from_slice(dcid)?;
     let scid = ConnectionId::from_slice(scid)?;
-    let ty = LongType::from_bits(first >> 4);
+    let ty = LongType::from_bits_for(first >> 4, version);
 
     let mut token: &[u8] = &[];
     match ty {
@@ -436,7 +457,7 @@ pub fn encode_long_header(
         (1..=4).contains(&pn_len),
         "packet number length must be 1..=4, got {pn_len}"
     );
-    w.put_u8(0xc0 | (ty.bits() << 4) | (pn_len as u8 - 1));
+    w.put_u8(0xc0 | (ty.bits_for(version) << 4) | (pn_len as u8 - 1));
     w.put_u32(version);
     w.put_u8(dcid.len() as u8);
     w.put_slice(dcid.as_ref());
@@ -687,7 +708,7 @@ pub fn encode_retry(
     scid: &ConnectionId,
     token: &[u8],
 ) {
-    w.put_u8(0xc0 | (LongType::Retry.bits() << 4));
+    w.put_u8(0xc0 | (LongType::Retry.bits_for(version) << 4));
     w.put_u32(version);
     w.put_u8(dcid.len() as u8);
     w.put_slice(dcid.as_ref());
@@ -793,6 +814,40 @@ mod tests {
         assert_eq!(h.pn_offset, 18);
         assert_eq!(h.packet_len, 18 + 1182);
         assert_eq!(h.packet_len, 1200);
+    }
+
+    /// RFC 9369 §3.2 and A.2-A.4: v2's type bits (Initial 0b01, Handshake 0b11,
+    /// Retry 0b00) both ways; quill's version and v1 keep RFC 9000's.
+    #[test]
+    fn quic_v2_long_header_type_bits() {
+        let mut pkt = hex::decode("d36b3343cf088394c8f03e5157080000449e00000002").unwrap();
+        pkt.resize(pkt.len() - 4 + 1182, 0);
+        let h = parse_header(&pkt, 0).unwrap();
+        assert_eq!(
+            (h.kind, h.version, h.pn_offset, h.packet_len),
+            (PacketKind::Long(LongType::Initial), QUIC_V2, 18, 1200)
+        );
+        let retry =
+            hex::decode("cf6b3343cf0008f067a5502a4262b5746f6b656ec8646ce8bfe33952d955543665dcc7b6")
+                .unwrap();
+        assert_eq!(parse_retry(&retry).unwrap().token, b"token");
+        for (ty, v1, v2) in [
+            (LongType::Initial, 0, 1),
+            (LongType::ZeroRtt, 1, 2),
+            (LongType::Handshake, 2, 3),
+            (LongType::Retry, 3, 0),
+        ] {
+            assert_eq!(ty.bits_for(QUIC_V1), v1);
+            assert_eq!(ty.bits_for(QUILL_VERSION), v1);
+            assert_eq!(ty.bits_for(QUIC_V2), v2);
+            assert_eq!(LongType::from_bits_for(v2, QUIC_V2), ty);
+            assert_eq!(LongType::from_bits_for(v1, QUIC_V1), ty);
+        }
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        let c = cid("0102030405060708");
+        encode_long_header(&mut w, LongType::Handshake, QUIC_V2, &c, &c, &[], 0, 1);
+        assert_eq!(buf[0], 0xf0);
     }
 
     /// A long header with no token, written at the start of a zeroed 64-byte buffer:
@@ -1020,7 +1075,7 @@ mod tests {
         #[test]
         fn long_header_roundtrip(
             ty in arb_long_type(),
-            version in prop_oneof![Just(QUILL_VERSION), Just(QUIC_V1)],
+            version in prop_oneof![Just(QUILL_VERSION), Just(QUIC_V1), Just(QUIC_V2)],
             dcid in arb_cid(),
             scid in arb_cid(),
             token in proptest::collection::vec(any::<u8>(), 0..100),

@@ -38,6 +38,8 @@ mod id {
     pub const ACTIVE_CONNECTION_ID_LIMIT: u64 = 0x0e;
     pub const INITIAL_SOURCE_CONNECTION_ID: u64 = 0x0f;
     pub const RETRY_SOURCE_CONNECTION_ID: u64 = 0x10;
+    /// RFC 9368 §3.
+    pub const VERSION_INFORMATION: u64 = 0x11;
     /// RFC 9221 §3.
     pub const MAX_DATAGRAM_FRAME_SIZE: u64 = 0x20;
 }
@@ -80,6 +82,83 @@ pub struct TransportParameters {
     pub retry_source_connection_id: Option<ConnectionId>,
     /// 0x20 (RFC 9221): largest DATAGRAM frame accepted; `None` = no datagrams.
     pub max_datagram_frame_size: Option<u64>,
+    /// 0x11 (RFC 9368 §3): the version in use and the versions the endpoint
+    /// supports, for compatible version negotiation; `None` = absent.
+    pub version_information: Option<VersionInformation>,
+}
+
+/// The `version_information` transport parameter (RFC 9368 §3):
+///
+/// ```text
+/// Version Information { Chosen Version (32), Available Versions (32) ... }
+/// ```
+///
+/// Kept inline (the parameters are `Copy`): at most
+/// [`VersionInformation::MAX_AVAILABLE`] available versions are kept, the rest of a
+/// longer list is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionInformation {
+    /// The version the sender uses for this connection.
+    pub chosen: u32,
+    available: [u32; VersionInformation::MAX_AVAILABLE],
+    count: u8,
+}
+
+impl VersionInformation {
+    /// Most available versions kept.
+    pub const MAX_AVAILABLE: usize = 8;
+
+    /// `chosen`, and the first [`Self::MAX_AVAILABLE`] of `available`.
+    pub fn new(chosen: u32, available: &[u32]) -> Self {
+        let mut v = VersionInformation {
+            chosen,
+            available: [0; Self::MAX_AVAILABLE],
+            count: 0,
+        };
+        for &a in available.iter().take(Self::MAX_AVAILABLE) {
+            v.available[usize::from(v.count)] = a;
+            v.count += 1;
+        }
+        v
+    }
+
+    /// The Available Versions field, in order.
+    pub fn available(&self) -> &[u32] {
+        &self.available[..usize::from(self.count)]
+    }
+
+    fn encoded_len(&self) -> usize {
+        4 * (1 + self.available().len())
+    }
+
+    fn decode(v: &[u8]) -> Result<Self, DecodeError> {
+        let bad = DecodeError::TransportParameter;
+        // RFC 9368 §3: the field is a Chosen Version and zero or more Available
+        // Versions of 32 bits each; "if an endpoint receives a Chosen Version equal
+        // to zero, or any Available Version equal to zero, it MUST treat it as a
+        // parsing failure".
+        if v.len() < 4 || !v.len().is_multiple_of(4) {
+            return Err(bad("version_information not a list of 32-bit versions"));
+        }
+        let mut words = v
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let chosen = words.next().unwrap_or(0);
+        let mut out = VersionInformation::new(chosen, &[]);
+        for w in words {
+            if w == 0 {
+                return Err(bad("version_information lists version 0"));
+            }
+            if usize::from(out.count) < Self::MAX_AVAILABLE {
+                out.available[usize::from(out.count)] = w;
+                out.count += 1;
+            }
+        }
+        if chosen == 0 {
+            return Err(bad("version_information chose version 0"));
+        }
+        Ok(out)
+    }
 }
 
 impl Default for TransportParameters {
@@ -102,6 +181,7 @@ impl Default for TransportParameters {
             initial_source_connection_id: None,
             retry_source_connection_id: None,
             max_datagram_frame_size: None,
+            version_information: None,
         }
     }
 }
@@ -240,6 +320,14 @@ impl TransportParameters {
         if let Some(cid) = &self.retry_source_connection_id {
             emit_bytes(s, id::RETRY_SOURCE_CONNECTION_ID, cid.as_ref());
         }
+        if let Some(vi) = &self.version_information {
+            s.put_varint(id::VERSION_INFORMATION);
+            s.put_varint(vi.encoded_len() as u64);
+            s.put_slice(&vi.chosen.to_be_bytes());
+            for &v in vi.available() {
+                s.put_slice(&v.to_be_bytes());
+            }
+        }
         if let Some(size) = self.max_datagram_frame_size {
             s.put_varint(id::MAX_DATAGRAM_FRAME_SIZE);
             s.put_varint(varint_len(size) as u64);
@@ -250,14 +338,14 @@ impl TransportParameters {
     /// Decodes a transport parameters blob (the whole of `buf`).
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut tp = TransportParameters::default();
-        let mut seen: u64 = 0; // bit i: id i seen (ids 0..=0x10), bit 63: id 0x20
+        let mut seen: u64 = 0; // bit i: id i seen (ids 0..=0x11), bit 63: id 0x20
         let mut r = Reader::new(buf);
         while !r.is_empty() {
             let pid = r.varint().map_err(tp_err)?;
             let n = r.varint_len_prefix().map_err(tp_err)?;
             let v = r.bytes(n).map_err(tp_err)?;
             let bit = match pid {
-                0..=0x10 => Some(pid),
+                0..=0x11 => Some(pid),
                 id::MAX_DATAGRAM_FRAME_SIZE => Some(63),
                 _ => None,
             };
@@ -359,6 +447,9 @@ impl TransportParameters {
             }
             id::RETRY_SOURCE_CONNECTION_ID => self.retry_source_connection_id = Some(cid_value(v)?),
             id::MAX_DATAGRAM_FRAME_SIZE => self.max_datagram_frame_size = Some(int_value(v)?),
+            id::VERSION_INFORMATION => {
+                self.version_information = Some(VersionInformation::decode(v)?)
+            }
             // §18.1: "An endpoint MUST ignore transport parameters that it does not support."
             _ => {}
         }
@@ -387,6 +478,33 @@ mod tests {
 
     fn enc(tp: &TransportParameters) -> Vec<u8> {
         crate::wire::codec::encode_exact(tp.encoded_len(), |w| tp.encode(w))
+    }
+
+    /// RFC 9368 §3: Chosen Version then the Available Versions, 32 bits each;
+    /// zero anywhere, or a length that is not a multiple of 4, is an error.
+    #[test]
+    fn version_information_bytes() {
+        let tp = TransportParameters {
+            version_information: Some(VersionInformation::new(1, &[0x6b33_43cf, 1])),
+            ..TransportParameters::default()
+        };
+        let bytes = enc(&tp);
+        assert_eq!(
+            bytes,
+            [0x11, 12, 0, 0, 0, 1, 0x6b, 0x33, 0x43, 0xcf, 0, 0, 0, 1]
+        );
+        assert_eq!(TransportParameters::decode(&bytes).unwrap(), tp);
+        let vi = tp.version_information.unwrap();
+        assert_eq!((vi.chosen, vi.available()), (1, &[0x6b33_43cf, 1][..]));
+        for bad in [
+            &[0x11, 4, 0, 0, 0, 0][..],
+            &[0x11, 8, 0, 0, 0, 1, 0, 0, 0, 0],
+            &[0x11, 5, 0, 0, 0, 1, 2],
+            &[0x11, 0],
+            &[0x11, 4, 0, 0, 0, 1, 0x11, 4, 0, 0, 0, 1],
+        ] {
+            assert!(TransportParameters::decode(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -418,6 +536,7 @@ mod tests {
             initial_source_connection_id: Some(ConnectionId::EMPTY),
             retry_source_connection_id: Some(ConnectionId::from_slice(&[9]).unwrap()),
             max_datagram_frame_size: Some(65535),
+            version_information: None,
         };
         let expect = [
             "00020102",                             // original_destination_connection_id
@@ -527,27 +646,34 @@ mod tests {
                 arb_cid(),
                 arb_cid(),
                 proptest::option::of(v()),
+                proptest::option::of((
+                    1..=u32::MAX,
+                    proptest::collection::vec(1..=u32::MAX, 0..=VersionInformation::MAX_AVAILABLE),
+                )),
             ),
         )
             .prop_map(
-                |((a, b, c, d, e, f), (g, h, i, j, k, l), (m, n, o, p, q))| TransportParameters {
-                    original_destination_connection_id: a,
-                    max_idle_timeout_ms: b,
-                    stateless_reset_token: c,
-                    max_udp_payload_size: d,
-                    initial_max_data: e,
-                    initial_max_stream_data_bidi_local: f,
-                    initial_max_stream_data_bidi_remote: g,
-                    initial_max_stream_data_uni: h,
-                    initial_max_streams_bidi: i,
-                    initial_max_streams_uni: j,
-                    ack_delay_exponent: k,
-                    max_ack_delay_ms: l,
-                    disable_active_migration: m,
-                    active_connection_id_limit: n,
-                    initial_source_connection_id: o,
-                    retry_source_connection_id: p,
-                    max_datagram_frame_size: q,
+                |((a, b, c, d, e, f), (g, h, i, j, k, l), (m, n, o, p, q, vi))| {
+                    TransportParameters {
+                        original_destination_connection_id: a,
+                        max_idle_timeout_ms: b,
+                        stateless_reset_token: c,
+                        max_udp_payload_size: d,
+                        initial_max_data: e,
+                        initial_max_stream_data_bidi_local: f,
+                        initial_max_stream_data_bidi_remote: g,
+                        initial_max_stream_data_uni: h,
+                        initial_max_streams_bidi: i,
+                        initial_max_streams_uni: j,
+                        ack_delay_exponent: k,
+                        max_ack_delay_ms: l,
+                        disable_active_migration: m,
+                        active_connection_id_limit: n,
+                        initial_source_connection_id: o,
+                        retry_source_connection_id: p,
+                        max_datagram_frame_size: q,
+                        version_information: vi.map(|(c, a)| VersionInformation::new(c, &a)),
+                    }
                 },
             )
     }

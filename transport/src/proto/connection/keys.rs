@@ -7,6 +7,8 @@
 use quill_crypto::packet::{self as qp, Labels, Suite, TAG_LEN};
 use quill_crypto::schedule::{self, Secret};
 
+use crate::proto::handshake::compat::TrafficSecret;
+
 /// The key-derivation labels quill's own version uses on the wire.
 pub(crate) fn labels() -> &'static Labels {
     &Labels::QUILL
@@ -103,6 +105,14 @@ impl Keys {
         }
     }
 
+    /// Keys made elsewhere on ring (QUIC v2 after an upgrade, compat.rs).
+    pub fn ring(k: qp::Keys) -> Self {
+        Keys {
+            packet: PacketKey::Quill(k.packet),
+            header: HeaderKey::Quill(k.header),
+        }
+    }
+
     /// rustls's keys of one direction.
     pub fn tls(k: rustls::quic::DirectionalKeys) -> Self {
         Keys {
@@ -124,6 +134,16 @@ pub(crate) enum KeyUpdate {
     /// generation fetched for one direction keeps the other's key until it is
     /// needed (one side runs at most one generation ahead of the other).
     Tls(Box<TlsKeyUpdate>),
+    /// QUIC v2 after a compatible upgrade: TLS's secrets under v2's labels, each
+    /// direction advanced on its own.
+    V2(Box<V2KeyUpdate>),
+}
+
+/// The 1-RTT secrets of a QUIC v2 connection (see [`KeyUpdate::V2`]).
+pub(crate) struct V2KeyUpdate {
+    aead: Suite,
+    local: TrafficSecret,
+    next_remote: TrafficSecret,
 }
 
 /// rustls's 1-RTT secrets and the keys fetched for one direction but not yet used.
@@ -141,6 +161,15 @@ impl KeyUpdate {
             local_secret,
             next_remote_secret: remote_secret.clone(),
         }
+    }
+
+    /// QUIC v2: generation 0's secrets, whose keys are installed.
+    pub fn v2(aead: Suite, local: TrafficSecret, remote: TrafficSecret) -> Self {
+        KeyUpdate::V2(Box::new(V2KeyUpdate {
+            aead,
+            local,
+            next_remote: remote,
+        }))
     }
 
     /// QUIC v1: the secrets rustls handed over with the 1-RTT keys.
@@ -176,6 +205,15 @@ impl KeyUpdate {
                 };
                 *secret = schedule::next_generation(secret, labels());
                 PacketKey::Quill(qp::PacketKey::new(*suite, secret, labels()))
+            }
+            KeyUpdate::V2(v) => {
+                let secret = if local {
+                    &mut v.local
+                } else {
+                    &mut v.next_remote
+                };
+                *secret = secret.next();
+                PacketKey::Quill(secret.packet_key(v.aead))
             }
             KeyUpdate::Tls(t) => {
                 if (if local { &t.local } else { &t.remote }).is_empty() {

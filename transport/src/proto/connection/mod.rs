@@ -24,6 +24,7 @@ mod recv;
 mod send;
 mod spaces;
 mod stream_login;
+mod upgrade;
 
 pub(crate) use recv::Header as RecvHeader;
 
@@ -38,8 +39,11 @@ use quill_crypto::schedule;
 
 use self::keys::Keys;
 use self::spaces::{OneRtt, PacketSpace, SpaceKeys};
-use super::config::{ClientConfig, ConfigError, ServerConfig, TransportConfig, Version};
+use super::config::{
+    ClientConfig, ConfigError, QuicV1Server, ServerConfig, TransportConfig, Version,
+};
 use super::error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
+use super::handshake::compat::{is_tls_version, rustls_version};
 use super::handshake::tls::TlsHandshake;
 use super::handshake::{Handshake, LoginRequest, Methods};
 use super::recovery::{CongestionController, Pacer, RttEstimator};
@@ -47,7 +51,7 @@ use super::streams::{
     Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
 };
 use crate::wire::{
-    ConnectionId, Space, TransportErrorCode, TransportParameters, QUIC_V1, QUILL_VERSION,
+    ConnectionId, Space, TransportErrorCode, TransportParameters, QUIC_V1, QUIC_V2, QUILL_VERSION,
 };
 
 use std::sync::Arc;
@@ -226,8 +230,13 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
 /// One quill connection. See the module documentation for the calling order.
 pub struct Connection {
     side: Side,
-    /// The version on the wire: [`QUILL_VERSION`] or [`QUIC_V1`].
+    /// The version on the wire: [`QUILL_VERSION`], [`QUIC_V1`] or [`QUIC_V2`].
     version: u32,
+    /// The client Destination CID the Initial keys come from (upgrade.rs).
+    initial_keys_dcid: ConnectionId,
+    /// QUIC v2 by compatible negotiation, server: the original version's (v1)
+    /// Initial keys, still opening the client's v1 Initials (upgrade.rs).
+    other_initial: Option<Box<SpaceKeys>>,
     /// QUIC v1: the negotiated ALPN protocol and key-exchange group.
     alpn: Option<Vec<u8>>,
     kx_group: Option<rustls::NamedGroup>,
@@ -432,10 +441,16 @@ impl Connection {
         params.stateless_reset_token = reset_token;
         let hs = match (version, &config.quic_v1) {
             (QUILL_VERSION, _) => Handshake::server(config, &params),
-            (QUIC_V1, Some(v1)) => {
-                TlsHandshake::server(v1.tls.clone(), &params, Methods::of(&config))
-                    .map(|h| Handshake::Tls(Box::new(h)))
-                    .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?
+            (QUIC_V1, Some(v1)) | (QUIC_V2, Some(v1 @ QuicV1Server { quic_v2: true, .. })) => {
+                TlsHandshake::server(
+                    v1.tls.clone(),
+                    &params,
+                    Methods::of(&config),
+                    version,
+                    v1.quic_v2,
+                )
+                .map(|h| Handshake::Tls(Box::new(h)))
+                .map_err(|e| ConfigError(format!("cannot start the handshake: {e}")))?
             }
             _ => {
                 return Err(ConfigError(format!(
@@ -487,6 +502,8 @@ impl Connection {
         Connection {
             side,
             version,
+            initial_keys_dcid: original_dcid,
+            other_initial: None,
             alpn: None,
             kx_group: None,
             state: State::Handshaking,
@@ -553,13 +570,20 @@ impl Connection {
     }
 
     fn install_initial_keys(&mut self, dcid: ConnectionId) {
-        let keys = if self.version == QUIC_V1 {
-            // RFC 9001 §5.2: QUIC v1's Initial secrets from its salt, through rustls.
+        self.initial_keys_dcid = dcid;
+        self.spaces[Space::Initial as usize].keys = Some(self.initial_keys(self.version, dcid));
+    }
+
+    /// The Initial keys of `version` for a client's Destination CID `dcid`.
+    fn initial_keys(&self, version: u32, dcid: ConnectionId) -> Box<SpaceKeys> {
+        if is_tls_version(version) {
+            // RFC 9001 §5.2 (RFC 9369 §3.3.1 for v2's salt and labels): the Initial
+            // secrets of QUIC v1 or v2, through rustls.
             let side = match self.side {
                 Side::Client => rustls::Side::Client,
                 Side::Server => rustls::Side::Server,
             };
-            let k = quic_v1_initial_suite().keys(dcid.as_ref(), side, rustls::quic::Version::V1);
+            let k = quic_v1_initial_suite().keys(dcid.as_ref(), side, rustls_version(version));
             SpaceKeys::new(Keys::tls(k.local), Keys::tls(k.remote))
         } else {
             let (client, server) = schedule::initial_secrets(dcid.as_ref());
@@ -567,11 +591,11 @@ impl Connection {
             // RFC 9001 §5.2: Initial packets use AES-128-GCM (obfuscation, not secrecy).
             let suite = Suite::Aes128Gcm;
             SpaceKeys::new(Keys::quill(suite, &local), Keys::quill(suite, &remote))
-        };
-        self.spaces[Space::Initial as usize].keys = Some(keys);
+        }
     }
 
-    /// The version on the wire ([`QUILL_VERSION`] or [`QUIC_V1`]).
+    /// The version on the wire ([`QUILL_VERSION`], [`QUIC_V1`] or [`QUIC_V2`]; a
+    /// QUIC v1 connection may move to v2 during its handshake).
     pub fn version(&self) -> u32 {
         self.version
     }
@@ -1311,6 +1335,8 @@ fn local_params(
 pub(crate) fn retry_key(version: u32) -> &'static quill_crypto::packet::RetryKey {
     if version == QUIC_V1 {
         &quill_crypto::packet::RetryKey::QUIC_V1
+    } else if version == QUIC_V2 {
+        &quill_crypto::packet::RetryKey::QUIC_V2
     } else {
         &quill_crypto::packet::RetryKey::QUILL
     }

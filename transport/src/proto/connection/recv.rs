@@ -8,6 +8,7 @@ use super::keys::{HeaderKey, KeyUpdate, Keys, PacketKey};
 use super::spaces::SentFrames;
 use super::{cids, Connection, Event, State, Timer, MAX_EARLY_ONE_RTT};
 use crate::proto::error::{ConnectionError, TransportError};
+use crate::proto::handshake::compat::is_tls_version;
 use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::{Handshake, KeyMaterial, Output};
 use crate::proto::recovery::{persistent_congestion_threshold, SentPacket};
@@ -16,13 +17,14 @@ use crate::proto::streams::{Dir, Side, StreamsError};
 use crate::wire::{
     decode_packet_number, parse_header, parse_retry, parse_version_negotiation, ConnectionId,
     Frame, Frames, LongType, PacketKind, PartialHeader, Space, TransportErrorCode,
-    TransportParameters, QUIC_V1,
+    TransportParameters,
 };
 
 /// Most PATH_RESPONSEs owed at once; further challenges are ignored until sent.
 const MAX_PATH_RESPONSES: usize = 8;
 
 /// The header fields the receive path needs once the header has been parsed.
+#[derive(Clone, Copy)]
 pub(crate) struct Header {
     kind: PacketKind,
     version: u32,
@@ -150,7 +152,17 @@ impl Connection {
             PacketKind::Short => Space::Data,
         };
         if !matches!(h.kind, PacketKind::Short) && h.version != self.version {
-            self.stats.packets_dropped += 1;
+            // QUIC v2 by compatible version negotiation (RFC 9368; upgrade.rs).
+            if !self.open_other_version(now, space, packet, h.version, h.pn_offset) {
+                self.stats.packets_dropped += 1;
+                return;
+            }
+            let as_ours = Header {
+                version: self.version,
+                ..*h
+            };
+            self.handle_packet(now, remote, packet, &as_ours);
+            self.close_other_version();
             return;
         }
         // The server also takes Initials addressed to the client's chosen DCID.
@@ -287,7 +299,7 @@ impl Connection {
 
     /// Removes header protection and decrypts in place. Returns
     /// `(pn, header_len, payload_len, key_phase_flip)`.
-    fn unprotect(
+    pub(super) fn unprotect(
         &mut self,
         now: Instant,
         space: Space,
@@ -505,7 +517,7 @@ impl Connection {
                     self.handshake_confirmed = true;
                     self.discard_space(now, Space::Handshake);
                     self.start_mtu_probe();
-                    if self.version == QUIC_V1 {
+                    if is_tls_version(self.version) {
                         self.established_without_login();
                     }
                 }
@@ -640,6 +652,15 @@ impl Connection {
                 Keys::tls(k.remote),
                 Some(KeyUpdate::tls(next)),
             ),
+            KeyMaterial::V2 {
+                aead,
+                client,
+                server,
+            } => {
+                let (local, remote) = self.local_remote(client, server);
+                let keys = (Keys::ring(local.keys(aead)), Keys::ring(remote.keys(aead)));
+                (keys.0, keys.1, Some(KeyUpdate::v2(aead, local, remote)))
+            }
         }
     }
 
@@ -663,11 +684,12 @@ impl Connection {
                     if let Some(update) = update {
                         self.one_rtt = Some(Box::new(super::OneRtt::new(local, remote, update)));
                     }
-                    if self.version == QUIC_V1 {
+                    if is_tls_version(self.version) {
                         self.key_exchange_done = true;
                     }
                 }
                 Output::TlsComplete => self.on_tls_complete(now),
+                Output::VersionChanged(v) => self.server_upgrade(v),
                 Output::PeerParams(p) => self.apply_peer_params(p)?,
                 Output::HostKeyAccepted(key) => {
                     self.peer_host_key = Some(key.clone());

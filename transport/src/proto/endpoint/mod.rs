@@ -52,7 +52,7 @@ use super::connection::{Connection, Event, RecvHeader, Transmit};
 use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
-use crate::wire::{QUIC_V1, QUILL_VERSION};
+use crate::wire::{QUIC_V1, QUIC_V2, QUILL_VERSION};
 
 /// The label under which a server derives [`EndpointConfig::secret`] from its host key,
 /// so that a restarted server recognises (and resets) its predecessor's connections.
@@ -526,7 +526,9 @@ impl Endpoint {
         // The version of the client's first Initial picks the handshake: quill's own,
         // or QUIC v1 (TLS 1.3) where the server accepts it. A client of a version we
         // do not accept is told which ones we do speak (RFC 9000 §6.1).
-        let accepted = version == QUILL_VERSION || (version == QUIC_V1 && server.quic_v1.is_some());
+        let accepted = version == QUILL_VERSION
+            || (version == QUIC_V1 && server.quic_v1.is_some())
+            || (version == QUIC_V2 && server.quic_v1.as_ref().is_some_and(|v| v.quic_v2));
         if !accepted {
             self.version_negotiation(remote, data);
             return None;
@@ -1220,9 +1222,10 @@ impl Endpoint {
             self.stats.dropped_unparseable += 1;
             return;
         };
-        let quic_v1 = self.server.as_ref().is_some_and(|s| s.quic_v1.is_some());
+        let v1 = self.server.as_ref().and_then(|s| s.quic_v1.as_ref());
+        let (quic_v1, quic_v2) = (v1.is_some(), v1.is_some_and(|v| v.quic_v2));
         let Some(vn) =
-            stateless::version_negotiation(&*self.config.rng, inv.dcid, inv.scid, quic_v1)
+            stateless::version_negotiation(&*self.config.rng, inv.dcid, inv.scid, quic_v1, quic_v2)
         else {
             return;
         };

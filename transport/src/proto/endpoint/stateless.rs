@@ -18,7 +18,7 @@ use ring::{aead, hmac};
 
 use crate::wire::packet::{retry_len, version_negotiation_len};
 use crate::wire::{
-    encode_retry, encode_version_negotiation, ConnectionId, Writer, QUIC_V1, QUILL_VERSION,
+    encode_retry, encode_version_negotiation, ConnectionId, Writer, QUIC_V1, QUIC_V2, QUILL_VERSION,
 };
 
 /// Length of a stateless reset token (RFC 9000 §10.3).
@@ -248,7 +248,8 @@ pub(crate) fn retry_packet(
 }
 
 /// A Version Negotiation packet answering a client whose Initial carried `dcid` and
-/// `scid`, offering quill's version, one greasing version and, if `quic_v1`, QUIC v1.
+/// `scid`, offering quill's version, one greasing version and, if `quic_v1`, QUIC v1
+/// (and, if `quic_v2`, QUIC v2).
 ///
 /// RFC 8999 §6: the server's packet echoes the client's Source CID as Destination CID
 /// and the client's Destination CID as Source CID. RFC 9000 §6.3: "Endpoints MAY add
@@ -259,14 +260,20 @@ pub(crate) fn version_negotiation(
     dcid: &[u8],
     scid: &[u8],
     quic_v1: bool,
+    quic_v2: bool,
 ) -> Option<Vec<u8>> {
     let mut r = [0u8; 5];
     rng.fill(&mut r).ok()?;
     let grease = u32::from_be_bytes([r[1], r[2], r[3], r[4]]) & 0xf0f0_f0f0 | 0x0a0a_0a0a;
     // QUIC v1 only where the server accepts it: a v1 client discards a Version
     // Negotiation that lists its own version (RFC 9000 §6.2).
-    let all = [QUILL_VERSION, grease, QUIC_V1];
-    let versions = if quic_v1 { &all[..] } else { &all[..2] };
+    let all = [QUILL_VERSION, grease, QUIC_V1, QUIC_V2];
+    let n = match (quic_v1, quic_v2) {
+        (true, true) => 4,
+        (true, false) => 3,
+        _ => 2,
+    };
+    let versions = &all[..n];
     let mut out = vec![0u8; version_negotiation_len(scid.len(), dcid.len(), versions.len())];
     let mut w = Writer::new(&mut out);
     encode_version_negotiation(&mut w, r[0], scid, dcid, versions);
@@ -456,7 +463,7 @@ mod tests {
     #[test]
     fn version_negotiation_offers_quill_and_grease() {
         let rng = SeededRandom::new([3; 32]);
-        let p = version_negotiation(&rng, &[1; 8], &[2; 5], false).unwrap();
+        let p = version_negotiation(&rng, &[1; 8], &[2; 5], false, false).unwrap();
         let vn = crate::wire::parse_version_negotiation(&p).unwrap();
         assert_eq!(vn.dcid, &[2; 5]);
         assert_eq!(vn.scid, &[1; 8]);
@@ -468,10 +475,29 @@ mod tests {
             2,
             "QUIC v1 is not offered where it is not accepted"
         );
-        let p = version_negotiation(&rng, &[1; 8], &[2; 5], true).unwrap();
+        let p = version_negotiation(&rng, &[1; 8], &[2; 5], true, false).unwrap();
         let vn = crate::wire::parse_version_negotiation(&p).unwrap();
         let v: Vec<u32> = vn.versions().collect();
         assert_eq!((v[0], v[2], v.len()), (QUILL_VERSION, QUIC_V1, 3));
+        // A server with QUIC v2 enabled lists quill's version, v1 and v2.
+        let p = version_negotiation(&rng, &[1; 8], &[2; 5], true, true).unwrap();
+        let vn = crate::wire::parse_version_negotiation(&p).unwrap();
+        let v: Vec<u32> = vn.versions().collect();
+        assert_eq!(
+            (v[0], v[2], v[3], v.len()),
+            (QUILL_VERSION, QUIC_V1, QUIC_V2, 4)
+        );
+    }
+
+    /// RFC 9369 §3.3.3: a v2 Retry (type bits 0b00) carries the v2 tag.
+    #[test]
+    fn quic_v2_retry_carries_rfc_9369_tag() {
+        let p = retry_packet(QUIC_V2, &cid(1, 8), &cid(2, 8), &cid(3, 8), b"tok");
+        assert_eq!(p[0] & 0x30, 0);
+        assert_eq!(crate::wire::parse_retry(&p).unwrap().version, QUIC_V2);
+        let verifies = |key| quill_crypto::packet::verify_retry_tag(key, cid(3, 8).as_ref(), &p);
+        assert!(verifies(&quill_crypto::packet::RetryKey::QUIC_V2));
+        assert!(!verifies(&quill_crypto::packet::RetryKey::QUIC_V1));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!                                         or CONNECTION_CLOSE(LOGIN_REFUSED)
 //! ```
 
+pub(crate) mod compat;
 pub(crate) mod messages;
 pub(crate) mod tls;
 
@@ -62,6 +63,9 @@ pub(crate) enum Output {
     LoginAccepted { account: String, message: String },
     /// QUIC v1: the TLS handshake is complete (no login follows).
     TlsComplete,
+    /// Server: the client's version_information lets the connection move to this
+    /// compatible version (QUIC v2, RFC 9368 §2.3) before anything is sent.
+    VersionChanged(u32),
 }
 
 /// Packet-key material from either handshake.
@@ -76,6 +80,13 @@ pub(crate) enum KeyMaterial {
     Tls(rustls::quic::Keys),
     /// QUIC v1: rustls's 1-RTT keys and the secrets of the next generations.
     TlsOneRtt(rustls::quic::Keys, rustls::quic::Secrets),
+    /// QUIC v2 after a compatible upgrade: TLS's traffic secrets, whose keys use
+    /// QUIC v2's labels (compat.rs).
+    V2 {
+        aead: Suite,
+        client: compat::TrafficSecret,
+        server: compat::TrafficSecret,
+    },
 }
 
 /// How the client proved who it is.

@@ -14,11 +14,12 @@ use quill_crypto::hostkey::PublicKey;
 use quill_crypto::packet::Suite;
 use rustls::quic::{self, KeyChange};
 
+use super::compat::{self, CapturedSecrets};
 use super::messages::Message;
 use super::{hs_fail, login_message, KeyMaterial, Methods, Output};
 use crate::proto::config::{CertificateCheck, ClientConfig, HostKeyPolicy, Login};
 use crate::proto::error::{ConnectionError, TransportError};
-use crate::wire::{Space, TransportErrorCode, TransportParameters};
+use crate::wire::{Space, TransportErrorCode, TransportParameters, QUIC_V1, QUIC_V2};
 use quill_crypto::tls::ServerTrust;
 
 /// What the client's host-key check saw, shared with the rustls verifier.
@@ -51,6 +52,28 @@ pub(crate) struct TlsHandshake {
     client_login: Option<Login>,
     /// Server: the login methods offered (ALPN `quill`).
     pub(crate) methods: Methods,
+    /// QUIC v2 by compatible version negotiation (compat.rs).
+    compat: Compat,
+}
+
+/// QUIC v2 beside v1 on one TLS handshake (RFC 9368, RFC 9369; compat.rs).
+#[derive(Default)]
+struct Compat {
+    /// Client: QUIC v2 is offered in version_information; TLS's secrets are kept
+    /// for v2 keys should the server upgrade.
+    offer: Option<Arc<CapturedSecrets>>,
+    /// Client: the server upgraded the connection to QUIC v2.
+    upgraded: bool,
+    /// Server, first Initial in v1 and v2 enabled: the ClientHello is gathered here;
+    /// the rustls connection is made once the client's version_information is read.
+    pending: Option<Box<PendingServer>>,
+}
+
+/// A server's TLS connection not made yet (see [`Compat::pending`]).
+struct PendingServer {
+    tls: Arc<rustls::ServerConfig>,
+    params: TransportParameters,
+    hello: Vec<u8>,
 }
 
 /// ALPN of quill's services over QUIC v1, with the login on stream 0.
@@ -138,11 +161,21 @@ impl TlsHandshake {
         let mut tls =
             quill_crypto::tls::client_config_for(trust, &config.suites).map_err(tls_err)?;
         tls.alpn_protocols = alpn.to_vec();
+        // RFC 9368 §2.3: v1 first, QUIC v2 listed as available; TLS's secrets are kept
+        // for v2 keys should the server upgrade.
+        let mut params = *local_params;
+        let mut compat = Compat::default();
+        if config.offer_quic_v2 {
+            params.version_information = Some(compat::version_information(QUIC_V1));
+            let secrets = Arc::new(CapturedSecrets::default());
+            tls.key_log = secrets.clone();
+            compat.offer = Some(secrets);
+        }
         let conn = quic::ClientConnection::new(
             Arc::new(tls),
             quic::Version::V1,
             server_name(&config.server_name),
-            encode_params(local_params),
+            encode_params(&params),
         )
         .map_err(tls_err)?;
         let mut hs = TlsHandshake {
@@ -161,6 +194,7 @@ impl TlsHandshake {
                 .any(|a| a == ALPN_QUILL)
                 .then(|| config.login.clone()),
             methods: Methods::default(),
+            compat,
         };
         let mut out = Vec::new();
         hs.drain(&mut out);
@@ -171,14 +205,34 @@ impl TlsHandshake {
         Ok((hs, hello))
     }
 
-    /// Starts a server handshake with `tls` that will answer with `local_params`.
+    /// Starts a server handshake with `tls` that will answer with `local_params`, for
+    /// a client whose first Initial was of `version` (QUIC v1 or v2). With
+    /// `quic_v2`, a v1 client that lists v2 in its version_information is upgraded
+    /// (RFC 9368 §2.3): the TLS connection is then made once its ClientHello is read.
     pub(crate) fn server(
         tls: Arc<rustls::ServerConfig>,
         local_params: &TransportParameters,
         methods: Methods,
+        version: u32,
+        quic_v2: bool,
     ) -> Result<TlsHandshake, ConnectionError> {
-        let conn = quic::ServerConnection::new(tls, quic::Version::V1, encode_params(local_params))
-            .map_err(tls_err)?;
+        let mut params = *local_params;
+        if quic_v2 {
+            params.version_information = Some(compat::version_information(version));
+        }
+        let pending = (quic_v2 && version == QUIC_V1).then(|| {
+            Box::new(PendingServer {
+                tls: tls.clone(),
+                params: *local_params,
+                hello: Vec::new(),
+            })
+        });
+        let conn = quic::ServerConnection::new(
+            tls,
+            compat::rustls_version(version),
+            encode_params(&params),
+        )
+        .map_err(tls_err)?;
         Ok(TlsHandshake {
             conn: conn.into(),
             write_space: Space::Initial,
@@ -192,7 +246,121 @@ impl TlsHandshake {
             login: StreamLogin::Off,
             client_login: None,
             methods,
+            compat: Compat {
+                pending,
+                ..Compat::default()
+            },
         })
+    }
+
+    /// Client: whether QUIC v2 is offered and the server has not upgraded yet.
+    pub(crate) fn may_upgrade(&self) -> bool {
+        self.compat.offer.is_some() && !self.compat.upgraded
+    }
+
+    /// Client: the server answered in QUIC v2; keys from now on use its labels.
+    pub(crate) fn upgrade_to_v2(&mut self) {
+        self.compat.upgraded = true;
+    }
+
+    /// Server: adds `bytes` to the client's first ClientHello; once it is whole,
+    /// chooses the version from its version_information (RFC 9368 §2.3, §4), makes
+    /// the TLS connection for it and returns the whole ClientHello to read.
+    fn gather_client_hello(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) -> Result<Option<Vec<u8>>, ConnectionError> {
+        let Some(p) = self.compat.pending.as_mut() else {
+            return Ok(Some(bytes.to_vec()));
+        };
+        p.hello.extend_from_slice(bytes);
+        if p.hello.len() > compat::MAX_CLIENT_HELLO {
+            return Err(ConnectionError::Transport(TransportError::new(
+                TransportErrorCode::CRYPTO_BUFFER_EXCEEDED,
+                "ClientHello too long",
+            )));
+        }
+        match compat::handshake_message_len(&p.hello) {
+            Some(len) if len <= p.hello.len() => {}
+            _ => return Ok(None),
+        }
+        let Some(p) = self.compat.pending.take() else {
+            return Ok(None);
+        };
+        let client = compat::handshake_message_len(&p.hello)
+            .and_then(|len| compat::client_hello_params(&p.hello[..len]))
+            .and_then(|tp| TransportParameters::decode(tp).ok())
+            .and_then(|tp| tp.version_information);
+        let version = match client {
+            // RFC 9368 §4: the client's Chosen Version must be the version of its
+            // first Initial.
+            Some(vi) if vi.chosen != QUIC_V1 => {
+                return Err(compat::negotiation_error(format!(
+                    "client's Chosen Version {:#x} is not that of its Initial",
+                    vi.chosen
+                )))
+            }
+            Some(vi) if vi.available().contains(&QUIC_V2) => QUIC_V2,
+            _ => QUIC_V1,
+        };
+        let mut params = p.params;
+        params.version_information = Some(compat::version_information(version));
+        self.conn = quic::ServerConnection::new(
+            p.tls,
+            compat::rustls_version(version),
+            encode_params(&params),
+        )
+        .map_err(tls_err)?
+        .into();
+        if version != QUIC_V1 {
+            out.push(Output::VersionChanged(version));
+        }
+        Ok(Some(p.hello))
+    }
+
+    /// Client offering v2: RFC 9368 §4's downgrade check of the server's
+    /// version_information: its Chosen Version is the version in use (v2 after an
+    /// upgrade, which a server must then announce).
+    fn check_server_version(&self, params: &TransportParameters) -> Result<(), ConnectionError> {
+        if self.compat.offer.is_none() {
+            return Ok(());
+        }
+        let negotiated = if self.compat.upgraded {
+            QUIC_V2
+        } else {
+            QUIC_V1
+        };
+        match params.version_information {
+            Some(vi) if vi.chosen != negotiated => Err(compat::negotiation_error(format!(
+                "server's Chosen Version {:#x}, but the connection is in {negotiated:#x}",
+                vi.chosen
+            ))),
+            None if self.compat.upgraded => Err(compat::negotiation_error(
+                "the server upgraded to QUIC v2 without version_information".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The Handshake (`one_rtt` false) or 1-RTT key material: rustls's, or after an
+    /// upgrade to QUIC v2 the same secrets under v2's labels.
+    fn material(&self, rustls_keys: KeyMaterial, one_rtt: bool) -> KeyMaterial {
+        let Some(secrets) = self.compat.offer.as_ref().filter(|_| self.compat.upgraded) else {
+            return rustls_keys;
+        };
+        match secrets.level(self.conn.negotiated_cipher_suite(), one_rtt) {
+            Ok((aead, client, server)) => KeyMaterial::V2 {
+                aead,
+                client,
+                server,
+            },
+            Err(e) => {
+                // The connection cannot open the server's packets and times out.
+                tracing::warn!("no QUIC v2 keys: {e}");
+                rustls_keys
+            }
+        }
     }
 
     /// Whether TLS is still handshaking.
@@ -245,6 +413,18 @@ impl TlsHandshake {
                 ),
             )));
         }
+        let gathered;
+        let bytes = if self.compat.pending.is_some() {
+            match self.gather_client_hello(bytes, out)? {
+                Some(all) => {
+                    gathered = all;
+                    &gathered[..]
+                }
+                None => return Ok(()),
+            }
+        } else {
+            bytes
+        };
         if let Err(e) = self.conn.read_hs(bytes) {
             return Err(self.error(e));
         }
@@ -257,6 +437,7 @@ impl TlsHandshake {
                         format!("peer transport parameters: {e}"),
                     ))
                 })?;
+                self.check_server_version(&params)?;
                 self.params_reported = true;
                 out.push(Output::PeerParams(params));
             }
@@ -284,7 +465,9 @@ impl TlsHandshake {
                 Some(KeyChange::Handshake { keys }) => {
                     self.write_space = Space::Handshake;
                     self.read_space = Space::Handshake;
-                    out.push(Output::HandshakeKeys(KeyMaterial::Tls(keys)));
+                    out.push(Output::HandshakeKeys(
+                        self.material(KeyMaterial::Tls(keys), false),
+                    ));
                 }
                 Some(KeyChange::OneRtt { keys, next }) => {
                     self.write_space = Space::Data;
@@ -293,7 +476,9 @@ impl TlsHandshake {
                         // (NewSessionTicket) comes in 1-RTT packets.
                         self.read_space = Space::Data;
                     }
-                    out.push(Output::OneRttKeys(KeyMaterial::TlsOneRtt(keys, next)));
+                    out.push(Output::OneRttKeys(
+                        self.material(KeyMaterial::TlsOneRtt(keys, next), true),
+                    ));
                 }
             }
         }
@@ -399,8 +584,108 @@ mod tests {
         let (c, hello) = TlsHandshake::client(&client, &[b"hq-interop".to_vec()], &params).unwrap();
         let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
         let v1 = QuicV1Server::with_host_key(key, vec![b"hq-interop".to_vec()]).unwrap();
-        let s = TlsHandshake::server(v1.tls, &params, Methods::default()).unwrap();
+        let s = TlsHandshake::server(v1.tls, &params, Methods::default(), QUIC_V1, false).unwrap();
         (c, hello, s)
+    }
+
+    /// A client offering v2 (or not) and a server with v2 enabled (or not), for a
+    /// first Initial of `version`.
+    fn v2_pair(offer: bool, enable: bool, version: u32) -> (TlsHandshake, Vec<u8>, TlsHandshake) {
+        let login = Login::Password {
+            user: String::new(),
+            password: Zeroizing::new(String::new()),
+        };
+        let mut client = ClientConfig::new(login, HostKeyPolicy::AcceptAndReport);
+        client.offer_quic_v2 = offer;
+        let params = TransportParameters::default();
+        let (c, hello) = TlsHandshake::client(&client, &[b"hq-interop".to_vec()], &params).unwrap();
+        let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+        let v1 = QuicV1Server::with_host_key(key, vec![b"hq-interop".to_vec()]).unwrap();
+        let s = TlsHandshake::server(v1.tls, &params, Methods::default(), version, enable).unwrap();
+        (c, hello, s)
+    }
+
+    /// The server's half: the ClientHello in (possibly in pieces), what it says.
+    fn serve(s: &mut TlsHandshake, hello: &[u8], pieces: usize) -> Vec<Output> {
+        let mut out = Vec::new();
+        let step = hello.len().div_ceil(pieces);
+        for chunk in hello.chunks(step) {
+            s.handle(Space::Initial, chunk, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn negotiation_error(r: Result<(), ConnectionError>) -> bool {
+        matches!(r, Err(ConnectionError::Transport(e)) if e.code == compat::VERSION_NEGOTIATION_ERROR)
+    }
+
+    /// RFC 9368 §2.3: a v2-enabled server reads the version_information of a whole
+    /// ClientHello (here in three pieces: nothing is answered before it is whole) and
+    /// upgrades a client that lists v2; its own version_information names v2, which
+    /// the upgraded client accepts; without the offer nothing changes.
+    #[test]
+    fn server_upgrades_a_client_listing_v2_once_its_hello_is_whole() {
+        let (mut c, hello, mut s) = v2_pair(true, true, QUIC_V1);
+        let mut out = Vec::new();
+        s.handle(Space::Initial, &hello[..hello.len() / 2], &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "answered half a ClientHello");
+        s.handle(Space::Initial, &hello[hello.len() / 2..], &mut out)
+            .unwrap();
+        assert!(matches!(out.first(), Some(Output::VersionChanged(QUIC_V2))));
+        c.upgrade_to_v2();
+        let mut cout = Vec::new();
+        for space in [Space::Initial, Space::Handshake] {
+            c.handle(space, &crypto(&out, space), &mut cout).unwrap();
+        }
+        assert!(cout.iter().any(|o| matches!(o, Output::TlsComplete)));
+        // The client's keys are v2's, derived from TLS's secrets.
+        assert!(cout
+            .iter()
+            .any(|o| matches!(o, Output::HandshakeKeys(KeyMaterial::V2 { .. }))));
+
+        let (_, hello, mut s) = v2_pair(false, true, QUIC_V1);
+        let out = serve(&mut s, &hello, 3);
+        assert!(!out.iter().any(|o| matches!(o, Output::VersionChanged(_))));
+    }
+
+    /// The client's half: the server's Initial and Handshake flights in `out`; the
+    /// result of reading the Handshake flight (where the server's parameters are).
+    fn finish(c: &mut TlsHandshake, out: &[Output]) -> Result<(), ConnectionError> {
+        let mut cout = Vec::new();
+        c.handle(Space::Initial, &crypto(out, Space::Initial), &mut cout)?;
+        c.handle(Space::Handshake, &crypto(out, Space::Handshake), &mut cout)
+    }
+
+    /// RFC 9368 §4, downgrade protection: a client that stayed in v1 refuses a server
+    /// whose version_information chose another version, and an upgraded client one
+    /// that sends none.
+    #[test]
+    fn client_refuses_a_server_version_information_that_does_not_match() {
+        // (server's first-Initial version, server has v2, client was moved to v2, ok)
+        let cases = [
+            // The server thinks the connection is v2; the client saw no v2 packet.
+            (QUIC_V2, true, false, false),
+            // A server without v2 sends no version_information: fine for a v1 client,
+            (QUIC_V1, false, false, true),
+            // but not for one that was moved to v2.
+            (QUIC_V1, false, true, false),
+            // The server moved to v2 but the client never saw a v2 packet.
+            (QUIC_V1, true, false, false),
+        ];
+        for (version, enable, upgraded, ok) in cases {
+            let (mut c, hello, mut s) = v2_pair(true, enable, version);
+            let out = serve(&mut s, &hello, 1);
+            if upgraded {
+                c.upgrade_to_v2();
+            }
+            let r = finish(&mut c, &out);
+            if ok {
+                assert!(r.is_ok(), "{version:#x} {enable} {upgraded}: {r:?}");
+            } else {
+                assert!(negotiation_error(r), "{version:#x} {enable} {upgraded}");
+            }
+        }
     }
 
     fn crypto(out: &[Output], space: Space) -> Vec<u8> {
