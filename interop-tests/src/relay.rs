@@ -63,7 +63,9 @@ pub struct Impairments {
     pub duplicate: f64,
     /// Probability of flipping one byte.
     pub corrupt: f64,
-    /// Flip only within the first 50 bytes (as the QUIC network simulator does).
+    /// The QUIC network simulator's corrupt-rate model: flip only within the first 50
+    /// bytes, and never in a Version Negotiation packet (a client rightly abandons on
+    /// one whose list lost its version, RFC 9000 §6.2, so the simulator spares them).
     pub corrupt_first_50: bool,
     /// Link rate in bits per second; `None` is unlimited.
     pub rate_bps: Option<u64>,
@@ -364,6 +366,12 @@ struct Loop {
 /// as quill sends them (the packet's Length field must fit for it to parse).
 const HEAD_BYTES: usize = 2048;
 
+/// A long header with version 0 (RFC 8999 §6): what the QUIC network simulator's
+/// corrupt-rate model leaves alone (it checks the version field only).
+fn is_version_negotiation(data: &[u8]) -> bool {
+    data.len() > 5 && data[0] & 0x80 != 0 && data[1..5] == [0, 0, 0, 0]
+}
+
 /// The first bytes of `data` when its first packet is a long-header Initial or Retry
 /// (RFC 9000 §17.2: type bits 0b00 and 0b11), for checks that read packet numbers
 /// and tokens; `None` for everything else, so the capture stays small.
@@ -511,7 +519,8 @@ impl Loop {
         }
         self.capture.note_version_negotiation(dir, index, &data);
         let mut action = Action::Forwarded;
-        if !data.is_empty() && r.chance(4, st.imp.corrupt) {
+        let spared = st.imp.corrupt_first_50 && is_version_negotiation(&data);
+        if !data.is_empty() && !spared && r.chance(4, st.imp.corrupt) {
             let span = if st.imp.corrupt_first_50 {
                 data.len().min(50)
             } else {

@@ -803,6 +803,9 @@ struct RunOutput {
     capture: Capture,
     /// Client events and when the runner saw them, relative to the relay's start.
     events: Vec<(String, Duration)>,
+    /// When the runner told the server to stop (its standard input closed), relative to
+    /// the relay's start; `None` if it never did (killed, or no server).
+    server_stopped_at: Option<Duration>,
     /// SHA-256 comparison of every fetched file.
     files_ok: Result<(), String>,
 }
@@ -1005,7 +1008,9 @@ fn execute(
     }
     cli.finish(Duration::from_secs(5));
     let mut server_report = None;
+    let mut server_stopped_at = None;
     if !server_killed {
+        server_stopped_at = Some(relay_start.elapsed());
         srv.close_stdin();
         let deadline = Instant::now() + Duration::from_secs(15);
         while let Some(left) = deadline
@@ -1035,6 +1040,7 @@ fn execute(
         server: server_report,
         capture,
         events,
+        server_stopped_at,
         files_ok,
     };
     drop(work);

@@ -244,6 +244,43 @@ fn corruption_changes_bytes_within_first_50() {
     }
 }
 
+/// The network simulator's corrupt-rate model spares Version Negotiation packets (a
+/// client must abandon on one whose list lost its version); other long headers are hit.
+#[test]
+fn simulator_corruption_spares_version_negotiation() {
+    let echo = Echo::start();
+    let mut cfg = RelayConfig::new(echo.addr);
+    cfg.seed = 5;
+    cfg.c2s.corrupt = 1.0;
+    cfg.c2s.corrupt_first_50 = true;
+    let relay = Relay::start(cfg).unwrap();
+    let c = client(&relay);
+    let mut vn = vec![0x80, 0, 0, 0, 0, 4, 1, 2, 3, 4, 4, 5, 6, 7, 8];
+    vn.extend_from_slice(&[0, 0, 0, 1, 0x0a, 0x1a, 0x2a, 0x3a]);
+    let mut initial = vn.clone();
+    initial[4] = 1; // version 1: not a Version Negotiation packet
+    c.send(&vn).unwrap();
+    c.send(&initial).unwrap();
+    let got = collect(&c, Duration::from_millis(300), Duration::from_secs(5));
+    let cap = relay.stop();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.contains(&vn),
+        "the Version Negotiation packet arrives untouched"
+    );
+    assert!(
+        !got.contains(&initial),
+        "the other long header is corrupted"
+    );
+    assert_eq!(cap.count(Direction::C2S, Action::Forwarded), 1);
+    assert_eq!(
+        cap.dir(Direction::C2S)
+            .filter(|r| matches!(r.action, Action::Corrupted { .. }))
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn rate_limit_drops_the_excess_and_paces_the_rest() {
     let echo = Echo::start();

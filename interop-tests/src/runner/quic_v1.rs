@@ -321,12 +321,21 @@ fn non_v1_long_headers(o: &RunOutput) -> usize {
         .count()
 }
 
+/// Sent while the test ran: before the runner told the server to stop. A server that
+/// closes its connections on the way out (our aioquic peer's `server.close()`) sends a
+/// CONNECTION_CLOSE in an Initial for every half-open connection, among them ones that
+/// corrupted client Initials created; the interop runner stops its containers instead
+/// and does not see such packets.
+fn during_test(o: &RunOutput, r: &crate::capture::Record) -> bool {
+    o.server_stopped_at.is_none_or(|stop| r.t < stop)
+}
+
 /// Handshakes on the wire as the interop runner counts them: distinct Source CIDs of
-/// server Initials.
+/// server Initials sent during the test.
 fn server_initial_scids(o: &RunOutput) -> usize {
     o.capture
         .originals(Direction::S2C)
-        .filter(|r| as_sent(r))
+        .filter(|r| as_sent(r) && during_test(o, r))
         .filter_map(|r| match &r.header {
             crate::capture::HeaderInfo::Long {
                 scid,
@@ -870,6 +879,56 @@ mod tests {
         assert_eq!(parse_server_hello(&[1, 0, 0, 0]), None);
         assert_eq!(hello_in_frames(&[0x1e, 0x06]), None);
         assert_eq!(parse_server_hello(&msg[..20]), None);
+    }
+
+    fn server_initial(
+        t_ms: u64,
+        scid: u8,
+        action: crate::capture::Action,
+    ) -> crate::capture::Record {
+        crate::capture::Record {
+            dir: Direction::S2C,
+            index: t_ms,
+            t: std::time::Duration::from_millis(t_ms),
+            size: 1200,
+            action,
+            upstream: "127.0.0.1:1".parse().unwrap(),
+            header: crate::capture::HeaderInfo::Long {
+                version: quill_transport::wire::QUIC_V1,
+                dcid: vec![1; 8],
+                scid: vec![scid; 8],
+                ty: Some(LongType::Initial),
+                coalesced: vec![LongType::Initial],
+            },
+            head: None,
+        }
+    }
+
+    /// The handshake count is the interop runner's: server Initial Source CIDs as sent
+    /// (a corrupted one is not the server's) and while the test ran (not the
+    /// CONNECTION_CLOSEs a server sends for half-open connections when told to stop).
+    #[test]
+    fn handshakes_count_server_initials_as_sent_during_the_test() {
+        use crate::capture::Action;
+        let mut o = RunOutput {
+            client: None,
+            client_failure: None,
+            server: None,
+            capture: crate::capture::Capture::default(),
+            events: Vec::new(),
+            server_stopped_at: Some(std::time::Duration::from_secs(5)),
+            files_ok: Ok(()),
+        };
+        o.capture.records = vec![
+            server_initial(10, 1, Action::Forwarded),
+            server_initial(20, 1, Action::Forwarded),
+            server_initial(30, 2, Action::Forwarded),
+            server_initial(40, 3, Action::Corrupted { offset: 9 }),
+            server_initial(6000, 4, Action::Forwarded),
+        ];
+        assert_eq!(server_initial_scids(&o), 2);
+        o.server_stopped_at = None;
+        assert_eq!(server_initial_scids(&o), 3);
     }
 
     #[test]
