@@ -67,6 +67,11 @@ pub struct HqServerArgs {
     /// Accepted for command-line compatibility with `quill-interop peer`; unused.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Offer this address in the `preferred_address` transport parameter (RFC 9000
+    /// §9.6; connectionmigration: the relay's second port, which forwards to the
+    /// listening socket). A stack that cannot offer one says `unsupported`.
+    #[arg(long)]
+    pub preferred_address: Option<SocketAddr>,
 }
 
 /// `hq client` options.
@@ -154,6 +159,8 @@ pub struct Profile {
     pub key_update: bool,
     /// The server's `initial_max_streams_bidi`.
     pub max_streams_bidi: u64,
+    /// connectionmigration: the client moves to the server's preferred address.
+    pub connection_migration: bool,
 }
 
 /// Stream window of the `transfer` test case.
@@ -173,6 +180,7 @@ impl Profile {
             connection_per_file: false,
             key_update: false,
             max_streams_bidi: 1000,
+            connection_migration: false,
         };
         match name {
             "handshake" | "transferloss" | "transfercorruption" | "blackhole" | "longrtt"
@@ -182,6 +190,7 @@ impl Profile {
             "chacha20" => p.chacha20 = true,
             "keyupdate" => p.key_update = true,
             "handshakeloss" | "handshakecorruption" => p.connection_per_file = true,
+            "connectionmigration" => p.connection_migration = true,
             _ => return None,
         }
         Some(p)

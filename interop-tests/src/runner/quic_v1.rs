@@ -279,6 +279,22 @@ pub const SCENARIOS: &[Scenario] = &[
         setup: || one_v1_file("p.bin", 10 * MB, 60),
         judge: Judge::Run(rebind_port),
     },
+    Scenario {
+        name: "connectionmigration",
+        network: "default link; the relay has a second port, which the server offers as \
+                  its preferred address (RFC 9000 §9.6) and forwards from another client \
+                  address (127.0.0.2)",
+        rule: "1 file (2 MB) byte-exact over 1 connection; the client moved to the \
+               server's preferred address: the capture shows client datagrams on the \
+               second path (the server saw a second client address), server datagrams \
+               back on it, and the server's last datagrams on it (the file flowed there)",
+        relay: default_link,
+        setup: || Setup {
+            preferred_path: true,
+            ..one_v1_file("m.bin", 2 * MB, 60)
+        },
+        judge: Judge::Run(connection_migration),
+    },
 ];
 
 fn one_v1_file(name: &str, size: usize, secs: u64) -> Setup {
@@ -538,6 +554,57 @@ fn rebind_port(o: &RunOutput) -> Result<String, String> {
     Ok(format!(
         "{} client ports, the server followed each",
         ports.len()
+    ))
+}
+
+/// connectionmigration: the interop runner's rule (`TestCaseConnectionMigration`)
+/// checks that the client's address changed, that the server validated the new one
+/// (PATH_CHALLENGE answered) and that the client used a new Destination CID there; the
+/// last two need 1-RTT keys. Ours: the second path (the relay's second port, the
+/// server's preferred address) carried client datagrams and the server's answers, and
+/// the transfer ended on it. That the client's packets there carry the preferred
+/// address's connection ID is the simulator's check
+/// (`v1_client_moves_to_the_servers_preferred_address`).
+fn connection_migration(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let Some(first) = o.capture.records.first().map(|r| r.upstream) else {
+        return Err("empty capture".into());
+    };
+    let on_second = |d: Direction| {
+        o.capture
+            .originals(d)
+            .filter(|r| {
+                r.upstream != first && !matches!(r.action, crate::capture::Action::Dropped(_))
+            })
+            .count()
+    };
+    let (c2s, s2c) = (on_second(Direction::C2S), on_second(Direction::S2C));
+    if c2s == 0 {
+        return Err(
+            "no client datagram on the second path: the client did not move to \
+                    the server's preferred address"
+                .into(),
+        );
+    }
+    if s2c == 0 {
+        return Err(format!(
+            "{c2s} client datagrams on the second path, no server datagram back"
+        ));
+    }
+    let last = o
+        .capture
+        .originals(Direction::S2C)
+        .last()
+        .map(|r| r.upstream);
+    if last == Some(first) {
+        return Err(format!(
+            "{c2s} client and {s2c} server datagrams on the second path, but the transfer \
+             ended on the first"
+        ));
+    }
+    Ok(format!(
+        "moved to the preferred address: {c2s} client and {s2c} server datagrams there"
     ))
 }
 
@@ -929,6 +996,57 @@ mod tests {
         assert_eq!(server_initial_scids(&o), 2);
         o.server_stopped_at = None;
         assert_eq!(server_initial_scids(&o), 3);
+    }
+
+    /// connectionmigration passes only if the client used the second path (the relay's
+    /// second port), the server answered there, and the transfer ended there.
+    #[test]
+    fn connection_migration_needs_the_transfer_to_end_on_the_second_path() {
+        use crate::capture::{Action, Direction, HeaderInfo, Record};
+        let rec = |dir, index, up: &str| Record {
+            dir,
+            index,
+            t: std::time::Duration::from_millis(index),
+            size: 1200,
+            action: Action::Forwarded,
+            upstream: up.parse().unwrap(),
+            header: HeaderInfo::Short { first: 0x40 },
+            head: None,
+        };
+        let (a, b) = ("127.0.0.1:1000", "127.0.0.2:2000");
+        let mut o = RunOutput {
+            client: Some(serde_json::json!({"role": "client", "ok": true, "handshakes": 1})),
+            client_failure: None,
+            server: None,
+            capture: crate::capture::Capture::default(),
+            events: Vec::new(),
+            server_stopped_at: None,
+            files_ok: Ok(()),
+        };
+        let mut hs = server_initial(0, 9, Action::Forwarded);
+        hs.upstream = a.parse().unwrap();
+        let mut records = vec![
+            rec(Direction::C2S, 0, a),
+            hs,
+            rec(Direction::S2C, 1, a),
+            rec(Direction::C2S, 2, b),
+            rec(Direction::S2C, 3, b),
+        ];
+        o.capture.records = records.clone();
+        assert!(
+            connection_migration(&o).is_ok(),
+            "{:?}",
+            connection_migration(&o)
+        );
+        // The transfer went back to the first path: not a move.
+        records.push(rec(Direction::S2C, 4, a));
+        o.capture.records = records.clone();
+        assert!(connection_migration(&o).is_err());
+        // Nothing on the second path at all.
+        o.capture.records = records[..3].to_vec();
+        assert!(connection_migration(&o)
+            .unwrap_err()
+            .contains("did not move"));
     }
 
     #[test]

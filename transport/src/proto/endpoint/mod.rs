@@ -48,7 +48,7 @@ use slab::Slab;
 use self::half_open::{Admission, HalfOpen, Ticket};
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
-use super::connection::{Connection, Event, RecvHeader, Transmit};
+use super::connection::{Connection, Event, RecvHeader, ServerCids, Transmit};
 use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
@@ -583,18 +583,24 @@ impl Endpoint {
         }
         let local = self.new_cid()?;
         let reset_token = self.keys.reset_token(&local);
+        // RFC 9000 §9.6: the preferred address's connection ID (sequence number 1).
+        let preferred = match server.preferred_address {
+            Some(_) => {
+                let cid = self.new_cid()?;
+                Some((cid, self.keys.reset_token(&cid)))
+            }
+            None => None,
+        };
         // With a valid token the address counts as validated (RFC 9000 §8.1.2).
-        let conn = match Connection::server(
-            version,
-            server.clone(),
-            now,
-            remote,
+        let cids = ServerCids {
             local,
-            dcid,
-            scid,
+            original_dcid: dcid,
+            client: scid,
             retry,
-            Some(reset_token),
-        ) {
+            reset_token: Some(reset_token),
+            preferred,
+        };
+        let conn = match Connection::server_offering(version, server.clone(), now, remote, cids) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot create a server connection: {e}");
@@ -605,6 +611,11 @@ impl Endpoint {
             self.evict_half_open(now, key, generation);
         }
         let key = self.insert(conn, local, Some(dcid), Some(remote));
+        if let Some((cid, _)) = preferred {
+            let generation = self.sessions[key].generation;
+            self.cids.insert(cid, (ConnectionHandle(key), generation));
+            self.sessions[key].extra_cids.push(cid);
+        }
         let s = &mut self.sessions[key];
         s.conn.handle_datagram(now, remote, data);
         if s.conn.stats().packets_received == 0 {
