@@ -402,7 +402,8 @@ pub struct ServerConfig {
     pub allow_register: bool,
     /// Addresses to offer clients in the `preferred_address` transport parameter
     /// (RFC 9000 §9.6; none by default). The server must receive the datagrams sent
-    /// there on the same endpoint (they are routed by connection ID).
+    /// there on the same endpoint (they are routed by connection ID): a second socket
+    /// (`EventLoop::bind_preferred`), or a NAT that forwards to the first.
     pub preferred_address: Option<ServerPreferredAddress>,
     /// Also accept QUIC v1 clients (off by default): their connections come up with
     /// [`super::Event::HandshakeConfirmed`] and no account, since QUIC v1 has no login.

@@ -344,6 +344,11 @@ pub struct Connection {
     path_challenge_pending: bool,
     /// Client: the server's preferred address being probed (RFC 9000 §9.6.1).
     preferred: Option<preferred::PreferredPath>,
+    /// Server: the datagram being processed came to our preferred address's socket.
+    arriving_via_preferred: bool,
+    /// Server: send from our preferred address's socket (the client's latest packet
+    /// came there).
+    via_preferred: bool,
     /// Size of the datagram being processed (for anti-amplification on a new path).
     datagram_len: u64,
     rng: Arc<dyn quill_crypto::random::Random>,
@@ -606,6 +611,8 @@ impl Connection {
             path_challenge: None,
             path_challenge_pending: false,
             preferred: None,
+            arriving_via_preferred: false,
+            via_preferred: false,
             datagram_len: 0,
             rng,
             close: None,

@@ -192,6 +192,29 @@ impl Connection {
         true
     }
 
+    /// Server: the endpoint says on which of its sockets the next datagram arrived.
+    pub(crate) fn note_arrival(&mut self, via_preferred: bool) {
+        self.arriving_via_preferred = via_preferred;
+    }
+
+    /// Server: whether packets go out from the preferred address's socket.
+    pub(crate) fn sends_via_preferred(&self) -> bool {
+        self.via_preferred
+    }
+
+    /// Server: answer from the socket where the client's highest-numbered 1-RTT packet
+    /// arrived (as the peer address follows it, RFC 9000 §9.3): the preferred address
+    /// once the client has moved there, so that its replies come from the address it
+    /// sends to.
+    pub(super) fn follow_arrival_socket(&mut self, space: Space, pn: u64) {
+        if self.side == Side::Server
+            && space == Space::Data
+            && self.spaces[Space::Data as usize].ack.received.max() == Some(pn)
+        {
+            self.via_preferred = self.arriving_via_preferred;
+        }
+    }
+
     /// Where the client is probing a preferred address, if it is.
     pub fn probing_preferred_address(&self) -> Option<SocketAddr> {
         self.preferred.as_ref().map(|p| p.addr)

@@ -196,6 +196,7 @@ impl Connection {
         if self.remote != remote {
             self.on_new_peer_address(now, remote, space, pn);
         }
+        self.follow_arrival_socket(space, pn);
         if self.side == Side::Client && !self.remote_cid_set {
             if let Some(scid) = h.scid {
                 // RFC 9000 §7.2: the client switches to the server's chosen CID.
