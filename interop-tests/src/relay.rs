@@ -64,7 +64,9 @@ pub struct Impairments {
     pub duplicate: f64,
     /// Probability of flipping one byte.
     pub corrupt: f64,
-    /// Flip only within the first 50 bytes (as the QUIC network simulator does).
+    /// The QUIC network simulator's corrupt-rate model: flip only within the first 50
+    /// bytes, and never in a Version Negotiation packet (a client rightly abandons on
+    /// one whose list lost its version, RFC 9000 §6.2, so the simulator spares them).
     pub corrupt_first_50: bool,
     /// Link rate in bits per second; `None` is unlimited.
     pub rate_bps: Option<u64>,
@@ -162,6 +164,8 @@ pub struct Relay {
 const DOWN: Token = Token(0);
 const UP: Token = Token(1);
 const WAKE: Token = Token(2);
+const DOWN2: Token = Token(3);
+const UP2: Token = Token(4);
 const MAX_DATAGRAM: usize = 65536;
 
 impl Relay {
@@ -169,6 +173,24 @@ impl Relay {
     /// address of the server's family (127.0.0.1 or ::1, so an IPv6 server gets only
     /// IPv6 on the wire), and starts the relay thread.
     pub fn start(config: RelayConfig) -> io::Result<Relay> {
+        Relay::start_inner(config, None)
+    }
+
+    /// [`Relay::start`] with a second path: datagrams from the client to `second` (a
+    /// socket the caller bound, so that its address can be given to the server before
+    /// the relay starts, e.g. as the server's preferred address, RFC 9000 §9.6) go to
+    /// the server from a second upstream socket (on 127.0.0.2 for an IPv4 server: the
+    /// server sees another client address), with the same impairments, and the
+    /// server's answers to that socket come back to the client from `second`. Records
+    /// of the second path carry that upstream socket's address.
+    pub fn start_with_second_path(
+        config: RelayConfig,
+        second: std::net::UdpSocket,
+    ) -> io::Result<Relay> {
+        Relay::start_inner(config, Some(second))
+    }
+
+    fn start_inner(config: RelayConfig, second: Option<std::net::UdpSocket>) -> io::Result<Relay> {
         let poll = Poll::new()?;
         let local = match config.server {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -181,6 +203,26 @@ impl Relay {
         poll.registry().register(&mut up, UP, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let addr = down.local_addr()?;
+        let second = match second {
+            Some(sock) => {
+                sock.set_nonblocking(true)?;
+                let mut down = UdpSocket::from_std(sock);
+                let up_addr = match config.server {
+                    SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 0)),
+                    SocketAddr::V6(_) => local,
+                };
+                let mut up = bind_udp(up_addr)?;
+                poll.registry()
+                    .register(&mut down, DOWN2, Interest::READABLE)?;
+                poll.registry().register(&mut up, UP2, Interest::READABLE)?;
+                Some(SecondPath {
+                    down,
+                    up,
+                    client: None,
+                })
+            }
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut rebind = config.rebind.clone();
         rebind.sort_by_key(|r| std::cmp::Reverse(r.at));
@@ -190,6 +232,8 @@ impl Relay {
             down,
             up,
             client: None,
+            second,
+            on_second: false,
             dirs: [
                 DirState::new(&config.c2s, config.seed, Direction::C2S),
                 DirState::new(&config.s2c, config.seed, Direction::S2C),
@@ -322,7 +366,19 @@ struct Pending {
     at: Instant,
     seq: u64,
     dir: Direction,
+    /// On the relay's second path ([`Relay::start_with_second_path`]).
+    second: bool,
     data: Vec<u8>,
+}
+
+/// The sockets of the relay's second path.
+struct SecondPath {
+    /// Client-facing.
+    down: UdpSocket,
+    /// Server-facing.
+    up: UdpSocket,
+    /// The client's address as seen on `down`.
+    client: Option<SocketAddr>,
 }
 
 impl PartialEq for Pending {
@@ -349,6 +405,9 @@ struct Loop {
     down: UdpSocket,
     up: UdpSocket,
     client: Option<SocketAddr>,
+    second: Option<SecondPath>,
+    /// The datagram being admitted came over the second path.
+    on_second: bool,
     dirs: [DirState; 2],
     pending: BinaryHeap<Pending>,
     seq: u64,
@@ -364,6 +423,12 @@ struct Loop {
 /// Bytes of an Initial or Retry datagram kept in [`Record::head`]: the whole datagram
 /// as quill sends them (the packet's Length field must fit for it to parse).
 const HEAD_BYTES: usize = 2048;
+
+/// A long header with version 0 (RFC 8999 §6): what the QUIC network simulator's
+/// corrupt-rate model leaves alone (it checks the version field only).
+fn is_version_negotiation(data: &[u8]) -> bool {
+    data.len() > 5 && data[0] & 0x80 != 0 && data[1..5] == [0, 0, 0, 0]
+}
 
 /// The first bytes of `data` when its first packet is a long-header Initial or Retry
 /// (RFC 9000 §17.2: type bits 0b00 and 0b11; in QUIC v2 0b01 and 0b00), for checks that read packet numbers
@@ -409,30 +474,43 @@ impl Loop {
                 }
                 break;
             }
-            // Drain both sockets whatever the events say (readiness is edge-triggered).
-            self.drain(Direction::C2S, &mut buf);
-            self.drain(Direction::S2C, &mut buf);
+            // Drain every socket whatever the events say (readiness is edge-triggered).
+            self.drain(Direction::C2S, false, &mut buf);
+            self.drain(Direction::S2C, false, &mut buf);
+            if self.second.is_some() {
+                self.drain(Direction::C2S, true, &mut buf);
+                self.drain(Direction::S2C, true, &mut buf);
+            }
         }
         self.capture
     }
 
     /// Reads every datagram waiting on the side `dir` comes from (the client's for
-    /// C2S, the server's for S2C) and admits it.
-    fn drain(&mut self, dir: Direction, buf: &mut [u8]) {
+    /// C2S, the server's for S2C) of the first or the `second` path and admits it.
+    fn drain(&mut self, dir: Direction, second: bool, buf: &mut [u8]) {
         let mut errors = 0;
         loop {
-            let sock = match dir {
-                Direction::C2S => &self.down,
-                Direction::S2C => &self.up,
+            let sock = match (dir, second, &self.second) {
+                (Direction::C2S, false, _) => &self.down,
+                (Direction::S2C, false, _) => &self.up,
+                (Direction::C2S, true, Some(p)) => &p.down,
+                (Direction::S2C, true, Some(p)) => &p.up,
+                (_, true, None) => return,
             };
             match sock.recv_from(buf) {
                 Ok((n, from)) => {
                     match dir {
+                        Direction::C2S if second => {
+                            if let Some(p) = self.second.as_mut() {
+                                p.client = Some(from);
+                            }
+                        }
                         Direction::C2S => self.client = Some(from),
                         Direction::S2C if from != self.config.server => continue,
                         Direction::S2C => {}
                     }
                     let data = buf[..n].to_vec();
+                    self.on_second = second;
                     self.admit(dir, data);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -470,6 +548,7 @@ impl Loop {
             Direction::C2S => 0,
             Direction::S2C => 1,
         };
+        let no_peer = dir == Direction::S2C && self.client_of_path().is_none();
         let st = &mut self.dirs[d];
         let index = st.next_index;
         st.next_index += 1;
@@ -500,7 +579,7 @@ impl Loop {
             Some(DropReason::Loss)
         } else if burst_loss {
             Some(DropReason::Burst)
-        } else if dir == Direction::S2C && self.client.is_none() {
+        } else if no_peer {
             Some(DropReason::NoPeer)
         } else {
             None
@@ -515,7 +594,8 @@ impl Loop {
         }
         self.capture.note_version_negotiation(dir, index, &data);
         let mut action = Action::Forwarded;
-        if !data.is_empty() && r.chance(4, st.imp.corrupt) {
+        let spared = st.imp.corrupt_first_50 && is_version_negotiation(&data);
+        if !data.is_empty() && !spared && r.chance(4, st.imp.corrupt) {
             let span = if st.imp.corrupt_first_50 {
                 data.len().min(50)
             } else {
@@ -593,7 +673,7 @@ impl Loop {
             t,
             size,
             action,
-            upstream: self.up.local_addr().unwrap_or(self.config.server),
+            upstream: self.upstream_of_path().unwrap_or(self.config.server),
             header,
             head: self.head.clone(),
         };
@@ -606,19 +686,42 @@ impl Loop {
             at,
             seq: self.seq,
             dir,
+            second: self.on_second,
             data,
         });
+    }
+
+    /// The client's address on the path of the datagram being admitted.
+    fn client_of_path(&self) -> Option<SocketAddr> {
+        match (&self.second, self.on_second) {
+            (Some(p), true) => p.client,
+            _ => self.client,
+        }
+    }
+
+    /// The upstream socket's address on the path of the datagram being admitted.
+    fn upstream_of_path(&self) -> Option<SocketAddr> {
+        match (&self.second, self.on_second) {
+            (Some(p), true) => p.up.local_addr().ok(),
+            _ => self.up.local_addr().ok(),
+        }
     }
 
     fn deliver(&mut self, now: Instant) {
         while self.pending.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.pending.pop() else { break };
-            let sent = match p.dir {
-                Direction::C2S => self.up.send_to(&p.data, self.config.server),
-                Direction::S2C => match self.client {
+            let sent = match (p.dir, p.second, &self.second) {
+                (Direction::C2S, false, _) => self.up.send_to(&p.data, self.config.server),
+                (Direction::S2C, false, _) => match self.client {
                     Some(c) => self.down.send_to(&p.data, c),
                     None => continue,
                 },
+                (Direction::C2S, true, Some(s)) => s.up.send_to(&p.data, self.config.server),
+                (Direction::S2C, true, Some(s)) => match s.client {
+                    Some(c) => s.down.send_to(&p.data, c),
+                    None => continue,
+                },
+                (_, true, None) => continue,
             };
             // A full socket buffer or an ICMP error loses the datagram, as a network
             // would; the capture already holds the decision.

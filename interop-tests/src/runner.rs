@@ -778,6 +778,9 @@ struct Setup {
     vanish: bool,
     /// Client user/password override.
     password: Option<String>,
+    /// The relay opens a second client-facing port, which the server is told to offer
+    /// as its preferred address (`--preferred-address ADDR`, RFC 9000 §9.6).
+    preferred_path: bool,
 }
 
 impl Setup {
@@ -791,6 +794,7 @@ impl Setup {
             ipv6: false,
             vanish: false,
             password: None,
+            preferred_path: false,
         }
     }
 }
@@ -803,6 +807,9 @@ struct RunOutput {
     capture: Capture,
     /// Client events and when the runner saw them, relative to the relay's start.
     events: Vec<(String, Duration)>,
+    /// When the runner told the server to stop (its standard input closed), relative to
+    /// the relay's start; `None` if it never did (killed, or no server).
+    server_stopped_at: Option<Duration>,
     /// SHA-256 comparison of every fetched file.
     files_ok: Result<(), String>,
 }
@@ -909,6 +916,18 @@ fn execute(
     ]);
     sargs.extend(setup.server_args.iter().cloned());
     sargs.extend(fault_for("server"));
+    // Bound before the server starts, so that it can offer the address.
+    let second = if setup.preferred_path {
+        let sock =
+            std::net::UdpSocket::bind(listen).map_err(|e| format!("relay's second port: {e}"))?;
+        let a = sock
+            .local_addr()
+            .map_err(|e| format!("relay's second port: {e}"))?;
+        sargs.extend(["--preferred-address".into(), a.to_string()]);
+        Some(sock)
+    } else {
+        None
+    };
     let mut srv = Child::spawn(&server.bin, &sargs)?;
     let addr: SocketAddr = match srv.line(Duration::from_secs(20)) {
         Ok(l) if l.starts_with(UNSUPPORTED) => {
@@ -929,7 +948,11 @@ fn execute(
     rc.max_lifetime = setup.timeout.mul_f64(opts.timeout_factor) + Duration::from_secs(60);
     sc.impair(&mut rc);
     let relay_start = Instant::now();
-    let relay = Relay::start(rc).map_err(|e| format!("relay: {e}"))?;
+    let relay = match second {
+        Some(sock) => Relay::start_with_second_path(rc, sock),
+        None => Relay::start(rc),
+    }
+    .map_err(|e| format!("relay: {e}"))?;
     let timeout = setup.timeout.mul_f64(opts.timeout_factor);
     let mut cargs: Vec<String> = client.prefix.clone();
     cargs.extend([
@@ -1005,7 +1028,9 @@ fn execute(
     }
     cli.finish(Duration::from_secs(5));
     let mut server_report = None;
+    let mut server_stopped_at = None;
     if !server_killed {
+        server_stopped_at = Some(relay_start.elapsed());
         srv.close_stdin();
         let deadline = Instant::now() + Duration::from_secs(15);
         while let Some(left) = deadline
@@ -1035,6 +1060,7 @@ fn execute(
         server: server_report,
         capture,
         events,
+        server_stopped_at,
         files_ok,
     };
     drop(work);

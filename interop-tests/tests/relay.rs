@@ -244,6 +244,91 @@ fn corruption_changes_bytes_within_first_50() {
     }
 }
 
+/// The network simulator's corrupt-rate model spares Version Negotiation packets (a
+/// client must abandon on one whose list lost its version); other long headers are hit.
+#[test]
+fn simulator_corruption_spares_version_negotiation() {
+    let echo = Echo::start();
+    let relay = Relay::start(RelayConfig {
+        seed: 5,
+        c2s: Impairments {
+            corrupt: 1.0,
+            corrupt_first_50: true,
+            ..Impairments::default()
+        },
+        ..RelayConfig::new(echo.addr)
+    })
+    .unwrap();
+    let c = client(&relay);
+    let mut vn = vec![0x80, 0, 0, 0, 0, 4, 1, 2, 3, 4, 4, 5, 6, 7, 8];
+    vn.extend_from_slice(&[0, 0, 0, 1, 0x0a, 0x1a, 0x2a, 0x3a]);
+    let mut initial = vn.clone();
+    initial[4] = 1; // version 1: not a Version Negotiation packet
+    c.send(&vn).unwrap();
+    c.send(&initial).unwrap();
+    let got = collect(&c, Duration::from_millis(300), Duration::from_secs(5));
+    let cap = relay.stop();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.contains(&vn),
+        "the Version Negotiation packet arrives untouched"
+    );
+    assert!(
+        !got.contains(&initial),
+        "the other long header is corrupted"
+    );
+    assert_eq!(cap.count(Direction::C2S, Action::Forwarded), 1);
+    assert_eq!(
+        cap.dir(Direction::C2S)
+            .filter(|r| matches!(r.action, Action::Corrupted { .. }))
+            .count(),
+        1
+    );
+}
+
+/// A second path (connectionmigration: the server's preferred address is the relay's
+/// second port): datagrams to it reach the server from another client address
+/// (127.0.0.2), the answers come back from the second port, and the capture tells the
+/// paths apart by upstream address.
+#[test]
+fn second_path_forwards_from_another_client_address() {
+    let echo = Echo::start();
+    let second = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second_addr = second.local_addr().unwrap();
+    let relay = Relay::start_with_second_path(RelayConfig::new(echo.addr), second).unwrap();
+    let first_addr = relay.addr();
+    let c = big_socket();
+    c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    c.send_to(&payload(1, 100), relay.addr()).unwrap();
+    c.send_to(&payload(2, 100), second_addr).unwrap();
+    let mut from = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    while from.len() < 2 && Instant::now() < deadline {
+        if let Ok((n, a)) = c.recv_from(&mut buf) {
+            from.push((buf[..n].to_vec(), a));
+        }
+    }
+    let cap = relay.stop();
+    assert!(from.contains(&(payload(1, 100), first_addr)), "{from:?}");
+    let back2 = from
+        .iter()
+        .find(|(d, _)| *d == payload(2, 100))
+        .expect("echo on path 2");
+    assert_eq!(
+        back2.1, second_addr,
+        "the second path answers from the second port"
+    );
+    let sources = echo.sources.lock().unwrap().clone();
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0].ip(), Ipv4Addr::LOCALHOST);
+    assert_eq!(sources[1].ip(), Ipv4Addr::new(127, 0, 0, 2));
+    let ups: Vec<SocketAddr> = cap.dir(Direction::C2S).map(|r| r.upstream).collect();
+    assert_eq!(ups, sources, "records carry each path's upstream address");
+    let downs: Vec<SocketAddr> = cap.dir(Direction::S2C).map(|r| r.upstream).collect();
+    assert_eq!(downs, sources);
+}
+
 #[test]
 fn rate_limit_drops_the_excess_and_paces_the_rest() {
     let echo = Echo::start();

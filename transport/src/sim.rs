@@ -243,6 +243,8 @@ pub struct NetStats {
     /// Datagrams an endpoint addressed to somewhere other than its peer's current
     /// address (e.g. the client's address before a NAT rebinding); they are dropped.
     pub misaddressed: u64,
+    /// Client datagrams to [`Net::preferred_addr`] (carried to the server like the rest).
+    pub to_preferred: u64,
 }
 
 /// A client endpoint and a server endpoint joined by two [`Link`]s, in virtual time.
@@ -271,6 +273,9 @@ pub struct Net {
     pub client_addr: SocketAddr,
     /// The server's address.
     pub server_addr: SocketAddr,
+    /// A second address the server receives on (its preferred address, RFC 9000 §9.6),
+    /// if any: client datagrams to it reach the server over the same link.
+    pub preferred_addr: Option<SocketAddr>,
     /// Server sessions created by delivered datagrams, oldest first (drain it).
     pub accepted: Vec<ConnectionHandle>,
     stats: NetStats,
@@ -297,6 +302,7 @@ impl Net {
             s2c: Link::new(s2c, seed ^ 0xa5a5),
             client_addr: CLIENT_ADDR.parse().expect("literal"),
             server_addr: SERVER_ADDR.parse().expect("literal"),
+            preferred_addr: None,
             accepted: Vec::new(),
             stats: NetStats::default(),
             buf: vec![0u8; 65536],
@@ -334,12 +340,20 @@ impl Net {
     /// Offers everything both endpoints have to send to the links.
     pub fn transmit(&mut self) {
         let now = self.now;
-        let client = (&mut self.client, &mut self.c2s, self.server_addr);
-        let server = (&mut self.server, &mut self.s2c, self.client_addr);
-        for (endpoint, link, peer) in [client, server] {
+        let client = (
+            &mut self.client,
+            &mut self.c2s,
+            self.server_addr,
+            self.preferred_addr,
+        );
+        let server = (&mut self.server, &mut self.s2c, self.client_addr, None);
+        for (endpoint, link, peer, also) in [client, server] {
             let mut n = 0;
             while let Some(t) = endpoint.poll_transmit(now, &mut self.buf) {
                 if t.destination == peer {
+                    link.send(now, &self.buf[..t.size]);
+                } else if Some(t.destination) == also {
+                    self.stats.to_preferred += 1;
                     link.send(now, &self.buf[..t.size]);
                 } else {
                     self.stats.misaddressed += 1;

@@ -154,6 +154,10 @@ struct Server {
     thread: Option<JoinHandle<()>>,
     logins: Arc<AtomicUsize>,
     paths_validated: Arc<AtomicUsize>,
+    /// The second socket's address, if the server has a preferred address.
+    preferred: Option<SocketAddr>,
+    /// The loop's statistics, once it returned.
+    loop_stats: Arc<std::sync::Mutex<Option<quill_transport::driver::LoopStats>>>,
 }
 
 /// A server with the default configurations and an immediate login verdict.
@@ -221,6 +225,17 @@ impl Server {
         transport: TransportConfig,
         verify_delay: Duration,
     ) -> Server {
+        Server::start_on(bind, None, endpoint, transport, verify_delay)
+    }
+
+    /// [`Server::start`], also listening on `preferred` as its preferred address.
+    fn start_on(
+        bind: &str,
+        preferred: Option<&str>,
+        endpoint: EndpointConfig,
+        transport: TransportConfig,
+        verify_delay: Duration,
+    ) -> Server {
         let mut config = ServerConfig::new(host_key());
         config.transport = Arc::new(transport);
         let logins = Arc::new(AtomicUsize::new(0));
@@ -235,9 +250,16 @@ impl Server {
         };
         let mut ev = bind_loop(bind, endpoint, Some(config), 2, handler);
         let addr = ev.local_addr();
+        let preferred = preferred.map(|p| {
+            let udp = quill_transport::driver::UdpConfig::default();
+            ev.bind_preferred(p.parse().unwrap(), &udp).unwrap()
+        });
         let handle = ev.handle();
+        let loop_stats = Arc::new(std::sync::Mutex::new(None));
+        let slot = loop_stats.clone();
         let thread = std::thread::spawn(move || {
             ev.run().expect("server loop");
+            *slot.lock().unwrap() = Some(ev.stats());
         });
         Server {
             addr,
@@ -245,6 +267,8 @@ impl Server {
             thread: Some(thread),
             logins,
             paths_validated,
+            preferred,
+            loop_stats,
         }
     }
 
@@ -682,4 +706,36 @@ fn a_closer_on_another_thread_ends_a_blocked_read() {
     assert!(closer.close(1, "again", Duration::from_secs(1)));
     drop(conn);
     server.stop();
+}
+
+/// RFC 9000 §9.6 over real sockets: the server's loop also listens on a second socket
+/// and offers it as its preferred address; the client validates it and moves there,
+/// and the server answers from that socket.
+#[test]
+fn client_moves_to_the_preferred_address_socket() {
+    let server = Server::start_on(
+        "127.0.0.1:0",
+        Some("127.0.0.1:0"),
+        endpoint_config(),
+        TransportConfig::default(),
+        Duration::ZERO,
+    );
+    assert!(server.preferred.is_some_and(|p| p != server.addr));
+    let conn = blocking::connect(server.addr, client_config("correct horse")).expect("connect");
+    echo_round_trip(&conn, 1 << 20);
+    let stats = conn.stats();
+    assert_eq!(stats.migrations, 1, "{stats:?}");
+    assert_eq!(stats.paths_validated, 1);
+    conn.close(0, "done");
+    let loop_stats = server.loop_stats.clone();
+    server.stop();
+    let sent_there = loop_stats
+        .lock()
+        .unwrap()
+        .expect("the loop returned")
+        .preferred_out;
+    assert!(
+        sent_there > 100,
+        "the server answered from its preferred address: {sent_there}"
+    );
 }

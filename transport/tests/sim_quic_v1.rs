@@ -7,8 +7,8 @@ mod sim_setup;
 use std::time::Duration;
 
 use quill_transport::proto::{
-    ConnectionError, EndpointConfig, HostKeyPolicy, QuicV1Server, RetryPolicy, TransportConfig,
-    Version,
+    ConnectionError, EndpointConfig, HostKeyPolicy, QuicV1Server, RetryPolicy,
+    ServerPreferredAddress, TransportConfig, Version,
 };
 use quill_transport::sim::{endpoint_config, ClientApp, LinkConfig, Net, ServerApp, Sim};
 use quill_transport::wire::{QUIC_V1, QUILL_VERSION};
@@ -359,4 +359,79 @@ fn v1_quill_alpn_public_key_login_signs_the_exporter() {
     let mut sim = sim_of(13, s, LinkConfig::default(), ClientApp::new(0, 0), server);
     assert_connects(&mut sim, Duration::from_secs(10), 13);
     assert_eq!(sim.client().account(), Some("bob"));
+}
+
+/// 1 MB each way with the server offering `preferred` (RFC 9000 §9.6); `reachable`
+/// says whether the network carries datagrams sent there to the server.
+fn echo_with_preferred_address(
+    seed: u64,
+    preferred: std::net::SocketAddr,
+    reachable: bool,
+) -> Sim<ClientApp, ServerApp> {
+    let mut s = v1_setup(seed);
+    s.server.preferred_address = Some(ServerPreferredAddress::of(preferred));
+    let link = LinkConfig::default();
+    let mut net = Net::new(seed, endpoint_config(seed), s.server, link.clone(), link).unwrap();
+    net.preferred_addr = reachable.then_some(preferred);
+    let mut app = ClientApp::new(MB, 1);
+    app.echo = true;
+    let mut sim = Sim::on(net, s.client, app, echo_server());
+    let done = sim.run_until(Duration::from_secs(120), |s| {
+        s.client_app.sink.finished.len() == 1 || s.client_app.lost.is_some()
+    });
+    assert!(
+        done && sim.client_app.lost.is_none(),
+        "seed {seed}: {:?} after {:?}: {:?}",
+        sim.client_app.lost,
+        sim.elapsed(),
+        sim.client_app.events
+    );
+    assert_eq!(sim.client_app.sent, sim.client_app.sink.finished);
+    sim
+}
+
+/// RFC 9000 §9.6.1: once the handshake is confirmed the client probes the server's
+/// preferred address with PATH_CHALLENGE under the parameter's connection ID, and on
+/// the PATH_RESPONSE sends everything there, under that connection ID.
+#[test]
+fn v1_client_moves_to_the_servers_preferred_address() {
+    let preferred: std::net::SocketAddr = "10.0.0.9:4434".parse().unwrap();
+    for seed in [1, 2] {
+        let mut sim = echo_with_preferred_address(seed, preferred, true);
+        let handshake_cid = sim.server().unwrap().local_cid();
+        let net = sim.net.stats();
+        let c = sim.client();
+        assert_eq!(c.remote_address(), preferred, "seed {seed}");
+        assert_eq!(c.stats().migrations, 1);
+        assert_eq!(c.stats().paths_validated, 1);
+        assert_eq!(c.probing_preferred_address(), None);
+        assert_ne!(
+            c.remote_cid(),
+            handshake_cid,
+            "the preferred address's own CID"
+        );
+        assert_eq!(net.misaddressed, 0);
+        // The echo (1 MB) went to the preferred address, not just the probe.
+        assert!(net.to_preferred > 500, "seed {seed}: {net:?}");
+    }
+}
+
+/// RFC 9000 §9.6.1: "If path validation fails, the client MUST continue sending all
+/// future packets to the server's original IP address." Three probes, then it stays.
+#[test]
+fn v1_client_stays_when_the_preferred_address_does_not_answer() {
+    let preferred: std::net::SocketAddr = "10.0.0.9:4434".parse().unwrap();
+    let mut sim = echo_with_preferred_address(3, preferred, false);
+    // The verdict comes a PTO after the third probe, maybe after the echo.
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        s.client().probing_preferred_address().is_none()
+    }));
+    let server_addr = sim.net.server_addr;
+    let net = sim.net.stats();
+    let c = sim.client();
+    assert_eq!(c.remote_address(), server_addr);
+    assert_eq!(c.stats().migrations, 0);
+    assert_eq!(c.probing_preferred_address(), None);
+    assert_eq!(net.misaddressed, 3, "three probes, each lost: {net:?}");
+    assert_eq!(net.to_preferred, 0);
 }

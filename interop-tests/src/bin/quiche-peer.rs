@@ -1085,6 +1085,19 @@ fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
     let Some(p) = refpeers::hq_profile(&role, PROG) else {
         return Ok(hq::EXIT_UNSUPPORTED);
     };
+    if p.connection_migration {
+        // quiche 0.30 has no server option for the parameter, and its client does not
+        // follow one by itself (only probe_path/migrate, given addresses).
+        hq::print_unsupported(match role {
+            hq::HqCommand::Server(_) => {
+                "quiche cannot offer a preferred address (no API) as a server"
+            }
+            hq::HqCommand::Client(_) => {
+                "quiche does not move to a server's preferred address as a client"
+            }
+        });
+        return Ok(hq::EXIT_UNSUPPORTED);
+    }
     match role {
         hq::HqCommand::Server(a) => hq_server(a, p).map(|()| 0),
         hq::HqCommand::Client(a) => {

@@ -555,6 +555,12 @@ async fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
     };
     match role {
         hq::HqCommand::Server(a) => hq_server(a, profile).await.map(|()| 0),
+        hq::HqCommand::Client(_) if profile.connection_migration => {
+            // quinn-proto 0.11 stores the preferred address's connection ID and never
+            // probes the address.
+            hq::print_unsupported("quinn's client does not move to a server's preferred address");
+            Ok(hq::EXIT_UNSUPPORTED)
+        }
         hq::HqCommand::Client(a) => Ok(hq_client(a, profile).await),
     }
 }
@@ -568,6 +574,15 @@ async fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     sc.transport_config(Arc::new(hq_transport(&p)?));
+    match a.preferred_address {
+        Some(SocketAddr::V4(v4)) => {
+            sc.preferred_address_v4(Some(v4));
+        }
+        Some(SocketAddr::V6(v6)) => {
+            sc.preferred_address_v6(Some(v6));
+        }
+        None => {}
+    }
     let sock =
         refpeers::bind_udp(a.listen).map_err(|e| format!("cannot bind {}: {e}", a.listen))?;
     let ep = Endpoint::new(

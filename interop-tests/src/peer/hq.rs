@@ -21,7 +21,7 @@ use quill_crypto::packet::Suite;
 use quill_transport::driver::blocking::{self, BlockingConnection};
 use quill_transport::proto::{
     CertificateCheck, ClientConfig, HostKeyPolicy, Login, QuicV1Server, ServerConfig,
-    StreamsConfig, TransportConfig, Version,
+    ServerPreferredAddress, StreamsConfig, TransportConfig, Version,
 };
 use quill_transport::service::Files;
 use zeroize::Zeroizing;
@@ -150,6 +150,7 @@ fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
     // `quill-interop-peer server`.
     let mut config = ServerConfig::new(peer_host_key()?);
     config.transport = Arc::new(transport(p)?);
+    config.preferred_address = a.preferred_address.map(ServerPreferredAddress::of);
     let mut v1 = QuicV1Server::with_certificate(chain, key, vec![ALPN_HQ.to_vec()])
         .map_err(|e| PeerError::other(e.to_string()))?;
     // `v2`: upgrade a v1 client that lists QUIC v2 (RFC 9368 compatible negotiation).
@@ -352,6 +353,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             root: ".".into(),
             state_dir: None,
+            preferred_address: None,
         });
         assert_eq!(run(cmd), i32::from(EXIT_UNSUPPORTED));
     }

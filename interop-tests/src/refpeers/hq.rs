@@ -67,6 +67,11 @@ pub struct HqServerArgs {
     /// Accepted for command-line compatibility with `quill-interop peer`; unused.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Offer this address in the `preferred_address` transport parameter (RFC 9000
+    /// §9.6; connectionmigration: the relay's second port, which forwards to the
+    /// listening socket). A stack that cannot offer one says `unsupported`.
+    #[arg(long)]
+    pub preferred_address: Option<SocketAddr>,
 }
 
 /// `hq client` options.
@@ -157,6 +162,8 @@ pub struct Profile {
     /// QUIC v2 by compatible version negotiation (RFC 9368/9369): the client starts in
     /// v1 listing v2, the server upgrades.
     pub v2: bool,
+    /// connectionmigration: the client moves to the server's preferred address.
+    pub connection_migration: bool,
 }
 
 /// Stream window of the `transfer` test case.
@@ -177,6 +184,7 @@ impl Profile {
             key_update: false,
             max_streams_bidi: 1000,
             v2: false,
+            connection_migration: false,
         };
         match name {
             "handshake" | "transferloss" | "transfercorruption" | "blackhole" | "longrtt"
@@ -187,6 +195,7 @@ impl Profile {
             "keyupdate" => p.key_update = true,
             "v2" => p.v2 = true,
             "handshakeloss" | "handshakecorruption" => p.connection_per_file = true,
+            "connectionmigration" => p.connection_migration = true,
             _ => return None,
         }
         Some(p)

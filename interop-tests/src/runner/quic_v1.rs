@@ -290,6 +290,22 @@ pub const SCENARIOS: &[Scenario] = &[
         setup: || one_v1_file("p.bin", 10 * MB, 60),
         judge: Judge::Run(rebind_port),
     },
+    Scenario {
+        name: "connectionmigration",
+        network: "default link; the relay has a second port, which the server offers as \
+                  its preferred address (RFC 9000 §9.6) and forwards from another client \
+                  address (127.0.0.2)",
+        rule: "1 file (2 MB) byte-exact over 1 connection; the client moved to the \
+               server's preferred address: the capture shows client datagrams on the \
+               second path (the server saw a second client address), server datagrams \
+               back on it, and the server's last datagrams on it (the file flowed there)",
+        relay: default_link,
+        setup: || Setup {
+            preferred_path: true,
+            ..one_v1_file("m.bin", 2 * MB, 60)
+        },
+        judge: Judge::Run(connection_migration),
+    },
 ];
 
 fn one_v1_file(name: &str, size: usize, secs: u64) -> Setup {
@@ -332,12 +348,21 @@ fn non_v1_long_headers(o: &RunOutput) -> usize {
         .count()
 }
 
+/// Sent while the test ran: before the runner told the server to stop. A server that
+/// closes its connections on the way out (our aioquic peer's `server.close()`) sends a
+/// CONNECTION_CLOSE in an Initial for every half-open connection, among them ones that
+/// corrupted client Initials created; the interop runner stops its containers instead
+/// and does not see such packets.
+fn during_test(o: &RunOutput, r: &crate::capture::Record) -> bool {
+    o.server_stopped_at.is_none_or(|stop| r.t < stop)
+}
+
 /// Handshakes on the wire as the interop runner counts them: distinct Source CIDs of
-/// server Initials.
+/// server Initials sent during the test.
 fn server_initial_scids(o: &RunOutput) -> usize {
     o.capture
         .originals(Direction::S2C)
-        .filter(|r| as_sent(r))
+        .filter(|r| as_sent(r) && during_test(o, r))
         .filter_map(|r| match &r.header {
             crate::capture::HeaderInfo::Long {
                 scid,
@@ -607,6 +632,57 @@ fn rebind_port(o: &RunOutput) -> Result<String, String> {
     Ok(format!(
         "{} client ports, the server followed each",
         ports.len()
+    ))
+}
+
+/// connectionmigration: the interop runner's rule (`TestCaseConnectionMigration`)
+/// checks that the client's address changed, that the server validated the new one
+/// (PATH_CHALLENGE answered) and that the client used a new Destination CID there; the
+/// last two need 1-RTT keys. Ours: the second path (the relay's second port, the
+/// server's preferred address) carried client datagrams and the server's answers, and
+/// the transfer ended on it. That the client's packets there carry the preferred
+/// address's connection ID is the simulator's check
+/// (`v1_client_moves_to_the_servers_preferred_address`).
+fn connection_migration(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let Some(first) = o.capture.records.first().map(|r| r.upstream) else {
+        return Err("empty capture".into());
+    };
+    let on_second = |d: Direction| {
+        o.capture
+            .originals(d)
+            .filter(|r| {
+                r.upstream != first && !matches!(r.action, crate::capture::Action::Dropped(_))
+            })
+            .count()
+    };
+    let (c2s, s2c) = (on_second(Direction::C2S), on_second(Direction::S2C));
+    if c2s == 0 {
+        return Err(
+            "no client datagram on the second path: the client did not move to \
+                    the server's preferred address"
+                .into(),
+        );
+    }
+    if s2c == 0 {
+        return Err(format!(
+            "{c2s} client datagrams on the second path, no server datagram back"
+        ));
+    }
+    let last = o
+        .capture
+        .originals(Direction::S2C)
+        .last()
+        .map(|r| r.upstream);
+    if last == Some(first) {
+        return Err(format!(
+            "{c2s} client and {s2c} server datagrams on the second path, but the transfer \
+             ended on the first"
+        ));
+    }
+    Ok(format!(
+        "moved to the preferred address: {c2s} client and {s2c} server datagrams there"
     ))
 }
 
@@ -956,6 +1032,107 @@ mod tests {
         assert_eq!(parse_server_hello(&[1, 0, 0, 0]), None);
         assert_eq!(hello_in_frames(&[0x1e, 0x06]), None);
         assert_eq!(parse_server_hello(&msg[..20]), None);
+    }
+
+    fn server_initial(
+        t_ms: u64,
+        scid: u8,
+        action: crate::capture::Action,
+    ) -> crate::capture::Record {
+        crate::capture::Record {
+            dir: Direction::S2C,
+            index: t_ms,
+            t: std::time::Duration::from_millis(t_ms),
+            size: 1200,
+            action,
+            upstream: "127.0.0.1:1".parse().unwrap(),
+            header: crate::capture::HeaderInfo::Long {
+                version: quill_transport::wire::QUIC_V1,
+                dcid: vec![1; 8],
+                scid: vec![scid; 8],
+                ty: Some(LongType::Initial),
+                coalesced: vec![LongType::Initial],
+            },
+            head: None,
+        }
+    }
+
+    /// The handshake count is the interop runner's: server Initial Source CIDs as sent
+    /// (a corrupted one is not the server's) and while the test ran (not the
+    /// CONNECTION_CLOSEs a server sends for half-open connections when told to stop).
+    #[test]
+    fn handshakes_count_server_initials_as_sent_during_the_test() {
+        use crate::capture::Action;
+        let mut o = RunOutput {
+            client: None,
+            client_failure: None,
+            server: None,
+            capture: crate::capture::Capture::default(),
+            events: Vec::new(),
+            server_stopped_at: Some(std::time::Duration::from_secs(5)),
+            files_ok: Ok(()),
+        };
+        o.capture.records = vec![
+            server_initial(10, 1, Action::Forwarded),
+            server_initial(20, 1, Action::Forwarded),
+            server_initial(30, 2, Action::Forwarded),
+            server_initial(40, 3, Action::Corrupted { offset: 9 }),
+            server_initial(6000, 4, Action::Forwarded),
+        ];
+        assert_eq!(server_initial_scids(&o), 2);
+        o.server_stopped_at = None;
+        assert_eq!(server_initial_scids(&o), 3);
+    }
+
+    /// connectionmigration passes only if the client used the second path (the relay's
+    /// second port), the server answered there, and the transfer ended there.
+    #[test]
+    fn connection_migration_needs_the_transfer_to_end_on_the_second_path() {
+        use crate::capture::{Action, Direction, HeaderInfo, Record};
+        let rec = |dir, index, up: &str| Record {
+            dir,
+            index,
+            t: std::time::Duration::from_millis(index),
+            size: 1200,
+            action: Action::Forwarded,
+            upstream: up.parse().unwrap(),
+            header: HeaderInfo::Short { first: 0x40 },
+            head: None,
+        };
+        let (a, b) = ("127.0.0.1:1000", "127.0.0.2:2000");
+        let mut o = RunOutput {
+            client: Some(serde_json::json!({"role": "client", "ok": true, "handshakes": 1})),
+            client_failure: None,
+            server: None,
+            capture: crate::capture::Capture::default(),
+            events: Vec::new(),
+            server_stopped_at: None,
+            files_ok: Ok(()),
+        };
+        let mut hs = server_initial(0, 9, Action::Forwarded);
+        hs.upstream = a.parse().unwrap();
+        let mut records = vec![
+            rec(Direction::C2S, 0, a),
+            hs,
+            rec(Direction::S2C, 1, a),
+            rec(Direction::C2S, 2, b),
+            rec(Direction::S2C, 3, b),
+        ];
+        o.capture.records = records.clone();
+        assert!(
+            connection_migration(&o).is_ok(),
+            "{:?}",
+            connection_migration(&o)
+        );
+        // The transfer went back to the first path: not a move.
+        records.push(rec(Direction::S2C, 4, a));
+        o.capture.records = records.clone();
+        assert!(connection_migration(&o).is_err());
+        // Nothing on the second path at all.
+        o.capture.records = records[..3].to_vec();
+        assert!(connection_migration(&o)
+            .unwrap_err()
+            .contains("did not move"));
     }
 
     #[test]

@@ -32,6 +32,8 @@ use crate::proto::{ClientConfig, ConfigError, Connection, Event, ServerConfig};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+/// A server's second socket, at its preferred address ([`EventLoop::bind_preferred`]).
+const PREFERRED: Token = Token(2);
 
 /// Most datagrams in one GSO batch: the kernel's limit (UDP_MAX_SEGMENTS, 64); a
 /// batch is also bounded by [`MAX_UDP_PAYLOAD`] bytes (45 datagrams of 1452 bytes).
@@ -155,12 +157,16 @@ pub struct LoopStats {
     pub gso_batches: u64,
     /// Times sending stopped because the socket pushed back.
     pub send_blocked: u64,
+    /// Datagrams sent from the preferred address's socket ([`EventLoop::bind_preferred`]).
+    pub preferred_out: u64,
 }
 
 /// One event loop: socket, endpoint, worker pool, application handler.
 pub struct EventLoop<H: Handler> {
     poll: Poll,
     socket: UdpIo,
+    /// The server's preferred address's socket, if bound.
+    preferred: Option<UdpIo>,
     endpoint: Endpoint,
     pool: WorkerPool<Completion<H>>,
     handler: H,
@@ -199,6 +205,7 @@ impl<H: Handler> EventLoop<H> {
         Ok(EventLoop {
             endpoint,
             socket,
+            preferred: None,
             pool,
             handler,
             handle: LoopHandle {
@@ -221,6 +228,20 @@ impl<H: Handler> EventLoop<H> {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr()
+    }
+
+    /// Also listens on `addr` with a second socket on this loop, as the server's
+    /// preferred address (RFC 9000 §9.6). Connections made from now on offer the bound
+    /// address, unless `ServerConfig::preferred_address` names another (an address
+    /// that forwards here, such as a NAT's). Datagrams there go to the same sessions
+    /// (routed by connection ID); a connection whose client moved there answers from
+    /// this socket. Returns the bound address.
+    pub fn bind_preferred(&mut self, addr: SocketAddr, udp: &UdpConfig) -> io::Result<SocketAddr> {
+        let sock = UdpIo::bind(addr, udp, self.poll.registry(), PREFERRED)?;
+        let bound = sock.local_addr();
+        self.preferred = Some(sock);
+        self.endpoint.offer_preferred_address(bound);
+        Ok(bound)
     }
 
     /// A handle other threads can use to wake or stop the loop.
@@ -319,7 +340,8 @@ impl<H: Handler> EventLoop<H> {
         if let Some(c) = cap {
             wake_at = Some(wake_at.map_or(c, |w| w.min(c)));
         }
-        let timeout = if self.socket.rx_pending() || self.socket.errors_pending() {
+        let pref_pending = self.preferred.as_ref().is_some_and(|p| p.rx_pending());
+        let timeout = if self.socket.rx_pending() || self.socket.errors_pending() || pref_pending {
             Some(Duration::ZERO)
         } else {
             wake_at.map(|t| t.saturating_duration_since(Instant::now()))
@@ -338,6 +360,7 @@ impl<H: Handler> EventLoop<H> {
         let mut errored = false;
         let mut writable = false;
         let mut woken = false;
+        let (mut pref_readable, mut pref_writable) = (pref_pending, false);
         for ev in self.events.iter() {
             match ev.token() {
                 SOCKET => {
@@ -346,7 +369,23 @@ impl<H: Handler> EventLoop<H> {
                     errored |= ev.is_error();
                 }
                 WAKER => woken = true,
+                PREFERRED => {
+                    pref_readable |= ev.is_readable();
+                    pref_writable |= ev.is_writable();
+                }
                 _ => {}
+            }
+        }
+        if let Some(pref) = self.preferred.as_mut() {
+            if pref_readable {
+                let endpoint = &mut self.endpoint;
+                let n = pref.recv(|from, data| {
+                    endpoint.handle_datagram_via_preferred(now, from, data);
+                })?;
+                self.stats.datagrams_in += n as u64;
+            }
+            if pref_writable {
+                pref.flush_queued()?;
             }
         }
         // 3. Socket input, then pending output.
@@ -439,6 +478,20 @@ impl<H: Handler> EventLoop<H> {
                 };
                 count += 1;
                 self.stats.datagrams_out += 1;
+                if self.preferred.is_some() && self.endpoint.last_transmit_via_preferred() {
+                    // From the preferred address's socket, alone: first what is
+                    // batched for the main one.
+                    if let Some(d) = dest {
+                        if !self.send_batch(d, len, segment, count - 1)? {
+                            return Ok(());
+                        }
+                    }
+                    self.send_preferred(t.destination, len, t.size);
+                    len = 0;
+                    dest = None;
+                    count = 0;
+                    continue;
+                }
                 if dest.is_none() {
                     dest = Some(t.destination);
                     segment = t.size;
@@ -487,6 +540,21 @@ impl<H: Handler> EventLoop<H> {
             self.stats.gso_batches += 1;
         }
         self.send_outcome(dest, 0, len, seg)
+    }
+
+    /// Sends the datagram at `send_buf[at..at + size]` from the preferred address's
+    /// socket. Back-pressure there is not waited for: the socket keeps what it can
+    /// (sent when writable) and loss recovery resends the rest.
+    fn send_preferred(&mut self, dest: SocketAddr, at: usize, size: usize) {
+        let Some(pref) = self.preferred.as_mut() else {
+            return;
+        };
+        self.stats.preferred_out += 1;
+        match pref.send(dest, &self.send_buf[at..at + size], None) {
+            Ok(SendOutcome::Sent) => {}
+            Ok(SendOutcome::Queued) | Ok(SendOutcome::Full) => self.stats.send_blocked += 1,
+            Err(e) => tracing::debug!("send to {dest} from the preferred address failed: {e}"),
+        }
     }
 
     /// Sends the single datagram at `send_buf[at..at + size]`.

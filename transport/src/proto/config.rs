@@ -58,6 +58,9 @@ pub struct TransportConfig {
     /// PATH_CHALLENGE without answering, so the peer can never validate a new path.
     #[doc(hidden)]
     pub ignore_path_challenge: bool,
+    /// Client: move to the server's preferred address (RFC 9000 §9.6) once the
+    /// handshake is confirmed, after validating the path to it (on by default).
+    pub follow_preferred_address: bool,
 }
 
 impl Default for TransportConfig {
@@ -78,6 +81,7 @@ impl Default for TransportConfig {
             initial_rtt: Duration::from_millis(333),
             pacing: true,
             ignore_path_challenge: false,
+            follow_preferred_address: true,
         }
     }
 }
@@ -310,6 +314,32 @@ impl QuicV1Server {
     }
 }
 
+/// A server's preferred addresses (RFC 9000 §9.6, §18.2): one per address family at
+/// most; a client follows the one of the family it uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerPreferredAddress {
+    /// The IPv4 address clients should move to.
+    pub ipv4: Option<std::net::SocketAddrV4>,
+    /// The IPv6 address clients should move to.
+    pub ipv6: Option<std::net::SocketAddrV6>,
+}
+
+impl ServerPreferredAddress {
+    /// The preferred address `addr`, in the field of its family.
+    pub fn of(addr: std::net::SocketAddr) -> Self {
+        match addr {
+            std::net::SocketAddr::V4(a) => ServerPreferredAddress {
+                ipv4: Some(a),
+                ipv6: None,
+            },
+            std::net::SocketAddr::V6(a) => ServerPreferredAddress {
+                ipv4: None,
+                ipv6: Some(a),
+            },
+        }
+    }
+}
+
 /// Client-side configuration.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -386,6 +416,11 @@ pub struct ServerConfig {
     pub allow_publickey: bool,
     /// Accept `register` (open registration; off by default).
     pub allow_register: bool,
+    /// Addresses to offer clients in the `preferred_address` transport parameter
+    /// (RFC 9000 §9.6; none by default). The server must receive the datagrams sent
+    /// there on the same endpoint (they are routed by connection ID): a second socket
+    /// (`EventLoop::bind_preferred`), or a NAT that forwards to the first.
+    pub preferred_address: Option<ServerPreferredAddress>,
     /// Also accept QUIC v1 clients (off by default): their connections come up with
     /// [`super::Event::HandshakeConfirmed`] and no account, since QUIC v1 has no login.
     pub quic_v1: Option<QuicV1Server>,
@@ -403,6 +438,7 @@ impl ServerConfig {
             allow_password: true,
             allow_publickey: true,
             allow_register: false,
+            preferred_address: None,
             quic_v1: None,
             rng: Arc::new(OsRandom::new()),
         }

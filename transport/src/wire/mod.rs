@@ -37,7 +37,7 @@ pub use packet::{
     PacketKind, PartialHeader, QUIC_V1, QUIC_V2, QUILL_VERSION,
 };
 pub use packet::{is_reserved_version, is_supported_version, version_name};
-pub use transport_params::{TransportParameters, VersionInformation};
+pub use transport_params::{PreferredAddress, TransportParameters, VersionInformation};
 pub use varint::{varint_len, VARINT_MAX};
 
 /// Entry points shared by the cargo-fuzz targets (`transport/fuzz`) and the in-tree

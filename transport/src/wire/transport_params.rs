@@ -12,10 +12,12 @@
 //! [`DecodeError::DuplicateTransportParameter`], i.e. TRANSPORT_PARAMETER_ERROR.
 //!
 //! Duplicates of unknown ids are not detected: that would need memory or time that
-//! grows with the input. `preferred_address` (0x0d) is treated as unknown (quill
-//! servers do not send it, and a client may ignore it). Which side may send which
+//! grows with the input. `preferred_address` (0x0d) is decoded into
+//! [`PreferredAddress`] (§18.2, §9.6). Which side may send which
 //! parameter (§18.2: server-only ids) is checked by the caller, which knows the
 //! role: see [`TransportParameters::has_server_only`].
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::codec::{DecodeError, LenCounter, Reader, Sink, Writer};
 use super::packet::ConnectionId;
@@ -35,6 +37,7 @@ mod id {
     pub const ACK_DELAY_EXPONENT: u64 = 0x0a;
     pub const MAX_ACK_DELAY: u64 = 0x0b;
     pub const DISABLE_ACTIVE_MIGRATION: u64 = 0x0c;
+    pub const PREFERRED_ADDRESS: u64 = 0x0d;
     pub const ACTIVE_CONNECTION_ID_LIMIT: u64 = 0x0e;
     pub const INITIAL_SOURCE_CONNECTION_ID: u64 = 0x0f;
     pub const RETRY_SOURCE_CONNECTION_ID: u64 = 0x10;
@@ -42,6 +45,94 @@ mod id {
     pub const VERSION_INFORMATION: u64 = 0x11;
     /// RFC 9221 §3.
     pub const MAX_DATAGRAM_FRAME_SIZE: u64 = 0x20;
+}
+
+/// A server's `preferred_address` (RFC 9000 §18.2, §9.6): an address of each family
+/// (absent = all zeros on the wire), the connection ID to use there (sequence number
+/// 1, §5.1.1) and its stateless reset token.
+///
+/// ```text
+/// Preferred Address {
+///   IPv4 Address (32), IPv4 Port (16),
+///   IPv6 Address (128), IPv6 Port (16),
+///   Connection ID Length (8), Connection ID (..),
+///   Stateless Reset Token (128),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreferredAddress {
+    /// The IPv4 address and port, if offered.
+    pub ipv4: Option<SocketAddrV4>,
+    /// The IPv6 address and port, if offered.
+    pub ipv6: Option<SocketAddrV6>,
+    /// The connection ID for the new path; never empty.
+    pub connection_id: ConnectionId,
+    /// The stateless reset token of `connection_id`.
+    pub stateless_reset_token: [u8; 16],
+}
+
+impl PreferredAddress {
+    /// The offered address of the same family as `current` (the path in use): a client
+    /// does not change address family to follow it.
+    pub fn for_family_of(&self, current: SocketAddr) -> Option<SocketAddr> {
+        match current {
+            SocketAddr::V4(_) => self.ipv4.map(SocketAddr::V4),
+            SocketAddr::V6(_) => self.ipv6.map(SocketAddr::V6),
+        }
+    }
+
+    fn emit(&self, s: &mut impl Sink) {
+        let v4 = self
+            .ipv4
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let v6 = self
+            .ipv6
+            .unwrap_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+        s.put_slice(&v4.ip().octets());
+        s.put_slice(&v4.port().to_be_bytes());
+        s.put_slice(&v6.ip().octets());
+        s.put_slice(&v6.port().to_be_bytes());
+        s.put_u8(self.connection_id.len() as u8);
+        s.put_slice(self.connection_id.as_ref());
+        s.put_slice(&self.stateless_reset_token);
+    }
+
+    fn value_len(&self) -> usize {
+        4 + 2 + 16 + 2 + 1 + self.connection_id.len() + 16
+    }
+
+    fn decode(v: &[u8]) -> Result<Self, DecodeError> {
+        let bad = DecodeError::TransportParameter;
+        let mut r = Reader::new(v);
+        let ip4 = Ipv4Addr::from(r.array::<4>()?);
+        let port4 = r.u16()?;
+        let ip6 = Ipv6Addr::from(r.array::<16>()?);
+        let port6 = r.u16()?;
+        let n = usize::from(r.u8()?);
+        // §18.2: "a server MUST NOT include a zero-length connection ID in this
+        // transport parameter. A client MUST treat a violation of these requirements
+        // as a connection error of type TRANSPORT_PARAMETER_ERROR."
+        if n == 0 {
+            return Err(bad("preferred_address with a zero-length connection ID"));
+        }
+        let connection_id = cid_value(r.bytes(n)?)?;
+        let stateless_reset_token = r.array::<16>()?;
+        if !r.is_empty() {
+            return Err(bad("preferred_address longer than its fields"));
+        }
+        // §18.2: "Servers MAY choose to only send a preferred address of one address
+        // family by sending an all-zero address and port (0.0.0.0:0 or [::]:0) for the
+        // other family."
+        let ipv4 = (!ip4.is_unspecified() || port4 != 0).then(|| SocketAddrV4::new(ip4, port4));
+        let ipv6 =
+            (!ip6.is_unspecified() || port6 != 0).then(|| SocketAddrV6::new(ip6, port6, 0, 0));
+        Ok(PreferredAddress {
+            ipv4,
+            ipv6,
+            connection_id,
+            stateless_reset_token,
+        })
+    }
 }
 
 /// The transport parameters one endpoint declares (RFC 9000 §18.2). [`Default`]
@@ -74,6 +165,8 @@ pub struct TransportParameters {
     pub max_ack_delay_ms: u64,
     /// 0x0c: the endpoint does not support active migration.
     pub disable_active_migration: bool,
+    /// 0x0d, server only: an address to move to after the handshake (§9.6).
+    pub preferred_address: Option<PreferredAddress>,
     /// 0x0e: connection IDs the endpoint is willing to store; default 2, at least 2.
     pub active_connection_id_limit: u64,
     /// 0x0f: the SCID of the endpoint's first Initial.
@@ -177,6 +270,7 @@ impl Default for TransportParameters {
             ack_delay_exponent: 3,
             max_ack_delay_ms: 25,
             disable_active_migration: false,
+            preferred_address: None,
             active_connection_id_limit: 2,
             initial_source_connection_id: None,
             retry_source_connection_id: None,
@@ -308,6 +402,11 @@ impl TransportParameters {
         if self.disable_active_migration {
             emit_bytes(s, id::DISABLE_ACTIVE_MIGRATION, &[]);
         }
+        if let Some(pa) = &self.preferred_address {
+            s.put_varint(id::PREFERRED_ADDRESS);
+            s.put_varint(pa.value_len() as u64);
+            pa.emit(s);
+        }
         emit_int(
             s,
             id::ACTIVE_CONNECTION_ID_LIMIT,
@@ -350,15 +449,13 @@ impl TransportParameters {
                 _ => None,
             };
             if let Some(bit) = bit {
-                if pid != 0x0d {
-                    if seen & (1 << bit) != 0 {
-                        // RFC 9000 §7.4: "An endpoint SHOULD treat receipt of duplicate
-                        // transport parameters as a connection error of type
-                        // TRANSPORT_PARAMETER_ERROR."
-                        return Err(DecodeError::DuplicateTransportParameter(pid));
-                    }
-                    seen |= 1 << bit;
+                if seen & (1 << bit) != 0 {
+                    // RFC 9000 §7.4: "An endpoint SHOULD treat receipt of duplicate
+                    // transport parameters as a connection error of type
+                    // TRANSPORT_PARAMETER_ERROR."
+                    return Err(DecodeError::DuplicateTransportParameter(pid));
                 }
+                seen |= 1 << bit;
             }
             tp.apply(pid, v).map_err(tp_err)?;
         }
@@ -432,6 +529,7 @@ impl TransportParameters {
                 }
                 self.disable_active_migration = true;
             }
+            id::PREFERRED_ADDRESS => self.preferred_address = Some(PreferredAddress::decode(v)?),
             id::ACTIVE_CONNECTION_ID_LIMIT => {
                 let x = int_value(v)?;
                 // §18.2: "The value of the active_connection_id_limit parameter MUST be
@@ -465,6 +563,7 @@ impl TransportParameters {
     /// TRANSPORT_PARAMETER_ERROR."
     pub fn has_server_only(&self) -> bool {
         self.original_destination_connection_id.is_some()
+            || self.preferred_address.is_some()
             || self.retry_source_connection_id.is_some()
             || self.stateless_reset_token.is_some()
     }
@@ -532,6 +631,7 @@ mod tests {
             ack_delay_exponent: 2,
             max_ack_delay_ms: 20,
             disable_active_migration: true,
+            preferred_address: None,
             active_connection_id_limit: 4,
             initial_source_connection_id: Some(ConnectionId::EMPTY),
             retry_source_connection_id: Some(ConnectionId::from_slice(&[9]).unwrap()),
@@ -571,8 +671,8 @@ mod tests {
     #[test]
     fn unknown_ignored_duplicates_and_bad_values_rejected() {
         let d = |h: &str| TransportParameters::decode(&hex::decode(h).unwrap());
-        // Reserved/grease id 31*1+27 = 58 = 0x3a (§18.1), and preferred_address 0x0d.
-        assert_eq!(d("3a03aabbcc0d00").unwrap(), TransportParameters::default());
+        // Reserved/grease id 31*1+27 = 58 = 0x3a (§18.1).
+        assert_eq!(d("3a03aabbcc").unwrap(), TransportParameters::default());
         assert_eq!(
             d("010105010106"),
             Err(DecodeError::DuplicateTransportParameter(1))
@@ -597,6 +697,7 @@ mod tests {
             "0102",                 // truncated
             "010201",               // truncated value
             "01020101",             // trailing byte in value
+            "0d00",                 // preferred_address without its fields
         ];
         for h in rejected {
             assert!(
@@ -612,6 +713,82 @@ mod tests {
             d("010105010106").unwrap_err().transport_error_code(),
             crate::wire::TransportErrorCode::TRANSPORT_PARAMETER_ERROR
         );
+    }
+
+    fn preferred() -> PreferredAddress {
+        PreferredAddress {
+            ipv4: Some("192.0.2.1:4434".parse().unwrap()),
+            ipv6: None,
+            connection_id: ConnectionId::from_slice(&[0xc1, 0xd2]).unwrap(),
+            stateless_reset_token: [0x5a; 16],
+        }
+    }
+
+    #[test]
+    fn preferred_address_byte_exact() {
+        let tp = TransportParameters {
+            preferred_address: Some(preferred()),
+            ..TransportParameters::default()
+        };
+        let expect = [
+            "0d 2b",                                 // id, length 43 = 4+2+16+2+1+2+16
+            "c0000201 1152",                         // 192.0.2.1, port 4434
+            "00000000000000000000000000000000 0000", // no IPv6: all zeros
+            "02 c1d2",                               // connection ID
+            "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",      // stateless reset token
+        ]
+        .concat()
+        .replace(' ', "");
+        assert_eq!(hex::encode(enc(&tp)), expect);
+        let back = TransportParameters::decode(&hex::decode(&expect).unwrap()).unwrap();
+        assert_eq!(back, tp);
+        assert!(
+            tp.has_server_only(),
+            "§18.2: preferred_address is server-only"
+        );
+        let pa = back.preferred_address.unwrap();
+        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let v6: SocketAddr = "[::1]:1".parse().unwrap();
+        assert_eq!(
+            pa.for_family_of(v4),
+            Some("192.0.2.1:4434".parse().unwrap())
+        );
+        assert_eq!(pa.for_family_of(v6), None);
+        // §18.2: a zero-length connection ID is a TRANSPORT_PARAMETER_ERROR; so are
+        // a truncated value, trailing bytes and a duplicate.
+        let zero_cid = expect.replace("0d2b", "0d29").replace("02c1d2", "00");
+        let long = expect.replace("0d2b", "0d2c") + "00";
+        let twice = format!("{expect}{expect}");
+        for h in [&zero_cid, &expect[..expect.len() - 2], &long] {
+            assert!(
+                matches!(
+                    TransportParameters::decode(&hex::decode(h).unwrap()),
+                    Err(DecodeError::TransportParameter(_))
+                ),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            TransportParameters::decode(&hex::decode(&twice).unwrap()),
+            Err(DecodeError::DuplicateTransportParameter(0x0d))
+        );
+    }
+
+    fn arb_preferred() -> impl Strategy<Value = Option<PreferredAddress>> {
+        proptest::option::of(
+            (
+                proptest::option::of((any::<[u8; 4]>(), 1u16..)),
+                proptest::option::of((any::<[u8; 16]>(), 1u16..)),
+                proptest::collection::vec(any::<u8>(), 1..=20),
+                any::<[u8; 16]>(),
+            )
+                .prop_map(|(v4, v6, cid, token)| PreferredAddress {
+                    ipv4: v4.map(|(ip, port)| SocketAddrV4::new(ip.into(), port)),
+                    ipv6: v6.map(|(ip, port)| SocketAddrV6::new(ip.into(), port, 0, 0)),
+                    connection_id: ConnectionId::from_slice(&cid).unwrap(),
+                    stateless_reset_token: token,
+                }),
+        )
     }
 
     fn arb_cid() -> impl Strategy<Value = Option<ConnectionId>> {
@@ -646,6 +823,7 @@ mod tests {
                 arb_cid(),
                 arb_cid(),
                 proptest::option::of(v()),
+                arb_preferred(),
                 proptest::option::of((
                     1..=u32::MAX,
                     proptest::collection::vec(1..=u32::MAX, 0..=VersionInformation::MAX_AVAILABLE),
@@ -653,7 +831,7 @@ mod tests {
             ),
         )
             .prop_map(
-                |((a, b, c, d, e, f), (g, h, i, j, k, l), (m, n, o, p, q, vi))| {
+                |((a, b, c, d, e, f), (g, h, i, j, k, l), (m, n, o, p, q, r, vi))| {
                     TransportParameters {
                         original_destination_connection_id: a,
                         max_idle_timeout_ms: b,
@@ -668,6 +846,7 @@ mod tests {
                         ack_delay_exponent: k,
                         max_ack_delay_ms: l,
                         disable_active_migration: m,
+                        preferred_address: r,
                         active_connection_id_limit: n,
                         initial_source_connection_id: o,
                         retry_source_connection_id: p,

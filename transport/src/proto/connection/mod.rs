@@ -20,6 +20,7 @@
 
 mod cids;
 mod keys;
+mod preferred;
 mod recv;
 mod send;
 mod spaces;
@@ -51,7 +52,8 @@ use super::streams::{
     Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId, Streams, WriteError,
 };
 use crate::wire::{
-    ConnectionId, Space, TransportErrorCode, TransportParameters, QUIC_V1, QUIC_V2, QUILL_VERSION,
+    ConnectionId, PreferredAddress, Space, TransportErrorCode, TransportParameters, QUIC_V1,
+    QUIC_V2, QUILL_VERSION,
 };
 
 use std::sync::Arc;
@@ -207,6 +209,8 @@ enum Timer {
     Handshake = 7,
     /// Server: a login refusal held back until then ([`Connection::refuse_login_at`]).
     LoginAnswer = 8,
+    /// Client: the next probe of the server's preferred address is due.
+    PreferredProbe = 9,
 }
 
 /// 1-RTT packets a QUIC v1 server keeps while its TLS handshake is not complete
@@ -214,7 +218,7 @@ enum Timer {
 /// half-open connection (at most this many datagrams' worth).
 const MAX_EARLY_ONE_RTT: usize = 4;
 
-const TIMER_COUNT: usize = 9;
+const TIMER_COUNT: usize = 10;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
     Timer::Ack,
@@ -225,7 +229,24 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Pacing,
     Timer::Handshake,
     Timer::LoginAnswer,
+    Timer::PreferredProbe,
 ];
+
+/// A new server connection's connection IDs ([`Connection::server_offering`]).
+pub(crate) struct ServerCids {
+    /// The server's new CID.
+    pub local: ConnectionId,
+    /// The Destination CID the client chose.
+    pub original_dcid: ConnectionId,
+    /// The client's Source CID.
+    pub client: ConnectionId,
+    /// A Retry's CIDs: `(original_dcid_before_retry, retry_scid)`.
+    pub retry: Option<(ConnectionId, ConnectionId)>,
+    /// The stateless reset token of `local`.
+    pub reset_token: Option<[u8; 16]>,
+    /// The preferred address's CID (sequence number 1) and its reset token.
+    pub preferred: Option<(ConnectionId, [u8; 16])>,
+}
 
 /// One quill connection. See the module documentation for the calling order.
 pub struct Connection {
@@ -330,6 +351,13 @@ pub struct Connection {
     path_challenge: Option<[u8; 8]>,
     /// A PATH_CHALLENGE frame is owed (first send, or retransmission after loss).
     path_challenge_pending: bool,
+    /// Client: the server's preferred address being probed (RFC 9000 §9.6.1).
+    preferred: Option<preferred::PreferredPath>,
+    /// Server: the datagram being processed came to our preferred address's socket.
+    arriving_via_preferred: bool,
+    /// Server: send from our preferred address's socket (the client's latest packet
+    /// came there).
+    via_preferred: bool,
     /// Size of the datagram being processed (for anti-amplification on a new path).
     datagram_len: u64,
     rng: Arc<dyn quill_crypto::random::Random>,
@@ -429,6 +457,34 @@ impl Connection {
         retry: Option<(ConnectionId, ConnectionId)>,
         reset_token: Option<[u8; 16]>,
     ) -> Result<Connection, ConfigError> {
+        let cids = ServerCids {
+            local: local_cid,
+            original_dcid,
+            client: client_cid,
+            retry,
+            reset_token,
+            preferred: None,
+        };
+        Connection::server_offering(version, config, now, remote, cids)
+    }
+
+    /// [`Connection::server`] with its connection IDs in `cids`, which may also hold
+    /// the one the endpoint routes for `config.preferred_address` (RFC 9000 §9.6).
+    pub(crate) fn server_offering(
+        version: u32,
+        config: ServerConfig,
+        now: Instant,
+        remote: SocketAddr,
+        cids: ServerCids,
+    ) -> Result<Connection, ConfigError> {
+        let ServerCids {
+            local: local_cid,
+            original_dcid,
+            client: client_cid,
+            retry,
+            reset_token,
+            preferred: preferred_cid,
+        } = cids;
         config.transport.validate()?;
         let transport = config.transport.clone();
         let rng = config.rng.clone();
@@ -439,6 +495,17 @@ impl Connection {
         };
         let mut params = local_params(&transport, &streams, local_cid, Some(odcid), retry_scid);
         params.stateless_reset_token = reset_token;
+        // RFC 9000 §9.6: the preferred address and its connection ID (sequence 1).
+        let preferred = config
+            .preferred_address
+            .zip(preferred_cid)
+            .filter(|_| !local_cid.is_empty());
+        params.preferred_address = preferred.map(|(pa, (cid, token))| PreferredAddress {
+            ipv4: pa.ipv4,
+            ipv6: pa.ipv6,
+            connection_id: cid,
+            stateless_reset_token: token,
+        });
         let hs = match (version, &config.quic_v1) {
             (QUILL_VERSION, _) => Handshake::server(config, &params),
             (QUIC_V1, Some(v1)) | (QUIC_V2, Some(v1 @ QuicV1Server { quic_v2: true, .. })) => {
@@ -476,6 +543,10 @@ impl Connection {
         conn.install_initial_keys(original_dcid);
         if let Some(t) = reset_token {
             conn.cids.local.insert(0, (local_cid, t));
+        }
+        if let Some((_, (cid, token))) = preferred {
+            conn.cids.local.insert(1, (cid, token));
+            conn.cids.next_local_seq = 2;
         }
         conn.remote_cid_set = true;
         conn.address_validated = retry.is_some();
@@ -556,6 +627,9 @@ impl Connection {
             path_responses: VecDeque::new(),
             path_challenge: None,
             path_challenge_pending: false,
+            preferred: None,
+            arriving_via_preferred: false,
+            via_preferred: false,
             datagram_len: 0,
             rng,
             close: None,
@@ -709,6 +783,7 @@ impl Connection {
                     }
                 }
                 Timer::Pacing => {}
+                Timer::PreferredProbe => {} // poll_transmit sends the probe that is due
                 Timer::LoginAnswer => {
                     if let Some(reason) = self.held_refusal.take() {
                         self.refuse_login(now, &reason);

@@ -208,6 +208,7 @@ impl Connection {
         if self.remote != remote {
             self.on_new_peer_address(now, remote, space, pn);
         }
+        self.follow_arrival_socket(space, pn);
         if self.side == Side::Client && !self.remote_cid_set {
             if let Some(scid) = h.scid {
                 // RFC 9000 §7.2: the client switches to the server's chosen CID.
@@ -474,7 +475,9 @@ impl Connection {
                 }
             }
             Frame::PathResponse(data) => {
-                if self.path_challenge == Some(data) {
+                if self.on_preferred_path_response(now, data) {
+                    // The client moved to the server's preferred address (§9.6.1).
+                } else if self.path_challenge == Some(data) {
                     // RFC 9000 §8.2.3: the new path is validated.
                     self.path_challenge = None;
                     self.path_challenge_pending = false;
@@ -517,6 +520,7 @@ impl Connection {
                     self.handshake_confirmed = true;
                     self.discard_space(now, Space::Handshake);
                     self.start_mtu_probe();
+                    self.start_preferred_address_probe(now);
                     if is_tls_version(self.version) {
                         self.established_without_login();
                     }
@@ -733,9 +737,15 @@ impl Connection {
             if p.retry_source_connection_id != self.retry_scid {
                 return Err(bad("retry_source_connection_id does not match"));
             }
+            // RFC 9000 §18.2: "A server that chooses a zero-length connection ID MUST NOT
+            // provide a preferred address."
+            if p.preferred_address.is_some() && self.remote_cid.is_empty() {
+                return Err(bad("preferred_address with a zero-length connection ID"));
+            }
         } else if p.original_destination_connection_id.is_some()
             || p.retry_source_connection_id.is_some()
             || p.stateless_reset_token.is_some()
+            || p.preferred_address.is_some()
         {
             return Err(bad("client sent a server-only transport parameter"));
         }
@@ -761,6 +771,7 @@ impl Connection {
             self.cids.set_initial_reset_token(t);
         }
         self.peer_params = Some(p);
+        self.note_preferred_address_cid();
         Ok(())
     }
 

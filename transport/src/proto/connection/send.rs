@@ -67,6 +67,9 @@ impl Connection {
             return None;
         }
 
+        if let Some(t) = self.transmit_preferred_probe(now, buf) {
+            return Some(t);
+        }
         if self.mtu_probe_pending && self.can_send_eliciting(now) {
             if let Some(t) = self.transmit_mtu_probe(now, buf) {
                 return Some(t);
@@ -598,7 +601,7 @@ impl Connection {
     /// Writes the header of the next packet of `space` (long for Initial and
     /// Handshake, short for 1-RTT) with room to spare for `min_payload` bytes of frames
     /// and the tag. Returns the packet number and where the header's parts landed.
-    fn write_header(
+    pub(super) fn write_header(
         &self,
         space: Space,
         buf: &mut [u8],
@@ -657,7 +660,7 @@ impl Connection {
     /// sample needs `4 - pn_len` payload bytes, RFC 9001 §5.4.2; `min_len` asks for
     /// more), fills in the Length field, seals and protects. Returns the packet's
     /// total length.
-    fn finish_packet(
+    pub(super) fn finish_packet(
         &self,
         space: Space,
         pn: u64,
@@ -737,8 +740,8 @@ impl Connection {
 }
 
 /// Where the parts of a packet header landed in the buffer.
-struct HeaderLayout {
-    len: usize,
+pub(super) struct HeaderLayout {
+    pub(super) len: usize,
     pn_offset: usize,
     pn_len: usize,
     length_offset: Option<usize>,
@@ -755,7 +758,7 @@ fn put_frame(f: &Frame<'_>, buf: &mut [u8], pos: &mut usize, end: usize) -> bool
 }
 
 /// Encodes `f` at the start of `buf` and returns its length.
-fn write_frame(f: &Frame<'_>, buf: &mut [u8]) -> usize {
+pub(super) fn write_frame(f: &Frame<'_>, buf: &mut [u8]) -> usize {
     let mut w = Writer::new(buf);
     f.encode(&mut w);
     w.len()

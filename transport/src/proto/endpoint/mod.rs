@@ -48,7 +48,7 @@ use slab::Slab;
 use self::half_open::{Admission, HalfOpen, Ticket};
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
-use super::connection::{Connection, Event, RecvHeader, Transmit};
+use super::connection::{Connection, Event, RecvHeader, ServerCids, Transmit};
 use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
@@ -321,6 +321,10 @@ pub struct Endpoint {
     send_ready: VecDeque<(usize, u32)>,
     /// Datagrams the front of `send_ready` sent in its current turn.
     sent_this_turn: usize,
+    /// The datagram being handled came to the server's preferred address's socket.
+    arriving_via_preferred: bool,
+    /// The last transmit returned goes out from the preferred address's socket.
+    last_via_preferred: bool,
     /// Live sessions in `send_ready` (it may also hold entries of freed sessions).
     queued_send: usize,
     /// The session at the front of `send_ready` whose [`Endpoint::sync`] is deferred
@@ -395,6 +399,8 @@ impl Endpoint {
             half_open,
             send_ready: VecDeque::new(),
             sent_this_turn: 0,
+            arriving_via_preferred: false,
+            last_via_preferred: false,
             queued_send: 0,
             unsynced: None,
             event_ready: VecDeque::new(),
@@ -408,6 +414,31 @@ impl Endpoint {
     }
 
     // ------------------------------------------------------------------ input
+
+    /// [`Endpoint::handle_datagram`] for a datagram that came to the server's
+    /// preferred address (RFC 9000 §9.6) on a socket of its own: a connection whose
+    /// client moved there answers from that socket (see
+    /// [`Endpoint::last_transmit_via_preferred`]).
+    pub fn handle_datagram_via_preferred(&mut self, now: Instant, from: SocketAddr, d: &mut [u8]) {
+        self.arriving_via_preferred = true;
+        self.handle_datagram(now, from, d);
+        self.arriving_via_preferred = false;
+    }
+
+    /// Server: offers `addr` as the preferred address (RFC 9000 §9.6) to connections
+    /// made from now on, unless the configuration already names one.
+    pub fn offer_preferred_address(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.server.as_mut() {
+            s.preferred_address
+                .get_or_insert(crate::proto::ServerPreferredAddress::of(addr));
+        }
+    }
+
+    /// Whether the [`Transmit`] that [`Endpoint::poll_transmit`] returned last goes out
+    /// from the preferred address's socket rather than the main one.
+    pub fn last_transmit_via_preferred(&self) -> bool {
+        self.last_via_preferred
+    }
 
     /// A datagram arrived from `remote`. Routes it by Destination CID to a session,
     /// or creates a server session for a valid Initial of at least 1200 bytes
@@ -451,6 +482,7 @@ impl Endpoint {
                 Some(s) if s.generation == generation && !s.retired => {
                     // The connection reuses this parse instead of parsing again.
                     let first = RecvHeader::new(&h, self.config.cid_len);
+                    s.conn.note_arrival(self.arriving_via_preferred);
                     s.conn
                         .handle_datagram_parsed(now, remote, data, Some(&first));
                     self.sync_reset_token(handle.0);
@@ -585,18 +617,24 @@ impl Endpoint {
         }
         let local = self.new_cid()?;
         let reset_token = self.keys.reset_token(&local);
+        // RFC 9000 §9.6: the preferred address's connection ID (sequence number 1).
+        let preferred = match server.preferred_address {
+            Some(_) => {
+                let cid = self.new_cid()?;
+                Some((cid, self.keys.reset_token(&cid)))
+            }
+            None => None,
+        };
         // With a valid token the address counts as validated (RFC 9000 §8.1.2).
-        let conn = match Connection::server(
-            version,
-            server.clone(),
-            now,
-            remote,
+        let cids = ServerCids {
             local,
-            dcid,
-            scid,
+            original_dcid: dcid,
+            client: scid,
             retry,
-            Some(reset_token),
-        ) {
+            reset_token: Some(reset_token),
+            preferred,
+        };
+        let conn = match Connection::server_offering(version, server.clone(), now, remote, cids) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot create a server connection: {e}");
@@ -607,6 +645,11 @@ impl Endpoint {
             self.evict_half_open(now, key, generation);
         }
         let key = self.insert(conn, local, Some(dcid), Some(remote));
+        if let Some((cid, _)) = preferred {
+            let generation = self.sessions[key].generation;
+            self.cids.insert(cid, (ConnectionHandle(key), generation));
+            self.sessions[key].extra_cids.push(cid);
+        }
         let s = &mut self.sessions[key];
         s.conn.handle_datagram(now, remote, data);
         if s.conn.stats().packets_received == 0 {
@@ -782,6 +825,7 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.note_now(now);
         self.flush_dirty();
+        self.last_via_preferred = false;
         while let Some((destination, bytes)) = self.stateless.pop_front() {
             if let Some(out) = buf.get_mut(..bytes.len()) {
                 out.copy_from_slice(&bytes);
@@ -803,6 +847,7 @@ impl Endpoint {
             };
             match s.conn.poll_transmit(now, buf) {
                 Some(t) => {
+                    self.last_via_preferred = s.conn.sends_via_preferred();
                     self.sent_this_turn += 1;
                     if self.sent_this_turn >= self.config.max_transmits_per_turn {
                         // Its turn is over: to the back of the line.
