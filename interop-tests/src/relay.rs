@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use crate::capture::{Action, Capture, Direction, DropReason, HeaderInfo, Record};
 
@@ -175,6 +176,8 @@ impl Relay {
         };
         let mut down = bind_udp(local)?;
         let mut up = bind_udp(local)?;
+        let down_state = UdpSocketState::new(UdpSockRef::from(&down))?;
+        let up_state = UdpSocketState::new(UdpSockRef::from(&up))?;
         poll.registry()
             .register(&mut down, DOWN, Interest::READABLE)?;
         poll.registry().register(&mut up, UP, Interest::READABLE)?;
@@ -188,6 +191,8 @@ impl Relay {
             poll,
             down,
             up,
+            down_state,
+            up_state,
             client: None,
             dirs: [
                 DirState::new(&config.c2s, config.seed, Direction::C2S),
@@ -198,6 +203,7 @@ impl Relay {
             rebind,
             capture: Capture::default(),
             head: None,
+            ecn: None,
             stop: stop.clone(),
             config,
         };
@@ -255,6 +261,18 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(UdpSocket::from_std(sock.into()))
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d` (quinn-udp reports IPv4 senders on an IPv6 socket
+/// that way; the relay's sockets are of one family, so this is only a safeguard).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
 }
 
 /// SplitMix64 finaliser: a well-mixed 64-bit hash.
@@ -322,6 +340,8 @@ struct Pending {
     seq: u64,
     dir: Direction,
     data: Vec<u8>,
+    /// The ECN codepoint it arrived with, forwarded unchanged.
+    ecn: Option<EcnCodepoint>,
 }
 
 impl PartialEq for Pending {
@@ -347,6 +367,11 @@ struct Loop {
     poll: Poll,
     down: UdpSocket,
     up: UdpSocket,
+    /// quinn-udp's state of `down` and `up`: it asks the kernel for each datagram's
+    /// TOS / Traffic Class byte (IP_RECVTOS, IPV6_RECVTCLASS) and sets it on sends,
+    /// so the relay carries ECN codepoints through like a router that does not mark.
+    down_state: UdpSocketState,
+    up_state: UdpSocketState,
     client: Option<SocketAddr>,
     dirs: [DirState; 2],
     pending: BinaryHeap<Pending>,
@@ -356,6 +381,8 @@ struct Loop {
     capture: Capture,
     /// [`Record::head`] of the datagram being admitted.
     head: Option<Vec<u8>>,
+    /// The ECN codepoint of the datagram being admitted.
+    ecn: Option<EcnCodepoint>,
     stop: Arc<AtomicBool>,
     config: RelayConfig,
 }
@@ -417,19 +444,33 @@ impl Loop {
     fn drain(&mut self, dir: Direction, buf: &mut [u8]) {
         let mut errors = 0;
         loop {
-            let sock = match dir {
-                Direction::C2S => &self.down,
-                Direction::S2C => &self.up,
+            let (sock, state) = match dir {
+                Direction::C2S => (&self.down, &self.down_state),
+                Direction::S2C => (&self.up, &self.up_state),
             };
-            match sock.recv_from(buf) {
-                Ok((n, from)) => {
+            let mut meta = [RecvMeta::default()];
+            let received = {
+                let mut iov = [io::IoSliceMut::new(buf)];
+                state.recv(UdpSockRef::from(sock), &mut iov, &mut meta)
+            };
+            match received {
+                Ok(0) => break,
+                Ok(_) => {
+                    let m = meta[0];
+                    let from = canonical(m.addr);
                     match dir {
                         Direction::C2S => self.client = Some(from),
                         Direction::S2C if from != self.config.server => continue,
                         Direction::S2C => {}
                     }
-                    let data = buf[..n].to_vec();
-                    self.admit(dir, data);
+                    let len = m.len.min(buf.len());
+                    // GRO may hand over several datagrams back to back, `stride` apart.
+                    let stride = if m.stride == 0 { len.max(1) } else { m.stride };
+                    for chunk in buf[..len].chunks(stride) {
+                        self.ecn = m.ecn;
+                        self.admit(dir, chunk.to_vec());
+                    }
+                    self.ecn = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -592,6 +633,7 @@ impl Loop {
             upstream: self.up.local_addr().unwrap_or(self.config.server),
             header,
             head: self.head.clone(),
+            ecn: self.ecn.map_or(0, |e| e as u8),
         };
         self.capture.push(record, self.config.capture_limit);
     }
@@ -603,19 +645,28 @@ impl Loop {
             seq: self.seq,
             dir,
             data,
+            ecn: self.ecn,
         });
     }
 
     fn deliver(&mut self, now: Instant) {
         while self.pending.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.pending.pop() else { break };
-            let sent = match p.dir {
-                Direction::C2S => self.up.send_to(&p.data, self.config.server),
+            let (sock, state, to) = match p.dir {
+                Direction::C2S => (&self.up, &self.up_state, self.config.server),
                 Direction::S2C => match self.client {
-                    Some(c) => self.down.send_to(&p.data, c),
+                    Some(c) => (&self.down, &self.down_state, c),
                     None => continue,
                 },
             };
+            let transmit = Transmit {
+                destination: to,
+                ecn: p.ecn,
+                contents: &p.data,
+                segment_size: None,
+                src_ip: None,
+            };
+            let sent = state.try_send(UdpSockRef::from(sock), &transmit);
             // A full socket buffer or an ICMP error loses the datagram, as a network
             // would; the capture already holds the decision.
             let _ = sent;
@@ -635,6 +686,9 @@ impl Loop {
             let Ok(mut sock) = bind_udp(bind) else {
                 continue;
             };
+            let Ok(state) = UdpSocketState::new(UdpSockRef::from(&sock)) else {
+                continue;
+            };
             if self
                 .poll
                 .registry()
@@ -644,6 +698,7 @@ impl Loop {
                 continue;
             }
             let mut old = std::mem::replace(&mut self.up, sock);
+            self.up_state = state;
             let _ = self.poll.registry().deregister(&mut old);
         }
     }

@@ -154,6 +154,9 @@ pub struct Profile {
     pub key_update: bool,
     /// The server's `initial_max_streams_bidi`.
     pub max_streams_bidi: u64,
+    /// Certificates in the server's chain (`refpeers::ensure_certificate_chain`): 9 in
+    /// amplificationlimit, as the interop runner serves, 1 otherwise.
+    pub cert_chain_len: usize,
 }
 
 /// Stream window of the `transfer` test case.
@@ -173,11 +176,17 @@ impl Profile {
             connection_per_file: false,
             key_update: false,
             max_streams_bidi: 1000,
+            cert_chain_len: 1,
         };
         match name {
             "handshake" | "transferloss" | "transfercorruption" | "blackhole" | "longrtt"
-            | "goodput" | "ipv6" | "rebind-port" | "multiplexing" => {}
+            | "goodput" | "ipv6" | "rebind-port" | "multiplexing" | "rebind-addr" | "ecn" => {}
             "transfer" => p.small_windows = true,
+            // The interop runner's endpoints play "transfer" here, with its chain of 9.
+            "amplificationlimit" => {
+                p.small_windows = true;
+                p.cert_chain_len = 9;
+            }
             "retry" => p.retry = true,
             "chacha20" => p.chacha20 = true,
             "keyupdate" => p.key_update = true,
@@ -402,9 +411,19 @@ mod tests {
             "keyupdate",
             "handshakeloss",
             "handshakecorruption",
+            "rebind-addr",
+            "amplificationlimit",
+            "ecn",
         ] {
             assert!(Profile::for_testcase(t).is_some(), "{t}");
         }
+        // The interop runner's amplificationlimit serves a chain of 9 with "transfer".
+        let amp = Profile::for_testcase("amplificationlimit").unwrap();
+        assert_eq!((amp.cert_chain_len, amp.small_windows), (9, true));
+        assert_eq!(
+            Profile::for_testcase("handshake").unwrap().cert_chain_len,
+            1
+        );
         assert!(Profile::for_testcase("zerortt").is_none());
         assert_eq!(
             Profile::for_testcase("transfer").unwrap().windows(),
