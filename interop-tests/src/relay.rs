@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use quill_transport::driver::keep_ecn_in_control_messages;
 use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use crate::capture::{Action, Capture, Direction, DropReason, HeaderInfo, Record};
@@ -178,6 +179,8 @@ impl Relay {
         let mut up = bind_udp(local)?;
         let down_state = UdpSocketState::new(UdpSockRef::from(&down))?;
         let up_state = UdpSocketState::new(UdpSockRef::from(&up))?;
+        keep_ecn_in_control_messages(&down)?;
+        keep_ecn_in_control_messages(&up)?;
         poll.registry()
             .register(&mut down, DOWN, Interest::READABLE)?;
         poll.registry().register(&mut up, UP, Interest::READABLE)?;
@@ -689,6 +692,9 @@ impl Loop {
             let Ok(state) = UdpSocketState::new(UdpSockRef::from(&sock)) else {
                 continue;
             };
+            if keep_ecn_in_control_messages(&sock).is_err() {
+                continue;
+            }
             if self
                 .poll
                 .registry()

@@ -343,6 +343,7 @@ impl UdpIo {
         let mut socket = mio::net::UdpSocket::from_std(std_socket);
         let state = UdpSocketState::new(UdpSockRef::from(&socket))
             .map_err(|e| syscall("UdpSocketState::new (setsockopt)", e))?;
+        keep_ecn_in_control_messages(&socket)?;
         if config.icmp_errors {
             state
                 .enable_transport_errors(UdpSockRef::from(&socket))
@@ -729,6 +730,42 @@ enum ErrQueue {
     Unreachable(IcmpError),
 }
 
+/// Turns `SO_TIMESTAMPNS` off again after [`UdpSocketState::new`] turned it on.
+///
+/// quinn-udp 0.6 asks for receive timestamps on Linux but gives `recvmmsg` an 88-byte
+/// control buffer: a GRO batch brings a timestamp (32 bytes), `UDP_GRO` (24),
+/// `IP_PKTINFO` (32) and `IP_TOS` (24), the kernel truncates (`MSG_CTRUNC`) and the
+/// TOS byte, with the ECN codepoint, is lost (seen with strace on the interop relay:
+/// every GSO batch quill sent arrived Not-ECT). Nothing here reads the timestamps.
+/// Call it on every socket that has a `UdpSocketState` and wants ECN on receive.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn keep_ecn_in_control_messages(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let off: libc::c_int = 0;
+    // SAFETY: a valid descriptor, and `off` outlives the call with its size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(syscall(
+            "setsockopt(SO_TIMESTAMPNS)",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Elsewhere quinn-udp asks for no timestamps: nothing to undo.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn keep_ecn_in_control_messages(_socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    Ok(())
+}
+
 /// Reads one entry of the error queue (`recvmsg(MSG_ERRQUEUE)`): the address the
 /// offending datagram was sent to comes in `msg_name` and the report in an
 /// `IP_RECVERR` / `IPV6_RECVERR` control message (ip(7), ipv6(7)).
@@ -1087,5 +1124,44 @@ mod tests {
             vec![1000, 1000, 500]
         );
         assert_eq!(got.concat(), data);
+    }
+
+    /// The ECN codepoint survives a GSO batch received as one GRO buffer: quinn-udp's
+    /// receive timestamps no longer crowd the TOS byte out of the control buffer.
+    #[test]
+    fn ecn_codepoint_of_a_gso_batch_is_received() {
+        let mut poll = Poll::new().unwrap();
+        let config = UdpConfig::default();
+        let mut a = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 0);
+        let mut b = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 1);
+        let data = vec![7u8; 3600];
+        let sent = a.send_ecn(b.local_addr(), &data, Some(1200), Some(EcnCodepoint::Ect0));
+        assert_eq!(sent.unwrap(), SendOutcome::Sent);
+        let sent = a.send_ecn(b.local_addr(), &data[..1000], None, Some(EcnCodepoint::Ce));
+        assert_eq!(sent.unwrap(), SendOutcome::Sent);
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "datagrams never arrived: {got:?}"
+            );
+            b.recv_ecn(|_, ecn, d| got.push((d.len(), ecn))).unwrap();
+            if got.len() < 4 {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+            }
+        }
+        let e = Some(EcnCodepoint::Ect0);
+        assert_eq!(
+            got,
+            vec![
+                (1200, e),
+                (1200, e),
+                (1200, e),
+                (1000, Some(EcnCodepoint::Ce))
+            ]
+        );
     }
 }
