@@ -162,3 +162,48 @@ fn a_quic_v1_server_with_a_long_chain_sends_at_most_three_times_what_it_received
     let up = sim.run_until(Duration::from_secs(30), |s| s.client_app.connected);
     assert!(up, "{:?} {:?}", sim.client_app.events, sim.client_app.lost);
 }
+
+/// RFC 9000 §9.4: a server whose client moves to a new IP address (the interop
+/// runner's rebind-addr) starts congestion control and the RTT estimate afresh there;
+/// a new port on the same address (NAT rebinding, rebind-port) keeps them. ECN is
+/// tested again on either new path and the transfer completes marked.
+#[test]
+fn a_new_client_address_resets_congestion_control_a_new_port_does_not() {
+    for (new_addr, resets) in [("10.0.0.1:40001", false), ("10.0.0.9:40000", true)] {
+        let s = quic_v1(setup(5, TransportConfig::default()), ALPN);
+        let mut app = ClientApp::new(2 * MB, 1);
+        app.echo = true;
+        let mut sim = sim_of(5, s, LinkConfig::default(), app, v1_echo_server());
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.client_app.connected));
+        let initial = sim.server().unwrap().congestion_window();
+        // The server echoes: its window grows well past the initial one.
+        assert!(sim.run_until(Duration::from_secs(60), |s| {
+            s.client_app.sink.bytes > MB / 2
+        }));
+        let before = sim.server().unwrap().congestion_window();
+        assert!(before > 2 * initial, "{before} vs initial {initial}");
+        sim.net.client_addr = new_addr.parse().unwrap();
+        assert!(sim.run_until(Duration::from_secs(5), |s| {
+            s.server().unwrap().stats().migrations == 1
+        }));
+        let after = sim.server().unwrap().congestion_window();
+        if resets {
+            assert!(
+                after <= initial + 2 * 1452,
+                "{new_addr}: {after} vs initial {initial}"
+            );
+        } else {
+            assert!(
+                after >= before,
+                "{new_addr}: {after} after, {before} before"
+            );
+        }
+        assert!(sim.run_until(Duration::from_secs(120), |s| {
+            s.client_app.sink.finished.len() == 1 || s.client_app.lost.is_some()
+        }));
+        assert!(sim.client_app.lost.is_none(), "{:?}", sim.client_app.lost);
+        let st = sim.server().unwrap().stats().clone();
+        assert_eq!(st.paths_validated, 1, "{new_addr}: {st:?}");
+        assert!(st.ecn_marking && st.ecn_validated, "{new_addr}: {st:?}");
+    }
+}
