@@ -589,23 +589,7 @@ pub fn local_bind_for(peer: SocketAddr) -> SocketAddr {
 
 /// Turns UDP GRO off on `fd` (after quinn-udp turned it on), for `--gro off`.
 pub fn disable_gro(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let off: libc::c_int = 0;
-    // SAFETY: setsockopt on a valid socket with a pointer to a c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    quill_transport::driver::set_int_option(&fd, libc::SOL_UDP, libc::UDP_GRO, 0)
 }
 
 /// Encodes the stream header for a download of `d` bytes.

@@ -740,24 +740,32 @@ enum ErrQueue {
 /// Call it on every socket that has a `UdpSocketState` and wants ECN on receive.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn keep_ecn_in_control_messages(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
-    let off: libc::c_int = 0;
-    // SAFETY: a valid descriptor, and `off` outlives the call with its size passed.
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0)
+        .map_err(|e| syscall("setsockopt(SO_TIMESTAMPNS)", e))
+}
+
+/// `setsockopt(level, name)` with an `int` value.
+pub fn set_int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid descriptor, and `value` outlives the call with its size passed.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&off as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc != 0 {
-        return Err(syscall(
-            "setsockopt(SO_TIMESTAMPNS)",
-            io::Error::last_os_error(),
-        ));
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    Ok(())
 }
 
 /// Elsewhere quinn-udp asks for no timestamps: nothing to undo.
@@ -935,12 +943,25 @@ mod tests {
 
     /// Receives exactly `n` datagrams (fails the test if more or fewer arrive).
     fn recv_n(poll: &mut Poll, io: &mut UdpIo, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        recv_n_ecn(poll, io, n)
+            .into_iter()
+            .map(|(from, _, d)| (from, d))
+            .collect()
+    }
+
+    /// [`recv_n`] with each datagram's ECN codepoint.
+    fn recv_n_ecn(
+        poll: &mut Poll,
+        io: &mut UdpIo,
+        n: usize,
+    ) -> Vec<(SocketAddr, Option<EcnCodepoint>, Vec<u8>)> {
         let mut events = Events::with_capacity(8);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
         while got.len() < n {
             assert!(Instant::now() < deadline, "datagrams never arrived");
-            io.recv(|from, d| got.push((from, d.to_vec()))).unwrap();
+            io.recv_ecn(|from, ecn, d| got.push((from, ecn, d.to_vec())))
+                .unwrap();
             if got.len() < n {
                 poll.poll(&mut events, Some(Duration::from_millis(50)))
                     .unwrap();
@@ -1131,28 +1152,17 @@ mod tests {
     #[test]
     fn ecn_codepoint_of_a_gso_batch_is_received() {
         let mut poll = Poll::new().unwrap();
-        let config = UdpConfig::default();
-        let mut a = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 0);
-        let mut b = bind(&poll, (Ipv4Addr::LOCALHOST, 0).into(), &config, 1);
+        let local: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+        let [mut a, mut b] = [0, 1].map(|t| bind(&poll, local, &UdpConfig::default(), t));
         let data = vec![7u8; 3600];
         let sent = a.send_ecn(b.local_addr(), &data, Some(1200), Some(EcnCodepoint::Ect0));
         assert_eq!(sent.unwrap(), SendOutcome::Sent);
         let sent = a.send_ecn(b.local_addr(), &data[..1000], None, Some(EcnCodepoint::Ce));
         assert_eq!(sent.unwrap(), SendOutcome::Sent);
-        let mut events = Events::with_capacity(8);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut got = Vec::new();
-        while got.len() < 4 {
-            assert!(
-                Instant::now() < deadline,
-                "datagrams never arrived: {got:?}"
-            );
-            b.recv_ecn(|_, ecn, d| got.push((d.len(), ecn))).unwrap();
-            if got.len() < 4 {
-                poll.poll(&mut events, Some(Duration::from_millis(50)))
-                    .unwrap();
-            }
-        }
+        let got: Vec<(usize, Option<EcnCodepoint>)> = recv_n_ecn(&mut poll, &mut b, 4)
+            .into_iter()
+            .map(|(_, ecn, d)| (d.len(), ecn))
+            .collect();
         let e = Some(EcnCodepoint::Ect0);
         assert_eq!(
             got,
