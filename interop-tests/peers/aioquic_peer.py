@@ -43,7 +43,10 @@ DEFAULT = (16 << 20, 16 << 20)
 PROFILES = {
     "handshake": {}, "transferloss": {}, "transfercorruption": {}, "blackhole": {},
     "longrtt": {}, "goodput": {}, "ipv6": {}, "rebind-port": {}, "multiplexing": {},
+    "rebind-addr": {},
     "transfer": {"small_windows": True},
+    # The interop runner's endpoints play "transfer" with a chain of 9 certificates.
+    "amplificationlimit": {"small_windows": True, "cert_chain_len": 9},
     "retry": {"retry": True},
     "chacha20": {"chacha20": True},
     "keyupdate": {"key_update": True},
@@ -155,7 +158,7 @@ class HqServer(QuicConnectionProtocol):
 
 async def run_server(a, profile):
     work = tempfile.TemporaryDirectory()
-    cert, key = make_certificate(work.name)
+    cert, key = make_certificate(work.name, profile.get("cert_chain_len", 1))
     cfg = configuration(profile, is_client=False)
     cfg.load_cert_chain(cert, key)
     HqServer.root = a.root
@@ -186,27 +189,56 @@ async def run_server(a, profile):
     return 0
 
 
-def make_certificate(directory):
-    """A fresh self-signed certificate for localhost (P-256), in `directory`."""
+def make_certificate(directory, chain_len=1):
+    """A fresh certificate for localhost (P-256), in `directory`: self-signed, or with
+    `chain_len` > 1 issued through `chain_len - 1` CA certificates (leaf first in
+    cert.pem), each padded with a 500-byte private extension as the Rust peers' chains
+    (refpeers::ensure_certificate_chain)."""
     import datetime
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pad = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.1"),
+                                     b"\x04\x82\x01\xf4" + bytes(500))
+
+    def build(subject, issuer, public_key, signing_key, ca, padded):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+             .public_key(public_key).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=10)))
+        if ca:
+            b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        else:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                                critical=False)
+        if padded:
+            b = b.add_extension(pad, critical=False)
+        return b.sign(signing_key, hashes.SHA256())
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=10))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
+    chain = []
+    if chain_len <= 1:
+        cert = build(name, name, key.public_key(), key, False, False)
+    else:
+        issuer_key = ec.generate_private_key(ec.SECP256R1())
+        issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "quill interop CA 0")])
+        chain.append(build(issuer_name, issuer_name, issuer_key.public_key(), issuer_key, True, True))
+        for i in range(1, chain_len - 1):
+            k = ec.generate_private_key(ec.SECP256R1())
+            n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "quill interop CA %d" % i)])
+            chain.append(build(n, issuer_name, k.public_key(), issuer_key, True, True))
+            issuer_key, issuer_name = k, n
+        cert = build(name, issuer_name, key.public_key(), issuer_key, False, True)
     cert_path = os.path.join(directory, "cert.pem")
     key_path = os.path.join(directory, "key.pem")
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
+        for c in reversed(chain):
+            f.write(c.public_bytes(serialization.Encoding.PEM))
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -322,6 +354,13 @@ def main():
     c.add_argument("--files-from")
     c.add_argument("--timeout-secs", type=int, default=60)
     a = p.parse_args()
+    if a.testcase == "ecn":
+        # asyncio's datagram transport hands aioquic neither the TOS byte of received
+        # datagrams nor a way to set it on sent ones.
+        sys.stdout.write("unsupported aioquic neither reads nor sets ECN codepoints "
+                         "(asyncio datagram transport)\n")
+        sys.stdout.flush()
+        return EXIT_UNSUPPORTED
     profile = PROFILES.get(a.testcase)
     if profile is None:
         sys.stdout.write("unsupported aioquic_peer.py does not know test case %s\n" % a.testcase)

@@ -207,6 +207,9 @@ pub struct Record {
     /// (before any corruption; at most 2048 bytes), for checks that read tokens and
     /// remove header protection.
     pub head: Option<Vec<u8>>,
+    /// The ECN codepoint it arrived with (RFC 3168: 0 Not-ECT, 1 ECT(1), 2 ECT(0),
+    /// 3 CE); the relay forwards it unchanged.
+    pub ecn: u8,
 }
 
 /// Everything the relay recorded, bounded by a record cap.
@@ -300,6 +303,7 @@ impl Record {
             "reason": reason,
             "offset": offset,
             "upstream": self.upstream.to_string(),
+            "ecn": self.ecn,
             "header": header,
         })
     }
@@ -437,6 +441,7 @@ mod tests {
             upstream: "127.0.0.1:1000".parse().unwrap(),
             header,
             head: None,
+            ecn: 0,
         }
     }
 

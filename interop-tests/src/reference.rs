@@ -672,6 +672,7 @@ mod tests {
                 coalesced: Vec::new(),
             },
             head: None,
+            ecn: 0,
         }
     }
 

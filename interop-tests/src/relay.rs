@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use quill_transport::driver::keep_ecn_in_control_messages;
+use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use crate::capture::{Action, Capture, Direction, DropReason, HeaderInfo, Record};
 use quill_transport::wire::LongType;
@@ -198,6 +200,10 @@ impl Relay {
         };
         let mut down = bind_udp(local)?;
         let mut up = bind_udp(local)?;
+        let down_state = UdpSocketState::new(UdpSockRef::from(&down))?;
+        let up_state = UdpSocketState::new(UdpSockRef::from(&up))?;
+        keep_ecn_in_control_messages(&down)?;
+        keep_ecn_in_control_messages(&up)?;
         poll.registry()
             .register(&mut down, DOWN, Interest::READABLE)?;
         poll.registry().register(&mut up, UP, Interest::READABLE)?;
@@ -212,12 +218,18 @@ impl Relay {
                     SocketAddr::V6(_) => local,
                 };
                 let mut up = bind_udp(up_addr)?;
+                let down_state = UdpSocketState::new(UdpSockRef::from(&down))?;
+                let up_state = UdpSocketState::new(UdpSockRef::from(&up))?;
+                keep_ecn_in_control_messages(&down)?;
+                keep_ecn_in_control_messages(&up)?;
                 poll.registry()
                     .register(&mut down, DOWN2, Interest::READABLE)?;
                 poll.registry().register(&mut up, UP2, Interest::READABLE)?;
                 Some(SecondPath {
                     down,
                     up,
+                    down_state,
+                    up_state,
                     client: None,
                 })
             }
@@ -231,6 +243,8 @@ impl Relay {
             poll,
             down,
             up,
+            down_state,
+            up_state,
             client: None,
             second,
             on_second: false,
@@ -243,6 +257,7 @@ impl Relay {
             rebind,
             capture: Capture::default(),
             head: None,
+            ecn: None,
             stop: stop.clone(),
             config,
         };
@@ -300,6 +315,18 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(UdpSocket::from_std(sock.into()))
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d` (quinn-udp reports IPv4 senders on an IPv6 socket
+/// that way; the relay's sockets are of one family, so this is only a safeguard).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
 }
 
 /// SplitMix64 finaliser: a well-mixed 64-bit hash.
@@ -369,6 +396,8 @@ struct Pending {
     /// On the relay's second path ([`Relay::start_with_second_path`]).
     second: bool,
     data: Vec<u8>,
+    /// The ECN codepoint it arrived with, forwarded unchanged.
+    ecn: Option<EcnCodepoint>,
 }
 
 /// The sockets of the relay's second path.
@@ -377,6 +406,9 @@ struct SecondPath {
     down: UdpSocket,
     /// Server-facing.
     up: UdpSocket,
+    /// quinn-udp's state of `down` and `up` (ECN codepoints, as on the first path).
+    down_state: UdpSocketState,
+    up_state: UdpSocketState,
     /// The client's address as seen on `down`.
     client: Option<SocketAddr>,
 }
@@ -404,6 +436,11 @@ struct Loop {
     poll: Poll,
     down: UdpSocket,
     up: UdpSocket,
+    /// quinn-udp's state of `down` and `up`: it asks the kernel for each datagram's
+    /// TOS / Traffic Class byte (IP_RECVTOS, IPV6_RECVTCLASS) and sets it on sends,
+    /// so the relay carries ECN codepoints through like a router that does not mark.
+    down_state: UdpSocketState,
+    up_state: UdpSocketState,
     client: Option<SocketAddr>,
     second: Option<SecondPath>,
     /// The datagram being admitted came over the second path.
@@ -416,6 +453,8 @@ struct Loop {
     capture: Capture,
     /// [`Record::head`] of the datagram being admitted.
     head: Option<Vec<u8>>,
+    /// The ECN codepoint of the datagram being admitted.
+    ecn: Option<EcnCodepoint>,
     stop: Arc<AtomicBool>,
     config: RelayConfig,
 }
@@ -490,15 +529,23 @@ impl Loop {
     fn drain(&mut self, dir: Direction, second: bool, buf: &mut [u8]) {
         let mut errors = 0;
         loop {
-            let sock = match (dir, second, &self.second) {
-                (Direction::C2S, false, _) => &self.down,
-                (Direction::S2C, false, _) => &self.up,
-                (Direction::C2S, true, Some(p)) => &p.down,
-                (Direction::S2C, true, Some(p)) => &p.up,
+            let (sock, state) = match (dir, second, &self.second) {
+                (Direction::C2S, false, _) => (&self.down, &self.down_state),
+                (Direction::S2C, false, _) => (&self.up, &self.up_state),
+                (Direction::C2S, true, Some(p)) => (&p.down, &p.down_state),
+                (Direction::S2C, true, Some(p)) => (&p.up, &p.up_state),
                 (_, true, None) => return,
             };
-            match sock.recv_from(buf) {
-                Ok((n, from)) => {
+            let mut meta = [RecvMeta::default()];
+            let received = {
+                let mut iov = [io::IoSliceMut::new(buf)];
+                state.recv(UdpSockRef::from(sock), &mut iov, &mut meta)
+            };
+            match received {
+                Ok(0) => break,
+                Ok(_) => {
+                    let m = meta[0];
+                    let from = canonical(m.addr);
                     match dir {
                         Direction::C2S if second => {
                             if let Some(p) = self.second.as_mut() {
@@ -509,9 +556,15 @@ impl Loop {
                         Direction::S2C if from != self.config.server => continue,
                         Direction::S2C => {}
                     }
-                    let data = buf[..n].to_vec();
-                    self.on_second = second;
-                    self.admit(dir, data);
+                    let len = m.len.min(buf.len());
+                    // GRO may hand over several datagrams back to back, `stride` apart.
+                    let stride = if m.stride == 0 { len.max(1) } else { m.stride };
+                    for chunk in buf[..len].chunks(stride) {
+                        self.ecn = m.ecn;
+                        self.on_second = second;
+                        self.admit(dir, chunk.to_vec());
+                    }
+                    self.ecn = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -676,6 +729,7 @@ impl Loop {
             upstream: self.upstream_of_path().unwrap_or(self.config.server),
             header,
             head: self.head.clone(),
+            ecn: self.ecn.map_or(0, |e| e as u8),
         };
         self.capture.push(record, self.config.capture_limit);
     }
@@ -688,6 +742,7 @@ impl Loop {
             dir,
             second: self.on_second,
             data,
+            ecn: self.ecn,
         });
     }
 
@@ -710,19 +765,27 @@ impl Loop {
     fn deliver(&mut self, now: Instant) {
         while self.pending.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.pending.pop() else { break };
-            let sent = match (p.dir, p.second, &self.second) {
-                (Direction::C2S, false, _) => self.up.send_to(&p.data, self.config.server),
+            let (sock, state, to) = match (p.dir, p.second, &self.second) {
+                (Direction::C2S, false, _) => (&self.up, &self.up_state, self.config.server),
                 (Direction::S2C, false, _) => match self.client {
-                    Some(c) => self.down.send_to(&p.data, c),
+                    Some(c) => (&self.down, &self.down_state, c),
                     None => continue,
                 },
-                (Direction::C2S, true, Some(s)) => s.up.send_to(&p.data, self.config.server),
+                (Direction::C2S, true, Some(s)) => (&s.up, &s.up_state, self.config.server),
                 (Direction::S2C, true, Some(s)) => match s.client {
-                    Some(c) => s.down.send_to(&p.data, c),
+                    Some(c) => (&s.down, &s.down_state, c),
                     None => continue,
                 },
                 (_, true, None) => continue,
             };
+            let transmit = Transmit {
+                destination: to,
+                ecn: p.ecn,
+                contents: &p.data,
+                segment_size: None,
+                src_ip: None,
+            };
+            let sent = state.try_send(UdpSockRef::from(sock), &transmit);
             // A full socket buffer or an ICMP error loses the datagram, as a network
             // would; the capture already holds the decision.
             let _ = sent;
@@ -742,6 +805,12 @@ impl Loop {
             let Ok(mut sock) = bind_udp(bind) else {
                 continue;
             };
+            let Ok(state) = UdpSocketState::new(UdpSockRef::from(&sock)) else {
+                continue;
+            };
+            if keep_ecn_in_control_messages(&sock).is_err() {
+                continue;
+            }
             if self
                 .poll
                 .registry()
@@ -751,6 +820,7 @@ impl Loop {
                 continue;
             }
             let mut old = std::mem::replace(&mut self.up, sock);
+            self.up_state = state;
             let _ = self.poll.registry().deregister(&mut old);
         }
     }

@@ -25,7 +25,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
-use crate::proto::{ClientConfig, ConfigError, Connection, Event, LoginRequest, ServerConfig};
+use crate::proto::{
+    ClientConfig, ConfigError, Connection, EcnCodepoint, Event, LoginRequest, ServerConfig,
+};
 
 /// Impairments of one direction of a simulated path.
 #[derive(Debug, Clone)]
@@ -95,6 +97,19 @@ struct InFlight {
     at: Instant,
     seq: u64,
     data: Vec<u8>,
+    ecn: Option<EcnCodepoint>,
+}
+
+/// What a [`Link`] does with the ECN codepoint of the datagrams it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EcnPath {
+    /// Delivers the codepoint the sender set.
+    #[default]
+    Pass,
+    /// Clears it to Not-ECT (a path that "bleaches" ECN, RFC 9000 §13.4.2).
+    Bleach,
+    /// Marks every ECT datagram CE, as a congested ECN-capable router would.
+    MarkCe,
 }
 
 /// One direction of a simulated path.
@@ -103,6 +118,8 @@ pub struct Link {
     pub config: LinkConfig,
     /// While true, every datagram is dropped.
     pub black_hole: bool,
+    /// What happens to the datagrams' ECN codepoints (may be changed between steps).
+    pub ecn: EcnPath,
     rng: SmallRng,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
@@ -117,6 +134,7 @@ impl Link {
         Link {
             config,
             black_hole: false,
+            ecn: EcnPath::Pass,
             rng: SmallRng::seed_from_u64(seed),
             queue: BinaryHeap::new(),
             seq: 0,
@@ -133,6 +151,17 @@ impl Link {
 
     /// Offers a datagram to the link at `now`.
     pub fn send(&mut self, now: Instant, data: &[u8]) {
+        self.send_ecn(now, data, None);
+    }
+
+    /// Offers a datagram sent with the ECN codepoint `ecn` to the link at `now`.
+    pub fn send_ecn(&mut self, now: Instant, data: &[u8], ecn: Option<EcnCodepoint>) {
+        let ecn = match (self.ecn, ecn) {
+            (EcnPath::Pass, e) => e,
+            (EcnPath::Bleach, _) => None,
+            (EcnPath::MarkCe, Some(_)) => Some(EcnCodepoint::Ce),
+            (EcnPath::MarkCe, None) => None,
+        };
         self.stats.sent += 1;
         let c = &self.config;
         if self.black_hole || data.len() > c.mtu {
@@ -184,17 +213,18 @@ impl Link {
         }
         if c.duplicate > 0.0 && self.rng.random::<f64>() < c.duplicate {
             self.stats.duplicated += 1;
-            self.push(at + Duration::from_micros(100), copy.clone());
+            self.push(at + Duration::from_micros(100), copy.clone(), ecn);
         }
-        self.push(at, copy);
+        self.push(at, copy, ecn);
     }
 
-    fn push(&mut self, at: Instant, data: Vec<u8>) {
+    fn push(&mut self, at: Instant, data: Vec<u8>, ecn: Option<EcnCodepoint>) {
         self.seq += 1;
         self.queue.push(Reverse(InFlight {
             at,
             seq: self.seq,
             data,
+            ecn,
         }));
     }
 
@@ -205,11 +235,16 @@ impl Link {
 
     /// Takes the next datagram due by `now`.
     pub fn deliver(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.deliver_ecn(now).map(|(d, _)| d)
+    }
+
+    /// Takes the next datagram due by `now`, with the ECN codepoint it arrives with.
+    pub fn deliver_ecn(&mut self, now: Instant) -> Option<(Vec<u8>, Option<EcnCodepoint>)> {
         if self.queue.peek()?.0.at > now {
             return None;
         }
         self.stats.delivered += 1;
-        self.queue.pop().map(|r| r.0.data)
+        self.queue.pop().map(|r| (r.0.data, r.0.ecn))
     }
 
     /// Datagrams currently in flight.
@@ -351,10 +386,10 @@ impl Net {
             let mut n = 0;
             while let Some(t) = endpoint.poll_transmit(now, &mut self.buf) {
                 if t.destination == peer {
-                    link.send(now, &self.buf[..t.size]);
+                    link.send_ecn(now, &self.buf[..t.size], t.ecn);
                 } else if Some(t.destination) == also {
                     self.stats.to_preferred += 1;
-                    link.send(now, &self.buf[..t.size]);
+                    link.send_ecn(now, &self.buf[..t.size], t.ecn);
                 } else {
                     self.stats.misaddressed += 1;
                 }
@@ -382,13 +417,17 @@ impl Net {
     pub fn advance(&mut self, to: Instant) {
         self.now = self.now.max(to);
         let now = self.now;
-        while let Some(mut d) = self.c2s.deliver(now) {
-            if let Some(h) = self.server.handle_datagram(now, self.client_addr, &mut d) {
+        while let Some((mut d, ecn)) = self.c2s.deliver_ecn(now) {
+            let accepted = self
+                .server
+                .handle_datagram_ecn(now, self.client_addr, ecn, &mut d);
+            if let Some(h) = accepted {
                 self.accepted.push(h);
             }
         }
-        while let Some(mut d) = self.s2c.deliver(now) {
-            self.client.handle_datagram(now, self.server_addr, &mut d);
+        while let Some((mut d, ecn)) = self.s2c.deliver_ecn(now) {
+            self.client
+                .handle_datagram_ecn(now, self.server_addr, ecn, &mut d);
         }
         for ep in [&mut self.client, &mut self.server] {
             if ep.poll_timeout().is_some_and(|t| t <= now) {

@@ -19,20 +19,13 @@ const ALPN: &[u8] = b"hq-interop";
 /// `setup`'s configurations switched to QUIC v1 with ALPN `hq-interop`: the client
 /// pins host key 7, whose certificate the server presents.
 fn v1_setup(seed: u64) -> Setup {
-    let mut s = setup(seed, TransportConfig::default());
-    s.client.version = Version::QuicV1 {
-        alpn: vec![ALPN.to_vec()],
-    };
-    s.server.quic_v1 = Some(QuicV1Server::with_host_key(host_key(7), vec![ALPN.to_vec()]).unwrap());
-    s
+    sim_setup::quic_v1(setup(seed, TransportConfig::default()), ALPN)
 }
 
 /// A server app that echoes bidirectional streams and must never be asked for a
 /// login (QUIC v1 has none): its policy refuses and records the attempt.
 fn echo_server() -> ServerApp {
-    let mut app = ServerApp::new(Box::new(|_| Err("QUIC v1 has no login".into())));
-    app.echo = true;
-    app
+    sim_setup::v1_echo_server()
 }
 
 fn v1_sim(

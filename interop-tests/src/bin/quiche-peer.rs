@@ -1098,6 +1098,13 @@ fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
         });
         return Ok(hq::EXIT_UNSUPPORTED);
     }
+    if testcase_of(&role) == "ecn" {
+        // quiche::RecvInfo and SendInfo carry addresses (and a send time) only.
+        hq::print_unsupported(
+            "quiche neither reads nor sets ECN codepoints (no ECN in its RecvInfo/SendInfo API)",
+        );
+        return Ok(hq::EXIT_UNSUPPORTED);
+    }
     match role {
         hq::HqCommand::Server(a) => hq_server(a, p).map(|()| 0),
         hq::HqCommand::Client(a) => {
@@ -1116,6 +1123,14 @@ fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
             }
             Ok(hq_client(a, p))
         }
+    }
+}
+
+/// The test case name a `hq` command was given.
+fn testcase_of(role: &hq::HqCommand) -> &str {
+    match role {
+        hq::HqCommand::Server(a) => &a.testcase,
+        hq::HqCommand::Client(a) => &a.testcase,
     }
 }
 
@@ -1224,7 +1239,7 @@ fn hq_check_token(key: &ring::hmac::Key, from: &SocketAddr, token: &[u8]) -> Opt
 
 fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let files = refpeers::ensure_certificate(dir.path())
+    let files = refpeers::ensure_certificate_chain(dir.path(), p.cert_chain_len)
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
     let mut config = hq_config(&p, true)?;
     config

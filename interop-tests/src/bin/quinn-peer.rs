@@ -197,14 +197,18 @@ fn server_tls(
     provider: Arc<rustls::crypto::CryptoProvider>,
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, String> {
-    let cert = std::fs::read(&files.cert_der).map_err(|e| format!("cannot read cert.der: {e}"))?;
+    // The whole chain in cert.pem (leaf first; more than one in amplificationlimit).
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_pem)
+        .map_err(|e| format!("cannot read {}: {e}", files.cert_pem.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot read {}: {e}", files.cert_pem.display()))?;
     let key = PrivateKeyDer::from_pem_file(&files.key_pem)
         .map_err(|e| format!("cannot read {}: {e}", files.key_pem.display()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert)], key)
+        .with_single_cert(chain, key)
         .map_err(|e| format!("bad certificate or key: {e}"))?;
     tls.alpn_protocols = vec![alpn.to_vec()];
     Ok(tls)
@@ -567,7 +571,7 @@ async fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
 
 async fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let files = refpeers::ensure_certificate(dir.path())
+    let files = refpeers::ensure_certificate_chain(dir.path(), p.cert_chain_len)
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
     let tls = server_tls(&files, hq_provider(&p), hq::ALPN_HQ)?;
     let crypto = QuicServerConfig::with_initial(Arc::new(tls), initial_suite()?)

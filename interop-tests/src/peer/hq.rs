@@ -137,7 +137,7 @@ fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
     // localhost (rcgen), as every reference peer here serves, through
     // `QuicV1Server::with_certificate` (what `quill server --cert/--cert-key` uses).
     let (root, dir, _tmp) = super::root_and_state(&a.root, a.state_dir.as_deref())?;
-    let files = refpeers::ensure_certificate(&dir).map_err(|e| {
+    let files = refpeers::ensure_certificate_chain(&dir, p.cert_chain_len).map_err(|e| {
         PeerError::other(format!(
             "cannot make a certificate in {}: {e}",
             dir.display()

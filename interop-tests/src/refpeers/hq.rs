@@ -164,6 +164,9 @@ pub struct Profile {
     pub v2: bool,
     /// connectionmigration: the client moves to the server's preferred address.
     pub connection_migration: bool,
+    /// Certificates in the server's chain (`refpeers::ensure_certificate_chain`): 9 in
+    /// amplificationlimit, as the interop runner serves, 1 otherwise.
+    pub cert_chain_len: usize,
 }
 
 /// Stream window of the `transfer` test case.
@@ -185,11 +188,17 @@ impl Profile {
             max_streams_bidi: 1000,
             v2: false,
             connection_migration: false,
+            cert_chain_len: 1,
         };
         match name {
             "handshake" | "transferloss" | "transfercorruption" | "blackhole" | "longrtt"
-            | "goodput" | "ipv6" | "rebind-port" | "multiplexing" => {}
+            | "goodput" | "ipv6" | "rebind-port" | "multiplexing" | "rebind-addr" | "ecn" => {}
             "transfer" => p.small_windows = true,
+            // The interop runner's endpoints play "transfer" here, with its chain of 9.
+            "amplificationlimit" => {
+                p.small_windows = true;
+                p.cert_chain_len = 9;
+            }
             "retry" => p.retry = true,
             "chacha20" => p.chacha20 = true,
             "keyupdate" => p.key_update = true,
@@ -417,9 +426,19 @@ mod tests {
             "keyupdate",
             "handshakeloss",
             "handshakecorruption",
+            "rebind-addr",
+            "amplificationlimit",
+            "ecn",
         ] {
             assert!(Profile::for_testcase(t).is_some(), "{t}");
         }
+        // The interop runner's amplificationlimit serves a chain of 9 with "transfer".
+        let amp = Profile::for_testcase("amplificationlimit").unwrap();
+        assert_eq!((amp.cert_chain_len, amp.small_windows), (9, true));
+        assert_eq!(
+            Profile::for_testcase("handshake").unwrap().cert_chain_len,
+            1
+        );
         assert!(Profile::for_testcase("zerortt").is_none());
         assert_eq!(
             Profile::for_testcase("transfer").unwrap().windows(),

@@ -274,6 +274,69 @@ pub fn ensure_certificate(dir: &Path) -> io::Result<CertFiles> {
     Ok(files)
 }
 
+/// Bytes of the opaque extension [`ensure_certificate_chain`] puts in each certificate,
+/// so that an ECDSA certificate is about as large as the interop runner's RSA-2048 ones
+/// (its amplificationlimit test wants ≥ 7500 bytes of server Handshake data from a chain
+/// of 9).
+const CHAIN_PADDING: usize = 500;
+
+/// Like [`ensure_certificate`], with a chain of `len` certificates in `cert.pem`: the
+/// leaf for [`SERVER_NAME`] (whose key is `key.pem` and DER `cert.der`), then `len - 1`
+/// CA certificates up to a self-signed root, each padded with a non-critical private
+/// extension of [`CHAIN_PADDING`] bytes. The interop runner's amplificationlimit test
+/// case serves such a chain so that the server's first flight is far more than three
+/// times the client's Initial. `len` ≤ 1 is [`ensure_certificate`].
+pub fn ensure_certificate_chain(dir: &Path, len: usize) -> io::Result<CertFiles> {
+    if len <= 1 {
+        return ensure_certificate(dir);
+    }
+    let files = CertFiles::in_dir(dir);
+    fs::create_dir_all(dir)?;
+    let err = |e: rcgen::Error| io::Error::other(format!("certificate generation failed: {e}"));
+    let padded = |mut p: rcgen::CertificateParams, cn: String| {
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        // OID 1.3.6.1.4.1.55555.1 (private), value an OCTET STRING of zeros.
+        let mut value = vec![0x04, 0x82];
+        value.extend_from_slice(&(CHAIN_PADDING as u16).to_be_bytes());
+        value.resize(4 + CHAIN_PADDING, 0);
+        p.custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 55555, 1],
+                value,
+            ));
+        p
+    };
+    let ca_params = |i: usize| -> Result<rcgen::CertificateParams, rcgen::Error> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        Ok(padded(p, format!("quill interop CA {i}")))
+    };
+    // Root first, then each CA signed by the one before; PEM order is leaf first.
+    let mut pems = Vec::with_capacity(len);
+    let root_key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut issuer =
+        rcgen::CertifiedIssuer::self_signed(ca_params(0).map_err(err)?, root_key).map_err(err)?;
+    pems.push(issuer.pem());
+    for i in 1..len - 1 {
+        let key = rcgen::KeyPair::generate().map_err(err)?;
+        let next = rcgen::CertifiedIssuer::signed_by(ca_params(i).map_err(err)?, key, &issuer)
+            .map_err(err)?;
+        pems.push(next.pem());
+        issuer = next;
+    }
+    let leaf_key = rcgen::KeyPair::generate().map_err(err)?;
+    let leaf_params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(err)?;
+    let leaf = padded(leaf_params, SERVER_NAME.to_string())
+        .signed_by(&leaf_key, &issuer)
+        .map_err(err)?;
+    pems.push(leaf.pem());
+    pems.reverse();
+    write_private(&files.key_pem, leaf_key.serialize_pem().as_bytes())?;
+    fs::write(&files.cert_der, leaf.der())?;
+    fs::write(&files.cert_pem, pems.concat())?;
+    Ok(files)
+}
+
 /// Writes `bytes` to a new file of mode 0600 (replacing any old one).
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -533,23 +596,7 @@ pub fn local_bind_for(peer: SocketAddr) -> SocketAddr {
 
 /// Turns UDP GRO off on `fd` (after quinn-udp turned it on), for `--gro off`.
 pub fn disable_gro(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let off: libc::c_int = 0;
-    // SAFETY: setsockopt on a valid socket with a pointer to a c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    quill_transport::driver::set_int_option(&fd, libc::SOL_UDP, libc::UDP_GRO, 0)
 }
 
 /// Encodes the stream header for a download of `d` bytes.

@@ -306,6 +306,62 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         judge: Judge::Run(connection_migration),
     },
+    Scenario {
+        name: "rebind-addr",
+        network: "default link; the relay's server-facing socket moves to a new loopback \
+                  address (127.0.0.2, .3, ...; new port too) 1 s in and every 5 s after",
+        rule: "1 file (10 MB) byte-exact over 1 connection; the capture shows more than 1 \
+               client IP address and server datagrams to every one of them (the server \
+               followed each rebinding)",
+        relay: |rc| {
+            default_link(rc);
+            rc.rebind = (0..4u8)
+                .map(|i| crate::relay::Rebind {
+                    at: Duration::from_secs(1 + 5 * u64::from(i)),
+                    kind: crate::relay::RebindKind::Address(std::net::Ipv4Addr::new(
+                        127,
+                        0,
+                        0,
+                        2 + i,
+                    )),
+                })
+                .collect();
+        },
+        setup: || one_v1_file("a.bin", 10 * MB, 60),
+        judge: Judge::Run(rebind_addr),
+    },
+    Scenario {
+        name: "amplificationlimit",
+        network: "default link; client datagrams 2 to 7 (counting from 1, as the runner's \
+                  drop list) dropped, so the server cannot validate the address for a while",
+        rule: "the server serves a chain of 9 certificates; 1 file (5 KB) byte-exact, 1 \
+               handshake; on the capture the server sent at most 3x the bytes of the client \
+               datagrams it received before the first client Handshake packet, and at \
+               least 7500 bytes in datagrams with Handshake packets (the runner reads the \
+               CRYPTO offsets, which needs the Handshake keys)",
+        relay: |rc| {
+            default_link(rc);
+            rc.c2s.drop_indices = (1..=6).collect();
+        },
+        setup: || Setup {
+            timeout: Duration::from_secs(60),
+            ..Setup::new(vec![("amp.bin".into(), 5 * 1024)])
+        },
+        judge: Judge::Run(amplificationlimit),
+    },
+    Scenario {
+        name: "ecn",
+        network: "default link; the relay forwards every datagram with the ECN codepoint it \
+                  came with",
+        rule: "as handshake (1 file of 1 KB, 1 handshake, no Retry); datagrams from each \
+               side are ECT-marked and none CE, including short-header (1-RTT) ones after \
+               the handshake (so the sender's ECN validation did not fail); each side sent \
+               an ACK frame with ECN counts (type 0x03) in an Initial packet, the only ones \
+               the capture can decrypt (the runner looks for them in every packet)",
+        relay: default_link,
+        setup: || Setup::new(vec![("e.bin".into(), 1024)]),
+        judge: Judge::Run(ecn),
+    },
 ];
 
 fn one_v1_file(name: &str, size: usize, secs: u64) -> Setup {
@@ -686,6 +742,203 @@ fn connection_migration(o: &RunOutput) -> Result<String, String> {
     ))
 }
 
+fn rebind_addr(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let ips: Vec<std::net::IpAddr> = o.capture.dir(Direction::C2S).fold(Vec::new(), |mut v, r| {
+        if !v.contains(&r.upstream.ip()) {
+            v.push(r.upstream.ip());
+        }
+        v
+    });
+    if ips.len() < 2 {
+        return Err(format!(
+            "the capture shows {} client IP address(es), expected a rebinding",
+            ips.len()
+        ));
+    }
+    for ip in &ips {
+        if !o
+            .capture
+            .dir(Direction::S2C)
+            .any(|r| r.upstream.ip() == *ip)
+        {
+            return Err(format!("the server sent nothing to client address {ip}"));
+        }
+    }
+    Ok(format!(
+        "{} client addresses, the server followed each",
+        ips.len()
+    ))
+}
+
+/// Bytes of server datagrams with Handshake packets the interop runner's rule asks for
+/// (it reads ≥ 7500 bytes of Handshake CRYPTO data).
+const AMPLIFICATION_HANDSHAKE_BYTES: usize = 7500;
+
+fn amplificationlimit(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 1)?;
+    let (c, s) = super::amplification_strict(&o.capture);
+    if c == 0 || s == 0 {
+        return Err(format!("nothing to measure (client {c} B, server {s} B)"));
+    }
+    if s > 3 * c {
+        return Err(format!(
+            "the server sent {s} bytes before the address was validated for {c} received (> 3x)"
+        ));
+    }
+    let handshake: usize = o
+        .capture
+        .originals(Direction::S2C)
+        .filter(|r| as_sent(r) && r.header.contains(LongType::Handshake))
+        .map(|r| r.size)
+        .sum();
+    if handshake < AMPLIFICATION_HANDSHAKE_BYTES {
+        return Err(format!(
+            "only {handshake} bytes of server Handshake datagrams: not the long chain?"
+        ));
+    }
+    Ok(format!(
+        "{s} B sent before validation for {c} B received (limit {}); {handshake} B of \
+         Handshake datagrams",
+        3 * c
+    ))
+}
+
+/// The ECN checks of one direction: `(ECT datagrams, CE datagrams, ECT short-header
+/// datagrams, short-header datagrams, ACK_ECN seen in an Initial)`.
+fn ecn_of(o: &RunOutput, dir: Direction, client_dcid: &[u8]) -> (usize, usize, usize, usize, bool) {
+    let recs: Vec<&crate::capture::Record> =
+        o.capture.originals(dir).filter(|r| as_sent(r)).collect();
+    let ect = |r: &&&crate::capture::Record| r.ecn == 0b10 || r.ecn == 0b01;
+    let short =
+        |r: &&&crate::capture::Record| matches!(r.header, crate::capture::HeaderInfo::Short { .. });
+    let from_client = dir == Direction::C2S;
+    let ack_ecn = recs
+        .iter()
+        .filter_map(|r| r.head.as_deref())
+        .any(|head| open_initial(head, client_dcid, from_client).is_some_and(|f| has_ack_ecn(&f)));
+    (
+        recs.iter().filter(ect).count(),
+        recs.iter().filter(|r| r.ecn == 0b11).count(),
+        recs.iter().filter(short).filter(ect).count(),
+        recs.iter().filter(short).count(),
+        ack_ecn,
+    )
+}
+
+fn ecn(o: &RunOutput) -> Result<String, String> {
+    one_handshake(o)?;
+    let Some(first) = o
+        .capture
+        .originals(Direction::C2S)
+        .find_map(|r| r.head.as_deref().and_then(initial_dcid_token))
+    else {
+        return Err("no client Initial on the capture".into());
+    };
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    for (dir, who) in [(Direction::C2S, "client"), (Direction::S2C, "server")] {
+        let (ect, ce, short_ect, short, ack_ecn) = ecn_of(o, dir, &first.dcid);
+        if ect == 0 {
+            errors.push(format!("the {who} marked no datagram ECT(0) or ECT(1)"));
+        } else if short_ect == 0 {
+            errors.push(format!(
+                "the {who} marked no short-header datagram ({short} sent): its ECN \
+                 validation failed"
+            ));
+        }
+        if ce != 0 {
+            errors.push(format!("{ce} {who} datagrams left the {who} marked CE"));
+        }
+        if !ack_ecn {
+            errors.push(format!(
+                "no ACK frame with ECN counts in the {who}'s Initials"
+            ));
+        }
+        notes.push(format!("{who} {ect} ECT ({short_ect}/{short} 1-RTT)"));
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(format!("{}; ACK_ECN from both", notes.join(", ")))
+}
+
+/// Frames of the first packet of `head` when it is a QUIC v1 or v2 Initial: keys from
+/// the client's first Destination CID (RFC 9001 §5.2, RFC 9369 §3.3), the client's or
+/// the server's side.
+fn open_initial(head: &[u8], client_dcid: &[u8], from_client: bool) -> Option<Vec<u8>> {
+    use quill_crypto::packet::{HeaderKey, Labels, PacketKey, Suite};
+    let probe = ungreased(head);
+    let h = parse_header(&probe, 0).ok()?;
+    let (secrets, labels): (fn(&[u8]) -> _, _) = match h.version {
+        quill_transport::wire::QUIC_V1 => (
+            quill_crypto::schedule::quic_v1_initial_secrets,
+            &Labels::QUIC_V1,
+        ),
+        quill_transport::wire::QUIC_V2 => (
+            quill_crypto::schedule::quic_v2_initial_secrets,
+            &Labels::QUIC_V2,
+        ),
+        _ => return None,
+    };
+    if !matches!(h.kind, PacketKind::Long(LongType::Initial)) || h.packet_len > head.len() {
+        return None;
+    }
+    let (client, server) = secrets(client_dcid);
+    let secret = if from_client { &client } else { &server };
+    let hp = HeaderKey::new(Suite::Aes128Gcm, secret, labels);
+    let sample = head.get(h.pn_offset + 4..h.pn_offset + 4 + 16)?;
+    let mask = hp.mask(sample).ok()?;
+    let mut pkt = head[..h.packet_len].to_vec();
+    pkt[0] ^= mask[0] & 0x0f;
+    let pn_len = (pkt[0] & 0x03) as usize + 1;
+    let mut pn = 0u64;
+    for i in 0..pn_len {
+        pkt[h.pn_offset + i] ^= mask[1 + i];
+        pn = (pn << 8) | u64::from(pkt[h.pn_offset + i]);
+    }
+    let (header, body) = pkt.split_at_mut(h.pn_offset + pn_len);
+    let key = PacketKey::new(Suite::Aes128Gcm, secret, labels);
+    let n = key.open_in_place(pn, header, body).ok()?;
+    Some(body[..n].to_vec())
+}
+
+/// Whether Initial `frames` hold an ACK frame with ECN counts (type 0x03).
+fn has_ack_ecn(frames: &[u8]) -> bool {
+    let mut r = quill_transport::wire::Reader::new(frames);
+    while let Ok(t) = r.varint() {
+        match t {
+            0x00 | 0x01 => {}
+            0x03 => return true,
+            0x02 => {
+                // RFC 9000 §19.3: Largest, Delay, Range Count, First Range, ranges.
+                let mut skip = || r.varint().ok();
+                let (Some(_), Some(_), Some(count), Some(_)) = (skip(), skip(), skip(), skip())
+                else {
+                    return false;
+                };
+                for _ in 0..count.min(1024) * 2 {
+                    if r.varint().is_err() {
+                        return false;
+                    }
+                }
+            }
+            0x06 => {
+                let (Ok(_), Ok(len)) = (r.varint(), r.varint()) else {
+                    return false;
+                };
+                if usize::try_from(len).map_or(true, |l| r.bytes(l).is_err()) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// The packet number of a client Initial (RFC 9001 §5.4: header protection removed
 /// with the client Initial key derived from `dcid`).
 fn client_initial_pn(head: &[u8], dcid: &[u8]) -> Option<u64> {
@@ -886,39 +1139,7 @@ fn ungreased(head: &[u8]) -> Vec<u8> {
 /// RFC 9001 §5.4.2 (header protection sample 4 bytes after the Packet Number field's
 /// start) and §5.3 (AEAD with the unprotected header as associated data).
 fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<HelloInfo> {
-    use quill_crypto::packet::{HeaderKey, Labels, PacketKey, Suite};
-    let probe = ungreased(head);
-    let h = parse_header(&probe, 0).ok()?;
-    let (secrets, labels): (fn(&[u8]) -> _, _) = match h.version {
-        quill_transport::wire::QUIC_V1 => (
-            quill_crypto::schedule::quic_v1_initial_secrets,
-            &Labels::QUIC_V1,
-        ),
-        quill_transport::wire::QUIC_V2 => (
-            quill_crypto::schedule::quic_v2_initial_secrets,
-            &Labels::QUIC_V2,
-        ),
-        _ => return None,
-    };
-    if !matches!(h.kind, PacketKind::Long(LongType::Initial)) || h.packet_len > head.len() {
-        return None;
-    }
-    let (_, server) = secrets(client_dcid);
-    let hp = HeaderKey::new(Suite::Aes128Gcm, &server, labels);
-    let sample = head.get(h.pn_offset + 4..h.pn_offset + 4 + 16)?;
-    let mask = hp.mask(sample).ok()?;
-    let mut pkt = head[..h.packet_len].to_vec();
-    pkt[0] ^= mask[0] & 0x0f;
-    let pn_len = (pkt[0] & 0x03) as usize + 1;
-    let mut pn = 0u64;
-    for i in 0..pn_len {
-        pkt[h.pn_offset + i] ^= mask[1 + i];
-        pn = (pn << 8) | u64::from(pkt[h.pn_offset + i]);
-    }
-    let (header, body) = pkt.split_at_mut(h.pn_offset + pn_len);
-    let key = PacketKey::new(Suite::Aes128Gcm, &server, labels);
-    let n = key.open_in_place(pn, header, body).ok()?;
-    hello_in_frames(&body[..n])
+    hello_in_frames(&open_initial(head, client_dcid, false)?)
 }
 
 /// Finds the CRYPTO frame at offset 0 among Initial frames and reads the ServerHello.
@@ -1054,6 +1275,7 @@ mod tests {
                 coalesced: vec![LongType::Initial],
             },
             head: None,
+            ecn: 0,
         }
     }
 
@@ -1098,6 +1320,7 @@ mod tests {
             upstream: up.parse().unwrap(),
             header: HeaderInfo::Short { first: 0x40 },
             head: None,
+            ecn: 0,
         };
         let (a, b) = ("127.0.0.1:1000", "127.0.0.2:2000");
         let mut o = RunOutput {

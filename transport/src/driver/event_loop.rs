@@ -28,7 +28,7 @@ use super::histogram::{LatencyHistogram, LatencySummary};
 use super::pool::{PoolFull, WorkerPool};
 use super::socket::{SendOutcome, UdpConfig, UdpIo, MAX_UDP_PAYLOAD};
 use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
-use crate::proto::{ClientConfig, ConfigError, Connection, Event, ServerConfig};
+use crate::proto::{ClientConfig, ConfigError, Connection, EcnCodepoint, Event, ServerConfig};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -391,8 +391,8 @@ impl<H: Handler> EventLoop<H> {
         // 3. Socket input, then pending output.
         if readable {
             let endpoint = &mut self.endpoint;
-            let n = self.socket.recv(|from, data| {
-                endpoint.handle_datagram(now, from, data);
+            let n = self.socket.recv_ecn(|from, ecn, data| {
+                endpoint.handle_datagram_ecn(now, from, ecn, data);
             })?;
             self.stats.datagrams_in += n as u64;
         }
@@ -468,6 +468,7 @@ impl<H: Handler> EventLoop<H> {
         loop {
             let mut len = 0;
             let mut dest = None;
+            let mut ecn = None;
             let mut segment = 0;
             let mut count = 0;
             // A batch is one `sendmsg`: at most 64 KB of payload (udp(7), UDP_SEGMENT).
@@ -482,11 +483,11 @@ impl<H: Handler> EventLoop<H> {
                     // From the preferred address's socket, alone: first what is
                     // batched for the main one.
                     if let Some(d) = dest {
-                        if !self.send_batch(d, len, segment, count - 1)? {
+                        if !self.send_batch(d, len, segment, count - 1, ecn)? {
                             return Ok(());
                         }
                     }
-                    self.send_preferred(t.destination, len, t.size);
+                    self.send_preferred(t.destination, len, t.size, t.ecn);
                     len = 0;
                     dest = None;
                     count = 0;
@@ -494,15 +495,16 @@ impl<H: Handler> EventLoop<H> {
                 }
                 if dest.is_none() {
                     dest = Some(t.destination);
+                    ecn = t.ecn;
                     segment = t.size;
                 }
-                if dest != Some(t.destination) || t.size > segment {
+                if dest != Some(t.destination) || ecn != t.ecn || t.size > segment {
                     // Does not fit the batch: send the batch, then this one alone.
-                    if !self.send_batch(dest.expect("set"), len, segment, count - 1)? {
-                        self.socket_send_single(t.destination, len, t.size)?;
+                    if !self.send_batch(dest.expect("set"), len, segment, count - 1, ecn)? {
+                        self.socket_send_single(t.destination, len, t.size, t.ecn)?;
                         return Ok(());
                     }
-                    if !self.socket_send_single(t.destination, len, t.size)? {
+                    if !self.socket_send_single(t.destination, len, t.size, t.ecn)? {
                         return Ok(());
                     }
                     len = 0;
@@ -518,7 +520,7 @@ impl<H: Handler> EventLoop<H> {
             if count == 0 {
                 return Ok(());
             }
-            if !self.send_batch(dest.expect("set"), len, segment, count)? {
+            if !self.send_batch(dest.expect("set"), len, segment, count, ecn)? {
                 return Ok(());
             }
         }
@@ -531,6 +533,7 @@ impl<H: Handler> EventLoop<H> {
         len: usize,
         segment: usize,
         count: usize,
+        ecn: Option<EcnCodepoint>,
     ) -> io::Result<bool> {
         if count == 0 || len == 0 {
             return Ok(true);
@@ -539,18 +542,24 @@ impl<H: Handler> EventLoop<H> {
         if count > 1 {
             self.stats.gso_batches += 1;
         }
-        self.send_outcome(dest, 0, len, seg)
+        self.send_outcome(dest, 0, len, seg, ecn)
     }
 
     /// Sends the datagram at `send_buf[at..at + size]` from the preferred address's
     /// socket. Back-pressure there is not waited for: the socket keeps what it can
     /// (sent when writable) and loss recovery resends the rest.
-    fn send_preferred(&mut self, dest: SocketAddr, at: usize, size: usize) {
+    fn send_preferred(
+        &mut self,
+        dest: SocketAddr,
+        at: usize,
+        size: usize,
+        ecn: Option<EcnCodepoint>,
+    ) {
         let Some(pref) = self.preferred.as_mut() else {
             return;
         };
         self.stats.preferred_out += 1;
-        match pref.send(dest, &self.send_buf[at..at + size], None) {
+        match pref.send_ecn(dest, &self.send_buf[at..at + size], None, ecn) {
             Ok(SendOutcome::Sent) => {}
             Ok(SendOutcome::Queued) | Ok(SendOutcome::Full) => self.stats.send_blocked += 1,
             Err(e) => tracing::debug!("send to {dest} from the preferred address failed: {e}"),
@@ -558,8 +567,14 @@ impl<H: Handler> EventLoop<H> {
     }
 
     /// Sends the single datagram at `send_buf[at..at + size]`.
-    fn socket_send_single(&mut self, dest: SocketAddr, at: usize, size: usize) -> io::Result<bool> {
-        self.send_outcome(dest, at, at + size, None)
+    fn socket_send_single(
+        &mut self,
+        dest: SocketAddr,
+        at: usize,
+        size: usize,
+        ecn: Option<EcnCodepoint>,
+    ) -> io::Result<bool> {
+        self.send_outcome(dest, at, at + size, None, ecn)
     }
 
     fn send_outcome(
@@ -568,8 +583,12 @@ impl<H: Handler> EventLoop<H> {
         from: usize,
         to: usize,
         seg: Option<usize>,
+        ecn: Option<EcnCodepoint>,
     ) -> io::Result<bool> {
-        match self.socket.send(dest, &self.send_buf[from..to], seg) {
+        match self
+            .socket
+            .send_ecn(dest, &self.send_buf[from..to], seg, ecn)
+        {
             Ok(SendOutcome::Sent) => Ok(true),
             Ok(SendOutcome::Queued) | Ok(SendOutcome::Full) => {
                 // Back-pressure, not loss: `Queued` kept the bytes; `Full` means the

@@ -32,5 +32,6 @@ pub use login::verify_on_pool;
 pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
 pub use signals::TerminationSignals;
 pub use socket::{
-    IcmpError, SendOutcome, SyscallError, UdpConfig, UdpIo, DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD,
+    keep_ecn_in_control_messages, set_int_option, IcmpError, SendOutcome, SyscallError, UdpConfig,
+    UdpIo, DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD,
 };

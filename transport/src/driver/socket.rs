@@ -33,7 +33,7 @@ use mio::{Interest, Registry, Token};
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState, BATCH_SIZE};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::proto::Unreachable;
+use crate::proto::{EcnCodepoint, Unreachable};
 
 /// Largest UDP payload one `sendmsg` may carry, over IPv4 and IPv6 alike
 /// (65,535 − 20-byte IPv4 header − 8-byte UDP header). A GSO batch is the payload of one
@@ -149,6 +149,7 @@ struct QueuedTransmit {
     /// Bytes of `data` already sent (always a multiple of the segment size).
     sent: usize,
     segment_size: Option<usize>,
+    ecn: Option<EcnCodepoint>,
 }
 
 /// The sending half's borrowed state, so a queued transmit can be sent while the queue
@@ -170,13 +171,23 @@ impl Sender<'_> {
     }
 
     /// One `sendmsg`. Honours the simulated budget ([`UdpIo::throttle_sends`]).
-    fn sendmsg(&mut self, dest: SocketAddr, data: &[u8], seg: Option<usize>) -> io::Result<()> {
+    fn sendmsg(
+        &mut self,
+        dest: SocketAddr,
+        data: &[u8],
+        seg: Option<usize>,
+        ecn: Option<EcnCodepoint>,
+    ) -> io::Result<()> {
         if *self.budget == Some(0) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let transmit = Transmit {
             destination: dest,
-            ecn: None,
+            ecn: ecn.map(|e| match e {
+                EcnCodepoint::Ect0 => quinn_udp::EcnCodepoint::Ect0,
+                EcnCodepoint::Ect1 => quinn_udp::EcnCodepoint::Ect1,
+                EcnCodepoint::Ce => quinn_udp::EcnCodepoint::Ce,
+            }),
             contents: data,
             segment_size: seg,
             src_ip: None,
@@ -193,11 +204,17 @@ impl Sender<'_> {
     /// until the kernel pushes back. Returns the bytes sent; when less than
     /// `data.len()`, the count is a multiple of the segment size, so the rest can be
     /// queued and sent later with the same segment boundaries.
-    fn transmit(&mut self, dest: SocketAddr, data: &[u8], seg: Option<usize>) -> io::Result<usize> {
+    fn transmit(
+        &mut self,
+        dest: SocketAddr,
+        data: &[u8],
+        seg: Option<usize>,
+        ecn: Option<EcnCodepoint>,
+    ) -> io::Result<usize> {
         let seg = match seg {
             Some(s) if s < data.len() => s,
             _ => {
-                return match self.sendmsg(dest, data, None) {
+                return match self.sendmsg(dest, data, None, ecn) {
                     Ok(()) => Ok(data.len()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
                     Err(e) => Err(syscall("sendmsg", e)),
@@ -212,7 +229,7 @@ impl Sender<'_> {
             let end = data.len().min(sent + per_batch * seg);
             let chunk = &data[sent..end];
             let result = if per_batch > 1 {
-                match self.sendmsg(dest, chunk, Some(seg)) {
+                match self.sendmsg(dest, chunk, Some(seg), ecn) {
                     // quinn-udp turns GSO off (max_gso_segments → 1) when the driver
                     // rejects it with EIO/EINVAL; resend this chunk segment by segment.
                     Err(e)
@@ -224,7 +241,7 @@ impl Sender<'_> {
                     r => r,
                 }
             } else {
-                self.sendmsg(dest, chunk, None)
+                self.sendmsg(dest, chunk, None, ecn)
             };
             match result {
                 Ok(()) => sent = end,
@@ -326,6 +343,7 @@ impl UdpIo {
         let mut socket = mio::net::UdpSocket::from_std(std_socket);
         let state = UdpSocketState::new(UdpSockRef::from(&socket))
             .map_err(|e| syscall("UdpSocketState::new (setsockopt)", e))?;
+        keep_ecn_in_control_messages(&socket)?;
         if config.icmp_errors {
             state
                 .enable_transport_errors(UdpSockRef::from(&socket))
@@ -376,6 +394,15 @@ impl UdpIo {
     /// is true and the caller must call again on its next turn without waiting for a
     /// readiness event.
     pub fn recv(&mut self, mut f: impl FnMut(SocketAddr, &mut [u8])) -> io::Result<usize> {
+        self.recv_ecn(|from, _, data| f(from, data))
+    }
+
+    /// [`UdpIo::recv`], also handing over each datagram's ECN codepoint (from the
+    /// `IP_TOS` / `IPV6_TCLASS` control message quinn-udp asks the kernel for).
+    pub fn recv_ecn(
+        &mut self,
+        mut f: impl FnMut(SocketAddr, Option<EcnCodepoint>, &mut [u8]),
+    ) -> io::Result<usize> {
         let slot = self.rx_slot;
         let mut datagrams = 0;
         self.rx_pending = false;
@@ -413,8 +440,13 @@ impl UdpIo {
                 } else {
                     meta.stride
                 };
+                let ecn = meta.ecn.map(|e| match e {
+                    quinn_udp::EcnCodepoint::Ect0 => EcnCodepoint::Ect0,
+                    quinn_udp::EcnCodepoint::Ect1 => EcnCodepoint::Ect1,
+                    quinn_udp::EcnCodepoint::Ce => EcnCodepoint::Ce,
+                });
                 for datagram in buf.chunks_mut(stride) {
-                    f(from, datagram);
+                    f(from, ecn, datagram);
                     datagrams += 1;
                 }
             }
@@ -481,6 +513,18 @@ impl UdpIo {
         data: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<SendOutcome> {
+        self.send_ecn(dest, data, segment_size, None)
+    }
+
+    /// [`UdpIo::send`] with the ECN codepoint `ecn` in the IP header of every
+    /// datagram (`None`: Not-ECT).
+    pub fn send_ecn(
+        &mut self,
+        dest: SocketAddr,
+        data: &[u8],
+        segment_size: Option<usize>,
+        ecn: Option<EcnCodepoint>,
+    ) -> io::Result<SendOutcome> {
         if segment_size == Some(0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -492,16 +536,16 @@ impl UdpIo {
             if self.queued_bytes.saturating_add(data.len()) > self.queue_limit {
                 return Ok(SendOutcome::Full);
             }
-            self.enqueue(dest, data.to_vec(), 0, segment_size);
+            self.enqueue(dest, data.to_vec(), 0, segment_size, ecn);
             return Ok(SendOutcome::Queued);
         }
-        let sent = self.sender().transmit(dest, data, segment_size)?;
+        let sent = self.sender().transmit(dest, data, segment_size, ecn)?;
         if sent == data.len() {
             return Ok(SendOutcome::Sent);
         }
         // An empty queue always takes the rest of one send, so the queue holds at most
         // `send_queue_bytes` plus one GSO batch.
-        self.enqueue(dest, data[sent..].to_vec(), 0, segment_size);
+        self.enqueue(dest, data[sent..].to_vec(), 0, segment_size, ecn);
         self.set_writable_interest(true)?;
         Ok(SendOutcome::Queued)
     }
@@ -515,9 +559,12 @@ impl UdpIo {
     pub fn flush_queued(&mut self) -> io::Result<bool> {
         while let Some(mut front) = self.queue.pop_front() {
             let remaining = front.data.len() - front.sent;
-            let result =
-                self.sender()
-                    .transmit(front.dest, &front.data[front.sent..], front.segment_size);
+            let result = self.sender().transmit(
+                front.dest,
+                &front.data[front.sent..],
+                front.segment_size,
+                front.ecn,
+            );
             match result {
                 Ok(n) if n == remaining => self.queued_bytes -= remaining,
                 Ok(n) => {
@@ -603,13 +650,21 @@ impl UdpIo {
         }
     }
 
-    fn enqueue(&mut self, dest: SocketAddr, data: Vec<u8>, sent: usize, seg: Option<usize>) {
+    fn enqueue(
+        &mut self,
+        dest: SocketAddr,
+        data: Vec<u8>,
+        sent: usize,
+        seg: Option<usize>,
+        ecn: Option<EcnCodepoint>,
+    ) {
         self.queued_bytes += data.len() - sent;
         self.queue.push_back(QueuedTransmit {
             dest,
             data,
             sent,
             segment_size: seg,
+            ecn,
         });
     }
 
@@ -673,6 +728,50 @@ enum ErrQueue {
     /// Not an unreachable report (packet too big, a local error, ...).
     Other,
     Unreachable(IcmpError),
+}
+
+/// Turns `SO_TIMESTAMPNS` off again after [`UdpSocketState::new`] turned it on.
+///
+/// quinn-udp 0.6 asks for receive timestamps on Linux but gives `recvmmsg` an 88-byte
+/// control buffer: a GRO batch brings a timestamp (32 bytes), `UDP_GRO` (24),
+/// `IP_PKTINFO` (32) and `IP_TOS` (24), the kernel truncates (`MSG_CTRUNC`) and the
+/// TOS byte, with the ECN codepoint, is lost (seen with strace on the interop relay:
+/// every GSO batch quill sent arrived Not-ECT). Nothing here reads the timestamps.
+/// Call it on every socket that has a `UdpSocketState` and wants ECN on receive.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn keep_ecn_in_control_messages(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0)
+        .map_err(|e| syscall("setsockopt(SO_TIMESTAMPNS)", e))
+}
+
+/// `setsockopt(level, name)` with an `int` value.
+pub fn set_int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid descriptor, and `value` outlives the call with its size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere quinn-udp asks for no timestamps: nothing to undo.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn keep_ecn_in_control_messages(_socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    Ok(())
 }
 
 /// Reads one entry of the error queue (`recvmsg(MSG_ERRQUEUE)`): the address the
@@ -844,12 +943,25 @@ mod tests {
 
     /// Receives exactly `n` datagrams (fails the test if more or fewer arrive).
     fn recv_n(poll: &mut Poll, io: &mut UdpIo, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        recv_n_ecn(poll, io, n)
+            .into_iter()
+            .map(|(from, _, d)| (from, d))
+            .collect()
+    }
+
+    /// [`recv_n`] with each datagram's ECN codepoint.
+    fn recv_n_ecn(
+        poll: &mut Poll,
+        io: &mut UdpIo,
+        n: usize,
+    ) -> Vec<(SocketAddr, Option<EcnCodepoint>, Vec<u8>)> {
         let mut events = Events::with_capacity(8);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
         while got.len() < n {
             assert!(Instant::now() < deadline, "datagrams never arrived");
-            io.recv(|from, d| got.push((from, d.to_vec()))).unwrap();
+            io.recv_ecn(|from, ecn, d| got.push((from, ecn, d.to_vec())))
+                .unwrap();
             if got.len() < n {
                 poll.poll(&mut events, Some(Duration::from_millis(50)))
                     .unwrap();
@@ -1033,5 +1145,33 @@ mod tests {
             vec![1000, 1000, 500]
         );
         assert_eq!(got.concat(), data);
+    }
+
+    /// The ECN codepoint survives a GSO batch received as one GRO buffer: quinn-udp's
+    /// receive timestamps no longer crowd the TOS byte out of the control buffer.
+    #[test]
+    fn ecn_codepoint_of_a_gso_batch_is_received() {
+        let mut poll = Poll::new().unwrap();
+        let local: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+        let [mut a, mut b] = [0, 1].map(|t| bind(&poll, local, &UdpConfig::default(), t));
+        let data = vec![7u8; 3600];
+        let sent = a.send_ecn(b.local_addr(), &data, Some(1200), Some(EcnCodepoint::Ect0));
+        assert_eq!(sent.unwrap(), SendOutcome::Sent);
+        let sent = a.send_ecn(b.local_addr(), &data[..1000], None, Some(EcnCodepoint::Ce));
+        assert_eq!(sent.unwrap(), SendOutcome::Sent);
+        let got: Vec<(usize, Option<EcnCodepoint>)> = recv_n_ecn(&mut poll, &mut b, 4)
+            .into_iter()
+            .map(|(_, ecn, d)| (d.len(), ecn))
+            .collect();
+        let e = Some(EcnCodepoint::Ect0);
+        assert_eq!(
+            got,
+            vec![
+                (1200, e),
+                (1200, e),
+                (1200, e),
+                (1000, Some(EcnCodepoint::Ce))
+            ]
+        );
     }
 }

@@ -54,6 +54,10 @@ pub struct TransportConfig {
     pub initial_rtt: Duration,
     /// Pace packets over the RTT instead of sending whole windows in bursts.
     pub pacing: bool,
+    /// Mark the packets we send ECT(0), report the ECN codepoints of received packets
+    /// in ACK frames and react to CE (RFC 9000 §13.4, RFC 9002 §7.1). Marking stops on
+    /// its own on a path that does not carry the marks (§13.4.2).
+    pub ecn: bool,
     /// Fault injection for the interop suite (never set it otherwise): drop every
     /// PATH_CHALLENGE without answering, so the peer can never validate a new path.
     #[doc(hidden)]
@@ -80,6 +84,7 @@ impl Default for TransportConfig {
             key_update_interval: 1 << 22,
             initial_rtt: Duration::from_millis(333),
             pacing: true,
+            ecn: true,
             ignore_path_challenge: false,
             follow_preferred_address: true,
         }

@@ -19,7 +19,9 @@ pub use config::{
     CertificateCheck, ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login,
     QuicV1Server, ServerConfig, ServerPreferredAddress, TransportConfig, Version,
 };
-pub use connection::{BufferSizes, Connection, ConnectionStats, DatagramError, Event, Transmit};
+pub use connection::{
+    BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event, Transmit,
+};
 pub use endpoint::{
     ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,
 };

@@ -8,7 +8,8 @@ use std::time::Duration;
 use quill_crypto::hostkey::HostKeyPair;
 use quill_crypto::random::SeededRandom;
 use quill_transport::proto::{
-    ClientConfig, HostKeyPolicy, Login, LoginMethod, ServerConfig, TransportConfig,
+    ClientConfig, HostKeyPolicy, Login, LoginMethod, QuicV1Server, ServerConfig, TransportConfig,
+    Version,
 };
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use zeroize::Zeroizing;
@@ -48,6 +49,24 @@ pub fn setup(seed: u64, transport: TransportConfig) -> Setup {
     server.rng = Arc::new(SeededRandom::new(s));
     server.transport = Arc::new(transport);
     Setup { client, server }
+}
+
+/// `s` switched to QUIC v1 with ALPN `alpn`: the client pins host key 7, whose
+/// certificate the server presents.
+pub fn quic_v1(mut s: Setup, alpn: &[u8]) -> Setup {
+    s.client.version = Version::QuicV1 {
+        alpn: vec![alpn.to_vec()],
+    };
+    s.server.quic_v1 = Some(QuicV1Server::with_host_key(host_key(7), vec![alpn.to_vec()]).unwrap());
+    s
+}
+
+/// A server app that echoes bidirectional streams and must never be asked for a
+/// login (QUIC v1 has none): its policy refuses and records the attempt.
+pub fn v1_echo_server() -> ServerApp {
+    let mut app = ServerApp::new(Box::new(|_| Err("QUIC v1 has no login".into())));
+    app.echo = true;
+    app
 }
 
 /// Accepts alice with the right password, refuses everything else.

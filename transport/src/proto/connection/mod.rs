@@ -19,6 +19,7 @@
 //! application's verdict while the connection keeps acknowledging and keeping alive.
 
 mod cids;
+mod ecn;
 mod keys;
 mod preferred;
 mod recv;
@@ -27,6 +28,7 @@ mod spaces;
 mod stream_login;
 mod upgrade;
 
+pub use ecn::EcnCodepoint;
 pub(crate) use recv::Header as RecvHeader;
 
 use std::collections::VecDeque;
@@ -103,6 +105,9 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// Bytes written into the buffer.
     pub size: usize,
+    /// The ECN codepoint to send it with (RFC 9000 §13.4): ECT(0) while the path is
+    /// ECN-capable or being tested, `None` (Not-ECT) otherwise.
+    pub ecn: Option<EcnCodepoint>,
 }
 
 /// Counters, for tools like `quill perf` and for tests.
@@ -139,6 +144,15 @@ pub struct ConnectionStats {
     pub migrations: u64,
     /// New peer addresses validated with PATH_CHALLENGE/PATH_RESPONSE.
     pub paths_validated: u64,
+    /// ACK frames whose ECN-CE count grew (each a congestion event, RFC 9002 §7.1).
+    pub ecn_ce_events: u64,
+    /// Whether we still mark packets ECT(0): ECN validation (RFC 9000 §13.4.2) has not
+    /// failed on the current path.
+    pub ecn_marking: bool,
+    /// Whether a peer report confirmed our ECT(0) marks on the current path.
+    pub ecn_validated: bool,
+    /// Packets received with ECT(0), ECT(1) and CE, all spaces.
+    pub ecn_received: crate::wire::EcnCounts,
 }
 
 /// Sizes of the internal buffers a peer can influence; they stay bounded.
@@ -373,6 +387,8 @@ pub struct Connection {
     lost_buf: Vec<(u64, super::recovery::SentPacket<spaces::SentFrames>)>,
     /// Closes sent while closing (RFC 9000 §10.2.1 asks us to limit them).
     closes_sent: u32,
+    /// ECN: counts of what arrived, marking and validation of what we send.
+    ecn: ecn::Ecn,
 }
 
 /// The CONNECTION_CLOSE a closing connection sends (and repeats).
@@ -639,6 +655,7 @@ impl Connection {
             acked_buf: Vec::new(),
             lost_buf: Vec::new(),
             closes_sent: 0,
+            ecn: ecn::Ecn::new(config.ecn),
             config,
         }
     }

@@ -154,6 +154,7 @@ impl Connection {
         Some(Transmit {
             destination: addr,
             size: total,
+            ecn: self.ecn.marking(),
         })
     }
 

@@ -58,6 +58,25 @@ impl Connection {
     /// packets). The buffer is decrypted in place.
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, data: &mut [u8]) {
         self.handle_datagram_parsed(now, remote, data, None);
+        self.ecn.rx = None;
+    }
+
+    /// [`Connection::handle_datagram`] for a datagram that arrived with the ECN
+    /// codepoint `ecn` in its IP header (`None`: Not-ECT or unknown).
+    pub fn handle_datagram_ecn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<super::EcnCodepoint>,
+        data: &mut [u8],
+    ) {
+        self.ecn.rx = ecn;
+        self.handle_datagram(now, remote, data);
+    }
+
+    /// The ECN codepoint of the next datagram the endpoint hands in.
+    pub(crate) fn set_rx_ecn(&mut self, ecn: Option<super::EcnCodepoint>) {
+        self.ecn.rx = ecn;
     }
 
     /// [`Connection::handle_datagram`] for a datagram whose first packet header the
@@ -205,6 +224,8 @@ impl Connection {
             self.on_peer_key_update(now, pn);
         }
         self.stats.packets_received += 1;
+        self.ecn.on_packet_received(space);
+        self.sync_ecn_stats();
         if self.remote != remote {
             self.on_new_peer_address(now, remote, space, pn);
         }
@@ -392,6 +413,7 @@ impl Connection {
                     Duration::ZERO
                 };
                 self.on_ack_frame(now, space, ack.iter(), delay)?;
+                self.on_ack_ecn(now, space, ack.ecn.as_ref());
             }
             Frame::Crypto { offset, data } => self.on_crypto(now, space, offset, data)?,
             Frame::Stream {
@@ -941,6 +963,7 @@ impl Connection {
         tracing::debug!(from = %self.remote, to = %remote, "peer address changed");
         self.remote = remote;
         self.stats.migrations += 1;
+        self.ecn.on_new_path();
         if !only_port {
             self.cc = self.config.congestion.build(self.mtu);
             self.rtt = RttEstimator::new(self.config.initial_rtt);
@@ -1000,7 +1023,10 @@ impl Connection {
             self.streams.set_rtt(now, self.rtt.smoothed());
         }
         let used = acked.len();
+        self.ecn.newly_marked = 0;
+        self.ecn.largest_newly_sent = summary.largest_newly_acked.map(|(_, sent, _)| sent);
         for (pn, p) in acked.drain(..) {
+            self.ecn.newly_marked += u64::from(p.payload.ecn);
             self.on_packet_acked(now, space, pn, p);
         }
         self.acked_buf = keep_scratch(acked, used);
@@ -1012,6 +1038,30 @@ impl Connection {
         self.detect_lost(now, space);
         self.set_loss_detection_timer(now);
         Ok(())
+    }
+
+    /// The ECN counts of an ACK frame whose ranges [`Self::on_ack_frame`] just
+    /// processed: validation (RFC 9000 §13.4.2.1) and, when the CE count grew, a
+    /// congestion event for the largest packet it newly acknowledged (RFC 9002 §7.1:
+    /// "the sender responds ... as if a packet had been lost").
+    fn on_ack_ecn(&mut self, now: Instant, space: Space, report: Option<&crate::wire::EcnCounts>) {
+        let Some(sent) = self.ecn.largest_newly_sent.take() else {
+            return; // nothing newly acknowledged: an old or duplicate ACK
+        };
+        let marked = std::mem::take(&mut self.ecn.newly_marked);
+        if self.ecn.on_ack(space, marked, report) == super::ecn::EcnVerdict::Congestion {
+            self.cc.on_congestion_event(now, sent, false, 0);
+            self.stats.congestion_events += 1;
+        }
+        self.sync_ecn_stats();
+    }
+
+    /// Copies the ECN state into [`ConnectionStats`](super::ConnectionStats).
+    fn sync_ecn_stats(&mut self) {
+        self.stats.ecn_ce_events = self.ecn.ce_events;
+        self.stats.ecn_marking = self.ecn.marking().is_some();
+        self.stats.ecn_validated = self.ecn.validation == super::ecn::Validation::Capable;
+        self.stats.ecn_received = self.ecn.received_total();
     }
 
     fn on_packet_acked(&mut self, now: Instant, space: Space, pn: u64, p: SentPacket<SentFrames>) {
@@ -1097,6 +1147,8 @@ impl Connection {
             return;
         }
         let used = lost.len();
+        let marked_lost = lost.iter().filter(|(_, p)| p.payload.ecn).count();
+        self.ecn.on_marked_lost(marked_lost as u64);
         for (_, p) in lost.drain(..) {
             self.stats.packets_lost += 1;
             if p.in_flight {

@@ -117,6 +117,7 @@ impl Connection {
         Some(Transmit {
             destination: self.remote,
             size: written,
+            ecn: self.ecn.marking(),
         })
     }
 
@@ -199,7 +200,10 @@ impl Connection {
         // Frames must leave room for the AEAD tag.
         let end = buf.len() - TAG_LEN;
         let mut pos = header_len;
-        let mut frames = SentFrames::default();
+        let mut frames = SentFrames {
+            ecn: self.ecn.marking().is_some(),
+            ..SentFrames::default()
+        };
         let mut eliciting = false;
 
         // ACK first: it is what the peer's recovery depends on.
@@ -214,10 +218,11 @@ impl Connection {
                     0
                 };
                 let ranges = sp.ack.received.iter().rev().map(|r| r.start..=r.end - 1);
-                let len = ack_len(ranges.clone(), delay, None, super::spaces::MAX_ACK_RANGES);
+                let ecn = self.ecn.ack_counts(space);
+                let len = ack_len(ranges.clone(), delay, ecn, super::spaces::MAX_ACK_RANGES);
                 if pos + len <= end {
                     let mut w = Writer::new(&mut buf[pos..end]);
-                    encode_ack(&mut w, ranges, delay, None, super::spaces::MAX_ACK_RANGES);
+                    encode_ack(&mut w, ranges, delay, ecn, super::spaces::MAX_ACK_RANGES);
                     pos += w.len();
                     true
                 } else {
@@ -498,6 +503,7 @@ impl Connection {
         Some(Transmit {
             destination: self.remote,
             size: n,
+            ecn: self.ecn.marking(),
         })
     }
 
@@ -576,6 +582,7 @@ impl Connection {
         Some(Transmit {
             destination: self.remote,
             size: written,
+            ecn: self.ecn.marking(),
         })
     }
 
@@ -735,6 +742,7 @@ impl Connection {
         Some(Transmit {
             destination: self.remote,
             size: total,
+            ecn: self.ecn.marking(),
         })
     }
 }

@@ -48,7 +48,7 @@ use slab::Slab;
 use self::half_open::{Admission, HalfOpen, Ticket};
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
-use super::connection::{Connection, Event, RecvHeader, ServerCids, Transmit};
+use super::connection::{Connection, EcnCodepoint, Event, RecvHeader, ServerCids, Transmit};
 use super::error::Unreachable;
 use super::timer_wheel::TimerWheel;
 use crate::wire::{parse_header, parse_invariant, ConnectionId, DecodeError, LongType, PacketKind};
@@ -307,6 +307,8 @@ pub struct Endpoint {
     /// resistance to hash flooding, as it was: a peer can at most make it miss, which
     /// costs one comparison more than the map alone.
     last_route: Option<(ConnectionId, (ConnectionHandle, u32))>,
+    /// The ECN codepoint of the datagram [`Endpoint::handle_datagram_ecn`] is handing in.
+    rx_ecn: Option<EcnCodepoint>,
     /// Peers' stateless reset tokens → session, so that a reset (whose DCID is random,
     /// RFC 9000 §10.3) still reaches the connection it ends.
     reset_tokens: HashMap<[u8; 16], (ConnectionHandle, u32)>,
@@ -392,6 +394,7 @@ impl Endpoint {
             sessions: Slab::new(),
             cids: HashMap::new(),
             last_route: None,
+            rx_ecn: None,
             reset_tokens: HashMap::new(),
             wheel: TimerWheel::new(now),
             unanswered: HashMap::new(),
@@ -451,6 +454,31 @@ impl Endpoint {
         remote: SocketAddr,
         data: &mut [u8],
     ) -> Option<ConnectionHandle> {
+        self.handle_datagram_ecn(now, remote, None, data)
+    }
+
+    /// [`Endpoint::handle_datagram`] for a datagram that arrived with the ECN codepoint
+    /// `ecn` in its IP header (`None`: Not-ECT or unknown); the connection counts it
+    /// and reports it in its ACK frames (RFC 9000 §13.4.1).
+    pub fn handle_datagram_ecn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        data: &mut [u8],
+    ) -> Option<ConnectionHandle> {
+        self.rx_ecn = ecn;
+        let handle = self.route_datagram(now, remote, data);
+        self.rx_ecn = None;
+        handle
+    }
+
+    fn route_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: &mut [u8],
+    ) -> Option<ConnectionHandle> {
         self.note_now(now);
         self.flush_dirty();
         self.stats.datagrams_received += 1;
@@ -483,6 +511,7 @@ impl Endpoint {
                     // The connection reuses this parse instead of parsing again.
                     let first = RecvHeader::new(&h, self.config.cid_len);
                     s.conn.note_arrival(self.arriving_via_preferred);
+                    s.conn.set_rx_ecn(self.rx_ecn);
                     s.conn
                         .handle_datagram_parsed(now, remote, data, Some(&first));
                     self.sync_reset_token(handle.0);
@@ -515,6 +544,7 @@ impl Endpoint {
                     if let Some(&(handle, generation)) = self.reset_tokens.get(&tail) {
                         if let Some(s) = self.sessions.get_mut(handle.0) {
                             if s.generation == generation && !s.retired {
+                                s.conn.set_rx_ecn(self.rx_ecn);
                                 s.conn.handle_datagram(now, remote, data);
                                 self.touched(handle.0);
                                 return None;
@@ -651,6 +681,7 @@ impl Endpoint {
             self.sessions[key].extra_cids.push(cid);
         }
         let s = &mut self.sessions[key];
+        s.conn.set_rx_ecn(self.rx_ecn);
         s.conn.handle_datagram(now, remote, data);
         if s.conn.stats().packets_received == 0 {
             // Nothing decrypted: do not keep a session (and a half-open slot) for
@@ -832,6 +863,7 @@ impl Endpoint {
                 return Some(Transmit {
                     destination,
                     size: bytes.len(),
+                    ecn: None,
                 });
             }
             self.stats.dropped_stateless_queue_full += 1;
