@@ -801,6 +801,9 @@ pub struct ClientApp {
     pub sent: Vec<(u64, u64, [u8; 32])>,
     /// What came back on echoed streams.
     pub sink: Sink,
+    /// Start writing before the handshake completes (QUIC v1 0-RTT, where the
+    /// connection lets streams open early).
+    pub early: bool,
     active: Vec<Outgoing>,
     opened: usize,
 }
@@ -817,6 +820,7 @@ impl ClientApp {
             lost: None,
             sent: Vec::new(),
             sink: Sink::default(),
+            early: false,
             active: Vec::new(),
             opened: 0,
         }
@@ -849,7 +853,7 @@ impl App for ClientApp {
     }
 
     fn poll(&mut self, _now: Instant, conn: &mut Connection) {
-        if !self.connected || self.lost.is_some() {
+        if !(self.connected || self.early) || self.lost.is_some() {
             return;
         }
         let dir = if self.echo {

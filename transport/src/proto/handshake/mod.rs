@@ -16,6 +16,7 @@
 //! ```
 
 pub(crate) mod messages;
+pub(crate) mod sessions;
 pub(crate) mod tls;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub(crate) enum Output {
     LoginAccepted { account: String, message: String },
     /// QUIC v1: the TLS handshake is complete (no login follows).
     TlsComplete,
+    /// QUIC v1, server: 0-RTT accepted; the client's 0-RTT packet keys.
+    ZeroRttKeys(rustls::quic::DirectionalKeys),
 }
 
 /// Packet-key material from either handshake.

@@ -20,6 +20,9 @@ use crate::proto::config::{CertificateCheck, ClientConfig, HostKeyPolicy, Login}
 use crate::proto::error::{ConnectionError, TransportError};
 use crate::wire::{Space, TransportErrorCode, TransportParameters};
 use quill_crypto::tls::ServerTrust;
+use rustls::client::danger::ServerCertVerifier;
+
+use super::sessions::with_verifier;
 
 /// What the client's host-key check saw, shared with the rustls verifier.
 #[derive(Default)]
@@ -51,6 +54,14 @@ pub(crate) struct TlsHandshake {
     client_login: Option<Login>,
     /// Server: the login methods offered (ALPN `quill`).
     pub(crate) methods: Methods,
+    /// Client resuming a session: the server's transport parameters remembered with
+    /// it (rustls reports them until the server's own arrive; RFC 9000 §7.4.1).
+    remembered_params: Option<Vec<u8>>,
+    /// Whether 0-RTT keys were handed out (client: offered; server: accepted).
+    zero_rtt: bool,
+    /// Client with [`Sessions`](super::sessions::Sessions): this connection's own certificate verifier, which
+    /// the shared one forwards to while rustls runs for us.
+    verifier: Option<Arc<dyn ServerCertVerifier>>,
 }
 
 /// ALPN of quill's services over QUIC v1, with the login on stream 0.
@@ -136,15 +147,33 @@ impl TlsHandshake {
             CertificateCheck::Unverified => ServerTrust::Unverified,
         };
         let mut tls =
-            quill_crypto::tls::client_config_for(trust, &config.suites).map_err(tls_err)?;
+            quill_crypto::tls::client_config_for(trust.clone(), &config.suites).map_err(tls_err)?;
         tls.alpn_protocols = alpn.to_vec();
-        let conn = quic::ClientConnection::new(
-            Arc::new(tls),
-            quic::Version::V1,
-            server_name(&config.server_name),
-            encode_params(local_params),
-        )
+        let verifier = match &config.sessions {
+            Some(sessions) => {
+                sessions.apply(&mut tls);
+                let provider =
+                    Arc::new(quill_crypto::tls::provider_for(&config.suites).map_err(tls_err)?);
+                Some(quill_crypto::tls::server_cert_verifier(trust, &provider).map_err(tls_err)?)
+            }
+            None => None,
+        };
+        // Early data is replayable: never for ALPN `quill` (its login).
+        tls.enable_early_data = config.early_data && !alpn.iter().any(|a| a == ALPN_QUILL);
+        let new = || {
+            quic::ClientConnection::new(
+                Arc::new(tls),
+                quic::Version::V1,
+                server_name(&config.server_name),
+                encode_params(local_params),
+            )
+        };
+        let conn = match &verifier {
+            Some(v) => with_verifier(v, new),
+            None => new(),
+        }
         .map_err(tls_err)?;
+        let remembered_params = conn.quic_transport_parameters().map(<[u8]>::to_vec);
         let mut hs = TlsHandshake {
             conn: conn.into(),
             write_space: Space::Initial,
@@ -161,6 +190,9 @@ impl TlsHandshake {
                 .any(|a| a == ALPN_QUILL)
                 .then(|| config.login.clone()),
             methods: Methods::default(),
+            remembered_params,
+            zero_rtt: false,
+            verifier,
         };
         let mut out = Vec::new();
         hs.drain(&mut out);
@@ -192,6 +224,9 @@ impl TlsHandshake {
             login: StreamLogin::Off,
             client_login: None,
             methods,
+            remembered_params: None,
+            zero_rtt: false,
+            verifier: None,
         })
     }
 
@@ -245,12 +280,33 @@ impl TlsHandshake {
                 ),
             )));
         }
-        if let Err(e) = self.conn.read_hs(bytes) {
+        let read = match &self.verifier {
+            Some(v) => with_verifier(v, || self.conn.read_hs(bytes)),
+            None => self.conn.read_hs(bytes),
+        };
+        if let Err(e) = read {
             return Err(self.error(e));
         }
         self.report_host_key(out);
+        if !self.is_client && !self.zero_rtt {
+            // Server: rustls has 0-RTT keys once it accepted the client's early data.
+            // Never for ALPN `quill` (a foreign client's 0-RTT is then dropped and
+            // sent again in 1-RTT packets).
+            if let Some(keys) = self.conn.zero_rtt_keys() {
+                self.zero_rtt = true;
+                if self.alpn() != Some(ALPN_QUILL) {
+                    out.push(Output::ZeroRttKeys(keys));
+                }
+            }
+        }
         if !self.params_reported {
-            if let Some(p) = self.conn.quic_transport_parameters() {
+            // A resuming client's rustls reports the remembered parameters until the
+            // server's arrive (they differ: each carries its connection's CIDs).
+            if let Some(p) = self
+                .conn
+                .quic_transport_parameters()
+                .filter(|p| Some(*p) != self.remembered_params.as_deref())
+            {
                 let params = TransportParameters::decode(p).map_err(|e| {
                     ConnectionError::Transport(TransportError::new(
                         TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
@@ -334,6 +390,33 @@ impl TlsHandshake {
                 TransportErrorCode::crypto(u8::from(a))
             });
         ConnectionError::Transport(TransportError::new(code, format!("TLS: {e}")))
+    }
+
+    /// Client: 0-RTT keys and the server's transport parameters remembered with the
+    /// session, if early data can be sent (once, at the start).
+    pub(crate) fn take_zero_rtt(
+        &mut self,
+    ) -> Option<(rustls::quic::DirectionalKeys, TransportParameters)> {
+        if !self.is_client || self.zero_rtt {
+            return None;
+        }
+        let keys = self.conn.zero_rtt_keys()?;
+        let params = TransportParameters::decode(self.remembered_params.as_deref()?).ok()?;
+        self.zero_rtt = true;
+        Some((keys, params))
+    }
+
+    /// Whether the peer accepted 0-RTT (client) or we did (server).
+    pub(crate) fn early_data_accepted(&self) -> bool {
+        match &self.conn {
+            quic::Connection::Client(c) => c.is_early_data_accepted(),
+            quic::Connection::Server(_) => self.zero_rtt && self.alpn() != Some(ALPN_QUILL),
+        }
+    }
+
+    /// Whether the handshake resumed a session (a PSK, RFC 8446 §2.2).
+    pub(crate) fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// The negotiated ALPN protocol, once known.
