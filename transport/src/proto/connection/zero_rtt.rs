@@ -143,6 +143,12 @@ impl Connection {
         }
     }
 
+    /// QUIC v1 client: the handshake is not complete, but streams may be opened and
+    /// written: their data goes out in 0-RTT packets.
+    pub fn zero_rtt_writable(&self) -> bool {
+        self.state == State::Handshaking && self.in_zero_rtt()
+    }
+
     /// QUIC v1: whether this connection resumed a TLS session (a PSK, no
     /// certificate), known once the handshake is complete.
     pub fn resumed(&self) -> bool {
