@@ -290,7 +290,8 @@ const RESUMPTION: Scenario = Scenario {
     rule: "files of 5 and 10 KiB byte-exact; the client fetches the first over one \
            connection and the second over a new one: 2 handshakes; the second \
            ServerHello (read off the server's Initial) carries a pre_shared_key \
-           extension, the first does not (the session was resumed, no certificate)",
+           extension, the first does not (the session was resumed, no certificate); \
+           a client that reports resumption reports it",
     relay: default_link,
     setup: || {
         Setup::new(vec![
@@ -311,8 +312,9 @@ const ZERORTT: Scenario = Scenario {
     rule: "40 files of 32 B with 250-character names byte-exact; the first over one \
            connection, the other 39 over a second that resumes it and sends its \
            requests in 0-RTT: 2 handshakes, 0-RTT packets from the client on the \
-           capture, and the client's 1-RTT datagrams total at most half the request \
-           bytes (0.5 × 250 × 40 = 5000 B)",
+           capture, the client's 1-RTT datagrams total at most half the request \
+           bytes (0.5 × 250 × 40 = 5000 B), and a client that reports whether 0-RTT \
+           was accepted says it was",
     relay: default_link,
     setup: || {
         let files = (0..ZERORTT_FILES)
@@ -361,7 +363,15 @@ fn resumption(o: &RunOutput) -> Result<String, String> {
             "the second ServerHello carries no pre_shared_key: the session was not resumed".into(),
         );
     }
+    if reported_count(o, "resumed") == Some(0) {
+        return Err("the client reports no resumed connection".into());
+    }
     Ok("the 2nd ServerHello carries pre_shared_key".into())
+}
+
+/// A count the client reports, if its stack knows it (`null` otherwise).
+fn reported_count(o: &RunOutput, key: &str) -> Option<u64> {
+    o.client.as_ref()?.get(key)?.as_u64()
 }
 
 fn zerortt(o: &RunOutput) -> Result<String, String> {
@@ -379,6 +389,9 @@ fn zerortt(o: &RunOutput) -> Result<String, String> {
         .collect();
     if early.is_empty() {
         return Err("no 0-RTT packet from the client on the capture".into());
+    }
+    if reported_count(o, "zero_rtt_accepted") == Some(0) {
+        return Err("the client reports that the server refused its 0-RTT".into());
     }
     // The runner sums the 1-RTT payloads; datagram sizes are an upper bound.
     let one_rtt: usize = client
