@@ -836,18 +836,7 @@ impl Connection {
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
         sp.retransmit_all_crypto();
         // So are 0-RTT packets (RFC 9000 §17.2.5.3 allows sending them again).
-        let mut void = Vec::new();
-        let mut freed = 0;
-        self.spaces[Space::Data as usize].sent.drain(|_, p| {
-            if p.in_flight {
-                freed += p.size as u64;
-            }
-            void.push(p.payload);
-        });
-        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
-        for frames in void {
-            self.requeue(Space::Data, frames);
-        }
+        self.void_zero_rtt();
     }
 
     /// Counts a packet we cannot process; a short-header one may be a stateless reset

@@ -129,6 +129,12 @@ impl Connection {
             return;
         }
         tracing::debug!("0-RTT refused by the server; sending it again in 1-RTT packets");
+        self.void_zero_rtt();
+    }
+
+    /// Client: every 0-RTT packet in flight is void (refused, or sent before a
+    /// Retry): out of the bytes in flight, its frames queued again.
+    pub(super) fn void_zero_rtt(&mut self) {
         let mut freed = 0;
         let mut void = Vec::new();
         self.spaces[Space::Data as usize].sent.drain(|_, p| {

@@ -3,25 +3,27 @@
 //! §2.2) and 0-RTT.
 //!
 //! rustls resumes a session only through the same verifier object (the same `Arc`)
-//! that stored it, while quill's verifier belongs to one connection (it records the
-//! host key that connection saw). The configurations that share [`Sessions`] therefore
-//! share one forwarding verifier, which hands each call to the verifier of the
-//! connection rustls is working for: the handshake sets it on its thread for the
-//! duration of each rustls call ([`with_verifier`]).
+//! that stored it, so the configurations that share [`Sessions`] share one verifier
+//! too, built on first use. A host-key check belongs to one connection (it records
+//! the key that connection saw): the shared host-key verifier asks the check of the
+//! connection rustls is working for, set on its thread for the duration of each
+//! rustls call ([`with_check`]).
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use quill_crypto::hostkey::PublicKey;
+use quill_crypto::tls::{HostKeyCheck, ServerTrust};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::{ResolvesClientCert, Resumption};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::SignatureScheme;
 
 thread_local! {
-    /// The verifier of the connection rustls is running for on this thread.
-    static CURRENT: RefCell<Option<Arc<dyn ServerCertVerifier>>> = const { RefCell::new(None) };
+    /// The host-key check of the connection rustls is running for on this thread.
+    static CURRENT: RefCell<Option<Arc<HostKeyCheck>>> = const { RefCell::new(None) };
 }
 
 /// TLS session tickets kept by a QUIC v1 client, shared by every connection made with
@@ -31,8 +33,27 @@ pub struct Sessions(Arc<Shared>);
 
 struct Shared {
     store: Resumption,
-    verifier: Arc<dyn ServerCertVerifier>,
+    /// The verifier of the configurations sharing the store, and what it trusts.
+    verifier: Mutex<Option<(Trust, Arc<dyn ServerCertVerifier>)>>,
     no_client_cert: Arc<dyn ResolvesClientCert>,
+}
+
+/// What a shared verifier was built for.
+enum Trust {
+    HostKey,
+    Roots(Arc<rustls::RootCertStore>),
+    Unverified,
+}
+
+impl Trust {
+    fn matches(&self, trust: &ServerTrust) -> bool {
+        match (self, trust) {
+            (Trust::HostKey, ServerTrust::HostKey(_))
+            | (Trust::Unverified, ServerTrust::Unverified) => true,
+            (Trust::Roots(a), ServerTrust::Roots(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Debug for Sessions {
@@ -46,77 +67,65 @@ impl Sessions {
     pub fn in_memory(n: usize) -> Self {
         Sessions(Arc::new(Shared {
             store: Resumption::in_memory_sessions(n),
-            verifier: Arc::new(Forward),
+            verifier: Mutex::new(None),
             no_client_cert: Arc::new(NoClientCert),
         }))
     }
 
-    /// Puts the shared store and verifier into one connection's rustls configuration.
-    pub(crate) fn apply(&self, tls: &mut rustls::ClientConfig) {
+    /// Puts the shared store and the shared verifier for `trust` into one
+    /// connection's rustls configuration. A configuration that trusts otherwise
+    /// than the last one replaces the shared verifier (its sessions then no longer
+    /// resume).
+    pub(crate) fn apply(
+        &self,
+        tls: &mut rustls::ClientConfig,
+        trust: &ServerTrust,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<(), quill_crypto::Error> {
+        let mut slot = self.0.verifier.lock().unwrap_or_else(|e| e.into_inner());
+        let verifier = match &*slot {
+            Some((t, v)) if t.matches(trust) => v.clone(),
+            _ => {
+                let (t, shared) = match trust {
+                    ServerTrust::HostKey(_) => (
+                        Trust::HostKey,
+                        ServerTrust::HostKey(Arc::new(current_check)),
+                    ),
+                    ServerTrust::Roots(r) => (Trust::Roots(r.clone()), trust.clone()),
+                    ServerTrust::Unverified => (Trust::Unverified, ServerTrust::Unverified),
+                };
+                let v = quill_crypto::tls::server_cert_verifier(shared, provider)?;
+                *slot = Some((t, v.clone()));
+                v
+            }
+        };
         tls.resumption = self.0.store.clone();
-        tls.dangerous()
-            .set_certificate_verifier(self.0.verifier.clone());
+        tls.dangerous().set_certificate_verifier(verifier);
         tls.client_auth_cert_resolver = self.0.no_client_cert.clone();
+        Ok(())
     }
 }
 
-/// Runs `f` (a rustls call of one connection) with `verifier` as that connection's.
-pub(crate) fn with_verifier<R>(verifier: &Arc<dyn ServerCertVerifier>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<dyn ServerCertVerifier>>);
+/// Runs `f` (a rustls call of one connection) with `check` as that connection's
+/// host-key check.
+pub(crate) fn with_check<R>(check: &Arc<HostKeyCheck>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<HostKeyCheck>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let previous = self.0.take();
             CURRENT.with(|c| *c.borrow_mut() = previous);
         }
     }
-    let previous = CURRENT.with(|c| c.borrow_mut().replace(verifier.clone()));
+    let previous = CURRENT.with(|c| c.borrow_mut().replace(check.clone()));
     let _restore = Restore(previous);
     f()
 }
 
-fn current() -> Result<Arc<dyn ServerCertVerifier>, rustls::Error> {
-    CURRENT
-        .with(|c| c.borrow().clone())
-        .ok_or_else(|| rustls::Error::General("no certificate verifier for this connection".into()))
-}
-
-/// The verifier the configurations sharing [`Sessions`] hold: it forwards to the
-/// current connection's.
-#[derive(Debug)]
-struct Forward;
-
-impl ServerCertVerifier for Forward {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        current()?.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        current()?.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        current()?.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        current().map_or_else(|_| Vec::new(), |v| v.supported_verify_schemes())
+/// The shared host-key verifier's check: the current connection's.
+fn current_check(key: &PublicKey) -> Result<(), String> {
+    match CURRENT.with(|c| c.borrow().clone()) {
+        Some(check) => check(key),
+        None => Err("no host-key check for this connection".into()),
     }
 }
 

@@ -20,9 +20,8 @@ use crate::proto::config::{CertificateCheck, ClientConfig, HostKeyPolicy, Login}
 use crate::proto::error::{ConnectionError, TransportError};
 use crate::wire::{Space, TransportErrorCode, TransportParameters};
 use quill_crypto::tls::ServerTrust;
-use rustls::client::danger::ServerCertVerifier;
 
-use super::sessions::with_verifier;
+use super::sessions::with_check;
 
 /// What the client's host-key check saw, shared with the rustls verifier.
 #[derive(Default)]
@@ -59,9 +58,10 @@ pub(crate) struct TlsHandshake {
     remembered_params: Option<Vec<u8>>,
     /// Whether 0-RTT keys were handed out (client: offered; server: accepted).
     zero_rtt: bool,
-    /// Client with [`Sessions`](super::sessions::Sessions): this connection's own certificate verifier, which
-    /// the shared one forwards to while rustls runs for us.
-    verifier: Option<Arc<dyn ServerCertVerifier>>,
+    /// Client with [`Sessions`](super::sessions::Sessions) and a host-key
+    /// certificate: this connection's check, which the shared verifier asks while
+    /// rustls runs for us.
+    host_key_check: Option<Arc<quill_crypto::tls::HostKeyCheck>>,
 }
 
 /// ALPN of quill's services over QUIC v1, with the login on stream 0.
@@ -149,12 +149,17 @@ impl TlsHandshake {
         let mut tls =
             quill_crypto::tls::client_config_for(trust.clone(), &config.suites).map_err(tls_err)?;
         tls.alpn_protocols = alpn.to_vec();
-        let verifier = match &config.sessions {
+        let host_key_check = match &config.sessions {
             Some(sessions) => {
-                sessions.apply(&mut tls);
                 let provider =
                     Arc::new(quill_crypto::tls::provider_for(&config.suites).map_err(tls_err)?);
-                Some(quill_crypto::tls::server_cert_verifier(trust, &provider).map_err(tls_err)?)
+                sessions
+                    .apply(&mut tls, &trust, &provider)
+                    .map_err(tls_err)?;
+                match trust {
+                    ServerTrust::HostKey(check) => Some(check),
+                    _ => None,
+                }
             }
             None => None,
         };
@@ -168,8 +173,8 @@ impl TlsHandshake {
                 encode_params(local_params),
             )
         };
-        let conn = match &verifier {
-            Some(v) => with_verifier(v, new),
+        let conn = match &host_key_check {
+            Some(check) => with_check(check, new),
             None => new(),
         }
         .map_err(tls_err)?;
@@ -192,7 +197,7 @@ impl TlsHandshake {
             methods: Methods::default(),
             remembered_params,
             zero_rtt: false,
-            verifier,
+            host_key_check,
         };
         let mut out = Vec::new();
         hs.drain(&mut out);
@@ -226,7 +231,7 @@ impl TlsHandshake {
             methods,
             remembered_params: None,
             zero_rtt: false,
-            verifier: None,
+            host_key_check: None,
         })
     }
 
@@ -280,8 +285,8 @@ impl TlsHandshake {
                 ),
             )));
         }
-        let read = match &self.verifier {
-            Some(v) => with_verifier(v, || self.conn.read_hs(bytes)),
+        let read = match &self.host_key_check {
+            Some(check) => with_check(check, || self.conn.read_hs(bytes)),
             None => self.conn.read_hs(bytes),
         };
         if let Err(e) = read {
