@@ -839,11 +839,21 @@ pub fn server_hello(cap: &crate::capture::Capture) -> Option<HelloInfo> {
 /// chose `client_dcid`: their CRYPTO data put together from offset 0 (a hybrid key
 /// share makes the ServerHello longer than one packet).
 fn hello_for(heads: &[&[u8]], client_dcid: &[u8]) -> Option<HelloInfo> {
-    let mut chunks: Vec<(u64, Vec<u8>)> = heads
+    let chunks: Vec<(u64, Vec<u8>)> = heads
         .iter()
         .filter_map(|h| open_server_initial(h, client_dcid))
         .flat_map(|frames| crypto_in_frames(&frames).unwrap_or_default())
         .collect();
+    let stream = contiguous(chunks);
+    if stream.is_empty() {
+        return None;
+    }
+    parse_server_hello(&stream)
+}
+
+/// The bytes of a CRYPTO stream from offset 0 up to the first gap (at most 64 KiB),
+/// from chunks `(offset, data)` in any order, repeats and overlaps included.
+fn contiguous(mut chunks: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
     chunks.sort_by_key(|(offset, _)| *offset);
     let mut stream = Vec::new();
     for (offset, data) in chunks {
@@ -854,10 +864,7 @@ fn hello_for(heads: &[&[u8]], client_dcid: &[u8]) -> Option<HelloInfo> {
             stream.extend_from_slice(&data[stream.len() - start..]);
         }
     }
-    if stream.is_empty() {
-        return None;
-    }
-    parse_server_hello(&stream)
+    stream
 }
 
 /// The ServerHello of each connection on the capture (one per client Initial
@@ -1043,6 +1050,43 @@ mod tests {
         assert_eq!(parse_server_hello(&[1, 0, 0, 0]), None);
         assert_eq!(hello_in_frames(&[0x1e, 0x06]), None);
         assert_eq!(parse_server_hello(&msg[..20]), None);
+    }
+
+    /// A resumed ServerHello: the pre_shared_key extension after a key share too long
+    /// for one packet, read from CRYPTO chunks that arrive out of order.
+    #[test]
+    fn a_pre_shared_key_is_found_behind_a_hybrid_key_share() {
+        let mut msg = hello(0x1301, 0x11ec);
+        assert_eq!(parse_server_hello(&msg).map(|h| h.psk), Some(false));
+        // Grow the key share to 1120 bytes, then add pre_shared_key (41), index 0.
+        let share_at = msg.len() - 2;
+        msg.truncate(share_at);
+        msg.extend_from_slice(&vec![0xcc; 1120]);
+        msg.extend_from_slice(&[0x00, 0x29, 0x00, 0x02, 0x00, 0x00]);
+        let body = msg.len() - 4;
+        msg[1..4].copy_from_slice(&(body as u32).to_be_bytes()[1..]);
+        let exts_at = 4 + 2 + 32 + 4 + 2 + 1;
+        let exts = msg.len() - exts_at - 2;
+        msg[exts_at..exts_at + 2].copy_from_slice(&(exts as u16).to_be_bytes());
+        // key_share's extension length, then its share's length.
+        let ks = exts_at + 2 + 6 + 2;
+        msg[ks..ks + 2].copy_from_slice(&1124u16.to_be_bytes());
+        msg[ks + 4..ks + 6].copy_from_slice(&1120u16.to_be_bytes());
+        let first = parse_server_hello(&msg[..1000]).unwrap();
+        assert!(
+            !first.psk,
+            "the first packet's part does not reach the extension"
+        );
+        let chunks = vec![
+            (900, msg[900..].to_vec()),
+            (0, msg[..1000].to_vec()),
+            (5000, vec![1, 2, 3]),
+        ];
+        let whole = parse_server_hello(&contiguous(chunks)).unwrap();
+        assert_eq!(
+            (whole.cipher, whole.group, whole.psk),
+            (0x1301, Some(0x11ec), true)
+        );
     }
 
     #[test]
