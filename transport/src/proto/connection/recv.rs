@@ -1178,7 +1178,11 @@ impl Connection {
 
     /// The earliest PTO deadline and its space.
     fn pto_time(&self, now: Instant) -> Option<(Instant, Space)> {
-        // 0-RTT packets in flight do not stop the client's anti-deadlock probes.
+        // Application packets in flight before the handshake is confirmed (0-RTT, or
+        // 1-RTT that a server still handshaking drops) get no PTO of their own
+        // (below) and must not stop the probes that carry the handshake on: a
+        // client whose Finished was lost while its congestion window is full of
+        // such packets would otherwise wait for nothing (a test below fails so).
         let in_flight = self.spaces.iter().enumerate().any(|(i, s)| {
             !s.discarded
                 && s.sent.in_flight_ack_eliciting()
