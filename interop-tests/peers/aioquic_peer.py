@@ -56,6 +56,10 @@ PROFILES = {
     # The client probes and moves to a server's preferred address by itself (RFC 9000
     # section 9.6.1); the server has no option to offer one.
     "connectionmigration": {},
+    # The first file over one connection, the rest over a second that resumes it
+    # (session tickets), with its requests in 0-RTT for zerortt.
+    "resumption": {"resume": True},
+    "zerortt": {"resume": True, "zero_rtt": True},
 }
 
 CIPHERS = {0x1301: "TLS_AES_128_GCM_SHA256", 0x1302: "TLS_AES_256_GCM_SHA384",
@@ -121,6 +125,20 @@ def resolve(root, req):
 
 # ----------------------------------------------------------------------------- server
 
+class TicketStore:
+    """The server's session tickets; each is used once (a replayed 0-RTT ticket fails)."""
+
+    def __init__(self):
+        self.tickets = {}
+
+    def add(self, ticket):
+        if len(self.tickets) < 1024:
+            self.tickets[ticket.ticket] = ticket
+
+    def pop(self, label):
+        return self.tickets.pop(label, None)
+
+
 SERVER = {"connections": 0, "files_served": 0, "refused": 0, "retry_sent": 0,
           "neg": {"version": None, "alpn": None, "group": None, "cipher": None}}
 
@@ -163,8 +181,13 @@ async def run_server(a, profile):
     cfg.load_cert_chain(cert, key)
     HqServer.root = a.root
     host, port = split_addr(a.listen)
+    tickets = {}
+    if profile.get("resume"):
+        # aioquic issues tickets (allowing early data) only with a store.
+        store = TicketStore()
+        tickets = {"session_ticket_fetcher": store.pop, "session_ticket_handler": store.add}
     server = await serve(host, port, configuration=cfg, create_protocol=HqServer,
-                         retry=bool(profile.get("retry")))
+                         retry=bool(profile.get("retry")), **tickets)
     sock = server._transport.get_extra_info("sockname")
     addr = "[%s]:%d" % (sock[0], sock[1]) if ":" in sock[0] else "%s:%d" % (sock[0], sock[1])
     sys.stdout.write("listening %s\n" % addr)
@@ -254,10 +277,14 @@ class HqClient(QuicConnectionProtocol):
         self.bodies = {}
         self.waiters = {}
         self.alpn = None
+        self.resumed = False
+        self.early_data_accepted = False
 
     def quic_event_received(self, event):
         if isinstance(event, HandshakeCompleted):
             self.alpn = event.alpn_protocol
+            self.resumed = event.session_resumed
+            self.early_data_accepted = event.early_data_accepted
         elif isinstance(event, StreamDataReceived):
             self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
             if event.end_stream and event.stream_id in self.waiters:
@@ -289,12 +316,23 @@ async def run_client(a, profile, tally, neg):
     if not files:
         raise ValueError("no files to fetch; pass --files or --files-from")
     host, port = split_addr(a.connect)
-    groups = [[f] for f in files] if profile.get("connection_per_file") else [files]
+    if profile.get("connection_per_file"):
+        groups = [[f] for f in files]
+    elif profile.get("resume") and len(files) > 1:
+        groups = [files[:1], files[1:]]
+    else:
+        groups = [files]
+    tickets = []
     for group in groups:
         cfg = configuration(profile, is_client=True)
-        async with connect(host, port, configuration=cfg, create_protocol=HqClient) as client:
+        if tickets:
+            cfg.session_ticket = tickets[-1]
+        # zerortt: with a ticket, do not wait for the handshake; requests go in 0-RTT.
+        early = bool(profile.get("zero_rtt")) and cfg.session_ticket is not None
+        async with connect(host, port, configuration=cfg, create_protocol=HqClient,
+                           session_ticket_handler=tickets.append,
+                           wait_connected=not early) as client:
             tally["handshakes"] += 1
-            neg.update(negotiated(client._quic, client.alpn))
             tally["retries"] += 1 if getattr(client._quic, "_retry_count", 0) else 0
             if profile.get("key_update"):
                 client._quic.request_key_update()
@@ -313,11 +351,17 @@ async def run_client(a, profile, tally, neg):
                 tally["bytes"] += len(data)
 
             await asyncio.gather(*(one(n) for n in group))
+            neg.update(negotiated(client._quic, client.alpn))
+            if profile.get("resume"):
+                tally["resumed"] = (tally["resumed"] or 0) + int(client.resumed)
+                tally["zero_rtt_accepted"] = ((tally["zero_rtt_accepted"] or 0)
+                                              + int(client.early_data_accepted))
             client.close()
 
 
 async def client_main(a, profile):
-    tally = {"handshakes": 0, "files": 0, "bytes": 0, "retries": 0, "key_updates_initiated": 0}
+    tally = {"handshakes": 0, "files": 0, "bytes": 0, "retries": 0, "key_updates_initiated": 0,
+             "resumed": None, "zero_rtt_accepted": None}
     neg = {"version": None, "alpn": None, "group": None, "cipher": None}
     start = time.monotonic()
     error = None

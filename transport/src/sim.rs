@@ -854,6 +854,9 @@ pub struct ClientApp {
     pub sent: Vec<(u64, u64, [u8; 32])>,
     /// What came back on echoed streams.
     pub sink: Sink,
+    /// Start writing before the handshake completes (QUIC v1 0-RTT, where the
+    /// connection lets streams open early).
+    pub early: bool,
     active: Vec<Outgoing>,
     opened: usize,
 }
@@ -870,6 +873,7 @@ impl ClientApp {
             lost: None,
             sent: Vec::new(),
             sink: Sink::default(),
+            early: false,
             active: Vec::new(),
             opened: 0,
         }
@@ -902,7 +906,7 @@ impl App for ClientApp {
     }
 
     fn poll(&mut self, _now: Instant, conn: &mut Connection) {
-        if !self.connected || self.lost.is_some() {
+        if !(self.connected || self.early) || self.lost.is_some() {
             return;
         }
         let dir = if self.echo {

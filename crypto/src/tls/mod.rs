@@ -115,7 +115,7 @@ pub fn tls13_suite(suite: Suite) -> rustls::SupportedCipherSuite {
 }
 
 /// [`provider`] offering only these AEADs, in this order (TLS 1.3 cipher suites).
-fn provider_for(suites: &[Suite]) -> Result<CryptoProvider, Error> {
+pub fn provider_for(suites: &[Suite]) -> Result<CryptoProvider, Error> {
     if suites.is_empty() {
         return Err(Error::Tls("no cipher suite to offer".into()));
     }
@@ -131,27 +131,32 @@ pub fn client_config_for(
     suites: &[Suite],
 ) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(provider_for(suites)?);
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let verifier = server_cert_verifier(trust, &provider)?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let config = match trust {
-        ServerTrust::HostKey(check) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(HostKeyVerifier::new(check))),
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// The rustls verifier that authenticates the server by `trust`, with the signature
+/// algorithms of `provider`.
+pub fn server_cert_verifier(
+    trust: ServerTrust,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+    Ok(match trust {
+        ServerTrust::HostKey(check) => Arc::new(HostKeyVerifier::new(check)),
         ServerTrust::Roots(roots) => {
-            let verifier =
-                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| Error::Tls(format!("cannot verify against these roots: {e}")))?;
-            builder.with_webpki_verifier(verifier)
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| Error::Tls(format!("cannot verify against these roots: {e}")))?
         }
-        ServerTrust::Unverified => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified {
-                algorithms: provider.signature_verification_algorithms,
-            })),
-    };
-    Ok(config.with_no_client_auth())
+        ServerTrust::Unverified => Arc::new(Unverified {
+            algorithms: provider.signature_verification_algorithms,
+        }),
+    })
 }
 
 /// A TLS 1.3-only server configuration with [`provider`] presenting a CA-issued

@@ -1242,6 +1242,10 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     let files = refpeers::ensure_certificate_chain(dir.path(), p.cert_chain_len)
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
     let mut config = hq_config(&p, true)?;
+    // BoringSSL issues session tickets by itself; zerortt also accepts early data.
+    if p.zero_rtt {
+        config.enable_early_data();
+    }
     config
         .load_cert_chain_from_pem_file(&files.cert_pem.to_string_lossy())
         .map_err(|e| format!("certificate: {e}"))?;
@@ -1424,11 +1428,11 @@ fn hq_client_run(
     let io = |e: String| ("io", e);
     let files = a.all_files().map_err(io)?;
     let mut config = hq_config(p, false).map_err(io)?;
-    let groups: Vec<Vec<String>> = if p.connection_per_file {
-        files.iter().map(|f| vec![f.clone()]).collect()
-    } else {
-        vec![files]
-    };
+    if p.zero_rtt {
+        config.enable_early_data();
+    }
+    // resumption, zerortt: the first connection's session, resumed by the next.
+    let mut session: Option<Vec<u8>> = None;
     let sock = std::net::UdpSocket::bind(refpeers::local_bind_for(a.connect))
         .map_err(|e| io(format!("cannot bind: {e}")))?;
     let local = sock.local_addr().map_err(|e| io(e.to_string()))?;
@@ -1436,7 +1440,7 @@ fn hq_client_run(
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_UDP_PAYLOAD];
     let mut scratch = vec![0u8; RECV_BUF];
-    for group in groups {
+    for group in p.groups(files) {
         let mut scid = [0u8; 16];
         rng.fill(&mut scid)
             .map_err(|_| io("no randomness".into()))?;
@@ -1449,6 +1453,10 @@ fn hq_client_run(
             &mut config,
         )
         .map_err(|e| io(format!("cannot connect: {e}")))?;
+        if let Some(s) = &session {
+            q.set_session(s)
+                .map_err(|e| io(format!("cannot resume the session: {e}")))?;
+        }
         let mut bodies: HashMap<u64, (String, Vec<u8>)> = HashMap::new();
         let (mut next, mut done, mut counted) = (0usize, 0usize, false);
         hq_flush(&sock, &mut q, local, &mut out);
@@ -1490,12 +1498,13 @@ fn hq_client_run(
                 };
                 return Err((kind, format!("connection closed after {done} files: {why}")));
             }
-            if q.is_established() {
-                if !counted {
-                    counted = true;
-                    tally.handshakes += 1;
-                    *neg = hq_negotiated(&q);
-                }
+            if q.is_established() && !counted {
+                counted = true;
+                tally.handshakes += 1;
+                *neg = hq_negotiated(&q);
+            }
+            // zerortt: requests may go out before the handshake completes.
+            if q.is_established() || q.is_in_early_data() {
                 while next < group.len() && bodies.len() < 100 && q.peer_streams_left_bidi() > 0 {
                     let id = 4 * next as u64;
                     match q.stream_send(id, &hq::request(&group[next]), true) {
@@ -1527,6 +1536,9 @@ fn hq_client_run(
                 }
             }
             hq_flush(&sock, &mut q, local, &mut out);
+        }
+        if p.resume {
+            session = q.session().map(<[u8]>::to_vec);
         }
         let _ = q.close(true, 0, b"done");
         hq_flush(&sock, &mut q, local, &mut out);

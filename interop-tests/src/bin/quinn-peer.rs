@@ -573,7 +573,12 @@ async fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let files = refpeers::ensure_certificate_chain(dir.path(), p.cert_chain_len)
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
-    let tls = server_tls(&files, hq_provider(&p), hq::ALPN_HQ)?;
+    let mut tls = server_tls(&files, hq_provider(&p), hq::ALPN_HQ)?;
+    // Tickets come from rustls's default session store; zerortt accepts early data
+    // (QUIC asks for 0xffffffff, RFC 9001 §4.6.1).
+    if p.zero_rtt {
+        tls.max_early_data_size = u32::MAX;
+    }
     let crypto = QuicServerConfig::with_initial(Arc::new(tls), initial_suite()?)
         .map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -699,25 +704,33 @@ async fn hq_client_run(
 ) -> Result<(), (&'static str, String)> {
     let io = |e: String| ("io", e);
     let files = a.all_files().map_err(io)?;
-    let tls = Verifier::client_tls(hq_provider(p), true, hq::ALPN_HQ).map_err(io)?;
+    let mut tls = Verifier::client_tls(hq_provider(p), true, hq::ALPN_HQ).map_err(io)?;
+    // One rustls configuration (and its in-memory session store) for every
+    // connection, so the second one resumes; zerortt sends early data.
+    tls.enable_early_data = p.zero_rtt;
     let crypto = QuicClientConfig::with_initial(Arc::new(tls), initial_suite().map_err(io)?)
         .map_err(|e| io(e.to_string()))?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
     cc.transport_config(Arc::new(hq_transport(p).map_err(io)?));
     let mut ep = endpoint(refpeers::local_bind_for(a.connect), None, true).map_err(io)?;
     ep.set_default_client_config(cc);
-    let groups: Vec<Vec<String>> = if p.connection_per_file {
-        files.iter().map(|f| vec![f.clone()]).collect()
-    } else {
-        vec![files]
-    };
     let cipher = p.chacha20.then_some("TLS_CHACHA20_POLY1305_SHA256");
-    for group in groups {
-        let conn = ep
+    for group in p.groups(files) {
+        let connecting = ep
             .connect(a.connect, refpeers::SERVER_NAME)
-            .map_err(|e| ("io", format!("cannot connect: {e}")))?
-            .await
-            .map_err(|e| ("handshake", format!("handshake failed: {e}")))?;
+            .map_err(|e| ("io", format!("cannot connect: {e}")))?;
+        // zerortt: with a resumable session, the requests go out in 0-RTT at once.
+        let conn = match p.zero_rtt {
+            true => match connecting.into_0rtt() {
+                Ok((conn, _accepted)) => conn,
+                Err(connecting) => connecting
+                    .await
+                    .map_err(|e| ("handshake", format!("handshake failed: {e}")))?,
+            },
+            false => connecting
+                .await
+                .map_err(|e| ("handshake", format!("handshake failed: {e}")))?,
+        };
         tally.handshakes += 1;
         *neg = hq_negotiated(&conn, cipher);
         if p.key_update {

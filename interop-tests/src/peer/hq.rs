@@ -21,7 +21,7 @@ use quill_crypto::packet::Suite;
 use quill_transport::driver::blocking::{self, BlockingConnection};
 use quill_transport::proto::{
     CertificateCheck, ClientConfig, HostKeyPolicy, Login, QuicV1Server, ServerConfig,
-    ServerPreferredAddress, StreamsConfig, TransportConfig, Version,
+    ServerPreferredAddress, Sessions, StreamsConfig, TransportConfig, Version,
 };
 use quill_transport::service::Files;
 use zeroize::Zeroizing;
@@ -44,6 +44,10 @@ pub(super) const REFUSED: u64 = 1;
 /// Requests a client keeps in flight on one connection (each waits on its own thread;
 /// the server's MAX_STREAMS bounds them too).
 const IN_FLIGHT: usize = 32;
+
+/// zerortt: requests written at once, so that all of them go in 0-RTT (the runner
+/// asks for 39 on the second connection).
+const IN_FLIGHT_0RTT: usize = 64;
 
 /// Runs `hq server` or `hq client`; returns the exit code.
 pub(super) fn run(cmd: HqCommand) -> i32 {
@@ -155,6 +159,13 @@ fn serve(a: &HqServerArgs, p: &Profile) -> Result<(), PeerError> {
         .map_err(|e| PeerError::other(e.to_string()))?;
     // `v2`: upgrade a v1 client that lists QUIC v2 (RFC 9368 compatible negotiation).
     v1.quic_v2 = p.v2;
+    // Session tickets are always issued (rustls's stateful store); zerortt also
+    // accepts early data (hq-interop GETs are idempotent).
+    if p.zero_rtt {
+        v1 = v1
+            .with_early_data()
+            .map_err(|e| PeerError::other(e.to_string()))?;
+    }
     config.quic_v1 = Some(v1);
     let endpoint = relay_endpoint(p.retry);
     let handler = PeerServer {
@@ -243,13 +254,21 @@ fn fetch_run(
         config.suites = vec![Suite::ChaCha20Poly1305];
     }
     config.offer_quic_v2 = p.v2;
-    let groups: Vec<Vec<String>> = if p.connection_per_file {
-        files.iter().map(|f| vec![f.clone()]).collect()
-    } else {
-        vec![files]
-    };
-    for group in groups {
-        let conn = blocking::connect(a.connect, config.clone()).map_err(|e| match e {
+    if p.resume {
+        // One ticket store for both connections (clones of this configuration).
+        config.sessions = Some(Sessions::in_memory(4));
+        config.early_data = p.zero_rtt;
+        tally.resumed = Some(0);
+        tally.zero_rtt_accepted = Some(0);
+    }
+    for group in p.groups(files) {
+        // zerortt: the second connection's requests go out in 0-RTT.
+        let connect = if p.zero_rtt {
+            blocking::connect_early
+        } else {
+            blocking::connect
+        };
+        let conn = connect(a.connect, config.clone()).map_err(|e| match e {
             blocking::ConnectError::Connection(ce) => (
                 "handshake",
                 format!("handshake failed ({}): {ce}", error_kind(&ce)),
@@ -264,8 +283,26 @@ fn fetch_run(
             conn.initiate_key_update();
             tally.key_updates_initiated += 1;
         }
-        let result = fetch_group(&conn, &group, &a.download);
+        let threads = if p.zero_rtt {
+            IN_FLIGHT_0RTT
+        } else {
+            IN_FLIGHT
+        };
+        let result = fetch_group(&conn, &group, &a.download, threads);
         tally.retries += conn.stats().retries;
+        if p.resume {
+            *neg = negotiated(
+                conn.alpn().as_deref(),
+                conn.key_exchange_group(),
+                conn.suite(),
+            );
+            for (count, yes) in [
+                (&mut tally.resumed, conn.resumed()),
+                (&mut tally.zero_rtt_accepted, conn.zero_rtt_accepted()),
+            ] {
+                *count = count.map(|n| n + u64::from(yes));
+            }
+        }
         match result {
             Ok((n, bytes)) => {
                 tally.files += n;
@@ -281,13 +318,14 @@ fn fetch_run(
     Ok(())
 }
 
-/// Fetches `files` over `conn`, [`IN_FLIGHT`] at a time; returns `(files, bytes)`.
+/// Fetches `files` over `conn`, `threads` at a time; returns `(files, bytes)`.
 fn fetch_group(
     conn: &BlockingConnection,
     files: &[String],
     dir: &Path,
+    threads: usize,
 ) -> Result<(u64, u64), String> {
-    super::fetch_each(files, IN_FLIGHT, |name| fetch_one(conn, name, dir))
+    super::fetch_each(files, threads, |name| fetch_one(conn, name, dir))
 }
 
 /// One request: `GET /name\r\n`, FIN; the answer is the file, up to FIN.
@@ -349,7 +387,7 @@ mod tests {
     #[test]
     fn unknown_test_cases_are_unsupported() {
         let cmd = HqCommand::Server(HqServerArgs {
-            testcase: "zerortt".into(),
+            testcase: "versionnegotiation".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             root: ".".into(),
             state_dir: None,

@@ -15,7 +15,8 @@
 //!   [--files-from LIST] [--timeout-secs S]` fetches every file (one bidirectional
 //!   stream each: `GET /NAME\r\n`, FIN; the answer is the file's bytes, FIN) and prints
 //!   one JSON line `{"role":"client","ok":..,"handshakes":..,"files":..,"bytes":..,
-//!   "seconds":..,"goodput_bps":..,"retries":..,"key_updates_initiated":..,"version":..,
+//!   "seconds":..,"goodput_bps":..,"retries":..,"key_updates_initiated":..,
+//!   "resumed":..|null,"zero_rtt_accepted":..|null,"version":..,
 //!   "alpn":..,"group":..,"cipher":..,"error":{"kind":..,"message":..}|null}`.
 //!
 //! Certificates are made at run time (rcgen) in a temporary directory; clients do not
@@ -167,6 +168,12 @@ pub struct Profile {
     /// Certificates in the server's chain (`refpeers::ensure_certificate_chain`): 9 in
     /// amplificationlimit, as the interop runner serves, 1 otherwise.
     pub cert_chain_len: usize,
+    /// resumption, zerortt: the client fetches the first file over one connection and
+    /// the others over a second one that resumes the first's TLS session.
+    pub resume: bool,
+    /// zerortt: the second connection sends its requests in 0-RTT; the server
+    /// accepts early data.
+    pub zero_rtt: bool,
 }
 
 /// Stream window of the `transfer` test case.
@@ -189,6 +196,8 @@ impl Profile {
             v2: false,
             connection_migration: false,
             cert_chain_len: 1,
+            resume: false,
+            zero_rtt: false,
         };
         match name {
             "handshake" | "transferloss" | "transfercorruption" | "blackhole" | "longrtt"
@@ -205,9 +214,29 @@ impl Profile {
             "v2" => p.v2 = true,
             "handshakeloss" | "handshakecorruption" => p.connection_per_file = true,
             "connectionmigration" => p.connection_migration = true,
+            "resumption" => p.resume = true,
+            "zerortt" => {
+                p.resume = true;
+                p.zero_rtt = true;
+            }
             _ => return None,
         }
         Some(p)
+    }
+
+    /// The files of each connection, in order: one connection for all, one per file
+    /// (handshakeloss), or the first file alone and then the rest (resumption,
+    /// zerortt).
+    pub fn groups(&self, files: Vec<String>) -> Vec<Vec<String>> {
+        if self.connection_per_file {
+            files.into_iter().map(|f| vec![f]).collect()
+        } else if self.resume && files.len() > 1 {
+            let mut files = files;
+            let rest = files.split_off(1);
+            vec![files, rest]
+        } else {
+            vec![files]
+        }
     }
 
     /// `(stream window, connection window)`.
@@ -306,6 +335,10 @@ pub struct HqClientTally {
     pub retries: u64,
     /// Key updates the client initiated.
     pub key_updates_initiated: u64,
+    /// Connections that resumed a TLS session, where the stack says so.
+    pub resumed: Option<u64>,
+    /// Connections whose 0-RTT the server accepted, where the stack says so.
+    pub zero_rtt_accepted: Option<u64>,
     /// Seconds from the first connection attempt to the last file.
     pub seconds: f64,
 }
@@ -328,6 +361,8 @@ pub fn print_client_report(
         "goodput_bps": if t.seconds > 0.0 { t.bytes as f64 * 8.0 / t.seconds } else { 0.0 },
         "retries": t.retries,
         "key_updates_initiated": t.key_updates_initiated,
+        "resumed": t.resumed,
+        "zero_rtt_accepted": t.zero_rtt_accepted,
         "error": error.map(|(kind, message)| json!({"kind": kind, "message": message})),
     });
     n.extend(&mut v);
@@ -439,7 +474,8 @@ mod tests {
             Profile::for_testcase("handshake").unwrap().cert_chain_len,
             1
         );
-        assert!(Profile::for_testcase("zerortt").is_none());
+        assert!(Profile::for_testcase("zerortt").is_some_and(|p| p.resume && p.zero_rtt));
+        assert!(Profile::for_testcase("versionnegotiation").is_none());
         assert_eq!(
             Profile::for_testcase("transfer").unwrap().windows(),
             (SMALL_STREAM_WINDOW, SMALL_CONN_WINDOW)

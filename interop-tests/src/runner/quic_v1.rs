@@ -290,6 +290,8 @@ pub const SCENARIOS: &[Scenario] = &[
         setup: || one_v1_file("p.bin", 10 * MB, 60),
         judge: Judge::Run(rebind_port),
     },
+    RESUMPTION,
+    ZERORTT,
     Scenario {
         name: "connectionmigration",
         network: "default link; the relay has a second port, which the server offers as \
@@ -364,6 +366,49 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// Session resumption (kept apart from the list, where other scenarios are added).
+const RESUMPTION: Scenario = Scenario {
+    name: "resumption",
+    network: "default link",
+    rule: "files of 5 and 10 KiB byte-exact; the client fetches the first over one \
+           connection and the second over a new one: 2 handshakes; the second \
+           ServerHello (read off the server's Initial) carries a pre_shared_key \
+           extension, the first does not (the session was resumed, no certificate); \
+           a client that reports resumption reports it",
+    relay: default_link,
+    setup: || {
+        Setup::new(vec![
+            ("r5.bin".into(), 5 * 1024),
+            ("r10.bin".into(), 10 * 1024),
+        ])
+    },
+    judge: Judge::Run(resumption),
+};
+
+/// Files of the zerortt scenario, and the length of their names (as the runner's).
+const ZERORTT_FILES: usize = 40;
+const ZERORTT_NAME_LEN: usize = 250;
+
+const ZERORTT: Scenario = Scenario {
+    name: "zerortt",
+    network: "default link",
+    rule: "40 files of 32 B with 250-character names byte-exact; the first over one \
+           connection, the other 39 over a second that resumes it and sends its \
+           requests in 0-RTT: 2 handshakes, 0-RTT packets from the client on the \
+           capture, the client's 1-RTT packets carry at most half the request bytes \
+           (0.5 × 250 × 40 = 5000 B after the first byte and the Destination CID, as \
+           the runner counts), and a client that reports whether 0-RTT \
+           was accepted says it was",
+    relay: default_link,
+    setup: || {
+        let files = (0..ZERORTT_FILES)
+            .map(|i| (format!("z{i:02}{}", "x".repeat(ZERORTT_NAME_LEN - 3)), 32))
+            .collect();
+        Setup::new(files)
+    },
+    judge: Judge::Run(zerortt),
+};
+
 fn one_v1_file(name: &str, size: usize, secs: u64) -> Setup {
     Setup {
         timeout: Duration::from_secs(secs),
@@ -382,6 +427,85 @@ fn fifty_connections() -> Setup {
 /// The scenario called `name`.
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
+}
+
+fn resumption(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 2)?;
+    let hellos = server_hellos(&o.capture);
+    let [first, second] = hellos[..] else {
+        return Err(format!(
+            "read {} ServerHello(s) off the capture, expected 2",
+            hellos.len()
+        ));
+    };
+    if first.psk {
+        return Err("the first ServerHello already carries pre_shared_key".into());
+    }
+    if !second.psk {
+        return Err(
+            "the second ServerHello carries no pre_shared_key: the session was not resumed".into(),
+        );
+    }
+    if reported_count(o, "resumed") == Some(0) {
+        return Err("the client reports no resumed connection".into());
+    }
+    Ok("the 2nd ServerHello carries pre_shared_key".into())
+}
+
+/// A count the client reports, if its stack knows it (`null` otherwise).
+fn reported_count(o: &RunOutput, key: &str) -> Option<u64> {
+    o.client.as_ref()?.get(key)?.as_u64()
+}
+
+fn zerortt(o: &RunOutput) -> Result<String, String> {
+    basic(o)?;
+    connections(o, 2)?;
+    let client: Vec<&crate::capture::Record> = o
+        .capture
+        .originals(Direction::C2S)
+        .filter(|r| as_sent(r))
+        .collect();
+    let early: Vec<usize> = client
+        .iter()
+        .filter(|r| r.header.contains(LongType::ZeroRtt))
+        .map(|r| r.size)
+        .collect();
+    if early.is_empty() {
+        return Err("no 0-RTT packet from the client on the capture".into());
+    }
+    if reported_count(o, "zero_rtt_accepted") == Some(0) {
+        return Err("the client reports that the server refused its 0-RTT".into());
+    }
+    // The runner sums the 1-RTT packets' protected payloads (what follows the first
+    // byte and the Destination CID, the server's CID: its Initials' Source CID).
+    let dcid_len = o
+        .capture
+        .originals(Direction::S2C)
+        .find_map(|r| match &r.header {
+            crate::capture::HeaderInfo::Long { scid, .. } => Some(scid.len()),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let one_rtt: usize = client
+        .iter()
+        .filter(|r| matches!(r.header, crate::capture::HeaderInfo::Short { .. }))
+        .map(|r| r.size.saturating_sub(1 + dcid_len))
+        .sum();
+    let limit = ZERORTT_NAME_LEN * ZERORTT_FILES / 2;
+    if one_rtt > limit {
+        return Err(format!(
+            "the client sent {one_rtt} B of 1-RTT payload, more than {limit} B \
+             (its requests did not go in 0-RTT; {} datagrams with 0-RTT, {} B)",
+            early.len(),
+            early.iter().sum::<usize>()
+        ));
+    }
+    Ok(format!(
+        "{} client datagrams with 0-RTT ({} B), {one_rtt} B of client 1-RTT payload",
+        early.len(),
+        early.iter().sum::<usize>()
+    ))
 }
 
 /// Long headers on the capture that are not QUIC v1 (Version Negotiation aside).
@@ -1102,6 +1226,8 @@ pub struct HelloInfo {
     pub cipher: u16,
     /// Key-share group codepoint, if the key_share extension was in the first packet.
     pub group: Option<u16>,
+    /// The pre_shared_key extension is there (RFC 8446 §4.2.11): a resumed session.
+    pub psk: bool,
 }
 
 /// Reads the ServerHello from the first server Initial on the capture: Initial keys
@@ -1119,9 +1245,62 @@ pub fn server_hello(cap: &crate::capture::Capture) -> Option<HelloInfo> {
     {
         dcids.push(first.dcid);
     }
-    cap.originals(Direction::S2C)
+    let heads: Vec<&[u8]> = cap
+        .originals(Direction::S2C)
         .filter_map(|r| r.head.as_deref())
-        .find_map(|head| dcids.iter().find_map(|d| open_server_initial(head, d)))
+        .collect();
+    dcids.iter().find_map(|d| hello_for(&heads, d))
+}
+
+/// The ServerHello in the server Initials (`heads`) of the connection whose client
+/// chose `client_dcid`: their CRYPTO data put together from offset 0 (a hybrid key
+/// share makes the ServerHello longer than one packet).
+fn hello_for(heads: &[&[u8]], client_dcid: &[u8]) -> Option<HelloInfo> {
+    let chunks: Vec<(u64, Vec<u8>)> = heads
+        .iter()
+        .filter_map(|h| open_server_initial(h, client_dcid))
+        .flat_map(|frames| crypto_in_frames(&frames).unwrap_or_default())
+        .collect();
+    let stream = contiguous(chunks);
+    if stream.is_empty() {
+        return None;
+    }
+    parse_server_hello(&stream)
+}
+
+/// The bytes of a CRYPTO stream from offset 0 up to the first gap (at most 64 KiB),
+/// from chunks `(offset, data)` in any order, repeats and overlaps included.
+fn contiguous(mut chunks: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
+    chunks.sort_by_key(|(offset, _)| *offset);
+    let mut stream = Vec::new();
+    for (offset, data) in chunks {
+        let (Ok(start), end) = (usize::try_from(offset), offset as usize + data.len()) else {
+            continue;
+        };
+        if start <= stream.len() && end > stream.len() && end <= 1 << 16 {
+            stream.extend_from_slice(&data[stream.len() - start..]);
+        }
+    }
+    stream
+}
+
+/// The ServerHello of each connection on the capture (one per client Initial
+/// Destination CID the server answered), in order.
+pub fn server_hellos(cap: &crate::capture::Capture) -> Vec<HelloInfo> {
+    let mut dcids: Vec<Vec<u8>> = Vec::new();
+    for i in cap
+        .originals(Direction::C2S)
+        .filter_map(|r| r.head.as_deref().and_then(initial_dcid_token))
+    {
+        if !dcids.contains(&i.dcid) {
+            dcids.push(i.dcid);
+        }
+    }
+    let heads: Vec<&[u8]> = cap
+        .originals(Direction::S2C)
+        .filter_map(|r| r.head.as_deref())
+        .collect();
+    dcids.iter().filter_map(|d| hello_for(&heads, d)).collect()
 }
 
 /// `head` with the fixed bit set, for parsing only: RFC 9287 lets a peer that saw
@@ -1137,13 +1316,24 @@ fn ungreased(head: &[u8]) -> Vec<u8> {
 }
 
 /// RFC 9001 §5.4.2 (header protection sample 4 bytes after the Packet Number field's
-/// start) and §5.3 (AEAD with the unprotected header as associated data).
-fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<HelloInfo> {
-    hello_in_frames(&open_initial(head, client_dcid, false)?)
+/// start) and §5.3 (AEAD with the unprotected header as associated data): the frames
+/// of a server Initial (QUIC v1 or v2).
+fn open_server_initial(head: &[u8], client_dcid: &[u8]) -> Option<Vec<u8>> {
+    open_initial(head, client_dcid, false)
 }
 
 /// Finds the CRYPTO frame at offset 0 among Initial frames and reads the ServerHello.
+#[cfg(test)]
 fn hello_in_frames(frames: &[u8]) -> Option<HelloInfo> {
+    let chunks = crypto_in_frames(frames)?;
+    let (_, data) = chunks.iter().find(|(offset, _)| *offset == 0)?;
+    parse_server_hello(data)
+}
+
+/// The CRYPTO frames `(offset, data)` among Initial frames (PADDING, PING, ACK and
+/// CRYPTO are all an Initial holds; anything else ends the walk).
+fn crypto_in_frames(frames: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
+    let mut out = Vec::new();
     let mut r = quill_transport::wire::Reader::new(frames);
     // Bounded by the payload: every frame consumes at least one byte.
     while !r.is_empty() {
@@ -1167,15 +1357,12 @@ fn hello_in_frames(frames: &[u8]) -> Option<HelloInfo> {
             0x06 => {
                 let offset = r.varint().ok()?;
                 let len = usize::try_from(r.varint().ok()?).ok()?;
-                let data = r.bytes(len).ok()?;
-                if offset == 0 {
-                    return parse_server_hello(data);
-                }
+                out.push((offset, r.bytes(len).ok()?.to_vec()));
             }
-            _ => return None,
+            _ => break,
         }
     }
-    None
+    Some(out)
 }
 
 /// RFC 8446 §4.1.3: ServerHello = type 2, length (3), legacy_version (2), random (32),
@@ -1191,7 +1378,7 @@ fn parse_server_hello(msg: &[u8]) -> Option<HelloInfo> {
     r.skip(sid).ok()?;
     let cipher = r.u16().ok()?;
     r.skip(1).ok()?;
-    let mut group = None;
+    let (mut group, mut psk) = (None, false);
     if let Ok(ext_len) = r.u16() {
         let mut left = usize::from(ext_len);
         while left >= 4 {
@@ -1199,17 +1386,19 @@ fn parse_server_hello(msg: &[u8]) -> Option<HelloInfo> {
                 break;
             };
             let len = usize::from(len);
+            psk |= ty == 41;
+            let mut rest = len;
             if ty == 51 && len >= 2 {
                 group = r.u16().ok();
-                break;
+                rest -= 2;
             }
-            if r.skip(len).is_err() {
+            if r.skip(rest).is_err() {
                 break;
             }
             left = left.saturating_sub(4 + len);
         }
     }
-    Some(HelloInfo { cipher, group })
+    Some(HelloInfo { cipher, group, psk })
 }
 
 #[cfg(test)]
@@ -1246,7 +1435,8 @@ mod tests {
             hello_in_frames(&frames),
             Some(HelloInfo {
                 cipher: 0x1303,
-                group: Some(0x11ec)
+                group: Some(0x11ec),
+                psk: false,
             })
         );
         // Not a ServerHello, an unknown frame, or a truncated message: nothing.
@@ -1356,6 +1546,43 @@ mod tests {
         assert!(connection_migration(&o)
             .unwrap_err()
             .contains("did not move"));
+    }
+
+    /// A resumed ServerHello: the pre_shared_key extension after a key share too long
+    /// for one packet, read from CRYPTO chunks that arrive out of order.
+    #[test]
+    fn a_pre_shared_key_is_found_behind_a_hybrid_key_share() {
+        let mut msg = hello(0x1301, 0x11ec);
+        assert_eq!(parse_server_hello(&msg).map(|h| h.psk), Some(false));
+        // Grow the key share to 1120 bytes, then add pre_shared_key (41), index 0.
+        let share_at = msg.len() - 2;
+        msg.truncate(share_at);
+        msg.extend_from_slice(&vec![0xcc; 1120]);
+        msg.extend_from_slice(&[0x00, 0x29, 0x00, 0x02, 0x00, 0x00]);
+        let body = msg.len() - 4;
+        msg[1..4].copy_from_slice(&(body as u32).to_be_bytes()[1..]);
+        let exts_at = 4 + 2 + 32 + 4 + 2 + 1;
+        let exts = msg.len() - exts_at - 2;
+        msg[exts_at..exts_at + 2].copy_from_slice(&(exts as u16).to_be_bytes());
+        // key_share's extension length, then its share's length.
+        let ks = exts_at + 2 + 6 + 2;
+        msg[ks..ks + 2].copy_from_slice(&1124u16.to_be_bytes());
+        msg[ks + 4..ks + 6].copy_from_slice(&1120u16.to_be_bytes());
+        let first = parse_server_hello(&msg[..1000]).unwrap();
+        assert!(
+            !first.psk,
+            "the first packet's part does not reach the extension"
+        );
+        let chunks = vec![
+            (900, msg[900..].to_vec()),
+            (0, msg[..1000].to_vec()),
+            (5000, vec![1, 2, 3]),
+        ];
+        let whole = parse_server_hello(&contiguous(chunks)).unwrap();
+        assert_eq!(
+            (whole.cipher, whole.group, whole.psk),
+            (0x1301, Some(0x11ec), true)
+        );
     }
 
     #[test]

@@ -123,6 +123,8 @@ struct State {
     negotiated: Negotiated,
     /// The event loop thread has returned (the connection is closed and drained).
     loop_done: bool,
+    /// QUIC v1 client: streams may be used before the handshake completes (0-RTT).
+    early: bool,
 }
 
 /// What the handshake settled besides the suite.
@@ -131,6 +133,9 @@ struct Negotiated {
     version: u32,
     alpn: Option<Vec<u8>>,
     group: Option<rustls::NamedGroup>,
+    /// QUIC v1: the handshake resumed a session; the server accepted 0-RTT.
+    resumed: bool,
+    zero_rtt_accepted: bool,
 }
 
 struct Shared {
@@ -185,6 +190,7 @@ impl FacadeHandler {
         st.rtt = conn.rtt();
         st.stats.clone_from(conn.stats());
         st.suite = conn.suite();
+        st.early = conn.zero_rtt_writable();
         while let Some(dir) = st.open_requests.pop_front() {
             let id = conn.open_stream(dir);
             if let Some(id) = id {
@@ -259,6 +265,8 @@ impl Handler for FacadeHandler {
                         version: c.version(),
                         alpn: c.alpn().map(<[u8]>::to_vec),
                         group: c.key_exchange_group(),
+                        resumed: c.resumed(),
+                        zero_rtt_accepted: c.zero_rtt_accepted(),
                     };
                 }
                 st.connected = Some(match event {
@@ -349,6 +357,25 @@ pub fn connect(
     server: SocketAddr,
     config: ClientConfig,
 ) -> Result<BlockingConnection, ConnectError> {
+    start(server, config, false)
+}
+
+/// Like [`connect`], but a QUIC v1 client that resumes a session allowing early data
+/// ([`ClientConfig::early_data`]) returns at once: what is written on its streams
+/// before the handshake completes goes in 0-RTT packets (replayable: idempotent
+/// requests only). Otherwise it returns when [`connect`] would.
+pub fn connect_early(
+    server: SocketAddr,
+    config: ClientConfig,
+) -> Result<BlockingConnection, ConnectError> {
+    start(server, config, true)
+}
+
+fn start(
+    server: SocketAddr,
+    config: ClientConfig,
+    early: bool,
+) -> Result<BlockingConnection, ConnectError> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
@@ -387,7 +414,12 @@ pub fn connect(
         .map_err(ConnectError::Io)?;
     let mut st = shared.lock();
     loop {
-        if let Some((account, message)) = st.connected.clone() {
+        let up = match st.connected.clone() {
+            Some(c) => Some(c),
+            None if early && st.early => Some((String::new(), String::new())),
+            None => None,
+        };
+        if let Some((account, message)) = up {
             drop(st);
             return Ok(BlockingConnection {
                 shared,
@@ -425,6 +457,17 @@ impl BlockingConnection {
     /// QUIC v1: the negotiated TLS key-exchange group (e.g. X25519MLKEM768).
     pub fn key_exchange_group(&self) -> Option<rustls::NamedGroup> {
         self.shared.lock().negotiated.group
+    }
+
+    /// QUIC v1: whether the handshake resumed a session (known once complete).
+    pub fn resumed(&self) -> bool {
+        self.shared.lock().negotiated.resumed
+    }
+
+    /// QUIC v1: whether the server accepted 0-RTT (known once the handshake is
+    /// complete).
+    pub fn zero_rtt_accepted(&self) -> bool {
+        self.shared.lock().negotiated.zero_rtt_accepted
     }
 
     /// The server's welcome message.

@@ -13,6 +13,8 @@ use quill_crypto::packet::Suite;
 use quill_crypto::random::{OsRandom, Random};
 use zeroize::Zeroizing;
 
+pub use super::handshake::sessions::Sessions;
+use super::handshake::tls::ALPN_QUILL;
 use super::recovery::CongestionAlgorithm;
 use super::streams::StreamsConfig;
 
@@ -302,6 +304,27 @@ impl QuicV1Server {
         })
     }
 
+    /// Accepts 0-RTT (RFC 9001 §4.6) from clients resuming a session of this server:
+    /// its session tickets allow early data and rustls accepts it
+    /// (`max_early_data_size` 0xffffffff, as RFC 9001 §4.6.1 asks). Early data can be
+    /// replayed by an attacker, so only idempotent requests belong in it (`hq-interop`
+    /// GETs): refused if ALPN `quill` is offered, whose login must not be replayable.
+    /// The stateful ticket store (rustls's default) hands each ticket out once for
+    /// early data, which bounds replays to other server instances.
+    pub fn with_early_data(self) -> Result<Self, ConfigError> {
+        if self.tls.alpn_protocols.iter().any(|a| a == ALPN_QUILL) {
+            return Err(ConfigError(
+                "0-RTT is not accepted with ALPN quill (its login would be replayable)".into(),
+            ));
+        }
+        let mut tls = (*self.tls).clone();
+        tls.max_early_data_size = u32::MAX;
+        Ok(QuicV1Server {
+            tls: Arc::new(tls),
+            ..self
+        })
+    }
+
     /// QUIC v1 with a CA-issued certificate chain (leaf first) and its private key
     /// (`quill server --cert/--cert-key`), accepting these ALPN protocols.
     pub fn with_certificate(
@@ -363,6 +386,17 @@ pub struct ClientConfig {
     /// QUIC v1: how the server's certificate is checked (by default as a host-key
     /// certificate, through [`ClientConfig::host_key`]).
     pub certificate: CertificateCheck,
+    /// QUIC v1: where TLS session tickets are kept for resumption (RFC 8446 §2.2).
+    /// `None` (the default) keeps none; [`Sessions::in_memory`] keeps them in
+    /// memory, shared by every connection made with clones of this configuration,
+    /// so a later connection to the same server name resumes (no certificate, so no
+    /// host-key check and no `peer_host_key()`: the ticket stands for the server
+    /// checked when it was issued).
+    pub sessions: Option<Sessions>,
+    /// QUIC v1: send stream data in 0-RTT packets when a kept session allows it
+    /// (RFC 9001 §4.6; needs [`ClientConfig::resumption`]). Early data can be
+    /// replayed: use it for idempotent requests only. Never used with ALPN `quill`.
+    pub early_data: bool,
     /// Randomness (the OS by default; seeded in deterministic tests).
     pub rng: Arc<dyn Random>,
     /// QUIC v1: also offer QUIC v2 (RFC 9369) by compatible version negotiation
@@ -400,6 +434,8 @@ impl ClientConfig {
             login,
             host_key,
             certificate: CertificateCheck::HostKey,
+            sessions: None,
+            early_data: false,
             rng: Arc::new(OsRandom::new()),
             offer_quic_v2: false,
         }

@@ -17,7 +17,7 @@ pub(crate) mod timer_wheel;
 
 pub use config::{
     CertificateCheck, ClientConfig, ConfigError, HostKeyPolicy, HostKeyVerifier, Login,
-    QuicV1Server, ServerConfig, ServerPreferredAddress, TransportConfig, Version,
+    QuicV1Server, ServerConfig, ServerPreferredAddress, Sessions, TransportConfig, Version,
 };
 pub use connection::{
     BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event, Transmit,

@@ -27,6 +27,7 @@ mod send;
 mod spaces;
 mod stream_login;
 mod upgrade;
+mod zero_rtt;
 
 pub use ecn::EcnCodepoint;
 pub(crate) use recv::Header as RecvHeader;
@@ -153,6 +154,8 @@ pub struct ConnectionStats {
     pub ecn_validated: bool,
     /// Packets received with ECT(0), ECT(1) and CE, all spaces.
     pub ecn_received: crate::wire::EcnCounts,
+    /// QUIC v1: 0-RTT packets sent (client) or received and decrypted (server).
+    pub zero_rtt_packets: u64,
 }
 
 /// Sizes of the internal buffers a peer can influence; they stay bounded.
@@ -316,6 +319,8 @@ pub struct Connection {
     /// (the client's Finished lost or reordered), processed once it has; at most
     /// [`MAX_EARLY_ONE_RTT`].
     early_one_rtt: Vec<(SocketAddr, Vec<u8>)>,
+    /// QUIC v1: session resumption and 0-RTT.
+    early: zero_rtt::EarlyData,
     /// Server: LoginAccepted bytes written to the application CRYPTO stream.
     peer_params: Option<TransportParameters>,
     peer_host_key: Option<PublicKey>,
@@ -440,6 +445,7 @@ impl Connection {
             initial_dcid,
         );
         conn.install_initial_keys(initial_dcid);
+        conn.start_zero_rtt();
         conn.address_validated = true;
         conn.spaces[Space::Initial as usize]
             .crypto_mut()
@@ -614,6 +620,7 @@ impl Connection {
             handshake_acked: false,
             handshake_done_pending: false,
             early_one_rtt: Vec::new(),
+            early: zero_rtt::EarlyData::default(),
             peer_params: None,
             peer_host_key: None,
             account: None,
@@ -935,6 +942,7 @@ impl Connection {
             self.kx_group = t.key_exchange_group();
             self.suite = t.suite();
         }
+        self.on_early_data_outcome();
         if self.state != State::Handshaking {
             return;
         }
@@ -1049,7 +1057,7 @@ impl Connection {
 
     /// Opens a stream; `None` if the peer's stream limit is reached (or not yet connected).
     pub fn open_stream(&mut self, dir: Dir) -> Option<StreamId> {
-        if self.state != State::Established {
+        if self.state != State::Established && !self.early_streams() {
             return None;
         }
         self.streams.open(dir)
@@ -1063,7 +1071,7 @@ impl Connection {
     /// Writes to a stream; returns how much was accepted (flow control and the send
     /// buffer bound it).
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
-        if self.state != State::Established {
+        if self.state != State::Established && !self.early_streams() {
             return Err(WriteError::ClosedStream);
         }
         self.streams.write(id, data)
@@ -1073,7 +1081,7 @@ impl Connection {
     /// that flow control and the send buffer allow are kept by reference until the
     /// peer acknowledges them. Returns how many were taken.
     pub fn write_bytes(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
-        if self.state != State::Established {
+        if self.state != State::Established && !self.early_streams() {
             return Err(WriteError::ClosedStream);
         }
         self.streams.write_bytes(id, data)

@@ -131,8 +131,10 @@ impl Connection {
                 return;
             }
         }
+        // Also once TLS has decided on 0-RTT (kept 1-RTT packets are kept again).
         if !self.early_one_rtt.is_empty()
-            && !matches!(&self.hs, Handshake::Tls(t) if t.is_handshaking())
+            && (!matches!(&self.hs, Handshake::Tls(t) if t.is_handshaking())
+                || self.spaces[Space::Handshake as usize].keys.is_some())
         {
             self.replay_early_one_rtt(now);
         }
@@ -165,11 +167,14 @@ impl Connection {
             PacketKind::Long(LongType::Initial) => Space::Initial,
             PacketKind::Long(LongType::Handshake) => Space::Handshake,
             PacketKind::Long(LongType::ZeroRtt) => {
-                self.stats.packets_dropped += 1;
-                return;
+                if h.version != self.version || !self.zero_rtt_packet_ready(remote, packet) {
+                    return;
+                }
+                Space::Data
             }
             PacketKind::Short => Space::Data,
         };
+        let early = h.kind == PacketKind::Long(LongType::ZeroRtt);
         if !matches!(h.kind, PacketKind::Short) && h.version != self.version {
             // QUIC v2 by compatible version negotiation (RFC 9368; upgrade.rs).
             if !self.open_other_version(now, space, packet, h.version, h.pn_offset) {
@@ -185,8 +190,9 @@ impl Connection {
             return;
         }
         // The server also takes Initials addressed to the client's chosen DCID.
-        let routable =
-            self.cids.is_local(&h.dcid) || (self.side == Side::Server && space == Space::Initial);
+        // So does it 0-RTT packets (the endpoint routed them by that DCID).
+        let routable = self.cids.is_local(&h.dcid)
+            || (self.side == Side::Server && (space == Space::Initial || early));
         if !routable {
             self.drop_packet(space, packet);
             return;
@@ -195,6 +201,7 @@ impl Connection {
         // before the TLS handshake is complete". The client's Finished may have been
         // lost while its first request arrives: keep a few for then.
         if space == Space::Data
+            && !early
             && self.side == Side::Server
             && matches!(&self.hs, Handshake::Tls(t) if t.is_handshaking())
         {
@@ -206,13 +213,17 @@ impl Connection {
             return;
         }
         let Some((pn, header_len, payload_len, key_phase_flip)) =
-            self.unprotect(now, space, packet, h.pn_offset)
+            self.unprotect(now, space, packet, h.pn_offset, early)
         else {
             self.drop_packet(space, packet);
             return;
         };
         // RFC 9000 §17.2/§17.3.1: reserved bits must be zero once protection is removed.
-        let reserved = if space == Space::Data { 0x18 } else { 0x0c };
+        let reserved = if space == Space::Data && !early {
+            0x18
+        } else {
+            0x0c
+        };
         if packet[0] & reserved != 0 {
             self.close_transport(TransportError::protocol("reserved header bits set"));
             return;
@@ -226,6 +237,12 @@ impl Connection {
         self.stats.packets_received += 1;
         self.ecn.on_packet_received(space);
         self.sync_ecn_stats();
+        if early {
+            self.stats.zero_rtt_packets += 1;
+        } else if space == Space::Data && self.side == Side::Server {
+            // RFC 9001 §4.9.3: the client has 1-RTT keys; no more 0-RTT is needed.
+            self.early.keys = None;
+        }
         if self.remote != remote {
             self.on_new_peer_address(now, remote, space, pn);
         }
@@ -275,7 +292,8 @@ impl Connection {
             // type that is not permitted as a connection error of type
             // PROTOCOL_VIOLATION."
             let ty = frame.ty();
-            if !frame.allowed_in(space) {
+            if !frame.allowed_in(space) || (early && !super::zero_rtt::allowed_in_zero_rtt(&frame))
+            {
                 let mut e = TransportError::protocol(format!(
                     "frame type {ty:#x} not allowed in {space:?} packets"
                 ));
@@ -327,6 +345,7 @@ impl Connection {
         space: Space,
         packet: &mut [u8],
         pn_offset: usize,
+        early: bool,
     ) -> Option<(u64, usize, usize, bool)> {
         let tag_len = quill_crypto::packet::TAG_LEN;
         // RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number offset.
@@ -336,6 +355,7 @@ impl Connection {
         }
         let largest = self.spaces[space as usize].ack.received.max();
         let hp: &HeaderKey = match space {
+            Space::Data if early => &self.early.keys.as_ref()?.header,
             Space::Data => &self.one_rtt.as_ref()?.remote_hp,
             _ => &self.spaces[space as usize].keys.as_ref()?.remote.header,
         };
@@ -355,6 +375,7 @@ impl Connection {
         }
         let mut flip = false;
         let key: &PacketKey = match space {
+            Space::Data if early => &self.early.keys.as_ref()?.packet,
             Space::Data => {
                 let k = self.one_rtt.as_ref()?;
                 let phase = packet[0] & 0x04 != 0;
@@ -575,7 +596,11 @@ impl Connection {
     fn check_app_data_allowed(&self, id: u64) -> Result<(), ConnectionError> {
         let ok = match self.side {
             // QUIC v1 with ALPN `quill`: the login itself is on stream 0.
-            Side::Server => self.state == State::Established || (self.login_on_stream() && id == 0),
+            Side::Server => {
+                self.state == State::Established
+                    || (self.login_on_stream() && id == 0)
+                    || self.early.accepted
+            }
             Side::Client => self.one_rtt.is_some(),
         };
         if ok {
@@ -716,6 +741,7 @@ impl Connection {
                 }
                 Output::TlsComplete => self.on_tls_complete(now),
                 Output::VersionChanged(v) => self.server_upgrade(v),
+                Output::ZeroRttKeys(keys) => self.on_zero_rtt_keys(keys),
                 Output::PeerParams(p) => self.apply_peer_params(p)?,
                 Output::HostKeyAccepted(key) => {
                     self.peer_host_key = Some(key.clone());
@@ -864,6 +890,8 @@ impl Connection {
         });
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(freed);
         sp.retransmit_all_crypto();
+        // So are 0-RTT packets (RFC 9000 §17.2.5.3 allows sending them again).
+        self.void_zero_rtt();
     }
 
     /// Counts a packet we cannot process; a short-header one may be a stateless reset
@@ -1235,10 +1263,16 @@ impl Connection {
 
     /// The earliest PTO deadline and its space.
     fn pto_time(&self, now: Instant) -> Option<(Instant, Space)> {
-        let in_flight = self
-            .spaces
-            .iter()
-            .any(|s| !s.discarded && s.sent.in_flight_ack_eliciting());
+        // Application packets in flight before the handshake is confirmed (0-RTT, or
+        // 1-RTT that a server still handshaking drops) get no PTO of their own
+        // (below) and must not stop the probes that carry the handshake on: a
+        // client whose Finished was lost while its congestion window is full of
+        // such packets would otherwise wait for nothing (a test below fails so).
+        let in_flight = self.spaces.iter().enumerate().any(|(i, s)| {
+            !s.discarded
+                && s.sent.in_flight_ack_eliciting()
+                && (i != Space::Data as usize || self.handshake_confirmed)
+        });
         if !in_flight {
             // Client anti-deadlock (RFC 9002 §6.2.2.1): probe from now.
             let space = if self.spaces[Space::Handshake as usize].keys.is_some() {

@@ -158,7 +158,7 @@ impl Connection {
             return false;
         }
         let keyed = match space {
-            Space::Data => self.one_rtt.is_some(),
+            Space::Data => self.one_rtt.is_some() || self.in_zero_rtt(),
             _ => sp.keys.is_some(),
         };
         if !keyed {
@@ -415,6 +415,9 @@ impl Connection {
             sp.sent.on_sent_untracked(pn);
         }
         self.stats.packets_sent += 1;
+        if space == Space::Data && self.in_zero_rtt() {
+            self.stats.zero_rtt_packets += 1;
+        }
         if in_flight {
             self.bytes_in_flight += total as u64;
             self.cc.on_sent(now, total as u64);
@@ -461,6 +464,10 @@ impl Connection {
         payload_end: usize,
     ) -> Option<()> {
         let (packet_key, header_key) = match space {
+            Space::Data if self.in_zero_rtt() => {
+                let k = self.early.keys.as_ref()?;
+                (&k.packet, &k.header)
+            }
             Space::Data => {
                 let k = self.one_rtt.as_ref()?;
                 (&k.local, &k.local_hp)
@@ -622,12 +629,13 @@ impl Connection {
             return None;
         }
         let mut w = Writer::new(buf);
+        let zero_rtt = space == Space::Data && self.in_zero_rtt();
         let (pn_offset, length_offset) = match space {
-            Space::Initial | Space::Handshake => {
-                let ty = if space == Space::Initial {
-                    LongType::Initial
-                } else {
-                    LongType::Handshake
+            _ if space != Space::Data || zero_rtt => {
+                let ty = match space {
+                    Space::Initial => LongType::Initial,
+                    Space::Handshake => LongType::Handshake,
+                    Space::Data => LongType::ZeroRtt,
                 };
                 let token: &[u8] = if space == Space::Initial && self.side == Side::Client {
                     &self.retry_token
@@ -646,7 +654,7 @@ impl Connection {
                 );
                 (p, Some(l))
             }
-            Space::Data => {
+            _ => {
                 let key_phase = self.one_rtt.as_ref().is_some_and(|k| k.local_phase);
                 (
                     encode_short_header(&mut w, key_phase, &self.remote_cid, pn, pn_len),

@@ -31,9 +31,10 @@ impl Connection {
         matches!(&self.hs, Handshake::Tls(t) if t.login.in_progress())
     }
 
-    /// Whether stream frames may be sent: once established, and for the login.
+    /// Whether stream frames may be sent: once established, for the login, and in
+    /// a client's 0-RTT packets.
     pub(super) fn streams_open(&self) -> bool {
-        self.state == State::Established || self.login_on_stream()
+        self.state == State::Established || self.login_on_stream() || self.in_zero_rtt()
     }
 
     /// Whether the stream event belongs to the login (the application never sees

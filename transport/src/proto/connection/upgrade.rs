@@ -57,7 +57,7 @@ impl Connection {
                 let v1 = self.spaces[Space::Initial as usize].keys.replace(v2);
                 let mut trial = packet.to_vec();
                 if self
-                    .unprotect(now, Space::Initial, &mut trial, pn_offset)
+                    .unprotect(now, Space::Initial, &mut trial, pn_offset, false)
                     .is_none()
                 {
                     self.spaces[Space::Initial as usize].keys = v1;

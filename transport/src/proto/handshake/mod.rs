@@ -17,6 +17,7 @@
 
 pub(crate) mod compat;
 pub(crate) mod messages;
+pub(crate) mod sessions;
 pub(crate) mod tls;
 
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub(crate) enum Output {
     /// Server: the client's version_information lets the connection move to this
     /// compatible version (QUIC v2, RFC 9368 §2.3) before anything is sent.
     VersionChanged(u32),
+    /// QUIC v1, server: 0-RTT accepted; the client's 0-RTT packet keys.
+    ZeroRttKeys(rustls::quic::DirectionalKeys),
 }
 
 /// Packet-key material from either handshake.

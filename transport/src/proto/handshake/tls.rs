@@ -22,6 +22,8 @@ use crate::proto::error::{ConnectionError, TransportError};
 use crate::wire::{Space, TransportErrorCode, TransportParameters, QUIC_V1, QUIC_V2};
 use quill_crypto::tls::ServerTrust;
 
+use super::sessions::with_check;
+
 /// What the client's host-key check saw, shared with the rustls verifier.
 #[derive(Default)]
 struct HostKeySeen {
@@ -52,6 +54,15 @@ pub(crate) struct TlsHandshake {
     client_login: Option<Login>,
     /// Server: the login methods offered (ALPN `quill`).
     pub(crate) methods: Methods,
+    /// Client resuming a session: the server's transport parameters remembered with
+    /// it (rustls reports them until the server's own arrive; RFC 9000 §7.4.1).
+    remembered_params: Option<Vec<u8>>,
+    /// Whether 0-RTT keys were handed out (client: offered; server: accepted).
+    zero_rtt: bool,
+    /// Client with [`Sessions`](super::sessions::Sessions) and a host-key
+    /// certificate: this connection's check, which the shared verifier asks while
+    /// rustls runs for us.
+    host_key_check: Option<Arc<quill_crypto::tls::HostKeyCheck>>,
     /// QUIC v2 by compatible version negotiation (compat.rs).
     compat: Compat,
 }
@@ -159,7 +170,7 @@ impl TlsHandshake {
             CertificateCheck::Unverified => ServerTrust::Unverified,
         };
         let mut tls =
-            quill_crypto::tls::client_config_for(trust, &config.suites).map_err(tls_err)?;
+            quill_crypto::tls::client_config_for(trust.clone(), &config.suites).map_err(tls_err)?;
         tls.alpn_protocols = alpn.to_vec();
         // RFC 9368 §2.3: v1 first, QUIC v2 listed as available; TLS's secrets are kept
         // for v2 keys should the server upgrade.
@@ -171,13 +182,36 @@ impl TlsHandshake {
             tls.key_log = secrets.clone();
             compat.offer = Some(secrets);
         }
-        let conn = quic::ClientConnection::new(
-            Arc::new(tls),
-            quic::Version::V1,
-            server_name(&config.server_name),
-            encode_params(&params),
-        )
+        let host_key_check = match &config.sessions {
+            Some(sessions) => {
+                let provider =
+                    Arc::new(quill_crypto::tls::provider_for(&config.suites).map_err(tls_err)?);
+                sessions
+                    .apply(&mut tls, &trust, &provider)
+                    .map_err(tls_err)?;
+                match trust {
+                    ServerTrust::HostKey(check) => Some(check),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        // Early data is replayable: never for ALPN `quill` (its login).
+        tls.enable_early_data = config.early_data && !alpn.iter().any(|a| a == ALPN_QUILL);
+        let new = || {
+            quic::ClientConnection::new(
+                Arc::new(tls),
+                quic::Version::V1,
+                server_name(&config.server_name),
+                encode_params(&params),
+            )
+        };
+        let conn = match &host_key_check {
+            Some(check) => with_check(check, new),
+            None => new(),
+        }
         .map_err(tls_err)?;
+        let remembered_params = conn.quic_transport_parameters().map(<[u8]>::to_vec);
         let mut hs = TlsHandshake {
             conn: conn.into(),
             write_space: Space::Initial,
@@ -195,6 +229,9 @@ impl TlsHandshake {
                 .then(|| config.login.clone()),
             methods: Methods::default(),
             compat,
+            remembered_params,
+            zero_rtt: false,
+            host_key_check,
         };
         let mut out = Vec::new();
         hs.drain(&mut out);
@@ -250,6 +287,9 @@ impl TlsHandshake {
                 pending,
                 ..Compat::default()
             },
+            remembered_params: None,
+            zero_rtt: false,
+            host_key_check: None,
         })
     }
 
@@ -425,12 +465,33 @@ impl TlsHandshake {
         } else {
             bytes
         };
-        if let Err(e) = self.conn.read_hs(bytes) {
+        let read = match &self.host_key_check {
+            Some(check) => with_check(check, || self.conn.read_hs(bytes)),
+            None => self.conn.read_hs(bytes),
+        };
+        if let Err(e) = read {
             return Err(self.error(e));
         }
         self.report_host_key(out);
+        if !self.is_client && !self.zero_rtt {
+            // Server: rustls has 0-RTT keys once it accepted the client's early data.
+            // Never for ALPN `quill` (a foreign client's 0-RTT is then dropped and
+            // sent again in 1-RTT packets).
+            if let Some(keys) = self.conn.zero_rtt_keys() {
+                self.zero_rtt = true;
+                if self.alpn() != Some(ALPN_QUILL) {
+                    out.push(Output::ZeroRttKeys(keys));
+                }
+            }
+        }
         if !self.params_reported {
-            if let Some(p) = self.conn.quic_transport_parameters() {
+            // A resuming client's rustls reports the remembered parameters until the
+            // server's arrive (they differ: each carries its connection's CIDs).
+            if let Some(p) = self
+                .conn
+                .quic_transport_parameters()
+                .filter(|p| Some(*p) != self.remembered_params.as_deref())
+            {
                 let params = TransportParameters::decode(p).map_err(|e| {
                     ConnectionError::Transport(TransportError::new(
                         TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
@@ -519,6 +580,33 @@ impl TlsHandshake {
                 TransportErrorCode::crypto(u8::from(a))
             });
         ConnectionError::Transport(TransportError::new(code, format!("TLS: {e}")))
+    }
+
+    /// Client: 0-RTT keys and the server's transport parameters remembered with the
+    /// session, if early data can be sent (once, at the start).
+    pub(crate) fn take_zero_rtt(
+        &mut self,
+    ) -> Option<(rustls::quic::DirectionalKeys, TransportParameters)> {
+        if !self.is_client || self.zero_rtt {
+            return None;
+        }
+        let keys = self.conn.zero_rtt_keys()?;
+        let params = TransportParameters::decode(self.remembered_params.as_deref()?).ok()?;
+        self.zero_rtt = true;
+        Some((keys, params))
+    }
+
+    /// Whether the peer accepted 0-RTT (client) or we did (server).
+    pub(crate) fn early_data_accepted(&self) -> bool {
+        match &self.conn {
+            quic::Connection::Client(c) => c.is_early_data_accepted(),
+            quic::Connection::Server(_) => self.zero_rtt && self.alpn() != Some(ALPN_QUILL),
+        }
+    }
+
+    /// Whether the handshake resumed a session (a PSK, RFC 8446 §2.2).
+    pub(crate) fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// The negotiated ALPN protocol, once known.
