@@ -441,7 +441,8 @@ static int conn_write(struct conn *c) {
   if (max > sizeof(buf)) max = sizeof(buf);
   ngtcp2_path_storage_zero(&ps);
   c->round++;
-  for (int pkts = 0; pkts < BURST;) {
+  /* Bounded also in calls: every stream can be blocked or packed once per datagram. */
+  for (int pkts = 0, calls = 0; pkts < BURST && calls < BURST * 4096; calls++) {
     struct stream *s = sendable(c);
     ngtcp2_vec v;
     ngtcp2_ssize ndatalen = -1;
