@@ -1307,6 +1307,8 @@ int main(int argc, char **argv) {
         {"amplificationlimit", "ngtcp2-peer makes a single self-signed certificate, not a chain of 9"},
         {"v2", "libngtcp2 0.12 predates the final QUIC v2 (RFC 9369) codepoint"},
         {"connectionmigration", "ngtcp2-peer neither offers nor follows a preferred address"},
+        {"resumption", "ngtcp2-peer keeps no session tickets (no resumption)"},
+        {"zerortt", "ngtcp2-peer keeps no session tickets (no 0-RTT)"},
     };
     for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++)
       if (strcmp(testcase, why[i][0]) == 0) {
