@@ -1,12 +1,14 @@
 //! `--suite quic-v1` end to end: quill (`quill-interop-peer hq`) and reference QUIC
-//! stacks that nobody here wrote (quinn, quiche, aioquic from PyPI) fetch files from
+//! stacks that nobody here wrote (quinn, quiche, aioquic from PyPI, ngtcp2 from Debian's
+//! libngtcp2 under our C peer) fetch files from
 //! each other over hq-interop through the relay on the interop runner's default link,
 //! judged by the suite's pass rules.
 //!
 //! quill runs handshake, transfer and retry with every reference stack in both roles;
 //! the control cells run peer ↔ peer in both directions. aioquic is installed on first use by `interop-tests/peers/setup.sh` (a venv,
-//! pip, a few seconds); where that cannot work its cells say `unsupported` and the test
-//! fails, because CI (`.ci/deps`) installs it.
+//! pip, a few seconds), ngtcp2 by `setup.sh ngtcp2` (apt, cc, a few seconds); where that
+//! cannot work their cells say `unsupported` and the test fails, because CI (`.ci/deps`)
+//! installs both.
 
 use std::path::PathBuf;
 
@@ -39,6 +41,14 @@ fn quill_and_the_reference_stacks_pass_handshake_transfer_and_retry_both_ways() 
         ("quinn", "aioquic"),
         ("aioquic", "quiche"),
         ("quiche", "aioquic"),
+        ("quill", "ngtcp2"),
+        ("ngtcp2", "quill"),
+        ("ngtcp2", "quinn"),
+        ("quinn", "ngtcp2"),
+        ("ngtcp2", "quiche"),
+        ("quiche", "ngtcp2"),
+        ("ngtcp2", "aioquic"),
+        ("aioquic", "ngtcp2"),
     ];
     let cells = quic_v1::run_pairs(&o, &pairs);
     let table = runner::markdown(&cells, &o);

@@ -32,6 +32,10 @@ pub enum Adapter {
     /// aioquic: `interop-tests/peers/aioquic_peer.py` in the venv of
     /// `interop-tests/peers/setup.sh` (run on first use).
     Aioquic,
+    /// ngtcp2: our C peer on Debian's libngtcp2 0.12 (`interop-tests/peers/ngtcp2/`),
+    /// compiled by `interop-tests/peers/setup.sh ngtcp2` (run on every use: it installs
+    /// the apt packages if missing and recompiles only when the source changed).
+    Ngtcp2,
     /// Not available, and why.
     Unsupported(&'static str),
 }
@@ -69,10 +73,7 @@ pub const STACKS: &[Stack] = &[
     },
     Stack {
         name: "ngtcp2",
-        adapter: Adapter::Unsupported(
-            "no hq-interop peer: Debian's ngtcp2 0.12.1 examples (gtlsclient/gtlsserver) \
-             speak only HTTP/3",
-        ),
+        adapter: Adapter::Ngtcp2,
     },
 ];
 
@@ -1149,7 +1150,39 @@ fn peer_of(stack: &Stack, opts: &RunOptions) -> Result<PeerImpl, String> {
                 ],
             })
         }
+        Adapter::Ngtcp2 => ngtcp2_peer(stack),
     }
+}
+
+/// The ngtcp2 peer, installed and compiled by `setup.sh ngtcp2` (a few seconds the
+/// first time, a `pkg-config` call and a file-date check after).
+fn ngtcp2_peer(stack: &Stack) -> Result<PeerImpl, String> {
+    let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers");
+    let bin = peers.join(".build/ngtcp2-peer");
+    let setup = Command::new("bash")
+        .arg(peers.join("setup.sh"))
+        .arg("ngtcp2")
+        .stdin(Stdio::null())
+        .output();
+    let ok = setup.as_ref().is_ok_and(|o| o.status.success());
+    if !ok || !bin.is_file() {
+        let why = match &setup {
+            Ok(o) => String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+            Err(e) => e.to_string(),
+        };
+        return Err(format!(
+            "ngtcp2 could not be installed (interop-tests/peers/setup.sh ngtcp2: {why})"
+        ));
+    }
+    Ok(PeerImpl {
+        name: stack.name.into(),
+        bin,
+        prefix: vec!["hq".into()],
+    })
 }
 
 /// Runs every selected scenario for every (client, server) pair of `opts.peers` (with
