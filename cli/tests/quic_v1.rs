@@ -151,31 +151,36 @@ fn bad_certificate_options_are_usage_errors() {
     assert_exit(&o, 2, "missing.pem");
 }
 
+/// `quill server` with a fresh host key and account database in `dir` plus `extra`,
+/// for options refused before it listens: its output once it has exited.
+fn refused_server(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let key = dir.join("host.key");
+    if !key.exists() {
+        let o = Command::cargo_bin("quill")
+            .unwrap()
+            .timeout(TIMEOUT)
+            .args(["keygen", "-o", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    Command::cargo_bin("quill")
+        .unwrap()
+        .timeout(TIMEOUT)
+        .args(["server", "--listen", "127.0.0.1:0", "--key"])
+        .arg(&key)
+        .arg("--accounts")
+        .arg(dir.join("accounts.db"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_server_with_an_unreadable_certificate_says_so_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("host.key");
-    let o = Command::cargo_bin("quill")
-        .unwrap()
-        .timeout(TIMEOUT)
-        .args(["keygen", "-o", key.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let accounts = dir.path().join("accounts.db");
     let missing = dir.path().join("missing.pem");
-    let server = |extra: &[&str]| {
-        Command::cargo_bin("quill")
-            .unwrap()
-            .timeout(TIMEOUT)
-            .args(["server", "--listen", "127.0.0.1:0", "--key"])
-            .arg(&key)
-            .arg("--accounts")
-            .arg(&accounts)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let server = |extra: &[&str]| refused_server(dir.path(), extra);
     let m = missing.to_str().unwrap();
     assert_exit(&server(&["--cert", m, "--cert-key", m]), 2, "missing.pem");
     // One without the other is refused before anything starts.
@@ -265,26 +270,7 @@ fn hq_interop_serves_the_root_anonymously_only_when_asked() {
 #[test]
 fn hq_interop_needs_a_root_and_quic_v1() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("host.key");
-    let o = Command::cargo_bin("quill")
-        .unwrap()
-        .args(["keygen", "-o", key.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let accounts = dir.path().join("accounts.db");
-    let server = |extra: &[&str]| {
-        Command::cargo_bin("quill")
-            .unwrap()
-            .timeout(TIMEOUT)
-            .args(["server", "--listen", "127.0.0.1:0", "--key"])
-            .arg(&key)
-            .arg("--accounts")
-            .arg(&accounts)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let server = |extra: &[&str]| refused_server(dir.path(), extra);
     assert_exit(&server(&["--hq-interop"]), 2, "--root");
     assert_exit(
         &server(&["--hq-interop", "--no-quic-v1"]),
