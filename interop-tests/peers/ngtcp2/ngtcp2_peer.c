@@ -14,7 +14,8 @@
  *
  * Only the public API of libngtcp2 and libngtcp2_crypto_gnutls is used; the
  * ngtcp2_crypto_* helpers do the TLS and packet protection. The server's certificate is
- * made at start (a self-signed ECDSA P-256 certificate for localhost, GnuTLS); the
+ * made at start (a self-signed ECDSA P-256 certificate for localhost, GnuTLS; in
+ * amplificationlimit a padded chain of 9); the
  * client does not verify it, as the interop runner's endpoints do not. Every wait is
  * bounded: poll() with the connections' expiry timers, the client's --timeout-secs.
  *
@@ -69,19 +70,33 @@
 struct profile {
   int retry, chacha20, small_windows, connection_per_file, key_update;
   uint64_t max_streams_bidi;
+  int cert_chain_len; /* certificates the server serves: 9 in amplificationlimit */
+  int ecn;            /* ecn: datagrams carry the ECN codepoint ngtcp2 asks for; marks read */
 };
 
 static int profile_for(const char *name, struct profile *p) {
+  if (strcmp(name, "ecn") == 0) {
+    memset(p, 0, sizeof(*p));
+    p->max_streams_bidi = 1000;
+    p->cert_chain_len = 1;
+    p->ecn = 1;
+    return 0;
+  }
   static const char *plain[] = {"handshake", "transferloss", "transfercorruption",
                                 "blackhole", "longrtt",      "goodput",
                                 "ipv6",      "rebind-port",  "multiplexing",
                                 "rebind-addr"};
   memset(p, 0, sizeof(*p));
   p->max_streams_bidi = 1000;
+  p->cert_chain_len = 1;
   for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
     if (strcmp(name, plain[i]) == 0) return 0;
   if (strcmp(name, "transfer") == 0) p->small_windows = 1;
-  else if (strcmp(name, "retry") == 0) p->retry = 1;
+  else if (strcmp(name, "amplificationlimit") == 0) {
+    /* The interop runner's endpoints play "transfer" here, with its chain of 9. */
+    p->small_windows = 1;
+    p->cert_chain_len = 9;
+  }  else if (strcmp(name, "retry") == 0) p->retry = 1;
   else if (strcmp(name, "chacha20") == 0) p->chacha20 = 1;
   else if (strcmp(name, "keyupdate") == 0) p->key_update = 1;
   else if (strcmp(name, "handshakeloss") == 0 || strcmp(name, "handshakecorruption") == 0)
@@ -183,6 +198,67 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t n) 
   }
 }
 
+/* ------------------------------------------------------------------ ECN */
+
+/* ECN (prof.ecn): the receiving socket reports each datagram's TOS / Traffic Class byte
+ * (IP_RECVTOS, IPV6_RECVTCLASS), whose low two bits go to ngtcp2 in
+ * ngtcp2_pkt_info.ecn; each datagram is sent with the codepoint ngtcp2 put in its
+ * ngtcp2_pkt_info.ecn (IP_TOS / IPV6_TCLASS, set on the socket when it changes). ngtcp2
+ * counts the marks, sends ACK frames with ECN counts, and validates the path itself. */
+static void ecn_enable(int fd, int family) {
+  int on = 1;
+  if (!prof.ecn) return;
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof(on));
+  else setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof(on));
+}
+
+/* Marks what `fd` sends next with `ecn` (a socket option, set only when it changes). */
+static void ecn_set(int fd, int family, uint32_t ecn) {
+  static int last_fd = -1;
+  static uint32_t last_ecn;
+  int tos = (int)(ecn & 0x03);
+  if (!prof.ecn || (fd == last_fd && ecn == last_ecn)) return;
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof(tos));
+  else setsockopt(fd, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
+  last_fd = fd;
+  last_ecn = ecn;
+}
+
+/* recvfrom() that also returns the datagram's ECN codepoint (0 when not reported). */
+static ssize_t recv_ecn(int fd, uint8_t *buf, size_t n, struct sockaddr_storage *from,
+                        socklen_t *fromlen, uint32_t *ecn) {
+  struct iovec iov = {buf, n};
+  union {
+    struct cmsghdr align;
+    uint8_t b[CMSG_SPACE(sizeof(int)) * 2];
+  } ctl;
+  struct msghdr m;
+  memset(&m, 0, sizeof(m));
+  m.msg_name = from;
+  m.msg_namelen = from ? *fromlen : 0;
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.b;
+  m.msg_controllen = sizeof(ctl.b);
+  ssize_t r = recvmsg(fd, &m, 0);
+  *ecn = 0;
+  if (r < 0) return r;
+  if (from) *fromlen = m.msg_namelen;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_len < CMSG_LEN(1)) continue;
+    const uint8_t *d = CMSG_DATA(cm);
+    if (cm->cmsg_level == IPPROTO_IP && (cm->cmsg_type == IP_TOS || cm->cmsg_type == IP_RECVTOS))
+      *ecn = d[0] & 0x03; /* one byte */
+    else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_TCLASS &&
+             cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int tc;
+      memcpy(&tc, d, sizeof(tc));
+      *ecn = (uint32_t)tc & 0x03;
+    }
+  }
+  return r;
+}
+
 /* JSON string (or null) into out. */
 static void json_str(FILE *f, const char *s) {
   if (!s) {
@@ -266,35 +342,88 @@ static void print_negotiated(FILE *f, const struct negotiated *n) {
 
 static gnutls_certificate_credentials_t server_cred, client_cred;
 
-/* A fresh self-signed ECDSA P-256 certificate for localhost. */
-static void make_server_credentials(void) {
-  gnutls_x509_privkey_t key;
+/* Bytes of the private padding extension of each certificate in a chain, as
+ * refpeers::ensure_certificate_chain (CHAIN_PADDING): 9 certificates of about 870 B. */
+#define CHAIN_PADDING 500
+#define MAX_CHAIN 9
+
+/* One ECDSA P-256 certificate for `cn`: self-signed when `issuer` is NULL, a CA when
+ * `ca`, padded (OID 1.3.6.1.4.1.55555.1, an OCTET STRING of zeros) when `pad`. */
+static gnutls_x509_crt_t make_cert(gnutls_x509_privkey_t key, const char *cn, int ca, int pad,
+                                   gnutls_x509_crt_t issuer, gnutls_x509_privkey_t issuer_key) {
   gnutls_x509_crt_t crt;
   unsigned char serial[16];
+  char dn[128];
+  static unsigned char padding[4 + CHAIN_PADDING];
   time_t now = time(NULL);
-  if (gnutls_x509_privkey_init(&key) < 0 ||
-      gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
-                                   GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0) < 0)
-    die("cannot generate the certificate key");
   if (gnutls_x509_crt_init(&crt) < 0) die("gnutls_x509_crt_init failed");
   gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof(serial));
   serial[0] &= 0x7f;
+  snprintf(dn, sizeof(dn), "CN=%s", cn);
+  padding[0] = 0x04;
+  padding[1] = 0x82;
+  padding[2] = (unsigned char)(CHAIN_PADDING >> 8);
+  padding[3] = (unsigned char)(CHAIN_PADDING & 0xff);
   if (gnutls_x509_crt_set_version(crt, 3) < 0 ||
       gnutls_x509_crt_set_serial(crt, serial, sizeof(serial)) < 0 ||
       gnutls_x509_crt_set_activation_time(crt, now - 86400) < 0 ||
       gnutls_x509_crt_set_expiration_time(crt, now + 10 * 86400) < 0 ||
-      gnutls_x509_crt_set_dn(crt, "CN=localhost", NULL) < 0 ||
-      gnutls_x509_crt_set_key(crt, key) < 0 ||
-      gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "localhost", 9,
-                                           GNUTLS_FSAN_SET) < 0 ||
-      gnutls_x509_crt_set_basic_constraints(crt, 0, -1) < 0 ||
-      gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0) < 0)
-    die("cannot make the self-signed certificate");
-  if (gnutls_certificate_allocate_credentials(&server_cred) < 0 ||
-      gnutls_certificate_set_x509_key(server_cred, &crt, 1, key) < 0)
-    die("cannot load the certificate");
+      gnutls_x509_crt_set_dn(crt, dn, NULL) < 0 || gnutls_x509_crt_set_key(crt, key) < 0 ||
+      (!ca && gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "localhost", 9,
+                                                   GNUTLS_FSAN_SET) < 0) ||
+      gnutls_x509_crt_set_basic_constraints(crt, ca, -1) < 0 ||
+      (pad && gnutls_x509_crt_set_extension_by_oid(crt, "1.3.6.1.4.1.55555.1", padding,
+                                                   sizeof(padding), 0) < 0) ||
+      gnutls_x509_crt_sign2(crt, issuer ? issuer : crt, issuer ? issuer_key : key,
+                            GNUTLS_DIG_SHA256, 0) < 0)
+    die("cannot make the certificate %s", cn);
+  /* Parsed again from its DER: GnuTLS orders a chain by the subject and issuer names it
+   * keeps from parsing, which a certificate made in memory lacks (without this it keeps
+   * the leaf alone). */
+  gnutls_datum_t der;
+  if (gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der) < 0) die("cannot export %s", cn);
   gnutls_x509_crt_deinit(crt);
-  gnutls_x509_privkey_deinit(key);
+  if (gnutls_x509_crt_init(&crt) < 0 || gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) < 0)
+    die("cannot import %s", cn);
+  gnutls_free(der.data);
+  return crt;
+}
+
+static gnutls_x509_privkey_t make_key(void) {
+  gnutls_x509_privkey_t key;
+  if (gnutls_x509_privkey_init(&key) < 0 ||
+      gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
+                                   GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0) < 0)
+    die("cannot generate a certificate key");
+  return key;
+}
+
+/* The server's certificate, made at start: one self-signed ECDSA P-256 certificate for
+ * localhost, or (cert_chain_len > 1, amplificationlimit) a padded chain as
+ * refpeers::ensure_certificate_chain makes: a root CA, CAs each signed by the one
+ * before, and the leaf, served leaf first. */
+static void make_server_credentials(void) {
+  gnutls_x509_crt_t chain[MAX_CHAIN];
+  gnutls_x509_privkey_t keys[MAX_CHAIN];
+  int len = prof.cert_chain_len < 1 ? 1 : prof.cert_chain_len > MAX_CHAIN ? MAX_CHAIN
+                                                                         : prof.cert_chain_len;
+  int pad = len > 1;
+  char cn[64];
+  /* chain[len-1] is the root; chain[0] the leaf. */
+  for (int i = len - 1; i >= 0; i--) {
+    keys[i] = make_key();
+    if (i > 0) snprintf(cn, sizeof(cn), "quill interop CA %d", len - 1 - i);
+    else snprintf(cn, sizeof(cn), "localhost");
+    chain[i] = make_cert(keys[i], cn, i > 0, pad, i == len - 1 ? NULL : chain[i + 1],
+                         i == len - 1 ? NULL : keys[i + 1]);
+  }
+  if (gnutls_certificate_allocate_credentials(&server_cred) < 0 ||
+      gnutls_certificate_set_x509_key(server_cred, chain, (unsigned)len, keys[0]) < 0)
+    die("cannot load the certificate");
+  for (int i = 0; i < len; i++) {
+    gnutls_x509_crt_deinit(chain[i]);
+    gnutls_x509_privkey_deinit(keys[i]);
+  }
 }
 
 /* ------------------------------------------------------------------ streams */
@@ -387,8 +516,10 @@ static void conn_free(struct conn *c) {
   free(c);
 }
 
-static void send_datagram(struct conn *c, const ngtcp2_path *path, const uint8_t *buf, size_t n) {
+static void send_datagram(struct conn *c, const ngtcp2_path *path, const ngtcp2_pkt_info *pi,
+                          const uint8_t *buf, size_t n) {
   ssize_t rv;
+  ecn_set(c->fd, path->remote.addr->sa_family, pi->ecn);
   do {
     if (c->connected) rv = send(c->fd, buf, n, 0);
     else rv = sendto(c->fd, buf, n, 0, (const struct sockaddr *)path->remote.addr,
@@ -415,7 +546,7 @@ static void conn_close(struct conn *c, int liberr) {
   if (!ngtcp2_conn_is_in_closing_period(c->conn) && !ngtcp2_conn_is_in_draining_period(c->conn)) {
     ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, buf, sizeof(buf),
                                                         &ccerr, now_ns());
-    if (n > 0) send_datagram(c, &ps.path, buf, (size_t)n);
+    if (n > 0) send_datagram(c, &ps.path, &pi, buf, (size_t)n);
   }
   c->dead = 1;
   c->dead_until = now_ns() + 3 * ngtcp2_conn_get_pto(c->conn);
@@ -490,7 +621,7 @@ static int conn_write(struct conn *c) {
       }
     }
     if (n == 0) break;
-    send_datagram(c, &ps.path, buf, (size_t)n);
+    send_datagram(c, &ps.path, &pi, buf, (size_t)n);
     pkts++;
   }
   ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
@@ -789,7 +920,7 @@ static struct conn *server_accept(const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odc
 }
 
 static void server_datagram(const uint8_t *data, size_t len, struct sockaddr_storage *remote,
-                            socklen_t rlen) {
+                            socklen_t rlen, uint32_t ecn) {
   ngtcp2_version_cid vc;
   ngtcp2_path path;
   ngtcp2_pkt_info pi;
@@ -829,6 +960,7 @@ static void server_datagram(const uint8_t *data, size_t len, struct sockaddr_sto
     if (!c) return;
   }
   memset(&pi, 0, sizeof(pi));
+  pi.ecn = ecn;
   int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, now_ns());
   if (rv == 0) return;
   if (rv == NGTCP2_ERR_RETRY && fresh) {
@@ -874,6 +1006,7 @@ static int run_server(const char *listen_addr) {
     setsockopt(srv.fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
   }
   if (bind(srv.fd, (struct sockaddr *)&ss, sl) != 0) die("bind %s: %s", listen_addr, strerror(errno));
+  ecn_enable(srv.fd, ss.ss_family);
   srv.locallen = sizeof(srv.local);
   getsockname(srv.fd, (struct sockaddr *)&srv.local, &srv.locallen);
   format_addr(&srv.local, shown, sizeof(shown));
@@ -897,9 +1030,10 @@ static int run_server(const char *listen_addr) {
       for (int k = 0; k < 256; k++) {
         struct sockaddr_storage remote;
         socklen_t rl = sizeof(remote);
-        ssize_t r = recvfrom(srv.fd, buf, sizeof(buf), 0, (struct sockaddr *)&remote, &rl);
+        uint32_t ecn;
+        ssize_t r = recv_ecn(srv.fd, buf, sizeof(buf), &remote, &rl, &ecn);
         if (r < 0) break;
-        server_datagram(buf, (size_t)r, &remote, rl);
+        server_datagram(buf, (size_t)r, &remote, rl, ecn);
       }
     }
     now = now_ns();
@@ -1059,6 +1193,7 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
   }
   c->locallen = sizeof(c->local);
   getsockname(c->fd, (struct sockaddr *)&c->local, &c->locallen);
+  ecn_enable(c->fd, server->ss_family);
   base_callbacks(&cb);
   cb.client_initial = ngtcp2_crypto_client_initial_cb;
   cb.recv_retry = client_recv_retry;
@@ -1137,11 +1272,13 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
     }
     if (pfd.revents & (POLLIN | POLLERR)) {
       for (int k = 0; k < 256; k++) {
-        ssize_t r = recv(c->fd, buf, sizeof(buf), 0);
+        uint32_t ecn;
+        ssize_t r = recv_ecn(c->fd, buf, sizeof(buf), NULL, NULL, &ecn);
         if (r < 0 && errno == ECONNREFUSED) continue; /* an ICMP error, now read */
         if (r < 0) break;
         ngtcp2_pkt_info pi;
         memset(&pi, 0, sizeof(pi));
+        pi.ecn = ecn;
         rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, buf, (size_t)r, now_ns());
         if (rv == 0) continue;
         if (c->completed == n) break;
@@ -1303,8 +1440,6 @@ int main(int argc, char **argv) {
   if (profile_for(testcase, &prof) != 0) {
     /* Test cases of the suite this peer does not play yet, and why. */
     static const char *why[][2] = {
-        {"ecn", "ngtcp2-peer neither sets nor reads ECN marks (IP_TOS, pkt_info.ecn)"},
-        {"amplificationlimit", "ngtcp2-peer makes a single self-signed certificate, not a chain of 9"},
         {"v2", "libngtcp2 0.12 predates the final QUIC v2 (RFC 9369) codepoint"},
         {"connectionmigration", "ngtcp2-peer neither offers nor follows a preferred address"},
         {"resumption", "ngtcp2-peer keeps no session tickets (no resumption)"},
