@@ -18,6 +18,8 @@
  * amplificationlimit a padded chain of 9); the
  * client does not verify it, as the interop runner's endpoints do not. Every wait is
  * bounded: poll() with the connections' expiry timers, the client's --timeout-secs.
+ * In ecn the datagrams carry the ECN codepoints ngtcp2 asks for; in resumption and
+ * zerortt the server issues session tickets (and accepts 0-RTT), the client resumes.
  *
  * Built by interop-tests/peers/setup.sh with
  *   cc -O2 ngtcp2_peer.c $(pkg-config --cflags --libs libngtcp2 libngtcp2_crypto_gnutls gnutls)
@@ -72,6 +74,10 @@ struct profile {
   uint64_t max_streams_bidi;
   int cert_chain_len; /* certificates the server serves: 9 in amplificationlimit */
   int ecn;            /* ecn: datagrams carry the ECN codepoint ngtcp2 asks for; marks read */
+  /* resumption, zerortt: the client fetches the first file over one connection and the
+   * others over a second one that resumes the first's TLS session (a session ticket);
+   * zerortt: the second sends its requests in 0-RTT, and the server accepts early data. */
+  int resume, zero_rtt;
 };
 
 static int profile_for(const char *name, struct profile *p) {
@@ -97,6 +103,8 @@ static int profile_for(const char *name, struct profile *p) {
     p->small_windows = 1;
     p->cert_chain_len = 9;
   }  else if (strcmp(name, "retry") == 0) p->retry = 1;
+  else if (strcmp(name, "resumption") == 0) p->resume = 1;
+  else if (strcmp(name, "zerortt") == 0) p->resume = p->zero_rtt = 1;
   else if (strcmp(name, "chacha20") == 0) p->chacha20 = 1;
   else if (strcmp(name, "keyupdate") == 0) p->key_update = 1;
   else if (strcmp(name, "handshakeloss") == 0 || strcmp(name, "handshakecorruption") == 0)
@@ -481,7 +489,11 @@ struct conn {
   int dead;                 /* closed; dropped at dead_until */
   ngtcp2_tstamp dead_until; /* server: packets to a closed connection are absorbed until */
   int handshake_done, confirmed, key_update_done, retried;
+  int early;         /* client: the connection sends its requests in 0-RTT */
+  int rejecting;     /* client: ngtcp2 is dropping the streams of refused 0-RTT */
+  size_t next_file;  /* client: files whose request stream is open */
   size_t completed; /* client: files fetched on this connection */
+  ngtcp2_tstamp completed_at; /* client: when the last file arrived, waiting for a ticket */
   char error[256];  /* client: why a stream or the connection failed */
 };
 
@@ -643,7 +655,7 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
                            uint64_t app_error_code, void *user_data, void *stream_user_data) {
   struct conn *c = user_data;
   struct stream *s = stream_user_data;
-  if (s && c->connected && !s->done)
+  if (s && c->connected && !s->done && !c->rejecting)
     fail(c, "stream %lld (%s) closed before its FIN%s (0x%llx)", (long long)stream_id, s->name,
          (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) ? "" : " without an error code",
          (unsigned long long)app_error_code);
@@ -657,11 +669,18 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
   return 0;
 }
 
+static void client_handshake_completed(struct conn *c);
+
 static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data) {
   struct conn *c = user_data;
   c->handshake_done = 1;
   handshakes++;
   read_negotiated(conn, c->tls, &neg);
+  /* The server's session ticket, once the handshake is done (GnuTLS does not send it
+   * on its own here: GNUTLS_NO_AUTO_SEND_TICKET). */
+  if (!c->connected && prof.resume && gnutls_session_ticket_send(c->tls, 1, 0) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  if (c->connected) client_handshake_completed(c);
   return 0;
 }
 
@@ -726,9 +745,105 @@ static void base_settings(ngtcp2_settings *st, ngtcp2_transport_params *pa) {
   pa->max_idle_timeout = IDLE_TIMEOUT;
 }
 
+/* ------------------------------------------------------------------ tickets */
+
+/* Session tickets and 0-RTT (prof.resume, prof.zero_rtt). The server encrypts its
+ * tickets with a key made at start (gnutls_session_ticket_enable_server) and, in
+ * zerortt, accepts early data with GnuTLS's anti-replay check of the ticket's age (no
+ * replay database: every ClientHello is fresh in a test). The client keeps the session
+ * of the last NewSessionTicket (gnutls_session_get_data2) with the server's transport
+ * parameters, and a later connection resumes it (gnutls_session_set_data) and, in
+ * zerortt, opens its streams before the handshake completes on those parameters
+ * (ngtcp2_conn_set_early_remote_transport_params). */
+static gnutls_datum_t ticket_key;
+static gnutls_anti_replay_t anti_replay;
+
+static struct {
+  gnutls_datum_t data; /* the session to resume (gnutls_free) */
+  ngtcp2_transport_params params;
+  int have;
+  uint64_t resumed, early_accepted;
+} ticket;
+
+static int anti_replay_add(void *db, time_t exp, const gnutls_datum_t *key,
+                           const gnutls_datum_t *data) {
+  (void)db;
+  (void)exp;
+  (void)key;
+  (void)data;
+  return 0;
+}
+
+static int tickets_server(gnutls_session_t s) {
+  if (!ticket_key.data) {
+    if (gnutls_session_ticket_key_generate(&ticket_key) < 0) return -1;
+    if (gnutls_anti_replay_init(&anti_replay) < 0) return -1;
+    gnutls_anti_replay_set_add_function(anti_replay, anti_replay_add);
+    gnutls_anti_replay_set_ptr(anti_replay, NULL);
+  }
+  if (gnutls_session_ticket_enable_server(s, &ticket_key) < 0) return -1;
+  if (prof.zero_rtt) {
+    gnutls_anti_replay_enable(s, anti_replay);
+    gnutls_record_set_max_early_data_size(s, 0xffffffffu);
+  }
+  return 0;
+}
+
+/* Client: a NewSessionTicket arrived; keep the session and the server's parameters. */
+static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
+                       const gnutls_datum_t *msg) {
+  (void)when;
+  (void)incoming;
+  (void)msg;
+  if (htype != GNUTLS_HANDSHAKE_NEW_SESSION_TICKET) return 0;
+  struct conn *c = ((ngtcp2_crypto_conn_ref *)gnutls_session_get_ptr(s))->user_data;
+  const ngtcp2_transport_params *tp = ngtcp2_conn_get_remote_transport_params(c->conn);
+  gnutls_datum_t d = {NULL, 0};
+  if (!tp || gnutls_session_get_data2(s, &d) < 0) return 0;
+  gnutls_free(ticket.data.data);
+  ticket.data = d;
+  ticket.params = *tp;
+  ticket.have = 1;
+  return 0;
+}
+
+static int tickets_client(struct conn *c) {
+  gnutls_handshake_set_hook_function(c->tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
+                                     GNUTLS_HOOK_POST, ticket_hook);
+  if (!ticket.have) return 0;
+  if (gnutls_session_set_data(c->tls, ticket.data.data, ticket.data.size) < 0) return -1;
+  if (prof.zero_rtt) {
+    ngtcp2_conn_set_early_remote_transport_params(c->conn, &ticket.params);
+    c->early = 1;
+  }
+  return 0;
+}
+
+/* Client: whether the session was resumed and the 0-RTT accepted; refused 0-RTT drops
+ * the streams (ngtcp2_conn_early_data_rejected), whose requests go again in 1-RTT. */
+static void client_handshake_completed(struct conn *c) {
+  if (!prof.resume) return;
+  if (gnutls_session_is_resumed(c->tls)) ticket.resumed++;
+  if (!c->early) return;
+  if (gnutls_session_get_flags(c->tls) & GNUTLS_SFLAGS_EARLY_DATA) {
+    ticket.early_accepted++;
+    return;
+  }
+  c->rejecting = 1;
+  ngtcp2_conn_early_data_rejected(c->conn);
+  c->rejecting = 0;
+  while (c->head) {
+    struct stream *s = c->head;
+    unlink_stream(c, s);
+    stream_free(s);
+  }
+  c->next_file = 0;
+}
+
 static int tls_session(struct conn *c, unsigned flags) {
   gnutls_datum_t alpn = {(unsigned char *)ALPN, sizeof(ALPN) - 1};
   int server = (flags & GNUTLS_SERVER) != 0;
+  if (prof.zero_rtt) flags |= GNUTLS_ENABLE_EARLY_DATA;
   if (gnutls_init(&c->tls, flags | GNUTLS_NO_END_OF_EARLY_DATA) < 0) return -1;
   if (gnutls_priority_set_direct(c->tls, priority(), NULL) < 0) return -1;
   if ((server ? ngtcp2_crypto_gnutls_configure_server_session(c->tls)
@@ -744,6 +859,7 @@ static int tls_session(struct conn *c, unsigned flags) {
   if (gnutls_alpn_set_protocols(c->tls, &alpn, 1, server ? GNUTLS_ALPN_MANDATORY : 0) < 0)
     return -1;
   if (!server && gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, "localhost", 9) < 0) return -1;
+  if (prof.resume && (server ? tickets_server(c->tls) : tickets_client(c)) != 0) return -1;
   ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
   return 0;
 }
@@ -1182,7 +1298,6 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
   ngtcp2_cid dcid, scid;
   ngtcp2_path path;
   uint8_t buf[65536];
-  size_t next = 0;
   int result = -1;
   struct conn *c = xcalloc(1, sizeof(*c));
   c->connected = 1;
@@ -1223,7 +1338,11 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
       conn_close(c, 0);
       goto out;
     }
-    if (c->completed == n) {
+    /* resumption, zerortt: the first connection waits (at most 3 s) for its ticket. */
+    if (c->completed == n && prof.resume && !ticket.have && !c->completed_at)
+      c->completed_at = now;
+    if (c->completed == n &&
+        (!prof.resume || ticket.have || now >= c->completed_at + 3 * NGTCP2_SECONDS)) {
       conn_close(c, 0);
       result = 0;
       goto out;
@@ -1233,22 +1352,23 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
                    c->completed, n);
       goto out;
     }
-    if (c->handshake_done) {
-      while (next < n && ngtcp2_conn_get_streams_bidi_left(c->conn) > 0) {
+    if (c->handshake_done || c->early) {
+      while (c->next_file < n && ngtcp2_conn_get_streams_bidi_left(c->conn) > 0) {
+        const char *name = names[c->next_file];
         struct stream *s = xcalloc(1, sizeof(*s));
-        size_t len = strlen(names[next]) + 7;
-        s->name = names[next];
+        size_t len = strlen(name) + 7;
+        s->name = name;
         s->out = xcalloc(1, len + 1);
-        snprintf((char *)s->out, len + 1, "GET /%s\r\n", names[next]);
+        snprintf((char *)s->out, len + 1, "GET /%s\r\n", name);
         s->outlen = len;
         if (ngtcp2_conn_open_bidi_stream(c->conn, &s->id, s) != 0) {
           stream_free(s);
           break;
         }
         link_stream(c, s);
-        next++;
+        c->next_file++;
       }
-      if (prof.key_update && c->confirmed && !c->key_update_done &&
+      if (prof.key_update && c->handshake_done && c->confirmed && !c->key_update_done &&
           ngtcp2_conn_initiate_key_update(c->conn, now) == 0) {
         c->key_update_done = 1;
         cli.key_updates++;
@@ -1310,14 +1430,28 @@ out:
   return result;
 }
 
+/* The report's "resumed" and "zero_rtt_accepted": counts where the test case asks
+ * for them, null otherwise. */
+static const char *resumption_counts(void) {
+  static char out[96];
+  if (!prof.resume) return "\"resumed\":null,\"zero_rtt_accepted\":null,";
+  if (!prof.zero_rtt)
+    snprintf(out, sizeof(out), "\"resumed\":%llu,\"zero_rtt_accepted\":null,",
+             (unsigned long long)ticket.resumed);
+  else
+    snprintf(out, sizeof(out), "\"resumed\":%llu,\"zero_rtt_accepted\":%llu,",
+             (unsigned long long)ticket.resumed, (unsigned long long)ticket.early_accepted);
+  return out;
+}
+
 static void client_report(double secs) {
   printf("{\"role\":\"client\",\"stack\":\"" STACK "\",\"ok\":%s,\"handshakes\":%llu,"
          "\"files\":%llu,\"bytes\":%llu,\"seconds\":%.6f,\"goodput_bps\":%.1f,"
-         "\"retries\":%llu,\"key_updates_initiated\":%llu,",
+         "\"retries\":%llu,\"key_updates_initiated\":%llu,%s",
          cli.error_kind ? "false" : "true", (unsigned long long)handshakes,
          (unsigned long long)cli.files, (unsigned long long)cli.bytes, secs,
          secs > 0 ? (double)cli.bytes * 8.0 / secs : 0.0, (unsigned long long)cli.retries,
-         (unsigned long long)cli.key_updates);
+         (unsigned long long)cli.key_updates, resumption_counts());
   print_negotiated(stdout, &neg);
   fputs(",\"error\":", stdout);
   if (cli.error_kind) {
@@ -1389,6 +1523,11 @@ static int run_client(const char *connect_to, char *files, const char *files_fro
   if (prof.connection_per_file) {
     for (size_t i = 0; i < n; i++)
       if (client_connection(&ss, sl, names + i, 1, deadline) != 0) break;
+  } else if (prof.resume && n > 1) {
+    if (client_connection(&ss, sl, names, 1, deadline) == 0) {
+      if (!ticket.have) client_error("resumption", "the server sent no session ticket");
+      else client_connection(&ss, sl, names + 1, n - 1, deadline);
+    }
   } else {
     client_connection(&ss, sl, names, n, deadline);
   }
@@ -1442,8 +1581,6 @@ int main(int argc, char **argv) {
     static const char *why[][2] = {
         {"v2", "libngtcp2 0.12 predates the final QUIC v2 (RFC 9369) codepoint"},
         {"connectionmigration", "ngtcp2-peer neither offers nor follows a preferred address"},
-        {"resumption", "ngtcp2-peer keeps no session tickets (no resumption)"},
-        {"zerortt", "ngtcp2-peer keeps no session tickets (no 0-RTT)"},
     };
     for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++)
       if (strcmp(testcase, why[i][0]) == 0) {
