@@ -161,12 +161,17 @@ impl HeaderInfo {
 ///
 /// RFC 9000 §12.2: "Senders MUST NOT coalesce QUIC packets with different connection
 /// IDs into a single UDP datagram." and a short-header packet, having no Length
-/// field, can only come last, so the walk stops at the first one.
+/// field, can only come last, so the walk stops at the first one. Each header is read
+/// with its fixed bit set: RFC 9287 lets a peer that saw `grease_quic_bit` clear it
+/// (ngtcp2 and quinn do), which quill's parser refuses.
 fn coalesced_types(datagram: &[u8]) -> Vec<LongType> {
     let mut out = Vec::new();
-    let mut rest = datagram;
+    let mut probe = datagram.to_vec();
+    let mut at = 0;
     // Each step consumes at least one byte, so this ends; the cap bounds the vector.
-    while out.len() < 16 && rest.first().is_some_and(|b| b & 0x80 != 0) {
+    while out.len() < 16 && probe.get(at).is_some_and(|b| b & 0x80 != 0) {
+        probe[at] |= 0x40;
+        let rest = &probe[at..];
         let Ok(h) = parse_header(rest, 0) else {
             break;
         };
@@ -180,7 +185,7 @@ fn coalesced_types(datagram: &[u8]) -> Vec<LongType> {
         if h.packet_len == 0 || h.packet_len >= rest.len() {
             break;
         }
-        rest = &rest[h.packet_len..];
+        at += h.packet_len;
     }
     out
 }
@@ -469,6 +474,28 @@ mod tests {
         t.extend_from_slice(&long(LongType::Handshake)[..10]);
         let h = HeaderInfo::parse(&t);
         assert!(h.contains(LongType::Initial) && !h.contains(LongType::Handshake));
+    }
+
+    #[test]
+    fn finds_coalesced_handshake_with_greased_fixed_bits() {
+        // QUIC v1 (RFC 9000 §17.2: Initial 0b00, Handshake 0b10), fixed bits cleared as
+        // RFC 9287 allows: Initial then Handshake then a short header.
+        let v1 = |first: u8, token: bool| {
+            let mut v = vec![first];
+            v.extend_from_slice(&quill_transport::wire::QUIC_V1.to_be_bytes());
+            v.extend_from_slice(&[2, 0xaa, 0xbb, 1, 0xcc]);
+            if token {
+                v.push(0);
+            }
+            v.extend_from_slice(&[2, 0x11, 0x22]);
+            v
+        };
+        let mut d = v1(0x80, true);
+        d.extend_from_slice(&v1(0xa0, false));
+        d.extend_from_slice(&[0x00, 1, 2, 3]);
+        let h = HeaderInfo::parse(&d);
+        assert_eq!(h.long_type(), Some(LongType::Initial));
+        assert!(h.contains(LongType::Handshake));
     }
 
     #[test]
