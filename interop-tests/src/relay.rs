@@ -200,13 +200,7 @@ impl Relay {
         };
         let mut down = bind_udp(local)?;
         let mut up = bind_udp(local)?;
-        let down_state = UdpSocketState::new(UdpSockRef::from(&down))?;
-        let up_state = UdpSocketState::new(UdpSockRef::from(&up))?;
-        keep_ecn_in_control_messages(&down)?;
-        keep_ecn_in_control_messages(&up)?;
-        poll.registry()
-            .register(&mut down, DOWN, Interest::READABLE)?;
-        poll.registry().register(&mut up, UP, Interest::READABLE)?;
+        let (down_state, up_state) = open_path(&poll, &mut down, &mut up, (DOWN, UP))?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let addr = down.local_addr()?;
         let second = match second {
@@ -218,13 +212,7 @@ impl Relay {
                     SocketAddr::V6(_) => local,
                 };
                 let mut up = bind_udp(up_addr)?;
-                let down_state = UdpSocketState::new(UdpSockRef::from(&down))?;
-                let up_state = UdpSocketState::new(UdpSockRef::from(&up))?;
-                keep_ecn_in_control_messages(&down)?;
-                keep_ecn_in_control_messages(&up)?;
-                poll.registry()
-                    .register(&mut down, DOWN2, Interest::READABLE)?;
-                poll.registry().register(&mut up, UP2, Interest::READABLE)?;
+                let (down_state, up_state) = open_path(&poll, &mut down, &mut up, (DOWN2, UP2))?;
                 Some(SecondPath {
                     down,
                     up,
@@ -304,6 +292,28 @@ impl Drop for Relay {
 /// rather than being lost before the relay has decided anything (the kernel caps it at
 /// `net.core.rmem_max`).
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// quinn-udp's state of `sock`, which keeps each datagram's ECN codepoint on receive.
+fn ecn_state(sock: &UdpSocket) -> io::Result<UdpSocketState> {
+    let state = UdpSocketState::new(UdpSockRef::from(sock))?;
+    keep_ecn_in_control_messages(sock)?;
+    Ok(state)
+}
+
+/// A path's client-facing and server-facing sockets: their quinn-udp states, and both
+/// registered with `poll` under `tokens` (client-facing, server-facing).
+fn open_path(
+    poll: &Poll,
+    down: &mut UdpSocket,
+    up: &mut UdpSocket,
+    tokens: (Token, Token),
+) -> io::Result<(UdpSocketState, UdpSocketState)> {
+    let states = (ecn_state(down)?, ecn_state(up)?);
+    poll.registry()
+        .register(down, tokens.0, Interest::READABLE)?;
+    poll.registry().register(up, tokens.1, Interest::READABLE)?;
+    Ok(states)
+}
 
 /// A non-blocking UDP socket bound to `addr`, with large kernel buffers.
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -805,12 +815,9 @@ impl Loop {
             let Ok(mut sock) = bind_udp(bind) else {
                 continue;
             };
-            let Ok(state) = UdpSocketState::new(UdpSockRef::from(&sock)) else {
+            let Ok(state) = ecn_state(&sock) else {
                 continue;
             };
-            if keep_ecn_in_control_messages(&sock).is_err() {
-                continue;
-            }
             if self
                 .poll
                 .registry()
