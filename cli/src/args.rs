@@ -128,6 +128,10 @@ pub struct ServerArgs {
     /// Speak quill's own version only: QUIC v1 clients get Version Negotiation.
     #[arg(long, conflicts_with_all = ["cert", "cert_key"])]
     pub no_quic_v1: bool,
+    /// Do not offer QUIC v2 (RFC 9369): a QUIC v1 client that lists v2 stays on v1.
+    /// By default such a client is moved to v2 (RFC 9368 compatible negotiation).
+    #[arg(long)]
+    pub no_quic_v2: bool,
     /// QUIC v1 clients (`--quic-v1`): present this CA-issued certificate chain (PEM,
     /// leaf first) instead of the self-signed certificate over the host key; needs
     /// --cert-key.

@@ -186,6 +186,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         max_half_open_per_address: 32,
         certificate: None,
         quic_v1: true,
+        quic_v2: true,
         hq_interop: false,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);

@@ -97,6 +97,8 @@ pub struct ServerOptions {
     pub certificate: Option<(PathBuf, PathBuf)>,
     /// Accept QUIC v1 (ALPN `quill`) beside quill's own version.
     pub quic_v1: bool,
+    /// Move QUIC v1 clients that offer QUIC v2 to v2 (RFC 9368/9369).
+    pub quic_v2: bool,
     /// Also serve ALPN `hq-interop` to QUIC v1 clients: anonymous downloads from
     /// [`ServerOptions::root`] (needs `quic_v1` and a root).
     pub hq_interop: bool,
@@ -210,6 +212,8 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         }
     }
     .map_err(|e| CliError::usage(format!("--cert/--cert-key: {e}")))?;
+    let mut quic_v1 = quic_v1;
+    quic_v1.quic_v2 = opts.quic_v2;
     let mut config = ServerConfig::new(opts.host_key);
     config.transport = Arc::new(opts.transport);
     config.allow_register = opts.allow_register;
@@ -297,6 +301,7 @@ struct Settings {
     cert: Option<PathBuf>,
     cert_key: Option<PathBuf>,
     no_quic_v1: bool,
+    no_quic_v2: bool,
     hq_interop: bool,
 }
 
@@ -320,6 +325,7 @@ const CONFIG_KEYS: &[&str] = &[
     "cert",
     "cert-key",
     "no-quic-v1",
+    "no-quic-v2",
     "hq-interop",
 ];
 
@@ -347,6 +353,7 @@ impl Settings {
             cert: args.cert.clone(),
             cert_key: args.cert_key.clone(),
             no_quic_v1: args.no_quic_v1,
+            no_quic_v2: args.no_quic_v2,
             hq_interop: args.hq_interop,
         };
         if let Some(path) = &args.config {
@@ -378,6 +385,9 @@ impl Settings {
                     }
                     "no-quic-v1" => {
                         s.no_quic_v1 |= parse_bool(&value).map_err(at)?;
+                    }
+                    "no-quic-v2" => {
+                        s.no_quic_v2 |= parse_bool(&value).map_err(at)?;
                     }
                     "hq-interop" => {
                         s.hq_interop |= parse_bool(&value).map_err(at)?;
@@ -491,6 +501,7 @@ impl Settings {
                 }
             },
             quic_v1: !self.no_quic_v1,
+            quic_v2: !self.no_quic_v2,
             hq_interop: self.hq_interop,
         })
     }
