@@ -86,10 +86,16 @@ impl Connection {
         let last = (0..3).rev().find(|&i| wants[i])?;
         // RFC 9000 §14.1: a client pads every datagram carrying an Initial; a server
         // pads datagrams carrying an ack-eliciting Initial.
-        let pad_datagram = wants[0]
+        let pad_datagram = (wants[0]
             && (self.side == Side::Client
                 || (allow == Allow::All
-                    && self.spaces[Space::Initial as usize].has_crypto_or_probe()));
+                    && self.spaces[Space::Initial as usize].has_crypto_or_probe())))
+            // RFC 9000 §8.2.1: a client's PATH_CHALLENGE (after `migrate`) goes in a
+            // datagram of at least 1200 bytes.
+            || (wants[2]
+                && allow == Allow::All
+                && self.side == Side::Client
+                && self.path_challenge_pending);
         let mut written = 0;
         for (i, space) in spaces.into_iter().enumerate() {
             if !wants[i] {
