@@ -90,12 +90,13 @@ impl Connection {
             && (self.side == Side::Client
                 || (allow == Allow::All
                     && self.spaces[Space::Initial as usize].has_crypto_or_probe())))
-            // RFC 9000 §8.2.1: a client's PATH_CHALLENGE (after `migrate`) goes in a
-            // datagram of at least 1200 bytes.
+            // RFC 9000 §8.2.1, §8.2.2: a datagram with PATH_CHALLENGE or PATH_RESPONSE
+            // is expanded to 1200 bytes (as far as the anti-amplification limit lets a
+            // server: `max` is capped by it). quiche does not validate a path on
+            // smaller ones.
             || (wants[2]
                 && allow == Allow::All
-                && self.side == Side::Client
-                && self.path_challenge_pending);
+                && (self.path_challenge_pending || !self.path_responses.is_empty()));
         let mut written = 0;
         for (i, space) in spaces.into_iter().enumerate() {
             if !wants[i] {
