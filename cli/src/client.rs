@@ -414,15 +414,22 @@ fn open_password_file(path: &std::path::Path) -> Result<std::fs::File, CliError>
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
-        return Err(CliError::usage(format!(
-            "{} is readable by others (mode {:o}); run chmod 600 {}",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        )));
-    }
+    refuse_open_mode(path, mode, 0o077, "is readable by others")?;
     Ok(file)
+}
+
+/// A usage error saying `path` `what` (mode) and the `chmod 600` that fixes it, if
+/// `mode` has any of the bits in `mask`.
+pub fn refuse_open_mode(path: &std::path::Path, mode: u32, mask: u32, what: &str) -> CliResult {
+    if mode & mask == 0 {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "{} {what} (mode {:o}); run chmod 600 {}",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    )))
 }
 
 /// The login for an existing account: the identity key of `r` (`-i`, the config's

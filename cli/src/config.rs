@@ -108,15 +108,12 @@ impl ConfigFile {
                 path.display()
             )));
         }
-        let mode = meta.permissions().mode();
-        if mode & 0o022 != 0 {
-            return Err(CliError::usage(format!(
-                "{} may be written by others (mode {:o}); run chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            )));
-        }
+        crate::client::refuse_open_mode(
+            path,
+            meta.permissions().mode(),
+            0o022,
+            "may be written by others",
+        )?;
         let mut text = String::new();
         file.take(MAX_FILE + 1)
             .read_to_string(&mut text)

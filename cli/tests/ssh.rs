@@ -67,6 +67,24 @@ impl Home {
         c
     }
 
+    /// `quill ARGS` with `stdin`, its output.
+    fn run(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        self.quill().args(args).write_stdin(stdin).output().unwrap()
+    }
+
+    /// `quill keygen -o PATH`, which must succeed; returns what it printed.
+    fn keygen(&self, path: &Path) -> String {
+        let o = self
+            .quill()
+            .arg("keygen")
+            .arg("-o")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    }
+
     fn env(&self, c: &mut std::process::Command) {
         c.env("HOME", self.dir.path())
             .env("QUILL_HOME", self.quill_home())
@@ -83,71 +101,48 @@ fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Asserts that `quill connect` succeeded, echoed `data` and logged `log_needle`.
+fn assert_echoed(o: &std::process::Output, data: &str, log_needle: &str) {
+    assert!(o.status.success(), "{}", stderr(o));
+    assert_eq!(stdout(o), data);
+    assert!(stderr(o).contains(log_needle), "{}", stderr(o));
+}
+
 #[test]
-fn user_at_host_and_dash_p_log_in() {
+fn user_at_host_dash_p_and_dash_l_log_in() {
     let server = TestServer::start(false);
     let home = Home::new();
-    let o = home
-        .quill()
-        .args([
-            "connect",
-            &format!("{USER}@127.0.0.1"),
-            "-p",
-            port_of(&server),
-        ])
-        .args(["--password-stdin", "--host-key", &server.fingerprint])
-        .write_stdin(format!("{PASSWORD}\nhello\n"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "hello\n");
+    let login = ["--password-stdin", "--host-key", &server.fingerprint];
+    let target = format!("{USER}@127.0.0.1");
+    let args = [&["connect", &target, "-p", port_of(&server)][..], &login].concat();
+    let o = home.run(&args, &format!("{PASSWORD}\nhello\n"));
+    assert_echoed(&o, "hello\n", "");
 
-    // `-l` with HOST:PORT, on ping.
-    let o = home
-        .quill()
-        .args(["ping", &server.addr, "-c", "1", "-i", "10ms", "-l", USER])
-        .args(["--password-stdin", "--host-key", &server.fingerprint])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    // `-l` with HOST:PORT, on ping (whose -i stays the interval).
+    let args = [
+        &["ping", &server.addr, "-c", "1", "-i", "10ms", "-l", USER][..],
+        &login,
+    ]
+    .concat();
+    let o = home.run(&args, &format!("{PASSWORD}\n"));
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
 fn user_and_port_given_twice_must_agree() {
     let home = Home::new();
-    let o = home
-        .quill()
-        .args([
-            "connect",
-            "bob@127.0.0.1",
-            "-l",
-            "alice",
-            "--password-stdin",
-        ])
-        .write_stdin("pw\n")
-        .output()
-        .unwrap();
-    assert_exit(&o, 2, "two account names");
-    let o = home
-        .quill()
-        .args([
-            "connect",
-            "127.0.0.1:5000",
-            "-p",
-            "5001",
-            "--password-stdin",
-        ])
-        .write_stdin("pw\n")
-        .output()
-        .unwrap();
-    assert_exit(&o, 2, "two ports");
-    let o = home
-        .quill()
-        .args(["connect", "@127.0.0.1", "--password-stdin"])
-        .output()
-        .unwrap();
-    assert_exit(&o, 2, "empty user name");
+    for (args, want) in [
+        (
+            &["connect", "bob@127.0.0.1", "-l", "alice"][..],
+            "two account names",
+        ),
+        (&["connect", "127.0.0.1:5000", "-p", "5001"], "two ports"),
+        (&["send", "f", "@127.0.0.1:f"], "empty user name"),
+        (&["ping", "127.0.0.1", "-p", "0"], "-p"),
+    ] {
+        let o = home.run(&[args, &["--password-stdin"]].concat(), "pw\n");
+        assert_exit(&o, 2, want);
+    }
 }
 
 #[test]
@@ -159,19 +154,11 @@ fn config_file_gives_host_name_port_user_and_host_key_policy() {
          StrictHostKeyChecking accept-new\n",
         port_of(&server)
     ));
-    let o = home
-        .quill()
-        .args(["-v", "connect", "srv", "--password-stdin"])
-        .write_stdin(format!("{PASSWORD}\nvia config\n"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "via config\n");
-    assert!(
-        stderr(&o).contains("from the config file"),
-        "{}",
-        stderr(&o)
+    let o = home.run(
+        &["-v", "connect", "srv", "--password-stdin"],
+        &format!("{PASSWORD}\nvia config\n"),
     );
+    assert_echoed(&o, "via config\n", "from the config file");
     let known = std::fs::read_to_string(home.known_hosts()).unwrap();
     assert!(
         known.starts_with(&format!("127.0.0.1:{} quill-ed25519 ", port_of(&server))),
@@ -181,14 +168,11 @@ fn config_file_gives_host_name_port_user_and_host_key_policy() {
 
 #[test]
 fn a_bad_config_line_is_a_one_line_error_naming_file_and_line() {
+    use std::os::unix::fs::PermissionsExt;
     let home = Home::new();
+    let args = ["connect", "srv", "--password-stdin"];
     let path = home.write_config("Host srv\n  Port 4433\n  Usr alice\n");
-    let o = home
-        .quill()
-        .args(["connect", "srv", "--password-stdin"])
-        .write_stdin("pw\n")
-        .output()
-        .unwrap();
+    let o = home.run(&args, "pw\n");
     assert_exit(
         &o,
         2,
@@ -197,24 +181,15 @@ fn a_bad_config_line_is_a_one_line_error_naming_file_and_line() {
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 
     home.write_config("Host *\n  StrictHostKeyChecking no\n");
-    let o = home
-        .quill()
-        .args(["ping", "srv", "--password-stdin"])
-        .write_stdin("pw\n")
-        .output()
-        .unwrap();
-    assert_exit(&o, 2, "config:2: StrictHostKeyChecking no");
+    assert_exit(
+        &home.run(&args, "pw\n"),
+        2,
+        "config:2: StrictHostKeyChecking no",
+    );
 
     let path = home.write_config("Port 4433\n");
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let o = home
-        .quill()
-        .args(["ping", "srv", "--password-stdin"])
-        .write_stdin("pw\n")
-        .output()
-        .unwrap();
-    assert_exit(&o, 2, "chmod 600");
+    assert_exit(&home.run(&args, "pw\n"), 2, "chmod 600");
 }
 
 /// Authorises `pub_key` for [`USER`] in the test server's account database.
@@ -232,52 +207,30 @@ fn authorise(home: &Home, server: &TestServer, pub_key: &Path) {
 
 #[test]
 fn the_default_identity_is_used_when_present_and_no_password_is_given() {
+    use std::os::unix::fs::PermissionsExt;
     let server = TestServer::start(false);
     let home = Home::new();
     // keygen creates ~/.quill (0700), as its own help example says.
     let key = home.quill_home().join("id_ed25519");
-    let o = home
-        .quill()
-        .arg("keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    use std::os::unix::fs::PermissionsExt;
+    home.keygen(&key);
     let mode = std::fs::metadata(home.quill_home())
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700);
-    let mut public = key.clone().into_os_string();
+    let mut public = key.into_os_string();
     public.push(".pub");
     authorise(&home, &server, Path::new(&public));
 
-    let o = home
-        .quill()
-        .args(["-v", "connect", &format!("{USER}@{}", server.addr)])
-        .args(["--host-key", &server.fingerprint])
-        .write_stdin("by key\n")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "by key\n");
-    assert!(
-        stderr(&o).contains("id_ed25519 (default)"),
-        "{}",
-        stderr(&o)
-    );
+    let target = format!("{USER}@{}", server.addr);
+    let args = ["-v", "connect", &target, "--host-key", &server.fingerprint];
+    let o = home.run(&args, "by key\n");
+    assert_echoed(&o, "by key\n", "id_ed25519 (default)");
 
     // `IdentityFile none` turns it off: then a password is needed, and there is no
     // terminal to ask for one.
     home.write_config("IdentityFile none\n");
-    let o = home
-        .quill()
-        .args(["connect", &format!("{USER}@{}", server.addr)])
-        .args(["--host-key", &server.fingerprint])
-        .output()
-        .unwrap();
+    let o = home.run(&args, "");
     assert_exit(&o, 2, "cannot prompt for a password: no terminal");
 }
 
@@ -285,110 +238,50 @@ fn the_default_identity_is_used_when_present_and_no_password_is_given() {
 fn a_refused_default_identity_says_how_to_use_a_password() {
     let server = TestServer::start(false);
     let home = Home::new();
-    let key = home.quill_home().join("id_ed25519");
-    let o = home
-        .quill()
-        .arg("keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    home.keygen(&home.quill_home().join("id_ed25519"));
     // Not authorised on the server.
-    let o = home
-        .quill()
-        .args(["connect", &format!("{USER}@{}", server.addr)])
-        .args(["--host-key", &server.fingerprint])
-        .output()
-        .unwrap();
+    let target = format!("{USER}@{}", server.addr);
+    let o = home.run(&["connect", &target, "--host-key", &server.fingerprint], "");
     assert_exit(&o, 4, "found by default");
     assert!(stderr(&o).contains("IdentityFile none"), "{}", stderr(&o));
 }
 
 #[test]
-fn fingerprint_prints_what_keygen_and_the_server_print() {
+fn fingerprint_prints_what_keygen_prints_and_the_server_presents() {
+    use std::os::unix::fs::PermissionsExt;
     let home = Home::new();
     let dir = home.dir.path();
-    let key = dir.join("host.key");
-    let o = home
-        .quill()
-        .arg("keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let printed = stdout(&o);
+    let key = dir.join("id.key");
+    let printed = home.keygen(&key);
     let want = printed
         .lines()
         .find_map(|l| l.strip_prefix("fingerprint: "))
         .expect("keygen prints the fingerprint")
         .to_owned();
-    for file in ["host.key", "host.key.pub"] {
-        let o = home
-            .quill()
-            .arg("fingerprint")
-            .arg(dir.join(file))
-            .output()
-            .unwrap();
+    let fingerprint_of = |file: &Path| home.run(&["fingerprint", file.to_str().unwrap()], "");
+    for file in [key.clone(), dir.join("id.key.pub")] {
+        let o = fingerprint_of(&file);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(stdout(&o).trim(), want, "{file}");
+        assert_eq!(stdout(&o).trim(), want, "{}", file.display());
     }
-    // What the server prints for the same key.
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_quill"));
-    home.env(&mut server);
-    let mut server = server
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--retry",
-            "never",
-            "--key",
-        ])
-        .arg(&key)
-        .arg("--accounts")
-        .arg(dir.join("accounts.db"))
-        .arg("--root")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = read_until(server.stderr.take().unwrap(), "fingerprint");
-    common::child::stop(&mut server, Duration::from_secs(10));
-    assert!(log.contains(&want), "server said: {log}");
+    // A running server's key: the one it presents (named in the unknown-host error).
+    let server = TestServer::start(false);
+    let o = fingerprint_of(&server.dir.path().join("host.key"));
+    let theirs = stdout(&o).trim().to_owned();
+    assert_eq!(theirs, server.fingerprint);
+    let refused = home.run(&["connect", &format!("{USER}@{}", server.addr)], "");
+    assert_exit(&refused, 5, &format!("--host-key {theirs}"));
 
     // Failing paths: a directory, a file that is no key, a private key others can read.
-    let o = home.quill().arg("fingerprint").arg(dir).output().unwrap();
-    assert_exit(&o, 2, "is a directory");
+    assert_exit(&fingerprint_of(dir), 2, "is a directory");
     std::fs::write(dir.join("junk"), "hello\n").unwrap();
-    let o = home
-        .quill()
-        .arg("fingerprint")
-        .arg(dir.join("junk"))
-        .output()
-        .unwrap();
-    assert_exit(&o, 2, "not a quill key file");
-    use std::os::unix::fs::PermissionsExt;
+    assert_exit(
+        &fingerprint_of(&dir.join("junk")),
+        2,
+        "not a quill key file",
+    );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = home.quill().arg("fingerprint").arg(&key).output().unwrap();
-    assert_exit(&o, 2, "chmod 600");
-}
-
-/// Reads `r` until a line contains `needle` or it ends (bounded by the server's own
-/// start-up: it prints the fingerprint right after listening, or exits).
-fn read_until(r: impl Read, needle: &str) -> String {
-    use std::io::BufRead;
-    let mut log = String::new();
-    let mut r = std::io::BufReader::new(r);
-    loop {
-        let start = log.len();
-        if r.read_line(&mut log).unwrap_or(0) == 0 || log[start..].contains(needle) {
-            return log;
-        }
-    }
+    assert_exit(&fingerprint_of(&key), 2, "chmod 600");
 }
 
 #[test]
@@ -396,28 +289,18 @@ fn server_key_errors_say_what_is_wrong_not_chmod() {
     let home = Home::new();
     let dir = home.dir.path();
     let key = dir.join("host.key");
-    let o = home
-        .quill()
-        .arg("keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    home.keygen(&key);
+    let root = dir.to_str().unwrap();
+    let db = dir.join("accounts.db");
     for (given, want) in [
         (dir.join("host.key.pub"), "is a public key"),
         (dir.to_path_buf(), "is a directory"),
     ] {
-        let o = home
-            .quill()
-            .args(["server", "--listen", "127.0.0.1:0", "--key"])
-            .arg(&given)
-            .arg("--accounts")
-            .arg(dir.join("accounts.db"))
-            .arg("--root")
-            .arg(dir)
-            .output()
-            .unwrap();
+        let args = ["server", "--key", given.to_str().unwrap(), "--root", root];
+        let o = home.run(
+            &[&args[..], &["--accounts", db.to_str().unwrap()]].concat(),
+            "",
+        );
         assert_exit(&o, 2, want);
         assert!(!stderr(&o).contains("chmod"), "{}", stderr(&o));
     }
@@ -427,16 +310,11 @@ fn server_key_errors_say_what_is_wrong_not_chmod() {
 fn an_unknown_host_off_a_terminal_exits_5_with_advice_and_records_nothing() {
     let server = TestServer::start(false);
     let home = Home::new();
-    let o = home
-        .quill()
-        .args([
-            "connect",
-            &format!("{USER}@{}", server.addr),
-            "--password-stdin",
-        ])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
+    let target = format!("{USER}@{}", server.addr);
+    let o = home.run(
+        &["connect", &target, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
     assert_exit(&o, 5, "--accept-new-host");
     assert!(stderr(&o).contains(&server.fingerprint), "{}", stderr(&o));
     assert!(
@@ -569,8 +447,10 @@ impl Drop for Pty {
 
 const QUESTION: &str = "Are you sure you want to continue connecting (yes/no/[fingerprint])?";
 
-#[test]
-fn first_contact_asks_yes_no_before_the_password_and_records_the_key() {
+/// `quill connect alice@SERVER` in a pty with an empty known_hosts, up to the
+/// first-contact question, which must show the fingerprint and come before any
+/// password prompt.
+fn first_contact() -> (TestServer, Home, Pty, String) {
     let server = TestServer::start(false);
     let home = Home::new();
     let target = format!("{USER}@{}", server.addr);
@@ -579,8 +459,14 @@ fn first_contact_asks_yes_no_before_the_password_and_records_the_key() {
     assert!(shown.contains(&server.fingerprint), "{shown}");
     assert!(
         !shown.contains("Password"),
-        "the password was asked first:\n{shown}"
+        "asked for the password first:\n{shown}"
     );
+    (server, home, pty, target)
+}
+
+#[test]
+fn first_contact_asks_yes_no_before_the_password_and_records_the_key() {
+    let (server, home, mut pty, target) = first_contact();
     pty.send("yes\n");
     pty.expect(&format!("Password for {USER}@127.0.0.1: "));
     assert!(pty.text().contains("Permanently added"), "{}", pty.text());
@@ -610,11 +496,7 @@ fn first_contact_asks_yes_no_before_the_password_and_records_the_key() {
 
 #[test]
 fn answering_no_exits_5_without_asking_for_the_password() {
-    let server = TestServer::start(false);
-    let home = Home::new();
-    let target = format!("{USER}@{}", server.addr);
-    let mut pty = Pty::spawn(&home, env!("CARGO_BIN_EXE_quill"), &["connect", &target]);
-    pty.expect(QUESTION);
+    let (_server, home, mut pty, _) = first_contact();
     pty.send("maybe\n");
     pty.expect("Please type 'yes', 'no' or the fingerprint:");
     pty.send("no\n");
