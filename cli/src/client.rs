@@ -22,7 +22,7 @@ use quill_transport::auth::{
     default_known_hosts_path, has_terminal, known_hosts_policy_with, parse_fingerprint,
     pinned_policy, KnownHosts, TrustMode,
 };
-use quill_transport::auth::{prompt_password, read_password, Credentials};
+use quill_transport::auth::{prompt_password, read_password, Credentials, CredentialsError};
 use quill_transport::driver::blocking::{
     connect as blocking_connect, BlockingConnection, BlockingStream,
 };
@@ -399,8 +399,14 @@ pub fn local_user_name() -> Option<String> {
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
 }
 
-fn cred_err(e: impl std::fmt::Display) -> CliError {
-    CliError::usage(e.to_string())
+/// A usage error, except Ctrl-C at a password prompt: 130, as for Ctrl-C anywhere.
+fn cred_err(e: CredentialsError) -> CliError {
+    match &e {
+        CredentialsError::Io(io) if io.kind() == io::ErrorKind::Interrupted => {
+            CliError::new(128 + libc::SIGINT, "interrupted")
+        }
+        _ => CliError::usage(e.to_string()),
+    }
 }
 
 /// The first line of a `--password-file`, which nobody but its owner may read (the

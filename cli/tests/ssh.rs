@@ -507,20 +507,24 @@ fn answering_no_exits_5_without_asking_for_the_password() {
     assert!(!home.known_hosts().exists());
 }
 
-#[test]
-fn the_password_prompt_reads_the_terminal_when_stdin_is_a_pipe() {
+/// `echo DATA | quill connect SERVER -l alice --host-key FP` in a pty (`-l` so that
+/// the test does not depend on who runs it), up to the password prompt.
+fn piped_connect(data: &str) -> (TestServer, Pty) {
     let server = TestServer::start(false);
-    let home = Home::new();
-    // `echo hello | quill connect host`, with the user name from the local account
-    // replaced by -l so that the test does not depend on who runs it.
     let line = format!(
-        "echo hello from the pipe | '{}' connect {} -l {USER} --host-key {}",
+        "echo {data} | '{}' connect {} -l {USER} --host-key {}",
         env!("CARGO_BIN_EXE_quill"),
         server.addr,
         server.fingerprint
     );
-    let mut pty = Pty::spawn(&home, "sh", &["-c", &line]);
+    let mut pty = Pty::spawn(&Home::new(), "sh", &["-c", &line]);
     pty.expect(&format!("Password for {USER}@127.0.0.1: "));
+    (server, pty)
+}
+
+#[test]
+fn the_password_prompt_reads_the_terminal_when_stdin_is_a_pipe() {
+    let (_server, mut pty) = piped_connect("hello from the pipe");
     pty.send(&format!("{PASSWORD}\n"));
     assert_eq!(pty.wait(), Some(0), "{}", pty.text());
     assert!(pty.text().contains("hello from the pipe"), "{}", pty.text());
@@ -539,4 +543,23 @@ fn the_local_user_name_default_is_said_in_the_prompt() {
     pty.send("x\n");
     // Whatever the local account, this password is wrong or the account unknown.
     assert_eq!(pty.wait(), Some(4), "{}", pty.text());
+}
+
+#[test]
+fn ctrl_c_at_the_tty_password_prompt_puts_echo_back() {
+    use std::os::fd::AsRawFd;
+    let (_server, mut pty) = piped_connect("data");
+    let echo_on = |pty: &Pty| {
+        // SAFETY: tcgetattr fills the zeroed struct we own; the master reports the
+        // terminal's settings.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(pty.master.as_raw_fd(), &mut t), 0);
+            t.c_lflag & libc::ECHO != 0
+        }
+    };
+    assert!(!echo_on(&pty), "the prompt turned echo off");
+    pty.send("\x03");
+    assert_eq!(pty.wait(), Some(130), "{}", pty.text());
+    assert!(echo_on(&pty), "echo was left off:\n{}", pty.text());
 }

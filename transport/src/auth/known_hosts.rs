@@ -1,8 +1,9 @@
 //! The client's `known_hosts` file: which host key each server address should present.
 //!
 //! Like SSH's, and for the same reason: quill has no certificate authority, so the
-//! client learns a server's host key once (when the user asks it to trust a new host,
-//! `--accept-new-host`, or pins the fingerprint with `--host-key`) and from then on
+//! client learns a server's host key once (when the user answers `yes` to the CLI's
+//! first-contact question, asks it to trust a new host with `--accept-new-host`, or
+//! pins the fingerprint with `--host-key`) and from then on
 //! refuses any other key for that address, loudly, naming the file and line to fix.
 //!
 //! # File format
