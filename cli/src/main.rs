@@ -4,6 +4,7 @@
 mod admin;
 mod args;
 mod client;
+mod config;
 mod demo;
 mod exit;
 mod interrupt;
@@ -68,6 +69,7 @@ fn main() {
         Command::Ping(a) => ping::run(a),
         Command::Perf(a) => perf::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Fingerprint(a) => keygen::fingerprint(a),
     };
     match result {
         Ok(()) => interrupt::exit(exit::OK),
