@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -282,6 +283,7 @@ class HqClient(QuicConnectionProtocol):
         self.alpn = None
         self.resumed = False
         self.early_data_accepted = False
+        self.received = 0
 
     def quic_event_received(self, event):
         if isinstance(event, HandshakeCompleted):
@@ -289,6 +291,7 @@ class HqClient(QuicConnectionProtocol):
             self.resumed = event.session_resumed
             self.early_data_accepted = event.early_data_accepted
         elif isinstance(event, StreamDataReceived):
+            self.received += len(event.data)
             self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
             if event.end_stream and event.stream_id in self.waiters:
                 self.waiters.pop(event.stream_id).set_result(bytes(self.bodies.pop(event.stream_id)))
@@ -309,6 +312,35 @@ class HqClient(QuicConnectionProtocol):
         self._quic.send_stream_data(sid, ("GET /%s\r\n" % name).encode(), end_stream=True)
         self.transmit()
         return await fut
+
+
+def dual_stack_socket():
+    """A UDP socket on a new port, dual-stack like the one aioquic's connect() binds."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0, 0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def migrate_when(client, threshold=400_000, wait=30.0):
+    """connectionmigration: once `threshold` bytes have arrived, move to a new UDP
+    socket and then to a new connection ID (RFC 9000 section 9.5), as aioquic's own
+    interop client does. Gives up after `wait` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while loop.time() < deadline:
+        if client.received >= threshold:
+            old = client._transport
+            # connection_made() points the protocol at the new transport.
+            await loop.create_datagram_endpoint(lambda: client, sock=dual_stack_socket())
+            old.close()
+            client.change_connection_id()
+            return
+        await asyncio.sleep(0.005)
 
 
 async def run_client(a, profile, tally, neg):
@@ -353,7 +385,11 @@ async def run_client(a, profile, tally, neg):
                 tally["files"] += 1
                 tally["bytes"] += len(data)
 
+            migration = (asyncio.ensure_future(migrate_when(client))
+                         if profile.get("active_migration") else None)
             await asyncio.gather(*(one(n) for n in group))
+            if migration is not None:
+                migration.cancel()
             neg.update(negotiated(client._quic, client.alpn))
             if profile.get("resume"):
                 tally["resumed"] = (tally["resumed"] or 0) + int(client.resumed)
@@ -419,11 +455,6 @@ def main():
             sys.stdout.flush()
             return EXIT_UNSUPPORTED
         return asyncio.run(run_server(a, profile))
-    if profile.get("active_migration"):
-        sys.stdout.write("unsupported aioquic_peer.py's client does not migrate to a new "
-                         "local port yet (one socket per connection)\n")
-        sys.stdout.flush()
-        return EXIT_UNSUPPORTED
     return asyncio.run(client_main(a, profile))
 
 
