@@ -78,8 +78,8 @@ struct profile {
    * others over a second one that resumes the first's TLS session (a session ticket);
    * zerortt: the second sends its requests in 0-RTT, and the server accepts early data. */
   int resume, zero_rtt;
-  /* connectionmigration: the client moves to a new local port mid-transfer (this peer's
-   * client does not yet: it says unsupported); the server plays transfer. */
+  /* connectionmigration: the client moves to a new local port once MIGRATE_AFTER bytes
+   * have arrived; the server plays transfer. */
   int active_migration;
 };
 
@@ -500,6 +500,8 @@ struct conn {
   size_t completed; /* client: files fetched on this connection */
   ngtcp2_tstamp completed_at; /* client: when the last file arrived, waiting for a ticket */
   char error[256];  /* client: why a stream or the connection failed */
+  uint64_t rx_bytes; /* client: datagram bytes received (connectionmigration) */
+  int migrated;      /* client: moved to a new local port (connectionmigration) */
 };
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref) {
@@ -1295,6 +1297,41 @@ static void client_error(const char *kind, const char *fmt, ...) {
 }
 
 /* One connection fetching names[0..n]; 0 when every file arrived. */
+/* connectionmigration: bytes received before the client moves to a new local port. */
+#define MIGRATE_AFTER 400000
+
+/* connectionmigration: moves the client to a new socket (a new local port) and tells
+ * ngtcp2, which switches to a spare connection ID and validates the new path while
+ * already sending on it. On failure the client stays where it is. */
+static void migrate_client(struct conn *c, const struct sockaddr_storage *server,
+                           socklen_t slen, ngtcp2_path *path) {
+  struct sockaddr_storage local;
+  socklen_t locallen = sizeof(local);
+  int fd = socket(server->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (const struct sockaddr *)server, slen) != 0 ||
+      getsockname(fd, (struct sockaddr *)&local, &locallen) != 0) {
+    fprintf(stderr, "ngtcp2-peer: cannot migrate: %s\n", strerror(errno));
+    if (fd >= 0) close(fd);
+    return;
+  }
+  ecn_enable(fd, server->ss_family);
+  ngtcp2_path np = *path;
+  np.local.addr = (ngtcp2_sockaddr *)&local;
+  np.local.addrlen = locallen;
+  int rv = ngtcp2_conn_initiate_immediate_migration(c->conn, &np, now_ns());
+  if (rv != 0) {
+    fprintf(stderr, "ngtcp2-peer: cannot migrate: %s\n", ngtcp2_strerror(rv));
+    close(fd);
+    return;
+  }
+  close(c->fd);
+  c->fd = fd;
+  c->local = local;
+  c->locallen = locallen;
+  path->local.addr = (ngtcp2_sockaddr *)&c->local;
+  path->local.addrlen = c->locallen;
+}
+
 static int client_connection(const struct sockaddr_storage *server, socklen_t slen, char **names,
                              size_t n, ngtcp2_tstamp deadline) {
   ngtcp2_callbacks cb;
@@ -1379,6 +1416,10 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
         cli.key_updates++;
       }
     }
+    if (prof.active_migration && !c->migrated && c->confirmed && c->rx_bytes >= MIGRATE_AFTER) {
+      c->migrated = 1;
+      migrate_client(c, server, slen, &path);
+    }
     int rv = conn_write(c);
     if (rv != 0) {
       client_error(c->handshake_done ? "io" : "handshake", "write: %s", ngtcp2_strerror(rv));
@@ -1401,6 +1442,7 @@ static int client_connection(const struct sockaddr_storage *server, socklen_t sl
         ssize_t r = recv_ecn(c->fd, buf, sizeof(buf), NULL, NULL, &ecn);
         if (r < 0 && errno == ECONNREFUSED) continue; /* an ICMP error, now read */
         if (r < 0) break;
+        c->rx_bytes += (uint64_t)r;
         ngtcp2_pkt_info pi;
         memset(&pi, 0, sizeof(pi));
         pi.ecn = ecn;
@@ -1594,12 +1636,6 @@ int main(int argc, char **argv) {
         return EXIT_UNSUPPORTED;
       }
     printf("unsupported ngtcp2-peer does not know test case %s\n", testcase);
-    fflush(stdout);
-    return EXIT_UNSUPPORTED;
-  }
-  if (!server && prof.active_migration) {
-    printf("unsupported ngtcp2-peer's client does not migrate to a new local port yet "
-           "(one socket; libngtcp2 has ngtcp2_conn_initiate_migration)\n");
     fflush(stdout);
     return EXIT_UNSUPPORTED;
   }
