@@ -442,6 +442,11 @@ pub fn client_config(
     let mut config = ClientConfig::new(creds, policy);
     config.transport = Arc::new(TransportConfig {
         handshake_timeout: t,
+        qlog: login
+            .qlog_dir
+            .as_deref()
+            .map(crate::qlog::sink)
+            .transpose()?,
         ..TransportConfig::default()
     });
     if login.quic_v1 {

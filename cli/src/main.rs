@@ -11,6 +11,7 @@ mod keygen;
 mod output;
 mod perf;
 mod ping;
+mod qlog;
 mod server;
 mod transfer;
 
@@ -69,6 +70,7 @@ fn main() {
         Command::Perf(a) => perf::run(a),
         Command::Demo(a) => demo::run(a),
     };
+    qlog::finish();
     match result {
         Ok(()) => interrupt::exit(exit::OK),
         Err(e) => {
