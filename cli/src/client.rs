@@ -688,6 +688,7 @@ mod tests {
             connect_timeout: Duration::from_secs(10),
             quic_v1: false,
             ca: None,
+            qlog_dir: None,
         };
         let err = host_key_policy(&login, &t("h", 1)).err().unwrap();
         assert_eq!(err.code, USAGE);

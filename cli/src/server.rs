@@ -439,12 +439,11 @@ impl Settings {
                  `quill user add NAME --accounts DB`)",
             )
         })?;
-        let mut transport = TransportConfig::default();
-        transport.qlog = self
-            .qlog_dir
-            .as_deref()
-            .map(crate::qlog::sink)
-            .transpose()?;
+        let qlog = self.qlog_dir.as_deref().map(crate::qlog::sink);
+        let mut transport = TransportConfig {
+            qlog: qlog.transpose()?,
+            ..TransportConfig::default()
+        };
         if let Some(t) = self.idle_timeout {
             transport.idle_timeout = t;
         }
