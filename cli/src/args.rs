@@ -120,8 +120,9 @@ pub struct ServerArgs {
     /// When to ask clients to prove their address with a Retry.
     #[arg(long, value_enum, default_value_t = RetryArg::Auto)]
     pub retry: RetryArg,
-    /// Directory for qlog traces (not written yet: the option is accepted and reported).
-    #[arg(long)]
+    /// Write a qlog trace of every connection to DIR (one DIR/<odcid>_server.sqlog
+    /// each; open them in qvis).
+    #[arg(long, value_name = "DIR")]
     pub qlog_dir: Option<PathBuf>,
     /// Most logged-in connections one account may hold at once (0: no cap) [default: 16].
     #[arg(long)]
@@ -284,6 +285,10 @@ pub struct LoginArgs {
     /// (PEM) and the host name, instead of its host key.
     #[arg(long, requires = "quic_v1")]
     pub ca: Option<PathBuf>,
+    /// Write a qlog trace of the connection to DIR (DIR/<odcid>_client.sqlog; open it
+    /// in qvis).
+    #[arg(long, value_name = "DIR")]
+    pub qlog_dir: Option<PathBuf>,
 }
 
 /// `quill register` and `quill connect`.

@@ -806,6 +806,11 @@ pub fn client_config(
     let mut config = ClientConfig::new(creds, policy);
     config.transport = Arc::new(TransportConfig {
         handshake_timeout: t,
+        qlog: login
+            .qlog_dir
+            .as_deref()
+            .map(crate::qlog::sink)
+            .transpose()?,
         ..TransportConfig::default()
     });
     if login.quic_v1 {
@@ -1019,6 +1024,7 @@ mod tests {
             connect_timeout: Duration::from_secs(10),
             quic_v1: false,
             ca: None,
+            qlog_dir: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod keygen;
 mod output;
 mod perf;
 mod ping;
+mod qlog;
 mod server;
 mod transfer;
 
@@ -71,6 +72,7 @@ fn main() {
         Command::Demo(a) => demo::run(a),
         Command::Fingerprint(a) => keygen::fingerprint(a),
     };
+    qlog::finish();
     match result {
         Ok(()) => interrupt::exit(exit::OK),
         Err(e) => {

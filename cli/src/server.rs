@@ -449,10 +449,11 @@ impl Settings {
                  `quill user add NAME --accounts DB`)",
             )
         })?;
-        if self.qlog_dir.is_some() {
-            tracing::warn!("qlog not implemented yet; --qlog-dir is ignored");
-        }
-        let mut transport = TransportConfig::default();
+        let qlog = self.qlog_dir.as_deref().map(crate::qlog::sink);
+        let mut transport = TransportConfig {
+            qlog: qlog.transpose()?,
+            ..TransportConfig::default()
+        };
         if let Some(t) = self.idle_timeout {
             transport.idle_timeout = t;
         }

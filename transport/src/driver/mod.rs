@@ -17,12 +17,15 @@
 //!   server can drain its connections before it exits.
 //! - `pool`: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
 //!   with results delivered through the loop's waker and panics contained.
+//! - `qlog`: [`qlog::QlogDir`], the `--qlog-dir` writer: one thread appending each
+//!   connection's qlog batches to its `.sqlog` file, behind a queue bounded in bytes.
 
 pub mod blocking;
 pub(crate) mod event_loop;
 pub(crate) mod histogram;
 pub(crate) mod login;
 pub(crate) mod pool;
+pub mod qlog;
 pub(crate) mod signals;
 pub(crate) mod socket;
 

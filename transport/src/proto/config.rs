@@ -67,6 +67,9 @@ pub struct TransportConfig {
     /// Client: move to the server's preferred address (RFC 9000 §9.6) once the
     /// handshake is confirmed, after validating the path to it (on by default).
     pub follow_preferred_address: bool,
+    /// Where qlog traces go (`--qlog-dir`); `None` (the default) logs nothing and
+    /// costs nothing. See `driver::qlog::QlogDir`.
+    pub qlog: Option<Arc<dyn super::connection::QlogSink>>,
 }
 
 impl Default for TransportConfig {
@@ -89,6 +92,7 @@ impl Default for TransportConfig {
             ecn: true,
             ignore_path_challenge: false,
             follow_preferred_address: true,
+            qlog: None,
         }
     }
 }

@@ -21,7 +21,7 @@ pub use config::{
 };
 pub use connection::{
     BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event, MigrateError,
-    Transmit,
+    QlogSink, QlogStream, Transmit,
 };
 pub use endpoint::{
     ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,

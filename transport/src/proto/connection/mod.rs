@@ -23,6 +23,7 @@ mod ecn;
 mod keys;
 mod migrate;
 mod preferred;
+mod qlog;
 mod recv;
 mod send;
 mod spaces;
@@ -32,6 +33,7 @@ mod zero_rtt;
 
 pub use ecn::EcnCodepoint;
 pub use migrate::MigrateError;
+pub use qlog::{QlogSink, QlogStream};
 pub(crate) use recv::Header as RecvHeader;
 
 use std::collections::VecDeque;
@@ -399,6 +401,8 @@ pub struct Connection {
     closes_sent: u32,
     /// ECN: counts of what arrived, marking and validation of what we send.
     ecn: ecn::Ecn,
+    /// The qlog trace, when the configuration has a sink (qlog.rs).
+    qlog: Option<Box<qlog::QlogTrace>>,
 }
 
 /// The CONNECTION_CLOSE a closing connection sends (and repeats).
@@ -450,6 +454,7 @@ impl Connection {
             initial_dcid,
         );
         conn.install_initial_keys(initial_dcid);
+        conn.qlog_start(now, &params);
         conn.start_zero_rtt();
         conn.address_validated = true;
         conn.spaces[Space::Initial as usize]
@@ -568,6 +573,7 @@ impl Connection {
         // Initial keys come from the DCID of the Initial being answered (after a Retry,
         // the Retry's SCID, which the client now uses as DCID).
         conn.install_initial_keys(original_dcid);
+        conn.qlog_start(now, &params);
         if let Some(t) = reset_token {
             conn.cids.local.insert(0, (local_cid, t));
         }
@@ -668,6 +674,7 @@ impl Connection {
             lost_buf: Vec::new(),
             closes_sent: 0,
             ecn: ecn::Ecn::new(config.ecn),
+            qlog: None,
             config,
         }
     }
@@ -767,6 +774,7 @@ impl Connection {
 
     /// Handles every timer that has expired by `now`; a spurious call is a no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.qlog_now(now);
         self.update_loss_timer();
         for t in ALL_TIMERS {
             let Some(at) = self.timers[t as usize] else {
@@ -946,6 +954,9 @@ impl Connection {
             self.alpn = t.alpn().map(<[u8]>::to_vec);
             self.kx_group = t.key_exchange_group();
             self.suite = t.suite();
+        }
+        if let (Some(q), Some(alpn)) = (self.qlog.as_mut(), &self.alpn) {
+            q.alpn_information(now, alpn);
         }
         self.on_early_data_outcome();
         if self.state != State::Handshaking {
@@ -1173,6 +1184,10 @@ impl Connection {
             if k.update_acked && k.local_phase == k.remote_phase {
                 k.update_local(next_pn);
                 self.stats.key_updates_initiated += 1;
+                let now = self.qlog.as_ref().map(|q| q.now);
+                if let Some(now) = now {
+                    self.qlog_keys(now, qlog::KeyKind::OneRtt, qlog::KeyTrigger::LocalUpdate);
+                }
             }
         }
     }
@@ -1230,6 +1245,9 @@ impl Connection {
     fn lost(&mut self, err: ConnectionError) {
         if self.error.is_none() {
             tracing::debug!(cid = %self.local_cid, "connection lost: {err}");
+            if let Some(q) = self.qlog.as_mut() {
+                q.connection_closed(q.now, &err);
+            }
             self.error = Some(err.clone());
             self.events.push_back(Event::ConnectionLost(err));
         }

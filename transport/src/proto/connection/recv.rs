@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::keys::{HeaderKey, KeyUpdate, Keys, PacketKey};
+use super::qlog::{KeyKind, KeyTrigger};
 use super::spaces::SentFrames;
 use super::{cids, Connection, Event, State, Timer, MAX_EARLY_ONE_RTT};
 use crate::proto::error::{ConnectionError, TransportError};
@@ -267,6 +268,8 @@ impl Connection {
         self.reset_idle_timer(now);
 
         let payload = &packet[header_len..header_len + payload_len];
+        let cids = (&h.dcid, h.scid.as_ref());
+        self.qlog_received(now, (h.kind, h.version), cids, (pn, packet.len()), payload);
         // RFC 9000 §12.4: "An endpoint MUST treat receipt of a packet containing no
         // frames as a connection error of type PROTOCOL_VIOLATION."
         if payload.is_empty() {
@@ -411,6 +414,11 @@ impl Connection {
             k.update_local(next_pn);
         }
         self.stats.key_updates += 1;
+        self.qlog_keys(
+            now,
+            super::qlog::KeyKind::OneRtt,
+            super::qlog::KeyTrigger::RemoteUpdate,
+        );
         self.set_timer(Timer::KeyDiscard, Some(discard_at));
     }
 
@@ -729,11 +737,13 @@ impl Connection {
                     let (local, remote, _) = self.packet_keys(material);
                     self.spaces[Space::Handshake as usize].keys =
                         Some(super::SpaceKeys::new(local, remote));
+                    self.qlog_keys(now, KeyKind::Handshake, KeyTrigger::Tls);
                 }
                 Output::OneRttKeys(material) => {
                     let (local, remote, update) = self.packet_keys(material);
                     if let Some(update) = update {
                         self.one_rtt = Some(Box::new(super::OneRtt::new(local, remote, update)));
+                        self.qlog_keys(now, KeyKind::OneRtt, KeyTrigger::Tls);
                     }
                     if is_tls_version(self.version) {
                         self.key_exchange_done = true;
@@ -741,8 +751,16 @@ impl Connection {
                 }
                 Output::TlsComplete => self.on_tls_complete(now),
                 Output::VersionChanged(v) => self.server_upgrade(v),
-                Output::ZeroRttKeys(keys) => self.on_zero_rtt_keys(keys),
-                Output::PeerParams(p) => self.apply_peer_params(p)?,
+                Output::ZeroRttKeys(keys) => {
+                    self.on_zero_rtt_keys(keys);
+                    self.qlog_keys(now, KeyKind::ZeroRtt, KeyTrigger::Tls);
+                }
+                Output::PeerParams(p) => {
+                    if let Some(q) = self.qlog.as_mut() {
+                        q.parameters_set(now, false, &p, None);
+                    }
+                    self.apply_peer_params(p)?
+                }
                 Output::HostKeyAccepted(key) => {
                     self.peer_host_key = Some(key.clone());
                     self.events.push_back(Event::HostKeyAccepted(key));
@@ -1065,6 +1083,7 @@ impl Connection {
         self.pto_count = 0;
         self.detect_lost(now, space);
         self.set_loss_detection_timer(now);
+        self.qlog_metrics(now);
         Ok(())
     }
 
@@ -1177,8 +1196,11 @@ impl Connection {
         let used = lost.len();
         let marked_lost = lost.iter().filter(|(_, p)| p.payload.ecn).count();
         self.ecn.on_marked_lost(marked_lost as u64);
-        for (_, p) in lost.drain(..) {
+        for (pn, p) in lost.drain(..) {
             self.stats.packets_lost += 1;
+            if let Some(q) = self.qlog.as_mut() {
+                q.packet_lost(now, space, pn);
+            }
             if p.in_flight {
                 self.bytes_in_flight = self.bytes_in_flight.saturating_sub(p.size as u64);
             }

@@ -40,6 +40,18 @@ impl Connection {
     /// `None` when there is nothing to send now (check [`Connection::poll_timeout`]).
     /// `buf` should hold at least the path MTU (1452 bytes is always enough).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if self.qlog.is_none() {
+            return self.transmit(now, buf);
+        }
+        self.qlog_now(now);
+        let t = self.transmit(now, buf);
+        if t.is_none() {
+            self.qlog_flush(); // the end of a send round
+        }
+        t
+    }
+
+    fn transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         match self.state {
             State::Drained | State::Draining => return None,
             State::Closing => return self.transmit_close(now, buf),
@@ -683,7 +695,7 @@ impl Connection {
     /// more), fills in the Length field, seals and protects. Returns the packet's
     /// total length.
     pub(super) fn finish_packet(
-        &self,
+        &mut self,
         space: Space,
         pn: u64,
         buf: &mut [u8],
@@ -703,6 +715,7 @@ impl Connection {
         if let Some(off) = header.length_offset {
             patch_length(buf, off, total - header.pn_offset);
         }
+        self.qlog_sent(space, pn, total, &buf[header.len..pos]);
         self.seal(space, pn, buf, header, pos)?;
         Some(total)
     }
