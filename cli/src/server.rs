@@ -289,7 +289,12 @@ pub fn run(args: &ServerArgs, logs: Logs) -> CliResult {
             reload(&args, &mut running, &logs, &reloads, &handle);
             return true;
         }
-        tracing::info!("signal {sig}: closing connections");
+        let name = if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        tracing::info!("{name}: closing connections");
         handle.shutdown();
         false
     });
@@ -1387,9 +1392,14 @@ fn start_service(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
+    let request_line: String = line.chars().take(200).collect();
     tracing::info!(
-        "{user} {id:?}: {}",
-        line.chars().take(200).collect::<String>()
+        peer = %c.remote_address(),
+        cid = %c.local_cid(),
+        user = user.as_str(),
+        stream = id.0,
+        request = request_line.as_str(),
+        "request"
     );
     match request {
         Request::Echo => Service::Echo(Echo::new(rest)),

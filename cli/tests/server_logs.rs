@@ -12,10 +12,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::child;
-use common::{PASSWORD, USER};
-use quill_crypto::hostkey::HostKeyPair;
-use quill_crypto::random::OsRandom;
-use quill_transport::auth::{AccountStore, SqliteStore};
+use common::{ServerFiles, PASSWORD, USER};
 
 /// Bound on one client command, and on waiting for one log line.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,47 +32,35 @@ impl LoggedServer {
     /// Starts a server with `args`, `config` as its `--config` file (if given) and
     /// `env` added to its environment (RUST_LOG and NO_COLOR are removed first).
     fn start(args: &[&str], config: Option<&str>, env: &[(&str, &str)]) -> LoggedServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).expect("root");
-        let accounts = dir.path().join("accounts.db");
-        SqliteStore::open(&accounts)
-            .expect("accounts")
-            .add_user(USER, Some(PASSWORD.as_bytes()), &[])
-            .expect("add user");
-        let key_path = dir.path().join("host.key");
-        let key = HostKeyPair::generate(&OsRandom::new()).expect("key");
-        key.write_to(&key_path).expect("write key");
+        let files = ServerFiles::new();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quill"));
         cmd.args(["server", "--listen", "127.0.0.1:0", "--retry", "never"])
             .arg("--key")
-            .arg(&key_path)
+            .arg(&files.key_path)
             .arg("--accounts")
-            .arg(&accounts)
+            .arg(&files.accounts)
             .arg("--root")
-            .arg(&root)
+            .arg(&files.root)
             .args(args)
             .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR");
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(text) = config {
-            let file = dir.path().join("server.conf");
+            let file = files.dir.path().join("server.conf");
             std::fs::write(&file, text).expect("config");
             cmd.arg("--config").arg(&file);
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("quill server starts");
+        let mut child = cmd.spawn().expect("quill server starts");
         let lines = child::lines(child.stderr.take().expect("stderr"));
         let mut server = LoggedServer {
             addr: String::new(),
-            fingerprint: key.public().fingerprint(),
-            dir,
+            fingerprint: files.key.public().fingerprint(),
+            dir: files.dir,
             child: Some(child),
             lines,
             log: Vec::new(),
