@@ -66,6 +66,11 @@ pub enum Command {
     ///
     /// Example: quill demo --bytes 100000000
     Demo(DemoArgs),
+    /// Print the fingerprint of a key file (private key or `.pub`), as the server
+    /// prints its own and `--host-key` takes it.
+    ///
+    /// Example: quill fingerprint ~/.quill/id_ed25519.pub
+    Fingerprint(FingerprintArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     ///
     /// Example: quill completions bash > /etc/bash_completion.d/quill
@@ -76,10 +81,18 @@ pub enum Command {
     Man(ManArgs),
 }
 
+/// `quill fingerprint`.
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// The key file: a private key from `quill keygen`, or its `.pub`.
+    pub file: PathBuf,
+}
+
 /// `quill keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Where to write the private key (PATH.pub gets the public key).
+    /// Where to write the private key (PATH.pub gets the public key); a missing
+    /// parent directory is created with mode 0700.
     #[arg(short = 'o', long = "output", default_value = "quill_ed25519")]
     pub output: PathBuf,
 }
@@ -140,6 +153,10 @@ pub struct ServerArgs {
     /// Speak quill's own version only: QUIC v1 clients get Version Negotiation.
     #[arg(long, conflicts_with_all = ["cert", "cert_key"])]
     pub no_quic_v1: bool,
+    /// Do not offer QUIC v2 (RFC 9369): a QUIC v1 client that lists v2 stays on v1.
+    /// By default such a client is moved to v2 (RFC 9368 compatible negotiation).
+    #[arg(long)]
+    pub no_quic_v2: bool,
     /// QUIC v1 clients (`--quic-v1`): present this CA-issued certificate chain (PEM,
     /// leaf first) instead of the self-signed certificate over the host key; needs
     /// --cert-key.
@@ -235,11 +252,18 @@ pub enum UserAction {
 }
 
 /// Login and host-key options shared by every client command.
+///
+/// `-l`, `-p` and `-i` are ssh's letters; see README.md, "ssh habits", for the
+/// defaults (`user@host`, `~/.quill/config`, `~/.quill/id_ed25519`).
 #[derive(Debug, Args, Clone)]
 pub struct LoginArgs {
-    /// Account name.
-    #[arg(long)]
+    /// Account name (or `USER@HOST`); default: the config file's User, else your
+    /// local user name.
+    #[arg(short = 'l', long)]
     pub user: Option<String>,
+    /// Server port (or `HOST:PORT`); default: the config file's Port, else 4433.
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
     /// Read the password from standard input (first line).
     #[arg(long)]
     pub password_stdin: bool,
@@ -247,13 +271,15 @@ pub struct LoginArgs {
     /// input to the command.
     #[arg(long, conflicts_with = "password_stdin")]
     pub password_file: Option<PathBuf>,
-    /// Log in with this identity key file instead of a password.
-    #[arg(long)]
+    /// Log in with this identity key file instead of a password (default: the config
+    /// file's IdentityFile, else ~/.quill/id_ed25519 if it exists and no password
+    /// option is given).
+    #[arg(short = 'i', long)]
     pub identity: Option<PathBuf>,
     /// known_hosts file (default: $QUILL_KNOWN_HOSTS or ~/.quill/known_hosts).
     #[arg(long)]
     pub known_hosts: Option<PathBuf>,
-    /// Trust and record the server's host key if it is not known yet.
+    /// Trust and record the server's host key if it is not known yet, without asking.
     #[arg(long)]
     pub accept_new_host: bool,
     /// Accept only this host key fingerprint (SHA256:...).
@@ -275,7 +301,7 @@ pub struct LoginArgs {
 /// `quill register` and `quill connect`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server address (HOST:PORT).
+    /// Server: [USER@]HOST[:PORT] (IPv6 in brackets: [::1]:4433).
     pub addr: String,
     #[command(flatten)]
     pub login: LoginArgs,
@@ -286,7 +312,8 @@ pub struct ClientArgs {
 pub struct SendArgs {
     /// Local file.
     pub local: PathBuf,
-    /// ADDR:REMOTE, e.g. 127.0.0.1:4433:notes.txt or [::1]:4433:dir/file.
+    /// [USER@]HOST[:PORT]:REMOTE, e.g. 127.0.0.1:4433:notes.txt, alice@host:notes.txt
+    /// or [::1]:4433:dir/file.
     pub remote: String,
     #[command(flatten)]
     pub login: LoginArgs,
@@ -295,7 +322,7 @@ pub struct SendArgs {
 /// `quill get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// ADDR:REMOTE.
+    /// [USER@]HOST[:PORT]:REMOTE.
     pub remote: String,
     /// Local file (written under a temporary name, renamed when complete), or `-` for
     /// standard output.
@@ -304,10 +331,12 @@ pub struct GetArgs {
     pub login: LoginArgs,
 }
 
-/// `quill ping`.
+/// `quill ping`. `-i` is the interval here, as in ping(8); the identity is
+/// `--identity`.
 #[derive(Debug, Args)]
+#[command(mut_arg("identity", |a| a.short(None)))]
 pub struct PingArgs {
-    /// Server address.
+    /// Server: [USER@]HOST[:PORT].
     pub addr: String,
     /// Number of PINGs.
     #[arg(short = 'c', long = "count", default_value_t = 5)]
@@ -322,7 +351,7 @@ pub struct PingArgs {
 /// `quill perf`.
 #[derive(Debug, Args)]
 pub struct PerfArgs {
-    /// Server address.
+    /// Server: [USER@]HOST[:PORT].
     pub addr: String,
     /// Run for this long (e.g. 10s) ...
     #[arg(long, value_parser = parse_duration, conflicts_with = "bytes")]

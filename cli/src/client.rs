@@ -1,24 +1,28 @@
 //! What every client command shares — address parsing, login options → [`ClientConfig`],
 //! connecting with a clear error — and `quill register` and `quill connect`.
 //!
-//! Addresses: `HOST:PORT`, `[V6]:PORT`, or a bare `HOST` / `[V6]` / IPv6 literal with
-//! the default port [`DEFAULT_PORT`]. For `send`/`get`, `ADDR:REMOTE` puts the remote
-//! path after the port's colon (`127.0.0.1:4433:a/b`, `[::1]:4433:a/b`); when the part
-//! after the host's colon is not a port number (`host:a/b`) the default port is used and
-//! the whole rest is the path.
+//! Addresses: `[USER@]HOST:PORT`, `[USER@][V6]:PORT`, or a bare `HOST` / `[V6]` / IPv6
+//! literal with the port from `-p`, the config file or [`DEFAULT_PORT`]. For
+//! `send`/`get`, `ADDR:REMOTE` puts the remote path after the port's colon
+//! (`127.0.0.1:4433:a/b`, `alice@[::1]:4433:a/b`); when the part after the host's colon
+//! is not a port number (`host:a/b`) the port is chosen as for a bare host and the whole
+//! rest is the path. [`parse_addr`] and [`parse_remote`] are the parsers every command
+//! that takes a server uses; [`open_target`] then applies `-l`/`-p`/`-i`, the config
+//! file (`config.rs`) and the defaults, asks about a first-contact host key, and logs in.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quill_crypto::hostkey::HostKeyPair;
+use quill_crypto::hostkey::{HostKeyPair, PublicKey};
 use quill_crypto::packet::Suite;
 use quill_transport::auth::{
-    default_known_hosts_path, known_hosts_policy_with, pinned_policy, TrustMode,
+    default_known_hosts_path, has_terminal, known_hosts_policy_with, parse_fingerprint,
+    pinned_policy, KnownHosts, TrustMode,
 };
-use quill_transport::auth::{prompt_password, read_password, Credentials};
+use quill_transport::auth::{prompt_password, read_password, Credentials, CredentialsError};
 use quill_transport::driver::blocking::{
     connect as blocking_connect, BlockingConnection, BlockingStream,
 };
@@ -29,7 +33,8 @@ use quill_transport::{ClientConfig, ConnectionError, HostKeyPolicy, Login};
 use zeroize::Zeroizing;
 
 use crate::args::{ClientArgs, LoginArgs};
-use crate::exit::{CliError, CliResult, CONNECTION};
+use crate::config::{ConfigFile, HostKeyCheck};
+use crate::exit::{CliError, CliResult, CONNECTION, HOST_KEY, LOGIN_REFUSED};
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
 use quill_transport::service::Request;
@@ -45,11 +50,25 @@ pub const KEY_EXCHANGE: &str = "X25519+ML-KEM-768";
 pub struct Target {
     /// Host name or IP literal, without `[]`.
     pub host: String,
-    /// UDP port.
+    /// UDP port ([`DEFAULT_PORT`] when none was typed).
     pub port: u16,
+    /// The account typed before `@`, if any.
+    pub user: Option<String>,
+    /// Whether the port was typed (else `-p` or the config file may choose it).
+    pub port_given: bool,
 }
 
 impl Target {
+    /// `host`:`port`, as if typed without a user.
+    pub fn new(host: impl Into<String>, port: u16) -> Target {
+        Target {
+            host: host.into(),
+            port,
+            user: None,
+            port_given: true,
+        }
+    }
+
     /// `host:port`, with brackets around IPv6 literals.
     pub fn display(&self) -> String {
         if self.host.contains(':') {
@@ -76,8 +95,24 @@ impl Target {
 
 fn bad_addr(s: &str, why: &str) -> CliError {
     CliError::usage(format!(
-        "bad address '{s}': {why}; use HOST:PORT, [IPv6]:PORT or HOST (port {DEFAULT_PORT})"
+        "bad address '{}': {why}; use [USER@]HOST[:PORT] or [USER@][IPv6][:PORT] \
+         (port {DEFAULT_PORT} by default)",
+        s.escape_debug()
     ))
+}
+
+/// Splits `USER@` off the front of a target: the user is what comes before the last
+/// `@` that precedes the host (so a path after the host may contain `@`).
+fn split_user(s: &str) -> Result<(Option<String>, &str), &'static str> {
+    let host_start = s.find([':', '[']).unwrap_or(s.len());
+    match s[..host_start].rfind('@') {
+        None => Ok((None, s)),
+        Some(0) => Err("empty user name before '@'"),
+        Some(at) if s[..at].chars().any(char::is_control) => {
+            Err("the user name contains a control character")
+        }
+        Some(at) => Ok((Some(s[..at].to_string()), &s[at + 1..])),
+    }
 }
 
 fn parse_port(s: &str, whole: &str) -> Result<u16, CliError> {
@@ -87,9 +122,17 @@ fn parse_port(s: &str, whole: &str) -> Result<u16, CliError> {
     }
 }
 
-/// Parses `HOST:PORT`, `[V6]:PORT`, `HOST`, `[V6]` or a bare IPv6 literal.
+/// Parses `[USER@]` followed by `HOST:PORT`, `[V6]:PORT`, `HOST`, `[V6]` or a bare
+/// IPv6 literal.
 pub fn parse_addr(s: &str) -> Result<Target, CliError> {
-    let s = s.trim();
+    let whole = s.trim();
+    let (user, s) = split_user(whole).map_err(|why| bad_addr(whole, why))?;
+    let mut target = parse_host_port(s)?;
+    target.user = user;
+    Ok(target)
+}
+
+fn parse_host_port(s: &str) -> Result<Target, CliError> {
     if s.is_empty() {
         return Err(bad_addr(s, "it is empty"));
     }
@@ -100,47 +143,50 @@ pub fn parse_addr(s: &str) -> Result<Target, CliError> {
         if host.is_empty() {
             return Err(bad_addr(s, "empty host"));
         }
-        let port = match after {
-            "" => DEFAULT_PORT,
-            p => parse_port(
-                p.strip_prefix(':')
-                    .ok_or_else(|| bad_addr(s, "expected ':' after ']'"))?,
-                s,
-            )?,
+        return match after {
+            "" => Ok(Target::bare(host)),
+            p => Ok(Target::new(
+                host,
+                parse_port(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad_addr(s, "expected ':' after ']'"))?,
+                    s,
+                )?,
+            )),
         };
-        return Ok(Target {
-            host: host.to_string(),
-            port,
-        });
     }
     if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok(Target {
-            host: s.to_string(),
-            port: DEFAULT_PORT,
-        });
+        return Ok(Target::bare(s));
     }
     match s.split_once(':') {
-        None => Ok(Target {
-            host: s.to_string(),
-            port: DEFAULT_PORT,
-        }),
-        Some((host, port)) if !host.is_empty() => Ok(Target {
-            host: host.to_string(),
-            port: parse_port(port, s)?,
-        }),
+        None => Ok(Target::bare(s)),
+        Some((host, port)) if !host.is_empty() => Ok(Target::new(host, parse_port(port, s)?)),
         Some(_) => Err(bad_addr(s, "empty host")),
     }
 }
 
-/// Splits `ADDR:REMOTE` into the server and the remote path (see the module doc).
+impl Target {
+    /// `host` with no port typed.
+    fn bare(host: &str) -> Target {
+        Target {
+            port_given: false,
+            ..Target::new(host, DEFAULT_PORT)
+        }
+    }
+}
+
+/// Splits `[USER@]ADDR:REMOTE` into the server and the remote path (see the module
+/// doc).
 pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
     // Escaped, so that the message stays one line whatever was typed.
     let shown = s.escape_debug();
     let usage = |why: &str| {
         CliError::usage(format!(
-            "bad remote '{shown}': {why}; use HOST:PORT:PATH, [IPv6]:PORT:PATH or HOST:PATH"
+            "bad remote '{shown}': {why}; use [USER@]HOST[:PORT]:PATH or \
+             [USER@][IPv6][:PORT]:PATH"
         ))
     };
+    let (user, s) = split_user(s).map_err(usage)?;
     let (host, rest) = if let Some(r) = s.strip_prefix('[') {
         let (host, after) = r.split_once(']').ok_or_else(|| usage("missing ']'"))?;
         let after = after
@@ -156,9 +202,9 @@ pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
     }
     let (port, path) = match rest.split_once(':') {
         Some((p, path)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            (parse_port(p, s)?, path)
+            (Some(parse_port(p, s)?), path)
         }
-        _ => (DEFAULT_PORT, rest),
+        _ => (None, rest),
     };
     if path.is_empty() {
         return Err(usage("empty remote path"));
@@ -169,26 +215,198 @@ pub fn parse_remote(s: &str) -> Result<(Target, String), CliError> {
             "the path contains a control character (newline, tab, ...), which the server refuses",
         ));
     }
-    Ok((
-        Target {
-            host: host.to_string(),
-            port,
+    let mut target = match port {
+        Some(port) => Target::new(host, port),
+        None => Target::bare(host),
+    };
+    target.user = user;
+    Ok((target, path.to_string()))
+}
+
+/// Where the account name came from (said in the password prompt and with `-v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSource {
+    /// `-l` / `--user`.
+    Flag,
+    /// `USER@` in the target.
+    Target,
+    /// `User` in the config file.
+    Config,
+    /// The local user name (ssh's default too).
+    Local,
+}
+
+/// Where the identity key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// `-i` / `--identity`.
+    Flag,
+    /// `IdentityFile` in the config file.
+    Config,
+    /// `~/.quill/id_ed25519`, which exists.
+    Default,
+}
+
+/// A target with the command line, the config file and the defaults applied: what
+/// to connect to, as whom, with what.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Where to connect: the config's `HostName` if any, and the chosen port.
+    pub target: Target,
+    /// The account name.
+    pub user: String,
+    /// Where [`Resolved::user`] came from.
+    pub user_source: UserSource,
+    /// The identity key file for a public-key login, if any.
+    pub identity: Option<(PathBuf, IdentitySource)>,
+    /// What to do if the server's address is not in known_hosts.
+    pub check: HostKeyCheck,
+    /// The config file read, if there was one.
+    pub config: Option<PathBuf>,
+}
+
+/// Applies `-l`/`-p`/`-i`/`--accept-new-host`, `~/.quill/config` (matched against the
+/// host as typed) and the defaults to `target`. A user or port given both in the
+/// target and by a flag must agree.
+pub fn resolve(target: Target, login: &LoginArgs) -> Result<Resolved, CliError> {
+    let config = ConfigFile::load_default()?;
+    resolve_with(target, login, config.as_ref(), local_user_name)
+}
+
+fn resolve_with(
+    target: Target,
+    login: &LoginArgs,
+    config: Option<&ConfigFile>,
+    local_user: impl FnOnce() -> Option<String>,
+) -> Result<Resolved, CliError> {
+    let settings = config.map(|c| c.lookup(&target.host)).unwrap_or_default();
+    let (user, user_source) = match (&login.user, &target.user) {
+        (Some(flag), Some(typed)) if flag != typed => {
+            return Err(CliError::usage(format!(
+                "two account names: -l {flag} and {typed}@{}; give one",
+                target.host
+            )))
+        }
+        (Some(flag), _) => (flag.clone(), UserSource::Flag),
+        (None, Some(typed)) => (typed.clone(), UserSource::Target),
+        (None, None) => match settings.user {
+            Some(u) => (u, UserSource::Config),
+            None => (
+                local_user()
+                    .ok_or_else(|| CliError::usage("no account name: pass -l USER or USER@HOST"))?,
+                UserSource::Local,
+            ),
         },
-        path.to_string(),
-    ))
+    };
+    let port = match (login.port, target.port_given) {
+        (Some(flag), true) if flag != target.port => {
+            return Err(CliError::usage(format!(
+                "two ports: -p {flag} and {}; give one",
+                target.display()
+            )))
+        }
+        (Some(flag), _) => flag,
+        (None, true) => target.port,
+        (None, false) => settings.port.unwrap_or(DEFAULT_PORT),
+    };
+    let identity = if let Some(p) = &login.identity {
+        Some((p.clone(), IdentitySource::Flag))
+    } else if login.password_stdin || login.password_file.is_some() {
+        None
+    } else {
+        match settings.identity_file {
+            Some(Some(p)) => Some((p, IdentitySource::Config)),
+            Some(None) => None,
+            None => quill_transport::auth::quill_home()
+                .map(|h| h.join(DEFAULT_IDENTITY))
+                .filter(|p| p.exists())
+                .map(|p| (p, IdentitySource::Default)),
+        }
+    };
+    let check = if login.accept_new_host {
+        HostKeyCheck::AcceptNew
+    } else {
+        settings.host_key_check.unwrap_or(HostKeyCheck::Ask)
+    };
+    let resolved = Resolved {
+        target: Target {
+            host: settings.host_name.unwrap_or(target.host),
+            port,
+            user: None,
+            port_given: true,
+        },
+        user,
+        user_source,
+        identity,
+        check,
+        config: config.map(|c| c.path().to_path_buf()),
+    };
+    tracing::info!(
+        "server {}, account {} ({}), {}{}",
+        resolved.target.display(),
+        resolved.user,
+        match resolved.user_source {
+            UserSource::Flag => "from -l",
+            UserSource::Target => "from USER@HOST",
+            UserSource::Config => "from the config file",
+            UserSource::Local => "the local user name; -l USER for another",
+        },
+        match &resolved.identity {
+            Some((p, IdentitySource::Flag)) => format!("identity {}", p.display()),
+            Some((p, IdentitySource::Config)) => {
+                format!("identity {} (config IdentityFile)", p.display())
+            }
+            Some((p, IdentitySource::Default)) => format!("identity {} (default)", p.display()),
+            None => "password login".to_owned(),
+        },
+        match &resolved.config {
+            Some(p) => format!(", config {}", p.display()),
+            None => String::new(),
+        }
+    );
+    Ok(resolved)
 }
 
-/// The account name: `--user`, else `$USER`.
-pub fn user_name(login: &LoginArgs) -> Result<String, CliError> {
-    login
-        .user
-        .clone()
+/// The default identity file's name in quill's per-user directory.
+pub const DEFAULT_IDENTITY: &str = "id_ed25519";
+
+/// The local user name, as ssh takes it: the password database's name for the real
+/// user id, else `$USER`.
+pub fn local_user_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of the
+    // strings it holds, which are copied out before it is dropped.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    let from_passwd = if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: getpwuid_r succeeded, so pw_name points to a NUL-terminated string in `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        name.to_str().ok().map(str::to_owned)
+    } else {
+        None
+    };
+    from_passwd
+        .filter(|u| !u.is_empty())
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .ok_or_else(|| CliError::usage("no account name: pass --user NAME"))
 }
 
-fn cred_err(e: impl std::fmt::Display) -> CliError {
-    CliError::usage(e.to_string())
+/// A usage error, except Ctrl-C at a password prompt: 130, as for Ctrl-C anywhere.
+fn cred_err(e: CredentialsError) -> CliError {
+    match &e {
+        CredentialsError::Io(io) if io.kind() == io::ErrorKind::Interrupted => {
+            CliError::new(128 + libc::SIGINT, "interrupted")
+        }
+        _ => CliError::usage(e.to_string()),
+    }
 }
 
 /// The first line of a `--password-file`, which nobody but its owner may read (the
@@ -202,23 +420,31 @@ fn open_password_file(path: &std::path::Path) -> Result<std::fs::File, CliError>
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
-        return Err(CliError::usage(format!(
-            "{} is readable by others (mode {:o}); run chmod 600 {}",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        )));
-    }
+    refuse_open_mode(path, mode, 0o077, "is readable by others")?;
     Ok(file)
 }
 
-/// The login for an existing account: `--identity` key, else the password from
-/// `--password-file`, else from `--password-stdin` (first line of standard input),
-/// else a prompt.
-pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
-    let user = user_name(login)?;
-    if let Some(path) = &login.identity {
+/// A usage error saying `path` `what` (mode) and the `chmod 600` that fixes it, if
+/// `mode` has any of the bits in `mask`.
+pub fn refuse_open_mode(path: &std::path::Path, mode: u32, mask: u32, what: &str) -> CliResult {
+    if mode & mask == 0 {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "{} {what} (mode {:o}); run chmod 600 {}",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    )))
+}
+
+/// The login for an existing account: the identity key of `r` (`-i`, the config's
+/// IdentityFile or the default one), else the password from `--password-file`, else
+/// from `--password-stdin` (first line of standard input), else a prompt on the
+/// terminal (`/dev/tty`, so standard input may be a pipe).
+pub fn login_from_args(login: &LoginArgs, r: &Resolved) -> Result<Login, CliError> {
+    let user = r.user.clone();
+    if let Some((path, _)) = &r.identity {
         return Credentials::from_identity_file(&user, path).map_err(cred_err);
     }
     if let Some(path) = &login.password_file {
@@ -228,21 +454,31 @@ pub fn login_from_args(login: &LoginArgs) -> Result<Login, CliError> {
     if login.password_stdin {
         return Credentials::from_stdin(&user, io::stdin()).map_err(cred_err);
     }
-    Credentials::from_prompt(&user).map_err(cred_err)
+    Credentials::from_prompt_text(&user, &password_prompt(r, "Password")).map_err(cred_err)
+}
+
+/// `Password for alice@host: `, saying so when the name is the local user name.
+fn password_prompt(r: &Resolved, what: &str) -> String {
+    let hint = if r.user_source == UserSource::Local {
+        " (your local user name; -l USER for another)"
+    } else {
+        ""
+    };
+    format!("{what} for {}@{}{hint}: ", r.user, r.target.host)
 }
 
 /// A registration: the password from `--password-file`, `--password-stdin` or typed
 /// twice; `--identity`
 /// authorises that key for later public-key logins.
-pub fn register_login(login: &LoginArgs) -> Result<Login, CliError> {
-    let user = user_name(login)?;
+pub fn register_login(login: &LoginArgs, r: &Resolved) -> Result<Login, CliError> {
+    let user = r.user.clone();
     let password: Zeroizing<String> = if let Some(path) = &login.password_file {
         read_password(open_password_file(path)?)
             .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?
     } else if login.password_stdin {
         read_password(io::stdin()).map_err(cred_err)?
     } else {
-        let first = prompt_password(&format!("New password for {user}: ")).map_err(cred_err)?;
+        let first = prompt_password(&password_prompt(r, "New password")).map_err(cred_err)?;
         let again = prompt_password("Retype the password: ").map_err(cred_err)?;
         if *first != *again {
             return Err(CliError::usage(
@@ -261,8 +497,11 @@ pub fn register_login(login: &LoginArgs) -> Result<Login, CliError> {
 }
 
 /// The host-key policy: `--host-key` pinned, else the known_hosts file (`--known-hosts`
-/// or the default path) in accept-new mode with `--accept-new-host`, strict otherwise.
-pub fn host_key_policy(login: &LoginArgs, target: &Target) -> Result<HostKeyPolicy, CliError> {
+/// or the default path). For an address the file does not know yet, `r.check` says
+/// what happens: [`HostKeyCheck::AcceptNew`] records the key; otherwise the key is
+/// fetched first ([`first_contact`]) and, with [`HostKeyCheck::Ask`] on a terminal,
+/// the user is asked about it before any password is asked for or sent.
+pub fn host_key_policy(login: &LoginArgs, r: &Resolved) -> Result<HostKeyPolicy, CliError> {
     if let Some(fp) = &login.host_key {
         return pinned_policy(fp).map_err(|e| {
             CliError::usage(format!(
@@ -274,12 +513,13 @@ pub fn host_key_policy(login: &LoginArgs, target: &Target) -> Result<HostKeyPoli
         Some(p) => p.clone(),
         None => default_known_hosts_path().ok_or_else(|| {
             CliError::usage(
-                "no known_hosts file: set HOME or QUILL_KNOWN_HOSTS, or pass --known-hosts FILE \
-                 or --host-key FINGERPRINT",
+                "no known_hosts file: set HOME, QUILL_HOME or QUILL_KNOWN_HOSTS, or pass \
+                 --known-hosts FILE or --host-key FINGERPRINT",
             )
         })?,
     };
-    let mode = if login.accept_new_host {
+    let target = &r.target;
+    let mode = if r.check == HostKeyCheck::AcceptNew {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir)?;
         }
@@ -287,10 +527,134 @@ pub fn host_key_policy(login: &LoginArgs, target: &Target) -> Result<HostKeyPoli
     } else {
         TrustMode::Strict
     };
-    known_hosts_policy_with(&path, &target.host, target.port, mode, |note| {
+    let policy = known_hosts_policy_with(&path, &target.host, target.port, mode, |note| {
         note!("quill: {note}")
     })
-    .map_err(|e| CliError::usage(e.to_string()))
+    .map_err(|e| CliError::usage(e.to_string()))?;
+    // With --ca the certificate chain is checked instead of the host key.
+    if mode == TrustMode::AcceptNew || login.ca.is_some() {
+        return Ok(policy);
+    }
+    let known = KnownHosts::load(&path).map_err(|e| CliError::usage(e.to_string()))?;
+    if known.knows(&target.host, target.port) {
+        return Ok(policy);
+    }
+    first_contact(login, r, policy, known)
+}
+
+/// A first contact with `r.target`: a handshake that only fetches the host key (the
+/// `strict` policy refuses it, so no login is sent), then, with
+/// [`HostKeyCheck::Ask`] and a terminal, ssh's question on `/dev/tty`. "yes" records
+/// the key in `known` and returns a policy pinned to it; "no", no terminal, or
+/// [`HostKeyCheck::Strict`] is the strict policy's refusal (exit 5, saying how to
+/// trust the host).
+fn first_contact(
+    login: &LoginArgs,
+    r: &Resolved,
+    strict: HostKeyPolicy,
+    mut known: KnownHosts,
+) -> Result<HostKeyPolicy, CliError> {
+    let HostKeyPolicy::Verify(strict) = strict else {
+        return Ok(strict);
+    };
+    let seen: Arc<Mutex<Option<PublicKey>>> = Arc::default();
+    let seen_by_probe = seen.clone();
+    let probe = HostKeyPolicy::Verify(Arc::new(move |key: &PublicKey| {
+        *seen_by_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+        strict(key)?;
+        Err("its key was added to known_hosts while connecting; run the command again".into())
+    }));
+    // Never sent: the probe's policy refuses every key before the login.
+    let nobody = Login::Password {
+        user: "first-contact".to_owned(),
+        password: Zeroizing::new("never sent".to_owned()),
+    };
+    let mut refusal = match connect_config(r.target.clone(), client_config(nobody, probe, login)?) {
+        Ok(session) => {
+            session.conn.close(0, "");
+            return Err(CliError::connection(
+                "the first-contact handshake was not refused",
+            ));
+        }
+        Err(e) => e,
+    };
+    let key = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(key) = key.filter(|_| refusal.code == HOST_KEY) else {
+        return Err(refusal);
+    };
+    if r.check == HostKeyCheck::Strict {
+        return Err(refusal);
+    }
+    if !has_terminal() {
+        refusal
+            .message
+            .push_str(" (there is no terminal to ask on)");
+        return Err(refusal);
+    }
+    let addr = r.target.display();
+    let fingerprint = key.fingerprint();
+    if !ask_about_host_key(&addr, &fingerprint)? {
+        return Err(CliError::new(
+            HOST_KEY,
+            format!(
+                "host key verification failed: {addr} ({fingerprint}) was not accepted; \
+                 nothing was sent to it"
+            ),
+        ));
+    }
+    match known.append(&r.target.host, r.target.port, &key) {
+        Ok(line) => note!(
+            "quill: Permanently added {addr} ({fingerprint}) to the list of known hosts \
+             (line {line} of {}).",
+            known.path().display()
+        ),
+        Err(e) => note!(
+            "quill: Warning: accepted {addr} ({fingerprint}) for this connection but could \
+             not record it: {e}"
+        ),
+    }
+    Ok(HostKeyPolicy::Pinned(vec![fingerprint]))
+}
+
+/// ssh's first-contact question on the terminal. `yes` or the fingerprint itself
+/// accept; `no`, the end of input or three other answers refuse.
+fn ask_about_host_key(addr: &str, fingerprint: &str) -> Result<bool, CliError> {
+    let tty_err = |e: io::Error| CliError::usage(format!("cannot ask on the terminal: {e}"));
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(tty_err)?;
+    write!(
+        tty,
+        "The authenticity of host '{addr}' can't be established.\n\
+         Its host key fingerprint is {fingerprint}.\n\
+         Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+    )
+    .map_err(tty_err)?;
+    for _ in 0..3 {
+        let answer = match read_line(&mut tty) {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(tty_err(e)),
+        };
+        let answer = answer.trim();
+        if answer.eq_ignore_ascii_case("yes") {
+            return Ok(true);
+        }
+        if answer.eq_ignore_ascii_case("no") {
+            return Ok(false);
+        }
+        if answer.starts_with("SHA256:") {
+            if parse_fingerprint(answer).is_ok_and(|fp| fp == fingerprint) {
+                return Ok(true);
+            }
+            let _ = writeln!(tty, "The fingerprint you typed is not the host's.");
+            return Ok(false);
+        }
+        write!(tty, "Please type 'yes', 'no' or the fingerprint: ").map_err(tty_err)?;
+    }
+    Ok(false)
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), CliError> {
@@ -457,7 +821,7 @@ pub fn client_config(
     Ok(config)
 }
 
-/// Parses `addr`, reads the credentials and the host-key policy, and connects.
+/// Parses `addr` ([`parse_addr`]), then as [`open_target`].
 /// `suites`, when given, replaces the offered AEAD suites.
 pub fn open_session(
     addr: &str,
@@ -468,19 +832,38 @@ pub fn open_session(
     open_target(target, login, suites)
 }
 
-/// Like [`open_session`] with an already parsed target.
+/// Applies the options, config file and defaults to `target` ([`resolve`]), settles
+/// the host key (asking on a first contact), reads the credentials and connects.
+/// `suites`, when given, replaces the offered AEAD suites.
 pub fn open_target(
     target: Target,
     login: &LoginArgs,
     suites: Option<Vec<Suite>>,
 ) -> Result<Session, CliError> {
-    let policy = host_key_policy(login, &target)?;
-    let creds = login_from_args(login)?;
+    let r = resolve(target, login)?;
+    let policy = host_key_policy(login, &r)?;
+    let creds = login_from_args(login, &r)?;
     let mut config = client_config(creds, policy, login)?;
     if let Some(s) = suites {
         config.suites = s;
     }
-    connect_config(target, config)
+    connect_config(r.target.clone(), config).map_err(|mut e| {
+        if let (LOGIN_REFUSED, Some((path, IdentitySource::Config | IdentitySource::Default))) =
+            (e.code, &r.identity)
+        {
+            e.message.push_str(&format!(
+                " (logged in with the identity {} found by default; to use a password \
+                 instead pass --password-file FILE or --password-stdin, or put \
+                 `IdentityFile none` in {})",
+                path.display(),
+                r.config
+                    .as_deref()
+                    .or(crate::config::default_path().as_deref())
+                    .map_or("~/.quill/config".into(), |p| p.display().to_string())
+            ));
+        }
+        e
+    })
 }
 
 /// Maps an I/O error on the connection to exit code 3 with context.
@@ -548,10 +931,14 @@ pub fn read_line(r: &mut impl Read) -> io::Result<String> {
 
 /// `quill register ADDR --user NAME`.
 pub fn register(a: &ClientArgs) -> CliResult {
-    let target = parse_addr(&a.addr)?;
-    let policy = host_key_policy(&a.login, &target)?;
-    let login = register_login(&a.login)?;
-    let session = connect_config(target, client_config(login, policy, &a.login)?)?;
+    let mut r = resolve(parse_addr(&a.addr)?, &a.login)?;
+    // Only -i counts here: it names the key to authorise, not one to log in with.
+    r.identity = r
+        .identity
+        .filter(|(_, source)| *source == IdentitySource::Flag);
+    let policy = host_key_policy(&a.login, &r)?;
+    let login = register_login(&a.login, &r)?;
+    let session = connect_config(r.target, client_config(login, policy, &a.login)?)?;
     let account = session.conn.account().to_string();
     let message = session.conn.message().to_string();
     say!("registered and logged in as {account}")?;
@@ -605,19 +992,52 @@ mod tests {
     use crate::exit::USAGE;
 
     fn t(host: &str, port: u16) -> Target {
+        Target::new(host, port)
+    }
+
+    fn bare(host: &str) -> Target {
+        Target::bare(host)
+    }
+
+    fn with_user(user: &str, target: Target) -> Target {
         Target {
-            host: host.into(),
-            port,
+            user: Some(user.into()),
+            ..target
+        }
+    }
+
+    fn login_args() -> LoginArgs {
+        LoginArgs {
+            user: None,
+            port: None,
+            password_stdin: false,
+            password_file: None,
+            identity: None,
+            known_hosts: None,
+            accept_new_host: false,
+            host_key: None,
+            connect_timeout: Duration::from_secs(10),
+            quic_v1: false,
+            ca: None,
         }
     }
 
     #[test]
     fn addresses() {
         assert_eq!(parse_addr("127.0.0.1:5000").unwrap(), t("127.0.0.1", 5000));
-        assert_eq!(parse_addr("example.org").unwrap(), t("example.org", 4433));
+        assert_eq!(parse_addr("example.org").unwrap(), bare("example.org"));
         assert_eq!(parse_addr("[::1]:7").unwrap(), t("::1", 7));
-        assert_eq!(parse_addr("[::1]").unwrap(), t("::1", 4433));
-        assert_eq!(parse_addr("::1").unwrap(), t("::1", 4433));
+        assert_eq!(parse_addr("[::1]").unwrap(), bare("::1"));
+        assert_eq!(parse_addr("::1").unwrap(), bare("::1"));
+        assert_eq!(
+            parse_addr("alice@example.org").unwrap(),
+            with_user("alice", bare("example.org"))
+        );
+        assert_eq!(parse_addr("a@b@h:9").unwrap(), with_user("a@b", t("h", 9)));
+        assert_eq!(
+            parse_addr("bob@[::1]:7").unwrap(),
+            with_user("bob", t("::1", 7))
+        );
         assert_eq!(t("::1", 7).display(), "[::1]:7");
         for bad in [
             "",
@@ -628,6 +1048,9 @@ mod tests {
             "[::1",
             "[::1]x",
             "[]:5",
+            "@host",
+            "alice@",
+            "a\nb@host",
         ] {
             assert_eq!(parse_addr(bad).unwrap_err().code, USAGE, "{bad}");
         }
@@ -640,10 +1063,26 @@ mod tests {
         let (a, p) = parse_remote("[::1]:9:dir/f:x").unwrap();
         assert_eq!((a, p.as_str()), (t("::1", 9), "dir/f:x"));
         let (a, p) = parse_remote("host:a/b").unwrap();
-        assert_eq!((a, p.as_str()), (t("host", 4433), "a/b"));
+        assert_eq!((a, p.as_str()), (bare("host"), "a/b"));
         let (a, p) = parse_remote("[::1]:notes").unwrap();
-        assert_eq!((a, p.as_str()), (t("::1", 4433), "notes"));
-        for bad in ["nocolon", "host:", "host:4433:", ":x", "[::1]", "[::1]:"] {
+        assert_eq!((a, p.as_str()), (bare("::1"), "notes"));
+        let (a, p) = parse_remote("alice@host:dir/x@y:z").unwrap();
+        assert_eq!(
+            (a, p.as_str()),
+            (with_user("alice", bare("host")), "dir/x@y:z")
+        );
+        let (a, p) = parse_remote("alice@[::1]:5:f").unwrap();
+        assert_eq!((a, p.as_str()), (with_user("alice", t("::1", 5)), "f"));
+        for bad in [
+            "nocolon",
+            "host:",
+            "host:4433:",
+            ":x",
+            "[::1]",
+            "[::1]:",
+            "@host:f",
+            "alice@:f",
+        ] {
             assert!(parse_remote(bad).is_err(), "{bad}");
         }
         for bad in [
@@ -674,17 +1113,71 @@ mod tests {
     fn pinned_fingerprint_is_checked() {
         let login = LoginArgs {
             user: Some("a".into()),
-            password_stdin: false,
-            password_file: None,
-            identity: None,
-            known_hosts: None,
-            accept_new_host: false,
             host_key: Some("SHA256:short".into()),
-            connect_timeout: Duration::from_secs(10),
-            quic_v1: false,
-            ca: None,
+            ..login_args()
         };
-        let err = host_key_policy(&login, &t("h", 1)).err().unwrap();
+        let r = resolve_with(t("h", 1), &login, None, || None).unwrap();
+        let err = host_key_policy(&login, &r).err().unwrap();
         assert_eq!(err.code, USAGE);
+    }
+
+    #[test]
+    fn flags_target_config_and_defaults_combine_like_ssh() {
+        let config = ConfigFile::parse(
+            std::path::Path::new("/q/config"),
+            "Host alias
+ HostName 10.0.0.9
+ User carol
+ Port 4500
+ IdentityFile k
+             Host *
+ StrictHostKeyChecking yes
+",
+        )
+        .unwrap();
+        let local = || Some("me".to_owned());
+        // Everything from the config.
+        let r = resolve_with(bare("alias"), &login_args(), Some(&config), local).unwrap();
+        assert_eq!(r.target.display(), "10.0.0.9:4500");
+        assert_eq!(
+            (r.user.as_str(), r.user_source),
+            ("carol", UserSource::Config)
+        );
+        assert_eq!(
+            r.identity,
+            Some((PathBuf::from("/q/k"), IdentitySource::Config))
+        );
+        assert_eq!(r.check, HostKeyCheck::Strict);
+        // The target and the flags beat the config; a password option beats its identity.
+        let login = LoginArgs {
+            port: Some(7),
+            password_stdin: true,
+            accept_new_host: true,
+            ..login_args()
+        };
+        let r = resolve_with(
+            with_user("dave", bare("alias")),
+            &login,
+            Some(&config),
+            local,
+        )
+        .unwrap();
+        assert_eq!((r.target.port, r.user.as_str()), (7, "dave"));
+        assert_eq!((r.identity, r.check), (None, HostKeyCheck::AcceptNew));
+        // No config: the local user name, port 4433, ask.
+        let r = resolve_with(bare("h"), &login_args(), None, local).unwrap();
+        assert_eq!((r.user.as_str(), r.user_source), ("me", UserSource::Local));
+        assert_eq!((r.target.port, r.check), (4433, HostKeyCheck::Ask));
+        assert!(password_prompt(&r, "Password").contains("local user name"));
+        // Disagreements are usage errors; no name at all too.
+        let l = LoginArgs {
+            user: Some("x".into()),
+            port: Some(9),
+            ..login_args()
+        };
+        assert!(resolve_with(with_user("y", bare("h")), &l, None, local).is_err());
+        assert!(resolve_with(t("h", 8), &l, None, local).is_err());
+        assert!(resolve_with(t("h", 9), &l, None, local).is_ok());
+        assert!(resolve_with(bare("h"), &login_args(), None, || None).is_err());
     }
 }

@@ -186,6 +186,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
         max_half_open_per_address: 32,
         certificate: None,
         quic_v1: true,
+        quic_v2: true,
         hq_interop: false,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
@@ -195,10 +196,7 @@ pub fn run(a: &DemoArgs) -> CliResult {
 }
 
 fn session(a: &DemoArgs, addr: &std::net::SocketAddr, fingerprint: &str) -> CliResult {
-    let target = Target {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    };
+    let target = Target::new(addr.ip().to_string(), addr.port());
     let suffix = random_bytes::<3>()?;
     let user = format!("demo{}", hex(&suffix));
     let password = Zeroizing::new(hex(&random_bytes::<16>()?));

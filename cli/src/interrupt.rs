@@ -43,8 +43,9 @@ struct State {
     partial: Vec<PathBuf>,
     /// The connection to close.
     closer: Option<ConnectionCloser>,
-    /// The terminal settings of standard input at [`install`], if it is a terminal.
-    termios: Option<libc::termios>,
+    /// The controlling terminal (`/dev/tty`, where password prompts are) and its
+    /// settings at [`install`], if there is one.
+    termios: Option<(File, libc::termios)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -63,18 +64,24 @@ fn lock() -> MutexGuard<'static, State> {
 pub fn install() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        lock().termios = saved_termios();
+        lock().termios = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .ok()
+            .and_then(|tty| saved_termios(&tty).map(|t| (tty, t)));
         let signals = TerminationSignals::block();
         signals.on_signal(handle);
     });
 }
 
-fn saved_termios() -> Option<libc::termios> {
+fn saved_termios(tty: &File) -> Option<libc::termios> {
+    use std::os::fd::AsRawFd;
     // SAFETY: tcgetattr fills the zeroed struct we own; it fails harmlessly when
-    // standard input is not a terminal.
+    // the descriptor is not a terminal.
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
-        (libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0).then_some(t)
+        (libc::tcgetattr(tty.as_raw_fd(), &mut t) == 0).then_some(t)
     }
 }
 
@@ -91,13 +98,14 @@ fn handle(sig: i32) {
     if let Some(closer) = st.closer.take() {
         closer.close(CLOSE_INTERRUPTED, "interrupted", CLOSE_WAIT);
     }
-    if let (Some(saved), Some(now)) = (&st.termios, saved_termios()) {
+    if let Some((tty, saved)) = &st.termios {
         // Only when something (a no-echo prompt) changed it: setting the terminal from
         // a background job would stop the process with SIGTTOU.
-        if saved.c_lflag != now.c_lflag {
+        if saved_termios(tty).is_some_and(|now| saved.c_lflag != now.c_lflag) {
+            use std::os::fd::AsRawFd;
             // SAFETY: `saved` came from tcgetattr on the same descriptor.
             unsafe {
-                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+                libc::tcsetattr(tty.as_raw_fd(), libc::TCSANOW, saved);
             }
         }
     }

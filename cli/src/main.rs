@@ -4,6 +4,7 @@
 mod admin;
 mod args;
 mod client;
+mod config;
 mod demo;
 mod docs;
 mod exit;
@@ -78,6 +79,7 @@ fn main() {
         Command::Ping(a) => ping::run(a),
         Command::Perf(a) => perf::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Fingerprint(a) => keygen::fingerprint(a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
     };

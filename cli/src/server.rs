@@ -107,6 +107,8 @@ pub struct ServerOptions {
     pub certificate: Option<(PathBuf, PathBuf)>,
     /// Accept QUIC v1 (ALPN `quill`) beside quill's own version.
     pub quic_v1: bool,
+    /// Move QUIC v1 clients that offer QUIC v2 to v2 (RFC 9368/9369).
+    pub quic_v2: bool,
     /// Also serve ALPN `hq-interop` to QUIC v1 clients: anonymous downloads from
     /// [`ServerOptions::root`] (needs `quic_v1` and a root).
     pub hq_interop: bool,
@@ -222,6 +224,8 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         }
     }
     .map_err(|e| CliError::usage(format!("--cert/--cert-key: {e}")))?;
+    let mut quic_v1 = quic_v1;
+    quic_v1.quic_v2 = opts.quic_v2;
     let mut config = ServerConfig::new(opts.host_key);
     config.transport = Arc::new(opts.transport);
     config.allow_register = opts.allow_register;
@@ -475,6 +479,7 @@ struct Settings {
     cert: Option<PathBuf>,
     cert_key: Option<PathBuf>,
     no_quic_v1: bool,
+    no_quic_v2: bool,
     hq_interop: bool,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
@@ -500,6 +505,7 @@ const CONFIG_KEYS: &[&str] = &[
     "cert",
     "cert-key",
     "no-quic-v1",
+    "no-quic-v2",
     "hq-interop",
     "log-level",
     "log-format",
@@ -529,6 +535,7 @@ impl Settings {
             cert: args.cert.clone(),
             cert_key: args.cert_key.clone(),
             no_quic_v1: args.no_quic_v1,
+            no_quic_v2: args.no_quic_v2,
             hq_interop: args.hq_interop,
             log_level: None,
             log_format: None,
@@ -562,6 +569,9 @@ impl Settings {
                     }
                     "no-quic-v1" => {
                         s.no_quic_v1 |= parse_bool(&value).map_err(at)?;
+                    }
+                    "no-quic-v2" => {
+                        s.no_quic_v2 |= parse_bool(&value).map_err(at)?;
                     }
                     "hq-interop" => {
                         s.hq_interop |= parse_bool(&value).map_err(at)?;
@@ -641,6 +651,7 @@ impl Settings {
         check("cert", self.cert != new.cert);
         check("cert-key", self.cert_key != new.cert_key);
         check("no-quic-v1", self.no_quic_v1 != new.no_quic_v1);
+        check("no-quic-v2", self.no_quic_v2 != new.no_quic_v2);
         check("hq-interop", self.hq_interop != new.hq_interop);
         check("log-format", self.log_format != new.log_format);
         keys
@@ -713,6 +724,7 @@ impl Settings {
                 }
             },
             quic_v1: !self.no_quic_v1,
+            quic_v2: !self.no_quic_v2,
             hq_interop: self.hq_interop,
         })
     }
@@ -1489,6 +1501,49 @@ mod tests {
             settings(&["--max-half-open-per-address", "0"]).max_half_open_per_address,
             Some(0)
         );
+    }
+
+    #[test]
+    fn every_config_key_is_reloaded_or_reported_as_needing_a_restart() {
+        use clap::Parser;
+        let sample = |key: &str| -> &str {
+            match key {
+                "listen" => "127.0.0.1:5000",
+                "max-upload-size" => "5",
+                "allow-register" | "no-quic-v1" | "no-quic-v2" | "hq-interop" => "yes",
+                "keep-alive" | "idle-timeout" | "handshake-timeout" => "7s",
+                "retry" => "always",
+                "log-level" => "debug",
+                "log-format" => "json",
+                k if k.starts_with("max-") => "3",
+                "key" | "accounts" | "root" | "qlog-dir" | "cert" | "cert-key" => "some/path",
+                other => panic!(
+                    "give '{other}' a sample value here, and decide whether SIGHUP reloads it"
+                ),
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.conf");
+        let settings = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let argv = ["quill", "server", "--config", file.to_str().unwrap()];
+            let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+            let crate::args::Command::Server(args) = cli.command else {
+                unreachable!("parsed as server")
+            };
+            Settings::from_args(&args).unwrap()
+        };
+        let base = settings("");
+        for key in CONFIG_KEYS {
+            let new = settings(&format!("{key} = {}\n", sample(key)));
+            assert_ne!(new, base, "{key} changed nothing");
+            let restart = base.needs_restart(&new);
+            if RELOADABLE_KEYS.contains(key) {
+                assert!(restart.is_empty(), "{key}: {restart:?}");
+            } else {
+                assert_eq!(restart, vec![*key], "a change to {key} must be reported");
+            }
+        }
     }
 
     #[test]

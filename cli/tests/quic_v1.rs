@@ -192,6 +192,15 @@ fn hq_client(
     server: &TestServer,
     alpn: &[u8],
 ) -> std::io::Result<quill_transport::driver::blocking::BlockingConnection> {
+    hq_client_offering(server, alpn, false)
+}
+
+/// [`hq_client`], listing QUIC v2 in `version_information` if `v2` (RFC 9368).
+fn hq_client_offering(
+    server: &TestServer,
+    alpn: &[u8],
+    v2: bool,
+) -> std::io::Result<quill_transport::driver::blocking::BlockingConnection> {
     use quill_transport::proto::{ClientConfig, HostKeyPolicy, Login, Version};
     let mut config = ClientConfig::new(
         // QUIC v1 with ALPN hq-interop has no login; the field is not used.
@@ -204,6 +213,7 @@ fn hq_client(
     config.version = Version::QuicV1 {
         alpn: vec![alpn.to_vec()],
     };
+    config.offer_quic_v2 = v2;
     quill_transport::driver::blocking::connect(server.addr.parse().unwrap(), config)
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
@@ -277,4 +287,32 @@ fn hq_interop_needs_a_root_and_quic_v1() {
         2,
         "--no-quic-v1",
     );
+}
+
+/// `quill server` moves a QUIC v1 client that offers QUIC v2 to v2 (RFC 9368
+/// compatible negotiation, RFC 9369), keeps one that does not on v1, and with
+/// `--no-quic-v2` keeps every client on v1. The file is intact each way.
+#[test]
+fn quill_server_upgrades_v2_offering_clients_unless_told_not_to() {
+    const V1: u32 = 0x0000_0001;
+    const V2: u32 = 0x6b33_43cf;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 + i / 5) as u8).collect();
+    for (args, offer, expected) in [
+        (&["--hq-interop"][..], true, V2),
+        (&["--hq-interop"][..], false, V1),
+        (&["--hq-interop", "--no-quic-v2"][..], true, V1),
+    ] {
+        let server = TestServer::start_with(Setup {
+            args,
+            ..Setup::default()
+        });
+        std::fs::write(server.root.join("f.bin"), &data).unwrap();
+        let conn = hq_client_offering(&server, b"hq-interop", offer).expect("handshake");
+        assert_eq!(hq_get(&conn, b"GET /f.bin\r\n").unwrap(), data);
+        assert_eq!(
+            conn.version(),
+            expected,
+            "server {args:?}, client offering v2: {offer}"
+        );
+    }
 }

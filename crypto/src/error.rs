@@ -60,6 +60,14 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A path given as a private key file is something else: a directory, or the
+    /// public half (`.pub`) of a key.
+    NotAPrivateKey {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, and what to pass.
+        why: &'static str,
+    },
 }
 
 impl Error {
@@ -107,6 +115,7 @@ impl fmt::Display for Error {
                 path.display(),
                 path.display()
             ),
+            Error::NotAPrivateKey { path, why } => write!(f, "{}: {why}", path.display()),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! Key files: the private key at `PATH` (created with mode 0600, never
 //! chmod-ed afterwards) and the public key line at `PATH.pub`.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use base64ct::{Base64, Base64Unpadded, Encoding};
@@ -400,16 +400,33 @@ impl HostKeyPair {
     /// Refuses a file whose permissions are wider than 0600 (any group or
     /// other bit, or owner execute), with an error naming the file and the
     /// `chmod 600` that fixes it.
+    ///
+    /// A directory, or a public key file (`PATH.pub`), is refused with
+    /// [`Error::NotAPrivateKey`] saying so, before the permissions are looked at.
     pub fn read_from(path: &Path) -> Result<Self, Error> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+        let meta = f.metadata().map_err(|e| Error::io(path, &e))?;
+        if meta.is_dir() {
+            return Err(Error::NotAPrivateKey {
+                path: path.to_path_buf(),
+                why: "is a directory; pass the private key file in it (written by `quill keygen -o PATH`)",
+            });
+        }
+        let mut head = [0u8; 32];
+        let n = (&f).take(head.len() as u64).read(&mut head).unwrap_or(0);
+        if is_public_key_line(&head[..n]) {
+            return Err(Error::NotAPrivateKey {
+                path: path.to_path_buf(),
+                why: "is a public key; pass the private key file (the same path without .pub)",
+            });
+        }
+        let mut f = f;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, &e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = f
-                .metadata()
-                .map_err(|e| Error::io(path, &e))?
-                .permissions()
-                .mode();
+            let mode = meta.permissions().mode();
             if mode & 0o177 != 0 {
                 return Err(Error::InsecurePermissions {
                     path: path.to_path_buf(),
@@ -448,6 +465,17 @@ impl HostKeyPair {
         wire.zeroize();
         result
     }
+}
+
+/// Whether a file starts like a public key line (`quill-ed25519 BASE64`).
+fn is_public_key_line(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let name = text
+        .trim_start()
+        .split(char::is_whitespace)
+        .next()
+        .unwrap_or("");
+    text.trim_start().len() > name.len() && Algorithm::from_name(name).is_some()
 }
 
 /// A file written in full under a temporary name beside its destination; removed
@@ -709,6 +737,23 @@ mod tests {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert!(HostKeyPair::read_from(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_keys_and_directories_are_not_private_keys() {
+        let (dir, path) = key_file("notpriv", "host_key", 6);
+        let mut public = path.clone().into_os_string();
+        public.push(".pub");
+        for (given, want) in [
+            (PathBuf::from(public), "is a public key"),
+            (dir.clone(), "is a directory"),
+        ] {
+            let err = HostKeyPair::read_from(&given).unwrap_err();
+            assert!(matches!(err, Error::NotAPrivateKey { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains(want) && !msg.contains("chmod"), "{msg}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -114,10 +114,18 @@ pub enum HeaderInfo {
     Short {
         /// First byte.
         first: u8,
+        /// The bytes after it, up to [`SHORT_DCID_BYTES`]: the Destination CID and
+        /// what follows (its length is the receiver's choice; a check that knows it,
+        /// from the receiver's long-header Source CIDs, cuts it to that).
+        lead: Vec<u8>,
     },
     /// Too short or malformed to read.
     Unparsable,
 }
+
+/// Bytes of a short header kept after its first byte: the longest connection ID
+/// (RFC 9000 §17.2: 20 bytes).
+pub const SHORT_DCID_BYTES: usize = 20;
 
 impl HeaderInfo {
     /// Reads the invariant fields of `datagram`'s first packet.
@@ -128,7 +136,11 @@ impl HeaderInfo {
         // RFC 8999 §5.1: "Long Header Packet { Header Form (1) = 1, Version-Specific
         // Bits (7), Version (32), Destination Connection ID Length (8), ..."
         if first & 0x80 == 0 {
-            return HeaderInfo::Short { first };
+            let end = datagram.len().min(1 + SHORT_DCID_BYTES);
+            return HeaderInfo::Short {
+                first,
+                lead: datagram[1..end].to_vec(),
+            };
         }
         match parse_invariant(datagram) {
             Ok(h) => HeaderInfo::Long {
@@ -296,7 +308,9 @@ impl Record {
                 "type": ty.map(type_name),
                 "coalesced": coalesced.iter().map(|&t| type_name(t)).collect::<Vec<_>>(),
             }),
-            HeaderInfo::Short { first } => serde_json::json!({"form": "short", "first": first}),
+            HeaderInfo::Short { first, .. } => {
+                serde_json::json!({"form": "short", "first": first})
+            }
             HeaderInfo::Unparsable => serde_json::json!({"form": "unparsable"}),
         };
         serde_json::json!({
@@ -512,8 +526,17 @@ mod tests {
         );
         assert_eq!(
             HeaderInfo::parse(&[0x41, 1]),
-            HeaderInfo::Short { first: 0x41 }
+            HeaderInfo::Short {
+                first: 0x41,
+                lead: vec![1]
+            }
         );
+        // The lead stops at 20 bytes, the longest connection ID.
+        let long_short: Vec<u8> = (0..40).collect();
+        match HeaderInfo::parse(&long_short) {
+            HeaderInfo::Short { lead, .. } => assert_eq!(lead, (1..21).collect::<Vec<u8>>()),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(HeaderInfo::parse(&[]), HeaderInfo::Unparsable);
         assert_eq!(HeaderInfo::parse(&[0xc0, 0, 0]), HeaderInfo::Unparsable);
         // A CID length past the end is refused, not read.

@@ -136,6 +136,10 @@ pub struct RelayConfig {
     pub max_in_flight: usize,
     /// The relay stops on its own after this long.
     pub max_lifetime: Duration,
+    /// Behave like a NAT toward a client that changes its own address (active
+    /// migration, RFC 9000 §9.2): datagrams from a new client address leave from a new
+    /// upstream socket (a new source port), so the server sees the change too.
+    pub follow_client_address: bool,
 }
 
 impl RelayConfig {
@@ -151,6 +155,7 @@ impl RelayConfig {
             capture_limit: 1 << 20,
             max_in_flight: 16 * 1024,
             max_lifetime: Duration::from_secs(600),
+            follow_client_address: false,
         }
     }
 }
@@ -562,7 +567,14 @@ impl Loop {
                                 p.client = Some(from);
                             }
                         }
-                        Direction::C2S => self.client = Some(from),
+                        Direction::C2S => {
+                            if self.config.follow_client_address
+                                && self.client.is_some_and(|c| c != from)
+                            {
+                                self.rebind_upstream(RebindKind::Port);
+                            }
+                            self.client = Some(from);
+                        }
                         Direction::S2C if from != self.config.server => continue,
                         Direction::S2C => {}
                     }
@@ -805,30 +817,36 @@ impl Loop {
     fn do_rebinds(&mut self, now: Instant) {
         while self.rebind.last().is_some_and(|r| self.start + r.at <= now) {
             let Some(r) = self.rebind.pop() else { break };
-            let bind = match r.kind {
-                RebindKind::Port => match self.up.local_addr() {
-                    Ok(a) => SocketAddr::new(a.ip(), 0),
-                    Err(_) => continue,
-                },
-                RebindKind::Address(ip) => SocketAddr::from((ip, 0)),
-            };
-            let Ok(mut sock) = bind_udp(bind) else {
-                continue;
-            };
-            let Ok(state) = ecn_state(&sock) else {
-                continue;
-            };
-            if self
-                .poll
-                .registry()
-                .register(&mut sock, UP, Interest::READABLE)
-                .is_err()
-            {
-                continue;
-            }
-            let mut old = std::mem::replace(&mut self.up, sock);
-            self.up_state = state;
-            let _ = self.poll.registry().deregister(&mut old);
+            self.rebind_upstream(r.kind);
         }
+    }
+
+    /// A new upstream socket (the source the server sees changes); on failure the
+    /// old one stays.
+    fn rebind_upstream(&mut self, kind: RebindKind) {
+        let bind = match kind {
+            RebindKind::Port => match self.up.local_addr() {
+                Ok(a) => SocketAddr::new(a.ip(), 0),
+                Err(_) => return,
+            },
+            RebindKind::Address(ip) => SocketAddr::from((ip, 0)),
+        };
+        let Ok(mut sock) = bind_udp(bind) else {
+            return;
+        };
+        let Ok(state) = ecn_state(&sock) else {
+            return;
+        };
+        if self
+            .poll
+            .registry()
+            .register(&mut sock, UP, Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+        let mut old = std::mem::replace(&mut self.up, sock);
+        self.up_state = state;
+        let _ = self.poll.registry().deregister(&mut old);
     }
 }

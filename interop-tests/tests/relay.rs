@@ -286,7 +286,7 @@ fn simulator_corruption_spares_version_negotiation() {
     );
 }
 
-/// A second path (connectionmigration: the server's preferred address is the relay's
+/// A second path (preferredaddress: the server's preferred address is the relay's
 /// second port): datagrams to it reach the server from another client address
 /// (127.0.0.2), the answers come back from the second port, and the capture tells the
 /// paths apart by upstream address.
@@ -327,6 +327,43 @@ fn second_path_forwards_from_another_client_address() {
     assert_eq!(ups, sources, "records carry each path's upstream address");
     let downs: Vec<SocketAddr> = cap.dir(Direction::S2C).map(|r| r.upstream).collect();
     assert_eq!(downs, sources);
+}
+
+/// `follow_client_address` (connectionmigration): a client that moves to a new
+/// local port is seen by the server from a new source as well, as behind a NAT, and
+/// the answers reach the client's new address; without it the server sees one source.
+#[test]
+fn a_client_that_moves_gets_a_new_upstream_port() {
+    for follow in [true, false] {
+        let echo = Echo::start();
+        let mut cfg = RelayConfig::new(echo.addr);
+        cfg.follow_client_address = follow;
+        let relay = Relay::start(cfg).unwrap();
+        let (a, b) = (client(&relay), client(&relay));
+        for c in [&a, &b] {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let mut buf = [0u8; 2048];
+        a.send_to(&payload(1, 100), relay.addr()).unwrap();
+        let (n, _) = a.recv_from(&mut buf).expect("echo to the first socket");
+        assert_eq!(&buf[..n], &payload(1, 100)[..]);
+        b.send_to(&payload(2, 100), relay.addr()).unwrap();
+        let (n, _) = b.recv_from(&mut buf).expect("echo to the new socket");
+        assert_eq!(&buf[..n], &payload(2, 100)[..]);
+        let cap = relay.stop();
+        let sources = echo.sources.lock().unwrap().clone();
+        assert_eq!(sources.len(), 2);
+        assert_eq!(
+            sources[0] != sources[1],
+            follow,
+            "follow={follow}: {sources:?}"
+        );
+        let ups: Vec<SocketAddr> = cap.dir(Direction::C2S).map(|r| r.upstream).collect();
+        assert_eq!(
+            ups, sources,
+            "records carry each datagram's upstream address"
+        );
+    }
 }
 
 #[test]

@@ -739,3 +739,34 @@ fn client_moves_to_the_preferred_address_socket() {
         "the server answered from its preferred address: {sent_there}"
     );
 }
+
+/// Active migration on real sockets: mid-transfer the client's loop moves to a new
+/// local port (`BlockingConnection::migrate`); the transfer completes, the server
+/// follows the client to the new address and validates it, the client's own
+/// PATH_CHALLENGE is answered, and the connection keeps working afterwards.
+#[test]
+fn client_migrates_to_a_new_port_mid_transfer() {
+    let (server, conn) = server_and_client("127.0.0.1:0");
+    std::thread::scope(|s| {
+        let transfer = s.spawn(|| echo_round_trip(&conn, 4_000_000));
+        std::thread::sleep(Duration::from_millis(20));
+        conn.migrate();
+        transfer.join().unwrap();
+    });
+    echo_round_trip(&conn, 100_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conn.stats().paths_validated == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = conn.stats();
+    assert_eq!(stats.local_migrations, 1);
+    assert_eq!(
+        stats.paths_validated, 1,
+        "the client's new path was not validated"
+    );
+    assert!(
+        server.paths_validated.load(Ordering::SeqCst) >= 1,
+        "the server did not validate the client's new address"
+    );
+    echo_then_stop(server, conn, 1000);
+}

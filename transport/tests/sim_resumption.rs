@@ -9,7 +9,9 @@ mod sim_setup;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quill_transport::proto::{QuicV1Server, ServerConfig, Sessions, TransportConfig, Version};
+use quill_transport::proto::{
+    ConnectionError, QuicV1Server, ServerConfig, Sessions, TransportConfig, Version,
+};
 use quill_transport::sim::{ClientApp, LinkConfig, ServerApp, Sim};
 use sim_setup::{host_key, setup, sim_of, Setup};
 
@@ -142,6 +144,51 @@ fn v1_zero_rtt_rejected_is_sent_again_in_one_rtt() {
     let server = second.server().unwrap();
     assert!(!server.zero_rtt_accepted());
     assert_eq!(server.stats().zero_rtt_packets, 0);
+}
+
+/// The server refuses 0-RTT and now allows less per stream than the client wrote
+/// early under the remembered limits (RFC 9000 §7.4.1 lets it lower them then). The
+/// client cannot take the data back: it ends the connection itself with a reason
+/// that says so, instead of sending beyond the new limit (which the server would
+/// answer with FLOW_CONTROL_ERROR), and within a bounded time.
+#[test]
+fn v1_zero_rtt_rejected_with_lower_limits_ends_clearly() {
+    let s = resumption_setup(48, true);
+    let _ = echo(48, &s, s.server.clone(), false);
+    let mut refusing = s.server.clone();
+    let v1 = refusing.quic_v1.as_mut().unwrap();
+    let mut tls = (*v1.tls).clone();
+    tls.max_early_data_size = 0;
+    v1.tls = Arc::new(tls);
+    let mut transport = (*refusing.transport).clone();
+    transport.streams.stream_receive_window = 4096;
+    refusing.transport = Arc::new(transport);
+    let setup = Setup {
+        client: s.client.clone(),
+        server: refusing,
+    };
+    let mut app = ClientApp::new(20_000, 1);
+    app.echo = true;
+    app.early = true;
+    let mut sim = sim_of(49, setup, LinkConfig::default(), app, echo_server());
+    let ended = sim.run_until(Duration::from_secs(10), |s| s.client_app.lost.is_some());
+    assert!(ended, "client never ended: {:?}", sim.client_app.events);
+    let lost = sim.client_app.lost.clone().unwrap();
+    match &lost {
+        ConnectionError::ClosedLocally { code: 0, reason } => assert!(
+            reason.contains("0-RTT refused") && reason.contains("4096"),
+            "unclear reason: {reason}"
+        ),
+        other => panic!("expected a local close naming the limit, got {other}"),
+    }
+    assert!(
+        sim.client().stats().zero_rtt_packets > 0,
+        "no 0-RTT was tried"
+    );
+    assert_eq!(
+        sim.server_app.sink.bytes, 0,
+        "data beyond the limit arrived"
+    );
 }
 
 /// 0-RTT and the handshake under 20 % loss each way, several seeds: lost 0-RTT

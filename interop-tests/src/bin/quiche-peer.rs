@@ -1085,7 +1085,7 @@ fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
     let Some(p) = refpeers::hq_profile(&role, PROG) else {
         return Ok(hq::EXIT_UNSUPPORTED);
     };
-    if p.connection_migration {
+    if p.preferred_address {
         // quiche 0.30 has no server option for the parameter, and its client does not
         // follow one by itself (only probe_path/migrate, given addresses).
         hq::print_unsupported(match role {
@@ -1155,6 +1155,29 @@ fn hq_negotiated(q: &quiche::Connection) -> hq::Negotiated {
         group: None,
         cipher: None,
     }
+}
+
+/// Gives the peer one more connection ID of ours, `len` bytes like the others
+/// (random, with a random reset token), for a path the client will migrate to;
+/// returns it.
+fn offer_spare_scid(
+    q: &mut quiche::Connection,
+    rng: &SystemRandom,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    let mut cid = vec![0u8; len];
+    let mut token = [0u8; 16];
+    rng.fill(&mut cid)
+        .map_err(|_| "no randomness".to_string())?;
+    rng.fill(&mut token)
+        .map_err(|_| "no randomness".to_string())?;
+    q.new_scid(
+        &quiche::ConnectionId::from_ref(&cid),
+        u128::from_be_bytes(token),
+        true,
+    )
+    .map(|_| cid.to_vec())
+    .map_err(|e| format!("new_scid: {e}"))
 }
 
 /// Sends everything `q` has to send, on every path it knows from `local` (after a
@@ -1265,6 +1288,9 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
     refpeers::print_listening(local);
 
     let mut conns: HashMap<Vec<u8>, HqServerConn> = HashMap::new();
+    // connectionmigration: the spare connection IDs given to clients, to the
+    // connection's first one (bounded by the connections: pruned with them).
+    let mut aliases: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut tally = hq::HqServerTally::default();
     let mut neg = hq::Negotiated::default();
     let mut buf = vec![0u8; RECV_BUF];
@@ -1278,6 +1304,9 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
                 continue;
             };
             let mut id = hdr.dcid.to_vec();
+            if let Some(first) = aliases.get(&id) {
+                id = first.clone();
+            }
             if !conns.contains_key(&id) {
                 id = hq_conn_id(&key, &hdr.dcid);
             }
@@ -1330,7 +1359,7 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
                 let _ = c.q.recv(pkt, quiche::RecvInfo { from, to: local });
             }
         }
-        for c in conns.values_mut() {
+        for (id, c) in conns.iter_mut() {
             if c.q.timeout() == Some(Duration::ZERO) {
                 c.q.on_timeout();
             }
@@ -1338,11 +1367,24 @@ fn hq_server(a: hq::HqServerArgs, p: hq::Profile) -> Result<(), String> {
                 c.counted = true;
                 tally.connections += 1;
                 neg = hq_negotiated(&c.q);
+                if p.active_migration {
+                    // quiche leaves spare connection IDs to the application; a client
+                    // that migrates needs one (RFC 9000 §9.5).
+                    // The server's connection IDs are all as long as the short-header
+                    // parse above assumes.
+                    match offer_spare_scid(&mut c.q, &rng, quiche::MAX_CONN_ID_LEN) {
+                        Ok(cid) => {
+                            aliases.insert(cid, id.clone());
+                        }
+                        Err(e) => eprintln!("quiche-peer: {e}"),
+                    }
+                }
             }
             hq_serve(c, &a.root, &mut scratch, &mut tally);
             hq_flush(&sock, &mut c.q, local, &mut out);
         }
         conns.retain(|_, c| !c.q.is_closed());
+        aliases.retain(|_, first| conns.contains_key(first));
     }
     for c in conns.values_mut() {
         let _ = c.q.close(true, 0, b"server shutting down");
@@ -1433,9 +1475,9 @@ fn hq_client_run(
     }
     // resumption, zerortt: the first connection's session, resumed by the next.
     let mut session: Option<Vec<u8>> = None;
-    let sock = std::net::UdpSocket::bind(refpeers::local_bind_for(a.connect))
+    let mut sock = std::net::UdpSocket::bind(refpeers::local_bind_for(a.connect))
         .map_err(|e| io(format!("cannot bind: {e}")))?;
-    let local = sock.local_addr().map_err(|e| io(e.to_string()))?;
+    let mut local = sock.local_addr().map_err(|e| io(e.to_string()))?;
     let rng = SystemRandom::new();
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_UDP_PAYLOAD];
@@ -1459,6 +1501,8 @@ fn hq_client_run(
         }
         let mut bodies: HashMap<u64, (String, Vec<u8>)> = HashMap::new();
         let (mut next, mut done, mut counted) = (0usize, 0usize, false);
+        // connectionmigration: not yet moved to a new local port.
+        let mut to_migrate = p.active_migration;
         hq_flush(&sock, &mut q, local, &mut out);
         while done < group.len() {
             if Instant::now() >= deadline {
@@ -1502,6 +1546,26 @@ fn hq_client_run(
                 counted = true;
                 tally.handshakes += 1;
                 *neg = hq_negotiated(&q);
+                if p.active_migration {
+                    // quiche leaves it to the application to give the server spare
+                    // connection IDs; a migration needs one.
+                    offer_spare_scid(&mut q, &rng, scid.len()).map_err(io)?;
+                }
+            }
+            if to_migrate && q.is_established() && q.stats().recv_bytes >= 400_000 {
+                to_migrate = false;
+                let moved = std::net::UdpSocket::bind(refpeers::local_bind_for(a.connect))
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| Ok((s.local_addr().map_err(|e| e.to_string())?, s)))
+                    .and_then(|(l, s)| {
+                        q.migrate_source(l)
+                            .map_err(|e| format!("migrate_source: {e}"))?;
+                        Ok((l, s))
+                    });
+                match moved {
+                    Ok((l, s)) => (local, sock) = (l, s),
+                    Err(e) => eprintln!("quiche-peer: cannot migrate: {e}"),
+                }
             }
             // zerortt: requests may go out before the handshake completes.
             if q.is_established() || q.is_in_early_data() {

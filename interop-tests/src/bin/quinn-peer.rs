@@ -559,7 +559,7 @@ async fn hq_main(role: hq::HqCommand) -> Result<u8, String> {
     };
     match role {
         hq::HqCommand::Server(a) => hq_server(a, profile).await.map(|()| 0),
-        hq::HqCommand::Client(_) if profile.connection_migration => {
+        hq::HqCommand::Client(_) if profile.preferred_address => {
             // quinn-proto 0.11 stores the preferred address's connection ID and never
             // probes the address.
             hq::print_unsupported("quinn's client does not move to a server's preferred address");
@@ -737,6 +737,13 @@ async fn hq_client_run(
             conn.force_key_update();
             tally.key_updates_initiated += 1;
         }
+        if p.active_migration {
+            spawn_migration(
+                conn.clone(),
+                ep.clone(),
+                refpeers::local_bind_for(a.connect),
+            );
+        }
         let mut set = JoinSet::new();
         let mut names = group.into_iter();
         loop {
@@ -762,6 +769,26 @@ async fn hq_client_run(
     ep.close(VarInt::from_u32(0), b"done");
     let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
     Ok(())
+}
+
+/// connectionmigration: once 400 kB have arrived, the client's endpoint moves to a
+/// new UDP socket (`Endpoint::rebind`), which quinn treats as an active migration
+/// (a new connection ID and a PING on the new path). Gives up after 30 s or when the
+/// connection ends.
+fn spawn_migration(conn: quinn::Connection, ep: quinn::Endpoint, bind: std::net::SocketAddr) {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && conn.close_reason().is_none() {
+            if conn.stats().udp_rx.bytes >= 400_000 {
+                match std::net::UdpSocket::bind(bind).map(|s| ep.rebind(s)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) | Err(e) => eprintln!("quinn-peer: cannot migrate: {e}"),
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
 }
 
 async fn hq_fetch(

@@ -288,7 +288,14 @@ fn fetch_run(
         } else {
             IN_FLIGHT
         };
-        let result = fetch_group(&conn, &group, &a.download, threads);
+        let result = if p.active_migration {
+            std::thread::scope(|s| {
+                s.spawn(|| migrate_mid_transfer(&conn));
+                fetch_group(&conn, &group, &a.download, threads)
+            })
+        } else {
+            fetch_group(&conn, &group, &a.download, threads)
+        };
         tally.retries += conn.stats().retries;
         if p.resume {
             *neg = negotiated(
@@ -317,6 +324,30 @@ fn fetch_run(
     }
     Ok(())
 }
+
+/// connectionmigration: once [`MIGRATE_AFTER`] bytes have arrived, the client moves
+/// to a new local port on its own initiative (RFC 9000 §9.2). Gives up when the
+/// connection ends first, or after [`MIGRATE_WAIT`].
+fn migrate_mid_transfer(conn: &BlockingConnection) {
+    let deadline = std::time::Instant::now() + MIGRATE_WAIT;
+    while std::time::Instant::now() < deadline {
+        if conn.wait_closed(Duration::ZERO).is_some() {
+            return;
+        }
+        if conn.stats().bytes_received >= MIGRATE_AFTER {
+            conn.migrate();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// connectionmigration: bytes received before the client migrates (a fifth of the
+/// scenario's 2 MB file).
+const MIGRATE_AFTER: u64 = 400_000;
+
+/// connectionmigration: the longest wait for [`MIGRATE_AFTER`] bytes.
+const MIGRATE_WAIT: Duration = Duration::from_secs(30);
 
 /// Fetches `files` over `conn`, `threads` at a time; returns `(files, bytes)`.
 fn fetch_group(

@@ -69,7 +69,7 @@ pub struct HqServerArgs {
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// Offer this address in the `preferred_address` transport parameter (RFC 9000
-    /// §9.6; connectionmigration: the relay's second port, which forwards to the
+    /// §9.6; preferredaddress: the relay's second port, which forwards to the
     /// listening socket). A stack that cannot offer one says `unsupported`.
     #[arg(long)]
     pub preferred_address: Option<SocketAddr>,
@@ -163,8 +163,12 @@ pub struct Profile {
     /// QUIC v2 by compatible version negotiation (RFC 9368/9369): the client starts in
     /// v1 listing v2, the server upgrades.
     pub v2: bool,
-    /// connectionmigration: the client moves to the server's preferred address.
-    pub connection_migration: bool,
+    /// preferredaddress: the client moves to the server's preferred address.
+    pub preferred_address: bool,
+    /// connectionmigration (the interop runner's rule): the client moves to a new
+    /// local port on its own initiative mid-transfer (RFC 9000 §9.2); the server
+    /// plays transfer.
+    pub active_migration: bool,
     /// Certificates in the server's chain (`refpeers::ensure_certificate_chain`): 9 in
     /// amplificationlimit, as the interop runner serves, 1 otherwise.
     pub cert_chain_len: usize,
@@ -194,7 +198,8 @@ impl Profile {
             key_update: false,
             max_streams_bidi: 1000,
             v2: false,
-            connection_migration: false,
+            preferred_address: false,
+            active_migration: false,
             cert_chain_len: 1,
             resume: false,
             zero_rtt: false,
@@ -213,7 +218,11 @@ impl Profile {
             "keyupdate" => p.key_update = true,
             "v2" => p.v2 = true,
             "handshakeloss" | "handshakecorruption" => p.connection_per_file = true,
-            "connectionmigration" => p.connection_migration = true,
+            "preferredaddress" => p.preferred_address = true,
+            "connectionmigration" => {
+                p.small_windows = true;
+                p.active_migration = true;
+            }
             "resumption" => p.resume = true,
             "zerortt" => {
                 p.resume = true;

@@ -295,6 +295,22 @@ pub const SCENARIOS: &[Scenario] = &[
     ZERORTT,
     Scenario {
         name: "connectionmigration",
+        network: "default link; the relay acts as a NAT toward the client: datagrams from a \
+                  new client address leave from a new upstream port",
+        rule: "1 file (2 MB) byte-exact over 1 connection; the client migrated on its own \
+               initiative (the interop runner's rule, RFC 9000 §9.2): the server saw a \
+               second client address, answered there, the transfer ended there, and the \
+               client's short headers there carry connection IDs it never used on the \
+               first path (§9.5)",
+        relay: |rc| {
+            default_link(rc);
+            rc.follow_client_address = true;
+        },
+        setup: || one_v1_file("m.bin", 2 * MB, 60),
+        judge: Judge::Run(active_migration),
+    },
+    Scenario {
+        name: "preferredaddress",
         network: "default link; the relay has a second port, which the server offers as \
                   its preferred address (RFC 9000 §9.6) and forwards from another client \
                   address (127.0.0.2)",
@@ -307,7 +323,7 @@ pub const SCENARIOS: &[Scenario] = &[
             preferred_path: true,
             ..one_v1_file("m.bin", 2 * MB, 60)
         },
-        judge: Judge::Run(connection_migration),
+        judge: Judge::Run(preferred_address_move),
     },
     Scenario {
         name: "rebind-addr",
@@ -818,13 +834,102 @@ fn rebind_port(o: &RunOutput) -> Result<String, String> {
 
 /// connectionmigration: the interop runner's rule (`TestCaseConnectionMigration`)
 /// checks that the client's address changed, that the server validated the new one
-/// (PATH_CHALLENGE answered) and that the client used a new Destination CID there; the
-/// last two need 1-RTT keys. Ours: the second path (the relay's second port, the
-/// server's preferred address) carried client datagrams and the server's answers, and
-/// the transfer ended on it. That the client's packets there carry the preferred
-/// address's connection ID is the simulator's check
+/// (PATH_CHALLENGE answered) and that the client used a new Destination CID there.
+/// PATH_CHALLENGE needs 1-RTT keys; ours checks what the headers show: the server saw
+/// a second client address (the relay gives each client address its own upstream
+/// port), answered there, the transfer ended there, and the Destination CIDs of the
+/// client's short headers there were never used on the first path. That the new path
+/// is validated is the simulator's check (`sim_migration.rs`).
+fn active_migration(o: &RunOutput) -> Result<String, String> {
+    use crate::capture::{Action, HeaderInfo};
+    basic(o)?;
+    connections(o, 1)?;
+    let c2s: Vec<_> = o
+        .capture
+        .originals(Direction::C2S)
+        .filter(|r| !matches!(r.action, Action::Dropped(_)))
+        .collect();
+    let (Some(first), Some(last)) = (c2s.first(), c2s.last()) else {
+        return Err("empty capture".into());
+    };
+    let (old, new) = (first.upstream, last.upstream);
+    if old == new {
+        return Err(format!(
+            "the client did not migrate: all {} of its datagrams reached the server from {old}",
+            c2s.len()
+        ));
+    }
+    let moved_at = c2s.iter().position(|r| r.upstream == new).unwrap_or(0);
+    let s2c_new = o
+        .capture
+        .originals(Direction::S2C)
+        .filter(|r| r.upstream == new)
+        .count();
+    if s2c_new == 0 {
+        return Err(format!(
+            "the client moved ({old} -> {new}) but no server datagram went to its new address"
+        ));
+    }
+    if o.capture
+        .originals(Direction::S2C)
+        .last()
+        .map(|r| r.upstream)
+        != Some(new)
+    {
+        return Err(format!(
+            "the client moved ({old} -> {new}) but the transfer ended on the old path"
+        ));
+    }
+    // The length of the server's connection IDs: its long headers' Source CID.
+    let cid_len = o
+        .capture
+        .dir(Direction::S2C)
+        .find_map(|r| match &r.header {
+            HeaderInfo::Long { scid, .. } => Some(scid.len()),
+            _ => None,
+        })
+        .ok_or("no server long header in the capture")?;
+    let dcids = |on: std::net::SocketAddr| -> std::collections::BTreeSet<Vec<u8>> {
+        c2s.iter()
+            .filter(|r| r.upstream == on)
+            .filter_map(|r| match &r.header {
+                HeaderInfo::Short { lead, .. } if lead.len() >= cid_len => {
+                    Some(lead[..cid_len].to_vec())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (before, after) = (dcids(old), dcids(new));
+    if after.is_empty() {
+        return Err("no short-header client packet on the new path".into());
+    }
+    if let Some(reused) = after.iter().find(|c| before.contains(*c)) {
+        return Err(format!(
+            "the client kept connection ID {} on the new path (RFC 9000 §9.5: it must not \
+             be linkable)",
+            reused
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
+    }
+    Ok(format!(
+        "client moved {old} -> {new} after {moved_at} datagrams; {} client and {s2c_new} \
+         server datagrams there; new connection ID ({} used before, {} after)",
+        c2s.len() - moved_at,
+        before.len(),
+        after.len()
+    ))
+}
+
+/// preferredaddress: the client moves to the server's preferred address (RFC 9000
+/// §9.6; the interop runner's older `connectionmigration` rule). The second path (the
+/// relay's second port, the server's preferred address) carried client datagrams and
+/// the server's answers, and the transfer ended on it. That the client's packets there
+/// carry the preferred address's connection ID is the simulator's check
 /// (`v1_client_moves_to_the_servers_preferred_address`).
-fn connection_migration(o: &RunOutput) -> Result<String, String> {
+fn preferred_address_move(o: &RunOutput) -> Result<String, String> {
     basic(o)?;
     connections(o, 1)?;
     let Some(first) = o.capture.records.first().map(|r| r.upstream) else {
@@ -1529,10 +1634,10 @@ mod tests {
         assert_eq!(server_initial_scids(&o), 3);
     }
 
-    /// connectionmigration passes only if the client used the second path (the relay's
+    /// preferredaddress passes only if the client used the second path (the relay's
     /// second port), the server answered there, and the transfer ended there.
     #[test]
-    fn connection_migration_needs_the_transfer_to_end_on_the_second_path() {
+    fn preferred_address_needs_the_transfer_to_end_on_the_second_path() {
         use crate::capture::{Action, Direction, HeaderInfo, Record};
         let rec = |dir, index, up: &str| Record {
             dir,
@@ -1541,7 +1646,10 @@ mod tests {
             size: 1200,
             action: Action::Forwarded,
             upstream: up.parse().unwrap(),
-            header: HeaderInfo::Short { first: 0x40 },
+            header: HeaderInfo::Short {
+                first: 0x40,
+                lead: Vec::new(),
+            },
             head: None,
             ecn: 0,
         };
@@ -1566,19 +1674,84 @@ mod tests {
         ];
         o.capture.records = records.clone();
         assert!(
-            connection_migration(&o).is_ok(),
+            preferred_address_move(&o).is_ok(),
             "{:?}",
-            connection_migration(&o)
+            preferred_address_move(&o)
         );
         // The transfer went back to the first path: not a move.
         records.push(rec(Direction::S2C, 4, a));
         o.capture.records = records.clone();
-        assert!(connection_migration(&o).is_err());
+        assert!(preferred_address_move(&o).is_err());
         // Nothing on the second path at all.
         o.capture.records = records[..3].to_vec();
-        assert!(connection_migration(&o)
+        assert!(preferred_address_move(&o)
             .unwrap_err()
             .contains("did not move"));
+    }
+
+    /// connectionmigration (the runner's rule): the client's datagrams reach the server
+    /// from a second address, the server answers there until the end, and the client's
+    /// short headers there carry a connection ID not used before.
+    #[test]
+    fn active_migration_needs_a_new_address_and_a_new_connection_id() {
+        use crate::capture::{Action, Direction, HeaderInfo, Record};
+        let rec = |dir, index, up: &str, cid: u8| Record {
+            dir,
+            index,
+            t: std::time::Duration::from_millis(index),
+            size: 1200,
+            action: Action::Forwarded,
+            upstream: up.parse().unwrap(),
+            header: HeaderInfo::Short {
+                first: 0x40,
+                lead: vec![cid; 12],
+            },
+            head: None,
+            ecn: 0,
+        };
+        let (a, b) = ("127.0.0.1:1000", "127.0.0.1:2000");
+        let mut o = RunOutput {
+            client: Some(serde_json::json!({"role": "client", "ok": true, "handshakes": 1})),
+            client_failure: None,
+            server: None,
+            capture: crate::capture::Capture::default(),
+            events: Vec::new(),
+            server_stopped_at: None,
+            files_ok: Ok(()),
+        };
+        let mut hs = server_initial(0, 9, Action::Forwarded);
+        hs.upstream = a.parse().unwrap();
+        let records = |second_cid: u8, answer_on_b: bool| {
+            let mut r = vec![
+                hs.clone(),
+                rec(Direction::C2S, 1, a, 7),
+                rec(Direction::S2C, 2, a, 0),
+                rec(Direction::C2S, 3, b, second_cid),
+            ];
+            if answer_on_b {
+                r.push(rec(Direction::S2C, 4, b, 0));
+            }
+            r
+        };
+        o.capture.records = records(8, true);
+        assert!(active_migration(&o).is_ok(), "{:?}", active_migration(&o));
+        o.capture.records = records(7, true);
+        assert!(active_migration(&o)
+            .unwrap_err()
+            .contains("kept connection ID"));
+        o.capture.records = records(8, false);
+        assert!(active_migration(&o)
+            .unwrap_err()
+            .contains("no server datagram"));
+        o.capture.records = records(8, true);
+        o.capture.records.push(rec(Direction::S2C, 5, a, 0));
+        assert!(active_migration(&o)
+            .unwrap_err()
+            .contains("ended on the old path"));
+        o.capture.records = records(8, true)[..3].to_vec();
+        assert!(active_migration(&o)
+            .unwrap_err()
+            .contains("did not migrate"));
     }
 
     /// A resumed ServerHello: the pre_shared_key extension after a key share too long

@@ -31,7 +31,7 @@ pub const MAX_USER_LEN: usize = 255;
 /// Why credentials could not be obtained. Never contains a secret.
 #[derive(Debug)]
 pub enum CredentialsError {
-    /// A prompt was asked for but standard input is not a terminal.
+    /// A prompt was asked for but the process has no terminal.
     NotATerminal,
     /// Reading the password failed.
     Io(io::Error),
@@ -52,8 +52,8 @@ impl fmt::Display for CredentialsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CredentialsError::NotATerminal => f.write_str(
-                "cannot prompt for a password: standard input is not a terminal; \
-                 use --password-stdin to read it from standard input",
+                "cannot prompt for a password: no terminal (/dev/tty); use --password-stdin \
+                 or --password-file FILE, or an identity key (-i FILE)",
             ),
             CredentialsError::Io(e) => write!(f, "cannot read the password: {e}"),
             CredentialsError::EmptyPassword => f.write_str("empty password"),
@@ -83,11 +83,16 @@ pub struct Credentials;
 
 impl Credentials {
     /// Password login, prompting `Password for USER: ` on the terminal without echo.
-    /// Fails with [`CredentialsError::NotATerminal`] when standard input is not a
-    /// terminal (use [`from_stdin`](Self::from_stdin) there).
+    /// Fails with [`CredentialsError::NotATerminal`] when there is no terminal (use
+    /// [`from_stdin`](Self::from_stdin) there).
     pub fn from_prompt(user: &str) -> Result<Login, CredentialsError> {
+        Self::from_prompt_text(user, &format!("Password for {user}: "))
+    }
+
+    /// Like [`from_prompt`](Self::from_prompt) with the prompt `prompt`.
+    pub fn from_prompt_text(user: &str, prompt: &str) -> Result<Login, CredentialsError> {
         check_user(user)?;
-        let password = prompt_password(&format!("Password for {user}: "))?;
+        let password = prompt_password(prompt)?;
         Ok(Login::Password {
             user: user.to_string(),
             password,
@@ -153,10 +158,11 @@ fn check_user(user: &str) -> Result<(), CredentialsError> {
     Ok(())
 }
 
-/// Prompts on the terminal without echo. Fails with
-/// [`CredentialsError::NotATerminal`] when standard input is not a terminal.
+/// Prompts on the terminal without echo: the controlling terminal (`/dev/tty`), as
+/// SSH does, so that standard input may be a pipe carrying the command's data. Fails
+/// with [`CredentialsError::NotATerminal`] when the process has no terminal.
 pub fn prompt_password(prompt: &str) -> Result<Zeroizing<String>, CredentialsError> {
-    if !io::stdin().is_terminal() {
+    if !has_terminal() {
         return Err(CredentialsError::NotATerminal);
     }
     let password =
@@ -168,6 +174,23 @@ pub fn prompt_password(prompt: &str) -> Result<Zeroizing<String>, CredentialsErr
         return Err(CredentialsError::PasswordTooLong);
     }
     Ok(password)
+}
+
+/// Whether the process has a controlling terminal to prompt on (`/dev/tty` opens and
+/// is a terminal; on other systems, whether standard input is one).
+pub fn has_terminal() -> bool {
+    #[cfg(unix)]
+    {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .is_ok_and(|t| t.is_terminal())
+    }
+    #[cfg(not(unix))]
+    {
+        io::stdin().is_terminal()
+    }
 }
 
 /// Reads a password from the first line of `reader`: up to the first `\n` (a `\r`

@@ -1,8 +1,9 @@
 //! The client's `known_hosts` file: which host key each server address should present.
 //!
 //! Like SSH's, and for the same reason: quill has no certificate authority, so the
-//! client learns a server's host key once (when the user asks it to trust a new host,
-//! `--accept-new-host`, or pins the fingerprint with `--host-key`) and from then on
+//! client learns a server's host key once (when the user answers `yes` to the CLI's
+//! first-contact question, asks it to trust a new host with `--accept-new-host`, or
+//! pins the fingerprint with `--host-key`) and from then on
 //! refuses any other key for that address, loudly, naming the file and line to fix.
 //!
 //! # File format
@@ -124,7 +125,7 @@ impl fmt::Display for KnownHostsError {
             KnownHostsError::BadFingerprint { fingerprint } => write!(
                 f,
                 "bad host-key fingerprint {fingerprint:?}: expected `SHA256:` followed by 43 \
-                 base64 characters, as printed by `quill key fingerprint`"
+                 base64 characters, as printed by `quill fingerprint FILE`"
             ),
         }
     }
@@ -269,6 +270,19 @@ impl KnownHosts {
     /// Whether the list has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether any line names the address `host`:`port` (whatever its key): `false`
+    /// means a first contact.
+    pub fn knows(&self, host: &str, port: u16) -> bool {
+        let Ok(target) = normalize_host(host) else {
+            return false;
+        };
+        self.entries.iter().any(|e| {
+            e.patterns
+                .iter()
+                .any(|p| p.port == port && p.host == target)
+        })
     }
 
     /// Checks `key` for the address `host`:`port` as the user typed it.
@@ -642,21 +656,47 @@ pub fn pinned_policy(fingerprint: &str) -> Result<HostKeyPolicy, KnownHostsError
     Ok(HostKeyPolicy::Pinned(vec![parse_fingerprint(fingerprint)?]))
 }
 
+/// The environment variable that names quill's per-user directory (default
+/// `$HOME/.quill`): `known_hosts`, the client `config` and the default identity
+/// `id_ed25519` live there.
+pub const QUILL_HOME_ENV: &str = "QUILL_HOME";
+
+/// quill's per-user directory: `$QUILL_HOME` if set and non-empty, else
+/// `$HOME/.quill`; `None` if neither variable is set.
+pub fn quill_home() -> Option<PathBuf> {
+    home_from_env(std::env::var_os(QUILL_HOME_ENV), std::env::var_os("HOME"))
+}
+
 /// The default `known_hosts` path: `$QUILL_KNOWN_HOSTS` if set and non-empty, else
-/// `$HOME/.quill/known_hosts`; `None` if neither variable is set.
+/// `known_hosts` in [`quill_home`]; `None` if no variable says where that is.
 pub fn default_known_hosts_path() -> Option<PathBuf> {
-    path_from_env(std::env::var_os(KNOWN_HOSTS_ENV), std::env::var_os("HOME"))
+    path_from_env(
+        std::env::var_os(KNOWN_HOSTS_ENV),
+        std::env::var_os(QUILL_HOME_ENV),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn home_from_env(
+    quill_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    if let Some(p) = quill_home.filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let home = home.filter(|h| !h.is_empty())?;
+    Some(PathBuf::from(home).join(".quill"))
 }
 
 fn path_from_env(
     explicit: Option<std::ffi::OsString>,
+    quill_home: Option<std::ffi::OsString>,
     home: Option<std::ffi::OsString>,
 ) -> Option<PathBuf> {
     if let Some(p) = explicit.filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    let home = home.filter(|h| !h.is_empty())?;
-    Some(PathBuf::from(home).join(".quill").join("known_hosts"))
+    Some(home_from_env(quill_home, home)?.join("known_hosts"))
 }
 
 #[cfg(test)]
@@ -714,6 +754,7 @@ mod tests {
             }
         );
         assert_eq!(kh.lookup("other", 4433, &key(1)), Lookup::Unknown);
+        assert!(kh.knows("H", 4433) && !kh.knows("h", 4434) && !kh.knows("other", 4433));
     }
 
     #[test]
@@ -754,13 +795,21 @@ mod tests {
     #[test]
     fn default_path_prefers_the_environment_variable() {
         assert_eq!(
-            path_from_env(Some("/x/kh".into()), Some("/home/u".into())),
+            path_from_env(
+                Some("/x/kh".into()),
+                Some("/q".into()),
+                Some("/home/u".into())
+            ),
             Some(PathBuf::from("/x/kh"))
         );
         assert_eq!(
-            path_from_env(Some("".into()), Some("/home/u".into())),
+            path_from_env(Some("".into()), None, Some("/home/u".into())),
             Some(PathBuf::from("/home/u/.quill/known_hosts"))
         );
-        assert_eq!(path_from_env(None, None), None);
+        assert_eq!(
+            path_from_env(None, Some("/q".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/q/known_hosts"))
+        );
+        assert_eq!(path_from_env(None, None, None), None);
     }
 }

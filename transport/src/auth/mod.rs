@@ -33,10 +33,13 @@ pub use accounts::{
     check_new_password, normalize_name, Account, AccountStore, SqliteStore, StoreError,
     MAX_KEYS_PER_ACCOUNT, MAX_NAME_LEN, MIN_PASSWORD_LEN, SCHEMA_VERSION,
 };
-pub use credentials::{prompt_password, read_password, Credentials, CredentialsError};
+pub use credentials::{
+    has_terminal, prompt_password, read_password, Credentials, CredentialsError,
+};
 pub use known_hosts::{
     default_known_hosts_path, known_hosts_policy, known_hosts_policy_with, parse_fingerprint,
-    pinned_policy, KnownHosts, KnownHostsError, Lookup, TrustMode, KNOWN_HOSTS_ENV,
+    pinned_policy, quill_home, KnownHosts, KnownHostsError, Lookup, TrustMode, KNOWN_HOSTS_ENV,
+    QUILL_HOME_ENV,
 };
 pub use limiter::{LimitKey, Limiter, LimiterConfig};
 pub use login::{

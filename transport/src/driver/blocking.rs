@@ -559,6 +559,14 @@ impl BlockingConnection {
         self.handle.wake();
     }
 
+    /// Moves the connection to a new local UDP port on the loop's next turn (active
+    /// migration, RFC 9000 §9.2: a fresh connection ID, the new path validated), as
+    /// a device does on a network change. [`BlockingConnection::stats`] counts it
+    /// (`local_migrations`, and `paths_validated` once the server answered).
+    pub fn migrate(&self) {
+        self.handle.migrate();
+    }
+
     /// Waits at most `timeout` for the connection to end on its own (idle timeout,
     /// close by the peer, reset) and returns why, or `None` if it is still up.
     pub fn wait_closed(&self, timeout: Duration) -> Option<ConnectionError> {

@@ -121,6 +121,7 @@ pub struct LoopHandle {
     waker: Arc<Waker>,
     shutdown: Arc<std::sync::atomic::AtomicBool>,
     abort: Arc<std::sync::atomic::AtomicBool>,
+    migrate: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LoopHandle {
@@ -133,6 +134,15 @@ impl LoopHandle {
     /// of it by idle timeout, or by a stateless reset from a restarted server).
     pub fn abort(&self) {
         self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Client: asks the loop to move to a new UDP socket (a new local port of the same
+    /// address family) and migrate its connections there (RFC 9000 §9.2), as a
+    /// device does on a network change. [`EventLoop::migrate`] does it on the loop.
+    pub fn migrate(&self) {
+        self.migrate
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake();
     }
 
@@ -165,6 +175,8 @@ pub struct LoopStats {
 pub struct EventLoop<H: Handler> {
     poll: Poll,
     socket: UdpIo,
+    /// How `socket` was opened (again for [`EventLoop::migrate`]).
+    udp: UdpConfig,
     /// The server's preferred address's socket, if bound.
     preferred: Option<UdpIo>,
     endpoint: Endpoint,
@@ -205,6 +217,7 @@ impl<H: Handler> EventLoop<H> {
         Ok(EventLoop {
             endpoint,
             socket,
+            udp: udp.clone(),
             preferred: None,
             pool,
             handler,
@@ -212,6 +225,7 @@ impl<H: Handler> EventLoop<H> {
                 waker,
                 shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                migrate: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             },
             events: Events::with_capacity(256),
             touched: Vec::new(),
@@ -242,6 +256,24 @@ impl<H: Handler> EventLoop<H> {
         self.preferred = Some(sock);
         self.endpoint.offer_preferred_address(bound);
         Ok(bound)
+    }
+
+    /// Client: moves to a new socket on a new port of the same local address (the
+    /// old one is closed: what it still held is lost and recovered as any loss) and
+    /// migrates every connection to it ([`Connection::migrate`]: a fresh connection ID
+    /// and a validated path). Returns the new local address.
+    pub fn migrate(&mut self) -> io::Result<SocketAddr> {
+        let old = self.socket.local_addr();
+        let any = SocketAddr::new(old.ip(), 0);
+        // Both sockets share the token for a moment; the old one is closed (and so
+        // leaves the poll) when it is replaced. If the bind fails, nothing changed.
+        let sock = UdpIo::bind(any, &self.udp, self.poll.registry(), SOCKET)?;
+        self.socket = sock;
+        self.blocked = false;
+        let moved = self.endpoint.migrate_all(Instant::now());
+        let new = self.socket.local_addr();
+        tracing::debug!(from = %old, to = %new, moved, "moved to a new local address");
+        Ok(new)
     }
 
     /// A handle other threads can use to wake or stop the loop.
@@ -353,6 +385,15 @@ impl<H: Handler> EventLoop<H> {
         }
         if self.handle.abort.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(true);
+        }
+        if self
+            .handle
+            .migrate
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Err(e) = self.migrate() {
+                tracing::warn!("cannot move to a new local address: {e}");
+            }
         }
         // 2. One clock read per turn.
         let now = Instant::now();

@@ -20,7 +20,8 @@ pub use config::{
     QuicV1Server, ServerConfig, ServerPreferredAddress, Sessions, TransportConfig, Version,
 };
 pub use connection::{
-    BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event, Transmit,
+    BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event, MigrateError,
+    Transmit,
 };
 pub use endpoint::{
     ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, RetryPolicy, RESET_SECRET_LABEL,

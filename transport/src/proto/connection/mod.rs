@@ -21,6 +21,7 @@
 mod cids;
 mod ecn;
 mod keys;
+mod migrate;
 mod preferred;
 mod recv;
 mod send;
@@ -30,6 +31,7 @@ mod upgrade;
 mod zero_rtt;
 
 pub use ecn::EcnCodepoint;
+pub use migrate::MigrateError;
 pub(crate) use recv::Header as RecvHeader;
 
 use std::collections::VecDeque;
@@ -143,8 +145,11 @@ pub struct ConnectionStats {
     pub ptos: u64,
     /// Times the peer moved to a new address (NAT rebinding or migration).
     pub migrations: u64,
-    /// New peer addresses validated with PATH_CHALLENGE/PATH_RESPONSE.
+    /// New peer addresses validated with PATH_CHALLENGE/PATH_RESPONSE (and, on a
+    /// client, its own new paths after [`Connection::migrate`]).
     pub paths_validated: u64,
+    /// Times we moved to a new local address ourselves ([`Connection::migrate`]).
+    pub local_migrations: u64,
     /// ACK frames whose ECN-CE count grew (each a congestion event, RFC 9002 §7.1).
     pub ecn_ce_events: u64,
     /// Whether we still mark packets ECT(0): ECN validation (RFC 9000 §13.4.2) has not

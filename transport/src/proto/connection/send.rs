@@ -86,10 +86,17 @@ impl Connection {
         let last = (0..3).rev().find(|&i| wants[i])?;
         // RFC 9000 §14.1: a client pads every datagram carrying an Initial; a server
         // pads datagrams carrying an ack-eliciting Initial.
-        let pad_datagram = wants[0]
+        let pad_datagram = (wants[0]
             && (self.side == Side::Client
                 || (allow == Allow::All
-                    && self.spaces[Space::Initial as usize].has_crypto_or_probe()));
+                    && self.spaces[Space::Initial as usize].has_crypto_or_probe())))
+            // RFC 9000 §8.2.1, §8.2.2: a datagram with PATH_CHALLENGE or PATH_RESPONSE
+            // is expanded to 1200 bytes (as far as the anti-amplification limit lets a
+            // server: `max` is capped by it). quiche does not validate a path on
+            // smaller ones.
+            || (wants[2]
+                && allow == Allow::All
+                && (self.path_challenge_pending || !self.path_responses.is_empty()));
         let mut written = 0;
         for (i, space) in spaces.into_iter().enumerate() {
             if !wants[i] {

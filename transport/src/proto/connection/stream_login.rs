@@ -16,7 +16,7 @@ use crate::proto::error::{ConnectionError, TransportError};
 use crate::proto::handshake::messages::Message;
 use crate::proto::handshake::tls::{StreamLogin, ALPN_QUILL, MAX_LOGIN_MESSAGE};
 use crate::proto::handshake::{verify_login, Handshake};
-use crate::proto::streams::{Dir, ReadOutcome, Side, StreamEvent, StreamId};
+use crate::proto::streams::{Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId};
 
 /// The login's stream: the client's first bidirectional stream.
 const LOGIN_STREAM: StreamId = StreamId(0);
@@ -111,6 +111,7 @@ impl Connection {
             _ => return Ok(()),
         };
         let mut chunk = [0u8; 1024];
+        let mut ended = false;
         loop {
             match self.streams.read(LOGIN_STREAM, &mut chunk) {
                 Ok(ReadOutcome::Data(n)) => {
@@ -119,13 +120,26 @@ impl Connection {
                         return Err(protocol("login message too long"));
                     }
                 }
-                Ok(ReadOutcome::Finished) | Ok(ReadOutcome::Blocked) => break,
+                Ok(ReadOutcome::Blocked) => break,
+                Ok(ReadOutcome::Finished) | Err(ReadError::ClosedStream) => {
+                    ended = true;
+                    break;
+                }
+                Err(ReadError::Reset(_)) => {
+                    return Err(protocol("the login stream was reset before the login"));
+                }
                 // Not open yet (the server has not seen stream 0).
-                Err(_) => return Ok(()),
+                Err(ReadError::UnknownStream) => return Ok(()),
             }
         }
         let framed_len = Message::framed_len(buf).map_err(|_| protocol("bad login message"))?;
         let Some(len) = framed_len else {
+            if ended {
+                // Waiting on would last until the handshake timeout.
+                return Err(protocol(
+                    "the login stream ended before a whole login message",
+                ));
+            }
             return Ok(()); // incomplete
         };
         let message = Message::decode(&buf[..len]).map_err(|_| protocol("bad login message"))?;

@@ -733,6 +733,55 @@ fn v1_sim(app: ClientApp) -> Sim<ClientApp, ServerApp> {
     Sim::over_default_links(9, client, server, app, ServerApp::accept_all())
 }
 
+/// ALPN `quill`: a client that resets stream 0 before its whole login message
+/// arrived gets a PROTOCOL_VIOLATION naming it at once, not a wait until the
+/// handshake timeout. (The client's first flight, with the login, is lost; the
+/// client then resets the stream, so the server sees only RESET_STREAM there.)
+#[test]
+fn a_login_stream_reset_before_the_login_is_a_protocol_violation() {
+    let key = Arc::new(HostKeyPair::from_seed(&[3; 32]).unwrap());
+    let alpn = vec![b"quill".to_vec()];
+    let mut client = ClientConfig::new(
+        Login::Password {
+            user: "alice".into(),
+            password: Zeroizing::new("pw".into()),
+        },
+        HostKeyPolicy::Pinned(vec![key.public().fingerprint()]),
+    );
+    client.version = Version::QuicV1 { alpn: alpn.clone() };
+    let mut server = ServerConfig::new(key.clone());
+    server.quic_v1 = Some(crate::proto::QuicV1Server::with_host_key(key, alpn).unwrap());
+    let mut sim = Sim::over_default_links(
+        9,
+        client,
+        server,
+        ClientApp::new(0, 0),
+        ServerApp::accept_all(),
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.client().alpn().is_some()));
+    sim.net.c2s.black_hole = true;
+    sim.net.transmit();
+    sim.net.c2s.black_hole = false;
+    sim.client().streams.reset(StreamId(0), 7).unwrap();
+    let start = sim.now();
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.client_app.lost.is_some()));
+    match sim.client_app.lost.clone().unwrap() {
+        ConnectionError::ClosedByPeer { code, app, reason } => {
+            assert!(!app);
+            assert_eq!(
+                TransportErrorCode(code),
+                TransportErrorCode::PROTOCOL_VIOLATION
+            );
+            assert!(reason.contains("login stream was reset"), "{reason}");
+        }
+        other => panic!("expected the server's PROTOCOL_VIOLATION, got {other}"),
+    }
+    // Well before the handshake timeout: the server did not wait it out.
+    let waited = sim.now() - start;
+    let timeout = TransportConfig::default().handshake_timeout;
+    assert!(waited < timeout / 2, "closed after {waited:?}");
+}
+
 #[test]
 fn a_v1_server_keeps_a_bounded_number_of_early_one_rtt_packets() {
     let mut sim = v1_sim(ClientApp::new(200_000, 1));

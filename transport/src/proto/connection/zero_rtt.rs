@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 
 use super::keys::Keys;
 use super::{Connection, State, MAX_EARLY_ONE_RTT};
+use crate::proto::error::{ConnectionError, TransportError};
 use crate::proto::handshake::Handshake;
 use crate::proto::streams::Side;
-use crate::wire::{Frame, Space};
+use crate::wire::{Frame, Space, TransportErrorCode};
 
 /// The 0-RTT state of one connection.
 #[derive(Default)]
@@ -126,6 +127,17 @@ impl Connection {
         }
         self.early.accepted = t.early_data_accepted();
         if self.early.accepted {
+            return;
+        }
+        if let Some(why) = self.streams.early_use_beyond_peer_limits() {
+            // The data written early cannot go out again within the server's new
+            // limits: end the connection with a clear reason rather than send
+            // beyond them (the server would close with FLOW_CONTROL_ERROR or
+            // STREAM_LIMIT_ERROR).
+            let reason =
+                format!("0-RTT refused and the server lowered its limits ({why}): connect again");
+            let wire = TransportError::new(TransportErrorCode::NO_ERROR, reason.clone());
+            self.close_with(wire, ConnectionError::ClosedLocally { code: 0, reason });
             return;
         }
         tracing::debug!("0-RTT refused by the server; sending it again in 1-RTT packets");

@@ -828,6 +828,28 @@ impl Endpoint {
         }
     }
 
+    /// Client: this endpoint now sends from a new local address; every connection
+    /// migrates to it ([`Connection::migrate`]). Returns how many did.
+    pub fn migrate_all(&mut self, now: Instant) -> usize {
+        self.note_now(now);
+        let keys: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.retired)
+            .map(|(k, _)| k)
+            .collect();
+        let mut moved = 0;
+        for key in keys {
+            match self.sessions[key].conn.migrate() {
+                Ok(_) => moved += 1,
+                Err(e) => tracing::debug!("connection {key} stays: {e}"),
+            }
+            self.sync_reset_token(key);
+            self.touched(key);
+        }
+        moved
+    }
+
     /// Closes every connection with an application `code` and `reason`
     /// (CONNECTION_CLOSE everywhere) and refuses new ones. Sessions are freed as they
     /// drain; the endpoint is done when [`Endpoint::is_empty`] (after the last

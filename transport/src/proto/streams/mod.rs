@@ -479,6 +479,48 @@ impl Streams {
         }
     }
 
+    /// What early use (0-RTT, under remembered limits) went beyond the limits of
+    /// the peer's current transport parameters, if anything: after a refused 0-RTT
+    /// the server may lower them (RFC 9000 §7.4.1), and data already written under
+    /// the old ones cannot be taken back.
+    pub fn early_use_beyond_peer_limits(&self) -> Option<String> {
+        let peer = &self.peer;
+        for (dir, max) in [
+            (Dir::Bi, peer.initial_max_streams_bidi),
+            (Dir::Uni, peer.initial_max_streams_uni),
+        ] {
+            let opened = self.next_local[dir.index()];
+            if opened > max {
+                return Some(format!(
+                    "{opened} {dir:?} streams were opened, the server now allows {max}"
+                ));
+            }
+        }
+        if self.conn_written > peer.initial_max_data {
+            return Some(format!(
+                "{} bytes were written, the server now allows {}",
+                self.conn_written, peer.initial_max_data
+            ));
+        }
+        for (&raw, stream) in self.streams.iter() {
+            let id = StreamId(raw);
+            let Some(ss) = stream.send.as_ref() else {
+                continue;
+            };
+            if id.initiator() != self.side {
+                continue;
+            }
+            let limit = self.peer_initial_send_limit(id, self.side);
+            if ss.buf.offset() > limit {
+                return Some(format!(
+                    "{} bytes were written on stream {raw}, the server now allows {limit}",
+                    ss.buf.offset()
+                ));
+            }
+        }
+        None
+    }
+
     /// The peer's initial limit for our sending on stream `id`.
     fn peer_initial_send_limit_for(peer: &TransportParameters, id: StreamId, side: Side) -> u64 {
         // RFC 9000 §18.2: initial_max_stream_data_bidi_local "applies to newly
