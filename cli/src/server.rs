@@ -625,36 +625,24 @@ impl Settings {
 
     /// The keys outside [`RELOADABLE_KEYS`] whose value differs in `new`.
     fn needs_restart(&self, new: &Settings) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut check = |key: &'static str, differs: bool| {
-            if differs {
-                keys.push(key);
-            }
-        };
-        check("listen", self.listen != new.listen);
-        check("key", self.key != new.key);
-        check("accounts", self.accounts != new.accounts);
-        check("root", self.root != new.root);
-        check("allow-register", self.allow_register != new.allow_register);
-        check("keep-alive", self.keep_alive != new.keep_alive);
-        check("idle-timeout", self.idle_timeout != new.idle_timeout);
-        check(
-            "handshake-timeout",
-            self.handshake_timeout != new.handshake_timeout,
-        );
-        check("retry", self.retry != new.retry);
-        check("qlog-dir", self.qlog_dir != new.qlog_dir);
-        check(
-            "max-half-open-per-address",
-            self.max_half_open_per_address != new.max_half_open_per_address,
-        );
-        check("cert", self.cert != new.cert);
-        check("cert-key", self.cert_key != new.cert_key);
-        check("no-quic-v1", self.no_quic_v1 != new.no_quic_v1);
-        check("no-quic-v2", self.no_quic_v2 != new.no_quic_v2);
-        check("hq-interop", self.hq_interop != new.hq_interop);
-        check("log-format", self.log_format != new.log_format);
-        keys
+        // `[key, ...]` of the listed fields that differ between `$old` and `$new`.
+        macro_rules! differing {
+            ($old:ident, $new:ident: $($field:ident => $key:literal),* $(,)?) => {{
+                let mut keys = Vec::new();
+                $(if $old.$field != $new.$field { keys.push($key); })*
+                keys
+            }};
+        }
+        let old = self;
+        differing!(old, new:
+            listen => "listen", key => "key", accounts => "accounts", root => "root",
+            allow_register => "allow-register", keep_alive => "keep-alive",
+            idle_timeout => "idle-timeout", handshake_timeout => "handshake-timeout",
+            retry => "retry", qlog_dir => "qlog-dir",
+            max_half_open_per_address => "max-half-open-per-address", cert => "cert",
+            cert_key => "cert-key", no_quic_v1 => "no-quic-v1", no_quic_v2 => "no-quic-v2",
+            hq_interop => "hq-interop", log_format => "log-format",
+        )
     }
 
     /// Loads the key and builds [`ServerOptions`].
