@@ -15,6 +15,10 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// How log lines look on stderr: text, or one JSON object per line (the server
+    /// also takes `log-format` in --config). RUST_LOG=FILTER overrides -v/-q.
+    #[arg(long, value_enum, global = true)]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +71,14 @@ pub enum Command {
     ///
     /// Example: quill fingerprint ~/.quill/id_ed25519.pub
     Fingerprint(FingerprintArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    ///
+    /// Example: quill completions bash > /etc/bash_completion.d/quill
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to standard output.
+    ///
+    /// Example: quill man | man -l -
+    Man(ManArgs),
 }
 
 /// `quill fingerprint`.
@@ -86,7 +98,7 @@ pub struct KeygenArgs {
 }
 
 /// `quill server`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "[::]:4433")]
@@ -445,4 +457,32 @@ mod tests {
         assert!(parse_size("5X").is_err());
         assert!(parse_size("99999999999T").is_err());
     }
+}
+
+/// `quill completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// Shells `quill completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// bash (source it, or put it in /etc/bash_completion.d/quill).
+    Bash,
+    /// zsh (put it in a directory of $fpath as _quill).
+    Zsh,
+    /// fish (put it in ~/.config/fish/completions/quill.fish).
+    Fish,
+}
+
+/// `quill man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write one page per command (quill.1, quill-server.1, ...) into this directory
+    /// instead of printing quill.1.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }

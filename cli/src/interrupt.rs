@@ -159,5 +159,6 @@ pub fn discard(path: &Path) {
 pub fn exit(code: i32) -> ! {
     let st = lock();
     let code = st.signal.map_or(code, |sig| 128 + sig);
+    crate::logging::finish();
     std::process::exit(code)
 }

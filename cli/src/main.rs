@@ -6,9 +6,11 @@ mod args;
 mod client;
 mod config;
 mod demo;
+mod docs;
 mod exit;
 mod interrupt;
 mod keygen;
+mod logging;
 mod output;
 mod perf;
 mod ping;
@@ -33,18 +35,26 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => tracing::Level::ERROR,
-        (false, 0) => tracing::Level::WARN,
-        (false, 1) => tracing::Level::INFO,
-        (false, 2) => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
+    // The server logs its connection events at `info`; clients stay quiet unless asked.
+    // Its configuration file may set `log-format` and `log-level` (the command line
+    // and RUST_LOG win); read it before the logger exists.
+    let (default_level, configured) = match &cli.command {
+        Command::Server(a) => match server::log_settings(a) {
+            Ok(c) => (tracing::Level::INFO, c),
+            Err(e) => {
+                output::note!("quill: {e}");
+                std::process::exit(e.code);
+            }
+        },
+        _ => (tracing::Level::WARN, Default::default()),
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .init();
+    let choice = logging::LevelChoice {
+        default: default_level,
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    let format = cli.log_format.or(configured.format).unwrap_or_default();
+    let logs = logging::init(choice, configured.level.as_deref(), format);
     // Client commands clean up after Ctrl-C (partial files, an application close);
     // the server has its own graceful shutdown, and the rest have nothing to undo.
     if matches!(
@@ -61,7 +71,7 @@ fn main() {
     }
     let result = match &cli.command {
         Command::Keygen(a) => keygen::run(a),
-        Command::Server(a) => server::run(a),
+        Command::Server(a) => server::run(a, logs),
         Command::User(a) => admin::run(a),
         Command::Register(a) => client::register(a),
         Command::Connect(a) => client::connect(a),
@@ -71,6 +81,8 @@ fn main() {
         Command::Perf(a) => perf::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Fingerprint(a) => keygen::fingerprint(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     qlog::finish();
     match result {

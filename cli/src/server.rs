@@ -22,15 +22,23 @@
 //! Logins: without an account database every login would be refused, so `quill
 //! server` requires `--accounts` (the file is created if missing; add accounts with
 //! `quill user add`).
+//!
+//! Logs (at `info`, the server's default level): one line per connection event —
+//! `connection accepted` (address, connection ID, version, suite, key exchange),
+//! `login accepted`/`login refused` (from `driver::login`, with the user and the reason
+//! as the server knows it) and `connection closed` (who closed, code, reason, duration,
+//! bytes each way). See [`crate::logging`] for levels and formats, and
+//! [`reload`] for SIGHUP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::SqliteStore;
@@ -42,13 +50,15 @@ use quill_transport::driver::TerminationSignals;
 use quill_transport::driver::UdpConfig;
 use quill_transport::driver::{Completion, Context, EventLoop, Handler, LoopHandle};
 use quill_transport::proto::{
-    Connection, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId, TransportConfig,
+    Connection, ConnectionError, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId,
+    TransportConfig,
 };
 use quill_transport::proto::{ConnectionHandle, EndpointConfig, RetryPolicy, RESET_SECRET_LABEL};
 use quill_transport::proto::{QuicV1Server, ALPN_QUILL};
 
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
+use crate::logging::{LogFormat, Logs};
 use quill_transport::service::{
     hash_file, sweep_temp_files, Answer, Echo, Files, Pumped, Request, Upload, CHUNK, MAX_LINE,
 };
@@ -115,6 +125,8 @@ pub struct RunningServer {
     pub fingerprint: String,
     handle: LoopHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
+    /// Where [`reload`] leaves run-time settings for the loop thread.
+    reloads: Arc<Mutex<Option<Runtime>>>,
 }
 
 impl RunningServer {
@@ -231,6 +243,8 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         streams: HashMap::new(),
         buf: vec![0u8; CHUNK],
         wake: None,
+        accepted: HashSet::new(),
+        reloads: Arc::default(),
     };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let mut ev = EventLoop::bind(
@@ -245,6 +259,7 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     let addr = ev.local_addr();
     let handle = ev.handle();
     ev.handler().wake = Some(handle.clone());
+    let reloads = ev.handler().reloads.clone();
     let thread = std::thread::Builder::new()
         .name("quill-server".into())
         .spawn(move || ev.run())
@@ -254,27 +269,190 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         fingerprint,
         handle,
         thread: Some(thread),
+        reloads,
     })
 }
 
 /// Runs `quill server` until SIGINT or SIGTERM, then drains connections and returns.
-pub fn run(args: &ServerArgs) -> CliResult {
+/// SIGHUP re-reads `--config` ([`reload`]).
+pub fn run(args: &ServerArgs, logs: Logs) -> CliResult {
     // Before any thread exists, so that every thread inherits the blocked set and the
-    // signals reach only the thread `on_signal` starts.
-    let signals = TerminationSignals::block();
+    // signals reach only the thread `on_signals` starts.
+    let signals = TerminationSignals::block_with_hangup();
     let settings = Settings::from_args(args)?;
     let opts = settings.options()?;
     let server = spawn(opts)?;
     crate::output::note!("listening {}", server.addr);
     crate::output::note!("host key fingerprint {}", server.fingerprint);
     let handle = server.handle.clone();
-    signals.on_signal(move |sig| {
-        tracing::info!("signal {sig}: closing connections");
+    let reloads = server.reloads.clone();
+    let args = args.clone();
+    let mut running = settings;
+    signals.on_signals(move |sig| {
+        if sig == libc::SIGHUP {
+            reload(&args, &mut running, &logs, &reloads, &handle);
+            return true;
+        }
+        let name = if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        tracing::info!("{name}: closing connections");
         handle.shutdown();
+        false
     });
     server.wait()?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The server's log settings from its configuration file (read before the logger
+/// exists; the command line and `RUST_LOG` win over them).
+#[derive(Debug, Default)]
+pub struct LogSettings {
+    /// `log-format`.
+    pub format: Option<LogFormat>,
+    /// `log-level` (checked).
+    pub level: Option<String>,
+}
+
+/// [`LogSettings`] of `quill server`'s `--config`; an error names the file and line.
+pub fn log_settings(args: &ServerArgs) -> Result<LogSettings, CliError> {
+    let s = Settings::from_args(args)?;
+    Ok(LogSettings {
+        format: s.log_format,
+        level: s.log_level,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// SIGHUP: reloading the configuration file.
+
+/// Keys that SIGHUP applies to a running server; every other key needs a restart.
+pub const RELOADABLE_KEYS: &[&str] = &[
+    "log-level",
+    "max-upload-size",
+    "max-connections-per-user",
+    "max-connections-per-address",
+    "max-registrations-per-address",
+];
+
+/// The settings SIGHUP can change, handed to the loop thread.
+#[derive(Debug, Clone, PartialEq)]
+struct Runtime {
+    max_upload_size: Option<u64>,
+    max_connections_per_user: usize,
+    max_connections_per_address: usize,
+    max_registrations_per_address: u32,
+}
+
+impl Runtime {
+    fn of(s: &Settings) -> Runtime {
+        Runtime {
+            max_upload_size: s.max_upload_size,
+            max_connections_per_user: s.max_connections_per_user.unwrap_or(DEFAULT_MAX_PER_USER),
+            max_connections_per_address: s
+                .max_connections_per_address
+                .unwrap_or(DEFAULT_MAX_PER_ADDRESS),
+            max_registrations_per_address: s
+                .max_registrations_per_address
+                .unwrap_or(LimiterConfig::default().registrations_per_source),
+        }
+    }
+}
+
+/// SIGHUP, on the signal thread: re-reads `--config` under the same command line (which
+/// still wins). A file that does not parse is reported and the running settings stay.
+/// The log filter changes at once; the keys of [`RELOADABLE_KEYS`] go to the loop
+/// thread through `reloads` and apply to new logins and uploads there (sessions and
+/// transfers in progress are not touched); any other changed key is reported as
+/// needing a restart, and keeps its running value.
+fn reload(
+    args: &ServerArgs,
+    running: &mut Settings,
+    logs: &Logs,
+    reloads: &Mutex<Option<Runtime>>,
+    handle: &LoopHandle,
+) {
+    let Some(path) = &args.config else {
+        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    };
+    let new = match Settings::from_args(args) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("SIGHUP: {}; keeping the running configuration", e.message);
+            return;
+        }
+    };
+    let mut changed = Vec::new();
+    match logs.set_level(new.log_level.as_deref()) {
+        Ok(Some((old, now))) => changed.push(format!("log-level {old} -> {now}")),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
+        }
+    }
+    let (old_rt, new_rt) = (Runtime::of(running), Runtime::of(&new));
+    let size = |v: Option<u64>| v.map_or("none".to_string(), |n| n.to_string());
+    if old_rt.max_upload_size != new_rt.max_upload_size {
+        changed.push(format!(
+            "max-upload-size {} -> {}",
+            size(old_rt.max_upload_size),
+            size(new_rt.max_upload_size)
+        ));
+    }
+    for (key, old, now) in [
+        (
+            "max-connections-per-user",
+            old_rt.max_connections_per_user,
+            new_rt.max_connections_per_user,
+        ),
+        (
+            "max-connections-per-address",
+            old_rt.max_connections_per_address,
+            new_rt.max_connections_per_address,
+        ),
+        (
+            "max-registrations-per-address",
+            old_rt.max_registrations_per_address as usize,
+            new_rt.max_registrations_per_address as usize,
+        ),
+    ] {
+        if old != now {
+            changed.push(format!("{key} {old} -> {now}"));
+        }
+    }
+    let restart = running.needs_restart(&new);
+    // What the loop applies, and what the next SIGHUP compares with: the new run-time
+    // values over the running start-up values (which only a restart changes).
+    running.max_upload_size = new.max_upload_size;
+    running.max_connections_per_user = new.max_connections_per_user;
+    running.max_connections_per_address = new.max_connections_per_address;
+    running.max_registrations_per_address = new.max_registrations_per_address;
+    running.log_level = new.log_level.clone();
+    if old_rt != new_rt {
+        *reloads.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_rt);
+        handle.wake();
+    }
+    let changed = if changed.is_empty() {
+        "nothing".to_string()
+    } else {
+        changed.join(", ")
+    };
+    if restart.is_empty() {
+        tracing::info!("SIGHUP: reloaded {}: changed {changed}", path.display());
+    } else {
+        tracing::warn!(
+            "SIGHUP: reloaded {}: changed {changed}; needs a restart to apply: {} \
+             (still running with the old values; SIGHUP applies {})",
+            path.display(),
+            restart.join(", "),
+            RELOADABLE_KEYS.join(", ")
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -303,6 +481,8 @@ struct Settings {
     no_quic_v1: bool,
     no_quic_v2: bool,
     hq_interop: bool,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -327,6 +507,8 @@ const CONFIG_KEYS: &[&str] = &[
     "no-quic-v1",
     "no-quic-v2",
     "hq-interop",
+    "log-level",
+    "log-format",
 ];
 
 impl Settings {
@@ -355,6 +537,8 @@ impl Settings {
             no_quic_v1: args.no_quic_v1,
             no_quic_v2: args.no_quic_v2,
             hq_interop: args.hq_interop,
+            log_level: None,
+            log_format: None,
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -415,6 +599,11 @@ impl Settings {
                     "max-half-open-per-address" if s.max_half_open_per_address.is_none() => {
                         s.max_half_open_per_address = Some(parse_count(&value).map_err(at)?);
                     }
+                    "log-level" => {
+                        crate::logging::check_level(&value).map_err(at)?;
+                        s.log_level = Some(value);
+                    }
+                    "log-format" => s.log_format = Some(value.parse().map_err(at)?),
                     "retry" if s.retry == RetryArg::Auto => {
                         s.retry = match value.as_str() {
                             "always" => RetryArg::Always,
@@ -432,6 +621,28 @@ impl Settings {
             }
         }
         Ok(s)
+    }
+
+    /// The keys outside [`RELOADABLE_KEYS`] whose value differs in `new`.
+    fn needs_restart(&self, new: &Settings) -> Vec<&'static str> {
+        // `[key, ...]` of the listed fields that differ between `$old` and `$new`.
+        macro_rules! differing {
+            ($old:ident, $new:ident: $($field:ident => $key:literal),* $(,)?) => {{
+                let mut keys = Vec::new();
+                $(if $old.$field != $new.$field { keys.push($key); })*
+                keys
+            }};
+        }
+        let old = self;
+        differing!(old, new:
+            listen => "listen", key => "key", accounts => "accounts", root => "root",
+            allow_register => "allow-register", keep_alive => "keep-alive",
+            idle_timeout => "idle-timeout", handshake_timeout => "handshake-timeout",
+            retry => "retry", qlog_dir => "qlog-dir",
+            max_half_open_per_address => "max-half-open-per-address", cert => "cert",
+            cert_key => "cert-key", no_quic_v1 => "no-quic-v1", no_quic_v2 => "no-quic-v2",
+            hq_interop => "hq-interop", log_format => "log-format",
+        )
     }
 
     /// Loads the key and builds [`ServerOptions`].
@@ -622,19 +833,21 @@ struct FileServer {
     buf: Vec<u8>,
     /// To wake the loop when a stream used its budget and has more to do.
     wake: Option<LoopHandle>,
+    /// Connections whose `connection accepted` line is written.
+    accepted: HashSet<ConnectionHandle>,
+    /// Settings from a SIGHUP, applied on the next wake-up ([`reload`]).
+    reloads: Arc<Mutex<Option<Runtime>>>,
 }
 
 impl Handler for FileServer {
     fn on_event(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle, event: Event) {
         match event {
             Event::LoginRequested(req) => {
-                verify_on_pool(ctx, &self.verifier, h, req, |_, h, verdict| match verdict {
-                    Verdict::Accept { account, .. } => {
-                        tracing::info!("{h:?}: login accepted for {account}")
-                    }
-                    Verdict::Refuse { reason } => tracing::info!("{h:?}: login refused: {reason}"),
-                });
+                self.log_accepted(ctx, h);
+                // driver::login logs the verdict (user, address, the server's reason).
+                verify_on_pool(ctx, &self.verifier, h, req, |_, _, _: &Verdict| {});
             }
+            Event::HandshakeConfirmed { .. } => self.log_accepted(ctx, h),
             Event::Stream(StreamEvent::Opened { .. }) => {
                 let Some(c) = ctx.connection(h) else { return };
                 while let Some(id) = c.accept_stream(Dir::Bi) {
@@ -652,10 +865,35 @@ impl Handler for FileServer {
                 }
             }
             Event::ConnectionLost(e) => {
-                tracing::info!("{h:?}: connection ended: {e}");
+                self.accepted.remove(&h);
+                let now = ctx.now();
+                if let Some(c) = ctx.connection(h) {
+                    log_closed(c, &e, now);
+                }
                 self.streams.retain(|k, _| k.0 != h);
             }
             _ => {}
+        }
+    }
+
+    fn on_wake(&mut self, _ctx: &mut Context<'_, Self>) {
+        let reload = self
+            .reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rt) = reload {
+            // Applies to new logins and uploads; nothing in progress is touched.
+            self.max_upload_size = rt.max_upload_size;
+            self.verifier
+                .sessions
+                .set_caps(rt.max_connections_per_user, rt.max_connections_per_address);
+            self.verifier
+                .limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_registrations_per_source(rt.max_registrations_per_address);
+            tracing::debug!("SIGHUP settings applied on the loop thread: {rt:?}");
         }
     }
 
@@ -690,6 +928,36 @@ impl Handler for FileServer {
 }
 
 impl FileServer {
+    /// `connection accepted`, once per connection: the key exchange is done (quill's
+    /// version: the login request came with it; QUIC v1: the TLS handshake).
+    fn log_accepted(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle) {
+        if !self.accepted.insert(h) {
+            return;
+        }
+        let Some(c) = ctx.connection(h) else { return };
+        let version = c.version();
+        let kx = match c.key_exchange_group() {
+            Some(g) => format!("{g:?}"),
+            None if version == quill_transport::wire::QUILL_VERSION => {
+                "X25519+ML-KEM-768".to_string()
+            }
+            None => "-".to_string(),
+        };
+        let suite = c.suite().map_or("-".to_string(), |s| format!("{s:?}"));
+        let alpn = c
+            .alpn()
+            .map(|a| String::from_utf8_lossy(a).escape_debug().to_string());
+        tracing::info!(
+            peer = %c.remote_address(),
+            cid = %c.local_cid(),
+            version = quill_transport::wire::version_name(version),
+            suite,
+            kx,
+            alpn,
+            "connection accepted"
+        );
+    }
+
     /// Runs `job` on the pool; its completion sets the stream's next state. When the
     /// pool's queue is full, a GET is answered "busy" and a commit runs here (an fsync
     /// of one file: bounded, and the upload must not be lost).
@@ -733,6 +1001,51 @@ impl FileServer {
             }
         }
     }
+}
+
+/// `connection closed`: who closed, the code and reason, how long the connection
+/// lasted and the UDP payload bytes each way.
+fn log_closed(c: &Connection, e: &ConnectionError, now: Instant) {
+    // Codes: `app/0x0` for an application's, the name (or number) for a transport's.
+    use quill_transport::wire::TransportErrorCode;
+    let (by, code, reason) = match e {
+        ConnectionError::ClosedByPeer { code, app, reason } => (
+            "client",
+            match app {
+                true => format!("app/{code:#x}"),
+                false => TransportErrorCode(*code).to_string(),
+            },
+            reason.clone(),
+        ),
+        ConnectionError::ClosedLocally { code, reason } => {
+            ("server", format!("app/{code:#x}"), reason.clone())
+        }
+        ConnectionError::LoginRefused { reason } => (
+            "server",
+            TransportErrorCode::LOGIN_REFUSED.to_string(),
+            reason.clone(),
+        ),
+        ConnectionError::Transport(t) => ("server", t.code.to_string(), t.reason.clone()),
+        ConnectionError::TimedOut => ("idle-timeout", "-".into(), e.to_string()),
+        ConnectionError::HandshakeTimedOut { .. } => {
+            ("handshake-timeout", "-".into(), e.to_string())
+        }
+        ConnectionError::Reset => ("client", "stateless-reset".into(), e.to_string()),
+        other => ("network", "-".into(), other.to_string()),
+    };
+    let stats = c.stats();
+    tracing::info!(
+        peer = %c.remote_address(),
+        cid = %c.local_cid(),
+        user = c.account().unwrap_or("-"),
+        by = %by,
+        code = %code,
+        reason = reason.as_str(),
+        duration = %format_args!("{:.3}s", now.saturating_duration_since(c.started()).as_secs_f64()),
+        bytes_in = stats.bytes_received,
+        bytes_out = stats.bytes_sent,
+        "connection closed"
+    );
 }
 
 /// What one stream's turn produced.
@@ -1080,9 +1393,14 @@ fn start_service(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
+    let request_line: String = line.chars().take(200).collect();
     tracing::info!(
-        "{user} {id:?}: {}",
-        line.chars().take(200).collect::<String>()
+        peer = %c.remote_address(),
+        cid = %c.local_cid(),
+        user = user.as_str(),
+        stream = id.0,
+        request = request_line.as_str(),
+        "request"
     );
     match request {
         Request::Echo => Service::Echo(Echo::new(rest)),
@@ -1172,6 +1490,49 @@ mod tests {
             settings(&["--max-half-open-per-address", "0"]).max_half_open_per_address,
             Some(0)
         );
+    }
+
+    #[test]
+    fn every_config_key_is_reloaded_or_reported_as_needing_a_restart() {
+        use clap::Parser;
+        let sample = |key: &str| -> &str {
+            match key {
+                "listen" => "127.0.0.1:5000",
+                "max-upload-size" => "5",
+                "allow-register" | "no-quic-v1" | "no-quic-v2" | "hq-interop" => "yes",
+                "keep-alive" | "idle-timeout" | "handshake-timeout" => "7s",
+                "retry" => "always",
+                "log-level" => "debug",
+                "log-format" => "json",
+                k if k.starts_with("max-") => "3",
+                "key" | "accounts" | "root" | "qlog-dir" | "cert" | "cert-key" => "some/path",
+                other => panic!(
+                    "give '{other}' a sample value here, and decide whether SIGHUP reloads it"
+                ),
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.conf");
+        let settings = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let argv = ["quill", "server", "--config", file.to_str().unwrap()];
+            let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+            let crate::args::Command::Server(args) = cli.command else {
+                unreachable!("parsed as server")
+            };
+            Settings::from_args(&args).unwrap()
+        };
+        let base = settings("");
+        for key in CONFIG_KEYS {
+            let new = settings(&format!("{key} = {}\n", sample(key)));
+            assert_ne!(new, base, "{key} changed nothing");
+            let restart = base.needs_restart(&new);
+            if RELOADABLE_KEYS.contains(key) {
+                assert!(restart.is_empty(), "{key}: {restart:?}");
+            } else {
+                assert_eq!(restart, vec![*key], "a change to {key} must be reported");
+            }
+        }
     }
 
     #[test]

@@ -64,17 +64,13 @@ impl TestServer {
     /// Starts `quill server` as `setup` says.
     pub fn start_with(setup: Setup<'_>) -> TestServer {
         let allow_register = setup.allow_register;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).expect("root");
-        let accounts = dir.path().join("accounts.db");
-        SqliteStore::open(&accounts)
-            .expect("accounts")
-            .add_user(USER, Some(PASSWORD.as_bytes()), &[])
-            .expect("add user");
-        let key_path = dir.path().join("host.key");
-        let key = HostKeyPair::generate(&OsRandom::new()).expect("key");
-        key.write_to(&key_path).expect("write key");
+        let ServerFiles {
+            dir,
+            root,
+            accounts,
+            key_path,
+            key,
+        } = ServerFiles::new();
         let mut command: Vec<OsString> = Vec::new();
         if let Some(script) = setup.namespace_script {
             command.extend(["unshare", "-m", "sh", "-e", "-c"].map(OsString::from));
@@ -131,6 +127,45 @@ impl TestServer {
         let (child, addr) = spawn_server(&self.command, &self.root);
         self.child = Some(child);
         self.addr = addr;
+    }
+}
+
+/// What a test server needs on disk, in a temporary directory: `root/`, an account
+/// database with [`USER`]/[`PASSWORD`], and a host key.
+pub struct ServerFiles {
+    /// The temporary directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// `DIR/root`, the file service's root.
+    pub root: PathBuf,
+    /// `DIR/accounts.db`.
+    pub accounts: PathBuf,
+    /// `DIR/host.key`.
+    pub key_path: PathBuf,
+    /// The host key.
+    pub key: HostKeyPair,
+}
+
+impl ServerFiles {
+    /// Creates them.
+    pub fn new() -> ServerFiles {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        let accounts = dir.path().join("accounts.db");
+        SqliteStore::open(&accounts)
+            .expect("accounts")
+            .add_user(USER, Some(PASSWORD.as_bytes()), &[])
+            .expect("add user");
+        let key_path = dir.path().join("host.key");
+        let key = HostKeyPair::generate(&OsRandom::new()).expect("key");
+        key.write_to(&key_path).expect("write key");
+        ServerFiles {
+            dir,
+            root,
+            accounts,
+            key_path,
+            key,
+        }
     }
 }
 

@@ -155,6 +155,12 @@ impl Limiter {
         &self.config
     }
 
+    /// Changes how many registrations one source may attempt per window (0: no
+    /// limit); counts already taken stay.
+    pub fn set_registrations_per_source(&mut self, n: u32) {
+        self.config.registrations_per_source = n;
+    }
+
     /// Keys currently held.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -96,14 +96,39 @@ pub struct Decision {
     /// refused login, the end of the lock it left or found (bounded by the limiter's
     /// `max_answer_delay`). Hold the answer back with `Connection::refuse_login_at`.
     pub answer_at: Instant,
+    /// For the server's log only, never for the client: how the login was accepted
+    /// (`"password"`, `"public key"`, `"registration"`) or why it was refused as the
+    /// server knows it (`"wrong password"`, `"unknown account"`, ...), where the
+    /// client sees one [`REFUSED`] for all of them (SPEC.md §4.8).
+    pub log_reason: &'static str,
 }
 
 impl Decision {
-    fn now(verdict: Verdict, now: Instant) -> Decision {
+    fn now(verdict: Verdict, now: Instant, log_reason: &'static str) -> Decision {
         Decision {
             verdict,
             answer_at: now,
+            log_reason,
         }
+    }
+}
+
+/// Why a login with `account` (`None`: unknown, or the name is invalid) failed, for
+/// the server's log; `credential_ok` says whether the password or key matched.
+fn refusal_reason(
+    name_valid: bool,
+    account: Option<&super::accounts::Account>,
+    locked: bool,
+    credential_ok: bool,
+    wrong_credential: &'static str,
+) -> &'static str {
+    match account {
+        _ if !name_valid => "invalid account name",
+        None => "unknown account",
+        Some(_) if locked => "locked after repeated failures",
+        Some(a) if a.disabled => "account disabled",
+        Some(_) if !credential_ok => wrong_credential,
+        Some(_) => "refused",
     }
 }
 
@@ -182,15 +207,25 @@ impl LoginVerifier {
                     .is_some_and(|a| !a.disabled && a.keys.iter().any(|k| k.fingerprint() == fp));
                 if authorised && locked.is_none() {
                     let name = name.unwrap_or_default();
-                    Decision::now(self.succeed(&name, source, unix_now), now)
+                    Decision::now(self.succeed(&name, source, unix_now), now, "public key")
                 } else {
-                    self.fail(name.as_deref(), account.is_some(), locked, source, now)
+                    let why = refusal_reason(
+                        name.is_some(),
+                        account.as_ref(),
+                        locked.is_some(),
+                        account
+                            .as_ref()
+                            .is_some_and(|a| a.keys.iter().any(|k| k.fingerprint() == fp)),
+                        "key not authorised for this account",
+                    );
+                    self.fail(name.as_deref(), account.is_some(), locked, source, now, why)
                 }
             }
-            LoginMethod::Register { password, key } => Decision::now(
-                self.register(&req.user, password, key.as_ref(), source, now, unix_now),
-                now,
-            ),
+            LoginMethod::Register { password, key } => {
+                let (verdict, why) =
+                    self.register(&req.user, password, key.as_ref(), source, now, unix_now);
+                Decision::now(verdict, now, why)
+            }
         }
     }
 
@@ -228,8 +263,23 @@ impl LoginVerifier {
         };
         let ok = matched && account.as_ref().is_some_and(|a| !a.disabled);
         match (ok, name) {
-            (true, Some(name)) => Decision::now(self.succeed(&name, source, unix_now), now),
-            (_, name) => self.fail(name.as_deref(), account.is_some(), locked, source, now),
+            (true, Some(name)) => {
+                Decision::now(self.succeed(&name, source, unix_now), now, "password")
+            }
+            (_, name) => {
+                let wrong = match account.as_ref().and_then(|a| a.password_phc.as_deref()) {
+                    None => "the account has no password",
+                    Some(_) => "wrong password",
+                };
+                let why = refusal_reason(
+                    name.is_some(),
+                    account.as_ref(),
+                    locked.is_some(),
+                    matched,
+                    wrong,
+                );
+                self.fail(name.as_deref(), account.is_some(), locked, source, now, why)
+            }
         }
     }
 
@@ -253,6 +303,7 @@ impl LoginVerifier {
         locked: Option<Instant>,
         source: IpAddr,
         now: Instant,
+        log_reason: &'static str,
     ) -> Decision {
         let refused = Verdict::refuse(REFUSED);
         if locked.is_some() {
@@ -260,6 +311,7 @@ impl LoginVerifier {
             return Decision {
                 verdict: refused,
                 answer_at,
+                log_reason,
             };
         }
         let answer_at = self.limiter().record_failure(name, source, now);
@@ -275,6 +327,7 @@ impl LoginVerifier {
         Decision {
             verdict: refused,
             answer_at,
+            log_reason,
         }
     }
 
@@ -286,38 +339,53 @@ impl LoginVerifier {
         source: IpAddr,
         now: Instant,
         unix_now: u64,
-    ) -> Verdict {
+    ) -> (Verdict, &'static str) {
         if !self.allow_register {
-            return Verdict::refuse(REGISTRATION_CLOSED);
+            return (Verdict::refuse(REGISTRATION_CLOSED), "registration closed");
         }
         if self.limiter().is_locked(None, source, now) {
-            return Verdict::refuse(REFUSED);
+            return (
+                Verdict::refuse(REFUSED),
+                "registration from a locked address",
+            );
         }
         let name = match normalize_name(user) {
             Ok(n) => n,
-            Err(e) => return Verdict::refuse(&e.to_string()),
+            Err(e) => return (Verdict::refuse(&e.to_string()), "invalid account name"),
         };
         if let Err(e) = check_new_password(&name, password) {
-            return Verdict::refuse(&e.to_string());
+            return (Verdict::refuse(&e.to_string()), "weak password");
         }
         if !self.limiter().allow_registration(source, now) {
-            return Verdict::refuse(TOO_MANY_REGISTRATIONS);
+            return (
+                Verdict::refuse(TOO_MANY_REGISTRATIONS),
+                "too many registrations from the address",
+            );
         }
         let keys: Vec<_> = key.into_iter().cloned().collect();
         match self.store.add_user(&name, Some(password), &keys) {
             // add_user returns after the commit: the account is durable.
-            Ok(account) => self.succeed(&account.name, source, unix_now),
+            Ok(account) => (
+                self.succeed(&account.name, source, unix_now),
+                "registration",
+            ),
             Err(StoreError::Exists(_)) => {
                 // Count it against the source only: probing names is what we limit.
                 self.limiter().record_failure(None, source, now);
-                Verdict::refuse(NAME_TAKEN)
+                (Verdict::refuse(NAME_TAKEN), "name taken")
             }
-            Err(e @ (StoreError::InvalidName(_) | StoreError::WeakPassword(_))) => {
-                Verdict::refuse(&e.to_string())
+            Err(e @ StoreError::InvalidName(_)) => {
+                (Verdict::refuse(&e.to_string()), "invalid account name")
+            }
+            Err(e @ StoreError::WeakPassword(_)) => {
+                (Verdict::refuse(&e.to_string()), "weak password")
             }
             Err(e) => {
                 tracing::error!(account = name, "registration failed: {e}");
-                Verdict::refuse("registration failed on the server")
+                (
+                    Verdict::refuse("registration failed on the server"),
+                    "account store error",
+                )
             }
         }
     }
@@ -474,5 +542,81 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn the_log_reason_tells_failures_apart_the_answer_does_not() {
+        let store = Arc::new(MemStore::default());
+        let key = HostKeyPair::from_seed(&[4; 32]).unwrap().public();
+        let other = HostKeyPair::from_seed(&[5; 32]).unwrap().public();
+        store
+            .add_user("dave", Some(b"dave's secret"), std::slice::from_ref(&key))
+            .unwrap();
+        store.add_user("erin", Some(b"erin's secret"), &[]).unwrap();
+        store.set_disabled("erin", true).unwrap();
+        let v = LoginVerifier::new(store, false);
+        let t = Instant::now();
+        let why = |r: LoginRequest, src: IpAddr| {
+            let d = v.decide(&r, src, t, 0);
+            (d.verdict, d.log_reason)
+        };
+        let refused = Verdict::Refuse {
+            reason: REFUSED.into(),
+        };
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let c = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+        // (request, source, accepted?, log reason): the client's answer is the same
+        // REFUSED for every refusal.
+        let cases = [
+            (req("dave", pw("dave's secret")), a, true, "password"),
+            (req("dave", pw("wrong one")), a, false, "wrong password"),
+            (req("nobody", pw("whatever1")), b, false, "unknown account"),
+            (
+                req("a b", pw("whatever1")),
+                b,
+                false,
+                "invalid account name",
+            ),
+            (
+                req("erin", pw("erin's secret")),
+                c,
+                false,
+                "account disabled",
+            ),
+            (
+                req("dave", LoginMethod::PublicKey(key)),
+                c,
+                true,
+                "public key",
+            ),
+            (
+                req("dave", LoginMethod::PublicKey(other)),
+                c,
+                false,
+                "key not authorised for this account",
+            ),
+        ];
+        for (r, src, accepted, reason) in cases {
+            let user = r.user.clone();
+            let (verdict, log_reason) = why(r, src);
+            assert_eq!(log_reason, reason, "{user}");
+            assert_eq!(verdict == refused, !accepted, "{user}: {verdict:?}");
+        }
+        // Three failures of one address against one account lock the pair.
+        why(req("dave", pw("wrong two")), a);
+        why(req("dave", pw("wrong three")), a);
+        assert_eq!(
+            why(req("dave", pw("dave's secret")), a),
+            (refused, "locked after repeated failures")
+        );
+        let reg = req(
+            "frank",
+            LoginMethod::Register {
+                password: Zeroizing::new(b"frank's secret".to_vec()),
+                key: None,
+            },
+        );
+        assert_eq!(why(reg, c).1, "registration closed");
     }
 }

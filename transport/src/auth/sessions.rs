@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Default most logged-in sessions per account (`max-connections-per-user`).
@@ -55,11 +56,12 @@ struct Counts {
 }
 
 /// Counts sessions per account and per address; see the [module documentation](self).
-/// Cloning shares the counts.
+/// Cloning shares the counts and the caps ([`SessionCaps::set_caps`] changes them for
+/// every clone, e.g. when a server reloads its configuration).
 #[derive(Debug, Clone)]
 pub struct SessionCaps {
-    max_per_user: usize,
-    max_per_address: usize,
+    /// `(per account, per address)`; 0 means no cap.
+    caps: Arc<(AtomicUsize, AtomicUsize)>,
     counts: Arc<Mutex<Counts>>,
 }
 
@@ -78,21 +80,40 @@ impl SessionCaps {
     /// address (0 means no cap).
     pub fn new(max_per_user: usize, max_per_address: usize) -> SessionCaps {
         SessionCaps {
-            max_per_user,
-            max_per_address,
+            caps: Arc::new((
+                AtomicUsize::new(max_per_user),
+                AtomicUsize::new(max_per_address),
+            )),
             counts: Arc::default(),
         }
     }
 
+    /// Changes the caps for new sessions (0 means no cap). Sessions already counted
+    /// stay; an account or address over a lowered cap gets no new session until it is
+    /// under it again.
+    pub fn set_caps(&self, max_per_user: usize, max_per_address: usize) {
+        self.caps.0.store(max_per_user, Ordering::Relaxed);
+        self.caps.1.store(max_per_address, Ordering::Relaxed);
+    }
+
+    /// `(most sessions per account, most per address)`; 0 means no cap.
+    pub fn caps(&self) -> (usize, usize) {
+        (
+            self.caps.0.load(Ordering::Relaxed),
+            self.caps.1.load(Ordering::Relaxed),
+        )
+    }
+
     /// Takes a slot for a session from `address`, or says which cap is reached.
     pub(crate) fn admit_address(&self, address: IpAddr) -> Result<SessionSlot, CapExceeded> {
+        let max_per_address = self.caps().1;
         let mut c = lock(&self.counts);
         let n = c.addresses.entry(address).or_insert(0);
-        if self.max_per_address > 0 && *n >= self.max_per_address {
+        if max_per_address > 0 && *n >= max_per_address {
             if *n == 0 {
                 c.addresses.remove(&address);
             }
-            return Err(CapExceeded::Address(self.max_per_address));
+            return Err(CapExceeded::Address(max_per_address));
         }
         *n += 1;
         Ok(SessionSlot {
@@ -133,7 +154,7 @@ impl SessionSlot {
         if self.user.is_some() {
             return Ok(());
         }
-        let max = self.caps.max_per_user;
+        let max = self.caps.caps().0;
         let mut c = lock(&self.caps.counts);
         let n = c.users.entry(account.to_owned()).or_insert(0);
         if max > 0 && *n >= max {

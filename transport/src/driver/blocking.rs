@@ -179,11 +179,12 @@ struct FacadeHandler {
 
 impl FacadeHandler {
     fn pump(&mut self, ctx: &mut Context<'_, Self>) {
-        let Some(h) = self.conn else {
-            return;
-        };
         let now = ctx.now();
-        let Some(conn) = ctx.connection(h) else {
+        let Some(conn) = self.conn.and_then(|h| ctx.connection(h)) else {
+            // Nothing left to close: a close waiting for its hand-over may go on.
+            if self.shared.lock().close.take().is_some() {
+                self.shared.changed.notify_all();
+            }
             return;
         };
         let mut st = self.shared.lock();
@@ -590,12 +591,43 @@ impl BlockingConnection {
 
     /// Closes the connection (application code and reason) and waits for the loop.
     pub fn close(mut self, code: u64, reason: &str) {
-        self.shared.lock().close = Some((code, reason.to_owned()));
-        self.handle.shutdown();
+        let deadline = std::time::Instant::now() + CLOSE_HANDOVER;
+        hand_over_close(&self.shared, &self.handle, code, reason, deadline);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Longest a close waits for the loop thread to take its code and reason before the
+/// loop is told to shut down anyway.
+const CLOSE_HANDOVER: Duration = Duration::from_secs(1);
+
+/// Gives `(code, reason)` to the loop thread, waits (until `deadline` at most) until
+/// the handler has closed the connection with them, then asks the loop to shut down.
+/// In that order because the loop's shutdown closes whatever is still open with its
+/// own generic reason: asked for at once, it could overtake the handler (the loop may
+/// be between the handler and its shutdown check when the flag is set), and the peer
+/// would read "server shutting down" instead of the reason given here.
+fn hand_over_close(
+    shared: &Shared,
+    handle: &LoopHandle,
+    code: u64,
+    reason: &str,
+    deadline: std::time::Instant,
+) {
+    let mut st = shared.lock();
+    if !st.loop_done {
+        st.close = Some((code, reason.to_owned()));
+        handle.wake();
+        while st.close.is_some() && !st.loop_done {
+            match shared.wait_until(st, deadline) {
+                Some(next) => st = next,
+                None => break,
+            }
+        }
+    }
+    handle.shutdown();
 }
 
 /// Closes a [`BlockingConnection`] from any thread: see [`BlockingConnection::closer`].
@@ -611,11 +643,9 @@ impl ConnectionCloser {
     /// closing. Returns whether it finished in time.
     pub fn close(&self, code: u64, reason: &str, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
+        let handover = deadline.min(std::time::Instant::now() + CLOSE_HANDOVER);
+        hand_over_close(&self.shared, &self.handle, code, reason, handover);
         let mut st = self.shared.lock();
-        if !st.loop_done {
-            st.close = Some((code, reason.to_owned()));
-            self.handle.shutdown();
-        }
         while !st.loop_done {
             match self.shared.wait_until(st, deadline) {
                 Some(next) => st = next,

@@ -13,14 +13,21 @@
 //! - a refusal is answered at [`Decision::answer_at`](crate::auth::login::Decision)
 //!   through `Connection::refuse_login_at` (a connection timer), so backoff slows a
 //!   guesser down without holding the loop or a worker.
+//!
+//! Every verdict is logged here, on the loop thread, as one `info` line (target
+//! `quill::login`) with the client's address, the connection ID, the user name as
+//! sent, and the reason as the server knows it (`Decision::log_reason`: "wrong
+//! password", "unknown account", a cap, ...), while the client still gets one answer.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::event_loop::{Completion, Context, Handler};
 use crate::auth::login::{LoginVerifier, Verdict};
 use crate::proto::endpoint::ConnectionHandle;
-use crate::proto::LoginRequest;
+use crate::proto::{LoginMethod, LoginRequest};
+use crate::wire::ConnectionId;
 
 /// Reason given when the worker pool's queue is full (nothing about the account).
 pub const BUSY: &str = "server busy, try again";
@@ -44,16 +51,23 @@ pub fn verify_on_pool<H: Handler>(
     on_verdict: impl FnOnce(&mut H, ConnectionHandle, &Verdict) + Send + 'static,
 ) {
     let now = ctx.now();
-    let Some((source, cid)) = ctx
+    let Some((peer, cid)) = ctx
         .connection(conn)
-        .map(|c| (c.remote_address().ip(), c.local_cid()))
+        .map(|c| (c.remote_address(), c.local_cid()))
     else {
         return;
+    };
+    let source = peer.ip();
+    let who = Who {
+        peer,
+        cid,
+        user: req.user.clone(),
+        method: method_name(&req.method),
     };
     let mut slot = match verifier.sessions.admit_address(source) {
         Ok(slot) => slot,
         Err(cap) => {
-            tracing::info!("{conn:?} from {source}: login refused: {cap}");
+            who.refused("too many sessions from the address", None);
             if let Some(c) = ctx.connection(conn) {
                 c.refuse_login(now, &cap.to_string());
             }
@@ -61,6 +75,7 @@ pub fn verify_on_pool<H: Handler>(
         }
     };
     if !ctx.pool_has_room() {
+        who.refused("worker pool full (server busy)", None);
         if let Some(c) = ctx.connection(conn) {
             c.refuse_login(now, BUSY);
         }
@@ -75,11 +90,13 @@ pub fn verify_on_pool<H: Handler>(
         Box::new(move |handler: &mut H, ctx: &mut Context<'_, H>| {
             let now = ctx.now();
             let mut verdict = decision.verdict;
+            let mut log_reason = decision.log_reason;
             if let Verdict::Accept { account, .. } = &verdict {
                 if let Err(cap) = slot.admit_user(account) {
                     verdict = Verdict::Refuse {
                         reason: cap.to_string(),
                     };
+                    log_reason = "too many sessions for the account";
                 }
             }
             // The session may have ended while the verdict was computed (handshake
@@ -94,10 +111,15 @@ pub fn verify_on_pool<H: Handler>(
             };
             match &verdict {
                 Verdict::Accept { account, message } => {
+                    who.accepted(account, log_reason);
                     c.accept_login(now, account, message);
                     c.attach(Box::new(slot));
                 }
-                Verdict::Refuse { reason } => c.refuse_login_at(now, reason, decision.answer_at),
+                Verdict::Refuse { reason } => {
+                    let held = decision.answer_at.saturating_duration_since(now);
+                    who.refused(log_reason, Some(held));
+                    c.refuse_login_at(now, reason, decision.answer_at)
+                }
             }
             on_verdict(handler, conn, &verdict);
         })
@@ -106,5 +128,51 @@ pub fn verify_on_pool<H: Handler>(
         if let Some(c) = ctx.connection(conn) {
             c.refuse_login(now, BUSY);
         }
+    }
+}
+
+/// Who asked to log in, for the log lines of [`verify_on_pool`].
+struct Who {
+    peer: SocketAddr,
+    cid: ConnectionId,
+    /// The name as the client sent it (network input: logged as a quoted, escaped
+    /// string, never raw).
+    user: String,
+    method: &'static str,
+}
+
+impl Who {
+    fn accepted(&self, account: &str, how: &str) {
+        tracing::info!(
+            target: "quill::login",
+            peer = %self.peer,
+            cid = %self.cid,
+            user = account,
+            method = how,
+            "login accepted"
+        );
+    }
+
+    /// `held`: how long the answer is held back (backoff), when it is.
+    fn refused(&self, reason: &str, held: Option<Duration>) {
+        let held = held.filter(|d| !d.is_zero()).map(|d| format!("{d:.1?}"));
+        tracing::info!(
+            target: "quill::login",
+            peer = %self.peer,
+            cid = %self.cid,
+            user = self.user.as_str(),
+            method = self.method,
+            reason,
+            answer_held = held.as_deref(),
+            "login refused"
+        );
+    }
+}
+
+fn method_name(m: &LoginMethod) -> &'static str {
+    match m {
+        LoginMethod::Password(_) => "password",
+        LoginMethod::PublicKey(_) => "public key",
+        LoginMethod::Register { .. } => "registration",
     }
 }

@@ -350,6 +350,8 @@ pub struct Connection {
     keep_alive: Option<Duration>,
     /// Last time we sent an ack-eliciting packet (keep-alive is measured from it).
     last_eliciting_sent: Instant,
+    /// When the connection was created (for the duration in a server's log).
+    started: Instant,
     /// Whether an ack-eliciting packet was sent since the last packet was received
     /// (RFC 9000 §10.1: only the first one restarts the idle timer).
     eliciting_since_receive: bool,
@@ -647,6 +649,7 @@ impl Connection {
             idle_timeout: config.idle_timeout,
             keep_alive: config.keep_alive_interval,
             last_eliciting_sent: now,
+            started: now,
             eliciting_since_receive: false,
             ping_pending: false,
             keep_alive_due: false,
@@ -1279,6 +1282,11 @@ impl Connection {
     /// Counters.
     pub fn stats(&self) -> &ConnectionStats {
         &self.stats
+    }
+
+    /// When the connection was created (its first packet sent or received).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Sizes of the peer-influenced buffers (they must stay bounded).
