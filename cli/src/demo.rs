@@ -187,6 +187,8 @@ pub fn run(a: &DemoArgs) -> CliResult {
         certificate: None,
         quic_v1: true,
         hq_interop: false,
+        reset_key: None,
+        retry_key: None,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

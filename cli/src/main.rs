@@ -11,6 +11,7 @@ mod keygen;
 mod output;
 mod perf;
 mod ping;
+mod secret;
 mod server;
 mod transfer;
 

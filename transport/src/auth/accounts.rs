@@ -1,5 +1,6 @@
 //! The server's account store: the [`AccountStore`] trait and [`SqliteStore`], its
-//! SQLite implementation.
+//! SQLite implementation ([`PostgresStore`](super::PostgresStore) is the other one;
+//! [`open_store`] picks by the `--accounts` value).
 //!
 //! ## Account names
 //!
@@ -168,6 +169,14 @@ pub enum StoreError {
     Database(rusqlite::Error),
     /// The database could not be configured as required (WAL mode, ...).
     Setup(String),
+    /// The PostgreSQL account database could not be reached, did not answer in time,
+    /// or refused a statement.
+    Postgres {
+        /// The database URL without its password.
+        target: String,
+        /// What went wrong, in one line.
+        message: String,
+    },
     /// Hashing the password failed.
     Hash(quill_crypto::Error),
     /// `PRAGMA integrity_check` found problems; these are its messages.
@@ -204,6 +213,9 @@ impl fmt::Display for StoreError {
             StoreError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             StoreError::Database(e) => write!(f, "account database: {e}"),
             StoreError::Setup(why) => write!(f, "account database: {why}"),
+            StoreError::Postgres { target, message } => {
+                write!(f, "account database {target}: {message}")
+            }
             StoreError::Hash(e) => write!(f, "password hashing: {e}"),
             StoreError::Corrupt(msgs) => {
                 write!(f, "account database is corrupt: {}", msgs.join("; "))
@@ -310,6 +322,18 @@ pub trait AccountStore: Send + Sync {
     fn reset_failures(&self, name: &str) -> Result<(), StoreError>;
 }
 
+/// Opens the account store that an `--accounts` value names: a
+/// [`PostgresStore`](super::PostgresStore) for a `postgres://` or `postgresql://` URL,
+/// otherwise the [`SqliteStore`] file at that path (created if missing).
+pub fn open_store(spec: &Path) -> Result<std::sync::Arc<dyn AccountStore>, StoreError> {
+    match spec.to_str() {
+        Some(url) if super::postgres::is_postgres_url(url) => {
+            Ok(std::sync::Arc::new(super::PostgresStore::open(url)?))
+        }
+        _ => Ok(std::sync::Arc::new(SqliteStore::open(spec)?)),
+    }
+}
+
 /// The SQLite account store (module docs describe the file, its schema and its
 /// durability).
 pub struct SqliteStore {
@@ -337,7 +361,7 @@ fn from_i64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
