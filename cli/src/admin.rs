@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use quill_crypto::hostkey::PublicKey;
-use quill_transport::auth::{open_store, Account, AccountStore, SqliteStore, StoreError};
+use quill_transport::auth::{open_store, Account, StoreError};
 use quill_transport::auth::{prompt_password, read_password};
 use zeroize::Zeroizing;
 
