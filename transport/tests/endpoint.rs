@@ -452,6 +452,72 @@ fn bad_retry_tokens_are_dropped_without_answer() {
 }
 
 #[test]
+fn retry_tokens_carry_wall_clock_time_across_endpoints_sharing_the_retry_secret() {
+    // Server A: the fleet's retry secret, its wall clock at creation `wall0`.
+    let wall0 = Duration::from_secs(1_796_000_000);
+    let shared = Zeroizing::new([0x33; 32]);
+    let fleet = |c: &mut EndpointConfig, wall: Duration, secret: &Zeroizing<[u8; 32]>| {
+        c.retry = RetryPolicy::Always;
+        c.retry_token_lifetime = Duration::from_secs(10);
+        c.retry_secret = Some(secret.clone());
+        c.unix_time_at_start = Some(wall);
+    };
+    let mut net = pair_tuned(9, |c| fleet(c, wall0, &shared));
+    let t0 = net.now;
+    net.hold = Some(Box::new(|(from, _, d): &Datagram| {
+        from == &addr(CLIENT)
+            && parse_header(d, 8)
+                .is_ok_and(|h| h.kind == PacketKind::Long(LongType::Initial) && !h.token.is_empty())
+    }));
+    connect(&mut net, 1, "alice");
+    assert!(net.run_until(Duration::from_secs(1), |n| !n.held.is_empty()));
+    let (from, _, token_initial) = net.held[0].clone();
+    // The wall-clock time at which the token reaches server B.
+    let wall_now = wall0 + (net.now - t0);
+
+    // Server B was started an hour before (by its monotonic clock) with its own reset
+    // secret: what counts is the wall clock, so A's token is good at B.
+    let b_started = net.now;
+    let b_checks = b_started + Duration::from_secs(3600);
+    let b_config = |wall: Duration, secret: &Zeroizing<[u8; 32]>| {
+        let mut c = endpoint_config(10);
+        fleet(&mut c, wall, secret);
+        c
+    };
+    let mut b = Endpoint::new(
+        b_config(wall_now - Duration::from_secs(3600), &shared),
+        Some(server_config()),
+        b_started,
+    )
+    .unwrap();
+    let mut d = token_initial.clone();
+    assert!(b.handle_datagram(b_checks, from, &mut d).is_some());
+    assert_eq!(b.stats().connections, 1);
+    assert_eq!(b.stats().dropped_invalid_token, 0);
+
+    // A server whose wall clock is past the token's expiry refuses it as expired ...
+    let mut late = Endpoint::new(
+        b_config(wall_now + Duration::from_secs(11), &shared),
+        Some(server_config()),
+        b_started,
+    )
+    .unwrap();
+    let mut d = token_initial.clone();
+    assert!(late.handle_datagram(b_started, from, &mut d).is_none());
+    assert_eq!(late.stats().dropped_expired_token, 1);
+    // ... and one with another retry secret as invalid.
+    let mut other = Endpoint::new(
+        b_config(wall_now, &Zeroizing::new([0x44; 32])),
+        Some(server_config()),
+        b_started,
+    )
+    .unwrap();
+    let mut d = token_initial;
+    assert!(other.handle_datagram(b_started, from, &mut d).is_none());
+    assert_eq!(other.stats().dropped_invalid_token, 1);
+}
+
+#[test]
 fn restarted_server_answers_with_stateless_reset() {
     let mut net = pair(6);
     let h = connect(&mut net, 1, "alice");
