@@ -2,10 +2,14 @@
 //! (tests/support/store_suite.rs), the schema version, a server killed mid-run, and
 //! bad URLs. Each test starts its own throw-away server (tests/support/postgres.rs).
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use quill_crypto::hostkey::HostKeyPair;
 use quill_transport::auth::{AccountStore, PostgresStore, StoreError, PG_SCHEMA_VERSION};
+use quill_transport::auth::{LoginVerifier, Verdict, STORE_UNAVAILABLE};
+use quill_transport::proto::{LoginMethod, LoginRequest};
 
 #[path = "support/postgres.rs"]
 mod postgres;
@@ -103,6 +107,22 @@ fn a_killed_server_gives_a_clear_error_and_the_store_reconnects() {
         assert!(matches!(err, StoreError::Postgres { .. }), "{err}");
     }
 
+    // A login meanwhile gets a refusal that says why, not "login refused", and the
+    // outage counts against nobody.
+    let verifier = LoginVerifier::new(store.clone(), false);
+    let login = LoginRequest {
+        user: "frank".into(),
+        method: LoginMethod::PublicKey(key(6)),
+    };
+    let src: IpAddr = "192.0.2.1".parse().unwrap();
+    for _ in 0..5 {
+        let v = verifier.verify(&login, src, Instant::now(), 1);
+        assert!(
+            matches!(&v, Verdict::Refuse { reason } if reason == STORE_UNAVAILABLE),
+            "{v:?}"
+        );
+    }
+
     // Back again: the next call reconnects, and nothing was lost.
     pg.resume();
     let frank = store
@@ -110,12 +130,38 @@ fn a_killed_server_gives_a_clear_error_and_the_store_reconnects() {
         .unwrap()
         .expect("frank survives the crash");
     assert_eq!(frank.keys, [key(6)]);
-    assert_eq!(frank.failed_attempts, 1);
+    assert_eq!(
+        frank.failed_attempts, 1,
+        "the failure counted before the crash survives"
+    );
+    let v = verifier.verify(&login, src, Instant::now(), 1);
+    assert!(
+        matches!(&v, Verdict::Accept { account, .. } if account == "frank"),
+        "{v:?}"
+    );
     store.record_login("frank", 1_700_000_000).unwrap();
     assert_eq!(
         store.get("frank").unwrap().unwrap().last_login,
         Some(1_700_000_000)
     );
+}
+
+#[test]
+fn a_frozen_server_is_reported_after_the_query_timeout_and_the_store_reconnects() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("frozen");
+    let store = PostgresStore::open(&url).unwrap();
+    store.add_user("gina", None, &[key(7)]).unwrap();
+    // SIGSTOP: connections stay open, nothing answers. The call's own deadline ends
+    // it (QUERY_TIMEOUT); a client without one would wait forever here.
+    pg.signal_all(libc::SIGSTOP);
+    let err = store.get("gina").unwrap_err();
+    pg.signal_all(libc::SIGCONT);
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Postgres { .. }), "{msg}");
+    assert!(msg.contains("no answer within"), "{msg}");
+    // The timed-out connection was dropped; the next call uses a new one.
+    assert!(store.get("gina").unwrap().is_some());
 }
 
 #[test]

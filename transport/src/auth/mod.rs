@@ -43,7 +43,7 @@ pub use known_hosts::{
 };
 pub use limiter::{LimitKey, Limiter, LimiterConfig};
 pub use login::{
-    Decision, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED,
+    Decision, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED, STORE_UNAVAILABLE,
     TOO_MANY_REGISTRATIONS,
 };
 pub use postgres::{

@@ -195,8 +195,6 @@ impl TempPostgres {
             .args(["-c", "fsync=off", "-c", "max_connections=50"])
             .stdout(Stdio::null())
             .stderr(log)
-            // Its own process group, so that `kill` takes the backends with it.
-            .process_group(0)
             .spawn()
             .expect("start postgres");
         self.child = Some(child);
@@ -225,19 +223,79 @@ impl TempPostgres {
         }
     }
 
-    /// Kills the server and its backends at once (SIGKILL to the process group), as
-    /// a crash or a lost host would.
+    /// Kills the server and every backend at once (SIGKILL), as a crash or a lost
+    /// host would: no backend lives on to answer one more query. (Backends run in
+    /// sessions of their own, so the process group is not enough.)
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: the group is our own child's (process_group(0) above).
-            unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pm = child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child (stopped so that it forks no more) and on
+        // its children, found while it still is their parent.
+        unsafe { libc::kill(pm, libc::SIGSTOP) };
+        let backends = children_of(pm);
+        for &b in &backends {
+            unsafe { libc::kill(b, libc::SIGKILL) };
+        }
+        unsafe { libc::kill(pm, libc::SIGKILL) };
+        let _ = child.wait();
+        // Their sockets close when they are gone (reaped by init); bounded wait.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while backends
+            .iter()
+            .any(|b| Path::new(&format!("/proc/{b}")).exists() && !is_zombie(*b))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
+impl TempPostgres {
+    /// Sends `signal` to the server and every backend (SIGSTOP freezes it with its
+    /// connections open; SIGCONT resumes it).
+    pub fn signal_all(&self, signal: libc::c_int) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        let pm = child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child and its children.
+        for p in children_of(pm).into_iter().chain([pm]) {
+            unsafe { libc::kill(p, signal) };
+        }
+    }
+}
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        if stat_field(p, 1).and_then(|f| f.parse::<libc::pid_t>().ok()) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: libc::pid_t) -> bool {
+    stat_field(pid, 0).as_deref() == Some("Z")
+}
+
+/// Field `n` after the command name of /proc/PID/stat (0: state, 1: ppid).
+fn stat_field(pid: libc::pid_t, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(n).map(str::to_owned)
+}
+
 impl Drop for TempPostgres {
     fn drop(&mut self) {
+        // A test that failed while the server was frozen must not leave it stopped.
+        self.signal_all(libc::SIGCONT);
         if let Some(mut child) = self.child.take() {
             // SIGINT: "fast shutdown" (disconnect clients, stop), bounded below.
             // SAFETY: the pid is our own child's, not yet reaped.
