@@ -391,6 +391,18 @@ fn token_range(d: &[u8]) -> std::ops::Range<usize> {
     start..start + h.token.len()
 }
 
+/// Connects a client and holds back its Initials that carry a token, until the first
+/// is held.
+fn hold_token_initials(net: &mut Net) {
+    net.hold = Some(Box::new(|(from, _, d): &Datagram| {
+        from == &addr(CLIENT)
+            && parse_header(d, 8)
+                .is_ok_and(|h| h.kind == PacketKind::Long(LongType::Initial) && !h.token.is_empty())
+    }));
+    connect(net, 1, "alice");
+    assert!(net.run_until(Duration::from_secs(1), |n| !n.held.is_empty()));
+}
+
 #[test]
 fn bad_retry_tokens_are_dropped_without_answer() {
     let lifetime = Duration::from_secs(10);
@@ -399,14 +411,7 @@ fn bad_retry_tokens_are_dropped_without_answer() {
         c.retry_token_lifetime = lifetime;
     });
     let t0 = net.now;
-    // Hold back the client's Initials that carry a token.
-    net.hold = Some(Box::new(|(from, _, d): &Datagram| {
-        from == &addr(CLIENT)
-            && parse_header(d, 8)
-                .is_ok_and(|h| h.kind == PacketKind::Long(LongType::Initial) && !h.token.is_empty())
-    }));
-    connect(&mut net, 1, "alice");
-    assert!(net.run_until(Duration::from_secs(1), |n| !n.held.is_empty()));
+    hold_token_initials(&mut net);
     assert!(net.nodes[0].ep.stats().retry_sent >= 1);
     let (from, _, good) = net.held[0].clone();
     let now = net.now;
@@ -464,13 +469,7 @@ fn retry_tokens_carry_wall_clock_time_across_endpoints_sharing_the_retry_secret(
     };
     let mut net = pair_tuned(9, |c| fleet(c, wall0, &shared));
     let t0 = net.now;
-    net.hold = Some(Box::new(|(from, _, d): &Datagram| {
-        from == &addr(CLIENT)
-            && parse_header(d, 8)
-                .is_ok_and(|h| h.kind == PacketKind::Long(LongType::Initial) && !h.token.is_empty())
-    }));
-    connect(&mut net, 1, "alice");
-    assert!(net.run_until(Duration::from_secs(1), |n| !n.held.is_empty()));
+    hold_token_initials(&mut net);
     let (from, _, token_initial) = net.held[0].clone();
     // The wall-clock time at which the token reaches server B.
     let wall_now = wall0 + (net.now - t0);

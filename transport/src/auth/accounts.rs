@@ -322,6 +322,24 @@ pub trait AccountStore: Send + Sync {
     fn reset_failures(&self, name: &str) -> Result<(), StoreError>;
 }
 
+/// The checks of [`AccountStore::add_user`] before any hashing or writing: the name
+/// rules, the key cap, and a cheap early [`StoreError::Exists`] (the store's unique
+/// constraint still settles races). Returns the normalised name.
+pub(crate) fn precheck_new_account(
+    store: &dyn AccountStore,
+    name: &str,
+    keys: &[PublicKey],
+) -> Result<String, StoreError> {
+    let name = normalize_name(name)?;
+    if keys.len() > MAX_KEYS_PER_ACCOUNT {
+        return Err(StoreError::TooManyKeys(name));
+    }
+    if store.get(&name)?.is_some() {
+        return Err(StoreError::Exists(name));
+    }
+    Ok(name)
+}
+
 /// Opens the account store that an `--accounts` value names: a
 /// [`PostgresStore`](super::PostgresStore) for a `postgres://` or `postgresql://` URL,
 /// otherwise the [`SqliteStore`] file at that path (created if missing).
@@ -603,14 +621,7 @@ impl AccountStore for SqliteStore {
         password: Option<&[u8]>,
         keys: &[PublicKey],
     ) -> Result<Account, StoreError> {
-        let name = normalize_name(name)?;
-        if keys.len() > MAX_KEYS_PER_ACCOUNT {
-            return Err(StoreError::TooManyKeys(name));
-        }
-        if self.get(&name)?.is_some() {
-            // Cheap early answer; the UNIQUE constraint below settles races.
-            return Err(StoreError::Exists(name));
-        }
+        let name = precheck_new_account(self, name, keys)?;
         // Hash outside the lock: Argon2id takes tens of milliseconds.
         let phc = password.map(|pw| self.hash(&name, pw)).transpose()?;
         let now = to_i64(unix_now());

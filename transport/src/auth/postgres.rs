@@ -51,8 +51,8 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row};
 use zeroize::Zeroizing;
 
 use super::accounts::{
-    check_new_password, normalize_name, unix_now, Account, AccountStore, StoreError,
-    MAX_KEYS_PER_ACCOUNT,
+    check_new_password, normalize_name, precheck_new_account, unix_now, Account, AccountStore,
+    StoreError, MAX_KEYS_PER_ACCOUNT,
 };
 
 /// How long connecting (TCP or unix socket, startup, authentication) may take.
@@ -464,6 +464,22 @@ async fn account_id(c: &impl GenericClient, name: &str) -> Outcome<i64> {
     }
 }
 
+/// Authorises `key` for account `id`; [`StoreError::KeyExists`] if it already is.
+async fn insert_key(c: &impl GenericClient, id: i64, key: &PublicKey, now: i64) -> Outcome<()> {
+    let added = c
+        .execute(
+            "INSERT INTO account_keys (account_id, fingerprint, key, added)
+             VALUES ($1, $2, $3, $4)",
+            &[&id, &key.fingerprint(), &key.to_bytes(), &now],
+        )
+        .await;
+    match added {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::KeyExists(key.fingerprint()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl AccountStore for PostgresStore {
     fn add_user(
         &self,
@@ -471,14 +487,7 @@ impl AccountStore for PostgresStore {
         password: Option<&[u8]>,
         keys: &[PublicKey],
     ) -> Result<Account, StoreError> {
-        let name = normalize_name(name)?;
-        if keys.len() > MAX_KEYS_PER_ACCOUNT {
-            return Err(StoreError::TooManyKeys(name));
-        }
-        if self.get(&name)?.is_some() {
-            // Cheap early answer; the UNIQUE constraint below settles races.
-            return Err(StoreError::Exists(name));
-        }
+        let name = precheck_new_account(self, name, keys)?;
         // Hash outside any connection: Argon2id takes tens of milliseconds.
         let phc = password.map(|pw| self.hash(&name, pw)).transpose()?;
         let keys = keys.to_vec();
@@ -502,20 +511,7 @@ impl AccountStore for PostgresStore {
             };
             let id: i64 = row.get(0);
             for key in &keys {
-                let added = tx
-                    .execute(
-                        "INSERT INTO account_keys (account_id, fingerprint, key, added)
-                         VALUES ($1, $2, $3, $4)",
-                        &[&id, &key.fingerprint(), &key.to_bytes(), &now],
-                    )
-                    .await;
-                match added {
-                    Ok(_) => {}
-                    Err(e) if is_unique_violation(&e) => {
-                        return Err(StoreError::KeyExists(key.fingerprint()).into())
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                insert_key(&tx, id, key, now).await?;
             }
             let account = row_to_account(&tx, &row).await?;
             // Committed (and, with PostgreSQL's default synchronous_commit, on disk)
@@ -578,25 +574,7 @@ impl AccountStore for PostgresStore {
             if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_KEYS_PER_ACCOUNT {
                 return Err(StoreError::TooManyKeys(name).into());
             }
-            let added = tx
-                .execute(
-                    "INSERT INTO account_keys (account_id, fingerprint, key, added)
-                     VALUES ($1, $2, $3, $4)",
-                    &[
-                        &id,
-                        &key.fingerprint(),
-                        &key.to_bytes(),
-                        &to_i64(unix_now()),
-                    ],
-                )
-                .await;
-            match added {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::KeyExists(key.fingerprint()).into())
-                }
-                Err(e) => return Err(e.into()),
-            }
+            insert_key(&tx, id, &key, to_i64(unix_now())).await?;
             tx.commit().await?;
             Ok(())
         })
