@@ -340,6 +340,19 @@ pub(crate) fn precheck_new_account(
     Ok(name)
 }
 
+/// A new password for account `name`, checked ([`check_new_password`]) and hashed
+/// with Argon2id into a PHC string (tens of milliseconds: never under a store lock).
+pub(crate) fn hash_new_password(
+    name: &str,
+    password: &[u8],
+    rng: &OsRandom,
+) -> Result<Zeroizing<String>, StoreError> {
+    check_new_password(name, password)?;
+    hash_password(password, rng)
+        .map(Zeroizing::new)
+        .map_err(StoreError::Hash)
+}
+
 /// Opens the account store that an `--accounts` value names: a
 /// [`PostgresStore`](super::PostgresStore) for a `postgres://` or `postgresql://` URL,
 /// otherwise the [`SqliteStore`] file at that path (created if missing).
@@ -517,10 +530,7 @@ impl SqliteStore {
     }
 
     fn hash(&self, name: &str, password: &[u8]) -> Result<Zeroizing<String>, StoreError> {
-        check_new_password(name, password)?;
-        hash_password(password, &self.rng)
-            .map(Zeroizing::new)
-            .map_err(StoreError::Hash)
+        hash_new_password(name, password, &self.rng)
     }
 
     fn account_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {

@@ -44,14 +44,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use quill_crypto::hostkey::PublicKey;
-use quill_crypto::password::hash_password;
 use quill_crypto::random::OsRandom;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 use zeroize::Zeroizing;
 
 use super::accounts::{
-    check_new_password, normalize_name, precheck_new_account, unix_now, Account, AccountStore,
+    hash_new_password, normalize_name, precheck_new_account, unix_now, Account, AccountStore,
     StoreError, MAX_KEYS_PER_ACCOUNT,
 };
 
@@ -385,10 +384,7 @@ impl PostgresStore {
     }
 
     fn hash(&self, name: &str, password: &[u8]) -> Result<Zeroizing<String>, StoreError> {
-        check_new_password(name, password)?;
-        hash_password(password, &self.rng)
-            .map(Zeroizing::new)
-            .map_err(StoreError::Hash)
+        hash_new_password(name, password, &self.rng)
     }
 
     /// One `UPDATE`/`DELETE` on the account `name` (normalised first), which is `$1`
