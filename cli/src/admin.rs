@@ -1,7 +1,7 @@
 //! `quill user`: account administration on the server's account database.
 //!
-//! Every action opens the [`SqliteStore`] named by `--accounts` (created, mode 0600, if
-//! missing). Passwords come from a no-echo prompt (asked twice) or, with
+//! Every action opens the store named by `--accounts`: a [`SqliteStore`] file (created,
+//! mode 0600, if missing) or a PostgreSQL URL ([`open_store`]). Passwords come from a no-echo prompt (asked twice) or, with
 //! `--password-stdin`, from the first line of standard input. Store errors already say
 //! what is wrong ("no account named ...", "password refused: ..."): they are printed
 //! as they are, with the usage exit code.
@@ -10,8 +10,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use quill_crypto::hostkey::PublicKey;
+use quill_transport::auth::{open_store, Account, StoreError};
 use quill_transport::auth::{prompt_password, read_password};
-use quill_transport::auth::{Account, AccountStore, SqliteStore, StoreError};
 use zeroize::Zeroizing;
 
 use crate::args::{UserAction, UserArgs};
@@ -21,9 +21,12 @@ use crate::output::say;
 /// Runs `quill user ACTION`.
 pub fn run(args: &UserArgs) -> CliResult {
     let db = args.accounts.as_deref().ok_or_else(|| {
-        CliError::usage("quill user needs --accounts DB (the server's account database)")
+        CliError::usage(
+            "quill user needs --accounts DB (the server's account database: a file or \
+             postgres://USER@HOST/DB)",
+        )
     })?;
-    let store = SqliteStore::open(db).map_err(store_err)?;
+    let store = open_store(db).map_err(store_err)?;
     match &args.action {
         UserAction::Add {
             name,
@@ -90,7 +93,11 @@ pub fn run(args: &UserArgs) -> CliResult {
 }
 
 fn store_err(e: StoreError) -> CliError {
-    CliError::usage(e.to_string())
+    match e {
+        // The database server is away: a connection failure, not a usage error.
+        StoreError::Postgres { .. } => CliError::connection(e.to_string()),
+        _ => CliError::usage(e.to_string()),
+    }
 }
 
 /// A new password: the first line of stdin, or asked twice on the terminal.

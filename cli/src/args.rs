@@ -95,6 +95,10 @@ pub struct KeygenArgs {
     /// parent directory is created with mode 0700.
     #[arg(short = 'o', long = "output", default_value = "quill_ed25519")]
     pub output: PathBuf,
+    /// Write a 32-byte random secret for `quill server --reset-key` / `--retry-key`
+    /// (mode 0600) instead of a key pair; give the file with -o.
+    #[arg(long)]
+    pub secret: bool,
 }
 
 /// `quill server`.
@@ -106,9 +110,20 @@ pub struct ServerArgs {
     /// Host key file (from `quill keygen`; mode 0600).
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// Account database (created if missing).
+    /// Account database: a SQLite file (created if missing) or a PostgreSQL URL
+    /// (postgres://USER@HOST[:PORT]/DB).
     #[arg(long)]
     pub accounts: Option<PathBuf>,
+    /// Stateless-reset secret (32 bytes, mode 0600; `quill keygen --secret -o FILE`):
+    /// servers of a fleet given the same file reset each other's connections
+    /// [default: derived from the host key].
+    #[arg(long)]
+    pub reset_key: Option<PathBuf>,
+    /// Retry-token secret (32 bytes, mode 0600): servers of a fleet given the same
+    /// file, and a restarted server, accept each other's Retry tokens [default: random
+    /// per run].
+    #[arg(long)]
+    pub retry_key: Option<PathBuf>,
     /// Directory for file put/get (paths may not escape it).
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -190,7 +205,8 @@ pub enum RetryArg {
 /// `quill user`.
 #[derive(Debug, Args)]
 pub struct UserArgs {
-    /// Account database.
+    /// Account database: a SQLite file or a PostgreSQL URL
+    /// (postgres://USER@HOST[:PORT]/DB).
     #[arg(long, global = true)]
     pub accounts: Option<PathBuf>,
     /// Read the password from standard input instead of prompting.

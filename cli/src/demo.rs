@@ -188,6 +188,8 @@ pub fn run(a: &DemoArgs) -> CliResult {
         quic_v1: true,
         quic_v2: true,
         hq_interop: false,
+        reset_key: None,
+        retry_key: None,
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

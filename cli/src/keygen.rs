@@ -1,4 +1,5 @@
-//! `quill keygen`: writes a new Ed25519 host or identity key.
+//! `quill keygen`: writes a new Ed25519 host or identity key, or with `--secret` a
+//! 32-byte fleet secret ([`crate::secret`]).
 //!
 //! The private key goes to `PATH` (created new, mode 0600; an existing file is never
 //! overwritten) and the public key line to `PATH.pub`; the fingerprint is printed so
@@ -20,6 +21,14 @@ use crate::output::say;
 /// Runs `quill keygen`.
 pub fn run(args: &KeygenArgs) -> CliResult {
     let path = &args.output;
+    if args.secret {
+        if args.output.as_os_str() == "quill_ed25519" {
+            return Err(CliError::usage(
+                "quill keygen --secret needs -o FILE (e.g. -o reset.key)",
+            ));
+        }
+        return crate::secret::write_secret(path);
+    }
     // `write_to` refuses an existing file too; checking first gives the better message
     // and leaves an existing `PATH.pub` alone.
     if path.symlink_metadata().is_ok() {

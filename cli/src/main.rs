@@ -15,6 +15,7 @@ mod output;
 mod perf;
 mod ping;
 mod qlog;
+mod secret;
 mod server;
 mod transfer;
 

@@ -38,10 +38,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::SqliteStore;
+use quill_transport::auth::{is_postgres_url, open_store};
 use quill_transport::auth::{Limiter, LimiterConfig};
 use quill_transport::auth::{LoginVerifier, Verdict};
 use quill_transport::auth::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER};
@@ -59,9 +59,11 @@ use quill_transport::proto::{QuicV1Server, ALPN_QUILL};
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
 use crate::logging::{LogFormat, Logs};
+use crate::secret::read_secret;
 use quill_transport::service::{
     hash_file, sweep_temp_files, Answer, Echo, Files, Pumped, Request, Upload, CHUNK, MAX_LINE,
 };
+use zeroize::Zeroizing;
 
 /// Most bytes of file data (or echo, sink, source data) moved per stream per loop turn.
 pub const IO_BUDGET: usize = 256 * 1024;
@@ -84,7 +86,7 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// The host key.
     pub host_key: Arc<HostKeyPair>,
-    /// The account database (created if missing).
+    /// The account database: a SQLite file (created if missing) or a PostgreSQL URL.
     pub accounts: PathBuf,
     /// Root of the file service; `None` disables PUT and GET.
     pub root: Option<PathBuf>,
@@ -112,6 +114,10 @@ pub struct ServerOptions {
     /// Also serve ALPN `hq-interop` to QUIC v1 clients: anonymous downloads from
     /// [`ServerOptions::root`] (needs `quic_v1` and a root).
     pub hq_interop: bool,
+    /// The stateless-reset secret (`--reset-key`); `None`: derived from the host key.
+    pub reset_key: Option<Zeroizing<[u8; 32]>>,
+    /// The Retry-token secret (`--retry-key`); `None`: random per run.
+    pub retry_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 /// ALPN of the QUIC interop runner's HTTP/0.9 (`--hq-interop`).
@@ -188,8 +194,8 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
             tracing::info!("removed {removed} unfinished uploads left by an earlier run");
         }
     }
-    let store = SqliteStore::open(&opts.accounts).map_err(|e| CliError::usage(e.to_string()))?;
-    let mut verifier = LoginVerifier::new(Arc::new(store), opts.allow_register);
+    let store = open_store(&opts.accounts).map_err(|e| CliError::usage(e.to_string()))?;
+    let mut verifier = LoginVerifier::new(store, opts.allow_register);
     verifier.sessions = opts.sessions;
     verifier.limiter = std::sync::Mutex::new(Limiter::new(LimiterConfig {
         registrations_per_source: opts.registrations_per_address,
@@ -197,10 +203,13 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     }));
     let verifier = Arc::new(verifier);
     let fingerprint = opts.host_key.public().fingerprint();
-    // The stateless-reset secret comes from the host key, so that a restarted server
-    // resets its predecessor's connections at once (clients learn of the restart in
-    // one round trip instead of an idle timeout).
-    let secret = *opts.host_key.derive_secret(RESET_SECRET_LABEL);
+    // The stateless-reset secret comes from --reset-key (shared by a fleet) or the host
+    // key, so that a restarted server resets its predecessor's connections at once
+    // (clients learn of the restart in one round trip instead of an idle timeout).
+    let secret = match &opts.reset_key {
+        Some(k) => **k,
+        None => *opts.host_key.derive_secret(RESET_SECRET_LABEL),
+    };
     // QUIC v1 beside quill's own version on the same port: ALPN `quill`, the login
     // on the first stream; with --hq-interop also the interop runner's HTTP/0.9.
     let mut alpn = vec![ALPN_QUILL.to_vec()];
@@ -233,6 +242,9 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
     let endpoint = EndpointConfig {
         retry: opts.retry,
         secret,
+        retry_secret: opts.retry_key.clone(),
+        // Retry tokens expire on the wall clock, so a fleet's servers agree on them.
+        unix_time_at_start: SystemTime::now().duration_since(UNIX_EPOCH).ok(),
         max_half_open_per_address: opts.max_half_open_per_address,
         ..EndpointConfig::default()
     };
@@ -464,6 +476,8 @@ struct Settings {
     listen: SocketAddr,
     key: Option<PathBuf>,
     accounts: Option<PathBuf>,
+    reset_key: Option<PathBuf>,
+    retry_key: Option<PathBuf>,
     root: Option<PathBuf>,
     max_upload_size: Option<u64>,
     allow_register: bool,
@@ -490,6 +504,8 @@ const CONFIG_KEYS: &[&str] = &[
     "listen",
     "key",
     "accounts",
+    "reset-key",
+    "retry-key",
     "root",
     "max-upload-size",
     "allow-register",
@@ -520,6 +536,8 @@ impl Settings {
             listen: args.listen,
             key: args.key.clone(),
             accounts: args.accounts.clone(),
+            reset_key: args.reset_key.clone(),
+            retry_key: args.retry_key.clone(),
             root: args.root.clone(),
             max_upload_size: args.max_upload_size,
             allow_register: args.allow_register,
@@ -556,7 +574,16 @@ impl Settings {
                         })?;
                     }
                     "key" if s.key.is_none() => s.key = file_path(),
-                    "accounts" if s.accounts.is_none() => s.accounts = file_path(),
+                    "accounts" if s.accounts.is_none() => {
+                        // A PostgreSQL URL is taken as it is, a file relative to here.
+                        s.accounts = if is_postgres_url(&value) {
+                            Some(PathBuf::from(&value))
+                        } else {
+                            file_path()
+                        };
+                    }
+                    "reset-key" if s.reset_key.is_none() => s.reset_key = file_path(),
+                    "retry-key" if s.retry_key.is_none() => s.retry_key = file_path(),
                     "root" if s.root.is_none() => s.root = file_path(),
                     "qlog-dir" if s.qlog_dir.is_none() => s.qlog_dir = file_path(),
                     "cert" if s.cert.is_none() => s.cert = file_path(),
@@ -656,7 +683,8 @@ impl Settings {
             .map_err(|e| CliError::usage(format!("host key: {e}")))?;
         let accounts = self.accounts.clone().ok_or_else(|| {
             CliError::usage(
-                "quill server needs --accounts DB (created if missing; add accounts with \
+                "quill server needs --accounts DB (a file, created if missing, or \
+                 postgres://USER@HOST/DB; add accounts with \
                  `quill user add NAME --accounts DB`)",
             )
         })?;
@@ -715,6 +743,16 @@ impl Settings {
             quic_v1: !self.no_quic_v1,
             quic_v2: !self.no_quic_v2,
             hq_interop: self.hq_interop,
+            reset_key: self
+                .reset_key
+                .as_deref()
+                .map(|p| read_secret("--reset-key", p))
+                .transpose()?,
+            retry_key: self
+                .retry_key
+                .as_deref()
+                .map(|p| read_secret("--retry-key", p))
+                .transpose()?,
         })
     }
 }

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::{HostKeyPair, PublicKey};
-use quill_crypto::password::verify_password;
 use quill_transport::auth::SessionCaps;
 use quill_transport::auth::{AccountStore, SqliteStore, StoreError, SCHEMA_VERSION};
 use quill_transport::auth::{Limiter, LimiterConfig};
@@ -20,6 +19,9 @@ use quill_transport::auth::{
 };
 use quill_transport::proto::{LoginMethod, LoginRequest};
 use zeroize::Zeroizing;
+
+#[path = "support/store_suite.rs"]
+mod store_suite;
 
 /// A fresh directory per test (removed on drop).
 struct TempDir(PathBuf);
@@ -106,104 +108,33 @@ const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 fn store_crud_and_case_folding() {
     let dir = TempDir::new("crud");
     let store = SqliteStore::open(dir.db()).unwrap();
-    assert!(store.list().unwrap().is_empty());
-
-    let alice = store
-        .add_user("Alice", Some(b"correct horse"), &[])
-        .unwrap();
-    assert_eq!(alice.name, "alice");
-    assert!(!alice.disabled);
-    assert_eq!(alice.failed_attempts, 0);
-    assert_eq!(alice.last_login, None);
-    let phc = alice.password_phc.clone().unwrap();
-    assert!(phc.starts_with("$argon2id$"), "{phc}");
-    assert!(verify_password(&phc, b"correct horse"));
-
-    // "Alice" and "alice" are one account.
-    assert_eq!(store.get("ALICE").unwrap().unwrap(), alice);
-    assert!(matches!(
-        store.add_user("alice", None, &[key(1)]),
-        Err(StoreError::Exists(n)) if n == "alice"
-    ));
-    assert!(matches!(
-        store.add_user("-bad", None, &[]),
-        Err(StoreError::InvalidName(_))
-    ));
-    assert!(matches!(
-        store.add_user("bob", Some(b"short"), &[]),
-        Err(StoreError::WeakPassword(_))
-    ));
-    assert!(store.get("bob").unwrap().is_none(), "nothing half-created");
-
-    store.add_user("bob", None, &[key(1)]).unwrap();
-    let names: Vec<_> = store.list().unwrap().into_iter().map(|a| a.name).collect();
-    assert_eq!(names, ["alice", "bob"]);
-
-    store.set_disabled("ALICE", true).unwrap();
-    assert!(store.get("alice").unwrap().unwrap().disabled);
-    store.set_disabled("alice", false).unwrap();
-    assert!(!store.get("alice").unwrap().unwrap().disabled);
-
-    store.set_password("alice", b"battery staple").unwrap();
-    let phc2 = store.get("alice").unwrap().unwrap().password_phc.unwrap();
-    assert!(verify_password(&phc2, b"battery staple"));
-    assert!(!verify_password(&phc2, b"correct horse"));
-    assert!(matches!(
-        store.set_password("alice", b"alice"),
-        Err(StoreError::WeakPassword(_))
-    ));
-
-    store.record_failure("alice").unwrap();
-    store.record_failure("alice").unwrap();
-    assert_eq!(store.get("alice").unwrap().unwrap().failed_attempts, 2);
-    store.reset_failures("alice").unwrap();
-    assert_eq!(store.get("alice").unwrap().unwrap().failed_attempts, 0);
-    store.record_failure("alice").unwrap();
-    store.record_login("alice", 1_700_000_000).unwrap();
-    let a = store.get("alice").unwrap().unwrap();
-    assert_eq!(a.last_login, Some(1_700_000_000));
-    assert_eq!(a.failed_attempts, 0);
-    assert!(matches!(
-        store.record_failure("nobody"),
-        Err(StoreError::NotFound(_))
-    ));
-
-    store.remove_user("Bob").unwrap();
-    assert!(store.get("bob").unwrap().is_none());
-    assert!(matches!(
-        store.set_disabled("bob", true),
-        Err(StoreError::NotFound(_))
-    ));
-
-    // Everything survives a reopen.
+    store_suite::crud_and_case_folding(&store, &|| Box::new(SqliteStore::open(dir.db()).unwrap()));
     drop(store);
-    let store = SqliteStore::open(dir.db()).unwrap();
-    let names: Vec<_> = store.list().unwrap().into_iter().map(|a| a.name).collect();
-    assert_eq!(names, ["alice"]);
-    store.integrity_check().unwrap();
+    SqliteStore::open(dir.db())
+        .unwrap()
+        .integrity_check()
+        .unwrap();
 }
 
 #[test]
 fn keys_add_and_remove() {
     let dir = TempDir::new("keys");
-    let store = SqliteStore::open(dir.db()).unwrap();
-    store.add_user("carol", None, &[key(1)]).unwrap();
-    store.add_key("Carol", &key(2)).unwrap();
-    assert_eq!(store.get("carol").unwrap().unwrap().keys, [key(1), key(2)]);
-    assert!(matches!(
-        store.add_key("carol", &key(2)),
-        Err(StoreError::KeyExists(_))
-    ));
-    store.remove_key("carol", &key(1).fingerprint()).unwrap();
-    assert_eq!(store.get("carol").unwrap().unwrap().keys, [key(2)]);
-    assert!(matches!(
-        store.remove_key("carol", &key(1).fingerprint()),
-        Err(StoreError::NoSuchKey(_))
-    ));
-    assert!(matches!(
-        store.add_key("nobody", &key(3)),
-        Err(StoreError::NotFound(_))
-    ));
+    store_suite::keys_add_and_remove(&SqliteStore::open(dir.db()).unwrap());
+}
+
+#[test]
+fn key_cap() {
+    let dir = TempDir::new("keycap");
+    store_suite::key_cap(&SqliteStore::open(dir.db()).unwrap());
+}
+
+#[test]
+fn registration_race_between_two_connections() {
+    let dir = TempDir::new("race");
+    store_suite::registration_race(
+        Arc::new(SqliteStore::open(dir.db()).unwrap()),
+        Arc::new(SqliteStore::open(dir.db()).unwrap()),
+    );
 }
 
 #[test]

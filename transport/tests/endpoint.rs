@@ -391,6 +391,18 @@ fn token_range(d: &[u8]) -> std::ops::Range<usize> {
     start..start + h.token.len()
 }
 
+/// Connects a client and holds back its Initials that carry a token, until the first
+/// is held.
+fn hold_token_initials(net: &mut Net) {
+    net.hold = Some(Box::new(|(from, _, d): &Datagram| {
+        from == &addr(CLIENT)
+            && parse_header(d, 8)
+                .is_ok_and(|h| h.kind == PacketKind::Long(LongType::Initial) && !h.token.is_empty())
+    }));
+    connect(net, 1, "alice");
+    assert!(net.run_until(Duration::from_secs(1), |n| !n.held.is_empty()));
+}
+
 #[test]
 fn bad_retry_tokens_are_dropped_without_answer() {
     let lifetime = Duration::from_secs(10);
@@ -399,14 +411,7 @@ fn bad_retry_tokens_are_dropped_without_answer() {
         c.retry_token_lifetime = lifetime;
     });
     let t0 = net.now;
-    // Hold back the client's Initials that carry a token.
-    net.hold = Some(Box::new(|(from, _, d): &Datagram| {
-        from == &addr(CLIENT)
-            && parse_header(d, 8)
-                .is_ok_and(|h| h.kind == PacketKind::Long(LongType::Initial) && !h.token.is_empty())
-    }));
-    connect(&mut net, 1, "alice");
-    assert!(net.run_until(Duration::from_secs(1), |n| !n.held.is_empty()));
+    hold_token_initials(&mut net);
     assert!(net.nodes[0].ep.stats().retry_sent >= 1);
     let (from, _, good) = net.held[0].clone();
     let now = net.now;
@@ -449,6 +454,66 @@ fn bad_retry_tokens_are_dropped_without_answer() {
     let mut d = good;
     assert!(server.handle_datagram(now, from, &mut d).is_some());
     assert_eq!(server.stats().connections, 1);
+}
+
+#[test]
+fn retry_tokens_carry_wall_clock_time_across_endpoints_sharing_the_retry_secret() {
+    // Server A: the fleet's retry secret, its wall clock at creation `wall0`.
+    let wall0 = Duration::from_secs(1_796_000_000);
+    let shared = Zeroizing::new([0x33; 32]);
+    let fleet = |c: &mut EndpointConfig, wall: Duration, secret: &Zeroizing<[u8; 32]>| {
+        c.retry = RetryPolicy::Always;
+        c.retry_token_lifetime = Duration::from_secs(10);
+        c.retry_secret = Some(secret.clone());
+        c.unix_time_at_start = Some(wall);
+    };
+    let mut net = pair_tuned(9, |c| fleet(c, wall0, &shared));
+    let t0 = net.now;
+    hold_token_initials(&mut net);
+    let (from, _, token_initial) = net.held[0].clone();
+    // The wall-clock time at which the token reaches server B.
+    let wall_now = wall0 + (net.now - t0);
+
+    // Server B was started an hour before (by its monotonic clock) with its own reset
+    // secret: what counts is the wall clock, so A's token is good at B.
+    let b_started = net.now;
+    let b_checks = b_started + Duration::from_secs(3600);
+    let b_config = |wall: Duration, secret: &Zeroizing<[u8; 32]>| {
+        let mut c = endpoint_config(10);
+        fleet(&mut c, wall, secret);
+        c
+    };
+    let mut b = Endpoint::new(
+        b_config(wall_now - Duration::from_secs(3600), &shared),
+        Some(server_config()),
+        b_started,
+    )
+    .unwrap();
+    let mut d = token_initial.clone();
+    assert!(b.handle_datagram(b_checks, from, &mut d).is_some());
+    assert_eq!(b.stats().connections, 1);
+    assert_eq!(b.stats().dropped_invalid_token, 0);
+
+    // A server whose wall clock is past the token's expiry refuses it as expired ...
+    let mut late = Endpoint::new(
+        b_config(wall_now + Duration::from_secs(11), &shared),
+        Some(server_config()),
+        b_started,
+    )
+    .unwrap();
+    let mut d = token_initial.clone();
+    assert!(late.handle_datagram(b_started, from, &mut d).is_none());
+    assert_eq!(late.stats().dropped_expired_token, 1);
+    // ... and one with another retry secret as invalid.
+    let mut other = Endpoint::new(
+        b_config(wall_now, &Zeroizing::new([0x44; 32])),
+        Some(server_config()),
+        b_started,
+    )
+    .unwrap();
+    let mut d = token_initial;
+    assert!(other.handle_datagram(b_started, from, &mut d).is_none());
+    assert_eq!(other.stats().dropped_invalid_token, 1);
 }
 
 #[test]

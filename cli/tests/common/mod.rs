@@ -170,7 +170,7 @@ impl ServerFiles {
 }
 
 /// Runs the server command; returns it and its address once it listens.
-fn spawn_server(command: &[OsString], root: &std::path::Path) -> (Child, String) {
+pub fn spawn_server(command: &[OsString], root: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .env("QUILL_ROOT", root)

@@ -1,5 +1,6 @@
 //! The server's account store: the [`AccountStore`] trait and [`SqliteStore`], its
-//! SQLite implementation.
+//! SQLite implementation ([`PostgresStore`](super::PostgresStore) is the other one;
+//! [`open_store`] picks by the `--accounts` value).
 //!
 //! ## Account names
 //!
@@ -168,6 +169,14 @@ pub enum StoreError {
     Database(rusqlite::Error),
     /// The database could not be configured as required (WAL mode, ...).
     Setup(String),
+    /// The PostgreSQL account database could not be reached, did not answer in time,
+    /// or refused a statement.
+    Postgres {
+        /// The database URL without its password.
+        target: String,
+        /// What went wrong, in one line.
+        message: String,
+    },
     /// Hashing the password failed.
     Hash(quill_crypto::Error),
     /// `PRAGMA integrity_check` found problems; these are its messages.
@@ -204,6 +213,9 @@ impl fmt::Display for StoreError {
             StoreError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             StoreError::Database(e) => write!(f, "account database: {e}"),
             StoreError::Setup(why) => write!(f, "account database: {why}"),
+            StoreError::Postgres { target, message } => {
+                write!(f, "account database {target}: {message}")
+            }
             StoreError::Hash(e) => write!(f, "password hashing: {e}"),
             StoreError::Corrupt(msgs) => {
                 write!(f, "account database is corrupt: {}", msgs.join("; "))
@@ -310,6 +322,49 @@ pub trait AccountStore: Send + Sync {
     fn reset_failures(&self, name: &str) -> Result<(), StoreError>;
 }
 
+/// The checks of [`AccountStore::add_user`] before any hashing or writing: the name
+/// rules, the key cap, and a cheap early [`StoreError::Exists`] (the store's unique
+/// constraint still settles races). Returns the normalised name.
+pub(crate) fn precheck_new_account(
+    store: &dyn AccountStore,
+    name: &str,
+    keys: &[PublicKey],
+) -> Result<String, StoreError> {
+    let name = normalize_name(name)?;
+    if keys.len() > MAX_KEYS_PER_ACCOUNT {
+        return Err(StoreError::TooManyKeys(name));
+    }
+    if store.get(&name)?.is_some() {
+        return Err(StoreError::Exists(name));
+    }
+    Ok(name)
+}
+
+/// A new password for account `name`, checked ([`check_new_password`]) and hashed
+/// with Argon2id into a PHC string (tens of milliseconds: never under a store lock).
+pub(crate) fn hash_new_password(
+    name: &str,
+    password: &[u8],
+    rng: &OsRandom,
+) -> Result<Zeroizing<String>, StoreError> {
+    check_new_password(name, password)?;
+    hash_password(password, rng)
+        .map(Zeroizing::new)
+        .map_err(StoreError::Hash)
+}
+
+/// Opens the account store that an `--accounts` value names: a
+/// [`PostgresStore`](super::PostgresStore) for a `postgres://` or `postgresql://` URL,
+/// otherwise the [`SqliteStore`] file at that path (created if missing).
+pub fn open_store(spec: &Path) -> Result<std::sync::Arc<dyn AccountStore>, StoreError> {
+    match spec.to_str() {
+        Some(url) if super::postgres::is_postgres_url(url) => {
+            Ok(std::sync::Arc::new(super::PostgresStore::open(url)?))
+        }
+        _ => Ok(std::sync::Arc::new(SqliteStore::open(spec)?)),
+    }
+}
+
 /// The SQLite account store (module docs describe the file, its schema and its
 /// durability).
 pub struct SqliteStore {
@@ -337,7 +392,7 @@ fn from_i64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -475,10 +530,7 @@ impl SqliteStore {
     }
 
     fn hash(&self, name: &str, password: &[u8]) -> Result<Zeroizing<String>, StoreError> {
-        check_new_password(name, password)?;
-        hash_password(password, &self.rng)
-            .map(Zeroizing::new)
-            .map_err(StoreError::Hash)
+        hash_new_password(name, password, &self.rng)
     }
 
     fn account_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
@@ -579,14 +631,7 @@ impl AccountStore for SqliteStore {
         password: Option<&[u8]>,
         keys: &[PublicKey],
     ) -> Result<Account, StoreError> {
-        let name = normalize_name(name)?;
-        if keys.len() > MAX_KEYS_PER_ACCOUNT {
-            return Err(StoreError::TooManyKeys(name));
-        }
-        if self.get(&name)?.is_some() {
-            // Cheap early answer; the UNIQUE constraint below settles races.
-            return Err(StoreError::Exists(name));
-        }
+        let name = precheck_new_account(self, name, keys)?;
         // Hash outside the lock: Argon2id takes tens of milliseconds.
         let phc = password.map(|pw| self.hash(&name, pw)).transpose()?;
         let now = to_i64(unix_now());

@@ -56,6 +56,10 @@ use crate::proto::{LoginMethod, LoginRequest};
 pub const REFUSED: &str = "login refused";
 /// The reason given for a registration when the server does not allow it.
 pub const REGISTRATION_CLOSED: &str = "registration is closed";
+/// The reason given when the account store cannot answer (a lost database): the
+/// same for every name, and counted against nobody.
+pub const STORE_UNAVAILABLE: &str =
+    "the server's account database is unavailable; try again in a moment";
 /// The reason given for a registration whose name is taken.
 pub const NAME_TAKEN: &str = "that account name is taken";
 /// The reason given when an address has used up its registrations for now.
@@ -200,7 +204,10 @@ impl LoginVerifier {
                 let locked = self
                     .limiter()
                     .locked_until_for(name.as_deref(), source, now);
-                let account = name.as_deref().and_then(|n| self.lookup(n));
+                let account = match self.lookup(name.as_deref()) {
+                    Ok(a) => a,
+                    Err(unavailable) => return Decision::now(unavailable, now, "account store unavailable"),
+                };
                 let fp = key.fingerprint();
                 let authorised = account
                     .as_ref()
@@ -229,15 +236,18 @@ impl LoginVerifier {
         }
     }
 
-    fn lookup(&self, name: &str) -> Option<super::accounts::Account> {
-        match self.store.get(name) {
-            Ok(a) => a,
-            Err(e) => {
-                // Fail closed; the answer stays "login refused".
-                tracing::error!("account store lookup failed: {e}");
-                None
-            }
-        }
+    /// The account, if `name` is valid and names one. A store that cannot answer (a
+    /// lost database, a disk error) gives the refusal [`STORE_UNAVAILABLE`] to send
+    /// instead: it says nothing about the account, and counts against nobody's
+    /// failure budget.
+    fn lookup(&self, name: Option<&str>) -> Result<Option<super::accounts::Account>, Verdict> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        self.store.get(name).map_err(|e| {
+            tracing::error!("account store lookup failed: {e}");
+            Verdict::refuse(STORE_UNAVAILABLE)
+        })
     }
 
     fn password(
@@ -252,7 +262,13 @@ impl LoginVerifier {
         let locked = self
             .limiter()
             .locked_until_for(name.as_deref(), source, now);
-        let account = name.as_deref().and_then(|n| self.lookup(n));
+        let account = match self.lookup(name.as_deref()) {
+            Ok(a) => a,
+            Err(unavailable) => {
+                dummy_verify(pw);
+                return Decision::now(unavailable, now, "account store unavailable");
+            }
+        };
         // Exactly one Argon2id run on every path.
         let matched = match account.as_ref().and_then(|a| a.password_phc.as_deref()) {
             Some(phc) if locked.is_none() => verify_password(phc, pw),
@@ -383,7 +399,10 @@ impl LoginVerifier {
             Err(e) => {
                 tracing::error!(account = name, "registration failed: {e}");
                 (
-                    Verdict::refuse("registration failed on the server"),
+                    Verdict::refuse(match e {
+                        StoreError::Hash(_) => "registration failed on the server",
+                        _ => STORE_UNAVAILABLE,
+                    }),
                     "account store error",
                 )
             }

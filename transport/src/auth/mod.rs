@@ -3,7 +3,9 @@
 //! Server side:
 //! - `accounts`: the [`AccountStore`] trait, account-name and
 //!   password rules, and [`SqliteStore`], the durable SQLite
-//!   implementation an operator can inspect.
+//!   implementation an operator can inspect; [`open_store`] picks it or
+//! - `postgres`: [`PostgresStore`], the accounts of a fleet in one PostgreSQL
+//!   database, from an `--accounts postgres://...` URL.
 //! - `limiter`: failure counters per (account, address), per address and per account
 //!   with exponential backoff that a correct login from a clean address always passes,
 //!   and the per-address registration budget, in bounded memory.
@@ -21,6 +23,7 @@ pub(crate) mod credentials;
 pub(crate) mod known_hosts;
 pub(crate) mod limiter;
 pub(crate) mod login;
+pub(crate) mod postgres;
 pub(crate) mod sessions;
 
 /// `192.0.2.n` (RFC 5737 TEST-NET-1), the client address of the unit tests.
@@ -30,7 +33,7 @@ pub(crate) fn test_ip(n: u8) -> std::net::IpAddr {
 }
 
 pub use accounts::{
-    check_new_password, normalize_name, Account, AccountStore, SqliteStore, StoreError,
+    check_new_password, normalize_name, open_store, Account, AccountStore, SqliteStore, StoreError,
     MAX_KEYS_PER_ACCOUNT, MAX_NAME_LEN, MIN_PASSWORD_LEN, SCHEMA_VERSION,
 };
 pub use credentials::{
@@ -43,8 +46,11 @@ pub use known_hosts::{
 };
 pub use limiter::{LimitKey, Limiter, LimiterConfig};
 pub use login::{
-    Decision, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED,
+    Decision, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED, STORE_UNAVAILABLE,
     TOO_MANY_REGISTRATIONS,
+};
+pub use postgres::{
+    is_postgres_url, redact_url, PostgresStore, CONNECT_TIMEOUT, PG_SCHEMA_VERSION, QUERY_TIMEOUT,
 };
 pub use sessions::{
     CapExceeded, SessionCaps, SessionSlot, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PER_USER,

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use quill_crypto::random::{OsRandom, Random};
 use slab::Slab;
+use zeroize::Zeroizing;
 
 use self::half_open::{Admission, HalfOpen, Ticket};
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
@@ -98,12 +99,23 @@ pub struct EndpointConfig {
     pub retry: RetryPolicy,
     /// Length of the connection IDs this endpoint issues, 8..=20.
     pub cid_len: usize,
-    /// Key material for stateless reset tokens (and, with a random salt per endpoint,
-    /// Retry tokens). Keep it across restarts so that a restarted server can reset its
-    /// old connections at once: `quill server` derives it from its host key
+    /// Key material for stateless reset tokens. Keep it across restarts so that a
+    /// restarted server can reset its old connections at once, and share it across a
+    /// fleet so that any server resets another's: `quill server` reads it from
+    /// `--reset-key`, or derives it from its host key
     /// ([`HostKeyPair::derive_secret`](quill_crypto::hostkey::HostKeyPair::derive_secret)
     /// with [`RESET_SECRET_LABEL`]).
     pub secret: [u8; 32],
+    /// Key material for Retry tokens. Servers of a fleet given the same one (and the
+    /// same [`EndpointConfig::unix_time_at_start`] clock source) accept each other's
+    /// tokens, and so does a restarted server: `quill server --retry-key`. `None`: a
+    /// random one per endpoint, so tokens die with it.
+    pub retry_secret: Option<Zeroizing<[u8; 32]>>,
+    /// The wall-clock time (since the Unix epoch) at the `now` given to
+    /// [`Endpoint::new`]. Retry-token expiries are Unix milliseconds: this plus the
+    /// monotonic time since. `None` counts from zero at creation (the sans-IO core
+    /// never reads a wall clock), which is only right for one endpoint alone.
+    pub unix_time_at_start: Option<Duration>,
     /// How long a Retry token stays valid.
     pub retry_token_lifetime: Duration,
     /// Datagrams one session may send per turn of the round-robin in
@@ -130,6 +142,11 @@ impl std::fmt::Debug for EndpointConfig {
             .field("retry", &self.retry)
             .field("cid_len", &self.cid_len)
             .field("secret", &"[redacted]")
+            .field(
+                "retry_secret",
+                &self.retry_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("unix_time_at_start", &self.unix_time_at_start)
             .field("retry_token_lifetime", &self.retry_token_lifetime)
             .field("max_transmits_per_turn", &self.max_transmits_per_turn)
             .field("max_stateless_queue", &self.max_stateless_queue)
@@ -159,6 +176,8 @@ impl Default for EndpointConfig {
             },
             cid_len: 8,
             secret,
+            retry_secret: None,
+            unix_time_at_start: None,
             retry_token_lifetime: Duration::from_secs(10),
             max_transmits_per_turn: 16,
             max_stateless_queue: 256,
@@ -376,13 +395,19 @@ impl Endpoint {
             s.transport.validate()?;
         }
         let half_open = HalfOpen::new(config.max_half_open, config.max_half_open_per_address);
-        let mut retry_salt = [0u8; 16];
-        config
-            .rng
-            .fill(&mut retry_salt)
-            .map_err(|_| ConfigError("the random generator failed".into()))?;
+        let retry_secret = match &config.retry_secret {
+            Some(shared) => shared.clone(),
+            None => {
+                let mut own = Zeroizing::new([0u8; 32]);
+                config
+                    .rng
+                    .fill(&mut *own)
+                    .map_err(|_| ConfigError("the random generator failed".into()))?;
+                own
+            }
+        };
         Ok(Endpoint {
-            keys: Keys::new(&config.secret, &retry_salt),
+            keys: Keys::new(&config.secret, &retry_secret),
             rate: RateLimiter::new(
                 config.per_source_handshakes_per_sec,
                 config.rate_limit_sources,
@@ -1010,10 +1035,13 @@ impl Endpoint {
         self.last_now = self.last_now.max(now);
     }
 
-    /// Milliseconds since the endpoint started: the Retry-token clock. Tokens do not
-    /// survive a restart, as a new endpoint starts a new clock.
+    /// The Retry-token clock, in Unix milliseconds: the wall-clock time at the
+    /// endpoint's start plus the monotonic time since
+    /// ([`EndpointConfig::unix_time_at_start`]).
     fn token_time(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+        let since = now.saturating_duration_since(self.start);
+        let unix = self.config.unix_time_at_start.unwrap_or_default() + since;
+        u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn random_cid(&self) -> Option<ConnectionId> {

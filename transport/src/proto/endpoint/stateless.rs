@@ -2,12 +2,19 @@
 //! stateless reset tokens and packets, Version Negotiation, and the per-source
 //! handshake rate limiter.
 //!
-//! Reset tokens are derived from the endpoint's 32-byte secret, so an endpoint
-//! restarted with the same secret recognises its own reset tokens (`quill server`
-//! derives the secret from its host key). Retry tokens carry an expiry measured from
-//! the endpoint's creation `Instant` (the sans-IO core never reads a wall clock), so
-//! they must not survive a restart: their key also mixes in a random salt drawn when
-//! the endpoint is created.
+//! Reset tokens are derived from the endpoint's 32-byte reset secret, so an endpoint
+//! restarted with the same secret, or another server of a fleet given the same one
+//! (`quill server --reset-key`), recognises and produces the same reset tokens (by
+//! default `quill server` derives the secret from its host key).
+//!
+//! Retry tokens are sealed under a key derived from a 32-byte retry secret: the
+//! operator's (`--retry-key`, shared by a fleet and kept across restarts) or one drawn
+//! at random when the endpoint is created (tokens then die with the endpoint). Their
+//! expiry is in Unix milliseconds: the sans-IO core never reads a wall clock, so the
+//! driver gives the wall-clock time at the endpoint's creation
+//! ([`EndpointConfig::unix_time_at_start`](super::EndpointConfig::unix_time_at_start))
+//! and the endpoint adds the monotonic time elapsed since. Servers whose clocks agree
+//! to well within the token lifetime accept each other's tokens.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -42,8 +49,9 @@ const MAX_TOKEN_PLAINTEXT: usize = 8 + 1 + ConnectionId::MAX_LEN + 1 + Connectio
 pub(crate) const MAX_TOKEN_LEN: usize = NONCE_LEN + MAX_TOKEN_PLAINTEXT + TAG_LEN;
 const MIN_TOKEN_LEN: usize = NONCE_LEN + 8 + 1 + 1 + TAG_LEN;
 
-/// Label for deriving the Retry-token key from the secret. It is longer than any
-/// connection ID, so it never collides with a reset-token input.
+/// Label for deriving the Retry-token key from the retry secret. It is longer than any
+/// connection ID, so even with one secret for both it never collides with a
+/// reset-token input.
 const RETRY_KEY_LABEL: &[u8] = b"quill retry token key v1";
 /// Associated-data prefix of every Retry token.
 const TOKEN_AAD_LABEL: &[u8] = b"quill retry token";
@@ -65,14 +73,14 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// Derives the keys from the endpoint's secret; the Retry-token key also from
-    /// `retry_salt` (random per endpoint, so tokens die with it).
-    pub(crate) fn new(secret: &[u8; 32], retry_salt: &[u8; 16]) -> Self {
-        let reset = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let mut input = [0u8; RETRY_KEY_LABEL.len() + 16];
-        input[..RETRY_KEY_LABEL.len()].copy_from_slice(RETRY_KEY_LABEL);
-        input[RETRY_KEY_LABEL.len()..].copy_from_slice(retry_salt);
-        let derived = hmac::sign(&reset, &input);
+    /// Derives the keys: the reset-token key from `reset_secret`, the Retry-token key
+    /// from `retry_secret` (`HMAC-SHA256(retry_secret, RETRY_KEY_LABEL)`).
+    pub(crate) fn new(reset_secret: &[u8; 32], retry_secret: &[u8; 32]) -> Self {
+        let reset = hmac::Key::new(hmac::HMAC_SHA256, reset_secret);
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, retry_secret),
+            RETRY_KEY_LABEL,
+        );
         let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, derived.as_ref())
             .expect("HMAC-SHA256 output is a 32-byte AES-256 key");
         Keys {
@@ -95,7 +103,7 @@ impl Keys {
     }
 
     /// Seals a Retry token binding `remote`, the client's original DCID, the Retry's
-    /// Source CID and an expiry (milliseconds since the endpoint started).
+    /// Source CID and an expiry (Unix milliseconds).
     ///
     /// Layout: `nonce (12) || AES-256-GCM(expiry_ms (8) || odcid_len (1) || odcid ||
     /// rscid_len (1) || rscid) || tag (16)`, with the client's address (IP and port)
@@ -128,8 +136,7 @@ impl Keys {
         Some(token)
     }
 
-    /// Opens a Retry token from `remote` at `now_ms` (milliseconds since the endpoint
-    /// started): `(original DCID, Retry Source CID)`. Never panics on any input.
+    /// Opens a Retry token from `remote` at `now_ms` (Unix milliseconds): `(original DCID, Retry Source CID)`. Never panics on any input.
     pub(crate) fn open_retry_token(
         &self,
         token: &[u8],
@@ -389,7 +396,7 @@ mod tests {
 
     #[test]
     fn retry_token_round_trip_and_rejections() {
-        let keys = Keys::new(&[7; 32], &[1; 16]);
+        let keys = Keys::new(&[7; 32], &[1; 32]);
         let rng = SeededRandom::new([1; 32]);
         let a = addr("192.0.2.1:4000");
         let t = keys
@@ -408,7 +415,7 @@ mod tests {
                 Err(TokenError::Invalid)
             );
         }
-        let other_keys = Keys::new(&[8; 32], &[1; 16]);
+        let other_keys = Keys::new(&[8; 32], &[2; 32]);
         assert_eq!(
             other_keys.open_retry_token(&t, a, 0),
             Err(TokenError::Invalid)
@@ -426,8 +433,35 @@ mod tests {
     }
 
     #[test]
+    fn retry_tokens_cross_endpoints_that_share_the_retry_secret() {
+        // Two servers of a fleet: their own reset secrets, one retry secret.
+        let a = Keys::new(&[1; 32], &[5; 32]);
+        let b = Keys::new(&[2; 32], &[5; 32]);
+        let rng = SeededRandom::new([3; 32]);
+        let client = addr("192.0.2.7:5000");
+        let unix_ms = 1_796_000_000_000; // Unix milliseconds, as the endpoint seals them
+        let t = a
+            .seal_retry_token(&rng, client, &cid(1, 8), &cid(2, 8), unix_ms + 10_000)
+            .unwrap();
+        assert_eq!(
+            b.open_retry_token(&t, client, unix_ms + 1),
+            Ok((cid(1, 8), cid(2, 8)))
+        );
+        assert_eq!(
+            b.open_retry_token(&t, client, unix_ms + 10_001),
+            Err(TokenError::Expired)
+        );
+        // Another retry secret: not ours.
+        let c = Keys::new(&[1; 32], &[6; 32]);
+        assert_eq!(
+            c.open_retry_token(&t, client, unix_ms),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
     fn retry_token_garbage_never_panics() {
-        let keys = Keys::new(&[7; 32], &[1; 16]);
+        let keys = Keys::new(&[7; 32], &[1; 32]);
         let a = addr("192.0.2.1:4000");
         for len in 0..200 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
@@ -437,14 +471,14 @@ mod tests {
 
     #[test]
     fn reset_token_is_keyed_hmac_prefix() {
-        let keys = Keys::new(&[9; 32], &[1; 16]);
+        let keys = Keys::new(&[9; 32], &[1; 32]);
         let c = cid(3, 8);
         let expect = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]), c.as_ref());
         assert_eq!(keys.reset_token(&c)[..], expect.as_ref()[..16]);
         assert_ne!(keys.reset_token(&c), keys.reset_token(&cid(4, 8)));
         assert_ne!(
             keys.reset_token(&c),
-            Keys::new(&[10; 32], &[1; 16]).reset_token(&c)
+            Keys::new(&[10; 32], &[1; 32]).reset_token(&c)
         );
     }
 
