@@ -62,6 +62,18 @@ pub enum Command {
     ///
     /// Example: quill demo --bytes 100000000
     Demo(DemoArgs),
+    /// List a directory of your file space: type, size, modification time (UTC), name.
+    ///
+    /// Example: quill ls 127.0.0.1:4433:photos --user alice
+    Ls(LsArgs),
+    /// Create a directory in your file space.
+    ///
+    /// Example: quill mkdir -p 127.0.0.1:4433:photos/2026 --user alice
+    Mkdir(MkdirArgs),
+    /// Remove a file, or a directory with -r, from your file space.
+    ///
+    /// Example: quill rm -r 127.0.0.1:4433:photos/old --user alice
+    Rm(RmArgs),
 }
 
 /// `quill keygen`.
@@ -272,10 +284,13 @@ pub struct ClientArgs {
 /// `quill send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Local file.
+    /// Local file; `-` for standard input (a pipe or `<(...)` is streamed too).
     pub local: PathBuf,
     /// ADDR:REMOTE, e.g. 127.0.0.1:4433:notes.txt or [::1]:4433:dir/file.
     pub remote: String,
+    /// Send a directory: REMOTE becomes a copy of LOCAL.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }
@@ -288,6 +303,9 @@ pub struct GetArgs {
     /// Local file (written under a temporary name, renamed when complete), or `-` for
     /// standard output.
     pub local: PathBuf,
+    /// Get a directory: LOCAL becomes a copy of REMOTE.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }
@@ -327,6 +345,40 @@ pub struct PerfArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// HOST:[PATH]: the directory to list; HOST, HOST: or HOST:PORT: for the top of
+    /// your file space.
+    pub remote: String,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill mkdir`.
+#[derive(Debug, Args)]
+pub struct MkdirArgs {
+    /// HOST:PATH of the new directory.
+    pub remote: String,
+    /// Create missing parent directories too; an existing directory is no error.
+    #[arg(short = 'p', long)]
+    pub parents: bool,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// HOST:PATH of a file, link or empty directory.
+    pub remote: String,
+    /// Remove a directory and everything in it.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }

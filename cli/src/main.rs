@@ -6,11 +6,13 @@ mod args;
 mod client;
 mod demo;
 mod exit;
+mod files;
 mod interrupt;
 mod keygen;
 mod output;
 mod perf;
 mod ping;
+mod serve_files;
 mod server;
 mod transfer;
 
@@ -54,6 +56,9 @@ fn main() {
             | Command::Ping(_)
             | Command::Perf(_)
             | Command::Demo(_)
+            | Command::Ls(_)
+            | Command::Mkdir(_)
+            | Command::Rm(_)
     ) {
         interrupt::install();
     }
@@ -68,6 +73,9 @@ fn main() {
         Command::Ping(a) => ping::run(a),
         Command::Perf(a) => perf::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Ls(a) => files::ls(a),
+        Command::Mkdir(a) => files::mkdir(a),
+        Command::Rm(a) => files::rm(a),
     };
     match result {
         Ok(()) => interrupt::exit(exit::OK),

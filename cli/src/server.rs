@@ -53,6 +53,8 @@ use quill_transport::service::{
     hash_file, sweep_temp_files, Answer, Echo, Files, Pumped, Request, Upload, CHUNK, MAX_LINE,
 };
 
+use crate::serve_files::{run_file_job, FileJob};
+
 /// Most bytes of file data (or echo, sink, source data) moved per stream per loop turn.
 pub const IO_BUDGET: usize = 256 * 1024;
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
@@ -197,7 +199,10 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
                  and drop --no-quic-v1",
             ));
         }
-        tracing::warn!("--hq-interop: every file under the root is readable without a login");
+        tracing::warn!(
+            "--hq-interop: every file under the root, every account's space included, is \
+             readable without a login"
+        );
         alpn.push(ALPN_HQ.to_vec());
     }
     let quic_v1 = match &opts.certificate {
@@ -556,7 +561,7 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 // The event-loop handler: logins and stream services.
 
 /// One bidirectional stream being served.
-enum Service {
+pub(crate) enum Service {
     /// Reading the request line (at most `MAX_LINE` bytes plus its `\n`).
     Request { line: Vec<u8> },
     /// Echoing.
@@ -566,6 +571,9 @@ enum Service {
     /// A pool job owns this stream's work (hashing for GET, commit of a PUT); its
     /// completion sets the next state.
     Waiting,
+    /// Like `Waiting`, but the client's data is left unread for the next state (a PUT
+    /// whose temporary file the pool is creating).
+    Pending,
     /// Sending a GET: `out[pos..]` is being written, `remaining` bytes still to read.
     Get {
         file: File,
@@ -591,9 +599,9 @@ struct Entry {
 }
 
 /// Slow file work for the worker pool.
-enum Job {
-    /// Hash a file for GET.
-    Hash(PathBuf),
+pub(crate) enum Job {
+    /// A file request in an account's space (`serve_files.rs`): GET, PUT, LIST, MKDIR, RM.
+    File(Box<FileJob>),
     /// Open a file for an HTTP/0.9 GET (no answer line, no hash).
     Open(PathBuf),
     /// fsync and rename a complete, verified PUT.
@@ -690,7 +698,7 @@ impl FileServer {
     ) {
         if !ctx.pool_has_room() {
             let next = match job {
-                Job::Hash(_) => refuse("server busy, try again"),
+                Job::File(_) => refuse("server busy, try again"),
                 Job::Open(_) => Service::Reset,
                 Job::Commit(upload) => commit(*upload),
             };
@@ -701,7 +709,7 @@ impl FileServer {
         }
         let run = move || -> Completion<FileServer> {
             let next = match job {
-                Job::Hash(path) => start_get(&path),
+                Job::File(job) => run_file_job(*job),
                 Job::Open(path) => start_hq_get(&path),
                 Job::Commit(upload) => commit(*upload),
             };
@@ -740,7 +748,7 @@ impl Step {
     }
 }
 
-fn answer(a: Answer) -> Service {
+pub(crate) fn answer(a: Answer) -> Service {
     Service::Answer {
         out: a.line().into_bytes(),
         pos: 0,
@@ -748,20 +756,20 @@ fn answer(a: Answer) -> Service {
 }
 
 /// A refusal: `ERR <message>`.
-fn refuse(message: impl Into<String>) -> Service {
+pub(crate) fn refuse(message: impl Into<String>) -> Service {
     answer(Answer::Err(message.into()))
 }
 
 /// On the pool: makes a complete, verified upload durable and gives it its name.
 fn commit(up: Upload) -> Service {
     match up.commit() {
-        Ok(()) => answer(Answer::Ok),
+        Ok(a) => answer(a),
         Err(e) => refuse(e),
     }
 }
 
 /// On the pool: hashes a file for GET; its answer line and bytes are then sent.
-fn start_get(path: &Path) -> Service {
+pub(crate) fn start_get(path: &Path) -> Service {
     match hash_file(path) {
         Ok((file, size, sha256)) => Service::Get {
             file,
@@ -899,6 +907,7 @@ fn pump_once(
             step.busy = true;
         }
         Service::Waiting => step.busy = discard_input(c, id, &mut entry.input_done, buf),
+        Service::Pending => {}
         Service::Get {
             file,
             remaining,
@@ -985,6 +994,11 @@ fn pump_once(
         }
         Service::Reset => return abandon(c, id),
         Service::Answer { out, pos } => {
+            if !entry.input_done && !out.starts_with(b"ERR") {
+                // An answer that is no refusal (the pool was quicker than the client's
+                // FIN): what the client still sends is read and dropped, as for a GET.
+                step.busy = discard_input(c, id, &mut entry.input_done, buf);
+            }
             if !entry.input_done {
                 // The answer is final (a refusal, since every other answer comes after
                 // the client's FIN): nothing the client still sends will be read.
@@ -1005,10 +1019,10 @@ fn pump_once(
             if *pos == out.len() {
                 let _ = c.finish(id);
                 // The answer is with the connection, which delivers it; the client's
-                // side was finished or stopped above.
+                // side was finished or stopped above, or is still being drained.
                 return Step {
-                    keep: false,
-                    ..Step::keep()
+                    keep: !entry.input_done,
+                    ..step
                 };
             }
         }
@@ -1078,18 +1092,12 @@ fn start_service(
             count: rest.len() as u64,
         },
         Request::Source { bytes } => Service::Source { remaining: bytes },
-        Request::Get { path } => match files.get(&path) {
-            Ok(p) => {
-                step.job = Some(Job::Hash(p));
-                Service::Waiting
+        request => match FileJob::new(files, c.account(), request, rest) {
+            Ok(job) => {
+                let next = job.waiting();
+                step.job = Some(Job::File(Box::new(job)));
+                next
             }
-            Err(e) => refuse(e),
-        },
-        Request::Put { size, sha256, path } => match files.put(&path, size, sha256) {
-            Ok(mut up) => match up.write(&rest) {
-                Ok(()) => Service::Put(Box::new(up)),
-                Err(e) => refuse(e),
-            },
             Err(e) => refuse(e),
         },
     }
