@@ -19,13 +19,15 @@ use std::time::Instant;
 use quill_transport::service::space::Kind;
 use quill_transport::service::{hex, Answer, ListEntry, Request};
 
-use crate::args::{GetArgs, LsArgs, MkdirArgs, RmArgs, SendArgs};
+use crate::args::{GetArgs, LoginArgs, LsArgs, MkdirArgs, RmArgs, SendArgs};
 use quill_transport::driver::blocking::BlockingStream;
 
 use crate::client::{net_err, open_target, parse_addr, parse_remote, read_line, Session, Target};
 use crate::exit::{CliError, CliResult, INTEGRITY};
 use crate::output::{note, say};
-use crate::transfer::{answer_or, fetch, local_err, put_file, rate_line, server_refused};
+use crate::transfer::{
+    answer_or, fetch, local_err, put_file, rate_line, server_refused, start_upload,
+};
 
 /// Deepest directory level `send -r` and `get -r` descend.
 pub const MAX_DEPTH: usize = 32;
@@ -145,7 +147,7 @@ pub fn ls(a: &LsArgs) -> CliResult {
     Ok(())
 }
 
-/// `dir          0  2026-12-03 09:12:44  photos/`.
+/// `dir          0  2026-12-03 09:12  photos/`.
 fn ls_line(e: &ListEntry) -> String {
     let (kind, suffix) = match e.kind {
         Kind::File => ("file", ""),
@@ -153,62 +155,31 @@ fn ls_line(e: &ListEntry) -> String {
         Kind::Link => ("link", "@"),
         Kind::Other => ("other", ""),
     };
-    format!(
-        "{kind:<5} {:>12}  {}  {}{suffix}",
-        e.size,
-        utc(e.mtime),
-        e.name
-    )
-}
-
-/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC, proleptic Gregorian).
-fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let t = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        t / 3600,
-        t % 3600 / 60,
-        t % 60
-    )
+    // Before 1970 shows as 1970.
+    let mtime = crate::admin::utc(u64::try_from(e.mtime).unwrap_or(0));
+    format!("{kind:<5} {:>12}  {mtime}  {}{suffix}", e.size, e.name)
 }
 
 /// `quill mkdir [-p] HOST:PATH`.
 pub fn mkdir(a: &MkdirArgs) -> CliResult {
-    let (target, path) = remote_path(&a.remote)?;
-    let session = open_target(target, &a.login, None)?;
-    simple(
-        &session,
-        &Request::Mkdir {
-            path,
-            parents: a.parents,
-        },
-    )?;
-    session.conn.close(0, "done");
-    Ok(())
+    let parents = a.parents;
+    one_request(&a.remote, &a.login, |path| Request::Mkdir { path, parents })
 }
 
 /// `quill rm [-r] HOST:PATH`.
 pub fn rm(a: &RmArgs) -> CliResult {
-    let (target, path) = remote_path(&a.remote)?;
-    let session = open_target(target, &a.login, None)?;
-    simple(
-        &session,
-        &Request::Remove {
-            path,
-            recursive: a.recursive,
-        },
-    )?;
+    let recursive = a.recursive;
+    one_request(&a.remote, &a.login, |path| Request::Remove {
+        path,
+        recursive,
+    })
+}
+
+/// Connects and sends the one request `make` builds for the remote path.
+fn one_request(remote: &str, login: &LoginArgs, make: impl FnOnce(String) -> Request) -> CliResult {
+    let (target, path) = remote_path(remote)?;
+    let session = open_target(target, login, None)?;
+    simple(&session, &make(path))?;
     session.conn.close(0, "done");
     Ok(())
 }
@@ -243,20 +214,10 @@ pub fn send_stream(a: &SendArgs) -> CliResult {
     };
     let session = open_target(target, &a.login, None)?;
     let start = Instant::now();
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
-    stream.fail_writes_on_answer();
     let req = Request::PutStream {
         path: remote.clone(),
     };
-    if let Err(e) = io::Write::write_all(&mut stream, req.line().as_bytes()) {
-        return Err(answer_or(
-            &mut stream,
-            net_err("sending the request failed", e),
-        ));
-    }
+    let mut stream = start_upload(&session, &req)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0u64;
@@ -488,11 +449,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_are_utc() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_796_288_645), "2026-12-03 09:04:05");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59");
+    fn ls_lines() {
+        let e = ListEntry::parse("d 0 1796288645 photos").unwrap();
+        assert_eq!(ls_line(&e), "dir              0  2026-12-03 09:04  photos/");
+        let e = ListEntry::parse("f 12 -5 old").unwrap();
+        assert_eq!(ls_line(&e), "file            12  1970-01-01 00:00  old");
     }
 
     #[test]

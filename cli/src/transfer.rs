@@ -179,24 +179,12 @@ pub fn put_file(
 ) -> Result<(u64, String, Duration), CliError> {
     let (size, sha) = hash_file(local)?;
     let mut file = File::open(local).map_err(|e| local_err("reading", local, &e))?;
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
-    // The server answers before the end only to refuse, and then stops reading the
-    // stream (docs/SPEC.md §10): a write fails at once, and the answer says why.
-    stream.fail_writes_on_answer();
     let req = Request::Put {
         size,
         sha256: sha.clone(),
         path: remote.to_owned(),
     };
-    if let Err(e) = stream.write_all(req.line().as_bytes()) {
-        return Err(answer_or(
-            &mut stream,
-            net_err("sending the request failed", e),
-        ));
-    }
+    let mut stream = start_upload(session, &req)?;
     let progress = Progress::new(size, "send");
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
@@ -239,6 +227,24 @@ pub fn put_file(
         ));
     }
     Ok((size, sha, elapsed))
+}
+
+/// Opens a stream for an upload and sends its request line. The server answers before
+/// the end only to refuse, and then stops reading the stream (docs/SPEC.md §10): a
+/// write fails at once, and the answer says why.
+pub fn start_upload(session: &Session, req: &Request) -> Result<BlockingStream, CliError> {
+    let mut stream = session
+        .conn
+        .open_bi()
+        .map_err(|e| net_err("cannot open a stream", e))?;
+    stream.fail_writes_on_answer();
+    if let Err(e) = stream.write_all(req.line().as_bytes()) {
+        return Err(answer_or(
+            &mut stream,
+            net_err("sending the request failed", e),
+        ));
+    }
+    Ok(stream)
 }
 
 /// `LOCAL.quill-partial`, in the same directory as `LOCAL`.

@@ -6,14 +6,22 @@ use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::space::resolve_entry;
 use super::{hex, Answer};
+
+/// Longest request path, in bytes (the request line is bounded too, by `MAX_LINE`).
+pub const MAX_PATH_LEN: usize = 1024;
 
 /// One file read or write.
 pub const CHUNK: usize = 64 * 1024;
 
-/// Checks a request path's form: relative, `/`-separated, no empty, `.` or `..` part,
-/// no control character, no name reserved for the server's temporary files.
+/// Checks a request path's form: at most [`MAX_PATH_LEN`] bytes, relative,
+/// `/`-separated, no empty, `.` or `..` part, no control character, no name reserved for
+/// the server's temporary files.
 pub fn check_relative(rel: &str) -> Result<(), String> {
+    if rel.len() > MAX_PATH_LEN {
+        return Err(format!("the path is longer than {MAX_PATH_LEN} bytes"));
+    }
     if rel.starts_with('/') {
         return Err("absolute paths are refused; give a path under the server's root".into());
     }
@@ -153,20 +161,7 @@ pub fn resolve_get(root: &Path, rel: &str) -> Result<PathBuf, String> {
 /// `root` after resolving symbolic links; the name itself may not be a symbolic link
 /// or a directory.
 pub fn resolve_put(root: &Path, rel: &str) -> Result<(PathBuf, PathBuf), String> {
-    check_relative(rel)?;
-    let joined = root.join(rel);
-    let name = joined
-        .file_name()
-        .ok_or_else(|| format!("malformed path '{rel}'"))?
-        .to_owned();
-    let parent = joined.parent().unwrap_or(root);
-    let parent = parent
-        .canonicalize()
-        .map_err(|e| format!("directory of {rel}: {e}; create it on the server first"))?;
-    if !parent.starts_with(root) {
-        return Err(format!("{rel} leaves the server's root"));
-    }
-    let dest = parent.join(name);
+    let (parent, dest) = resolve_entry(root, rel)?;
     if let Ok(meta) = dest.symlink_metadata() {
         if meta.file_type().is_symlink() {
             return Err(format!("{rel} is a symbolic link; refusing to replace it"));

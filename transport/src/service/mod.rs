@@ -38,7 +38,7 @@ pub use echo::{Echo, Pumped};
 
 pub use files::{
     check_relative, has_control_chars, hash_file, resolve_get, resolve_put, sweep_temp_files,
-    Files, Upload, CHUNK,
+    Files, Upload, CHUNK, MAX_PATH_LEN,
 };
 pub use space::{account_space, ListEntry};
 

@@ -25,8 +25,6 @@ pub const MAX_REMOVE_ENTRIES: usize = 100_000;
 /// Deepest directory level RMTREE descends; a deeper tree is refused before anything
 /// is removed.
 pub const MAX_TREE_DEPTH: usize = 64;
-/// Longest request path, in bytes (the request line is bounded too, by `MAX_LINE`).
-pub const MAX_PATH_LEN: usize = 1024;
 
 /// The kind of a listed entry, as LIST sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,18 +179,11 @@ pub fn io_message(what: &str, e: &io::Error) -> String {
     }
 }
 
-/// Checks a path's form and length.
-fn check_path(rel: &str) -> Result<(), String> {
-    if rel.len() > MAX_PATH_LEN {
-        return Err(format!("the path is longer than {MAX_PATH_LEN} bytes"));
-    }
-    check_relative(rel)
-}
-
-/// The canonical parent of `rel` (which must stay in `space`) joined with its last
-/// component, which is not resolved.
-fn resolve_entry(space: &Path, rel: &str) -> Result<PathBuf, String> {
-    check_path(rel)?;
+/// The canonical parent of `rel`, which must stay in `space`, and that parent joined
+/// with the last component, which is not resolved (it may not exist yet, or be a
+/// link that is acted on itself).
+pub(super) fn resolve_entry(space: &Path, rel: &str) -> Result<(PathBuf, PathBuf), String> {
+    check_relative(rel)?;
     let joined = space.join(rel);
     let name = joined
         .file_name()
@@ -206,7 +197,8 @@ fn resolve_entry(space: &Path, rel: &str) -> Result<PathBuf, String> {
     if !parent.starts_with(space) {
         return Err(format!("{rel} leaves your file space"));
     }
-    Ok(parent.join(name))
+    let entry = parent.join(name);
+    Ok((parent, entry))
 }
 
 /// LIST: the entries of the directory `rel` (`None`: the space itself), sorted by
@@ -216,7 +208,7 @@ pub fn list(space: &Path, rel: Option<&str>) -> Result<Vec<ListEntry>, String> {
     let (shown, path) = match rel {
         None => ("/".to_owned(), space.to_path_buf()),
         Some(rel) => {
-            check_path(rel)?;
+            check_relative(rel)?;
             let path = space
                 .join(rel)
                 .canonicalize()
@@ -276,9 +268,9 @@ fn entry(name: String, meta: &fs::Metadata, kind: Kind) -> ListEntry {
 /// Directories are created mode 0700.
 pub fn make_dir(space: &Path, rel: &str, parents: bool) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
-    check_path(rel)?;
+    check_relative(rel)?;
     if !parents {
-        let path = resolve_entry(space, rel)?;
+        let (_, path) = resolve_entry(space, rel)?;
         return fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
@@ -292,7 +284,7 @@ pub fn make_dir(space: &Path, rel: &str, parents: bool) -> Result<(), String> {
             done.push('/');
         }
         done.push_str(part);
-        let path = resolve_entry(space, &done)?;
+        let (_, path) = resolve_entry(space, &done)?;
         match fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -316,7 +308,7 @@ pub fn make_dir(space: &Path, rel: &str, parents: bool) -> Result<(), String> {
 /// removed when it holds more than [`MAX_REMOVE_ENTRIES`] entries or is deeper than
 /// [`MAX_TREE_DEPTH`]). Symbolic links are removed, never followed.
 pub fn remove(space: &Path, rel: &str, recursive: bool) -> Result<(), String> {
-    let path = resolve_entry(space, rel)?;
+    let (_, path) = resolve_entry(space, rel)?;
     let meta = path.symlink_metadata().map_err(|e| io_message(rel, &e))?;
     if !meta.is_dir() {
         return fs::remove_file(&path).map_err(|e| io_message(rel, &e));
@@ -386,6 +378,13 @@ mod tests {
         }
     }
 
+    /// Asserts that `r` failed with `needle` in its message.
+    #[track_caller]
+    fn fails<T: std::fmt::Debug>(r: Result<T, String>, needle: &str) {
+        let e = r.unwrap_err();
+        assert!(e.contains(needle), "wanted '{needle}' in: {e}");
+    }
+
     fn space() -> (TempDir, PathBuf) {
         let dir = TempDir::new();
         let space = account_space(dir.path(), "alice").unwrap();
@@ -426,14 +425,10 @@ mod tests {
         );
         assert_eq!(got[1].size, 5);
         assert!(got[1].mtime > 1_600_000_000);
-        assert!(list(&s, Some("b.txt"))
-            .unwrap_err()
-            .contains("not a directory"));
+        fails(list(&s, Some("b.txt")), "not a directory");
         assert!(list(&s, Some("a")).unwrap().is_empty());
-        assert!(list(&s, Some("c")).unwrap_err().contains("leaves"));
-        assert!(list(&s, Some("missing"))
-            .unwrap_err()
-            .contains("no such file"));
+        fails(list(&s, Some("c")), "leaves");
+        fails(list(&s, Some("missing")), "no such file");
         for e in &got {
             assert_eq!(ListEntry::parse(e.line().trim_end()), Some(e.clone()));
         }
@@ -453,30 +448,24 @@ mod tests {
     fn mkdir_and_remove_with_their_failures() {
         let (_d, s) = space();
         make_dir(&s, "x", false).unwrap();
-        assert!(make_dir(&s, "x", false)
-            .unwrap_err()
-            .contains("already exists"));
-        assert!(make_dir(&s, "p/q", false)
-            .unwrap_err()
-            .contains("no such file"));
+        fails(make_dir(&s, "x", false), "already exists");
+        fails(make_dir(&s, "p/q", false), "no such file");
         make_dir(&s, "p/q/r", true).unwrap();
         make_dir(&s, "p/q/r", true).unwrap();
         assert!(s.join("p/q/r").is_dir());
         fs::write(s.join("p/q/r/f"), b"x").unwrap();
-        assert!(make_dir(&s, "p/q/r/f/g", true)
-            .unwrap_err()
-            .contains("not a directory"));
-        assert!(remove(&s, "p", false).unwrap_err().contains("not empty"));
+        fails(make_dir(&s, "p/q/r/f/g", true), "not a directory");
+        fails(remove(&s, "p", false), "not empty");
         remove(&s, "p", true).unwrap();
         assert!(!s.join("p").exists());
-        assert!(remove(&s, "p", false).unwrap_err().contains("no such file"));
+        fails(remove(&s, "p", false), "no such file");
         remove(&s, "x", false).unwrap();
         for bad in ["..", "../x", "/etc", "a/../../b"] {
             assert!(make_dir(&s, bad, true).is_err(), "{bad}");
             assert!(remove(&s, bad, true).is_err(), "{bad}");
         }
-        let long = "a".repeat(MAX_PATH_LEN + 1);
-        assert!(make_dir(&s, &long, false).unwrap_err().contains("longer"));
+        let long = "a".repeat(crate::service::MAX_PATH_LEN + 1);
+        fails(make_dir(&s, &long, false), "longer");
     }
 
     #[test]
@@ -485,13 +474,9 @@ mod tests {
         let outside = TempDir::new();
         fs::write(outside.path().join("keep"), b"x").unwrap();
         std::os::unix::fs::symlink(outside.path(), s.join("out")).unwrap();
-        assert!(make_dir(&s, "out/new", true)
-            .unwrap_err()
-            .contains("leaves"));
-        assert!(remove(&s, "out/keep", false)
-            .unwrap_err()
-            .contains("leaves"));
-        assert!(list(&s, Some("out")).unwrap_err().contains("leaves"));
+        fails(make_dir(&s, "out/new", true), "leaves");
+        fails(remove(&s, "out/keep", false), "leaves");
+        fails(list(&s, Some("out")), "leaves");
         fs::create_dir(s.join("d")).unwrap();
         std::os::unix::fs::symlink(outside.path(), s.join("d/link")).unwrap();
         remove(&s, "d", true).unwrap();
@@ -507,7 +492,7 @@ mod tests {
             deep.push_str("/t");
         }
         make_dir(&s, &deep, true).unwrap();
-        assert!(remove(&s, "t", true).unwrap_err().contains("deeper"));
+        fails(remove(&s, "t", true), "deeper");
         assert!(s.join(&deep).is_dir(), "nothing removed");
     }
 
