@@ -437,7 +437,7 @@ fn standard_input_and_output_and_process_substitution() {
         c.remote("substituted.bin"),
         c.shell_opts()
     );
-    let o = bash(&script);
+    bash(&script);
     assert_eq!(
         std::fs::read(server.space().join("substituted.bin")).unwrap(),
         data
