@@ -169,7 +169,7 @@ fn table(accounts: &[Account]) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM` (UTC).
-fn utc(secs: u64) -> String {
+pub fn utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).

@@ -79,6 +79,18 @@ pub enum Command {
     ///
     /// Example: quill man | man -l -
     Man(ManArgs),
+    /// List a directory of your file space: type, size, modification time (UTC), name.
+    ///
+    /// Example: quill ls 127.0.0.1:4433:photos --user alice
+    Ls(LsArgs),
+    /// Create a directory in your file space.
+    ///
+    /// Example: quill mkdir -p 127.0.0.1:4433:photos/2026 --user alice
+    Mkdir(MkdirArgs),
+    /// Remove a file, or a directory with -r, from your file space.
+    ///
+    /// Example: quill rm -r 127.0.0.1:4433:photos/old --user alice
+    Rm(RmArgs),
 }
 
 /// `quill fingerprint`.
@@ -331,11 +343,14 @@ pub struct ClientArgs {
 /// `quill send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Local file.
+    /// Local file; `-` for standard input (a pipe or `<(...)` is streamed too).
     pub local: PathBuf,
     /// [USER@]HOST[:PORT]:REMOTE, e.g. 127.0.0.1:4433:notes.txt, alice@host:notes.txt
     /// or [::1]:4433:dir/file.
     pub remote: String,
+    /// Send a directory: REMOTE becomes a copy of LOCAL.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }
@@ -348,6 +363,9 @@ pub struct GetArgs {
     /// Local file (written under a temporary name, renamed when complete), or `-` for
     /// standard output.
     pub local: PathBuf,
+    /// Get a directory: LOCAL becomes a copy of REMOTE.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }
@@ -389,6 +407,42 @@ pub struct PerfArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// HOST:[PATH]: the directory to list; HOST, HOST: or HOST:PORT: for the top of
+    /// your file space.
+    pub remote: String,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill mkdir`. `-p` is mkdir(1)'s "parents" here; the port is `--port` (or
+/// `HOST:PORT` in the target).
+#[derive(Debug, Args)]
+#[command(mut_arg("port", |a| a.short(None)))]
+pub struct MkdirArgs {
+    /// HOST:PATH of the new directory.
+    pub remote: String,
+    /// Create missing parent directories too; an existing directory is no error.
+    #[arg(short = 'p', long)]
+    pub parents: bool,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `quill rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// HOST:PATH of a file, link or empty directory.
+    pub remote: String,
+    /// Remove a directory and everything in it.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }

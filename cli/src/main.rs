@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod docs;
 mod exit;
+mod files;
 mod interrupt;
 mod keygen;
 mod logging;
@@ -16,6 +17,7 @@ mod perf;
 mod ping;
 mod qlog;
 mod secret;
+mod serve_files;
 mod server;
 mod transfer;
 
@@ -67,6 +69,9 @@ fn main() {
             | Command::Ping(_)
             | Command::Perf(_)
             | Command::Demo(_)
+            | Command::Ls(_)
+            | Command::Mkdir(_)
+            | Command::Rm(_)
     ) {
         interrupt::install();
     }
@@ -84,6 +89,9 @@ fn main() {
         Command::Fingerprint(a) => keygen::fingerprint(a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
+        Command::Ls(a) => files::ls(a),
+        Command::Mkdir(a) => files::mkdir(a),
+        Command::Rm(a) => files::rm(a),
     };
     qlog::finish();
     match result {

@@ -65,6 +65,8 @@ use quill_transport::service::{
 };
 use zeroize::Zeroizing;
 
+use crate::serve_files::{run_file_job, FileJob};
+
 /// Most bytes of file data (or echo, sink, source data) moved per stream per loop turn.
 pub const IO_BUDGET: usize = 256 * 1024;
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
@@ -220,7 +222,10 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
                  and drop --no-quic-v1",
             ));
         }
-        tracing::warn!("--hq-interop: every file under the root is readable without a login");
+        tracing::warn!(
+            "--hq-interop: every file under the root, every account's space included, is \
+             readable without a login"
+        );
         alpn.push(ALPN_HQ.to_vec());
     }
     let quic_v1 = match &opts.certificate {
@@ -669,6 +674,7 @@ impl Settings {
             max_half_open_per_address => "max-half-open-per-address", cert => "cert",
             cert_key => "cert-key", no_quic_v1 => "no-quic-v1", no_quic_v2 => "no-quic-v2",
             hq_interop => "hq-interop", log_format => "log-format",
+            reset_key => "reset-key", retry_key => "retry-key",
         )
     }
 
@@ -817,7 +823,7 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 // The event-loop handler: logins and stream services.
 
 /// One bidirectional stream being served.
-enum Service {
+pub(crate) enum Service {
     /// Reading the request line (at most `MAX_LINE` bytes plus its `\n`).
     Request { line: Vec<u8> },
     /// Echoing.
@@ -827,6 +833,9 @@ enum Service {
     /// A pool job owns this stream's work (hashing for GET, commit of a PUT); its
     /// completion sets the next state.
     Waiting,
+    /// Like `Waiting`, but the client's data is left unread for the next state (a PUT
+    /// whose temporary file the pool is creating).
+    Pending,
     /// Sending a GET: `out[pos..]` is being written, `remaining` bytes still to read.
     Get {
         file: File,
@@ -852,9 +861,9 @@ struct Entry {
 }
 
 /// Slow file work for the worker pool.
-enum Job {
-    /// Hash a file for GET.
-    Hash(PathBuf),
+pub(crate) enum Job {
+    /// A file request in an account's space (`serve_files.rs`): GET, PUT, LIST, MKDIR, RM.
+    File(Box<FileJob>),
     /// Open a file for an HTTP/0.9 GET (no answer line, no hash).
     Open(PathBuf),
     /// fsync and rename a complete, verified PUT.
@@ -1008,7 +1017,7 @@ impl FileServer {
     ) {
         if !ctx.pool_has_room() {
             let next = match job {
-                Job::Hash(_) => refuse("server busy, try again"),
+                Job::File(_) => refuse("server busy, try again"),
                 Job::Open(_) => Service::Reset,
                 Job::Commit(upload) => commit(*upload),
             };
@@ -1019,7 +1028,7 @@ impl FileServer {
         }
         let run = move || -> Completion<FileServer> {
             let next = match job {
-                Job::Hash(path) => start_get(&path),
+                Job::File(job) => run_file_job(*job),
                 Job::Open(path) => start_hq_get(&path),
                 Job::Commit(upload) => commit(*upload),
             };
@@ -1103,7 +1112,7 @@ impl Step {
     }
 }
 
-fn answer(a: Answer) -> Service {
+pub(crate) fn answer(a: Answer) -> Service {
     Service::Answer {
         out: a.line().into_bytes(),
         pos: 0,
@@ -1111,20 +1120,20 @@ fn answer(a: Answer) -> Service {
 }
 
 /// A refusal: `ERR <message>`.
-fn refuse(message: impl Into<String>) -> Service {
+pub(crate) fn refuse(message: impl Into<String>) -> Service {
     answer(Answer::Err(message.into()))
 }
 
 /// On the pool: makes a complete, verified upload durable and gives it its name.
 fn commit(up: Upload) -> Service {
     match up.commit() {
-        Ok(()) => answer(Answer::Ok),
+        Ok(a) => answer(a),
         Err(e) => refuse(e),
     }
 }
 
 /// On the pool: hashes a file for GET; its answer line and bytes are then sent.
-fn start_get(path: &Path) -> Service {
+pub(crate) fn start_get(path: &Path) -> Service {
     match hash_file(path) {
         Ok((file, size, sha256)) => Service::Get {
             file,
@@ -1262,6 +1271,7 @@ fn pump_once(
             step.busy = true;
         }
         Service::Waiting => step.busy = discard_input(c, id, &mut entry.input_done, buf),
+        Service::Pending => {}
         Service::Get {
             file,
             remaining,
@@ -1348,6 +1358,11 @@ fn pump_once(
         }
         Service::Reset => return abandon(c, id),
         Service::Answer { out, pos } => {
+            if !entry.input_done && !out.starts_with(b"ERR") {
+                // An answer that is no refusal (the pool was quicker than the client's
+                // FIN): what the client still sends is read and dropped, as for a GET.
+                step.busy = discard_input(c, id, &mut entry.input_done, buf);
+            }
             if !entry.input_done {
                 // The answer is final (a refusal, since every other answer comes after
                 // the client's FIN): nothing the client still sends will be read.
@@ -1368,10 +1383,10 @@ fn pump_once(
             if *pos == out.len() {
                 let _ = c.finish(id);
                 // The answer is with the connection, which delivers it; the client's
-                // side was finished or stopped above.
+                // side was finished or stopped above, or is still being drained.
                 return Step {
-                    keep: false,
-                    ..Step::keep()
+                    keep: !entry.input_done,
+                    ..step
                 };
             }
         }
@@ -1446,18 +1461,12 @@ fn start_service(
             count: rest.len() as u64,
         },
         Request::Source { bytes } => Service::Source { remaining: bytes },
-        Request::Get { path } => match files.get(&path) {
-            Ok(p) => {
-                step.job = Some(Job::Hash(p));
-                Service::Waiting
+        request => match FileJob::new(files, c.account(), request, rest) {
+            Ok(job) => {
+                let next = job.waiting();
+                step.job = Some(Job::File(Box::new(job)));
+                next
             }
-            Err(e) => refuse(e),
-        },
-        Request::Put { size, sha256, path } => match files.put(&path, size, sha256) {
-            Ok(mut up) => match up.write(&rest) {
-                Ok(()) => Service::Put(Box::new(up)),
-                Err(e) => refuse(e),
-            },
             Err(e) => refuse(e),
         },
     }
@@ -1543,7 +1552,8 @@ mod tests {
                 "log-level" => "debug",
                 "log-format" => "json",
                 k if k.starts_with("max-") => "3",
-                "key" | "accounts" | "root" | "qlog-dir" | "cert" | "cert-key" => "some/path",
+                "key" | "accounts" | "root" | "qlog-dir" | "cert" | "cert-key" | "reset-key"
+                | "retry-key" => "some/path",
                 other => panic!(
                     "give '{other}' a sample value here, and decide whether SIGHUP reloads it"
                 ),

@@ -18,9 +18,10 @@ use quill_transport::driver::blocking::BlockingStream;
 
 use crate::args::{GetArgs, SendArgs};
 use crate::client::{
-    net_err, open_request, open_target, parse_remote, read_chunks, read_line, Target,
+    net_err, open_request, open_target, parse_remote, read_chunks, read_line, Session, Target,
 };
 use crate::exit::{CliError, CliResult, CONNECTION, INTEGRITY, USAGE};
+use crate::files;
 use crate::interrupt;
 use crate::output::{note, out_bytes, say};
 use quill_transport::service::{self, hex, Answer, Request};
@@ -107,8 +108,15 @@ fn hash_file(path: &Path) -> Result<(u64, String), CliError> {
 }
 
 /// A server's `ERR <message>` line (or anything unexpected) as an exit-3 error.
-fn server_refused(line: &str) -> CliError {
+pub fn server_refused(line: &str) -> CliError {
     match line.strip_prefix("ERR") {
+        // A server older than this client (docs/SPEC.md §10).
+        Some(msg) if msg.contains("unknown request") || msg.contains("PUT needs a size") => {
+            CliError::connection(format!(
+                "the server is older than this client and cannot do this ({}); upgrade it",
+                msg.trim()
+            ))
+        }
         Some(msg) => CliError::connection(format!("the server refused: {}", msg.trim())),
         None => CliError::connection(format!(
             "unexpected answer from the server: '{}'",
@@ -119,7 +127,7 @@ fn server_refused(line: &str) -> CliError {
 
 /// After a failed write: the server's answer if it sent one (a refusal, which ends the
 /// upload early), else `err`.
-fn answer_or(stream: &mut BlockingStream, err: CliError) -> CliError {
+pub fn answer_or(stream: &mut BlockingStream, err: CliError) -> CliError {
     match read_line(stream) {
         Ok(line) => server_refused(&line),
         Err(_) => err,
@@ -139,37 +147,51 @@ fn remote_and_file(remote: &str, local: &Path, hint: &str) -> Result<(Target, St
     Ok(parsed)
 }
 
-/// `quill send LOCAL ADDR:REMOTE`.
+/// `quill send LOCAL ADDR:REMOTE`; `-r` for a directory (`files.rs`), and standard
+/// input (`-`) or a pipe (`<(...)`) streamed with unknown length.
 pub fn send(a: &SendArgs) -> CliResult {
-    let (target, remote) = remote_and_file(&a.remote, &a.local, "send one file at a time")?;
-    let (size, sha) = hash_file(&a.local)?;
-    let mut file = File::open(&a.local).map_err(|e| local_err("reading", &a.local, &e))?;
+    if a.recursive {
+        return files::send_tree(a);
+    }
+    if files::is_stream(&a.local) {
+        return files::send_stream(a);
+    }
+    let (target, remote) = remote_and_file(&a.remote, &a.local, "add -r to send a directory")?;
     let session = open_target(target, &a.login, None)?;
-    let mut stream = session
-        .conn
-        .open_bi()
-        .map_err(|e| net_err("cannot open a stream", e))?;
-    // The server answers before the end only to refuse, and then stops reading the
-    // stream (docs/SPEC.md §10): a write fails at once, and the answer says why.
-    stream.fail_writes_on_answer();
+    let (size, sha, elapsed) = put_file(&session, &a.local, &remote)?;
+    say!(
+        "sent {} to {}:{}: {}, SHA-256 {sha} verified by the server",
+        a.local.display(),
+        session.target.display(),
+        remote,
+        rate_line(size, elapsed)
+    )?;
+    session.conn.close(0, "done");
+    Ok(())
+}
+
+/// Uploads the regular file `local` as `remote` on a stream of `session`: its size
+/// and SHA-256, the time it took.
+pub fn put_file(
+    session: &Session,
+    local: &Path,
+    remote: &str,
+) -> Result<(u64, String, Duration), CliError> {
+    let (size, sha) = hash_file(local)?;
+    let mut file = File::open(local).map_err(|e| local_err("reading", local, &e))?;
     let req = Request::Put {
         size,
         sha256: sha.clone(),
-        path: remote.clone(),
+        path: remote.to_owned(),
     };
-    if let Err(e) = stream.write_all(req.line().as_bytes()) {
-        return Err(answer_or(
-            &mut stream,
-            net_err("sending the request failed", e),
-        ));
-    }
+    let mut stream = start_upload(session, &req)?;
     let progress = Progress::new(size, "send");
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     while sent < size {
         let n = file
             .read(&mut buf)
-            .map_err(|e| local_err("reading", &a.local, &e))?;
+            .map_err(|e| local_err("reading", local, &e))?;
         if n == 0 {
             break;
         }
@@ -200,19 +222,29 @@ pub fn send(a: &SendArgs) -> CliResult {
             INTEGRITY,
             format!(
                 "{} changed while it was sent ({sent} of {size} bytes); send it again",
-                a.local.display()
+                local.display()
             ),
         ));
     }
-    say!(
-        "sent {} to {}:{}: {}, SHA-256 {sha} verified by the server",
-        a.local.display(),
-        session.target.display(),
-        remote,
-        rate_line(size, elapsed)
-    )?;
-    session.conn.close(0, "done");
-    Ok(())
+    Ok((size, sha, elapsed))
+}
+
+/// Opens a stream for an upload and sends its request line. The server answers before
+/// the end only to refuse, and then stops reading the stream (docs/SPEC.md §10): a
+/// write fails at once, and the answer says why.
+pub fn start_upload(session: &Session, req: &Request) -> Result<BlockingStream, CliError> {
+    let mut stream = session
+        .conn
+        .open_bi()
+        .map_err(|e| net_err("cannot open a stream", e))?;
+    stream.fail_writes_on_answer();
+    if let Err(e) = stream.write_all(req.line().as_bytes()) {
+        return Err(answer_or(
+            &mut stream,
+            net_err("sending the request failed", e),
+        ));
+    }
+    Ok(stream)
 }
 
 /// `LOCAL.quill-partial`, in the same directory as `LOCAL`.
@@ -286,13 +318,50 @@ fn parse_get_answer(line: &str) -> Result<(u64, String), CliError> {
     }
 }
 
-/// `quill get ADDR:REMOTE LOCAL`.
+/// `quill get ADDR:REMOTE LOCAL`; `-r` for a directory (`files.rs`).
 pub fn get(a: &GetArgs) -> CliResult {
-    let (target, remote) = remote_and_file(&a.remote, &a.local, "give the file name to write")?;
+    if a.recursive {
+        return files::get_tree(a);
+    }
+    let (target, remote) = remote_and_file(
+        &a.remote,
+        &a.local,
+        "give the file name to write, or add -r",
+    )?;
     let to_stdout = a.local.as_os_str() == "-";
     let session = open_target(target, &a.login, None)?;
+    let (size, sha, elapsed) = fetch(&session, &remote, &a.local)?;
+    let summary = format!(
+        "got {}:{} into {}: {}, SHA-256 {sha} verified",
+        session.target.display(),
+        remote,
+        if to_stdout {
+            "standard output".into()
+        } else {
+            a.local.display().to_string()
+        },
+        rate_line(size, elapsed)
+    );
+    if to_stdout {
+        note!("quill: {summary}");
+    } else {
+        say!("{summary}")?;
+    }
+    session.conn.close(0, "done");
+    Ok(())
+}
+
+/// Downloads `remote` on a stream of `session` into `local` (`-`: standard output)
+/// through a partial file renamed once verified: its size and SHA-256, the time it
+/// took.
+pub fn fetch(
+    session: &Session,
+    remote: &str,
+    local: &Path,
+) -> Result<(u64, String, Duration), CliError> {
+    let to_stdout = local.as_os_str() == "-";
     let get = Request::Get {
-        path: remote.clone(),
+        path: remote.to_owned(),
     };
     let mut stream = open_request(&session.conn, &get)?;
     stream
@@ -303,7 +372,7 @@ pub fn get(a: &GetArgs) -> CliResult {
     let mut sink = if to_stdout {
         Sink::Stdout
     } else {
-        let partial = partial_path(&a.local);
+        let partial = partial_path(local);
         let file =
             interrupt::create_partial(&partial).map_err(|e| local_err("creating", &partial, &e))?;
         Sink::File {
@@ -352,25 +421,8 @@ pub fn get(a: &GetArgs) -> CliResult {
             ),
         ));
     }
-    sink.commit(&a.local)?;
-    let summary = format!(
-        "got {}:{} into {}: {}, SHA-256 {sha} verified",
-        session.target.display(),
-        remote,
-        if to_stdout {
-            "standard output".into()
-        } else {
-            a.local.display().to_string()
-        },
-        rate_line(size, elapsed)
-    );
-    if to_stdout {
-        note!("quill: {summary}");
-    } else {
-        say!("{summary}")?;
-    }
-    session.conn.close(0, "done");
-    Ok(())
+    sink.commit(local)?;
+    Ok((size, sha, elapsed))
 }
 
 #[cfg(test)]

@@ -102,8 +102,8 @@ fn send_get_round_trip() {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut data).unwrap();
     std::fs::write(&src, &data).unwrap();
 
-    // The server does not create directories: `dir` must exist under its root.
-    std::fs::create_dir(server.root.join("dir")).unwrap();
+    // PUT does not create directories: `dir` must exist in alice's space.
+    std::fs::create_dir(server.space().join("dir")).unwrap();
     let remote = format!("{}:dir/copy.bin", server.addr);
     let o = client(&server, &["send"], b"")
         .arg(&src)
@@ -113,7 +113,7 @@ fn send_get_round_trip() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("1048576 bytes"), "{}", stdout(&o));
     assert_eq!(
-        std::fs::read(server.root.join("dir/copy.bin")).unwrap(),
+        std::fs::read(server.space().join("dir/copy.bin")).unwrap(),
         data
     );
 
@@ -305,7 +305,7 @@ fn get_to_dash_writes_the_file_to_stdout() {
     let server = TestServer::start(false);
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(server.root.join("data.bin"), &data).unwrap();
+    std::fs::write(server.space().join("data.bin"), &data).unwrap();
     let o = with_password_file(
         &server,
         dir.path(),

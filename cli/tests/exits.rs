@@ -88,7 +88,7 @@ fn every_command_that_prints_exits_141_quietly_on_a_closed_pipe() {
     let server = TestServer::start(true);
     let work = tempfile::tempdir().expect("tempdir");
     let pw = password_file(work.path());
-    std::fs::write(server.root.join("notes.txt"), b"some notes\n").expect("server file");
+    std::fs::write(server.space().join("notes.txt"), b"some notes\n").expect("server file");
     let local = work.path().join("upload.txt");
     std::fs::write(&local, b"to send\n").expect("local file");
     let login = |c: &mut Command| {
@@ -290,7 +290,7 @@ fn ctrl_c_during_get_removes_the_partial_file_and_exits_130() {
     let server = TestServer::start(false);
     let work = tempfile::tempdir().expect("tempdir");
     let pw = password_file(work.path());
-    sparse_file(&server.root.join("big"), 1 << 30);
+    sparse_file(&server.space().join("big"), 1 << 30);
     let local = work.path().join("copy");
     let partial = work.path().join("copy.quill-partial");
     let remote = format!("{}:big", server.addr);
@@ -325,7 +325,7 @@ fn ctrl_c_during_send_exits_130_and_the_server_drops_the_upload_at_once() {
         &pw,
         &["send", local.to_str().expect("utf-8"), &remote],
     );
-    let root = server.root.clone();
+    let root = server.space();
     let receiving = || {
         std::fs::read_dir(&root)
             .map(|d| {

@@ -51,7 +51,7 @@ fn connect_send_and_get_over_quic_v1_with_the_pinned_host_key() {
     let src_arg = src.to_str().unwrap();
     let o = v1(&["send", src_arg, &remote], &pin, "").output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read(server.root.join("a.bin")).unwrap(), data);
+    assert_eq!(std::fs::read(server.space().join("a.bin")).unwrap(), data);
     let dst = local.path().join("back.bin");
     let o = v1(&["get", &remote, dst.to_str().unwrap()], &pin, "")
         .output()

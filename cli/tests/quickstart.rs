@@ -179,7 +179,7 @@ fn readme_quick_start_runs_line_by_line() {
         "host.key.pub",
         "alice.key",
         "copy.txt",
-        "files/notes.txt",
+        "files/alice/notes.txt",
     ] {
         assert!(
             dir.path().join(file).exists(),

@@ -338,7 +338,11 @@ fn server_echo_put_get_confinement_and_sigterm() {
         sha256_hex(&payload)
     );
     assert_eq!(exchange(&conn, &put, &payload), b"OK\n");
-    assert_eq!(std::fs::read(root.join("dir-less.bin")).unwrap(), payload);
+    // In alice's own space, created on her first request.
+    assert_eq!(
+        std::fs::read(root.join("alice/dir-less.bin")).unwrap(),
+        payload
+    );
     let got = exchange(&conn, "GET dir-less.bin\n", b"");
     let nl = got.iter().position(|&b| b == b'\n').unwrap();
     let header = std::str::from_utf8(&got[..nl]).unwrap();
@@ -356,7 +360,7 @@ fn server_echo_put_get_confinement_and_sigterm() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    assert!(!root.join("wrong.txt").exists());
+    assert!(!root.join("alice/wrong.txt").exists());
 
     // Paths that leave the root are refused.
     for path in ["../escape.txt", "/tmp/escape.txt", "a/../../escape.txt"] {
@@ -375,7 +379,7 @@ fn server_echo_put_get_confinement_and_sigterm() {
     }
     assert!(!dir.path().join("escape.txt").exists());
     // ... also through a symbolic link that points outside.
-    std::os::unix::fs::symlink(dir.path(), root.join("out")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), root.join("alice/out")).unwrap();
     let answer = exchange(&conn, "GET out/accounts.db\n", b"");
     assert!(
         answer.starts_with(b"ERR"),

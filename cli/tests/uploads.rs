@@ -107,7 +107,7 @@ fn start_upload(server: &TestServer, conn: &BlockingConnection, name: &str) -> B
     stream.write_all(&vec![1u8; MIB]).unwrap();
     stream.flush().unwrap();
     wait_for("the upload's temporary file exists", || {
-        tree(&server.root).iter().any(|n| is_temp(n))
+        tree(&server.space()).iter().any(|n| is_temp(n))
     });
     stream
 }
@@ -123,17 +123,20 @@ fn refused_uploads_end_at_once_with_the_servers_reason() {
     // "disk full" for root, whom permissions do not stop) with a read-only directory.
     let script = r#"
         mount -t tmpfs -o size=4m quill-test "$QUILL_ROOT"
-        mkdir "$QUILL_ROOT/existingdir" "$QUILL_ROOT/ro"
-        echo data > "$QUILL_ROOT/afile"
-        mount --bind "$QUILL_ROOT/ro" "$QUILL_ROOT/ro"
-        mount -o remount,bind,ro "$QUILL_ROOT/ro"
+        space="$QUILL_ROOT/alice"
+        mkdir -m 700 "$space"
+        mkdir "$space/existingdir" "$space/ro"
+        echo data > "$space/afile"
+        mount --bind "$space/ro" "$space/ro"
+        mount -o remount,bind,ro "$space/ro"
     "#;
     let server = TestServer::start_with(Setup {
         args: &["--max-upload-size", "40M"],
         namespace_script: Some(script),
         ..Setup::default()
     });
-    let view = server.server_view();
+    // Alice's space, as the server sees it.
+    let view = server.server_view().join(USER);
     let before = tree(&view);
     assert_eq!(before, ["afile", "existingdir", "ro"]);
 
@@ -229,24 +232,24 @@ fn abandoned_uploads_leave_no_temporary_file() {
     let mut stream = start_upload(&server, &conn, "reset.bin");
     stream.abandon(1);
     wait_for("the reset upload's temporary file is removed", || {
-        tree(&server.root).is_empty()
+        tree(&server.space()).is_empty()
     });
 
     // The client closes the connection in the middle of an upload.
     let _stream = start_upload(&server, &conn, "closed.bin");
     conn.close(0, "bye");
     wait_for("the closed upload's temporary file is removed", || {
-        tree(&server.root).is_empty()
+        tree(&server.space()).is_empty()
     });
 }
 
 #[test]
 fn a_killed_servers_temp_files_are_never_served_and_swept_at_start() {
     let mut server = TestServer::start(false);
-    std::fs::write(server.root.join("kept.txt"), b"a real file").unwrap();
+    std::fs::write(server.space().join("kept.txt"), b"a real file").unwrap();
     let conn = connect(&server);
     let _stream = start_upload(&server, &conn, "up.bin");
-    let temp = tree(&server.root)
+    let temp = tree(&server.space())
         .into_iter()
         .find(|n| is_temp(n))
         .expect("a temporary file");
@@ -276,11 +279,11 @@ fn a_killed_servers_temp_files_are_never_served_and_swept_at_start() {
     server.kill();
     drop(conn);
     assert!(
-        server.root.join(&temp).exists(),
+        server.space().join(&temp).exists(),
         "{temp} was removed already"
     );
     server.restart();
-    assert_eq!(tree(&server.root), ["kept.txt"]);
+    assert_eq!(tree(&server.space()), ["kept.txt"]);
 }
 
 #[test]
@@ -289,7 +292,7 @@ fn control_characters_never_reach_a_request_line() {
     let local = tempfile::tempdir().unwrap();
     let src = local.path().join("in.txt");
     std::fs::write(&src, b"hello").unwrap();
-    std::fs::write(server.root.join("in.txt"), b"server copy").unwrap();
+    std::fs::write(server.space().join("in.txt"), b"server copy").unwrap();
 
     // The client refuses before connecting: one line, exit 2.
     let smuggled = format!("{}:in.txt\nGET ../x", server.addr);
@@ -313,7 +316,7 @@ fn control_characters_never_reach_a_request_line() {
     assert_exit(&o, 2, "control character");
     assert!(!dst.exists());
     assert_eq!(
-        std::fs::read(server.root.join("in.txt")).unwrap(),
+        std::fs::read(server.space().join("in.txt")).unwrap(),
         b"server copy"
     );
 
@@ -325,13 +328,13 @@ fn control_characters_never_reach_a_request_line() {
     assert_eq!(raw_request(&conn, b"GET in\x1b[2J.txt\n"), want);
     let put = format!("PUT 1 {} a\tb\nx", "00".repeat(32));
     assert_eq!(raw_request(&conn, put.as_bytes()), want);
-    assert_eq!(tree(&server.root), ["in.txt"]);
+    assert_eq!(tree(&server.space()), ["in.txt"]);
 }
 
 #[test]
 fn data_after_a_get_request_is_drained_not_left_to_stall() {
     let server = TestServer::start(false);
-    std::fs::write(server.root.join("small.txt"), b"small file\n").unwrap();
+    std::fs::write(server.space().join("small.txt"), b"small file\n").unwrap();
     let conn = connect(&server);
     let mut stream = conn.open_bi().unwrap();
     stream.write_all(b"GET small.txt\n").unwrap();

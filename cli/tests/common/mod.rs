@@ -107,6 +107,12 @@ impl TestServer {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The file space of [`USER`]: `ROOT/alice`, where the server keeps that account's
+    /// files (created here as the server would: mode 0700).
+    pub fn space(&self) -> PathBuf {
+        space_of(&self.root, USER)
+    }
+
     /// The server's root as the server sees it (inside its mount namespace, if any).
     pub fn server_view(&self) -> PathBuf {
         let root = self.root.strip_prefix("/").expect("absolute root");
@@ -167,6 +173,20 @@ impl ServerFiles {
             key,
         }
     }
+}
+
+/// `root/account`, created mode 0700 if missing (what the server does on the
+/// account's first request).
+pub fn space_of(root: &std::path::Path, account: &str) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let space = root.join(account);
+    if !space.is_dir() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&space)
+            .expect("file space");
+    }
+    space
 }
 
 /// Runs the server command; returns it and its address once it listens.

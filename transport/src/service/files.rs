@@ -6,14 +6,22 @@ use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::hex;
+use super::space::resolve_entry;
+use super::{hex, Answer};
+
+/// Longest request path, in bytes (the request line is bounded too, by `MAX_LINE`).
+pub const MAX_PATH_LEN: usize = 1024;
 
 /// One file read or write.
 pub const CHUNK: usize = 64 * 1024;
 
-/// Checks a request path's form: relative, `/`-separated, no empty, `.` or `..` part,
-/// no control character, no name reserved for the server's temporary files.
+/// Checks a request path's form: at most [`MAX_PATH_LEN`] bytes, relative,
+/// `/`-separated, no empty, `.` or `..` part, no control character, no name reserved for
+/// the server's temporary files.
 pub fn check_relative(rel: &str) -> Result<(), String> {
+    if rel.len() > MAX_PATH_LEN {
+        return Err(format!("the path is longer than {MAX_PATH_LEN} bytes"));
+    }
     if rel.starts_with('/') {
         return Err("absolute paths are refused; give a path under the server's root".into());
     }
@@ -59,7 +67,7 @@ fn temp_name_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-fn is_temp_name(name: &str) -> bool {
+pub(super) fn is_temp_name(name: &str) -> bool {
     temp_name_pid(name).is_some()
 }
 
@@ -131,7 +139,7 @@ pub fn resolve_get(root: &Path, rel: &str) -> Result<PathBuf, String> {
     let path = root
         .join(rel)
         .canonicalize()
-        .map_err(|e| format!("{rel}: {e}"))?;
+        .map_err(|e| super::space::io_message(rel, &e))?;
     if !path.starts_with(root) {
         return Err(format!("{rel} leaves the server's root"));
     }
@@ -153,20 +161,7 @@ pub fn resolve_get(root: &Path, rel: &str) -> Result<PathBuf, String> {
 /// `root` after resolving symbolic links; the name itself may not be a symbolic link
 /// or a directory.
 pub fn resolve_put(root: &Path, rel: &str) -> Result<(PathBuf, PathBuf), String> {
-    check_relative(rel)?;
-    let joined = root.join(rel);
-    let name = joined
-        .file_name()
-        .ok_or_else(|| format!("malformed path '{rel}'"))?
-        .to_owned();
-    let parent = joined.parent().unwrap_or(root);
-    let parent = parent
-        .canonicalize()
-        .map_err(|e| format!("directory of {rel}: {e}; create it on the server first"))?;
-    if !parent.starts_with(root) {
-        return Err(format!("{rel} leaves the server's root"));
-    }
-    let dest = parent.join(name);
+    let (parent, dest) = resolve_entry(root, rel)?;
     if let Ok(meta) = dest.symlink_metadata() {
         if meta.file_type().is_symlink() {
             return Err(format!("{rel} is a symbolic link; refusing to replace it"));
@@ -212,8 +207,12 @@ pub struct Upload {
     file: Option<File>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// The announced size, or for a streamed PUT (`PUT * *`) the most it may take.
     size: u64,
+    /// Whether `size` was announced (a `PUT <size> <sha256>`).
+    sized: bool,
     received: u64,
+    /// The announced SHA-256; empty for a streamed PUT.
     sha256: String,
     hash: ring::digest::Context,
     committed: bool,
@@ -252,6 +251,7 @@ impl Upload {
             tmp,
             dest,
             size,
+            sized: true,
             received: 0,
             sha256,
             hash: ring::digest::Context::new(&ring::digest::SHA256),
@@ -265,7 +265,11 @@ impl Upload {
             return Ok(());
         }
         if self.received + data.len() as u64 > self.size {
-            return Err(format!("more data than the announced {} bytes", self.size));
+            return Err(if self.sized {
+                format!("more data than the announced {} bytes", self.size)
+            } else {
+                format!("this server takes at most {} bytes per upload", self.size)
+            });
         }
         let file = self.file.as_mut().ok_or("upload already closed")?;
         file.write_all(data)
@@ -283,6 +287,9 @@ impl Upload {
     /// Checks, once the client finished, that every announced byte came and that the
     /// SHA-256 matches.
     pub fn verify(&self) -> Result<(), String> {
+        if !self.sized {
+            return Ok(());
+        }
         if self.received < self.size {
             return Err(format!(
                 "upload ended after {} of {} bytes",
@@ -296,8 +303,17 @@ impl Upload {
     }
 
     /// Makes a complete, verified upload durable and gives it its name (an fsync: run
-    /// it off the event loop).
-    pub fn commit(mut self) -> Result<(), String> {
+    /// it off the event loop). Returns the answer for the client: `OK`, or for a
+    /// streamed PUT `OK <size> <sha256-hex>` of what was stored.
+    pub fn commit(mut self) -> Result<Answer, String> {
+        let answer = if self.sized {
+            Answer::Ok
+        } else {
+            Answer::File {
+                size: self.received,
+                sha256: hex(self.hash.clone().finish().as_ref()),
+            }
+        };
         let file = self.file.take().ok_or("internal error")?;
         file.sync_all()
             .map_err(|e| format!("writing the file failed: {e}"))?;
@@ -311,8 +327,16 @@ impl Upload {
                 let _ = d.sync_all();
             }
         }
-        tracing::info!("stored {} ({} bytes)", self.dest.display(), self.size);
-        Ok(())
+        tracing::info!("stored {} ({} bytes)", self.dest.display(), self.received);
+        Ok(answer)
+    }
+
+    /// Starts a streamed PUT (`PUT * * <path>`): its length is known only at the
+    /// client's FIN, and at most `max` bytes are taken.
+    pub fn start_streamed(root: &Path, rel: &str, max: u64) -> Result<Upload, String> {
+        let mut up = Upload::start(root, rel, max, String::new())?;
+        up.sized = false;
+        Ok(up)
     }
 }
 

@@ -11,6 +11,13 @@
 //! | `GET <path>` | FIN | `OK <size> <sha256-hex>` line then the bytes, FIN; or `ERR <message>` |
 //! | `SINK` | any bytes, then FIN | `OK <bytes>` line, FIN |
 //! | `SOURCE <bytes>` | FIN | `bytes` bytes, FIN |
+//! | `PUT * * <path>` | any bytes, FIN | `OK <size> <sha256-hex>` of what was stored, or `ERR` |
+//! | `LIST` / `LIST <path>` | FIN | `OK <n>` then `n` [`ListEntry`] lines, FIN; or `ERR` |
+//! | `MKDIR <path>` / `MKDIRS <path>` | FIN | `OK` or `ERR <message>` |
+//! | `RM <path>` / `RMTREE <path>` | FIN | `OK` or `ERR <message>` |
+//!
+//! A logged-in account's paths are relative to its own space, `ROOT/<account>/`
+//! ([`account_space`]); the directory requests are in [`space`].
 //!
 //! Paths are relative to the server's root, `/`-separated; `..`, absolute paths,
 //! control characters, the names of uploads in progress and anything that would leave
@@ -25,13 +32,15 @@
 
 mod echo;
 mod files;
+pub mod space;
 
 pub use echo::{Echo, Pumped};
 
 pub use files::{
     check_relative, has_control_chars, hash_file, resolve_get, resolve_put, sweep_temp_files,
-    Files, Upload, CHUNK,
+    Files, Upload, CHUNK, MAX_PATH_LEN,
 };
+pub use space::{account_space, ListEntry};
 
 /// Longest request or answer line.
 pub const MAX_LINE: usize = 4096;
@@ -62,6 +71,31 @@ pub enum Request {
         /// How many.
         bytes: u64,
     },
+    /// Upload a file of unknown length (`PUT * * <path>`): what comes before the FIN.
+    PutStream {
+        /// Path below the root.
+        path: String,
+    },
+    /// List a directory (`None`: the space itself) or describe one file.
+    List {
+        /// Path below the root.
+        path: Option<String>,
+    },
+    /// Create a directory; with `parents`, missing parents too (`MKDIRS`).
+    Mkdir {
+        /// Path below the root.
+        path: String,
+        /// `MKDIRS`: create missing parents, an existing directory is fine.
+        parents: bool,
+    },
+    /// Remove a file, link or empty directory; with `recursive`, a whole tree
+    /// (`RMTREE`).
+    Remove {
+        /// Path below the root.
+        path: String,
+        /// `RMTREE`.
+        recursive: bool,
+    },
 }
 
 impl Request {
@@ -73,6 +107,15 @@ impl Request {
             Request::Get { path } => format!("GET {path}\n"),
             Request::Sink => "SINK\n".into(),
             Request::Source { bytes } => format!("SOURCE {bytes}\n"),
+            Request::PutStream { path } => format!("PUT * * {path}\n"),
+            Request::List { path: None } => "LIST\n".into(),
+            Request::List { path: Some(path) } => format!("LIST {path}\n"),
+            Request::Mkdir { path, parents } => {
+                format!("{} {path}\n", if *parents { "MKDIRS" } else { "MKDIR" })
+            }
+            Request::Remove { path, recursive } => {
+                format!("{} {path}\n", if *recursive { "RMTREE" } else { "RM" })
+            }
         }
     }
 
@@ -89,6 +132,21 @@ impl Request {
                 .map(|bytes| Request::Source { bytes })
                 .map_err(|_| "SOURCE needs a byte count".into()),
             "GET" if !rest.is_empty() => Ok(Request::Get { path: rest.into() }),
+            "LIST" if rest.is_empty() => Ok(Request::List { path: None }),
+            "LIST" => Ok(Request::List {
+                path: Some(rest.into()),
+            }),
+            "MKDIR" | "MKDIRS" if !rest.is_empty() => Ok(Request::Mkdir {
+                path: rest.into(),
+                parents: verb == "MKDIRS",
+            }),
+            "RM" | "RMTREE" if !rest.is_empty() => Ok(Request::Remove {
+                path: rest.into(),
+                recursive: verb == "RMTREE",
+            }),
+            "PUT" if rest.starts_with("* * ") && rest.len() > 4 => Ok(Request::PutStream {
+                path: rest[4..].into(),
+            }),
             "PUT" => {
                 let mut p = rest.splitn(3, ' ');
                 let size = p
@@ -197,6 +255,29 @@ mod tests {
                 sha256: "ab".repeat(32),
                 path: "a/b".into(),
             },
+            Request::PutStream {
+                path: "from stdin".into(),
+            },
+            Request::List { path: None },
+            Request::List {
+                path: Some("a b/c".into()),
+            },
+            Request::Mkdir {
+                path: "d".into(),
+                parents: false,
+            },
+            Request::Mkdir {
+                path: "d/e".into(),
+                parents: true,
+            },
+            Request::Remove {
+                path: "f".into(),
+                recursive: false,
+            },
+            Request::Remove {
+                path: "d".into(),
+                recursive: true,
+            },
         ] {
             let line = r.line();
             assert_eq!(Request::parse(line.trim_end_matches('\n')).unwrap(), r);
@@ -204,6 +285,9 @@ mod tests {
         assert!(Request::parse("PUT x y z").is_err());
         assert!(Request::parse("DELETE /").is_err());
         assert!(Request::parse("GET").is_err());
+        assert!(Request::parse("MKDIR").is_err());
+        assert!(Request::parse("RM").is_err());
+        assert!(Request::parse("PUT * * ").is_err());
     }
 
     #[test]
