@@ -17,6 +17,9 @@
 //!   server can drain its connections before it exits.
 //! - `pool`: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
 //!   with results delivered through the loop's waker and panics contained.
+//! - `workers`: [`Workers`], N loops on one address (`SO_REUSEPORT`), datagrams
+//!   steered to the loop named in their connection ID by the classic BPF program of
+//!   [`steering`], or forwarded between loops where it cannot be attached.
 
 pub mod blocking;
 pub(crate) mod event_loop;
@@ -25,6 +28,8 @@ pub(crate) mod login;
 pub(crate) mod pool;
 pub(crate) mod signals;
 pub(crate) mod socket;
+pub mod steering;
+pub(crate) mod workers;
 
 pub use event_loop::{Completion, Context, EventLoop, Handler, LoopHandle, LoopStats};
 pub use histogram::{LatencyHistogram, LatencySummary};
@@ -35,3 +40,4 @@ pub use socket::{
     keep_ecn_in_control_messages, set_int_option, IcmpError, SendOutcome, SyscallError, UdpConfig,
     UdpIo, DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD,
 };
+pub use workers::{SteeringMode, WorkerStats, Workers, WorkersConfig, FORWARD_QUEUE};
