@@ -187,6 +187,8 @@ pub fn run(a: &DemoArgs) -> CliResult {
         certificate: None,
         quic_v1: true,
         hq_interop: false,
+        workers: 1,
+        server_id: vec![0, 0],
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();
