@@ -3,9 +3,11 @@
 //! forwarded between loops without it; NAT rebinding through a userspace relay. Every
 //! wait is bounded.
 
+mod support;
+
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use quill_transport::proto::{
     CidLayout, ClientConfig, ConnectionHandle, Dir, EndpointConfig, Event, HostKeyPolicy, Login,
     ReadOutcome, RetryPolicy, ServerConfig, StreamEvent, StreamId,
 };
+use support::relay;
 use zeroize::Zeroizing;
 
 const HELLO: &[u8] = b"hello from a light client";
@@ -257,62 +260,14 @@ fn two_workers_serve_1000_concurrent_connections_steered_by_bpf() {
     drop(workers);
 }
 
-/// A userspace UDP relay for one client that sends the client's datagrams to `server`
-/// from one of `ports` upstream sockets, moving to the next every `every` datagrams:
-/// a NAT that keeps rebinding. Answers from any upstream socket go to the client.
-fn rebinding_relay(
-    server: SocketAddr,
-    ports: usize,
-    every: usize,
-) -> (SocketAddr, Arc<AtomicBool>) {
-    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let ups: Vec<UdpSocket> = (0..ports)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    front.set_nonblocking(true).unwrap();
-    for s in &ups {
-        s.set_nonblocking(true).unwrap();
-    }
-    let addr = front.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let mut client = None;
-        let mut sent = 0usize;
-        let mut buf = vec![0u8; 65536];
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
-            let mut idle = true;
-            while let Ok((n, from)) = front.recv_from(&mut buf) {
-                idle = false;
-                client = Some(from);
-                let _ = ups[(sent / every) % ups.len()].send_to(&buf[..n], server);
-                sent += 1;
-            }
-            for up in &ups {
-                while let Ok((n, _)) = up.recv_from(&mut buf) {
-                    idle = false;
-                    if let Some(c) = client {
-                        let _ = front.send_to(&buf[..n], c);
-                    }
-                }
-            }
-            if idle {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    });
-    (addr, stop)
-}
-
 #[test]
 fn without_bpf_rebinding_clients_are_forwarded_and_served() {
     let workers = server(2, false, RetryPolicy::Never);
     assert!(matches!(workers.steering(), SteeringMode::Forwarding(_)));
     // Without the program the kernel picks a loop by the 4-tuple: first flights are
-    // forwarded to the loop their DCID names, and so are later datagrams whenever the
-    // relay's new port hashes to the other loop.
-    let (relay, stop) = rebinding_relay(workers.local_addr(), 16, 40);
+    // forwarded to the loop their DCID names, and so are later datagrams whenever a
+    // new relay port hashes to the other loop.
+    let (relay, stop) = relay::rebinding(workers.local_addr(), 16, 40);
     run_clients(relay, 100, Duration::from_secs(60));
     stop.store(true, Ordering::SeqCst);
     let stats = settled_stats(&workers, 100);
@@ -329,7 +284,7 @@ fn without_bpf_rebinding_clients_are_forwarded_and_served() {
 fn rebinding_with_bpf_keeps_each_connection_on_its_loop() {
     let workers = server(2, true, RetryPolicy::Never);
     let attached = bpf_attached(&workers);
-    let (relay, stop) = rebinding_relay(workers.local_addr(), 16, 40);
+    let (relay, stop) = relay::rebinding(workers.local_addr(), 16, 40);
     run_clients(relay, 100, Duration::from_secs(60));
     stop.store(true, Ordering::SeqCst);
     let stats = settled_stats(&workers, 100);
