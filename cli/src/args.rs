@@ -198,6 +198,17 @@ pub struct ServerArgs {
     /// Only for a root that holds nothing private.
     #[arg(long, conflicts_with = "no_quic_v1")]
     pub hq_interop: bool,
+    /// Event loops (threads), each with its own socket on --listen (SO_REUSEPORT);
+    /// the kernel steers each datagram to the loop named in its connection ID
+    /// [default: the number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// This server's QUIC-LB server ID, carried in its connection IDs so that a
+    /// QUIC-LB-aware load balancer routes by it: 0x and 1 to 15 bytes of hex (0x0a01)
+    /// or a decimal integer (2 bytes) [default: 0x0000]. Give each server of a fleet
+    /// its own.
+    #[arg(long)]
+    pub server_id: Option<String>,
     /// Configuration file (TOML-like `key = value` lines with the long option names).
     #[arg(long)]
     pub config: Option<PathBuf>,

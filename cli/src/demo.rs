@@ -190,6 +190,8 @@ pub fn run(a: &DemoArgs) -> CliResult {
         hq_interop: false,
         reset_key: None,
         retry_key: None,
+        workers: 1,
+        server_id: vec![0, 0],
     })?;
     let result = session(a, &server.addr, &server.fingerprint);
     server.stop();

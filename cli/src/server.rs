@@ -1,8 +1,11 @@
-//! `quill server`: one event loop serving logins and the stream services of
+//! `quill server`: event loops serving logins and the stream services of
 //! [`quill_transport::service`] (ECHO, PUT, GET, SINK, SOURCE).
 //!
-//! Threads: the event loop runs on its own thread ([`spawn`]); logins are verified on
-//! the loop's worker pool (`driver::login::verify_on_pool`: Argon2id and database
+//! Threads: `--workers N` event loops, each on its own thread with its own socket on
+//! the listening address ([`quill_transport::driver::Workers`]: datagrams steered to
+//! the loop named in their QUIC-LB connection ID), sharing the account store, the
+//! login limiter and the reset and Retry secrets; logins are verified on each
+//! loop's worker pool (`driver::login::verify_on_pool`: Argon2id and database
 //! writes never run on the loop), and so are the two file operations that can take
 //! long in one piece: hashing a whole file before a GET answers `OK size sha256`, and
 //! the `fsync` + rename that commits a PUT.
@@ -37,7 +40,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quill_crypto::hostkey::HostKeyPair;
@@ -48,7 +50,9 @@ use quill_transport::auth::{SessionCaps, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PE
 use quill_transport::driver::verify_on_pool;
 use quill_transport::driver::TerminationSignals;
 use quill_transport::driver::UdpConfig;
-use quill_transport::driver::{Completion, Context, EventLoop, Handler, LoopHandle};
+use quill_transport::driver::{Completion, Context, Handler, LoopHandle};
+use quill_transport::driver::{SteeringMode, Workers, WorkersConfig};
+use quill_transport::proto::{parse_server_id, CidLayout};
 use quill_transport::proto::{
     Connection, ConnectionError, Dir, Event, ReadOutcome, ServerConfig, StreamEvent, StreamId,
     TransportConfig,
@@ -80,6 +84,10 @@ const STREAM_ANSWERED: u64 = 2;
 const AUTO_RETRY_THRESHOLD: usize = 1024;
 /// Largest configuration file read.
 const MAX_CONFIG_FILE: u64 = 1 << 20;
+/// Most `--workers` (a worker index is one byte of the connection ID).
+const MAX_WORKERS: usize = 256;
+/// Nonce bytes of the server's connection IDs: the worker index and 8 random bytes.
+const CID_NONCE_LEN: usize = 9;
 
 /// Everything a server needs; built from the command line by [`run`], or directly by
 /// `quill demo` and tests.
@@ -120,6 +128,10 @@ pub struct ServerOptions {
     pub reset_key: Option<Zeroizing<[u8; 32]>>,
     /// The Retry-token secret (`--retry-key`); `None`: random per run.
     pub retry_key: Option<Zeroizing<[u8; 32]>>,
+    /// Event loops (1..=256).
+    pub workers: usize,
+    /// QUIC-LB server ID carried in the connection IDs (1..=15 bytes).
+    pub server_id: Vec<u8>,
 }
 
 /// ALPN of the QUIC interop runner's HTTP/0.9 (`--hq-interop`).
@@ -131,17 +143,16 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The host key's fingerprint (`SHA256:...`).
     pub fingerprint: String,
-    handle: LoopHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-    /// Where [`reload`] leaves run-time settings for the loop thread.
-    reloads: Arc<Mutex<Option<Runtime>>>,
+    workers: Workers,
+    /// Where [`reload`] leaves run-time settings for each loop thread.
+    reloads: Vec<Arc<Mutex<Option<Runtime>>>>,
 }
 
 impl RunningServer {
     /// Graceful stop: every connection is closed with CONNECTION_CLOSE and drained,
     /// then the loop thread ends. Errors of the loop are logged.
     pub fn stop(mut self) {
-        self.handle.shutdown();
+        self.workers.shutdown();
         if let Err(e) = self.join() {
             tracing::error!("{e}");
         }
@@ -153,20 +164,26 @@ impl RunningServer {
     }
 
     fn join(&mut self) -> Result<(), CliError> {
-        match self.thread.take().map(JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(CliError::connection(format!("server loop failed: {e}"))),
-            Some(Err(_)) => Err(CliError::connection("server loop panicked")),
-        }
+        let joined = self.workers.join();
+        log_worker_stats(&self.workers);
+        joined.map_err(|e| CliError::connection(format!("server loop failed: {e}")))
     }
 }
 
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.handle.shutdown();
-            let _ = self.join();
-        }
+/// Logs each loop's datagram counts, and how many reached the wrong loop.
+fn log_worker_stats(workers: &Workers) {
+    let stats = workers.stats();
+    let forwarded: u64 = stats.iter().map(|s| s.forwarded_out).sum();
+    for (i, s) in stats.iter().enumerate() {
+        tracing::info!(
+            "worker {i}: {} datagrams in, {} sessions, {} forwarded to other workers",
+            s.datagrams_in,
+            s.sessions_created,
+            s.forwarded_out
+        );
+    }
+    if workers.len() > 1 {
+        tracing::info!("datagrams forwarded between workers: {forwarded}");
     }
 }
 
@@ -253,39 +270,60 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         max_half_open_per_address: opts.max_half_open_per_address,
         ..EndpointConfig::default()
     };
-    let handler = FileServer {
-        verifier,
-        root,
-        max_upload_size: opts.max_upload_size,
-        streams: HashMap::new(),
-        buf: vec![0u8; CHUNK],
-        wake: None,
-        accepted: HashSet::new(),
-        reloads: Arc::default(),
+    let layout = CidLayout::new(&opts.server_id, CID_NONCE_LEN)
+        .map_err(|e| CliError::usage(format!("--server-id: {e}")))?;
+    if !(1..=MAX_WORKERS).contains(&opts.workers) {
+        return Err(CliError::usage(format!(
+            "--workers is 1 to {MAX_WORKERS}, not {}",
+            opts.workers
+        )));
+    }
+    // Slow work (Argon2id, file commits) runs on each loop's pool; together about one
+    // thread per core.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let workers_config = WorkersConfig {
+        workers: opts.workers,
+        bpf: true,
+        layout,
+        pool_threads: (cores / opts.workers).max(1),
     };
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    let mut ev = EventLoop::bind(
+    let max_upload_size = opts.max_upload_size;
+    let reloads: Vec<Arc<Mutex<Option<Runtime>>>> =
+        (0..opts.workers).map(|_| Arc::default()).collect();
+    let workers = Workers::spawn(
         opts.listen,
+        &workers_config,
         &UdpConfig::default(),
         endpoint,
-        Some(config),
-        workers,
-        handler,
+        config,
+        |i, handle| FileServer {
+            verifier: verifier.clone(),
+            root: root.clone(),
+            max_upload_size,
+            streams: HashMap::new(),
+            buf: vec![0u8; CHUNK],
+            wake: Some(handle),
+            accepted: HashSet::new(),
+            reloads: reloads[i].clone(),
+        },
     )
     .map_err(|e| CliError::connection(format!("cannot listen on {}: {e}", opts.listen)))?;
-    let addr = ev.local_addr();
-    let handle = ev.handle();
-    ev.handler().wake = Some(handle.clone());
-    let reloads = ev.handler().reloads.clone();
-    let thread = std::thread::Builder::new()
-        .name("quill-server".into())
-        .spawn(move || ev.run())
-        .map_err(|e| CliError::connection(format!("cannot start the server thread: {e}")))?;
+    match workers.steering() {
+        SteeringMode::Single => {}
+        SteeringMode::Bpf => tracing::info!(
+            "{} workers, datagrams steered by connection ID (reuseport BPF)",
+            workers.len()
+        ),
+        SteeringMode::Forwarding(why) => tracing::warn!(
+            "{} workers without kernel steering ({why}); datagrams are forwarded between \
+             workers",
+            workers.len()
+        ),
+    }
     Ok(RunningServer {
-        addr,
+        addr: workers.local_addr(),
         fingerprint,
-        handle,
-        thread: Some(thread),
+        workers,
         reloads,
     })
 }
@@ -301,13 +339,13 @@ pub fn run(args: &ServerArgs, logs: Logs) -> CliResult {
     let server = spawn(opts)?;
     crate::output::note!("listening {}", server.addr);
     crate::output::note!("host key fingerprint {}", server.fingerprint);
-    let handle = server.handle.clone();
+    let handles = server.workers.handles().to_vec();
     let reloads = server.reloads.clone();
     let args = args.clone();
     let mut running = settings;
     signals.on_signals(move |sig| {
         if sig == libc::SIGHUP {
-            reload(&args, &mut running, &logs, &reloads, &handle);
+            reload(&args, &mut running, &logs, &reloads, &handles);
             return true;
         }
         let name = if sig == libc::SIGINT {
@@ -316,7 +354,7 @@ pub fn run(args: &ServerArgs, logs: Logs) -> CliResult {
             "SIGTERM"
         };
         tracing::info!("{name}: closing connections");
-        handle.shutdown();
+        handles.iter().for_each(LoopHandle::shutdown);
         false
     });
     server.wait()?;
@@ -389,8 +427,8 @@ fn reload(
     args: &ServerArgs,
     running: &mut Settings,
     logs: &Logs,
-    reloads: &Mutex<Option<Runtime>>,
-    handle: &LoopHandle,
+    reloads: &[Arc<Mutex<Option<Runtime>>>],
+    handles: &[LoopHandle],
 ) {
     let Some(path) = &args.config else {
         tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
@@ -451,8 +489,11 @@ fn reload(
     running.max_registrations_per_address = new.max_registrations_per_address;
     running.log_level = new.log_level.clone();
     if old_rt != new_rt {
-        *reloads.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_rt);
-        handle.wake();
+        // Each loop applies them on its own thread.
+        for (mailbox, handle) in reloads.iter().zip(handles) {
+            *mailbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_rt.clone());
+            handle.wake();
+        }
     }
     let changed = if changed.is_empty() {
         "nothing".to_string()
@@ -502,6 +543,8 @@ struct Settings {
     hq_interop: bool,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
+    workers: Option<usize>,
+    server_id: Option<String>,
 }
 
 /// The keys a configuration file may set: the long option names.
@@ -530,6 +573,8 @@ const CONFIG_KEYS: &[&str] = &[
     "hq-interop",
     "log-level",
     "log-format",
+    "workers",
+    "server-id",
 ];
 
 impl Settings {
@@ -562,6 +607,8 @@ impl Settings {
             hq_interop: args.hq_interop,
             log_level: None,
             log_format: None,
+            workers: args.workers,
+            server_id: args.server_id.clone(),
         };
         if let Some(path) = &args.config {
             let text = read_config(path)?;
@@ -628,6 +675,10 @@ impl Settings {
                     {
                         s.max_registrations_per_address = Some(parse_count(&value).map_err(at)?);
                     }
+                    "workers" if s.workers.is_none() => {
+                        s.workers = Some(parse_count(&value).map_err(at)?);
+                    }
+                    "server-id" if s.server_id.is_none() => s.server_id = Some(value),
                     "max-half-open-per-address" if s.max_half_open_per_address.is_none() => {
                         s.max_half_open_per_address = Some(parse_count(&value).map_err(at)?);
                     }
@@ -674,7 +725,8 @@ impl Settings {
             max_half_open_per_address => "max-half-open-per-address", cert => "cert",
             cert_key => "cert-key", no_quic_v1 => "no-quic-v1", no_quic_v2 => "no-quic-v2",
             hq_interop => "hq-interop", log_format => "log-format",
-            reset_key => "reset-key", retry_key => "retry-key",
+            reset_key => "reset-key", retry_key => "retry-key", workers => "workers",
+            server_id => "server-id",
         )
     }
 
@@ -759,6 +811,15 @@ impl Settings {
                 .as_deref()
                 .map(|p| read_secret("--retry-key", p))
                 .transpose()?,
+            workers: self
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            server_id: match &self.server_id {
+                Some(id) => {
+                    parse_server_id(id).map_err(|e| CliError::usage(format!("--server-id: {e}")))?
+                }
+                None => vec![0; quill_transport::proto::DEFAULT_SERVER_ID_LEN],
+            },
         })
     }
 }
@@ -1551,6 +1612,8 @@ mod tests {
                 "retry" => "always",
                 "log-level" => "debug",
                 "log-format" => "json",
+                "workers" => "2",
+                "server-id" => "0x0a01",
                 k if k.starts_with("max-") => "3",
                 "key" | "accounts" | "root" | "qlog-dir" | "cert" | "cert-key" | "reset-key"
                 | "retry-key" => "some/path",

@@ -92,7 +92,8 @@ struct FleetServer {
 }
 
 impl FleetServer {
-    fn start(files: &FleetFiles, accounts: &str, retry_key: &str) -> FleetServer {
+    /// A server with QUIC-LB server ID `server_id` (each of a fleet has its own).
+    fn start(files: &FleetFiles, accounts: &str, retry_key: &str, server_id: &str) -> FleetServer {
         let root = tempfile::tempdir().unwrap();
         let mut command: Vec<OsString> = vec![env!("CARGO_BIN_EXE_quill").into()];
         command.extend(
@@ -105,6 +106,8 @@ impl FleetServer {
                 "--allow-register",
                 "--accounts",
                 accounts,
+                "--server-id",
+                server_id,
             ]
             .map(OsString::from),
         );
@@ -148,8 +151,8 @@ fn an_account_registered_on_one_server_logs_in_on_the_other() {
     let pg = TempPostgres::start();
     let url = pg.create_db("fleet");
     let files = FleetFiles::new();
-    let a = FleetServer::start(&files, &url, "retry.key");
-    let b = FleetServer::start(&files, &url, "retry.key");
+    let a = FleetServer::start(&files, &url, "retry.key", "0x0a01");
+    let b = FleetServer::start(&files, &url, "retry.key", "0x0a02");
     let pw = "bob's long password";
 
     let o = run(
@@ -290,8 +293,8 @@ fn a_retry_token_from_one_server_is_accepted_by_the_other_and_its_reset_ends_the
     let pg = TempPostgres::start();
     let url = pg.create_db("fleet");
     let files = FleetFiles::new();
-    let a = FleetServer::start(&files, &url, "retry.key");
-    let b = FleetServer::start(&files, &url, "retry.key");
+    let a = FleetServer::start(&files, &url, "retry.key", "0x0a01");
+    let b = FleetServer::start(&files, &url, "retry.key", "0x0a02");
     register(a.addr, "carol", &files.fingerprint);
 
     let relay = Relay::start([a.addr, b.addr]);
@@ -339,8 +342,8 @@ fn servers_with_different_retry_keys_refuse_each_others_tokens() {
     let pg = TempPostgres::start();
     let url = pg.create_db("fleet");
     let files = FleetFiles::new();
-    let a = FleetServer::start(&files, &url, "retry.key");
-    let b = FleetServer::start(&files, &url, "other-retry.key");
+    let a = FleetServer::start(&files, &url, "retry.key", "0x0a01");
+    let b = FleetServer::start(&files, &url, "other-retry.key", "0x0a02");
     register(a.addr, "dave", &files.fingerprint);
     let relay = Relay::start([a.addr, b.addr]);
     let o = run(

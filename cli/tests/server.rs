@@ -561,3 +561,55 @@ fn server_memory_stays_bounded_after_many_logins() {
         "RSS {after} KiB after {logins} logins exceeds {bound} KiB"
     );
 }
+
+/// `quill server --workers 2 --server-id 0x0a01`: eight clients are served (spread over
+/// both loops by their connection IDs) and SIGTERM drains both; bad values are refused
+/// with a one-line error and exit 2.
+#[test]
+fn two_workers_serve_clients_and_bad_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
+    let extra: [&std::ffi::OsStr; 4] = [
+        "--workers".as_ref(),
+        "2".as_ref(),
+        "--server-id".as_ref(),
+        "0x0a01".as_ref(),
+    ];
+    let mut server = ServerProcess::on_loopback(&key, &db, &extra);
+    let conns: Vec<_> = (0..8).map(|_| server.connect(PASSWORD)).collect();
+    for conn in &conns {
+        assert_eq!(exchange(conn, "ECHO\n", b"two loops"), b"two loops");
+    }
+    drop(conns);
+    let status = server.terminate(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    for (flag, value, needle) in [
+        ("--workers", "0", "--workers is 1 to 256"),
+        ("--server-id", "0xzz", "--server-id: server ID '0xzz'"),
+        (
+            "--server-id",
+            "0x00112233445566778899aa",
+            "connection IDs; use 8..=20",
+        ),
+    ] {
+        let out = quill()
+            .args(["server", "--listen", "127.0.0.1:0", "--key"])
+            .arg(&key)
+            .arg("--accounts")
+            .arg(&db)
+            .args([flag, value])
+            .timeout(Duration::from_secs(20))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{flag} {value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let err = refused_config("workers = many\n");
+    assert!(
+        err.contains("server.conf:1: 'many' is not a count"),
+        "{err}"
+    );
+}

@@ -511,55 +511,10 @@ fn a_restarted_server_resets_old_connections_promptly() {
     server.stop();
 }
 
-/// A userspace UDP relay between one client and a server that changes its upstream
-/// source port after `switch_after` datagrams (NAT rebinding).
-fn rebinding_relay(
-    server: SocketAddr,
-    switch_after: usize,
-) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
-    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let up1 = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let up2 = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for s in [&front, &up1, &up2] {
-        s.set_nonblocking(true).unwrap();
-    }
-    let addr = front.local_addr().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let mut client = None;
-        let mut forwarded = 0usize;
-        let mut buf = vec![0u8; 65536];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
-            let mut idle = true;
-            while let Ok((n, from)) = front.recv_from(&mut buf) {
-                idle = false;
-                client = Some(from);
-                let up = if forwarded < switch_after { &up1 } else { &up2 };
-                let _ = up.send_to(&buf[..n], server);
-                forwarded += 1;
-            }
-            for up in [&up1, &up2] {
-                while let Ok((n, _)) = up.recv_from(&mut buf) {
-                    idle = false;
-                    if let Some(c) = client {
-                        let _ = front.send_to(&buf[..n], c);
-                    }
-                }
-            }
-            if idle {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    });
-    (addr, stop)
-}
-
 #[test]
 fn rebinding_mid_transfer_keeps_the_connection() {
     let server = plain_server("127.0.0.1:0");
-    let (relay, stop) = rebinding_relay(server.addr, 300);
+    let (relay, stop) = support::relay::rebinding(server.addr, 2, 300);
     let conn = blocking::connect(relay, client_config("correct horse"))
         .expect("connect through the relay");
     echo_round_trip(&conn, 4 << 20);

@@ -206,7 +206,9 @@ impl LoginVerifier {
                     .locked_until_for(name.as_deref(), source, now);
                 let account = match self.lookup(name.as_deref()) {
                     Ok(a) => a,
-                    Err(unavailable) => return Decision::now(unavailable, now, "account store unavailable"),
+                    Err(unavailable) => {
+                        return Decision::now(unavailable, now, "account store unavailable")
+                    }
                 };
                 let fp = key.fingerprint();
                 let authorised = account

@@ -27,11 +27,12 @@ use mio::{Events, Poll, Token, Waker};
 use super::histogram::{LatencyHistogram, LatencySummary};
 use super::pool::{PoolFull, WorkerPool};
 use super::socket::{SendOutcome, UdpConfig, UdpIo, MAX_UDP_PAYLOAD};
+use super::workers::Steering;
 use crate::proto::endpoint::{ConnectionHandle, Endpoint, EndpointConfig};
 use crate::proto::{ClientConfig, ConfigError, Connection, EcnCodepoint, Event, ServerConfig};
 
-const SOCKET: Token = Token(0);
-const WAKER: Token = Token(1);
+pub(crate) const SOCKET: Token = Token(0);
+pub(crate) const WAKER: Token = Token(1);
 /// A server's second socket, at its preferred address ([`EventLoop::bind_preferred`]).
 const PREFERRED: Token = Token(2);
 
@@ -125,6 +126,15 @@ pub struct LoopHandle {
 }
 
 impl LoopHandle {
+    pub(crate) fn new(waker: Arc<Waker>) -> Self {
+        LoopHandle {
+            waker,
+            shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            migrate: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
     /// Wakes the loop; the handler's [`Handler::on_wake`] runs.
     pub fn wake(&self) {
         let _ = self.waker.wake();
@@ -169,6 +179,8 @@ pub struct LoopStats {
     pub send_blocked: u64,
     /// Datagrams sent from the preferred address's socket ([`EventLoop::bind_preferred`]).
     pub preferred_out: u64,
+    /// Datagrams another loop of a [`Workers`](super::Workers) set handed to this one.
+    pub forwarded_in: u64,
 }
 
 /// One event loop: socket, endpoint, worker pool, application handler.
@@ -192,6 +204,10 @@ pub struct EventLoop<H: Handler> {
     stats: LoopStats,
     /// How late the wheel's timers fired: the turn's clock read minus the deadline.
     timer_lateness: LatencyHistogram,
+    /// One loop of several ([`super::Workers`]): where datagrams of other loops go.
+    steering: Option<Steering>,
+    /// Other loops handed over more than one turn takes.
+    inbox_pending: bool,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -207,11 +223,39 @@ impl<H: Handler> EventLoop<H> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let socket = UdpIo::bind(addr, udp, poll.registry(), SOCKET)?;
+        let handle = LoopHandle::new(waker.clone());
+        Self::assemble(
+            poll,
+            waker,
+            handle,
+            socket,
+            udp,
+            endpoint,
+            server,
+            workers,
+            handler,
+            Instant::now(),
+        )
+    }
+
+    /// Builds a loop around a socket already registered with `poll` (token
+    /// [`SOCKET`]) and a waker of it ([`WAKER`]); `now` starts the endpoint's clock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn assemble(
+        poll: Poll,
+        waker: Arc<Waker>,
+        handle: LoopHandle,
+        socket: UdpIo,
+        udp: &UdpConfig,
+        endpoint: EndpointConfig,
+        server: Option<ServerConfig>,
+        workers: usize,
+        handler: H,
+        now: Instant,
+    ) -> io::Result<Self> {
         // Every half-open handshake may be waiting for a login verdict at once: the
         // pool's queue holds that many jobs, so a burst of logins waits, not fails.
-        let pool =
-            WorkerPool::with_capacity(workers, endpoint.max_half_open.max(256), waker.clone())?;
-        let now = Instant::now();
+        let pool = WorkerPool::with_capacity(workers, endpoint.max_half_open.max(256), waker)?;
         let endpoint = Endpoint::new(endpoint, server, now)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(EventLoop {
@@ -221,12 +265,7 @@ impl<H: Handler> EventLoop<H> {
             preferred: None,
             pool,
             handler,
-            handle: LoopHandle {
-                waker,
-                shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-                abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-                migrate: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            },
+            handle,
             events: Events::with_capacity(256),
             touched: Vec::new(),
             send_buf: vec![0u8; MAX_GSO_SEGMENTS * MAX_DATAGRAM],
@@ -235,8 +274,15 @@ impl<H: Handler> EventLoop<H> {
             closing: false,
             stats: LoopStats::default(),
             timer_lateness: LatencyHistogram::new(),
+            steering: None,
+            inbox_pending: false,
             poll,
         })
+    }
+
+    /// Makes this loop one of several: datagrams for other loops are handed to them.
+    pub(crate) fn steer(&mut self, steering: Steering) {
+        self.steering = Some(steering);
     }
 
     /// The bound address.
@@ -373,7 +419,11 @@ impl<H: Handler> EventLoop<H> {
             wake_at = Some(wake_at.map_or(c, |w| w.min(c)));
         }
         let pref_pending = self.preferred.as_ref().is_some_and(|p| p.rx_pending());
-        let timeout = if self.socket.rx_pending() || self.socket.errors_pending() || pref_pending {
+        let timeout = if self.socket.rx_pending()
+            || self.socket.errors_pending()
+            || pref_pending
+            || self.inbox_pending
+        {
             Some(Duration::ZERO)
         } else {
             wake_at.map(|t| t.saturating_duration_since(Instant::now()))
@@ -432,10 +482,31 @@ impl<H: Handler> EventLoop<H> {
         // 3. Socket input, then pending output.
         if readable {
             let endpoint = &mut self.endpoint;
+            let steering = &mut self.steering;
             let n = self.socket.recv_ecn(|from, ecn, data| {
+                // A datagram another loop owns goes there (only without kernel
+                // steering, or when it erred).
+                if steering.as_mut().is_some_and(|s| s.divert(from, ecn, data)) {
+                    return;
+                }
                 endpoint.handle_datagram_ecn(now, from, ecn, data);
             })?;
             self.stats.datagrams_in += n as u64;
+            if let Some(s) = self.steering.as_mut() {
+                s.wake_peers();
+            }
+        }
+        if let Some(s) = self
+            .steering
+            .as_mut()
+            .filter(|_| woken || self.inbox_pending)
+        {
+            let endpoint = &mut self.endpoint;
+            let stats = &mut self.stats;
+            self.inbox_pending = s.drain_inbox(|from, ecn, data| {
+                stats.forwarded_in += 1;
+                endpoint.handle_datagram_ecn(now, from, ecn, data);
+            });
         }
         if errored || self.socket.errors_pending() {
             let endpoint = &mut self.endpoint;
@@ -490,6 +561,10 @@ impl<H: Handler> EventLoop<H> {
         }
         // 7. Flush.
         self.flush(now)?;
+        if let Some(s) = &self.steering {
+            let e = self.endpoint.stats();
+            s.publish(self.stats.datagrams_in, e.sessions_created, e.connections);
+        }
         Ok(self.closing && self.endpoint.is_empty())
     }
 

@@ -19,6 +19,9 @@
 //!   with results delivered through the loop's waker and panics contained.
 //! - `qlog`: [`qlog::QlogDir`], the `--qlog-dir` writer: one thread appending each
 //!   connection's qlog batches to its `.sqlog` file, behind a queue bounded in bytes.
+//! - `workers`: [`Workers`], N loops on one address (`SO_REUSEPORT`), datagrams
+//!   steered to the loop named in their connection ID by the classic BPF program of
+//!   [`steering`], or forwarded between loops where it cannot be attached.
 
 pub mod blocking;
 pub(crate) mod event_loop;
@@ -28,6 +31,8 @@ pub(crate) mod pool;
 pub mod qlog;
 pub(crate) mod signals;
 pub(crate) mod socket;
+pub mod steering;
+pub(crate) mod workers;
 
 pub use event_loop::{Completion, Context, EventLoop, Handler, LoopHandle, LoopStats};
 pub use histogram::{LatencyHistogram, LatencySummary};
@@ -38,3 +43,4 @@ pub use socket::{
     keep_ecn_in_control_messages, set_int_option, IcmpError, SendOutcome, SyscallError, UdpConfig,
     UdpIo, DEFAULT_RX_SLOT_SIZE, MAX_UDP_PAYLOAD,
 };
+pub use workers::{SteeringMode, WorkerStats, Workers, WorkersConfig, FORWARD_QUEUE};

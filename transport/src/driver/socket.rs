@@ -295,6 +295,12 @@ impl fmt::Debug for UdpIo {
     }
 }
 
+impl std::os::fd::AsRawFd for UdpIo {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
 impl UdpIo {
     /// Opens a non-blocking UDP socket bound to `addr` and registers it with `registry`
     /// under `token` for `READABLE` events (`WRITABLE` is added only while datagrams are

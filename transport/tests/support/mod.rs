@@ -4,6 +4,7 @@
 pub mod auth_server;
 pub mod datagrams;
 pub mod echo;
+pub mod relay;
 
 use quill_transport::driver::UdpConfig;
 use quill_transport::driver::{Context, EventLoop, Handler};

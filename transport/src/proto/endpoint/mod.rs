@@ -34,6 +34,7 @@
 //! per session, so an entry left by a freed session never fires on the session that
 //! reuses its slot (the entry is also cancelled when the session is freed).
 
+mod cid_layout;
 mod half_open;
 mod stateless;
 
@@ -46,6 +47,7 @@ use quill_crypto::random::{OsRandom, Random};
 use slab::Slab;
 use zeroize::Zeroizing;
 
+pub use self::cid_layout::{parse_server_id, CidLayout, DEFAULT_SERVER_ID_LEN};
 use self::half_open::{Admission, HalfOpen, Ticket};
 use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
@@ -97,8 +99,12 @@ pub struct EndpointConfig {
     pub rate_limit_sources: usize,
     /// When to send Retry.
     pub retry: RetryPolicy,
-    /// Length of the connection IDs this endpoint issues, 8..=20.
+    /// Length of the connection IDs this endpoint issues, 8..=20 (with
+    /// [`EndpointConfig::cid_layout`], the layout's length instead).
     pub cid_len: usize,
+    /// The QUIC-LB layout of the connection IDs this endpoint issues (server ID and
+    /// worker index inside); `None`: random IDs of `cid_len` bytes.
+    pub cid_layout: Option<CidLayout>,
     /// Key material for stateless reset tokens. Keep it across restarts so that a
     /// restarted server can reset its old connections at once, and share it across a
     /// fleet so that any server resets another's: `quill server` reads it from
@@ -141,6 +147,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("rate_limit_sources", &self.rate_limit_sources)
             .field("retry", &self.retry)
             .field("cid_len", &self.cid_len)
+            .field("cid_layout", &self.cid_layout)
             .field("secret", &"[redacted]")
             .field(
                 "retry_secret",
@@ -175,6 +182,7 @@ impl Default for EndpointConfig {
                 half_open_threshold: 1024,
             },
             cid_len: 8,
+            cid_layout: None,
             secret,
             retry_secret: None,
             unix_time_at_start: None,
@@ -359,6 +367,8 @@ pub struct Endpoint {
     unsynced: Option<usize>,
     /// Sessions that may have events.
     event_ready: VecDeque<(usize, u32)>,
+    /// Retired sessions whose last events [`Endpoint::poll_event`] has not read yet.
+    retired_unread: usize,
     /// Sessions the application borrowed, to re-arm before the next step.
     dirty: Vec<(usize, u32)>,
     /// Live sessions in `dirty`.
@@ -390,6 +400,10 @@ impl Endpoint {
         server: Option<ServerConfig>,
         now: Instant,
     ) -> Result<Self, ConfigError> {
+        let mut config = config;
+        if let Some(layout) = &config.cid_layout {
+            config.cid_len = layout.len();
+        }
         config.validate()?;
         if let Some(s) = server.as_ref() {
             s.transport.validate()?;
@@ -432,6 +446,7 @@ impl Endpoint {
             queued_send: 0,
             unsynced: None,
             event_ready: VecDeque::new(),
+            retired_unread: 0,
             dirty: Vec::new(),
             queued_dirty: 0,
             stateless: VecDeque::new(),
@@ -956,10 +971,19 @@ impl Endpoint {
     }
 
     /// When to call [`Endpoint::handle_timeout`] next: the wheel's next deadline, or
-    /// the latest `now` seen if datagrams are waiting in [`Endpoint::poll_transmit`]
-    /// or a borrowed connection still needs re-arming.
+    /// the latest `now` seen if datagrams are waiting in [`Endpoint::poll_transmit`],
+    /// the last events of an ended session in [`Endpoint::poll_event`], or a borrowed connection still needs
+    /// re-arming.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.stateless.is_empty() || self.queued_send > 0 || self.queued_dirty > 0 {
+        // A session retired after the caller last drained the events (while
+        // transmitting) is freed only once its last events are read: that needs a
+        // turn too, or a loop waiting for it (graceful shutdown) sleeps with no
+        // deadline.
+        if !self.stateless.is_empty()
+            || self.queued_send > 0
+            || self.queued_dirty > 0
+            || self.retired_unread > 0
+        {
             return Some(self.last_now);
         }
         self.wheel.next_deadline()
@@ -984,6 +1008,7 @@ impl Endpoint {
             s.in_events = false;
             self.event_ready.pop_front();
             if s.retired {
+                self.retired_unread = self.retired_unread.saturating_sub(1);
                 self.free(key);
             }
         }
@@ -1051,11 +1076,16 @@ impl Endpoint {
         ConnectionId::from_slice(b).ok()
     }
 
-    /// A random connection ID of `cid_len` bytes that routes nowhere yet.
-    /// Random and never derived from the slab key, so IDs reveal nothing.
+    /// A new connection ID that routes nowhere yet: of the QUIC-LB layout if the
+    /// endpoint has one (server ID and worker index, then random bytes), otherwise
+    /// random of `cid_len` bytes. Never derived from the slab key, so IDs reveal
+    /// nothing of it.
     fn new_cid(&self) -> Option<ConnectionId> {
         for _ in 0..8 {
-            let cid = self.random_cid()?;
+            let cid = match &self.config.cid_layout {
+                Some(layout) => layout.generate(&*self.config.rng)?,
+                None => self.random_cid()?,
+            };
             if !self.cids.contains_key(&cid) {
                 return Some(cid);
             }
@@ -1269,13 +1299,22 @@ impl Endpoint {
     fn retire(&mut self, key: usize) {
         self.unroute(key);
         let s = &mut self.sessions[key];
+        let counted = s.retired;
         s.retired = true;
         if s.peeked.is_none() {
             s.peeked = s.conn.poll_event();
         }
         if s.peeked.is_none() {
+            if counted {
+                self.retired_unread = self.retired_unread.saturating_sub(1);
+            }
             self.free(key);
-        } else if !s.in_events {
+            return;
+        }
+        if !counted {
+            self.retired_unread += 1;
+        }
+        if !s.in_events {
             s.in_events = true;
             self.event_ready.push_back((key, s.generation));
         }
@@ -1462,6 +1501,22 @@ mod tests {
             },
             crate::proto::HostKeyPolicy::AcceptAndReport,
         )
+    }
+
+    #[test]
+    fn issued_ids_follow_the_cid_layout() {
+        let t0 = Instant::now();
+        let layout = CidLayout::new(&[0xab, 0xcd], 9).unwrap().for_worker(3);
+        let config = EndpointConfig {
+            cid_layout: Some(layout.clone()),
+            ..config(5)
+        };
+        let mut ep = Endpoint::new(config, None, t0).unwrap();
+        assert_eq!(ep.config.cid_len, 12, "the layout sets the length");
+        let h = connect(&mut ep, t0);
+        let cid = ep.sessions[h.0].local_cid;
+        assert_eq!(layout.decode(cid.as_ref()), Some((&[0xab, 0xcd][..], 3)));
+        assert!(ep.cids.contains_key(&cid));
     }
 
     #[test]
