@@ -483,7 +483,14 @@ fn sighup_reloads_the_config_and_keeps_sessions() {
     session.echo("after the reload");
     let (code, err) = send_100_bytes(&server, "b.bin");
     assert_eq!(code, Some(0), "the new limit applies: {err}");
-    assert!(server.dir.path().join("root/b.bin").exists());
+    // Uploads land in the account's own space (ROOT/<account>/).
+    assert!(server
+        .dir
+        .path()
+        .join("root")
+        .join(USER)
+        .join("b.bin")
+        .exists());
     // log-level = debug took effect too.
     server.wait_for("a debug line", |l| l.contains("DEBUG"));
     session.close();
