@@ -845,3 +845,33 @@ fn frames_after_the_one_that_discarded_their_space_are_ignored() {
     // quill's own version, once the login is accepted.
     ack_in_discarded_space(&mut established()).unwrap();
 }
+
+/// Found by quiche in the interop suite's connectionmigration: it validates a path
+/// only on datagrams of at least 1200 bytes. RFC 9000 §8.2.1 and §8.2.2 ask for that
+/// expansion of every datagram carrying PATH_CHALLENGE or PATH_RESPONSE: a migrating
+/// client's challenge, and an answer to a challenge.
+#[test]
+fn path_challenge_and_response_datagrams_are_expanded_to_1200_bytes() {
+    let mut sim = v1_sim(ClientApp::new(0, 0));
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.server().is_some_and(|c| c.is_established())
+    }));
+    // HANDSHAKE_DONE arrives, the handshake is confirmed, spare CIDs are issued.
+    sim.run_until(Duration::from_millis(500), |_| false);
+    let now = sim.now();
+    let mut buf = vec![0u8; 2048];
+    assert_eq!(sim.client().migrate(), Ok(true));
+    let t = sim
+        .client()
+        .poll_transmit(now, &mut buf)
+        .expect("the challenge goes out");
+    assert!(t.size >= 1200, "PATH_CHALLENGE in {} bytes", t.size);
+    let server = sim.server().unwrap();
+    server
+        .handle_frame(now, Space::Data, Frame::PathChallenge([7; 8]))
+        .unwrap();
+    let t = server
+        .poll_transmit(now, &mut buf)
+        .expect("the response goes out");
+    assert!(t.size >= 1200, "PATH_RESPONSE in {} bytes", t.size);
+}
