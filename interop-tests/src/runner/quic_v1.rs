@@ -1634,27 +1634,25 @@ mod tests {
         assert_eq!(server_initial_scids(&o), 3);
     }
 
-    /// preferredaddress passes only if the client used the second path (the relay's
-    /// second port), the server answered there, and the transfer ended there.
-    #[test]
-    fn preferred_address_needs_the_transfer_to_end_on_the_second_path() {
-        use crate::capture::{Action, Direction, HeaderInfo, Record};
-        let rec = |dir, index, up: &str| Record {
+    /// A forwarded short-header datagram of 1200 bytes through `up`, whose bytes after
+    /// the first are `lead`.
+    fn short_record(dir: Direction, index: u64, up: &str, lead: Vec<u8>) -> crate::capture::Record {
+        crate::capture::Record {
             dir,
             index,
             t: std::time::Duration::from_millis(index),
             size: 1200,
-            action: Action::Forwarded,
+            action: crate::capture::Action::Forwarded,
             upstream: up.parse().unwrap(),
-            header: HeaderInfo::Short {
-                first: 0x40,
-                lead: Vec::new(),
-            },
+            header: crate::capture::HeaderInfo::Short { first: 0x40, lead },
             head: None,
             ecn: 0,
-        };
-        let (a, b) = ("127.0.0.1:1000", "127.0.0.2:2000");
-        let mut o = RunOutput {
+        }
+    }
+
+    /// A client's successful one-handshake run, with an empty capture.
+    fn one_handshake_run() -> RunOutput {
+        RunOutput {
             client: Some(serde_json::json!({"role": "client", "ok": true, "handshakes": 1})),
             client_failure: None,
             server: None,
@@ -1662,7 +1660,17 @@ mod tests {
             events: Vec::new(),
             server_stopped_at: None,
             files_ok: Ok(()),
-        };
+        }
+    }
+
+    /// preferredaddress passes only if the client used the second path (the relay's
+    /// second port), the server answered there, and the transfer ended there.
+    #[test]
+    fn preferred_address_needs_the_transfer_to_end_on_the_second_path() {
+        use crate::capture::{Action, Direction};
+        let rec = |dir, index, up: &str| short_record(dir, index, up, Vec::new());
+        let (a, b) = ("127.0.0.1:1000", "127.0.0.2:2000");
+        let mut o = one_handshake_run();
         let mut hs = server_initial(0, 9, Action::Forwarded);
         hs.upstream = a.parse().unwrap();
         let mut records = vec![
@@ -1694,31 +1702,10 @@ mod tests {
     /// short headers there carry a connection ID not used before.
     #[test]
     fn active_migration_needs_a_new_address_and_a_new_connection_id() {
-        use crate::capture::{Action, Direction, HeaderInfo, Record};
-        let rec = |dir, index, up: &str, cid: u8| Record {
-            dir,
-            index,
-            t: std::time::Duration::from_millis(index),
-            size: 1200,
-            action: Action::Forwarded,
-            upstream: up.parse().unwrap(),
-            header: HeaderInfo::Short {
-                first: 0x40,
-                lead: vec![cid; 12],
-            },
-            head: None,
-            ecn: 0,
-        };
+        use crate::capture::{Action, Direction};
+        let rec = |dir, index, up: &str, cid: u8| short_record(dir, index, up, vec![cid; 12]);
         let (a, b) = ("127.0.0.1:1000", "127.0.0.1:2000");
-        let mut o = RunOutput {
-            client: Some(serde_json::json!({"role": "client", "ok": true, "handshakes": 1})),
-            client_failure: None,
-            server: None,
-            capture: crate::capture::Capture::default(),
-            events: Vec::new(),
-            server_stopped_at: None,
-            files_ok: Ok(()),
-        };
+        let mut o = one_handshake_run();
         let mut hs = server_initial(0, 9, Action::Forwarded);
         hs.upstream = a.parse().unwrap();
         let records = |second_cid: u8, answer_on_b: bool| {

@@ -868,16 +868,20 @@ impl Endpoint {
         }
     }
 
+    /// The slab keys of every session not yet retired (for the calls that visit all).
+    fn live_keys(&self) -> Vec<usize> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !s.retired)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// Client: this endpoint now sends from a new local address; every connection
     /// migrates to it ([`Connection::migrate`]). Returns how many did.
     pub fn migrate_all(&mut self, now: Instant) -> usize {
         self.note_now(now);
-        let keys: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.retired)
-            .map(|(k, _)| k)
-            .collect();
+        let keys = self.live_keys();
         let mut moved = 0;
         for key in keys {
             match self.sessions[key].conn.migrate() {
@@ -893,17 +897,13 @@ impl Endpoint {
     /// Closes every connection with an application `code` and `reason`
     /// (CONNECTION_CLOSE everywhere) and refuses new ones. Sessions are freed as they
     /// drain; the endpoint is done when [`Endpoint::is_empty`] (after the last
-    /// events were polled). This is the one call that visits every session.
+    /// events were polled). Besides [`Endpoint::migrate_all`], the one call that visits
+    /// every session.
     pub fn close_all(&mut self, now: Instant, code: u64, reason: &str) {
         self.note_now(now);
         self.flush_dirty();
         self.shutting_down = true;
-        let keys: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.retired)
-            .map(|(k, _)| k)
-            .collect();
+        let keys = self.live_keys();
         for key in keys {
             self.sessions[key].conn.close(now, code, reason);
             self.touched(key);
