@@ -58,9 +58,9 @@ pub enum Command {
     ///
     /// Example: quill ping 127.0.0.1:4433 -c 5 --user alice
     Ping(PingArgs),
-    /// iperf-like throughput test against the server's sink/source service.
+    /// iperf3-like throughput test against the server's sink/source service.
     ///
-    /// Example: quill perf 127.0.0.1:4433 --duration 5s --user alice --json
+    /// Example: quill perf 127.0.0.1:4433 -t 5 -P 2 -R --user alice --json
     Perf(PerfArgs),
     /// Run a whole session on loopback with nothing to set up.
     ///
@@ -398,24 +398,41 @@ pub struct PingArgs {
     pub login: LoginArgs,
 }
 
-/// `quill perf`.
+/// `quill perf`, with iperf3's letters. `-i` is the report interval here, as in
+/// iperf3; the identity is `--identity`.
 #[derive(Debug, Args)]
+#[command(mut_arg("identity", |a| a.short(None)))]
 pub struct PerfArgs {
     /// Server: [USER@]HOST[:PORT].
     pub addr: String,
-    /// Run for this long (e.g. 10s) ...
-    #[arg(long, value_parser = parse_duration, conflicts_with = "bytes")]
+    /// Run for this long: seconds (10) or a duration (500ms, 2m) [default: 10] ...
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "duration",
+        value_parser = parse_duration,
+        conflicts_with = "bytes"
+    )]
     pub duration: Option<std::time::Duration>,
-    /// ... or move this many bytes.
-    #[arg(long)]
+    /// ... or move this many bytes: a number, or with K, M, G or T, powers of 1024 as
+    /// in iperf3 (10M = 10485760).
+    #[arg(short = 'n', long, value_parser = crate::perf::parse_bytes)]
     pub bytes: Option<u64>,
-    /// Parallel streams.
-    #[arg(long, default_value_t = 1)]
+    /// Parallel streams (1 to 64).
+    #[arg(
+        short = 'P',
+        long = "parallel",
+        visible_alias = "streams",
+        default_value_t = 1
+    )]
     pub streams: u32,
-    /// Server sends, client receives.
-    #[arg(long)]
+    /// Reverse mode: the server sends, the client receives.
+    #[arg(short = 'R', long)]
     pub reverse: bool,
-    /// One JSON object on stdout.
+    /// Time between interval reports (seconds or e.g. 500ms; 0 for none).
+    #[arg(short = 'i', long, value_parser = parse_duration, default_value = "1")]
+    pub interval: std::time::Duration,
+    /// One JSON object on stdout, in iperf3's shape (the report lines go to stderr).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

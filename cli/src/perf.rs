@@ -1,45 +1,86 @@
-//! `quill perf ADDR [--duration D | --bytes N] [--streams N] [--reverse] [--json]`:
-//! iperf-like goodput against the server's SINK (upload) or SOURCE (`--reverse`,
-//! download) service on N parallel streams of one connection.
+//! `quill perf ADDR [-t TIME | -n BYTES] [-P STREAMS] [-R] [-i INTERVAL] [--json]`:
+//! iperf3-like goodput against the server's SINK (upload) or SOURCE (`-R`, download)
+//! service on N parallel streams of one connection, then the server's own figures
+//! from a `STATS` request (docs/SPEC.md §10).
 //!
-//! Upload with `--bytes` ends when the server's `OK <bytes>` confirms every stream (the
-//! count is checked); with `--duration` each stream stops writing at the deadline and
-//! then waits for the same confirmation. Download with `--bytes` asks the server for
-//! exactly that many; with `--duration` it asks for an unbounded amount, counts what
-//! arrives before the deadline and then closes the connection.
+//! Upload with `-n` ends when the server's `OK <bytes>` confirms every stream (the
+//! count is checked); with `-t` each stream stops writing at the deadline and then
+//! waits for the same confirmation. Download with `-n` asks the server for exactly
+//! that many; with `-t` it asks for an unbounded amount, counts what arrives before
+//! the deadline and then abandons the streams (STOP_SENDING, RESET_STREAM), so the
+//! server's count of what it sent is final before `STATS` asks for it.
 //!
-//! Interval lines (one per second) go to standard output, or to standard error with
-//! `--json`, where standard output carries one JSON object. `lost_packets` and
-//! `retransmits`-style figures come from this (the client's) side of the connection:
-//! packets it declared lost.
+//! Every figure says whose it is: the sender's bytes and lost packets come from the
+//! sender (the server under `-R`), CPU from each end. A server that does not answer
+//! `STATS` (older than this client), or not within [`STATS_WAIT`], leaves its figures
+//! out: the test still succeeds and the report says "server figures unavailable".
+//!
+//! Interval lines go to standard output, or to standard error with `--json`, where
+//! standard output carries one JSON object ([`report::json`]).
+
+mod counters;
+mod report;
+
+pub use counters::PerfCounters;
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::args::PerfArgs;
+use crate::args::{parse_size, PerfArgs};
 use crate::client::{net_err, open_session, read_line};
 use crate::exit::{CliError, CliResult, INTEGRITY};
 use crate::output::{note, say};
-use quill_transport::service::Request;
+use quill_transport::driver::blocking::{BlockingConnection, BlockingStream};
+use quill_transport::service::{Request, ServerStats};
+use report::{End, Interval, Summary, Total};
 
 /// Default test length.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// SOURCE request size for a timed download: more than any test moves.
 const UNBOUNDED: u64 = 1 << 50;
 const CHUNK: usize = 64 * 1024;
+/// Most parallel streams.
+const MAX_STREAMS: u32 = 64;
+/// Longest wait for the server's `STATS` answer once the transfer is over.
+const STATS_WAIT: Duration = Duration::from_secs(5);
+/// Application error code with which a timed download abandons its streams (SPEC §10:
+/// "the stream is abandoned").
+const STREAM_ABANDONED: u64 = 1;
 
-/// CPU time (user + system) of this process, from getrusage(2).
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct we own.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+/// CPU time of this process (all threads), from getrusage(2).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// User seconds.
+    pub user: f64,
+    /// System seconds.
+    pub system: f64,
+}
+
+impl CpuTimes {
+    /// This process's CPU time so far.
+    pub fn now() -> CpuTimes {
+        // SAFETY: getrusage fills the zeroed struct we own.
+        let ru = unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+            ru
+        };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        CpuTimes {
+            user: tv(ru.ru_utime),
+            system: tv(ru.ru_stime),
+        }
+    }
+
+    /// The CPU time used since `earlier`.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: (self.user - earlier.user).max(0.0),
+            system: (self.system - earlier.system).max(0.0),
+        }
+    }
 }
 
 /// Splits `total` bytes over `n` streams (the first ones take the remainder).
@@ -50,9 +91,20 @@ pub fn split(total: u64, n: u32) -> Vec<u64> {
         .collect()
 }
 
-/// `12.34 Mbit/s`.
-fn mbits(bytes: u64, secs: f64) -> String {
-    format!("{:.2} Mbit/s", bytes as f64 * 8.0 / secs.max(1e-6) / 1e6)
+/// `-n`: a byte count, plain or with K, M, G or T (powers of 1024, as iperf3 reads
+/// them: 10M = 10 × 1024 × 1024); at least 1.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let n = parse_size(s).map_err(|_| {
+        format!(
+            "'{}' is not a byte count; use a number of bytes, or one with K, M, G or T \
+             (powers of 1024: 10M = 10485760)",
+            s.trim()
+        )
+    })?;
+    if n == 0 {
+        return Err("0 bytes moves nothing; give at least 1 (or -t for a timed test)".into());
+    }
+    Ok(n)
 }
 
 /// What one stream is asked to do.
@@ -62,11 +114,7 @@ enum Plan {
     Until(Instant),
 }
 
-fn upload(
-    mut s: quill_transport::driver::blocking::BlockingStream,
-    plan: Plan,
-    counter: Arc<AtomicU64>,
-) -> Result<u64, CliError> {
+fn upload(mut s: BlockingStream, plan: Plan, counter: Arc<AtomicU64>) -> Result<u64, CliError> {
     s.write_all(Request::Sink.line().as_bytes())
         .map_err(|e| net_err("sending the request failed", e))?;
     let buf = vec![0x5au8; CHUNK];
@@ -101,7 +149,7 @@ fn upload(
 }
 
 fn download(
-    mut s: quill_transport::driver::blocking::BlockingStream,
+    mut s: BlockingStream,
     plan: Plan,
     counter: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -116,10 +164,8 @@ fn download(
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
     loop {
-        if let Plan::Until(t) = plan {
-            if Instant::now() >= t || stop.load(Ordering::Relaxed) {
-                return Ok(got);
-            }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(got);
         }
         match s.read(&mut buf) {
             Ok(0) => break,
@@ -127,7 +173,7 @@ fn download(
                 got += n as u64;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
             }
-            // A timed download ends by closing the connection under our readers.
+            // A timed download ends by abandoning the streams under our readers.
             Err(_) if stop.load(Ordering::Relaxed) => return Ok(got),
             Err(e) => return Err(net_err("receiving failed", e)),
         }
@@ -140,12 +186,54 @@ fn download(
     Ok(got)
 }
 
+/// Asks the server for its figures on a fresh stream, waiting at most [`STATS_WAIT`];
+/// the error says why there are none.
+fn server_stats(conn: &BlockingConnection) -> Result<ServerStats, String> {
+    let (tx, rx) = mpsc::channel();
+    let opened = conn.open_bi();
+    // The exchange runs on its own thread so that the wait is bounded even when the
+    // server stays up but silent; closing the connection ends the thread.
+    std::thread::spawn(move || {
+        let answer = opened.and_then(|mut s| {
+            s.write_all(Request::Stats.line().as_bytes())?;
+            s.finish()?;
+            read_line(&mut s)
+        });
+        let _ = tx.send(answer);
+    });
+    match rx.recv_timeout(STATS_WAIT) {
+        Ok(Ok(line)) => ServerStats::parse(&line).ok_or_else(|| {
+            if line.starts_with("ERR") {
+                "the server does not answer STATS; it is older than this client".to_owned()
+            } else {
+                "the server's STATS answer did not parse".to_owned()
+            }
+        }),
+        Ok(Err(e)) => Err(format!("asking for them failed: {e}")),
+        Err(_) => Err(format!(
+            "no answer to STATS within {} s",
+            STATS_WAIT.as_secs()
+        )),
+    }
+}
+
 /// `quill perf`.
 pub fn run(a: &PerfArgs) -> CliResult {
-    if a.streams == 0 || a.streams > 64 {
-        return Err(CliError::usage("--streams must be 1..=64"));
+    if a.streams == 0 || a.streams > MAX_STREAMS {
+        return Err(CliError::usage(format!(
+            "-P/--parallel must be 1 to {MAX_STREAMS}"
+        )));
     }
-    let cpu0 = cpu_seconds();
+    if a.duration.is_some_and(|d| d.is_zero()) {
+        return Err(CliError::usage(
+            "-t/--time must be more than 0 (e.g. -t 10 or -t 500ms)",
+        ));
+    }
+    if !a.interval.is_zero() && a.interval < Duration::from_millis(100) {
+        return Err(CliError::usage(
+            "-i/--interval must be 0 (no interval reports) or at least 100ms",
+        ));
+    }
     let session = open_session(&a.addr, &a.login, None)?;
     let handshake = session.handshake;
     // Progress lines: standard error under --json, where stdout carries the JSON.
@@ -157,64 +245,113 @@ pub fn run(a: &PerfArgs) -> CliResult {
             say!("{line}")
         }
     };
+    let protocol = if session.conn.version() == quill_transport::wire::QUIC_V1 {
+        "QUIC v1"
+    } else {
+        "quill"
+    };
+    let test = match (a.bytes, a.duration) {
+        (Some(b), _) => format!("{b} bytes"),
+        (None, d) => format!("{:.1} s", d.unwrap_or(DEFAULT_DURATION).as_secs_f64()),
+    };
     say(format!(
-        "connected to {} as {} in {:.3} ms; {} {} stream(s)",
+        "connected to {} as {} in {:.3} ms ({protocol}); {} {test} on {} stream(s)",
         session.target.display(),
         session.conn.account(),
         handshake.as_secs_f64() * 1e3,
         if a.reverse {
-            "download from"
+            "reverse mode, the server sends"
         } else {
-            "upload to"
+            "the client sends"
         },
         a.streams
     ))?;
-    let counter = Arc::new(AtomicU64::new(0));
+    let cpu0 = CpuTimes::now();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let plans: Vec<Plan> = match a.bytes {
-        Some(b) => split(b, a.streams).into_iter().map(Plan::Bytes).collect(),
-        None => {
-            let until = start + a.duration.unwrap_or(DEFAULT_DURATION);
+    let until = (a.bytes.is_none()).then(|| start + a.duration.unwrap_or(DEFAULT_DURATION));
+    let plans: Vec<Plan> = match (a.bytes, until) {
+        (Some(b), _) => split(b, a.streams).into_iter().map(Plan::Bytes).collect(),
+        (None, until) => {
+            let until = until.unwrap_or(start + DEFAULT_DURATION);
             (0..a.streams).map(|_| Plan::Until(until)).collect()
         }
     };
     let mut workers = Vec::new();
+    let mut ids = Vec::new();
+    let mut counters = Vec::new();
+    let mut handles = Vec::new();
     for plan in plans {
         let s = session
             .conn
             .open_bi()
             .map_err(|e| net_err("cannot open a stream", e))?;
-        let (c, st) = (counter.clone(), stop.clone());
+        ids.push(s.id().0);
+        handles.push(s.try_clone());
+        let counter = Arc::new(AtomicU64::new(0));
+        counters.push(counter.clone());
+        let st = stop.clone();
         let reverse = a.reverse;
         workers.push(std::thread::spawn(move || {
             if reverse {
-                download(s, plan, c, st)
+                download(s, plan, counter, st)
             } else {
-                upload(s, plan, c)
+                upload(s, plan, counter)
             }
         }));
     }
+    if !a.interval.is_zero() {
+        say(report::HEADER.to_owned())?;
+    }
     // Interval reports until every worker is done.
-    let mut last = (start, 0u64);
-    let mut next = start + Duration::from_secs(1);
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut last = (0.0f64, vec![0u64; counters.len()]);
+    let take = |now: f64, last: &mut (f64, Vec<u64>)| -> Interval {
+        let totals: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let streams = ids
+            .iter()
+            .zip(totals.iter().zip(&last.1))
+            .map(|(&id, (t, l))| (id, t - l))
+            .collect();
+        let i = Interval {
+            start: last.0,
+            end: now,
+            streams,
+        };
+        *last = (now, totals);
+        i
+    };
+    let mut next = start + a.interval;
     while workers.iter().any(|w| !w.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
         let now = Instant::now();
-        if now >= next {
-            let total = counter.load(Ordering::Relaxed);
-            let from = last.0.duration_since(start).as_secs_f64();
-            let to = now.duration_since(start).as_secs_f64();
-            say(format!(
-                "[{from:5.1}-{to:5.1} s] {:>12} bytes  {}",
-                total - last.1,
-                mbits(total - last.1, to - from)
-            ))?;
-            last = (now, total);
-            next += Duration::from_secs(1);
+        if a.reverse && until.is_some_and(|t| now >= t) && !stop.swap(true, Ordering::Relaxed) {
+            // SPEC §10: abandoning a stream stops the server's SOURCE on it.
+            for h in &mut handles {
+                h.abandon(STREAM_ABANDONED);
+            }
+        }
+        if !a.interval.is_zero() && now >= next {
+            let i = take(now.duration_since(start).as_secs_f64(), &mut last);
+            for l in report::interval_lines(&i) {
+                say(l)?;
+            }
+            intervals.push(i);
+            next += a.interval;
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    // The last, shorter interval, unless it is a sliver with nothing in it.
+    let tail = take(seconds, &mut last);
+    let moved: u64 = tail.streams.iter().map(|s| s.1).sum();
+    if !a.interval.is_zero()
+        && (moved > 0 || tail.end - tail.start >= a.interval.as_secs_f64() / 10.0)
+    {
+        for l in report::interval_lines(&tail) {
+            say(l)?;
+        }
+        intervals.push(tail);
+    }
     let mut bytes = 0u64;
     let mut failure = None;
     for w in workers {
@@ -224,37 +361,82 @@ pub fn run(a: &PerfArgs) -> CliResult {
             Err(_) => failure = failure.or(Some(CliError::connection("a stream thread failed"))),
         }
     }
-    let rtt = session.conn.rtt();
-    let stats = session.conn.stats();
-    stop.store(true, Ordering::Relaxed);
-    session.conn.close(0, "done");
     if let Some(e) = failure {
+        session.conn.close(0, "done");
         return Err(e);
     }
-    let goodput_bps = bytes as f64 * 8.0 / seconds.max(1e-6);
-    let cpu = cpu_seconds() - cpu0;
+    let client_cpu = CpuTimes::now().since(cpu0);
+    let client_stats = session.conn.stats();
+    let client_rtt = session.conn.rtt();
+    let server = server_stats(&session.conn);
+    let user = session.conn.account().to_owned();
+    session.conn.close(0, "done");
+
+    let srv = server.as_ref().ok();
+    let summary = Summary {
+        reverse: a.reverse,
+        streams: a.streams as usize,
+        sent: if a.reverse {
+            Total {
+                end: End::Server,
+                // A byte-count download: the server sent exactly what was asked for.
+                bytes: srv.map(|s| s.bytes_sent).or(a.bytes),
+                seconds: srv.map_or(seconds, |s| s.seconds),
+            }
+        } else {
+            Total {
+                end: End::Client,
+                bytes: Some(bytes),
+                seconds,
+            }
+        },
+        received: if a.reverse {
+            Total {
+                end: End::Client,
+                bytes: Some(bytes),
+                seconds,
+            }
+        } else {
+            // Every stream's `OK <bytes>` confirmed the count.
+            Total {
+                end: End::Server,
+                bytes: Some(bytes),
+                seconds: srv.map_or(seconds, |s| s.seconds),
+            }
+        },
+        lost_packets: if a.reverse {
+            srv.map(|s| s.packets_lost)
+        } else {
+            Some(client_stats.packets_lost)
+        },
+        client_cpu,
+        client_seconds: seconds,
+        client_packets: (
+            client_stats.packets_sent,
+            client_stats.packets_lost,
+            client_stats.congestion_events,
+        ),
+        client_rtt,
+        handshake,
+        server,
+    };
+    let single_id = ids.first().copied();
+    for l in report::summary_lines(&summary, single_id) {
+        say(l)?;
+    }
     if a.json {
-        let obj = serde_json::json!({
-            "bytes": bytes,
-            "seconds": seconds,
-            "goodput_bps": goodput_bps,
-            "handshake_ms": handshake.as_secs_f64() * 1e3,
-            "rtt_ms": rtt.as_secs_f64() * 1e3,
-            "lost_packets": stats.packets_lost,
-            "packets_sent": stats.packets_sent,
-            "congestion_events": stats.congestion_events,
-            "cpu_seconds": cpu,
-            "streams": a.streams,
-            "reverse": a.reverse,
-        });
-        say!("{obj}")?;
-    } else {
-        say!(
-            "total: {bytes} bytes in {seconds:.2} s = {}; rtt {:.3} ms; lost packets {}; cpu {cpu:.2} s",
-            mbits(bytes, seconds),
-            rtt.as_secs_f64() * 1e3,
-            stats.packets_lost
-        )?;
+        let start = report::Start {
+            host: session.target.host.clone(),
+            port: session.target.port,
+            user,
+            protocol,
+            duration: until.map_or(0.0, |_| {
+                a.duration.unwrap_or(DEFAULT_DURATION).as_secs_f64()
+            }),
+            bytes: a.bytes.unwrap_or(0),
+            interval: a.interval.as_secs_f64(),
+        };
+        say!("{}", report::json(&start, &summary, &intervals))?;
     }
     Ok(())
 }
@@ -272,13 +454,33 @@ mod tests {
     }
 
     #[test]
+    fn byte_counts_as_iperf3_reads_them() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("10K"), Ok(10 * 1024));
+        assert_eq!(parse_bytes("10M"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        let e = parse_bytes("10Q").unwrap_err();
+        assert!(
+            e.contains("'10Q' is not a byte count") && e.contains("10M = 10485760"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        assert!(parse_bytes("0").unwrap_err().contains("at least 1"));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("-5").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
+
+    #[test]
     fn cpu_time_is_monotonic() {
-        let a = cpu_seconds();
+        let a = CpuTimes::now();
         let mut x = 0u64;
         for i in 0..2_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        assert!(cpu_seconds() >= a);
+        let used = CpuTimes::now().since(a);
+        assert!(used.user >= 0.0 && used.system >= 0.0);
     }
 }

@@ -94,7 +94,9 @@ pub(crate) fn run_file_job(job: FileJob) -> Service {
         },
         Request::Mkdir { path, parents } => done(space::make_dir(&space, &path, parents)),
         Request::Remove { path, recursive } => done(space::remove(&space, &path, recursive)),
-        Request::Echo | Request::Sink | Request::Source { .. } => refuse("not a file request"),
+        Request::Echo | Request::Sink | Request::Source { .. } | Request::Stats => {
+            refuse("not a file request")
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! `quill server`: event loops serving logins and the stream services of
-//! [`quill_transport::service`] (ECHO, PUT, GET, SINK, SOURCE).
+//! [`quill_transport::service`] (ECHO, PUT, GET, SINK, SOURCE, STATS, ...).
 //!
 //! Threads: `--workers N` event loops, each on its own thread with its own socket on
 //! the listening address ([`quill_transport::driver::Workers`]: datagrams steered to
@@ -63,6 +63,7 @@ use quill_transport::proto::{QuicV1Server, ALPN_QUILL};
 use crate::args::{parse_duration, parse_size, RetryArg, ServerArgs};
 use crate::exit::{CliError, CliResult};
 use crate::logging::{LogFormat, Logs};
+use crate::perf::PerfCounters;
 use crate::secret::read_secret;
 use quill_transport::service::{
     hash_file, sweep_temp_files, Answer, Echo, Files, Pumped, Request, Upload, CHUNK, MAX_LINE,
@@ -304,6 +305,7 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
             buf: vec![0u8; CHUNK],
             wake: Some(handle),
             accepted: HashSet::new(),
+            perf: HashMap::new(),
             reloads: reloads[i].clone(),
         },
     )
@@ -943,6 +945,9 @@ struct FileServer {
     wake: Option<LoopHandle>,
     /// Connections whose `connection accepted` line is written.
     accepted: HashSet<ConnectionHandle>,
+    /// What SINK and SOURCE moved per connection, for `STATS` (removed with the
+    /// connection).
+    perf: HashMap<ConnectionHandle, PerfCounters>,
     /// Settings from a SIGHUP, applied on the next wake-up ([`reload`]).
     reloads: Arc<Mutex<Option<Runtime>>>,
 }
@@ -979,6 +984,7 @@ impl Handler for FileServer {
                     log_closed(c, &e, now);
                 }
                 self.streams.retain(|k, _| k.0 != h);
+                self.perf.remove(&h);
             }
             _ => {}
         }
@@ -1011,13 +1017,14 @@ impl Handler for FileServer {
             max_upload_size: self.max_upload_size,
         };
         let buf = &mut self.buf;
+        let perf = &mut self.perf;
         let mut jobs = Vec::new();
         let mut busy = false;
         self.streams.retain(|&(h, id), entry| {
             let Some(c) = ctx.connection(h) else {
                 return false;
             };
-            let step = pump(c, id, entry, files, buf);
+            let step = pump(c, id, entry, files, buf, perf.entry(h).or_default());
             busy |= step.busy;
             if let Some(job) = step.job {
                 jobs.push((h, id, job));
@@ -1230,12 +1237,13 @@ fn pump(
     entry: &mut Entry,
     files: Files<'_>,
     buf: &mut [u8],
+    perf: &mut PerfCounters,
 ) -> Step {
     // Some states change into others within one turn (a request becomes an echo whose
     // first bytes came with it): loop while the state changed.
     for _ in 0..4 {
         let before = std::mem::discriminant(&entry.svc);
-        let step = pump_once(c, id, entry, files, buf);
+        let step = pump_once(c, id, entry, files, buf, perf);
         if !step.keep || step.job.is_some() || std::mem::discriminant(&entry.svc) == before {
             return step;
         }
@@ -1249,6 +1257,7 @@ fn pump_once(
     entry: &mut Entry,
     files: Files<'_>,
     buf: &mut [u8],
+    perf: &mut PerfCounters,
 ) -> Step {
     let mut step = Step::keep();
     match &mut entry.svc {
@@ -1270,7 +1279,7 @@ fn pump_once(
                     if let Some(nl) = line[start..].iter().position(|&b| b == b'\n') {
                         let rest = line.split_off(start + nl + 1);
                         line.pop();
-                        entry.svc = start_service(c, id, line, rest, files, &mut step);
+                        entry.svc = start_service(c, id, line, rest, files, &mut step, perf);
                         break;
                     }
                     if line.len() > MAX_LINE {
@@ -1383,6 +1392,7 @@ fn pump_once(
                     Ok(ReadOutcome::Data(n)) => {
                         moved += n;
                         *count += n as u64;
+                        perf.bytes_in += n as u64;
                     }
                     Ok(ReadOutcome::Finished) => {
                         entry.input_done = true;
@@ -1406,6 +1416,7 @@ fn pump_once(
                     Ok(n) => {
                         *remaining -= n as u64;
                         moved += n;
+                        perf.bytes_out += n as u64;
                     }
                     Err(_) => return abandon(c, id),
                 }
@@ -1495,6 +1506,7 @@ fn start_service(
     rest: Vec<u8>,
     files: Files<'_>,
     step: &mut Step,
+    perf: &mut PerfCounters,
 ) -> Service {
     if c.alpn() == Some(ALPN_HQ) {
         return start_hq(id, line, files, step);
@@ -1518,10 +1530,21 @@ fn start_service(
     );
     match request {
         Request::Echo => Service::Echo(Echo::new(rest)),
-        Request::Sink => Service::Sink {
-            count: rest.len() as u64,
+        Request::Sink => {
+            perf.start();
+            perf.bytes_in += rest.len() as u64;
+            Service::Sink {
+                count: rest.len() as u64,
+            }
+        }
+        Request::Source { bytes } => {
+            perf.start();
+            Service::Source { remaining: bytes }
+        }
+        Request::Stats => Service::Answer {
+            out: perf.stats(c).line().into_bytes(),
+            pos: 0,
         },
-        Request::Source { bytes } => Service::Source { remaining: bytes },
         request => match FileJob::new(files, c.account(), request, rest) {
             Ok(job) => {
                 let next = job.waiting();

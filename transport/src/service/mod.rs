@@ -11,6 +11,7 @@
 //! | `GET <path>` | FIN | `OK <size> <sha256-hex>` line then the bytes, FIN; or `ERR <message>` |
 //! | `SINK` | any bytes, then FIN | `OK <bytes>` line, FIN |
 //! | `SOURCE <bytes>` | FIN | `bytes` bytes, FIN |
+//! | `STATS` | FIN | one [`ServerStats`] line (`OK key=value ...`), FIN |
 //! | `PUT * * <path>` | any bytes, FIN | `OK <size> <sha256-hex>` of what was stored, or `ERR` |
 //! | `LIST` / `LIST <path>` | FIN | `OK <n>` then `n` [`ListEntry`] lines, FIN; or `ERR` |
 //! | `MKDIR <path>` / `MKDIRS <path>` | FIN | `OK` or `ERR <message>` |
@@ -33,6 +34,7 @@
 mod echo;
 mod files;
 pub mod space;
+mod stats;
 
 pub use echo::{Echo, Pumped};
 
@@ -41,6 +43,7 @@ pub use files::{
     Files, Upload, CHUNK, MAX_PATH_LEN,
 };
 pub use space::{account_space, ListEntry};
+pub use stats::ServerStats;
 
 /// Longest request or answer line.
 pub const MAX_LINE: usize = 4096;
@@ -71,6 +74,9 @@ pub enum Request {
         /// How many.
         bytes: u64,
     },
+    /// The server's figures of this connection's perf test (`STATS`), answered with
+    /// a [`ServerStats`] line.
+    Stats,
     /// Upload a file of unknown length (`PUT * * <path>`): what comes before the FIN.
     PutStream {
         /// Path below the root.
@@ -107,6 +113,7 @@ impl Request {
             Request::Get { path } => format!("GET {path}\n"),
             Request::Sink => "SINK\n".into(),
             Request::Source { bytes } => format!("SOURCE {bytes}\n"),
+            Request::Stats => "STATS\n".into(),
             Request::PutStream { path } => format!("PUT * * {path}\n"),
             Request::List { path: None } => "LIST\n".into(),
             Request::List { path: Some(path) } => format!("LIST {path}\n"),
@@ -127,6 +134,7 @@ impl Request {
         match verb {
             "ECHO" if rest.is_empty() => Ok(Request::Echo),
             "SINK" if rest.is_empty() => Ok(Request::Sink),
+            "STATS" if rest.is_empty() => Ok(Request::Stats),
             "SOURCE" => rest
                 .parse()
                 .map(|bytes| Request::Source { bytes })
@@ -247,6 +255,7 @@ mod tests {
             Request::Echo,
             Request::Sink,
             Request::Source { bytes: 1 << 30 },
+            Request::Stats,
             Request::Get {
                 path: "dir/file name.txt".into(),
             },
