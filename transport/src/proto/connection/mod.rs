@@ -109,7 +109,8 @@ pub enum Event {
         /// The packet's round trip less the peer's ACK delay (`ack_delay`), as RFC
         /// 9002 §5.3 adjusts `latest_rtt`.
         rtt: Duration,
-        /// The ACK delay taken off: the peer's report, at most its `max_ack_delay`.
+        /// The ACK delay taken off: the peer's report in full (not capped at its
+        /// `max_ack_delay`, unlike for the RTT estimator).
         ack_delay: Duration,
     },
     /// No packet carrying a [`Connection::ping`] was acknowledged within `after`

@@ -13,9 +13,16 @@
 //! reports it.
 //!
 //! The RTT reported is the carrying packet's round trip less the ACK delay the peer
-//! reported, adjusted as RFC 9002 §5.3 adjusts `latest_rtt` for `smoothed_rtt`
-//! ([`RttEstimator::adjusted`](crate::proto::recovery::RttEstimator::adjusted)): a
-//! peer may hold an ACK back for up to its `max_ack_delay`. The ACK Delay field
+//! reported, as RFC 9002 §5.3 adjusts `latest_rtt` ("adjusted_rtt = latest_rtt -
+//! ack_delay"): a peer may hold the ACK of a lone PING back for up to its
+//! `max_ack_delay` (25 ms by default), far longer than a LAN's round trip. Unlike the
+//! estimator's adjustment, the delay is neither capped at `max_ack_delay` (time a
+//! peer's delayed-ACK timer fires late, by its granularity or a busy loop, is not
+//! path delay) nor skipped when the result would fall below `min_rtt`: on a quiet
+//! connection every sample waited for a delayed ACK, so `min_rtt` itself holds one
+//! and that guard would keep the delay in (measured on loopback: 25.7 ms reported
+//! for a 0.5 ms round trip). A peer that overstates its delay makes pings look
+//! faster, down to zero; this is a measurement, and nothing else depends on it. The ACK Delay field
 //! refers to the largest packet the ACK acknowledges; when that is not the ping's
 //! packet, the ping's packet arrived no later, so the result is still an upper bound
 //! of the network round trip.
@@ -174,12 +181,10 @@ impl Connection {
         ack_delay: Duration,
     ) {
         let latest = now.saturating_duration_since(sent);
-        let rtt = self.rtt.adjusted(
-            latest,
-            ack_delay,
-            self.peer_max_ack_delay(),
-            self.handshake_confirmed,
-        );
+        // RFC 9002 §5.3's "adjusted_rtt = latest_rtt - ack_delay", with the peer's
+        // report in full (see the module documentation for why not capped or
+        // guarded as for the estimator).
+        let rtt = latest.saturating_sub(ack_delay);
         let events = &mut self.events;
         self.pings.outstanding.retain(|o| {
             if o.carrier != Some(pn) {

@@ -90,33 +90,18 @@ impl RttEstimator {
         //   rttvar_sample = abs(smoothed_rtt - adjusted_rtt)
         //   rttvar = 3/4 * rttvar + 1/4 * rttvar_sample
         // (Appendix A.7 computes rttvar from the previous smoothed_rtt, as here.)
-        let adjusted = self.adjusted(latest, ack_delay, max_ack_delay, handshake_confirmed);
-        let var_sample = self.smoothed.abs_diff(adjusted);
-        self.rttvar = (self.rttvar * 3 + var_sample) / 4;
-        self.smoothed = (self.smoothed * 7 + adjusted) / 8;
-    }
-
-    /// `latest` less the peer's acknowledgement delay, as RFC 9002 §5.3 adjusts a
-    /// sample for `smoothed_rtt` (quoted in [`RttEstimator::update`], which calls
-    /// this): the delay counts only up to `max_ack_delay` once the handshake is
-    /// confirmed, and only if what is left is at least `min_rtt`.
-    pub fn adjusted(
-        &self,
-        latest: Duration,
-        ack_delay: Duration,
-        max_ack_delay: Duration,
-        handshake_confirmed: bool,
-    ) -> Duration {
         let ack_delay = if handshake_confirmed {
             ack_delay.min(max_ack_delay)
         } else {
             ack_delay
         };
+        let mut adjusted = latest;
         if latest >= self.min.saturating_add(ack_delay) {
-            latest - ack_delay
-        } else {
-            latest
+            adjusted = latest - ack_delay;
         }
+        let var_sample = self.smoothed.abs_diff(adjusted);
+        self.rttvar = (self.rttvar * 3 + var_sample) / 4;
+        self.smoothed = (self.smoothed * 7 + adjusted) / 8;
     }
 
     /// Smoothed RTT (`smoothed_rtt`).
