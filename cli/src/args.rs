@@ -54,9 +54,10 @@ pub enum Command {
     ///
     /// Example: quill get 127.0.0.1:4433:notes.txt copy.txt --user alice
     Get(GetArgs),
-    /// Handshake + login time, then round-trip times of PINGs.
+    /// Handshake + login time, then round-trip times of transport PING frames, less
+    /// the server's reported ACK delay (--echo: of ECHO requests on a stream).
     ///
-    /// Example: quill ping 127.0.0.1:4433 -c 5 --user alice
+    /// Example: quill ping 127.0.0.1:4433 -c 5 -i 200ms --user alice
     Ping(PingArgs),
     /// iperf3-like throughput test against the server's sink/source service.
     ///
@@ -394,6 +395,10 @@ pub struct PingArgs {
     /// Wait between PINGs (e.g. 200ms).
     #[arg(short = 'i', long, value_parser = parse_duration, default_value = "1s")]
     pub interval: std::time::Duration,
+    /// Time ECHO round trips on a stream (the application's view: both ends' stream
+    /// handling included) instead of PING frames.
+    #[arg(long)]
+    pub echo: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }

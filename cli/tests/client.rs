@@ -166,7 +166,7 @@ fn ping_prints_the_expected_lines() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 8, "{out}");
     assert!(
         lines[0].starts_with(&format!("connected to {} as {USER} in ", server.addr))
             && lines[0].ends_with(" ms (AES-256-GCM, X25519+ML-KEM-768)"),
@@ -178,10 +178,8 @@ fn ping_prints_the_expected_lines() {
             "{out}"
         );
     }
-    assert!(
-        lines[4].starts_with("3 sent, 3 received, min/avg/max = "),
-        "{out}"
-    );
+    assert_eq!(lines[5], "3 sent, 3 acknowledged, 0% lost", "{out}");
+    assert!(lines[6].starts_with("rtt min/avg/max/mdev = "), "{out}");
 }
 
 #[test]

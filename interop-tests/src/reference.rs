@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `vn-server` | quinn, quiche → quill (`quill server --no-quic-v1`) | through the relay ([`crate::relay`], no impairments): the probe reports `version_mismatch` (exit 0), and the capture holds, from the server, only Version Negotiation packets: long header, version 0, DCID = the client's SCID and SCID = the client's DCID, a list of ≥ 1 version that contains `QUILL_VERSION` and not the version the client offered (RFC 8999 §6, RFC 9000 §6.1) |
 //! | `vn-client` | quill → quinn, quiche | `quill connect` exits 3 (the connection-failure code) within [`CLIENT_LIMIT`], printing `peer speaks QUIC versions …` with `0x00000001 (QUIC v1)` among them; exit 0, any other code, a signal or a hang fails |
-//! | `undisturbed` | quinn, quiche → quill | a logged-in `quill ping` session on the same quill server, spanning that stack's `vn-server` probe, gets every echo back (`N sent, N received`, exit 0) |
+//! | `undisturbed` | quinn, quiche → quill | a logged-in `quill ping --echo` session on the same quill server, spanning that stack's `vn-server` probe, gets every echo back (`N sent, N received`, exit 0) |
 //!
 //! [`run_reference_checks`] runs them all and returns one [`RefCheck`] each; nothing
 //! panics, every child process is bounded in time and killed when late, and every
@@ -591,7 +591,7 @@ impl PingSession {
             Command::new(quill)
                 .arg("ping")
                 .arg(server.to_string())
-                .args(["-c", &PINGS.to_string(), "-i", PING_INTERVAL])
+                .args(["-c", &PINGS.to_string(), "-i", PING_INTERVAL, "--echo"])
                 .args(["--user", USER, "--password-stdin", "--accept-new-host"])
                 .arg("--known-hosts")
                 .arg(work.join("known_hosts-ping")),

@@ -42,7 +42,10 @@ use std::time::Duration;
 use super::event_loop::{Context, EventLoop, Handler, LoopHandle};
 use super::socket::UdpConfig;
 use crate::proto::endpoint::{ConnectionHandle, EndpointConfig};
-use crate::proto::{ClientConfig, ConnectionError, Dir, Event, ReadOutcome, StreamEvent, StreamId};
+use crate::proto::{
+    ClientConfig, ConnectionError, Dir, Event, PingError, PingId, ReadOutcome, StreamEvent,
+    StreamId, MAX_OUTSTANDING_PINGS,
+};
 
 /// Bytes buffered per stream and direction between the application and the loop.
 pub const STREAM_BUFFER: usize = 1 << 20;
@@ -116,6 +119,12 @@ struct State {
     close: Option<(u64, String)>,
     /// The application asked for a key update.
     key_update: bool,
+    /// Pings asked for ([`BlockingConnection::ping`]); answered in `pinged`.
+    ping_requests: usize,
+    pinged: VecDeque<Result<PingId, PingError>>,
+    /// What became of pings, oldest first, until [`BlockingConnection::wait_ping`]
+    /// takes them (at most [`MAX_PING_OUTCOMES`]).
+    ping_outcomes: VecDeque<(PingId, PingOutcome)>,
     rtt: Duration,
     stats: crate::proto::ConnectionStats,
     suite: Option<quill_crypto::packet::Suite>,
@@ -125,6 +134,39 @@ struct State {
     loop_done: bool,
     /// QUIC v1 client: streams may be used before the handshake completes (0-RTT).
     early: bool,
+}
+
+/// What became of a [`BlockingConnection::ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingOutcome {
+    /// The packet carrying it was acknowledged ([`Event::PingAcknowledged`]).
+    Acknowledged {
+        /// Its round trip less the peer's ACK delay (RFC 9002 §5.3).
+        rtt: Duration,
+        /// The ACK delay taken off.
+        ack_delay: Duration,
+    },
+    /// No acknowledgement within `after` ([`Event::PingLost`]).
+    Lost {
+        /// How long it waited.
+        after: Duration,
+    },
+}
+
+/// Most ping outcomes kept for [`BlockingConnection::wait_ping`]; older ones are
+/// dropped when an application never takes them.
+const MAX_PING_OUTCOMES: usize = 4 * MAX_OUTSTANDING_PINGS;
+
+/// Longest [`BlockingConnection::ping`] waits for the loop thread to take a request.
+const LOOP_ANSWER: Duration = Duration::from_secs(5);
+
+impl State {
+    fn push_ping_outcome(&mut self, id: PingId, outcome: PingOutcome) {
+        if self.ping_outcomes.len() >= MAX_PING_OUTCOMES {
+            self.ping_outcomes.pop_front();
+        }
+        self.ping_outcomes.push_back((id, outcome));
+    }
 }
 
 /// What the handshake settled besides the suite.
@@ -207,6 +249,11 @@ impl FacadeHandler {
             conn.initiate_key_update();
             st.key_update = conn.stats().key_updates_initiated == before;
         }
+        while st.ping_requests > 0 {
+            st.ping_requests -= 1;
+            let r = conn.ping(now);
+            st.pinged.push_back(r);
+        }
         if let Some((code, reason)) = st.close.take() {
             conn.close(now, code, &reason);
         }
@@ -283,6 +330,12 @@ impl Handler for FacadeHandler {
             }
             Event::Stream(StreamEvent::Readable(id)) => {
                 st.streams.entry(id.0).or_default().readable = true;
+            }
+            Event::PingAcknowledged { id, rtt, ack_delay } => {
+                st.push_ping_outcome(id, PingOutcome::Acknowledged { rtt, ack_delay });
+            }
+            Event::PingLost { id, after } => {
+                st.push_ping_outcome(id, PingOutcome::Lost { after });
             }
             // RFC 9000 §3.5: the peer no longer reads; the connection has reset our
             // sending side. Writers waiting for room are woken by this turn's pump.
@@ -565,6 +618,70 @@ impl BlockingConnection {
     /// (`local_migrations`, and `paths_validated` once the server answered).
     pub fn migrate(&self) {
         self.handle.migrate();
+    }
+
+    /// Sends a PING frame in the next 1-RTT packet ([`Connection::ping`]) and returns
+    /// its identity; [`BlockingConnection::wait_ping`] then says what became of it.
+    /// Fails when the connection has ended, when [`MAX_OUTSTANDING_PINGS`] are
+    /// outstanding ([`io::ErrorKind::WouldBlock`]), or when the event loop does not
+    /// take the request within 5 s.
+    ///
+    /// [`Connection::ping`]: crate::proto::Connection::ping
+    pub fn ping(&self) -> io::Result<PingId> {
+        let deadline = std::time::Instant::now() + LOOP_ANSWER;
+        self.shared.lock().ping_requests += 1;
+        self.handle.wake();
+        let Some(r) = self.wait_for(deadline, |st| st.pinged.pop_front())? else {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the event loop did not take the ping within 5 s",
+            ));
+        };
+        r.map_err(|e| {
+            let kind = match e {
+                PingError::TooMany => io::ErrorKind::WouldBlock,
+                PingError::NotConnected => io::ErrorKind::NotConnected,
+                PingError::Closed => io::ErrorKind::ConnectionAborted,
+            };
+            io::Error::new(kind, e.to_string())
+        })
+    }
+
+    /// Waits at most `timeout` for what became of the next ping (acknowledged or
+    /// lost, in the order the transport learned it). `Ok(None)` when nothing came in
+    /// time; an error once the connection has ended and no outcome is left.
+    pub fn wait_ping(&self, timeout: Duration) -> io::Result<Option<(PingId, PingOutcome)>> {
+        let deadline = std::time::Instant::now() + timeout;
+        self.wait_for(deadline, |st| st.ping_outcomes.pop_front())
+    }
+
+    /// Waits until `deadline` for `take` to find something in the state the loop
+    /// shares: `Ok(None)` at the deadline, an error once the connection has ended
+    /// and `take` found nothing.
+    fn wait_for<T>(
+        &self,
+        deadline: std::time::Instant,
+        mut take: impl FnMut(&mut State) -> Option<T>,
+    ) -> io::Result<Option<T>> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(v) = take(&mut st) {
+                return Ok(Some(v));
+            }
+            if let Some(e) = &st.error {
+                return Err(aborted(e));
+            }
+            if st.loop_done {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the connection is closed",
+                ));
+            }
+            st = match self.shared.wait_until(st, deadline) {
+                Some(st) => st,
+                None => return Ok(None),
+            };
+        }
     }
 
     /// Waits at most `timeout` for the connection to end on its own (idle timeout,

@@ -20,8 +20,9 @@ pub use config::{
     QuicV1Server, ServerConfig, ServerPreferredAddress, Sessions, TransportConfig, Version,
 };
 pub use connection::{
-    BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event, MigrateError,
-    QlogSink, QlogStream, Transmit,
+    ping_timeout, BufferSizes, Connection, ConnectionStats, DatagramError, EcnCodepoint, Event,
+    MigrateError, PingError, PingId, QlogSink, QlogStream, Transmit, MAX_OUTSTANDING_PINGS,
+    PING_TIMEOUT_FLOOR,
 };
 pub use endpoint::{
     parse_server_id, CidLayout, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats,

@@ -22,6 +22,7 @@ mod cids;
 mod ecn;
 mod keys;
 mod migrate;
+mod ping;
 mod preferred;
 mod qlog;
 mod recv;
@@ -33,6 +34,7 @@ mod zero_rtt;
 
 pub use ecn::EcnCodepoint;
 pub use migrate::MigrateError;
+pub use ping::{ping_timeout, PingError, PingId, MAX_OUTSTANDING_PINGS, PING_TIMEOUT_FLOOR};
 pub use qlog::{QlogSink, QlogStream};
 pub(crate) use recv::Header as RecvHeader;
 
@@ -99,6 +101,26 @@ pub enum Event {
     /// A datagram arrived (read it with [`Connection::recv_datagram`]); raised when the
     /// receive queue becomes non-empty.
     DatagramReceived,
+    /// A [`Connection::ping`] was acknowledged: the packet that carried it (the
+    /// first, or one sent after a loss) got through.
+    PingAcknowledged {
+        /// Which ping.
+        id: PingId,
+        /// The packet's round trip less the peer's ACK delay (`ack_delay`), as RFC
+        /// 9002 §5.3 adjusts `latest_rtt`.
+        rtt: Duration,
+        /// The ACK delay taken off: the peer's report in full (not capped at its
+        /// `max_ack_delay`, unlike for the RTT estimator).
+        ack_delay: Duration,
+    },
+    /// No packet carrying a [`Connection::ping`] was acknowledged within `after`
+    /// ([`ping_timeout`]).
+    PingLost {
+        /// Which ping.
+        id: PingId,
+        /// How long it waited.
+        after: Duration,
+    },
     /// The connection ended; this is the last event.
     ConnectionLost(ConnectionError),
 }
@@ -235,6 +257,8 @@ enum Timer {
     LoginAnswer = 8,
     /// Client: the next probe of the server's preferred address is due.
     PreferredProbe = 9,
+    /// The earliest deadline of an outstanding [`Connection::ping`].
+    Ping = 10,
 }
 
 /// 1-RTT packets a QUIC v1 server keeps while its TLS handshake is not complete
@@ -242,7 +266,7 @@ enum Timer {
 /// half-open connection (at most this many datagrams' worth).
 const MAX_EARLY_ONE_RTT: usize = 4;
 
-const TIMER_COUNT: usize = 10;
+const TIMER_COUNT: usize = 11;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::LossDetection,
     Timer::Ack,
@@ -254,6 +278,7 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Handshake,
     Timer::LoginAnswer,
     Timer::PreferredProbe,
+    Timer::Ping,
 ];
 
 /// A new server connection's connection IDs ([`Connection::server_offering`]).
@@ -356,6 +381,8 @@ pub struct Connection {
     /// (RFC 9000 §10.1: only the first one restarts the idle timer).
     eliciting_since_receive: bool,
     ping_pending: bool,
+    /// Pings the application asked for, until acknowledged or lost (ping.rs).
+    pings: ping::Pings,
     keep_alive_due: bool,
     /// Server: the reason of a refusal held back until the LoginAnswer timer.
     held_refusal: Option<String>,
@@ -652,6 +679,7 @@ impl Connection {
             started: now,
             eliciting_since_receive: false,
             ping_pending: false,
+            pings: ping::Pings::default(),
             keep_alive_due: false,
             held_refusal: None,
             attachments: Vec::new(),
@@ -824,6 +852,7 @@ impl Connection {
                 }
                 Timer::Pacing => {}
                 Timer::PreferredProbe => {} // poll_transmit sends the probe that is due
+                Timer::Ping => self.on_ping_timeout(now),
                 Timer::LoginAnswer => {
                     if let Some(reason) = self.held_refusal.take() {
                         self.refuse_login(now, &reason);
@@ -1169,11 +1198,6 @@ impl Connection {
     /// Takes the oldest received datagram.
     pub fn recv_datagram(&mut self) -> Option<Vec<u8>> {
         self.datagrams_in.pop_front()
-    }
-
-    /// Sends a PING (its ACK measures the round trip).
-    pub fn ping(&mut self) {
-        self.ping_pending = true;
     }
 
     /// Starts a key update (RFC 9001 §6). Ignored if the previous one is not yet

@@ -1073,6 +1073,9 @@ impl Connection {
         self.ecn.largest_newly_sent = summary.largest_newly_acked.map(|(_, sent, _)| sent);
         for (pn, p) in acked.drain(..) {
             self.ecn.newly_marked += u64::from(p.payload.ecn);
+            if p.payload.ping {
+                self.on_ping_carrier_acked(now, pn, p.time_sent, ack_delay);
+            }
             self.on_packet_acked(now, space, pn, p);
         }
         self.acked_buf = keep_scratch(acked, used);
@@ -1203,6 +1206,9 @@ impl Connection {
             }
             if p.in_flight {
                 self.bytes_in_flight = self.bytes_in_flight.saturating_sub(p.size as u64);
+            }
+            if p.payload.ping {
+                self.pings.on_carrier_lost(pn);
             }
             self.requeue(space, p.payload);
         }

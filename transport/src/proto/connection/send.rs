@@ -194,6 +194,7 @@ impl Connection {
         }
         space == Space::Data
             && (self.ping_pending
+                || self.pings.waiting()
                 || self.handshake_done_pending
                 || self.path_challenge_pending
                 || !self.path_responses.is_empty()
@@ -384,13 +385,18 @@ impl Connection {
         }
         if allow != Allow::AckOnly {
             let sp = &self.spaces[space as usize];
+            // Application pings (ping.rs) ride any 1-RTT packet but a PMTU probe,
+            // with a PING frame of their own where it fits.
+            frames.ping = space == Space::Data && allow == Allow::All && self.pings.waiting();
             let want_ping = allow == Allow::Probe
                 || (space == Space::Data && self.ping_pending)
-                || sp.probes > 0;
-            if want_ping && !eliciting && pos < end {
+                || sp.probes > 0
+                || frames.ping;
+            if want_ping && (!eliciting || frames.ping) && pos < end {
                 pos += write_frame(&Frame::Ping, &mut buf[pos..end]);
                 eliciting = true;
             }
+            frames.ping &= eliciting;
             if space == Space::Data && eliciting {
                 self.ping_pending = false;
             }
@@ -403,6 +409,9 @@ impl Connection {
             return None; // nothing to send in this space
         }
         let total = self.finish_packet(space, pn, buf, &header, pos, min_len)?;
+        if frames.ping {
+            self.pings.on_sent(pn);
+        }
 
         // Bookkeeping. A padded packet counts as in flight even without frames that
         // elicit an ACK (RFC 9002 §2).

@@ -35,6 +35,8 @@ pub(crate) struct SentFrames {
     pub path_response: bool,
     /// A PATH_CHALLENGE was in this packet (sent again if the packet is lost).
     pub path_challenge: bool,
+    /// Application pings ride this packet (ping.rs).
+    pub ping: bool,
     /// Sent with ECT(0) (RFC 9000 §13.4.2.1 counts these in ACK reports).
     pub ecn: bool,
     /// Everything else, allocated only by packets that carry it.

@@ -539,14 +539,14 @@ fn quiet() -> Sim<ClientApp, ServerApp> {
 
 /// Has the client send a PING at `at` (never delivered); returns its packet number.
 fn ping_at(c: &mut Connection, at: Instant) -> u64 {
-    c.ping();
+    c.ping(at).expect("connected");
     let mut buf = vec![0u8; 1500];
     for _ in 0..8 {
         if c.poll_transmit(at, &mut buf).is_none() {
             break;
         }
     }
-    assert!(!c.ping_pending, "the PING was sent");
+    assert!(!c.pings.waiting(), "the PING was sent");
     c.spaces[Space::Data as usize].sent.largest_sent().unwrap()
 }
 
