@@ -50,6 +50,17 @@ impl Drop for TempDir {
     }
 }
 
+/// Creates an empty file with mode 0600 (as an operator might before the first start).
+fn create_empty_0600(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -178,15 +189,7 @@ fn wider_permissions_are_refused() {
 #[test]
 fn migrates_an_empty_file() {
     let dir = TempDir::new("empty");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.db())
-            .unwrap();
-    }
+    create_empty_0600(&dir.db());
     assert_eq!(std::fs::metadata(dir.db()).unwrap().len(), 0);
     let store = SqliteStore::open(dir.db()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -680,74 +683,29 @@ fn registrations_survive_sigkill() {
 // The cache of authorised keys (auth::key_cache)
 // ---------------------------------------------------------------------------------
 
-/// A store that counts its account reads, around a real [`SqliteStore`].
-struct CountingStore {
-    inner: SqliteStore,
-    reads: AtomicU32,
-    login_writes: AtomicU32,
-}
-
-impl AccountStore for CountingStore {
-    fn add_user(
-        &self,
-        name: &str,
-        password: Option<&[u8]>,
-        keys: &[PublicKey],
-    ) -> Result<quill_transport::auth::Account, StoreError> {
-        self.inner.add_user(name, password, keys)
-    }
-    fn remove_user(&self, name: &str) -> Result<(), StoreError> {
-        self.inner.remove_user(name)
-    }
-    fn set_disabled(&self, name: &str, d: bool) -> Result<(), StoreError> {
-        self.inner.set_disabled(name, d)
-    }
-    fn set_password(&self, name: &str, pw: &[u8]) -> Result<(), StoreError> {
-        self.inner.set_password(name, pw)
-    }
-    fn add_key(&self, name: &str, key: &PublicKey) -> Result<(), StoreError> {
-        self.inner.add_key(name, key)
-    }
-    fn remove_key(&self, name: &str, fp: &str) -> Result<(), StoreError> {
-        self.inner.remove_key(name, fp)
-    }
-    fn list(&self) -> Result<Vec<quill_transport::auth::Account>, StoreError> {
-        self.inner.list()
-    }
-    fn get(&self, name: &str) -> Result<Option<quill_transport::auth::Account>, StoreError> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.get(name)
-    }
-    fn record_login(&self, name: &str, now: u64) -> Result<(), StoreError> {
-        self.login_writes.fetch_add(1, Ordering::Relaxed);
-        self.inner.record_login(name, now)
-    }
-    fn record_failure(&self, name: &str) -> Result<(), StoreError> {
-        self.inner.record_failure(name)
-    }
-    fn reset_failures(&self, name: &str) -> Result<(), StoreError> {
-        self.inner.reset_failures(name)
-    }
-    fn auth_version(&self) -> Result<Option<u64>, StoreError> {
-        self.inner.auth_version()
-    }
-    fn local_auth_changes(&self) -> u64 {
-        self.inner.local_auth_changes()
-    }
-}
-
-/// The server's verifier over a counting store on `dir`'s database, and a second
-/// handle on the same file, as `quill user` would open it in another process.
-fn cached_pair(dir: &TempDir) -> (Arc<CountingStore>, LoginVerifier, SqliteStore) {
-    let store = Arc::new(CountingStore {
-        inner: SqliteStore::open(dir.db()).unwrap(),
-        reads: AtomicU32::new(0),
-        login_writes: AtomicU32::new(0),
-    });
-    let mut v = LoginVerifier::new(store.clone(), false);
+/// The server's verifier over `dir`'s database, and a second handle on the same
+/// file, as `quill user` would open it in another process.
+fn cached_pair(dir: &TempDir) -> (LoginVerifier, SqliteStore) {
+    let store = Arc::new(SqliteStore::open(dir.db()).unwrap());
+    let mut v = LoginVerifier::new(store, false);
     v.limiter = Mutex::new(Limiter::new(lenient()));
     let admin = SqliteStore::open(dir.db()).unwrap();
-    (store, v, admin)
+    (v, admin)
+}
+
+/// [`cached_pair`] with `user` holding `keys`, after one accepted login with the
+/// first key at the returned instant (so the account is cached).
+fn cached_after_login(
+    tag: &str,
+    user: &str,
+    keys: &[PublicKey],
+) -> (TempDir, LoginVerifier, SqliteStore, Instant) {
+    let dir = TempDir::new(tag);
+    let (v, admin) = cached_pair(&dir);
+    admin.add_user(user, None, keys).unwrap();
+    let t0 = Instant::now();
+    assert!(key_accepted(&v, user, &keys[0], t0));
+    (dir, v, admin, t0)
 }
 
 fn key_accepted(v: &LoginVerifier, user: &str, k: &PublicKey, now: Instant) -> bool {
@@ -759,39 +717,33 @@ fn key_accepted(v: &LoginVerifier, user: &str, k: &PublicKey, now: Instant) -> b
 
 #[test]
 fn public_key_logins_read_the_store_once_while_nothing_changes() {
-    let dir = TempDir::new("cache-hit");
-    let (store, v, admin) = cached_pair(&dir);
-    admin.add_user("kim", None, &[key(1)]).unwrap();
-    let t0 = Instant::now();
+    use quill_transport::auth::KeyLookup;
+    let (_dir, v, admin, t0) = cached_after_login("cache-hit", "kim", &[key(1)]);
+    assert_eq!(admin.get("kim").unwrap().unwrap().last_login, Some(1_000));
+    // From now on the cache answers: `Authorised` never comes from a store read.
+    let fp = key(1).fingerprint();
+    let hit = v.keys.lookup(v.store.as_ref(), "kim", &fp, t0).unwrap();
+    assert!(matches!(hit, KeyLookup::Authorised(_)), "{hit:?}");
+    // More logins in the same Unix second write `last_login` no more: a value set
+    // meanwhile by another process stays.
+    admin.record_login("kim", 5).unwrap();
     for i in 0..50 {
         assert!(key_accepted(
             &v,
             "kim",
             &key(1),
-            t0 + Duration::from_millis(i * 100)
+            t0 + Duration::from_millis(i * 10)
         ));
     }
-    assert_eq!(
-        store.reads.load(Ordering::Relaxed),
-        1,
-        "one read for 50 logins"
-    );
-    // All 50 in the same Unix second: `last_login` written once.
-    assert_eq!(store.login_writes.load(Ordering::Relaxed), 1);
-    assert_eq!(store.get("kim").unwrap().unwrap().last_login, Some(1_000));
-    // A key the cached entry lacks is looked up, and refused: no store, no entry.
+    assert_eq!(admin.get("kim").unwrap().unwrap().last_login, Some(5));
+    // A key the cached entry lacks is looked up, and refused.
     assert!(!key_accepted(&v, "kim", &key(2), t0));
-    assert_eq!(store.reads.load(Ordering::Relaxed), 3);
 }
 
 #[test]
 fn a_key_removed_through_the_store_stops_working_after_the_recheck() {
     use quill_transport::auth::KEY_CACHE_RECHECK;
-    let dir = TempDir::new("cache-remove");
-    let (_store, v, admin) = cached_pair(&dir);
-    admin.add_user("lee", None, &[key(1), key(2)]).unwrap();
-    let t0 = Instant::now();
-    assert!(key_accepted(&v, "lee", &key(1), t0));
+    let (_dir, v, admin, t0) = cached_after_login("cache-remove", "lee", &[key(1), key(2)]);
     assert!(key_accepted(&v, "lee", &key(2), t0));
     // Another process removes key 1 (`quill user key remove`).
     admin.remove_key("lee", &key(1).fingerprint()).unwrap();
@@ -817,11 +769,7 @@ fn a_key_removed_through_the_store_stops_working_after_the_recheck() {
 
 #[test]
 fn clearing_the_cache_applies_a_removal_at_once() {
-    let dir = TempDir::new("cache-clear");
-    let (_store, v, admin) = cached_pair(&dir);
-    admin.add_user("max", None, &[key(1)]).unwrap();
-    let t0 = Instant::now();
-    assert!(key_accepted(&v, "max", &key(1), t0));
+    let (_dir, v, admin, t0) = cached_after_login("cache-clear", "max", &[key(1)]);
     admin.remove_key("max", &key(1).fingerprint()).unwrap();
     // SIGHUP in `quill server`: the next login reads the store, at the same instant.
     v.keys.clear();
@@ -830,11 +778,7 @@ fn clearing_the_cache_applies_a_removal_at_once() {
 
 #[test]
 fn a_key_added_through_the_store_works_at_once() {
-    let dir = TempDir::new("cache-add");
-    let (_store, v, admin) = cached_pair(&dir);
-    admin.add_user("ned", None, &[key(1)]).unwrap();
-    let t0 = Instant::now();
-    assert!(key_accepted(&v, "ned", &key(1), t0));
+    let (_dir, v, admin, t0) = cached_after_login("cache-add", "ned", &[key(1)]);
     admin.add_key("ned", &key(2)).unwrap();
     // No recheck due yet, but a key the cache does not authorise is read from the store.
     assert!(key_accepted(&v, "ned", &key(2), t0));
@@ -863,14 +807,8 @@ fn the_cache_is_bounded() {
 #[test]
 fn a_version_1_file_gains_the_change_counter() {
     let dir = TempDir::new("v1");
+    create_empty_0600(&dir.db());
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.db())
-            .unwrap();
         let conn = rusqlite::Connection::open(dir.db()).unwrap();
         conn.execute_batch(quill_transport::auth::MIGRATIONS[0])
             .unwrap();
