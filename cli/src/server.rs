@@ -147,6 +147,8 @@ pub struct RunningServer {
     workers: Workers,
     /// Where [`reload`] leaves run-time settings for each loop thread.
     reloads: Vec<Arc<Mutex<Option<Runtime>>>>,
+    /// The logins' verifier (SIGHUP empties its cache of authorised keys).
+    verifier: Arc<LoginVerifier>,
 }
 
 impl RunningServer {
@@ -327,6 +329,7 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
         fingerprint,
         workers,
         reloads,
+        verifier,
     })
 }
 
@@ -343,10 +346,14 @@ pub fn run(args: &ServerArgs, logs: Logs) -> CliResult {
     crate::output::note!("host key fingerprint {}", server.fingerprint);
     let handles = server.workers.handles().to_vec();
     let reloads = server.reloads.clone();
+    let verifier = server.verifier.clone();
     let args = args.clone();
     let mut running = settings;
     signals.on_signals(move |sig| {
         if sig == libc::SIGHUP {
+            // Key changes made with `quill user` apply from the next login on.
+            verifier.keys.clear();
+            tracing::info!("SIGHUP: the cache of authorised keys is emptied");
             reload(&args, &mut running, &logs, &reloads, &handles);
             return true;
         }

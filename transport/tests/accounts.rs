@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::{HostKeyPair, PublicKey};
-use quill_transport::auth::SessionCaps;
 use quill_transport::auth::{AccountStore, SqliteStore, StoreError, SCHEMA_VERSION};
+use quill_transport::auth::{KeyCache, SessionCaps};
 use quill_transport::auth::{Limiter, LimiterConfig};
 use quill_transport::auth::{
     LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED, TOO_MANY_REGISTRATIONS,
@@ -48,6 +48,17 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Creates an empty file with mode 0600 (as an operator might before the first start).
+fn create_empty_0600(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
 }
 
 fn mode(path: &Path) -> u32 {
@@ -178,19 +189,11 @@ fn wider_permissions_are_refused() {
 #[test]
 fn migrates_an_empty_file() {
     let dir = TempDir::new("empty");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.db())
-            .unwrap();
-    }
+    create_empty_0600(&dir.db());
     assert_eq!(std::fs::metadata(dir.db()).unwrap().len(), 0);
     let store = SqliteStore::open(dir.db()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
     store.add_user("erin", None, &[key(5)]).unwrap();
     drop(store);
     // Reopening an up-to-date file migrates nothing and keeps the data.
@@ -217,7 +220,7 @@ fn newer_schema_is_refused() {
         other => panic!("expected SchemaTooNew, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("schema version 2"), "{msg}");
+    assert!(msg.contains("schema version 3"), "{msg}");
     assert!(msg.contains(&dir.db().display().to_string()), "{msg}");
 }
 
@@ -232,6 +235,7 @@ fn verifier(dir: &TempDir, allow_register: bool, limiter: LimiterConfig) -> Logi
         limiter: Mutex::new(Limiter::new(limiter)),
         allow_register,
         sessions: SessionCaps::default(),
+        keys: KeyCache::default(),
     }
 }
 
@@ -589,6 +593,7 @@ fn child_writer() {
         })),
         allow_register: true,
         sessions: SessionCaps::default(),
+        keys: KeyCache::default(),
     });
     let threads: Vec<_> = (0..2)
         .map(|t| {
@@ -672,4 +677,156 @@ fn registrations_survive_sigkill() {
         ),
         &acked[0]
     ));
+}
+
+// ---------------------------------------------------------------------------------
+// The cache of authorised keys (auth::key_cache)
+// ---------------------------------------------------------------------------------
+
+/// The server's verifier over `dir`'s database, and a second handle on the same
+/// file, as `quill user` would open it in another process.
+fn cached_pair(dir: &TempDir) -> (LoginVerifier, SqliteStore) {
+    let store = Arc::new(SqliteStore::open(dir.db()).unwrap());
+    let mut v = LoginVerifier::new(store, false);
+    v.limiter = Mutex::new(Limiter::new(lenient()));
+    let admin = SqliteStore::open(dir.db()).unwrap();
+    (v, admin)
+}
+
+/// [`cached_pair`] with `user` holding `keys`, after one accepted login with the
+/// first key at the returned instant (so the account is cached).
+fn cached_after_login(
+    tag: &str,
+    user: &str,
+    keys: &[PublicKey],
+) -> (TempDir, LoginVerifier, SqliteStore, Instant) {
+    let dir = TempDir::new(tag);
+    let (v, admin) = cached_pair(&dir);
+    admin.add_user(user, None, keys).unwrap();
+    let t0 = Instant::now();
+    assert!(key_accepted(&v, user, &keys[0], t0));
+    (dir, v, admin, t0)
+}
+
+fn key_accepted(v: &LoginVerifier, user: &str, k: &PublicKey, now: Instant) -> bool {
+    accepted(
+        &v.verify(&publickey(user, k.clone()), SRC, now, 1_000),
+        user,
+    )
+}
+
+#[test]
+fn public_key_logins_read_the_store_once_while_nothing_changes() {
+    use quill_transport::auth::KeyLookup;
+    let (_dir, v, admin, t0) = cached_after_login("cache-hit", "kim", &[key(1)]);
+    assert_eq!(admin.get("kim").unwrap().unwrap().last_login, Some(1_000));
+    // From now on the cache answers: `Authorised` never comes from a store read.
+    let fp = key(1).fingerprint();
+    let hit = v.keys.lookup(v.store.as_ref(), "kim", &fp, t0).unwrap();
+    assert!(matches!(hit, KeyLookup::Authorised(_)), "{hit:?}");
+    // More logins in the same Unix second write `last_login` no more: a value set
+    // meanwhile by another process stays.
+    admin.record_login("kim", 5).unwrap();
+    for i in 0..50 {
+        assert!(key_accepted(
+            &v,
+            "kim",
+            &key(1),
+            t0 + Duration::from_millis(i * 10)
+        ));
+    }
+    assert_eq!(admin.get("kim").unwrap().unwrap().last_login, Some(5));
+    // A key the cached entry lacks is looked up, and refused.
+    assert!(!key_accepted(&v, "kim", &key(2), t0));
+}
+
+#[test]
+fn a_key_removed_through_the_store_stops_working_after_the_recheck() {
+    use quill_transport::auth::KEY_CACHE_RECHECK;
+    let (_dir, v, admin, t0) = cached_after_login("cache-remove", "lee", &[key(1), key(2)]);
+    assert!(key_accepted(&v, "lee", &key(2), t0));
+    // Another process removes key 1 (`quill user key remove`).
+    admin.remove_key("lee", &key(1).fingerprint()).unwrap();
+    // Once the recheck interval has passed, the change counter has moved: refused.
+    let later = t0 + KEY_CACHE_RECHECK;
+    assert!(!key_accepted(&v, "lee", &key(1), later));
+    assert!(key_accepted(&v, "lee", &key(2), later));
+    // And it stays refused.
+    assert!(!key_accepted(&v, "lee", &key(1), later));
+    // Disabling the account ends key 2 the same way.
+    admin.set_disabled("lee", true).unwrap();
+    assert!(!key_accepted(&v, "lee", &key(2), later + KEY_CACHE_RECHECK));
+    // Removing the account: a re-created "lee" with other keys does not inherit them.
+    admin.set_disabled("lee", false).unwrap();
+    let t1 = later + 2 * KEY_CACHE_RECHECK;
+    assert!(key_accepted(&v, "lee", &key(2), t1));
+    admin.remove_user("lee").unwrap();
+    admin.add_user("lee", None, &[key(3)]).unwrap();
+    let t2 = t1 + KEY_CACHE_RECHECK;
+    assert!(!key_accepted(&v, "lee", &key(2), t2));
+    assert!(key_accepted(&v, "lee", &key(3), t2));
+}
+
+#[test]
+fn clearing_the_cache_applies_a_removal_at_once() {
+    let (_dir, v, admin, t0) = cached_after_login("cache-clear", "max", &[key(1)]);
+    admin.remove_key("max", &key(1).fingerprint()).unwrap();
+    // SIGHUP in `quill server`: the next login reads the store, at the same instant.
+    v.keys.clear();
+    assert!(!key_accepted(&v, "max", &key(1), t0));
+}
+
+#[test]
+fn a_key_added_through_the_store_works_at_once() {
+    let (_dir, v, admin, t0) = cached_after_login("cache-add", "ned", &[key(1)]);
+    admin.add_key("ned", &key(2)).unwrap();
+    // No recheck due yet, but a key the cache does not authorise is read from the store.
+    assert!(key_accepted(&v, "ned", &key(2), t0));
+}
+
+#[test]
+fn the_cache_is_bounded() {
+    use quill_transport::auth::{KeyCache, KeyLookup};
+    let dir = TempDir::new("cache-bound");
+    let store = SqliteStore::open(dir.db()).unwrap();
+    let cache = KeyCache::new(4, Duration::from_secs(3600));
+    let t0 = Instant::now();
+    for i in 0..20u8 {
+        let name = format!("user{i}");
+        store.add_user(&name, None, &[key(i + 1)]).unwrap();
+        let fp = key(i + 1).fingerprint();
+        let found = cache.lookup(&store, &name, &fp, t0).unwrap();
+        assert!(matches!(found, KeyLookup::Read(Some(_))));
+        assert!(cache.len() <= 4, "{} accounts held", cache.len());
+        // Held now: the next lookup comes from the cache.
+        let again = cache.lookup(&store, &name, &fp, t0).unwrap();
+        assert!(matches!(again, KeyLookup::Authorised(_)));
+    }
+}
+
+#[test]
+fn a_version_1_file_gains_the_change_counter() {
+    let dir = TempDir::new("v1");
+    create_empty_0600(&dir.db());
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch(quill_transport::auth::MIGRATIONS[0])
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = SqliteStore::open(dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    let v0 = store.auth_version().unwrap().unwrap();
+    store.add_user("ola", None, &[key(1)]).unwrap();
+    let v1 = store.auth_version().unwrap().unwrap();
+    assert!(v1 > v0);
+    // Bookkeeping does not move it.
+    store.record_login("ola", 5).unwrap();
+    store.record_failure("ola").unwrap();
+    assert_eq!(store.auth_version().unwrap().unwrap(), v1);
+    store.add_key("ola", &key(2)).unwrap();
+    let v2 = store.auth_version().unwrap().unwrap();
+    assert!(v2 > v1);
+    store.remove_key("ola", &key(2).fingerprint()).unwrap();
+    assert!(store.auth_version().unwrap().unwrap() > v2);
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quill_crypto::hostkey::HostKeyPair;
-use quill_transport::auth::SessionCaps;
 use quill_transport::auth::{known_hosts_policy, TrustMode};
 use quill_transport::auth::{AccountStore, SqliteStore};
+use quill_transport::auth::{KeyCache, SessionCaps};
 use quill_transport::auth::{LimitKey, Limiter, LimiterConfig};
 use quill_transport::auth::{LoginVerifier, TOO_MANY_REGISTRATIONS};
 use quill_transport::driver::blocking::{self, ConnectError};
@@ -102,6 +102,7 @@ fn lockout_after_failures_then_recovery() {
         })),
         allow_register: false,
         sessions: SessionCaps::default(),
+        keys: KeyCache::default(),
     });
     let server = Server::local(key.clone(), verifier);
     for _ in 0..2 {
@@ -145,6 +146,7 @@ fn attacked_server(
         limiter: Mutex::new(Limiter::new(limits)),
         allow_register: false,
         sessions: SessionCaps::default(),
+        keys: KeyCache::default(),
     });
     let server = Server::local(key.clone(), verifier.clone());
     (server, verifier, key)

@@ -56,6 +56,41 @@ fn handshake_and_login_without_loss() {
     assert!(sim.client().suite().is_some());
 }
 
+/// Issue 17: nothing in the handshake or the login waits on a timer. On a clean link
+/// with a fixed one-way delay the server has the client's login after 1.5 round
+/// trips and the client is logged in after exactly 2, to the virtual nanosecond: no
+/// ACK delay, pacing or timer-wheel tick is added to any flight (Initial and
+/// Handshake packets are acknowledged at once, RFC 9000 §13.2.1, and the first
+/// flights are not paced).
+#[test]
+fn handshake_and_login_take_two_round_trips_and_no_more() {
+    let link = LinkConfig {
+        delay: Duration::from_micros(10_007), // off the 1 ms tick on purpose
+        ..LinkConfig::default()
+    };
+    let rtt = 2 * link.delay;
+    let mut sim = sim(1, link, ClientApp::new(0, 0));
+    let (mut server_at, mut client_at) = (None, None);
+    for _ in 0..1_000 {
+        // The server app answers at the start of a step (before the clock moves);
+        // the client is logged in as a datagram is delivered (when it has moved).
+        let began = sim.elapsed();
+        if client_at.is_some() || !sim.step() {
+            break;
+        }
+        if server_at.is_none() && sim.server().is_some_and(|c| c.account().is_some()) {
+            server_at = Some(began);
+        }
+        if client_at.is_none() && sim.client().account().is_some() {
+            client_at = Some(sim.elapsed());
+        }
+    }
+    // The server accepts as the login arrives (the app answers at once here).
+    assert_eq!(server_at, Some(rtt + rtt / 2));
+    assert_eq!(client_at, Some(2 * rtt));
+    assert!(sim.client().is_established());
+}
+
 #[test]
 fn handshake_and_login_under_30_percent_loss() {
     for seed in 0..20 {

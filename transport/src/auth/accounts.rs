@@ -43,10 +43,17 @@
 //!   failed_attempts)`; times are Unix seconds.
 //! - `account_keys(account_id → accounts.id ON DELETE CASCADE, fingerprint, key, added)`,
 //!   primary key `(account_id, fingerprint)`; `key` is the public key's wire form.
+//!
+//! Version 2 adds `auth_version(id = 0, n)`, one row whose `n` triggers bump on every
+//! insert or delete of an account or key and every change of an account's name,
+//! password or disabled flag ([`AccountStore::auth_version`]; `last_login` and
+//! `failed_attempts` do not move it). Servers read it to know when their cache of
+//! authorised keys is stale (`auth::key_cache`).
 
 use std::fmt;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,6 +92,26 @@ pub const MIGRATIONS: &[&str] = &[
          added       INTEGER NOT NULL,
          PRIMARY KEY (account_id, fingerprint)
      );",
+    // Version 2: a change counter for the servers' caches of authorised keys
+    // (`auth::key_cache`), bumped by every change that can end a login's right.
+    "CREATE TABLE auth_version (
+         id INTEGER PRIMARY KEY CHECK (id = 0),
+         n  INTEGER NOT NULL
+     );
+     INSERT INTO auth_version (id, n) VALUES (0, 0);
+     CREATE TRIGGER auth_version_account_added AFTER INSERT ON accounts
+     BEGIN UPDATE auth_version SET n = n + 1; END;
+     CREATE TRIGGER auth_version_account_removed AFTER DELETE ON accounts
+     BEGIN UPDATE auth_version SET n = n + 1; END;
+     CREATE TRIGGER auth_version_account_changed
+     AFTER UPDATE OF name, password_phc, disabled ON accounts
+     BEGIN UPDATE auth_version SET n = n + 1; END;
+     CREATE TRIGGER auth_version_key_added AFTER INSERT ON account_keys
+     BEGIN UPDATE auth_version SET n = n + 1; END;
+     CREATE TRIGGER auth_version_key_removed AFTER DELETE ON account_keys
+     BEGIN UPDATE auth_version SET n = n + 1; END;
+     CREATE TRIGGER auth_version_key_changed AFTER UPDATE ON account_keys
+     BEGIN UPDATE auth_version SET n = n + 1; END;",
 ];
 
 /// The schema version this build writes and understands.
@@ -320,6 +347,18 @@ pub trait AccountStore: Send + Sync {
     fn record_failure(&self, name: &str) -> Result<(), StoreError>;
     /// Sets `failed_attempts` back to zero.
     fn reset_failures(&self, name: &str) -> Result<(), StoreError>;
+    /// A counter that moves whenever an account is added or removed, or its password,
+    /// disabled flag or keys change, by any process; `None` if the store keeps none
+    /// (then nothing of it is cached: `auth::key_cache`).
+    fn auth_version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// A counter of the changes made through this handle (this process) that
+    /// [`auth_version`](Self::auth_version) would count, kept in memory: a cache
+    /// compares it on every lookup (no I/O), so such changes apply at once.
+    fn local_auth_changes(&self) -> u64 {
+        0
+    }
 }
 
 /// The checks of [`AccountStore::add_user`] before any hashing or writing: the name
@@ -374,6 +413,8 @@ pub struct SqliteStore {
     stats: Mutex<Connection>,
     path: PathBuf,
     rng: OsRandom,
+    /// Changes made through this handle ([`AccountStore::local_auth_changes`]).
+    changes: AtomicU64,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -461,6 +502,7 @@ impl SqliteStore {
             stats: Mutex::new(stats),
             path,
             rng: OsRandom::new(),
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -502,6 +544,12 @@ impl SqliteStore {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Counts a committed change made through this handle (after the commit, so a
+    /// cache that sees it rereads a counter that has moved too).
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The database file's path.
@@ -669,6 +717,7 @@ impl AccountStore for SqliteStore {
         let account = Self::row_to_account(&tx, row)?;
         // With synchronous=FULL the commit has reached the disk when it returns.
         tx.commit()?;
+        self.changed();
         Ok(account)
     }
 
@@ -678,7 +727,9 @@ impl AccountStore for SqliteStore {
             name,
             "DELETE FROM accounts WHERE name = ?1",
             &[],
-        )
+        )?;
+        self.changed();
+        Ok(())
     }
 
     fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
@@ -687,7 +738,9 @@ impl AccountStore for SqliteStore {
             name,
             "UPDATE accounts SET disabled = ?2 WHERE name = ?1",
             &[&disabled],
-        )
+        )?;
+        self.changed();
+        Ok(())
     }
 
     fn set_password(&self, name: &str, password: &[u8]) -> Result<(), StoreError> {
@@ -703,7 +756,9 @@ impl AccountStore for SqliteStore {
             &name,
             "UPDATE accounts SET password_phc = ?2 WHERE name = ?1",
             &[&name, &phc.as_str()],
-        )
+        )?;
+        self.changed();
+        Ok(())
     }
 
     fn add_key(&self, name: &str, key: &PublicKey) -> Result<(), StoreError> {
@@ -732,6 +787,7 @@ impl AccountStore for SqliteStore {
             Err(e) => return Err(e.into()),
         }
         tx.commit()?;
+        self.changed();
         Ok(())
     }
 
@@ -748,6 +804,7 @@ impl AccountStore for SqliteStore {
             return Err(StoreError::NoSuchKey(fingerprint.to_owned()));
         }
         tx.commit()?;
+        self.changed();
         Ok(())
     }
 
@@ -804,6 +861,19 @@ impl AccountStore for SqliteStore {
             "UPDATE accounts SET failed_attempts = 0 WHERE name = ?1",
             &[],
         )
+    }
+
+    fn local_auth_changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn auth_version(&self) -> Result<Option<u64>, StoreError> {
+        // One row, read on the bookkeeping connection that logins already use.
+        let conn = lock(&self.stats);
+        let n: i64 = conn
+            .prepare_cached("SELECT n FROM auth_version WHERE id = 0")?
+            .query_row([], |r| r.get(0))?;
+        Ok(Some(n as u64))
     }
 }
 

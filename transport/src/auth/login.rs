@@ -18,7 +18,11 @@
 //!   password, locked). So neither the answer nor its timing tells them apart.
 //! - A public-key login (whose transcript signature the handshake already verified) is
 //!   accepted if the key's fingerprint is among the account's authorised keys. It has no
-//!   password to hash, so all of its refusals are equally fast.
+//!   password to hash, so all of its refusals are equally fast. The keys come from the
+//!   [`KeyCache`] when it has the account and authorises the key (no store read; see
+//!   its documentation for how long a change made elsewhere takes to apply); every
+//!   refusal is decided on a fresh read of the store.
+//! - A successful login writes `last_login` at most once per account and second.
 //! - Every refused login counts against the account name (known or not), the source
 //!   address and the pair in the [`Limiter`], and its answer is held back until the
 //!   lock it leaves ends ([`Decision::answer_at`], at most `max_answer_delay`): the
@@ -48,6 +52,7 @@ use std::time::Instant;
 use quill_crypto::password::{dummy_verify, verify_password};
 
 use super::accounts::{check_new_password, normalize_name, AccountStore, StoreError};
+use super::key_cache::{KeyCache, KeyLookup};
 use super::limiter::Limiter;
 use super::sessions::SessionCaps;
 use crate::proto::{LoginMethod, LoginRequest};
@@ -107,6 +112,16 @@ pub struct Decision {
     pub log_reason: &'static str,
 }
 
+/// A successful login's bookkeeping write, made after the answer
+/// ([`LoginVerifier::decide_deferred`], [`LoginVerifier::record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRecord {
+    /// The account that logged in.
+    pub account: String,
+    /// When (Unix seconds): its new `last_login`.
+    pub unix_now: u64,
+}
+
 impl Decision {
     fn now(verdict: Verdict, now: Instant, log_reason: &'static str) -> Decision {
         Decision {
@@ -147,6 +162,9 @@ pub struct LoginVerifier {
     pub allow_register: bool,
     /// Caps on sessions per account and per address (applied by the driver).
     pub sessions: SessionCaps,
+    /// Authorised keys of recent accounts, so that a public-key login does not read
+    /// the store each time ([`KeyCache`]: how it is invalidated).
+    pub keys: KeyCache,
 }
 
 impl std::fmt::Debug for LoginVerifier {
@@ -165,6 +183,7 @@ impl LoginVerifier {
             limiter: Mutex::new(Limiter::default()),
             allow_register,
             sessions: SessionCaps::default(),
+            keys: KeyCache::default(),
         }
     }
 
@@ -197,26 +216,83 @@ impl LoginVerifier {
         now: Instant,
         unix_now: u64,
     ) -> Decision {
+        let (decision, record) = self.decide_deferred(req, source, now, unix_now);
+        if let Some(r) = record {
+            self.record(r);
+        }
+        decision
+    }
+
+    /// [`decide`](Self::decide) without writing a successful login's `last_login`:
+    /// that write is returned, to be made with [`record`](Self::record) after the
+    /// answer has gone out (the driver does so on the worker pool), so that the
+    /// client does not wait for it.
+    ///
+    /// Blocks for an Argon2id run and database reads: call it on the worker pool.
+    pub fn decide_deferred(
+        &self,
+        req: &LoginRequest,
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+    ) -> (Decision, Option<LoginRecord>) {
+        let mut record = None;
+        let decision = self.decide_inner(req, source, now, unix_now, &mut record);
+        (decision, record)
+    }
+
+    /// Writes a successful login's bookkeeping (`last_login`, and the failure
+    /// counter back to zero). A failure is logged, not returned: the login stands.
+    ///
+    /// Blocks for a database write: call it on the worker pool.
+    pub fn record(&self, r: LoginRecord) {
+        if let Err(e) = self.store.record_login(&r.account, r.unix_now) {
+            tracing::warn!(account = r.account, "could not record login: {e}");
+        }
+    }
+
+    fn decide_inner(
+        &self,
+        req: &LoginRequest,
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+        record: &mut Option<LoginRecord>,
+    ) -> Decision {
         match &req.method {
-            LoginMethod::Password(pw) => self.password(&req.user, pw, source, now, unix_now),
+            LoginMethod::Password(pw) => {
+                self.password(&req.user, pw, source, now, unix_now, record)
+            }
             LoginMethod::PublicKey(key) => {
                 let name = normalize_name(&req.user).ok();
                 let locked = self
                     .limiter()
                     .locked_until_for(name.as_deref(), source, now);
-                let account = match self.lookup(name.as_deref()) {
-                    Ok(a) => a,
+                let fp = key.fingerprint();
+                let account = match self.lookup_for_key(name.as_deref(), &fp, now) {
+                    Ok(KeyLookup::Authorised(cached)) if locked.is_none() => {
+                        let verdict = self.succeed(&cached.name, source, unix_now, record);
+                        return Decision::now(verdict, now, "public key");
+                    }
+                    // Locked: decided below on the store's answer, as without a cache.
+                    Ok(KeyLookup::Authorised(cached)) => match self.lookup(Some(&cached.name)) {
+                        Ok(a) => a,
+                        Err(unavailable) => {
+                            return Decision::now(unavailable, now, "account store unavailable")
+                        }
+                    },
+                    Ok(KeyLookup::Read(a)) => a,
                     Err(unavailable) => {
                         return Decision::now(unavailable, now, "account store unavailable")
                     }
                 };
-                let fp = key.fingerprint();
                 let authorised = account
                     .as_ref()
                     .is_some_and(|a| !a.disabled && a.keys.iter().any(|k| k.fingerprint() == fp));
                 if authorised && locked.is_none() {
                     let name = name.unwrap_or_default();
-                    Decision::now(self.succeed(&name, source, unix_now), now, "public key")
+                    let verdict = self.succeed(&name, source, unix_now, record);
+                    Decision::now(verdict, now, "public key")
                 } else {
                     let why = refusal_reason(
                         name.is_some(),
@@ -231,8 +307,14 @@ impl LoginVerifier {
                 }
             }
             LoginMethod::Register { password, key } => {
-                let (verdict, why) =
-                    self.register(&req.user, password, key.as_ref(), source, now, unix_now);
+                let (verdict, why) = self.register(
+                    &req.user,
+                    password,
+                    key.as_ref(),
+                    source,
+                    (now, unix_now),
+                    record,
+                );
                 Decision::now(verdict, now, why)
             }
         }
@@ -252,6 +334,25 @@ impl LoginVerifier {
         })
     }
 
+    /// The account for a public-key login with the key `fingerprint`, through the
+    /// [`KeyCache`]; errors as [`lookup`](Self::lookup).
+    fn lookup_for_key(
+        &self,
+        name: Option<&str>,
+        fingerprint: &str,
+        now: Instant,
+    ) -> Result<KeyLookup, Verdict> {
+        let Some(name) = name else {
+            return Ok(KeyLookup::Read(None));
+        };
+        self.keys
+            .lookup(self.store.as_ref(), name, fingerprint, now)
+            .map_err(|e| {
+                tracing::error!("account store lookup failed: {e}");
+                Verdict::refuse(STORE_UNAVAILABLE)
+            })
+    }
+
     fn password(
         &self,
         user: &str,
@@ -259,6 +360,7 @@ impl LoginVerifier {
         source: IpAddr,
         now: Instant,
         unix_now: u64,
+        record: &mut Option<LoginRecord>,
     ) -> Decision {
         let name = normalize_name(user).ok();
         let locked = self
@@ -282,7 +384,8 @@ impl LoginVerifier {
         let ok = matched && account.as_ref().is_some_and(|a| !a.disabled);
         match (ok, name) {
             (true, Some(name)) => {
-                Decision::now(self.succeed(&name, source, unix_now), now, "password")
+                let verdict = self.succeed(&name, source, unix_now, record);
+                Decision::now(verdict, now, "password")
             }
             (_, name) => {
                 let wrong = match account.as_ref().and_then(|a| a.password_phc.as_deref()) {
@@ -301,10 +404,21 @@ impl LoginVerifier {
         }
     }
 
-    fn succeed(&self, name: &str, source: IpAddr, unix_now: u64) -> Verdict {
+    /// Accepts `name`; its bookkeeping write goes to `record` (`last_login` is in
+    /// seconds: one write per account and second is enough).
+    fn succeed(
+        &self,
+        name: &str,
+        source: IpAddr,
+        unix_now: u64,
+        record: &mut Option<LoginRecord>,
+    ) -> Verdict {
         self.limiter().record_success(name, source);
-        if let Err(e) = self.store.record_login(name, unix_now) {
-            tracing::warn!(account = name, "could not record login: {e}");
+        if self.keys.needs_record(name, unix_now) {
+            *record = Some(LoginRecord {
+                account: name.to_owned(),
+                unix_now,
+            });
         }
         Verdict::Accept {
             account: name.to_owned(),
@@ -334,6 +448,7 @@ impl LoginVerifier {
         }
         let answer_at = self.limiter().record_failure(name, source, now);
         if let Some(name) = name {
+            self.keys.note_failure(name);
             // Same statement for known and unknown names (it updates no row for the
             // latter); it runs on the unsynced bookkeeping connection either way.
             match self.store.record_failure(name) {
@@ -355,8 +470,8 @@ impl LoginVerifier {
         password: &[u8],
         key: Option<&quill_crypto::hostkey::PublicKey>,
         source: IpAddr,
-        now: Instant,
-        unix_now: u64,
+        (now, unix_now): (Instant, u64),
+        record: &mut Option<LoginRecord>,
     ) -> (Verdict, &'static str) {
         if !self.allow_register {
             return (Verdict::refuse(REGISTRATION_CLOSED), "registration closed");
@@ -383,10 +498,13 @@ impl LoginVerifier {
         let keys: Vec<_> = key.into_iter().cloned().collect();
         match self.store.add_user(&name, Some(password), &keys) {
             // add_user returns after the commit: the account is durable.
-            Ok(account) => (
-                self.succeed(&account.name, source, unix_now),
-                "registration",
-            ),
+            Ok(account) => {
+                self.keys.forget(&account.name);
+                (
+                    self.succeed(&account.name, source, unix_now, record),
+                    "registration",
+                )
+            }
             Err(StoreError::Exists(_)) => {
                 // Count it against the source only: probing names is what we limit.
                 self.limiter().record_failure(None, source, now);

@@ -11,6 +11,8 @@
 //!   and the per-address registration budget, in bounded memory.
 //! - `sessions`: caps on sessions per account and per address, counted by slots that
 //!   live as long as the connections.
+//! - `key_cache`: [`KeyCache`], the authorised keys of recent accounts in memory, so
+//!   that a public-key login does not read the store each time.
 //! - `login`: [`LoginVerifier`], which turns a
 //!   [`LoginRequest`](crate::proto::LoginRequest) into a verdict. It is slow by design
 //!   (Argon2id, database writes) and runs on the worker pool, never on the event loop.
@@ -20,6 +22,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod credentials;
+pub(crate) mod key_cache;
 pub(crate) mod known_hosts;
 pub(crate) mod limiter;
 pub(crate) mod login;
@@ -34,11 +37,12 @@ pub(crate) fn test_ip(n: u8) -> std::net::IpAddr {
 
 pub use accounts::{
     check_new_password, normalize_name, open_store, Account, AccountStore, SqliteStore, StoreError,
-    MAX_KEYS_PER_ACCOUNT, MAX_NAME_LEN, MIN_PASSWORD_LEN, SCHEMA_VERSION,
+    MAX_KEYS_PER_ACCOUNT, MAX_NAME_LEN, MIGRATIONS, MIN_PASSWORD_LEN, SCHEMA_VERSION,
 };
 pub use credentials::{
     has_terminal, prompt_password, read_password, Credentials, CredentialsError,
 };
+pub use key_cache::{CachedAccount, KeyCache, KeyLookup, KEY_CACHE_ACCOUNTS, KEY_CACHE_RECHECK};
 pub use known_hosts::{
     default_known_hosts_path, known_hosts_policy, known_hosts_policy_with, parse_fingerprint,
     pinned_policy, quill_home, KnownHosts, KnownHostsError, Lookup, TrustMode, KNOWN_HOSTS_ENV,
@@ -46,8 +50,8 @@ pub use known_hosts::{
 };
 pub use limiter::{LimitKey, Limiter, LimiterConfig};
 pub use login::{
-    Decision, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED, STORE_UNAVAILABLE,
-    TOO_MANY_REGISTRATIONS,
+    Decision, LoginRecord, LoginVerifier, Verdict, NAME_TAKEN, REFUSED, REGISTRATION_CLOSED,
+    STORE_UNAVAILABLE, TOO_MANY_REGISTRATIONS,
 };
 pub use postgres::{
     is_postgres_url, redact_url, PostgresStore, CONNECT_TIMEOUT, PG_SCHEMA_VERSION, QUERY_TIMEOUT,

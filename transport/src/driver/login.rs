@@ -3,7 +3,8 @@
 //! The event loop hands an [`Event::LoginRequested`](crate::proto::Event) to the
 //! application; [`verify_on_pool`] moves the slow part (Argon2id, database reads and
 //! writes) to the worker pool and, when it is done, accepts or refuses the login on
-//! the loop thread. Meanwhile the loop keeps serving every other connection — and this
+//! the loop thread. A successful login's bookkeeping write (`last_login`) is a second
+//! pool job queued once the answer is given, so the client never waits for it. Meanwhile the loop keeps serving every other connection — and this
 //! one too: it keeps acknowledging and keeping alive while it waits for the verdict.
 //!
 //! Limits applied here, on the loop thread:
@@ -86,9 +87,21 @@ pub fn verify_on_pool<H: Handler>(
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let decision = verifier.decide(&req, source, Instant::now(), unix_now);
+        let (decision, record) = verifier.decide_deferred(&req, source, Instant::now(), unix_now);
         Box::new(move |handler: &mut H, ctx: &mut Context<'_, H>| {
             let now = ctx.now();
+            // The login's bookkeeping write goes back to the pool: the answer below
+            // does not wait for it.
+            if let Some(r) = record {
+                let recorder = verifier.clone();
+                let write = move || -> Completion<H> {
+                    recorder.record(r);
+                    Box::new(|_: &mut H, _: &mut Context<'_, H>| {})
+                };
+                if ctx.spawn(write).is_err() {
+                    tracing::debug!("worker pool full: a login's last_login was not recorded");
+                }
+            }
             let mut verdict = decision.verdict;
             let mut log_reason = decision.log_reason;
             if let Verdict::Accept { account, .. } = &verdict {
