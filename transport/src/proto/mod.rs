@@ -24,7 +24,7 @@ pub use connection::{
     QlogSink, QlogStream, Transmit,
 };
 pub use endpoint::{
-    parse_server_id, CidLayout, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats,
+    parse_server_id, AddressLimits, CidLayout, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats,
     RetryPolicy, DEFAULT_SERVER_ID_LEN, RESET_SECRET_LABEL,
 };
 pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
