@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use quill_transport::auth::{AccountStore, LoginVerifier, SessionCaps, Verdict};
 use quill_transport::driver::{
-    verify_on_pool, Completion, BUSY, Context, EventLoop, Handler, UdpConfig, WorkerStats, Workers,
-    WorkersConfig,
+    verify_on_pool, Completion, Context, EventLoop, Handler, UdpConfig, WorkerStats, Workers,
+    WorkersConfig, BUSY,
 };
 use quill_transport::proto::{
-    CidLayout, ConnectionError, ConnectionHandle, EndpointConfig, Event, RetryPolicy,
-    ServerConfig, TransportConfig,
+    CidLayout, ConnectionError, ConnectionHandle, EndpointConfig, Event, RetryPolicy, ServerConfig,
+    TransportConfig,
 };
 use support::auth_server::{client, host_key, password, store, temp_dir};
 
@@ -298,12 +298,19 @@ fn a_full_shared_pool_refuses_logins_on_both_loops_at_once() {
     for _ in 0..40 {
         let logins = log_in(fx.workers.local_addr(), &fx, 1);
         assert!(logins.other.is_empty(), "lost: {:?}", logins.other);
-        assert_eq!(logins.logged_in, 1, "after the pool drained: {:?}", logins.refused);
+        assert_eq!(
+            logins.logged_in, 1,
+            "after the pool drained: {:?}",
+            logins.refused
+        );
         if per_loop(&fx.seen.accepted).iter().all(|&n| n > 0) {
             return;
         }
     }
-    panic!("40 logins, all on one loop: {:?}", per_loop(&fx.seen.accepted));
+    panic!(
+        "40 logins, all on one loop: {:?}",
+        per_loop(&fx.seen.accepted)
+    );
 }
 
 /// A server that never answers a login (every session stays half-open), counting the

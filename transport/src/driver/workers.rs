@@ -320,7 +320,8 @@ impl Workers {
             0 => n * endpoint.max_half_open.max(256),
             c => c,
         };
-        let pool = WorkerPool::with_capacity(config.pool_threads, pool_capacity, parts[0].1.clone())?;
+        let pool =
+            WorkerPool::with_capacity(config.pool_threads, pool_capacity, parts[0].1.clone())?;
         let (pool_id, pool_threads) = (pool.id(), pool.threads());
         let mut pools = Vec::with_capacity(n);
         for (_, waker, _) in parts.iter().skip(1) {

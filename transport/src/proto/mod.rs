@@ -24,8 +24,8 @@ pub use connection::{
     QlogSink, QlogStream, Transmit,
 };
 pub use endpoint::{
-    parse_server_id, AddressLimits, CidLayout, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats,
-    RetryPolicy, DEFAULT_SERVER_ID_LEN, RESET_SECRET_LABEL,
+    parse_server_id, AddressLimits, CidLayout, ConnectionHandle, Endpoint, EndpointConfig,
+    EndpointStats, RetryPolicy, DEFAULT_SERVER_ID_LEN, RESET_SECRET_LABEL,
 };
 pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 pub use handshake::tls::ALPN_QUILL;

@@ -95,12 +95,7 @@ impl AddressLimits {
     /// Like [`new`](Self::new), for several endpoints (the loops of one server) at
     /// once: give each a clone of the `Arc` in `EndpointConfig::address_limits`.
     pub fn shared(per_address: usize, per_sec: u32, max_sources: usize) -> Arc<AddressLimits> {
-        Arc::new(Self::with_shards(
-            per_address,
-            per_sec,
-            max_sources,
-            SHARDS,
-        ))
+        Arc::new(Self::with_shards(per_address, per_sec, max_sources, SHARDS))
     }
 
     fn with_shards(
