@@ -221,12 +221,8 @@ fn per_loop(counters: &[AtomicUsize; 2]) -> [usize; 2] {
 }
 
 /// Polls `done` every 5 ms; panics with `what` if it does not hold within [`STEP`].
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + STEP;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    support::wait_for(what, STEP, done);
 }
 
 #[test]

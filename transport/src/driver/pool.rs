@@ -430,12 +430,21 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
+    /// A pool of one thread and `capacity` places, and two handles on it with wakers
+    /// of their own polls (kept alive alongside).
+    fn two_handles<R: Send + 'static>(
+        capacity: usize,
+    ) -> ([Poll; 2], WorkerPool<R>, WorkerPool<R>) {
+        let (poll_a, waker_a) = waker();
+        let (poll_b, waker_b) = waker();
+        let a = WorkerPool::with_capacity(1, capacity, waker_a).unwrap();
+        let b = a.share(waker_b);
+        ([poll_a, poll_b], a, b)
+    }
+
     #[test]
     fn shared_handles_use_one_bound_and_get_their_own_results() {
-        let (_poll_a, waker_a) = waker();
-        let (_poll_b, waker_b) = waker();
-        let a = WorkerPool::with_capacity(1, 3, waker_a).unwrap();
-        let b = a.share(waker_b);
+        let (_polls, a, b) = two_handles(3);
         assert_eq!(a.id(), b.id());
         assert_eq!(b.threads(), 1);
         let ran_on = |tag: &'static str| move || (tag, std::thread::current().id());
@@ -461,10 +470,7 @@ mod tests {
 
     #[test]
     fn dropping_a_handle_frees_the_places_of_its_results() {
-        let (_poll_a, waker_a) = waker();
-        let (_poll_b, waker_b) = waker();
-        let a = WorkerPool::with_capacity(1, 2, waker_a).unwrap();
-        let b = a.share(waker_b);
+        let (_polls, a, b) = two_handles(2);
         b.submit(|| 1).unwrap();
         b.submit(|| 2).unwrap();
         assert_eq!(a.submit(|| 3), Err(PoolFull));

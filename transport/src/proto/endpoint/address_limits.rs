@@ -188,10 +188,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
     #[test]
     fn places_are_counted_until_given_back() {
         let limits = AddressLimits::shared(2, 0, 100);
@@ -267,5 +263,9 @@ mod tests {
         });
         assert_eq!(kept.iter().sum::<usize>(), 5);
         assert_eq!(limits.half_open(ip("192.0.2.9")), 5);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 }
