@@ -102,8 +102,10 @@ pub struct EndpointConfig {
     pub rate_limit_sources: usize,
     /// The per-address limits (`max_half_open_per_address`,
     /// `per_source_handshakes_per_sec`) shared with other endpoints, such as the other
-    /// loops of one server (`driver::Workers` sets it), whose own settings then apply
-    /// instead of the three above. `None`: this endpoint's own.
+    /// loops of one server (`driver::Workers` sets it): their settings apply to the
+    /// address's sessions on all those endpoints together (this endpoint's own share
+    /// also stays within `max_half_open_per_address`). `None`: this endpoint's own,
+    /// from the three settings above.
     pub address_limits: Option<Arc<AddressLimits>>,
     /// When to send Retry.
     pub retry: RetryPolicy,
