@@ -4,9 +4,10 @@
 //! Threads: `--workers N` event loops, each on its own thread with its own socket on
 //! the listening address ([`quill_transport::driver::Workers`]: datagrams steered to
 //! the loop named in their QUIC-LB connection ID), sharing the account store, the
-//! login limiter and the reset and Retry secrets; logins are verified on each
-//! loop's worker pool (`driver::login::verify_on_pool`: Argon2id and database
-//! writes never run on the loop), and so are the two file operations that can take
+//! login limiter, the per-address handshake limits and the reset and Retry secrets;
+//! logins are verified on the one worker pool the loops share
+//! (`driver::login::verify_on_pool`: Argon2id and database writes never run on a
+//! loop), and so are the two file operations that can take
 //! long in one piece: hashing a whole file before a GET answers `OK size sha256`, and
 //! the `fsync` + rename that commits a PUT.
 //!
@@ -281,14 +282,15 @@ pub fn spawn(opts: ServerOptions) -> Result<RunningServer, CliError> {
             opts.workers
         )));
     }
-    // Slow work (Argon2id, file commits) runs on each loop's pool; together about one
-    // thread per core.
+    // Slow work (Argon2id, file commits) runs on one pool the loops share: about one
+    // thread per core, whatever the number of loops.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let workers_config = WorkersConfig {
         workers: opts.workers,
         bpf: true,
         layout,
-        pool_threads: (cores / opts.workers).max(1),
+        pool_threads: cores,
+        pool_capacity: 0,
     };
     let max_upload_size = opts.max_upload_size;
     let reloads: Vec<Arc<Mutex<Option<Runtime>>>> =

@@ -562,6 +562,35 @@ fn server_memory_stays_bounded_after_many_logins() {
     );
 }
 
+/// Names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+/// `quill server --workers 12`: the loops share one worker pool of one thread per core
+/// (2..=8), so Argon2id's 19 MiB per pool thread does not multiply with the loops (a
+/// pool per loop would be at least 12 threads); logins are served through it.
+#[test]
+fn workers_share_one_pool_of_one_thread_per_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, db) = key_and_accounts(dir.path(), &["alice"]);
+    let extra: [&std::ffi::OsStr; 2] = ["--workers".as_ref(), "12".as_ref()];
+    let server = ServerProcess::on_loopback(&key, &db, &extra);
+    let names = thread_names(server.child.id());
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    assert_eq!(count("quill-loop-"), 12, "{names:?}");
+    assert_eq!(count("quill-worker-"), cores, "{names:?}");
+    let conns: Vec<_> = (0..4).map(|_| server.connect(PASSWORD)).collect();
+    for conn in &conns {
+        assert_eq!(exchange(conn, "ECHO\n", b"one pool"), b"one pool");
+    }
+}
+
 /// `quill server --workers 2 --server-id 0x0a01`: eight clients are served (spread over
 /// both loops by their connection IDs) and SIGTERM drains both; bad values are refused
 /// with a one-line error and exit 2.

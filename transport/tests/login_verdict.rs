@@ -163,12 +163,8 @@ impl Handler for Quiet {
 }
 
 /// Polls `done` every 5 ms; panics with `what` if it does not hold within [`STEP`].
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + STEP;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    support::wait_for(what, STEP, done);
 }
 
 #[test]

@@ -161,6 +161,7 @@ fn server(workers: usize, bpf: bool, retry: RetryPolicy) -> Workers {
         bpf,
         layout: CidLayout::new(&[0x0a, 0x01], 9).unwrap(),
         pool_threads: 1,
+        pool_capacity: 0,
     };
     Workers::spawn(
         "127.0.0.1:0".parse().unwrap(),

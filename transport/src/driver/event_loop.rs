@@ -224,38 +224,37 @@ impl<H: Handler> EventLoop<H> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let socket = UdpIo::bind(addr, udp, poll.registry(), SOCKET)?;
         let handle = LoopHandle::new(waker.clone());
+        // Every half-open handshake may be waiting for a login verdict at once: the
+        // pool's queue holds that many jobs, so a burst of logins waits, not fails.
+        let pool = WorkerPool::with_capacity(workers, endpoint.max_half_open.max(256), waker)?;
         Self::assemble(
             poll,
-            waker,
             handle,
             socket,
             udp,
             endpoint,
             server,
-            workers,
+            pool,
             handler,
             Instant::now(),
         )
     }
 
     /// Builds a loop around a socket already registered with `poll` (token
-    /// [`SOCKET`]) and a waker of it ([`WAKER`]); `now` starts the endpoint's clock.
+    /// [`SOCKET`]) and a pool handle whose waker is `poll`'s ([`WAKER`]); `now` starts
+    /// the endpoint's clock.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn assemble(
         poll: Poll,
-        waker: Arc<Waker>,
         handle: LoopHandle,
         socket: UdpIo,
         udp: &UdpConfig,
         endpoint: EndpointConfig,
         server: Option<ServerConfig>,
-        workers: usize,
+        pool: WorkerPool<Completion<H>>,
         handler: H,
         now: Instant,
     ) -> io::Result<Self> {
-        // Every half-open handshake may be waiting for a login verdict at once: the
-        // pool's queue holds that many jobs, so a burst of logins waits, not fails.
-        let pool = WorkerPool::with_capacity(workers, endpoint.max_half_open.max(256), waker)?;
         let endpoint = Endpoint::new(endpoint, server, now)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(EventLoop {

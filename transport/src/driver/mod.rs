@@ -16,7 +16,8 @@
 //! - `signals`: [`TerminationSignals`], SIGINT/SIGTERM collected by one thread so a
 //!   server can drain its connections before it exits.
 //! - `pool`: [`WorkerPool`], a bounded, non-blocking job queue on a few threads,
-//!   with results delivered through the loop's waker and panics contained.
+//!   with results delivered through the waker of the loop that submitted the job
+//!   (one pool can serve several loops) and panics contained.
 //! - `qlog`: [`qlog::QlogDir`], the `--qlog-dir` writer: one thread appending each
 //!   connection's qlog batches to its `.sqlog` file, behind a queue bounded in bytes.
 //! - `workers`: [`Workers`], N loops on one address (`SO_REUSEPORT`), datagrams
@@ -36,7 +37,7 @@ pub(crate) mod workers;
 
 pub use event_loop::{Completion, Context, EventLoop, Handler, LoopHandle, LoopStats};
 pub use histogram::{LatencyHistogram, LatencySummary};
-pub use login::verify_on_pool;
+pub use login::{verify_on_pool, BUSY};
 pub use pool::{JobId, JobPanicked, PoolFull, WorkerPool};
 pub use signals::TerminationSignals;
 pub use socket::{

@@ -15,8 +15,15 @@
 //! What every loop shares: the stateless-reset secret and the Retry-token key and
 //! clock (one per server process, in [`EndpointConfig`]: `secret`, `retry_secret`, and
 //! one creation instant), so a reset token or a Retry token is valid on every loop;
-//! anything the handlers share (account store, login limiter) they hold in `Arc`s.
-//! Each loop has its own small worker pool for slow work.
+//! the per-address admission limits ([`AddressLimits`]: handshakes in progress and
+//! handshakes per second per source address), so an address spread over the loops by
+//! its connection IDs gets one allowance, not one per loop; and one [`WorkerPool`] for
+//! slow work, with one bound on its jobs: each loop holds a handle on it
+//! ([`WorkerPool::share`]), and a job's result goes back to the loop that submitted it,
+//! through that loop's waker. Anything the handlers share (account store, login
+//! limiter, session caps) they hold in `Arc`s. What stays per loop: its connections,
+//! and the endpoint-wide limits (`max_connections`, `max_half_open`, the Retry
+//! threshold), which bound one loop's memory and work.
 //!
 //! Socket indexes in a reuseport group are the order in which the sockets joined it,
 //! so the sockets are bound one after the other, worker 0 first, before any loop runs.
@@ -32,9 +39,10 @@ use std::time::Instant;
 use mio::{Poll, Waker};
 
 use super::event_loop::{EventLoop, Handler, LoopHandle, SOCKET, WAKER};
+use super::pool::WorkerPool;
 use super::socket::{UdpConfig, UdpIo};
 use super::steering;
-use crate::proto::{CidLayout, EcnCodepoint, EndpointConfig, ServerConfig};
+use crate::proto::{AddressLimits, CidLayout, EcnCodepoint, EndpointConfig, ServerConfig};
 
 /// Datagrams one loop's inbox holds for it; more are dropped (and counted), as a
 /// full socket buffer would.
@@ -49,8 +57,14 @@ pub struct WorkersConfig {
     pub bpf: bool,
     /// The layout of the connection IDs (server ID); each loop sets its index in it.
     pub layout: CidLayout,
-    /// Worker-pool threads of each loop (slow work: password checks, file commits).
+    /// Threads of the one worker pool all loops share (slow work: password checks,
+    /// file commits), at least 1.
     pub pool_threads: usize,
+    /// Most jobs in that pool at once (queued, running or not yet collected), over
+    /// all loops; beyond it a loop's `Context::spawn` fails at once. 0: the default,
+    /// `workers × max(max_half_open, 256)`, so that every half-open handshake of every
+    /// loop can wait for its login verdict.
+    pub pool_capacity: usize,
 }
 
 /// Whether the kernel steers datagrams to their loop.
@@ -73,6 +87,7 @@ struct Counters {
     forward_dropped: AtomicU64,
     sessions_created: AtomicU64,
     connections: AtomicU64,
+    pool: AtomicU64,
 }
 
 /// A snapshot of one loop's counters ([`Workers::stats`]).
@@ -91,6 +106,9 @@ pub struct WorkerStats {
     pub sessions_created: u64,
     /// Its live connections.
     pub connections: u64,
+    /// The id of the worker pool its slow work runs on: the same for every loop of a
+    /// [`Workers`], since they share one.
+    pub pool: u64,
 }
 
 /// A datagram handed from one loop to another.
@@ -198,6 +216,8 @@ pub struct Workers {
     threads: Vec<Option<JoinHandle<io::Result<()>>>>,
     counters: Vec<Arc<Counters>>,
     mode: SteeringMode,
+    pool_threads: usize,
+    pool_capacity: usize,
 }
 
 impl std::fmt::Debug for Workers {
@@ -247,6 +267,14 @@ impl Workers {
                 .map_err(|_| io::Error::other("the random generator failed"))?;
             endpoint.retry_secret = Some(secret);
         }
+        // One allowance per source address for the whole server, not one per loop.
+        if endpoint.address_limits.is_none() {
+            endpoint.address_limits = Some(AddressLimits::shared(
+                endpoint.max_half_open_per_address,
+                endpoint.per_source_handshakes_per_sec,
+                endpoint.rate_limit_sources,
+            ));
+        }
         let mut udp = udp.clone();
         udp.reuse_port = n > 1;
         let addr = if n > 1 { claim(addr)? } else { addr };
@@ -287,30 +315,44 @@ impl Workers {
             });
         }
         let peers: Arc<[Peer]> = peers.into();
+        // One pool for every loop; each loop's handle delivers to its own waker.
+        let pool_capacity = match config.pool_capacity {
+            0 => n * endpoint.max_half_open.max(256),
+            c => c,
+        };
+        let pool =
+            WorkerPool::with_capacity(config.pool_threads, pool_capacity, parts[0].1.clone())?;
+        let (pool_id, pool_threads) = (pool.id(), pool.threads());
+        let mut pools = Vec::with_capacity(n);
+        for (_, waker, _) in parts.iter().skip(1) {
+            pools.push(pool.share(waker.clone()));
+        }
+        pools.insert(0, pool);
         let start = Instant::now();
         let mut loops = Vec::with_capacity(n);
         let mut counters = Vec::with_capacity(n);
-        for (i, ((poll, waker, socket), inbox)) in parts.into_iter().zip(inboxes).enumerate() {
+        let each = parts.into_iter().zip(inboxes).zip(pools);
+        for (i, (((poll, waker, socket), inbox), pool)) in each.enumerate() {
             let layout = config.layout.clone().for_worker(i as u8);
             let ep = EndpointConfig {
                 cid_layout: Some(layout.clone()),
                 ..endpoint.clone()
             };
-            let handle = LoopHandle::new(waker.clone());
+            let handle = LoopHandle::new(waker);
             let handler = make(i, handle.clone());
             let mut ev = EventLoop::assemble(
                 poll,
-                waker,
                 handle,
                 socket,
                 &udp,
                 ep,
                 Some(server.clone()),
-                config.pool_threads,
+                pool,
                 handler,
                 start,
             )?;
             let c = Arc::new(Counters::default());
+            c.pool.store(pool_id, Ordering::Relaxed);
             if n > 1 {
                 ev.steer(Steering {
                     layout,
@@ -361,6 +403,8 @@ impl Workers {
                         threads,
                         counters,
                         mode,
+                        pool_threads,
+                        pool_capacity,
                     };
                     partial.shutdown();
                     let _ = partial.join();
@@ -374,6 +418,8 @@ impl Workers {
             threads,
             counters,
             mode,
+            pool_threads,
+            pool_capacity,
         })
     }
 
@@ -413,8 +459,19 @@ impl Workers {
                 forward_dropped: c.forward_dropped.load(Ordering::Relaxed),
                 sessions_created: c.sessions_created.load(Ordering::Relaxed),
                 connections: c.connections.load(Ordering::Relaxed),
+                pool: c.pool.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Threads of the worker pool the loops share.
+    pub fn pool_threads(&self) -> usize {
+        self.pool_threads
+    }
+
+    /// The bound on jobs in that pool, over all loops.
+    pub fn pool_capacity(&self) -> usize {
+        self.pool_capacity
     }
 
     /// Asks every loop to close its connections and return.

@@ -25,8 +25,8 @@ pub use connection::{
     PING_TIMEOUT_FLOOR,
 };
 pub use endpoint::{
-    parse_server_id, CidLayout, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats,
-    RetryPolicy, DEFAULT_SERVER_ID_LEN, RESET_SECRET_LABEL,
+    parse_server_id, AddressLimits, CidLayout, ConnectionHandle, Endpoint, EndpointConfig,
+    EndpointStats, RetryPolicy, DEFAULT_SERVER_ID_LEN, RESET_SECRET_LABEL,
 };
 pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 pub use handshake::tls::ALPN_QUILL;

@@ -31,6 +31,18 @@ pub fn bind_loop<H: Handler>(
     .expect("bind the event loop")
 }
 
+/// Polls `done` every 5 ms; panics with `what` if it does not hold within `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A client loop's handler that counts logins and lost connections.
 #[derive(Debug, Default)]
 pub struct Tally {

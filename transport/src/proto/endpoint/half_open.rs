@@ -20,6 +20,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::address_limits::AddressLimits;
 
 /// A half-open session: its slab key and generation.
 pub(super) type SessionRef = (usize, u32);
@@ -62,6 +65,9 @@ pub(super) struct HalfOpen {
     /// element names the most represented address, and among those the one whose
     /// oldest session is the oldest.
     ranking: BTreeSet<(usize, Reverse<u64>, IpAddr)>,
+    /// Where a removed session gives back the place it held
+    /// ([`HalfOpen::releasing_to`]).
+    limits: Option<Arc<AddressLimits>>,
 }
 
 impl HalfOpen {
@@ -75,7 +81,15 @@ impl HalfOpen {
             next_seq: 0,
             addresses: HashMap::new(),
             ranking: BTreeSet::new(),
+            limits: None,
         }
+    }
+
+    /// Every session removed from now on gives back its address's place in `limits`
+    /// (which the endpoint took for it with `AddressLimits::reserve`).
+    pub(super) fn releasing_to(mut self, limits: Arc<AddressLimits>) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Half-open sessions now.
@@ -145,6 +159,9 @@ impl HalfOpen {
         }
         entry.sessions.remove(i);
         self.total -= 1;
+        if let Some(limits) = &self.limits {
+            limits.release(ticket.addr);
+        }
         match rank(ticket.addr, entry) {
             Some(new) => {
                 self.ranking.insert(new);

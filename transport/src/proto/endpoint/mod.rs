@@ -34,6 +34,7 @@
 //! per session, so an entry left by a freed session never fires on the session that
 //! reuses its slot (the entry is also cancelled when the session is freed).
 
+mod address_limits;
 mod cid_layout;
 mod half_open;
 mod stateless;
@@ -47,9 +48,11 @@ use quill_crypto::random::{OsRandom, Random};
 use slab::Slab;
 use zeroize::Zeroizing;
 
+pub use self::address_limits::AddressLimits;
+use self::address_limits::Refusal;
 pub use self::cid_layout::{parse_server_id, CidLayout, DEFAULT_SERVER_ID_LEN};
 use self::half_open::{Admission, HalfOpen, Ticket};
-use self::stateless::{Keys, RateLimiter, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
+use self::stateless::{Keys, TokenError, MAX_RESET_LEN, MIN_RESET_LEN};
 use super::config::{ClientConfig, ConfigError, ServerConfig, MIN_UDP_PAYLOAD};
 use super::connection::{Connection, EcnCodepoint, Event, RecvHeader, ServerCids, Transmit};
 use super::error::Unreachable;
@@ -97,6 +100,13 @@ pub struct EndpointConfig {
     pub per_source_handshakes_per_sec: u32,
     /// Source addresses the rate limiter remembers; the oldest is evicted when full.
     pub rate_limit_sources: usize,
+    /// The per-address limits (`max_half_open_per_address`,
+    /// `per_source_handshakes_per_sec`) shared with other endpoints, such as the other
+    /// loops of one server (`driver::Workers` sets it): their settings apply to the
+    /// address's sessions on all those endpoints together (this endpoint's own share
+    /// also stays within `max_half_open_per_address`). `None`: this endpoint's own,
+    /// from the three settings above.
+    pub address_limits: Option<Arc<AddressLimits>>,
     /// When to send Retry.
     pub retry: RetryPolicy,
     /// Length of the connection IDs this endpoint issues, 8..=20 (with
@@ -178,6 +188,7 @@ impl Default for EndpointConfig {
             max_half_open_per_address: 32,
             per_source_handshakes_per_sec: 50,
             rate_limit_sources: 16_384,
+            address_limits: None,
             retry: RetryPolicy::Auto {
                 half_open_threshold: 1024,
             },
@@ -375,7 +386,8 @@ pub struct Endpoint {
     queued_dirty: usize,
     /// Stateless answers: (destination, datagram).
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
-    rate: RateLimiter,
+    /// Per-source-address admission limits (perhaps shared with other endpoints).
+    limits: Arc<AddressLimits>,
     /// Scratch for wheel expiry.
     fired: Vec<(usize, u32)>,
     shutting_down: bool,
@@ -408,7 +420,15 @@ impl Endpoint {
         if let Some(s) = server.as_ref() {
             s.transport.validate()?;
         }
-        let half_open = HalfOpen::new(config.max_half_open, config.max_half_open_per_address);
+        let limits = config.address_limits.clone().unwrap_or_else(|| {
+            Arc::new(AddressLimits::new(
+                config.max_half_open_per_address,
+                config.per_source_handshakes_per_sec,
+                config.rate_limit_sources,
+            ))
+        });
+        let half_open = HalfOpen::new(config.max_half_open, config.max_half_open_per_address)
+            .releasing_to(limits.clone());
         let retry_secret = match &config.retry_secret {
             Some(shared) => shared.clone(),
             None => {
@@ -422,10 +442,7 @@ impl Endpoint {
         };
         Ok(Endpoint {
             keys: Keys::new(&config.secret, &retry_secret),
-            rate: RateLimiter::new(
-                config.per_source_handshakes_per_sec,
-                config.rate_limit_sources,
-            ),
+            limits,
             config,
             server,
             start: now,
@@ -681,10 +698,19 @@ impl Endpoint {
             }
             Admission::Admit | Admission::Evict(_) => {}
         }
-        if !self.rate.allow(remote.ip(), now) {
-            self.stats.refused_rate += 1;
-            return None;
-        }
+        // Taken together for every loop of a server: dropped (given back) on any
+        // return before the session exists.
+        let place = match self.limits.reserve(remote.ip(), now) {
+            Ok(place) => place,
+            Err(Refusal::HalfOpen) => {
+                self.stats.refused_half_open_per_address += 1;
+                return None;
+            }
+            Err(Refusal::Rate) => {
+                self.stats.refused_rate += 1;
+                return None;
+            }
+        };
         let local = self.new_cid()?;
         let reset_token = self.keys.reset_token(&local);
         // RFC 9000 §9.6: the preferred address's connection ID (sequence number 1).
@@ -715,6 +741,10 @@ impl Endpoint {
             self.evict_half_open(now, key, generation);
         }
         let key = self.insert(conn, local, Some(dcid), Some(remote));
+        // The half-open session holds the place now and gives it back when it is removed.
+        if let Some(place) = place {
+            place.keep();
+        }
         if let Some((cid, _)) = preferred {
             let generation = self.sessions[key].generation;
             self.cids.insert(cid, (ConnectionHandle(key), generation));
