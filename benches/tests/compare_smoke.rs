@@ -294,3 +294,105 @@ fn a_missing_reference_peer_is_reported_not_fatal() {
     assert!(v["bulk"]["ratios"].as_array().unwrap().is_empty());
     assert!(v["latency"].is_null() && v["sessions"].is_null());
 }
+
+/// `--what workers`: quill's server on 1 and 2 event loops, every cell, tiny sizes.
+#[test]
+fn workers_cell_reports_every_loop_count() {
+    let v = compare(&[
+        "--what",
+        "workers",
+        "--rounds",
+        "1",
+        "--handshakes",
+        "8",
+        "--concurrency",
+        "4",
+        "--bytes",
+        "262144",
+        "--bulk-connections",
+        "2",
+        "--spread-connections",
+        "16",
+        "--no-client-gso",
+    ]);
+    let w = &v["workers"];
+    assert_eq!(w["server_workers"], serde_json::json!([1, 2]), "{w}");
+    assert_eq!(w["client_gso"], false);
+    assert!(
+        v["bulk"].is_null() && v["rate"].is_null(),
+        "only the workers cell"
+    );
+    for cell in ["rate", "bulk", "spread"] {
+        let cells = w[cell]["cells"].as_array().expect("cells");
+        let loops: Vec<u64> = cells.iter().map(|c| c["loops"].as_u64().unwrap()).collect();
+        assert_eq!(loops, [1, 2], "{cell}");
+        for c in cells {
+            assert!(c["errors"].as_array().unwrap().is_empty(), "{cell}: {c}");
+            assert_eq!(c["runs"].as_array().unwrap().len(), 1, "{cell}: {c}");
+        }
+    }
+    // Rate: every handshake logged in with its public key; a ratio to one loop.
+    for c in w["rate"]["cells"].as_array().unwrap() {
+        assert!(f(&c["handshakes_per_sec"]["median"]) > 0.0, "{c}");
+        assert_eq!(
+            c["runs"][0]["server"]["loops"].as_array().unwrap().len(),
+            c["loops"].as_u64().unwrap() as usize
+        );
+    }
+    let ratios = w["rate"]["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 1);
+    assert_eq!(
+        (
+            ratios[0]["numerator_loops"].as_u64(),
+            ratios[0]["denominator_loops"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    // Bulk: all the bytes arrived, split between the connections.
+    for c in w["bulk"]["cells"].as_array().unwrap() {
+        assert_eq!(c["runs"][0]["bytes"], 262144, "{c}");
+        assert!(f(&c["goodput_gbps"]["median"]) > 0.0, "{c}");
+    }
+    // Spread: every connection has a loop; without client GSO and with the BPF
+    // program attached, no datagram reached the wrong loop.
+    for c in w["spread"]["cells"].as_array().unwrap() {
+        let run = &c["runs"][0];
+        assert_eq!(run["connected"], 16, "{run}");
+        let sessions: u64 = run["sessions_per_loop"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .sum();
+        assert_eq!(sessions, 16, "{run}");
+        if run["steering"] == "bpf" {
+            assert_eq!(run["forwarded"], 0, "{run}");
+        }
+    }
+}
+
+#[test]
+fn workers_cell_refuses_bad_arguments() {
+    for (args, says) in [
+        (
+            &["compare", "--what", "workers", "--rounds", "0"][..],
+            "--rounds must be at least 1",
+        ),
+        (
+            &["compare", "--what", "workers", "--server-workers", "0"],
+            "--server-workers",
+        ),
+        (
+            &["server", "--loops", "0", "--ignore-stdin"],
+            "--loops is 1 to 256",
+        ),
+    ] {
+        let out = Command::new(exe())
+            .args(args)
+            .output()
+            .expect("run quill-bench");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -32,10 +32,14 @@ mod loopback;
 mod procs;
 #[path = "quill-bench/server.rs"]
 mod server;
+#[path = "quill-bench/server_loops.rs"]
+mod server_loops;
 #[path = "quill-bench/stats.rs"]
 mod stats;
 #[path = "quill-bench/tcp.rs"]
 mod tcp;
+#[path = "quill-bench/workers.rs"]
+mod workers;
 
 /// Loopback benchmarks of the quill transport.
 #[derive(Parser)]
@@ -53,9 +57,15 @@ enum Command {
         /// Address to bind (loopback only).
         #[arg(long, default_value = "127.0.0.1:4433")]
         listen: SocketAddr,
-        /// Worker threads for login verification.
+        /// Worker threads for login verification (per event loop).
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Serve on this many event loops through the `Workers` of `quill server
+        /// --workers N` (sockets steered by connection ID); prints `steering MODE`,
+        /// answers `stats` on stdin with `stats {JSON}`, and ends with the loops' counters
+        /// as JSON. Default: one loop of its own (the other measurements).
+        #[arg(long)]
+        loops: Option<usize>,
         /// Keep running when stdin closes (stop with SIGINT/SIGTERM).
         #[arg(long)]
         ignore_stdin: bool,
@@ -122,6 +132,9 @@ enum Command {
         /// Speak QUIC v1 + TLS 1.3 (ALPN quill: the same login).
         #[arg(long)]
         quic_v1: bool,
+        /// Send without UDP GSO (one datagram per send).
+        #[arg(long)]
+        no_gso: bool,
     },
     /// N idle logged-in connections with keep-alives; prints `ready N`, holds them,
     /// then prints JSON.
@@ -146,6 +159,9 @@ enum Command {
         /// After `ready N`, wait for a line on stdin before holding.
         #[arg(long)]
         wait_go: bool,
+        /// Send without UDP GSO (one datagram per send).
+        #[arg(long)]
+        no_gso: bool,
     },
     /// quill side by side with quinn, quiche, TCP and TCP + TLS (issue 8): bulk
     /// goodput / CPU / memory with per-round ratios, handshake latency and rate, idle
@@ -189,6 +205,21 @@ fn main() -> ExitCode {
         Command::Server {
             listen,
             workers,
+            loops: Some(loops),
+            ignore_stdin,
+            accounts,
+            keep_alive_ms,
+            cert_dir,
+        } => server::Setup::new(
+            accounts.as_deref(),
+            keep_alive_ms.map(std::time::Duration::from_millis),
+            cert_dir.as_deref(),
+        )
+        .and_then(|setup| server_loops::run(listen, loops, workers, ignore_stdin, setup)),
+        Command::Server {
+            listen,
+            workers,
+            loops: None,
             ignore_stdin,
             accounts,
             keep_alive_ms,
@@ -226,14 +257,18 @@ fn main() -> ExitCode {
             timeout_secs,
             login,
             quic_v1,
-        } => clients::handshakes(
-            addr,
-            count,
-            concurrency,
-            Duration::from_secs(timeout_secs),
-            login,
-            &common::Wire::from_args(quic_v1, None),
-        ),
+            no_gso,
+        } => {
+            clients::set_gso(!no_gso);
+            clients::handshakes(
+                addr,
+                count,
+                concurrency,
+                Duration::from_secs(timeout_secs),
+                login,
+                &common::Wire::from_args(quic_v1, None),
+            )
+        }
         Command::Idle {
             addr,
             count,
@@ -242,17 +277,21 @@ fn main() -> ExitCode {
             timeout_secs,
             keep_alive_ms,
             wait_go,
-        } => clients::idle(
-            addr,
-            &clients::IdleOptions {
-                count,
-                concurrency,
-                hold: Duration::from_secs(hold_secs),
-                timeout: Duration::from_secs(timeout_secs),
-                keep_alive: Duration::from_millis(keep_alive_ms),
-                wait_go,
-            },
-        ),
+            no_gso,
+        } => {
+            clients::set_gso(!no_gso);
+            clients::idle(
+                addr,
+                &clients::IdleOptions {
+                    count,
+                    concurrency,
+                    hold: Duration::from_secs(hold_secs),
+                    timeout: Duration::from_secs(timeout_secs),
+                    keep_alive: Duration::from_millis(keep_alive_ms),
+                    wait_go,
+                },
+            )
+        }
         Command::Compare(o) => compare::run(&o),
         Command::TcpServer { listen, cert_dir } => tcp::server(listen, cert_dir),
         Command::TcpClient {
@@ -329,6 +368,53 @@ mod tests {
                 assert_eq!(o.what, [compare::What::All]);
             }
             _ => panic!("wrong subcommand"),
+        }
+    }
+
+    #[test]
+    fn parses_the_compare_workers_cell() {
+        let cli = Cli::try_parse_from([
+            "quill-bench",
+            "compare",
+            "--what",
+            "workers",
+            "--server-workers",
+            "1,2,4",
+            "--bulk-connections",
+            "4",
+            "--spread-connections",
+            "500",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Compare(o) => {
+                assert_eq!(o.what, [compare::What::Workers]);
+                assert_eq!(o.server_workers, [1, 2, 4]);
+                assert_eq!((o.bulk_connections, o.spread_connections), (4, 500));
+            }
+            _ => panic!("wrong subcommand"),
+        }
+        let cli = Cli::try_parse_from(["quill-bench", "compare", "--what", "workers"]).unwrap();
+        match cli.command {
+            Command::Compare(o) => {
+                assert_eq!(o.server_workers, [1, 2]);
+                assert_eq!((o.bulk_connections, o.spread_connections), (8, 10_000));
+            }
+            _ => panic!("wrong subcommand"),
+        }
+        let cli = Cli::try_parse_from(["quill-bench", "server", "--loops", "2"]).unwrap();
+        match cli.command {
+            Command::Server { loops, workers, .. } => assert_eq!((loops, workers), (Some(2), 1)),
+            _ => panic!("wrong subcommand"),
+        }
+        for args in [
+            &["quill-bench", "compare", "--server-workers", "0"][..],
+            &["quill-bench", "compare", "--server-workers", "1,257"],
+            &["quill-bench", "compare", "--server-workers", "one"],
+            &["quill-bench", "compare", "--bulk-connections", "0"],
+            &["quill-bench", "compare", "--spread-connections", "-1"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
     }
 

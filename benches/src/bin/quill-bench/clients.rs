@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +18,16 @@ use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 
 use crate::common::{self, SuiteArg, Wire};
 
+/// Whether the client loops send with UDP GSO (`--no-gso` turns it off: one datagram
+/// per send, so that a server's reuseport steering sees each datagram rather than a
+/// batch of several connections' datagrams steered as a whole by its first).
+static GSO: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether this process's client loops use UDP GSO (before any is made).
+pub fn set_gso(on: bool) {
+    GSO.store(on, Ordering::Relaxed);
+}
+
 fn client_loop<H: Handler>(server: SocketAddr, handler: H) -> Result<EventLoop<H>, String> {
     common::require_loopback(server)?;
     let bind: SocketAddr = if server.is_ipv4() {
@@ -24,9 +35,13 @@ fn client_loop<H: Handler>(server: SocketAddr, handler: H) -> Result<EventLoop<H
     } else {
         "[::1]:0".parse().expect("literal")
     };
+    let udp = UdpConfig {
+        gso: GSO.load(Ordering::Relaxed),
+        ..UdpConfig::default()
+    };
     EventLoop::bind(
         bind,
-        &UdpConfig::default(),
+        &udp,
         EndpointConfig {
             max_connections: 200_000,
             ..EndpointConfig::default()

@@ -162,6 +162,9 @@ pub enum What {
     Idle,
     /// Many idle sessions with keep-alives on one server loop.
     Sessions,
+    /// quill's server on 1 and 2 event loops (`--server-workers`): handshakes, the
+    /// goodput of 8 connections, datagrams forwarded between loops, the spread.
+    Workers,
 }
 
 /// Everything `compare` takes from the command line: `loopback`'s plan (the quill
@@ -174,7 +177,7 @@ pub struct Options {
     /// quill-aes256, quill-aes128, quinn, quiche, tcp, tcp-tls.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub stacks: Vec<Stack>,
-    /// Measurements, comma-separated: all, bulk, latency, rate, idle, sessions.
+    /// Measurements, comma-separated: all, bulk, latency, rate, idle, sessions, workers.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub what: Vec<What>,
     /// Fresh client processes per stack for the latency measurement.
@@ -193,6 +196,22 @@ pub struct Options {
     /// milliseconds (below 15000).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
     pub keep_alive_ms: u64,
+    /// Event-loop counts of quill's server that `--what workers` compares,
+    /// comma-separated (`quill-bench server --loops N`: the `Workers` of `quill server
+    /// --workers N`); the first is the baseline of the ratios.
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub server_workers: Vec<u64>,
+    /// Concurrent connections (one client process each) sharing `--bytes` in the
+    /// `workers` goodput cell.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub bulk_connections: u64,
+    /// Connections held at once in the `workers` spread cell (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    pub spread_connections: usize,
+    /// The `workers` cell's handshake and spread clients send without UDP GSO (a GSO
+    /// batch of several connections' datagrams is steered as a whole by its first).
+    #[arg(long)]
+    pub no_client_gso: bool,
 }
 
 impl Options {
@@ -1016,12 +1035,7 @@ fn sessions(o: &Options) -> Result<SessionsResult, String> {
     // Read the server's timer lateness just before the clients' holds end (each began
     // when its `go` arrived, after `reset-lateness` was sent): their closing is not in it.
     std::thread::sleep((hold - hold / 2).saturating_sub(Duration::from_millis(250)));
-    server.proc.send_line("lateness")?;
-    let l = server
-        .proc
-        .line_starting("lateness ", Duration::from_secs(30))?;
-    let server_timers: Value = serde_json::from_str(&l["lateness ".len()..])
-        .map_err(|e| format!("server: bad lateness JSON {l}: {e}"))?;
+    let server_timers = server.proc.query("lateness", Duration::from_secs(30))?;
     let mut outs = Vec::new();
     for c in clients.iter_mut() {
         let l = c.line_starting("{", Duration::from_secs(o.hold_secs + 60))?;
@@ -1084,7 +1098,8 @@ fn us_to_ms(v: &Value) -> f64 {
 
 /// Runs what `o` asks for and prints the report.
 pub fn run(o: &Options) -> Result<(), String> {
-    if o.plan.rounds == 0 && (o.wants(What::Bulk) || o.wants(What::Rate)) {
+    if o.plan.rounds == 0 && (o.wants(What::Bulk) || o.wants(What::Rate) || o.wants(What::Workers))
+    {
         return Err("--rounds must be at least 1".into());
     }
     let stacks = expand(&o.stacks);
@@ -1102,6 +1117,9 @@ pub fn run(o: &Options) -> Result<(), String> {
         None
     };
     let sess = (o.wants(What::Sessions) && o.sessions > 0).then(|| sessions(o));
+    let loops = o
+        .wants(What::Workers)
+        .then(|| crate::workers::run(o, &dir.accounts()));
     if o.plan.json {
         let out = json!({
             "stacks": stacks.iter().map(|s| s.name()).collect::<Vec<_>>(),
@@ -1181,6 +1199,7 @@ pub fn run(o: &Options) -> Result<(), String> {
                 }),
                 Err(e) => json!({ "error": e }),
             }),
+            "workers": loops.as_ref().map(|w| crate::workers::json(o, w)),
         });
         println!("{out}");
     } else {
@@ -1192,6 +1211,9 @@ pub fn run(o: &Options) -> Result<(), String> {
             idle.as_ref(),
             sess.as_ref(),
         );
+        if let Some(w) = &loops {
+            crate::workers::table(o, w);
+        }
     }
     // A measurement that failed outright is an error (after the report).
     if let Some(Err(e)) = &idle {

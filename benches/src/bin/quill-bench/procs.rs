@@ -112,6 +112,16 @@ impl Proc {
             .map_err(|e| format!("{}: write to stdin: {e}", self.name))
     }
 
+    /// Sends the control command `command` and returns the JSON of the answer line
+    /// `COMMAND {JSON}` (other lines are skipped), waiting at most `timeout`.
+    pub fn query(&mut self, command: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+        self.send_line(command)?;
+        let prefix = format!("{command} ");
+        let l = self.line_starting(&prefix, timeout)?;
+        serde_json::from_str(&l[prefix.len()..])
+            .map_err(|e| format!("{}: bad {command} JSON {l}: {e}", self.name))
+    }
+
     /// Closes the child's stdin (the server subcommand's shutdown signal).
     pub fn close_stdin(&mut self) {
         self.stdin = None;

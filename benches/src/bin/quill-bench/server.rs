@@ -45,8 +45,8 @@ use quill_transport::service::{Echo, Pumped};
 /// Most bytes an echo stream holds before the server stops reading it (back-pressure).
 const ECHO_BUFFER: usize = 1 << 20;
 
-/// The benchmark server's application state.
-struct BenchServer {
+/// The benchmark server's application state (one per event loop).
+pub(crate) struct BenchServer {
     /// With `--accounts`: logins are checked against a real account store (Argon2id
     /// for passwords) on the worker pool.
     verifier: Option<Arc<LoginVerifier>>,
@@ -283,6 +283,83 @@ pub fn lateness_json(s: &LatencySummary) -> serde_json::Value {
     })
 }
 
+/// What every event loop of the benchmark server shares: the server and endpoint
+/// configurations, the login verifier (with `--accounts`) and the host key's
+/// fingerprint.
+pub(crate) struct Setup {
+    pub(crate) config: ServerConfig,
+    pub(crate) endpoint: EndpointConfig,
+    pub(crate) verifier: Option<Arc<LoginVerifier>>,
+    pub(crate) fingerprint: String,
+}
+
+impl Setup {
+    /// The configurations of `quill-bench server` (see [`run`] for the arguments).
+    pub(crate) fn new(
+        accounts: Option<&std::path::Path>,
+        keep_alive: Option<Duration>,
+        cert_dir: Option<&std::path::Path>,
+    ) -> Result<Setup, String> {
+        let mut transport = common::transport_config();
+        transport.keep_alive_interval = keep_alive;
+        transport
+            .validate()
+            .map_err(|e| format!("--keep-alive-ms: {e}"))?;
+        let host_key = common::host_key();
+        let fingerprint = host_key.public().fingerprint();
+        let mut config = ServerConfig::new(host_key.clone());
+        config.transport = Arc::new(transport);
+        let alpn = vec![ALPN_QUILL.to_vec(), common::ALPN_BENCH.to_vec()];
+        let quic_v1 = match cert_dir {
+            None => QuicV1Server::with_host_key(host_key, alpn),
+            Some(dir) => {
+                let (cert, key) = crate::tcp::certificate(dir)?;
+                QuicV1Server::with_certificate(vec![cert], key, alpn)
+            }
+        };
+        config.quic_v1 = Some(quic_v1.map_err(|e| e.to_string())?);
+        // Many connections from one source address, at a high rate: the per-source rate
+        // limit is off, Retry is off (it would add a round trip to every handshake) and
+        // there is room for many handshakes in flight.
+        let endpoint = EndpointConfig {
+            per_source_handshakes_per_sec: 0,
+            max_half_open_per_address: 0,
+            max_half_open: 65_536,
+            max_connections: 200_000,
+            retry: RetryPolicy::Never,
+            ..EndpointConfig::default()
+        };
+        let verifier = match accounts {
+            Some(path) => Some(Arc::new(accounts_verifier(path)?)),
+            None => None,
+        };
+        Ok(Setup {
+            config,
+            endpoint,
+            verifier,
+            fingerprint: fingerprint.to_string(),
+        })
+    }
+}
+
+impl BenchServer {
+    /// A loop's fresh state; logins go to `verifier` when there is one.
+    pub(crate) fn new(verifier: Option<Arc<LoginVerifier>>) -> BenchServer {
+        BenchServer {
+            verifier,
+            waiting: VecDeque::new(),
+            sinks: HashMap::new(),
+            replies: Vec::new(),
+            echo: HashMap::new(),
+            reference: HashMap::new(),
+            buf: vec![0u8; 256 * 1024],
+            logins: 0,
+            refused: 0,
+            bytes_sunk: 0,
+        }
+    }
+}
+
 /// Runs the server until SIGINT/SIGTERM or (unless `ignore_stdin`) until stdin closes.
 /// `keep_alive`: the server's sessions send keep-alives of their own at this interval
 /// (their timers then fire on this loop, which is what the sessions benchmark
@@ -296,59 +373,16 @@ pub fn run(
     cert_dir: Option<&std::path::Path>,
 ) -> Result<(), String> {
     common::require_loopback(listen)?;
-    let mut transport = common::transport_config();
-    transport.keep_alive_interval = keep_alive;
-    transport
-        .validate()
-        .map_err(|e| format!("--keep-alive-ms: {e}"))?;
+    let setup = Setup::new(accounts, keep_alive, cert_dir)?;
     let signals = TerminationSignals::block();
-    let host_key = common::host_key();
-    let fingerprint = host_key.public().fingerprint();
-    let mut config = ServerConfig::new(host_key.clone());
-    config.transport = Arc::new(transport);
-    let alpn = vec![ALPN_QUILL.to_vec(), common::ALPN_BENCH.to_vec()];
-    let quic_v1 = match cert_dir {
-        None => QuicV1Server::with_host_key(host_key, alpn),
-        Some(dir) => {
-            let (cert, key) = crate::tcp::certificate(dir)?;
-            QuicV1Server::with_certificate(vec![cert], key, alpn)
-        }
-    };
-    config.quic_v1 = Some(quic_v1.map_err(|e| e.to_string())?);
-    // Many connections from one source address, at a high rate: the per-source rate
-    // limit is off, Retry is off (it would add a round trip to every handshake) and
-    // there is room for many handshakes in flight.
-    let endpoint = EndpointConfig {
-        per_source_handshakes_per_sec: 0,
-        max_half_open_per_address: 0,
-        max_half_open: 65_536,
-        max_connections: 200_000,
-        retry: RetryPolicy::Never,
-        ..EndpointConfig::default()
-    };
-    let verifier = match accounts {
-        Some(path) => Some(Arc::new(accounts_verifier(path)?)),
-        None => None,
-    };
-    let handler = BenchServer {
-        verifier,
-        waiting: VecDeque::new(),
-        sinks: HashMap::new(),
-        replies: Vec::new(),
-        echo: HashMap::new(),
-        reference: HashMap::new(),
-        buf: vec![0u8; 256 * 1024],
-        logins: 0,
-        refused: 0,
-        bytes_sunk: 0,
-    };
+    let fingerprint = setup.fingerprint;
     let mut ev = EventLoop::bind(
         listen,
         &UdpConfig::default(),
-        endpoint,
-        Some(config),
+        setup.endpoint,
+        Some(setup.config),
         workers.max(1),
-        handler,
+        BenchServer::new(setup.verifier),
     )
     .map_err(|e| format!("bind {listen}: {e}"))?;
     let handle = ev.handle();
