@@ -34,7 +34,10 @@ def load(paths):
     """Every file's JSON object (the line of a file that starts with '{')."""
     out = []
     for p in paths:
-        text = Path(p).read_text()
+        try:
+            text = Path(p).read_text()
+        except OSError as e:
+            sys.exit(f"plot.py: cannot read {p}: {e.strerror}")
         line = next((l for l in text.splitlines() if l.startswith("{")), None)
         if line is None:
             sys.exit(f"plot.py: {p} holds no JSON object; pass what `compare --json` printed")
@@ -96,6 +99,13 @@ def idle_bars(results):
     return bars
 
 
+def save(fig, path):
+    """Writes `fig` to `path` and says so."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", nargs="+", help="files written by `quill-bench compare --json`")
@@ -129,9 +139,7 @@ def main():
             ax.set_ylim(bottom=0)
             ax.xaxis.get_major_locator().set_params(integer=True)
         g.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(out / "bulk_rounds.png", dpi=110)
-        print(f"wrote {out / 'bulk_rounds.png'}")
+        save(fig, out / "bulk_rounds.png")
     else:
         print("no bulk results: bulk_rounds.png skipped")
 
@@ -144,13 +152,10 @@ def main():
         m.set(title="quill server RSS with idle sessions (one loop)", ylabel="MiB")
         c.set(title="quill server CPU over the hold (keep-alives)", ylabel="% of a core")
         for ax in (m, c):
-            ax.set_xscale("log")
-            ax.set_xlabel("idle sessions")
+            ax.set(xscale="log", xlabel="idle sessions")
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        fig.savefig(out / "sessions_cost.png", dpi=110)
-        print(f"wrote {out / 'sessions_cost.png'}")
+        save(fig, out / "sessions_cost.png")
     else:
         print("no sessions results: sessions_cost.png skipped")
 
@@ -164,9 +169,7 @@ def main():
             ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom")
         ax.set(title="Server memory per idle connection", ylabel="bytes (RSS delta / N)")
         ax.grid(alpha=0.3, axis="y")
-        fig.tight_layout()
-        fig.savefig(out / "idle_memory.png", dpi=110)
-        print(f"wrote {out / 'idle_memory.png'}")
+        save(fig, out / "idle_memory.png")
     else:
         print("no idle results: idle_memory.png skipped")
 

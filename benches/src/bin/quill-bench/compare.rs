@@ -1116,7 +1116,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     let rate = (o.wants(What::Rate) && o.plan.handshakes > 0).then(|| rate(o, &stacks, &dir));
     let idle = (o.wants(What::Idle) && o.plan.idle > 0).then(|| idle::run(o, &stacks, &dir));
     // Per size (one unless --sessions-sizes): the size and its result; the last is
-    // the report's `sessions`.
+    // the report's `sessions`, all are its `sessions_curve`.
     let curve: Vec<(usize, Result<SessionsResult, String>)> = if o.wants(What::Sessions) {
         o.session_sizes()
             .into_iter()
@@ -1126,7 +1126,6 @@ pub fn run(o: &Options) -> Result<(), String> {
     } else {
         Vec::new()
     };
-    let sess = curve.last().map(|(_, r)| r);
     if o.plan.json {
         let out = json!({
             "stacks": stacks.iter().map(|s| s.name()).collect::<Vec<_>>(),
@@ -1166,35 +1165,10 @@ pub fn run(o: &Options) -> Result<(), String> {
                 })).collect::<Vec<_>>(),
             })),
             "idle": idle.as_ref().map(|cells| idle::json(o, cells)),
-            "sessions_curve": (!curve.is_empty()).then(|| sessions_curve(&curve)),
-            "sessions": sess.map(|r| match r {
-                Ok(s) => json!({
-                    "sessions": curve.last().map_or(o.sessions, |(n, _)| *n),
-                    "client_processes": o.session_clients,
-                    "keep_alive_ms": o.keep_alive_ms,
-                    "hold_secs": o.hold_secs,
-                    "connected": s.connected,
-                    "lost_while_held": s.lost,
-                    "server_rss_kib_0": s.rss0_kib,
-                    "server_rss_kib": s.rss_kib,
-                    "server_bytes_per_session": (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
-                    "server_cpu_percent_of_a_core": s.server_cpu_pct,
-                    "server_max_ack_delay_ms": s.ack_delay_ms,
-                    "keep_alive_samples": s.samples,
-                    "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
-                    "server_timer_lateness_ms": {
-                        "count": s.server_timers["count"],
-                        "p50": us_to_ms(&s.server_timers["p50_us"]),
-                        "p99": us_to_ms(&s.server_timers["p99_us"]),
-                        "p999": us_to_ms(&s.server_timers["p999_us"]),
-                        "max": us_to_ms(&s.server_timers["max_us"]),
-                    },
-                    "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
-                    "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
-                    "clients": s.clients,
-                }),
-                Err(e) => json!({ "error": e }),
+            "sessions_curve": (!curve.is_empty()).then(|| {
+                curve.iter().map(|(n, r)| sessions_json(o, *n, r)).collect::<Vec<_>>()
             }),
+            "sessions": curve.last().map(|(n, r)| sessions_json(o, *n, r)),
         });
         println!("{out}");
     } else {
@@ -1220,25 +1194,37 @@ pub fn run(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// The cost curve: per size, the server's memory and CPU over the hold, its timer
-/// lateness and the sessions lost.
-fn sessions_curve(curve: &[(usize, Result<SessionsResult, String>)]) -> Value {
-    curve
-        .iter()
-        .map(|(n, r)| match r {
-            Ok(s) => json!({
-                "sessions": n,
-                "connected": s.connected,
-                "lost_while_held": s.lost,
-                "server_rss_kib_0": s.rss0_kib,
-                "server_rss_kib": s.rss_kib,
-                "server_bytes_per_session": (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
-                "server_cpu_percent_of_a_core": s.server_cpu_pct,
-                "server_timer_lateness_p99_ms": us_to_ms(&s.server_timers["p99_us"]),
-            }),
-            Err(e) => json!({ "sessions": n, "error": e }),
-        })
-        .collect()
+/// The JSON of one sessions run of `n` sessions (the report's `sessions`, and each
+/// size of `sessions_curve`).
+fn sessions_json(o: &Options, n: usize, r: &Result<SessionsResult, String>) -> Value {
+    match r {
+        Ok(s) => json!({
+            "sessions": n,
+            "client_processes": o.session_clients,
+            "keep_alive_ms": o.keep_alive_ms,
+            "hold_secs": o.hold_secs,
+            "connected": s.connected,
+            "lost_while_held": s.lost,
+            "server_rss_kib_0": s.rss0_kib,
+            "server_rss_kib": s.rss_kib,
+            "server_bytes_per_session": (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
+            "server_cpu_percent_of_a_core": s.server_cpu_pct,
+            "server_max_ack_delay_ms": s.ack_delay_ms,
+            "keep_alive_samples": s.samples,
+            "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
+            "server_timer_lateness_ms": {
+                "count": s.server_timers["count"],
+                "p50": us_to_ms(&s.server_timers["p50_us"]),
+                "p99": us_to_ms(&s.server_timers["p99_us"]),
+                "p999": us_to_ms(&s.server_timers["p999_us"]),
+                "max": us_to_ms(&s.server_timers["max_us"]),
+            },
+            "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
+            "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
+            "clients": s.clients,
+        }),
+        Err(e) => json!({ "sessions": n, "error": e }),
+    }
 }
 
 fn print_tables(
