@@ -308,8 +308,6 @@ struct ClientApp {
     reported: bool,
     /// Idle mode: when the last keep-alive PING was queued (or the answer came).
     last_ping: Option<Instant>,
-    /// Idle mode: keep-alive PINGs queued.
-    pings: u64,
 }
 
 enum App {
@@ -349,6 +347,8 @@ struct Endpoint {
     held: usize,
     /// Idle mode: held connections that closed.
     lost_held: usize,
+    /// Idle mode: keep-alive PINGs queued, on every connection.
+    pings: u64,
 }
 
 impl Endpoint {
@@ -366,6 +366,7 @@ impl Endpoint {
             finished: Vec::new(),
             held: 0,
             lost_held: 0,
+            pings: 0,
         }
     }
 
@@ -421,7 +422,6 @@ impl Endpoint {
             hold,
             reported: false,
             last_ping: None,
-            pings: 0,
         }));
         let key = self.conns.insert(Conn {
             q,
@@ -722,7 +722,7 @@ impl Endpoint {
             let last = app.last_ping.unwrap_or(now);
             if app.reported && now.saturating_duration_since(last) >= every {
                 if c.q.send_ack_eliciting().is_ok() {
-                    app.pings += 1;
+                    self.pings += 1;
                 }
                 app.last_ping = Some(now);
                 due.push(key);
@@ -731,17 +731,6 @@ impl Endpoint {
         for key in due {
             self.mark_dirty(key);
         }
-    }
-
-    /// Idle mode: keep-alive PINGs queued on the connections still open.
-    fn pings(&self) -> u64 {
-        self.conns
-            .iter()
-            .map(|(_, c)| match &c.app {
-                App::Client(app) => app.pings,
-                App::Server(_) => 0,
-            })
-            .sum()
     }
 
     /// Closes every connection and sends the CONNECTION_CLOSE frames once.
@@ -1129,7 +1118,7 @@ fn hold_connections(
     let report = HoldReport {
         held: held as u32,
         lost_while_held: (ep.lost_held - lost_before) as u32,
-        keep_alives_sent: ep.pings(),
+        keep_alives_sent: ep.pings,
         keep_alive_ms: a.keep_alive_ms,
         hold_secs: a.hold_secs,
     };
