@@ -263,6 +263,71 @@ fn quiche_peer_smoke() {
     smoke(&quiche_peer(), &quiche_peer(), "quiche");
 }
 
+/// Idle mode (`--hold-secs`, what `quill-bench compare --what idle` drives): every
+/// connection gets its answer, `ready K` comes once all are open, they stay open with
+/// keep-alives for the hold, then the JSON line. Then the failing path: a server that
+/// goes away during the hold shows as every connection lost.
+fn idle(peer: &Path, stack: &str) {
+    const N: u64 = 24;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let ca = certs.join("cert.pem");
+    let client = |srv: &Server, hold: &str| {
+        let mut cmd = Command::new(peer);
+        cmd.args(["client", "--connect", &srv.addr, "--ca"])
+            .arg(&ca)
+            .args(["--connections", &N.to_string(), "--concurrency", "8"])
+            .args(["--hold-secs", hold, "--keep-alive-ms", "200"])
+            .args(["--timeout-secs", "30"]);
+        child::spawn_piped(&mut cmd, Stdio::inherit()).expect("client starts")
+    };
+    let line = |rx: &std::sync::mpsc::Receiver<String>, what: &str| {
+        rx.recv_timeout(Duration::from_secs(40))
+            .unwrap_or_else(|e| panic!("{stack}: no {what} line: {e}"))
+    };
+    let finish = |mut c: Child, rx: &std::sync::mpsc::Receiver<String>| {
+        let j: serde_json::Value = serde_json::from_str(&line(rx, "JSON")).expect("JSON");
+        let status = child::wait_or_kill(&mut c, Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "{stack}: {status:?}");
+        assert_eq!(j["stack"], stack, "{j}");
+        assert_eq!(
+            (j["connections"].as_u64(), j["held"].as_u64()),
+            (Some(N), Some(N)),
+            "{j}"
+        );
+        j
+    };
+
+    let srv = Server::start(peer, &certs);
+    let (c, rx) = client(&srv, "2");
+    assert_eq!(line(&rx, "ready"), format!("ready {N}"));
+    let j = finish(c, &rx);
+    assert_eq!(j["lost_while_held"], 0, "{j}");
+    // Two seconds at one PING per 200 ms: several per connection.
+    assert!(j["keep_alives_sent"].as_u64().unwrap() >= 2 * N, "{j}");
+    assert_eq!(
+        (j["hold_seconds"].as_u64(), j["keep_alive_ms"].as_u64()),
+        (Some(2), Some(200))
+    );
+
+    // The server stops (closing its connections) while they are held.
+    let (c, rx) = client(&srv, "3");
+    assert_eq!(line(&rx, "ready"), format!("ready {N}"));
+    srv.stop();
+    let j = finish(c, &rx);
+    assert_eq!(j["lost_while_held"].as_u64(), Some(N), "{j}");
+}
+
+#[test]
+fn quinn_peer_holds_idle_connections() {
+    idle(&quinn_peer(), "quinn");
+}
+
+#[test]
+fn quiche_peer_holds_idle_connections() {
+    idle(&quiche_peer(), "quiche");
+}
+
 /// The two reference peers speak standard QUIC v1 to each other.
 #[test]
 fn quinn_and_quiche_interoperate() {
@@ -296,6 +361,15 @@ fn bad_command_lines_exit_2() {
             .output()
             .expect("runs");
         assert_eq!(out.status.code(), Some(2), "{}", bin.display());
+        // Idle mode: a keep-alive at or above half the 30 s idle timeout is refused.
+        let out = Command::new(&bin)
+            .args(["client", "--connect", "127.0.0.1:1", "--ca", "x"])
+            .args(["--hold-secs", "5", "--keep-alive-ms", "15000"])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{}", bin.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--keep-alive-ms"), "{err}");
     }
 }
 

@@ -337,6 +337,27 @@ mod tests {
     }
 
     #[test]
+    fn parses_compare_sessions_sizes() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["quill-bench", "compare", "--what", "sessions"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| match c.command {
+                Command::Compare(o) => o,
+                _ => panic!("wrong subcommand"),
+            })
+        };
+        let o = parse(&["--sessions-sizes", "1000,10000,100000"]).unwrap();
+        assert_eq!(o.sessions_sizes, [1000, 10_000, 100_000]);
+        // Without it, the one size is --sessions.
+        let o = parse(&["--sessions", "5000"]).unwrap();
+        assert!(o.sessions_sizes.is_empty());
+        assert_eq!(o.sessions, 5000);
+        for bad in ["0", "1000,x", "-5", "1000,,10"] {
+            assert!(parse(&["--sessions-sizes", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_compare_stacks_and_measurements() {
         let cli = Cli::try_parse_from([
             "quill-bench",

@@ -35,8 +35,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use slab::Slab;
 
 use quill_interop::refpeers::{
-    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, OnOff, ProbeArgs,
-    ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
+    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, HoldReport, OnOff,
+    ProbeArgs, ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD,
+    ZEROS,
 };
 
 const PROG: &str = "quiche-peer";
@@ -301,6 +302,12 @@ struct ClientApp {
     first_byte: Option<Instant>,
     end: Option<Instant>,
     recv_error: Option<quiche::Error>,
+    /// Idle mode: stay open once the answer is in.
+    hold: bool,
+    /// Idle mode: the answer is in and its timing was reported; the connection is held.
+    reported: bool,
+    /// Idle mode: when the last keep-alive PING was queued (or the answer came).
+    last_ping: Option<Instant>,
 }
 
 enum App {
@@ -336,6 +343,12 @@ struct Endpoint {
     scratch: Vec<u8>,
     rng: SystemRandom,
     finished: Vec<Finished>,
+    /// Idle mode: client connections held open (answer in, not closed).
+    held: usize,
+    /// Idle mode: held connections that closed.
+    lost_held: usize,
+    /// Idle mode: keep-alive PINGs queued, on every connection.
+    pings: u64,
 }
 
 impl Endpoint {
@@ -351,6 +364,9 @@ impl Endpoint {
             scratch: vec![0u8; RECV_BUF],
             rng: SystemRandom::new(),
             finished: Vec::new(),
+            held: 0,
+            lost_held: 0,
+            pings: 0,
         }
     }
 
@@ -371,13 +387,14 @@ impl Endpoint {
         Ok(scid)
     }
 
-    /// Starts a client connection (`index` among the run's connections).
+    /// Starts a client connection (`index` among the run's connections); `hold`: keep
+    /// it open once its answer is in (idle mode).
     fn connect(
         &mut self,
         peer: SocketAddr,
         index: usize,
-        upload: u64,
-        download: u64,
+        (upload, download): (u64, u64),
+        hold: bool,
     ) -> Result<(), String> {
         let scid = self.new_cid()?;
         let q = quiche::connect_with_buffer_factory::<ZcFactory>(
@@ -402,6 +419,9 @@ impl Endpoint {
             first_byte: None,
             end: None,
             recv_error: None,
+            hold,
+            reported: false,
+            last_ping: None,
         }));
         let key = self.conns.insert(Conn {
             q,
@@ -628,11 +648,20 @@ impl Endpoint {
                 self.remove(key);
                 return;
             }
-            App::Client(app) => client_streams(&mut c.q, app, &mut self.scratch),
+            App::Client(app) => {
+                client_streams(&mut c.q, app, &mut self.scratch);
+                if app.hold && app.end.is_some() && !app.reported {
+                    // Idle mode: the answer is in; report it and keep the connection.
+                    app.reported = true;
+                    app.last_ping = app.end;
+                    self.held += 1;
+                    self.finished.push(finish_client(&c.q, app));
+                }
+            }
         }
         let more = flush(&mut self.io, c);
         let client_done = match &c.app {
-            App::Client(app) => app.end.is_some() || app.recv_error.is_some(),
+            App::Client(app) => (app.end.is_some() && !app.hold) || app.recv_error.is_some(),
             App::Server(_) => false,
         };
         if c.q.is_closed() || (client_done && !more) {
@@ -672,7 +701,35 @@ impl Endpoint {
             }
         }
         if let App::Client(app) = c.app {
-            self.finished.push(finish_client(&c.q, &app));
+            if app.reported {
+                self.held -= 1;
+                self.lost_held += 1;
+            } else {
+                self.finished.push(finish_client(&c.q, &app));
+            }
+        }
+    }
+
+    /// Idle mode: queues a PING on every held connection whose last one is at least
+    /// `every` old (quiche has no keep-alive timer of its own).
+    fn keep_alive(&mut self, every: Duration) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (key, c) in self.conns.iter_mut() {
+            let App::Client(app) = &mut c.app else {
+                continue;
+            };
+            let last = app.last_ping.unwrap_or(now);
+            if app.reported && now.saturating_duration_since(last) >= every {
+                if c.q.send_ack_eliciting().is_ok() {
+                    self.pings += 1;
+                }
+                app.last_ping = Some(now);
+                due.push(key);
+            }
+        }
+        for key in due {
+            self.mark_dirty(key);
         }
     }
 
@@ -844,7 +901,9 @@ fn client_streams(q: &mut QConn, app: &mut ClientApp, scratch: &mut [u8]) {
             app.got += n as u64;
             if fin {
                 app.end = Some(t);
-                let _ = q.close(true, 0, b"done");
+                if !app.hold {
+                    let _ = q.close(true, 0, b"done");
+                }
                 return;
             }
         }
@@ -982,16 +1041,30 @@ fn client(a: ClientArgs) -> Result<(), String> {
     let mut next = 0usize;
     let mut done = 0usize;
     let mut events = Events::with_capacity(64);
+    let hold = a.hold();
+    // Idle mode: held connections get their keep-alives from a scan every quarter
+    // interval (so each PING goes out between one and 1.25 intervals after the last).
+    let scan = a.keep_alive() / 4;
+    let mut next_scan = Instant::now() + scan;
     while done < total {
-        while next < total && ep.conns.len() < a.concurrency as usize {
-            ep.connect(a.connect, next, a.upload, a.download)?;
+        // Held connections are not in flight.
+        while next < total && ep.conns.len() - ep.held < a.concurrency as usize {
+            ep.connect(a.connect, next, (a.upload, a.download), hold.is_some())?;
             next += 1;
         }
         let now = Instant::now();
         if now >= deadline {
             return Err(format!("timed out after {} s", a.timeout_secs));
         }
-        ep.turn(&mut events, Some(deadline - now))?;
+        let mut wait = deadline - now;
+        if hold.is_some() {
+            if now >= next_scan {
+                ep.keep_alive(a.keep_alive());
+                next_scan = now + scan;
+            }
+            wait = wait.min(next_scan - now);
+        }
+        ep.turn(&mut events, Some(wait))?;
         for f in ep.finished.drain(..) {
             match f {
                 Finished::Ok(i, t) => {
@@ -1005,11 +1078,52 @@ fn client(a: ClientArgs) -> Result<(), String> {
         }
     }
     let wall = wall_start.elapsed();
+    let held = hold.map(|h| hold_connections(&mut ep, &mut events, h, &a));
     let timings: Vec<ConnTiming> = results.into_iter().flatten().collect();
     let report = ClientReport::from_timings(STACK, a.upload, a.download, &timings, wall)
         .ok_or("no connection completed")?;
-    refpeers::print_json_line(&report.to_json());
+    let json = report.to_json();
+    refpeers::print_json_line(&match held {
+        Some(h) => h?.add_to(json),
+        None => json,
+    });
     Ok(())
+}
+
+/// Idle mode: `ready K`, then the held connections stay open for `hold` with a
+/// keep-alive PING every `--keep-alive-ms`; then they are closed.
+fn hold_connections(
+    ep: &mut Endpoint,
+    events: &mut Events,
+    hold: Duration,
+    a: &ClientArgs,
+) -> Result<HoldReport, String> {
+    let held = ep.held;
+    let lost_before = ep.lost_held;
+    refpeers::print_ready(held);
+    let end = Instant::now() + hold;
+    let scan = a.keep_alive() / 4;
+    let mut next_scan = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if now >= next_scan {
+            ep.keep_alive(a.keep_alive());
+            next_scan = now + scan;
+        }
+        ep.turn(events, Some((next_scan - now).min(end - now)))?;
+    }
+    let report = HoldReport {
+        held: held as u32,
+        lost_while_held: (ep.lost_held - lost_before) as u32,
+        keep_alives_sent: ep.pings,
+        keep_alive_ms: a.keep_alive_ms,
+        hold_secs: a.hold_secs,
+    };
+    ep.close_all();
+    Ok(report)
 }
 
 fn probe(a: ProbeArgs) -> u8 {
@@ -1031,7 +1145,7 @@ fn probe_inner(a: &ProbeArgs) -> Result<(ProbeOutcome, String), String> {
     config.verify_peer(true);
     let io = Io::bind(refpeers::local_bind_for(a.connect), OnOff::On, OnOff::On)?;
     let mut ep = Endpoint::new(io, config, false);
-    ep.connect(a.connect, 0, 0, 0)?;
+    ep.connect(a.connect, 0, (0, 0), false)?;
     let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
     let mut events = Events::with_capacity(16);
     loop {

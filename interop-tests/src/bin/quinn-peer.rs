@@ -20,8 +20,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::task::JoinSet;
 
 use quill_interop::refpeers::{
-    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, ProbeArgs,
-    ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD, ZEROS,
+    self, encode_header, hq, Cli, ClientArgs, ClientReport, Command, ConnTiming, HoldReport,
+    ProbeArgs, ProbeOutcome, ProbeReport, ServerArgs, EXIT_FAILURE, HEADER_LEN, MAX_UDP_PAYLOAD,
+    ZEROS,
 };
 
 const PROG: &str = "quinn-peer";
@@ -241,31 +242,67 @@ async fn client(a: ClientArgs) -> Result<(), String> {
     let tls = client_tls(&a.ca)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
-    cc.transport_config(Arc::new(transport(a.net.window, a.net.gso.on())?));
+    let mut t = transport(a.net.window, a.net.gso.on())?;
+    if a.hold().is_some() {
+        t.keep_alive_interval(Some(a.keep_alive()));
+    }
+    cc.transport_config(Arc::new(t));
     let mut ep = endpoint(refpeers::local_bind_for(a.connect), None, a.net.gro.on())?;
     ep.set_default_client_config(cc);
 
     let limit = Duration::from_secs(a.timeout_secs);
     let wall_start = Instant::now();
     let run = run_connections(&ep, &a);
-    let timings = match tokio::time::timeout(limit, run).await {
+    let (timings, held) = match tokio::time::timeout(limit, run).await {
         Ok(r) => r?,
         Err(_) => return Err(format!("timed out after {} s", a.timeout_secs)),
     };
     let wall = wall_start.elapsed();
+    let hold = match a.hold() {
+        Some(hold) => Some(hold_connections(&held, hold, &a).await),
+        None => None,
+    };
     ep.close(VarInt::from_u32(0), b"done");
     let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
     let report = ClientReport::from_timings(STACK, a.upload, a.download, &timings, wall)
         .ok_or("no connection completed")?;
-    refpeers::print_json_line(&report.to_json());
+    let json = report.to_json();
+    refpeers::print_json_line(&match hold {
+        Some(h) => h.add_to(json),
+        None => json,
+    });
     Ok(())
 }
 
+/// Idle mode: `ready K`, then the connections stay open for `hold` (quinn sends their
+/// keep-alives); how many were lost meanwhile and how many PINGs went out.
+async fn hold_connections(
+    held: &[quinn::Connection],
+    hold: Duration,
+    a: &ClientArgs,
+) -> HoldReport {
+    refpeers::print_ready(held.len());
+    tokio::time::sleep(hold).await;
+    let lost = held.iter().filter(|c| c.close_reason().is_some()).count();
+    HoldReport {
+        held: held.len() as u32,
+        lost_while_held: lost as u32,
+        keep_alives_sent: held.iter().map(|c| c.stats().frame_tx.ping).sum(),
+        keep_alive_ms: a.keep_alive_ms,
+        hold_secs: a.hold_secs,
+    }
+}
+
 /// Runs `a.connections` connections, at most `a.concurrency` at once; returns their
-/// timings in start order.
-async fn run_connections(ep: &Endpoint, a: &ClientArgs) -> Result<Vec<ConnTiming>, String> {
+/// timings in start order and, in idle mode (`--hold-secs`), the open connections.
+async fn run_connections(
+    ep: &Endpoint,
+    a: &ClientArgs,
+) -> Result<(Vec<ConnTiming>, Vec<quinn::Connection>), String> {
     let total = a.connections as usize;
+    let hold = a.hold().is_some();
     let mut results: Vec<Option<ConnTiming>> = vec![None; total];
+    let mut held = Vec::new();
     let mut set = JoinSet::new();
     let mut next = 0usize;
     let mut done = 0usize;
@@ -274,12 +311,13 @@ async fn run_connections(ep: &Endpoint, a: &ClientArgs) -> Result<Vec<ConnTiming
             let ep = ep.clone();
             let (addr, up, down) = (a.connect, a.upload, a.download);
             let i = next;
-            set.spawn(async move { (i, one_connection(&ep, addr, up, down).await) });
+            set.spawn(async move { (i, one_connection(&ep, addr, up, down, hold).await) });
             next += 1;
         }
         match set.join_next().await {
-            Some(Ok((i, Ok(t)))) => {
+            Some(Ok((i, Ok((t, conn))))) => {
                 results[i] = Some(t);
+                held.extend(conn);
                 done += 1;
             }
             Some(Ok((i, Err(e)))) => return Err(format!("connection {}: {e}", i + 1)),
@@ -287,18 +325,21 @@ async fn run_connections(ep: &Endpoint, a: &ClientArgs) -> Result<Vec<ConnTiming
             None => break,
         }
     }
-    results
+    let timings = results
         .into_iter()
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| "a connection did not finish".to_string())
+        .ok_or_else(|| "a connection did not finish".to_string())?;
+    Ok((timings, held))
 }
 
+/// One connection and its stream; closed when done, or returned open for `hold`.
 async fn one_connection(
     ep: &Endpoint,
     addr: SocketAddr,
     upload: u64,
     download: u64,
-) -> Result<ConnTiming, String> {
+    hold: bool,
+) -> Result<(ConnTiming, Option<quinn::Connection>), String> {
     let connect_start = Instant::now();
     let conn = ep
         .connect(addr, refpeers::SERVER_NAME)
@@ -344,15 +385,19 @@ async fn one_connection(
     if downloaded != download {
         return Err(format!("received {downloaded} bytes, expected {download}"));
     }
-    conn.close(VarInt::from_u32(0), b"done");
-    Ok(ConnTiming {
+    let timing = ConnTiming {
         connect_start,
         established,
         transfer_start,
         first_byte,
         transfer_end,
         downloaded,
-    })
+    };
+    if hold {
+        return Ok((timing, Some(conn)));
+    }
+    conn.close(VarInt::from_u32(0), b"done");
+    Ok((timing, None))
 }
 
 /// A verifier that accepts every certificate (`accept`: the hq-interop client, as the

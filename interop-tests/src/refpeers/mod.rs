@@ -18,6 +18,12 @@
 //!   stream each, verifies the server certificate against PATH for the name
 //!   `localhost`, and prints one JSON line ([`ClientReport`]); failures print one line on
 //!   stderr and exit [`EXIT_FAILURE`].
+//! * Idle mode, `client ... --hold-secs S [--keep-alive-ms MS]`: every connection does
+//!   its stream as above and then stays open; once all K have their answers the client
+//!   prints `ready K` on stdout, holds them for S seconds with a keep-alive PING every
+//!   MS milliseconds (default 5000; the idle timeout is 30 s), then prints the JSON line with the
+//!   [`HoldReport`] fields added and closes them (`quill-bench compare --what idle`
+//!   reads the server's memory meanwhile).
 //! * `PEER probe --connect ADDR [--timeout-secs S]` attempts a QUIC v1 handshake with a
 //!   verifier that refuses every certificate and prints one JSON line
 //!   ([`ProbeReport`]): exit 0 when the outcome is a version mismatch, 1 otherwise.
@@ -177,12 +183,67 @@ pub struct ClientArgs {
     /// Connections in progress at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
-    /// Give up (exit 3) after this many seconds in total.
+    /// Give up (exit 3) after this many seconds in total (with --hold-secs: before
+    /// every connection has its answer).
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// Idle mode: keep every connection open for this many seconds once all have their
+    /// answers (prints `ready K` first); 0: close each one as soon as it is done.
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
+    /// Keep-alive interval of held connections, in milliseconds (below 15000: the idle
+    /// timeout is 30 s).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..15_000))]
+    pub keep_alive_ms: u64,
     /// Socket offloads and flow-control window.
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+impl ClientArgs {
+    /// The hold period of idle mode, if `--hold-secs` asks for one.
+    pub fn hold(&self) -> Option<Duration> {
+        (self.hold_secs > 0).then(|| Duration::from_secs(self.hold_secs))
+    }
+
+    /// The keep-alive interval of held connections.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+}
+
+/// What an idle-mode client adds to its JSON line about the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldReport {
+    /// Connections open when the hold began (`ready K`).
+    pub held: u32,
+    /// Of those, connections that ended before the hold did (must be 0).
+    pub lost_while_held: u32,
+    /// Keep-alive PINGs sent by the client over the connections' lives.
+    pub keep_alives_sent: u64,
+    /// The keep-alive interval.
+    pub keep_alive_ms: u64,
+    /// How long the connections were held.
+    pub hold_secs: u64,
+}
+
+impl HoldReport {
+    /// `report` with this hold's fields added.
+    pub fn add_to(&self, mut report: serde_json::Value) -> serde_json::Value {
+        report["held"] = self.held.into();
+        report["lost_while_held"] = self.lost_while_held.into();
+        report["keep_alives_sent"] = self.keep_alives_sent.into();
+        report["keep_alive_ms"] = self.keep_alive_ms.into();
+        report["hold_seconds"] = self.hold_secs.into();
+        report
+    }
+}
+
+/// Prints `ready K` on stdout and flushes (idle mode: every connection is open).
+pub fn print_ready(k: usize) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "ready {k}");
+    let _ = out.flush();
 }
 
 /// `probe` options.
@@ -624,6 +685,42 @@ mod tests {
         assert!(parse_bytes("x").is_err());
         assert!(parse_bytes("4 parsecs").is_err());
         assert!(parse_bytes("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn idle_mode_options() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["peer", "client", "--connect", "127.0.0.1:1", "--ca", "c"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| match c.command {
+                Command::Client(a) => a,
+                other => panic!("not a client: {other:?}"),
+            })
+        };
+        let a = parse(&[]).expect("defaults");
+        assert_eq!((a.hold(), a.keep_alive_ms), (None, 5000));
+        let a = parse(&["--hold-secs", "7", "--keep-alive-ms", "250"]).expect("idle mode");
+        assert_eq!(a.hold(), Some(Duration::from_secs(7)));
+        assert_eq!(a.keep_alive(), Duration::from_millis(250));
+        // A keep-alive of 0 or at half the idle timeout and above is refused.
+        for bad in ["0", "15000", "soon"] {
+            assert!(parse(&["--keep-alive-ms", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--hold-secs", "-1"]).is_err());
+        let r = HoldReport {
+            held: 3,
+            lost_while_held: 0,
+            keep_alives_sent: 9,
+            keep_alive_ms: 250,
+            hold_secs: 7,
+        };
+        let j = r.add_to(serde_json::json!({ "stack": "quinn" }));
+        assert_eq!(j["stack"], "quinn");
+        assert_eq!(
+            (j["held"].as_u64(), j["keep_alives_sent"].as_u64()),
+            (Some(3), Some(9))
+        );
+        assert_eq!(j["lost_while_held"], 0);
     }
 
     #[test]

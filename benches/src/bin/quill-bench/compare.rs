@@ -19,12 +19,13 @@
 //!   login (checked against a SQLite account store), quinn and quiche with TLS 1.3.
 //! - **rate**: handshakes per second against one server loop (quill: handshake +
 //!   public-key login; quinn/quiche: handshake + one tiny stream).
-//! - **idle**: server memory per idle connection at `--idle` connections (quill only:
-//!   the reference peers have no mode that holds idle connections).
+//! - **idle**: server memory per idle connection at `--idle` connections, quill, quinn
+//!   and quiche (the reference peers' clients in idle mode, `--hold-secs`; see [`idle`]).
 //! - **sessions**: `--sessions` idle sessions with keep-alives (from both sides) on one
 //!   quill server loop, held by several client processes; server RSS and CPU, the server
 //!   loop's own timer lateness, and the keep-alives' lateness as the clients observe it
-//!   (see [`sessions`]).
+//!   (see [`sessions`]). `--sessions-sizes 1000,10000,100000` runs it once per size (a
+//!   fresh server each): the cost curve.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ use crate::common::SuiteArg;
 use crate::loopback;
 use crate::procs::{self, Proc, Usage};
 use crate::stats::{quantile, Summary};
+
+#[path = "idle.rs"]
+mod idle;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const STARTUP: Duration = Duration::from_secs(20);
@@ -186,6 +190,11 @@ pub struct Options {
     /// Idle sessions with keep-alives on one server loop.
     #[arg(long, default_value_t = 100_000)]
     pub sessions: usize,
+    /// Run the sessions measurement once per size instead (comma-separated, e.g.
+    /// 1000,10000,100000; a fresh server each): the cost curve in the JSON's
+    /// `sessions_curve`, and `sessions` is the last size's.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
+    pub sessions_sizes: Vec<u64>,
     /// Client processes that hold the sessions.
     #[arg(long, default_value_t = 4)]
     pub session_clients: usize,
@@ -217,6 +226,15 @@ pub struct Options {
 impl Options {
     fn wants(&self, w: What) -> bool {
         self.what.iter().any(|x| *x == w || *x == What::All)
+    }
+
+    /// The sizes the sessions measurement runs at: `--sessions-sizes`, else `--sessions`.
+    fn session_sizes(&self) -> Vec<usize> {
+        if self.sessions_sizes.is_empty() {
+            vec![self.sessions]
+        } else {
+            self.sessions_sizes.iter().map(|&n| n as usize).collect()
+        }
     }
 }
 
@@ -981,18 +999,18 @@ struct SessionsResult {
 /// after sending it; lateness = max(0, RTT − max_ack_delay), i.e. how much later than
 /// scheduled the server's ACK timer fired and its ACK made it back. It includes the
 /// loaded client loops' own delays, so it is an upper bound for the server's.
-fn sessions(o: &Options) -> Result<SessionsResult, String> {
+fn sessions(o: &Options, sessions: usize) -> Result<SessionsResult, String> {
     let mut server = loopback::Server::start_with(
         o.plan.workers,
         &strings(["--keep-alive-ms", &o.keep_alive_ms.to_string()]),
     )?;
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = server.proc.status_kib("VmRSS")?;
-    let procs = o.session_clients.clamp(1, o.sessions.max(1));
-    let timeout = Duration::from_secs(120 + o.sessions as u64 / 200);
+    let procs = o.session_clients.clamp(1, sessions.max(1));
+    let timeout = Duration::from_secs(120 + sessions as u64 / 200);
     let mut clients = Vec::new();
     for i in 0..procs {
-        let n = o.sessions / procs + usize::from(i < o.sessions % procs);
+        let n = sessions / procs + usize::from(i < sessions % procs);
         let args = strings([
             "idle",
             &server.addr,
@@ -1111,12 +1129,18 @@ pub fn run(o: &Options) -> Result<(), String> {
     let bulk = o.wants(What::Bulk).then(|| bulk(o, &stacks, &dir));
     let lat = (o.wants(What::Latency) && o.latency_samples > 0).then(|| latency(o, &stacks, &dir));
     let rate = (o.wants(What::Rate) && o.plan.handshakes > 0).then(|| rate(o, &stacks, &dir));
-    let idle = if o.wants(What::Idle) && o.plan.idle > 0 {
-        Some(loopback::idle_run(&o.plan).map_err(|e| format!("idle: {e}")))
+    let idle = (o.wants(What::Idle) && o.plan.idle > 0).then(|| idle::run(o, &stacks, &dir));
+    // Per size (one unless --sessions-sizes): the size and its result; the last is
+    // the report's `sessions`, all are its `sessions_curve`.
+    let curve: Vec<(usize, Result<SessionsResult, String>)> = if o.wants(What::Sessions) {
+        o.session_sizes()
+            .into_iter()
+            .filter(|&n| n > 0)
+            .map(|n| (n, sessions(o, n)))
+            .collect()
     } else {
-        None
+        Vec::new()
     };
-    let sess = (o.wants(What::Sessions) && o.sessions > 0).then(|| sessions(o));
     let loops = o
         .wants(What::Workers)
         .then(|| crate::workers::run(o, &dir.accounts()));
@@ -1158,47 +1182,11 @@ pub fn run(o: &Options) -> Result<(), String> {
                     "numerator": r.num, "denominator": r.den, "handshakes_per_sec": r.json(),
                 })).collect::<Vec<_>>(),
             })),
-            "idle": idle.as_ref().map(|r| match r {
-                Ok(i) => json!({
-                    "connections": o.plan.idle,
-                    "server_rss_kib_0": i.rss0_kib,
-                    "server_rss_kib_n": i.rss_n_kib,
-                    "server_bytes_per_connection": i.per_conn_bytes,
-                    "client_peak_bytes_per_connection": i.client_per_conn_bytes,
-                    "client": i.raw,
-                    "quinn": "unavailable: the reference peers' interface has no mode that holds idle connections",
-                    "quiche": "unavailable: the reference peers' interface has no mode that holds idle connections",
-                }),
-                Err(e) => json!({ "error": e }),
+            "idle": idle.as_ref().map(|cells| idle::json(o, cells)),
+            "sessions_curve": (!curve.is_empty()).then(|| {
+                curve.iter().map(|(n, r)| sessions_json(o, *n, r)).collect::<Vec<_>>()
             }),
-            "sessions": sess.as_ref().map(|r| match r {
-                Ok(s) => json!({
-                    "sessions": o.sessions,
-                    "client_processes": o.session_clients,
-                    "keep_alive_ms": o.keep_alive_ms,
-                    "hold_secs": o.hold_secs,
-                    "connected": s.connected,
-                    "lost_while_held": s.lost,
-                    "server_rss_kib_0": s.rss0_kib,
-                    "server_rss_kib": s.rss_kib,
-                    "server_bytes_per_session": (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
-                    "server_cpu_percent_of_a_core": s.server_cpu_pct,
-                    "server_max_ack_delay_ms": s.ack_delay_ms,
-                    "keep_alive_samples": s.samples,
-                    "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
-                    "server_timer_lateness_ms": {
-                        "count": s.server_timers["count"],
-                        "p50": us_to_ms(&s.server_timers["p50_us"]),
-                        "p99": us_to_ms(&s.server_timers["p99_us"]),
-                        "p999": us_to_ms(&s.server_timers["p999_us"]),
-                        "max": us_to_ms(&s.server_timers["max_us"]),
-                    },
-                    "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
-                    "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
-                    "clients": s.clients,
-                }),
-                Err(e) => json!({ "error": e }),
-            }),
+            "sessions": curve.last().map(|(n, r)| sessions_json(o, *n, r)),
             "workers": loops.as_ref().map(|w| crate::workers::json(o, w)),
         });
         println!("{out}");
@@ -1208,21 +1196,57 @@ pub fn run(o: &Options) -> Result<(), String> {
             bulk.as_ref(),
             lat.as_deref(),
             rate.as_ref(),
-            idle.as_ref(),
-            sess.as_ref(),
+            idle.as_deref(),
+            &curve,
         );
         if let Some(w) = &loops {
             crate::workers::table(o, w);
         }
     }
-    // A measurement that failed outright is an error (after the report).
-    if let Some(Err(e)) = &idle {
+    // A measurement that failed outright is an error (after the report); an
+    // unavailable reference stack is not.
+    if let Some(Err(e)) = idle.as_ref().and_then(|c| c.first()).map(|c| &c.result) {
         return Err(format!("idle: {e}"));
     }
-    if let Some(Err(e)) = &sess {
-        return Err(format!("sessions: {e}"));
+    for (n, r) in &curve {
+        if let Err(e) = r {
+            return Err(format!("sessions ({n}): {e}"));
+        }
     }
     Ok(())
+}
+
+/// The JSON of one sessions run of `n` sessions (the report's `sessions`, and each
+/// size of `sessions_curve`).
+fn sessions_json(o: &Options, n: usize, r: &Result<SessionsResult, String>) -> Value {
+    match r {
+        Ok(s) => json!({
+            "sessions": n,
+            "client_processes": o.session_clients,
+            "keep_alive_ms": o.keep_alive_ms,
+            "hold_secs": o.hold_secs,
+            "connected": s.connected,
+            "lost_while_held": s.lost,
+            "server_rss_kib_0": s.rss0_kib,
+            "server_rss_kib": s.rss_kib,
+            "server_bytes_per_session": (s.rss_kib.saturating_sub(s.rss0_kib) * 1024) as f64 / s.connected.max(1) as f64,
+            "server_cpu_percent_of_a_core": s.server_cpu_pct,
+            "server_max_ack_delay_ms": s.ack_delay_ms,
+            "keep_alive_samples": s.samples,
+            "keep_alive_rtt_ms": { "p50": s.rtt_ms[0], "p99": s.rtt_ms[1], "max": s.rtt_ms[2] },
+            "server_timer_lateness_ms": {
+                "count": s.server_timers["count"],
+                "p50": us_to_ms(&s.server_timers["p50_us"]),
+                "p99": us_to_ms(&s.server_timers["p99_us"]),
+                "p999": us_to_ms(&s.server_timers["p999_us"]),
+                "max": us_to_ms(&s.server_timers["max_us"]),
+            },
+            "keep_alive_lateness_ms": { "p50": s.lateness_ms[0], "p99": s.lateness_ms[1], "max": s.lateness_ms[2] },
+            "client_timer_lateness_ms": { "p50": s.client_timer_ms[0], "p99": s.client_timer_ms[1], "max": s.client_timer_ms[2] },
+            "clients": s.clients,
+        }),
+        Err(e) => json!({ "sessions": n, "error": e }),
+    }
 }
 
 fn print_tables(
@@ -1230,8 +1254,8 @@ fn print_tables(
     bulk: Option<&BulkResult>,
     lat: Option<&[Samples]>,
     rate: Option<&(Vec<RateConfig>, Vec<Ratio>)>,
-    idle: Option<&Result<loopback::IdleResult, String>>,
-    sess: Option<&Result<SessionsResult, String>>,
+    idle: Option<&[idle::IdleCell]>,
+    curve: &[(usize, Result<SessionsResult, String>)],
 ) {
     if let Some(b) = bulk {
         bulk_table(o, b);
@@ -1300,23 +1324,13 @@ fn print_tables(
         }
         println!();
     }
-    if let Some(i) = idle {
-        println!("Idle connections: {} logged in (quill; quinn/quiche: not measured, the reference peers have no idle mode)", o.plan.idle);
-        println!();
-        match i {
-            Ok(i) => {
-                println!("| server RSS, 0 conns | server RSS, N conns | server bytes/connection | client peak bytes/connection |");
-                println!("|---|---|---|---|");
-                println!("| {} |", i.cells());
-            }
-            Err(e) => println!("failed: {e}"),
-        }
-        println!();
+    if let Some(cells) = idle {
+        idle::table(o, cells);
     }
-    if let Some(s) = sess {
+    for (n, s) in curve {
         println!(
             "Idle sessions on one quill server loop: {} sessions from {} client processes, keep-alive {} ms, held {} s",
-            o.sessions, o.session_clients, o.keep_alive_ms, o.hold_secs
+            n, o.session_clients, o.keep_alive_ms, o.hold_secs
         );
         println!();
         match s {
@@ -1354,6 +1368,7 @@ fn print_tables(
             }
             Err(e) => println!("failed: {e}"),
         }
+        println!();
     }
 }
 
@@ -1379,6 +1394,24 @@ mod tests {
         assert_eq!(Stack::QuinnToQuill.peer_exe_name(), Some("quinn-peer"));
         assert!(!Stack::QuillToQuiche.is_quill() && !Stack::QuillToQuiche.is_reference());
         assert!(expand(&[]).is_empty());
+    }
+
+    #[test]
+    fn sessions_run_at_each_size_or_at_sessions() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: Options,
+        }
+        let parse = |args: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from([&["compare"][..], args].concat())
+                .map(|c| c.o)
+                .expect("parses")
+        };
+        assert_eq!(parse(&[]).session_sizes(), [100_000]);
+        assert_eq!(parse(&["--sessions", "64"]).session_sizes(), [64]);
+        let o = parse(&["--sessions", "64", "--sessions-sizes", "1000,10000"]);
+        assert_eq!(o.session_sizes(), [1000, 10_000]);
     }
 
     #[test]

@@ -30,8 +30,8 @@ enum Control {
     Stop,
 }
 
-/// Runs the server of `setup` on `loops` event loops (each with `pool_threads`
-/// worker-pool threads) until SIGINT/SIGTERM or (unless `ignore_stdin`) until stdin
+/// Runs the server of `setup` on `loops` event loops (sharing one worker pool of
+/// `pool_threads` threads) until SIGINT/SIGTERM or (unless `ignore_stdin`) until stdin
 /// closes.
 pub fn run(
     listen: SocketAddr,
@@ -50,6 +50,7 @@ pub fn run(
         bpf: true,
         layout: CidLayout::default(),
         pool_threads: pool_threads.max(1),
+        pool_capacity: 0,
     };
     let verifier = setup.verifier;
     let mut workers = Workers::spawn(
@@ -152,6 +153,7 @@ mod tests {
             bpf: false,
             layout: CidLayout::default(),
             pool_threads: 1,
+            pool_capacity: 0,
         };
         let setup = Setup::new(None, None, None).unwrap();
         let mut workers = Workers::spawn(

@@ -67,16 +67,16 @@ impl ServerReport {
     }
 }
 
-/// Worker-pool threads per loop: about one per core in all, as `quill server` does.
-fn pool_threads(loops: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    (cores / loops).max(1)
+/// Worker-pool threads, shared by every loop of the server: one per core (2 to 8),
+/// whatever the number of loops, as `quill server` has them.
+fn pool_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
 fn start(loops: usize, extra: &[String]) -> Result<Server, String> {
     let mut args = vec!["--loops".to_owned(), loops.to_string()];
     args.extend(extra.iter().cloned());
-    Server::start_with(pool_threads(loops), &args)
+    Server::start_with(pool_threads(), &args)
 }
 
 /// Graceful stop: the server's usage and its report.
@@ -486,7 +486,7 @@ pub(crate) fn json(o: &Options, w: &WorkersResult) -> Value {
             "concurrency": o.plan.concurrency,
             "login": "publickey",
             "cells": w.rate.iter().map(|c| cell_json(c, json!({
-                "pool_threads_per_loop": pool_threads(c.loops),
+                "pool_threads": pool_threads(),
                 "handshakes_per_sec": summary(c, |r| r.per_sec).json(),
                 "server_cpu_us_per_handshake": summary(c, |r| r.server_cpu_us).json(),
                 "client_cpu_us_per_handshake": summary(c, |r| r.client_cpu_us).json(),
@@ -691,8 +691,7 @@ mod tests {
     }
 
     #[test]
-    fn pool_threads_never_drop_to_zero() {
-        assert!(pool_threads(1) >= 1);
-        assert_eq!(pool_threads(256), 1);
+    fn the_shared_pool_has_one_thread_per_core_within_bounds() {
+        assert!((2..=8).contains(&pool_threads()));
     }
 }
