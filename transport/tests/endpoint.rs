@@ -273,6 +273,42 @@ fn connect(net: &mut Net, client: usize, user: &str) -> ConnectionHandle {
         .unwrap()
 }
 
+/// A copy of the client's first flight that arrives late (a duplicate in the network,
+/// or a datagram that waited in a loop's forwarding channel) belongs to the session it
+/// started, not to a new one: the client's original connection ID stays routed for the
+/// session's life (found by `quill-bench compare --what workers`: 10,001–10,003
+/// sessions for 10,000 connections).
+#[test]
+fn a_late_copy_of_the_first_flight_starts_no_second_session() {
+    let mut net = pair(14);
+    connect(&mut net, 1, "alice");
+    net.pump();
+    let client = addr(CLIENT);
+    let first_flight: Vec<_> = net
+        .flight
+        .iter()
+        .filter(|f| f.1 == client)
+        .cloned()
+        .collect();
+    assert!(!first_flight.is_empty());
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        !n.nodes[1].connected.is_empty() && !n.nodes[0].connected.is_empty()
+    }));
+    // After the handshake, with the Initial keys gone on both sides.
+    net.run_until(Duration::from_millis(300), |_| false);
+    for (_, from, to, data) in first_flight {
+        let now = net.now;
+        net.flight.push_back((now, from, to, data));
+    }
+    net.run_until(Duration::from_millis(300), |_| false);
+    let st = net.nodes[0].ep.stats();
+    assert_eq!(st.sessions_created, 1, "{st:?}");
+    assert!(net.nodes[0].lost.is_empty(), "{:?}", net.nodes[0].lost);
+    assert!(net.nodes[1].lost.is_empty(), "{:?}", net.nodes[1].lost);
+    assert_eq!(net.nodes[0].ep.len(), 1);
+    assert_eq!(net.nodes[1].connected.len(), 1);
+}
+
 #[test]
 fn handshake_login_and_data_through_endpoints() {
     let (mut net, h) = connected_pair(1, "alice");

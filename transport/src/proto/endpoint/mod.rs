@@ -300,8 +300,8 @@ struct Session {
     /// The deadline the wheel holds for this session.
     armed: Option<Instant>,
     local_cid: ConnectionId,
-    /// Server: the Destination CID of the client's Initials, mapped until the
-    /// handshake completes (retransmitted Initials still carry it).
+    /// Server: the Destination CID of the client's Initials, mapped for the
+    /// session's life (retransmitted or late copies of Initials still carry it).
     initial_dcid: Option<ConnectionId>,
     /// Server: counted among the half-open sessions (until established or closed).
     half_open: Option<Ticket>,
@@ -1214,11 +1214,12 @@ impl Endpoint {
         }
         let s = &mut self.sessions[key];
         if s.conn.is_established() {
-            // The handshake is complete: the client no longer sends Initials.
-            if let Some(d) = s.initial_dcid.take() {
-                self.last_route = None;
-                self.cids.remove(&d);
-            }
+            // The client's original connection ID (`initial_dcid`) stays routed until
+            // the session ends, although the client sends no new Initials: a late copy
+            // of its first flight (duplicated on the way, or waiting in a loop's
+            // forwarding channel) must reach this session, which drops it, rather than
+            // start a second one. One map entry per session.
+            //
             // RFC 9000 §5.1.1: keep the peer supplied with spare connection IDs, and
             // stop routing the ones it retired.
             while let Some(cid) = s.conn.poll_retired_cid() {
