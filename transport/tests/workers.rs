@@ -82,6 +82,8 @@ struct Clients {
     echoed: usize,
     replies: HashMap<(ConnectionHandle, StreamId), Vec<u8>>,
     lost: Vec<String>,
+    /// Every connection that logged in.
+    handles: Vec<ConnectionHandle>,
 }
 
 impl Clients {
@@ -102,7 +104,19 @@ impl Clients {
             echoed: 0,
             replies: HashMap::new(),
             lost: Vec::new(),
+            handles: Vec::new(),
         }
+    }
+}
+
+impl Clients {
+    /// Sends [`HELLO`] on a new stream of `h` and expects it back.
+    fn send_hello(&mut self, ctx: &mut Context<'_, Self>, h: ConnectionHandle) {
+        let c = ctx.connection(h).expect("a live connection");
+        let id = c.open_stream(Dir::Bi).expect("a stream");
+        assert_eq!(c.write(id, HELLO).unwrap(), HELLO.len());
+        c.finish(id).unwrap();
+        self.replies.insert((h, id), Vec::new());
     }
 }
 
@@ -111,10 +125,8 @@ impl Handler for Clients {
         let Some(c) = ctx.connection(h) else { return };
         match event {
             Event::Connected { .. } => {
-                let id = c.open_stream(Dir::Bi).expect("a stream");
-                assert_eq!(c.write(id, HELLO).unwrap(), HELLO.len());
-                c.finish(id).unwrap();
-                self.replies.insert((h, id), Vec::new());
+                self.handles.push(h);
+                self.send_hello(ctx, h);
             }
             Event::Stream(StreamEvent::Readable(id) | StreamEvent::Finished(id)) => {
                 let Some(got) = self.replies.get_mut(&(h, id)) else {
@@ -293,6 +305,79 @@ fn rebinding_with_bpf_keeps_each_connection_on_its_loop() {
     assert_eq!(stats.iter().map(|s| s.sessions_created).sum::<u64>(), 100);
     if attached {
         // The connection ID, not the address, picks the loop.
+        assert_eq!(stats.iter().map(|s| s.forwarded_out).sum::<u64>(), 0);
+    }
+    drop(workers);
+}
+
+/// Active client migration (RFC 9000 §9.2) with several loops: the client moves to a
+/// new port and switches to a spare connection ID of the server's, which carries the
+/// same loop's index, so the kernel program keeps each connection on its loop; every
+/// connection then echoes a second stream over the new path.
+#[test]
+fn client_migration_keeps_each_connection_on_its_loop() {
+    let workers = server(2, true, RetryPolicy::Never);
+    let attached = bpf_attached(&workers);
+    let udp = UdpConfig {
+        gso: false,
+        ..UdpConfig::default()
+    };
+    let total = 40;
+    let mut client = EventLoop::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &udp,
+        EndpointConfig::default(),
+        None,
+        1,
+        Clients::new(workers.local_addr(), total),
+    )
+    .expect("bind the client loop");
+    client.with_context(|c, ctx| c.on_turn(ctx));
+    let limit = Duration::from_secs(60);
+    let done = client
+        .run_until(limit, |c, _| c.echoed == total || !c.lost.is_empty())
+        .expect("client loop");
+    assert!(done && client.handler().lost.is_empty(), "first round");
+    let before = client.local_addr();
+    let after = client.migrate().expect("a new socket");
+    assert_ne!(before.port(), after.port());
+    client.with_context(|c, ctx| {
+        for h in c.handles.clone() {
+            c.send_hello(ctx, h);
+        }
+    });
+    let done = client
+        .run_until(limit, |c, _| c.echoed == 2 * total || !c.lost.is_empty())
+        .expect("client loop");
+    let migrated = client.with_context(|c, ctx| {
+        c.handles
+            .iter()
+            .filter(|&&h| {
+                ctx.connection(h)
+                    .is_some_and(|c| c.stats().local_migrations == 1)
+            })
+            .count()
+    });
+    let c = client.into_handler();
+    assert!(
+        c.lost.is_empty(),
+        "connections lost: {:?}",
+        &c.lost[..c.lost.len().min(5)]
+    );
+    assert!(
+        done,
+        "{} of {} echoes within {limit:?}",
+        c.echoed,
+        2 * total
+    );
+    assert_eq!(migrated, total);
+    let stats = settled_stats(&workers, total as u64);
+    eprintln!("per-worker stats: {stats:?}");
+    assert_eq!(
+        stats.iter().map(|s| s.sessions_created).sum::<u64>(),
+        total as u64
+    );
+    if attached {
         assert_eq!(stats.iter().map(|s| s.forwarded_out).sum::<u64>(), 0);
     }
     drop(workers);
