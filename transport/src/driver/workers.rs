@@ -369,11 +369,18 @@ impl Workers {
             counters.push(c);
             loops.push(ev);
         }
-        let mut handles = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
+        let mut workers = Workers {
+            addr,
+            handles: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
+            counters,
+            mode,
+            pool_threads,
+            pool_capacity,
+        };
         for (i, mut ev) in loops.into_iter().enumerate() {
-            handles.push(ev.handle());
-            let c = counters[i].clone();
+            workers.handles.push(ev.handle());
+            let c = workers.counters[i].clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("quill-loop-{i}"))
                 .spawn(move || {
@@ -394,33 +401,11 @@ impl Workers {
                     );
                     r
                 });
-            match spawned {
-                Ok(t) => threads.push(Some(t)),
-                Err(e) => {
-                    let mut partial = Workers {
-                        addr,
-                        handles,
-                        threads,
-                        counters,
-                        mode,
-                        pool_threads,
-                        pool_capacity,
-                    };
-                    partial.shutdown();
-                    let _ = partial.join();
-                    return Err(e);
-                }
-            }
+            // On an error `workers` is dropped, which stops and joins the loops
+            // already running.
+            workers.threads.push(Some(spawned?));
         }
-        Ok(Workers {
-            addr,
-            handles,
-            threads,
-            counters,
-            mode,
-            pool_threads,
-            pool_capacity,
-        })
+        Ok(workers)
     }
 
     /// The bound address (every loop's).
