@@ -580,11 +580,21 @@ fn workers_share_one_pool_of_one_thread_per_core() {
     let (key, db) = key_and_accounts(dir.path(), &["alice"]);
     let extra: [&std::ffi::OsStr; 2] = ["--workers".as_ref(), "12".as_ref()];
     let server = ServerProcess::on_loopback(&key, &db, &extra);
-    let names = thread_names(server.child.id());
-    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    assert_eq!(count("quill-loop-"), 12, "{names:?}");
-    assert_eq!(count("quill-worker-"), cores, "{names:?}");
+    // A thread names itself when it first runs, which may be just after "listening":
+    // read the names again (for at most 5 s) until every thread has named itself.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut names = thread_names(server.child.id());
+    let named =
+        |names: &[String], prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    while (named(&names, "quill-loop-") < 12 || named(&names, "quill-worker-") < cores)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        names = thread_names(server.child.id());
+    }
+    assert_eq!(named(&names, "quill-loop-"), 12, "{names:?}");
+    assert_eq!(named(&names, "quill-worker-"), cores, "{names:?}");
     let conns: Vec<_> = (0..4).map(|_| server.connect(PASSWORD)).collect();
     for conn in &conns {
         assert_eq!(exchange(conn, "ECHO\n", b"one pool"), b"one pool");
