@@ -828,6 +828,34 @@ fn close_all_drains_every_session() {
     assert!(net.nodes[0].ep.stats().refused_limit >= 1);
 }
 
+/// A shutting-down server frees at once the sessions whose clients have already
+/// closed (draining), instead of waiting out three PTOs of each; the others close.
+#[test]
+fn close_all_frees_sessions_the_peer_already_closed_at_once() {
+    let mut net = pair(16);
+    let hs: Vec<_> = (0..3)
+        .map(|i| connect(&mut net, 1, &format!("u{i}")))
+        .collect();
+    assert!(net.run_until(Duration::from_secs(10), |n| n.nodes[0].connected.len() == 3));
+    let now = net.now;
+    for h in &hs[..2] {
+        net.nodes[1].ep.connection(*h).unwrap().close(now, 0, "bye");
+    }
+    assert!(net.run_until(Duration::from_secs(2), |n| n.nodes[0].lost.len() == 2));
+    // Both are draining on the server: still held.
+    assert_eq!(net.nodes[0].ep.stats().connections, 3);
+    let now = net.now;
+    net.nodes[0].ep.close_all(now, 7, "shutting down");
+    assert_eq!(net.nodes[0].ep.stats().connections, 1);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        n.nodes[0].ep.is_empty() && n.nodes[1].ep.is_empty()
+    }));
+    assert!(matches!(
+        net.nodes[1].lost.last(),
+        Some((h, ConnectionError::ClosedByPeer { code: 7, .. })) if *h == hs[2]
+    ));
+}
+
 #[test]
 fn round_robin_caps_one_busy_session_per_turn() {
     let t0 = Instant::now();

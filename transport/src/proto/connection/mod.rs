@@ -1241,6 +1241,19 @@ impl Connection {
         self.set_timer(Timer::Close, Some(now + 3 * pto));
     }
 
+    /// The endpoint is shutting down: a connection that the peer has already closed
+    /// (draining, RFC 9000 §10.2.2) sends nothing more, and the draining period only
+    /// keeps its connection IDs from being mistaken for new connections on a socket
+    /// that is about to close, so it is finished at once. Returns whether it was.
+    pub fn finish_draining(&mut self) -> bool {
+        if self.state != State::Draining {
+            return false;
+        }
+        self.state = State::Drained;
+        self.clear_timers();
+        true
+    }
+
     /// Closes because of a transport error we detected.
     fn close_with(&mut self, err: TransportError, report: ConnectionError) {
         if matches!(
