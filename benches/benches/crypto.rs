@@ -34,6 +34,9 @@ fn kex_benches(c: &mut Criterion) {
     });
     let scalar = [0x42u8; 32];
     let peer = kex::x25519_public(&[0x24u8; 32]).unwrap();
+    g.bench_function("x25519_keygen", |b| {
+        b.iter(|| kex::x25519_public(black_box(&scalar)).unwrap())
+    });
     g.bench_function("x25519_agree", |b| {
         b.iter(|| kex::x25519(black_box(&scalar), black_box(&peer)).unwrap())
     });

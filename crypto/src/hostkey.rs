@@ -1,5 +1,6 @@
-//! Host keys: Ed25519 (`ring`) today, shaped for a hybrid Ed25519 + ML-DSA-65
-//! algorithm later.
+//! Host keys: Ed25519 today (signing by `ed25519-dalek`, verifying by `ring`:
+//! each measured the faster one, docs/BENCHMARKS.md "Implementations compared
+//! (issue 17)"), shaped for a hybrid Ed25519 + ML-DSA-65 algorithm later.
 //!
 //! Every key and signature carries its [`Algorithm`], and the wire form is
 //! self-describing so a new algorithm is one more enum variant:
@@ -17,7 +18,8 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use base64ct::{Base64, Base64Unpadded, Encoding};
-use ring::signature::{self, KeyPair};
+use ed25519_dalek::Signer;
+use ring::signature;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::random::Random;
@@ -244,7 +246,8 @@ impl Signature {
 }
 
 enum Inner {
-    Ed25519(signature::Ed25519KeyPair),
+    /// The seed and its public key; zeroized on drop by ed25519-dalek.
+    Ed25519(ed25519_dalek::SigningKey),
 }
 
 /// A host key pair. The private seed is kept (zeroized on drop) so the key
@@ -290,10 +293,12 @@ impl HostKeyPair {
     pub fn from_seed_with(algorithm: Algorithm, seed: &[u8]) -> Result<Self, Error> {
         Error::check_len("private key seed", algorithm.seed_len(), seed)?;
         let inner = match algorithm {
-            Algorithm::Ed25519 => Inner::Ed25519(
-                signature::Ed25519KeyPair::from_seed_unchecked(seed)
-                    .map_err(|_| Error::Malformed("Ed25519 seed"))?,
-            ),
+            Algorithm::Ed25519 => {
+                let seed: &[u8; 32] = seed
+                    .try_into()
+                    .map_err(|_| Error::Malformed("Ed25519 seed"))?;
+                Inner::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed))
+            }
         };
         Ok(HostKeyPair {
             algorithm,
@@ -312,7 +317,7 @@ impl HostKeyPair {
         match &self.inner {
             Inner::Ed25519(kp) => Signature {
                 algorithm: Algorithm::Ed25519,
-                bytes: kp.sign(msg).as_ref().to_vec(),
+                bytes: kp.sign(msg).to_bytes().to_vec(),
             },
         }
     }
@@ -322,7 +327,7 @@ impl HostKeyPair {
         match &self.inner {
             Inner::Ed25519(kp) => PublicKey {
                 algorithm: Algorithm::Ed25519,
-                bytes: kp.public_key().as_ref().to_vec(),
+                bytes: kp.verifying_key().as_bytes().to_vec(),
             },
         }
     }
@@ -755,6 +760,61 @@ mod tests {
             assert!(msg.contains(want) && !msg.contains("chmod"), "{msg}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A key file as `quill keygen` wrote it before signing moved from ring to
+    /// ed25519-dalek (issue 17): the RFC 8032 §7.1 TEST 1 seed. It must load and
+    /// give that test's public key and signature.
+    #[test]
+    fn key_file_from_before_the_switch_loads() {
+        let dir = temp_dir("oldfile");
+        let path = dir.join("host_key");
+        let text = "-----BEGIN QUILL PRIVATE KEY-----\n\
+                    AAEAIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n\
+                    -----END QUILL PRIVATE KEY-----\n";
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        }
+        let key = HostKeyPair::read_from(&path).unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(key.public().key_bytes()),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+        assert_eq!(
+            hex(key.sign(b"").as_bytes()),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Keys and signatures are byte for byte those of ring's Ed25519, which
+        /// signed before issue 17, and ring verifies them.
+        #[test]
+        fn signing_matches_ring(
+            seed in proptest::prelude::any::<[u8; 32]>(),
+            msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            use ring::signature::KeyPair;
+            let ring_key = signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+            let key = HostKeyPair::from_seed(&seed).unwrap();
+            let public = key.public();
+            proptest::prop_assert_eq!(public.key_bytes(), ring_key.public_key().as_ref());
+            let sig = key.sign(&msg);
+            let ring_sig = ring_key.sign(&msg);
+            proptest::prop_assert_eq!(sig.as_bytes(), ring_sig.as_ref());
+            proptest::prop_assert_eq!(public.verify(&msg, &sig), Ok(()));
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Hybrid key exchange: ML-KEM-768 (FIPS 203, via `libcrux-ml-kem`) + X25519
-//! (RFC 7748, via `ring`, ephemeral).
+//! (RFC 7748, ephemeral): public keys by `curve25519-dalek`'s fixed-base
+//! multiplication, the shared secret by `ring` (each measured the faster one,
+//! docs/BENCHMARKS.md "Implementations compared (issue 17)").
 //!
 //! Wire shapes, in the order TLS's X25519MLKEM768 uses:
 //!
@@ -14,7 +16,7 @@
 
 use libcrux_ml_kem::mlkem768::{self, MlKem768Ciphertext, MlKem768PrivateKey, MlKem768PublicKey};
 use ring::agreement;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::random::Random;
 use crate::Error;
@@ -58,21 +60,26 @@ impl Drop for MlKemSecret {
     }
 }
 
-/// Draws 32 bytes from `rng` and turns them into a ring X25519 ephemeral key.
-///
-/// ring only generates ephemeral keys from its own `SecureRandom`; feeding it
-/// our bytes through `FixedSliceRandom` keeps key generation injectable
-/// (deterministic tests) while the scalar arithmetic stays ring's.
-fn x25519_ephemeral(rng: &dyn Random) -> Result<agreement::EphemeralPrivateKey, Error> {
-    let mut scalar = [0u8; 32];
-    rng.fill(&mut scalar)?;
-    let key = x25519_from_scalar(&scalar);
-    scalar.zeroize();
-    key
+/// Draws an X25519 ephemeral private scalar (32 bytes) from `rng`.
+fn x25519_ephemeral(rng: &dyn Random) -> Result<Zeroizing<[u8; 32]>, Error> {
+    let mut scalar = Zeroizing::new([0u8; 32]);
+    rng.fill(&mut scalar[..])?;
+    Ok(scalar)
+}
+
+/// X25519(k, 9), the public key of the (unclamped) scalar `k`: curve25519-dalek's
+/// constant-time fixed-base multiplication (a precomputed Edwards-form table, then
+/// the map to the Montgomery u-coordinate), clamping `k` as RFC 7748 §5 requires.
+fn x25519_base(scalar: &[u8; 32]) -> [u8; 32] {
+    curve25519_dalek::MontgomeryPoint::mul_base_clamped(*scalar).to_bytes()
 }
 
 /// A ring X25519 private key with exactly this (unclamped) scalar; ring clamps
 /// it as RFC 7748 §5 requires.
+///
+/// ring only generates ephemeral keys from its own `SecureRandom`; feeding it
+/// our bytes through `FixedSliceRandom` keeps key generation injectable
+/// (deterministic tests) while the scalar arithmetic stays ring's.
 pub(crate) fn x25519_from_scalar(
     scalar: &[u8; 32],
 ) -> Result<agreement::EphemeralPrivateKey, Error> {
@@ -113,18 +120,15 @@ pub fn x25519(scalar: &[u8; 32], u: &[u8; 32]) -> Result<[u8; 32], Error> {
 
 /// RFC 7748 X25519(k, 9): the public key for a raw 32-byte scalar.
 pub fn x25519_public(scalar: &[u8; 32]) -> Result<[u8; 32], Error> {
-    let key = x25519_from_scalar(scalar)?;
-    let public = key.compute_public_key().map_err(|_| Error::Random)?;
-    let mut out = [0u8; 32];
-    out.copy_from_slice(public.as_ref());
-    Ok(out)
+    Ok(x25519_base(scalar))
 }
 
 /// The client's half of the exchange: holds both private keys until
 /// [`finish`](Self::finish); zeroized on drop.
 pub struct ClientKeyExchange {
     mlkem: MlKemSecret,
-    x25519: agreement::EphemeralPrivateKey,
+    /// The X25519 private scalar.
+    x25519: Zeroizing<[u8; 32]>,
     share: Box<[u8; CLIENT_SHARE_LEN]>,
 }
 
@@ -146,11 +150,11 @@ impl ClientKeyExchange {
         let mlkem = MlKemSecret(sk);
 
         let x25519 = x25519_ephemeral(rng)?;
-        let x_pub = x25519.compute_public_key().map_err(|_| Error::Random)?;
+        let x_pub = x25519_base(&x25519);
 
         let mut share = Box::new([0u8; CLIENT_SHARE_LEN]);
         share[..MLKEM768_EK_LEN].copy_from_slice(pk.as_slice());
-        share[MLKEM768_EK_LEN..].copy_from_slice(x_pub.as_ref());
+        share[MLKEM768_EK_LEN..].copy_from_slice(&x_pub);
         Ok(ClientKeyExchange {
             mlkem,
             x25519,
@@ -176,7 +180,7 @@ impl ClientKeyExchange {
         let ClientKeyExchange { mlkem, x25519, .. } = self;
 
         let mut out = SharedSecret([0u8; SHARED_SECRET_LEN]);
-        x25519_agree(x25519, x_pub, &mut out.0[32..])?;
+        x25519_agree(x25519_from_scalar(&x25519)?, x_pub, &mut out.0[32..])?;
 
         let ct = MlKem768Ciphertext::try_from(ct).map_err(|_| Error::InvalidLength {
             what: "ML-KEM-768 ciphertext",
@@ -205,7 +209,11 @@ impl ClientKeyExchange {
     ) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
         Error::check_len("X25519 key share", X25519_LEN, server_x25519)?;
         let mut out = zeroize::Zeroizing::new([0u8; 32]);
-        x25519_agree(self.x25519, server_x25519, &mut out[..])?;
+        x25519_agree(
+            x25519_from_scalar(&self.x25519)?,
+            server_x25519,
+            &mut out[..],
+        )?;
         Ok(out)
     }
 }
@@ -238,11 +246,10 @@ pub fn server_exchange(
 
     let mut out = SharedSecret([0u8; SHARED_SECRET_LEN]);
     let x25519 = x25519_ephemeral(rng)?;
-    let x_own = x25519.compute_public_key().map_err(|_| Error::Random)?;
     let mut share = Vec::with_capacity(SERVER_SHARE_LEN);
     share.resize(MLKEM768_CT_LEN, 0);
-    share.extend_from_slice(x_own.as_ref());
-    x25519_agree(x25519, x_pub, &mut out.0[32..])?;
+    share.extend_from_slice(&x25519_base(&x25519));
+    x25519_agree(x25519_from_scalar(&x25519)?, x_pub, &mut out.0[32..])?;
 
     let mut m = [0u8; libcrux_ml_kem::ENCAPS_SEED_SIZE];
     rng.fill(&mut m)?;
@@ -331,6 +338,20 @@ mod tests {
             let mut v = s.clone();
             v.resize(len, 0);
             assert!(matches!(c.finish(&v), Err(Error::InvalidLength { .. })));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// curve25519-dalek's fixed-base public key equals ring's (which made the
+        /// public keys before issue 17), for any unclamped scalar.
+        #[test]
+        fn x25519_public_matches_ring(scalar in proptest::prelude::any::<[u8; 32]>()) {
+            let ring_key = x25519_from_scalar(&scalar).unwrap();
+            let ring_pub = ring_key.compute_public_key().unwrap();
+            let public = x25519_public(&scalar).unwrap();
+            proptest::prop_assert_eq!(&public[..], ring_pub.as_ref());
         }
     }
 
