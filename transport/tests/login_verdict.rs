@@ -103,6 +103,13 @@ impl AccountStore for GatedStore {
     fn reset_failures(&self, name: &str) -> Result<(), StoreError> {
         self.inner.reset_failures(name)
     }
+    // The change counter (not gated): with it the verifier's key cache works.
+    fn auth_version(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.auth_version()
+    }
+    fn local_auth_changes(&self) -> u64 {
+        self.inner.local_auth_changes()
+    }
 }
 
 /// What the server saw, in order.
@@ -308,6 +315,108 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
     assert!(
         !seen.contains(&Seen::Verdict(a_handle, Some("alice".into()))),
         "the stale verdict reached on_verdict: {seen:?}"
+    );
+
+    server_handle.shutdown();
+    server_thread.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A public-key login the key cache accepts is answered on the loop thread: it logs in
+/// while the only worker thread is held by another login's account lookup.
+#[test]
+fn a_cached_public_key_login_does_not_wait_for_the_worker_pool() {
+    use quill_crypto::hostkey::HostKeyPair;
+    use quill_transport::auth::{KeyCache, KEY_CACHE_ACCOUNTS};
+    use quill_transport::proto::Login;
+    let dir = temp_dir("verdict-cached");
+    let key = host_key(9);
+    let kim_key = Arc::new(HostKeyPair::from_seed(&[7; 32]).unwrap());
+    let accounts = store(&dir);
+    accounts.add_user("kim", None, &[kim_key.public()]).unwrap();
+    accounts
+        .add_user("bob", Some(b"correct horse battery"), &[])
+        .unwrap();
+    let gated = Arc::new(GatedStore {
+        inner: accounts,
+        gate: Mutex::new(Gate::default()),
+        changed: Condvar::new(),
+    });
+    // No re-check of the store's change counter falls due during the test, however
+    // slow the machine: the second login's path does not depend on timing.
+    let verifier = Arc::new(LoginVerifier {
+        keys: KeyCache::new(KEY_CACHE_ACCOUNTS, Duration::from_secs(3600)),
+        ..LoginVerifier::new(gated.clone(), false)
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut config = ServerConfig::new(key.clone());
+    config.transport = Arc::new(TransportConfig::default());
+    let endpoint = EndpointConfig {
+        per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
+        ..EndpointConfig::default()
+    };
+    let mut server = bind_loop(
+        "127.0.0.1:0",
+        endpoint,
+        Some(config),
+        1,
+        RecordingServer {
+            verifier,
+            seen: seen.clone(),
+            sessions: Arc::new(AtomicUsize::new(0)),
+        },
+    );
+    let addr: SocketAddr = server.local_addr();
+    let server_handle = server.handle();
+    let server_thread = std::thread::spawn(move || server.run().expect("server loop"));
+    let kim = || Login::PublicKey {
+        user: "kim".into(),
+        key: kim_key.clone(),
+    };
+
+    // kim's first login reads the store on the pool (and fills the cache).
+    let first = {
+        let (login, key) = (kim(), key.clone());
+        std::thread::spawn(move || blocking::connect(addr, client(login, &key)))
+    };
+    wait_for("kim's first lookup", || gated.arrived() == 1);
+    gated.release_one();
+    let c = first.join().unwrap().expect("kim's first login");
+    assert_eq!(c.account(), "kim");
+    drop(c);
+
+    // bob's login holds the one worker thread in the account store.
+    let bob = {
+        let key = key.clone();
+        std::thread::spawn(move || {
+            blocking::connect(addr, client(password("bob", "correct horse battery"), &key))
+        })
+    };
+    wait_for("bob's lookup", || gated.arrived() == 2);
+
+    // kim again: answered while bob's job still holds the pool.
+    let c = blocking::connect(addr, client(kim(), &key)).expect("kim's cached login");
+    assert_eq!(c.account(), "kim");
+    assert_eq!(gated.arrived(), 2, "the cached login read the store");
+    assert!(!bob.is_finished(), "bob's lookup was released early");
+    drop(c);
+
+    gated.release_one();
+    let b = bob.join().unwrap().expect("bob's login");
+    assert_eq!(b.account(), "bob");
+    drop(b);
+    let verdicts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| matches!(s, Seen::Verdict(_, Some(_))))
+        .count();
+    assert_eq!(
+        verdicts,
+        3,
+        "on_verdict ran for every login: {:?}",
+        seen.lock().unwrap()
     );
 
     server_handle.shutdown();
