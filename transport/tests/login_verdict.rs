@@ -19,7 +19,7 @@ use quill_transport::auth::{Account, AccountStore, SqliteStore, StoreError};
 use quill_transport::auth::{LoginVerifier, Verdict};
 use quill_transport::driver::blocking::{self, ConnectError};
 use quill_transport::driver::verify_on_pool;
-use quill_transport::driver::{Context, Handler};
+use quill_transport::driver::{Context, Handler, LoopHandle};
 use quill_transport::proto::{ConnectionError, Event, ServerConfig, TransportConfig};
 use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use support::auth_server::{client, host_key, password, store, temp_dir};
@@ -169,6 +169,26 @@ impl Handler for Quiet {
     }
 }
 
+/// The server under test, on a thread of its own: one loop, one worker thread (so jobs
+/// run in order), no per-address handshake limits.
+fn start_server(
+    key: &Arc<quill_crypto::hostkey::HostKeyPair>,
+    handler: RecordingServer,
+) -> (SocketAddr, LoopHandle, std::thread::JoinHandle<()>) {
+    let mut config = ServerConfig::new(key.clone());
+    config.transport = Arc::new(TransportConfig::default());
+    let endpoint = EndpointConfig {
+        per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
+        ..EndpointConfig::default()
+    };
+    let mut server = bind_loop("127.0.0.1:0", endpoint, Some(config), 1, handler);
+    let addr: SocketAddr = server.local_addr();
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run().expect("server loop"));
+    (addr, handle, thread)
+}
+
 /// Polls `done` every 5 ms; panics with `what` if it does not hold within [`STEP`].
 fn wait_for(what: &str, done: impl FnMut() -> bool) {
     support::wait_for(what, STEP, done);
@@ -193,27 +213,14 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
     // A's has finished and its verdict is queued for the loop, ahead of B's.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sessions = Arc::new(AtomicUsize::new(0));
-    let mut config = ServerConfig::new(key.clone());
-    config.transport = Arc::new(TransportConfig::default());
-    let endpoint = EndpointConfig {
-        per_source_handshakes_per_sec: 0,
-        max_half_open_per_address: 0,
-        ..EndpointConfig::default()
-    };
-    let mut server = bind_loop(
-        "127.0.0.1:0",
-        endpoint,
-        Some(config),
-        1,
+    let (addr, server_handle, server_thread) = start_server(
+        &key,
         RecordingServer {
             verifier,
             seen: seen.clone(),
             sessions: sessions.clone(),
         },
     );
-    let addr: SocketAddr = server.local_addr();
-    let server_handle = server.handle();
-    let server_thread = std::thread::spawn(move || server.run().expect("server loop"));
 
     // A: alice with the right password. Its verification starts and is held.
     let mut a = bind_loop(
@@ -349,27 +356,14 @@ fn a_cached_public_key_login_does_not_wait_for_the_worker_pool() {
         ..LoginVerifier::new(gated.clone(), false)
     });
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut config = ServerConfig::new(key.clone());
-    config.transport = Arc::new(TransportConfig::default());
-    let endpoint = EndpointConfig {
-        per_source_handshakes_per_sec: 0,
-        max_half_open_per_address: 0,
-        ..EndpointConfig::default()
-    };
-    let mut server = bind_loop(
-        "127.0.0.1:0",
-        endpoint,
-        Some(config),
-        1,
+    let (addr, server_handle, server_thread) = start_server(
+        &key,
         RecordingServer {
             verifier,
             seen: seen.clone(),
             sessions: Arc::new(AtomicUsize::new(0)),
         },
     );
-    let addr: SocketAddr = server.local_addr();
-    let server_handle = server.handle();
-    let server_thread = std::thread::spawn(move || server.run().expect("server loop"));
     let kim = || Login::PublicKey {
         user: "kim".into(),
         key: kim_key.clone(),
