@@ -784,6 +784,62 @@ fn a_key_added_through_the_store_works_at_once() {
     assert!(key_accepted(&v, "ned", &key(2), t0));
 }
 
+/// What the event loop decides itself (`decide_cached`): only an acceptance the key
+/// cache gives from memory; everything else goes to the worker pool (`None`).
+#[test]
+fn only_cached_acceptances_are_decided_without_the_pool() {
+    use quill_transport::auth::KEY_CACHE_RECHECK;
+    let dir = TempDir::new("cache-loop");
+    let (mut v, admin) = cached_pair(&dir);
+    admin.add_user("ada", None, &[key(1)]).unwrap();
+    let t0 = Instant::now();
+    let pk = |user: &str, k: u8| publickey(user, key(k));
+    // Cold: nothing cached yet.
+    assert!(v.decide_cached(&pk("ada", 1), SRC, t0, 1_000).is_none());
+    assert!(key_accepted(&v, "ada", &key(1), t0));
+    // Warm: the pool's verdict, at once; this second's `last_login` is written already.
+    let (d, record) = v
+        .decide_cached(&pk("ADA", 1), SRC, t0, 1_000)
+        .expect("cached");
+    assert!(accepted(&d.verdict, "ada"), "{d:?}");
+    assert_eq!(
+        (d.answer_at, d.log_reason, record),
+        (t0, "public key", None)
+    );
+    // A new second: the write is handed back, for the pool.
+    let (_, record) = v.decide_cached(&pk("ada", 1), SRC, t0, 1_001).unwrap();
+    assert_eq!(
+        record.map(|r| (r.account, r.unix_now)),
+        Some(("ada".into(), 1_001))
+    );
+    // Never a key or name the cache does not authorise, nor another method.
+    assert!(v.decide_cached(&pk("ada", 2), SRC, t0, 1_000).is_none());
+    assert!(v.decide_cached(&pk("bob", 1), SRC, t0, 1_000).is_none());
+    assert!(v
+        .decide_cached(&pk("bad name!", 1), SRC, t0, 1_000)
+        .is_none());
+    assert!(v
+        .decide_cached(&password("ada", "pw"), SRC, t0, 1_000)
+        .is_none());
+    // Once the store's change counter is due for a read, the pool decides: a key
+    // removed by another process is refused there.
+    admin.remove_key("ada", &key(1).fingerprint()).unwrap();
+    let later = t0 + KEY_CACHE_RECHECK;
+    assert!(v.decide_cached(&pk("ada", 1), SRC, later, 1_002).is_none());
+    assert!(!key_accepted(&v, "ada", &key(1), later));
+    assert!(v.decide_cached(&pk("ada", 1), SRC, later, 1_002).is_none());
+    // A lock applies: a cached key whose pair is locked goes to the pool too.
+    admin.add_key("ada", &key(1)).unwrap();
+    v.limiter = Mutex::new(Limiter::new(LimiterConfig::default()));
+    let t1 = later + KEY_CACHE_RECHECK;
+    assert!(key_accepted(&v, "ada", &key(1), t1));
+    assert!(v.decide_cached(&pk("ada", 1), SRC, t1, 1_003).is_some());
+    for _ in 0..5 {
+        assert!(!key_accepted(&v, "ada", &key(2), t1));
+    }
+    assert!(v.decide_cached(&pk("ada", 1), SRC, t1, 1_003).is_none());
+}
+
 #[test]
 fn the_cache_is_bounded() {
     use quill_transport::auth::{KeyCache, KeyLookup};

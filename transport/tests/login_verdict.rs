@@ -19,7 +19,7 @@ use quill_transport::auth::{Account, AccountStore, SqliteStore, StoreError};
 use quill_transport::auth::{LoginVerifier, Verdict};
 use quill_transport::driver::blocking::{self, ConnectError};
 use quill_transport::driver::verify_on_pool;
-use quill_transport::driver::{Context, Handler};
+use quill_transport::driver::{Context, Handler, LoopHandle};
 use quill_transport::proto::{ConnectionError, Event, ServerConfig, TransportConfig};
 use quill_transport::proto::{ConnectionHandle, EndpointConfig};
 use support::auth_server::{client, host_key, password, store, temp_dir};
@@ -103,6 +103,13 @@ impl AccountStore for GatedStore {
     fn reset_failures(&self, name: &str) -> Result<(), StoreError> {
         self.inner.reset_failures(name)
     }
+    // The change counter (not gated): with it the verifier's key cache works.
+    fn auth_version(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.auth_version()
+    }
+    fn local_auth_changes(&self) -> u64 {
+        self.inner.local_auth_changes()
+    }
 }
 
 /// What the server saw, in order.
@@ -162,6 +169,26 @@ impl Handler for Quiet {
     }
 }
 
+/// The server under test, on a thread of its own: one loop, one worker thread (so jobs
+/// run in order), no per-address handshake limits.
+fn start_server(
+    key: &Arc<quill_crypto::hostkey::HostKeyPair>,
+    handler: RecordingServer,
+) -> (SocketAddr, LoopHandle, std::thread::JoinHandle<()>) {
+    let mut config = ServerConfig::new(key.clone());
+    config.transport = Arc::new(TransportConfig::default());
+    let endpoint = EndpointConfig {
+        per_source_handshakes_per_sec: 0,
+        max_half_open_per_address: 0,
+        ..EndpointConfig::default()
+    };
+    let mut server = bind_loop("127.0.0.1:0", endpoint, Some(config), 1, handler);
+    let addr: SocketAddr = server.local_addr();
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run().expect("server loop"));
+    (addr, handle, thread)
+}
+
 /// Polls `done` every 5 ms; panics with `what` if it does not hold within [`STEP`].
 fn wait_for(what: &str, done: impl FnMut() -> bool) {
     support::wait_for(what, STEP, done);
@@ -186,27 +213,14 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
     // A's has finished and its verdict is queued for the loop, ahead of B's.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sessions = Arc::new(AtomicUsize::new(0));
-    let mut config = ServerConfig::new(key.clone());
-    config.transport = Arc::new(TransportConfig::default());
-    let endpoint = EndpointConfig {
-        per_source_handshakes_per_sec: 0,
-        max_half_open_per_address: 0,
-        ..EndpointConfig::default()
-    };
-    let mut server = bind_loop(
-        "127.0.0.1:0",
-        endpoint,
-        Some(config),
-        1,
+    let (addr, server_handle, server_thread) = start_server(
+        &key,
         RecordingServer {
             verifier,
             seen: seen.clone(),
             sessions: sessions.clone(),
         },
     );
-    let addr: SocketAddr = server.local_addr();
-    let server_handle = server.handle();
-    let server_thread = std::thread::spawn(move || server.run().expect("server loop"));
 
     // A: alice with the right password. Its verification starts and is held.
     let mut a = bind_loop(
@@ -308,6 +322,95 @@ fn a_verdict_for_an_ended_session_never_logs_in_the_session_reusing_its_handle()
     assert!(
         !seen.contains(&Seen::Verdict(a_handle, Some("alice".into()))),
         "the stale verdict reached on_verdict: {seen:?}"
+    );
+
+    server_handle.shutdown();
+    server_thread.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A public-key login the key cache accepts is answered on the loop thread: it logs in
+/// while the only worker thread is held by another login's account lookup.
+#[test]
+fn a_cached_public_key_login_does_not_wait_for_the_worker_pool() {
+    use quill_crypto::hostkey::HostKeyPair;
+    use quill_transport::auth::{KeyCache, KEY_CACHE_ACCOUNTS};
+    use quill_transport::proto::Login;
+    let dir = temp_dir("verdict-cached");
+    let key = host_key(9);
+    let kim_key = Arc::new(HostKeyPair::from_seed(&[7; 32]).unwrap());
+    let accounts = store(&dir);
+    accounts.add_user("kim", None, &[kim_key.public()]).unwrap();
+    accounts
+        .add_user("bob", Some(b"correct horse battery"), &[])
+        .unwrap();
+    let gated = Arc::new(GatedStore {
+        inner: accounts,
+        gate: Mutex::new(Gate::default()),
+        changed: Condvar::new(),
+    });
+    // No re-check of the store's change counter falls due during the test, however
+    // slow the machine: the second login's path does not depend on timing.
+    let verifier = Arc::new(LoginVerifier {
+        keys: KeyCache::new(KEY_CACHE_ACCOUNTS, Duration::from_secs(3600)),
+        ..LoginVerifier::new(gated.clone(), false)
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (addr, server_handle, server_thread) = start_server(
+        &key,
+        RecordingServer {
+            verifier,
+            seen: seen.clone(),
+            sessions: Arc::new(AtomicUsize::new(0)),
+        },
+    );
+    let kim = || Login::PublicKey {
+        user: "kim".into(),
+        key: kim_key.clone(),
+    };
+
+    // kim's first login reads the store on the pool (and fills the cache).
+    let first = {
+        let (login, key) = (kim(), key.clone());
+        std::thread::spawn(move || blocking::connect(addr, client(login, &key)))
+    };
+    wait_for("kim's first lookup", || gated.arrived() == 1);
+    gated.release_one();
+    let c = first.join().unwrap().expect("kim's first login");
+    assert_eq!(c.account(), "kim");
+    drop(c);
+
+    // bob's login holds the one worker thread in the account store.
+    let bob = {
+        let key = key.clone();
+        std::thread::spawn(move || {
+            blocking::connect(addr, client(password("bob", "correct horse battery"), &key))
+        })
+    };
+    wait_for("bob's lookup", || gated.arrived() == 2);
+
+    // kim again: answered while bob's job still holds the pool.
+    let c = blocking::connect(addr, client(kim(), &key)).expect("kim's cached login");
+    assert_eq!(c.account(), "kim");
+    assert_eq!(gated.arrived(), 2, "the cached login read the store");
+    assert!(!bob.is_finished(), "bob's lookup was released early");
+    drop(c);
+
+    gated.release_one();
+    let b = bob.join().unwrap().expect("bob's login");
+    assert_eq!(b.account(), "bob");
+    drop(b);
+    let verdicts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| matches!(s, Seen::Verdict(_, Some(_))))
+        .count();
+    assert_eq!(
+        verdicts,
+        3,
+        "on_verdict ran for every login: {:?}",
+        seen.lock().unwrap()
     );
 
     server_handle.shutdown();

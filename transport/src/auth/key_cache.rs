@@ -208,6 +208,34 @@ impl KeyCache {
         Ok(KeyLookup::Read(account))
     }
 
+    /// The cached account for a public-key login at `now`, from memory alone: `Some`
+    /// only when no re-check of the store is due (its change counter was read less
+    /// than the recheck interval before `now`, and this handle has made no change
+    /// since) and the cached entry authorises the key `fingerprint`. `None` otherwise:
+    /// [`lookup`](Self::lookup) decides, reading the store where it must. Does no
+    /// I/O, so an event-loop thread may call it.
+    pub fn lookup_cached(
+        &self,
+        store: &dyn AccountStore,
+        name: &str,
+        fingerprint: &str,
+        now: Instant,
+    ) -> Option<CachedAccount> {
+        let inner = self.lock();
+        let fresh = inner.local == store.local_auth_changes()
+            && inner
+                .checked
+                .is_some_and(|t| now.saturating_duration_since(t) < self.recheck);
+        if !fresh {
+            return None;
+        }
+        inner
+            .entries
+            .get(name)
+            .filter(|e| e.account.authorises(fingerprint))
+            .map(|e| e.account.clone())
+    }
+
     fn insert(&self, inner: &mut Inner, a: &Account) {
         let recorded = inner.entries.remove(&a.name).and_then(|e| e.recorded);
         while inner.entries.len() >= self.capacity {

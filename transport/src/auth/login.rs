@@ -241,6 +241,41 @@ impl LoginVerifier {
         (decision, record)
     }
 
+    /// Decides a public-key login from memory alone where it can: the [`KeyCache`]
+    /// authorises the key with no store read due
+    /// ([`KeyCache::lookup_cached`]) and no lock applies. The same decision as
+    /// [`decide_deferred`](Self::decide_deferred) would make then. `None` for
+    /// everything else (other methods, a cache miss, a re-check due, a lock): decide
+    /// it with [`decide_deferred`](Self::decide_deferred) on the worker pool.
+    ///
+    /// Does no I/O (memory and two short locks), so the event-loop thread may call it;
+    /// the returned [`LoginRecord`] is still a write for the worker pool.
+    pub fn decide_cached(
+        &self,
+        req: &LoginRequest,
+        source: IpAddr,
+        now: Instant,
+        unix_now: u64,
+    ) -> Option<(Decision, Option<LoginRecord>)> {
+        let LoginMethod::PublicKey(key) = &req.method else {
+            return None;
+        };
+        let name = normalize_name(&req.user).ok()?;
+        let cached =
+            self.keys
+                .lookup_cached(self.store.as_ref(), &name, &key.fingerprint(), now)?;
+        if self
+            .limiter()
+            .locked_until_for(Some(&name), source, now)
+            .is_some()
+        {
+            return None;
+        }
+        let mut record = None;
+        let verdict = self.succeed(&cached.name, source, unix_now, &mut record);
+        Some((Decision::now(verdict, now, "public key"), record))
+    }
+
     /// Writes a successful login's bookkeeping (`last_login`, and the failure
     /// counter back to zero). A failure is logged, not returned: the login stands.
     ///

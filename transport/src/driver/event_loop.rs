@@ -63,6 +63,8 @@ pub struct Context<'a, H: Handler> {
     pool: &'a WorkerPool<Completion<H>>,
     touched: &'a mut Vec<ConnectionHandle>,
     shutdown: &'a mut Option<(u64, String)>,
+    /// Completions to run on this thread later in the turn ([`Context::run_soon`]).
+    soon: &'a mut Vec<Completion<H>>,
 }
 
 impl<H: Handler> Context<'_, H> {
@@ -97,6 +99,13 @@ impl<H: Handler> Context<'_, H> {
         job: impl FnOnce() -> Completion<H> + Send + 'static,
     ) -> Result<(), PoolFull> {
         self.pool.submit(job).map(|_| ())
+    }
+
+    /// Runs `completion` on this thread once the current callback has returned, later
+    /// in this turn (before the flush): work decided without the worker pool that
+    /// still needs the handler.
+    pub(crate) fn run_soon(&mut self, completion: Completion<H>) {
+        self.soon.push(completion);
     }
 
     /// Whether [`Context::spawn`] would accept a job now.
@@ -197,6 +206,8 @@ pub struct EventLoop<H: Handler> {
     handle: LoopHandle,
     events: Events,
     touched: Vec<ConnectionHandle>,
+    /// [`Context::run_soon`]'s queue (empty between turns).
+    soon: Vec<Completion<H>>,
     send_buf: Vec<u8>,
     blocked: bool,
     shutdown: Option<(u64, String)>,
@@ -267,6 +278,7 @@ impl<H: Handler> EventLoop<H> {
             handle,
             events: Events::with_capacity(256),
             touched: Vec::new(),
+            soon: Vec::new(),
             send_buf: vec![0u8; MAX_GSO_SEGMENTS * MAX_DATAGRAM],
             blocked: false,
             shutdown: None,
@@ -372,6 +384,7 @@ impl<H: Handler> EventLoop<H> {
             pool: &self.pool,
             touched: &mut self.touched,
             shutdown: &mut self.shutdown,
+            soon: &mut self.soon,
         };
         let r = f(&mut self.handler, &mut ctx);
         self.apply_touched();
@@ -422,6 +435,7 @@ impl<H: Handler> EventLoop<H> {
             || self.socket.errors_pending()
             || pref_pending
             || self.inbox_pending
+            || !self.soon.is_empty()
         {
             Some(Duration::ZERO)
         } else {
@@ -528,6 +542,7 @@ impl<H: Handler> EventLoop<H> {
             pool: &self.pool,
             touched: &mut self.touched,
             shutdown: &mut self.shutdown,
+            soon: &mut self.soon,
         };
         if woken {
             let handler = &mut self.handler;
@@ -541,8 +556,20 @@ impl<H: Handler> EventLoop<H> {
         ctx.endpoint.handle_timeout_observed(now, |deadline| {
             lateness.record(now.saturating_duration_since(deadline));
         });
-        while let Some((h, ev)) = ctx.endpoint.poll_event() {
-            self.handler.on_event(&mut ctx, h, ev);
+        loop {
+            while let Some((h, ev)) = ctx.endpoint.poll_event() {
+                self.handler.on_event(&mut ctx, h, ev);
+            }
+            if ctx.soon.is_empty() {
+                break;
+            }
+            let mut soon = std::mem::take(ctx.soon);
+            for completion in soon.drain(..) {
+                completion(&mut self.handler, &mut ctx);
+            }
+            if ctx.soon.is_empty() {
+                *ctx.soon = soon;
+            }
         }
         self.handler.on_turn(&mut ctx);
         self.apply_touched();
