@@ -6,7 +6,7 @@
 
 use ring::aead::{self, quic, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use crate::schedule::{expand_label_with_prefix, Secret};
+use crate::schedule::{Expander, Secret};
 use crate::Error;
 
 /// AEAD tag length of every suite.
@@ -125,8 +125,8 @@ impl Labels {
     };
 }
 
-fn derive(secret: &Secret, label: &[u8], out: &mut [u8]) {
-    expand_label_with_prefix(secret, b"", label, b"", out);
+fn derive(secret: &Expander, label: &[u8], out: &mut [u8]) {
+    secret.expand_label(b"", label, b"", out);
 }
 
 /// An AEAD packet protection key plus its IV.
@@ -147,6 +147,10 @@ impl PacketKey {
     /// `key = Expand-Label(secret, labels.key, "", key_len)`,
     /// `iv = Expand-Label(secret, labels.iv, "", 12)` (RFC 9001 §5.1).
     pub fn new(suite: Suite, secret: &Secret, labels: &Labels) -> Self {
+        Self::expanded(suite, &Expander::new(secret), labels)
+    }
+
+    fn expanded(suite: Suite, secret: &Expander, labels: &Labels) -> Self {
         let mut key = [0u8; 32];
         let key = &mut key[..suite.key_len()];
         derive(secret, labels.key, key);
@@ -243,6 +247,10 @@ impl std::fmt::Debug for HeaderKey {
 impl HeaderKey {
     /// `hp = Expand-Label(secret, labels.hp, "", key_len)` (RFC 9001 §5.1).
     pub fn new(suite: Suite, secret: &Secret, labels: &Labels) -> Self {
+        Self::expanded(suite, &Expander::new(secret), labels)
+    }
+
+    fn expanded(suite: Suite, secret: &Expander, labels: &Labels) -> Self {
         let mut key = [0u8; 32];
         let key = &mut key[..suite.key_len()];
         derive(secret, labels.hp, key);
@@ -286,9 +294,10 @@ pub struct Keys {
 impl Keys {
     /// Both keys from one traffic secret.
     pub fn new(suite: Suite, secret: &Secret, labels: &Labels) -> Self {
+        let secret = Expander::new(secret);
         Keys {
-            packet: PacketKey::new(suite, secret, labels),
-            header: HeaderKey::new(suite, secret, labels),
+            packet: PacketKey::expanded(suite, &secret, labels),
+            header: HeaderKey::expanded(suite, &secret, labels),
         }
     }
 }
