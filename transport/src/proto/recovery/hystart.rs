@@ -135,9 +135,7 @@ impl HyStart {
         }
         // "cwnd = cwnd + min(N, L * SMSS)": the bytes of this ACK past L * SMSS
         // do not count.
-        let cap = self
-            .limit_segments
-            .map_or(u64::MAX, |l| l * u64::from(mds));
+        let cap = self.limit_segments.map_or(u64::MAX, |l| l * u64::from(mds));
         let counted = bytes.min(cap.saturating_sub(self.ack_bytes));
         self.ack_bytes += bytes;
 
@@ -178,7 +176,9 @@ impl HyStart {
         };
         // "RttThresh = max(MIN_RTT_THRESH, min(lastRoundMinRTT /
         // MIN_RTT_DIVISOR, MAX_RTT_THRESH))"
-        let thresh = (last / MIN_RTT_DIVISOR).min(MAX_RTT_THRESH).max(MIN_RTT_THRESH);
+        let thresh = (last / MIN_RTT_DIVISOR)
+            .min(MAX_RTT_THRESH)
+            .max(MIN_RTT_THRESH);
         // "if (currentRoundMinRTT >= (lastRoundMinRTT + RttThresh))
         // cssBaselineMinRtt = currentRoundMinRTT; exit slow start and enter CSS"
         if current >= last + thresh {
@@ -275,10 +275,12 @@ mod tests {
         // Paced: L is infinite.
         let mut h = HyStart::new(true);
         let grown: u64 = (0..10)
-            .map(|i| match h.on_ack(t0 + ms(100), t0 + ms(i), PKT, ms(100), MDS) {
-                SlowStartAck::Grow(n) => n,
-                SlowStartAck::Exit => unreachable!(),
-            })
+            .map(
+                |i| match h.on_ack(t0 + ms(100), t0 + ms(i), PKT, ms(100), MDS) {
+                    SlowStartAck::Grow(n) => n,
+                    SlowStartAck::Exit => unreachable!(),
+                },
+            )
             .sum();
         assert_eq!(grown, 10 * PKT);
     }
