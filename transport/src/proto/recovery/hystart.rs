@@ -103,10 +103,9 @@ impl HyStart {
         latest_rtt: Duration,
         mds: u16,
     ) -> SlowStartAck {
-        // RFC 9406 §4.2: "At the start of each round during standard slow start
-        // and CSS, initialize the variables used to compute the last round's and
-        // current round's minimum RTT: lastRoundMinRTT = currentRoundMinRTT;
-        // currentRoundMinRTT = infinity; rttSampleCount = 0".
+        // RFC 9406 §4.2, at the start of each round of standard slow start and of
+        // CSS: "lastRoundMinRTT = currentRoundMinRTT", "currentRoundMinRTT =
+        // infinity", "rttSampleCount = 0".
         if self.window_end.is_none_or(|end| sent >= end) {
             if self.window_end.is_some() && self.in_css() {
                 // "CSS lasts at most CSS_ROUNDS rounds. If the transition into CSS
