@@ -233,6 +233,14 @@ mod tests {
         }
     }
 
+    /// A round of 16 packets at `first_ms`, then `packets` at `second_ms`.
+    fn two_rounds(first_ms: u64, second_ms: u64, packets: u64) -> Rounds {
+        let mut r = Rounds::new();
+        r.round(16, ms(first_ms));
+        r.round(packets, ms(second_ms));
+        r
+    }
+
     #[test]
     fn rounds_end_with_the_first_packet_sent_after_they_began() {
         let t0 = Instant::now();
@@ -323,31 +331,26 @@ mod tests {
         r.round(16, ms(17));
         assert!(r.h.in_css());
         // 400 ms RTT: 400/8 = 50 ms, clamped down to 16 ms.
-        let mut r = Rounds::new();
-        r.round(16, ms(400));
-        r.round(16, ms(416));
-        assert!(r.h.in_css());
+        assert!(two_rounds(400, 416, 16).h.in_css());
     }
 
     #[test]
     fn fewer_than_n_rtt_sample_samples_decide_nothing() {
-        let mut r = Rounds::new();
-        r.round(16, ms(100));
-        r.round(N_RTT_SAMPLE as u64 - 1, ms(200));
-        assert!(!r.h.in_css());
+        assert!(!two_rounds(100, 200, N_RTT_SAMPLE as u64 - 1).h.in_css());
         // The eighth sample of the same round decides.
-        let mut r = Rounds::new();
-        r.round(16, ms(100));
-        r.round(N_RTT_SAMPLE as u64, ms(200));
+        assert!(two_rounds(100, 200, N_RTT_SAMPLE as u64).h.in_css());
+    }
+
+    /// A round at 100 ms, then one at 120 ms, which enters CSS in its middle.
+    fn in_css_at_120_ms() -> Rounds {
+        let r = two_rounds(100, 120, 16);
         assert!(r.h.in_css());
+        r
     }
 
     #[test]
     fn an_rtt_below_the_baseline_returns_to_slow_start() {
-        let mut r = Rounds::new();
-        r.round(16, ms(100));
-        r.round(16, ms(120));
-        assert!(r.h.in_css());
+        let mut r = in_css_at_120_ms();
         // The next round's minimum falls below the 120 ms baseline: the exit was
         // spurious, slow start (with HyStart++) resumes at full growth.
         r.round(16, ms(110));
@@ -363,11 +366,9 @@ mod tests {
 
     #[test]
     fn css_rounds_end_slow_start() {
-        let mut r = Rounds::new();
-        r.round(16, ms(100));
-        // CSS starts in the middle of this round: it is CSS round 1.
-        r.round(16, ms(120));
-        assert!(r.h.in_css());
+        // CSS starts in the middle of the second round: it is CSS round 1.
+        let mut r = in_css_at_120_ms();
+        assert_eq!(r.h.css_rounds, 1);
         // Rounds 2..=5 of CSS (RTT stays up).
         for round in 2..=CSS_ROUNDS {
             r.round(16, ms(120));
