@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 pub use super::handshake::sessions::Sessions;
 use super::handshake::tls::ALPN_QUILL;
-use super::recovery::CongestionAlgorithm;
+use super::recovery::{CongestionAlgorithm, CongestionController};
 use super::streams::StreamsConfig;
 
 /// Smallest datagram size every quill path must carry (RFC 9000 §14).
@@ -38,6 +38,10 @@ pub struct TransportConfig {
     pub streams: StreamsConfig,
     /// Congestion controller.
     pub congestion: CongestionAlgorithm,
+    /// Start the congestion controller with HyStart++ (RFC 9406, on by default): slow
+    /// start ends when the RTT rises, before the bottleneck queue overflows, instead
+    /// of at the first loss.
+    pub hystart: bool,
     /// Largest UDP payload we send and accept (1200..=65527). 1452 fits Ethernet.
     pub max_udp_payload_size: u16,
     /// Largest DATAGRAM frame payload we accept; `None` disables datagrams.
@@ -80,6 +84,7 @@ impl Default for TransportConfig {
             keep_alive_interval: None,
             streams: StreamsConfig::default(),
             congestion: CongestionAlgorithm::Cubic,
+            hystart: true,
             max_udp_payload_size: 1452,
             max_datagram_frame_size: Some(1400),
             datagram_receive_queue: 256,
@@ -98,6 +103,13 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
+    /// A fresh congestion controller for a path with this maximum datagram size:
+    /// `congestion`, started with HyStart++ when `hystart` (paced or not as `pacing`).
+    pub fn congestion_controller(&self, max_datagram_size: u16) -> Box<dyn CongestionController> {
+        self.congestion
+            .build_with(max_datagram_size, self.hystart, self.pacing)
+    }
+
     /// Checks the configuration; the error says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.idle_timeout < Duration::from_millis(100) {

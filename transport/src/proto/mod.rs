@@ -31,6 +31,7 @@ pub use endpoint::{
 pub use error::{ConnectionError, HandshakeStage, TransportError, Unreachable};
 pub use handshake::tls::ALPN_QUILL;
 pub use handshake::{LoginMethod, LoginRequest};
+pub use recovery::CongestionAlgorithm;
 pub use streams::{
     Dir, ReadError, ReadOutcome, Side, StreamEvent, StreamId, StreamsConfig, WriteError,
 };

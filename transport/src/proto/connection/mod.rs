@@ -666,7 +666,7 @@ impl Connection {
             account: None,
             rtt: RttEstimator::new(config.initial_rtt),
             first_rtt_sample: None,
-            cc: config.congestion.build(mtu),
+            cc: config.congestion_controller(mtu),
             pacer: Pacer::new(now, mtu),
             bytes_in_flight: 0,
             pto_count: 0,

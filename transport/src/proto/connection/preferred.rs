@@ -182,7 +182,7 @@ impl Connection {
         self.cids.remote_seq = 1;
         self.remote_cid = cid;
         if addr.ip() != self.remote.ip() {
-            self.cc = self.config.congestion.build(self.mtu);
+            self.cc = self.config.congestion_controller(self.mtu);
             self.rtt = RttEstimator::new(self.config.initial_rtt);
             self.first_rtt_sample = None;
             self.pacer = Pacer::new(now, self.mtu);

@@ -1011,7 +1011,7 @@ impl Connection {
         self.stats.migrations += 1;
         self.ecn.on_new_path();
         if !only_port {
-            self.cc = self.config.congestion.build(self.mtu);
+            self.cc = self.config.congestion_controller(self.mtu);
             self.rtt = RttEstimator::new(self.config.initial_rtt);
             self.first_rtt_sample = None;
             self.pacer = Pacer::new(now, self.mtu);

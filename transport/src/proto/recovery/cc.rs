@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use super::hystart::{HyStart, SlowStartAck};
 use super::{Cubic, NewReno, RttEstimator};
 
 /// A congestion controller: owns the congestion window, nothing else.
@@ -112,18 +113,65 @@ pub struct Controller<A> {
     recovery_start: Option<Instant>,
     /// When the last acknowledgement arrived.
     last_ack: Option<Instant>,
+    /// HyStart++ while the initial slow start lasts (`None` without it or after it).
+    hystart: Option<HyStart>,
     pub(super) alg: A,
 }
 
 impl<A: Algorithm> Controller<A> {
-    /// A controller for a path with this maximum datagram size.
+    /// A controller for a path with this maximum datagram size, with standard slow
+    /// start (RFC 9002 §7.3.1).
     pub fn new(max_datagram_size: u16) -> Self {
         Self {
             mds: max_datagram_size,
             ssthresh: u64::MAX,
             recovery_start: None,
             last_ack: None,
+            hystart: None,
             alg: A::new(initial_window(max_datagram_size)),
+        }
+    }
+
+    /// A controller whose initial slow start is HyStart++ (RFC 9406), for a sender
+    /// that paces (`paced`) or not.
+    ///
+    /// RFC 9406 §4.2 recommends HyStart++ for the initial slow start only: a later
+    /// slow start (after persistent congestion) is standard, up to the ssthresh the
+    /// first one found.
+    pub fn with_hystart(max_datagram_size: u16, paced: bool) -> Self {
+        Self {
+            hystart: Some(HyStart::new(paced)),
+            ..Self::new(max_datagram_size)
+        }
+    }
+
+    /// Whether the sender is in HyStart++'s Conservative Slow Start.
+    #[cfg(test)]
+    pub fn in_css(&self) -> bool {
+        self.hystart.as_ref().is_some_and(HyStart::in_css)
+    }
+
+    /// How much an acknowledgement of `bytes` in slow start grows the window, or
+    /// `None` when HyStart++ ends slow start with it (`ssthresh = cwnd`).
+    fn slow_start_growth(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        rtt: &RttEstimator,
+    ) -> Option<u64> {
+        let Some(h) = self.hystart.as_mut() else {
+            return Some(bytes);
+        };
+        match h.on_ack(now, sent, bytes, rtt.latest(), self.mds) {
+            SlowStartAck::Grow(n) => Some(n),
+            SlowStartAck::Exit => {
+                // RFC 9406 §4.2: after CSS_ROUNDS rounds of CSS, "enter congestion
+                // avoidance by setting the ssthresh to the current cwnd".
+                self.hystart = None;
+                self.ssthresh = self.alg.window();
+                None
+            }
         }
     }
 
@@ -159,13 +207,18 @@ impl<A: Algorithm> CongestionController for Controller<A> {
             self.alg.app_limited_ack(now, previous_ack);
             return;
         }
-        if self.in_slow_start() {
-            // RFC 9002 §7.3.1: "While a sender is in slow start, the congestion
-            // window increases by the number of bytes acknowledged when each
-            // acknowledgment is processed." (RFC 9438 §4.10: CUBIC uses the same.)
-            self.alg.grow(bytes);
+        // RFC 9002 §7.3.1: "While a sender is in slow start, the congestion
+        // window increases by the number of bytes acknowledged when each
+        // acknowledgment is processed." (RFC 9438 §4.10: CUBIC uses the same.)
+        // HyStart++ grows it less in CSS and may end slow start.
+        let growth = if self.in_slow_start() {
+            self.slow_start_growth(now, sent, bytes, rtt)
         } else {
-            self.alg.congestion_avoidance(now, bytes, self.mds, rtt);
+            None
+        };
+        match growth {
+            Some(n) => self.alg.grow(n),
+            None => self.alg.congestion_avoidance(now, bytes, self.mds, rtt),
         }
     }
 
@@ -177,6 +230,10 @@ impl<A: Algorithm> CongestionController for Controller<A> {
         _lost_bytes: u64,
     ) {
         let minimum = minimum_window(self.mds);
+        // A loss or CE mark in slow start or CSS ends HyStart++: the reduction below
+        // is the algorithm's usual one, and the slow start threshold it sets ends
+        // slow start (RFC 9406 §4.2; HyStart++ is for the initial slow start only).
+        self.hystart = None;
         // RFC 9002 Appendix B.6: "No reaction if already in a recovery period."
         if !self.in_recovery(sent) {
             // RFC 9002 §7.3.2: "On entering a recovery period, a sender MUST
@@ -216,6 +273,9 @@ impl<A: Algorithm> CongestionController for Controller<A> {
 }
 
 /// Which congestion controller a connection uses.
+///
+/// Both start with HyStart++ (RFC 9406) unless the transport configuration turns it
+/// off (`TransportConfig::hystart`); see [`CongestionAlgorithm::build_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum CongestionAlgorithm {
     /// RFC 9002 §7 NewReno.
@@ -226,11 +286,30 @@ pub enum CongestionAlgorithm {
 }
 
 impl CongestionAlgorithm {
-    /// A fresh controller for a path with this maximum datagram size.
+    /// A fresh controller with standard slow start for a path with this maximum
+    /// datagram size.
     pub fn build(self, max_datagram_size: u16) -> Box<dyn CongestionController> {
-        match self {
-            CongestionAlgorithm::NewReno => Box::new(NewReno::new(max_datagram_size)),
-            CongestionAlgorithm::Cubic => Box::new(Cubic::new(max_datagram_size)),
+        self.build_with(max_datagram_size, false, false)
+    }
+
+    /// A fresh controller for a path with this maximum datagram size; its initial
+    /// slow start is HyStart++ when `hystart`, for a sender that paces (`paced`) or
+    /// not (RFC 9406 §4.3: `L` depends on it).
+    pub fn build_with(
+        self,
+        max_datagram_size: u16,
+        hystart: bool,
+        paced: bool,
+    ) -> Box<dyn CongestionController> {
+        match (self, hystart) {
+            (CongestionAlgorithm::NewReno, false) => Box::new(NewReno::new(max_datagram_size)),
+            (CongestionAlgorithm::NewReno, true) => {
+                Box::new(NewReno::with_hystart(max_datagram_size, paced))
+            }
+            (CongestionAlgorithm::Cubic, false) => Box::new(Cubic::new(max_datagram_size)),
+            (CongestionAlgorithm::Cubic, true) => {
+                Box::new(Cubic::with_hystart(max_datagram_size, paced))
+            }
         }
     }
 }
@@ -275,5 +354,103 @@ mod tests {
         let r = CongestionAlgorithm::NewReno.build(1200);
         assert_eq!(r.name(), "newreno");
         assert_eq!(r.ssthresh(), u64::MAX);
+    }
+
+    use super::super::hystart::CSS_ROUNDS;
+    use super::super::{cubic::CubicWindow, newreno::RenoWindow};
+    use std::time::Duration;
+
+    const MDS: u16 = 1200;
+
+    /// A controller with HyStart++ fed one round trip at a time: `packets`
+    /// acknowledgements per round, one per ACK, all with the RTT sample `rtt`.
+    struct Path<A> {
+        cc: Controller<A>,
+        rtt: RttEstimator,
+        now: Instant,
+    }
+
+    impl<A: Algorithm> Path<A> {
+        fn new() -> Self {
+            Self {
+                cc: Controller::with_hystart(MDS, true),
+                rtt: RttEstimator::default(),
+                now: Instant::now(),
+            }
+        }
+
+        fn round(&mut self, packets: u32, rtt_ms: u64) {
+            let sent = self.now;
+            let rtt = Duration::from_millis(rtt_ms);
+            for i in 0..packets {
+                let at = sent + rtt + Duration::from_micros(u64::from(i));
+                self.rtt.update(rtt, Duration::ZERO, Duration::ZERO, true);
+                self.cc.on_ack(at, sent, u64::from(MDS), false, &self.rtt);
+            }
+            self.now = sent + rtt + Duration::from_micros(u64::from(packets));
+        }
+    }
+
+    fn css_rounds_end_slow_start_at_the_window<A: Algorithm>() {
+        let mut p = Path::<A>::new();
+        p.round(16, 100);
+        p.round(16, 120);
+        assert!(p.cc.in_css(), "{}", A::NAME);
+        assert!(p.cc.in_slow_start());
+        for _ in 1..CSS_ROUNDS {
+            p.round(16, 120);
+        }
+        assert!(p.cc.in_slow_start(), "{}", A::NAME);
+        let window = p.cc.window();
+        // The first acknowledgement of the next round ends slow start: ssthresh is the
+        // window it had, and that acknowledgement is congestion avoidance.
+        p.round(1, 120);
+        assert_eq!(p.cc.ssthresh(), window, "{}", A::NAME);
+        assert!(!p.cc.in_slow_start());
+        assert!(!p.cc.in_css());
+        assert!(p.cc.window() - window < u64::from(MDS));
+    }
+
+    #[test]
+    fn hystart_css_ends_in_congestion_avoidance_for_both_algorithms() {
+        css_rounds_end_slow_start_at_the_window::<RenoWindow>();
+        css_rounds_end_slow_start_at_the_window::<CubicWindow>();
+    }
+
+    #[test]
+    fn a_loss_in_css_is_the_usual_reduction_and_ends_hystart() {
+        let mut p = Path::<RenoWindow>::new();
+        p.round(16, 100);
+        p.round(16, 120);
+        assert!(p.cc.in_css());
+        let window = p.cc.window();
+        let now = p.now;
+        p.cc.on_congestion_event(now, now - Duration::from_millis(1), false, 1200);
+        // NewReno halves; the reduced window is the slow start threshold.
+        assert_eq!(p.cc.window(), window / 2);
+        assert_eq!(p.cc.ssthresh(), window / 2);
+        assert!(!p.cc.in_css());
+        assert!(p.cc.hystart.is_none());
+        // After persistent congestion, slow start is the standard one: a rising RTT
+        // does not slow it down.
+        p.cc.on_congestion_event(now + Duration::from_secs(1), now, true, 0);
+        let w = p.cc.window();
+        p.now = now + Duration::from_secs(2);
+        p.round(2, 100);
+        p.round(9, 200);
+        assert_eq!(p.cc.window(), w + 11 * u64::from(MDS));
+    }
+
+    #[test]
+    fn without_hystart_slow_start_ignores_the_rtt() {
+        let mut p = Path::<CubicWindow>::new();
+        p.cc = Controller::new(MDS);
+        p.round(16, 100);
+        p.round(16, 200);
+        p.round(16, 400);
+        assert!(!p.cc.in_css());
+        assert_eq!(p.cc.window(), initial_window(MDS) + 48 * u64::from(MDS));
+        let c = CongestionAlgorithm::Cubic.build_with(MDS, false, true);
+        assert_eq!(c.window(), initial_window(MDS));
     }
 }

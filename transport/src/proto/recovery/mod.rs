@@ -9,11 +9,13 @@
 //!   packet/time threshold loss detection, with the numbers the congestion
 //!   controller and the persistent congestion check (§7.6) need.
 //! - [`CongestionController`] (§7) with [`NewReno`] and [`Cubic`] (RFC 9438),
-//!   chosen through [`CongestionAlgorithm`].
+//!   chosen through [`CongestionAlgorithm`]; both start with HyStart++ (RFC 9406,
+//!   `hystart.rs`) unless it is turned off.
 //! - [`Pacer`] (§7.7): a token bucket that spreads a window over an RTT.
 
 mod cc;
 mod cubic;
+mod hystart;
 mod newreno;
 mod pacer;
 mod rtt;
