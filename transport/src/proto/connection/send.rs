@@ -196,6 +196,7 @@ impl Connection {
             && (self.ping_pending
                 || self.pings.waiting()
                 || self.handshake_done_pending
+                || self.ack_freq.pending
                 || self.path_challenge_pending
                 || !self.path_responses.is_empty()
                 || (self.streams_open()
@@ -277,6 +278,15 @@ impl Connection {
                     self.handshake_done_pending = false;
                     frames.handshake_done = true;
                     eliciting = true;
+                }
+                // ACK_FREQUENCY (at most 1 + 4 × 8 bytes); pending only when the peer
+                // advertised min_ack_delay (ack_frequency.rs).
+                if self.ack_freq.pending && end.saturating_sub(pos) >= 34 {
+                    if let Some(f) = self.take_ack_frequency_frame() {
+                        pos += write_frame(&Frame::AckFrequency(f), &mut buf[pos..end]);
+                        frames.extra().ack_frequency = Some(f.seq);
+                        eliciting = true;
+                    }
                 }
             }
 
@@ -392,8 +402,19 @@ impl Connection {
                 || (space == Space::Data && self.ping_pending)
                 || sp.probes > 0
                 || frames.ping;
-            if want_ping && (!eliciting || frames.ping) && pos < end {
-                pos += write_frame(&Frame::Ping, &mut buf[pos..end]);
+            // A peer that takes IMMEDIATE_ACK answers probes (with data or not),
+            // keep-alives and pings at once instead of after its ACK delay
+            // (ack_frequency.rs); it elicits an ACK as PING does.
+            let immediate =
+                space == Space::Data && allow == Allow::All && self.peer_accepts_ack_frequency();
+            let probing = immediate && sp.probes > 0;
+            if want_ping && (!eliciting || frames.ping || probing) && pos < end {
+                let f = if immediate {
+                    Frame::ImmediateAck
+                } else {
+                    Frame::Ping
+                };
+                pos += write_frame(&f, &mut buf[pos..end]);
                 eliciting = true;
             }
             frames.ping &= eliciting;
@@ -417,6 +438,7 @@ impl Connection {
         // elicit an ACK (RFC 9002 §2).
         let in_flight = eliciting || min_len > 0;
         if ack_sent {
+            self.stats.ack_frames_sent += 1;
             self.spaces[space as usize].ack.on_ack_sent();
             if space == Space::Data {
                 self.set_timer(Timer::Ack, None);
