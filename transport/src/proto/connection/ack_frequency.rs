@@ -23,7 +23,8 @@
 //! recovers sooner: in the simulator, 2 % loss on a 20 ms path, 1.6 × the ACKs, a
 //! third of the PTOs and 6 % less time; the peer's own delay instead gave 1.1 × the
 //! ACKs, 1.5 × the PTOs and 50 % more time. A new frame goes out when the threshold
-//! or the delay moves by more than a quarter; a lost frame
+//! or the delay moves by more than a quarter, on a packet that goes out anyway (data, a
+//! keep-alive, a ping or a probe); a lost frame
 //! is sent again if it was the newest. PTO probes, keep-alives and application pings
 //! carry IMMEDIATE_ACK instead of PING, so their ACK is not held back by the peer's
 //! delayed-ACK timer (this also keeps RTT samples of quiet connections free of it).

@@ -196,7 +196,6 @@ impl Connection {
             && (self.ping_pending
                 || self.pings.waiting()
                 || self.handshake_done_pending
-                || self.ack_freq.pending
                 || self.path_challenge_pending
                 || !self.path_responses.is_empty()
                 || (self.streams_open()
@@ -279,9 +278,15 @@ impl Connection {
                     frames.handshake_done = true;
                     eliciting = true;
                 }
-                // ACK_FREQUENCY (at most 1 + 4 × 8 bytes); pending only when the peer
-                // advertised min_ack_delay (ack_frequency.rs).
-                if self.ack_freq.pending && end.saturating_sub(pos) >= 34 {
+                // ACK_FREQUENCY (at most 2 + 4 × 8 bytes); pending only when the peer
+                // advertised min_ack_delay (ack_frequency.rs). It rides a packet that
+                // is sent anyway (stream data, a keep-alive, a ping, a probe), so an
+                // idle connection sends nothing more for it.
+                let rides = self.streams.has_pending()
+                    || self.ping_pending
+                    || self.pings.waiting()
+                    || self.spaces[space as usize].probes > 0;
+                if self.ack_freq.pending && rides && end.saturating_sub(pos) >= 34 {
                     if let Some(f) = self.take_ack_frequency_frame() {
                         pos += write_frame(&Frame::AckFrequency(f), &mut buf[pos..end]);
                         frames.extra().ack_frequency = Some(f.seq);
