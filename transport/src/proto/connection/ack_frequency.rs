@@ -21,7 +21,7 @@
 //! cap, which use the transport parameter, stay valid). A slow flow (a small window
 //! under heavy loss) gets more timer-driven ACKs than with the peer's 25 ms, and
 //! recovers sooner: in the simulator, 2 % loss on a 20 ms path, 1.6 × the ACKs, a
-//! third of the PTOs and 6 % less time; the peer's own delay instead gave 1.1 × the
+//! third of the PTOs and 10 % less time; the peer's own delay instead gave 1.1 × the
 //! ACKs, 1.5 × the PTOs and 50 % more time. A new frame goes out when the threshold
 //! or the delay moves by more than a quarter, on a packet that goes out anyway (data, a
 //! keep-alive, a ping or a probe); a lost frame
