@@ -135,6 +135,16 @@ fn bulk(seed: u64, link: LinkConfig, bytes: u64, ack_frequency: bool) -> Bulk {
     }
 }
 
+/// Prints both runs (see them with `-- --nocapture`).
+fn show(label: &str, off: &Bulk, on: &Bulk) {
+    for (name, b) in [("off", off), ("on", on)] {
+        eprintln!(
+            "{label}, ack frequency {name}: {} ACKs, {} ACK_FREQUENCY, {} lost, {} PTOs, {:?}",
+            b.acks, b.ack_frequency_frames, b.lost, b.ptos, b.took
+        );
+    }
+}
+
 /// A 100 Mbit/s bottleneck with a 20 ms round trip and a queue of about one BDP.
 fn bottleneck() -> LinkConfig {
     LinkConfig {
@@ -148,12 +158,7 @@ fn bottleneck() -> LinkConfig {
 fn bulk_transfer_sends_far_fewer_acks_with_ack_frequency() {
     let off = bulk(31, bottleneck(), 30 * MB, false);
     let on = bulk(31, bottleneck(), 30 * MB, true);
-    for (name, b) in [("off", &off), ("on", &on)] {
-        eprintln!(
-            "ack frequency {name}: {} ACKs, {} ACK_FREQUENCY, {} lost, {} PTOs, {:?}",
-            b.acks, b.ack_frequency_frames, b.lost, b.ptos, b.took
-        );
-    }
+    show("clean", &off, &on);
     assert_eq!(off.ack_frequency_frames, 0);
     assert!(on.ack_frequency_frames > 0);
     // Without the extension quill acknowledges every 10th packet; with it the sender
@@ -190,12 +195,7 @@ fn bulk_transfer_with_ack_frequency_survives_loss_and_reordering() {
     };
     let on = bulk(32, link.clone(), 10 * MB, true);
     let off = bulk(32, link, 10 * MB, false);
-    for (name, b) in [("off", &off), ("on", &on)] {
-        eprintln!(
-            "lossy, ack frequency {name}: {} ACKs, {} lost, {} PTOs, {:?}",
-            b.acks, b.lost, b.ptos, b.took
-        );
-    }
+    show("lossy", &off, &on);
     assert!(on.lost > 0 && on.ack_frequency_frames > 0);
     // A small window under heavy loss: the ACKs are mostly timer-driven, and the
     // quarter-RTT delay asks for more of them (ack_frequency.rs), bounded here; no
