@@ -54,6 +54,10 @@ pub struct TransportConfig {
     pub max_ack_delay: Duration,
     /// Send an ACK after this many ack-eliciting packets even before `max_ack_delay`.
     pub ack_eliciting_threshold: u32,
+    /// Use the ACK frequency extension (draft-ietf-quic-ack-frequency, on by default):
+    /// advertise `min_ack_delay`, follow the peer's ACK_FREQUENCY and IMMEDIATE_ACK,
+    /// and ask a peer that advertised it for fewer ACKs.
+    pub ack_frequency: bool,
     /// Initiate a key update after this many packets sealed under one key phase.
     pub key_update_interval: u64,
     /// RTT assumed before the first sample.
@@ -91,6 +95,7 @@ impl Default for TransportConfig {
             datagram_send_queue: 256,
             max_ack_delay: Duration::from_millis(25),
             ack_eliciting_threshold: 10,
+            ack_frequency: true,
             key_update_interval: 1 << 22,
             initial_rtt: Duration::from_millis(333),
             pacing: true,

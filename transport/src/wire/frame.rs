@@ -73,6 +73,10 @@ pub mod frame_type {
     pub const CONNECTION_CLOSE_APP: u64 = 0x1d;
     /// HANDSHAKE_DONE.
     pub const HANDSHAKE_DONE: u64 = 0x1e;
+    /// IMMEDIATE_ACK (draft-ietf-quic-ack-frequency §5).
+    pub const IMMEDIATE_ACK: u64 = 0x1f;
+    /// ACK_FREQUENCY (draft-ietf-quic-ack-frequency §4).
+    pub const ACK_FREQUENCY: u64 = 0xaf;
     /// DATAGRAM without Length (RFC 9221).
     pub const DATAGRAM: u64 = 0x30;
     /// DATAGRAM with Length (RFC 9221).
@@ -218,6 +222,37 @@ pub enum Frame<'a> {
         /// Datagram payload.
         data: &'a [u8],
     },
+    /// ACK_FREQUENCY (draft-ietf-quic-ack-frequency §4): how often the receiver
+    /// should acknowledge.
+    AckFrequency(AckFrequency),
+    /// IMMEDIATE_ACK (draft-ietf-quic-ack-frequency §5): acknowledge this packet at once.
+    ImmediateAck,
+}
+
+/// The fields of an ACK_FREQUENCY frame (draft-ietf-quic-ack-frequency §4):
+///
+/// ```text
+/// ACK_FREQUENCY Frame {
+///   Type (i) = 0xaf,
+///   Sequence Number (i),
+///   Ack-Eliciting Threshold (i),
+///   Requested Max Ack Delay (i),
+///   Reordering Threshold (i),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckFrequency {
+    /// Sequence number; a receiver ignores a frame whose number is not above the
+    /// largest it has seen.
+    pub seq: u64,
+    /// Ack-eliciting packets the receiver may get without acknowledging at once
+    /// (0: acknowledge every one).
+    pub ack_eliciting_threshold: u64,
+    /// The max_ack_delay the receiver should use, in microseconds.
+    pub request_max_ack_delay_us: u64,
+    /// How far out of order packets may arrive before an immediate ACK
+    /// (0: ignore reordering; 1: RFC 9000 §13.2.1 behaviour).
+    pub reordering_threshold: u64,
 }
 
 /// RFC 9000 §19.8: "The largest offset delivered on a stream -- the sum of the offset
@@ -357,6 +392,13 @@ impl<'a> Frame<'a> {
                 }
             }
             ft::HANDSHAKE_DONE => Frame::HandshakeDone,
+            ft::IMMEDIATE_ACK => Frame::ImmediateAck,
+            ft::ACK_FREQUENCY => Frame::AckFrequency(AckFrequency {
+                seq: r.varint()?,
+                ack_eliciting_threshold: r.varint()?,
+                request_max_ack_delay_us: r.varint()?,
+                reordering_threshold: r.varint()?,
+            }),
             ft::DATAGRAM => Frame::Datagram { data: r.rest() },
             ft::DATAGRAM_LEN => {
                 let n = r.varint_len_prefix()?;
@@ -454,6 +496,17 @@ impl<'a> Frame<'a> {
                 emit_datagram_header(s, data.len(), true);
                 s.put_slice(data);
             }
+            Frame::AckFrequency(f) => put_varints(
+                s,
+                &[
+                    ft::ACK_FREQUENCY,
+                    f.seq,
+                    f.ack_eliciting_threshold,
+                    f.request_max_ack_delay_us,
+                    f.reordering_threshold,
+                ],
+            ),
+            Frame::ImmediateAck => s.put_varint(ft::IMMEDIATE_ACK),
         }
     }
 
@@ -505,6 +558,8 @@ impl<'a> Frame<'a> {
             Frame::ConnectionClose { app: true, .. } => ft::CONNECTION_CLOSE_APP,
             Frame::HandshakeDone => ft::HANDSHAKE_DONE,
             Frame::Datagram { .. } => ft::DATAGRAM_LEN,
+            Frame::AckFrequency(_) => ft::ACK_FREQUENCY,
+            Frame::ImmediateAck => ft::IMMEDIATE_ACK,
         }
     }
 
@@ -835,6 +890,16 @@ mod tests {
             ),
             (Frame::HandshakeDone, "1e"),
             (Frame::Datagram { data: b"dg" }, "31026467"),
+            (Frame::ImmediateAck, "1f"),
+            (
+                Frame::AckFrequency(AckFrequency {
+                    seq: 1,
+                    ack_eliciting_threshold: 9,
+                    request_max_ack_delay_us: 25_000,
+                    reordering_threshold: 2,
+                }),
+                "40af0109800061a802",
+            ),
         ];
         for (frame, hex_str) in cases {
             assert_eq!(hex::encode(enc(&frame)), hex_str, "{frame:?}");
@@ -844,7 +909,7 @@ mod tests {
                 "{hex_str}"
             );
             assert_eq!(frame.encoded_len(), hex_str.len() / 2);
-            if !matches!(frame, Frame::Padding { .. }) {
+            if !matches!(frame, Frame::Padding { .. }) && frame.ty() < 0x40 {
                 assert_eq!(
                     frame.ty(),
                     u64::from(hex::decode(hex_str).unwrap()[0]),
@@ -943,6 +1008,25 @@ mod tests {
         ));
         assert_eq!(err("1a01020304050607"), DecodeError::UnexpectedEnd);
         assert_eq!(err("1c00"), DecodeError::UnexpectedEnd);
+        // ACK_FREQUENCY cut short at every field, and with a bad varint: all
+        // FRAME_ENCODING_ERROR (RFC 9000 §12.4), never a panic.
+        for cut in [
+            "40af",
+            "40af01",
+            "40af0109",
+            "40af0109800061a8",
+            "40af0109800061",
+        ] {
+            let e = err(cut);
+            assert_eq!(e, DecodeError::UnexpectedEnd, "{cut}");
+            assert_eq!(
+                e.transport_error_code(),
+                crate::wire::error_code::TransportErrorCode::FRAME_ENCODING_ERROR
+            );
+        }
+        // Non-minimal types of the two frames: PROTOCOL_VIOLATION.
+        assert_eq!(err("401f"), DecodeError::NonMinimalFrameType(0x1f));
+        assert_eq!(err("800000af"), DecodeError::NonMinimalFrameType(0xaf));
     }
 
     #[test]
@@ -991,6 +1075,13 @@ mod tests {
             Frame::Datagram { data: b"" },
             Frame::MaxData(1),
             Frame::PathChallenge([0; 8]),
+            Frame::ImmediateAck,
+            Frame::AckFrequency(AckFrequency {
+                seq: 0,
+                ack_eliciting_threshold: 1,
+                request_max_ack_delay_us: 1000,
+                reordering_threshold: 1,
+            }),
         ] {
             assert!(
                 !f.allowed_in(Space::Initial) && !f.allowed_in(Space::Handshake),
@@ -1021,7 +1112,7 @@ mod tests {
 
     fn arb_spec() -> impl Strategy<Value = Spec> {
         (
-            0u8..22,
+            0u8..23,
             arb_varint(),
             arb_varint(),
             arb_varint(),
@@ -1105,6 +1196,13 @@ mod tests {
                 reason: data,
             },
             19 => Frame::HandshakeDone,
+            20 => Frame::ImmediateAck,
+            21 => Frame::AckFrequency(AckFrequency {
+                seq: a,
+                ack_eliciting_threshold: b,
+                request_max_ack_delay_us: c,
+                reordering_threshold: a ^ b,
+            }),
             _ => Frame::Datagram { data },
         }
     }

@@ -28,7 +28,7 @@ pub use codec::{DecodeError, Reader, Writer};
 pub use error_code::TransportErrorCode;
 pub use frame::{
     crypto_header_len, datagram_header_len, encode_crypto_header, encode_datagram_header,
-    encode_stream_header, stream_header_len, Frame, Frames, Space,
+    encode_stream_header, stream_header_len, AckFrequency, Frame, Frames, Space,
 };
 pub use packet::{
     decode_packet_number, encode_long_header, encode_retry, encode_short_header,

@@ -45,6 +45,8 @@ mod id {
     pub const VERSION_INFORMATION: u64 = 0x11;
     /// RFC 9221 §3.
     pub const MAX_DATAGRAM_FRAME_SIZE: u64 = 0x20;
+    /// draft-ietf-quic-ack-frequency §3.
+    pub const MIN_ACK_DELAY: u64 = 0xff04_de1b;
 }
 
 /// A server's `preferred_address` (RFC 9000 §18.2, §9.6): an address of each family
@@ -178,6 +180,10 @@ pub struct TransportParameters {
     /// 0x11 (RFC 9368 §3): the version in use and the versions the endpoint
     /// supports, for compatible version negotiation; `None` = absent.
     pub version_information: Option<VersionInformation>,
+    /// 0xff04de1b (draft-ietf-quic-ack-frequency §3): the shortest ACK delay the
+    /// endpoint can keep, in microseconds; present = it accepts ACK_FREQUENCY and
+    /// IMMEDIATE_ACK. At most `max_ack_delay_ms` × 1000.
+    pub min_ack_delay_us: Option<u64>,
 }
 
 /// The `version_information` transport parameter (RFC 9368 §3):
@@ -276,6 +282,7 @@ impl Default for TransportParameters {
             retry_source_connection_id: None,
             max_datagram_frame_size: None,
             version_information: None,
+            min_ack_delay_us: None,
         }
     }
 }
@@ -432,12 +439,18 @@ impl TransportParameters {
             s.put_varint(varint_len(size) as u64);
             s.put_varint(size);
         }
+        if let Some(us) = self.min_ack_delay_us {
+            s.put_varint(id::MIN_ACK_DELAY);
+            s.put_varint(varint_len(us) as u64);
+            s.put_varint(us);
+        }
     }
 
     /// Decodes a transport parameters blob (the whole of `buf`).
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut tp = TransportParameters::default();
-        let mut seen: u64 = 0; // bit i: id i seen (ids 0..=0x11), bit 63: id 0x20
+        // bit i: id i seen (ids 0..=0x11), bit 62: min_ack_delay, bit 63: id 0x20
+        let mut seen: u64 = 0;
         let mut r = Reader::new(buf);
         while !r.is_empty() {
             let pid = r.varint().map_err(tp_err)?;
@@ -446,6 +459,7 @@ impl TransportParameters {
             let bit = match pid {
                 0..=0x11 => Some(pid),
                 id::MAX_DATAGRAM_FRAME_SIZE => Some(63),
+                id::MIN_ACK_DELAY => Some(62),
                 _ => None,
             };
             if let Some(bit) = bit {
@@ -458,6 +472,17 @@ impl TransportParameters {
                 seen |= 1 << bit;
             }
             tp.apply(pid, v).map_err(tp_err)?;
+        }
+        // draft-ietf-quic-ack-frequency §3: "Endpoints that support this extension
+        // MUST treat receipt of a min_ack_delay that is greater than the received
+        // max_ack_delay as a connection error of type TRANSPORT_PARAMETER_ERROR."
+        if tp
+            .min_ack_delay_us
+            .is_some_and(|us| us > tp.max_ack_delay_ms * 1000)
+        {
+            return Err(DecodeError::TransportParameter(
+                "min_ack_delay above max_ack_delay",
+            ));
         }
         Ok(tp)
     }
@@ -548,6 +573,7 @@ impl TransportParameters {
             id::VERSION_INFORMATION => {
                 self.version_information = Some(VersionInformation::decode(v)?)
             }
+            id::MIN_ACK_DELAY => self.min_ack_delay_us = Some(int_value(v)?),
             // §18.1: "An endpoint MUST ignore transport parameters that it does not support."
             _ => {}
         }
@@ -637,6 +663,7 @@ mod tests {
             retry_source_connection_id: Some(ConnectionId::from_slice(&[9]).unwrap()),
             max_datagram_frame_size: Some(65535),
             version_information: None,
+            min_ack_delay_us: None,
         };
         let expect = [
             "00020102",                             // original_destination_connection_id
@@ -666,6 +693,38 @@ mod tests {
         );
         assert!(tp.has_server_only());
         assert!(!TransportParameters::default().has_server_only());
+    }
+
+    /// draft-ietf-quic-ack-frequency §3: min_ack_delay (an 8-byte id) in
+    /// microseconds, at most max_ack_delay; above it, or twice, is an error.
+    #[test]
+    fn min_ack_delay() {
+        let tp = TransportParameters {
+            min_ack_delay_us: Some(1000),
+            ..TransportParameters::default()
+        };
+        assert_eq!(hex::encode(enc(&tp)), "c0000000ff04de1b0243e8");
+        let d = |h: &str| TransportParameters::decode(&hex::decode(h).unwrap());
+        assert_eq!(d("c0000000ff04de1b0243e8").unwrap(), tp);
+        // 25 000 µs = the default max_ack_delay of 25 ms: accepted; 25 001 is not.
+        assert_eq!(
+            d("c0000000ff04de1b04800061a8").unwrap().min_ack_delay_us,
+            Some(25_000)
+        );
+        assert!(matches!(
+            d("c0000000ff04de1b04800061a9"),
+            Err(DecodeError::TransportParameter(_))
+        ));
+        // Checked against the max_ack_delay received, in whichever order: 10 ms.
+        assert!(d("c0000000ff04de1b04800061a80b010a").is_err());
+        assert!(d("0b010ac0000000ff04de1b04800061a8").is_err());
+        assert_eq!(
+            d("c0000000ff04de1b0100c0000000ff04de1b0100"),
+            Err(DecodeError::DuplicateTransportParameter(0xff04_de1b))
+        );
+        // Not a single varint.
+        assert!(d("c0000000ff04de1b020100").is_err());
+        assert!(d("c0000000ff04de1b00").is_err());
     }
 
     #[test]
@@ -852,6 +911,8 @@ mod tests {
                         retry_source_connection_id: p,
                         max_datagram_frame_size: q,
                         version_information: vi.map(|(c, a)| VersionInformation::new(c, &a)),
+                        // At most max_ack_delay, as the decoder requires.
+                        min_ack_delay_us: (b % 2 == 0).then_some(l * 1000 / 3),
                     }
                 },
             )

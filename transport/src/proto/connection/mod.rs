@@ -18,6 +18,7 @@
 //! Nothing here reads a clock, touches a socket or blocks: a login waits for the
 //! application's verdict while the connection keeps acknowledging and keeping alive.
 
+mod ack_frequency;
 mod cids;
 mod ecn;
 mod keys;
@@ -185,6 +186,10 @@ pub struct ConnectionStats {
     pub ecn_received: crate::wire::EcnCounts,
     /// QUIC v1: 0-RTT packets sent (client) or received and decrypted (server).
     pub zero_rtt_packets: u64,
+    /// ACK frames sent, all spaces.
+    pub ack_frames_sent: u64,
+    /// ACK_FREQUENCY frames sent (draft-ietf-quic-ack-frequency).
+    pub ack_frequency_frames_sent: u64,
 }
 
 /// Sizes of the internal buffers a peer can influence; they stay bounded.
@@ -383,6 +388,8 @@ pub struct Connection {
     ping_pending: bool,
     /// Pings the application asked for, until acknowledged or lost (ping.rs).
     pings: ping::Pings,
+    /// ACK_FREQUENCY and IMMEDIATE_ACK, both directions (ack_frequency.rs).
+    ack_freq: ack_frequency::AckFrequencyState,
     keep_alive_due: bool,
     /// Server: the reason of a refusal held back until the LoginAnswer timer.
     held_refusal: Option<String>,
@@ -680,6 +687,7 @@ impl Connection {
             eliciting_since_receive: false,
             ping_pending: false,
             pings: ping::Pings::default(),
+            ack_freq: Default::default(),
             keep_alive_due: false,
             held_refusal: None,
             attachments: Vec::new(),
@@ -1494,6 +1502,9 @@ fn local_params(
         initial_source_connection_id: Some(local_cid),
         retry_source_connection_id: retry_scid,
         max_datagram_frame_size: config.max_datagram_frame_size.map(u64::from),
+        min_ack_delay_us: config
+            .ack_frequency
+            .then(|| ack_frequency::local_min_ack_delay_us(config)),
         ..streams.local_limits()
     }
 }

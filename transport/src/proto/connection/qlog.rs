@@ -844,6 +844,18 @@ fn push_frame(b: &mut String, f: &Frame<'_>, ack_delay_exponent: u64) {
             data.len(),
             data.len()
         ),
+        // draft-ietf-quic-ack-frequency; the qlog names of draft-ietf-quic-qlog-quic-events.
+        Frame::AckFrequency(f) => write!(
+            b,
+            "{{\"frame_type\":\"ack_frequency\",\"sequence_number\":{},\
+             \"ack_eliciting_threshold\":{},\"request_max_ack_delay\":{},\
+             \"reordering_threshold\":{}}}",
+            f.seq,
+            f.ack_eliciting_threshold,
+            f.request_max_ack_delay_us as f64 / 1000.0,
+            f.reordering_threshold
+        ),
+        Frame::ImmediateAck => write!(b, "{{\"frame_type\":\"immediate_ack\"}}"),
     };
 }
 

@@ -322,14 +322,21 @@ impl Connection {
         }
     }
 
-    fn on_eliciting_received(&mut self, now: Instant, space: Space) {
-        let threshold = self.config.ack_eliciting_threshold;
-        let max_ack_delay = self.config.max_ack_delay;
+    pub(super) fn on_eliciting_received(&mut self, now: Instant, space: Space) {
+        // RFC 9000 §13.2.1: "packets marked with the ECN Congestion Experienced (CE)
+        // codepoint in the IP header SHOULD be acknowledged immediately";
+        // draft-ietf-quic-ack-frequency §6.1 keeps that whatever ACK_FREQUENCY asked.
+        let ce = self.ecn.rx == Some(super::EcnCodepoint::Ce);
         let ack = &mut self.spaces[space as usize].ack;
+        let threshold = ack
+            .eliciting_limit
+            .unwrap_or(self.config.ack_eliciting_threshold);
+        let max_ack_delay = ack.max_delay.unwrap_or(self.config.max_ack_delay);
         ack.unacked_eliciting += 1;
         // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once;
-        // application packets every `threshold` packets or after max_ack_delay.
-        if space != Space::Data || ack.unacked_eliciting >= threshold {
+        // application packets every `threshold` packets or after max_ack_delay (the
+        // peer's ACK_FREQUENCY may set both, ack_frequency.rs).
+        if space != Space::Data || ack.unacked_eliciting >= threshold || ce {
             ack.immediate = true;
         } else if ack.deadline.is_none() {
             ack.deadline = Some(now + max_ack_delay);
@@ -595,6 +602,8 @@ impl Connection {
                     self.datagrams_in.push_back(data.to_vec());
                 }
             }
+            Frame::AckFrequency(f) => self.on_ack_frequency_frame(f)?,
+            Frame::ImmediateAck => self.on_immediate_ack_frame()?,
         }
         Ok(())
     }
@@ -1086,6 +1095,9 @@ impl Connection {
         self.pto_count = 0;
         self.detect_lost(now, space);
         self.set_loss_detection_timer(now);
+        if space == Space::Data {
+            self.update_ack_frequency();
+        }
         self.qlog_metrics(now);
         Ok(())
     }
@@ -1257,6 +1269,9 @@ impl Connection {
             }
             for seq in x.retire_cids {
                 self.cids.retire_pending.push_back(seq);
+            }
+            if let Some(seq) = x.ack_frequency {
+                self.on_ack_frequency_lost(seq);
             }
         }
     }

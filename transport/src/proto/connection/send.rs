@@ -278,6 +278,21 @@ impl Connection {
                     frames.handshake_done = true;
                     eliciting = true;
                 }
+                // ACK_FREQUENCY (at most 2 + 4 × 8 bytes); pending only when the peer
+                // advertised min_ack_delay (ack_frequency.rs). It rides a packet that
+                // is sent anyway (stream data, a keep-alive, a ping, a probe), so an
+                // idle connection sends nothing more for it.
+                let rides = self.streams.has_pending()
+                    || self.ping_pending
+                    || self.pings.waiting()
+                    || self.spaces[space as usize].probes > 0;
+                if self.ack_freq.pending && rides && end.saturating_sub(pos) >= 34 {
+                    if let Some(f) = self.take_ack_frequency_frame() {
+                        pos += write_frame(&Frame::AckFrequency(f), &mut buf[pos..end]);
+                        frames.extra().ack_frequency = Some(f.seq);
+                        eliciting = true;
+                    }
+                }
             }
 
             // CRYPTO data (handshake messages, and LoginAccepted in the application space).
@@ -392,8 +407,19 @@ impl Connection {
                 || (space == Space::Data && self.ping_pending)
                 || sp.probes > 0
                 || frames.ping;
-            if want_ping && (!eliciting || frames.ping) && pos < end {
-                pos += write_frame(&Frame::Ping, &mut buf[pos..end]);
+            // A peer that takes IMMEDIATE_ACK answers probes (with data or not),
+            // keep-alives and pings at once instead of after its ACK delay
+            // (ack_frequency.rs); it elicits an ACK as PING does.
+            let immediate =
+                space == Space::Data && allow == Allow::All && self.peer_accepts_ack_frequency();
+            let probing = immediate && sp.probes > 0;
+            if want_ping && (!eliciting || frames.ping || probing) && pos < end {
+                let f = if immediate {
+                    Frame::ImmediateAck
+                } else {
+                    Frame::Ping
+                };
+                pos += write_frame(&f, &mut buf[pos..end]);
                 eliciting = true;
             }
             frames.ping &= eliciting;
@@ -417,6 +443,7 @@ impl Connection {
         // elicit an ACK (RFC 9002 §2).
         let in_flight = eliciting || min_len > 0;
         if ack_sent {
+            self.stats.ack_frames_sent += 1;
             self.spaces[space as usize].ack.on_ack_sent();
             if space == Space::Data {
                 self.set_timer(Timer::Ack, None);

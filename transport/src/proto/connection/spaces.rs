@@ -2,7 +2,7 @@
 //! sent (for recovery), and what we received (for ACKs).
 
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::keys::{HeaderKey, KeyUpdate, Keys, PacketKey};
 use crate::proto::range_set::RangeSet;
@@ -54,6 +54,8 @@ pub(crate) struct ExtraFrames {
     pub new_cids: Vec<u64>,
     /// RETIRE_CONNECTION_ID frames (sequence numbers of the peer's CIDs).
     pub retire_cids: Vec<u64>,
+    /// An ACK_FREQUENCY frame (its sequence number).
+    pub ack_frequency: Option<u64>,
 }
 
 impl SentFrames {
@@ -77,6 +79,16 @@ pub(crate) struct AckState {
     /// Deadline by which an ACK must go out (max_ack_delay after the first unacked
     /// ack-eliciting packet).
     pub deadline: Option<Instant>,
+    /// The peer's ACK_FREQUENCY (ack_frequency.rs): ACK at once when this many
+    /// ack-eliciting packets are unacknowledged (`None`: the configured threshold).
+    pub eliciting_limit: Option<u32>,
+    /// The peer's Requested Max Ack Delay (`None`: our max_ack_delay).
+    pub max_delay: Option<Duration>,
+    /// The peer's Reordering Threshold (`None`: RFC 9000 §13.2.1, as 1).
+    pub reordering: Option<u64>,
+    /// Largest Acknowledged of the last ACK frame sent (draft-ietf-quic-ack-frequency
+    /// §6.2 "Largest Reported").
+    pub largest_reported: Option<u64>,
 }
 
 impl AckState {
@@ -86,11 +98,10 @@ impl AckState {
             return false;
         }
         let largest = self.received.max();
-        // RFC 9000 §13.2.1: acknowledge out-of-order packets immediately.
-        if let Some(l) = largest {
-            if pn < l || pn > l + 1 {
-                self.immediate = true;
-            }
+        match (self.reordering, largest) {
+            // RFC 9000 §13.2.1: acknowledge out-of-order packets immediately.
+            (None | Some(1), Some(l)) if pn < l || pn > l + 1 => self.immediate = true,
+            _ => {}
         }
         if largest.is_none_or(|l| pn > l) {
             self.largest_received_at = Some(now);
@@ -99,7 +110,38 @@ impl AckState {
         while self.received.len() > MAX_ACK_RANGES {
             self.received.pop_min();
         }
+        if self.reordering.is_some_and(|t| t > 1) && self.missing_beyond_reordering() {
+            self.immediate = true;
+        }
         true
+    }
+
+    /// draft-ietf-quic-ack-frequency §6.2: a packet number above Largest Reported not
+    /// yet received ("Unreported Missing") lies Reordering Threshold or more below the
+    /// largest received ("Largest Unacked"). (Ack-eliciting or not: the caller only
+    /// sends an ACK for ack-eliciting packets.)
+    fn missing_beyond_reordering(&self) -> bool {
+        let (Some(threshold), Some(largest)) = (self.reordering, self.received.max()) else {
+            return false;
+        };
+        // Ranges are half-open and ascending: walk up from just above Largest Reported
+        // (or the smallest received, before any ACK) to the first gap.
+        let mut next = match self.largest_reported {
+            Some(r) => r + 1,
+            None => self.received.iter().next().map_or(0, |r| r.start),
+        };
+        let mut smallest_missing = None;
+        for r in self.received.iter() {
+            if r.end <= next {
+                continue;
+            }
+            if r.start > next {
+                smallest_missing = Some(next);
+                break;
+            }
+            next = r.end;
+        }
+        smallest_missing.is_some_and(|m| largest - m >= threshold)
     }
 
     /// Whether there is anything to acknowledge at all.
@@ -117,6 +159,7 @@ impl AckState {
         self.unacked_eliciting = 0;
         self.immediate = false;
         self.deadline = None;
+        self.largest_reported = self.received.max();
     }
 }
 
@@ -265,5 +308,68 @@ impl OneRtt {
         self.prev_remote = Some(Box::new((old, discard_prev_at)));
         self.remote_phase = !self.remote_phase;
         self.remote_phase_start = Some(pn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Receives `pns` in order, sending an ACK right after `reported` arrives; returns
+    /// after each whether an immediate ACK is due.
+    fn immediates(reordering: Option<u64>, reported: Option<u64>, pns: &[u64]) -> Vec<bool> {
+        let now = Instant::now();
+        let mut a = AckState {
+            reordering,
+            ..AckState::default()
+        };
+        pns.iter()
+            .map(|&pn| {
+                a.immediate = false;
+                a.on_received(pn, now);
+                if Some(pn) == reported {
+                    a.on_ack_sent();
+                }
+                a.immediate
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc9000_reordering_acks_every_out_of_order_packet() {
+        // 0 1 3: a gap → immediate; 2: fills it (below the largest) → immediate.
+        assert_eq!(
+            immediates(None, None, &[0, 1, 3, 2]),
+            [false, false, true, true]
+        );
+        assert_eq!(
+            immediates(Some(1), None, &[0, 1, 3, 2]),
+            [false, false, true, true]
+        );
+    }
+
+    #[test]
+    fn reordering_threshold_zero_ignores_reordering() {
+        assert_eq!(immediates(Some(0), None, &[0, 1, 5, 3, 2]), [false; 5]);
+    }
+
+    #[test]
+    fn reordering_threshold_counts_from_the_smallest_unreported_missing() {
+        // Threshold 3, 0..=1 reported, 2 missing: 3 and 4 are within it, 5 is 3 above.
+        assert_eq!(
+            immediates(Some(3), Some(1), &[0, 1, 3, 4, 5]),
+            [false, false, false, false, true]
+        );
+        // A missing packet at or below Largest Reported no longer counts: 1 missing,
+        // 2 reported, then 3..=9 arrive in order.
+        assert_eq!(
+            immediates(Some(2), Some(2), &[0, 2, 3, 4, 5, 6]),
+            [false, false, false, false, false, false]
+        );
+        // Late packets below the largest do not trigger by themselves.
+        assert_eq!(
+            immediates(Some(5), Some(0), &[0, 2, 1]),
+            [false, false, false]
+        );
     }
 }

@@ -875,3 +875,94 @@ fn path_challenge_and_response_datagrams_are_expanded_to_1200_bytes() {
         .expect("the response goes out");
     assert!(t.size >= 1200, "PATH_RESPONSE in {} bytes", t.size);
 }
+
+/// An ACK_FREQUENCY frame as the client would send it.
+fn ack_frequency(seq: u64, threshold: u64, delay_us: u64, reorder: u64) -> Frame<'static> {
+    Frame::AckFrequency(crate::wire::AckFrequency {
+        seq,
+        ack_eliciting_threshold: threshold,
+        request_max_ack_delay_us: delay_us,
+        reordering_threshold: reorder,
+    })
+}
+
+#[test]
+fn ack_frequency_below_our_min_ack_delay_is_a_protocol_violation() {
+    // We advertise min_ack_delay = 1000 µs (draft-ietf-quic-ack-frequency §4).
+    assert_eq!(
+        server_rejects(ack_frequency(0, 9, 999, 1)),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn ack_frequency_frames_without_min_ack_delay_are_a_protocol_violation() {
+    for frame in [ack_frequency(0, 9, 5000, 1), Frame::ImmediateAck] {
+        let mut sim = run_until_established(new_sim_tuned(|t| t.ack_frequency = false));
+        let now = sim.now();
+        let server = sim.server().unwrap();
+        let err = server.handle_frame(now, Space::Data, frame).unwrap_err();
+        assert_eq!(
+            error_code::<()>(Err(err)),
+            TransportErrorCode::PROTOCOL_VIOLATION
+        );
+    }
+}
+
+#[test]
+fn ack_frequency_applies_the_newest_and_ignores_stale_sequence_numbers() {
+    with_established_server(|now, server| {
+        server
+            .handle_frame(now, Space::Data, ack_frequency(5, 19, 4000, 0))
+            .unwrap();
+        let ack = &server.spaces[Space::Data as usize].ack;
+        assert_eq!(ack.eliciting_limit, Some(20));
+        assert_eq!(ack.max_delay, Some(Duration::from_micros(4000)));
+        assert_eq!(ack.reordering, Some(0));
+        // Sequence numbers 5 (repeated) and 3 (reordered) are older: ignored.
+        for seq in [5, 3] {
+            server
+                .handle_frame(now, Space::Data, ack_frequency(seq, 1, 2000, 1))
+                .unwrap();
+            assert_eq!(
+                server.spaces[Space::Data as usize].ack.eliciting_limit,
+                Some(20)
+            );
+        }
+        server
+            .handle_frame(now, Space::Data, ack_frequency(6, 0, 2000, 3))
+            .unwrap();
+        let ack = &server.spaces[Space::Data as usize].ack;
+        assert_eq!(ack.eliciting_limit, Some(1));
+        assert_eq!(ack.reordering, Some(3));
+        // A huge threshold and delay are held within bounds, not a panic.
+        server
+            .handle_frame(
+                now,
+                Space::Data,
+                ack_frequency(7, u64::MAX >> 2, u64::MAX >> 2, 9),
+            )
+            .unwrap();
+        let ack = &server.spaces[Space::Data as usize].ack;
+        assert_eq!(ack.eliciting_limit, Some(u32::MAX));
+        assert!(ack.max_delay.unwrap() < Duration::from_millis(1 << 14));
+    });
+}
+
+#[test]
+fn immediate_ack_makes_the_next_packet_carry_an_ack() {
+    with_established_server(|now, server| {
+        server
+            .handle_frame(now, Space::Data, Frame::ImmediateAck)
+            .unwrap();
+        server.on_eliciting_received(now, Space::Data);
+        assert!(server.spaces[Space::Data as usize].ack.wants_ack(now));
+    });
+}
+
+#[test]
+fn immediate_ack_is_not_allowed_in_zero_rtt() {
+    assert!(!super::zero_rtt::allowed_in_zero_rtt(&Frame::ImmediateAck));
+    assert!(!Frame::ImmediateAck.allowed_in(Space::Handshake));
+    assert!(!ack_frequency(0, 1, 1000, 1).allowed_in(Space::Initial));
+}

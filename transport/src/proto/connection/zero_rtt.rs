@@ -39,6 +39,7 @@ pub(super) fn allowed_in_zero_rtt(frame: &Frame<'_>) -> bool {
         Frame::Ack(_)
             | Frame::Crypto { .. }
             | Frame::HandshakeDone
+            | Frame::ImmediateAck
             | Frame::NewToken { .. }
             | Frame::PathResponse(_)
             | Frame::RetireConnectionId { .. }

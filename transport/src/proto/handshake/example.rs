@@ -69,8 +69,9 @@ fn host_key() -> Arc<HostKeyPair> {
     Arc::new(HostKeyPair::from_seed(&HOST_KEY_SEED).unwrap())
 }
 
-/// The client's configuration: quill's defaults, the example's randomness (first
-/// chunk `0x01`), password login as alice, the host key pinned.
+/// The client's configuration: quill's defaults without the ACK frequency extension
+/// (the published parameters predate it), the example's randomness (first chunk
+/// `0x01`), password login as alice, the host key pinned.
 pub(super) fn client_config() -> ClientConfig {
     let mut config = ClientConfig::new(
         Login::Password {
@@ -80,14 +81,24 @@ pub(super) fn client_config() -> ClientConfig {
         HostKeyPolicy::Pinned(vec![host_key().public().fingerprint()]),
     );
     config.rng = Arc::new(Counting::new(0x01));
+    config.transport = Arc::new(no_ack_frequency());
     config
 }
 
-/// The server's configuration: quill's defaults and the example's randomness (first
-/// chunk `0x11`).
+/// quill's default transport configuration with `ack_frequency` off.
+fn no_ack_frequency() -> crate::proto::TransportConfig {
+    crate::proto::TransportConfig {
+        ack_frequency: false,
+        ..Default::default()
+    }
+}
+
+/// The server's configuration: quill's defaults without the ACK frequency extension
+/// and the example's randomness (first chunk `0x11`).
 pub(super) fn server_config() -> ServerConfig {
     let mut config = ServerConfig::new(host_key());
     config.rng = Arc::new(Counting::new(0x11));
+    config.transport = Arc::new(no_ack_frequency());
     config
 }
 

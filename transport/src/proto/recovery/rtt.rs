@@ -95,10 +95,13 @@ impl RttEstimator {
         } else {
             ack_delay
         };
-        let mut adjusted = latest;
-        if latest >= self.min.saturating_add(ack_delay) {
-            adjusted = latest - ack_delay;
-        }
+        // A departure: where the RFC keeps all of the delay in (latest_rtt below
+        // min_rtt + ack_delay), only what would take the sample below min_rtt stays.
+        // The RFC's rule has the same floor, but a min_rtt from the handshake (which
+        // includes the peer's processing) above the path's round trip then kept the
+        // whole max_ack_delay in every delayed ACK of a quiet connection, and
+        // smoothed_rtt crept up to it (25 ms on a loopback path, issue 17).
+        let adjusted = latest.saturating_sub(ack_delay).max(self.min);
         let var_sample = self.smoothed.abs_diff(adjusted);
         self.rttvar = (self.rttvar * 3 + var_sample) / 4;
         self.smoothed = (self.smoothed * 7 + adjusted) / 8;
@@ -251,8 +254,16 @@ mod tests {
 
     #[test]
     fn ack_delay_not_subtracted_below_min_rtt() {
-        // latest 110 < min 100 + ack_delay 20 → adjusted stays 110.
-        assert_eq!(smoothed_after(110, 20, true), (ms(100) * 7 + ms(110)) / 8);
+        // latest 110 < min 100 + ack_delay 20 → adjusted is min_rtt, 100.
+        assert_eq!(smoothed_after(110, 20, true), ms(100));
+        // A delayed ACK of 25 ms on a 0.2 ms path after a 6 ms handshake sample: the
+        // sample is min_rtt, not 25.2 ms (RFC 9002's rule kept all of the delay in).
+        let mut rtt = RttEstimator::new(INITIAL_RTT);
+        rtt.update(ms(6), ms(0), ms(25), true);
+        for _ in 0..50 {
+            rtt.update(Duration::from_micros(25_200), ms(25), ms(25), true);
+        }
+        assert_eq!(rtt.smoothed(), ms(6));
     }
 
     #[test]
