@@ -1019,14 +1019,23 @@ mod tests {
         let sent = 400;
         for i in 0..sent {
             let len = if i % 2 == 0 { 200 } else { 100 };
-            sender.send_to(&[i as u8; 200][..len], io.local_addr()).unwrap();
+            sender
+                .send_to(&[i as u8; 200][..len], io.local_addr())
+                .unwrap();
         }
         let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
         let most = config.max_recv_batches * RX_SLOTS * 2;
-        assert!(most < sent, "the test needs more datagrams than one call takes");
+        assert!(
+            most < sent,
+            "the test needs more datagrams than one call takes"
+        );
         let first = io.recv(|_, _| {}).unwrap();
-        assert!(first <= most, "one call took {first} datagrams (at most {most})");
+        assert!(
+            first <= most,
+            "one call took {first} datagrams (at most {most})"
+        );
         assert!(io.rx_pending(), "a call cut short must say more is pending");
         assert_eq!(first + recv_n(&mut poll, &mut io, sent - first).len(), sent);
     }
