@@ -844,18 +844,19 @@ fn push_frame(b: &mut String, f: &Frame<'_>, ack_delay_exponent: u64) {
             data.len(),
             data.len()
         ),
-        // draft-ietf-quic-ack-frequency; the qlog names of draft-ietf-quic-qlog-quic-events.
-        Frame::AckFrequency(f) => write!(
+        // draft-ietf-quic-ack-frequency's frames are not in the qlog QUIC event
+        // definitions that qlog tools read (the `qlog` crate, qvis): they are logged as
+        // the schema's UnknownFrame with their frame type, which those tools accept.
+        Frame::AckFrequency(_) => write!(
             b,
-            "{{\"frame_type\":\"ack_frequency\",\"sequence_number\":{},\
-             \"ack_eliciting_threshold\":{},\"request_max_ack_delay\":{},\
-             \"reordering_threshold\":{}}}",
-            f.seq,
-            f.ack_eliciting_threshold,
-            f.request_max_ack_delay_us as f64 / 1000.0,
-            f.reordering_threshold
+            "{{\"frame_type\":\"unknown\",\"frame_type_bytes\":{}}}",
+            crate::wire::frame::frame_type::ACK_FREQUENCY
         ),
-        Frame::ImmediateAck => write!(b, "{{\"frame_type\":\"immediate_ack\"}}"),
+        Frame::ImmediateAck => write!(
+            b,
+            "{{\"frame_type\":\"unknown\",\"frame_type_bytes\":{}}}",
+            crate::wire::frame::frame_type::IMMEDIATE_ACK
+        ),
     };
 }
 
