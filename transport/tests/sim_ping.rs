@@ -95,11 +95,11 @@ fn connected(seed: u64, s: Setup, server: ServerApp) -> Sim<Pinger, ServerApp> {
 }
 
 fn quill(seed: u64) -> Sim<Pinger, ServerApp> {
-    connected(
-        seed,
-        setup(seed, TransportConfig::default()),
-        alice_policy(),
-    )
+    quill_with(seed, TransportConfig::default())
+}
+
+fn quill_with(seed: u64, transport: TransportConfig) -> Sim<Pinger, ServerApp> {
+    connected(seed, setup(seed, transport), alice_policy())
 }
 
 fn quic_v1(seed: u64) -> Sim<Pinger, ServerApp> {
@@ -109,7 +109,9 @@ fn quic_v1(seed: u64) -> Sim<Pinger, ServerApp> {
 
 /// Three pings 300 ms apart are each acknowledged with an RTT of 2 × the one-way
 /// delay (the peer's ACK delay taken off), and the connection's own estimate agrees.
-fn acknowledged_with_the_path_rtt(mut sim: Sim<Pinger, ServerApp>) {
+/// `delayed`: whether the peer may delay its ACK (it lacks the ACK-frequency
+/// extension); with it, pings carry IMMEDIATE_ACK and are acknowledged at once.
+fn acknowledged_with_the_path_rtt(mut sim: Sim<Pinger, ServerApp>, delayed: bool) {
     let mut ids = Vec::new();
     for n in 1..=3 {
         // After the handshake's last packets: a ping whose packet is not the largest
@@ -133,24 +135,43 @@ fn acknowledged_with_the_path_rtt(mut sim: Sim<Pinger, ServerApp>) {
             2 * DELAY
         );
     }
-    // A lone PING is not acknowledged at once (RFC 9000 §13.2.1 lets the peer wait up
-    // to max_ack_delay): without the ACK delay taken off, the times would be longer.
-    assert!(
-        acked.iter().any(|a| a.2 > GRANULARITY),
-        "the peer never delayed an ACK: {acked:?}"
-    );
+    if delayed {
+        // A lone PING is not acknowledged at once (RFC 9000 §13.2.1 lets the peer wait
+        // up to max_ack_delay): without the ACK delay taken off, the times would be
+        // longer.
+        assert!(
+            acked.iter().any(|a| a.2 > GRANULARITY),
+            "the peer never delayed an ACK: {acked:?}"
+        );
+    } else {
+        assert!(
+            acked.iter().all(|a| a.2.is_zero()),
+            "IMMEDIATE_ACK was not acknowledged at once: {acked:?}"
+        );
+    }
     assert!(sim.client_app.lost.is_empty());
     assert!(sim.client().rtt().abs_diff(2 * DELAY) <= GRANULARITY);
 }
 
 #[test]
-fn quill_ping_is_acknowledged_with_the_path_rtt() {
-    acknowledged_with_the_path_rtt(quill(80));
+fn quill_ping_is_acknowledged_at_once_with_the_path_rtt() {
+    acknowledged_with_the_path_rtt(quill(80), false);
 }
 
 #[test]
-fn v1_ping_is_acknowledged_with_the_path_rtt() {
-    acknowledged_with_the_path_rtt(quic_v1(81));
+fn v1_ping_is_acknowledged_at_once_with_the_path_rtt() {
+    acknowledged_with_the_path_rtt(quic_v1(81), false);
+}
+
+/// Without the ACK-frequency extension the peer delays its ACK of a lone PING; the
+/// reported ACK delay is taken off.
+#[test]
+fn ping_to_a_peer_that_delays_its_ack_has_the_delay_taken_off() {
+    let transport = TransportConfig {
+        ack_frequency: false,
+        ..TransportConfig::default()
+    };
+    acknowledged_with_the_path_rtt(quill_with(82, transport), true);
 }
 
 /// The packet carrying the ping is dropped: the ping rides a new packet with a new
